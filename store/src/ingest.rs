@@ -1,0 +1,279 @@
+//! [`Ingest`]: batched, atomic writes of observations into the store.
+//!
+//! The scanner reports what it saw ("this certificate, in that file, now"); `Ingest` merges
+//! that into the stored records, keeps the indexes, and writes everything of one batch
+//! with a single atomic [`sled::Batch`]. One `Ingest` must be used by one writer at a time
+//! (it reads, merges and writes records), which is what makes merging race-free.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::files::FileState;
+use crate::keys::{self, Index};
+use crate::model::{
+    Certificate, CertificateFacts, Fingerprint, Role, Source, SourceLocation, UnixTime,
+    MAX_INLINE_SOURCES,
+};
+use crate::store::{decode_record, encode, encode_record, Store};
+
+/// File states per directory segment.
+const FILES_PER_SEGMENT: usize = 1024;
+
+/// One index entry: a sort or hash key and the certificate it points to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Posting {
+    pub key: i64,
+    pub fp: Fingerprint,
+}
+
+/// What an observation changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// The certificate was not in the store before.
+    New,
+    /// Known certificate; something besides last_seen changed (a new source, a role, a
+    /// source that had gone came back).
+    Updated,
+    /// Known certificate, same place: only last_seen was refreshed.
+    Refreshed,
+}
+
+/// A batch of writes. Nothing is visible to readers until [`Ingest::commit`].
+pub struct Ingest<'s> {
+    store: &'s Store,
+    /// Records touched in this batch, already merged.
+    records: HashMap<Fingerprint, Certificate>,
+    /// New index postings, per bucket key prefix.
+    postings: BTreeMap<Vec<u8>, Vec<Posting>>,
+    /// Directories whose file states are replaced.
+    dirs: Vec<(String, Vec<FileState>)>,
+}
+
+impl<'s> Ingest<'s> {
+    pub(crate) fn new(store: &'s Store) -> Self {
+        Ingest {
+            store,
+            records: HashMap::new(),
+            postings: BTreeMap::new(),
+            dirs: Vec::new(),
+        }
+    }
+
+    /// How many certificates this batch holds so far.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.dirs.is_empty()
+    }
+
+    /// The record as this batch sees it (pending changes included).
+    fn load(&mut self, fp: &Fingerprint) -> Result<Option<&mut Certificate>> {
+        if !self.records.contains_key(fp) {
+            match self.store.tree().get(keys::cert_key(&fp.0))? {
+                Some(bytes) => {
+                    self.records.insert(*fp, decode_record(&bytes)?);
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(self.records.get_mut(fp))
+    }
+
+    /// Records that `facts` was seen at `location` at `now`.
+    ///
+    /// `role` is the role the admin assigned to the source (`--role`); CA certificates
+    /// always get [`Role::Ca`]. Without one, a new certificate gets `ca` or `other` and a
+    /// known one keeps its role.
+    pub fn observe(
+        &mut self,
+        facts: CertificateFacts,
+        role: Option<Role>,
+        location: SourceLocation,
+        now: UnixTime,
+    ) -> Result<Observed> {
+        let fp = facts.fingerprint;
+        let wanted_role = if facts.is_ca { Some(Role::Ca) } else { role };
+        let mut new_role = None;
+        let outcome = match self.load(&fp)? {
+            Some(cert) => {
+                let mut changed = false;
+                if let Some(r) = wanted_role {
+                    if cert.role != r {
+                        cert.role = r;
+                        new_role = Some(r);
+                        changed = true;
+                    }
+                }
+                cert.last_seen = cert.last_seen.max(now);
+                match cert.sources.iter_mut().find(|s| s.location == location) {
+                    Some(source) => {
+                        source.last_seen = source.last_seen.max(now);
+                        if source.gone_since.take().is_some() {
+                            changed = true;
+                        }
+                    }
+                    None => {
+                        add_source(cert, location, now);
+                        changed = true;
+                    }
+                }
+                if changed {
+                    Observed::Updated
+                } else {
+                    Observed::Refreshed
+                }
+            }
+            None => {
+                let role = wanted_role.unwrap_or(Role::Other);
+                let mut cert = Certificate::new(facts, role, now);
+                add_source(&mut cert, location, now);
+                self.add_postings(&cert);
+                self.records.insert(fp, cert);
+                Observed::New
+            }
+        };
+        if let Some(r) = new_role {
+            if let Some(cert) = self.records.get(&fp) {
+                let (fp, not_after) = (cert.facts.fingerprint, cert.facts.not_after);
+                self.post_role(r, not_after, fp);
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Records that the certificate is no longer at `location` (the file changed or went
+    /// away). The certificate itself stays. Returns whether anything changed.
+    pub fn mark_gone(
+        &mut self,
+        fp: &Fingerprint,
+        location: &SourceLocation,
+        now: UnixTime,
+    ) -> Result<bool> {
+        let Some(cert) = self.load(fp)? else {
+            return Ok(false);
+        };
+        match cert.sources.iter_mut().find(|s| &s.location == location) {
+            Some(source) if source.gone_since.is_none() => {
+                source.gone_since = Some(now);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Replaces a whole record (after a revocation, a role change, ...).
+    pub fn replace(&mut self, cert: Certificate) -> Result<()> {
+        let fp = cert.fingerprint();
+        let old_role = self.load(&fp)?.map(|c| c.role);
+        match old_role {
+            None => self.add_postings(&cert),
+            Some(r) if r != cert.role => self.post_role(cert.role, cert.facts.not_after, fp),
+            Some(_) => {}
+        }
+        self.records.insert(fp, cert);
+        Ok(())
+    }
+
+    /// Replaces the remembered file states of `dir` with `files`.
+    pub fn replace_dir(&mut self, dir: &str, files: Vec<FileState>) {
+        self.dirs.retain(|(d, _)| d != dir);
+        self.dirs.push((dir.to_string(), files));
+    }
+
+    fn add_postings(&mut self, cert: &Certificate) {
+        let f = &cert.facts;
+        let fp = f.fingerprint;
+        let week = keys::expiry_week(f.not_after);
+        self.post(
+            keys::bucket_prefix(Index::Expiry, &keys::expiry_bucket(week)),
+            f.not_after,
+            fp,
+        );
+        self.post_role(cert.role, f.not_after, fp);
+        let h = keys::spki_hash(&f.spki_sha256.0);
+        self.post(
+            keys::bucket_prefix(Index::Spki, &keys::hash_bucket(h, keys::SPKI_BUCKETS)),
+            h as i64,
+            fp,
+        );
+        let h = keys::name_hash(&f.issuer);
+        self.post(
+            keys::bucket_prefix(Index::Issuer, &keys::hash_bucket(h, keys::ISSUER_BUCKETS)),
+            h as i64,
+            fp,
+        );
+        let mut names: Vec<u64> = f.names().map(keys::name_hash).collect();
+        names.sort_unstable();
+        names.dedup();
+        for h in names {
+            self.post(
+                keys::bucket_prefix(Index::Name, &keys::hash_bucket(h, keys::NAME_BUCKETS)),
+                h as i64,
+                fp,
+            );
+        }
+    }
+
+    fn post_role(&mut self, role: Role, not_after: UnixTime, fp: Fingerprint) {
+        let bucket = keys::role_expiry_bucket(role.code(), keys::expiry_week(not_after));
+        self.post(
+            keys::bucket_prefix(Index::RoleExpiry, &bucket),
+            not_after,
+            fp,
+        );
+    }
+
+    fn post(&mut self, bucket: Vec<u8>, key: i64, fp: Fingerprint) {
+        self.postings
+            .entry(bucket)
+            .or_default()
+            .push(Posting { key, fp });
+    }
+
+    /// Writes the batch atomically: records, their index postings and file states.
+    pub fn commit(&mut self) -> Result<()> {
+        if self.is_empty() && self.postings.is_empty() {
+            return Ok(());
+        }
+        let tree = self.store.tree();
+        let mut batch = sled::Batch::default();
+        for (fp, cert) in self.records.drain() {
+            batch.insert(keys::cert_key(&fp.0).as_slice(), encode_record(&cert)?);
+        }
+        if !self.postings.is_empty() {
+            let segment = self.store.next_segment_id()?.to_be_bytes();
+            for (mut bucket, postings) in std::mem::take(&mut self.postings) {
+                bucket.extend_from_slice(&segment);
+                batch.insert(bucket, encode(&postings)?);
+            }
+        }
+        for (dir, files) in self.dirs.drain(..) {
+            for kv in tree.scan_prefix(keys::dir_prefix(&dir)) {
+                batch.remove(kv?.0);
+            }
+            for (n, chunk) in files.chunks(FILES_PER_SEGMENT).enumerate() {
+                let n = u32::try_from(n).unwrap_or(u32::MAX);
+                batch.insert(keys::dir_segment_key(&dir, n), encode(&chunk)?);
+            }
+        }
+        tree.apply_batch(batch)?;
+        Ok(())
+    }
+}
+
+fn add_source(cert: &mut Certificate, location: SourceLocation, now: UnixTime) {
+    if cert.sources.len() < MAX_INLINE_SOURCES {
+        cert.sources.push(Source {
+            location,
+            first_seen: now,
+            last_seen: now,
+            gone_since: None,
+        });
+    } else {
+        cert.more_sources += 1;
+    }
+}

@@ -1,0 +1,23 @@
+//! certctl's certificate inventory: the domain model ([`model`]) and its persistence.
+//!
+//! Everything that touches sled lives in this crate; the rest of certctl sees a [`Store`]
+//! with domain methods, an [`Ingest`] batch for bulk writes, and a [`StoreError`].
+//!
+//! - [`model`]: `Certificate`, `Role`, `Source`, ... — what certctl knows.
+//! - [`Store`]: opening the store (one process at a time) and the queries.
+//! - [`Ingest`]: merging scan observations into records and indexes, atomically per batch.
+//! - [`FileState`]: what was found in each scanned file, for re-scans.
+#![forbid(unsafe_code)]
+
+mod error;
+mod files;
+mod ingest;
+mod keys;
+pub mod model;
+mod store;
+
+pub use error::{Result, StoreError};
+pub use files::{FileProblem, FileState};
+pub use ingest::{Ingest, Observed};
+pub use model::*;
+pub use store::{Store, SCHEMA_VERSION};

@@ -1,0 +1,435 @@
+//! [`Store`]: opening the sled database, and the queries.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::error::{Result, StoreError};
+use crate::files::FileState;
+use crate::ingest::{Ingest, Posting};
+use crate::keys::{self, Index};
+use crate::model::{Certificate, Fingerprint, Role, Sha256, SourceLocation, UnixTime};
+
+/// The on-disk schema this release writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Version byte that starts every encoded record.
+const RECORD_V1: u8 = 1;
+
+/// The certificate inventory on disk.
+///
+/// Cloning is cheap; clones share the same database. Only one process can open a store.
+#[derive(Clone)]
+pub struct Store {
+    path: PathBuf,
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `path`. The directory is created `0700`
+    /// and the files in it are made `0600`.
+    pub fn open(path: &Path) -> Result<Store> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(open_err)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(open_err)?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(256 << 20)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if is_lock_error(&io) => {
+                    StoreError::Locked {
+                        path: path.to_path_buf(),
+                    }
+                }
+                sled::Error::Io(io) => open_err(io),
+                other => StoreError::Io(format!("{}: {other}", path.display())),
+            })?;
+        restrict_permissions(path).map_err(open_err)?;
+        let tree = db.open_tree("inventory")?;
+        let store = Store {
+            path: path.to_path_buf(),
+            db,
+            tree,
+        };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    fn check_schema(&self) -> Result<()> {
+        let key = [keys::META, b's'];
+        match self.tree.get(key)? {
+            None => {
+                self.tree.insert(key, &SCHEMA_VERSION.to_be_bytes())?;
+                Ok(())
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt {
+                        what: "schema version",
+                        detail: format!("{} bytes", v.len()),
+                    })?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::NewerSchema {
+                        path: self.path.clone(),
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes everything to disk. Call before exiting.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Starts a batch of writes (see [`Ingest`]).
+    pub fn ingest(&self) -> Ingest<'_> {
+        Ingest::new(self)
+    }
+
+    // ---- records -------------------------------------------------------------------
+
+    pub(crate) fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    pub(crate) fn next_segment_id(&self) -> Result<u64> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// The certificate with this fingerprint.
+    pub fn get(&self, fp: &Fingerprint) -> Result<Option<Certificate>> {
+        match self.tree.get(keys::cert_key(&fp.0))? {
+            Some(bytes) => Ok(Some(decode_record(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Saves a changed certificate (e.g. after revocation). Index entries are added when
+    /// the role changed; use [`Store::ingest`] for bulk work.
+    pub fn put(&self, cert: &Certificate) -> Result<()> {
+        let mut ingest = self.ingest();
+        ingest.replace(cert.clone())?;
+        ingest.commit()
+    }
+
+    /// Number of certificates in the store.
+    pub fn len(&self) -> usize {
+        self.tree.scan_prefix([keys::CERT]).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tree.scan_prefix([keys::CERT]).next().is_none()
+    }
+
+    /// Every certificate, in fingerprint order.
+    pub fn iter(&self) -> impl Iterator<Item = Result<Certificate>> + '_ {
+        self.tree
+            .scan_prefix([keys::CERT])
+            .map(|kv| decode_record(&kv?.1))
+    }
+
+    /// Certificates whose fingerprint (lowercase hex) starts with `hex_prefix`.
+    pub fn find_by_fingerprint_prefix(&self, hex_prefix: &str) -> Result<Vec<Certificate>> {
+        let hex_prefix = hex_prefix.to_ascii_lowercase();
+        let even = &hex_prefix[..hex_prefix.len() & !1];
+        let bytes = hex::decode(even).map_err(|e| StoreError::Io(e.to_string()))?;
+        let mut key = vec![keys::CERT];
+        key.extend_from_slice(&bytes);
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(key) {
+            let cert = decode_record(&kv?.1)?;
+            if cert.fingerprint().to_hex().starts_with(&hex_prefix) {
+                out.push(cert);
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- index queries ---------------------------------------------------------------
+
+    /// Certificates with `from <= not_after < before`, optionally of one role, sorted by
+    /// not_after. Answered from the expiry index, not by a full scan.
+    pub fn expiring_between(
+        &self,
+        from: UnixTime,
+        before: UnixTime,
+        role: Option<Role>,
+    ) -> Result<Vec<Certificate>> {
+        if before <= from {
+            return Ok(Vec::new());
+        }
+        let (first, last) = (keys::expiry_week(from), keys::expiry_week(before - 1));
+        let (start, end) = match role {
+            None => (
+                keys::bucket_prefix(Index::Expiry, &keys::expiry_bucket(first)),
+                keys::prefix_end(&keys::bucket_prefix(
+                    Index::Expiry,
+                    &keys::expiry_bucket(last),
+                )),
+            ),
+            Some(r) => (
+                keys::bucket_prefix(Index::RoleExpiry, &keys::role_expiry_bucket(r.code(), first)),
+                keys::prefix_end(&keys::bucket_prefix(
+                    Index::RoleExpiry,
+                    &keys::role_expiry_bucket(r.code(), last),
+                )),
+            ),
+        };
+        let mut hits: Vec<(i64, Fingerprint)> = Vec::new();
+        for kv in self.tree.range(start..end) {
+            let (_, v) = kv?;
+            for p in decode_postings(&v)? {
+                if p.key >= from && p.key < before {
+                    hits.push((p.key, p.fp));
+                }
+            }
+        }
+        hits.sort_unstable();
+        hits.dedup();
+        let mut out = Vec::with_capacity(hits.len());
+        for (_, fp) in hits {
+            if let Some(cert) = self.get(&fp)? {
+                if role.is_none_or(|r| cert.role == r) {
+                    out.push(cert);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Certificates of one role, sorted by not_after.
+    pub fn by_role(&self, role: Role) -> Result<Vec<Certificate>> {
+        self.expiring_between(i64::MIN + 1, i64::MAX, Some(role))
+    }
+
+    /// Certificates whose subject CN or a SAN equals `name` (case-insensitive).
+    pub fn find_by_name(&self, name: &str) -> Result<Vec<Certificate>> {
+        let h = keys::name_hash(name);
+        let certs =
+            self.lookup_hash(Index::Name, &keys::hash_bucket(h, keys::NAME_BUCKETS), h as i64)?;
+        Ok(certs
+            .into_iter()
+            .filter(|c| c.facts.names().any(|n| n.eq_ignore_ascii_case(name)))
+            .collect())
+    }
+
+    /// Certificates that share the public key with this SPKI SHA-256.
+    pub fn find_by_spki(&self, spki: &Sha256) -> Result<Vec<Certificate>> {
+        let h = keys::spki_hash(&spki.0);
+        let certs =
+            self.lookup_hash(Index::Spki, &keys::hash_bucket(h, keys::SPKI_BUCKETS), h as i64)?;
+        Ok(certs
+            .into_iter()
+            .filter(|c| c.facts.spki_sha256 == *spki)
+            .collect())
+    }
+
+    /// Certificates issued by the issuer with exactly this DN (case-insensitive).
+    pub fn find_by_issuer(&self, issuer: &str) -> Result<Vec<Certificate>> {
+        let h = keys::name_hash(issuer);
+        let certs = self.lookup_hash(
+            Index::Issuer,
+            &keys::hash_bucket(h, keys::ISSUER_BUCKETS),
+            h as i64,
+        )?;
+        Ok(certs
+            .into_iter()
+            .filter(|c| c.facts.issuer.eq_ignore_ascii_case(issuer))
+            .collect())
+    }
+
+    /// The distinct issuer DNs with their certificate counts, from the issuer index.
+    pub fn issuers(&self) -> Result<BTreeMap<String, usize>> {
+        let mut fps: HashSet<Fingerprint> = HashSet::new();
+        for kv in self.tree.scan_prefix(keys::index_prefix(Index::Issuer)) {
+            for p in decode_postings(&kv?.1)? {
+                fps.insert(p.fp);
+            }
+        }
+        let mut out = BTreeMap::new();
+        for fp in fps {
+            if let Some(c) = self.get(&fp)? {
+                *out.entry(c.facts.issuer).or_insert(0) += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    fn lookup_hash(&self, index: Index, bucket: &[u8], key: i64) -> Result<Vec<Certificate>> {
+        let mut fps: Vec<Fingerprint> = Vec::new();
+        for kv in self.tree.scan_prefix(keys::bucket_prefix(index, bucket)) {
+            for p in decode_postings(&kv?.1)? {
+                if p.key == key {
+                    fps.push(p.fp);
+                }
+            }
+        }
+        fps.sort_unstable();
+        fps.dedup();
+        let mut out = Vec::with_capacity(fps.len());
+        for fp in fps {
+            if let Some(c) = self.get(&fp)? {
+                out.push(c);
+            }
+        }
+        out.sort_by_key(|c| c.facts.not_after);
+        Ok(out)
+    }
+
+    // ---- file states -----------------------------------------------------------------
+
+    /// The remembered state of every file scanned in `dir` (an absolute path).
+    pub fn dir_files(&self, dir: &str) -> Result<Vec<FileState>> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(keys::dir_prefix(dir)) {
+            let (_, v) = kv?;
+            out.extend(decode::<Vec<FileState>>(&v, "file state")?);
+        }
+        Ok(out)
+    }
+
+    /// Directories at or below `root` that have remembered file states.
+    pub fn dirs_under(&self, root: &str) -> Result<Vec<String>> {
+        let mut prefix = vec![keys::FILES];
+        prefix.extend_from_slice(root.trim_end_matches('/').as_bytes());
+        let root_trimmed = root.trim_end_matches('/');
+        let mut out: Vec<String> = Vec::new();
+        for kv in self.tree.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            if let Some(dir) = keys::dir_of_key(&k) {
+                let inside = dir == root_trimmed
+                    || dir
+                        .strip_prefix(root_trimmed)
+                        .is_some_and(|rest| rest.starts_with('/'))
+                    || root_trimmed.is_empty();
+                if inside && out.last().map(String::as_str) != Some(dir) {
+                    out.push(dir.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The effective last time each file source was confirmed, from the file states: a
+    /// re-scan that skips an unchanged file refreshes only the file's state, not every
+    /// certificate in it. This folds that time into the certificates' sources.
+    pub fn refresh_last_seen(&self, certs: &mut [Certificate]) -> Result<()> {
+        let mut dirs: HashMap<String, HashMap<String, UnixTime>> = HashMap::new();
+        for cert in certs.iter_mut() {
+            let mut newest = cert.last_seen;
+            for source in cert.sources.iter_mut() {
+                let SourceLocation::File { path, .. } = &source.location else {
+                    continue;
+                };
+                if source.gone_since.is_some() {
+                    continue;
+                }
+                let (dir, name) = match path.rsplit_once('/') {
+                    Some(("", name)) => ("/", name),
+                    Some((dir, name)) => (dir, name),
+                    None => continue,
+                };
+                if !dirs.contains_key(dir) {
+                    let files = self
+                        .dir_files(dir)?
+                        .into_iter()
+                        .map(|f| (f.name, f.last_seen))
+                        .collect();
+                    dirs.insert(dir.to_string(), files);
+                }
+                if let Some(seen) = dirs.get(dir).and_then(|m| m.get(name)) {
+                    source.last_seen = source.last_seen.max(*seen);
+                    newest = newest.max(source.last_seen);
+                }
+            }
+            cert.last_seen = newest;
+        }
+        Ok(())
+    }
+}
+
+/// sled reports a held lock as `WouldBlock`, wrapped in a custom error.
+fn is_lock_error(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
+}
+
+fn restrict_permissions(dir: &Path) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o700))?;
+            restrict_permissions(&entry.path())?;
+        } else if ty.is_file() {
+            fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
+// ---- encoding ---------------------------------------------------------------------------
+
+pub(crate) fn encode_record(cert: &Certificate) -> Result<Vec<u8>> {
+    encode(cert)
+}
+
+pub(crate) fn decode_record(bytes: &[u8]) -> Result<Certificate> {
+    decode(bytes, "certificate")
+}
+
+pub(crate) fn decode_postings(bytes: &[u8]) -> Result<Vec<Posting>> {
+    decode(bytes, "index")
+}
+
+/// Every value starts with a version byte, so a later release can migrate old stores.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    let mut out = vec![RECORD_V1];
+    postcard::to_io(value, &mut out).map_err(|e| StoreError::Io(e.to_string()))?;
+    Ok(out)
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T> {
+    match bytes.split_first() {
+        Some((&RECORD_V1, body)) => postcard::from_bytes(body).map_err(|e| StoreError::Corrupt {
+            what,
+            detail: e.to_string(),
+        }),
+        Some((v, _)) => Err(StoreError::Corrupt {
+            what,
+            detail: format!("unknown record version {v}"),
+        }),
+        None => Err(StoreError::Corrupt {
+            what,
+            detail: "empty value".into(),
+        }),
+    }
+}
