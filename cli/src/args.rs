@@ -1,0 +1,141 @@
+//! The command line: clap definitions only. `main.rs` turns them into work.
+
+use std::path::PathBuf;
+
+use certctl_daemon::Duration;
+use certctl_store::Role;
+use clap::{Args, Parser, Subcommand};
+
+/// certctl — certificate lifecycle manager for a fleet: gateways, IIS sites, site servers
+/// and agents.
+///
+/// Exit codes: 0 success · 1 check: warning · 2 check: critical · 3 scan: some files
+/// failed · 4 the command failed · 64 usage error.
+#[derive(Debug, Parser)]
+#[command(name = "certctl", version, max_term_width = 100)]
+pub struct Cli {
+    /// The store folder [default: $CERTCTL_STORE, else ~/.local/share/certctl/store].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inventory certificate files and folders (PEM, DER, PKCS#12/PFX) into the store.
+    Scan(ScanArgs),
+    /// List certificates, soonest expiry first.
+    List(ListArgs),
+    /// Show certificates by fingerprint prefix (≥ 8 hex chars) or exact subject CN / SAN.
+    Show(ShowArgs),
+    /// Print the certificates of one file, without a store.
+    Inspect(InspectArgs),
+    /// Count certificates by role, status and key type.
+    Stats(OutputArgs),
+    /// Monitoring check: exit 0 OK, 1 WARNING, 2 CRITICAL, with a one-line summary.
+    Check(CheckArgs),
+    /// Build a demo fleet (CAs, gateway, IIS, site servers, 1,200 agents), scan it and
+    /// print what needs attention.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Files and folders to scan (folders recursively).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Role of the leaf certificates found (CA certificates always get `ca`).
+    #[arg(long, value_parser = parse_role)]
+    pub role: Option<Role>,
+    /// File holding the PKCS#12/PFX password [else $CERTCTL_PFX_PASSWORD].
+    #[arg(long, value_name = "FILE")]
+    pub pfx_password_file: Option<PathBuf>,
+    /// Read every file, even those unchanged since the last scan.
+    #[arg(long)]
+    pub full: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long, value_parser = parse_role)]
+    pub role: Option<Role>,
+    /// Not yet expired, but expiring within DUR (30d, 12h, 2w).
+    #[arg(long, value_name = "DUR")]
+    pub expiring_within: Option<Duration>,
+    /// Already expired.
+    #[arg(long)]
+    pub expired: bool,
+    /// Issuer DN contains TEXT (case-insensitive).
+    #[arg(long, value_name = "TEXT")]
+    pub issuer: Option<String>,
+    /// Subject CN or a SAN contains TEXT (case-insensitive).
+    #[arg(long, value_name = "TEXT")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub output: TableOutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TableOutputArgs {
+    /// Print a JSON array.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV.
+    #[arg(long)]
+    pub csv: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Fingerprint prefix (≥ 8 hex characters, colons allowed) or exact subject CN / SAN.
+    pub id: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    pub file: PathBuf,
+    /// File holding the PKCS#12/PFX password [else $CERTCTL_PFX_PASSWORD].
+    #[arg(long, value_name = "FILE")]
+    pub pfx_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Warn when a certificate expires within DUR.
+    #[arg(long, value_name = "DUR", default_value = "30d")]
+    pub warn: Duration,
+    /// Critical when a certificate expires within DUR (or has expired).
+    #[arg(long, value_name = "DUR", default_value = "7d")]
+    pub critical: Duration,
+    /// Print the report as JSON (the exit code is the same).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to write the fleet [default: a new temporary folder]. Its store goes in
+    /// DIR/store unless --store is given.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}

@@ -1,0 +1,411 @@
+//! One function per subcommand: call the engine, print the answer.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration as StdDuration;
+
+use anyhow::{Context, Result};
+use certctl_daemon::fleet;
+use certctl_daemon::formats;
+use certctl_daemon::inventory::{self, ScanOptions, ScanProgress, ScanSummary};
+use certctl_daemon::query::{self, ListFilter, Verdict};
+use certctl_daemon::view::{CertificateView, EXPIRING_SECS};
+use certctl_store::{now, rfc3339, Certificate, CredentialKind, Role, Store, UnixTime};
+
+use crate::args::*;
+use crate::table::Table;
+use crate::{store_path, Exit};
+
+pub fn run(cli: Cli) -> Result<Exit> {
+    let store_flag = cli.store;
+    let open = || -> Result<Store> {
+        let path = store_path(store_flag.clone())?;
+        Ok(Store::open(&path)?)
+    };
+    match cli.command {
+        Command::Scan(a) => scan(&open()?, a),
+        Command::List(a) => list(&open()?, a),
+        Command::Show(a) => show(&open()?, a),
+        Command::Inspect(a) => inspect(a),
+        Command::Stats(a) => stats(&open()?, a),
+        Command::Check(a) => check(&open()?, a),
+        Command::Demo(a) => demo(store_flag.clone(), a),
+    }
+}
+
+// ---- scan ----------------------------------------------------------------------------------
+
+/// The PKCS#12 password: from the file, else `$CERTCTL_PFX_PASSWORD` (never from argv).
+fn pfx_password(file: Option<&Path>) -> Result<Option<String>> {
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the PFX password file {}", f.display()))?;
+        return Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()));
+    }
+    Ok(std::env::var("CERTCTL_PFX_PASSWORD").ok())
+}
+
+fn scan(store: &Store, a: ScanArgs) -> Result<Exit> {
+    let options = ScanOptions {
+        role: a.role,
+        pfx_password: pfx_password(a.pfx_password_file.as_deref())?,
+        full: a.full,
+        threads: 0,
+    };
+    let summary = scan_with_progress(store, &a.paths, &options)?;
+    print_scan_failures(&summary);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!("{}", scan_summary_line(&summary));
+    }
+    Ok(if summary.files_failed > 0 {
+        Exit::PartialFailure
+    } else {
+        Exit::Success
+    })
+}
+
+fn scan_with_progress(store: &Store, paths: &[PathBuf], options: &ScanOptions) -> Result<ScanSummary> {
+    let progress = ScanProgress::default();
+    let show = std::io::stderr().is_terminal();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let summary = std::thread::scope(|scope| {
+        let ticker = show.then(|| {
+            let (progress, done) = (&progress, &done);
+            scope.spawn(move || progress_bar(progress, done))
+        });
+        let result = inventory::scan(store, paths, options, now(), &progress);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = ticker {
+            let _ = t.join();
+        }
+        result
+    })?;
+    Ok(summary)
+}
+
+fn progress_bar(progress: &ScanProgress, done: &std::sync::atomic::AtomicBool) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} scanning {pos}/{len} files, {msg} [{elapsed}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    while !done.load(Relaxed) {
+        bar.set_length(progress.files_found.load(Relaxed));
+        bar.set_position(progress.files_done.load(Relaxed));
+        bar.set_message(format!("{} certificates", progress.certificates.load(Relaxed)));
+        std::thread::sleep(StdDuration::from_millis(100));
+    }
+    bar.finish_and_clear();
+}
+
+fn print_scan_failures(summary: &ScanSummary) {
+    let stderr = std::io::stderr();
+    let mut err = stderr.lock();
+    for f in &summary.errors {
+        let _ = writeln!(err, "error: {}: {}", f.path, f.error);
+    }
+}
+
+fn scan_summary_line(s: &ScanSummary) -> String {
+    format!(
+        "scanned {} files ({} read, {} unchanged, {} without certificates, {} failed): {} certificates new, {} updated, {} seen; {} sources gone",
+        s.files_read + s.files_unchanged + s.files_skipped + s.files_failed,
+        s.files_read,
+        s.files_unchanged,
+        s.files_skipped,
+        s.files_failed,
+        s.certificates_new,
+        s.certificates_updated,
+        s.certificates_seen,
+        s.sources_gone
+    )
+}
+
+// ---- queries -------------------------------------------------------------------------------
+
+fn list(store: &Store, a: ListArgs) -> Result<Exit> {
+    let filter = ListFilter {
+        role: a.role,
+        expiring_within: a.expiring_within,
+        expired: a.expired,
+        issuer: a.issuer,
+        name: a.name,
+    };
+    let t = now();
+    let certs = query::list(store, &filter, t)?;
+    print_certificates(&certs, t, a.output.json, a.output.csv)?;
+    Ok(Exit::Success)
+}
+
+fn print_certificates(certs: &[Certificate], t: UnixTime, json: bool, csv: bool) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if json {
+        let views: Vec<CertificateView> = certs.iter().map(|c| CertificateView::new(c, t)).collect();
+        serde_json::to_writer_pretty(&mut out, &views)?;
+        writeln!(out)?;
+    } else if csv {
+        let mut w = csv::Writer::from_writer(out);
+        w.write_record(CertificateView::CSV_HEADER)?;
+        for c in certs {
+            w.write_record(CertificateView::new(c, t).csv_row())?;
+        }
+        w.flush()?;
+    } else {
+        write!(out, "{}", certificate_table(certs, t).render())?;
+        writeln!(out, "{} certificates", certs.len())?;
+    }
+    out_flush()
+}
+
+fn out_flush() -> Result<()> {
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+fn certificate_table(certs: &[Certificate], t: UnixTime) -> Table {
+    let mut table = Table::new(&["EXPIRES", "DAYS", "STATUS", "ROLE", "NAME", "KEY", "FINGERPRINT", "WHERE"]);
+    for c in certs {
+        let where_ = c
+            .current_sources()
+            .next()
+            .map(|s| {
+                let more = c.current_sources().count() - 1 + c.more_sources as usize;
+                if more > 0 {
+                    format!("{} (+{more})", s.location)
+                } else {
+                    s.location.to_string()
+                }
+            })
+            .unwrap_or_else(|| "(gone)".into());
+        let role = match c.credential_kind() {
+            Some(CredentialKind::Ephemeral) if c.role == Role::Agent => "agent (ephemeral)".to_string(),
+            _ => c.role.to_string(),
+        };
+        table.row(vec![
+            rfc3339(c.facts.not_after)[..10].to_string(),
+            c.days_left(t).to_string(),
+            c.status(t, EXPIRING_SECS).to_string(),
+            role,
+            c.facts.display_name().to_string(),
+            c.facts.key.to_string(),
+            c.fingerprint().to_hex()[..16].to_string(),
+            where_,
+        ]);
+    }
+    table
+}
+
+fn show(store: &Store, a: ShowArgs) -> Result<Exit> {
+    let t = now();
+    let certs = query::find(store, &a.id)?;
+    if a.output.json {
+        let views: Vec<CertificateView> = certs.iter().map(|c| CertificateView::new(c, t)).collect();
+        println!("{}", serde_json::to_string_pretty(&views)?);
+    } else {
+        for (i, c) in certs.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            print!("{}", describe(&CertificateView::new(c, t)));
+        }
+    }
+    Ok(Exit::Success)
+}
+
+/// The long, human form of one certificate.
+fn describe(v: &CertificateView) -> String {
+    let mut s = String::new();
+    let mut line = |k: &str, v: &str| {
+        if !v.is_empty() {
+            s.push_str(&format!("{k:<22}{v}\n"));
+        }
+    };
+    line("Fingerprint (SHA-256)", &v.fingerprint_sha256);
+    line("Subject", &v.subject);
+    line("Issuer", &v.issuer);
+    line("Serial", &v.serial);
+    line("Valid from", &v.not_before);
+    line("Valid until", &format!("{} ({} days left, {})", v.not_after, v.days_left, v.status));
+    line("Role", v.role.unwrap_or(""));
+    line("Credential", v.credential_kind.unwrap_or(""));
+    line("Key", &v.key);
+    line("Signature", &v.signature_algorithm);
+    line("CA", if v.is_ca { "yes" } else { "no" });
+    let sans: Vec<&str> = v.sans.dns.iter().chain(&v.sans.ip).chain(&v.sans.email).chain(&v.sans.uri).map(String::as_str).collect();
+    line("SANs", &sans.join(", "));
+    line("SPKI SHA-256", &v.spki_sha256);
+    line("Subject key id", v.subject_key_id.as_deref().unwrap_or(""));
+    line("Authority key id", v.authority_key_id.as_deref().unwrap_or(""));
+    line("CRL", &v.crl_distribution_points.join(", "));
+    line("OCSP", &v.ocsp_urls.join(", "));
+    if let Some(r) = &v.revocation {
+        line("Revoked", &format!("{} ({}, by {})", r.revoked_at, r.reason, r.revoked_by));
+    }
+    line("First seen", v.first_seen.as_deref().unwrap_or(""));
+    line("Last seen", v.last_seen.as_deref().unwrap_or(""));
+    for src in &v.sources {
+        let state = match &src.gone_since {
+            Some(g) => format!("gone since {g}"),
+            None => format!("last seen {}", src.last_seen),
+        };
+        line("Source", &format!("{} ({state})", src.location()));
+    }
+    if v.more_sources > 0 {
+        line("", &format!("... and {} more sources", v.more_sources));
+    }
+    s
+}
+
+fn inspect(a: InspectArgs) -> Result<Exit> {
+    formats::ensure_legacy_provider();
+    let password = pfx_password(a.pfx_password_file.as_deref())?;
+    let bytes = std::fs::read(&a.file)
+        .map_err(|e| anyhow::anyhow!("{}: {}", a.file.display(), inventory::io_cause(&e)))?;
+    let certs = formats::read_certificates(&bytes, &a.file, password.as_deref())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
+    let t = now();
+    let views: Vec<CertificateView> = certs.iter().map(|f| CertificateView::from_facts(f, t)).collect();
+    if a.output.json {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+    } else {
+        for (i, v) in views.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            println!("# certificate {i} of {}", a.file.display());
+            print!("{}", describe(v));
+        }
+    }
+    Ok(Exit::Success)
+}
+
+fn stats(store: &Store, a: OutputArgs) -> Result<Exit> {
+    let s = query::stats(store, now())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(Exit::Success);
+    }
+    println!("{} certificates", s.total);
+    for (title, map) in [
+        ("by role", &s.by_role),
+        ("by status", &s.by_status),
+        ("by key", &s.by_key),
+        ("by credential kind", &s.by_credential_kind),
+    ] {
+        let mut t = Table::new(&[title, "COUNT"]);
+        for (k, v) in map {
+            t.row(vec![k.clone(), v.to_string()]);
+        }
+        println!();
+        print!("{}", t.render());
+    }
+    Ok(Exit::Success)
+}
+
+fn check(store: &Store, a: CheckArgs) -> Result<Exit> {
+    let t = now();
+    let report = query::check(store, a.warn, a.critical, t)?;
+    if a.json {
+        let v = serde_json::json!({
+            "verdict": report.verdict,
+            "summary": report.summary(t),
+            "considered": report.considered,
+            "expired": report.expired.iter().map(|c| CertificateView::new(c, t)).collect::<Vec<_>>(),
+            "critical": report.critical.iter().map(|c| CertificateView::new(c, t)).collect::<Vec<_>>(),
+            "warning": report.warning.iter().map(|c| CertificateView::new(c, t)).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("{}", report.summary(t));
+    }
+    Ok(match report.verdict {
+        Verdict::Ok => Exit::Success,
+        Verdict::Warning => Exit::Warning,
+        Verdict::Critical => Exit::Critical,
+    })
+}
+
+// ---- demo ----------------------------------------------------------------------------------
+
+fn demo(store_flag: Option<PathBuf>, a: DemoArgs) -> Result<Exit> {
+    let dir = match a.dir {
+        Some(d) => d,
+        None => tempfile_dir()?,
+    };
+    let t = now();
+    eprintln!("Writing the demo fleet to {} ...", dir.display());
+    let fleet = fleet::write_demo_fleet(&dir, t).context("cannot write the demo fleet")?;
+    let store_dir = store_flag.unwrap_or_else(|| dir.join("store"));
+    let store = Store::open(&store_dir)?;
+    let password = std::fs::read_to_string(&fleet.pfx_password_file)
+        .with_context(|| format!("cannot read {}", fleet.pfx_password_file.display()))?;
+    let mut total = ScanSummary::default();
+    for (folder, role) in &fleet.folders {
+        let options = ScanOptions {
+            role: Some(*role),
+            pfx_password: Some(password.trim_end().to_string()),
+            full: false,
+            threads: 0,
+        };
+        let s = scan_with_progress(&store, std::slice::from_ref(folder), &options)?;
+        print_scan_failures(&s);
+        total.files_read += s.files_read;
+        total.files_unchanged += s.files_unchanged;
+        total.files_skipped += s.files_skipped;
+        total.files_failed += s.files_failed;
+        total.certificates_new += s.certificates_new;
+        total.certificates_updated += s.certificates_updated;
+        total.certificates_seen += s.certificates_seen;
+        total.sources_gone += s.sources_gone;
+    }
+    println!("{}", scan_summary_line(&total));
+    println!();
+
+    let attention = query::list(
+        &store,
+        &ListFilter {
+            expiring_within: Some(certctl_daemon::Duration::days(30)),
+            expired: true,
+            ..Default::default()
+        },
+        t,
+    )?;
+    let (ephemeral, mut needs): (Vec<Certificate>, Vec<Certificate>) = attention
+        .into_iter()
+        .partition(|c| c.credential_kind() == Some(CredentialKind::Ephemeral));
+    needs.retain(query::counts_for_check);
+    println!("Needs attention: {} certificates expired or expiring within 30 days", needs.len());
+    print!("{}", certificate_table(&needs, t).render());
+    let stalled = ephemeral.iter().filter(|c| c.facts.not_after <= t).count();
+    if stalled > 0 {
+        println!();
+        println!("{stalled} ephemeral agent certificates have expired: check those agents' renewal (`certctl --store {} list --role agent --expired`).", store_dir.display());
+    }
+    let report = query::check(&store, certctl_daemon::Duration::days(30), certctl_daemon::Duration::days(7), t)?;
+    println!();
+    println!("{}", report.summary(t));
+    println!();
+    println!("Try: certctl --store {} stats", store_dir.display());
+    println!("     certctl --store {} list --expiring-within 7d", store_dir.display());
+    println!("     certctl --store {} show gw.contoso.example", store_dir.display());
+    Ok(Exit::Success)
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let base = std::env::temp_dir();
+    for n in 0..1000u32 {
+        let dir = base.join(format!("certctl-demo-{}-{n}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+        }
+    }
+    anyhow::bail!("cannot create a temporary folder in {}", base.display())
+}

@@ -1,0 +1,70 @@
+//! `certctl`: the command-line interface to the certificate inventory.
+//!
+//! This file only parses arguments, resolves where the store is, runs one command and
+//! turns the outcome into an exit code. The work is in `certctl_daemon` (the engine) and
+//! `certctl_store`; `commands` prints what they return.
+#![forbid(unsafe_code)]
+
+mod args;
+mod commands;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::Cli;
+
+/// The documented exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Success = 0,
+    /// `check`: something expires within the warning window.
+    Warning = 1,
+    /// `check`: something expired or expires within the critical window.
+    Critical = 2,
+    /// `scan`: some files failed; the others were scanned.
+    PartialFailure = 3,
+    /// The command failed.
+    Failure = 4,
+    /// The command line was wrong.
+    Usage = 64,
+}
+
+fn main() -> ExitCode {
+    // Everything certctl creates (store files, keys) is private to the user.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { Exit::Usage } else { Exit::Success };
+            let _ = e.print();
+            return ExitCode::from(code as u8);
+        }
+    };
+    match commands::run(cli) {
+        Ok(exit) => ExitCode::from(exit as u8),
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(Exit::Failure as u8)
+        }
+    }
+}
+
+/// The store folder: `--store`, else `$CERTCTL_STORE`, else the per-user data folder.
+pub fn store_path(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = flag {
+        return Ok(p);
+    }
+    if let Some(p) = std::env::var_os("CERTCTL_STORE").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    dirs::data_dir()
+        .map(|d| d.join("certctl").join("store"))
+        .ok_or_else(|| anyhow::anyhow!("cannot find a data folder for the store (no $HOME?): give --store DIR or set CERTCTL_STORE"))
+}

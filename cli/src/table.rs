@@ -1,0 +1,44 @@
+//! Plain-text tables for terminals: left-aligned columns, two spaces apart.
+
+/// A table under construction.
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(header: &[&str]) -> Self {
+        Table {
+            header: header.iter().map(|h| h.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn render(&self) -> String {
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate() {
+                if let Some(w) = widths.get_mut(i) {
+                    *w = (*w).max(cell.chars().count());
+                }
+            }
+        }
+        let mut out = String::new();
+        for row in std::iter::once(&self.header).chain(&self.rows) {
+            let last = row.len().saturating_sub(1);
+            for (i, cell) in row.iter().enumerate() {
+                out.push_str(cell);
+                if i < last {
+                    let pad = widths.get(i).copied().unwrap_or(0) - cell.chars().count();
+                    out.push_str(&" ".repeat(pad + 2));
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+}

@@ -1,0 +1,108 @@
+//! Durations as admins write them: `30d`, `12h`, `2w`, `90m`, `45s`.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A length of time in whole seconds, written as an integer and a unit (`s`, `m`, `h`,
+/// `d`, `w`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Duration {
+    secs: i64,
+}
+
+impl Duration {
+    pub const fn from_secs(secs: i64) -> Self {
+        Duration { secs }
+    }
+
+    pub const fn days(days: i64) -> Self {
+        Duration {
+            secs: days * 86_400,
+        }
+    }
+
+    pub fn as_secs(self) -> i64 {
+        self.secs
+    }
+}
+
+/// A duration that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration `{input}`: {reason} (write a number and a unit: 30d, 12h, 2w, 90m, 45s)")]
+pub struct DurationError {
+    input: String,
+    reason: &'static str,
+}
+
+impl FromStr for Duration {
+    type Err = DurationError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |reason| DurationError {
+            input: s.to_string(),
+            reason,
+        };
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| err("the unit is missing"))?;
+        let (number, unit) = t.split_at(split);
+        if number.is_empty() {
+            return Err(err("the number is missing"));
+        }
+        let n: i64 = number.parse().map_err(|_| err("the number is too large"))?;
+        let unit_secs = match unit.trim().to_ascii_lowercase().as_str() {
+            "s" | "sec" | "secs" | "second" | "seconds" => 1,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60,
+            "h" | "hour" | "hours" => 3_600,
+            "d" | "day" | "days" => 86_400,
+            "w" | "week" | "weeks" => 7 * 86_400,
+            _ => return Err(err("unknown unit")),
+        };
+        n.checked_mul(unit_secs)
+            .map(Duration::from_secs)
+            .ok_or_else(|| err("the duration is too large"))
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.secs;
+        for (unit, len) in [("w", 7 * 86_400), ("d", 86_400), ("h", 3_600), ("m", 60)] {
+            if s != 0 && s % len == 0 {
+                return write!(f, "{}{unit}", s / len);
+            }
+        }
+        write!(f, "{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_usual_forms() {
+        assert_eq!("30d".parse(), Ok(Duration::days(30)));
+        assert_eq!("12h".parse(), Ok(Duration::from_secs(12 * 3600)));
+        assert_eq!("2w".parse(), Ok(Duration::days(14)));
+        assert_eq!("90m".parse(), Ok(Duration::from_secs(5400)));
+        assert_eq!("45s".parse(), Ok(Duration::from_secs(45)));
+        assert_eq!("7 days".parse(), Ok(Duration::days(7)));
+    }
+
+    #[test]
+    fn rejects_nonsense_with_a_hint() {
+        for bad in ["", "30", "d", "3x", "-3d", "99999999999999999999d"] {
+            let e = bad.parse::<Duration>().unwrap_err().to_string();
+            assert!(e.contains("30d, 12h"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn displays_in_the_largest_whole_unit() {
+        assert_eq!(Duration::days(14).to_string(), "2w");
+        assert_eq!(Duration::days(30).to_string(), "30d");
+        assert_eq!(Duration::from_secs(61).to_string(), "61s");
+    }
+}

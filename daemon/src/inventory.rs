@@ -1,0 +1,612 @@
+//! The inventory of certificate files: `certctl scan`.
+//!
+//! A scan is a small pipeline:
+//!
+//! ```text
+//!  walker (this thread) ──files to read──▶ parse workers (one per core) ──┐
+//!        │                                                                 ▼
+//!        └──────────── directory listings, files gone ───────────▶ writer (one thread)
+//! ```
+//!
+//! - The **walker** lists one directory at a time (the tree is streamed, never held whole),
+//!   compares each file's size and mtime with what the store remembers, and sends only new
+//!   or changed files to be read (all of them with `--full`).
+//! - **Parse workers** read and parse files in parallel ([`crate::formats`]).
+//! - The single **writer** merges what was found into the store in large atomic batches
+//!   (sled's cost is per key written, so batching is what makes a scan fast), marks
+//!   certificates that left a file as gone from that source, and records each
+//!   directory's file states once all of its files are done.
+//!
+//! One bad file never stops a scan: it is counted and reported with its path and cause.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::UNIX_EPOCH;
+
+use certctl_store::{
+    CertificateFacts, FileProblem, FileState, Fingerprint, Ingest, Observed, Role, SourceLocation,
+    Store, StoreError, UnixTime,
+};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use serde::Serialize;
+
+use crate::formats::{self, FormatError};
+
+/// Certificates merged per atomic store batch.
+const BATCH_CERTIFICATES: usize = 8192;
+
+/// How to scan.
+#[derive(Clone, Debug, Default)]
+pub struct ScanOptions {
+    /// Role given to the leaves found (`--role`); CA certificates always get `ca`.
+    pub role: Option<Role>,
+    /// Password for PKCS#12 files.
+    pub pfx_password: Option<String>,
+    /// Read every file, even those unchanged since the last scan.
+    pub full: bool,
+    /// Parse threads; 0 = one per core.
+    pub threads: usize,
+}
+
+/// What a scan did. Field names are part of the `--json` contract.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ScanSummary {
+    /// Files read and parsed.
+    pub files_read: u64,
+    /// Files skipped because they had not changed since the last scan.
+    pub files_unchanged: u64,
+    /// Files that hold no certificate (e.g. only a private key).
+    pub files_skipped: u64,
+    /// Files that could not be read or parsed.
+    pub files_failed: u64,
+    pub certificates_new: u64,
+    pub certificates_updated: u64,
+    /// Certificates found in the files read (with repeats).
+    pub certificates_seen: u64,
+    /// (certificate, place) pairs no longer found where they were before.
+    pub sources_gone: u64,
+    pub errors: Vec<FileFailure>,
+}
+
+/// One file that failed, and why.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct FileFailure {
+    pub path: String,
+    pub error: String,
+}
+
+/// Live counters for a progress display (read them from another thread).
+#[derive(Debug, Default)]
+pub struct ScanProgress {
+    /// Files found so far by the walker.
+    pub files_found: AtomicU64,
+    /// Files finished (read, unchanged, skipped or failed).
+    pub files_done: AtomicU64,
+    /// Certificates merged into the store.
+    pub certificates: AtomicU64,
+}
+
+/// A scan that could not run at all (individual bad files are in [`ScanSummary::errors`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("a scan thread failed: {0}")]
+    Thread(String),
+}
+
+/// Scans `paths` (files and folders) into `store`, as of `now`.
+pub fn scan(
+    store: &Store,
+    paths: &[PathBuf],
+    options: &ScanOptions,
+    now: UnixTime,
+    progress: &ScanProgress,
+) -> Result<ScanSummary, ScanError> {
+    formats::ensure_legacy_provider();
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let (job_tx, job_rx) = bounded::<ParseJob>(4096);
+    let (out_tx, out_rx) = bounded::<WriterMsg>(4096);
+
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| Writer::new(store, options.role, now, progress).run(out_rx));
+        for _ in 0..threads {
+            let (job_rx, out_tx) = (job_rx.clone(), out_tx.clone());
+            let password = options.pfx_password.as_deref();
+            scope.spawn(move || parse_worker(job_rx, out_tx, password));
+        }
+        drop(job_rx);
+        let walked = Walker {
+            store,
+            options,
+            now,
+            progress,
+            jobs: job_tx,
+            out: out_tx,
+            next_dir: 0,
+        }
+        .walk(paths);
+        // The walker dropped its senders: workers and then the writer drain and finish.
+        let summary = writer
+            .join()
+            .map_err(|_| ScanError::Thread("the store writer panicked".into()))?;
+        let mut summary = summary?;
+        walked?;
+        summary.errors.sort_by(|a, b| a.path.cmp(&b.path));
+        store.flush()?;
+        Ok(summary)
+    })
+}
+
+// ---- messages ------------------------------------------------------------------------------
+
+/// Identifies one directory listing (or one explicitly named file) within a scan.
+type DirId = u64;
+
+struct ParseJob {
+    dir: DirId,
+    path: PathBuf,
+    path_str: String,
+    name: String,
+    size: u64,
+    modified_ns: i128,
+}
+
+enum WriterMsg {
+    /// A directory was listed: `unchanged` are kept as they are, `to_read` files follow as
+    /// `File` messages.
+    Dir(DirListing),
+    /// A file was read.
+    File { dir: DirId, file: ReadFile },
+    /// A path could not be scanned at all (missing root, unreadable directory, ...).
+    Failure(FileFailure),
+}
+
+struct DirListing {
+    id: DirId,
+    dir: String,
+    /// `true` when this is a whole directory listing (files not listed are gone); `false`
+    /// for files named on the command line (the rest of the directory is left alone).
+    complete: bool,
+    /// Remembered states of the directory before this scan.
+    previous: HashMap<String, FileState>,
+    /// File states carried over unchanged (last_seen refreshed).
+    unchanged: Vec<FileState>,
+    /// How many `File` messages will follow.
+    to_read: usize,
+}
+
+struct ReadFile {
+    path: String,
+    name: String,
+    size: u64,
+    modified_ns: i128,
+    outcome: Result<Vec<CertificateFacts>, FileProblem>,
+}
+
+// ---- walker --------------------------------------------------------------------------------
+
+struct Walker<'a> {
+    store: &'a Store,
+    options: &'a ScanOptions,
+    now: UnixTime,
+    progress: &'a ScanProgress,
+    jobs: Sender<ParseJob>,
+    out: Sender<WriterMsg>,
+    next_dir: DirId,
+}
+
+impl Walker<'_> {
+    fn walk(mut self, paths: &[PathBuf]) -> Result<(), ScanError> {
+        // Files named on the command line, grouped by directory so that each directory's
+        // remembered states are merged once.
+        let mut named: std::collections::BTreeMap<String, Vec<PathBuf>> = Default::default();
+        for root in paths {
+            let root = match fs::canonicalize(root) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.fail(root, io_cause(&e));
+                    continue;
+                }
+            };
+            match fs::metadata(&root) {
+                Ok(m) if m.is_dir() => self.walk_tree(&root)?,
+                Ok(_) => {
+                    let dir = root.parent().and_then(utf8).unwrap_or_else(|| "/".into());
+                    named.entry(dir).or_default().push(root);
+                }
+                Err(e) => self.fail(&root, io_cause(&e)),
+            }
+        }
+        for (dir, mut files) in named {
+            files.sort();
+            files.dedup();
+            self.listing(&dir, files, false)?;
+        }
+        Ok(())
+    }
+
+    fn fail(&self, path: &Path, error: String) {
+        let _ = self.out.send(WriterMsg::Failure(FileFailure {
+            path: path.display().to_string(),
+            error,
+        }));
+    }
+
+    /// Walks a directory tree depth-first, one listing at a time.
+    fn walk_tree(&mut self, root: &Path) -> Result<(), ScanError> {
+        let mut visited: HashSet<String> = HashSet::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let Some(dir_str) = utf8(&dir) else {
+                self.fail(&dir, "the path is not valid UTF-8".into());
+                continue;
+            };
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.fail(&dir, io_cause(&e));
+                    continue;
+                }
+            };
+            visited.insert(dir_str.clone());
+            let mut files = Vec::new();
+            for entry in entries {
+                let entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => {
+                        self.fail(&dir, io_cause(&e));
+                        continue;
+                    }
+                };
+                let path = entry.path();
+                let is_dir = match entry.file_type() {
+                    Ok(t) if t.is_symlink() => fs::metadata(&path).map(|m| m.is_dir()).ok(),
+                    Ok(t) => Some(t.is_dir()),
+                    Err(_) => None,
+                };
+                match is_dir {
+                    // Symlinked directories are not followed (no loops, no surprises).
+                    Some(true) if !entry.file_type().is_ok_and(|t| t.is_symlink()) => {
+                        stack.push(path)
+                    }
+                    Some(true) => {}
+                    _ if formats::looks_like_certificate_file(&path) => files.push(path),
+                    _ => {}
+                }
+            }
+            files.sort();
+            self.listing(&dir_str, files, true)?;
+        }
+        // Directories remembered under this root that no longer exist: all their files are gone.
+        let root_str = utf8(root).unwrap_or_default();
+        for dir in self.store.dirs_under(&root_str)? {
+            if !visited.contains(&dir) && fs::metadata(&dir).is_err() {
+                self.listing(&dir, Vec::new(), true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one directory's files: unchanged ones are carried over, the others read.
+    fn listing(&mut self, dir: &str, files: Vec<PathBuf>, complete: bool) -> Result<(), ScanError> {
+        let id = self.next_dir;
+        self.next_dir += 1;
+        let previous: HashMap<String, FileState> = self
+            .store
+            .dir_files(dir)?
+            .into_iter()
+            .map(|f| (f.name.clone(), f))
+            .collect();
+        self.progress
+            .files_found
+            .fetch_add(files.len() as u64, Ordering::Relaxed);
+        let mut unchanged = Vec::new();
+        let mut jobs = Vec::new();
+        for path in files {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+                self.fail(&path, "the file name is not valid UTF-8".into());
+                self.progress.files_done.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let meta = match fs::metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.fail(&path, io_cause(&e));
+                    self.progress.files_done.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            let size = meta.len();
+            let modified_ns = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos() as i128);
+            match previous.get(&name) {
+                Some(old) if !self.options.full && old.size == size && old.modified_ns == modified_ns => {
+                    let mut state = old.clone();
+                    state.last_seen = self.now;
+                    unchanged.push(state);
+                }
+                _ => jobs.push(ParseJob {
+                    dir: id,
+                    path_str: format!("{}/{}", dir.trim_end_matches('/'), name),
+                    path,
+                    name,
+                    size,
+                    modified_ns,
+                }),
+            }
+        }
+        let listing = DirListing {
+            id,
+            dir: dir.to_string(),
+            complete,
+            previous,
+            unchanged,
+            to_read: jobs.len(),
+        };
+        self.send(WriterMsg::Dir(listing))?;
+        for job in jobs {
+            self.jobs
+                .send(job)
+                .map_err(|_| ScanError::Thread("the parse workers stopped".into()))?;
+        }
+        Ok(())
+    }
+
+    fn send(&self, msg: WriterMsg) -> Result<(), ScanError> {
+        self.out
+            .send(msg)
+            .map_err(|_| ScanError::Thread("the store writer stopped".into()))
+    }
+}
+
+fn utf8(p: &Path) -> Option<String> {
+    p.to_str().map(str::to_owned)
+}
+
+/// An I/O error as an admin would say it.
+pub fn io_cause(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => "permission denied".into(),
+        io::ErrorKind::NotFound => "no such file or directory".into(),
+        _ => e.to_string(),
+    }
+}
+
+// ---- parse workers -------------------------------------------------------------------------
+
+fn parse_worker(jobs: Receiver<ParseJob>, out: Sender<WriterMsg>, password: Option<&str>) {
+    for job in jobs {
+        let outcome = match fs::read(&job.path) {
+            Err(e) => Err(FileProblem::Failed(io_cause(&e))),
+            Ok(bytes) => match formats::read_certificates(&bytes, &job.path, password) {
+                Ok(certs) => Ok(certs),
+                Err(FormatError::NoCertificate) => {
+                    Err(FileProblem::Skipped(FormatError::NoCertificate.to_string()))
+                }
+                Err(e) => Err(FileProblem::Failed(e.to_string())),
+            },
+        };
+        let file = ReadFile {
+            path: job.path_str,
+            name: job.name,
+            size: job.size,
+            modified_ns: job.modified_ns,
+            outcome,
+        };
+        if out.send(WriterMsg::File { dir: job.dir, file }).is_err() {
+            return;
+        }
+    }
+}
+
+// ---- writer --------------------------------------------------------------------------------
+
+struct PendingDir {
+    listing: DirListing,
+    states: Vec<FileState>,
+}
+
+struct Writer<'a> {
+    ingest: Ingest<'a>,
+    role: Option<Role>,
+    now: UnixTime,
+    progress: &'a ScanProgress,
+    summary: ScanSummary,
+    dirs: HashMap<DirId, PendingDir>,
+}
+
+impl<'a> Writer<'a> {
+    fn new(store: &'a Store, role: Option<Role>, now: UnixTime, progress: &'a ScanProgress) -> Self {
+        Writer {
+            ingest: store.ingest(),
+            role,
+            now,
+            progress,
+            summary: ScanSummary::default(),
+            dirs: HashMap::new(),
+        }
+    }
+
+    fn run(mut self, messages: Receiver<WriterMsg>) -> Result<ScanSummary, ScanError> {
+        for msg in messages {
+            match msg {
+                WriterMsg::Dir(listing) => self.dir(listing)?,
+                WriterMsg::File { dir, file } => self.file(dir, file)?,
+                WriterMsg::Failure(f) => {
+                    self.summary.files_failed += 1;
+                    self.summary.errors.push(f);
+                }
+            }
+            if self.ingest.len() >= BATCH_CERTIFICATES {
+                self.ingest.commit()?;
+            }
+        }
+        self.ingest.commit()?;
+        Ok(self.summary)
+    }
+
+    fn dir(&mut self, listing: DirListing) -> Result<(), ScanError> {
+        // Carried-over files still count: re-report the failures and skips they had.
+        for state in &listing.unchanged {
+            match &state.problem {
+                Some(FileProblem::Failed(error)) => {
+                    self.summary.files_failed += 1;
+                    self.summary.errors.push(FileFailure {
+                        path: join(&listing.dir, &state.name),
+                        error: error.clone(),
+                    });
+                }
+                Some(FileProblem::Skipped(_)) => self.summary.files_skipped += 1,
+                None => self.summary.files_unchanged += 1,
+            }
+        }
+        self.progress
+            .files_done
+            .fetch_add(listing.unchanged.len() as u64, Ordering::Relaxed);
+        let pending = PendingDir {
+            states: listing.unchanged.clone(),
+            listing,
+        };
+        let id = pending.listing.id;
+        self.dirs.insert(id, pending);
+        self.maybe_finish(id)
+    }
+
+    fn file(&mut self, dir: DirId, file: ReadFile) -> Result<(), ScanError> {
+        self.progress.files_done.fetch_add(1, Ordering::Relaxed);
+        let Some(pending) = self.dirs.get_mut(&dir) else {
+            return Err(ScanError::Thread("a file arrived before its directory".into()));
+        };
+        let previous: Vec<Fingerprint> = pending
+            .listing
+            .previous
+            .get(&file.name)
+            .map(|s| s.certificates.clone())
+            .unwrap_or_default();
+        let (certificates, problem) = match file.outcome {
+            Ok(certs) => {
+                self.summary.files_read += 1;
+                let mut fps = Vec::with_capacity(certs.len());
+                for (index, facts) in certs.into_iter().enumerate() {
+                    let fp = facts.fingerprint;
+                    let location = SourceLocation::File {
+                        path: file.path.clone(),
+                        index: index as u32,
+                    };
+                    self.summary.certificates_seen += 1;
+                    match self.ingest.observe(facts, self.role, location, self.now)? {
+                        Observed::New => self.summary.certificates_new += 1,
+                        Observed::Updated => self.summary.certificates_updated += 1,
+                        Observed::Refreshed => {}
+                    }
+                    fps.push(fp);
+                }
+                self.progress
+                    .certificates
+                    .fetch_add(fps.len() as u64, Ordering::Relaxed);
+                (fps, None)
+            }
+            Err(problem) => {
+                match &problem {
+                    FileProblem::Skipped(_) => self.summary.files_skipped += 1,
+                    FileProblem::Failed(error) => {
+                        self.summary.files_failed += 1;
+                        self.summary.errors.push(FileFailure {
+                            path: file.path.clone(),
+                            error: error.clone(),
+                        });
+                    }
+                }
+                // A file that fails to parse keeps its certificates' sources as they were:
+                // a half-written file must not make certificates look gone.
+                let keep = matches!(problem, FileProblem::Failed(_));
+                let certs = if keep { previous.clone() } else { Vec::new() };
+                (certs, Some(problem))
+            }
+        };
+        // Certificates that were in this file (at that position) and no longer are.
+        for (index, fp) in previous.iter().enumerate() {
+            if certificates.get(index) != Some(fp) {
+                let location = SourceLocation::File {
+                    path: file.path.clone(),
+                    index: index as u32,
+                };
+                if self.ingest.mark_gone(fp, &location, self.now)? {
+                    self.summary.sources_gone += 1;
+                }
+            }
+        }
+        let state = FileState {
+            name: file.name,
+            size: file.size,
+            modified_ns: file.modified_ns,
+            last_seen: self.now,
+            certificates,
+            problem,
+        };
+        let pending = self.dirs.get_mut(&dir).ok_or_else(|| {
+            ScanError::Thread("a directory vanished from the writer".into())
+        })?;
+        pending.states.push(state);
+        self.maybe_finish(dir)
+    }
+
+    /// Once every file of a listing is in, records the directory's file states and marks
+    /// what vanished from it.
+    fn maybe_finish(&mut self, id: DirId) -> Result<(), ScanError> {
+        let done = self
+            .dirs
+            .get(&id)
+            .is_some_and(|p| p.states.len() >= p.listing.unchanged.len() + p.listing.to_read);
+        if !done {
+            return Ok(());
+        }
+        let Some(PendingDir { listing, mut states }) = self.dirs.remove(&id) else {
+            return Ok(());
+        };
+        if listing.complete {
+            let present: HashSet<&str> = states.iter().map(|s| s.name.as_str()).collect();
+            for old in listing.previous.values() {
+                if present.contains(old.name.as_str()) {
+                    continue;
+                }
+                let path = join(&listing.dir, &old.name);
+                for (index, fp) in old.certificates.iter().enumerate() {
+                    let location = SourceLocation::File {
+                        path: path.clone(),
+                        index: index as u32,
+                    };
+                    if self.ingest.mark_gone(fp, &location, self.now)? {
+                        self.summary.sources_gone += 1;
+                    }
+                }
+            }
+        } else {
+            // Named files: keep the directory's other remembered files as they were.
+            let named: HashSet<String> = states.iter().map(|s| s.name.clone()).collect();
+            states.extend(
+                listing
+                    .previous
+                    .into_values()
+                    .filter(|old| !named.contains(&old.name)),
+            );
+        }
+        states.sort_by(|a, b| a.name.cmp(&b.name));
+        self.ingest.replace_dir(&listing.dir, states);
+        Ok(())
+    }
+}
+
+fn join(dir: &str, name: &str) -> String {
+    format!("{}/{}", dir.trim_end_matches('/'), name)
+}
