@@ -68,7 +68,7 @@ impl FromStr for Duration {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.secs;
-        for (unit, len) in [("w", 7 * 86_400), ("d", 86_400), ("h", 3_600), ("m", 60)] {
+        for (unit, len) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
             if s != 0 && s % len == 0 {
                 return write!(f, "{}{unit}", s / len);
             }
@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn displays_in_the_largest_whole_unit() {
-        assert_eq!(Duration::days(14).to_string(), "2w");
+        assert_eq!(Duration::days(14).to_string(), "14d");
         assert_eq!(Duration::days(30).to_string(), "30d");
         assert_eq!(Duration::from_secs(61).to_string(), "61s");
     }

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::endpoints::Endpoint;
 use crate::files::FileState;
 use crate::keys::{self, Index};
 use crate::model::{
@@ -49,6 +50,8 @@ pub struct Ingest<'s> {
     postings: BTreeMap<Vec<u8>, Vec<Posting>>,
     /// Directories whose file states are replaced.
     dirs: Vec<(String, Vec<FileState>)>,
+    /// Endpoint states to save.
+    endpoints: Vec<Endpoint>,
 }
 
 impl<'s> Ingest<'s> {
@@ -58,6 +61,7 @@ impl<'s> Ingest<'s> {
             records: HashMap::new(),
             postings: BTreeMap::new(),
             dirs: Vec::new(),
+            endpoints: Vec::new(),
         }
     }
 
@@ -67,7 +71,7 @@ impl<'s> Ingest<'s> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.dirs.is_empty()
+        self.records.is_empty() && self.dirs.is_empty() && self.endpoints.is_empty()
     }
 
     /// The record as this batch sees it (pending changes included).
@@ -184,6 +188,12 @@ impl<'s> Ingest<'s> {
         self.dirs.push((dir.to_string(), files));
     }
 
+    /// Saves the state of a TLS endpoint (replacing the previous one).
+    pub fn put_endpoint(&mut self, endpoint: Endpoint) {
+        self.endpoints.retain(|e| e.address != endpoint.address);
+        self.endpoints.push(endpoint);
+    }
+
     fn add_postings(&mut self, cert: &Certificate) {
         let f = &cert.facts;
         let fp = f.fingerprint;
@@ -259,6 +269,9 @@ impl<'s> Ingest<'s> {
                 let n = u32::try_from(n).unwrap_or(u32::MAX);
                 batch.insert(keys::dir_segment_key(&dir, n), encode(&chunk)?);
             }
+        }
+        for endpoint in self.endpoints.drain(..) {
+            batch.insert(keys::endpoint_key(&endpoint.address), encode(&endpoint)?);
         }
         tree.apply_batch(batch)?;
         Ok(())

@@ -8,6 +8,7 @@
 //! | `C`    | fingerprint (32)                      | versioned [`Certificate`] record       |
 //! | `P`    | index (1) + bucket + segment id (8)   | a segment of index postings            |
 //! | `F`    | directory path + `\0` + segment (4)   | the [`FileState`]s of that directory   |
+//! | `T`    | `host:port`                           | [`Endpoint`] state of a TLS endpoint   |
 //! | `M`    | name                                  | metadata (schema version)              |
 //!
 //! Indexes are *posting segments*: each committed batch appends, per bucket, one segment
@@ -18,11 +19,20 @@
 //!
 //! [`Certificate`]: crate::Certificate
 //! [`FileState`]: crate::FileState
+//! [`Endpoint`]: crate::Endpoint
 
 pub(crate) const CERT: u8 = b'C';
 pub(crate) const POSTING: u8 = b'P';
 pub(crate) const FILES: u8 = b'F';
 pub(crate) const META: u8 = b'M';
+pub(crate) const ENDPOINT: u8 = b'T';
+
+pub(crate) fn endpoint_key(address: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(address.len() + 1);
+    k.push(ENDPOINT);
+    k.extend_from_slice(address.as_bytes());
+    k
+}
 
 /// Seconds per expiry bucket (one week).
 pub(crate) const EXPIRY_BUCKET_SECS: i64 = 7 * 86_400;

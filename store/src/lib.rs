@@ -7,8 +7,10 @@
 //! - [`Store`]: opening the store (one process at a time) and the queries.
 //! - [`Ingest`]: merging scan observations into records and indexes, atomically per batch.
 //! - [`FileState`]: what was found in each scanned file, for re-scans.
+//! - [`Endpoint`]: what each probed TLS endpoint served, and its findings.
 #![forbid(unsafe_code)]
 
+mod endpoints;
 mod error;
 mod files;
 mod ingest;
@@ -16,6 +18,7 @@ mod keys;
 pub mod model;
 mod store;
 
+pub use endpoints::{Endpoint, Finding, FindingKind};
 pub use error::{Result, StoreError};
 pub use files::{FileProblem, FileState};
 pub use ingest::{Ingest, Observed};

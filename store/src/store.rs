@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::{Result, StoreError};
+use crate::endpoints::Endpoint;
 use crate::files::FileState;
 use crate::ingest::{Ingest, Posting};
 use crate::keys::{self, Index};
@@ -303,6 +304,24 @@ impl Store {
         }
         out.sort_by_key(|c| c.facts.not_after);
         Ok(out)
+    }
+
+    // ---- endpoints -------------------------------------------------------------------
+
+    /// The remembered state of the TLS endpoint `host:port`.
+    pub fn endpoint(&self, address: &str) -> Result<Option<Endpoint>> {
+        match self.tree.get(keys::endpoint_key(address))? {
+            Some(v) => Ok(Some(decode(&v, "endpoint")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every remembered TLS endpoint, by address.
+    pub fn endpoints(&self) -> Result<Vec<Endpoint>> {
+        self.tree
+            .scan_prefix([keys::ENDPOINT])
+            .map(|kv| decode(&kv?.1, "endpoint"))
+            .collect()
     }
 
     // ---- file states -----------------------------------------------------------------

@@ -1,0 +1,74 @@
+//! What the store remembers about live TLS endpoints (gateways, IIS sites, site servers):
+//! the chain each one served at its last successful probe, and what is wrong with it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Fingerprint, Role, UnixTime};
+
+/// A TLS endpoint, as of its last probe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// `host:port`.
+    pub address: String,
+    /// The SNI name sent, if different from the host.
+    pub sni: Option<String>,
+    pub role: Option<Role>,
+    /// The issuer text the leaf is expected to carry (detects TLS-inspecting proxies).
+    pub expect_issuer: Option<String>,
+    pub last_probe: Option<UnixTime>,
+    /// Last probe that got a certificate chain.
+    pub last_success: Option<UnixTime>,
+    /// The chain served at the last successful probe, leaf first. Kept when the endpoint
+    /// later becomes unreachable.
+    pub chain: Vec<Fingerprint>,
+    /// What the last probe found wrong (empty when all is well).
+    pub findings: Vec<Finding>,
+}
+
+/// One problem found on an endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    /// A sentence for the admin (names the certificate, the expected value, the cause).
+    pub detail: String,
+}
+
+/// The kinds of endpoint problems.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingKind {
+    /// Connection refused, timed out, DNS failure, or not TLS.
+    Unreachable,
+    /// The leaf does not cover the host / SNI name.
+    HostnameMismatch,
+    /// The chain does not verify against the trust store.
+    ChainUntrusted,
+    /// The server does not send the intermediates needed to build the chain.
+    IncompleteChain,
+    SelfSignedLeaf,
+    Expired,
+    NotYetValid,
+    /// The leaf's issuer is not the expected one: typically a TLS-inspecting proxy.
+    UnexpectedIssuer,
+}
+
+impl FindingKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::Unreachable => "unreachable",
+            FindingKind::HostnameMismatch => "hostname-mismatch",
+            FindingKind::ChainUntrusted => "chain-untrusted",
+            FindingKind::IncompleteChain => "incomplete-chain",
+            FindingKind::SelfSignedLeaf => "self-signed-leaf",
+            FindingKind::Expired => "expired",
+            FindingKind::NotYetValid => "not-yet-valid",
+            FindingKind::UnexpectedIssuer => "unexpected-issuer",
+        }
+    }
+}
+
+impl std::fmt::Display for FindingKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
