@@ -36,6 +36,10 @@ pub enum Command {
     Stats(OutputArgs),
     /// Monitoring check: exit 0 OK, 1 WARNING, 2 CRITICAL, with a one-line summary.
     Check(CheckArgs),
+    /// Fetch the chain a live TLS endpoint serves, record it and report findings.
+    Probe(ProbeArgs),
+    /// Whether certd runs on this store, and what it is doing.
+    Status(OutputArgs),
     /// Build a demo fleet (CAs, gateway, IIS, site servers, 1,200 agents), scan it and
     /// print what needs attention.
     Demo(DemoArgs),
@@ -124,6 +128,31 @@ pub struct CheckArgs {
     #[arg(long, value_name = "DUR", default_value = "7d")]
     pub critical: Duration,
     /// Print the report as JSON (the exit code is the same).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The endpoint, `host:port` (IPv6 as `[::1]:443`).
+    #[arg(value_name = "HOST:PORT")]
+    pub address: String,
+    /// SNI name to send (default: the host).
+    #[arg(long, value_name = "NAME")]
+    pub sni: Option<String>,
+    /// Role of the served leaf certificate.
+    #[arg(long, value_parser = parse_role)]
+    pub role: Option<Role>,
+    /// Text the leaf's issuer must contain; another issuer suggests a TLS-inspecting proxy.
+    #[arg(long, value_name = "TEXT")]
+    pub expect_issuer: Option<String>,
+    /// Give up after DUR (connect, handshake).
+    #[arg(long, value_name = "DUR", default_value = "10s")]
+    pub timeout: Duration,
+    /// PEM bundle of trusted CAs [default: OpenSSL's default paths].
+    #[arg(long, value_name = "FILE")]
+    pub trust_store: Option<PathBuf>,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }

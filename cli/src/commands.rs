@@ -4,33 +4,88 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use certctl_daemon::api::{self, ProbeReport, ProbeRequest, Request, Response, StatusReport};
+use certctl_daemon::control::Client;
 use certctl_daemon::fleet;
 use certctl_daemon::formats;
 use certctl_daemon::inventory::{self, ScanOptions, ScanProgress, ScanSummary};
-use certctl_daemon::query::{self, ListFilter, Verdict};
+use certctl_daemon::query::{self, CheckReport, ListFilter, Stats, Verdict};
 use certctl_daemon::view::{CertificateView, EXPIRING_SECS};
-use certctl_store::{now, rfc3339, Certificate, CredentialKind, Role, Store, UnixTime};
+use certctl_store::{now, rfc3339, Certificate, CredentialKind, Role, Store, StoreError, UnixTime};
 
 use crate::args::*;
 use crate::table::Table;
 use crate::{store_path, Exit};
 
+/// How long certctl waits for certd to answer a query, and a scan or probe.
+const QUERY_TIMEOUT: StdDuration = StdDuration::from_secs(120);
+const WORK_TIMEOUT: StdDuration = StdDuration::from_secs(3600);
+
 pub fn run(cli: Cli) -> Result<Exit> {
     let store_flag = cli.store;
-    let open = || -> Result<Store> {
-        let path = store_path(store_flag.clone())?;
-        Ok(Store::open(&path)?)
-    };
     match cli.command {
-        Command::Scan(a) => scan(&open()?, a),
-        Command::List(a) => list(&open()?, a),
-        Command::Show(a) => show(&open()?, a),
+        Command::Scan(a) => scan(&Session::open(store_flag)?, a),
+        Command::List(a) => list(&Session::open(store_flag)?, a),
+        Command::Show(a) => show(&Session::open(store_flag)?, a),
         Command::Inspect(a) => inspect(a),
-        Command::Stats(a) => stats(&open()?, a),
-        Command::Check(a) => check(&open()?, a),
-        Command::Demo(a) => demo(store_flag.clone(), a),
+        Command::Stats(a) => stats(&Session::open(store_flag)?, a),
+        Command::Check(a) => check(&Session::open(store_flag)?, a),
+        Command::Probe(a) => probe(&Session::open(store_flag)?, a),
+        Command::Status(a) => status(&Session::open(store_flag)?, a),
+        Command::Demo(a) => demo(store_flag, a),
     }
+}
+
+// ---- direct or through certd ---------------------------------------------------------------
+
+/// Where requests go: certd when it runs on the store, else the store opened directly.
+pub enum Session {
+    Direct(Store),
+    Daemon(PathBuf),
+}
+
+impl Session {
+    pub fn open(store_flag: Option<PathBuf>) -> Result<Session> {
+        let path = store_path(store_flag)?;
+        if Client::connect(&path).is_some() {
+            return Ok(Session::Daemon(path));
+        }
+        match Store::open(&path) {
+            Ok(store) => Ok(Session::Direct(store)),
+            Err(e @ StoreError::Locked { .. }) => Err(anyhow::Error::new(e).context(format!(
+                "no certd answers on {} either; if certd is starting, retry in a moment",
+                certctl_daemon::control::socket_path(&path).display()
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn call(&self, request: Request, timeout: StdDuration) -> Result<Response> {
+        let response = match self {
+            Session::Direct(store) => api::execute(store, request, now(), &ScanProgress::default()),
+            Session::Daemon(path) => {
+                let client = Client::connect(path)
+                    .with_context(|| format!("certd stopped answering on {}", path.display()))?;
+                client.call(&request, timeout)?
+            }
+        };
+        if let Response::Error { message, .. } = response {
+            bail!("{message}");
+        }
+        Ok(response)
+    }
+
+    fn certificates(&self, request: Request) -> Result<Vec<Certificate>> {
+        match self.call(request, QUERY_TIMEOUT)? {
+            Response::Certificates { certificates } => Ok(certificates),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+fn unexpected(r: &Response) -> anyhow::Error {
+    anyhow::anyhow!("unexpected answer from certd: {r:?}")
 }
 
 // ---- scan ----------------------------------------------------------------------------------
@@ -45,14 +100,29 @@ fn pfx_password(file: Option<&Path>) -> Result<Option<String>> {
     Ok(std::env::var("CERTCTL_PFX_PASSWORD").ok())
 }
 
-fn scan(store: &Store, a: ScanArgs) -> Result<Exit> {
+fn scan(session: &Session, a: ScanArgs) -> Result<Exit> {
     let options = ScanOptions {
         role: a.role,
         pfx_password: pfx_password(a.pfx_password_file.as_deref())?,
         full: a.full,
         threads: 0,
     };
-    let summary = scan_with_progress(store, &a.paths, &options)?;
+    let summary = match session {
+        Session::Direct(store) => scan_with_progress(store, &a.paths, &options)?,
+        Session::Daemon(_) => {
+            // certd resolves nothing against our directory: send absolute paths. A path
+            // that does not exist stays as given and is reported by the scan.
+            let paths = a
+                .paths
+                .iter()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+                .collect();
+            match session.call(Request::Scan { paths, options }, WORK_TIMEOUT)? {
+                Response::Scan { summary } => summary,
+                other => return Err(unexpected(&other)),
+            }
+        }
+    };
     print_scan_failures(&summary);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -66,7 +136,11 @@ fn scan(store: &Store, a: ScanArgs) -> Result<Exit> {
     })
 }
 
-fn scan_with_progress(store: &Store, paths: &[PathBuf], options: &ScanOptions) -> Result<ScanSummary> {
+fn scan_with_progress(
+    store: &Store,
+    paths: &[PathBuf],
+    options: &ScanOptions,
+) -> Result<ScanSummary> {
     let progress = ScanProgress::default();
     let show = std::io::stderr().is_terminal();
     let done = std::sync::atomic::AtomicBool::new(false);
@@ -97,7 +171,10 @@ fn progress_bar(progress: &ScanProgress, done: &std::sync::atomic::AtomicBool) {
     while !done.load(Relaxed) {
         bar.set_length(progress.files_found.load(Relaxed));
         bar.set_position(progress.files_done.load(Relaxed));
-        bar.set_message(format!("{} certificates", progress.certificates.load(Relaxed)));
+        bar.set_message(format!(
+            "{} certificates",
+            progress.certificates.load(Relaxed)
+        ));
         std::thread::sleep(StdDuration::from_millis(100));
     }
     bar.finish_and_clear();
@@ -128,7 +205,7 @@ fn scan_summary_line(s: &ScanSummary) -> String {
 
 // ---- queries -------------------------------------------------------------------------------
 
-fn list(store: &Store, a: ListArgs) -> Result<Exit> {
+fn list(session: &Session, a: ListArgs) -> Result<Exit> {
     let filter = ListFilter {
         role: a.role,
         expiring_within: a.expiring_within,
@@ -137,7 +214,7 @@ fn list(store: &Store, a: ListArgs) -> Result<Exit> {
         name: a.name,
     };
     let t = now();
-    let certs = query::list(store, &filter, t)?;
+    let certs = session.certificates(Request::List { filter })?;
     print_certificates(&certs, t, a.output.json, a.output.csv)?;
     Ok(Exit::Success)
 }
@@ -146,7 +223,8 @@ fn print_certificates(certs: &[Certificate], t: UnixTime, json: bool, csv: bool)
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if json {
-        let views: Vec<CertificateView> = certs.iter().map(|c| CertificateView::new(c, t)).collect();
+        let views: Vec<CertificateView> =
+            certs.iter().map(|c| CertificateView::new(c, t)).collect();
         serde_json::to_writer_pretty(&mut out, &views)?;
         writeln!(out)?;
     } else if csv {
@@ -169,7 +247,16 @@ fn out_flush() -> Result<()> {
 }
 
 fn certificate_table(certs: &[Certificate], t: UnixTime) -> Table {
-    let mut table = Table::new(&["EXPIRES", "DAYS", "STATUS", "ROLE", "NAME", "KEY", "FINGERPRINT", "WHERE"]);
+    let mut table = Table::new(&[
+        "EXPIRES",
+        "DAYS",
+        "STATUS",
+        "ROLE",
+        "NAME",
+        "KEY",
+        "FINGERPRINT",
+        "WHERE",
+    ]);
     for c in certs {
         let where_ = c
             .current_sources()
@@ -184,7 +271,9 @@ fn certificate_table(certs: &[Certificate], t: UnixTime) -> Table {
             })
             .unwrap_or_else(|| "(gone)".into());
         let role = match c.credential_kind() {
-            Some(CredentialKind::Ephemeral) if c.role == Role::Agent => "agent (ephemeral)".to_string(),
+            Some(CredentialKind::Ephemeral) if c.role == Role::Agent => {
+                "agent (ephemeral)".to_string()
+            }
             _ => c.role.to_string(),
         };
         table.row(vec![
@@ -201,11 +290,12 @@ fn certificate_table(certs: &[Certificate], t: UnixTime) -> Table {
     table
 }
 
-fn show(store: &Store, a: ShowArgs) -> Result<Exit> {
+fn show(session: &Session, a: ShowArgs) -> Result<Exit> {
     let t = now();
-    let certs = query::find(store, &a.id)?;
+    let certs = session.certificates(Request::Find { id: a.id })?;
     if a.output.json {
-        let views: Vec<CertificateView> = certs.iter().map(|c| CertificateView::new(c, t)).collect();
+        let views: Vec<CertificateView> =
+            certs.iter().map(|c| CertificateView::new(c, t)).collect();
         println!("{}", serde_json::to_string_pretty(&views)?);
     } else {
         for (i, c) in certs.iter().enumerate() {
@@ -231,21 +321,38 @@ fn describe(v: &CertificateView) -> String {
     line("Issuer", &v.issuer);
     line("Serial", &v.serial);
     line("Valid from", &v.not_before);
-    line("Valid until", &format!("{} ({} days left, {})", v.not_after, v.days_left, v.status));
+    line(
+        "Valid until",
+        &format!("{} ({} days left, {})", v.not_after, v.days_left, v.status),
+    );
     line("Role", v.role.unwrap_or(""));
     line("Credential", v.credential_kind.unwrap_or(""));
     line("Key", &v.key);
     line("Signature", &v.signature_algorithm);
     line("CA", if v.is_ca { "yes" } else { "no" });
-    let sans: Vec<&str> = v.sans.dns.iter().chain(&v.sans.ip).chain(&v.sans.email).chain(&v.sans.uri).map(String::as_str).collect();
+    let sans: Vec<&str> = v
+        .sans
+        .dns
+        .iter()
+        .chain(&v.sans.ip)
+        .chain(&v.sans.email)
+        .chain(&v.sans.uri)
+        .map(String::as_str)
+        .collect();
     line("SANs", &sans.join(", "));
     line("SPKI SHA-256", &v.spki_sha256);
     line("Subject key id", v.subject_key_id.as_deref().unwrap_or(""));
-    line("Authority key id", v.authority_key_id.as_deref().unwrap_or(""));
+    line(
+        "Authority key id",
+        v.authority_key_id.as_deref().unwrap_or(""),
+    );
     line("CRL", &v.crl_distribution_points.join(", "));
     line("OCSP", &v.ocsp_urls.join(", "));
     if let Some(r) = &v.revocation {
-        line("Revoked", &format!("{} ({}, by {})", r.revoked_at, r.reason, r.revoked_by));
+        line(
+            "Revoked",
+            &format!("{} ({}, by {})", r.revoked_at, r.reason, r.revoked_by),
+        );
     }
     line("First seen", v.first_seen.as_deref().unwrap_or(""));
     line("Last seen", v.last_seen.as_deref().unwrap_or(""));
@@ -270,7 +377,10 @@ fn inspect(a: InspectArgs) -> Result<Exit> {
     let certs = formats::read_certificates(&bytes, &a.file, password.as_deref())
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
     let t = now();
-    let views: Vec<CertificateView> = certs.iter().map(|f| CertificateView::from_facts(f, t)).collect();
+    let views: Vec<CertificateView> = certs
+        .iter()
+        .map(|f| CertificateView::from_facts(f, t))
+        .collect();
     if a.output.json {
         println!("{}", serde_json::to_string_pretty(&views)?);
     } else {
@@ -285,8 +395,11 @@ fn inspect(a: InspectArgs) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
-fn stats(store: &Store, a: OutputArgs) -> Result<Exit> {
-    let s = query::stats(store, now())?;
+fn stats(session: &Session, a: OutputArgs) -> Result<Exit> {
+    let s: Stats = match session.call(Request::Stats, QUERY_TIMEOUT)? {
+        Response::Stats { stats } => stats,
+        other => return Err(unexpected(&other)),
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(Exit::Success);
@@ -308,9 +421,16 @@ fn stats(store: &Store, a: OutputArgs) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
-fn check(store: &Store, a: CheckArgs) -> Result<Exit> {
+fn check(session: &Session, a: CheckArgs) -> Result<Exit> {
     let t = now();
-    let report = query::check(store, a.warn, a.critical, t)?;
+    let request = Request::Check {
+        warn: a.warn,
+        critical: a.critical,
+    };
+    let report: CheckReport = match session.call(request, QUERY_TIMEOUT)? {
+        Response::Check { report } => report,
+        other => return Err(unexpected(&other)),
+    };
     if a.json {
         let v = serde_json::json!({
             "verdict": report.verdict,
@@ -329,6 +449,123 @@ fn check(store: &Store, a: CheckArgs) -> Result<Exit> {
         Verdict::Warning => Exit::Warning,
         Verdict::Critical => Exit::Critical,
     })
+}
+
+// ---- endpoints and status ------------------------------------------------------------------
+
+fn probe(session: &Session, a: ProbeArgs) -> Result<Exit> {
+    let target = ProbeRequest {
+        address: a.address,
+        sni: a.sni,
+        role: a.role,
+        expect_issuer: a.expect_issuer,
+        timeout: a.timeout,
+        trust_store: a.trust_store,
+    };
+    let report: ProbeReport = match session.call(Request::Probe { target }, WORK_TIMEOUT)? {
+        Response::Probe { report } => report,
+        other => return Err(unexpected(&other)),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let t = now();
+        let e = &report.endpoint;
+        match &report.error {
+            Some(err) => println!("tls://{}: {err}", e.address),
+            None => println!(
+                "tls://{}: {} certificates served",
+                e.address,
+                report.chain.len()
+            ),
+        }
+        if !report.chain.is_empty() {
+            print!("{}", certificate_table(&report.chain, t).render());
+        }
+        if e.findings.is_empty() {
+            println!("no findings");
+        }
+        for f in &e.findings {
+            println!("finding: {}: {}", f.kind, f.detail);
+        }
+    }
+    // A probe that ran is a success even with findings; they are the answer.
+    Ok(Exit::Success)
+}
+
+fn status(session: &Session, a: OutputArgs) -> Result<Exit> {
+    let status: StatusReport = match session.call(Request::Status, QUERY_TIMEOUT)? {
+        Response::Status { status } => status,
+        other => return Err(unexpected(&other)),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(Exit::Success);
+    }
+    match &status.daemon {
+        Some(d) => println!(
+            "mode: daemon (certd pid {}, up {}, config {})",
+            d.pid,
+            human_duration(d.uptime_secs),
+            d.config.display()
+        ),
+        None => println!("mode: direct (no certd running on this store; certctl opened it itself)"),
+    }
+    println!(
+        "store: {} ({} certificates)",
+        status.store.display(),
+        status.certificates
+    );
+    if let Some(d) = &status.daemon {
+        for s in &d.sources {
+            println!(
+                "source: {} (role {}{})",
+                s.path.display(),
+                s.role.map_or("auto", |r| r.as_str()),
+                if s.watched { ", watched" } else { "" }
+            );
+        }
+        let mut t = Table::new(&["JOB", "SCHEDULE (UTC)", "LAST RUN", "OUTCOME", "NEXT RUN"]);
+        for j in &d.schedules {
+            t.row(vec![
+                j.job.clone(),
+                j.schedule.clone(),
+                j.last_run.map_or("-".into(), rfc3339),
+                j.last_outcome.clone().unwrap_or_else(|| "-".into()),
+                j.next_run.map_or("-".into(), rfc3339),
+            ]);
+        }
+        print!("{}", t.render());
+    }
+    for e in &status.endpoints {
+        let state = if e.findings.is_empty() {
+            "ok".to_string()
+        } else {
+            e.findings
+                .iter()
+                .map(|f| f.kind.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "endpoint: tls://{} — {state} (last probe {})",
+            e.address,
+            e.last_probe.map_or("never".into(), rfc3339)
+        );
+        for f in &e.findings {
+            println!("  {}: {}", f.kind, f.detail);
+        }
+    }
+    Ok(Exit::Success)
+}
+
+fn human_duration(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
 }
 
 // ---- demo ----------------------------------------------------------------------------------
@@ -380,20 +617,34 @@ fn demo(store_flag: Option<PathBuf>, a: DemoArgs) -> Result<Exit> {
         .into_iter()
         .partition(|c| c.credential_kind() == Some(CredentialKind::Ephemeral));
     needs.retain(query::counts_for_check);
-    println!("Needs attention: {} certificates expired or expiring within 30 days", needs.len());
+    println!(
+        "Needs attention: {} certificates expired or expiring within 30 days",
+        needs.len()
+    );
     print!("{}", certificate_table(&needs, t).render());
     let stalled = ephemeral.iter().filter(|c| c.facts.not_after <= t).count();
     if stalled > 0 {
         println!();
         println!("{stalled} ephemeral agent certificates have expired: check those agents' renewal (`certctl --store {} list --role agent --expired`).", store_dir.display());
     }
-    let report = query::check(&store, certctl_daemon::Duration::days(30), certctl_daemon::Duration::days(7), t)?;
+    let report = query::check(
+        &store,
+        certctl_daemon::Duration::days(30),
+        certctl_daemon::Duration::days(7),
+        t,
+    )?;
     println!();
     println!("{}", report.summary(t));
     println!();
     println!("Try: certctl --store {} stats", store_dir.display());
-    println!("     certctl --store {} list --expiring-within 7d", store_dir.display());
-    println!("     certctl --store {} show gw.contoso.example", store_dir.display());
+    println!(
+        "     certctl --store {} list --expiring-within 7d",
+        store_dir.display()
+    );
+    println!(
+        "     certctl --store {} show gw.contoso.example",
+        store_dir.display()
+    );
     Ok(Exit::Success)
 }
 

@@ -42,7 +42,10 @@ fn args() -> Args {
         match arg.as_str() {
             "--files" => a.files = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.files),
             "--store-certs" => {
-                a.store_certs = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.store_certs)
+                a.store_certs = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(a.store_certs)
             }
             "--dir" => a.dir = it.next().map(PathBuf::from),
             "--skip-big-store" => a.skip_big_store = true,
@@ -74,7 +77,10 @@ fn main() {
         );
     }
     println!("files: {} in {}", a.files, dir.display());
-    println!("cores: {}", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "cores: {}",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
 
     // 1. Baseline (run twice: the first pass also warms the page cache).
     bare_loop(&dir);
@@ -109,7 +115,10 @@ fn main() {
     run("unchanged re-scan", &options);
     options.full = true;
     run("forced re-scan (--full)", &options);
-    println!("store size on disk: {:.1} MiB", dir_size(store_dir.path()) as f64 / 1048576.0);
+    println!(
+        "store size on disk: {:.1} MiB",
+        dir_size(store_dir.path()) as f64 / 1048576.0
+    );
     println!("peak RSS so far: {} MiB", peak_rss_mib());
     drop(store);
 
@@ -131,7 +140,8 @@ fn bare_loop(dir: &Path) -> (usize, f64) {
                 let bytes = std::fs::read(&p).expect("read");
                 for pem in x509_parser::pem::Pem::iter_from_buffer(&bytes) {
                     let pem = pem.expect("pem");
-                    let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents).expect("x509");
+                    let (_, cert) =
+                        x509_parser::parse_x509_certificate(&pem.contents).expect("x509");
                     std::hint::black_box(cert.validity().not_after);
                     n += 1;
                 }
@@ -152,7 +162,9 @@ fn big_store(m: usize, now: UnixTime) {
             path: format!("/fleet/agents/{:04}/agent-{i:07}.pem", i / 1000),
             index: 0,
         };
-        batch.observe(facts, Some(Role::Agent), location, now).expect("observe");
+        batch
+            .observe(facts, Some(Role::Agent), location, now)
+            .expect("observe");
         if batch.len() >= 8192 {
             batch.commit().expect("commit");
         }
@@ -192,7 +204,10 @@ fn big_store(m: usize, now: UnixTime) {
         full * 1e3,
         full / indexed
     );
-    println!("big store size on disk: {:.1} MiB", dir_size(store_dir.path()) as f64 / 1048576.0);
+    println!(
+        "big store size on disk: {:.1} MiB",
+        dir_size(store_dir.path()) as f64 / 1048576.0
+    );
     println!("peak RSS: {} MiB", peak_rss_mib());
 }
 
@@ -202,7 +217,11 @@ fn synthetic(i: usize, now: UnixTime) -> CertificateFacts {
     let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5555;
     let mut fp = [0u8; 32];
     for (k, chunk) in fp.chunks_mut(8).enumerate() {
-        chunk.copy_from_slice(&h.rotate_left(k as u32 * 17).wrapping_add(i as u64).to_be_bytes());
+        chunk.copy_from_slice(
+            &h.rotate_left(k as u32 * 17)
+                .wrapping_add(i as u64)
+                .to_be_bytes(),
+        );
     }
     let mut spki = fp;
     spki.reverse();

@@ -31,7 +31,7 @@ use certctl_store::{
     Store, StoreError, UnixTime,
 };
 use crossbeam_channel::{bounded, Receiver, Sender};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::formats::{self, FormatError};
 
@@ -39,7 +39,7 @@ use crate::formats::{self, FormatError};
 const BATCH_CERTIFICATES: usize = 8192;
 
 /// How to scan.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct ScanOptions {
     /// Role given to the leaves found (`--role`); CA certificates always get `ca`.
     pub role: Option<Role>,
@@ -51,8 +51,22 @@ pub struct ScanOptions {
     pub threads: usize,
 }
 
+impl std::fmt::Debug for ScanOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanOptions")
+            .field("role", &self.role)
+            .field(
+                "pfx_password",
+                &self.pfx_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("full", &self.full)
+            .field("threads", &self.threads)
+            .finish()
+    }
+}
+
 /// What a scan did. Field names are part of the `--json` contract.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ScanSummary {
     /// Files read and parsed.
     pub files_read: u64,
@@ -72,7 +86,7 @@ pub struct ScanSummary {
 }
 
 /// One file that failed, and why.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileFailure {
     pub path: String,
     pub error: String,
@@ -87,6 +101,9 @@ pub struct ScanProgress {
     pub files_done: AtomicU64,
     /// Certificates merged into the store.
     pub certificates: AtomicU64,
+    /// Set to stop the scan early (shutdown): the walker stops listing, what was read is
+    /// still stored, and the store stays consistent (every batch is atomic).
+    pub cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A scan that could not run at all (individual bad files are in [`ScanSummary::errors`]).
@@ -244,6 +261,9 @@ impl Walker<'_> {
         let mut visited: HashSet<String> = HashSet::new();
         let mut stack = vec![root.to_path_buf()];
         while let Some(dir) = stack.pop() {
+            if self.progress.cancel.load(Ordering::Relaxed) {
+                return Ok(());
+            }
             let Some(dir_str) = utf8(&dir) else {
                 self.fail(&dir, "the path is not valid UTF-8".into());
                 continue;
@@ -330,7 +350,14 @@ impl Walker<'_> {
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_nanos() as i128);
             match previous.get(&name) {
-                Some(old) if !self.options.full && old.size == size && old.modified_ns == modified_ns => {
+                // Files that failed last time are read again: the cause may have been
+                // outside the file (a wrong PFX password, permissions).
+                Some(old)
+                    if !self.options.full
+                        && old.size == size
+                        && old.modified_ns == modified_ns
+                        && !matches!(old.problem, Some(FileProblem::Failed(_))) =>
+                {
                     let mut state = old.clone();
                     state.last_seen = self.now;
                     unchanged.push(state);
@@ -426,7 +453,12 @@ struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
-    fn new(store: &'a Store, role: Option<Role>, now: UnixTime, progress: &'a ScanProgress) -> Self {
+    fn new(
+        store: &'a Store,
+        role: Option<Role>,
+        now: UnixTime,
+        progress: &'a ScanProgress,
+    ) -> Self {
         Writer {
             ingest: store.ingest(),
             role,
@@ -485,7 +517,9 @@ impl<'a> Writer<'a> {
     fn file(&mut self, dir: DirId, file: ReadFile) -> Result<(), ScanError> {
         self.progress.files_done.fetch_add(1, Ordering::Relaxed);
         let Some(pending) = self.dirs.get_mut(&dir) else {
-            return Err(ScanError::Thread("a file arrived before its directory".into()));
+            return Err(ScanError::Thread(
+                "a file arrived before its directory".into(),
+            ));
         };
         let previous: Vec<Fingerprint> = pending
             .listing
@@ -554,9 +588,10 @@ impl<'a> Writer<'a> {
             certificates,
             problem,
         };
-        let pending = self.dirs.get_mut(&dir).ok_or_else(|| {
-            ScanError::Thread("a directory vanished from the writer".into())
-        })?;
+        let pending = self
+            .dirs
+            .get_mut(&dir)
+            .ok_or_else(|| ScanError::Thread("a directory vanished from the writer".into()))?;
         pending.states.push(state);
         self.maybe_finish(dir)
     }
@@ -571,7 +606,11 @@ impl<'a> Writer<'a> {
         if !done {
             return Ok(());
         }
-        let Some(PendingDir { listing, mut states }) = self.dirs.remove(&id) else {
+        let Some(PendingDir {
+            listing,
+            mut states,
+        }) = self.dirs.remove(&id)
+        else {
             return Ok(());
         };
         if listing.complete {

@@ -7,15 +7,26 @@
 //! - [`fleet`]: the demo fleet and benchmark certificate generator.
 //! - [`duration`]: `30d`, `12h`, `2w`.
 //!
-//! The `certd` daemon binary (src/bin/certd.rs) will drive this engine on a schedule; the
-//! `certctl` CLI calls it directly.
+//! - [`api`]: the requests `certctl` makes, answered by [`api::execute`] on a store.
+//! - [`server`]: the `certd` daemon (schedules, folder watching, signals, control socket).
+//! - [`control`] and [`signals`]: the OS-specific parts (Unix socket, Unix signals).
+//! - [`config`] and [`schedule`]: certd's TOML configuration and cron schedules.
+//! - [`probe`]: fetching and judging the chains served by live TLS endpoints.
+//!
+//! The `certd` binary (src/bin/certd.rs) runs [`server::run`]; the `certctl` CLI sends
+//! [`api::Request`]s to certd when it runs, and executes them itself when not.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod control;
 pub mod duration;
 pub mod fleet;
 pub mod formats;
 pub mod inventory;
 pub mod query;
+pub mod schedule;
+
+pub mod signals;
 pub mod view;
 pub mod x509;
 

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use certctl_store::{Certificate, CredentialKind, Role, Status, Store, StoreError, UnixTime};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
 use crate::view::EXPIRING_SECS;
@@ -23,7 +23,7 @@ pub enum QueryError {
 }
 
 /// `certctl list` filters. All given filters must match.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ListFilter {
     pub role: Option<Role>,
     /// Not yet expired and not_after before now + this.
@@ -37,7 +37,11 @@ pub struct ListFilter {
 }
 
 /// Certificates matching `filter` at `now`, sorted by not_after.
-pub fn list(store: &Store, filter: &ListFilter, now: UnixTime) -> Result<Vec<Certificate>, QueryError> {
+pub fn list(
+    store: &Store,
+    filter: &ListFilter,
+    now: UnixTime,
+) -> Result<Vec<Certificate>, QueryError> {
     let time_range = match (filter.expired, filter.expiring_within) {
         (false, None) => None,
         (true, None) => Some((i64::MIN + 1, now + 1)),
@@ -59,7 +63,10 @@ pub fn list(store: &Store, filter: &ListFilter, now: UnixTime) -> Result<Vec<Cer
     }
     if let Some(name) = &filter.name {
         let needle = name.to_lowercase();
-        certs.retain(|c| c.facts.names().any(|n| n.to_lowercase().contains(&needle)) || c.facts.subject.to_lowercase().contains(&needle));
+        certs.retain(|c| {
+            c.facts.names().any(|n| n.to_lowercase().contains(&needle))
+                || c.facts.subject.to_lowercase().contains(&needle)
+        });
     }
     store.refresh_last_seen(&mut certs)?;
     Ok(certs)
@@ -100,7 +107,7 @@ fn describe(c: &Certificate) -> String {
 }
 
 /// `certctl stats`. Field names are part of the `--json` contract.
-#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Stats {
     pub total: u64,
     pub by_role: BTreeMap<String, u64>,
@@ -111,7 +118,13 @@ pub struct Stats {
 
 pub fn stats(store: &Store, now: UnixTime) -> Result<Stats, QueryError> {
     let mut s = Stats::default();
-    for status in [Status::Valid, Status::Expiring, Status::Expired, Status::Revoked, Status::NotYetValid] {
+    for status in [
+        Status::Valid,
+        Status::Expiring,
+        Status::Expired,
+        Status::Revoked,
+        Status::NotYetValid,
+    ] {
         s.by_status.insert(status.as_str().to_string(), 0);
     }
     for cert in store.iter() {
@@ -123,14 +136,16 @@ pub fn stats(store: &Store, now: UnixTime) -> Result<Stats, QueryError> {
             .or_default() += 1;
         *s.by_key.entry(cert.facts.key.to_string()).or_default() += 1;
         if let Some(kind) = cert.credential_kind() {
-            *s.by_credential_kind.entry(kind.as_str().to_string()).or_default() += 1;
+            *s.by_credential_kind
+                .entry(kind.as_str().to_string())
+                .or_default() += 1;
         }
     }
     Ok(s)
 }
 
 /// The verdict of `certctl check`, for monitoring systems.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Ok,
@@ -139,7 +154,7 @@ pub enum Verdict {
 }
 
 /// What `certctl check` found.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckReport {
     pub verdict: Verdict,
     /// Certificates considered (present somewhere, not revoked, not ephemeral).
@@ -147,9 +162,7 @@ pub struct CheckReport {
     pub expired: Vec<Certificate>,
     pub critical: Vec<Certificate>,
     pub warning: Vec<Certificate>,
-    #[serde(skip)]
     pub warn: Duration,
-    #[serde(skip)]
     pub critical_within: Duration,
 }
 
@@ -202,7 +215,12 @@ impl CheckReport {
 ///
 /// Considers certificates still present in at least one source, not revoked, and not
 /// ephemeral (ephemeral agent certificates expire by design every few hours).
-pub fn check(store: &Store, warn: Duration, critical: Duration, now: UnixTime) -> Result<CheckReport, QueryError> {
+pub fn check(
+    store: &Store,
+    warn: Duration,
+    critical: Duration,
+    now: UnixTime,
+) -> Result<CheckReport, QueryError> {
     let mut report = CheckReport {
         verdict: Verdict::Ok,
         considered: 0,
@@ -231,7 +249,11 @@ pub fn check(store: &Store, warn: Duration, critical: Duration, now: UnixTime) -
             report.warning.push(cert);
         }
     }
-    for v in [&mut report.expired, &mut report.critical, &mut report.warning] {
+    for v in [
+        &mut report.expired,
+        &mut report.critical,
+        &mut report.warning,
+    ] {
         v.sort_by_key(|c| c.facts.not_after);
     }
     report.verdict = if !report.expired.is_empty() || !report.critical.is_empty() {

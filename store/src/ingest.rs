@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
 use crate::endpoints::Endpoint;
+use crate::error::Result;
 use crate::files::FileState;
 use crate::keys::{self, Index};
 use crate::model::{

@@ -156,14 +156,22 @@ impl fmt::Display for CredentialKind {
 /// The public key of a certificate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyAlgorithm {
-    Rsa { bits: u32 },
+    Rsa {
+        bits: u32,
+    },
     /// Named curve, e.g. `P-256`.
-    Ec { curve: String },
+    Ec {
+        curve: String,
+    },
     Ed25519,
     Ed448,
-    Dsa { bits: u32 },
+    Dsa {
+        bits: u32,
+    },
     /// Anything else, by algorithm OID.
-    Other { oid: String },
+    Other {
+        oid: String,
+    },
 }
 
 impl fmt::Display for KeyAlgorithm {
@@ -254,7 +262,10 @@ impl CertificateFacts {
 
     /// The names this certificate answers to: subject CN and every SAN.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.subject_cn.as_deref().into_iter().chain(self.sans.all())
+        self.subject_cn
+            .as_deref()
+            .into_iter()
+            .chain(self.sans.all())
     }
 
     /// A short human label: CN, else first SAN, else the subject DN.

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::error::{Result, StoreError};
 use crate::endpoints::Endpoint;
+use crate::error::{Result, StoreError};
 use crate::files::FileState;
 use crate::ingest::{Ingest, Posting};
 use crate::keys::{self, Index};
@@ -55,11 +55,9 @@ impl Store {
             .flush_every_ms(Some(500))
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(io) if is_lock_error(&io) => {
-                    StoreError::Locked {
-                        path: path.to_path_buf(),
-                    }
-                }
+                sled::Error::Io(io) if is_lock_error(&io) => StoreError::Locked {
+                    path: path.to_path_buf(),
+                },
                 sled::Error::Io(io) => open_err(io),
                 other => StoreError::Io(format!("{}: {other}", path.display())),
             })?;
@@ -198,7 +196,10 @@ impl Store {
                 )),
             ),
             Some(r) => (
-                keys::bucket_prefix(Index::RoleExpiry, &keys::role_expiry_bucket(r.code(), first)),
+                keys::bucket_prefix(
+                    Index::RoleExpiry,
+                    &keys::role_expiry_bucket(r.code(), first),
+                ),
                 keys::prefix_end(&keys::bucket_prefix(
                     Index::RoleExpiry,
                     &keys::role_expiry_bucket(r.code(), last),
@@ -235,8 +236,11 @@ impl Store {
     /// Certificates whose subject CN or a SAN equals `name` (case-insensitive).
     pub fn find_by_name(&self, name: &str) -> Result<Vec<Certificate>> {
         let h = keys::name_hash(name);
-        let certs =
-            self.lookup_hash(Index::Name, &keys::hash_bucket(h, keys::NAME_BUCKETS), h as i64)?;
+        let certs = self.lookup_hash(
+            Index::Name,
+            &keys::hash_bucket(h, keys::NAME_BUCKETS),
+            h as i64,
+        )?;
         Ok(certs
             .into_iter()
             .filter(|c| c.facts.names().any(|n| n.eq_ignore_ascii_case(name)))
@@ -246,8 +250,11 @@ impl Store {
     /// Certificates that share the public key with this SPKI SHA-256.
     pub fn find_by_spki(&self, spki: &Sha256) -> Result<Vec<Certificate>> {
         let h = keys::spki_hash(&spki.0);
-        let certs =
-            self.lookup_hash(Index::Spki, &keys::hash_bucket(h, keys::SPKI_BUCKETS), h as i64)?;
+        let certs = self.lookup_hash(
+            Index::Spki,
+            &keys::hash_bucket(h, keys::SPKI_BUCKETS),
+            h as i64,
+        )?;
         Ok(certs
             .into_iter()
             .filter(|c| c.facts.spki_sha256 == *spki)

@@ -66,7 +66,11 @@ fn observing_twice_adds_nothing_and_refreshes_last_seen() {
 
     let cert = store.get(&f.fingerprint).unwrap().unwrap();
     assert_eq!(store.len(), 1);
-    assert_eq!(cert.role, Role::Gateway, "a scan without --role keeps the role");
+    assert_eq!(
+        cert.role,
+        Role::Gateway,
+        "a scan without --role keeps the role"
+    );
     assert_eq!(cert.first_seen, NOW);
     assert_eq!(cert.last_seen, NOW + 60);
     assert_eq!(cert.sources.len(), 1);
@@ -242,7 +246,12 @@ fn a_second_process_is_refused_and_files_are_private() {
         let entry = entry.unwrap();
         if entry.file_type().unwrap().is_file() {
             let mode = entry.metadata().unwrap().permissions().mode();
-            assert_eq!(mode & 0o077, 0, "{} is readable by others", entry.path().display());
+            assert_eq!(
+                mode & 0o077,
+                0,
+                "{} is readable by others",
+                entry.path().display()
+            );
         }
     }
     // sled's lock is per process (fcntl), so a second open must come from another process.

@@ -1,0 +1,210 @@
+//! The requests `certctl` makes and their answers, independent of who answers them.
+//!
+//! `certctl` either opens the store itself (no daemon running) or sends the same
+//! [`Request`] to `certd` over the control socket. Both end in [`execute`], so the user sees
+//! the same results either way. Requests and responses are plain serde types; the wire
+//! format is one JSON document per line (see [`crate::control`]).
+
+use std::path::PathBuf;
+
+use certctl_store::{Certificate, Endpoint, Role, Store, UnixTime};
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Duration;
+use crate::inventory::{self, ScanOptions, ScanProgress, ScanSummary};
+use crate::query::{self, CheckReport, ListFilter, QueryError, Stats};
+
+/// What the CLI asks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "kebab-case")]
+pub enum Request {
+    List {
+        filter: ListFilter,
+    },
+    Find {
+        id: String,
+    },
+    Stats,
+    Check {
+        warn: Duration,
+        critical: Duration,
+    },
+    /// Paths must be absolute (the client resolves them against its own directory).
+    Scan {
+        paths: Vec<PathBuf>,
+        options: ScanOptions,
+    },
+    Probe {
+        target: ProbeRequest,
+    },
+    Endpoints,
+    Status,
+}
+
+/// `certctl probe HOST:PORT [--sni] [--role] [--expect-issuer]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeRequest {
+    pub address: String,
+    pub sni: Option<String>,
+    pub role: Option<Role>,
+    pub expect_issuer: Option<String>,
+    pub timeout: Duration,
+    pub trust_store: Option<PathBuf>,
+}
+
+/// A probe's result: the endpoint state as stored and the certificates it served.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeReport {
+    pub endpoint: Endpoint,
+    /// Why the probe failed, if it did (the stored chain is then the last good one).
+    pub error: Option<String>,
+    pub chain: Vec<Certificate>,
+}
+
+/// `certctl status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// `daemon` or `direct`.
+    pub mode: String,
+    pub store: PathBuf,
+    pub certificates: u64,
+    pub endpoints: Vec<Endpoint>,
+    pub daemon: Option<DaemonStatus>,
+}
+
+/// What a running certd says about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub pid: u32,
+    pub started: UnixTime,
+    pub uptime_secs: i64,
+    pub config: PathBuf,
+    pub sources: Vec<SourceStatus>,
+    pub schedules: Vec<ScheduleStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceStatus {
+    pub path: PathBuf,
+    pub role: Option<Role>,
+    pub watched: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleStatus {
+    /// `scan`, `probe`, ...
+    pub job: String,
+    /// The cron expression as written.
+    pub schedule: String,
+    pub last_run: Option<UnixTime>,
+    /// `ok`, or what went wrong.
+    pub last_outcome: Option<String>,
+    pub next_run: Option<UnixTime>,
+}
+
+/// The answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "response", rename_all = "kebab-case")]
+pub enum Response {
+    Certificates { certificates: Vec<Certificate> },
+    Stats { stats: Stats },
+    Check { report: CheckReport },
+    Scan { summary: ScanSummary },
+    Probe { report: ProbeReport },
+    Endpoints { endpoints: Vec<Endpoint> },
+    Status { status: StatusReport },
+    Error { kind: ErrorKind, message: String },
+}
+
+/// Why a request failed; the CLI maps it to an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    NotFound,
+    Ambiguous,
+    Invalid,
+    Failed,
+}
+
+impl Response {
+    pub fn error(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Response::Error {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    fn from_query_error(e: QueryError) -> Self {
+        let kind = match &e {
+            QueryError::NotFound(_) => ErrorKind::NotFound,
+            QueryError::Ambiguous { .. } => ErrorKind::Ambiguous,
+            QueryError::Store(_) => ErrorKind::Failed,
+        };
+        Response::error(kind, e.to_string())
+    }
+}
+
+/// Answers a request from a store. `status` is filled in by the daemon; here it is the
+/// direct-mode status. `progress` lets a caller watch (or cancel) a scan.
+pub fn execute(
+    store: &Store,
+    request: Request,
+    now: UnixTime,
+    progress: &ScanProgress,
+) -> Response {
+    match request {
+        Request::List { filter } => match query::list(store, &filter, now) {
+            Ok(certificates) => Response::Certificates { certificates },
+            Err(e) => Response::from_query_error(e),
+        },
+        Request::Find { id } => match query::find(store, &id) {
+            Ok(certificates) => Response::Certificates { certificates },
+            Err(e) => Response::from_query_error(e),
+        },
+        Request::Stats => match query::stats(store, now) {
+            Ok(stats) => Response::Stats { stats },
+            Err(e) => Response::from_query_error(e),
+        },
+        Request::Check { warn, critical } => match query::check(store, warn, critical, now) {
+            Ok(report) => Response::Check { report },
+            Err(e) => Response::from_query_error(e),
+        },
+        Request::Scan { paths, options } => {
+            if let Some(p) = paths.iter().find(|p| p.is_relative()) {
+                return Response::error(
+                    ErrorKind::Invalid,
+                    format!("scan paths must be absolute, got {}", p.display()),
+                );
+            }
+            match inventory::scan(store, &paths, &options, now, progress) {
+                Ok(summary) => Response::Scan { summary },
+                Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
+            }
+        }
+        Request::Probe { target } => probe(store, &target, now),
+        Request::Endpoints => match store.endpoints() {
+            Ok(endpoints) => Response::Endpoints { endpoints },
+            Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
+        },
+        Request::Status => match direct_status(store) {
+            Ok(status) => Response::Status { status },
+            Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
+        },
+    }
+}
+
+/// Status of a store opened directly (no daemon).
+pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::StoreError> {
+    Ok(StatusReport {
+        mode: "direct".into(),
+        store: store.path().to_path_buf(),
+        certificates: store.len() as u64,
+        endpoints: store.endpoints()?,
+        daemon: None,
+    })
+}
+
+/// Probes one endpoint and records what it served.
+fn probe(_store: &Store, _target: &ProbeRequest, _now: UnixTime) -> Response {
+    Response::error(ErrorKind::Failed, "probing is not built yet")
+}

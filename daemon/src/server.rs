@@ -1,0 +1,486 @@
+//! `certd run`: the daemon. It owns the store while it runs and:
+//!
+//! - re-scans the configured sources and probes the configured endpoints on their cron
+//!   schedules (UTC), and once at start-up;
+//! - watches source folders (notify) and scans what changed within about a second;
+//! - answers `certctl` over the control socket ([`crate::control`]) with the same
+//!   [`crate::api::execute`] that direct mode uses;
+//! - reloads its configuration on SIGHUP (an invalid one is rejected and the running one
+//!   kept) and on SIGTERM/SIGINT cancels in-flight scans at a batch boundary, waits for
+//!   them, flushes the store and exits 0.
+//!
+//! Every store write (scans, probes) takes one lock, so the merge logic never races.
+//! The scheduler follows mini-redis's purge task: sleep until the next deadline or until
+//! something else happens, whichever comes first.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration as StdDuration;
+
+use certctl_store::{now, Store, StoreError, UnixTime};
+use notify::Watcher;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::api::{self, DaemonStatus, Request, Response, ScheduleStatus, SourceStatus};
+use crate::config::{self, Config, ConfigError};
+use crate::control::{ControlError, ControlListener};
+use crate::inventory::{self, ScanOptions, ScanProgress};
+use crate::probe;
+use crate::signals::{SignalEvent, Signals};
+
+/// How long to let file events settle before scanning.
+const WATCH_SETTLE: StdDuration = StdDuration::from_millis(500);
+/// How long a client may take to send its request.
+const REQUEST_TIMEOUT: StdDuration = StdDuration::from_secs(10);
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("cannot watch the source folders: {0}")]
+    Watch(#[from] notify::Error),
+}
+
+/// The scheduled jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Job {
+    Scan,
+    Probe,
+}
+
+impl Job {
+    fn name(self) -> &'static str {
+        match self {
+            Job::Scan => "scan",
+            Job::Probe => "probe",
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct JobState {
+    last_run: Option<UnixTime>,
+    last_outcome: Option<String>,
+    next_run: Option<UnixTime>,
+    running: bool,
+}
+
+/// What the daemon's tasks share.
+struct Shared {
+    store: Store,
+    config_path: PathBuf,
+    config: RwLock<Config>,
+    started: UnixTime,
+    jobs: Mutex<BTreeMap<Job, JobState>>,
+    /// Held by every store writer (scans, probes).
+    writer: tokio::sync::Mutex<()>,
+    /// Set on shutdown: running scans stop at the next directory.
+    cancel: Arc<AtomicBool>,
+}
+
+impl Shared {
+    fn config(&self) -> Config {
+        match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn job_update(&self, job: Job, f: impl FnOnce(&mut JobState)) {
+        let mut jobs = match self.jobs.lock() {
+            Ok(j) => j,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(jobs.entry(job).or_default());
+    }
+
+    fn progress(&self) -> ScanProgress {
+        ScanProgress {
+            cancel: self.cancel.clone(),
+            ..Default::default()
+        }
+    }
+
+    fn status(&self) -> Result<api::StatusReport, StoreError> {
+        let config = self.config();
+        let mut report = api::direct_status(&self.store)?;
+        report.mode = "daemon".into();
+        let t = now();
+        let jobs = match self.jobs.lock() {
+            Ok(j) => j.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let schedule_of = |job: Job| match job {
+            Job::Scan => config.scan.schedule.as_ref().map(|s| s.to_string()),
+            Job::Probe => config.probe.schedule.as_ref().map(|s| s.to_string()),
+        };
+        report.daemon = Some(DaemonStatus {
+            pid: std::process::id(),
+            started: self.started,
+            uptime_secs: t - self.started,
+            config: self.config_path.clone(),
+            sources: config
+                .sources
+                .iter()
+                .map(|s| SourceStatus {
+                    path: s.path.clone(),
+                    role: s.role,
+                    watched: config.scan.watch && s.path.is_dir(),
+                })
+                .collect(),
+            schedules: [Job::Scan, Job::Probe]
+                .into_iter()
+                .map(|job| {
+                    let state = jobs.get(&job).cloned().unwrap_or_default();
+                    ScheduleStatus {
+                        job: job.name().into(),
+                        schedule: schedule_of(job).unwrap_or_else(|| "(not scheduled)".into()),
+                        last_run: state.last_run,
+                        last_outcome: state.last_outcome,
+                        next_run: state.next_run,
+                    }
+                })
+                .collect(),
+        });
+        Ok(report)
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
+    let store = Store::open(&config.store)?;
+    let listener = ControlListener::bind(&config.store)?;
+    let mut signals = Signals::install().map_err(DaemonError::Signals)?;
+    tracing::info!(store = %config.store.display(), socket = %listener.path().display(), sources = config.sources.len(), endpoints = config.endpoints.len(), "certd started (schedules are in UTC)");
+
+    let shared = Arc::new(Shared {
+        store,
+        config_path,
+        config: RwLock::new(config),
+        started: now(),
+        jobs: Mutex::new(BTreeMap::new()),
+        writer: tokio::sync::Mutex::new(()),
+        cancel: Arc::new(AtomicBool::new(false)),
+    });
+
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let control = tokio::spawn(serve_control(listener, shared.clone()));
+
+    let (watch_tx, mut watch_rx) = mpsc::unbounded_channel::<PathBuf>();
+    let mut watcher = start_watcher(&shared.config(), watch_tx.clone())?;
+
+    // Start-up: bring the store up to date at once.
+    spawn_job(&mut tasks, &shared, Job::Scan);
+    spawn_job(&mut tasks, &shared, Job::Probe);
+
+    loop {
+        let config = shared.config();
+        let t = now();
+        let next = [
+            (Job::Scan, config.scan.schedule.as_ref()),
+            (Job::Probe, config.probe.schedule.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(job, s)| s.and_then(|s| s.next_after(t)).map(|at| (at, job)))
+        .inspect(|(at, job)| shared.job_update(*job, |s| s.next_run = Some(*at)))
+        .min();
+        let sleep = match next {
+            Some((at, _)) => StdDuration::from_secs((at - t).max(0) as u64),
+            None => StdDuration::from_secs(3600),
+        };
+
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {
+                if let Some((_, job)) = next {
+                    spawn_job(&mut tasks, &shared, job);
+                }
+                // Let the clock pass the deadline so the same run is not scheduled twice.
+                tokio::time::sleep(StdDuration::from_millis(1100)).await;
+            }
+            Some(path) = watch_rx.recv() => {
+                tokio::time::sleep(WATCH_SETTLE).await;
+                let mut changed = vec![path];
+                while let Ok(p) = watch_rx.try_recv() {
+                    changed.push(p);
+                }
+                spawn_watch_scan(&mut tasks, &shared, changed);
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            event = signals.next() => match event {
+                SignalEvent::Shutdown => {
+                    tracing::info!("shutting down: cancelling in-flight work");
+                    break;
+                }
+                SignalEvent::Reload => {
+                    match reload(&shared) {
+                        Ok(()) => match start_watcher(&shared.config(), watch_tx.clone()) {
+                            Ok(w) => watcher = w,
+                            Err(e) => tracing::error!(error = %e, "cannot watch the new source folders"),
+                        },
+                        Err(e) => tracing::error!("configuration reload rejected, the running configuration stays in force: {e}"),
+                    }
+                }
+            },
+        }
+    }
+
+    shared.cancel.store(true, Ordering::Relaxed);
+    drop(watcher);
+    while tasks.join_next().await.is_some() {}
+    control.abort();
+    let _ = control.await;
+    // Wait for in-flight control requests that write.
+    let _guard = shared.writer.lock().await;
+    shared.store.flush()?;
+    tracing::info!("store flushed; certd stopped");
+    Ok(())
+}
+
+/// Reads the configuration again; on success it replaces the running one.
+fn reload(shared: &Shared) -> Result<(), ConfigError> {
+    let new = config::load(&shared.config_path)?;
+    let mut current = match shared.config.write() {
+        Ok(c) => c,
+        Err(p) => p.into_inner(),
+    };
+    if new.store != current.store {
+        tracing::warn!(running = %current.store.display(), configured = %new.store.display(), "the store path changed: restart certd to move to the new store; keeping the current one");
+    }
+    let store = current.store.clone();
+    *current = new;
+    current.store = store;
+    tracing::info!(sources = current.sources.len(), endpoints = current.endpoints.len(), "configuration reloaded");
+    Ok(())
+}
+
+fn start_watcher(
+    config: &Config,
+    tx: mpsc::UnboundedSender<PathBuf>,
+) -> Result<Option<notify::RecommendedWatcher>, DaemonError> {
+    if !config.scan.watch {
+        return Ok(None);
+    }
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            if matches!(event.kind, notify::EventKind::Access(_)) {
+                return;
+            }
+            for path in event.paths {
+                let _ = tx.send(path);
+            }
+        }
+    })?;
+    for source in &config.sources {
+        if source.path.is_dir() {
+            if let Err(e) = watcher.watch(&source.path, notify::RecursiveMode::Recursive) {
+                tracing::warn!(path = %source.path.display(), error = %e, "cannot watch source folder; it is still scanned on schedule");
+            }
+        }
+    }
+    Ok(Some(watcher))
+}
+
+fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
+    let mut already = false;
+    shared.job_update(job, |s| {
+        already = s.running;
+        s.running = true;
+    });
+    if already {
+        tracing::info!(job = job.name(), "previous run still in progress; skipping this one");
+        return;
+    }
+    let shared = shared.clone();
+    tasks.spawn(async move {
+        let started = now();
+        let outcome = match job {
+            Job::Scan => scan_sources(&shared, None).await,
+            Job::Probe => probe_endpoints(&shared).await,
+        };
+        shared.job_update(job, |s| {
+            s.running = false;
+            s.last_run = Some(started);
+            s.last_outcome = Some(outcome);
+        });
+    });
+}
+
+fn spawn_watch_scan(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, changed: Vec<PathBuf>) {
+    let shared = shared.clone();
+    tasks.spawn(async move {
+        let outcome = scan_sources(&shared, Some(changed)).await;
+        tracing::debug!(%outcome, "watched change scanned");
+    });
+}
+
+/// Scans every configured source, or with `changed`, the folders holding those paths.
+async fn scan_sources(shared: &Arc<Shared>, changed: Option<Vec<PathBuf>>) -> String {
+    let config = shared.config();
+    let _writer = shared.writer.lock().await;
+    let mut failures = 0u64;
+    let mut new = 0u64;
+    for source in &config.sources {
+        let paths: Vec<PathBuf> = match &changed {
+            None => vec![source.path.clone()],
+            Some(changed) => {
+                let mut dirs: Vec<PathBuf> = changed
+                    .iter()
+                    .filter(|p| p.starts_with(&source.path))
+                    .map(|p| watch_scan_root(p, &source.path))
+                    .collect();
+                dirs.sort();
+                dirs.dedup();
+                dirs
+            }
+        };
+        if paths.is_empty() || shared.cancel.load(Ordering::Relaxed) {
+            continue;
+        }
+        let password = match &source.pfx_password_file {
+            Some(f) => match std::fs::read_to_string(f) {
+                Ok(p) => Some(p.trim_end_matches(['\r', '\n']).to_string()),
+                Err(e) => {
+                    tracing::error!(file = %f.display(), error = %e, "cannot read the PFX password file");
+                    None
+                }
+            },
+            None => None,
+        };
+        let options = ScanOptions {
+            role: source.role,
+            pfx_password: password,
+            full: false,
+            threads: 0,
+        };
+        let store = shared.store.clone();
+        let progress = shared.progress();
+        let result = tokio::task::spawn_blocking(move || inventory::scan(&store, &paths, &options, now(), &progress)).await;
+        match result {
+            Ok(Ok(summary)) => {
+                for f in &summary.errors {
+                    tracing::warn!(path = %f.path, error = %f.error, "file not scanned");
+                }
+                failures += summary.files_failed;
+                new += summary.certificates_new;
+                tracing::info!(source = %source.path.display(), files_read = summary.files_read, unchanged = summary.files_unchanged, failed = summary.files_failed, new = summary.certificates_new, updated = summary.certificates_updated, gone = summary.sources_gone, "scan finished");
+            }
+            Ok(Err(e)) => {
+                tracing::error!(source = %source.path.display(), error = %e, "scan failed");
+                return format!("failed: {e}");
+            }
+            Err(e) => return format!("failed: {e}"),
+        }
+    }
+    if failures > 0 {
+        format!("ok with {failures} files failing, {new} new certificates")
+    } else {
+        format!("ok, {new} new certificates")
+    }
+}
+
+/// The folder to re-scan for a changed path: its folder (inside the source), or the
+/// source itself when that folder is gone.
+fn watch_scan_root(changed: &Path, source: &Path) -> PathBuf {
+    if changed.is_dir() {
+        return changed.to_path_buf();
+    }
+    match changed.parent() {
+        Some(parent) if parent.starts_with(source) && parent.is_dir() => parent.to_path_buf(),
+        _ => source.to_path_buf(),
+    }
+}
+
+async fn probe_endpoints(shared: &Arc<Shared>) -> String {
+    let config = shared.config();
+    let mut problems = 0usize;
+    for endpoint in &config.endpoints {
+        if shared.cancel.load(Ordering::Relaxed) {
+            break;
+        }
+        let target = probe::ProbeTarget {
+            address: endpoint.address.clone(),
+            sni: endpoint.sni.clone(),
+            role: endpoint.role,
+            expect_issuer: endpoint.expect_issuer.clone(),
+            timeout: config.probe.timeout,
+            trust_store: config.probe.trust_store.clone(),
+        };
+        let outcome = {
+            let target = target.clone();
+            tokio::task::spawn_blocking(move || probe::probe(&target, now())).await
+        };
+        let Ok(outcome) = outcome else {
+            problems += 1;
+            continue;
+        };
+        let _writer = shared.writer.lock().await;
+        match probe::record(&shared.store, &target, &outcome, now()) {
+            Ok(state) => {
+                if !state.findings.is_empty() {
+                    problems += 1;
+                }
+                for f in &state.findings {
+                    tracing::warn!(endpoint = %state.address, finding = %f.kind, detail = %f.detail, "endpoint finding");
+                }
+            }
+            Err(e) => {
+                problems += 1;
+                tracing::error!(endpoint = %endpoint.address, error = %e, "cannot record probe");
+            }
+        }
+    }
+    format!("ok, {} endpoints, {problems} with findings", config.endpoints.len())
+}
+
+async fn serve_control(listener: ControlListener, shared: Arc<Shared>) {
+    loop {
+        let mut conn = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "control socket accept failed");
+                tokio::time::sleep(StdDuration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let response = match conn.request(REQUEST_TIMEOUT).await {
+                Ok(request) => answer(&shared, request).await,
+                Err(e) => Response::error(api::ErrorKind::Invalid, e),
+            };
+            if let Err(e) = conn.respond(&response).await {
+                tracing::debug!(error = %e, "client went away before the answer");
+            }
+        });
+    }
+}
+
+async fn answer(shared: &Arc<Shared>, request: Request) -> Response {
+    if let Request::Status = request {
+        return match shared.status() {
+            Ok(status) => Response::Status { status },
+            Err(e) => Response::error(api::ErrorKind::Failed, e.to_string()),
+        };
+    }
+    let writes = matches!(request, Request::Scan { .. } | Request::Probe { .. });
+    let _writer = if writes {
+        Some(shared.writer.lock().await)
+    } else {
+        None
+    };
+    let store = shared.store.clone();
+    let progress = shared.progress();
+    tokio::task::spawn_blocking(move || api::execute(&store, request, now(), &progress))
+        .await
+        .unwrap_or_else(|e| Response::error(api::ErrorKind::Failed, format!("the request failed: {e}")))
+}
