@@ -18,11 +18,13 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod config;
 pub mod control;
 pub mod duration;
 pub mod fleet;
 pub mod formats;
 pub mod inventory;
+pub mod probe;
 pub mod query;
 pub mod schedule;
 

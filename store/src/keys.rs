@@ -9,6 +9,7 @@
 //! | `P`    | index (1) + bucket + segment id (8)   | a segment of index postings            |
 //! | `F`    | directory path + `\0` + segment (4)   | the [`FileState`]s of that directory   |
 //! | `T`    | `host:port`                           | [`Endpoint`] state of a TLS endpoint   |
+//! | `A`    | fingerprint + time + id               | an [`AuditEvent`]                      |
 //! | `M`    | name                                  | metadata (schema version)              |
 //!
 //! Indexes are *posting segments*: each committed batch appends, per bucket, one segment
@@ -20,12 +21,14 @@
 //! [`Certificate`]: crate::Certificate
 //! [`FileState`]: crate::FileState
 //! [`Endpoint`]: crate::Endpoint
+//! [`AuditEvent`]: crate::AuditEvent
 
 pub(crate) const CERT: u8 = b'C';
 pub(crate) const POSTING: u8 = b'P';
 pub(crate) const FILES: u8 = b'F';
 pub(crate) const META: u8 = b'M';
 pub(crate) const ENDPOINT: u8 = b'T';
+pub(crate) const AUDIT: u8 = b'A';
 
 pub(crate) fn endpoint_key(address: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(address.len() + 1);

@@ -10,6 +10,7 @@
 //! - [`Endpoint`]: what each probed TLS endpoint served, and its findings.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod endpoints;
 mod error;
 mod files;
@@ -18,6 +19,7 @@ mod keys;
 pub mod model;
 mod store;
 
+pub use audit::AuditEvent;
 pub use endpoints::{Endpoint, Finding, FindingKind};
 pub use error::{Result, StoreError};
 pub use files::{FileProblem, FileState};

@@ -1,0 +1,1250 @@
+//! certd's configuration file (TOML): its format, its defaults, and its error messages.
+//!
+//! This module owns reading the file into a typed, checked [`Config`], in two stages:
+//!
+//! 1. **Shape**: serde reads the TOML into raw structs that refuse unknown keys and wrong
+//!    types. Values that need a semantic check keep their position (`toml::Spanned`).
+//! 2. **Meaning**: every value is checked (absolute paths, cron schedules, roles, durations,
+//!    `host:port` endpoints, ...) and *all* the problems found are reported together.
+//!
+//! Every problem is reported as `FILE:LINE:COLUMN: message` ([`Diagnostic`]), one per line,
+//! the way compilers do, so editors can jump to it. The file is only read and checked here:
+//! whether the paths exist is found out when they are used.
+//!
+//! [`EXAMPLE`] is a complete, commented configuration (`certd config example` prints it).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use certctl_store::Role;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::schedule::Schedule;
+
+/// A complete configuration with every option and a comment on each; it is valid as is.
+pub const EXAMPLE: &str = r#"# certd configuration (TOML). Schedules are cron expressions evaluated in UTC:
+# 5 fields "minute hour day-of-month month day-of-week" (day-of-week 0 and 7 = Sunday,
+# 1-5 = Monday to Friday), or 6/7 fields with seconds first ("0 0 8 * * Mon-Fri", day
+# names only), or @hourly, @daily, @weekly. "off" turns a schedule off.
+# Durations are a number and a unit: 45s, 10m, 12h, 30d, 2w.
+
+# Where certd keeps its store (sled). Must be an absolute path. The control socket
+# certctl talks to is certd.sock in this folder.
+store = "/var/lib/certd/store"
+
+# Optional section. Defaults: schedule = "0 */6 * * *", watch = true.
+[scan]
+schedule = "0 */6 * * *"   # re-scan all sources; 5-field cron (UTC) or 6/7 fields with seconds
+watch = true               # also watch source folders and scan changes within seconds
+
+# Optional section. Defaults: schedule = "*/15 * * * *", timeout = "10s".
+[probe]
+schedule = "*/15 * * * *"  # probe all endpoints
+timeout = "10s"            # per endpoint: connect and TLS handshake
+trust_store = "/etc/ssl/certs/ca-certificates.crt"   # optional; default: OpenSSL's default paths
+
+# One [[source]] per file or folder of certificates (PEM, DER, PKCS#12); any number.
+[[source]]
+path = "/srv/certs/gateway"          # file or folder, absolute
+role = "gateway"                     # gateway | iis | site-server | agent | ca | other (optional)
+pfx_password_file = "/etc/certd/pfx-password"   # optional: password of the PKCS#12 files
+
+[[source]]
+path = "/srv/certs/iis"
+role = "iis"
+
+# One [[endpoint]] per TLS endpoint to probe; any number.
+[[endpoint]]
+address = "gw.contoso.example:443"   # host:port (IPv6 as [::1]:443)
+sni = "gw.contoso.example"           # optional: server name sent in the handshake
+role = "gateway"                     # optional
+expect_issuer = "Contoso Issuing CA" # optional: a TLS-inspecting proxy shows up as a different issuer
+
+[[endpoint]]
+address = "[2001:db8::10]:8443"
+
+# Later releases (already validated, not used yet): e-mail reminders.
+[smtp]
+host = "smtp.contoso.example"
+port = 587                     # optional; default: 25 (none), 587 (starttls), 465 (tls)
+security = "starttls"          # none | starttls | tls (optional; default: starttls)
+from = "certd@contoso.example"
+username = "certd"             # optional; username and password_file go together
+password_file = "/etc/certd/smtp-password"   # optional
+timeout = "30s"                # optional; default: 30s
+
+[reminders]
+schedule = "0 8 * * 1-5"
+policies = "/etc/certd/policies"   # folder of policy files
+"#;
+
+/// The scan schedule when `[scan]` does not set one: every 6 hours.
+pub const DEFAULT_SCAN_SCHEDULE: &str = "0 */6 * * *";
+/// The probe schedule when `[probe]` does not set one: every 15 minutes.
+pub const DEFAULT_PROBE_SCHEDULE: &str = "*/15 * * * *";
+/// The probe timeout when `[probe]` does not set one.
+pub const DEFAULT_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The SMTP timeout when `[smtp]` does not set one.
+pub const DEFAULT_SMTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The value that turns a `[scan]` or `[probe]` schedule off.
+pub const SCHEDULE_OFF: &str = "off";
+/// The control socket's file name, in the store folder.
+pub const CONTROL_SOCKET: &str = "certd.sock";
+
+/// certd's configuration, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Where certd keeps its store (a sled folder); absolute.
+    pub store: PathBuf,
+    /// When to scan the sources (`[scan]`).
+    pub scan: ScanConfig,
+    /// When and how to probe the endpoints (`[probe]`).
+    pub probe: ProbeConfig,
+    /// Certificate files and folders to scan (`[[source]]`), in file order.
+    pub sources: Vec<SourceConfig>,
+    /// TLS endpoints to probe (`[[endpoint]]`), in file order.
+    pub endpoints: Vec<EndpointConfig>,
+    /// The mail server for reminders (`[smtp]`); not used yet.
+    pub smtp: Option<SmtpConfig>,
+    /// When to send reminders and by which policies (`[reminders]`); not used yet.
+    pub reminders: Option<RemindersConfig>,
+}
+
+impl Config {
+    /// The Unix socket certd listens on for certctl: `certd.sock` in the store folder.
+    pub fn control_socket(&self) -> PathBuf {
+        self.store.join(CONTROL_SOCKET)
+    }
+}
+
+/// `[scan]`: scanning the sources.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanConfig {
+    /// When to re-scan every source; `None` when set to `"off"`. Default
+    /// [`DEFAULT_SCAN_SCHEDULE`].
+    pub schedule: Option<Schedule>,
+    /// Also watch the source folders and scan what changes within seconds. Default `true`.
+    pub watch: bool,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            schedule: DEFAULT_SCAN_SCHEDULE.parse().ok(),
+            watch: true,
+        }
+    }
+}
+
+/// `[probe]`: probing the endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// When to probe every endpoint; `None` when set to `"off"`. Default
+    /// [`DEFAULT_PROBE_SCHEDULE`].
+    pub schedule: Option<Schedule>,
+    /// How long one endpoint may take (connect and handshake). Default
+    /// [`DEFAULT_PROBE_TIMEOUT`]; never zero.
+    pub timeout: std::time::Duration,
+    /// CA certificates (a PEM file) that served chains are verified against; `None` for
+    /// OpenSSL's default paths. Absolute.
+    pub trust_store: Option<PathBuf>,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            schedule: DEFAULT_PROBE_SCHEDULE.parse().ok(),
+            timeout: DEFAULT_PROBE_TIMEOUT,
+            trust_store: None,
+        }
+    }
+}
+
+/// `[[source]]`: one certificate file or folder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceConfig {
+    /// The file or folder; absolute.
+    pub path: PathBuf,
+    /// Role given to the leaf certificates found there (CA certificates are always `ca`).
+    pub role: Option<Role>,
+    /// A file holding the password of the PKCS#12 files found there; absolute.
+    pub pfx_password_file: Option<PathBuf>,
+}
+
+/// `[[endpoint]]`: one TLS endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointConfig {
+    /// `host:port` as written (`[::1]:443` for IPv6).
+    pub address: String,
+    /// The host part: a name or an IP address, IPv6 without its brackets.
+    pub host: String,
+    /// The port part; never 0.
+    pub port: u16,
+    /// The server name to send in the handshake (SNI), if set. Never an IP address.
+    pub sni: Option<String>,
+    /// Role given to the certificates this endpoint serves.
+    pub role: Option<Role>,
+    /// The issuer (a common name or a full DN) the endpoint's leaf should have; a different
+    /// one is reported (a TLS-inspecting proxy shows up that way).
+    pub expect_issuer: Option<String>,
+}
+
+/// How the connection to the mail server is secured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SmtpSecurity {
+    /// Plain text (`none`), port 25 by default.
+    None,
+    /// Plain text upgraded with STARTTLS (`starttls`), port 587 by default. The default.
+    StartTls,
+    /// TLS from the first byte (`tls`), port 465 by default.
+    Tls,
+}
+
+impl SmtpSecurity {
+    /// The name used in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SmtpSecurity::None => "none",
+            SmtpSecurity::StartTls => "starttls",
+            SmtpSecurity::Tls => "tls",
+        }
+    }
+
+    /// The usual port for this kind of connection.
+    pub fn default_port(self) -> u16 {
+        match self {
+            SmtpSecurity::None => 25,
+            SmtpSecurity::StartTls => 587,
+            SmtpSecurity::Tls => 465,
+        }
+    }
+}
+
+impl fmt::Display for SmtpSecurity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SmtpSecurity {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            SmtpSecurity::None,
+            SmtpSecurity::StartTls,
+            SmtpSecurity::Tls,
+        ]
+        .into_iter()
+        .find(|v| v.as_str().eq_ignore_ascii_case(s))
+        .ok_or_else(|| format!("unknown security `{s}` (expected one of: none, starttls, tls)"))
+    }
+}
+
+/// `[smtp]`: the mail server reminders are sent through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmtpConfig {
+    /// The server's host name or IP address.
+    pub host: String,
+    /// Its port; default [`SmtpSecurity::default_port`].
+    pub port: u16,
+    /// How the connection is secured; default [`SmtpSecurity::StartTls`].
+    pub security: SmtpSecurity,
+    /// The sender address (`certd@example.org` or `certd <certd@example.org>`).
+    pub from: String,
+    /// The user to log in as; set together with `password_file`.
+    pub username: Option<String>,
+    /// A file holding the password; absolute; set together with `username`.
+    pub password_file: Option<PathBuf>,
+    /// How long talking to the server may take. Default [`DEFAULT_SMTP_TIMEOUT`]; never zero.
+    pub timeout: std::time::Duration,
+}
+
+/// `[reminders]`: when to send reminders, by which policies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemindersConfig {
+    /// When to send them.
+    pub schedule: Schedule,
+    /// The folder of policy files; absolute.
+    pub policies: PathBuf,
+}
+
+/// One problem in a configuration file, at a place in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file, as given to [`load`] or [`parse`].
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+/// A configuration that could not be read or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read the configuration: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not TOML, or not the expected shape (an unknown key, a wrong type, a missing key).
+    #[error("{0}")]
+    Syntax(Diagnostic),
+    /// Values that do not make sense: all of them, in file order, one per line.
+    #[error("{}", lines(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+impl ConfigError {
+    /// The problems found in the file (none for [`ConfigError::Read`]).
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Syntax(d) => std::slice::from_ref(d),
+            ConfigError::Invalid(all) => all,
+        }
+    }
+}
+
+fn lines(diagnostics: &[Diagnostic]) -> String {
+    diagnostics
+        .iter()
+        .map(Diagnostic::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads and checks the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Checks the configuration `text`; `origin` names the file in error messages.
+pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        ConfigError::Syntax(diagnostic(
+            text,
+            origin,
+            offset,
+            e.message().trim().to_string(),
+        ))
+    })?;
+    let mut checker = Checker {
+        text,
+        origin,
+        problems: Vec::new(),
+    };
+    let config = checker.config(raw);
+    if checker.problems.is_empty() {
+        Ok(config)
+    } else {
+        let mut problems = checker.problems;
+        problems.sort_by_key(|d| (d.line, d.column));
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+fn diagnostic(text: &str, origin: &Path, offset: usize, message: String) -> Diagnostic {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    Diagnostic {
+        file: origin.to_path_buf(),
+        line: before.matches('\n').count() + 1,
+        column: before[line_start..].chars().count() + 1,
+        message,
+    }
+}
+
+// Stage 1: the shape of the file.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    store: Option<Spanned<String>>,
+    scan: Option<RawScan>,
+    probe: Option<RawProbe>,
+    #[serde(default)]
+    source: Vec<RawSource>,
+    #[serde(default)]
+    endpoint: Vec<RawEndpoint>,
+    smtp: Option<RawSmtp>,
+    reminders: Option<RawReminders>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScan {
+    schedule: Option<Spanned<String>>,
+    watch: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    schedule: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    trust_store: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    path: Spanned<String>,
+    role: Option<Spanned<String>>,
+    pfx_password_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    address: Spanned<String>,
+    sni: Option<Spanned<String>>,
+    role: Option<Spanned<String>>,
+    expect_issuer: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    host: Spanned<String>,
+    port: Option<Spanned<i64>>,
+    security: Option<Spanned<String>>,
+    from: Spanned<String>,
+    username: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReminders {
+    schedule: Spanned<String>,
+    policies: Spanned<String>,
+}
+
+// Stage 2: the meaning of the values. Each check reports its problems and returns what it
+// could make of the value; the result is only used when no problem was reported.
+
+struct Checker<'a> {
+    text: &'a str,
+    origin: &'a Path,
+    problems: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn report(&mut self, span: Range<usize>, message: String) {
+        self.problems
+            .push(diagnostic(self.text, self.origin, span.start, message));
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let store = match &raw.store {
+            Some(store) => self.path("store", store),
+            None => {
+                self.report(
+                    0..0,
+                    "`store` is missing: set it to the absolute path of certd's store folder \
+                     (e.g. store = \"/var/lib/certd/store\")"
+                        .into(),
+                );
+                PathBuf::new()
+            }
+        };
+        let scan = match raw.scan {
+            Some(scan) => ScanConfig {
+                schedule: match &scan.schedule {
+                    Some(s) => self.optional_schedule("scan.schedule", s),
+                    None => ScanConfig::default().schedule,
+                },
+                watch: scan.watch.unwrap_or(true),
+            },
+            None => ScanConfig::default(),
+        };
+        let probe = match raw.probe {
+            Some(probe) => ProbeConfig {
+                schedule: match &probe.schedule {
+                    Some(s) => self.optional_schedule("probe.schedule", s),
+                    None => ProbeConfig::default().schedule,
+                },
+                timeout: match &probe.timeout {
+                    Some(t) => self.duration("probe.timeout", t),
+                    None => DEFAULT_PROBE_TIMEOUT,
+                },
+                trust_store: probe
+                    .trust_store
+                    .as_ref()
+                    .map(|p| self.path("probe.trust_store", p)),
+            },
+            None => ProbeConfig::default(),
+        };
+        let sources = raw.source.iter().map(|s| self.source(s)).collect();
+        self.duplicate_sources(&raw.source);
+        let endpoints = raw.endpoint.iter().map(|e| self.endpoint(e)).collect();
+        self.duplicate_endpoints(&raw.endpoint);
+        let smtp = raw.smtp.as_ref().map(|s| self.smtp(s));
+        let reminders = raw.reminders.as_ref().and_then(|r| self.reminders(r));
+        Config {
+            store,
+            scan,
+            probe,
+            sources,
+            endpoints,
+            smtp,
+            reminders,
+        }
+    }
+
+    fn source(&mut self, raw: &RawSource) -> SourceConfig {
+        SourceConfig {
+            path: self.path("source.path", &raw.path),
+            role: raw.role.as_ref().and_then(|r| self.role("source.role", r)),
+            pfx_password_file: raw
+                .pfx_password_file
+                .as_ref()
+                .map(|p| self.path("source.pfx_password_file", p)),
+        }
+    }
+
+    fn duplicate_sources(&mut self, raw: &[RawSource]) {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for source in raw {
+            let path = source.path.get_ref().trim_end_matches('/');
+            let line = diagnostic(
+                self.text,
+                self.origin,
+                source.path.span().start,
+                String::new(),
+            )
+            .line;
+            if let Some(first) = seen.get(path) {
+                self.report(
+                    source.path.span(),
+                    format!("source `{path}` is already listed on line {first}"),
+                );
+            } else {
+                seen.insert(path, line);
+            }
+        }
+    }
+
+    fn endpoint(&mut self, raw: &RawEndpoint) -> EndpointConfig {
+        let address = raw.address.get_ref();
+        let (host, port) = match split_address(address) {
+            Ok(parts) => parts,
+            Err(message) => {
+                self.report(raw.address.span(), format!("endpoint.address: {message}"));
+                (String::new(), 0)
+            }
+        };
+        let sni = raw.sni.as_ref().map(|sni| {
+            let name = sni.get_ref();
+            if name.is_empty() {
+                self.report(sni.span(), "endpoint.sni is empty".into());
+            } else if name.parse::<IpAddr>().is_ok() {
+                self.report(
+                    sni.span(),
+                    format!("endpoint.sni `{name}` is an IP address: SNI is a host name"),
+                );
+            } else if name.contains(|c: char| c.is_whitespace() || c == ':' || c == '/') {
+                self.report(
+                    sni.span(),
+                    format!("endpoint.sni `{name}` is not a host name"),
+                );
+            }
+            name.clone()
+        });
+        let expect_issuer = raw.expect_issuer.as_ref().map(|issuer| {
+            if issuer.get_ref().trim().is_empty() {
+                self.report(issuer.span(), "endpoint.expect_issuer is empty".into());
+            }
+            issuer.get_ref().clone()
+        });
+        EndpointConfig {
+            address: address.clone(),
+            host,
+            port,
+            sni,
+            role: raw
+                .role
+                .as_ref()
+                .and_then(|r| self.role("endpoint.role", r)),
+            expect_issuer,
+        }
+    }
+
+    fn duplicate_endpoints(&mut self, raw: &[RawEndpoint]) {
+        let mut seen: HashMap<(&str, Option<&str>), usize> = HashMap::new();
+        for endpoint in raw {
+            let key = (
+                endpoint.address.get_ref().as_str(),
+                endpoint.sni.as_ref().map(|s| s.get_ref().as_str()),
+            );
+            let span = endpoint.address.span();
+            let line = diagnostic(self.text, self.origin, span.start, String::new()).line;
+            if let Some(first) = seen.get(&key) {
+                self.report(
+                    span,
+                    format!(
+                        "endpoint `{}` (with the same sni) is already listed on line {first}",
+                        key.0
+                    ),
+                );
+            } else {
+                seen.insert(key, line);
+            }
+        }
+    }
+
+    fn smtp(&mut self, raw: &RawSmtp) -> SmtpConfig {
+        let host = raw.host.get_ref();
+        if host.trim().is_empty() {
+            self.report(raw.host.span(), "smtp.host is empty".into());
+        } else if host.contains(|c: char| c.is_whitespace() || c == '/') {
+            self.report(
+                raw.host.span(),
+                format!("smtp.host `{host}` is not a host name or IP address (the port goes in smtp.port)"),
+            );
+        }
+        let security = match &raw.security {
+            Some(s) => s.get_ref().parse().unwrap_or_else(|e: String| {
+                self.report(s.span(), format!("smtp.security: {e}"));
+                SmtpSecurity::StartTls
+            }),
+            None => SmtpSecurity::StartTls,
+        };
+        let port = match &raw.port {
+            Some(p) => match u16::try_from(*p.get_ref()) {
+                Ok(port) if port != 0 => port,
+                _ => {
+                    self.report(
+                        p.span(),
+                        format!("smtp.port {} is not a port (1 to 65535)", p.get_ref()),
+                    );
+                    0
+                }
+            },
+            None => security.default_port(),
+        };
+        let from = raw.from.get_ref();
+        if !looks_like_a_sender(from) {
+            self.report(
+                raw.from.span(),
+                format!(
+                    "smtp.from `{from}` is not an e-mail address (write `certd@example.org` \
+                     or `certd <certd@example.org>`)"
+                ),
+            );
+        }
+        let username = raw.username.as_ref().map(|u| {
+            if u.get_ref().is_empty() {
+                self.report(u.span(), "smtp.username is empty".into());
+            }
+            u.get_ref().clone()
+        });
+        let password_file = raw
+            .password_file
+            .as_ref()
+            .map(|p| self.path("smtp.password_file", p));
+        match (&raw.username, &raw.password_file) {
+            (Some(u), None) => self.report(
+                u.span(),
+                "smtp.username is set without smtp.password_file: set both or neither".into(),
+            ),
+            (None, Some(p)) => self.report(
+                p.span(),
+                "smtp.password_file is set without smtp.username: set both or neither".into(),
+            ),
+            _ => {}
+        }
+        SmtpConfig {
+            host: host.clone(),
+            port,
+            security,
+            from: from.clone(),
+            username,
+            password_file,
+            timeout: match &raw.timeout {
+                Some(t) => self.duration("smtp.timeout", t),
+                None => DEFAULT_SMTP_TIMEOUT,
+            },
+        }
+    }
+
+    fn reminders(&mut self, raw: &RawReminders) -> Option<RemindersConfig> {
+        let schedule = self.schedule("reminders.schedule", &raw.schedule);
+        let policies = self.path("reminders.policies", &raw.policies);
+        Some(RemindersConfig {
+            schedule: schedule?,
+            policies,
+        })
+    }
+
+    fn path(&mut self, key: &str, value: &Spanned<String>) -> PathBuf {
+        let text = value.get_ref();
+        let path = PathBuf::from(text);
+        if text.is_empty() {
+            self.report(
+                value.span(),
+                format!("{key} is empty: write an absolute path"),
+            );
+        } else if !path.is_absolute() {
+            self.report(
+                value.span(),
+                format!("{key} must be an absolute path, not `{text}`"),
+            );
+        }
+        path
+    }
+
+    fn schedule(&mut self, key: &str, value: &Spanned<String>) -> Option<Schedule> {
+        match value.get_ref().parse::<Schedule>() {
+            Ok(schedule) => Some(schedule),
+            Err(e) => {
+                self.report(value.span(), format!("{key}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// A schedule that may be `"off"`.
+    fn optional_schedule(&mut self, key: &str, value: &Spanned<String>) -> Option<Schedule> {
+        if value.get_ref().trim().eq_ignore_ascii_case(SCHEDULE_OFF) {
+            None
+        } else {
+            self.schedule(key, value)
+        }
+    }
+
+    fn duration(&mut self, key: &str, value: &Spanned<String>) -> std::time::Duration {
+        match value.get_ref().parse::<crate::Duration>() {
+            Ok(d) if d.as_secs() > 0 => std::time::Duration::from_secs(d.as_secs().unsigned_abs()),
+            Ok(_) => {
+                self.report(value.span(), format!("{key} must be longer than 0s"));
+                std::time::Duration::ZERO
+            }
+            Err(e) => {
+                self.report(value.span(), format!("{key}: {e}"));
+                std::time::Duration::ZERO
+            }
+        }
+    }
+
+    fn role(&mut self, key: &str, value: &Spanned<String>) -> Option<Role> {
+        match value.get_ref().parse::<Role>() {
+            Ok(role) => Some(role),
+            Err(e) => {
+                self.report(value.span(), format!("{key}: {e}"));
+                None
+            }
+        }
+    }
+}
+
+/// `host:port` → (host, port); IPv6 in brackets (`[::1]:443`), returned without them.
+fn split_address(address: &str) -> Result<(String, u16), String> {
+    let usage = "write host:port, e.g. `gw.contoso.example:443` (IPv6 as `[::1]:443`)";
+    if address.contains("://") {
+        return Err(format!(
+            "`{address}` is a URL: {usage}, without a scheme or a path"
+        ));
+    }
+    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("`{address}` has no `]` after the IPv6 address: {usage}"))?;
+        if host.parse::<Ipv6Addr>().is_err() {
+            return Err(format!("`{host}` in `{address}` is not an IPv6 address"));
+        }
+        let port = after
+            .strip_prefix(':')
+            .ok_or_else(|| format!("`{address}` has no port: {usage}"))?;
+        (host, port)
+    } else {
+        match address.rsplit_once(':') {
+            None => return Err(format!("`{address}` has no port: {usage}")),
+            Some((host, _)) if host.contains(':') => {
+                return Err(format!(
+                    "`{address}` looks like an IPv6 address: put it in brackets and add \
+                     the port, e.g. `[::1]:443`"
+                ))
+            }
+            Some(parts) => parts,
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("`{address}` has no host: {usage}"));
+    }
+    if host.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(format!("`{host}` in `{address}` is not a host name"));
+    }
+    if port.is_empty() {
+        return Err(format!("`{address}` has no port: {usage}"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok((host.to_string(), p)),
+        _ => Err(format!(
+            "port `{port}` in `{address}` is not a port (1 to 65535)"
+        )),
+    }
+}
+
+/// `local@domain`, optionally as `Name <local@domain>`.
+fn looks_like_a_sender(from: &str) -> bool {
+    let address = match (from.find('<'), from.strip_suffix('>')) {
+        (Some(open), Some(inner)) => &inner[open + 1..],
+        (None, None) => from,
+        _ => return false,
+    };
+    match address.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !address.contains(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> &'static Path {
+        Path::new("/etc/certd/certd.toml")
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        parse(text, origin())
+            .unwrap_err()
+            .diagnostics()
+            .iter()
+            .map(Diagnostic::to_string)
+            .collect()
+    }
+
+    /// The only error in `text`, which must start with `LINE:COLUMN: ` and contain `what`.
+    fn the_error(text: &str, position: &str, what: &str) {
+        let all = errors(text);
+        assert_eq!(all.len(), 1, "{all:#?}");
+        let prefix = format!("/etc/certd/certd.toml:{position}: ");
+        assert!(all[0].starts_with(&prefix), "want {prefix}: {}", all[0]);
+        assert!(all[0].contains(what), "want {what}: {}", all[0]);
+    }
+
+    #[test]
+    fn the_example_parses() {
+        let c = parse(EXAMPLE, origin()).unwrap();
+        assert_eq!(c.store, Path::new("/var/lib/certd/store"));
+        assert_eq!(
+            c.control_socket(),
+            Path::new("/var/lib/certd/store/certd.sock")
+        );
+        assert_eq!(c.scan.schedule.as_ref().unwrap().as_str(), "0 */6 * * *");
+        assert!(c.scan.watch);
+        assert_eq!(c.probe.schedule.as_ref().unwrap().as_str(), "*/15 * * * *");
+        assert_eq!(c.probe.timeout, std::time::Duration::from_secs(10));
+        assert_eq!(
+            c.probe.trust_store.as_deref(),
+            Some(Path::new("/etc/ssl/certs/ca-certificates.crt"))
+        );
+        assert_eq!(
+            c.sources,
+            [
+                SourceConfig {
+                    path: "/srv/certs/gateway".into(),
+                    role: Some(Role::Gateway),
+                    pfx_password_file: Some("/etc/certd/pfx-password".into()),
+                },
+                SourceConfig {
+                    path: "/srv/certs/iis".into(),
+                    role: Some(Role::Iis),
+                    pfx_password_file: None,
+                }
+            ]
+        );
+        assert_eq!(
+            c.endpoints,
+            [
+                EndpointConfig {
+                    address: "gw.contoso.example:443".into(),
+                    host: "gw.contoso.example".into(),
+                    port: 443,
+                    sni: Some("gw.contoso.example".into()),
+                    role: Some(Role::Gateway),
+                    expect_issuer: Some("Contoso Issuing CA".into()),
+                },
+                EndpointConfig {
+                    address: "[2001:db8::10]:8443".into(),
+                    host: "2001:db8::10".into(),
+                    port: 8443,
+                    sni: None,
+                    role: None,
+                    expect_issuer: None,
+                }
+            ]
+        );
+        assert_eq!(
+            c.smtp,
+            Some(SmtpConfig {
+                host: "smtp.contoso.example".into(),
+                port: 587,
+                security: SmtpSecurity::StartTls,
+                from: "certd@contoso.example".into(),
+                username: Some("certd".into()),
+                password_file: Some("/etc/certd/smtp-password".into()),
+                timeout: std::time::Duration::from_secs(30),
+            })
+        );
+        let reminders = c.reminders.unwrap();
+        assert_eq!(reminders.schedule.as_str(), "0 8 * * 1-5");
+        assert_eq!(reminders.policies, Path::new("/etc/certd/policies"));
+    }
+
+    #[test]
+    fn defaults_apply_to_a_minimal_file() {
+        let c = parse("store = \"/var/lib/certd\"\n", origin()).unwrap();
+        assert_eq!(c.store, Path::new("/var/lib/certd"));
+        assert_eq!(c.scan, ScanConfig::default());
+        assert_eq!(
+            c.scan.schedule.as_ref().unwrap().as_str(),
+            DEFAULT_SCAN_SCHEDULE
+        );
+        assert!(c.scan.watch);
+        assert_eq!(c.probe, ProbeConfig::default());
+        assert_eq!(
+            c.probe.schedule.as_ref().unwrap().as_str(),
+            DEFAULT_PROBE_SCHEDULE
+        );
+        assert_eq!(c.probe.timeout, std::time::Duration::from_secs(10));
+        assert_eq!(c.probe.trust_store, None);
+        assert!(c.sources.is_empty() && c.endpoints.is_empty());
+        assert_eq!((c.smtp, c.reminders), (None, None));
+
+        // Sections present but partly filled get the defaults of the keys left out.
+        let c = parse(
+            "store = \"/s\"\n[scan]\nwatch = false\n[probe]\ntimeout = \"3s\"\n",
+            origin(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.scan.schedule.as_ref().unwrap().as_str(),
+            DEFAULT_SCAN_SCHEDULE
+        );
+        assert!(!c.scan.watch);
+        assert_eq!(
+            c.probe.schedule.as_ref().unwrap().as_str(),
+            DEFAULT_PROBE_SCHEDULE
+        );
+        assert_eq!(c.probe.timeout, std::time::Duration::from_secs(3));
+    }
+
+    #[test]
+    fn schedules_can_be_turned_off() {
+        let c = parse(
+            "store = \"/s\"\n[scan]\nschedule = \"off\"\n[probe]\nschedule = \"off\"\n",
+            origin(),
+        )
+        .unwrap();
+        assert_eq!((c.scan.schedule, c.probe.schedule), (None, None));
+    }
+
+    #[test]
+    fn smtp_port_defaults_follow_security() {
+        let smtp = |security: &str| {
+            let text = format!(
+                "store = \"/s\"\n[smtp]\nhost = \"mail\"\nfrom = \"a@b\"\nsecurity = \"{security}\"\n"
+            );
+            parse(&text, origin()).unwrap().smtp.unwrap()
+        };
+        assert_eq!(smtp("none").port, 25);
+        assert_eq!(smtp("starttls").port, 587);
+        assert_eq!(smtp("tls").port, 465);
+        assert_eq!(smtp("TLS").security, SmtpSecurity::Tls);
+        assert_eq!(smtp("tls").timeout, DEFAULT_SMTP_TIMEOUT);
+    }
+
+    #[test]
+    fn syntax_error() {
+        the_error(
+            "store = \"/s\"\n[scan\nwatch = true\n",
+            "2:6",
+            "unclosed table, expected `]`",
+        );
+        the_error("store = /s\n", "1:9", "string");
+    }
+
+    #[test]
+    fn unknown_key() {
+        the_error(
+            "store = \"/s\"\n\n[probe]\n  timout = \"5s\"\n",
+            "4:3",
+            "unknown field `timout`",
+        );
+        the_error(
+            "store = \"/s\"\nstroe = \"/t\"\n",
+            "2:1",
+            "unknown field `stroe`",
+        );
+    }
+
+    #[test]
+    fn wrong_type() {
+        the_error(
+            "store = \"/s\"\n[scan]\nwatch = \"yes\"\n",
+            "3:9",
+            "invalid type",
+        );
+    }
+
+    #[test]
+    fn bad_cron() {
+        the_error(
+            "store = \"/s\"\n[scan]\nschedule = \"61 * * * *\"\n",
+            "3:12",
+            "scan.schedule: invalid schedule `61 * * * *`: minute 61 is out of range (0-59)",
+        );
+        the_error(
+            "store = \"/s\"\n[reminders]\nschedule = \"* * *\"\npolicies = \"/p\"\n",
+            "3:12",
+            "it has 3 fields",
+        );
+    }
+
+    #[test]
+    fn unknown_role() {
+        the_error(
+            "store = \"/s\"\n[[source]]\npath = \"/c\"\nrole = \"webserver\"\n",
+            "4:8",
+            "source.role: unknown role `webserver` (expected one of: gateway, iis",
+        );
+    }
+
+    #[test]
+    fn relative_path() {
+        the_error(
+            "store = \"var/lib/certd\"\n",
+            "1:9",
+            "store must be an absolute path, not `var/lib/certd`",
+        );
+        the_error(
+            "store = \"/s\"\n[[source]]\npath = \"/c\"\n[[source]]\n path = \"certs\"\n",
+            "5:9",
+            "source.path must be an absolute path",
+        );
+    }
+
+    #[test]
+    fn endpoint_without_port() {
+        the_error(
+            "store = \"/s\"\n[[endpoint]]\naddress = \"gw.contoso.example\"\n",
+            "3:11",
+            "endpoint.address: `gw.contoso.example` has no port: write host:port",
+        );
+        for (address, what) in [
+            ("gw:", "has no port"),
+            ("::1", "put it in brackets"),
+            ("[::1]", "has no port"),
+            ("[::1:443", "no `]`"),
+            ("[nope]:443", "not an IPv6 address"),
+            (":443", "has no host"),
+            ("gw:https", "not a port"),
+            ("gw:0", "not a port"),
+            ("gw:65536", "not a port"),
+            ("https://gw:443", "is a URL"),
+        ] {
+            let text = format!("store = \"/s\"\n[[endpoint]]\naddress = \"{address}\"\n");
+            the_error(&text, "3:11", what);
+        }
+        let text = "store = \"/s\"\n[[endpoint]]\naddress = \"[::1]:443\"\n";
+        let endpoint = &parse(text, origin()).unwrap().endpoints[0];
+        assert_eq!((endpoint.host.as_str(), endpoint.port), ("::1", 443));
+    }
+
+    #[test]
+    fn bad_duration() {
+        the_error(
+            "store = \"/s\"\n[probe]\ntimeout = \"10x\"\n",
+            "3:11",
+            "probe.timeout: invalid duration `10x`: unknown unit",
+        );
+        the_error(
+            "store = \"/s\"\n[probe]\ntimeout = \"0s\"\n",
+            "3:11",
+            "probe.timeout must be longer than 0s",
+        );
+    }
+
+    #[test]
+    fn missing_key_in_a_table() {
+        // Reported at the table's header.
+        the_error(
+            "store = \"/s\"\n[[source]]\nrole = \"ca\"\n",
+            "2:1",
+            "missing field `path`",
+        );
+    }
+
+    #[test]
+    fn missing_store() {
+        the_error("[scan]\nwatch = false\n", "1:1", "`store` is missing");
+    }
+
+    #[test]
+    fn smtp_problems() {
+        let all = errors(
+            "store = \"/s\"\n[smtp]\nhost = \"\"\nport = 70000\nsecurity = \"ssl\"\n\
+             from = \"certd\"\nusername = \"u\"\n",
+        );
+        assert_eq!(all.len(), 5, "{all:#?}");
+        assert!(all[0].contains(":3:8: smtp.host is empty"), "{}", all[0]);
+        assert!(all[1].contains(":4:8: smtp.port 70000"), "{}", all[1]);
+        assert!(
+            all[2].contains(":5:12: smtp.security: unknown security `ssl`"),
+            "{}",
+            all[2]
+        );
+        assert!(
+            all[3].contains(":6:8: smtp.from `certd` is not an e-mail"),
+            "{}",
+            all[3]
+        );
+        assert!(
+            all[4].contains(":7:12: smtp.username is set without"),
+            "{}",
+            all[4]
+        );
+    }
+
+    #[test]
+    fn duplicates() {
+        let all = errors(
+            "store = \"/s\"\n[[source]]\npath = \"/c\"\n[[source]]\npath = \"/c/\"\n\
+             [[endpoint]]\naddress = \"a:1\"\n[[endpoint]]\naddress = \"a:1\"\n\
+             [[endpoint]]\naddress = \"a:1\"\nsni = \"b\"\n",
+        );
+        assert_eq!(all.len(), 2, "{all:#?}");
+        assert!(
+            all[0].contains(":5:8: source `/c` is already listed on line 3"),
+            "{}",
+            all[0]
+        );
+        assert!(all[1].contains(":9:11: endpoint `a:1`"), "{}", all[1]);
+        assert!(all[1].contains("already listed on line 7"), "{}", all[1]);
+    }
+
+    #[test]
+    fn several_errors_are_reported_together() {
+        let text = "store = \"relative\"\n\
+                    [scan]\n\
+                    schedule = \"0 25 * * *\"\n\
+                    [probe]\n\
+                    timeout = \"10x\"\n\
+                    [[source]]\n\
+                    path = \"/srv/certs\"\n\
+                    role = \"router\"\n\
+                    [[endpoint]]\n\
+                    address = \"gw.example\"\n";
+        let e = parse(text, origin()).unwrap_err();
+        let all: Vec<String> = e.diagnostics().iter().map(ToString::to_string).collect();
+        let positions: Vec<&str> = all
+            .iter()
+            .map(|d| {
+                let rest = &d["/etc/certd/certd.toml:".len()..];
+                &rest[..rest.find(": ").unwrap()]
+            })
+            .collect();
+        assert_eq!(
+            positions,
+            ["1:9", "3:12", "5:11", "8:8", "10:11"],
+            "{all:#?}"
+        );
+        // Display: one problem per line, each FILE:LINE:COLUMN: message.
+        let display = e.to_string();
+        assert_eq!(display.lines().count(), 5, "{display}");
+        assert!(display
+            .lines()
+            .all(|l| l.starts_with("/etc/certd/certd.toml:")));
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("certd.toml");
+        std::fs::write(&path, "store = \"/s\"\n[scan]\nwatch = 1\n").unwrap();
+        let e = load(&path).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}:3:9: ", path.display())),
+            "{e}"
+        );
+        std::fs::write(&path, EXAMPLE).unwrap();
+        assert_eq!(load(&path).unwrap(), parse(EXAMPLE, origin()).unwrap());
+
+        let missing = dir.path().join("missing.toml");
+        let e = load(&missing).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }));
+        assert!(
+            e.to_string().starts_with(&missing.display().to_string()),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn equality_tells_a_changed_configuration() {
+        let a = parse(EXAMPLE, origin()).unwrap();
+        let b = parse(
+            &EXAMPLE.replace("timeout = \"10s\"", "timeout = \"5s\""),
+            origin(),
+        )
+        .unwrap();
+        assert_ne!(a, b);
+        let c = parse(&format!("# a comment\n{EXAMPLE}"), origin()).unwrap();
+        assert_eq!(a, c);
+    }
+
+    #[test]
+    fn columns_count_characters() {
+        the_error(
+            "# é\nstore = \"/s\"\n[[source]]\npath = \"/é\"\nrole = \"x\"\n",
+            "5:8",
+            "unknown role",
+        );
+        the_error(
+            "store = \"/s\"\nsource = [{ path = \"/é\", role = \"x\" }]\n",
+            "2:33",
+            "unknown role",
+        );
+    }
+}
