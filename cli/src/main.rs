@@ -3,7 +3,7 @@
 //! This file only parses arguments, resolves where the store is, runs one command and
 //! turns the outcome into an exit code. The work is in `certctl_daemon` (the engine) and
 //! `certctl_store`; `commands` prints what they return.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod args;
 mod commands;
@@ -33,6 +33,7 @@ pub enum Exit {
 }
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     // Everything certctl creates (store files, keys) is private to the user.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 
@@ -57,6 +58,17 @@ fn main() -> ExitCode {
             }
             ExitCode::from(Exit::Failure as u8)
         }
+    }
+}
+
+/// `certctl list | head` should end quietly like any Unix filter, not panic on a closed
+/// pipe: restore the default SIGPIPE action that Rust's runtime ignores.
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

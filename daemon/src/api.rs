@@ -205,6 +205,33 @@ pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::Store
 }
 
 /// Probes one endpoint and records what it served.
-fn probe(_store: &Store, _target: &ProbeRequest, _now: UnixTime) -> Response {
-    Response::error(ErrorKind::Failed, "probing is not built yet")
+fn probe(store: &Store, request: &ProbeRequest, now: UnixTime) -> Response {
+    let target = crate::probe::ProbeTarget {
+        address: request.address.clone(),
+        sni: request.sni.clone(),
+        role: request.role,
+        expect_issuer: request.expect_issuer.clone(),
+        timeout: std::time::Duration::from_secs(request.timeout.as_secs().max(1) as u64),
+        trust_store: request.trust_store.clone(),
+    };
+    let outcome = crate::probe::probe(&target, now);
+    let endpoint = match crate::probe::record(store, &target, &outcome, now) {
+        Ok(e) => e,
+        Err(e) => return Response::error(ErrorKind::Failed, e.to_string()),
+    };
+    let mut chain = Vec::with_capacity(outcome.chain.len());
+    for facts in &outcome.chain {
+        match store.get(&facts.fingerprint) {
+            Ok(Some(cert)) => chain.push(cert),
+            Ok(None) => {}
+            Err(e) => return Response::error(ErrorKind::Failed, e.to_string()),
+        }
+    }
+    Response::Probe {
+        report: ProbeReport {
+            endpoint,
+            error: outcome.error,
+            chain,
+        },
+    }
 }

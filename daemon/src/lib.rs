@@ -27,6 +27,7 @@ pub mod inventory;
 pub mod probe;
 pub mod query;
 pub mod schedule;
+pub mod server;
 
 pub mod signals;
 pub mod view;

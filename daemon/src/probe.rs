@@ -36,8 +36,9 @@
 //!     certificate that issued its leaf → `incomplete-chain` (the detail adds that, if that
 //!     issuer were a root, it would also be missing from the trust store);
 //!   - it succeeds, but only thanks to a *non-self-signed* CA certificate taken from the trust
-//!     store (the trust store happens to hold the intermediate the server omits) →
-//!     `incomplete-chain`, since clients holding only roots would fail;
+//!     store whose subject the server does not send at all (the trust store happens to hold
+//!     the intermediate the server omits) → `incomplete-chain`, since clients holding only
+//!     roots would fail;
 //!   - the served certificates link up but the top one's issuer is not trusted (depth > 0),
 //!     the server sends an untrusted root, or any other verification error (bad signature,
 //!     wrong purpose, unreadable trust store, ...) → `chain-untrusted`;
@@ -602,7 +603,7 @@ fn judge(
     }) {
         Err(why) => finding(
             FindingKind::ChainUntrusted,
-            format!("The chain of `{leaf_name}` could not be checked against {trust_desc}: {why}."),
+            format!("The chain of `{leaf_name}` could not be checked: {why}."),
         ),
         Ok(v) if v.ok => {
             self_signed_trusted = self_signed;
@@ -1359,6 +1360,23 @@ mod tests {
         let detail = &outcome.findings[0].detail;
         assert!(
             detail.contains("root CA `Contoso Root CA`, which the server sends"),
+            "{detail}"
+        );
+        server.join().expect("server thread");
+
+        // No trust store given: OpenSSL's default paths, which do not know this test root.
+        let (address, server) = serve_tls(&pki.leaf, &[&pki.intermediate.x509], 1);
+        let outcome = probe(
+            &ProbeTarget {
+                sni: Some("gw.example".into()),
+                ..ProbeTarget::new(&address)
+            },
+            NOW,
+        );
+        assert_eq!(kinds(&outcome), vec![FindingKind::ChainUntrusted]);
+        let detail = &outcome.findings[0].detail;
+        assert!(
+            detail.contains("is not in the system trust store"),
             "{detail}"
         );
         server.join().expect("server thread");

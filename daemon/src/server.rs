@@ -259,7 +259,11 @@ fn reload(shared: &Shared) -> Result<(), ConfigError> {
     let store = current.store.clone();
     *current = new;
     current.store = store;
-    tracing::info!(sources = current.sources.len(), endpoints = current.endpoints.len(), "configuration reloaded");
+    tracing::info!(
+        sources = current.sources.len(),
+        endpoints = current.endpoints.len(),
+        "configuration reloaded"
+    );
     Ok(())
 }
 
@@ -297,7 +301,10 @@ fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
         s.running = true;
     });
     if already {
-        tracing::info!(job = job.name(), "previous run still in progress; skipping this one");
+        tracing::info!(
+            job = job.name(),
+            "previous run still in progress; skipping this one"
+        );
         return;
     }
     let shared = shared.clone();
@@ -364,7 +371,10 @@ async fn scan_sources(shared: &Arc<Shared>, changed: Option<Vec<PathBuf>>) -> St
         };
         let store = shared.store.clone();
         let progress = shared.progress();
-        let result = tokio::task::spawn_blocking(move || inventory::scan(&store, &paths, &options, now(), &progress)).await;
+        let result = tokio::task::spawn_blocking(move || {
+            inventory::scan(&store, &paths, &options, now(), &progress)
+        })
+        .await;
         match result {
             Ok(Ok(summary)) => {
                 for f in &summary.errors {
@@ -439,7 +449,10 @@ async fn probe_endpoints(shared: &Arc<Shared>) -> String {
             }
         }
     }
-    format!("ok, {} endpoints, {problems} with findings", config.endpoints.len())
+    format!(
+        "ok, {} endpoints, {problems} with findings",
+        config.endpoints.len()
+    )
 }
 
 async fn serve_control(listener: ControlListener, shared: Arc<Shared>) {
@@ -482,5 +495,7 @@ async fn answer(shared: &Arc<Shared>, request: Request) -> Response {
     let progress = shared.progress();
     tokio::task::spawn_blocking(move || api::execute(&store, request, now(), &progress))
         .await
-        .unwrap_or_else(|e| Response::error(api::ErrorKind::Failed, format!("the request failed: {e}")))
+        .unwrap_or_else(|e| {
+            Response::error(api::ErrorKind::Failed, format!("the request failed: {e}"))
+        })
 }

@@ -1,4 +1,123 @@
-fn main() {
-    eprintln!("certd: not yet");
-    std::process::exit(1);
+//! `certd`: the certificate watcher daemon. Parses arguments, sets up logging and runs
+//! `certctl_daemon::server`; everything else lives in the library.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use certctl_daemon::config;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// certd — watches certificate files and TLS endpoints, keeps the certctl store up to date
+/// and serves certctl over a local control socket.
+#[derive(Debug, Parser)]
+#[command(name = "certd", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (systemd runs it like this).
+    Run {
+        /// The configuration file (TOML); see `certd config example`.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+        log_format: LogFormat,
+    },
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print a commented example configuration.
+    Example,
+    /// Validate a configuration file (errors as FILE:LINE:COLUMN).
+    Check { file: PathBuf },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+fn main() -> ExitCode {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 64 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", config::EXAMPLE);
+            ExitCode::SUCCESS
+        }
+        Command::Config(ConfigCommand::Check { file }) => match config::load(&file) {
+            Ok(c) => {
+                println!(
+                    "{}: OK ({} sources, {} endpoints, store {})",
+                    file.display(),
+                    c.sources.len(),
+                    c.endpoints.len(),
+                    c.store.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config, log_format } => run(config, log_format),
+    }
+}
+
+fn run(config_path: PathBuf, log_format: LogFormat) -> ExitCode {
+    init_logging(log_format);
+    let config = match config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("certd cannot start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("certd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(certctl_daemon::server::run(config_path, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("certd cannot run: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CERTD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
