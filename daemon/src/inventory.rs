@@ -83,6 +83,9 @@ pub struct ScanSummary {
     /// (certificate, place) pairs no longer found where they were before.
     pub sources_gone: u64,
     pub errors: Vec<FileFailure>,
+    /// The scan was stopped early (shutdown); what was read is stored.
+    #[serde(default)]
+    pub cancelled: bool,
 }
 
 /// One file that failed, and why.
@@ -136,7 +139,8 @@ pub fn scan(
         for _ in 0..threads {
             let (job_rx, out_tx) = (job_rx.clone(), out_tx.clone());
             let password = options.pfx_password.as_deref();
-            scope.spawn(move || parse_worker(job_rx, out_tx, password));
+            let cancel = &*progress.cancel;
+            scope.spawn(move || parse_worker(job_rx, out_tx, password, cancel));
         }
         drop(job_rx);
         let walked = Walker {
@@ -156,6 +160,7 @@ pub fn scan(
         let mut summary = summary?;
         walked?;
         summary.errors.sort_by(|a, b| a.path.cmp(&b.path));
+        summary.cancelled = progress.cancel.load(Ordering::Relaxed);
         store.flush()?;
         Ok(summary)
     })
@@ -411,8 +416,18 @@ pub fn io_cause(e: &io::Error) -> String {
 
 // ---- parse workers -------------------------------------------------------------------------
 
-fn parse_worker(jobs: Receiver<ParseJob>, out: Sender<WriterMsg>, password: Option<&str>) {
+fn parse_worker(
+    jobs: Receiver<ParseJob>,
+    out: Sender<WriterMsg>,
+    password: Option<&str>,
+    cancel: &std::sync::atomic::AtomicBool,
+) {
     for job in jobs {
+        // On cancel, drain the queue without reading: the directories whose files were not
+        // all read keep their old file states, so the next scan reads those files again.
+        if cancel.load(Ordering::Relaxed) {
+            continue;
+        }
         let outcome = match fs::read(&job.path) {
             Err(e) => Err(FileProblem::Failed(io_cause(&e))),
             Ok(bytes) => match formats::read_certificates(&bytes, &job.path, password) {
