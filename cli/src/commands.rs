@@ -621,7 +621,17 @@ fn demo(store_flag: Option<PathBuf>, a: DemoArgs) -> Result<Exit> {
         "Needs attention: {} certificates expired or expiring within 30 days",
         needs.len()
     );
-    print!("{}", certificate_table(&needs, t).render());
+    // Infrastructure first (gateway, IIS, site servers, CAs), then agents; each by expiry.
+    needs.sort_by_key(|c| (c.role == Role::Agent, c.facts.not_after));
+    const SHOWN: usize = 25;
+    print!("{}", certificate_table(&needs[..needs.len().min(SHOWN)], t).render());
+    if needs.len() > SHOWN {
+        println!(
+            "... and {} more agents (`certctl --store {} list --expiring-within 30d --expired`)",
+            needs.len() - SHOWN,
+            store_dir.display()
+        );
+    }
     let stalled = ephemeral.iter().filter(|c| c.facts.not_after <= t).count();
     if stalled > 0 {
         println!();

@@ -1068,68 +1068,10 @@ mod tests {
         let start = std::time::Instant::now();
         write_demo_fleet(&tmp.path().join("demo"), certctl_store::now()).unwrap();
         println!("demo fleet: {:?}", start.elapsed());
-        for _ in 0..3 {
-            let start = std::time::Instant::now();
-            rsa_key().unwrap();
-            println!("one RSA key: {:?}", start.elapsed());
-        }
-        let start = std::time::Instant::now();
-        write_bench_files(&tmp.path().join("b1200"), 1200, certctl_store::now()).unwrap();
-        println!("1200 bench files: {:?}", start.elapsed());
         let n = std::env::var("FLEET_BENCH_N").map_or(200_000, |v| v.parse().unwrap());
         let start = std::time::Instant::now();
         write_bench_files(&tmp.path().join("bench"), n, certctl_store::now()).unwrap();
         println!("{n} bench files: {:?}", start.elapsed());
-    }
-
-    #[test]
-    #[ignore]
-    fn perf_split() {
-        let ca = {
-            let params =
-                ca_params("x", NOW - DAY, NOW + DAY, BasicConstraints::Constrained(0)).unwrap();
-            CertifiedIssuer::self_signed(params, ec_key(&PKCS_ECDSA_P256_SHA256).unwrap()).unwrap()
-        };
-        let t = std::time::Instant::now();
-        let keys: Vec<_> = (0..1200)
-            .map(|_| ec_key(&PKCS_ECDSA_P256_SHA256).unwrap())
-            .collect();
-        println!("1200 keygen 1 thread: {:?}", t.elapsed());
-        let t = std::time::Instant::now();
-        let pems: Vec<_> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| {
-                let name = format!("h{i}.example");
-                let p = leaf_params(
-                    &LeafSpec {
-                        cn: &name,
-                        sans: std::slice::from_ref(&name),
-                        unit: "u",
-                        not_before: NOW - DAY,
-                        not_after: NOW + DAY,
-                        server: true,
-                        client: false,
-                        rsa: false,
-                    },
-                    sequential_serial(i as u64),
-                )
-                .unwrap();
-                p.signed_by(k, &ca).unwrap().pem()
-            })
-            .collect();
-        println!("1200 sign 1 thread: {:?}", t.elapsed());
-        let tmp = tempfile::tempdir().unwrap();
-        let t = std::time::Instant::now();
-        for (i, pem) in pems.iter().enumerate() {
-            write_file(&tmp.path().join(format!("{i}.pem")), pem.as_bytes(), false).unwrap();
-        }
-        println!("1200 writes 1 thread: {:?}", t.elapsed());
-        let t = std::time::Instant::now();
-        for _ in 0..1200 {
-            random_serial().unwrap();
-        }
-        println!("1200 random serials: {:?}", t.elapsed());
     }
 
     #[test]

@@ -12,25 +12,31 @@
 //! - [`control`] and [`signals`]: the OS-specific parts (Unix socket, Unix signals).
 //! - [`config`] and [`schedule`]: certd's TOML configuration and cron schedules.
 //! - [`probe`]: fetching and judging the chains served by live TLS endpoints.
+//! - [`ca`], [`revoke`] and [`workflow`]: managed CAs and issuing, revocation and CRLs,
+//!   the regenerate workflow and the audit history queries.
 //!
 //! The `certd` binary (src/bin/certd.rs) runs [`server::run`]; the `certctl` CLI sends
 //! [`api::Request`]s to certd when it runs, and executes them itself when not.
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod ca;
 pub mod config;
 pub mod control;
 pub mod duration;
 pub mod fleet;
 pub mod formats;
 pub mod inventory;
+pub mod policy;
 pub mod probe;
 pub mod query;
+pub mod revoke;
 pub mod schedule;
 pub mod server;
 
 pub mod signals;
 pub mod view;
+pub mod workflow;
 pub mod x509;
 
 pub use duration::Duration;

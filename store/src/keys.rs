@@ -11,6 +11,11 @@
 //! | `T`    | `host:port`                           | [`Endpoint`] state of a TLS endpoint   |
 //! | `A`    | fingerprint + time + id               | an [`AuditEvent`]                      |
 //! | `M`    | name                                  | metadata (schema version)              |
+//! | `K`    | CA name                               | a [`ManagedCa`] (certctl holds its key) |
+//! | `W`    | workflow id (8, big-endian)           | a [`Workflow`] (regenerate state)      |
+//! | `N`    | fingerprint + recipient + `\0` + threshold (8) | a [`SentReminder`]             |
+//! | `Q`    | `r` + recipient, or `s`               | [`DeliveryState`] / [`SmtpState`]      |
+//! | `Z`    | fingerprint                           | a [`Snooze`]                           |
 //!
 //! Indexes are *posting segments*: each committed batch appends, per bucket, one segment
 //! holding all of that batch's entries for the bucket. That keeps the number of sled keys
@@ -22,6 +27,12 @@
 //! [`FileState`]: crate::FileState
 //! [`Endpoint`]: crate::Endpoint
 //! [`AuditEvent`]: crate::AuditEvent
+//! [`ManagedCa`]: crate::ManagedCa
+//! [`Workflow`]: crate::Workflow
+//! [`SentReminder`]: crate::SentReminder
+//! [`DeliveryState`]: crate::DeliveryState
+//! [`SmtpState`]: crate::SmtpState
+//! [`Snooze`]: crate::Snooze
 
 pub(crate) const CERT: u8 = b'C';
 pub(crate) const POSTING: u8 = b'P';
@@ -29,6 +40,11 @@ pub(crate) const FILES: u8 = b'F';
 pub(crate) const META: u8 = b'M';
 pub(crate) const ENDPOINT: u8 = b'T';
 pub(crate) const AUDIT: u8 = b'A';
+pub(crate) const MANAGED_CA: u8 = b'K';
+pub(crate) const WORKFLOW: u8 = b'W';
+pub(crate) const SENT_REMINDER: u8 = b'N';
+pub(crate) const DELIVERY: u8 = b'Q';
+pub(crate) const SNOOZE: u8 = b'Z';
 
 pub(crate) fn endpoint_key(address: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(address.len() + 1);

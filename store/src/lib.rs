@@ -17,7 +17,9 @@ mod files;
 mod ingest;
 mod keys;
 pub mod model;
+mod reminders;
 mod store;
+mod workflows;
 
 pub use audit::AuditEvent;
 pub use endpoints::{Endpoint, Finding, FindingKind};
@@ -25,4 +27,6 @@ pub use error::{Result, StoreError};
 pub use files::{FileProblem, FileState};
 pub use ingest::{Ingest, Observed};
 pub use model::*;
+pub use reminders::{DeliveryState, SentReminder, SmtpState, Snooze};
 pub use store::{Store, SCHEMA_VERSION};
+pub use workflows::{ManagedCa, Workflow, WorkflowStep};

@@ -14,6 +14,9 @@
 //!   kept alongside, so tests compare the CLI's JSON against what was really put in the file.
 //!   No certificate is pasted into the sources.
 
+pub mod daemon;
+pub mod tls;
+
 use std::cell::Cell;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
