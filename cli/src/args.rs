@@ -43,6 +43,20 @@ pub enum Command {
     /// Build a demo fleet (CAs, gateway, IIS, site servers, 1,200 agents), scan it and
     /// print what needs attention.
     Demo(DemoArgs),
+    /// Managed CAs (certctl holds their keys): init, list, export, crl.
+    Ca(crate::ca_args::CaArgs),
+    /// Issue a certificate from a managed CA: CN.pem, CN.key, CN.chain.pem (and CN.pfx).
+    Issue(crate::ca_args::IssueArgs),
+    /// Revoke certificates (one, or every one sharing a key or issued by a CA); publishes
+    /// the CRL of a managed CA at once.
+    Revoke(crate::ca_args::RevokeArgs),
+    /// Replace a certificate: new key and certificate from the same managed CA, optionally
+    /// deployed over the old files and the old one revoked (a resumable workflow).
+    Regenerate(crate::ca_args::RegenerateArgs),
+    /// List regenerate workflows, or resume an interrupted one.
+    Workflows(crate::ca_args::WorkflowsArgs),
+    /// The audit trail of a certificate, or which certificates were valid at a moment.
+    History(crate::ca_args::HistoryArgs),
 }
 
 #[derive(Debug, Args)]

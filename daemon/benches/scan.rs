@@ -92,8 +92,13 @@ fn main() {
     let store_dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(store_dir.path()).expect("store");
     let paths = vec![dir.clone()];
+    let threads: usize = std::env::var("CERTCTL_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let mut options = ScanOptions {
         role: Some(Role::Agent),
+        threads,
         ..Default::default()
     };
     let run = |label: &str, options: &ScanOptions| {

@@ -10,9 +10,14 @@ use std::path::PathBuf;
 use certctl_store::{Certificate, Endpoint, Role, Store, UnixTime};
 use serde::{Deserialize, Serialize};
 
+use crate::ca::{self, CaInfo, CaInitRequest, IssueReport, IssueRequest, Secret};
 use crate::duration::Duration;
 use crate::inventory::{self, ScanOptions, ScanProgress, ScanSummary};
 use crate::query::{self, CheckReport, ListFilter, QueryError, Stats};
+use crate::revoke::{self, CrlPublished, RevokeReport, RevokeRequest};
+use crate::workflow::{
+    self, History, RegenerateRequest, ValidAt, WorkflowReport, WorkflowSecrets,
+};
 
 /// What the CLI asks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,6 +44,51 @@ pub enum Request {
     },
     Endpoints,
     Status,
+    /// `certctl ca init`.
+    CaInit {
+        init: CaInitRequest,
+    },
+    /// `certctl ca list`.
+    CaList,
+    /// `certctl ca export NAME --out FILE` (absolute path).
+    CaExport {
+        name: String,
+        out: PathBuf,
+    },
+    /// `certctl ca crl NAME --out FILE [--der]` (absolute path).
+    CaCrl {
+        name: String,
+        out: PathBuf,
+        der: bool,
+        passphrase: Option<Secret>,
+    },
+    /// `certctl issue`.
+    Issue {
+        issue: IssueRequest,
+    },
+    /// `certctl revoke` (also its `--dry-run`).
+    Revoke {
+        revoke: RevokeRequest,
+    },
+    /// `certctl regenerate`.
+    Regenerate {
+        regenerate: RegenerateRequest,
+    },
+    /// `certctl workflows`.
+    Workflows,
+    /// `certctl workflows resume ID`.
+    WorkflowResume {
+        id: u64,
+        secrets: WorkflowSecrets,
+    },
+    /// `certctl history ID`.
+    History {
+        id: String,
+    },
+    /// `certctl history --at DATE`.
+    HistoryAt {
+        at: UnixTime,
+    },
 }
 
 /// `certctl probe HOST:PORT [--sni] [--role] [--expect-issuer]`.
@@ -113,6 +163,15 @@ pub enum Response {
     Probe { report: ProbeReport },
     Endpoints { endpoints: Vec<Endpoint> },
     Status { status: StatusReport },
+    Cas { cas: Vec<CaInfo> },
+    Written { path: PathBuf },
+    Crl { crl: CrlPublished },
+    Issued { report: IssueReport },
+    Revoke { report: RevokeReport },
+    Workflow { report: WorkflowReport },
+    Workflows { workflows: Vec<WorkflowReport> },
+    History { histories: Vec<History> },
+    ValidAt { at: UnixTime, certificates: Vec<ValidAt> },
     Error { kind: ErrorKind, message: String },
 }
 
@@ -190,6 +249,88 @@ pub fn execute(
             Ok(status) => Response::Status { status },
             Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
         },
+        Request::CaInit { init } => match ca::init(store, &init, now) {
+            Ok(info) => Response::Cas { cas: vec![info] },
+            Err(e) => failed(e),
+        },
+        Request::CaList => match ca::list(store) {
+            Ok(cas) => Response::Cas { cas },
+            Err(e) => failed(e),
+        },
+        Request::CaExport { name, out } => match absolute(&out)
+            .and_then(|()| ca::export(store, &name, &out).map_err(|e| failed(e)))
+        {
+            Ok(path) => Response::Written { path },
+            Err(r) => r,
+        },
+        Request::CaCrl {
+            name,
+            out,
+            der,
+            passphrase,
+        } => match absolute(&out).and_then(|()| {
+            revoke::ca_crl(store, &name, &out, der, passphrase.as_ref(), now).map_err(|e| failed(e))
+        }) {
+            Ok(crl) => Response::Crl { crl },
+            Err(r) => r,
+        },
+        Request::Issue { issue } => match ca::issue(store, &issue, now) {
+            Ok(report) => Response::Issued { report },
+            Err(e) => failed(e),
+        },
+        Request::Revoke { revoke: request } => {
+            if let Some(p) = &request.key_file {
+                if let Err(r) = absolute(p) {
+                    return r;
+                }
+            }
+            match revoke::revoke(store, &request, now) {
+                Ok(report) => Response::Revoke { report },
+                Err(revoke::RevokeError::Query(e)) => Response::from_query_error(e),
+                Err(e) => failed(e),
+            }
+        }
+        Request::Regenerate { regenerate } => match workflow::regenerate(store, &regenerate, now) {
+            Ok(report) => Response::Workflow { report },
+            Err(workflow::WorkflowError::Query(e)) => Response::from_query_error(e),
+            Err(e) => failed(e),
+        },
+        Request::Workflows => match workflow::listing(store) {
+            Ok(workflows) => Response::Workflows { workflows },
+            Err(e) => failed(e),
+        },
+        Request::WorkflowResume { id, secrets } => {
+            match workflow::resume(store, id, &secrets, now) {
+                Ok(report) => Response::Workflow { report },
+                Err(e) => failed(e),
+            }
+        }
+        Request::History { id } => match workflow::history(store, &id) {
+            Ok(histories) => Response::History { histories },
+            Err(workflow::WorkflowError::Query(e)) => Response::from_query_error(e),
+            Err(e) => failed(e),
+        },
+        Request::HistoryAt { at } => match workflow::valid_at(store, at) {
+            Ok(certificates) => Response::ValidAt { at, certificates },
+            Err(e) => failed(e),
+        },
+    }
+}
+
+/// A failed request, with the error's full message.
+fn failed(e: impl std::fmt::Display) -> Response {
+    Response::error(ErrorKind::Failed, e.to_string())
+}
+
+/// Paths sent to certd must be absolute (the client resolves them).
+fn absolute(p: &std::path::Path) -> Result<(), Response> {
+    if p.is_relative() {
+        Err(Response::error(
+            ErrorKind::Invalid,
+            format!("paths must be absolute, got {}", p.display()),
+        ))
+    } else {
+        Ok(())
     }
 }
 

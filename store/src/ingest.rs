@@ -45,7 +45,7 @@ pub enum Observed {
 pub struct Ingest<'s> {
     store: &'s Store,
     /// Records touched in this batch, already merged.
-    records: HashMap<Fingerprint, Certificate>,
+    records: HashMap<Fingerprint, Certificate, FingerprintHasher>,
     /// New index postings, per bucket key prefix.
     postings: BTreeMap<Vec<u8>, Vec<Posting>>,
     /// Directories whose file states are replaced.
@@ -58,7 +58,7 @@ impl<'s> Ingest<'s> {
     pub(crate) fn new(store: &'s Store) -> Self {
         Ingest {
             store,
-            records: HashMap::new(),
+            records: HashMap::default(),
             postings: BTreeMap::new(),
             dirs: Vec::new(),
             endpoints: Vec::new(),
@@ -278,6 +278,35 @@ impl<'s> Ingest<'s> {
     }
 }
 
+/// Fingerprints are SHA-256 digests, already uniformly distributed: hashing them again
+/// (SipHash) is wasted work on the scan's hot path. Only used for in-memory maps.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct FingerprintHasher;
+
+impl std::hash::BuildHasher for FingerprintHasher {
+    type Hasher = TakeFirstEight;
+    fn build_hasher(&self) -> TakeFirstEight {
+        TakeFirstEight(0)
+    }
+}
+
+/// Uses the first eight bytes written as the hash (the digest's prefix).
+#[derive(Default)]
+pub(crate) struct TakeFirstEight(u64);
+
+impl std::hash::Hasher for TakeFirstEight {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes.iter().take(8) {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    /// Slices hash their length first; it carries no information here.
+    fn write_usize(&mut self, _: usize) {}
+}
+
 fn add_source(cert: &mut Certificate, location: SourceLocation, now: UnixTime) {
     if cert.sources.len() < MAX_INLINE_SOURCES {
         cert.sources.push(Source {
@@ -288,5 +317,23 @@ fn add_source(cert: &mut Certificate, location: SourceLocation, now: UnixTime) {
         });
     } else {
         cert.more_sources += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher;
+
+    use super::*;
+
+    #[test]
+    fn fingerprint_hash_is_the_digest_prefix() {
+        let a = crate::Sha256([1; 32]);
+        let mut b = [1u8; 32];
+        b[0] = 2;
+        let b = crate::Sha256(b);
+        let h = FingerprintHasher;
+        assert_eq!(h.hash_one(a), 0x0101_0101_0101_0101);
+        assert_ne!(h.hash_one(a), h.hash_one(b));
     }
 }

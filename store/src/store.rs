@@ -438,7 +438,8 @@ pub(crate) fn decode_postings(bytes: &[u8]) -> Result<Vec<Posting>> {
 
 /// Every value starts with a version byte, so a later release can migrate old stores.
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    let mut out = vec![RECORD_V1];
+    let mut out = Vec::with_capacity(512);
+    out.push(RECORD_V1);
     postcard::to_io(value, &mut out).map_err(|e| StoreError::Io(e.to_string()))?;
     Ok(out)
 }
