@@ -420,7 +420,7 @@ fn decode_string<'a>(value: &Any<'a>) -> Option<Cow<'a, str>> {
             Err(_) => Cow::Owned(latin1()),
         },
         Tag::BmpString => {
-            if data.len() % 2 != 0 {
+            if !data.len().is_multiple_of(2) {
                 return None;
             }
             let units = data
@@ -433,7 +433,7 @@ fn decode_string<'a>(value: &Any<'a>) -> Option<Cow<'a, str>> {
             )
         }
         Tag::UniversalString => {
-            if data.len() % 4 != 0 {
+            if !data.len().is_multiple_of(4) {
                 return None;
             }
             Cow::Owned(
