@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;
 
 use anyhow::{bail, Context, Result};
-use certctl_daemon::api::{self, ProbeReport, ProbeRequest, Request, Response, StatusReport};
+use certctl_daemon::api::{self, ProbeReport, Request, Response, StatusReport};
+use certctl_daemon::probe::ProbeTarget;
 use certctl_daemon::control::Client;
 use certctl_daemon::fleet;
 use certctl_daemon::formats;
@@ -34,6 +35,12 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Probe(a) => probe(&Session::open(store_flag)?, a),
         Command::Status(a) => status(&Session::open(store_flag)?, a),
         Command::Demo(a) => demo(store_flag, a),
+        Command::Ca(a) => crate::ca_cmds::ca(&Session::open(store_flag)?, a),
+        Command::Issue(a) => crate::ca_cmds::issue(&Session::open(store_flag)?, a),
+        Command::Revoke(a) => crate::ca_cmds::revoke(&Session::open(store_flag)?, a),
+        Command::Regenerate(a) => crate::ca_cmds::regenerate(&Session::open(store_flag)?, a),
+        Command::Workflows(a) => crate::ca_cmds::workflows(&Session::open(store_flag)?, a),
+        Command::History(a) => crate::ca_cmds::history(&Session::open(store_flag)?, a),
     }
 }
 
@@ -454,12 +461,12 @@ fn check(session: &Session, a: CheckArgs) -> Result<Exit> {
 // ---- endpoints and status ------------------------------------------------------------------
 
 fn probe(session: &Session, a: ProbeArgs) -> Result<Exit> {
-    let target = ProbeRequest {
+    let target = ProbeTarget {
         address: a.address,
         sni: a.sni,
         role: a.role,
         expect_issuer: a.expect_issuer,
-        timeout: a.timeout,
+        timeout: StdDuration::from_secs(a.timeout.as_secs().max(1).unsigned_abs()),
         trust_store: a.trust_store,
     };
     let report: ProbeReport = match session.call(Request::Probe { target }, WORK_TIMEOUT)? {

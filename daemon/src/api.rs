@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ca::{self, CaInfo, CaInitRequest, IssueReport, IssueRequest, Secret};
 use crate::duration::Duration;
+use crate::probe::ProbeTarget;
 use crate::inventory::{self, ScanOptions, ScanProgress, ScanSummary};
 use crate::query::{self, CheckReport, ListFilter, QueryError, Stats};
 use crate::revoke::{self, CrlPublished, RevokeReport, RevokeRequest};
@@ -40,7 +41,7 @@ pub enum Request {
         options: ScanOptions,
     },
     Probe {
-        target: ProbeRequest,
+        target: ProbeTarget,
     },
     Endpoints,
     Status,
@@ -89,17 +90,6 @@ pub enum Request {
     HistoryAt {
         at: UnixTime,
     },
-}
-
-/// `certctl probe HOST:PORT [--sni] [--role] [--expect-issuer]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ProbeRequest {
-    pub address: String,
-    pub sni: Option<String>,
-    pub role: Option<Role>,
-    pub expect_issuer: Option<String>,
-    pub timeout: Duration,
-    pub trust_store: Option<PathBuf>,
 }
 
 /// A probe's result: the endpoint state as stored and the certificates it served.
@@ -346,17 +336,9 @@ pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::Store
 }
 
 /// Probes one endpoint and records what it served.
-fn probe(store: &Store, request: &ProbeRequest, now: UnixTime) -> Response {
-    let target = crate::probe::ProbeTarget {
-        address: request.address.clone(),
-        sni: request.sni.clone(),
-        role: request.role,
-        expect_issuer: request.expect_issuer.clone(),
-        timeout: std::time::Duration::from_secs(request.timeout.as_secs().max(1) as u64),
-        trust_store: request.trust_store.clone(),
-    };
-    let outcome = crate::probe::probe(&target, now);
-    let endpoint = match crate::probe::record(store, &target, &outcome, now) {
+fn probe(store: &Store, target: &ProbeTarget, now: UnixTime) -> Response {
+    let outcome = crate::probe::probe(target, now);
+    let endpoint = match crate::probe::record(store, target, &outcome, now) {
         Ok(e) => e,
         Err(e) => return Response::error(ErrorKind::Failed, e.to_string()),
     };

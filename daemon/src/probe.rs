@@ -76,8 +76,8 @@ use crate::x509::facts_from_der;
 /// The wait bound used when none is given (or a zero one is).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What to probe, and what to expect from it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What to probe, and what to expect from it. Also the `certctl probe` request.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProbeTarget {
     /// `host:port` (`[v6]:port` for IPv6 literals).
     pub address: String,
