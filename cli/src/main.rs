@@ -6,6 +6,8 @@
 #![deny(unsafe_code)]
 
 mod args;
+mod ca_args;
+mod ca_cmds;
 mod commands;
 mod table;
 

@@ -30,6 +30,7 @@ pub mod inventory;
 pub mod policy;
 pub mod probe;
 pub mod query;
+pub mod remind;
 pub mod revoke;
 pub mod schedule;
 pub mod server;

@@ -1,0 +1,846 @@
+//! Policies: which certificates need attention when, which keys are acceptable, who is told.
+//!
+//! A policies folder holds TOML files (`*.toml`, read in file-name order), each with any
+//! number of `[[policy]]` tables:
+//!
+//! ```toml
+//! [[policy]]
+//! name = "gateway"                       # unique across the folder
+//! roles = ["gateway", "iis"]             # required, at least one
+//! credential_kinds = ["permanent"]       # optional: permanent | ephemeral
+//! subjects = ["*.contoso.example"]       # optional globs: subject CN or full DN
+//! sans = ["*.contoso.example"]           # optional globs: any SAN
+//! issuers = ["*Let's Encrypt*"]          # optional globs: issuer DN or issuer CN
+//! sources = ["/srv/certs/gateway/*"]     # optional globs: a file the certificate is in
+//! endpoints = ["gw.contoso.example:443"] # optional globs: a TLS endpoint serving it
+//! remind = ["60d", "30d", "14d", "7d", "1d"]
+//! warn = "30d"
+//! critical = "7d"
+//! renewal_expected = "30d"               # optional: renewed automatically this long before expiry
+//! min_rsa_bits = 2048                    # optional key rules
+//! allowed_curves = ["P-256", "P-384"]
+//! forbidden_signatures = ["sha1", "md5"] # case-insensitive substrings of the algorithm name
+//! recipients = ["pki-team@contoso.example"]
+//! ```
+//!
+//! Globs use `*` (any text, `/` included), `?` and `[abc]`, and ignore case. Every target
+//! that a policy sets must match (a list matches when any of its globs does).
+//!
+//! **Precedence** (when several policies match one certificate, a *conflict*): the most
+//! specific policy wins. Specificity is the number of target kinds set besides `roles`
+//! (`credential_kinds`, `subjects`, `sans`, `issuers`, `sources`, `endpoints`); on a tie the
+//! policy naming fewer roles wins, then the one in the file whose name sorts first, then
+//! the one written first in its file. [`PolicySet::policies`] is kept in that order.
+//!
+//! **Thresholds**: a reminder is due when a certificate crosses one of its policy's
+//! thresholds: the `remind` durations, `warn`, `critical`, and expiry itself (`0s`). With
+//! `renewal_expected = R`, the policy stays quiet until R before expiry, and only the
+//! thresholds ≤ R (and R itself) count: crossing R while still the newest certificate of
+//! its subject means the renewal has stalled.
+//!
+//! Errors are `FILE:LINE:COLUMN: message` ([`Diagnostic`]), all of them at once.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use certctl_store::{Certificate, CredentialKind, Fingerprint, KeyAlgorithm, Role, UnixTime};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::config::Diagnostic;
+use crate::duration::Duration;
+
+/// A policies folder that could not be read or holds invalid policies.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{}: cannot read the policies: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: no policy files (*.toml) in this folder", path.display())]
+    Empty { path: PathBuf },
+    /// Every problem found, one per line, in file then position order.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+}
+
+impl PolicyError {
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            PolicyError::Invalid(all) => all,
+            _ => &[],
+        }
+    }
+}
+
+/// A glob as written, and its compiled form.
+#[derive(Clone, Debug)]
+pub struct Glob {
+    text: String,
+    pattern: glob::Pattern,
+}
+
+impl Glob {
+    pub fn new(text: &str) -> Result<Glob, String> {
+        glob::Pattern::new(text)
+            .map(|pattern| Glob {
+                text: text.to_string(),
+                pattern,
+            })
+            .map_err(|e| format!("invalid glob `{text}`: {}", e.msg))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn matches(&self, s: &str) -> bool {
+        self.pattern.matches_with(
+            s,
+            glob::MatchOptions {
+                case_sensitive: false,
+                require_literal_separator: false,
+                require_literal_leading_dot: false,
+            },
+        )
+    }
+}
+
+/// One checked policy.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub name: String,
+    /// The file it is in, and the line of its `[[policy]]` table.
+    pub file: PathBuf,
+    pub line: usize,
+    pub roles: Vec<Role>,
+    pub credential_kinds: Vec<CredentialKind>,
+    pub subjects: Vec<Glob>,
+    pub sans: Vec<Glob>,
+    pub issuers: Vec<Glob>,
+    pub sources: Vec<Glob>,
+    pub endpoints: Vec<Glob>,
+    /// Reminder durations before expiry, longest first.
+    pub remind: Vec<Duration>,
+    pub warn: Duration,
+    pub critical: Duration,
+    pub renewal_expected: Option<Duration>,
+    pub min_rsa_bits: Option<u32>,
+    pub allowed_curves: Vec<String>,
+    pub forbidden_signatures: Vec<String>,
+    /// E-mail addresses, lowercase, in the order written.
+    pub recipients: Vec<String>,
+}
+
+/// How urgent a certificate is under its policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Ok,
+    Warn,
+    Critical,
+    Expired,
+    /// No policy matches.
+    Untracked,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Ok => "ok",
+            State::Warn => "warn",
+            State::Critical => "critical",
+            State::Expired => "expired",
+            State::Untracked => "untracked",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The label of a threshold: `expired` for 0, else the duration (`30d`).
+pub fn threshold_label(secs: i64) -> String {
+    if secs <= 0 {
+        "expired".into()
+    } else {
+        Duration::from_secs(secs).to_string()
+    }
+}
+
+impl Policy {
+    /// Specificity: how many target kinds besides `roles` it sets.
+    pub fn specificity(&self) -> usize {
+        [
+            !self.credential_kinds.is_empty(),
+            !self.subjects.is_empty(),
+            !self.sans.is_empty(),
+            !self.issuers.is_empty(),
+            !self.sources.is_empty(),
+            !self.endpoints.is_empty(),
+        ]
+        .into_iter()
+        .filter(|set| *set)
+        .count()
+    }
+
+    /// `file:line` of the policy.
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.file.display(), self.line)
+    }
+
+    /// Why the policy matches `cert` (one sentence per target), or `None` when it does not.
+    pub fn matches(&self, cert: &Certificate) -> Option<Vec<String>> {
+        let f = &cert.facts;
+        let mut why = Vec::new();
+        if !self.roles.contains(&cert.role) {
+            return None;
+        }
+        why.push(format!("role `{}` is one of its roles", cert.role));
+        if !self.credential_kinds.is_empty() {
+            let kind = cert.credential_kind()?;
+            if !self.credential_kinds.contains(&kind) {
+                return None;
+            }
+            why.push(format!("credential kind `{kind}` is one of its credential_kinds"));
+        }
+        let first = |globs: &[Glob], values: &[&str]| -> Option<(String, String)> {
+            globs.iter().find_map(|g| {
+                values
+                    .iter()
+                    .find(|v| g.matches(v))
+                    .map(|v| (g.as_str().to_string(), v.to_string()))
+            })
+        };
+        if !self.subjects.is_empty() {
+            let mut values: Vec<&str> = f.subject_cn.as_deref().into_iter().collect();
+            values.push(&f.subject);
+            let (g, v) = first(&self.subjects, &values)?;
+            why.push(format!("subject `{v}` matches `{g}`"));
+        }
+        if !self.sans.is_empty() {
+            let values: Vec<&str> = f.sans.all().collect();
+            let (g, v) = first(&self.sans, &values)?;
+            why.push(format!("SAN `{v}` matches `{g}`"));
+        }
+        if !self.issuers.is_empty() {
+            let mut values = vec![f.issuer.as_str()];
+            values.extend(issuer_cn(&f.issuer));
+            let (g, v) = first(&self.issuers, &values)?;
+            why.push(format!("issuer `{v}` matches `{g}`"));
+        }
+        if !self.sources.is_empty() {
+            let values: Vec<&str> = cert
+                .current_sources()
+                .filter_map(|s| match &s.location {
+                    certctl_store::SourceLocation::File { path, .. } => Some(path.as_str()),
+                    _ => None,
+                })
+                .collect();
+            let (g, v) = first(&self.sources, &values)?;
+            why.push(format!("source `{v}` matches `{g}`"));
+        }
+        if !self.endpoints.is_empty() {
+            let values: Vec<&str> = cert
+                .current_sources()
+                .filter_map(|s| match &s.location {
+                    certctl_store::SourceLocation::Endpoint { address, .. } => {
+                        Some(address.as_str())
+                    }
+                    _ => None,
+                })
+                .collect();
+            let (g, v) = first(&self.endpoints, &values)?;
+            why.push(format!("endpoint `{v}` matches `{g}`"));
+        }
+        Some(why)
+    }
+
+    /// The thresholds, in seconds before expiry, most distant first; always ends with 0.
+    pub fn thresholds(&self) -> Vec<i64> {
+        let mut t: Vec<i64> = self.remind.iter().map(|d| d.as_secs()).collect();
+        t.push(self.warn.as_secs());
+        t.push(self.critical.as_secs());
+        t.push(0);
+        if let Some(r) = self.renewal_expected {
+            t.retain(|s| *s <= r.as_secs());
+            t.push(r.as_secs());
+        }
+        t.retain(|s| *s >= 0);
+        t.sort_unstable_by(|a, b| b.cmp(a));
+        t.dedup();
+        t
+    }
+
+    /// The most urgent threshold `cert` has crossed at `now` (0 = expired), if any.
+    pub fn crossed(&self, cert: &Certificate, now: UnixTime) -> Option<i64> {
+        let left = cert.facts.not_after - now;
+        self.thresholds().into_iter().rev().find(|t| left <= *t)
+    }
+
+    /// ok / warn / critical / expired at `now`.
+    pub fn state(&self, cert: &Certificate, now: UnixTime) -> State {
+        let left = cert.facts.not_after - now;
+        if left <= 0 {
+            State::Expired
+        } else if left <= self.critical.as_secs() {
+            State::Critical
+        } else if left <= self.warn.as_secs() {
+            State::Warn
+        } else {
+            State::Ok
+        }
+    }
+
+    /// Whether the policy is still waiting for an automatic renewal at `now`.
+    pub fn renewal_pending(&self, cert: &Certificate, now: UnixTime) -> bool {
+        self.renewal_expected
+            .is_some_and(|r| now < cert.facts.not_after - r.as_secs())
+    }
+
+    /// Whole days since the automatic renewal was due, when it was due and has not happened.
+    pub fn renewal_stalled_days(&self, cert: &Certificate, now: UnixTime) -> Option<i64> {
+        let r = self.renewal_expected?;
+        let due = cert.facts.not_after - r.as_secs();
+        (now >= due).then(|| (now - due).div_euclid(86_400))
+    }
+
+    /// What is wrong with the key or signature under the key rules.
+    pub fn violations(&self, cert: &Certificate) -> Vec<String> {
+        let f = &cert.facts;
+        let mut out = Vec::new();
+        if let (Some(min), KeyAlgorithm::Rsa { bits }) = (self.min_rsa_bits, &f.key) {
+            if *bits < min {
+                out.push(format!(
+                    "RSA {bits} is below the policy's minimum of {min} bits"
+                ));
+            }
+        }
+        if !self.allowed_curves.is_empty() {
+            let curve = match &f.key {
+                KeyAlgorithm::Ec { curve } => Some(curve.as_str()),
+                KeyAlgorithm::Ed25519 => Some("Ed25519"),
+                KeyAlgorithm::Ed448 => Some("Ed448"),
+                _ => None,
+            };
+            if let Some(c) = curve {
+                if !self.allowed_curves.iter().any(|a| a.eq_ignore_ascii_case(c)) {
+                    out.push(format!(
+                        "curve {c} is not one of the allowed curves ({})",
+                        self.allowed_curves.join(", ")
+                    ));
+                }
+            }
+        }
+        let alg = f.signature_algorithm.to_ascii_lowercase();
+        for bad in &self.forbidden_signatures {
+            if alg.contains(&bad.to_ascii_lowercase()) {
+                out.push(format!(
+                    "signature algorithm {} is forbidden (`{bad}`)",
+                    f.signature_algorithm
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn issuer_cn(dn: &str) -> Option<&str> {
+    dn.split(',')
+        .map(str::trim)
+        .find_map(|rdn| rdn.strip_prefix("CN=").or_else(|| rdn.strip_prefix("cn=")))
+}
+
+/// The policies of a folder, in precedence order.
+#[derive(Clone, Debug)]
+pub struct PolicySet {
+    pub dir: PathBuf,
+    pub files: Vec<PathBuf>,
+    pub policies: Vec<Policy>,
+}
+
+impl PolicySet {
+    /// Every policy matching `cert`, in precedence order, with the reasons.
+    pub fn matching<'p>(&'p self, cert: &Certificate) -> Vec<(&'p Policy, Vec<String>)> {
+        self.policies
+            .iter()
+            .filter_map(|p| p.matches(cert).map(|why| (p, why)))
+            .collect()
+    }
+
+    /// The policy that applies to `cert` (the first by precedence).
+    pub fn select(&self, cert: &Certificate) -> Option<&Policy> {
+        self.policies.iter().find(|p| p.matches(cert).is_some())
+    }
+}
+
+/// Which certificates were renewed: for each (subject, role), the newest certificate.
+pub struct Successors {
+    newest: HashMap<(String, Role), (UnixTime, Fingerprint)>,
+}
+
+impl Successors {
+    /// From every certificate that could be a successor (revoked ones cannot).
+    pub fn new<'c>(certs: impl IntoIterator<Item = &'c Certificate>) -> Successors {
+        let mut newest: HashMap<(String, Role), (UnixTime, Fingerprint)> = HashMap::new();
+        for c in certs {
+            if c.revocation.is_some() {
+                continue;
+            }
+            let key = (c.facts.subject.to_lowercase(), c.role);
+            let candidate = (c.facts.not_after, c.fingerprint());
+            let e = newest.entry(key).or_insert(candidate);
+            if candidate > *e {
+                *e = candidate;
+            }
+        }
+        Successors { newest }
+    }
+
+    /// The newest certificate for the same subject and role, if it is newer than `cert`.
+    pub fn successor(&self, cert: &Certificate) -> Option<Fingerprint> {
+        let key = (cert.facts.subject.to_lowercase(), cert.role);
+        self.newest
+            .get(&key)
+            .filter(|(not_after, _)| *not_after > cert.facts.not_after)
+            .map(|(_, fp)| *fp)
+    }
+}
+
+// ---- loading ------------------------------------------------------------------------------
+
+/// Reads every `*.toml` file of `dir`, in file-name order, and checks the policies.
+pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
+    let read_err = |source| PolicyError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(read_err)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(PolicyError::Empty {
+            path: dir.to_path_buf(),
+        });
+    }
+    let mut texts = Vec::with_capacity(files.len());
+    for f in &files {
+        let text = std::fs::read_to_string(f).map_err(|source| PolicyError::Read {
+            path: f.clone(),
+            source,
+        })?;
+        texts.push((f.clone(), text));
+    }
+    let mut set = parse_files(&texts)?;
+    set.dir = dir.to_path_buf();
+    Ok(set)
+}
+
+/// Checks policy files given as (path, text), in this order.
+pub fn parse_files(files: &[(PathBuf, String)]) -> Result<PolicySet, PolicyError> {
+    let mut problems = Vec::new();
+    let mut policies: Vec<(usize, usize, Policy)> = Vec::new();
+    let mut names: HashMap<String, (PathBuf, usize)> = HashMap::new();
+    for (file_index, (path, text)) in files.iter().enumerate() {
+        let raw: RawFile = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let offset = e.span().map_or(0, |s| s.start);
+                problems.push(diagnostic(
+                    text,
+                    path,
+                    offset,
+                    e.message().trim().to_string(),
+                ));
+                continue;
+            }
+        };
+        let mut checker = Checker {
+            text,
+            origin: path,
+            problems: Vec::new(),
+        };
+        for (i, raw_policy) in raw.policy.iter().enumerate() {
+            let policy = checker.policy(raw_policy);
+            let name_span = raw_policy.name.span();
+            let key = policy.name.to_lowercase();
+            if let Some((other_file, other_line)) = names.get(&key) {
+                checker.report(
+                    name_span,
+                    format!(
+                        "policy `{}` is already defined at {}:{other_line}",
+                        policy.name,
+                        other_file.display()
+                    ),
+                );
+            } else {
+                names.insert(key, (path.clone(), policy.line));
+            }
+            policies.push((file_index, i, policy));
+        }
+        checker.problems.sort_by_key(|d| (d.line, d.column));
+        problems.extend(checker.problems);
+    }
+    if !problems.is_empty() {
+        return Err(PolicyError::Invalid(problems));
+    }
+    policies.sort_by(|(fa, ia, a), (fb, ib, b)| {
+        b.specificity()
+            .cmp(&a.specificity())
+            .then(a.roles.len().cmp(&b.roles.len()))
+            .then(fa.cmp(fb))
+            .then(ia.cmp(ib))
+    });
+    Ok(PolicySet {
+        dir: PathBuf::new(),
+        files: files.iter().map(|(p, _)| p.clone()).collect(),
+        policies: policies.into_iter().map(|(_, _, p)| p).collect(),
+    })
+}
+
+fn diagnostic(text: &str, origin: &Path, offset: usize, message: String) -> Diagnostic {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    Diagnostic {
+        file: origin.to_path_buf(),
+        line: before.matches('\n').count() + 1,
+        column: before[line_start..].chars().count() + 1,
+        message,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    policy: Vec<RawPolicy>,
+}
+
+type Strings = Spanned<Vec<Spanned<String>>>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: Option<String>,
+    roles: Strings,
+    credential_kinds: Option<Strings>,
+    subjects: Option<Strings>,
+    sans: Option<Strings>,
+    issuers: Option<Strings>,
+    sources: Option<Strings>,
+    endpoints: Option<Strings>,
+    remind: Strings,
+    warn: Spanned<String>,
+    critical: Spanned<String>,
+    renewal_expected: Option<Spanned<String>>,
+    min_rsa_bits: Option<Spanned<i64>>,
+    allowed_curves: Option<Strings>,
+    forbidden_signatures: Option<Strings>,
+    recipients: Strings,
+}
+
+struct Checker<'a> {
+    text: &'a str,
+    origin: &'a Path,
+    problems: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn report(&mut self, span: std::ops::Range<usize>, message: String) {
+        self.problems
+            .push(diagnostic(self.text, self.origin, span.start, message));
+    }
+
+    fn policy(&mut self, raw: &RawPolicy) -> Policy {
+        let _ = &raw.description;
+        let name = raw.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            self.report(raw.name.span(), "policy.name is empty".into());
+        }
+        let line = diagnostic(self.text, self.origin, raw.name.span().start, String::new()).line;
+        let roles: Vec<Role> = self.parsed(&raw.roles, "roles", |s| s.parse::<Role>());
+        if raw.roles.get_ref().is_empty() {
+            self.report(
+                raw.roles.span(),
+                format!("policy `{name}`: roles is empty: name at least one role"),
+            );
+        }
+        let credential_kinds = match &raw.credential_kinds {
+            Some(k) => self.parsed(k, "credential_kinds", |s| {
+                match s.to_ascii_lowercase().as_str() {
+                    "permanent" => Ok(CredentialKind::Permanent),
+                    "ephemeral" => Ok(CredentialKind::Ephemeral),
+                    _ => Err(format!(
+                        "unknown credential kind `{s}` (expected permanent or ephemeral)"
+                    )),
+                }
+            }),
+            None => Vec::new(),
+        };
+        let globs = |this: &mut Self, v: &Option<Strings>, key: &str| match v {
+            Some(v) => this.parsed(v, key, Glob::new),
+            None => Vec::new(),
+        };
+        let subjects = globs(self, &raw.subjects, "subjects");
+        let sans = globs(self, &raw.sans, "sans");
+        let issuers = globs(self, &raw.issuers, "issuers");
+        let sources = globs(self, &raw.sources, "sources");
+        let endpoints = globs(self, &raw.endpoints, "endpoints");
+        let mut remind: Vec<Duration> = self.parsed(&raw.remind, "remind", positive_duration);
+        remind.sort_unstable_by(|a, b| b.cmp(a));
+        remind.dedup();
+        let warn = self.one(&raw.warn, "warn", any_duration);
+        let critical = self.one(&raw.critical, "critical", any_duration);
+        if let (Some(w), Some(c)) = (warn, critical) {
+            if c > w {
+                self.report(
+                    raw.critical.span(),
+                    format!("policy `{name}`: critical ({c}) is longer than warn ({w}): critical must be the shorter one"),
+                );
+            }
+        }
+        let renewal_expected = raw
+            .renewal_expected
+            .as_ref()
+            .and_then(|r| self.one(r, "renewal_expected", any_duration));
+        let min_rsa_bits = raw.min_rsa_bits.as_ref().and_then(|b| {
+            match u32::try_from(*b.get_ref()) {
+                Ok(bits) if (512..=16384).contains(&bits) => Some(bits),
+                _ => {
+                    self.report(
+                        b.span(),
+                        format!("min_rsa_bits {} is not a key size (512 to 16384)", b.get_ref()),
+                    );
+                    None
+                }
+            }
+        });
+        let plain = |v: &Option<Strings>| -> Vec<String> {
+            v.as_ref()
+                .map(|v| v.get_ref().iter().map(|s| s.get_ref().clone()).collect())
+                .unwrap_or_default()
+        };
+        let recipients: Vec<String> = self.parsed(&raw.recipients, "recipients", |s| {
+            s.parse::<lettre::Address>()
+                .map(|a| a.to_string().to_lowercase())
+                .map_err(|e| format!("`{s}` is not an e-mail address: {e}"))
+        });
+        if raw.recipients.get_ref().is_empty() {
+            self.report(
+                raw.recipients.span(),
+                format!("policy `{name}`: recipients is empty: name at least one address"),
+            );
+        }
+        Policy {
+            name,
+            file: self.origin.to_path_buf(),
+            line,
+            roles,
+            credential_kinds,
+            subjects,
+            sans,
+            issuers,
+            sources,
+            endpoints,
+            remind,
+            warn: warn.unwrap_or(Duration::from_secs(0)),
+            critical: critical.unwrap_or(Duration::from_secs(0)),
+            renewal_expected,
+            min_rsa_bits,
+            allowed_curves: plain(&raw.allowed_curves),
+            forbidden_signatures: plain(&raw.forbidden_signatures),
+            recipients,
+        }
+    }
+
+    fn parsed<T, E: fmt::Display>(
+        &mut self,
+        values: &Strings,
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, E>,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        for v in values.get_ref() {
+            match parse(v.get_ref()) {
+                Ok(x) => out.push(x),
+                Err(e) => self.report(v.span(), format!("policy.{key}: {e}")),
+            }
+        }
+        out
+    }
+
+    fn one<T, E: fmt::Display>(
+        &mut self,
+        value: &Spanned<String>,
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, E>,
+    ) -> Option<T> {
+        match parse(value.get_ref()) {
+            Ok(x) => Some(x),
+            Err(e) => {
+                self.report(value.span(), format!("policy.{key}: {e}"));
+                None
+            }
+        }
+    }
+}
+
+fn any_duration(s: &str) -> Result<Duration, String> {
+    s.parse::<Duration>().map_err(|e| e.to_string())
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = any_duration(s)?;
+    if d.as_secs() <= 0 {
+        return Err(format!(
+            "`{s}` is not longer than 0s (expiry itself is always a threshold)"
+        ));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use certctl_store::{CertificateFacts, Sha256, SubjectAltNames};
+
+    pub(crate) fn cert(cn: &str, role: Role, not_before: i64, not_after: i64) -> Certificate {
+        let facts = CertificateFacts {
+            fingerprint: Sha256([cn.len() as u8 ^ not_after as u8; 32]),
+            subject: format!("CN={cn},O=Contoso"),
+            subject_cn: Some(cn.into()),
+            issuer: "CN=Contoso Issuing CA,O=Contoso".into(),
+            serial: "1".into(),
+            not_before,
+            not_after,
+            sans: SubjectAltNames {
+                dns: vec![cn.into()],
+                ..Default::default()
+            },
+            key: KeyAlgorithm::Rsa { bits: 1024 },
+            signature_algorithm: "sha1WithRSAEncryption".into(),
+            is_ca: false,
+            subject_key_id: None,
+            authority_key_id: None,
+            spki_sha256: Sha256([0; 32]),
+            crl_distribution_points: vec![],
+            ocsp_urls: vec![],
+        };
+        Certificate::new(facts, role, 0)
+    }
+
+    fn set(files: &[(&str, &str)]) -> Result<PolicySet, PolicyError> {
+        let files: Vec<(PathBuf, String)> = files
+            .iter()
+            .map(|(p, t)| (PathBuf::from(p), t.to_string()))
+            .collect();
+        parse_files(&files)
+    }
+
+    const BASE: &str = "remind = [\"60d\", \"30d\"]\nwarn = \"30d\"\ncritical = \"7d\"\nrecipients = [\"ops@example.org\"]\n";
+
+    #[test]
+    fn the_default_policies_parse() {
+        let text = include_str!("../../policies/default.toml");
+        let s = set(&[("policies/default.toml", text)]).unwrap();
+        assert!(s.policies.len() >= 6, "{}", s.policies.len());
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        let text = format!(
+            "[[policy]]\nname = \"a\"\nroles = [\"gateway\", \"router\"]\n{BASE}\n[[policy]]\nname = \"a\"\nroles = [\"iis\"]\n{}",
+            BASE.replace("\"7d\"", "\"7x\"")
+        );
+        let e = set(&[("/p/x.toml", &text)]).unwrap_err();
+        let all: Vec<String> = e.diagnostics().iter().map(|d| d.to_string()).collect();
+        assert_eq!(all.len(), 3, "{all:#?}");
+        assert!(all[0].starts_with("/p/x.toml:3:21: policy.roles: unknown role `router`"), "{}", all[0]);
+        assert!(all[1].starts_with("/p/x.toml:10:8: policy `a` is already defined at /p/x.toml:2"), "{}", all[1]);
+        assert!(all[2].starts_with("/p/x.toml:14:12: policy.critical: invalid duration"), "{}", all[2]);
+
+        let e = set(&[("/p/y.toml", "[[policy]]\nname = \"b\"\nrols = []\n")]).unwrap_err();
+        assert!(e.to_string().starts_with("/p/y.toml:3:1: unknown field `rols`"), "{e}");
+    }
+
+    #[test]
+    fn precedence_is_specificity_then_roles_then_file_order() {
+        let general = format!("[[policy]]\nname = \"agents\"\nroles = [\"agent\", \"other\"]\n{BASE}");
+        let narrow = format!("[[policy]]\nname = \"ephemeral\"\nroles = [\"agent\"]\ncredential_kinds = [\"ephemeral\"]\n{BASE}");
+        let by_name = format!("[[policy]]\nname = \"one-role\"\nroles = [\"agent\"]\n{BASE}");
+        let s = set(&[("/p/a.toml", &general), ("/p/b.toml", &narrow), ("/p/c.toml", &by_name)]).unwrap();
+        let names: Vec<&str> = s.policies.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["ephemeral", "one-role", "agents"]);
+
+        let permanent = cert("agent-1", Role::Agent, 0, 400 * 86_400);
+        let m = s.matching(&permanent);
+        assert_eq!(m.len(), 2);
+        assert_eq!(s.select(&permanent).unwrap().name, "one-role");
+        let ephemeral = cert("agent-2", Role::Agent, 0, 6 * 3600);
+        assert_eq!(s.select(&ephemeral).unwrap().name, "ephemeral");
+        assert!(s.select(&cert("gw", Role::Gateway, 0, 1)).is_none());
+    }
+
+    #[test]
+    fn globs_ignore_case_and_match_cn_dn_sans_issuers() {
+        let text = format!("[[policy]]\nname = \"p\"\nroles = [\"gateway\"]\nsubjects = [\"GW.*\"]\nsans = [\"*.example\"]\nissuers = [\"contoso issuing*\"]\n{BASE}");
+        let s = set(&[("/p/a.toml", &text)]).unwrap();
+        let c = cert("gw.example", Role::Gateway, 0, 1);
+        let why = s.policies[0].matches(&c).unwrap();
+        assert_eq!(why.len(), 4, "{why:?}");
+        assert!(s.policies[0].matches(&cert("www.example", Role::Gateway, 0, 1)).is_none());
+    }
+
+    #[test]
+    fn thresholds_states_and_renewal() {
+        let text = format!("[[policy]]\nname = \"p\"\nroles = [\"iis\"]\n{BASE}min_rsa_bits = 2048\nforbidden_signatures = [\"SHA1\"]\n");
+        let p = &set(&[("/p/a.toml", &text)]).unwrap().policies[0];
+        assert_eq!(p.thresholds(), [60 * 86_400, 30 * 86_400, 7 * 86_400, 0]);
+        let day = 86_400;
+        let c = cert("iis", Role::Iis, 0, 100 * day);
+        assert_eq!(p.crossed(&c, 0), None);
+        assert_eq!(p.state(&c, 0), State::Ok);
+        assert_eq!(p.crossed(&c, 50 * day), Some(60 * day));
+        assert_eq!(p.crossed(&c, 80 * day), Some(30 * day));
+        assert_eq!(p.state(&c, 80 * day), State::Warn);
+        assert_eq!(p.crossed(&c, 95 * day), Some(7 * day));
+        assert_eq!(p.state(&c, 95 * day), State::Critical);
+        assert_eq!(p.crossed(&c, 100 * day), Some(0));
+        assert_eq!(p.state(&c, 100 * day), State::Expired);
+        assert_eq!(p.violations(&c).len(), 2);
+
+        let mut p = p.clone();
+        p.renewal_expected = Some(Duration::days(20));
+        assert_eq!(p.thresholds(), [20 * day, 7 * day, 0]);
+        assert!(p.renewal_pending(&c, 79 * day));
+        assert_eq!(p.crossed(&c, 79 * day), None);
+        assert_eq!(p.crossed(&c, 85 * day), Some(20 * day));
+        assert_eq!(p.renewal_stalled_days(&c, 85 * day), Some(5));
+    }
+
+    #[test]
+    fn successors_are_newer_certificates_of_the_same_subject_and_role() {
+        let old = cert("a", Role::Iis, 0, 10);
+        let new = cert("a", Role::Iis, 5, 20);
+        let other_role = cert("a", Role::Gateway, 5, 30);
+        let all = [old.clone(), new.clone(), other_role];
+        let s = Successors::new(&all);
+        assert_eq!(s.successor(&old), Some(new.fingerprint()));
+        assert_eq!(s.successor(&new), None);
+    }
+}

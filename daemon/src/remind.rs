@@ -1,0 +1,973 @@
+//! The reminder pass: who must be told about which certificate, the digest e-mails, and
+//! their delivery over SMTP (lettre).
+//!
+//! A pass ([`run_pass`]) works from the store and the policies at an injected time `now`:
+//!
+//! 1. **Due** ([`due`]): for each certificate that is present somewhere, not revoked, not
+//!    renewed (a newer certificate of the same subject and role was seen), and matched by a
+//!    policy, the most urgent threshold it has crossed ([`Policy::crossed`]). It is due for
+//!    a recipient unless that recipient was already told about that threshold or a more
+//!    urgent one (the store keeps every sent (certificate, threshold, recipient)). Crossing
+//!    several thresholds between two passes gives one reminder. Snoozed certificates are
+//!    skipped until the snooze ends, except once expired. With `renewal_expected` the
+//!    policy stays quiet until renewal is overdue.
+//! 2. **Digests**: one e-mail per recipient, grouped expired / critical / warn, each entry
+//!    with subject, role, sources, days left and the `certctl show` command; plain text with
+//!    an HTML alternative.
+//! 3. **Delivery**: a delivered digest records its reminders (atomically, flushed) so a
+//!    restart re-sends nothing. A digest the server does not take stays pending: the
+//!    recipient's attempt count and next attempt (backoff from 1 minute, doubling, at most
+//!    6 hours) and the error are stored; a scheduled pass skips the recipient until then, an
+//!    explicit `certctl remind --now` retries at once. Nothing is recorded as sent unless
+//!    the server accepted it. (A crash between the server's acceptance and the record is
+//!    the only way a reminder could go out twice.)
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use certctl_store::{
+    rfc3339, AuditEvent, Certificate, CredentialKind, DeliveryState, Fingerprint, Role,
+    SentReminder, Snooze, Store, StoreError, UnixTime,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{self, Config, ConfigError, SmtpConfig, SmtpSecurity};
+use crate::policy::{self, PolicyError, PolicySet, Successors};
+use crate::query::{self, QueryError};
+
+/// First retry delay after a failed delivery; it doubles with each failure.
+pub const BACKOFF_FIRST_SECS: i64 = 60;
+/// Longest retry delay.
+pub const BACKOFF_MAX_SECS: i64 = 6 * 3600;
+/// The environment variable that holds the SMTP password (it wins over `password_file`).
+pub const PASSWORD_ENV: &str = "CERTCTL_SMTP_PASSWORD";
+
+/// Why a pass could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RemindError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Policies(#[from] PolicyError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{}: no [reminders] section, so no policies folder: add one, or give --policies DIR", .0.display())]
+    NoPolicies(PathBuf),
+    #[error("{}: no [smtp] section: reminders cannot be sent without a mail server (--dry-run shows what would be sent)", .0.display())]
+    NoSmtp(PathBuf),
+}
+
+/// Why a certificate could not be snoozed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnoozeError {
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("`{id}` names {count} certificates: give a fingerprint prefix to snooze one")]
+    SeveralCertificates { id: String, count: usize },
+    #[error("{name} ({fingerprint}) expired on {expired}: an expired certificate is never silenced")]
+    Expired {
+        name: String,
+        fingerprint: String,
+        expired: String,
+    },
+    #[error("the snooze must end in the future (it ends {until}, now is {now})")]
+    InThePast { until: String, now: String },
+    #[error("give a reason for the snooze (--reason TEXT)")]
+    NoReason,
+}
+
+/// The digest groups, most urgent first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Urgency {
+    Expired,
+    Critical,
+    Warn,
+}
+
+impl Urgency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Urgency::Expired => "expired",
+            Urgency::Critical => "critical",
+            Urgency::Warn => "warn",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Urgency::Expired => "EXPIRED",
+            Urgency::Critical => "CRITICAL",
+            Urgency::Warn => "WARNING",
+        }
+    }
+}
+
+/// One reminder: a certificate that crossed a threshold, for one recipient.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// SHA-256, lowercase hex.
+    pub fingerprint: String,
+    /// Subject CN, else first SAN, else the DN.
+    pub name: String,
+    pub subject: String,
+    pub role: Role,
+    pub credential_kind: Option<CredentialKind>,
+    /// Where it is deployed: `path#index` and `tls://host:port#index`.
+    pub sources: Vec<String>,
+    pub not_after: UnixTime,
+    pub days_left: i64,
+    /// The threshold crossed, seconds before expiry (0 = expired), and its label (`30d`).
+    pub threshold_secs: i64,
+    pub threshold: String,
+    pub urgency: Urgency,
+    pub policy: String,
+    /// `renewal stalled for N days` when the policy expects automatic renewal.
+    pub note: Option<String>,
+    /// Key rule violations.
+    pub violations: Vec<String>,
+}
+
+impl Entry {
+    /// The command that shows the certificate.
+    pub fn command(&self) -> String {
+        format!("certctl show {}", self.fingerprint)
+    }
+
+    fn when(&self) -> String {
+        match self.days_left {
+            d if d < 0 => format!(
+                "expired {} day{} ago",
+                -d,
+                if d == -1 { "" } else { "s" }
+            ),
+            0 => "expires within a day".to_string(),
+            d => format!("{d} day{} left", if d == 1 { "" } else { "s" }),
+        }
+    }
+}
+
+/// One recipient's e-mail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    pub recipient: String,
+    /// Most urgent first, then soonest expiry.
+    pub entries: Vec<Entry>,
+}
+
+impl Digest {
+    fn count(&self, u: Urgency) -> usize {
+        self.entries.iter().filter(|e| e.urgency == u).count()
+    }
+
+    /// The mail's subject line.
+    pub fn subject(&self) -> String {
+        let parts: Vec<String> = [Urgency::Expired, Urgency::Critical, Urgency::Warn]
+            .into_iter()
+            .map(|u| (u, self.count(u)))
+            .filter(|(_, n)| *n > 0)
+            .map(|(u, n)| format!("{n} {}", u.as_str()))
+            .collect();
+        format!(
+            "[certctl] {} certificate{} need{} attention ({})",
+            self.entries.len(),
+            if self.entries.len() == 1 { "" } else { "s" },
+            if self.entries.len() == 1 { "s" } else { "" },
+            parts.join(", ")
+        )
+    }
+
+    /// The plain-text body.
+    pub fn text(&self, now: UnixTime) -> String {
+        let mut s = format!(
+            "certctl reminder for {} ({} UTC)\n\n",
+            self.recipient,
+            rfc3339(now)
+        );
+        for u in [Urgency::Expired, Urgency::Critical, Urgency::Warn] {
+            let group: Vec<&Entry> = self.entries.iter().filter(|e| e.urgency == u).collect();
+            if group.is_empty() {
+                continue;
+            }
+            s.push_str(&format!("{} ({})\n", u.title(), group.len()));
+            for e in group {
+                s.push_str(&format!(
+                    "\n  * {} ({}): {}, not after {}\n",
+                    e.name,
+                    e.role,
+                    e.when(),
+                    rfc3339(e.not_after)
+                ));
+                s.push_str(&format!("    subject:   {}\n", e.subject));
+                s.push_str(&format!(
+                    "    threshold: {} (policy {})\n",
+                    e.threshold, e.policy
+                ));
+                let sources = if e.sources.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    e.sources.join(", ")
+                };
+                s.push_str(&format!("    deployed:  {sources}\n"));
+                if let Some(note) = &e.note {
+                    s.push_str(&format!("    note:      {note}\n"));
+                }
+                for v in &e.violations {
+                    s.push_str(&format!("    policy:    {v}\n"));
+                }
+                s.push_str(&format!("    inspect:   {}\n", e.command()));
+            }
+            s.push('\n');
+        }
+        s.push_str("Each reminder is sent once per threshold. Silence one with `certctl snooze ID --until DATE --reason TEXT` (expired certificates are never silenced).\n");
+        s
+    }
+
+    /// The HTML alternative.
+    pub fn html(&self, now: UnixTime) -> String {
+        let mut s = format!(
+            "<!DOCTYPE html>\n<html><body style=\"font-family: sans-serif\">\n<p>certctl reminder for {} ({} UTC)</p>\n",
+            esc(&self.recipient),
+            rfc3339(now)
+        );
+        for u in [Urgency::Expired, Urgency::Critical, Urgency::Warn] {
+            let group: Vec<&Entry> = self.entries.iter().filter(|e| e.urgency == u).collect();
+            if group.is_empty() {
+                continue;
+            }
+            s.push_str(&format!(
+                "<h2>{} ({})</h2>\n<table border=\"1\" cellpadding=\"4\" cellspacing=\"0\">\n<tr><th>certificate</th><th>role</th><th>when</th><th>threshold</th><th>deployed</th><th>inspect</th></tr>\n",
+                u.title(),
+                group.len()
+            ));
+            for e in group {
+                let mut notes = String::new();
+                for n in e.note.iter().chain(&e.violations) {
+                    notes.push_str(&format!("<br><em>{}</em>", esc(n)));
+                }
+                s.push_str(&format!(
+                    "<tr><td><b>{}</b><br><small>{}</small>{notes}</td><td>{}</td><td>{}<br><small>{}</small></td><td>{} ({})</td><td>{}</td><td><code>{}</code></td></tr>\n",
+                    esc(&e.name),
+                    esc(&e.subject),
+                    e.role,
+                    esc(&e.when()),
+                    rfc3339(e.not_after),
+                    esc(&e.threshold),
+                    esc(&e.policy),
+                    e.sources.iter().map(|s| esc(s)).collect::<Vec<_>>().join("<br>"),
+                    esc(&e.command()),
+                ));
+            }
+            s.push_str("</table>\n");
+        }
+        s.push_str("</body></html>\n");
+        s
+    }
+}
+
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Every digest due at `now`, by recipient (sorted).
+pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Digest>, StoreError> {
+    let certs: Vec<Certificate> = store.iter().collect::<Result<_, _>>()?;
+    let successors = Successors::new(&certs);
+    let snoozes: HashMap<Fingerprint, Snooze> = store
+        .snoozes()?
+        .into_iter()
+        .map(|s| (s.fingerprint, s))
+        .collect();
+    let mut by_recipient: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+    for cert in &certs {
+        if cert.revocation.is_some() || cert.current_sources().next().is_none() {
+            continue;
+        }
+        let Some(policy) = policies.select(cert) else {
+            continue;
+        };
+        if successors.successor(cert).is_some() || policy.renewal_pending(cert, now) {
+            continue;
+        }
+        let Some(threshold) = policy.crossed(cert, now) else {
+            continue;
+        };
+        let expired = cert.facts.not_after <= now;
+        let fp = cert.fingerprint();
+        if !expired && snoozes.get(&fp).is_some_and(|s| s.until > now) {
+            continue;
+        }
+        let sent = store.sent_reminders(&fp)?;
+        for recipient in &policy.recipients {
+            let told = sent
+                .iter()
+                .any(|s| &s.recipient == recipient && s.threshold_secs <= threshold);
+            if told {
+                continue;
+            }
+            let left = cert.facts.not_after - now;
+            let urgency = if left <= 0 {
+                Urgency::Expired
+            } else if left <= policy.critical.as_secs() {
+                Urgency::Critical
+            } else {
+                Urgency::Warn
+            };
+            by_recipient
+                .entry(recipient.clone())
+                .or_default()
+                .push(Entry {
+                    fingerprint: fp.to_hex(),
+                    name: cert.facts.display_name().to_string(),
+                    subject: cert.facts.subject.clone(),
+                    role: cert.role,
+                    credential_kind: cert.credential_kind(),
+                    sources: cert
+                        .current_sources()
+                        .map(|s| s.location.to_string())
+                        .collect(),
+                    not_after: cert.facts.not_after,
+                    days_left: cert.days_left(now),
+                    threshold_secs: threshold,
+                    threshold: policy::threshold_label(threshold),
+                    urgency,
+                    policy: policy.name.clone(),
+                    note: policy
+                        .renewal_stalled_days(cert, now)
+                        .map(|d| format!("renewal stalled for {d} days")),
+                    violations: policy.violations(cert),
+                });
+        }
+    }
+    Ok(by_recipient
+        .into_iter()
+        .map(|(recipient, mut entries)| {
+            entries.sort_by(|a, b| {
+                (a.urgency, a.not_after, &a.fingerprint).cmp(&(
+                    b.urgency,
+                    b.not_after,
+                    &b.fingerprint,
+                ))
+            });
+            Digest { recipient, entries }
+        })
+        .collect())
+}
+
+/// How a pass runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PassMode {
+    /// Compute the digests, send and record nothing.
+    DryRun,
+    /// Asked for by an admin: retry every pending recipient at once.
+    Now,
+    /// certd's schedule: recipients in backoff wait for their next attempt.
+    Scheduled,
+}
+
+/// A digest that was not delivered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undelivered {
+    pub recipient: String,
+    pub reminders: u64,
+    pub error: String,
+    pub attempts: u32,
+    pub next_attempt: UnixTime,
+}
+
+/// What a pass did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassReport {
+    pub at: UnixTime,
+    pub mode: PassMode,
+    /// The digests due (all of them in a dry run; sent, failed or deferred otherwise).
+    pub digests: Vec<Digest>,
+    pub digests_sent: u64,
+    pub reminders_sent: u64,
+    /// Delivery failed: still pending.
+    pub failed: Vec<Undelivered>,
+    /// Not tried in this (scheduled) pass: the recipient is in backoff.
+    pub deferred: Vec<Undelivered>,
+}
+
+impl PassReport {
+    /// One line: how many digests and reminders were sent, and what is pending.
+    pub fn summary(&self) -> String {
+        if self.mode == PassMode::DryRun {
+            let reminders: usize = self.digests.iter().map(|d| d.entries.len()).sum();
+            return format!(
+                "dry run: {} digests with {reminders} reminders would be sent",
+                self.digests.len()
+            );
+        }
+        let mut s = format!(
+            "sent {} digests with {} reminders",
+            self.digests_sent, self.reminders_sent
+        );
+        if !self.failed.is_empty() {
+            let n: u64 = self.failed.iter().map(|f| f.reminders).sum();
+            s.push_str(&format!(
+                "; {} digests ({n} reminders) failed and stay pending",
+                self.failed.len()
+            ));
+        }
+        if !self.deferred.is_empty() {
+            s.push_str(&format!(
+                "; {} digests deferred (retry backoff)",
+                self.deferred.len()
+            ));
+        }
+        s
+    }
+}
+
+/// Sends one digest. [`SmtpMailer`] is the real one; tests use their own.
+pub trait Mailer {
+    /// Delivers the digest; the error says why not (it is shown to admins).
+    fn send(&self, digest: &Digest, now: UnixTime) -> Result<(), String>;
+}
+
+/// Runs one pass at `now`. `mailer` may be `None` only for a dry run.
+pub fn run_pass(
+    store: &Store,
+    policies: &PolicySet,
+    mailer: Option<&dyn Mailer>,
+    now: UnixTime,
+    mode: PassMode,
+) -> Result<PassReport, StoreError> {
+    let digests = due(store, policies, now)?;
+    let mut report = PassReport {
+        at: now,
+        mode,
+        digests: Vec::new(),
+        digests_sent: 0,
+        reminders_sent: 0,
+        failed: Vec::new(),
+        deferred: Vec::new(),
+    };
+    if mode == PassMode::DryRun {
+        report.digests = digests;
+        return Ok(report);
+    }
+    // Recipients who were pending but have nothing due any more (renewed, snoozed).
+    for state in store.delivery_states()? {
+        if !digests.iter().any(|d| d.recipient == state.recipient) {
+            store.clear_delivery_state(&state.recipient)?;
+        }
+    }
+    for digest in digests {
+        let state = store.delivery_state(&digest.recipient)?;
+        let reminders = digest.entries.len() as u64;
+        if let (PassMode::Scheduled, Some(s)) = (mode, &state) {
+            if s.next_attempt > now {
+                report.deferred.push(Undelivered {
+                    recipient: digest.recipient.clone(),
+                    reminders,
+                    error: s.last_error.clone(),
+                    attempts: s.attempts,
+                    next_attempt: s.next_attempt,
+                });
+                report.digests.push(digest);
+                continue;
+            }
+        }
+        let outcome = match mailer {
+            Some(m) => m.send(&digest, now),
+            None => Err("no mail server configured".to_string()),
+        };
+        match outcome {
+            Ok(()) => {
+                let sent: Vec<SentReminder> = digest
+                    .entries
+                    .iter()
+                    .filter_map(|e| {
+                        Some(SentReminder {
+                            fingerprint: e.fingerprint.parse().ok()?,
+                            recipient: digest.recipient.clone(),
+                            threshold_secs: e.threshold_secs,
+                            sent_at: now,
+                        })
+                    })
+                    .collect();
+                store.record_delivery(&digest.recipient, &sent, now)?;
+                for s in &sent {
+                    store.record_audit(&AuditEvent {
+                        at: now,
+                        fingerprint: Some(s.fingerprint),
+                        actor: "reminders".into(),
+                        action: "reminder-sent".into(),
+                        detail: format!(
+                            "{} reminder sent to {}",
+                            policy::threshold_label(s.threshold_secs),
+                            s.recipient
+                        ),
+                    })?;
+                }
+                report.digests_sent += 1;
+                report.reminders_sent += reminders;
+                tracing::info!(recipient = %digest.recipient, reminders, "reminder digest sent");
+            }
+            Err(error) => {
+                let attempts = state.as_ref().map_or(0, |s| s.attempts).saturating_add(1);
+                let next_attempt = now + backoff(attempts);
+                let failure = DeliveryState {
+                    recipient: digest.recipient.clone(),
+                    attempts,
+                    first_failure: state.as_ref().map_or(now, |s| s.first_failure),
+                    last_attempt: now,
+                    next_attempt,
+                    last_error: error.clone(),
+                    pending: reminders,
+                };
+                store.record_delivery_failure(&failure)?;
+                tracing::warn!(recipient = %digest.recipient, reminders, attempts, next_attempt = %rfc3339(next_attempt), %error, "reminder digest not delivered; it stays pending");
+                report.failed.push(Undelivered {
+                    recipient: digest.recipient.clone(),
+                    reminders,
+                    error,
+                    attempts,
+                    next_attempt,
+                });
+            }
+        }
+        report.digests.push(digest);
+    }
+    Ok(report)
+}
+
+/// The delay before attempt `attempts + 1`: 1 minute, doubling, at most 6 hours.
+pub fn backoff(attempts: u32) -> i64 {
+    let shift = attempts.saturating_sub(1).min(20);
+    (BACKOFF_FIRST_SECS << shift).min(BACKOFF_MAX_SECS)
+}
+
+/// Where a pass takes its policies from: `policies` if given, else `[reminders].policies`.
+pub fn policies_dir(
+    config: &Config,
+    config_path: &Path,
+    policies: Option<&Path>,
+) -> Result<PathBuf, RemindError> {
+    match (policies, &config.reminders) {
+        (Some(p), _) => Ok(p.to_path_buf()),
+        (None, Some(r)) => Ok(r.policies.clone()),
+        (None, None) => Err(RemindError::NoPolicies(config_path.to_path_buf())),
+    }
+}
+
+/// A pass as `certctl --config FILE remind` runs it: configuration and policies read now.
+pub fn pass_with_config(
+    store: &Store,
+    config_path: &Path,
+    policies: Option<&Path>,
+    now: UnixTime,
+    mode: PassMode,
+) -> Result<PassReport, RemindError> {
+    let config = config::load(config_path)?;
+    let set = policy::load_dir(&policies_dir(&config, config_path, policies)?)?;
+    let mailer = match (&config.smtp, mode) {
+        (_, PassMode::DryRun) => None,
+        (Some(smtp), _) => Some(SmtpMailer::new(smtp)),
+        (None, _) => return Err(RemindError::NoSmtp(config_path.to_path_buf())),
+    };
+    Ok(run_pass(
+        store,
+        &set,
+        mailer.as_ref().map(|m| m as &dyn Mailer),
+        now,
+        mode,
+    )?)
+}
+
+/// certd's scheduled pass; returns the outcome shown by `certctl status`.
+pub fn scheduled_pass(store: &Store, config: &Config, config_path: &Path, now: UnixTime) -> String {
+    let result = (|| -> Result<PassReport, RemindError> {
+        let dir = policies_dir(config, config_path, None)?;
+        let set = policy::load_dir(&dir)?;
+        let smtp = config
+            .smtp
+            .as_ref()
+            .ok_or_else(|| RemindError::NoSmtp(config_path.to_path_buf()))?;
+        let mailer = SmtpMailer::new(smtp);
+        Ok(run_pass(store, &set, Some(&mailer), now, PassMode::Scheduled)?)
+    })();
+    match result {
+        Ok(report) if report.failed.is_empty() => format!("ok, {}", report.summary()),
+        Ok(report) => format!("failed: {}", report.summary()),
+        Err(e) => {
+            tracing::error!(error = %e, "reminder pass failed");
+            format!("failed: {e}")
+        }
+    }
+}
+
+/// When certd should run the next reminder pass after `t`: the schedule, or earlier when a
+/// pending digest's retry time comes first. `None` without a `[reminders]` section.
+pub fn next_run(config: &Config, store: &Store, t: UnixTime) -> Option<UnixTime> {
+    let scheduled = config.reminders.as_ref()?.schedule.next_after(t);
+    let retry = store
+        .delivery_states()
+        .ok()
+        .and_then(|all| all.iter().map(|s| s.next_attempt.max(t + 1)).min());
+    match (scheduled, retry) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+// ---- SMTP ---------------------------------------------------------------------------------
+
+/// Delivers digests through the `[smtp]` server with lettre.
+pub struct SmtpMailer {
+    config: SmtpConfig,
+    /// The password, or why it could not be read. Never logged.
+    password: Result<Option<String>, String>,
+}
+
+impl std::fmt::Debug for SmtpMailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpMailer")
+            .field("host", &self.config.host)
+            .field("port", &self.config.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SmtpMailer {
+    /// Reads the password now: `$CERTCTL_SMTP_PASSWORD` if set, else `password_file`.
+    pub fn new(config: &SmtpConfig) -> SmtpMailer {
+        let password = match (std::env::var(PASSWORD_ENV), &config.password_file) {
+            (Ok(p), _) if !p.is_empty() => Ok(Some(p)),
+            (_, Some(file)) => std::fs::read_to_string(file)
+                .map(|p| Some(p.trim_end_matches(['\r', '\n']).to_string()))
+                .map_err(|e| {
+                    format!(
+                        "cannot read the SMTP password file {}: {e}",
+                        file.display()
+                    )
+                }),
+            _ => Ok(None),
+        };
+        SmtpMailer {
+            config: config.clone(),
+            password,
+        }
+    }
+
+    fn server(&self) -> String {
+        format!(
+            "SMTP server {}:{} ({})",
+            self.config.host, self.config.port, self.config.security
+        )
+    }
+
+    fn transport(&self) -> Result<lettre::SmtpTransport, String> {
+        use lettre::transport::smtp::authentication::Credentials;
+        use lettre::SmtpTransport;
+        let c = &self.config;
+        let builder = match c.security {
+            SmtpSecurity::None => SmtpTransport::builder_dangerous(&c.host),
+            SmtpSecurity::StartTls => SmtpTransport::starttls_relay(&c.host)
+                .map_err(|e| format!("{}: cannot set up STARTTLS: {e}", self.server()))?,
+            SmtpSecurity::Tls => SmtpTransport::relay(&c.host)
+                .map_err(|e| format!("{}: cannot set up TLS: {e}", self.server()))?,
+        };
+        let mut builder = builder.port(c.port).timeout(Some(c.timeout));
+        let password = self.password.clone()?;
+        if let (Some(user), Some(password)) = (&c.username, password) {
+            builder = builder.credentials(Credentials::new(user.clone(), password));
+        }
+        Ok(builder.build())
+    }
+
+    fn message(&self, digest: &Digest, now: UnixTime) -> Result<lettre::Message, String> {
+        use lettre::message::{Mailbox, MultiPart};
+        let from: Mailbox = self
+            .config
+            .from
+            .parse()
+            .map_err(|e| format!("smtp.from `{}`: {e}", self.config.from))?;
+        let to: Mailbox = digest
+            .recipient
+            .parse()
+            .map_err(|e| format!("recipient `{}`: {e}", digest.recipient))?;
+        lettre::Message::builder()
+            .from(from)
+            .to(to)
+            .subject(digest.subject())
+            .multipart(MultiPart::alternative_plain_html(
+                digest.text(now),
+                digest.html(now),
+            ))
+            .map_err(|e| format!("cannot build the e-mail to {}: {e}", digest.recipient))
+    }
+}
+
+impl Mailer for SmtpMailer {
+    fn send(&self, digest: &Digest, now: UnixTime) -> Result<(), String> {
+        use lettre::Transport;
+        let message = self.message(digest, now)?;
+        let transport = self.transport()?;
+        transport.send(&message).map(|_| ()).map_err(|e| {
+            let mut cause = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                let text = s.to_string();
+                if !cause.contains(&text) {
+                    cause.push_str(&format!(": {text}"));
+                }
+                source = s.source();
+            }
+            let auth = e.status().is_some_and(|c| c.to_string() == "535")
+                || cause.to_lowercase().contains("authentication");
+            if auth {
+                format!(
+                    "{}: authentication failed for user `{}`: {cause} (check smtp.username and the password in smtp.password_file or ${PASSWORD_ENV})",
+                    self.server(),
+                    self.config.username.as_deref().unwrap_or("")
+                )
+            } else {
+                format!("{}: cannot deliver to {}: {cause}", self.server(), digest.recipient)
+            }
+        })
+    }
+}
+
+// ---- snoozes ------------------------------------------------------------------------------
+
+/// A snooze with its certificate (if still in the store).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Snoozed {
+    pub snooze: Snooze,
+    pub certificate: Option<Certificate>,
+}
+
+/// Silences reminders for the one certificate `id` names until `until`; recorded in the
+/// audit history.
+pub fn snooze(
+    store: &Store,
+    id: &str,
+    until: UnixTime,
+    reason: &str,
+    by: &str,
+    now: UnixTime,
+) -> Result<Snoozed, SnoozeError> {
+    if reason.trim().is_empty() {
+        return Err(SnoozeError::NoReason);
+    }
+    let mut found = query::find(store, id)?;
+    if found.len() != 1 {
+        return Err(SnoozeError::SeveralCertificates {
+            id: id.to_string(),
+            count: found.len(),
+        });
+    }
+    let cert = found.remove(0);
+    if cert.facts.not_after <= now {
+        return Err(SnoozeError::Expired {
+            name: cert.facts.display_name().to_string(),
+            fingerprint: cert.fingerprint().to_hex(),
+            expired: rfc3339(cert.facts.not_after),
+        });
+    }
+    if until <= now {
+        return Err(SnoozeError::InThePast {
+            until: rfc3339(until),
+            now: rfc3339(now),
+        });
+    }
+    let snooze = Snooze {
+        fingerprint: cert.fingerprint(),
+        until,
+        reason: reason.trim().to_string(),
+        by: by.to_string(),
+        at: now,
+    };
+    store.put_snooze(&snooze)?;
+    store.record_audit(&AuditEvent {
+        at: now,
+        fingerprint: Some(snooze.fingerprint),
+        actor: by.to_string(),
+        action: "snoozed".into(),
+        detail: format!("until {}: {}", rfc3339(until), snooze.reason),
+    })?;
+    Ok(Snoozed {
+        snooze,
+        certificate: Some(cert),
+    })
+}
+
+/// The snoozes still in force at `now`, soonest end first.
+pub fn snoozed(store: &Store, now: UnixTime) -> Result<Vec<Snoozed>, StoreError> {
+    let mut out = Vec::new();
+    for s in store.snoozes()? {
+        if s.until > now {
+            let certificate = store.get(&s.fingerprint)?;
+            out.push(Snoozed {
+                snooze: s,
+                certificate,
+            });
+        }
+    }
+    out.sort_by_key(|s| (s.snooze.until, s.snooze.fingerprint));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use certctl_store::{CertificateFacts, KeyAlgorithm, Sha256, SourceLocation, SubjectAltNames};
+    use std::cell::RefCell;
+
+    const DAY: i64 = 86_400;
+
+    fn facts(cn: &str, n: u8, not_before: i64, not_after: i64) -> CertificateFacts {
+        CertificateFacts {
+            fingerprint: Sha256([n; 32]),
+            subject: format!("CN={cn}"),
+            subject_cn: Some(cn.into()),
+            issuer: "CN=Issuing CA".into(),
+            serial: format!("{n:x}"),
+            not_before,
+            not_after,
+            sans: SubjectAltNames::default(),
+            key: KeyAlgorithm::Ec {
+                curve: "P-256".into(),
+            },
+            signature_algorithm: "ecdsa-with-SHA256".into(),
+            is_ca: false,
+            subject_key_id: None,
+            authority_key_id: None,
+            spki_sha256: Sha256([n; 32]),
+            crl_distribution_points: vec![],
+            ocsp_urls: vec![],
+        }
+    }
+
+    fn add(store: &Store, f: CertificateFacts, role: Role) {
+        let mut ingest = store.ingest();
+        let path = format!("/certs/{}.pem", f.serial);
+        ingest
+            .observe(f, Some(role), SourceLocation::File { path, index: 0 }, 0)
+            .unwrap();
+        ingest.commit().unwrap();
+    }
+
+    fn policies() -> PolicySet {
+        let text = "[[policy]]\nname = \"iis\"\nroles = [\"iis\"]\nremind = [\"60d\", \"30d\", \"14d\"]\nwarn = \"30d\"\ncritical = \"7d\"\nrecipients = [\"a@example.org\", \"b@example.org\"]\n";
+        policy::parse_files(&[("/p/x.toml".into(), text.into())]).unwrap()
+    }
+
+    #[derive(Default)]
+    struct FakeMailer {
+        fail: RefCell<Option<String>>,
+        sent: RefCell<Vec<Digest>>,
+    }
+
+    impl Mailer for FakeMailer {
+        fn send(&self, digest: &Digest, _now: UnixTime) -> Result<(), String> {
+            if let Some(e) = self.fail.borrow().clone() {
+                return Err(e);
+            }
+            self.sent.borrow_mut().push(digest.clone());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn once_per_threshold_and_recipient_then_the_next_threshold() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        add(&store, facts("a.example", 1, 0, 40 * DAY), Role::Iis);
+        add(&store, facts("b.example", 2, 0, 400 * DAY), Role::Iis);
+        let set = policies();
+        let mailer = FakeMailer::default();
+
+        let r = run_pass(&store, &set, Some(&mailer), 0, PassMode::Now).unwrap();
+        assert_eq!((r.digests_sent, r.reminders_sent), (2, 2));
+        let sent = mailer.sent.borrow().clone();
+        assert_eq!(sent[0].recipient, "a@example.org");
+        assert_eq!(sent[0].entries[0].threshold, "60d");
+        assert_eq!(sent[0].entries[0].urgency, Urgency::Warn);
+
+        let r = run_pass(&store, &set, Some(&mailer), DAY, PassMode::Now).unwrap();
+        assert_eq!(r.reminders_sent, 0);
+
+        // 30 days later: 10 days left, past 30d and 14d: one reminder (14d) each.
+        let r = run_pass(&store, &set, Some(&mailer), 30 * DAY, PassMode::Now).unwrap();
+        assert_eq!((r.digests_sent, r.reminders_sent), (2, 2));
+        assert_eq!(r.digests[0].entries[0].threshold, "14d");
+        let r = run_pass(&store, &set, Some(&mailer), 31 * DAY, PassMode::Now).unwrap();
+        assert_eq!(r.reminders_sent, 0);
+    }
+
+    #[test]
+    fn failures_stay_pending_with_backoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        add(&store, facts("a.example", 1, 0, 10 * DAY), Role::Iis);
+        let set = policies();
+        let mailer = FakeMailer::default();
+        *mailer.fail.borrow_mut() = Some("connection refused".into());
+        let r = run_pass(&store, &set, Some(&mailer), 0, PassMode::Scheduled).unwrap();
+        assert_eq!(r.failed.len(), 2);
+        assert_eq!(r.failed[0].next_attempt, 60);
+        assert_eq!(
+            store.smtp_state().unwrap().last_error.as_deref(),
+            Some("connection refused")
+        );
+        // Scheduled passes wait for the backoff; the retry doubles it.
+        let r = run_pass(&store, &set, Some(&mailer), 30, PassMode::Scheduled).unwrap();
+        assert_eq!((r.failed.len(), r.deferred.len()), (0, 2));
+        let r = run_pass(&store, &set, Some(&mailer), 60, PassMode::Scheduled).unwrap();
+        assert_eq!(r.failed[0].next_attempt, 180);
+        *mailer.fail.borrow_mut() = None;
+        let r = run_pass(&store, &set, Some(&mailer), 100, PassMode::Now).unwrap();
+        assert_eq!(r.reminders_sent, 2);
+        assert!(store.delivery_states().unwrap().is_empty());
+        assert_eq!(store.smtp_state().unwrap().last_error, None);
+        let r = run_pass(&store, &set, Some(&mailer), 200, PassMode::Now).unwrap();
+        assert_eq!(r.reminders_sent, 0);
+        assert_eq!(backoff(30), BACKOFF_MAX_SECS);
+    }
+
+    #[test]
+    fn renewed_snoozed_and_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        add(&store, facts("a.example", 1, 0, 10 * DAY), Role::Iis);
+        add(&store, facts("a.example", 2, 5, 100 * DAY), Role::Iis);
+        add(&store, facts("c.example", 3, 0, 10 * DAY), Role::Iis);
+        let set = policies();
+        // a.example#1 is renewed by #2; c is snoozed.
+        let s = snooze(&store, &"03".repeat(32), 20 * DAY, "change window", "alice", 0).unwrap();
+        assert_eq!(s.snooze.by, "alice");
+        assert_eq!(store.history(&Sha256([3; 32])).unwrap()[0].action, "snoozed");
+        let d = due(&store, &set, 0).unwrap();
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(snoozed(&store, 0).unwrap().len(), 1);
+        // Expired: the snooze no longer silences it.
+        let d = due(&store, &set, 11 * DAY).unwrap();
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].entries.len(), 1);
+        assert_eq!(d[0].entries[0].urgency, Urgency::Expired);
+        assert!(d[0].text(11 * DAY).contains("certctl show 0303"));
+        assert!(d[0].html(11 * DAY).contains("EXPIRED"));
+        // Snoozing an expired certificate is refused.
+        let e = snooze(&store, &"03".repeat(32), 20 * DAY, "x", "alice", 11 * DAY).unwrap_err();
+        assert!(e.to_string().contains("never silenced"), "{e}");
+    }
+}

@@ -1,0 +1,680 @@
+//! Revocation: `certctl revoke` (one certificate, or the blast radius of a key or a CA),
+//! CRLs of managed CAs, and checking that a revocation is visible.
+//!
+//! A revocation is recorded in the certificate's record ([`Revocation`]: time, reason, who)
+//! and in the audit history. When certctl holds the issuing CA's key, a new CRL is signed at
+//! once (CRL number + 1, thisUpdate = now, nextUpdate = now + the CA's CRL validity, every
+//! revoked serial of that CA with its reason) and written, atomically, to `STORE/ca/NAME/crl.pem`
+//! and to the CA's extra CRL paths (`.der`/`.crl`: DER, else PEM). Each file is then read back
+//! and checked with OpenSSL: it parses, its signature verifies with the CA's key, and it
+//! lists the revoked serials. For a CA certctl does not hold, the revocation is tracked
+//! only, and the report says that the issuing CA must be told.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use certctl_store::{
+    rfc3339, AuditEvent, Certificate, Fingerprint, Revocation, RevocationReason, Sha256,
+    SourceLocation, Store, StoreError, UnixTime,
+};
+use openssl::bn::BigNum;
+use openssl::x509::{CrlStatus, X509Crl, X509};
+use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use time::OffsetDateTime;
+
+use crate::ca::{self, actor, write_atomic, CaError, Secret, Signer};
+use crate::query::{self, QueryError};
+
+/// Errors of revocation and CRL publishing.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error("`{0}` names several certificates; give a fingerprint prefix:\n{1}")]
+    SeveralMatches(String, String),
+    #[error("nothing to revoke: give a certificate ID, --spki HASH, --issuer ID or --key-file FILE")]
+    NoSelector,
+    #[error("--spki {0}: not a SHA-256 (64 hex characters)")]
+    BadSpki(String),
+    #[error("--key-file {}: {cause}", path.display())]
+    BadKeyFile { path: PathBuf, cause: String },
+    #[error("cannot sign the CRL of CA `{ca}`: {cause}")]
+    CrlSigning { ca: String, cause: String },
+    #[error("unknown revocation reason `{0}` (expected one of: {REASONS})")]
+    BadReason(String),
+}
+
+/// The reasons `--reason` accepts (RFC 5280 §5.3.1).
+pub const REASONS: &str = "unspecified, key-compromise, ca-compromise, affiliation-changed, superseded, cessation-of-operation, certificate-hold, privilege-withdrawn, aa-compromise";
+
+/// Parses a reason as written on the command line (`key-compromise`, ...).
+pub fn parse_reason(s: &str) -> Result<RevocationReason, RevokeError> {
+    serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase()))
+        .map_err(|_| RevokeError::BadReason(s.to_string()))
+}
+
+/// The kebab-case name of a reason.
+pub fn reason_name(r: RevocationReason) -> String {
+    serde_json::to_value(r)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{r:?}"))
+}
+
+fn rcgen_reason(r: RevocationReason) -> rcgen::RevocationReason {
+    use rcgen::RevocationReason as R;
+    match r {
+        RevocationReason::Unspecified => R::Unspecified,
+        RevocationReason::KeyCompromise => R::KeyCompromise,
+        RevocationReason::CaCompromise => R::CaCompromise,
+        RevocationReason::AffiliationChanged => R::AffiliationChanged,
+        RevocationReason::Superseded => R::Superseded,
+        RevocationReason::CessationOfOperation => R::CessationOfOperation,
+        RevocationReason::CertificateHold => R::CertificateHold,
+        RevocationReason::RemoveFromCrl => R::RemoveFromCrl,
+        RevocationReason::PrivilegeWithdrawn => R::PrivilegeWithdrawn,
+        RevocationReason::AaCompromise => R::AaCompromise,
+    }
+}
+
+// ---- CRLs ----------------------------------------------------------------------------------
+
+/// A CRL that was signed and written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CrlPublished {
+    pub ca: String,
+    pub number: u64,
+    pub this_update: UnixTime,
+    pub next_update: UnixTime,
+    /// Serials listed.
+    pub revoked: usize,
+    /// Every file written (`crl.pem` first).
+    pub paths: Vec<PathBuf>,
+    pub der: Vec<u8>,
+}
+
+/// The certificates of a CA's CRL: everything it issued that is revoked.
+fn revoked_by(store: &Store, signer: &Signer) -> Result<Vec<Certificate>, StoreError> {
+    let mut out: Vec<Certificate> = store
+        .find_by_issuer(&signer.cert.facts.subject)?
+        .into_iter()
+        .filter(|c| c.revocation.is_some() && signer.issued(c))
+        .collect();
+    out.sort_by(|a, b| a.facts.serial.cmp(&b.facts.serial));
+    out.dedup_by(|a, b| a.facts.serial == b.facts.serial);
+    Ok(out)
+}
+
+/// Lowercase hex serial → bytes (an odd number of digits gets a leading zero).
+fn serial_bytes(hex_serial: &str) -> Vec<u8> {
+    let padded = if hex_serial.len() % 2 == 1 {
+        format!("0{hex_serial}")
+    } else {
+        hex_serial.to_string()
+    };
+    hex::decode(padded).unwrap_or_default()
+}
+
+/// Signs a new CRL for the CA (number + 1) and writes it to every configured path.
+pub fn publish_crl(store: &Store, signer: &Signer, now: UnixTime) -> Result<CrlPublished, CaError> {
+    let revoked = revoked_by(store, signer)?;
+    let number = store.next_crl_number(&signer.ca.name, now)?;
+    let next_update = now.saturating_add(signer.ca.crl_validity_secs.max(60));
+    let to_dt = |t: UnixTime| {
+        OffsetDateTime::from_unix_timestamp(t)
+            .map_err(|_| CaError::Invalid(format!("time {t} is out of range")))
+    };
+    let mut revoked_certs = Vec::with_capacity(revoked.len());
+    for c in &revoked {
+        let Some(r) = &c.revocation else { continue };
+        revoked_certs.push(RevokedCertParams {
+            serial_number: SerialNumber::from_slice(&serial_bytes(&c.facts.serial)),
+            revocation_time: to_dt(r.revoked_at.min(now))?,
+            reason_code: Some(rcgen_reason(r.reason)),
+            invalidity_date: None,
+        });
+    }
+    let params = CertificateRevocationListParams {
+        this_update: to_dt(now)?,
+        next_update: to_dt(next_update)?,
+        crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: match &signer.cert.facts.subject_key_id {
+            Some(ski) => KeyIdMethod::PreSpecified(hex::decode(ski).unwrap_or_default()),
+            None => KeyIdMethod::Sha256,
+        },
+    };
+    let issuer = signer.issuer()?;
+    let crl = params.signed_by(&issuer).map_err(|e| CaError::Crypto {
+        what: format!("sign the CRL of CA `{}`", signer.ca.name),
+        cause: e.to_string(),
+    })?;
+    let der = crl.der().to_vec();
+    let pem = crl.pem().map_err(|e| CaError::Crypto {
+        what: "encode the CRL as PEM".into(),
+        cause: e.to_string(),
+    })?;
+    let mut paths = vec![Path::new(&signer.ca.dir).join("crl.pem")];
+    paths.extend(signer.ca.crl_paths.iter().map(PathBuf::from));
+    for p in &paths {
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| CaError::Io {
+                path: parent.to_path_buf(),
+                cause: crate::inventory::io_cause(&e),
+            })?;
+        }
+        write_atomic(p, crl_bytes_for(p, &der, &pem), false, false)?;
+    }
+    store.record_audit(&AuditEvent {
+        at: now,
+        fingerprint: Some(signer.ca.fingerprint),
+        actor: actor(),
+        action: "crl-published".into(),
+        detail: format!(
+            "CRL #{number} of CA `{}` with {} revoked serials, next update {}",
+            signer.ca.name,
+            revoked.len(),
+            rfc3339(next_update)
+        ),
+    })?;
+    Ok(CrlPublished {
+        ca: signer.ca.name.clone(),
+        number,
+        this_update: now,
+        next_update,
+        revoked: revoked.len(),
+        paths,
+        der,
+    })
+}
+
+/// DER for `.der`/`.crl` files, PEM otherwise.
+fn crl_bytes_for<'a>(path: &Path, der: &'a [u8], pem: &'a str) -> &'a [u8] {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("der") | Some("crl") => der,
+        _ => pem.as_bytes(),
+    }
+}
+
+/// What reading a published CRL file back showed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CrlCheck {
+    pub path: PathBuf,
+    /// It parsed, verified with the CA key, and listed every serial asked about.
+    pub ok: bool,
+    /// Sentences: what was checked, and what was wrong.
+    pub detail: String,
+}
+
+/// Reads `path` (PEM or DER) and checks its signature with the CA certificate and that it
+/// lists `serials` (lowercase hex).
+pub fn verify_crl_file(path: &Path, ca_der: &[u8], serials: &[String]) -> CrlCheck {
+    let fail = |detail: String| CrlCheck {
+        path: path.to_path_buf(),
+        ok: false,
+        detail,
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return fail(format!("cannot read it: {}", crate::inventory::io_cause(&e))),
+    };
+    let crl = match X509Crl::from_pem(&bytes).or_else(|_| X509Crl::from_der(&bytes)) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("does not parse as a CRL: {e}")),
+    };
+    let key = match X509::from_der(ca_der).and_then(|c| c.public_key()) {
+        Ok(k) => k,
+        Err(e) => return fail(format!("cannot read the CA key: {e}")),
+    };
+    match crl.verify(&key) {
+        Ok(true) => {}
+        _ => return fail("its signature does not verify with the CA's key".into()),
+    }
+    let mut missing = Vec::new();
+    for s in serials {
+        let listed = BigNum::from_hex_str(s)
+            .and_then(|bn| bn.to_asn1_integer())
+            .map(|i| !matches!(crl.get_by_serial(&i), CrlStatus::NotRevoked))
+            .unwrap_or(false);
+        if !listed {
+            missing.push(s.clone());
+        }
+    }
+    if !missing.is_empty() {
+        return fail(format!(
+            "signed by the CA, but does not list serial(s) {}",
+            missing.join(", ")
+        ));
+    }
+    CrlCheck {
+        path: path.to_path_buf(),
+        ok: true,
+        detail: if serials.is_empty() {
+            "parses and is signed by the CA".into()
+        } else {
+            format!(
+                "parses, is signed by the CA and lists serial(s) {}",
+                serials.join(", ")
+            )
+        },
+    }
+}
+
+/// `certctl ca crl NAME --out FILE [--der]`: signs a fresh CRL (published to the configured
+/// paths as well) and writes a copy to `out`.
+pub fn ca_crl(
+    store: &Store,
+    name: &str,
+    out: &Path,
+    der: bool,
+    passphrase: Option<&Secret>,
+    now: UnixTime,
+) -> Result<CrlPublished, RevokeError> {
+    let signer = Signer::load(store, name, passphrase)?;
+    let mut published = publish_crl(store, &signer, now)?;
+    let bytes = if der {
+        published.der.clone()
+    } else {
+        X509Crl::from_der(&published.der)
+            .and_then(|c| c.to_pem())
+            .map_err(|e| RevokeError::CrlSigning {
+                ca: name.to_string(),
+                cause: e.to_string(),
+            })?
+    };
+    write_atomic(out, &bytes, false, false)?;
+    published.paths.push(out.to_path_buf());
+    Ok(published)
+}
+
+// ---- revoke --------------------------------------------------------------------------------
+
+/// `certctl revoke`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeRequest {
+    /// Certificates by ID (fingerprint prefix or exact name; a name must be unambiguous).
+    pub ids: Vec<String>,
+    /// Every certificate with this SPKI SHA-256.
+    pub spki: Option<String>,
+    /// Every certificate issued by the CA certificate with this ID.
+    pub issuer: Option<String>,
+    /// Every certificate for the key in this file (private key, public key or certificate).
+    pub key_file: Option<PathBuf>,
+    pub reason: RevocationReason,
+    pub dry_run: bool,
+    pub passphrase: Option<Secret>,
+    /// Re-probe the TLS endpoints that served a revoked certificate.
+    pub probe_endpoints: bool,
+}
+
+/// One certificate to revoke.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Target {
+    pub certificate: Certificate,
+    /// The managed CA that issued it, if certctl holds that CA's key.
+    pub managed_ca: Option<String>,
+}
+
+/// What an endpoint that served a revoked certificate serves now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EndpointCheck {
+    pub endpoint: String,
+    pub fingerprint: Fingerprint,
+    /// `still-serving`, `replaced`, `unreachable`, or `not-probed`.
+    pub state: String,
+    pub detail: String,
+}
+
+/// What `certctl revoke` did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeReport {
+    pub dry_run: bool,
+    pub reason: RevocationReason,
+    pub targets: Vec<Target>,
+    /// Selected certificates that were revoked already (left as they are).
+    pub already_revoked: Vec<Certificate>,
+    pub crls: Vec<CrlPublished>,
+    pub crl_checks: Vec<CrlCheck>,
+    /// Issuer DNs of revoked certificates whose CA certctl does not hold.
+    pub tell_issuers: Vec<String>,
+    pub endpoints: Vec<EndpointCheck>,
+}
+
+/// The certificates a request selects (deduplicated, sorted by expiry).
+pub fn select(store: &Store, req: &RevokeRequest) -> Result<Vec<Certificate>, RevokeError> {
+    if req.ids.is_empty() && req.spki.is_none() && req.issuer.is_none() && req.key_file.is_none()
+    {
+        return Err(RevokeError::NoSelector);
+    }
+    let mut selected: BTreeMap<Fingerprint, Certificate> = BTreeMap::new();
+    for id in &req.ids {
+        let found = query::find(store, id)?;
+        if found.len() > 1 {
+            let list: Vec<String> = found
+                .iter()
+                .map(|c| format!("  {}  {}", c.fingerprint(), c.facts.display_name()))
+                .collect();
+            return Err(RevokeError::SeveralMatches(id.clone(), list.join("\n")));
+        }
+        for c in found {
+            selected.insert(c.fingerprint(), c);
+        }
+    }
+    if let Some(spki) = &req.spki {
+        let hash: Sha256 = spki
+            .parse()
+            .map_err(|_| RevokeError::BadSpki(spki.clone()))?;
+        for c in store.find_by_spki(&hash)? {
+            selected.insert(c.fingerprint(), c);
+        }
+    }
+    if let Some(path) = &req.key_file {
+        let hash = spki_of_file(path, req.passphrase.as_ref())?;
+        for c in store.find_by_spki(&hash)? {
+            selected.insert(c.fingerprint(), c);
+        }
+    }
+    if let Some(id) = &req.issuer {
+        let found = query::find(store, id)?;
+        if found.len() > 1 {
+            let list: Vec<String> = found
+                .iter()
+                .map(|c| format!("  {}  {}", c.fingerprint(), c.facts.display_name()))
+                .collect();
+            return Err(RevokeError::SeveralMatches(id.clone(), list.join("\n")));
+        }
+        for ca_cert in found {
+            for c in store.find_by_issuer(&ca_cert.facts.subject)? {
+                if ca::issued_by(&ca_cert, &c) {
+                    selected.insert(c.fingerprint(), c);
+                }
+            }
+        }
+    }
+    let mut out: Vec<Certificate> = selected.into_values().collect();
+    store.refresh_last_seen(&mut out)?;
+    out.sort_by_key(|c| (c.facts.not_after, c.fingerprint()));
+    Ok(out)
+}
+
+/// SHA-256 of the SubjectPublicKeyInfo of the key in a file: a private key (PEM, maybe
+/// encrypted), a public key (PEM) or a certificate (PEM or DER).
+pub fn spki_of_file(path: &Path, passphrase: Option<&Secret>) -> Result<Sha256, RevokeError> {
+    let bad = |cause: String| RevokeError::BadKeyFile {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(crate::inventory::io_cause(&e)))?;
+    let spki = if let Ok(k) = ca::load_private_key(&bytes, passphrase) {
+        k.public_key_to_der()
+    } else if let Ok(k) = openssl::pkey::PKey::public_key_from_pem(&bytes) {
+        k.public_key_to_der()
+    } else if let Ok(c) = X509::from_pem(&bytes).or_else(|_| X509::from_der(&bytes)) {
+        c.public_key().and_then(|k| k.public_key_to_der())
+    } else {
+        return Err(bad(
+            "no private key, public key or certificate in it (an encrypted key needs --passphrase-file)".into(),
+        ));
+    }
+    .map_err(|e| bad(e.to_string()))?;
+    Ok(Sha256(sha2::Sha256::digest(&spki).into()))
+}
+
+/// Revokes (or, with `dry_run`, lists) the selected certificates.
+pub fn revoke(
+    store: &Store,
+    req: &RevokeRequest,
+    now: UnixTime,
+) -> Result<RevokeReport, RevokeError> {
+    let selected = select(store, req)?;
+    let (already, todo): (Vec<Certificate>, Vec<Certificate>) =
+        selected.into_iter().partition(|c| c.revocation.is_some());
+    let mut targets = Vec::with_capacity(todo.len());
+    for c in todo {
+        let managed_ca = ca::managed_issuer(store, &c)?.map(|(ca, _)| ca.name);
+        targets.push(Target {
+            certificate: c,
+            managed_ca,
+        });
+    }
+    let mut report = RevokeReport {
+        dry_run: req.dry_run,
+        reason: req.reason,
+        targets,
+        already_revoked: already,
+        crls: Vec::new(),
+        crl_checks: Vec::new(),
+        tell_issuers: Vec::new(),
+        endpoints: Vec::new(),
+    };
+    let tell: BTreeSet<String> = report
+        .targets
+        .iter()
+        .filter(|t| t.managed_ca.is_none())
+        .map(|t| t.certificate.facts.issuer.clone())
+        .collect();
+    report.tell_issuers = tell.into_iter().collect();
+    if req.dry_run || report.targets.is_empty() {
+        return Ok(report);
+    }
+
+    // Load every signing key first: a wrong passphrase must stop everything before any
+    // certificate is marked revoked.
+    let ca_names: BTreeSet<String> = report
+        .targets
+        .iter()
+        .filter_map(|t| t.managed_ca.clone())
+        .collect();
+    let mut signers = Vec::new();
+    for name in &ca_names {
+        signers.push(Signer::load(store, name, req.passphrase.as_ref())?);
+    }
+
+    let who = actor();
+    for t in &mut report.targets {
+        let revocation = Revocation {
+            revoked_at: now,
+            reason: req.reason,
+            revoked_by: who.clone(),
+        };
+        t.certificate.revocation = Some(revocation);
+        store.put(&t.certificate)?;
+        let detail = match &t.managed_ca {
+            Some(ca) => format!(
+                "reason {}; serial {}; published in the CRL of managed CA `{ca}`",
+                reason_name(req.reason),
+                t.certificate.facts.serial
+            ),
+            None => format!(
+                "reason {}; serial {}; tracked only: the issuing CA ({}) must also be told",
+                reason_name(req.reason),
+                t.certificate.facts.serial,
+                t.certificate.facts.issuer
+            ),
+        };
+        store.record_audit(&AuditEvent {
+            at: now,
+            fingerprint: Some(t.certificate.fingerprint()),
+            actor: who.clone(),
+            action: "revoked".into(),
+            detail,
+        })?;
+    }
+    store.flush()?;
+
+    for signer in &signers {
+        let published = publish_crl(store, signer, now)?;
+        let serials: Vec<String> = report
+            .targets
+            .iter()
+            .filter(|t| t.managed_ca.as_deref() == Some(signer.ca.name.as_str()))
+            .map(|t| t.certificate.facts.serial.clone())
+            .collect();
+        for p in &published.paths {
+            report
+                .crl_checks
+                .push(verify_crl_file(p, &signer.cert_der, &serials));
+        }
+        report.crls.push(published);
+    }
+
+    report.endpoints = check_endpoints(store, &report.targets, req.probe_endpoints, now)?;
+    Ok(report)
+}
+
+/// For each endpoint whose last known chain has a revoked certificate: what it serves now.
+fn check_endpoints(
+    store: &Store,
+    targets: &[Target],
+    probe: bool,
+    now: UnixTime,
+) -> Result<Vec<EndpointCheck>, RevokeError> {
+    let mut out = Vec::new();
+    for t in targets {
+        let fp = t.certificate.fingerprint();
+        let addresses: BTreeSet<String> = t
+            .certificate
+            .current_sources()
+            .filter_map(|s| match &s.location {
+                SourceLocation::Endpoint { address, .. } => Some(address.clone()),
+                SourceLocation::File { .. } => None,
+            })
+            .collect();
+        for address in addresses {
+            let Some(endpoint) = store.endpoint(&address)? else {
+                continue;
+            };
+            if !probe {
+                out.push(EndpointCheck {
+                    endpoint: address,
+                    fingerprint: fp,
+                    state: "not-probed".into(),
+                    detail: "served it at the last probe; run `certctl probe` to check".into(),
+                });
+                continue;
+            }
+            let target = crate::probe::ProbeTarget {
+                address: address.clone(),
+                sni: endpoint.sni.clone(),
+                role: endpoint.role,
+                expect_issuer: endpoint.expect_issuer.clone(),
+                timeout: std::time::Duration::from_secs(5),
+                trust_store: None,
+            };
+            let outcome = crate::probe::probe(&target, now);
+            let _ = crate::probe::record(store, &target, &outcome, now);
+            let (state, detail) = match (&outcome.error, outcome.chain.first()) {
+                (Some(e), _) => ("unreachable", e.clone()),
+                (None, Some(leaf)) if leaf.fingerprint == fp => (
+                    "still-serving",
+                    "still serves the revoked certificate: the replacement is not live yet"
+                        .to_string(),
+                ),
+                (None, Some(leaf)) => (
+                    "replaced",
+                    format!(
+                        "now serves {} ({})",
+                        leaf.display_name(),
+                        leaf.fingerprint
+                    ),
+                ),
+                (None, None) => ("unreachable", "served no certificate".to_string()),
+            };
+            out.push(EndpointCheck {
+                endpoint: address,
+                fingerprint: fp,
+                state: state.into(),
+                detail,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Marks one certificate revoked (if it is not already) and republishes its managed CA's
+/// CRL; used by the regenerate workflow (`superseded`). Returns the CRL checks.
+pub fn revoke_one(
+    store: &Store,
+    fp: &Fingerprint,
+    reason: RevocationReason,
+    passphrase: Option<&Secret>,
+    now: UnixTime,
+) -> Result<Vec<CrlCheck>, RevokeError> {
+    let Some(mut cert) = store.get(fp)? else {
+        return Err(RevokeError::Query(QueryError::NotFound(fp.to_hex())));
+    };
+    let managed = ca::managed_issuer(store, &cert)?;
+    let signer = match &managed {
+        Some((ca, _)) => Some(Signer::load(store, &ca.name, passphrase)?),
+        None => None,
+    };
+    if cert.revocation.is_none() {
+        cert.revocation = Some(Revocation {
+            revoked_at: now,
+            reason,
+            revoked_by: actor(),
+        });
+        store.put(&cert)?;
+        store.record_audit(&AuditEvent {
+            at: now,
+            fingerprint: Some(*fp),
+            actor: actor(),
+            action: "revoked".into(),
+            detail: format!("reason {}; serial {}", reason_name(reason), cert.facts.serial),
+        })?;
+    }
+    let mut checks = Vec::new();
+    if let Some(signer) = signer {
+        // Republish only if the current CRL does not list it yet (idempotent on resume).
+        let crl_path = Path::new(&signer.ca.dir).join("crl.pem");
+        let serials = vec![cert.facts.serial.clone()];
+        let current = verify_crl_file(&crl_path, &signer.cert_der, &serials);
+        let paths = if current.ok {
+            let mut p = vec![crl_path];
+            p.extend(signer.ca.crl_paths.iter().map(PathBuf::from));
+            p
+        } else {
+            publish_crl(store, &signer, now)?.paths
+        };
+        for p in paths {
+            checks.push(verify_crl_file(&p, &signer.cert_der, &serials));
+        }
+    }
+    Ok(checks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_parse_in_kebab_case() {
+        assert_eq!(
+            parse_reason("key-compromise").unwrap(),
+            RevocationReason::KeyCompromise
+        );
+        assert_eq!(
+            parse_reason("Superseded").unwrap(),
+            RevocationReason::Superseded
+        );
+        assert!(parse_reason("stolen").is_err());
+        assert_eq!(reason_name(RevocationReason::CaCompromise), "ca-compromise");
+    }
+
+    #[test]
+    fn serials_become_bytes() {
+        assert_eq!(serial_bytes("a1b"), vec![0x0a, 0x1b]);
+        assert_eq!(serial_bytes("10ff"), vec![0x10, 0xff]);
+    }
+}

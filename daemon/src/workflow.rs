@@ -1,0 +1,1049 @@
+//! The regenerate workflow (`certctl regenerate`, `certctl workflows [resume ID]`) and the
+//! audit history queries (`certctl history ID`, `certctl history --at DATE`).
+//!
+//! A regenerate is a state machine persisted in the store ([`Workflow`]), one step at a time:
+//!
+//! ```text
+//! requested → key-generated → issued → deployed → old-revoked → done
+//! ```
+//!
+//! Each step is idempotent and its completion is flushed to disk before the next begins:
+//! - **key-generated**: the new key is written (0600, atomically) to `STORE/workflows/ID/new.key`
+//!   *before* anything is signed; an existing key file is reused.
+//! - **issued**: if `new.pem` exists it is the certificate (nothing is signed again); else the
+//!   managed CA signs one (same subject, SANs and role; the same key type) and it is written
+//!   atomically, then recorded. A crash between signing and writing leaves no certificate
+//!   anywhere, so a resume signs exactly one.
+//! - **deployed** (`--deploy`): every file where the old certificate was found is rewritten in
+//!   its own format (PEM, PEM with key, DER, PKCS#12) with temp file + fsync + rename, the
+//!   original kept as `FILE.bak`; a key file next to a certificate file (`X.key`,
+//!   `X-key.pem`, `X.key.pem`) holding the old key is replaced too. A file that already holds
+//!   the new certificate (or key) is skipped.
+//! - **old-revoked** (`--revoke-old`): the old certificate is revoked as `superseded` and the
+//!   CA's CRL republished, unless the CRL already lists it.
+//!
+//! Test hook (tests only, never set it in production): `CERTCTL_TEST_ABORT_AFTER_STEP=N`
+//! makes the process call `std::process::abort()` right after step N (0 = requested … 5 =
+//! done) was persisted, to prove that every step survives a crash.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use certctl_store::{
+    AuditEvent, Certificate, RevocationReason, Source, SourceLocation, Store,
+    StoreError, UnixTime, Workflow, WorkflowStep,
+};
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+use rcgen::{DistinguishedName, DnType, SanType};
+use serde::{Deserialize, Serialize};
+
+use crate::ca::{
+    self, actor, backup_path, der_to_pem, private_dir, write_atomic_mode, CaError, KeyKind,
+    LeafSpec, Secret, Signer,
+};
+use crate::query::{self, QueryError};
+use crate::revoke::{self, CrlCheck, RevokeError};
+use crate::x509::facts_from_der;
+
+/// The environment variable of the crash test hook (tests only).
+pub const ABORT_HOOK_VAR: &str = "CERTCTL_TEST_ABORT_AFTER_STEP";
+
+/// Errors of the workflows and history queries.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error(transparent)]
+    Revoke(#[from] RevokeError),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error("`{0}` names several certificates; give a fingerprint prefix")]
+    SeveralMatches(String),
+    #[error("certctl does not hold the key of the CA that issued {name} ({issuer}): regenerate needs a managed CA (`certctl ca list`); ask that CA for a new certificate")]
+    NotManaged { name: String, issuer: String },
+    #[error("{0} is a CA certificate: regenerate replaces leaf certificates only")]
+    IsCa(String),
+    #[error("no workflow has id {0} (see `certctl workflows`)")]
+    NoSuchWorkflow(u64),
+    #[error("workflow {id}, step {step}: {cause}")]
+    Step {
+        id: u64,
+        step: WorkflowStep,
+        cause: String,
+    },
+    #[error("{}: {cause}", path.display())]
+    Deploy { path: PathBuf, cause: String },
+    #[error("invalid date `{0}`: write 2026-11-25, 2026-11-25T17:00:00Z or 2026-11-25 17:00 (UTC)")]
+    BadDate(String),
+}
+
+/// `certctl regenerate ID [--revoke-old] [--deploy]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegenerateRequest {
+    pub id: String,
+    pub revoke_old: bool,
+    pub deploy: bool,
+    /// A key type for the new key (default: the same as the old one).
+    pub key: Option<KeyKind>,
+    pub secrets: WorkflowSecrets,
+}
+
+/// What a workflow may need but never stores: given again on resume.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WorkflowSecrets {
+    /// Passphrase of the CA key.
+    pub passphrase: Option<Secret>,
+    /// Password of the PKCS#12 files deployed to (the new file gets the same one).
+    pub pfx_password: Option<Secret>,
+}
+
+/// What a workflow run did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkflowReport {
+    pub workflow: Workflow,
+    pub old: Option<Certificate>,
+    pub new: Option<Certificate>,
+    /// The workflow's own files (`new.key`, `new.pem`, `new.chain.pem`).
+    pub files: Vec<PathBuf>,
+    pub crl_checks: Vec<CrlCheck>,
+}
+
+fn step_err(wf: &Workflow, step: WorkflowStep) -> impl FnOnce(String) -> WorkflowError {
+    let id = wf.id;
+    move |cause| WorkflowError::Step { id, step, cause }
+}
+
+/// Calls `abort()` when the test hook asks for it after `step`.
+fn maybe_abort(step: WorkflowStep) {
+    if let Ok(v) = std::env::var(ABORT_HOOK_VAR) {
+        if v.trim().parse::<u8>().ok() == Some(step.number()) {
+            eprintln!("{ABORT_HOOK_VAR}={v}: aborting after step {step} (test hook)");
+            std::process::abort();
+        }
+    }
+}
+
+/// Starts a regenerate workflow and runs it to the end.
+pub fn regenerate(
+    store: &Store,
+    req: &RegenerateRequest,
+    now: UnixTime,
+) -> Result<WorkflowReport, WorkflowError> {
+    let found = query::find(store, &req.id)?;
+    if found.len() > 1 {
+        return Err(WorkflowError::SeveralMatches(req.id.clone()));
+    }
+    let Some(old) = found.into_iter().next() else {
+        return Err(WorkflowError::Query(QueryError::NotFound(req.id.clone())));
+    };
+    if old.facts.is_ca {
+        return Err(WorkflowError::IsCa(old.facts.display_name().to_string()));
+    }
+    let Some((managed, _)) = ca::managed_issuer(store, &old)? else {
+        return Err(WorkflowError::NotManaged {
+            name: old.facts.display_name().to_string(),
+            issuer: old.facts.issuer.clone(),
+        });
+    };
+    // Fail on a wrong passphrase before anything is recorded.
+    Signer::load(store, &managed.name, req.secrets.passphrase.as_ref())?;
+    let id = store.new_workflow_id()?;
+    let dir = store.path().join("workflows").join(id.to_string());
+    let wf = Workflow {
+        id,
+        old: old.fingerprint(),
+        ca: managed.name.clone(),
+        revoke_old: req.revoke_old,
+        deploy: req.deploy,
+        key_kind: req
+            .key
+            .unwrap_or_else(|| KeyKind::like(&old.facts.key))
+            .as_str()
+            .to_string(),
+        dir: dir.to_string_lossy().into_owned(),
+        step: WorkflowStep::Requested,
+        new: None,
+        deployed: Vec::new(),
+        not_deployed: Vec::new(),
+        created: now,
+        updated: now,
+        actor: actor(),
+        last_error: None,
+    };
+    store.put_workflow(&wf)?;
+    store.record_audit(&AuditEvent {
+        at: now,
+        fingerprint: Some(old.fingerprint()),
+        actor: wf.actor.clone(),
+        action: "regenerate-requested".into(),
+        detail: format!(
+            "workflow {id} (CA `{}`{}{})",
+            managed.name,
+            if req.deploy { ", deploy" } else { "" },
+            if req.revoke_old { ", revoke old" } else { "" }
+        ),
+    })?;
+    maybe_abort(WorkflowStep::Requested);
+    run(store, wf, &req.secrets, now)
+}
+
+/// `certctl workflows resume ID`: continues a workflow from its last completed step.
+pub fn resume(
+    store: &Store,
+    id: u64,
+    secrets: &WorkflowSecrets,
+    now: UnixTime,
+) -> Result<WorkflowReport, WorkflowError> {
+    let wf = store
+        .workflow(id)?
+        .ok_or(WorkflowError::NoSuchWorkflow(id))?;
+    run(store, wf, secrets, now)
+}
+
+/// Resumes every unfinished workflow (what certd can do at start-up); returns the outcome
+/// of each.
+pub fn resume_all(
+    store: &Store,
+    secrets: &WorkflowSecrets,
+    now: UnixTime,
+) -> Result<Vec<(u64, Result<WorkflowReport, WorkflowError>)>, WorkflowError> {
+    let mut out = Vec::new();
+    for wf in store.workflows()? {
+        if wf.step != WorkflowStep::Done {
+            let id = wf.id;
+            out.push((id, run(store, wf, secrets, now)));
+        }
+    }
+    Ok(out)
+}
+
+/// Every workflow, oldest first, with its old and new certificates.
+pub fn listing(store: &Store) -> Result<Vec<WorkflowReport>, WorkflowError> {
+    let mut out = Vec::new();
+    for wf in store.workflows()? {
+        let dir = PathBuf::from(&wf.dir);
+        out.push(WorkflowReport {
+            old: store.get(&wf.old)?,
+            new: match &wf.new {
+                Some(fp) => store.get(fp)?,
+                None => None,
+            },
+            files: vec![
+                dir.join("new.key"),
+                dir.join("new.pem"),
+                dir.join("new.chain.pem"),
+            ],
+            crl_checks: Vec::new(),
+            workflow: wf,
+        });
+    }
+    Ok(out)
+}
+
+fn run(
+    store: &Store,
+    mut wf: Workflow,
+    secrets: &WorkflowSecrets,
+    now: UnixTime,
+) -> Result<WorkflowReport, WorkflowError> {
+    let mut crl_checks = Vec::new();
+    while wf.step != WorkflowStep::Done {
+        let next = wf.step.next();
+        let result = match next {
+            WorkflowStep::KeyGenerated => step_key(&wf).map(|_| ()),
+            WorkflowStep::Issued => step_issue(store, &mut wf, secrets, now),
+            WorkflowStep::Deployed if wf.deploy => step_deploy(store, &mut wf, secrets, now),
+            WorkflowStep::OldRevoked if wf.revoke_old => revoke::revoke_one(
+                store,
+                &wf.old,
+                RevocationReason::Superseded,
+                secrets.passphrase.as_ref(),
+                now,
+            )
+            .map(|checks| crl_checks = checks)
+            .map_err(WorkflowError::from),
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            wf.last_error = Some(e.to_string());
+            wf.updated = now;
+            store.put_workflow(&wf)?;
+            return Err(e);
+        }
+        wf.step = next;
+        wf.updated = now;
+        wf.last_error = None;
+        store.put_workflow(&wf)?;
+        maybe_abort(next);
+    }
+    let dir = PathBuf::from(&wf.dir);
+    Ok(WorkflowReport {
+        old: store.get(&wf.old)?,
+        new: match &wf.new {
+            Some(fp) => store.get(fp)?,
+            None => None,
+        },
+        files: vec![
+            dir.join("new.key"),
+            dir.join("new.pem"),
+            dir.join("new.chain.pem"),
+        ],
+        crl_checks,
+        workflow: wf,
+    })
+}
+
+// ---- steps ---------------------------------------------------------------------------------
+
+/// The new key: read back if it was already written, else generated and persisted.
+fn step_key(wf: &Workflow) -> Result<PKey<Private>, WorkflowError> {
+    let dir = PathBuf::from(&wf.dir);
+    let path = dir.join("new.key");
+    if let Ok(bytes) = fs::read(&path) {
+        if let Ok(k) = PKey::private_key_from_pem(&bytes) {
+            return Ok(k);
+        }
+    }
+    let kind: KeyKind = wf.key_kind.parse()?;
+    let key = kind.generate()?;
+    private_dir(&dir)?;
+    let pem = key
+        .private_key_to_pem_pkcs8()
+        .map_err(|e| step_err(wf, WorkflowStep::KeyGenerated)(e.to_string()))?;
+    write_atomic_mode(&path, &pem, 0o600, false)?;
+    Ok(key)
+}
+
+fn step_issue(
+    store: &Store,
+    wf: &mut Workflow,
+    secrets: &WorkflowSecrets,
+    now: UnixTime,
+) -> Result<(), WorkflowError> {
+    let key = step_key(wf)?;
+    let dir = PathBuf::from(&wf.dir);
+    let cert_path = dir.join("new.pem");
+    let old = store
+        .get(&wf.old)?
+        .ok_or_else(|| step_err(wf, WorkflowStep::Issued)("the old certificate left the store".into()))?;
+    let signer = Signer::load(store, &wf.ca, secrets.passphrase.as_ref())?;
+    let der = match read_issued(&cert_path, &key) {
+        Some(der) => der,
+        None => {
+            let spec = LeafSpec {
+                subject: parse_rfc2253(&old.facts.subject),
+                sans: sans_of(&old),
+                role: old.role,
+                validity_secs: old.facts.validity_secs().max(86_400),
+                rsa: key.rsa().is_ok(),
+            };
+            let der = ca::sign_leaf(&signer, &spec, &key, now)?;
+            write_atomic_mode(&cert_path, der_to_pem(&der)?.as_bytes(), 0o600, false)?;
+            der
+        }
+    };
+    let mut chain = der_to_pem(&der)?;
+    for c in &signer.chain {
+        chain.push_str(&der_to_pem(c)?);
+    }
+    write_atomic_mode(&dir.join("new.chain.pem"), chain.as_bytes(), 0o600, false)?;
+    let facts = facts_from_der(&der).map_err(|source| CaError::Parse {
+        path: cert_path.clone(),
+        source,
+    })?;
+    let fp = facts.fingerprint;
+    ca::record_files(store, &facts, old.role, &signer, &[cert_path], now)?;
+    let who = actor();
+    audit_once(
+        store,
+        &AuditEvent {
+            at: now,
+            fingerprint: Some(fp),
+            actor: who.clone(),
+            action: "issued".into(),
+            detail: format!(
+                "by managed CA `{}`, serial {}, role {} (workflow {})",
+                signer.ca.name, facts.serial, old.role, wf.id
+            ),
+        },
+    )?;
+    audit_once(
+        store,
+        &AuditEvent {
+            at: now,
+            fingerprint: Some(fp),
+            actor: who.clone(),
+            action: "supersedes".into(),
+            detail: old.fingerprint().to_hex(),
+        },
+    )?;
+    audit_once(
+        store,
+        &AuditEvent {
+            at: now,
+            fingerprint: Some(old.fingerprint()),
+            actor: who,
+            action: "superseded-by".into(),
+            detail: fp.to_hex(),
+        },
+    )?;
+    wf.new = Some(fp);
+    Ok(())
+}
+
+/// The certificate already issued by an interrupted run, if `new.pem` holds one for `key`.
+fn read_issued(path: &Path, key: &PKey<Private>) -> Option<Vec<u8>> {
+    let bytes = fs::read(path).ok()?;
+    let cert = X509::from_pem(&bytes).ok()?;
+    let matches = cert.public_key().ok()?.public_eq(key);
+    if matches {
+        cert.to_der().ok()
+    } else {
+        None
+    }
+}
+
+/// Records an audit event unless the same one (action and detail) is already there: a
+/// resumed step does not log twice.
+fn audit_once(store: &Store, event: &AuditEvent) -> Result<(), StoreError> {
+    if let Some(fp) = &event.fingerprint {
+        if store
+            .history(fp)?
+            .iter()
+            .any(|e| e.action == event.action && e.detail == event.detail)
+        {
+            return Ok(());
+        }
+    }
+    store.record_audit(event)
+}
+
+fn sans_of(cert: &Certificate) -> Vec<SanType> {
+    let s = &cert.facts.sans;
+    let mut out = Vec::new();
+    for d in &s.dns {
+        if let Ok(v) = d.as_str().try_into() {
+            out.push(SanType::DnsName(v));
+        }
+    }
+    for ip in &s.ip {
+        if let Ok(v) = ip.parse() {
+            out.push(SanType::IpAddress(v));
+        }
+    }
+    for e in &s.email {
+        if let Ok(v) = e.as_str().try_into() {
+            out.push(SanType::Rfc822Name(v));
+        }
+    }
+    for u in &s.uri {
+        if let Ok(v) = u.as_str().try_into() {
+            out.push(SanType::URI(v));
+        }
+    }
+    out
+}
+
+/// Rebuilds a name from its RFC 2253 string (as certctl stores subjects): RDNs are split on
+/// unescaped `,`, reversed into encoding order, and mapped to attribute types.
+pub fn parse_rfc2253(s: &str) -> DistinguishedName {
+    let mut rdns: Vec<(String, String)> = Vec::new();
+    let mut key = String::new();
+    let mut value = String::new();
+    let mut in_value = false;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let Some(n) = chars.next() else { break };
+                if n.is_ascii_hexdigit() && chars.peek().is_some_and(|d| d.is_ascii_hexdigit()) {
+                    let d = chars.next().unwrap_or('0');
+                    let byte = u8::from_str_radix(&format!("{n}{d}"), 16).unwrap_or(b'?');
+                    value.push(char::from(byte));
+                } else {
+                    value.push(n);
+                }
+            }
+            '=' if !in_value => in_value = true,
+            ',' | '+' => {
+                rdns.push((std::mem::take(&mut key), std::mem::take(&mut value)));
+                in_value = false;
+            }
+            c if in_value => value.push(c),
+            c => key.push(c),
+        }
+    }
+    if !key.is_empty() {
+        rdns.push((key, value));
+    }
+    let mut dn = DistinguishedName::new();
+    for (k, v) in rdns.into_iter().rev() {
+        let ty = match k.trim() {
+            "CN" => DnType::CommonName,
+            "O" => DnType::OrganizationName,
+            "OU" => DnType::OrganizationalUnitName,
+            "C" => DnType::CountryName,
+            "L" => DnType::LocalityName,
+            "ST" => DnType::StateOrProvinceName,
+            "DC" => DnType::CustomDnType(vec![0, 9, 2342, 19_200_300, 100, 1, 25]),
+            "UID" => DnType::CustomDnType(vec![0, 9, 2342, 19_200_300, 100, 1, 1]),
+            "emailAddress" => DnType::CustomDnType(vec![1, 2, 840, 113_549, 1, 9, 1]),
+            "serialNumber" => DnType::CustomDnType(vec![2, 5, 4, 5]),
+            "STREET" => DnType::CustomDnType(vec![2, 5, 4, 9]),
+            "title" => DnType::CustomDnType(vec![2, 5, 4, 12]),
+            "postalCode" => DnType::CustomDnType(vec![2, 5, 4, 17]),
+            other => {
+                let arcs: Option<Vec<u64>> = other.split('.').map(|a| a.parse().ok()).collect();
+                match arcs {
+                    Some(a) if a.len() >= 2 => DnType::CustomDnType(a),
+                    _ => continue,
+                }
+            }
+        };
+        dn.push(ty, v);
+    }
+    dn
+}
+
+// ---- deploy --------------------------------------------------------------------------------
+
+/// How a deployed file is written.
+enum FileFormat {
+    Pem,
+    Der,
+    Pkcs12,
+}
+
+fn detect_format(path: &Path, bytes: &[u8]) -> FileFormat {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    if matches!(ext.as_deref(), Some("pfx") | Some("p12")) {
+        FileFormat::Pkcs12
+    } else if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        FileFormat::Pem
+    } else if X509::from_der(bytes).is_ok() {
+        FileFormat::Der
+    } else {
+        FileFormat::Pkcs12
+    }
+}
+
+fn file_mode(path: &Path) -> u32 {
+    fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0o600)
+}
+
+/// Splits PEM text into (label, whole block text) pieces and the text between them.
+fn pem_blocks(text: &str) -> Vec<(Option<String>, String)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("-----BEGIN ") {
+        if start > 0 {
+            out.push((None, rest[..start].to_string()));
+        }
+        let after = &rest[start + 11..];
+        let label_end = after.find("-----").unwrap_or(after.len());
+        let label = after[..label_end].to_string();
+        let end_marker = format!("-----END {label}-----");
+        match rest[start..].find(&end_marker) {
+            Some(e) => {
+                let end = start + e + end_marker.len();
+                out.push((Some(label), rest[start..end].to_string()));
+                rest = &rest[end..];
+            }
+            None => {
+                out.push((None, rest[start..].to_string()));
+                rest = "";
+            }
+        }
+    }
+    if !rest.is_empty() {
+        out.push((None, rest.to_string()));
+    }
+    out
+}
+
+fn same_key(pem_block: &str, other: &PKey<Private>) -> bool {
+    PKey::private_key_from_pem(pem_block.as_bytes())
+        .map(|k| k.public_eq(other))
+        .unwrap_or(false)
+}
+
+fn key_matches_cert(key_pem: &[u8], cert_der: &[u8]) -> bool {
+    match (
+        PKey::private_key_from_pem(key_pem),
+        X509::from_der(cert_der).and_then(|c| c.public_key()),
+    ) {
+        (Ok(k), Ok(pk)) => k.public_eq(&pk),
+        _ => false,
+    }
+}
+
+/// Context for deploying one workflow's new certificate.
+struct Deployment<'a> {
+    old: &'a Certificate,
+    old_der: Option<Vec<u8>>,
+    new_der: Vec<u8>,
+    new_key: PKey<Private>,
+    chain: Vec<Vec<u8>>,
+    pfx_password: Option<&'a Secret>,
+}
+
+impl Deployment<'_> {
+    /// New content for a certificate file, or `None` when it already holds the new one.
+    fn rewrite(&self, path: &Path, index: u32) -> Result<Option<Vec<u8>>, WorkflowError> {
+        let bad = |cause: String| WorkflowError::Deploy {
+            path: path.to_path_buf(),
+            cause,
+        };
+        let bytes = fs::read(path).map_err(|e| bad(crate::inventory::io_cause(&e)))?;
+        match detect_format(path, &bytes) {
+            FileFormat::Der => {
+                if bytes == self.new_der {
+                    return Ok(None);
+                }
+                Ok(Some(self.new_der.clone()))
+            }
+            FileFormat::Pem => {
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                let new_pem = der_to_pem(&self.new_der)?;
+                let new_key_pem = self
+                    .new_key
+                    .private_key_to_pem_pkcs8()
+                    .map_err(|e| bad(e.to_string()))?;
+                let new_key_pem = String::from_utf8_lossy(&new_key_pem).into_owned();
+                let old_key_pub = self
+                    .old_der
+                    .as_ref()
+                    .and_then(|d| X509::from_der(d).ok())
+                    .and_then(|c| c.public_key().ok());
+                let mut out = String::with_capacity(text.len() + 512);
+                let mut cert_index = 0u32;
+                let mut changed = false;
+                let mut already_new = false;
+                for (label, block) in pem_blocks(&text) {
+                    let piece = match label.as_deref() {
+                        Some("CERTIFICATE") | Some("X509 CERTIFICATE")
+                        | Some("TRUSTED CERTIFICATE") => {
+                            let this = cert_index;
+                            cert_index += 1;
+                            if this == index {
+                                if block.trim() == new_pem.trim() {
+                                    already_new = true;
+                                    block
+                                } else {
+                                    changed = true;
+                                    new_pem.trim_end().to_string()
+                                }
+                            } else {
+                                block
+                            }
+                        }
+                        Some(l) if l.ends_with("PRIVATE KEY") => {
+                            let is_old = match &old_key_pub {
+                                Some(pk) => PKey::private_key_from_pem(block.as_bytes())
+                                    .map(|k| k.public_eq(pk))
+                                    .unwrap_or(false),
+                                None => false,
+                            };
+                            if is_old {
+                                changed = true;
+                                new_key_pem.trim_end().to_string()
+                            } else {
+                                block
+                            }
+                        }
+                        _ => block,
+                    };
+                    out.push_str(&piece);
+                }
+                if already_new && !changed {
+                    return Ok(None);
+                }
+                if !changed {
+                    return Err(bad(format!(
+                        "the old certificate is no longer at position {index} of this file"
+                    )));
+                }
+                Ok(Some(out.into_bytes()))
+            }
+            FileFormat::Pkcs12 => {
+                let Some(password) = self.pfx_password else {
+                    return Err(bad(
+                        "a PKCS#12 file: give its password with --pfx-password-file (or CERTCTL_PFX_PASSWORD) to deploy to it".into(),
+                    ));
+                };
+                crate::formats::ensure_legacy_provider();
+                let parsed = openssl::pkcs12::Pkcs12::from_der(&bytes)
+                    .and_then(|p| p.parse2(password.expose()))
+                    .map_err(|_| bad("cannot open this PKCS#12 file with the given password".into()))?;
+                if let Some(cert) = parsed.cert {
+                    if cert.to_der().map(|d| d == self.new_der).unwrap_or(false) {
+                        return Ok(None);
+                    }
+                }
+                let name = self.old.facts.display_name().to_string();
+                let pfx = ca::build_pfx(&name, &self.new_key, &self.new_der, &self.chain, password)?;
+                Ok(Some(pfx))
+            }
+        }
+    }
+
+    /// Key files next to a certificate file that hold the old key: (path, already new).
+    fn sibling_keys(&self, cert_path: &Path) -> Vec<(PathBuf, bool)> {
+        let Some(dir) = cert_path.parent() else {
+            return Vec::new();
+        };
+        let Some(stem) = cert_path.file_stem().and_then(|s| s.to_str()) else {
+            return Vec::new();
+        };
+        let stem = stem.trim_end_matches(".chain").trim_end_matches(".cert");
+        let mut out = Vec::new();
+        for name in [
+            format!("{stem}.key"),
+            format!("{stem}-key.pem"),
+            format!("{stem}.key.pem"),
+            format!("{stem}_key.pem"),
+        ] {
+            let p = dir.join(name);
+            if p == cert_path {
+                continue;
+            }
+            let Ok(bytes) = fs::read(&p) else { continue };
+            if same_key(&String::from_utf8_lossy(&bytes), &self.new_key) {
+                out.push((p, true));
+            } else if self
+                .old_der
+                .as_ref()
+                .is_some_and(|d| key_matches_cert(&bytes, d))
+            {
+                out.push((p, false));
+            }
+        }
+        out
+    }
+}
+
+fn step_deploy(
+    store: &Store,
+    wf: &mut Workflow,
+    secrets: &WorkflowSecrets,
+    now: UnixTime,
+) -> Result<(), WorkflowError> {
+    let old = store
+        .get(&wf.old)?
+        .ok_or_else(|| step_err(wf, WorkflowStep::Deployed)("the old certificate left the store".into()))?;
+    let Some(new_fp) = wf.new else {
+        return Err(step_err(wf, WorkflowStep::Deployed)(
+            "the new certificate is not recorded".into(),
+        ));
+    };
+    let dir = PathBuf::from(&wf.dir);
+    let new_key = step_key(wf)?;
+    let new_der = read_issued(&dir.join("new.pem"), &new_key).ok_or_else(|| {
+        step_err(wf, WorkflowStep::Deployed)(format!(
+            "{} does not hold the issued certificate",
+            dir.join("new.pem").display()
+        ))
+    })?;
+    let signer = Signer::load(store, &wf.ca, secrets.passphrase.as_ref())?;
+    let sources: Vec<Source> = old.sources.iter().filter(|s| s.gone_since.is_none()).cloned().collect();
+    let old_der = sources.iter().find_map(|s| match &s.location {
+        SourceLocation::File { path, index } => old_cert_der(Path::new(path), *index, &old, secrets),
+        SourceLocation::Endpoint { .. } => None,
+    });
+    let deployment = Deployment {
+        old: &old,
+        old_der,
+        new_der,
+        new_key,
+        chain: signer.chain.clone(),
+        pfx_password: secrets.pfx_password.as_ref(),
+    };
+    let mut moved: Vec<(String, u32)> = Vec::new();
+    let mut not_deployed = Vec::new();
+    let workflow_dir = wf.dir.clone();
+    for source in &sources {
+        let (path, index) = match &source.location {
+            SourceLocation::File { path, index } => (path.clone(), *index),
+            SourceLocation::Endpoint { address, .. } => {
+                not_deployed.push(format!(
+                    "tls://{address}: install the new certificate on that endpoint (certctl cannot deploy to it)"
+                ));
+                continue;
+            }
+        };
+        if path.starts_with(&workflow_dir) {
+            continue;
+        }
+        let p = PathBuf::from(&path);
+        if !wf.deployed.contains(&path) {
+            if let Some(bytes) = deployment.rewrite(&p, index)? {
+                write_atomic_mode(&p, &bytes, file_mode(&p), true)?;
+            }
+            wf.deployed.push(path.clone());
+            store.put_workflow(wf)?;
+        }
+        moved.push((path.clone(), index));
+        for (key_path, already) in deployment.sibling_keys(&p) {
+            let key_str = key_path.to_string_lossy().into_owned();
+            if !already {
+                let pem = deployment
+                    .new_key
+                    .private_key_to_pem_pkcs8()
+                    .map_err(|e| WorkflowError::Deploy {
+                        path: key_path.clone(),
+                        cause: e.to_string(),
+                    })?;
+                write_atomic_mode(&key_path, &pem, file_mode(&key_path) & 0o700, true)?;
+                restrict_backup(&key_path);
+            }
+            if !wf.deployed.contains(&key_str) {
+                wf.deployed.push(key_str);
+                store.put_workflow(wf)?;
+            }
+        }
+    }
+    wf.not_deployed = not_deployed;
+    // The inventory: the new certificate is now where the old one was.
+    let new_facts = facts_from_der(&deployment.new_der).map_err(|source| CaError::Parse {
+        path: dir.join("new.pem"),
+        source,
+    })?;
+    let mut ingest = store.ingest();
+    for (path, index) in &moved {
+        let location = SourceLocation::File {
+            path: path.clone(),
+            index: *index,
+        };
+        ingest.observe(new_facts.clone(), Some(old.role), location.clone(), now)?;
+        ingest.mark_gone(&wf.old, &location, now)?;
+    }
+    ingest.commit()?;
+    store.flush()?;
+    audit_once(
+        store,
+        &AuditEvent {
+            at: now,
+            fingerprint: Some(new_fp),
+            actor: actor(),
+            action: "deployed".into(),
+            detail: format!("workflow {}: {}", wf.id, wf.deployed.join(", ")),
+        },
+    )?;
+    Ok(())
+}
+
+/// A private key's `.bak` stays private.
+fn restrict_backup(path: &Path) {
+    let _ = fs::set_permissions(backup_path(path), fs::Permissions::from_mode(0o600));
+}
+
+/// The DER of the old certificate from one of its files (to recognise its key).
+fn old_cert_der(
+    path: &Path,
+    index: u32,
+    old: &Certificate,
+    secrets: &WorkflowSecrets,
+) -> Option<Vec<u8>> {
+    let bytes = fs::read(path).ok()?;
+    let ders: Vec<Vec<u8>> = match detect_format(path, &bytes) {
+        FileFormat::Pem => X509::stack_from_pem(&bytes)
+            .ok()?
+            .iter()
+            .filter_map(|c| c.to_der().ok())
+            .collect(),
+        FileFormat::Der => vec![bytes],
+        FileFormat::Pkcs12 => {
+            let password = secrets.pfx_password.as_ref()?;
+            let parsed = openssl::pkcs12::Pkcs12::from_der(&bytes)
+                .and_then(|p| p.parse2(password.expose()))
+                .ok()?;
+            vec![parsed.cert?.to_der().ok()?]
+        }
+    };
+    let der = ders.into_iter().nth(index as usize)?;
+    let fp = facts_from_der(&der).ok()?.fingerprint;
+    (fp == old.fingerprint()).then_some(der)
+}
+
+// ---- history -------------------------------------------------------------------------------
+
+/// One line of `certctl history ID`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub at: UnixTime,
+    /// `first-seen`, `seen-at`, `gone-from`, or an audit action (`revoked`, `issued`, ...).
+    pub action: String,
+    pub actor: String,
+    pub detail: String,
+}
+
+/// A certificate and its history, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct History {
+    pub certificate: Certificate,
+    pub entries: Vec<HistoryEntry>,
+}
+
+/// `certctl history ID`: the sightings of the record and the audit events, in time order.
+pub fn history(store: &Store, id: &str) -> Result<Vec<History>, WorkflowError> {
+    let certs = query::find(store, id)?;
+    let mut out = Vec::with_capacity(certs.len());
+    for cert in certs {
+        let mut entries = vec![HistoryEntry {
+            at: cert.first_seen,
+            action: "first-seen".into(),
+            actor: "inventory".into(),
+            detail: cert.facts.display_name().to_string(),
+        }];
+        for s in &cert.sources {
+            entries.push(HistoryEntry {
+                at: s.first_seen,
+                action: "seen-at".into(),
+                actor: "inventory".into(),
+                detail: s.location.to_string(),
+            });
+            if let Some(g) = s.gone_since {
+                entries.push(HistoryEntry {
+                    at: g,
+                    action: "gone-from".into(),
+                    actor: "inventory".into(),
+                    detail: s.location.to_string(),
+                });
+            }
+        }
+        for e in store.history(&cert.fingerprint())? {
+            entries.push(HistoryEntry {
+                at: e.at,
+                action: e.action,
+                actor: e.actor,
+                detail: e.detail,
+            });
+        }
+        entries.sort_by_key(|e| e.at);
+        out.push(History {
+            certificate: cert,
+            entries,
+        });
+    }
+    Ok(out)
+}
+
+/// One certificate of `certctl history --at DATE`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValidAt {
+    pub certificate: Certificate,
+    /// Where it was deployed at that moment (sources seen before and not gone by then).
+    pub deployed_at: Vec<String>,
+    /// Whether certctl already knew it then (first seen before that moment).
+    pub known_then: bool,
+}
+
+/// `certctl history --at DATE`: the certificates that were valid at `t` (inside their
+/// validity, not yet revoked), with where they were deployed then.
+pub fn valid_at(store: &Store, t: UnixTime) -> Result<Vec<ValidAt>, WorkflowError> {
+    let mut out = Vec::new();
+    for cert in store.iter() {
+        let cert = cert?;
+        let f = &cert.facts;
+        if f.not_before > t || f.not_after <= t {
+            continue;
+        }
+        if cert.revocation.as_ref().is_some_and(|r| r.revoked_at <= t) {
+            continue;
+        }
+        let deployed_at = cert
+            .sources
+            .iter()
+            .filter(|s| s.first_seen <= t && s.gone_since.is_none_or(|g| g > t))
+            .map(|s| s.location.to_string())
+            .collect();
+        out.push(ValidAt {
+            known_then: cert.first_seen <= t,
+            deployed_at,
+            certificate: cert,
+        });
+    }
+    out.sort_by_key(|v| (v.certificate.facts.not_after, v.certificate.fingerprint()));
+    Ok(out)
+}
+
+/// Parses `2026-11-25`, `2026-11-25T17:00:00Z` (any RFC 3339) or `2026-11-25 17:00[:00]`
+/// (UTC).
+pub fn parse_date(s: &str) -> Result<UnixTime, WorkflowError> {
+    use time::format_description::well_known::Rfc3339;
+    use time::macros::format_description;
+    let s = s.trim();
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(t.unix_timestamp());
+    }
+    let normalised = s.replacen('T', " ", 1).trim_end_matches('Z').to_string();
+    let full = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    let short = format_description!("[year]-[month]-[day] [hour]:[minute]");
+    for fmt in [full, short] {
+        if let Ok(t) = time::PrimitiveDateTime::parse(&normalised, fmt) {
+            return Ok(t.assume_utc().unix_timestamp());
+        }
+    }
+    if let Ok(d) = time::Date::parse(s, format_description!("[year]-[month]-[day]")) {
+        return Ok(d.midnight().assume_utc().unix_timestamp());
+    }
+    Err(WorkflowError::BadDate(s.to_string()))
+}
+
+/// The step names and numbers, for help texts.
+pub fn steps_help() -> String {
+    WorkflowStep::ALL
+        .iter()
+        .map(|s| format!("{}={}", s.number(), s))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc2253_round_trips_common_names() {
+        let dn = parse_rfc2253("CN=gw.example.com,OU=Ops\\, Gateways,O=Contoso,C=US");
+        let items: Vec<_> = dn.iter().collect();
+        assert_eq!(items.len(), 4);
+        assert_eq!(items[0].0, &DnType::CountryName);
+        assert_eq!(items[3].0, &DnType::CommonName);
+        assert_eq!(
+            items[1].1,
+            &rcgen::DnValue::Utf8String("Contoso".into())
+        );
+        assert_eq!(
+            items[2].1,
+            &rcgen::DnValue::Utf8String("Ops, Gateways".into())
+        );
+    }
+
+    #[test]
+    fn dates_parse() {
+        assert_eq!(parse_date("1970-01-02").unwrap(), 86_400);
+        assert_eq!(parse_date("1970-01-01T00:01:00Z").unwrap(), 60);
+        assert_eq!(parse_date("1970-01-01 00:02").unwrap(), 120);
+        assert!(parse_date("yesterday").is_err());
+    }
+
+    #[test]
+    fn pem_blocks_keep_everything() {
+        let text = "junk\n-----BEGIN CERTIFICATE-----\nAA\n-----END CERTIFICATE-----\nmid\n-----BEGIN PRIVATE KEY-----\nBB\n-----END PRIVATE KEY-----\n";
+        let blocks = pem_blocks(text);
+        let joined: String = blocks.iter().map(|(_, b)| b.as_str()).collect();
+        assert_eq!(joined, text);
+        assert_eq!(blocks[1].0.as_deref(), Some("CERTIFICATE"));
+        assert_eq!(blocks[3].0.as_deref(), Some("PRIVATE KEY"));
+    }
+}

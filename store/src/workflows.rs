@@ -1,0 +1,316 @@
+//! What certctl remembers about the CAs whose keys it holds and about its long-running
+//! workflows (regenerate), in their own keyspaces so that the certificate record format
+//! stays untouched.
+//!
+//! - `K` + CA name → [`ManagedCa`]: where the CA's files are, whether its key is encrypted,
+//!   the last CRL number and where CRLs are published. A certificate is "held" by certctl
+//!   when a `ManagedCa` points at its fingerprint.
+//! - `W` + workflow id (8 bytes, big-endian) → [`Workflow`]: a persisted state machine.
+//!
+//! Every write here is flushed before returning: a workflow step must be durable before
+//! the next one starts, so that a crash at any point can be resumed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StoreError};
+use crate::keys;
+use crate::model::{Fingerprint, UnixTime};
+use crate::store::{decode, encode, Store};
+
+/// A CA whose private key certctl holds (`certctl ca init`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedCa {
+    /// The name given at `ca init` (`[A-Za-z0-9._-]+`).
+    pub name: String,
+    /// Fingerprint of the CA certificate (its record has role `ca`).
+    pub fingerprint: Fingerprint,
+    /// The folder holding `ca.pem`, `ca.key`, `chain.pem` and `crl.pem`.
+    pub dir: String,
+    /// The key type, as `certctl` writes it (`ec-p256`, `rsa-3072`, ...).
+    pub key_kind: String,
+    /// Whether `ca.key` is encrypted PKCS#8 (a passphrase is needed to use it).
+    pub encrypted: bool,
+    /// The number of the last CRL published (0: none yet).
+    pub crl_number: u64,
+    /// When the last CRL was published.
+    pub crl_published: Option<UnixTime>,
+    /// Extra places every new CRL is written to (besides `dir/crl.pem`).
+    pub crl_paths: Vec<String>,
+    /// nextUpdate − thisUpdate of the CRLs, in seconds.
+    pub crl_validity_secs: i64,
+    /// CRL distribution point URLs written into the certificates this CA issues.
+    pub crl_urls: Vec<String>,
+    pub created: UnixTime,
+    /// Who created it.
+    pub created_by: String,
+}
+
+/// The steps of a workflow, in order. A workflow's `step` is the last step completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkflowStep {
+    Requested,
+    KeyGenerated,
+    Issued,
+    Deployed,
+    OldRevoked,
+    Done,
+}
+
+impl WorkflowStep {
+    pub const ALL: [WorkflowStep; 6] = [
+        WorkflowStep::Requested,
+        WorkflowStep::KeyGenerated,
+        WorkflowStep::Issued,
+        WorkflowStep::Deployed,
+        WorkflowStep::OldRevoked,
+        WorkflowStep::Done,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkflowStep::Requested => "requested",
+            WorkflowStep::KeyGenerated => "key-generated",
+            WorkflowStep::Issued => "issued",
+            WorkflowStep::Deployed => "deployed",
+            WorkflowStep::OldRevoked => "old-revoked",
+            WorkflowStep::Done => "done",
+        }
+    }
+
+    /// The step's number (requested = 0 ... done = 5).
+    pub fn number(self) -> u8 {
+        self as u8
+    }
+
+    /// The step after this one (`Done` stays `Done`).
+    pub fn next(self) -> WorkflowStep {
+        match self {
+            WorkflowStep::Requested => WorkflowStep::KeyGenerated,
+            WorkflowStep::KeyGenerated => WorkflowStep::Issued,
+            WorkflowStep::Issued => WorkflowStep::Deployed,
+            WorkflowStep::Deployed => WorkflowStep::OldRevoked,
+            WorkflowStep::OldRevoked | WorkflowStep::Done => WorkflowStep::Done,
+        }
+    }
+}
+
+impl std::fmt::Display for WorkflowStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `certctl regenerate` in progress (or finished).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workflow {
+    pub id: u64,
+    /// The certificate being replaced.
+    pub old: Fingerprint,
+    /// The managed CA that signs the new certificate.
+    pub ca: String,
+    pub revoke_old: bool,
+    pub deploy: bool,
+    /// The key type of the new key (`ec-p256`, `rsa-2048`, ...).
+    pub key_kind: String,
+    /// Folder with the workflow's files (`new.key`, `new.pem`, `new.chain.pem`).
+    pub dir: String,
+    /// The last step completed.
+    pub step: WorkflowStep,
+    /// The new certificate, once issued.
+    pub new: Option<Fingerprint>,
+    /// Files written over by the deploy step so far.
+    pub deployed: Vec<String>,
+    /// Sources that could not be deployed to (TLS endpoints, unknown formats), with why.
+    pub not_deployed: Vec<String>,
+    pub created: UnixTime,
+    pub updated: UnixTime,
+    pub actor: String,
+    /// What stopped the last attempt, if it failed.
+    pub last_error: Option<String>,
+}
+
+fn ca_key(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(name.len() + 1);
+    k.push(keys::MANAGED_CA);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn workflow_key(id: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = keys::WORKFLOW;
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+impl Store {
+    /// Saves a managed CA (replacing one of the same name), durably.
+    pub fn put_managed_ca(&self, ca: &ManagedCa) -> Result<()> {
+        self.tree().insert(ca_key(&ca.name), encode(ca)?)?;
+        self.flush()
+    }
+
+    /// The managed CA called `name`.
+    pub fn managed_ca(&self, name: &str) -> Result<Option<ManagedCa>> {
+        match self.tree().get(ca_key(name))? {
+            Some(v) => Ok(Some(decode(&v, "managed CA")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every managed CA, by name.
+    pub fn managed_cas(&self) -> Result<Vec<ManagedCa>> {
+        self.tree()
+            .scan_prefix([keys::MANAGED_CA])
+            .map(|kv| decode(&kv?.1, "managed CA"))
+            .collect()
+    }
+
+    /// Takes the next CRL number of a CA (last + 1), records it with its time, durably, and
+    /// returns it. Atomic within the process.
+    pub fn next_crl_number(&self, name: &str, now: UnixTime) -> Result<u64> {
+        let mut failure: Option<StoreError> = None;
+        let updated = self.tree().update_and_fetch(ca_key(name), |old| {
+            let old = old?;
+            match decode::<ManagedCa>(old, "managed CA") {
+                Ok(mut ca) => {
+                    ca.crl_number += 1;
+                    ca.crl_published = Some(now);
+                    match encode(&ca) {
+                        Ok(v) => Some(v),
+                        Err(e) => {
+                            failure = Some(e);
+                            Some(old.to_vec())
+                        }
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    Some(old.to_vec())
+                }
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let Some(bytes) = updated else {
+            return Err(StoreError::Io(format!("no managed CA is called `{name}`")));
+        };
+        let ca: ManagedCa = decode(&bytes, "managed CA")?;
+        self.flush()?;
+        Ok(ca.crl_number)
+    }
+
+    /// The managed CA whose certificate has this fingerprint.
+    pub fn managed_ca_by_fingerprint(&self, fp: &Fingerprint) -> Result<Option<ManagedCa>> {
+        Ok(self
+            .managed_cas()?
+            .into_iter()
+            .find(|ca| ca.fingerprint == *fp))
+    }
+
+    /// A new, unique workflow id.
+    pub fn new_workflow_id(&self) -> Result<u64> {
+        self.next_segment_id()
+    }
+
+    /// Saves a workflow's state, durably (flushed before returning).
+    pub fn put_workflow(&self, workflow: &Workflow) -> Result<()> {
+        self.tree()
+            .insert(workflow_key(workflow.id), encode(workflow)?)?;
+        self.flush()
+    }
+
+    pub fn workflow(&self, id: u64) -> Result<Option<Workflow>> {
+        match self.tree().get(workflow_key(id))? {
+            Some(v) => Ok(Some(decode(&v, "workflow")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every workflow, oldest first.
+    pub fn workflows(&self) -> Result<Vec<Workflow>> {
+        self.tree()
+            .scan_prefix([keys::WORKFLOW])
+            .map(|kv| decode(&kv?.1, "workflow"))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Sha256;
+
+    fn ca(name: &str) -> ManagedCa {
+        ManagedCa {
+            name: name.into(),
+            fingerprint: Sha256([7; 32]),
+            dir: "/tmp/x".into(),
+            key_kind: "ec-p256".into(),
+            encrypted: false,
+            crl_number: 0,
+            crl_published: None,
+            crl_paths: vec![],
+            crl_validity_secs: 86_400,
+            crl_urls: vec![],
+            created: 1,
+            created_by: "me".into(),
+        }
+    }
+
+    #[test]
+    fn crl_numbers_increase_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s")).unwrap();
+        store.put_managed_ca(&ca("root")).unwrap();
+        assert_eq!(store.next_crl_number("root", 5).unwrap(), 1);
+        assert_eq!(store.next_crl_number("root", 6).unwrap(), 2);
+        let got = store.managed_ca("root").unwrap().unwrap();
+        assert_eq!((got.crl_number, got.crl_published), (2, Some(6)));
+        assert!(store.next_crl_number("nope", 5).is_err());
+        assert_eq!(store.managed_cas().unwrap().len(), 1);
+        assert_eq!(
+            store
+                .managed_ca_by_fingerprint(&Sha256([7; 32]))
+                .unwrap()
+                .map(|c| c.name),
+            Some("root".to_string())
+        );
+    }
+
+    #[test]
+    fn workflows_round_trip_in_id_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s")).unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let id = store.new_workflow_id().unwrap();
+            ids.push(id);
+            store
+                .put_workflow(&Workflow {
+                    id,
+                    old: Sha256([1; 32]),
+                    ca: "root".into(),
+                    revoke_old: true,
+                    deploy: false,
+                    key_kind: "ec-p256".into(),
+                    dir: "/tmp/w".into(),
+                    step: WorkflowStep::Requested,
+                    new: None,
+                    deployed: vec![],
+                    not_deployed: vec![],
+                    created: 1,
+                    updated: 1,
+                    actor: "me".into(),
+                    last_error: None,
+                })
+                .unwrap();
+        }
+        let got: Vec<u64> = store.workflows().unwrap().iter().map(|w| w.id).collect();
+        assert_eq!(got, ids);
+        assert_eq!(WorkflowStep::Requested.next(), WorkflowStep::KeyGenerated);
+        assert_eq!(WorkflowStep::Done.number(), 5);
+    }
+}
