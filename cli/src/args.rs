@@ -18,6 +18,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub store: Option<PathBuf>,
 
+    /// certd's configuration file: its `store` (unless --store is given), `[smtp]` and
+    /// `[reminders]` (the policies folder) are used.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -57,6 +62,14 @@ pub enum Command {
     Workflows(crate::ca_args::WorkflowsArgs),
     /// The audit trail of a certificate, or which certificates were valid at a moment.
     History(crate::ca_args::HistoryArgs),
+    /// Policies: check a folder, explain which applies to a certificate, list conflicts.
+    Policy(crate::policy_cmds::PolicyArgs),
+    /// E-mail the reminders that are due (`--dry-run` prints them); needs --config FILE.
+    Remind(crate::policy_cmds::RemindArgs),
+    /// Silence reminders for one certificate until a date (expired ones are never silenced).
+    Snooze(crate::policy_cmds::SnoozeArgs),
+    /// List the snoozed certificates.
+    Snoozed(crate::policy_cmds::SnoozedArgs),
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,8 @@
 //! read from files or the environment, never from the command line, and never printed.
 
 use std::io::{BufRead, IsTerminal, Write};
+
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;
 
@@ -12,8 +14,8 @@ use certctl_daemon::api::{self, Request, Response};
 use certctl_daemon::ca::{CaInfo, CaInitRequest, IssueRequest, KeyKind, Secret};
 use certctl_daemon::control::Client;
 use certctl_daemon::inventory::ScanProgress;
-use certctl_daemon::revoke::{self, RevokeReport, RevokeRequest};
-use certctl_daemon::view::EXPIRING_SECS;
+use certctl_daemon::revoke::{self, CrlCheck, RevokeReport, RevokeRequest};
+use certctl_daemon::view::{CertificateView, EXPIRING_SECS};
 use certctl_daemon::workflow::{self, RegenerateRequest, WorkflowReport, WorkflowSecrets};
 use certctl_store::{now, rfc3339, Certificate, SourceLocation};
 
@@ -48,7 +50,9 @@ fn secret(file: Option<&Path>, var: &str, what: &str) -> Result<Option<Secret>> 
     if let Some(f) = file {
         let text = std::fs::read_to_string(f)
             .with_context(|| format!("cannot read the {what} file {}", f.display()))?;
-        return Ok(Some(Secret(text.trim_end_matches(['\r', '\n']).to_string())));
+        return Ok(Some(Secret(
+            text.trim_end_matches(['\r', '\n']).to_string(),
+        )));
     }
     Ok(std::env::var(var)
         .ok()
@@ -85,12 +89,101 @@ fn confirm(question: &str, refusal: &str) -> Result<bool> {
     std::io::stderr().flush()?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
-    Ok(matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+// ---- JSON forms: certificates as the contract's objects, fingerprints as hex ----------------
+
+fn cert_json(c: &Certificate) -> Value {
+    serde_json::to_value(CertificateView::new(c, now())).unwrap_or(Value::Null)
+}
+
+fn ca_json(info: &CaInfo) -> Value {
+    let ca = &info.ca;
+    json!({
+        "name": ca.name,
+        "fingerprint_sha256": ca.fingerprint.to_hex(),
+        "key_type": ca.key_kind,
+        "encrypted": ca.encrypted,
+        "crl_number": ca.crl_number,
+        "crl_published": ca.crl_published.map(rfc3339),
+        "crl_paths": ca.crl_paths,
+        "crl_urls": ca.crl_urls,
+        "crl_validity_secs": ca.crl_validity_secs,
+        "created": rfc3339(ca.created),
+        "created_by": ca.created_by,
+        "cert_path": info.cert_path,
+        "key_path": info.key_path,
+        "chain_path": info.chain_path,
+        "crl_path": info.crl_path,
+        "certificate": info.certificate.as_ref().map(cert_json),
+    })
+}
+
+fn crl_check_json(c: &CrlCheck) -> Value {
+    json!({"path": c.path, "ok": c.ok, "detail": c.detail})
+}
+
+fn revoke_json(r: &RevokeReport) -> Value {
+    json!({
+        "dry_run": r.dry_run,
+        "reason": revoke::reason_name(r.reason),
+        "targets": r.targets.iter().map(|t| json!({
+            "certificate": cert_json(&t.certificate),
+            "managed_ca": t.managed_ca,
+        })).collect::<Vec<_>>(),
+        "already_revoked": r.already_revoked.iter().map(cert_json).collect::<Vec<_>>(),
+        "crls": r.crls.iter().map(|c| json!({
+            "ca": c.ca,
+            "number": c.number,
+            "this_update": rfc3339(c.this_update),
+            "next_update": rfc3339(c.next_update),
+            "revoked": c.revoked,
+            "paths": c.paths,
+        })).collect::<Vec<_>>(),
+        "crl_checks": r.crl_checks.iter().map(crl_check_json).collect::<Vec<_>>(),
+        "tell_issuers": r.tell_issuers,
+        "endpoints": r.endpoints.iter().map(|e| json!({
+            "endpoint": e.endpoint,
+            "fingerprint_sha256": e.fingerprint.to_hex(),
+            "state": e.state,
+            "detail": e.detail,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn workflow_json(r: &WorkflowReport) -> Value {
+    let wf = &r.workflow;
+    json!({
+        "id": wf.id,
+        "step": wf.step.as_str(),
+        "step_number": wf.step.number(),
+        "old_fingerprint": wf.old.to_hex(),
+        "new_fingerprint": wf.new.map(|f| f.to_hex()),
+        "ca": wf.ca,
+        "deploy": wf.deploy,
+        "revoke_old": wf.revoke_old,
+        "key_type": wf.key_kind,
+        "dir": wf.dir,
+        "deployed": wf.deployed,
+        "not_deployed": wf.not_deployed,
+        "created": rfc3339(wf.created),
+        "updated": rfc3339(wf.updated),
+        "actor": wf.actor,
+        "last_error": wf.last_error,
+        "files": r.files,
+        "crl_checks": r.crl_checks.iter().map(crl_check_json).collect::<Vec<_>>(),
+        "old": r.old.as_ref().map(cert_json),
+        "new": r.new.as_ref().map(cert_json),
+    })
 }
 
 fn where_deployed(c: &Certificate) -> Vec<String> {
@@ -115,9 +208,19 @@ pub fn ca(session: &Session, a: CaArgs) -> Result<Exit> {
         CaCommand::List(a) => ca_list(session, a),
         CaCommand::Export(a) => {
             let out = absolute(&a.out)?;
-            match call(session, Request::CaExport { name: a.name.clone(), out })? {
+            match call(
+                session,
+                Request::CaExport {
+                    name: a.name.clone(),
+                    out,
+                },
+            )? {
                 Response::Written { path } => {
-                    println!("wrote the certificate of CA `{}` to {}", a.name, path.display());
+                    println!(
+                        "wrote the certificate of CA `{}` to {}",
+                        a.name,
+                        path.display()
+                    );
                     Ok(Exit::Success)
                 }
                 other => Err(unexpected(&other)),
@@ -174,7 +277,8 @@ fn ca_init(session: &Session, a: CaInitArgs) -> Result<Exit> {
         other => return Err(unexpected(&other)),
     };
     if a.json {
-        return print_json(&cas).map(|()| Exit::Success);
+        let v: Vec<Value> = cas.iter().map(ca_json).collect();
+        return print_json(&v).map(|()| Exit::Success);
     }
     for info in &cas {
         println!("created CA `{}`", info.ca.name);
@@ -226,9 +330,18 @@ fn ca_list(session: &Session, a: CaListArgs) -> Result<Exit> {
         other => return Err(unexpected(&other)),
     };
     if a.json {
-        return print_json(&cas).map(|()| Exit::Success);
+        let v: Vec<Value> = cas.iter().map(ca_json).collect();
+        return print_json(&v).map(|()| Exit::Success);
     }
-    let mut t = Table::new(&["NAME", "SUBJECT", "EXPIRES", "KEY", "ENCRYPTED", "CRL #", "FINGERPRINT"]);
+    let mut t = Table::new(&[
+        "NAME",
+        "SUBJECT",
+        "EXPIRES",
+        "KEY",
+        "ENCRYPTED",
+        "CRL #",
+        "FINGERPRINT",
+    ]);
     for info in &cas {
         t.row(vec![
             info.ca.name.clone(),
@@ -271,7 +384,13 @@ pub fn issue(session: &Session, a: IssueArgs) -> Result<Exit> {
         other => return Err(unexpected(&other)),
     };
     if a.json {
-        return print_json(&report).map(|()| Exit::Success);
+        let v = json!({
+            "certificate": cert_json(&report.certificate),
+            "ca": report.ca,
+            "files": report.files,
+            "notes": report.notes,
+        });
+        return print_json(&v).map(|()| Exit::Success);
     }
     let f = &report.certificate.facts;
     println!(
@@ -308,14 +427,14 @@ pub fn revoke(session: &Session, a: RevokeArgs) -> Result<Exit> {
     let preview = revoke_call(session, &request)?;
     if a.dry_run {
         if a.json {
-            return print_json(&preview).map(|()| Exit::Success);
+            return print_json(&revoke_json(&preview)).map(|()| Exit::Success);
         }
         print_selection(&preview, "would revoke");
         return Ok(Exit::Success);
     }
     if preview.targets.is_empty() {
         if a.json {
-            return print_json(&preview).map(|()| Exit::Success);
+            return print_json(&revoke_json(&preview)).map(|()| Exit::Success);
         }
         print_selection(&preview, "would revoke");
         println!("nothing to revoke");
@@ -341,7 +460,7 @@ pub fn revoke(session: &Session, a: RevokeArgs) -> Result<Exit> {
     let report = revoke_call(session, &request)?;
     let all_ok = report.crl_checks.iter().all(|c| c.ok);
     if a.json {
-        print_json(&report)?;
+        print_json(&revoke_json(&report))?;
     } else {
         print_revoked(&report);
     }
@@ -380,7 +499,9 @@ fn print_selection(r: &RevokeReport, verb: &str) {
         println!("      issuer: {}", c.facts.issuer);
         match &target.managed_ca {
             Some(ca) => println!("      CRL: managed CA `{ca}` (certctl publishes it)"),
-            None => println!("      CRL: not a managed CA: tracked only, the issuing CA must be told"),
+            None => {
+                println!("      CRL: not a managed CA: tracked only, the issuing CA must be told")
+            }
         }
         let deployed = where_deployed(c);
         if deployed.is_empty() {
@@ -394,7 +515,13 @@ fn print_selection(r: &RevokeReport, verb: &str) {
         let when = c
             .revocation
             .as_ref()
-            .map(|rv| format!("{} ({})", rfc3339(rv.revoked_at), revoke::reason_name(rv.reason)))
+            .map(|rv| {
+                format!(
+                    "{} ({})",
+                    rfc3339(rv.revoked_at),
+                    revoke::reason_name(rv.reason)
+                )
+            })
             .unwrap_or_default();
         println!(
             "  already revoked: {}  {}  {when}",
@@ -452,10 +579,7 @@ pub fn regenerate(session: &Session, a: RegenerateArgs) -> Result<Exit> {
             _ => "revoke the old certificate",
         };
         let refusal = format!("refusing to {what} without --yes");
-        if !confirm(
-            &format!("Regenerate {} and {what}?", a.id),
-            &refusal,
-        )? {
+        if !confirm(&format!("Regenerate {} and {what}?", a.id), &refusal)? {
             eprintln!("nothing was done");
             return Ok(Exit::Failure);
         }
@@ -480,7 +604,7 @@ pub fn regenerate(session: &Session, a: RegenerateArgs) -> Result<Exit> {
 fn finish_workflow(report: &WorkflowReport, json: bool) -> Result<Exit> {
     let ok = report.crl_checks.iter().all(|c| c.ok);
     if json {
-        print_json(report)?;
+        print_json(&workflow_json(report))?;
     } else {
         print_workflow(report);
     }
@@ -549,10 +673,18 @@ pub fn workflows(session: &Session, a: WorkflowsArgs) -> Result<Exit> {
         other => return Err(unexpected(&other)),
     };
     if a.json {
-        return print_json(&list).map(|()| Exit::Success);
+        let v: Vec<Value> = list.iter().map(workflow_json).collect();
+        return print_json(&v).map(|()| Exit::Success);
     }
     let mut t = Table::new(&[
-        "ID", "STEP", "CERTIFICATE", "NEW", "CA", "OPTIONS", "UPDATED", "ERROR",
+        "ID",
+        "STEP",
+        "CERTIFICATE",
+        "NEW",
+        "CA",
+        "OPTIONS",
+        "UPDATED",
+        "ERROR",
     ]);
     for r in &list {
         let wf = &r.workflow;
@@ -570,7 +702,9 @@ pub fn workflows(session: &Session, a: WorkflowsArgs) -> Result<Exit> {
                 .as_ref()
                 .map(|c| c.facts.display_name().to_string())
                 .unwrap_or_else(|| wf.old.to_hex()[..16].to_string()),
-            wf.new.map(|f| f.to_hex()[..16].to_string()).unwrap_or_else(|| "-".into()),
+            wf.new
+                .map(|f| f.to_hex()[..16].to_string())
+                .unwrap_or_else(|| "-".into()),
             wf.ca.clone(),
             options.join(","),
             rfc3339(wf.updated),
@@ -595,18 +729,35 @@ pub fn history(session: &Session, a: HistoryArgs) -> Result<Exit> {
     if let Some(date) = &a.at {
         let at = workflow::parse_date(date)?;
         let (at, certificates) = match call(session, Request::HistoryAt { at })? {
-            Response::ValidAt { at, certificates } => (at, certificates),
+            Response::ValidAt { report } => (report.at, report.certificates),
             other => return Err(unexpected(&other)),
         };
         if a.json {
-            return print_json(&certificates).map(|()| Exit::Success);
+            let v: Vec<Value> = certificates
+                .iter()
+                .map(|v| {
+                    json!({
+                        "certificate": cert_json(&v.certificate),
+                        "deployed_at": v.deployed_at,
+                        "known_then": v.known_then,
+                    })
+                })
+                .collect();
+            return print_json(&v).map(|()| Exit::Success);
         }
         println!(
             "{} certificates were valid at {} (inside their validity, not yet revoked):",
             certificates.len(),
             rfc3339(at)
         );
-        let mut t = Table::new(&["NAME", "ROLE", "EXPIRES", "REVOKED LATER", "FINGERPRINT", "DEPLOYED THEN"]);
+        let mut t = Table::new(&[
+            "NAME",
+            "ROLE",
+            "EXPIRES",
+            "REVOKED LATER",
+            "FINGERPRINT",
+            "DEPLOYED THEN",
+        ]);
         for v in &certificates {
             let c = &v.certificate;
             t.row(vec![
@@ -638,7 +789,21 @@ pub fn history(session: &Session, a: HistoryArgs) -> Result<Exit> {
         other => return Err(unexpected(&other)),
     };
     if a.json {
-        return print_json(&histories).map(|()| Exit::Success);
+        let v: Vec<Value> = histories
+            .iter()
+            .map(|h| {
+                json!({
+                    "certificate": cert_json(&h.certificate),
+                    "entries": h.entries.iter().map(|e| json!({
+                        "at": rfc3339(e.at),
+                        "action": e.action,
+                        "actor": e.actor,
+                        "detail": e.detail,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        return print_json(&v).map(|()| Exit::Success);
     }
     for (i, h) in histories.iter().enumerate() {
         if i > 0 {

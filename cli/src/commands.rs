@@ -6,11 +6,11 @@ use std::time::Duration as StdDuration;
 
 use anyhow::{bail, Context, Result};
 use certctl_daemon::api::{self, ProbeReport, Request, Response, StatusReport};
-use certctl_daemon::probe::ProbeTarget;
 use certctl_daemon::control::Client;
 use certctl_daemon::fleet;
 use certctl_daemon::formats;
 use certctl_daemon::inventory::{self, ScanOptions, ScanProgress, ScanSummary};
+use certctl_daemon::probe::ProbeTarget;
 use certctl_daemon::query::{self, CheckReport, ListFilter, Stats, Verdict};
 use certctl_daemon::view::{CertificateView, EXPIRING_SECS};
 use certctl_store::{now, rfc3339, Certificate, CredentialKind, Role, Store, StoreError, UnixTime};
@@ -24,7 +24,8 @@ const QUERY_TIMEOUT: StdDuration = StdDuration::from_secs(120);
 const WORK_TIMEOUT: StdDuration = StdDuration::from_secs(3600);
 
 pub fn run(cli: Cli) -> Result<Exit> {
-    let store_flag = cli.store;
+    let config_file = cli.config;
+    let store_flag = crate::policy_cmds::store_flag(cli.store, config_file.as_deref())?;
     match cli.command {
         Command::Scan(a) => scan(&Session::open(store_flag)?, a),
         Command::List(a) => list(&Session::open(store_flag)?, a),
@@ -41,6 +42,10 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Regenerate(a) => crate::ca_cmds::regenerate(&Session::open(store_flag)?, a),
         Command::Workflows(a) => crate::ca_cmds::workflows(&Session::open(store_flag)?, a),
         Command::History(a) => crate::ca_cmds::history(&Session::open(store_flag)?, a),
+        Command::Policy(a) => crate::policy_cmds::policy(store_flag, config_file.as_deref(), a),
+        Command::Remind(a) => crate::policy_cmds::remind(store_flag, config_file.as_deref(), a),
+        Command::Snooze(a) => crate::policy_cmds::snooze(&Session::open(store_flag)?, a),
+        Command::Snoozed(a) => crate::policy_cmds::snoozed(&Session::open(store_flag)?, a),
     }
 }
 
@@ -114,21 +119,20 @@ fn scan(session: &Session, a: ScanArgs) -> Result<Exit> {
         full: a.full,
         threads: 0,
     };
+    // Absolute paths in both modes: certd does not share our working directory, and the
+    // paths in errors and sources read the same whoever scanned. A path that does not
+    // exist stays as given and is reported by the scan.
+    let paths: Vec<PathBuf> = a
+        .paths
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect();
     let summary = match session {
-        Session::Direct(store) => scan_with_progress(store, &a.paths, &options)?,
-        Session::Daemon(_) => {
-            // certd resolves nothing against our directory: send absolute paths. A path
-            // that does not exist stays as given and is reported by the scan.
-            let paths = a
-                .paths
-                .iter()
-                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
-                .collect();
-            match session.call(Request::Scan { paths, options }, WORK_TIMEOUT)? {
-                Response::Scan { summary } => summary,
-                other => return Err(unexpected(&other)),
-            }
-        }
+        Session::Direct(store) => scan_with_progress(store, &paths, &options)?,
+        Session::Daemon(_) => match session.call(Request::Scan { paths, options }, WORK_TIMEOUT)? {
+            Response::Scan { summary } => summary,
+            other => return Err(unexpected(&other)),
+        },
     };
     print_scan_failures(&summary);
     if a.json {
@@ -467,14 +471,22 @@ fn probe(session: &Session, a: ProbeArgs) -> Result<Exit> {
         role: a.role,
         expect_issuer: a.expect_issuer,
         timeout: StdDuration::from_secs(a.timeout.as_secs().max(1).unsigned_abs()),
-        trust_store: a.trust_store,
+        // certd does not share our working directory.
+        trust_store: a.trust_store.map(|p| std::path::absolute(&p).unwrap_or(p)),
     };
     let report: ProbeReport = match session.call(Request::Probe { target }, WORK_TIMEOUT)? {
         Response::Probe { report } => report,
         other => return Err(unexpected(&other)),
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        // The served certificates in the same form as `list --json`.
+        let t = now();
+        let json = serde_json::json!({
+            "endpoint": report.endpoint,
+            "error": report.error,
+            "chain": report.chain.iter().map(|c| CertificateView::new(c, t)).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         let t = now();
         let e = &report.endpoint;
@@ -523,6 +535,7 @@ fn status(session: &Session, a: OutputArgs) -> Result<Exit> {
         status.store.display(),
         status.certificates
     );
+    crate::policy_cmds::print_status(&status);
     if let Some(d) = &status.daemon {
         for s in &d.sources {
             println!(
@@ -631,7 +644,10 @@ fn demo(store_flag: Option<PathBuf>, a: DemoArgs) -> Result<Exit> {
     // Infrastructure first (gateway, IIS, site servers, CAs), then agents; each by expiry.
     needs.sort_by_key(|c| (c.role == Role::Agent, c.facts.not_after));
     const SHOWN: usize = 25;
-    print!("{}", certificate_table(&needs[..needs.len().min(SHOWN)], t).render());
+    print!(
+        "{}",
+        certificate_table(&needs[..needs.len().min(SHOWN)], t).render()
+    );
     if needs.len() > SHOWN {
         println!(
             "... and {} more agents (`certctl --store {} list --expiring-within 30d --expired`)",

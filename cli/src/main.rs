@@ -9,6 +9,7 @@ mod args;
 mod ca_args;
 mod ca_cmds;
 mod commands;
+mod policy_cmds;
 mod table;
 
 use std::path::PathBuf;

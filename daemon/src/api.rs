@@ -12,13 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::ca::{self, CaInfo, CaInitRequest, IssueReport, IssueRequest, Secret};
 use crate::duration::Duration;
-use crate::probe::ProbeTarget;
 use crate::inventory::{self, ScanOptions, ScanProgress, ScanSummary};
+use crate::probe::ProbeTarget;
 use crate::query::{self, CheckReport, ListFilter, QueryError, Stats};
+use crate::remind::{self, PassMode, PassReport, Snoozed};
 use crate::revoke::{self, CrlPublished, RevokeReport, RevokeRequest};
-use crate::workflow::{
-    self, History, RegenerateRequest, ValidAt, WorkflowReport, WorkflowSecrets,
-};
+use crate::workflow::{self, History, RegenerateRequest, ValidAt, WorkflowReport, WorkflowSecrets};
 
 /// What the CLI asks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,6 +44,27 @@ pub enum Request {
     },
     Endpoints,
     Status,
+    /// `certctl --config FILE remind --dry-run | --now`: one reminder pass with the
+    /// configuration `config` (absolute; certd reads the same file), the policies folder
+    /// `policies` (else the configuration's), at `at` (else now).
+    Remind {
+        config: PathBuf,
+        policies: Option<PathBuf>,
+        mode: PassMode,
+        at: Option<UnixTime>,
+    },
+    /// `certctl snooze ID --until DATE --reason TEXT`.
+    Snooze {
+        id: String,
+        until: UnixTime,
+        reason: String,
+        by: String,
+        at: Option<UnixTime>,
+    },
+    /// `certctl snoozed`: the snoozes in force.
+    Snoozed {
+        at: Option<UnixTime>,
+    },
     /// `certctl ca init`.
     CaInit {
         init: CaInitRequest,
@@ -90,6 +110,10 @@ pub enum Request {
     HistoryAt {
         at: UnixTime,
     },
+    /// Fleet features: `agents ...`, `report`, `track`, the artifacts of `list`.
+    Fleet {
+        fleet: crate::agents::FleetRequest,
+    },
 }
 
 /// A probe's result: the endpoint state as stored and the certificates it served.
@@ -110,6 +134,14 @@ pub struct StatusReport {
     pub certificates: u64,
     pub endpoints: Vec<Endpoint>,
     pub daemon: Option<DaemonStatus>,
+    /// The last error talking to the SMTP server (cleared by the next delivery).
+    #[serde(default)]
+    pub smtp_last_error: Option<String>,
+    #[serde(default)]
+    pub smtp_last_error_at: Option<UnixTime>,
+    /// Reminders whose digest could not be delivered yet (retried with backoff).
+    #[serde(default)]
+    pub reminders_pending: u64,
 }
 
 /// What a running certd says about itself.
@@ -156,12 +188,15 @@ pub enum Response {
     Cas { cas: Vec<CaInfo> },
     Written { path: PathBuf },
     Crl { crl: CrlPublished },
-    Issued { report: IssueReport },
+    Issued { report: Box<IssueReport> },
     Revoke { report: RevokeReport },
-    Workflow { report: WorkflowReport },
+    Workflow { report: Box<WorkflowReport> },
     Workflows { workflows: Vec<WorkflowReport> },
     History { histories: Vec<History> },
-    ValidAt { at: UnixTime, certificates: Vec<ValidAt> },
+    ValidAt { report: ValidAtReport },
+    Remind { report: PassReport },
+    Snoozed { snoozes: Vec<Snoozed> },
+    Fleet { fleet: crate::agents::FleetResponse },
     Error { kind: ErrorKind, message: String },
 }
 
@@ -202,6 +237,10 @@ pub fn execute(
     progress: &ScanProgress,
 ) -> Response {
     match request {
+        Request::Fleet { fleet } => match crate::agents::execute(store, fleet, now) {
+            Ok(fleet) => Response::Fleet { fleet },
+            Err((kind, message)) => Response::Error { kind, message },
+        },
         Request::List { filter } => match query::list(store, &filter, now) {
             Ok(certificates) => Response::Certificates { certificates },
             Err(e) => Response::from_query_error(e),
@@ -239,6 +278,42 @@ pub fn execute(
             Ok(status) => Response::Status { status },
             Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
         },
+        Request::Remind {
+            config,
+            policies,
+            mode,
+            at,
+        } => {
+            if config.is_relative() {
+                return Response::error(
+                    ErrorKind::Invalid,
+                    format!(
+                        "the configuration path must be absolute, got {}",
+                        config.display()
+                    ),
+                );
+            }
+            let now = at.unwrap_or(now);
+            match remind::pass_with_config(store, &config, policies.as_deref(), now, mode) {
+                Ok(report) => Response::Remind { report },
+                Err(e) => failed(e),
+            }
+        }
+        Request::Snooze {
+            id,
+            until,
+            reason,
+            by,
+            at,
+        } => match remind::snooze(store, &id, until, &reason, &by, at.unwrap_or(now)) {
+            Ok(s) => Response::Snoozed { snoozes: vec![s] },
+            Err(remind::SnoozeError::Query(e)) => Response::from_query_error(e),
+            Err(e) => Response::error(ErrorKind::Invalid, e.to_string()),
+        },
+        Request::Snoozed { at } => match remind::snoozed(store, at.unwrap_or(now)) {
+            Ok(snoozes) => Response::Snoozed { snoozes },
+            Err(e) => failed(e),
+        },
         Request::CaInit { init } => match ca::init(store, &init, now) {
             Ok(info) => Response::Cas { cas: vec![info] },
             Err(e) => failed(e),
@@ -247,32 +322,34 @@ pub fn execute(
             Ok(cas) => Response::Cas { cas },
             Err(e) => failed(e),
         },
-        Request::CaExport { name, out } => match absolute(&out)
-            .and_then(|()| ca::export(store, &name, &out).map_err(|e| failed(e)))
-        {
-            Ok(path) => Response::Written { path },
-            Err(r) => r,
+        Request::CaExport { name, out } => match relative(&out) {
+            Some(r) => r,
+            None => match ca::export(store, &name, &out) {
+                Ok(path) => Response::Written { path },
+                Err(e) => failed(e),
+            },
         },
         Request::CaCrl {
             name,
             out,
             der,
             passphrase,
-        } => match absolute(&out).and_then(|()| {
-            revoke::ca_crl(store, &name, &out, der, passphrase.as_ref(), now).map_err(|e| failed(e))
-        }) {
-            Ok(crl) => Response::Crl { crl },
-            Err(r) => r,
+        } => match relative(&out) {
+            Some(r) => r,
+            None => match revoke::ca_crl(store, &name, &out, der, passphrase.as_ref(), now) {
+                Ok(crl) => Response::Crl { crl },
+                Err(e) => failed(e),
+            },
         },
         Request::Issue { issue } => match ca::issue(store, &issue, now) {
-            Ok(report) => Response::Issued { report },
+            Ok(report) => Response::Issued {
+                report: Box::new(report),
+            },
             Err(e) => failed(e),
         },
         Request::Revoke { revoke: request } => {
-            if let Some(p) = &request.key_file {
-                if let Err(r) = absolute(p) {
-                    return r;
-                }
+            if let Some(r) = request.key_file.as_deref().and_then(relative) {
+                return r;
             }
             match revoke::revoke(store, &request, now) {
                 Ok(report) => Response::Revoke { report },
@@ -281,7 +358,9 @@ pub fn execute(
             }
         }
         Request::Regenerate { regenerate } => match workflow::regenerate(store, &regenerate, now) {
-            Ok(report) => Response::Workflow { report },
+            Ok(report) => Response::Workflow {
+                report: Box::new(report),
+            },
             Err(workflow::WorkflowError::Query(e)) => Response::from_query_error(e),
             Err(e) => failed(e),
         },
@@ -291,7 +370,9 @@ pub fn execute(
         },
         Request::WorkflowResume { id, secrets } => {
             match workflow::resume(store, id, &secrets, now) {
-                Ok(report) => Response::Workflow { report },
+                Ok(report) => Response::Workflow {
+                    report: Box::new(report),
+                },
                 Err(e) => failed(e),
             }
         }
@@ -301,10 +382,19 @@ pub fn execute(
             Err(e) => failed(e),
         },
         Request::HistoryAt { at } => match workflow::valid_at(store, at) {
-            Ok(certificates) => Response::ValidAt { at, certificates },
+            Ok(certificates) => Response::ValidAt {
+                report: ValidAtReport { at, certificates },
+            },
             Err(e) => failed(e),
         },
     }
+}
+
+/// `certctl history --at DATE`: the moment asked about and the certificates valid then.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValidAtReport {
+    pub at: UnixTime,
+    pub certificates: Vec<ValidAt>,
 }
 
 /// A failed request, with the error's full message.
@@ -312,26 +402,29 @@ fn failed(e: impl std::fmt::Display) -> Response {
     Response::error(ErrorKind::Failed, e.to_string())
 }
 
-/// Paths sent to certd must be absolute (the client resolves them).
-fn absolute(p: &std::path::Path) -> Result<(), Response> {
-    if p.is_relative() {
-        Err(Response::error(
+/// Paths sent to certd must be absolute (the client resolves them): the error for one
+/// that is not.
+fn relative(p: &std::path::Path) -> Option<Response> {
+    p.is_relative().then(|| {
+        Response::error(
             ErrorKind::Invalid,
             format!("paths must be absolute, got {}", p.display()),
-        ))
-    } else {
-        Ok(())
-    }
+        )
+    })
 }
 
 /// Status of a store opened directly (no daemon).
 pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::StoreError> {
+    let smtp = store.smtp_state()?;
     Ok(StatusReport {
         mode: "direct".into(),
         store: store.path().to_path_buf(),
         certificates: store.len() as u64,
         endpoints: store.endpoints()?,
         daemon: None,
+        smtp_last_error: smtp.last_error,
+        smtp_last_error_at: smtp.last_error_at,
+        reminders_pending: store.delivery_states()?.iter().map(|d| d.pending).sum(),
     })
 }
 

@@ -249,7 +249,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], private: bool, backup: bool) -> R
 }
 
 /// [`write_atomic`] with an explicit file mode (e.g. the mode of the file replaced).
-pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32, backup: bool) -> Result<(), CaError> {
+pub fn write_atomic_mode(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    backup: bool,
+) -> Result<(), CaError> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -268,6 +273,12 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32, backup: bool) -> 
             .open(&tmp)
             .map_err(io_err(&tmp))?;
         fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(io_err(&tmp))?;
+        // A replaced file keeps its owner and group (e.g. the service account that reads
+        // it); without the privilege to do so, the file ends up owned by the caller.
+        if let Ok(meta) = fs::metadata(path) {
+            use std::os::unix::fs::MetadataExt;
+            let _ = std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()));
+        }
         f.write_all(bytes).map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
         if backup && path.exists() {
@@ -635,9 +646,7 @@ pub fn load_private_key(
     bytes: &[u8],
     passphrase: Option<&Secret>,
 ) -> Result<PKey<Private>, KeyLoadError> {
-    let encrypted = bytes
-        .windows(b"ENCRYPTED".len())
-        .any(|w| w == b"ENCRYPTED");
+    let encrypted = bytes.windows(b"ENCRYPTED".len()).any(|w| w == b"ENCRYPTED");
     match (encrypted, passphrase) {
         (true, None) => Err(KeyLoadError::NeedsPassphrase),
         (true, Some(p)) => PKey::private_key_from_pem_passphrase(bytes, p.expose().as_bytes())
@@ -737,8 +746,10 @@ impl Signer {
 
     /// The rcgen issuer for this CA.
     pub fn issuer(&self) -> Result<Issuer<'static, &KeyPair>, CaError> {
-        Issuer::from_ca_cert_pem(&self.cert_pem, &self.key_pair)
-            .map_err(rcgen_err(format!("use the certificate of CA `{}`", self.ca.name)))
+        Issuer::from_ca_cert_pem(&self.cert_pem, &self.key_pair).map_err(rcgen_err(format!(
+            "use the certificate of CA `{}`",
+            self.ca.name
+        )))
     }
 
     /// Whether this CA issued `cert` (issuer DN and, when both are known, key identifiers).
@@ -957,9 +968,7 @@ pub fn write_leaf_files(
     }
     if !overwrite {
         if let Some(p) = targets.iter().find(|p| p.exists()) {
-            return Err(CaError::WouldOverwrite {
-                path: (*p).clone(),
-            });
+            return Err(CaError::WouldOverwrite { path: (*p).clone() });
         }
     }
     fs::create_dir_all(dir).map_err(io_err(dir))?;

@@ -19,7 +19,9 @@
 //! [`api::Request`]s to certd when it runs, and executes them itself when not.
 #![forbid(unsafe_code)]
 
+pub mod agents;
 pub mod api;
+pub mod artifacts;
 pub mod ca;
 pub mod config;
 pub mod control;
@@ -31,6 +33,7 @@ pub mod policy;
 pub mod probe;
 pub mod query;
 pub mod remind;
+pub mod reports;
 pub mod revoke;
 pub mod schedule;
 pub mod server;

@@ -208,7 +208,9 @@ impl Policy {
             if !self.credential_kinds.contains(&kind) {
                 return None;
             }
-            why.push(format!("credential kind `{kind}` is one of its credential_kinds"));
+            why.push(format!(
+                "credential kind `{kind}` is one of its credential_kinds"
+            ));
         }
         let first = |globs: &[Glob], values: &[&str]| -> Option<(String, String)> {
             globs.iter().find_map(|g| {
@@ -330,7 +332,11 @@ impl Policy {
                 _ => None,
             };
             if let Some(c) = curve {
-                if !self.allowed_curves.iter().any(|a| a.eq_ignore_ascii_case(c)) {
+                if !self
+                    .allowed_curves
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(c))
+                {
                     out.push(format!(
                         "curve {c} is not one of the allowed curves ({})",
                         self.allowed_curves.join(", ")
@@ -618,18 +624,22 @@ impl Checker<'_> {
             .renewal_expected
             .as_ref()
             .and_then(|r| self.one(r, "renewal_expected", any_duration));
-        let min_rsa_bits = raw.min_rsa_bits.as_ref().and_then(|b| {
-            match u32::try_from(*b.get_ref()) {
-                Ok(bits) if (512..=16384).contains(&bits) => Some(bits),
-                _ => {
-                    self.report(
-                        b.span(),
-                        format!("min_rsa_bits {} is not a key size (512 to 16384)", b.get_ref()),
-                    );
-                    None
-                }
-            }
-        });
+        let min_rsa_bits =
+            raw.min_rsa_bits
+                .as_ref()
+                .and_then(|b| match u32::try_from(*b.get_ref()) {
+                    Ok(bits) if (512..=16384).contains(&bits) => Some(bits),
+                    _ => {
+                        self.report(
+                            b.span(),
+                            format!(
+                                "min_rsa_bits {} is not a key size (512 to 16384)",
+                                b.get_ref()
+                            ),
+                        );
+                        None
+                    }
+                });
         let plain = |v: &Option<Strings>| -> Vec<String> {
             v.as_ref()
                 .map(|v| v.get_ref().iter().map(|s| s.get_ref().clone()).collect())
@@ -770,20 +780,42 @@ mod tests {
         let e = set(&[("/p/x.toml", &text)]).unwrap_err();
         let all: Vec<String> = e.diagnostics().iter().map(|d| d.to_string()).collect();
         assert_eq!(all.len(), 3, "{all:#?}");
-        assert!(all[0].starts_with("/p/x.toml:3:21: policy.roles: unknown role `router`"), "{}", all[0]);
-        assert!(all[1].starts_with("/p/x.toml:10:8: policy `a` is already defined at /p/x.toml:2"), "{}", all[1]);
-        assert!(all[2].starts_with("/p/x.toml:14:12: policy.critical: invalid duration"), "{}", all[2]);
+        assert!(
+            all[0].starts_with("/p/x.toml:3:21: policy.roles: unknown role `router`"),
+            "{}",
+            all[0]
+        );
+        assert!(
+            all[1].starts_with("/p/x.toml:10:8: policy `a` is already defined at /p/x.toml:2"),
+            "{}",
+            all[1]
+        );
+        assert!(
+            all[2].starts_with("/p/x.toml:14:12: policy.critical: invalid duration"),
+            "{}",
+            all[2]
+        );
 
         let e = set(&[("/p/y.toml", "[[policy]]\nname = \"b\"\nrols = []\n")]).unwrap_err();
-        assert!(e.to_string().starts_with("/p/y.toml:3:1: unknown field `rols`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/p/y.toml:3:1: unknown field `rols`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn precedence_is_specificity_then_roles_then_file_order() {
-        let general = format!("[[policy]]\nname = \"agents\"\nroles = [\"agent\", \"other\"]\n{BASE}");
+        let general =
+            format!("[[policy]]\nname = \"agents\"\nroles = [\"agent\", \"other\"]\n{BASE}");
         let narrow = format!("[[policy]]\nname = \"ephemeral\"\nroles = [\"agent\"]\ncredential_kinds = [\"ephemeral\"]\n{BASE}");
         let by_name = format!("[[policy]]\nname = \"one-role\"\nroles = [\"agent\"]\n{BASE}");
-        let s = set(&[("/p/a.toml", &general), ("/p/b.toml", &narrow), ("/p/c.toml", &by_name)]).unwrap();
+        let s = set(&[
+            ("/p/a.toml", &general),
+            ("/p/b.toml", &narrow),
+            ("/p/c.toml", &by_name),
+        ])
+        .unwrap();
         let names: Vec<&str> = s.policies.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["ephemeral", "one-role", "agents"]);
 
@@ -803,7 +835,9 @@ mod tests {
         let c = cert("gw.example", Role::Gateway, 0, 1);
         let why = s.policies[0].matches(&c).unwrap();
         assert_eq!(why.len(), 4, "{why:?}");
-        assert!(s.policies[0].matches(&cert("www.example", Role::Gateway, 0, 1)).is_none());
+        assert!(s.policies[0]
+            .matches(&cert("www.example", Role::Gateway, 0, 1))
+            .is_none());
     }
 
     #[test]

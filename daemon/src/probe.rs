@@ -832,9 +832,16 @@ fn verify(served: &[X509], store: &X509Store) -> Result<Verification, ErrorStack
     })
 }
 
-/// Issued by itself, and its signature verifies with its own key.
+/// Issued by itself (issuer name = subject name), and its signature verifies with its own
+/// key. `X509::issued` is not used: it also demands keyCertSign in the key usage, which
+/// a server certificate normally lacks, so a self-signed server certificate would pass
+/// unnoticed.
 fn is_self_signed(cert: &X509Ref) -> bool {
-    cert.issued(cert) == X509VerifyResult::OK
+    let same_name = match (cert.subject_name().to_der(), cert.issuer_name().to_der()) {
+        (Ok(subject), Ok(issuer)) => subject == issuer,
+        _ => false,
+    };
+    same_name
         && cert
             .public_key()
             .and_then(|key| cert.verify(&key))

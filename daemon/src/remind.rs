@@ -66,7 +66,9 @@ pub enum SnoozeError {
     Store(#[from] StoreError),
     #[error("`{id}` names {count} certificates: give a fingerprint prefix to snooze one")]
     SeveralCertificates { id: String, count: usize },
-    #[error("{name} ({fingerprint}) expired on {expired}: an expired certificate is never silenced")]
+    #[error(
+        "{name} ({fingerprint}) expired on {expired}: an expired certificate is never silenced"
+    )]
     Expired {
         name: String,
         fingerprint: String,
@@ -138,11 +140,7 @@ impl Entry {
 
     fn when(&self) -> String {
         match self.days_left {
-            d if d < 0 => format!(
-                "expired {} day{} ago",
-                -d,
-                if d == -1 { "" } else { "s" }
-            ),
+            d if d < 0 => format!("expired {} day{} ago", -d, if d == -1 { "" } else { "s" }),
             0 => "expires within a day".to_string(),
             d => format!("{d} day{} left", if d == 1 { "" } else { "s" }),
         }
@@ -602,7 +600,13 @@ pub fn scheduled_pass(store: &Store, config: &Config, config_path: &Path, now: U
             .as_ref()
             .ok_or_else(|| RemindError::NoSmtp(config_path.to_path_buf()))?;
         let mailer = SmtpMailer::new(smtp);
-        Ok(run_pass(store, &set, Some(&mailer), now, PassMode::Scheduled)?)
+        Ok(run_pass(
+            store,
+            &set,
+            Some(&mailer),
+            now,
+            PassMode::Scheduled,
+        )?)
     })();
     match result {
         Ok(report) if report.failed.is_empty() => format!("ok, {}", report.summary()),
@@ -653,12 +657,7 @@ impl SmtpMailer {
             (Ok(p), _) if !p.is_empty() => Ok(Some(p)),
             (_, Some(file)) => std::fs::read_to_string(file)
                 .map(|p| Some(p.trim_end_matches(['\r', '\n']).to_string()))
-                .map_err(|e| {
-                    format!(
-                        "cannot read the SMTP password file {}: {e}",
-                        file.display()
-                    )
-                }),
+                .map_err(|e| format!("cannot read the SMTP password file {}: {e}", file.display())),
             _ => Ok(None),
         };
         SmtpMailer {
@@ -953,9 +952,20 @@ mod tests {
         add(&store, facts("c.example", 3, 0, 10 * DAY), Role::Iis);
         let set = policies();
         // a.example#1 is renewed by #2; c is snoozed.
-        let s = snooze(&store, &"03".repeat(32), 20 * DAY, "change window", "alice", 0).unwrap();
+        let s = snooze(
+            &store,
+            &"03".repeat(32),
+            20 * DAY,
+            "change window",
+            "alice",
+            0,
+        )
+        .unwrap();
         assert_eq!(s.snooze.by, "alice");
-        assert_eq!(store.history(&Sha256([3; 32])).unwrap()[0].action, "snoozed");
+        assert_eq!(
+            store.history(&Sha256([3; 32])).unwrap()[0].action,
+            "snoozed"
+        );
         let d = due(&store, &set, 0).unwrap();
         assert!(d.is_empty(), "{d:?}");
         assert_eq!(snoozed(&store, 0).unwrap().len(), 1);

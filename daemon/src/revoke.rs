@@ -38,7 +38,9 @@ pub enum RevokeError {
     Query(#[from] QueryError),
     #[error("`{0}` names several certificates; give a fingerprint prefix:\n{1}")]
     SeveralMatches(String, String),
-    #[error("nothing to revoke: give a certificate ID, --spki HASH, --issuer ID or --key-file FILE")]
+    #[error(
+        "nothing to revoke: give a certificate ID, --spki HASH, --issuer ID or --key-file FILE"
+    )]
     NoSelector,
     #[error("--spki {0}: not a SHA-256 (64 hex characters)")]
     BadSpki(String),
@@ -227,7 +229,12 @@ pub fn verify_crl_file(path: &Path, ca_der: &[u8], serials: &[String]) -> CrlChe
     };
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) => return fail(format!("cannot read it: {}", crate::inventory::io_cause(&e))),
+        Err(e) => {
+            return fail(format!(
+                "cannot read it: {}",
+                crate::inventory::io_cause(&e)
+            ))
+        }
     };
     let crl = match X509Crl::from_pem(&bytes).or_else(|_| X509Crl::from_der(&bytes)) {
         Ok(c) => c,
@@ -353,8 +360,7 @@ pub struct RevokeReport {
 
 /// The certificates a request selects (deduplicated, sorted by expiry).
 pub fn select(store: &Store, req: &RevokeRequest) -> Result<Vec<Certificate>, RevokeError> {
-    if req.ids.is_empty() && req.spki.is_none() && req.issuer.is_none() && req.key_file.is_none()
-    {
+    if req.ids.is_empty() && req.spki.is_none() && req.issuer.is_none() && req.key_file.is_none() {
         return Err(RevokeError::NoSelector);
     }
     let mut selected: BTreeMap<Fingerprint, Certificate> = BTreeMap::new();
@@ -583,11 +589,7 @@ fn check_endpoints(
                 ),
                 (None, Some(leaf)) => (
                     "replaced",
-                    format!(
-                        "now serves {} ({})",
-                        leaf.display_name(),
-                        leaf.fingerprint
-                    ),
+                    format!("now serves {} ({})", leaf.display_name(), leaf.fingerprint),
                 ),
                 (None, None) => ("unreachable", "served no certificate".to_string()),
             };
@@ -631,7 +633,11 @@ pub fn revoke_one(
             fingerprint: Some(*fp),
             actor: actor(),
             action: "revoked".into(),
-            detail: format!("reason {}; serial {}", reason_name(reason), cert.facts.serial),
+            detail: format!(
+                "reason {}; serial {}",
+                reason_name(reason),
+                cert.facts.serial
+            ),
         })?;
     }
     let mut checks = Vec::new();

@@ -56,6 +56,7 @@ pub enum DaemonError {
 enum Job {
     Scan,
     Probe,
+    Remind,
 }
 
 impl Job {
@@ -63,6 +64,7 @@ impl Job {
         match self {
             Job::Scan => "scan",
             Job::Probe => "probe",
+            Job::Remind => "remind",
         }
     }
 }
@@ -123,6 +125,7 @@ impl Shared {
         let schedule_of = |job: Job| match job {
             Job::Scan => config.scan.schedule.as_ref().map(|s| s.to_string()),
             Job::Probe => config.probe.schedule.as_ref().map(|s| s.to_string()),
+            Job::Remind => config.reminders.as_ref().map(|r| r.schedule.to_string()),
         };
         report.daemon = Some(DaemonStatus {
             pid: std::process::id(),
@@ -138,7 +141,7 @@ impl Shared {
                     watched: config.scan.watch && s.path.is_dir(),
                 })
                 .collect(),
-            schedules: [Job::Scan, Job::Probe]
+            schedules: [Job::Scan, Job::Probe, Job::Remind]
                 .into_iter()
                 .map(|job| {
                     let state = jobs.get(&job).cloned().unwrap_or_default();
@@ -158,9 +161,10 @@ impl Shared {
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
+    // Signals first: a SIGTERM that arrives while starting must still end certd cleanly.
+    let mut signals = Signals::install().map_err(DaemonError::Signals)?;
     let store = Store::open(&config.store)?;
     let listener = ControlListener::bind(&config.store)?;
-    let mut signals = Signals::install().map_err(DaemonError::Signals)?;
     tracing::info!(store = %config.store.display(), socket = %listener.path().display(), sources = config.sources.len(), endpoints = config.endpoints.len(), "certd started (schedules are in UTC)");
 
     let shared = Arc::new(Shared {
@@ -183,30 +187,57 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     spawn_job(&mut tasks, &shared, Job::Scan);
     spawn_job(&mut tasks, &shared, Job::Probe);
 
+    // Each job's next deadline, kept across rounds: a run that fell due while certd was
+    // busy (settling file events, reloading) is started late, never skipped.
+    let mut due: BTreeMap<Job, UnixTime> = BTreeMap::new();
     loop {
         let config = shared.config();
         let t = now();
-        let next = [
-            (Job::Scan, config.scan.schedule.as_ref()),
-            (Job::Probe, config.probe.schedule.as_ref()),
-        ]
-        .into_iter()
-        .filter_map(|(job, s)| s.and_then(|s| s.next_after(t)).map(|at| (at, job)))
-        .inspect(|(at, job)| shared.job_update(*job, |s| s.next_run = Some(*at)))
-        .min();
-        let sleep = match next {
-            Some((at, _)) => StdDuration::from_secs((at - t).max(0) as u64),
+        let ready: Vec<Job> = due
+            .iter()
+            .filter(|(_, at)| **at <= t)
+            .map(|(job, _)| *job)
+            .collect();
+        for job in ready {
+            due.remove(&job);
+            spawn_job(&mut tasks, &shared, job);
+        }
+        let planned = [
+            (
+                Job::Scan,
+                config.scan.schedule.as_ref().and_then(|s| s.next_after(t)),
+            ),
+            (
+                Job::Probe,
+                config.probe.schedule.as_ref().and_then(|s| s.next_after(t)),
+            ),
+            (
+                Job::Remind,
+                crate::remind::next_run(&config, &shared.store, t),
+            ),
+        ];
+        for (job, at) in planned {
+            match at {
+                Some(at) => {
+                    let deadline = due.entry(job).or_insert(at);
+                    *deadline = (*deadline).min(at);
+                }
+                None => {
+                    due.remove(&job);
+                }
+            }
+        }
+        for (job, at) in &due {
+            shared.job_update(*job, |s| s.next_run = Some(*at));
+        }
+        // Sleeping whole seconds from a truncated `now` never wakes before the deadline.
+        let sleep = match due.values().min() {
+            Some(at) => StdDuration::from_secs((at - t).max(0).unsigned_abs()),
             None => StdDuration::from_secs(3600),
         };
 
         tokio::select! {
-            _ = tokio::time::sleep(sleep) => {
-                if let Some((_, job)) = next {
-                    spawn_job(&mut tasks, &shared, job);
-                }
-                // Let the clock pass the deadline so the same run is not scheduled twice.
-                tokio::time::sleep(StdDuration::from_millis(1100)).await;
-            }
+            _ = tokio::time::sleep(sleep) => {}
             Some(path) = watch_rx.recv() => {
                 tokio::time::sleep(WATCH_SETTLE).await;
                 let mut changed = vec![path];
@@ -223,10 +254,14 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
                 }
                 SignalEvent::Reload => {
                     match reload(&shared) {
-                        Ok(()) => match start_watcher(&shared.config(), watch_tx.clone()) {
-                            Ok(w) => watcher = w,
-                            Err(e) => tracing::error!(error = %e, "cannot watch the new source folders"),
-                        },
+                        Ok(()) => {
+                            // New schedules: plan every job afresh.
+                            due.clear();
+                            match start_watcher(&shared.config(), watch_tx.clone()) {
+                                Ok(w) => watcher = w,
+                                Err(e) => tracing::error!(error = %e, "cannot watch the new source folders"),
+                            }
+                        }
                         Err(e) => tracing::error!("configuration reload rejected, the running configuration stays in force: {e}"),
                     }
                 }
@@ -313,6 +348,19 @@ fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
         let outcome = match job {
             Job::Scan => scan_sources(&shared, None).await,
             Job::Probe => probe_endpoints(&shared).await,
+            Job::Remind => {
+                let _writer = shared.writer.lock().await;
+                let (store, config, path) = (
+                    shared.store.clone(),
+                    shared.config(),
+                    shared.config_path.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    crate::remind::scheduled_pass(&store, &config, &path, now())
+                })
+                .await
+                .unwrap_or_else(|e| format!("failed: {e}"))
+            }
         };
         shared.job_update(job, |s| {
             s.running = false;
@@ -485,7 +533,13 @@ async fn answer(shared: &Arc<Shared>, request: Request) -> Response {
             Err(e) => Response::error(api::ErrorKind::Failed, e.to_string()),
         };
     }
-    let writes = matches!(request, Request::Scan { .. } | Request::Probe { .. });
+    let writes = matches!(
+        request,
+        Request::Scan { .. }
+            | Request::Probe { .. }
+            | Request::Remind { .. }
+            | Request::Snooze { .. }
+    );
     let _writer = if writes {
         Some(shared.writer.lock().await)
     } else {

@@ -31,8 +31,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use certctl_store::{
-    AuditEvent, Certificate, RevocationReason, Source, SourceLocation, Store,
-    StoreError, UnixTime, Workflow, WorkflowStep,
+    AuditEvent, Certificate, RevocationReason, Source, SourceLocation, Store, StoreError, UnixTime,
+    Workflow, WorkflowStep,
 };
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
@@ -77,7 +77,9 @@ pub enum WorkflowError {
     },
     #[error("{}: {cause}", path.display())]
     Deploy { path: PathBuf, cause: String },
-    #[error("invalid date `{0}`: write 2026-11-25, 2026-11-25T17:00:00Z or 2026-11-25 17:00 (UTC)")]
+    #[error(
+        "invalid date `{0}`: write 2026-11-25, 2026-11-25T17:00:00Z or 2026-11-25 17:00 (UTC)"
+    )]
     BadDate(String),
 }
 
@@ -204,13 +206,16 @@ pub fn resume(
     run(store, wf, secrets, now)
 }
 
+/// A workflow id and how resuming it went.
+pub type Resumed = (u64, Result<WorkflowReport, WorkflowError>);
+
 /// Resumes every unfinished workflow (what certd can do at start-up); returns the outcome
 /// of each.
 pub fn resume_all(
     store: &Store,
     secrets: &WorkflowSecrets,
     now: UnixTime,
-) -> Result<Vec<(u64, Result<WorkflowReport, WorkflowError>)>, WorkflowError> {
+) -> Result<Vec<Resumed>, WorkflowError> {
     let mut out = Vec::new();
     for wf in store.workflows()? {
         if wf.step != WorkflowStep::Done {
@@ -327,9 +332,9 @@ fn step_issue(
     let key = step_key(wf)?;
     let dir = PathBuf::from(&wf.dir);
     let cert_path = dir.join("new.pem");
-    let old = store
-        .get(&wf.old)?
-        .ok_or_else(|| step_err(wf, WorkflowStep::Issued)("the old certificate left the store".into()))?;
+    let old = store.get(&wf.old)?.ok_or_else(|| {
+        step_err(wf, WorkflowStep::Issued)("the old certificate left the store".into())
+    })?;
     let signer = Signer::load(store, &wf.ca, secrets.passphrase.as_ref())?;
     let der = match read_issued(&cert_path, &key) {
         Some(der) => der,
@@ -630,7 +635,8 @@ impl Deployment<'_> {
                 let mut already_new = false;
                 for (label, block) in pem_blocks(&text) {
                     let piece = match label.as_deref() {
-                        Some("CERTIFICATE") | Some("X509 CERTIFICATE")
+                        Some("CERTIFICATE")
+                        | Some("X509 CERTIFICATE")
                         | Some("TRUSTED CERTIFICATE") => {
                             let this = cert_index;
                             cert_index += 1;
@@ -683,14 +689,17 @@ impl Deployment<'_> {
                 crate::formats::ensure_legacy_provider();
                 let parsed = openssl::pkcs12::Pkcs12::from_der(&bytes)
                     .and_then(|p| p.parse2(password.expose()))
-                    .map_err(|_| bad("cannot open this PKCS#12 file with the given password".into()))?;
+                    .map_err(|_| {
+                        bad("cannot open this PKCS#12 file with the given password".into())
+                    })?;
                 if let Some(cert) = parsed.cert {
                     if cert.to_der().map(|d| d == self.new_der).unwrap_or(false) {
                         return Ok(None);
                     }
                 }
                 let name = self.old.facts.display_name().to_string();
-                let pfx = ca::build_pfx(&name, &self.new_key, &self.new_der, &self.chain, password)?;
+                let pfx =
+                    ca::build_pfx(&name, &self.new_key, &self.new_der, &self.chain, password)?;
                 Ok(Some(pfx))
             }
         }
@@ -737,9 +746,9 @@ fn step_deploy(
     secrets: &WorkflowSecrets,
     now: UnixTime,
 ) -> Result<(), WorkflowError> {
-    let old = store
-        .get(&wf.old)?
-        .ok_or_else(|| step_err(wf, WorkflowStep::Deployed)("the old certificate left the store".into()))?;
+    let old = store.get(&wf.old)?.ok_or_else(|| {
+        step_err(wf, WorkflowStep::Deployed)("the old certificate left the store".into())
+    })?;
     let Some(new_fp) = wf.new else {
         return Err(step_err(wf, WorkflowStep::Deployed)(
             "the new certificate is not recorded".into(),
@@ -754,9 +763,16 @@ fn step_deploy(
         ))
     })?;
     let signer = Signer::load(store, &wf.ca, secrets.passphrase.as_ref())?;
-    let sources: Vec<Source> = old.sources.iter().filter(|s| s.gone_since.is_none()).cloned().collect();
+    let sources: Vec<Source> = old
+        .sources
+        .iter()
+        .filter(|s| s.gone_since.is_none())
+        .cloned()
+        .collect();
     let old_der = sources.iter().find_map(|s| match &s.location {
-        SourceLocation::File { path, index } => old_cert_der(Path::new(path), *index, &old, secrets),
+        SourceLocation::File { path, index } => {
+            old_cert_der(Path::new(path), *index, &old, secrets)
+        }
         SourceLocation::Endpoint { .. } => None,
     });
     let deployment = Deployment {
@@ -795,13 +811,12 @@ fn step_deploy(
         for (key_path, already) in deployment.sibling_keys(&p) {
             let key_str = key_path.to_string_lossy().into_owned();
             if !already {
-                let pem = deployment
-                    .new_key
-                    .private_key_to_pem_pkcs8()
-                    .map_err(|e| WorkflowError::Deploy {
+                let pem = deployment.new_key.private_key_to_pem_pkcs8().map_err(|e| {
+                    WorkflowError::Deploy {
                         path: key_path.clone(),
                         cause: e.to_string(),
-                    })?;
+                    }
+                })?;
                 write_atomic_mode(&key_path, &pem, file_mode(&key_path) & 0o700, true)?;
                 restrict_backup(&key_path);
             }
@@ -1019,10 +1034,7 @@ mod tests {
         assert_eq!(items.len(), 4);
         assert_eq!(items[0].0, &DnType::CountryName);
         assert_eq!(items[3].0, &DnType::CommonName);
-        assert_eq!(
-            items[1].1,
-            &rcgen::DnValue::Utf8String("Contoso".into())
-        );
+        assert_eq!(items[1].1, &rcgen::DnValue::Utf8String("Contoso".into()));
         assert_eq!(
             items[2].1,
             &rcgen::DnValue::Utf8String("Ops, Gateways".into())

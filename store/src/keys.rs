@@ -16,6 +16,9 @@
 //! | `N`    | fingerprint + recipient + `\0` + threshold (8) | a [`SentReminder`]             |
 //! | `Q`    | `r` + recipient, or `s`               | [`DeliveryState`] / [`SmtpState`]      |
 //! | `Z`    | fingerprint                           | a [`Snooze`]                           |
+//! | `G`    | resource GUID (lowercase)             | an agent [`Registration`]              |
+//! | `V`    | `d` + agent name (lowercase), or `s` + setting | [`AgentDecision`] / a setting (deny-list path) |
+//! | `X`    | artifact id (SHA-256 of the file, 32) | a [`TrackedArtifact`]                  |
 //!
 //! Indexes are *posting segments*: each committed batch appends, per bucket, one segment
 //! holding all of that batch's entries for the bucket. That keeps the number of sled keys
@@ -33,6 +36,9 @@
 //! [`DeliveryState`]: crate::DeliveryState
 //! [`SmtpState`]: crate::SmtpState
 //! [`Snooze`]: crate::Snooze
+//! [`Registration`]: crate::Registration
+//! [`AgentDecision`]: crate::AgentDecision
+//! [`TrackedArtifact`]: crate::TrackedArtifact
 
 pub(crate) const CERT: u8 = b'C';
 pub(crate) const POSTING: u8 = b'P';
@@ -45,6 +51,9 @@ pub(crate) const WORKFLOW: u8 = b'W';
 pub(crate) const SENT_REMINDER: u8 = b'N';
 pub(crate) const DELIVERY: u8 = b'Q';
 pub(crate) const SNOOZE: u8 = b'Z';
+pub(crate) const REGISTRATION: u8 = b'G';
+pub(crate) const AGENT_DECISION: u8 = b'V';
+pub(crate) const ARTIFACT: u8 = b'X';
 
 pub(crate) fn endpoint_key(address: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(address.len() + 1);

@@ -20,8 +20,32 @@ pub type UnixTime = i64;
 pub const EPHEMERAL_MAX_VALIDITY_SECS: i64 = 24 * 3600;
 
 /// A SHA-256 digest: certificate fingerprints (of the DER) and key hashes (of the SPKI).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// Serialized as 32 raw bytes in the store and as lowercase hex in JSON (human-readable
+/// formats).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Sha256(pub [u8; 32]);
+
+impl Serialize for Sha256 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Sha256 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            text.parse().map_err(serde::de::Error::custom)
+        } else {
+            <[u8; 32]>::deserialize(d).map(Sha256)
+        }
+    }
+}
 
 /// The identity of a certificate in the store: SHA-256 of its DER encoding.
 pub type Fingerprint = Sha256;
@@ -457,6 +481,14 @@ mod tests {
         let with_colons = vec!["AB"; 32].join(":");
         assert_eq!(hex.parse::<Sha256>(), with_colons.parse::<Sha256>());
         assert!("abcd".parse::<Sha256>().is_err());
+    }
+
+    #[test]
+    fn sha256_is_hex_in_json() {
+        let d = Sha256([0xab; 32]);
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, format!("\"{}\"", "ab".repeat(32)));
+        assert_eq!(serde_json::from_str::<Sha256>(&json).unwrap(), d);
     }
 
     #[test]

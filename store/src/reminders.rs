@@ -233,7 +233,9 @@ mod tests {
                 threshold_secs: 30 * 86_400,
                 sent_at: 100,
             };
-            store.record_delivery("ops@example.org", &[sent], 100).unwrap();
+            store
+                .record_delivery("ops@example.org", &[sent], 100)
+                .unwrap();
             store
                 .put_snooze(&Snooze {
                     fingerprint: fp,

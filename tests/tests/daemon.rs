@@ -6,8 +6,8 @@
 //! and queries through the built `certctl`, in daemon mode and — after stopping certd — in
 //! direct mode, whose answers must be the same. Every wait is a bounded poll.
 //!
-//! One module per area: [`status`], [`watch`], [`same_answers`], [`through_certd`],
-//! [`probes`], [`config`], [`signals`], [`exclusive`], [`logs`].
+//! One module per area: [`status`], [`watch`], [`same_answers`], [`same_errors`],
+//! [`through_certd`], [`probes`], [`config`], [`signals`], [`exclusive`], [`logs`].
 //!
 //! Build the binaries first (`cargo build --workspace --bins`, which `scripts/test` does).
 
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use certctl_e2e::daemon::{status_json, wait_for, Certd, CertdConfig, EndpointSpec};
-use certctl_e2e::files;
+use certctl_e2e::files::{self, Pem};
 use certctl_e2e::tls::{closed_port, TlsServer};
 use certctl_e2e::*;
 use rustix::process::Signal;
@@ -61,15 +61,13 @@ fn wait_listed(
     )
 }
 
-/// A fingerprint as the store serialises it inside endpoint states (32 numbers) in hex.
+/// A fingerprint inside endpoint states (`probe --json`, `status --json`): lowercase hex.
 fn fp_hex(v: &Value) -> String {
-    let bytes: Vec<u8> = v
-        .as_array()
-        .unwrap_or_else(|| panic!("a fingerprint should be an array of bytes, not {v}"))
-        .iter()
-        .map(|b| b.as_u64().expect("byte") as u8)
-        .collect();
-    hex(&bytes)
+    let hex = v
+        .as_str()
+        .unwrap_or_else(|| panic!("a fingerprint should be a hex string, not {v}"));
+    assert_eq!(hex.len(), 64, "not a SHA-256 in hex: {hex}");
+    hex.to_string()
 }
 
 /// The chain of an endpoint state (`probe --json`'s `endpoint`, `status --json`'s
@@ -412,7 +410,16 @@ mod same_answers {
                 .dns("old.example")
                 .valid(-400 * DAY, -10 * DAY - 12 * HOUR),
         );
-        files::pem(&inbox.join("gw.pem"), &[&gw, f.intermediate(), f.root()]);
+        // The gateway's bundle holds its private key, as such files often do.
+        files::pem_parts(
+            &inbox.join("gw.pem"),
+            &[
+                Pem::Cert(&gw),
+                Pem::Key(&gw),
+                Pem::Cert(f.intermediate()),
+                Pem::Cert(f.root()),
+            ],
+        );
         files::pem(&inbox.join("old.crt"), &[&old]);
         env.certctl(&["scan", s(&inbox), "--role", "gateway"])
             .success();
@@ -422,6 +429,7 @@ mod same_answers {
         assert_eq!(fingerprints(&items), expected_fingerprints(&all));
 
         let gw_prefix = gw.fingerprint[..16].to_string();
+        let missing = p(&env.root().join("gone/missing.pem"));
         let queries: Vec<Vec<&str>> = vec![
             vec!["list", "--json"],
             vec!["list"],
@@ -440,6 +448,7 @@ mod same_answers {
             vec!["check"],
             vec!["check", "--json"],
             vec!["check", "--warn", "5d", "--critical", "1d"],
+            vec!["scan", &missing, "--json"],
         ];
         let through_certd: Vec<(Answer, RunResult)> =
             queries.iter().map(|q| ask(&env, q)).collect();
@@ -450,10 +459,29 @@ mod same_answers {
         assert_eq!(list.stdout.as_array().map(Vec::len), Some(6), "{run}");
         let (check, run) = &through_certd[14];
         assert_eq!(check.code, 2, "an expired certificate is CRITICAL{run}");
-        let (missing, run) = &through_certd[11];
-        assert_eq!(missing.code, 4, "{run}");
+        let (not_found, run) = &through_certd[11];
+        assert_eq!(not_found.code, 4, "{run}");
         let (stats, run) = &through_certd[12];
         assert_eq!(stats.stdout["total"], 6, "{run}");
+        let (scan, run) = &through_certd[17];
+        assert_eq!(scan.code, 3, "{run}");
+        assert!(
+            run.stderr.starts_with(&format!("error: {missing}: ")),
+            "{run}"
+        );
+        // No answer carries the private key that sat next to a certificate.
+        let key_body: String = gw
+            .key_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        for (_, run) in &through_certd {
+            let all = format!("{}{}", run.stdout, run.stderr).replace(['\n', '\\'], "");
+            assert!(
+                !all.contains("PRIVATE KEY") && !all.contains(&key_body[..40]),
+                "{run}"
+            );
+        }
 
         let status_daemon = status_json(&env);
         assert_eq!(status_daemon["mode"], "daemon");
@@ -477,6 +505,34 @@ mod same_answers {
                 q.join(" ")
             );
         }
+    }
+}
+
+mod same_errors {
+    //! Error lines name the path the user typed, whoever scanned it.
+    use super::*;
+
+    #[test]
+    fn a_missing_relative_scan_path_is_reported_the_same_through_certd_and_directly() {
+        let env = TestEnv::new();
+        let config = CertdConfig::new(env.store()).write(&env.file("etc/certd.toml"));
+        let certd = Certd::start(&env, &config);
+        let scan = || {
+            env.cmd()
+                .current_dir(env.root())
+                .args(["scan", "inbox/missing.pem"])
+                .run()
+        };
+        let via_certd = scan();
+        certd.stop_ok();
+        let direct = scan();
+        direct.expect_code(3);
+        via_certd.expect_code(3);
+        assert_eq!(
+            via_certd.stderr, direct.stderr,
+            "`certctl scan inbox/missing.pem` reports the path differently through certd and \
+             directly\n--- through certd:{via_certd}\n--- direct:{direct}"
+        );
     }
 }
 

@@ -1,0 +1,699 @@
+//! `certctl policy check|explain|conflicts`, `remind`, `snooze` and `snoozed`: their
+//! arguments and their printing. The work is in `certctl_daemon::{policy, remind}`.
+//!
+//! Where the policies come from: `--policies DIR`, else `[reminders] policies` of the
+//! configuration named by `certctl --config FILE`. The repository's `policies/` folder is
+//! only used when given explicitly.
+//!
+//! `CERTCTL_NOW` (RFC 3339, e.g. `2026-12-25T08:00:00Z`) replaces the clock of `policy
+//! explain`, `remind`, `snooze` and `snoozed`: it exists for tests ("30 days later") and
+//! is not meant for production use.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration as StdDuration;
+
+use anyhow::{bail, Context, Result};
+use certctl_daemon::api::{self, Request, Response, StatusReport};
+use certctl_daemon::config;
+use certctl_daemon::control::Client;
+use certctl_daemon::inventory::ScanProgress;
+use certctl_daemon::policy::{self, PolicyError, PolicySet, Successors};
+use certctl_daemon::query::ListFilter;
+use certctl_daemon::remind::{PassMode, PassReport, Snoozed};
+use certctl_store::{rfc3339, Certificate, UnixTime};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::commands::Session;
+use crate::table::Table;
+use crate::Exit;
+
+/// How long certctl waits for a query, and for a reminder pass (SMTP timeouts included).
+const QUERY_TIMEOUT: StdDuration = StdDuration::from_secs(120);
+const PASS_TIMEOUT: StdDuration = StdDuration::from_secs(3600);
+/// The test clock.
+pub const NOW_ENV: &str = "CERTCTL_NOW";
+
+// ---- arguments ----------------------------------------------------------------------------
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    pub command: PolicyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check the policy files of a folder; each problem as FILE:LINE:COLUMN: message.
+    Check(PolicyCheckArgs),
+    /// Which policy applies to a certificate, why, its thresholds and its state.
+    Explain(PolicyExplainArgs),
+    /// Certificates matched by more than one policy, with the policies (first one wins).
+    Conflicts(PolicyConflictsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyCheckArgs {
+    /// The policies folder (its *.toml files).
+    pub dir: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PoliciesArg {
+    /// The policies folder [default: `[reminders] policies` of --config FILE].
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyExplainArgs {
+    /// Fingerprint prefix (≥ 8 hex characters) or exact subject CN / SAN.
+    pub id: String,
+    #[command(flatten)]
+    pub source: PoliciesArg,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyConflictsArgs {
+    #[command(flatten)]
+    pub source: PoliciesArg,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("mode").required(true).args(["dry_run", "now"]))]
+pub struct RemindArgs {
+    /// Print the digests the next pass would send; send and record nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run a pass now (through certd when it runs): send what is due, retry what is pending.
+    #[arg(long)]
+    pub now: bool,
+    #[command(flatten)]
+    pub source: PoliciesArg,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnoozeArgs {
+    /// Fingerprint prefix (≥ 8 hex characters) or exact subject CN / SAN of one certificate.
+    pub id: String,
+    /// Silence reminders until DATE (`2026-12-31`, i.e. 00:00 UTC, or RFC 3339).
+    #[arg(long, value_name = "DATE")]
+    pub until: String,
+    /// Why (recorded in the audit history).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnoozedArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+// ---- shared helpers -----------------------------------------------------------------------
+
+/// The store: `--store`, else the `store` of `--config FILE`, else the usual default.
+pub fn store_flag(store: Option<PathBuf>, config_file: Option<&Path>) -> Result<Option<PathBuf>> {
+    match (store, config_file) {
+        (Some(s), _) => Ok(Some(s)),
+        (None, Some(file)) => Ok(Some(config::load(file)?.store)),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Now, or `$CERTCTL_NOW` (tests).
+pub fn clock() -> Result<UnixTime> {
+    match std::env::var(NOW_ENV) {
+        Ok(text) if !text.is_empty() => parse_time(&text)
+            .with_context(|| format!("${NOW_ENV} `{text}` is not an RFC 3339 time")),
+        _ => Ok(certctl_store::now()),
+    }
+}
+
+/// `2026-12-31` (00:00 UTC) or RFC 3339.
+fn parse_time(text: &str) -> Result<UnixTime> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok(t.unix_timestamp());
+    }
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let date = time::Date::parse(text, &format).with_context(|| {
+        format!("`{text}` is not a date: write 2026-12-31 or 2026-12-31T08:00:00Z")
+    })?;
+    Ok(date.midnight().assume_utc().unix_timestamp())
+}
+
+fn call(session: &Session, request: Request, timeout: StdDuration) -> Result<Response> {
+    let response = match session {
+        Session::Direct(store) => api::execute(store, request, clock()?, &ScanProgress::default()),
+        Session::Daemon(path) => Client::connect(path)
+            .with_context(|| format!("certd stopped answering on {}", path.display()))?
+            .call(&request, timeout)?,
+    };
+    if let Response::Error { message, .. } = response {
+        bail!("{message}");
+    }
+    Ok(response)
+}
+
+fn certificates(session: &Session, request: Request) -> Result<Vec<Certificate>> {
+    match call(session, request, QUERY_TIMEOUT)? {
+        Response::Certificates { certificates } => Ok(certificates),
+        other => bail!("unexpected answer from certd: {other:?}"),
+    }
+}
+
+fn snoozes(session: &Session, at: UnixTime) -> Result<Vec<Snoozed>> {
+    match call(session, Request::Snoozed { at: Some(at) }, QUERY_TIMEOUT)? {
+        Response::Snoozed { snoozes } => Ok(snoozes),
+        other => bail!("unexpected answer from certd: {other:?}"),
+    }
+}
+
+/// The policies folder: `--policies`, else the configuration's `[reminders] policies`.
+fn policies_dir(flag: Option<PathBuf>, config_file: Option<&Path>) -> Result<PathBuf> {
+    if let Some(dir) = flag {
+        return Ok(dir);
+    }
+    let Some(file) = config_file else {
+        bail!("no policies folder: give --policies DIR, or --config FILE whose [reminders] section names one");
+    };
+    match config::load(file)?.reminders {
+        Some(r) => Ok(r.policies),
+        None => bail!(
+            "{}: no [reminders] section, so no policies folder: add one, or give --policies DIR",
+            file.display()
+        ),
+    }
+}
+
+fn load_policies(flag: Option<PathBuf>, config_file: Option<&Path>) -> Result<PolicySet> {
+    let dir = policies_dir(flag, config_file)?;
+    Ok(policy::load_dir(&dir)?)
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()))
+}
+
+/// The extra lines of `certctl status` about e-mail delivery.
+pub fn print_status(status: &StatusReport) {
+    if let Some(e) = &status.smtp_last_error {
+        let when = status
+            .smtp_last_error_at
+            .map_or(String::new(), |t| format!(" ({})", rfc3339(t)));
+        println!("smtp: last error{when}: {e}");
+    }
+    if status.reminders_pending > 0 {
+        println!(
+            "reminders: {} pending delivery (retried with backoff)",
+            status.reminders_pending
+        );
+    }
+}
+
+// ---- policy check / explain / conflicts -----------------------------------------------------
+
+pub fn policy(
+    store_flag: Option<PathBuf>,
+    config_file: Option<&Path>,
+    a: PolicyArgs,
+) -> Result<Exit> {
+    match a.command {
+        PolicyCommand::Check(a) => check(a),
+        PolicyCommand::Explain(a) => {
+            let set = load_policies(a.source.policies.clone(), config_file)?;
+            explain(&Session::open(store_flag)?, &set, a)
+        }
+        PolicyCommand::Conflicts(a) => {
+            let set = load_policies(a.source.policies.clone(), config_file)?;
+            conflicts(&Session::open(store_flag)?, &set, a.json)
+        }
+    }
+}
+
+fn thresholds_json(p: &policy::Policy) -> serde_json::Value {
+    json!({
+        "remind": p.remind.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+        "warn": p.warn.to_string(),
+        "critical": p.critical.to_string(),
+        "renewal_expected": p.renewal_expected.map(|d| d.to_string()),
+        "thresholds": p.thresholds().into_iter().map(policy::threshold_label).collect::<Vec<_>>(),
+    })
+}
+
+fn policy_json(p: &policy::Policy) -> serde_json::Value {
+    json!({
+        "name": p.name,
+        "file": p.file,
+        "line": p.line,
+        "roles": p.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "specificity": p.specificity(),
+        "thresholds": thresholds_json(p),
+        "recipients": p.recipients,
+    })
+}
+
+fn check(a: PolicyCheckArgs) -> Result<Exit> {
+    match policy::load_dir(&a.dir) {
+        Ok(set) => {
+            if a.json {
+                let v = json!({
+                    "ok": true,
+                    "files": set.files,
+                    "policies": set.policies.iter().map(policy_json).collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{}: {} policies in {} files, no problems (in precedence order):",
+                    a.dir.display(),
+                    set.policies.len(),
+                    set.files.len()
+                );
+                let mut t = Table::new(&["POLICY", "WHERE", "ROLES", "THRESHOLDS", "RECIPIENTS"]);
+                for p in &set.policies {
+                    t.row(vec![
+                        p.name.clone(),
+                        p.location(),
+                        p.roles
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        p.thresholds()
+                            .into_iter()
+                            .map(policy::threshold_label)
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        p.recipients.join(","),
+                    ]);
+                }
+                print!("{}", t.render());
+            }
+            Ok(Exit::Success)
+        }
+        Err(PolicyError::Invalid(problems)) => {
+            if a.json {
+                let v = json!({
+                    "ok": false,
+                    "errors": problems.iter().map(|d| json!({
+                        "file": d.file, "line": d.line, "column": d.column, "message": d.message,
+                    })).collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            for d in &problems {
+                eprintln!("{d}");
+            }
+            eprintln!(
+                "{}: {} problem{}",
+                a.dir.display(),
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            );
+            Ok(Exit::Failure)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn explain(session: &Session, set: &PolicySet, a: PolicyExplainArgs) -> Result<Exit> {
+    let now = clock()?;
+    let certs = certificates(session, Request::Find { id: a.id.clone() })?;
+    let snoozed = snoozes(session, now)?;
+    let mut out = Vec::new();
+    for cert in &certs {
+        // Renewals: other certificates answering to the same name.
+        let mut family = certs.clone();
+        if let Some(cn) = &cert.facts.subject_cn {
+            if let Ok(more) = certificates(session, Request::Find { id: cn.clone() }) {
+                family.extend(more);
+            }
+        }
+        let successor = Successors::new(&family).successor(cert);
+        let matching = set.matching(cert);
+        let snooze = snoozed
+            .iter()
+            .find(|s| s.snooze.fingerprint == cert.fingerprint())
+            .map(|s| &s.snooze);
+        let chosen = matching.first();
+        let state = chosen.map_or(policy::State::Untracked, |(p, _)| p.state(cert, now));
+        out.push(json!({
+            "fingerprint_sha256": cert.fingerprint().to_hex(),
+            "name": cert.facts.display_name(),
+            "subject": cert.facts.subject,
+            "role": cert.role.as_str(),
+            "credential_kind": cert.credential_kind().map(|k| k.as_str()),
+            "not_after": rfc3339(cert.facts.not_after),
+            "days_left": cert.days_left(now),
+            "state": state.as_str(),
+            "policy": chosen.map(|(p, _)| json!({"name": p.name, "file": p.file, "line": p.line})),
+            "reasons": chosen.map(|(_, why)| why.clone()).unwrap_or_default(),
+            "thresholds": chosen.map(|(p, _)| thresholds_json(p)),
+            "crossed": chosen.and_then(|(p, _)| p.crossed(cert, now)).map(policy::threshold_label),
+            "renewal_pending": chosen.is_some_and(|(p, _)| p.renewal_pending(cert, now)),
+            "renewal_stalled_days": if successor.is_none() { chosen.and_then(|(p, _)| p.renewal_stalled_days(cert, now)) } else { None },
+            "superseded_by": successor.map(|fp| fp.to_hex()),
+            "violations": chosen.map(|(p, _)| p.violations(cert)).unwrap_or_default(),
+            "recipients": chosen.map(|(p, _)| p.recipients.clone()).unwrap_or_default(),
+            "also_matched": matching.iter().skip(1).map(|(p, _)| json!({"name": p.name, "file": p.file, "line": p.line})).collect::<Vec<_>>(),
+            "snoozed_until": snooze.map(|s| rfc3339(s.until)),
+            "snooze_reason": snooze.map(|s| s.reason.clone()),
+        }));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(Exit::Success);
+    }
+    for (i, v) in out.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        print!("{}", explain_text(v));
+    }
+    Ok(Exit::Success)
+}
+
+fn explain_text(v: &serde_json::Value) -> String {
+    let s = |key: &str| v[key].as_str().unwrap_or("").to_string();
+    let mut out = String::new();
+    let mut line = |k: &str, text: String| out.push_str(&format!("{k:<14}{text}\n"));
+    line(
+        "certificate",
+        format!("{} ({})", s("name"), s("fingerprint_sha256")),
+    );
+    line(
+        "",
+        format!(
+            "role {}, expires {} ({} days left)",
+            s("role"),
+            s("not_after"),
+            v["days_left"]
+        ),
+    );
+    line("state", s("state"));
+    match v["policy"].as_object() {
+        None => line("policy", "none matches: untracked (no reminders)".into()),
+        Some(p) => {
+            line(
+                "policy",
+                format!(
+                    "{} ({}:{})",
+                    p["name"].as_str().unwrap_or(""),
+                    p["file"].as_str().unwrap_or(""),
+                    p["line"]
+                ),
+            );
+            for why in v["reasons"].as_array().into_iter().flatten() {
+                line("why", why.as_str().unwrap_or("").to_string());
+            }
+            let t = &v["thresholds"];
+            let labels: Vec<&str> = t["thresholds"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str())
+                .collect();
+            line(
+                "thresholds",
+                format!(
+                    "{} (warn {}, critical {})",
+                    labels.join(" "),
+                    t["warn"].as_str().unwrap_or(""),
+                    t["critical"].as_str().unwrap_or("")
+                ),
+            );
+            if let Some(c) = v["crossed"].as_str() {
+                line("crossed", c.to_string());
+            }
+            if let Some(r) = t["renewal_expected"].as_str() {
+                let state = if let Some(fp) = v["superseded_by"].as_str() {
+                    format!("renewed by {fp}")
+                } else if v["renewal_pending"].as_bool() == Some(true) {
+                    "not due yet: reminders wait".to_string()
+                } else {
+                    format!("stalled for {} days", v["renewal_stalled_days"])
+                };
+                line("renewal", format!("expected {r} before expiry: {state}"));
+            }
+            let violations: Vec<&str> = v["violations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str())
+                .collect();
+            if violations.is_empty() {
+                line("key rules", "ok".into());
+            }
+            for x in violations {
+                line("key rules", x.to_string());
+            }
+            line(
+                "recipients",
+                v["recipients"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+            for other in v["also_matched"].as_array().into_iter().flatten() {
+                line(
+                    "conflict",
+                    format!(
+                        "also matched by {} ({}:{}), which has lower precedence",
+                        other["name"].as_str().unwrap_or(""),
+                        other["file"].as_str().unwrap_or(""),
+                        other["line"]
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(fp) = v["superseded_by"].as_str() {
+        if v["thresholds"]["renewal_expected"].is_null() {
+            line("renewed", format!("by {fp}: no reminders for this one"));
+        }
+    }
+    if let Some(until) = v["snoozed_until"].as_str() {
+        line("snoozed", format!("until {until}: {}", s("snooze_reason")));
+    }
+    out
+}
+
+fn conflicts(session: &Session, set: &PolicySet, json_out: bool) -> Result<Exit> {
+    let certs = certificates(
+        session,
+        Request::List {
+            filter: ListFilter::default(),
+        },
+    )?;
+    let mut rows = Vec::new();
+    for cert in &certs {
+        let matching = set.matching(cert);
+        if matching.len() > 1 {
+            rows.push((cert, matching));
+        }
+    }
+    if json_out {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(c, m)| {
+                json!({
+                    "fingerprint_sha256": c.fingerprint().to_hex(),
+                    "name": c.facts.display_name(),
+                    "role": c.role.as_str(),
+                    "applies": m[0].0.name,
+                    "policies": m.iter().map(|(p, _)| json!({"name": p.name, "file": p.file, "line": p.line})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(Exit::Success);
+    }
+    if rows.is_empty() {
+        println!(
+            "no conflicts: each of the {} certificates matches at most one policy",
+            certs.len()
+        );
+        return Ok(Exit::Success);
+    }
+    let mut t = Table::new(&["FINGERPRINT", "NAME", "ROLE", "APPLIES", "ALSO MATCHED BY"]);
+    for (c, m) in &rows {
+        t.row(vec![
+            c.fingerprint().to_hex()[..16].to_string(),
+            c.facts.display_name().to_string(),
+            c.role.to_string(),
+            format!("{} ({})", m[0].0.name, m[0].0.location()),
+            m[1..]
+                .iter()
+                .map(|(p, _)| format!("{} ({})", p.name, p.location()))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ]);
+    }
+    print!("{}", t.render());
+    println!(
+        "{} certificates match more than one policy; the first (most specific) applies",
+        rows.len()
+    );
+    Ok(Exit::Success)
+}
+
+// ---- remind ---------------------------------------------------------------------------------
+
+pub fn remind(
+    store_flag: Option<PathBuf>,
+    config_file: Option<&Path>,
+    a: RemindArgs,
+) -> Result<Exit> {
+    let Some(config_file) = config_file else {
+        bail!("remind needs certd's configuration (its [smtp] and [reminders]): certctl --config FILE remind ...");
+    };
+    let request = Request::Remind {
+        config: absolute(config_file)?,
+        policies: a.source.policies.as_deref().map(absolute).transpose()?,
+        mode: if a.dry_run {
+            PassMode::DryRun
+        } else {
+            PassMode::Now
+        },
+        at: Some(clock()?),
+    };
+    let session = Session::open(store_flag)?;
+    let report: PassReport = match call(&session, request, PASS_TIMEOUT)? {
+        Response::Remind { report } => report,
+        other => bail!("unexpected answer from certd: {other:?}"),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if report.mode == PassMode::DryRun {
+        for d in &report.digests {
+            println!("To: {}", d.recipient);
+            println!("Subject: {}", d.subject());
+            println!();
+            println!("{}", d.text(report.at));
+        }
+        println!("{}", report.summary());
+    } else {
+        for f in &report.failed {
+            eprintln!(
+                "error: {} reminders for {} stay pending (attempt {}, next after {}): {}",
+                f.reminders,
+                f.recipient,
+                f.attempts,
+                rfc3339(f.next_attempt),
+                f.error
+            );
+        }
+        println!("{}", report.summary());
+    }
+    Ok(if report.failed.is_empty() {
+        Exit::Success
+    } else {
+        Exit::Failure
+    })
+}
+
+// ---- snooze / snoozed -----------------------------------------------------------------------
+
+fn snooze_json(s: &Snoozed) -> serde_json::Value {
+    json!({
+        "fingerprint_sha256": s.snooze.fingerprint.to_hex(),
+        "name": s.certificate.as_ref().map(|c| c.facts.display_name().to_string()),
+        "until": rfc3339(s.snooze.until),
+        "reason": s.snooze.reason,
+        "by": s.snooze.by,
+        "at": rfc3339(s.snooze.at),
+    })
+}
+
+pub fn snooze(session: &Session, a: SnoozeArgs) -> Result<Exit> {
+    let until = parse_time(&a.until)?;
+    let by = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid {}", rustix::process::getuid().as_raw()));
+    let request = Request::Snooze {
+        id: a.id,
+        until,
+        reason: a.reason,
+        by,
+        at: Some(clock()?),
+    };
+    let snoozes = match call(session, request, QUERY_TIMEOUT)? {
+        Response::Snoozed { snoozes } => snoozes,
+        other => bail!("unexpected answer from certd: {other:?}"),
+    };
+    for s in &snoozes {
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&snooze_json(s))?);
+        } else {
+            println!(
+                "snoozed {} ({}) until {}: {}",
+                s.certificate
+                    .as_ref()
+                    .map_or("?", |c| c.facts.display_name()),
+                s.snooze.fingerprint.to_hex(),
+                rfc3339(s.snooze.until),
+                s.snooze.reason
+            );
+        }
+    }
+    Ok(Exit::Success)
+}
+
+pub fn snoozed(session: &Session, a: SnoozedArgs) -> Result<Exit> {
+    let all = snoozes(session, clock()?)?;
+    if a.json {
+        let v: Vec<serde_json::Value> = all.iter().map(snooze_json).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(Exit::Success);
+    }
+    let mut t = Table::new(&["UNTIL", "NAME", "FINGERPRINT", "BY", "REASON"]);
+    for s in &all {
+        t.row(vec![
+            rfc3339(s.snooze.until),
+            s.certificate
+                .as_ref()
+                .map_or("(not in the store)".to_string(), |c| {
+                    c.facts.display_name().to_string()
+                }),
+            s.snooze.fingerprint.to_hex()[..16].to_string(),
+            s.snooze.by.clone(),
+            s.snooze.reason.clone(),
+        ]);
+    }
+    print!("{}", t.render());
+    println!("{} certificates snoozed", all.len());
+    Ok(Exit::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_times() {
+        assert_eq!(parse_time("1970-01-02").unwrap(), 86_400);
+        assert_eq!(parse_time("1970-01-01T00:01:00Z").unwrap(), 60);
+        assert!(parse_time("tomorrow").is_err());
+    }
+}

@@ -1,0 +1,791 @@
+//! Agents locked out after a registration loss: registrations, the pending queue,
+//! approve/block decisions and the deny list.
+//!
+//! Agents that connect through an internet gateway are let in only when the management
+//! server knows their registration. After a database rollback some registrations vanish;
+//! their agents keep presenting certificates that the inventory sees (role `agent`).
+//!
+//! - [`parse_registrations`]: the management server's export, CSV (with a header) or a
+//!   JSON array: agent name, resource GUID, optionally `spki_sha256` and `fingerprint`.
+//! - [`pending`]: agents with a present, unrevoked agent certificate that no registration
+//!   covers and about which nobody has decided yet.
+//! - [`decide`]: approve or block agents by name or GUID; every decision goes to the audit
+//!   history, and the deny list (one fingerprint per line) is rewritten atomically.
+//!
+//! **Matching rule.** The agent of a certificate is its subject CN (else its first SAN). A
+//! registration covers a certificate when the registration carries a fingerprint and it is
+//! the certificate's, or carries an SPKI hash and it is the certificate's key; a
+//! registration with neither covers every certificate whose agent name equals its agent
+//! name (case-insensitive). A certificate whose name is registered only with another key is
+//! pending with reason `key-mismatch`; one whose name is not registered at all, `unregistered`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use certctl_store::{
+    AgentDecision, AgentVerdict, AuditEvent, Certificate, Fingerprint, Registration, Role, Sha256,
+    SourceLocation, Store, StoreError, UnixTime,
+};
+use serde::{Deserialize, Serialize};
+
+/// The store setting that remembers the deny-list path.
+pub const DENY_LIST_SETTING: &str = "deny-list";
+
+/// Errors of the agent commands; each names the file or the agent concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot read the registrations file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not valid JSON: {cause}", path.display())]
+    Json { path: PathBuf, cause: String },
+    #[error("{}: not valid CSV: {cause}", path.display())]
+    Csv { path: PathBuf, cause: String },
+    #[error("{}: {row}: {cause}", path.display())]
+    Invalid {
+        path: PathBuf,
+        /// `line N` (CSV) or `entry N` (JSON).
+        row: String,
+        cause: String,
+    },
+    #[error("no agent named `{0}` is known (give an agent name as in its certificate's CN, or a registered resource GUID)")]
+    UnknownAgent(String),
+    #[error(
+        "no deny-list file is set: give --deny-list FILE once (it is remembered in the store)"
+    )]
+    NoDenyList,
+    #[error("the deny-list path must be absolute, got {}", .0.display())]
+    RelativeDenyList(PathBuf),
+    #[error("cannot write the deny list {}: {source}", path.display())]
+    DenyList {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+// ---- registrations -----------------------------------------------------------------------------
+
+/// One row of the export, before validation (field names accepted in CSV headers and JSON).
+#[derive(Debug, Default, Deserialize)]
+struct RawRegistration {
+    #[serde(alias = "agent_name", alias = "name", alias = "agent")]
+    agent: Option<String>,
+    #[serde(alias = "resource_guid", alias = "guid", alias = "GUID")]
+    guid: Option<String>,
+    #[serde(alias = "spki", alias = "spki_sha256")]
+    spki_sha256: Option<String>,
+    #[serde(alias = "fingerprint_sha256", alias = "fingerprint")]
+    fingerprint: Option<String>,
+}
+
+/// Reads a registrations export: a JSON array (first non-blank character `[`) or CSV with a
+/// header line. Columns/keys: `agent` (or `agent_name`, `name`), `guid` (or
+/// `resource_guid`), optional `spki_sha256` and `fingerprint` (64 hex, colons allowed).
+pub fn parse_registrations(
+    path: &Path,
+    bytes: &[u8],
+    now: UnixTime,
+) -> Result<Vec<Registration>, AgentsError> {
+    let text = String::from_utf8_lossy(bytes);
+    let trimmed = text.trim_start_matches('\u{feff}').trim_start();
+    let mut rows: Vec<(String, RawRegistration)> = Vec::new();
+    if trimmed.starts_with('[') {
+        let values: Vec<serde_json::Value> =
+            serde_json::from_str(trimmed).map_err(|e| AgentsError::Json {
+                path: path.to_path_buf(),
+                cause: e.to_string(),
+            })?;
+        for (i, v) in values.into_iter().enumerate() {
+            let raw: RawRegistration =
+                serde_json::from_value(v).map_err(|e| AgentsError::Invalid {
+                    path: path.to_path_buf(),
+                    row: format!("entry {}", i + 1),
+                    cause: e.to_string(),
+                })?;
+            rows.push((format!("entry {}", i + 1), raw));
+        }
+    } else {
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .flexible(true)
+            .from_reader(trimmed.as_bytes());
+        let headers = reader
+            .headers()
+            .map_err(|e| AgentsError::Csv {
+                path: path.to_path_buf(),
+                cause: e.to_string(),
+            })?
+            .clone();
+        let lower: Vec<String> = headers.iter().map(|h| h.to_lowercase()).collect();
+        let col = |names: &[&str]| lower.iter().position(|h| names.contains(&h.as_str()));
+        let agent_col = col(&["agent", "agent_name", "name", "agent name"]);
+        let guid_col = col(&["guid", "resource_guid", "resource guid", "resourceguid"]);
+        let spki_col = col(&["spki_sha256", "spki"]);
+        let fp_col = col(&["fingerprint", "fingerprint_sha256"]);
+        if agent_col.is_none() || guid_col.is_none() {
+            return Err(AgentsError::Invalid {
+                path: path.to_path_buf(),
+                row: "line 1".into(),
+                cause: format!(
+                    "the header needs an `agent` and a `guid` column, found: {}",
+                    headers.iter().collect::<Vec<_>>().join(",")
+                ),
+            });
+        }
+        for record in reader.records() {
+            let record = record.map_err(|e| AgentsError::Csv {
+                path: path.to_path_buf(),
+                cause: e.to_string(),
+            })?;
+            let line = record.position().map_or(0, |p| p.line());
+            if record.iter().all(str::is_empty) {
+                continue;
+            }
+            let get = |c: Option<usize>| {
+                c.and_then(|c| record.get(c))
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string)
+            };
+            rows.push((
+                format!("line {line}"),
+                RawRegistration {
+                    agent: get(agent_col),
+                    guid: get(guid_col),
+                    spki_sha256: get(spki_col),
+                    fingerprint: get(fp_col),
+                },
+            ));
+        }
+    }
+    rows.into_iter()
+        .map(|(row, raw)| validate(path, &row, raw, now))
+        .collect()
+}
+
+fn validate(
+    path: &Path,
+    row: &str,
+    raw: RawRegistration,
+    now: UnixTime,
+) -> Result<Registration, AgentsError> {
+    let invalid = |cause: String| AgentsError::Invalid {
+        path: path.to_path_buf(),
+        row: row.to_string(),
+        cause,
+    };
+    let agent = raw
+        .agent
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| invalid("the agent name is missing".into()))?;
+    let guid = raw
+        .guid
+        .map(|g| g.trim().trim_matches(['{', '}']).to_string())
+        .filter(|g| !g.is_empty())
+        .ok_or_else(|| invalid(format!("the resource GUID of agent `{agent}` is missing")))?;
+    let digest = |v: Option<String>, what: &str| -> Result<Option<Sha256>, AgentsError> {
+        match v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(s) => s
+                .parse::<Sha256>()
+                .map(Some)
+                .map_err(|e| invalid(format!("{what} of agent `{agent}`: {e}"))),
+        }
+    };
+    Ok(Registration {
+        spki_sha256: digest(raw.spki_sha256, "spki_sha256")?,
+        fingerprint: digest(raw.fingerprint, "fingerprint")?,
+        agent,
+        guid,
+        imported_at: now,
+    })
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImportReport {
+    /// The file the registrations came from.
+    pub source: String,
+    pub imported: u64,
+    /// Whether the import replaced the registrations (else merged into them).
+    pub replaced: bool,
+    /// Registrations held by the store afterwards.
+    pub registrations: u64,
+    /// Agents pending after the import.
+    pub pending: u64,
+}
+
+/// Saves parsed registrations (replacing the stored set unless `merge`).
+pub fn import(
+    store: &Store,
+    source: &str,
+    registrations: &[Registration],
+    merge: bool,
+    now: UnixTime,
+) -> Result<ImportReport, AgentsError> {
+    store.import_registrations(registrations, !merge)?;
+    Ok(ImportReport {
+        source: source.to_string(),
+        imported: registrations.len() as u64,
+        replaced: !merge,
+        registrations: store.registrations()?.len() as u64,
+        pending: pending(store, now)?.len() as u64,
+    })
+}
+
+// ---- the pending queue -------------------------------------------------------------------------
+
+/// An agent waiting for an admin's decision. Field names are part of the `--json` contract.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingAgent {
+    pub agent: String,
+    /// `unregistered` (no registration has this name) or `key-mismatch` (registered with
+    /// another certificate or key).
+    pub reason: String,
+    /// GUIDs of registrations with this name (for `key-mismatch`).
+    pub registered_guids: Vec<String>,
+    /// Who reported the agent's certificates: file paths and `tls://host:port`.
+    pub sources: Vec<String>,
+    /// When the first of its unregistered certificates was first seen.
+    pub first_seen: UnixTime,
+    /// Its unregistered certificates (lowercase hex fingerprints).
+    pub certificates: Vec<String>,
+}
+
+/// The agent name of a certificate: subject CN, else its display name.
+pub fn agent_name(cert: &Certificate) -> String {
+    cert.facts.display_name().to_string()
+}
+
+/// The registrations, indexed for the matching rule.
+pub struct RegistrationIndex {
+    by_name: HashMap<String, Vec<Registration>>,
+    fingerprints: HashSet<Fingerprint>,
+    spkis: HashSet<Sha256>,
+    by_guid: HashMap<String, Registration>,
+}
+
+impl RegistrationIndex {
+    pub fn load(store: &Store) -> Result<Self, StoreError> {
+        let mut idx = RegistrationIndex {
+            by_name: HashMap::new(),
+            fingerprints: HashSet::new(),
+            spkis: HashSet::new(),
+            by_guid: HashMap::new(),
+        };
+        for r in store.registrations()? {
+            if let Some(fp) = r.fingerprint {
+                idx.fingerprints.insert(fp);
+            }
+            if let Some(spki) = r.spki_sha256 {
+                idx.spkis.insert(spki);
+            }
+            idx.by_guid.insert(r.guid.to_lowercase(), r.clone());
+            idx.by_name
+                .entry(r.agent.to_lowercase())
+                .or_default()
+                .push(r);
+        }
+        Ok(idx)
+    }
+
+    /// `None` when a registration covers the certificate, else the reason it is pending.
+    pub fn unregistered_reason(&self, cert: &Certificate) -> Option<&'static str> {
+        if self.fingerprints.contains(&cert.facts.fingerprint)
+            || self.spkis.contains(&cert.facts.spki_sha256)
+        {
+            return None;
+        }
+        match self.by_name.get(&agent_name(cert).to_lowercase()) {
+            None => Some("unregistered"),
+            Some(regs)
+                if regs
+                    .iter()
+                    .any(|r| r.fingerprint.is_none() && r.spki_sha256.is_none()) =>
+            {
+                None
+            }
+            Some(_) => Some("key-mismatch"),
+        }
+    }
+
+    fn guids_of(&self, agent: &str) -> Vec<String> {
+        self.by_name
+            .get(&agent.to_lowercase())
+            .map(|regs| regs.iter().map(|r| r.guid.clone()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Agent certificates that count for the queue: present somewhere and not revoked.
+fn live_agent_certificates(store: &Store) -> Result<Vec<Certificate>, StoreError> {
+    let mut certs = store.by_role(Role::Agent)?;
+    certs.retain(|c| c.revocation.is_none() && c.current_sources().next().is_some());
+    Ok(certs)
+}
+
+/// The pending queue, sorted by first seen then name.
+pub fn pending(store: &Store, _now: UnixTime) -> Result<Vec<PendingAgent>, AgentsError> {
+    let index = RegistrationIndex::load(store)?;
+    let decided: HashSet<String> = store
+        .agent_decisions()?
+        .into_iter()
+        .map(|d| d.agent.to_lowercase())
+        .collect();
+    let mut by_agent: BTreeMap<String, PendingAgent> = BTreeMap::new();
+    for cert in live_agent_certificates(store)? {
+        let Some(reason) = index.unregistered_reason(&cert) else {
+            continue;
+        };
+        let agent = agent_name(&cert);
+        let key = agent.to_lowercase();
+        if decided.contains(&key) {
+            continue;
+        }
+        let entry = by_agent.entry(key).or_insert_with(|| PendingAgent {
+            registered_guids: index.guids_of(&agent),
+            agent: agent.clone(),
+            reason: reason.to_string(),
+            sources: Vec::new(),
+            first_seen: cert.first_seen,
+            certificates: Vec::new(),
+        });
+        entry.first_seen = entry.first_seen.min(cert.first_seen);
+        entry.certificates.push(cert.fingerprint().to_hex());
+        for s in cert.current_sources() {
+            let place = match &s.location {
+                SourceLocation::File { path, .. } => path.clone(),
+                SourceLocation::Endpoint { address, .. } => format!("tls://{address}"),
+            };
+            if !entry.sources.contains(&place) {
+                entry.sources.push(place);
+            }
+        }
+    }
+    let mut out: Vec<PendingAgent> = by_agent.into_values().collect();
+    out.sort_by(|a, b| (a.first_seen, &a.agent).cmp(&(b.first_seen, &b.agent)));
+    Ok(out)
+}
+
+// ---- decisions ---------------------------------------------------------------------------------
+
+/// `certctl agents approve|block`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DecideRequest {
+    /// Agent names or resource GUIDs.
+    pub ids: Vec<String>,
+    pub verdict: AgentVerdict,
+    pub actor: String,
+    /// Absolute path of the deny list; else the remembered one.
+    pub deny_list: Option<PathBuf>,
+}
+
+/// One decided agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DecidedAgent {
+    pub agent: String,
+    pub guid: Option<String>,
+    /// `approved` or `blocked`.
+    pub decision: String,
+    /// The agent's certificates (lowercase hex), all of them: present, gone or revoked.
+    pub certificates: Vec<String>,
+}
+
+/// What `approve` / `block` did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DecisionReport {
+    pub decided: Vec<DecidedAgent>,
+    /// The deny list written, if one is configured.
+    pub deny_list: Option<String>,
+    /// Fingerprints in the deny list after the decision.
+    pub deny_list_entries: u64,
+}
+
+/// Resolves an argument to an agent name: a known agent name (an agent certificate's CN,
+/// case-insensitive), else a registered GUID, else a GUID that appears in an agent
+/// certificate's subject or SANs (`urn:uuid:...`).
+fn resolve(
+    arg: &str,
+    agents: &BTreeMap<String, Vec<&Certificate>>,
+    index: &RegistrationIndex,
+) -> Result<(String, Option<String>), AgentsError> {
+    let key = arg.trim().to_lowercase();
+    let guid_key = key.trim_matches(['{', '}']).to_string();
+    if let Some(certs) = agents.get(&key) {
+        let name = certs
+            .first()
+            .map(|c| agent_name(c))
+            .unwrap_or_else(|| arg.to_string());
+        let guid = index.guids_of(&name).into_iter().next();
+        return Ok((name, guid));
+    }
+    if let Some(r) = index.by_guid.get(&guid_key) {
+        return Ok((r.agent.clone(), Some(r.guid.clone())));
+    }
+    if index.by_name.contains_key(&key) {
+        let guid = index.guids_of(arg).into_iter().next();
+        return Ok((arg.trim().to_string(), guid));
+    }
+    if guid_key.len() >= 8 {
+        for certs in agents.values() {
+            for c in certs {
+                let hit = c.facts.subject.to_lowercase().contains(&guid_key)
+                    || c.facts
+                        .sans
+                        .all()
+                        .any(|n| n.to_lowercase().contains(&guid_key));
+                if hit {
+                    return Ok((agent_name(c), Some(arg.trim().to_string())));
+                }
+            }
+        }
+    }
+    Err(AgentsError::UnknownAgent(arg.to_string()))
+}
+
+/// Approves or blocks agents: records the decisions (store and audit history) and rewrites
+/// the deny list when one is configured (always when blocking: blocking without a deny
+/// list is refused before anything is recorded).
+pub fn decide(
+    store: &Store,
+    request: &DecideRequest,
+    now: UnixTime,
+) -> Result<DecisionReport, AgentsError> {
+    let deny_list = deny_list_path(store, request.deny_list.as_deref())?;
+    if deny_list.is_none() && request.verdict == AgentVerdict::Blocked {
+        return Err(AgentsError::NoDenyList);
+    }
+    let index = RegistrationIndex::load(store)?;
+    let all = store.by_role(Role::Agent)?;
+    let mut agents: BTreeMap<String, Vec<&Certificate>> = BTreeMap::new();
+    for c in &all {
+        agents
+            .entry(agent_name(c).to_lowercase())
+            .or_default()
+            .push(c);
+    }
+    // Resolve everything first: one unknown name decides nothing.
+    let mut targets: Vec<(String, Option<String>)> = Vec::new();
+    for id in &request.ids {
+        let t = resolve(id, &agents, &index)?;
+        if !targets.iter().any(|(n, _)| n.eq_ignore_ascii_case(&t.0)) {
+            targets.push(t);
+        }
+    }
+    let mut decided = Vec::new();
+    for (name, guid) in targets {
+        let fps: Vec<Fingerprint> = agents
+            .get(&name.to_lowercase())
+            .map(|certs| certs.iter().map(|c| c.fingerprint()).collect())
+            .unwrap_or_default();
+        let decision = AgentDecision {
+            agent: name.clone(),
+            guid: guid.clone(),
+            verdict: request.verdict,
+            at: now,
+            actor: request.actor.clone(),
+            fingerprints: fps.clone(),
+        };
+        store.put_agent_decision(&decision)?;
+        let action = format!("agent-{}", request.verdict.as_str());
+        let detail = format!(
+            "agent {name}{}",
+            guid.as_deref()
+                .map(|g| format!(" (resource GUID {g})"))
+                .unwrap_or_default()
+        );
+        if fps.is_empty() {
+            store.record_audit(&AuditEvent {
+                at: now,
+                fingerprint: None,
+                actor: request.actor.clone(),
+                action: action.clone(),
+                detail: detail.clone(),
+            })?;
+        }
+        for fp in &fps {
+            store.record_audit(&AuditEvent {
+                at: now,
+                fingerprint: Some(*fp),
+                actor: request.actor.clone(),
+                action: action.clone(),
+                detail: detail.clone(),
+            })?;
+        }
+        decided.push(DecidedAgent {
+            agent: name,
+            guid,
+            decision: request.verdict.as_str().to_string(),
+            certificates: fps.iter().map(|f| f.to_hex()).collect(),
+        });
+    }
+    let mut report = DecisionReport {
+        decided,
+        deny_list: None,
+        deny_list_entries: 0,
+    };
+    if let Some(path) = deny_list {
+        let entries = write_deny_list(store, &path)?;
+        report.deny_list = Some(path.display().to_string());
+        report.deny_list_entries = entries as u64;
+    }
+    Ok(report)
+}
+
+/// The deny-list path: the one given (then remembered), else the remembered one.
+fn deny_list_path(store: &Store, given: Option<&Path>) -> Result<Option<PathBuf>, AgentsError> {
+    match given {
+        Some(p) if p.is_relative() => Err(AgentsError::RelativeDenyList(p.to_path_buf())),
+        Some(p) => {
+            let text = p.display().to_string();
+            if store.fleet_setting(DENY_LIST_SETTING)?.as_deref() != Some(text.as_str()) {
+                store.set_fleet_setting(DENY_LIST_SETTING, &text)?;
+            }
+            Ok(Some(p.to_path_buf()))
+        }
+        None => Ok(store.fleet_setting(DENY_LIST_SETTING)?.map(PathBuf::from)),
+    }
+}
+
+/// The fingerprints the deny list holds: every certificate (present or not) of every
+/// blocked agent, sorted.
+pub fn deny_list_fingerprints(store: &Store) -> Result<BTreeSet<String>, AgentsError> {
+    let blocked: Vec<AgentDecision> = store
+        .agent_decisions()?
+        .into_iter()
+        .filter(|d| d.verdict == AgentVerdict::Blocked)
+        .collect();
+    let mut out = BTreeSet::new();
+    if blocked.is_empty() {
+        return Ok(out);
+    }
+    let names: HashSet<String> = blocked.iter().map(|d| d.agent.to_lowercase()).collect();
+    for d in &blocked {
+        out.extend(d.fingerprints.iter().map(|f| f.to_hex()));
+    }
+    for c in store.by_role(Role::Agent)? {
+        if names.contains(&agent_name(&c).to_lowercase()) {
+            out.insert(c.fingerprint().to_hex());
+        }
+    }
+    Ok(out)
+}
+
+/// Rewrites the deny list at `path` (atomically: temporary file, fsync, rename, fsync of
+/// the folder; mode 0644 so a gateway service can read it). Returns the number of entries.
+pub fn write_deny_list(store: &Store, path: &Path) -> Result<usize, AgentsError> {
+    let fps = deny_list_fingerprints(store)?;
+    let mut text = String::with_capacity(fps.len() * 65);
+    for fp in &fps {
+        text.push_str(fp);
+        text.push('\n');
+    }
+    write_atomic(path, text.as_bytes(), 0o644).map_err(|source| AgentsError::DenyList {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(fps.len())
+}
+
+/// Writes `bytes` to `path` so that readers see the old or the new file, never a part.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| std::io::Error::other("not a file name"))?;
+    let tmp = dir.join(format!(".{name}.certctl-tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+// ---- requests through the control API ------------------------------------------------------
+
+/// The fleet requests (`agents ...`, `report`, `track`, the artifacts of `list`), carried
+/// by [`crate::api::Request::Fleet`] so they work the same directly and through certd.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "fleet", rename_all = "kebab-case")]
+pub enum FleetRequest {
+    /// `certctl agents import-registrations FILE` (parsed by the client).
+    ImportRegistrations {
+        source: String,
+        registrations: Vec<Registration>,
+        merge: bool,
+    },
+    /// `certctl agents pending`.
+    Pending,
+    /// `certctl agents approve|block`.
+    Decide { decide: DecideRequest },
+    /// `certctl agents deny-list`: rewrite the deny list now.
+    DenyList { path: Option<PathBuf> },
+    /// `certctl report NAME`.
+    Report {
+        name: String,
+        options: crate::reports::ReportOptions,
+    },
+    /// `certctl track FILE` (the artifact is prepared by the client, which reads the file).
+    Track {
+        artifact: certctl_store::TrackedArtifact,
+    },
+    /// The tracked artifacts `certctl list` shows.
+    Artifacts { filter: crate::query::ListFilter },
+}
+
+/// The answers to [`FleetRequest`]s.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "fleet", rename_all = "kebab-case")]
+pub enum FleetResponse {
+    Imported {
+        report: ImportReport,
+    },
+    Pending {
+        agents: Vec<PendingAgent>,
+    },
+    Decided {
+        report: DecisionReport,
+    },
+    Report {
+        report: crate::reports::Report,
+    },
+    Artifacts {
+        artifacts: Vec<certctl_store::TrackedArtifact>,
+    },
+}
+
+/// Answers a fleet request; errors come back as (kind, message).
+pub fn execute(
+    store: &Store,
+    request: FleetRequest,
+    now: UnixTime,
+) -> Result<FleetResponse, (crate::api::ErrorKind, String)> {
+    use crate::api::ErrorKind;
+    let fail = |e: &dyn std::fmt::Display| (ErrorKind::Failed, e.to_string());
+    let agents_err = |e: AgentsError| match e {
+        AgentsError::UnknownAgent(_) => (ErrorKind::NotFound, e.to_string()),
+        AgentsError::NoDenyList | AgentsError::RelativeDenyList(_) => {
+            (ErrorKind::Invalid, e.to_string())
+        }
+        other => fail(&other),
+    };
+    match request {
+        FleetRequest::ImportRegistrations {
+            source,
+            registrations,
+            merge,
+        } => import(store, &source, &registrations, merge, now)
+            .map(|report| FleetResponse::Imported { report })
+            .map_err(agents_err),
+        FleetRequest::Pending => pending(store, now)
+            .map(|agents| FleetResponse::Pending { agents })
+            .map_err(agents_err),
+        FleetRequest::Decide { decide: d } => decide(store, &d, now)
+            .map(|report| FleetResponse::Decided { report })
+            .map_err(agents_err),
+        FleetRequest::DenyList { path } => (|| {
+            let path = deny_list_path(store, path.as_deref())?.ok_or(AgentsError::NoDenyList)?;
+            let entries = write_deny_list(store, &path)?;
+            Ok(DecisionReport {
+                decided: Vec::new(),
+                deny_list: Some(path.display().to_string()),
+                deny_list_entries: entries as u64,
+            })
+        })()
+        .map(|report| FleetResponse::Decided { report })
+        .map_err(agents_err),
+        FleetRequest::Report { name, options } => {
+            match crate::reports::run(store, &name, &options, now) {
+                Ok(report) => Ok(FleetResponse::Report { report }),
+                Err(e @ crate::reports::ReportError::Unknown(_)) => {
+                    Err((ErrorKind::Invalid, e.to_string()))
+                }
+                Err(e) => Err(fail(&e)),
+            }
+        }
+        FleetRequest::Track { artifact } => crate::artifacts::track(store, &artifact)
+            .map(|a| FleetResponse::Artifacts { artifacts: vec![a] })
+            .map_err(|e| fail(&e)),
+        FleetRequest::Artifacts { filter } => crate::artifacts::list(store, &filter, now)
+            .map(|artifacts| FleetResponse::Artifacts { artifacts })
+            .map_err(|e| fail(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_with_header_and_optional_columns() {
+        let fp = "ab".repeat(32);
+        let text = format!(
+            "Agent_Name, Resource_GUID ,fingerprint\nagent-1,{{1111-AAAA}},{fp}\nagent-2,2222,\n\n"
+        );
+        let regs = parse_registrations(Path::new("r.csv"), text.as_bytes(), 9).expect("parse");
+        assert_eq!(regs.len(), 2);
+        assert_eq!(regs[0].agent, "agent-1");
+        assert_eq!(regs[0].guid, "1111-AAAA");
+        assert_eq!(regs[0].fingerprint.map(|f| f.to_hex()), Some(fp));
+        assert_eq!(regs[1].fingerprint, None);
+        assert_eq!(regs[1].imported_at, 9);
+    }
+
+    #[test]
+    fn json_array_and_errors_name_file_and_row() {
+        let text = r#"[{"agent":"a","guid":"g1","spki_sha256":null},{"agent":"b"}]"#;
+        let err = parse_registrations(Path::new("/x/r.json"), text.as_bytes(), 0)
+            .expect_err("missing guid");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("/x/r.json") && msg.contains("entry 2") && msg.contains("GUID"),
+            "{msg}"
+        );
+        let err = parse_registrations(Path::new("r.csv"), b"name,guid\na,g,\nb,g2\n", 0);
+        assert!(err.is_ok());
+        let err = parse_registrations(Path::new("r.csv"), b"host,id\na,g\n", 0)
+            .expect_err("no agent column");
+        assert!(err.to_string().contains("line 1"), "{err}");
+        let err = parse_registrations(Path::new("r.csv"), b"agent,guid,spki\na,g,zz\n", 0)
+            .expect_err("bad hex");
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn atomic_write_replaces_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = dir.path().join("deny.txt");
+        write_atomic(&p, b"a\n", 0o644).expect("write");
+        write_atomic(&p, b"b\n", 0o644).expect("rewrite");
+        assert_eq!(fs::read_to_string(&p).expect("read"), "b\n");
+        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 1);
+    }
+}

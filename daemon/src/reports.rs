@@ -1,0 +1,780 @@
+//! `certctl report NAME`: fleet reports, clock-skew and drift findings.
+//!
+//! Every report is a [`Report`]: a name, the time it was made, column names and rows of
+//! JSON values in column order. The CLI prints it as a table, CSV (the columns as header;
+//! arrays joined with `;`) or JSON (`{"report", "generated_at", "rows": [{column: value}]}`).
+//! The column names are a contract for scripts (see `docs/cli-contract.md`).
+//!
+//! Which certificates count: reports about what is deployed (`agents-by-credential`,
+//! `expiring`, `weak-keys`, `clock-skew`) consider certificates still present in at least
+//! one source; `by-role` and `by-issuer` count every certificate in the store, by status;
+//! `revoked` lists every revoked certificate.
+//!
+//! **Clock skew.** A certificate is `clock-skew suspected` when its notBefore lies more than
+//! the tolerance (default 5 min) in the future (`not-before-in-future`), when it is
+//! ephemeral (validity ≤ 24 h) and its validity exceeds the configured ephemeral lifetime
+//! (default 24 h) by more than the tolerance (`validity-longer-than-ephemeral-lifetime`), or
+//! when its notAfter is before its notBefore (`not-after-before-not-before`).
+//!
+//! **Drift.** For every probed endpoint: the served leaf is `renewed-not-reloaded` when a
+//! certificate with the same subject DN and a later notAfter is present in an inventoried
+//! file while the endpoint still serves the old one; any served certificate (leaf or
+//! intermediate) that is present in no inventoried file is `not-in-inventory`. The
+//! *effective expiry* of an endpoint is the earliest notAfter of the chain it serves.
+//!
+//! **Gateways.** `by-gateway` covers endpoints probed with role `gateway` (or whose served
+//! leaf has role `gateway`). An agent certificate counts for a gateway when it was issued by
+//! a CA of the chain the gateway serves (its issuer DN is the subject of a served
+//! certificate, or the issuer of the served leaf): the gateway is where agents with
+//! certificates from that CA connect.
+
+use std::collections::{BTreeMap, HashMap};
+
+use certctl_store::{
+    rfc3339, Certificate, CredentialKind, Endpoint, KeyAlgorithm, Role, SourceLocation, Status,
+    Store, StoreError, UnixTime,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::agents::{self, AgentsError};
+use crate::duration::Duration;
+use crate::view::EXPIRING_SECS;
+
+/// The report names, in the order `certctl report --help` lists them.
+pub const REPORTS: [&str; 11] = [
+    "by-role",
+    "by-issuer",
+    "by-gateway",
+    "agents-by-credential",
+    "expiring",
+    "weak-keys",
+    "revoked",
+    "pending-agents",
+    "endpoint-findings",
+    "drift",
+    "clock-skew",
+];
+
+/// The finding name of the clock-skew report.
+pub const CLOCK_SKEW: &str = "clock-skew suspected";
+/// How far ahead `expiring` looks.
+pub const EXPIRING_HORIZON_DAYS: i64 = 90;
+
+/// Errors of the reports.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Agents(#[from] AgentsError),
+    #[error("unknown report `{0}` (expected one of: {names})", names = REPORTS.join(", "))]
+    Unknown(String),
+}
+
+/// Knobs of the reports that have any.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ReportOptions {
+    /// Clock-skew tolerance (default 5 min).
+    pub tolerance: Duration,
+    /// The lifetime ephemeral agent certificates are issued with (default 24 h).
+    pub ephemeral_lifetime: Duration,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        ReportOptions {
+            tolerance: Duration::from_secs(300),
+            ephemeral_lifetime: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// A report: columns and rows (values in column order).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub report: String,
+    pub generated_at: UnixTime,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+impl Report {
+    fn new(name: &str, now: UnixTime, columns: &[&str]) -> Self {
+        Report {
+            report: name.to_string(),
+            generated_at: now,
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// The rows as JSON objects keyed by column.
+    pub fn objects(&self) -> Vec<serde_json::Map<String, Value>> {
+        self.rows
+            .iter()
+            .map(|row| {
+                self.columns
+                    .iter()
+                    .cloned()
+                    .zip(row.iter().cloned())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The `--json` document.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "report": self.report,
+            "generated_at": rfc3339(self.generated_at),
+            "rows": self.objects(),
+        })
+    }
+}
+
+/// A cell as text: strings as they are, null empty, arrays joined with `;`.
+pub fn cell_text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(cell_text).collect::<Vec<_>>().join(";"),
+        other => other.to_string(),
+    }
+}
+
+/// Makes the report `name`.
+pub fn run(
+    store: &Store,
+    name: &str,
+    options: &ReportOptions,
+    now: UnixTime,
+) -> Result<Report, ReportError> {
+    match name {
+        "by-role" => by_role(store, now),
+        "by-issuer" => by_issuer(store, now),
+        "by-gateway" => by_gateway(store, now),
+        "agents-by-credential" => agents_by_credential(store, now),
+        "expiring" => expiring(store, now),
+        "weak-keys" => weak_keys(store, now),
+        "revoked" => revoked(store, now),
+        "pending-agents" => pending_agents(store, now),
+        "endpoint-findings" => endpoint_findings(store, now),
+        "drift" => drift_report(store, now),
+        "clock-skew" => clock_skew(store, options, now),
+        other => Err(ReportError::Unknown(other.to_string())),
+    }
+}
+
+fn all(store: &Store) -> Result<Vec<Certificate>, StoreError> {
+    store.iter().collect()
+}
+
+fn present(c: &Certificate) -> bool {
+    c.current_sources().next().is_some()
+}
+
+fn places(c: &Certificate) -> Value {
+    Value::from(
+        c.current_sources()
+            .map(|s| s.location.to_string())
+            .collect::<Vec<_>>(),
+    )
+}
+
+const STATUSES: [Status; 5] = [
+    Status::Valid,
+    Status::Expiring,
+    Status::Expired,
+    Status::Revoked,
+    Status::NotYetValid,
+];
+
+fn status_row(label: Value, certs: &[&Certificate], now: UnixTime) -> Vec<Value> {
+    let mut counts = [0u64; 5];
+    for c in certs {
+        let st = c.status(now, EXPIRING_SECS);
+        if let Some(i) = STATUSES.iter().position(|s| *s == st) {
+            counts[i] += 1;
+        }
+    }
+    let mut row = vec![label, json!(certs.len())];
+    row.extend(counts.iter().map(|n| json!(n)));
+    row
+}
+
+const STATUS_COLUMNS: [&str; 5] = ["valid", "expiring", "expired", "revoked", "not_yet_valid"];
+
+fn by_role(store: &Store, now: UnixTime) -> Result<Report, ReportError> {
+    let mut cols = vec!["role", "total"];
+    cols.extend(STATUS_COLUMNS);
+    let mut r = Report::new("by-role", now, &cols);
+    let certs = all(store)?;
+    for role in Role::ALL {
+        let of: Vec<&Certificate> = certs.iter().filter(|c| c.role == role).collect();
+        r.rows.push(status_row(json!(role.as_str()), &of, now));
+    }
+    Ok(r)
+}
+
+fn by_issuer(store: &Store, now: UnixTime) -> Result<Report, ReportError> {
+    let mut cols = vec!["issuer", "total"];
+    cols.extend(STATUS_COLUMNS);
+    let mut r = Report::new("by-issuer", now, &cols);
+    let certs = all(store)?;
+    let mut groups: BTreeMap<&str, Vec<&Certificate>> = BTreeMap::new();
+    for c in &certs {
+        groups.entry(c.facts.issuer.as_str()).or_default().push(c);
+    }
+    let mut groups: Vec<(&str, Vec<&Certificate>)> = groups.into_iter().collect();
+    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
+    for (issuer, of) in groups {
+        r.rows.push(status_row(json!(issuer), &of, now));
+    }
+    Ok(r)
+}
+
+fn agents_by_credential(store: &Store, now: UnixTime) -> Result<Report, ReportError> {
+    let mut r = Report::new(
+        "agents-by-credential",
+        now,
+        &["agent", "credential", "permanent", "ephemeral"],
+    );
+    let mut per: BTreeMap<String, (String, u64, u64)> = BTreeMap::new();
+    for c in store.by_role(Role::Agent)? {
+        if !present(&c) || c.revocation.is_some() {
+            continue;
+        }
+        let name = agents::agent_name(&c);
+        let e = per
+            .entry(name.to_lowercase())
+            .or_insert_with(|| (name, 0, 0));
+        match c.credential_kind() {
+            Some(CredentialKind::Permanent) => e.1 += 1,
+            Some(CredentialKind::Ephemeral) => e.2 += 1,
+            None => {}
+        }
+    }
+    for (_, (name, p, e)) in per {
+        let kind = match (p > 0, e > 0) {
+            (true, true) => "both",
+            (true, false) => "permanent",
+            (false, true) => "ephemeral",
+            (false, false) => continue,
+        };
+        r.rows
+            .push(vec![json!(name), json!(kind), json!(p), json!(e)]);
+    }
+    Ok(r)
+}
+
+fn expiring(store: &Store, now: UnixTime) -> Result<Report, ReportError> {
+    let mut cols = vec!["week", "from", "to", "total"];
+    let role_cols: Vec<String> = Role::ALL
+        .iter()
+        .map(|r| r.as_str().replace('-', "_"))
+        .collect();
+    cols.extend(role_cols.iter().map(String::as_str));
+    let mut r = Report::new("expiring", now, &cols);
+    let end = now + EXPIRING_HORIZON_DAYS * 86_400;
+    let certs = store.expiring_between(now + 1, end + 1, None)?;
+    let weeks = (EXPIRING_HORIZON_DAYS + 6) / 7;
+    let mut counts = vec![[0u64; 6]; weeks as usize];
+    for c in &certs {
+        if !present(c)
+            || c.revocation.is_some()
+            || c.credential_kind() == Some(CredentialKind::Ephemeral)
+        {
+            continue;
+        }
+        let week = ((c.facts.not_after - now - 1).max(0) / (7 * 86_400)) as usize;
+        let role = Role::ALL.iter().position(|r| *r == c.role).unwrap_or(5);
+        if let Some(w) = counts.get_mut(week) {
+            w[role] += 1;
+        }
+    }
+    for (i, w) in counts.iter().enumerate() {
+        let from = now + i as i64 * 7 * 86_400;
+        let to = (from + 7 * 86_400).min(end);
+        let mut row = vec![
+            json!(i + 1),
+            json!(rfc3339(from)),
+            json!(rfc3339(to)),
+            json!(w.iter().sum::<u64>()),
+        ];
+        row.extend(w.iter().map(|n| json!(n)));
+        r.rows.push(row);
+    }
+    Ok(r)
+}
+
+/// Why a certificate's key or signature is weak (empty: it is not).
+pub fn weaknesses(c: &Certificate) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    match c.facts.key {
+        KeyAlgorithm::Rsa { bits } if bits < 2048 => out.push("rsa-key-under-2048"),
+        KeyAlgorithm::Dsa { .. } => out.push("dsa-key"),
+        _ => {}
+    }
+    let sig = c.facts.signature_algorithm.to_lowercase();
+    if sig.contains("sha1") || sig.contains("sha-1") {
+        out.push("sha1-signature");
+    }
+    if sig.contains("md5") {
+        out.push("md5-signature");
+    }
+    if sig.contains("dsa") && !sig.contains("ecdsa") && !sig.contains("eddsa") {
+        out.push("dsa-signature");
+    }
+    out
+}
+
+fn weak_keys(store: &Store, now: UnixTime) -> Result<Report, ReportError> {
+    let mut r = Report::new(
+        "weak-keys",
+        now,
+        &[
+            "fingerprint_sha256",
+            "name",
+            "role",
+            "key",
+            "signature_algorithm",
+            "weaknesses",
+            "not_after",
+            "sources",
+        ],
+    );
+    let mut certs = all(store)?;
+    certs.sort_by_key(|c| c.facts.not_after);
+    for c in certs.iter().filter(|c| present(c)) {
+        let w = weaknesses(c);
+        if w.is_empty() {
+            continue;
+        }
+        r.rows.push(vec![
+            json!(c.fingerprint().to_hex()),
+            json!(c.facts.display_name()),
+            json!(c.role.as_str()),
+            json!(c.facts.key.to_string()),
+            json!(c.facts.signature_algorithm),
+            json!(w),
+            json!(rfc3339(c.facts.not_after)),
+            places(c),
+        ]);
+    }
+    Ok(r)
+}
+
+fn revoked(store: &Store, now: UnixTime) -> Result<Report, ReportError> {
+    let mut r = Report::new(
+        "revoked",
+        now,
+        &[
+            "fingerprint_sha256",
+            "name",
+            "role",
+            "revoked_at",
+            "reason",
+            "revoked_by",
+            "still_present",
+            "sources",
+        ],
+    );
+    let mut certs: Vec<Certificate> = all(store)?
+        .into_iter()
+        .filter(|c| c.revocation.is_some())
+        .collect();
+    certs.sort_by_key(|c| c.revocation.as_ref().map(|r| r.revoked_at));
+    for c in &certs {
+        let Some(rev) = &c.revocation else { continue };
+        let reason = serde_json::to_value(rev.reason).unwrap_or(Value::Null);
+        r.rows.push(vec![
+            json!(c.fingerprint().to_hex()),
+            json!(c.facts.display_name()),
+            json!(c.role.as_str()),
+            json!(rfc3339(rev.revoked_at)),
+            reason,
+            json!(rev.revoked_by),
+            json!(present(c)),
+            places(c),
+        ]);
+    }
+    Ok(r)
+}
+
+fn pending_agents(store: &Store, now: UnixTime) -> Result<Report, ReportError> {
+    let mut r = Report::new(
+        "pending-agents",
+        now,
+        &[
+            "agent",
+            "reason",
+            "first_seen",
+            "sources",
+            "certificates",
+            "registered_guids",
+        ],
+    );
+    for p in agents::pending(store, now)? {
+        r.rows.push(vec![
+            json!(p.agent),
+            json!(p.reason),
+            json!(rfc3339(p.first_seen)),
+            json!(p.sources),
+            json!(p.certificates),
+            json!(p.registered_guids),
+        ]);
+    }
+    Ok(r)
+}
+
+// ---- drift -------------------------------------------------------------------------------------
+
+/// One drift finding on an endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Drift {
+    pub endpoint: String,
+    /// `renewed-not-reloaded` or `not-in-inventory`.
+    pub finding: String,
+    /// The served certificate concerned.
+    pub served: String,
+    pub served_name: String,
+    pub served_not_after: UnixTime,
+    /// For `renewed-not-reloaded`: the newer certificate on disk and where.
+    pub newer: Option<String>,
+    pub newer_not_after: Option<UnixTime>,
+    pub newer_path: Option<String>,
+    pub detail: String,
+}
+
+fn file_paths(c: &Certificate) -> Vec<String> {
+    c.current_sources()
+        .filter_map(|s| match &s.location {
+            SourceLocation::File { path, .. } => Some(path.clone()),
+            SourceLocation::Endpoint { .. } => None,
+        })
+        .collect()
+}
+
+/// The served chain's certificates that the store holds, leaf first.
+fn served_chain(store: &Store, e: &Endpoint) -> Result<Vec<Certificate>, StoreError> {
+    let mut out = Vec::with_capacity(e.chain.len());
+    for fp in &e.chain {
+        if let Some(c) = store.get(fp)? {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// Earliest notAfter of the served chain.
+pub fn effective_expiry(chain: &[Certificate]) -> Option<UnixTime> {
+    chain.iter().map(|c| c.facts.not_after).min()
+}
+
+/// The drift findings of one endpoint.
+pub fn drift(store: &Store, e: &Endpoint) -> Result<Vec<Drift>, StoreError> {
+    let chain = served_chain(store, e)?;
+    let mut out = Vec::new();
+    for (i, c) in chain.iter().enumerate() {
+        let name = c.facts.display_name().to_string();
+        if i == 0 {
+            let mut newer: Vec<Certificate> = store
+                .find_by_name(&name)?
+                .into_iter()
+                .filter(|n| {
+                    n.fingerprint() != c.fingerprint()
+                        && n.facts.subject.eq_ignore_ascii_case(&c.facts.subject)
+                        && n.facts.not_after > c.facts.not_after
+                        && n.revocation.is_none()
+                        && !file_paths(n).is_empty()
+                })
+                .collect();
+            newer.sort_by_key(|n| n.facts.not_after);
+            if let Some(n) = newer.last() {
+                let path = file_paths(n).into_iter().next();
+                out.push(Drift {
+                    endpoint: e.address.clone(),
+                    finding: "renewed-not-reloaded".into(),
+                    served: c.fingerprint().to_hex(),
+                    served_name: name.clone(),
+                    served_not_after: c.facts.not_after,
+                    newer: Some(n.fingerprint().to_hex()),
+                    newer_not_after: Some(n.facts.not_after),
+                    detail: format!(
+                        "tls://{} still serves {name} expiring {}, but {} holds its renewal expiring {}: reload the service",
+                        e.address,
+                        rfc3339(c.facts.not_after),
+                        path.as_deref().unwrap_or("a file"),
+                        rfc3339(n.facts.not_after)
+                    ),
+                    newer_path: path,
+                });
+                continue;
+            }
+        }
+        if file_paths(c).is_empty() {
+            out.push(Drift {
+                endpoint: e.address.clone(),
+                finding: "not-in-inventory".into(),
+                served: c.fingerprint().to_hex(),
+                served_name: name.clone(),
+                served_not_after: c.facts.not_after,
+                newer: None,
+                newer_not_after: None,
+                newer_path: None,
+                detail: format!(
+                    "tls://{} serves {name} ({}), which is in no inventoried file",
+                    e.address,
+                    if i == 0 { "leaf" } else { "chain" }
+                ),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn drift_report(store: &Store, now: UnixTime) -> Result<Report, ReportError> {
+    let mut r = Report::new(
+        "drift",
+        now,
+        &[
+            "endpoint",
+            "finding",
+            "fingerprint_sha256",
+            "name",
+            "served_not_after",
+            "newer_fingerprint",
+            "newer_not_after",
+            "newer_path",
+            "effective_expiry",
+            "detail",
+        ],
+    );
+    for e in store.endpoints()? {
+        let eff = effective_expiry(&served_chain(store, &e)?);
+        for d in drift(store, &e)? {
+            r.rows.push(vec![
+                json!(d.endpoint),
+                json!(d.finding),
+                json!(d.served),
+                json!(d.served_name),
+                json!(rfc3339(d.served_not_after)),
+                json!(d.newer),
+                json!(d.newer_not_after.map(rfc3339)),
+                json!(d.newer_path),
+                json!(eff.map(rfc3339)),
+                json!(d.detail),
+            ]);
+        }
+    }
+    Ok(r)
+}
+
+fn endpoint_findings(store: &Store, now: UnixTime) -> Result<Report, ReportError> {
+    let mut r = Report::new(
+        "endpoint-findings",
+        now,
+        &[
+            "endpoint",
+            "role",
+            "last_probe",
+            "effective_expiry",
+            "finding",
+            "detail",
+        ],
+    );
+    for e in store.endpoints()? {
+        let eff = effective_expiry(&served_chain(store, &e)?);
+        let head = |finding: &str, detail: &str| {
+            vec![
+                json!(e.address),
+                json!(e.role.map(|r| r.as_str())),
+                json!(e.last_probe.map(rfc3339)),
+                json!(eff.map(rfc3339)),
+                json!(finding),
+                json!(detail),
+            ]
+        };
+        for f in &e.findings {
+            r.rows.push(head(f.kind.as_str(), &f.detail));
+        }
+        for d in drift(store, &e)? {
+            r.rows.push(head(&d.finding, &d.detail));
+        }
+    }
+    Ok(r)
+}
+
+fn by_gateway(store: &Store, now: UnixTime) -> Result<Report, ReportError> {
+    let mut r = Report::new(
+        "by-gateway",
+        now,
+        &[
+            "endpoint",
+            "sni",
+            "leaf",
+            "leaf_fingerprint",
+            "effective_expiry",
+            "chain_certificates",
+            "agents",
+            "agent_certificates",
+            "agents_permanent",
+            "agents_ephemeral",
+            "findings",
+        ],
+    );
+    let agent_certs: Vec<Certificate> = store
+        .by_role(Role::Agent)?
+        .into_iter()
+        .filter(|c| present(c) && c.revocation.is_none())
+        .collect();
+    for e in store.endpoints()? {
+        let chain = served_chain(store, &e)?;
+        let leaf = chain.first();
+        let is_gateway =
+            e.role == Some(Role::Gateway) || leaf.is_some_and(|l| l.role == Role::Gateway);
+        if !is_gateway {
+            continue;
+        }
+        let mut issuers: Vec<String> = chain
+            .iter()
+            .map(|c| c.facts.subject.to_lowercase())
+            .collect();
+        if let Some(l) = leaf {
+            issuers.push(l.facts.issuer.to_lowercase());
+        }
+        let mut per_agent: HashMap<String, (bool, bool)> = HashMap::new();
+        let mut count = 0u64;
+        for a in &agent_certs {
+            if !issuers.contains(&a.facts.issuer.to_lowercase()) {
+                continue;
+            }
+            count += 1;
+            let e = per_agent
+                .entry(agents::agent_name(a).to_lowercase())
+                .or_default();
+            match a.credential_kind() {
+                Some(CredentialKind::Permanent) => e.0 = true,
+                Some(CredentialKind::Ephemeral) => e.1 = true,
+                None => {}
+            }
+        }
+        let mut findings: Vec<String> = e
+            .findings
+            .iter()
+            .map(|f| f.kind.as_str().to_string())
+            .collect();
+        findings.extend(drift(store, &e)?.into_iter().map(|d| d.finding));
+        r.rows.push(vec![
+            json!(e.address),
+            json!(e.sni),
+            json!(leaf.map(|l| l.facts.display_name().to_string())),
+            json!(leaf.map(|l| l.fingerprint().to_hex())),
+            json!(effective_expiry(&chain).map(rfc3339)),
+            json!(chain.len()),
+            json!(per_agent.len()),
+            json!(count),
+            json!(per_agent.values().filter(|(p, _)| *p).count()),
+            json!(per_agent.values().filter(|(_, e)| *e).count()),
+            json!(findings),
+        ]);
+    }
+    Ok(r)
+}
+
+// ---- clock skew --------------------------------------------------------------------------------
+
+/// Why a certificate is `clock-skew suspected`, if it is.
+pub fn skew_cause(
+    c: &Certificate,
+    options: &ReportOptions,
+    now: UnixTime,
+) -> Option<(&'static str, i64)> {
+    let f = &c.facts;
+    let tolerance = options.tolerance.as_secs();
+    if f.not_after < f.not_before {
+        return Some(("not-after-before-not-before", f.not_before - f.not_after));
+    }
+    if f.not_before > now.saturating_add(tolerance) {
+        return Some(("not-before-in-future", f.not_before - now));
+    }
+    if c.credential_kind() == Some(CredentialKind::Ephemeral) {
+        let excess = f.validity_secs() - options.ephemeral_lifetime.as_secs();
+        if excess > tolerance {
+            return Some(("validity-longer-than-ephemeral-lifetime", excess));
+        }
+    }
+    None
+}
+
+fn clock_skew(
+    store: &Store,
+    options: &ReportOptions,
+    now: UnixTime,
+) -> Result<Report, ReportError> {
+    let mut r = Report::new(
+        "clock-skew",
+        now,
+        &[
+            "agent",
+            "role",
+            "finding",
+            "cause",
+            "skew_secs",
+            "fingerprint_sha256",
+            "not_before",
+            "not_after",
+            "sources",
+        ],
+    );
+    let mut certs: Vec<Certificate> = all(store)?
+        .into_iter()
+        .filter(|c| present(c) && c.revocation.is_none())
+        .collect();
+    certs.sort_by(|a, b| {
+        (a.facts.display_name(), a.facts.not_before)
+            .cmp(&(b.facts.display_name(), b.facts.not_before))
+    });
+    for c in &certs {
+        let Some((cause, skew)) = skew_cause(c, options, now) else {
+            continue;
+        };
+        r.rows.push(vec![
+            json!(agents::agent_name(c)),
+            json!(c.role.as_str()),
+            json!(CLOCK_SKEW),
+            json!(cause),
+            json!(skew),
+            json!(c.fingerprint().to_hex()),
+            json!(rfc3339(c.facts.not_before)),
+            json!(rfc3339(c.facts.not_after)),
+            places(c),
+        ]);
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_join_arrays_and_blank_nulls() {
+        assert_eq!(cell_text(&json!(["a", "b"])), "a;b");
+        assert_eq!(cell_text(&Value::Null), "");
+        assert_eq!(cell_text(&json!(3)), "3");
+        assert_eq!(cell_text(&json!("x")), "x");
+    }
+
+    #[test]
+    fn unknown_report_names_the_choices() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let err = run(&store, "nope", &ReportOptions::default(), 0).expect_err("unknown");
+        assert!(err.to_string().contains("by-gateway"), "{err}");
+        for name in REPORTS {
+            run(&store, name, &ReportOptions::default(), 0).expect("empty store report");
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Fleet state that is not a certificate: agent registrations imported from the management
+//! server, the admin's approve/block decisions on agents, a few settings (the deny-list
+//! path), and tracked artifacts (enrollment bundles and other files that expire).
+//!
+//! Keys (see the layout table in `keys.rs`):
+//! - `G` + lowercase resource GUID → [`Registration`];
+//! - `V` `d` + lowercase agent name → [`AgentDecision`]; `V` `s` + name → a setting (UTF-8);
+//! - `X` + artifact id (SHA-256 of the file) → [`TrackedArtifact`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::keys;
+use crate::model::{Fingerprint, Sha256, UnixTime};
+use crate::store::{decode, encode, Store};
+
+/// An agent the management server knows (one row of its registration export).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// The agent's name: the subject CN of its certificates.
+    pub agent: String,
+    /// The resource GUID the management server gave the agent.
+    pub guid: String,
+    /// The SHA-256 of the agent's registered public key (SubjectPublicKeyInfo), if exported.
+    pub spki_sha256: Option<Sha256>,
+    /// The SHA-256 fingerprint of the agent's registered certificate, if exported.
+    pub fingerprint: Option<Fingerprint>,
+    pub imported_at: UnixTime,
+}
+
+/// What the admin decided about an agent that was not registered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentVerdict {
+    Approved,
+    Blocked,
+}
+
+impl AgentVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentVerdict::Approved => "approved",
+            AgentVerdict::Blocked => "blocked",
+        }
+    }
+}
+
+/// The latest decision about one agent (the history is in the audit log).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentDecision {
+    pub agent: String,
+    /// The GUID the admin named, or the one of the agent's registration, if any.
+    pub guid: Option<String>,
+    pub verdict: AgentVerdict,
+    pub at: UnixTime,
+    pub actor: String,
+    /// The agent's certificates known when the decision was taken.
+    pub fingerprints: Vec<Fingerprint>,
+}
+
+/// A file that expires like a certificate without being one (an enrollment bundle, an
+/// offline agent package, a gateway configuration backup).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackedArtifact {
+    /// SHA-256 of the file's bytes when it was tracked: the artifact's identity.
+    pub id: Sha256,
+    /// `enrollment-bundle`, `agent-package`, `gateway-backup`, ...
+    pub kind: String,
+    /// A name for people (the bundle's own name, else the file name).
+    pub name: String,
+    /// Absolute path of the file.
+    pub path: String,
+    pub issued: UnixTime,
+    pub expires: UnixTime,
+    /// Where the expiry came from: `bundle` (the file says) or `default` (issued + lifetime).
+    pub expiry_from: String,
+    pub tracked_at: UnixTime,
+    pub tracked_by: String,
+}
+
+fn registration_key(guid: &str) -> Vec<u8> {
+    let mut k = vec![keys::REGISTRATION];
+    k.extend_from_slice(guid.to_lowercase().as_bytes());
+    k
+}
+
+fn decision_key(agent: &str) -> Vec<u8> {
+    let mut k = vec![keys::AGENT_DECISION, b'd'];
+    k.extend_from_slice(agent.to_lowercase().as_bytes());
+    k
+}
+
+fn setting_key(name: &str) -> Vec<u8> {
+    let mut k = vec![keys::AGENT_DECISION, b's'];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn artifact_key(id: &Sha256) -> Vec<u8> {
+    let mut k = vec![keys::ARTIFACT];
+    k.extend_from_slice(&id.0);
+    k
+}
+
+impl Store {
+    // ---- registrations ---------------------------------------------------------------
+
+    /// Saves registrations. With `replace`, every registration not in `registrations` is
+    /// removed first (the export is the whole truth); all in one atomic batch.
+    pub fn import_registrations(
+        &self,
+        registrations: &[Registration],
+        replace: bool,
+    ) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        if replace {
+            for kv in self.tree().scan_prefix([keys::REGISTRATION]) {
+                batch.remove(kv?.0);
+            }
+        }
+        for r in registrations {
+            batch.insert(registration_key(&r.guid), encode(r)?);
+        }
+        self.tree().apply_batch(batch)?;
+        self.flush()
+    }
+
+    /// Every registration, by GUID.
+    pub fn registrations(&self) -> Result<Vec<Registration>> {
+        self.tree()
+            .scan_prefix([keys::REGISTRATION])
+            .map(|kv| decode(&kv?.1, "agent registration"))
+            .collect()
+    }
+
+    // ---- agent decisions -------------------------------------------------------------
+
+    /// Records the latest decision about an agent (replacing an earlier one).
+    pub fn put_agent_decision(&self, decision: &AgentDecision) -> Result<()> {
+        self.tree()
+            .insert(decision_key(&decision.agent), encode(decision)?)?;
+        self.flush()
+    }
+
+    /// Every agent decision, by lowercase agent name.
+    pub fn agent_decisions(&self) -> Result<Vec<AgentDecision>> {
+        self.tree()
+            .scan_prefix([keys::AGENT_DECISION, b'd'])
+            .map(|kv| decode(&kv?.1, "agent decision"))
+            .collect()
+    }
+
+    /// A fleet setting (e.g. `deny-list`), if set.
+    pub fn fleet_setting(&self, name: &str) -> Result<Option<String>> {
+        match self.tree().get(setting_key(name))? {
+            Some(v) => Ok(Some(decode(&v, "fleet setting")?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn set_fleet_setting(&self, name: &str, value: &str) -> Result<()> {
+        self.tree()
+            .insert(setting_key(name), encode(&value.to_string())?)?;
+        self.flush()
+    }
+
+    // ---- tracked artifacts -----------------------------------------------------------
+
+    /// Saves a tracked artifact (replacing one with the same id).
+    pub fn put_artifact(&self, artifact: &TrackedArtifact) -> Result<()> {
+        self.tree()
+            .insert(artifact_key(&artifact.id), encode(artifact)?)?;
+        self.flush()
+    }
+
+    /// Every tracked artifact, in id order.
+    pub fn artifacts(&self) -> Result<Vec<TrackedArtifact>> {
+        self.tree()
+            .scan_prefix([keys::ARTIFACT])
+            .map(|kv| decode(&kv?.1, "tracked artifact"))
+            .collect()
+    }
+
+    /// Forgets a tracked artifact; returns whether it was there.
+    pub fn remove_artifact(&self, id: &Sha256) -> Result<bool> {
+        let was = self.tree().remove(artifact_key(id))?.is_some();
+        self.flush()?;
+        Ok(was)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(agent: &str, guid: &str) -> Registration {
+        Registration {
+            agent: agent.into(),
+            guid: guid.into(),
+            spki_sha256: None,
+            fingerprint: None,
+            imported_at: 1,
+        }
+    }
+
+    #[test]
+    fn replace_import_drops_missing_registrations() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .import_registrations(&[reg("a", "G1"), reg("b", "G2")], true)
+            .expect("import");
+        store
+            .import_registrations(&[reg("c", "g3")], false)
+            .expect("merge");
+        assert_eq!(store.registrations().expect("read").len(), 3);
+        store
+            .import_registrations(&[reg("a", "g1")], true)
+            .expect("replace");
+        let regs = store.registrations().expect("read");
+        assert_eq!(regs, vec![reg("a", "g1")]);
+    }
+
+    #[test]
+    fn decisions_and_settings_round_trip() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let d = AgentDecision {
+            agent: "Agent-1".into(),
+            guid: None,
+            verdict: AgentVerdict::Blocked,
+            at: 5,
+            actor: "me".into(),
+            fingerprints: vec![Sha256([7; 32])],
+        };
+        store.put_agent_decision(&d).expect("put");
+        assert_eq!(store.agent_decisions().expect("read"), vec![d]);
+        assert_eq!(store.fleet_setting("deny-list").expect("read"), None);
+        store.set_fleet_setting("deny-list", "/x").expect("set");
+        assert_eq!(
+            store.fleet_setting("deny-list").expect("read").as_deref(),
+            Some("/x")
+        );
+    }
+}

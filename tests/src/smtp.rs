@@ -1,0 +1,323 @@
+//! A real SMTP server for the reminder tests: aiosmtpd (from the repository's `.venv`, which
+//! `scripts/setup` creates) on a free loopback port, delivering into a Maildir.
+//!
+//! The server is a small script around aiosmtpd's `Controller` and `Mailbox` handler (the
+//! same handler as `python -m aiosmtpd -c aiosmtpd.handlers.Mailbox`), because the
+//! command-line entry point cannot require AUTH: with a user and password the server
+//! advertises AUTH PLAIN/LOGIN on the plain connection and rejects any other credentials
+//! with `535 5.7.8`. Starting waits (bounded) until the port accepts; the process is
+//! killed on drop. [`SmtpServer::messages`] parses the Maildir, MIME parts decoded.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the server may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+const SERVER_PY: &str = r#"
+import signal, sys
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+host, port, maildir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+user = sys.argv[4] if len(sys.argv) > 5 else None
+password = sys.argv[5] if len(sys.argv) > 5 else None
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = (isinstance(auth_data, LoginPassword)
+          and auth_data.login.decode() == user
+          and auth_data.password.decode() == password)
+    return AuthResult(success=ok, handled=False)
+
+kwargs = {}
+if user is not None:
+    kwargs = dict(authenticator=authenticator, auth_required=True, auth_require_tls=False)
+controller = Controller(Mailbox(maildir), hostname=host, port=port, **kwargs)
+controller.start()
+print("ready", flush=True)
+signal.sigwait({signal.SIGTERM, signal.SIGINT})
+controller.stop()
+"#;
+
+/// The repository's virtualenv Python (with aiosmtpd).
+pub fn venv_python() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/setup (it creates .venv with aiosmtpd)",
+        p.display()
+    );
+    p
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    l.local_addr().expect("local address").port()
+}
+
+/// A running aiosmtpd. Killed on drop.
+pub struct SmtpServer {
+    pub port: u16,
+    pub maildir: PathBuf,
+    script: PathBuf,
+    auth: Option<(String, String)>,
+    child: Option<Child>,
+}
+
+impl SmtpServer {
+    /// Starts a server delivering into `dir/maildir`; with `auth`, AUTH (user, password) is
+    /// required.
+    pub fn start(dir: &Path, auth: Option<(&str, &str)>) -> SmtpServer {
+        let script = dir.join("smtp_server.py");
+        std::fs::write(&script, SERVER_PY).expect("write the SMTP server script");
+        let mut server = SmtpServer {
+            port: free_port(),
+            maildir: dir.join("maildir"),
+            script,
+            auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// Stops the server (the port refuses connections afterwards).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "port {} still accepts after the SMTP server was killed",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// (Re)starts the server on the same port and Maildir; waits until it accepts.
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut cmd = Command::new(venv_python());
+        cmd.arg(&self.script)
+            .arg("127.0.0.1")
+            .arg(self.port.to_string())
+            .arg(&self.maildir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some((u, p)) = &self.auth {
+            cmd.arg(u).arg(p);
+        }
+        let mut child = cmd.spawn().expect("start aiosmtpd");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                panic!(
+                    "aiosmtpd exited ({status}) before accepting on port {}:\n{err}",
+                    self.port
+                );
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "aiosmtpd did not accept on port {} within {START_TIMEOUT:?}",
+                    self.port
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child = Some(child);
+    }
+
+    /// Every message delivered so far, oldest file first.
+    pub fn messages(&self) -> Vec<Mail> {
+        let mut files = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(entries) = std::fs::read_dir(self.maildir.join(sub)) {
+                for e in entries.flatten() {
+                    let meta = e.metadata().expect("maildir file metadata");
+                    files.push((meta.modified().expect("mtime"), e.path()));
+                }
+            }
+        }
+        files.sort();
+        files
+            .into_iter()
+            .map(|(_, p)| {
+                let raw = std::fs::read_to_string(&p)
+                    .unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+                Mail::parse(&raw)
+            })
+            .collect()
+    }
+
+    /// Waits (bounded) until at least `n` messages were delivered; returns them all.
+    pub fn wait_for_messages(&self, n: usize, timeout: Duration) -> Vec<Mail> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let all = self.messages();
+            if all.len() >= n {
+                return all;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} messages in {}, found {} after {timeout:?}",
+                self.maildir.display(),
+                all.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One delivered e-mail.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    /// Unfolded headers, names lowercase.
+    pub headers: Vec<(String, String)>,
+    /// The text/plain part, decoded.
+    pub text: String,
+    /// The text/html part, decoded.
+    pub html: String,
+    pub raw: String,
+}
+
+impl Mail {
+    /// The first header with this (case-insensitive) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+
+    pub fn subject(&self) -> &str {
+        self.header("subject").unwrap_or("")
+    }
+
+    /// The recipient (`To:`).
+    pub fn to(&self) -> &str {
+        self.header("to").unwrap_or("")
+    }
+
+    fn parse(raw: &str) -> Mail {
+        let unix = raw.replace("\r\n", "\n");
+        let (headers, body) = split_part(&unix);
+        let mut mail = Mail {
+            headers: headers.clone(),
+            text: String::new(),
+            html: String::new(),
+            raw: raw.to_string(),
+        };
+        collect_parts(&headers, body, &mut mail);
+        mail
+    }
+}
+
+fn header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn split_part(text: &str) -> (Vec<(String, String)>, &str) {
+    let (head, body) = text.split_once("\n\n").unwrap_or((text, ""));
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for line in head.lines() {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = headers.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+        } else if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    (headers, body)
+}
+
+fn collect_parts(headers: &[(String, String)], body: &str, mail: &mut Mail) {
+    let ct = header(headers, "content-type")
+        .unwrap_or("text/plain")
+        .to_string();
+    let lower = ct.to_ascii_lowercase();
+    if lower.starts_with("multipart/") {
+        let boundary = ct
+            .split(';')
+            .filter_map(|p| p.trim().strip_prefix("boundary="))
+            .next()
+            .map(|b| b.trim_matches('"').to_string())
+            .expect("multipart boundary");
+        let delimiter = format!("--{boundary}");
+        for part in body.split(&delimiter).skip(1) {
+            if part.starts_with("--") {
+                break;
+            }
+            let part = part.strip_prefix('\n').unwrap_or(part);
+            let (h, b) = split_part(part);
+            collect_parts(&h, b, mail);
+        }
+        return;
+    }
+    let cte = header(headers, "content-transfer-encoding")
+        .unwrap_or("7bit")
+        .to_ascii_lowercase();
+    let decoded = match cte.as_str() {
+        "base64" => {
+            let joined: String = body.split_whitespace().collect();
+            String::from_utf8(openssl::base64::decode_block(&joined).expect("base64 part"))
+                .expect("UTF-8 part")
+        }
+        "quoted-printable" => quoted_printable(body),
+        _ => body.to_string(),
+    };
+    if lower.starts_with("text/html") {
+        mail.html.push_str(&decoded);
+    } else if lower.starts_with("text/plain") {
+        mail.text.push_str(&decoded);
+    }
+}
+
+fn quoted_printable(body: &str) -> String {
+    let joined = body.replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' && i + 2 < bytes.len() + 1 {
+            if let Some(hex) = joined.get(i + 1..i + 3) {
+                if let Ok(b) = u8::from_str_radix(hex, 16) {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

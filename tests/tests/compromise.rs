@@ -1,0 +1,1096 @@
+//! End-to-end tests of compromise response: managed CAs, issuing, revocation and CRLs,
+//! blast radius, the regenerate workflow and its crash safety, and the audit history.
+//!
+//! Everything certctl writes (certificates, chains, CRLs, PFX files) is checked with an
+//! independent implementation: the `openssl` command line (`openssl verify -CAfile`,
+//! `openssl crl -verify`, `openssl verify -crl_check`, `openssl pkcs12 -info`). Build the
+//! binaries first (`cargo build --workspace --bins`).
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use certctl_e2e::files::{self, Pem};
+use certctl_e2e::*;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use serde_json::Value;
+
+/// Runs the openssl command line; returns (success, stdout + stderr).
+fn openssl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl (install the openssl command line, see scripts/setup)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[track_caller]
+fn openssl_ok(args: &[&str]) -> String {
+    let (ok, text) = openssl(args);
+    assert!(ok, "openssl {args:?} failed:\n{text}");
+    text
+}
+
+/// SHA-256 of the (first) certificate of a PEM or DER file, lowercase hex, by openssl.
+fn file_fingerprint(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let x = openssl::x509::X509::from_pem(&bytes)
+        .or_else(|_| openssl::x509::X509::from_der(&bytes))
+        .unwrap_or_else(|e| panic!("{} holds no certificate: {e}", path.display()));
+    sha256_hex(&x.to_der().unwrap())
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+/// `certctl --store S ARGS` with `USER=alice` (the audit actor).
+fn run(env: &TestEnv, args: &[&str]) -> RunResult {
+    env.cmd().args(args).env("USER", "alice").run()
+}
+
+/// Creates a managed CA `name` (EC P-256, unencrypted) and returns its folder in the store.
+fn init_ca(env: &TestEnv, name: &str, extra: &[&str]) -> PathBuf {
+    let mut args = vec!["ca", "init", "--name", name];
+    args.extend_from_slice(extra);
+    run(env, &args).success().stdout_has("created CA");
+    env.store().join("ca").join(name)
+}
+
+/// Issues `cn` from CA `ca` into `dir` and returns the printed fingerprint.
+fn issue(env: &TestEnv, ca: &str, cn: &str, role: &str, dir: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "issue",
+        "--ca",
+        ca,
+        "--cn",
+        cn,
+        "--role",
+        role,
+        "--out",
+        s(dir),
+    ];
+    args.extend_from_slice(extra);
+    let r = run(env, &args);
+    r.success();
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("fingerprint (SHA-256): "))
+        .unwrap_or_else(|| panic!("no fingerprint line{r}"));
+    line["fingerprint (SHA-256): ".len()..].trim().to_string()
+}
+
+fn show(env: &TestEnv, id: &str) -> Vec<Value> {
+    let r = env.certctl(&["show", id, "--json"]);
+    r.success();
+    r.json().as_array().cloned().unwrap_or_default()
+}
+
+fn by_name(env: &TestEnv, name: &str) -> Vec<Value> {
+    env.list_json(&["--name", name])
+        .into_iter()
+        .filter(|c| c["subject_cn"] == name)
+        .collect()
+}
+
+/// The serial of a certificate file, as openssl prints it (uppercase hex).
+fn openssl_serial(path: &Path) -> String {
+    let out = openssl_ok(&["x509", "-in", s(path), "-noout", "-serial"]);
+    out.trim().trim_start_matches("serial=").to_string()
+}
+
+mod managed_ca {
+    //! `ca init`, `ca list`, `ca export`, `issue`.
+    use super::*;
+
+    #[test]
+    fn a_root_ca_issues_certificates_that_openssl_verifies() {
+        let env = TestEnv::new();
+        let ca_dir = init_ca(
+            &env,
+            "ops-root",
+            &["--org", "Contoso", "--validity", "400d"],
+        );
+        assert_eq!(mode(&ca_dir), 0o700);
+        assert_eq!(mode(&ca_dir.join("ca.key")), 0o600);
+        let key = std::fs::read_to_string(ca_dir.join("ca.key")).unwrap();
+        assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"));
+
+        // The CA is in the inventory with role ca, and listed as managed.
+        let cas = run(&env, &["ca", "list", "--json"]).json();
+        let ca_fp = cas[0]["fingerprint_sha256"].as_str().unwrap().to_string();
+        let ca_cert = show(&env, &ca_fp);
+        assert_eq!(ca_cert[0]["role"], "ca");
+        assert_eq!(ca_cert[0]["subject"], "CN=ops-root,O=Contoso");
+        let not_after = parse_rfc3339(ca_cert[0]["not_after"].as_str().unwrap());
+        assert!(
+            (not_after - now() - 400 * DAY).abs() < 120,
+            "explicit validity"
+        );
+
+        let exported = env.file("relying/ops-root.pem");
+        run(&env, &["ca", "export", "ops-root", "--out", s(&exported)]).success();
+        assert_eq!(file_fingerprint(&exported), ca_fp);
+        openssl_ok(&["x509", "-in", s(&exported), "-noout"]);
+
+        let out = env.mkdir("gw");
+        let fp = issue(
+            &env,
+            "ops-root",
+            "gw.example.com",
+            "gateway",
+            &out,
+            &[
+                "--san",
+                "gw.example.com",
+                "--san",
+                "192.0.2.7",
+                "--validity",
+                "90d",
+            ],
+        );
+        let cert = out.join("gw.example.com.pem");
+        let key = out.join("gw.example.com.key");
+        let chain = out.join("gw.example.com.chain.pem");
+        assert_eq!(file_fingerprint(&cert), fp);
+        assert_eq!(mode(&key), 0o600);
+        assert!(!out.join("gw.example.com.pfx").exists());
+        let verified = openssl_ok(&["verify", "-CAfile", s(&exported), s(&cert)]);
+        assert!(verified.contains(": OK"), "{verified}");
+        openssl_ok(&["verify", "-CAfile", s(&exported), s(&chain)]);
+        // The key belongs to the certificate.
+        let pub_from_key = openssl_ok(&["pkey", "-in", s(&key), "-pubout"]);
+        let pub_from_cert = openssl_ok(&["x509", "-in", s(&cert), "-noout", "-pubkey"]);
+        assert_eq!(pub_from_key, pub_from_cert);
+        // SANs and validity as asked.
+        let text = openssl_ok(&["x509", "-in", s(&cert), "-noout", "-text"]);
+        assert!(text.contains("DNS:gw.example.com") && text.contains("IP Address:192.0.2.7"));
+
+        let recorded = show(&env, &fp);
+        assert_eq!(recorded[0]["role"], "gateway");
+        let sources: Vec<String> = file_sources(&recorded[0])
+            .into_iter()
+            .map(|(p, _, _)| p)
+            .collect();
+        assert!(sources.contains(&s(&cert).to_string()), "{sources:?}");
+        let days = recorded[0]["days_left"].as_i64().unwrap();
+        assert!((89..=90).contains(&days), "{days}");
+        // The private key never appears in the output.
+        let r = run(&env, &["show", &fp]);
+        assert!(!r.stdout.contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn an_encrypted_rsa_ca_needs_its_passphrase_and_writes_pfx_for_iis() {
+        let env = TestEnv::new();
+        let pass = env.file("secrets/ca-pass");
+        write(&pass, "correct horse\n");
+        let wrong = env.file("secrets/wrong");
+        write(&wrong, "battery staple\n");
+        let ca_dir = init_ca(
+            &env,
+            "iis-ca",
+            &["--key", "rsa-3072", "--passphrase-file", s(&pass)],
+        );
+        let key = std::fs::read_to_string(ca_dir.join("ca.key")).unwrap();
+        assert!(key.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+        let text = openssl_ok(&["x509", "-in", s(&ca_dir.join("ca.pem")), "-noout", "-text"]);
+        assert!(text.contains("3072 bit"), "{text}");
+
+        let out = env.mkdir("iis");
+        let base = [
+            "issue",
+            "--ca",
+            "iis-ca",
+            "--cn",
+            "www.example.com",
+            "--role",
+            "iis",
+            "--out",
+        ];
+        let mut args: Vec<&str> = base.to_vec();
+        args.push(s(&out));
+        run(&env, &args)
+            .expect_code(4)
+            .stderr_has("is encrypted")
+            .stderr_has("--passphrase-file");
+        let mut with_wrong = args.clone();
+        with_wrong.extend(["--passphrase-file", s(&wrong)]);
+        run(&env, &with_wrong)
+            .expect_code(4)
+            .stderr_has("wrong passphrase")
+            .stderr_has("iis-ca");
+        assert!(!out.join("www.example.com.pem").exists());
+
+        let pfx_pass = env.file("secrets/pfx");
+        write(&pfx_pass, "pfx-secret\n");
+        let fp = issue(
+            &env,
+            "iis-ca",
+            "www.example.com",
+            "iis",
+            &out,
+            &[
+                "--pfx-password-file",
+                s(&pfx_pass),
+                "--passphrase-file",
+                s(&pass),
+            ],
+        );
+        let pfx = out.join("www.example.com.pfx");
+        assert_eq!(mode(&pfx), 0o600);
+        let info = openssl_ok(&[
+            "pkcs12",
+            "-info",
+            "-in",
+            s(&pfx),
+            "-passin",
+            &format!("file:{}", s(&pfx_pass)),
+            "-noout",
+        ]);
+        assert!(info.contains("MAC"), "{info}");
+        // The PFX's certificate is the issued one and verifies against the CA.
+        let extracted = env.file("iis/from-pfx.pem");
+        openssl_ok(&[
+            "pkcs12",
+            "-in",
+            s(&pfx),
+            "-passin",
+            &format!("file:{}", s(&pfx_pass)),
+            "-nokeys",
+            "-clcerts",
+            "-out",
+            s(&extracted),
+        ]);
+        assert_eq!(file_fingerprint(&extracted), fp);
+        openssl_ok(&[
+            "verify",
+            "-CAfile",
+            s(&ca_dir.join("ca.pem")),
+            s(&extracted),
+        ]);
+        // The environment variable works as well as the file.
+        let r = env
+            .cmd()
+            .args([
+                "issue",
+                "--ca",
+                "iis-ca",
+                "--cn",
+                "two.example.com",
+                "--role",
+                "other",
+                "--out",
+            ])
+            .arg(s(&out))
+            .env("CERTCTL_CA_PASSPHRASE", "correct horse")
+            .run();
+        r.success();
+    }
+
+    #[test]
+    fn an_intermediate_signed_by_a_parent_pem_chains_to_it() {
+        let env = TestEnv::new();
+        let f = CertFactory::new();
+        let parent_cert = env.file("parent/root.pem");
+        let parent_key = env.file("parent/root.key");
+        files::pem(&parent_cert, &[f.root()]);
+        files::pem_parts(&parent_key, &[Pem::Key(f.root())]);
+        let ca_dir = init_ca(
+            &env,
+            "issuing",
+            &[
+                "--parent-cert",
+                s(&parent_cert),
+                "--parent-key",
+                s(&parent_key),
+            ],
+        );
+        let inter = ca_dir.join("ca.pem");
+        openssl_ok(&["verify", "-CAfile", s(&parent_cert), s(&inter)]);
+        let out = env.mkdir("site");
+        issue(
+            &env,
+            "issuing",
+            "site-1.example.com",
+            "site-server",
+            &out,
+            &[],
+        );
+        let leaf = out.join("site-1.example.com.pem");
+        openssl_ok(&[
+            "verify",
+            "-CAfile",
+            s(&parent_cert),
+            "-untrusted",
+            s(&inter),
+            s(&leaf),
+        ]);
+        // The chain file is leaf + intermediate + parent.
+        let chain = std::fs::read_to_string(out.join("site-1.example.com.chain.pem")).unwrap();
+        assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 3);
+        // A key that is not the parent's is refused.
+        let other_key = env.file("parent/other.key");
+        files::pem_parts(&other_key, &[Pem::Key(f.intermediate())]);
+        run(
+            &env,
+            &[
+                "ca",
+                "init",
+                "--name",
+                "bad",
+                "--parent-cert",
+                s(&parent_cert),
+                "--parent-key",
+                s(&other_key),
+            ],
+        )
+        .expect_code(4)
+        .stderr_has("does not belong");
+    }
+}
+
+mod revocation {
+    //! `revoke`, CRLs, blast radius, the no-terminal refusal, and `history`.
+    use super::*;
+
+    #[test]
+    fn revoking_publishes_a_crl_that_openssl_accepts() {
+        let env = TestEnv::new();
+        let crl_der = env.root().join("pub/ops.crl");
+        let ca_dir = init_ca(&env, "ops", &["--crl-out", s(&crl_der)]);
+        let ca_pem = ca_dir.join("ca.pem");
+        let crl_pem = ca_dir.join("crl.pem");
+        // The first CRL exists from the start, empty, number 1.
+        let text = openssl_ok(&["crl", "-in", s(&crl_pem), "-noout", "-text"]);
+        assert!(text.contains("No Revoked Certificates"), "{text}");
+        let out = env.mkdir("certs");
+        let bad = issue(&env, "ops", "leaked.example.com", "gateway", &out, &[]);
+        issue(&env, "ops", "fine.example.com", "gateway", &out, &[]);
+        let leaked = out.join("leaked.example.com.pem");
+        let fine = out.join("fine.example.com.pem");
+
+        let r = run(
+            &env,
+            &["revoke", &bad[..16], "--reason", "key-compromise", "--yes"],
+        );
+        r.success()
+            .stdout_has("published CRL #2 of CA `ops`")
+            .stdout_has(&format!("verified {}", s(&crl_pem)))
+            .stdout_has(&format!("verified {}", s(&crl_der)))
+            .stdout_has("is signed by the CA and lists serial");
+
+        // openssl: signature, number, entry with its reason, dates.
+        let v = openssl_ok(&[
+            "crl",
+            "-in",
+            s(&crl_pem),
+            "-CAfile",
+            s(&ca_pem),
+            "-verify",
+            "-noout",
+        ]);
+        assert!(v.contains("verify OK"), "{v}");
+        let text = openssl_ok(&["crl", "-in", s(&crl_pem), "-noout", "-text"]);
+        assert!(
+            text.contains("CRL Number: \n                2") || text.contains("X509v3 CRL Number")
+        );
+        assert!(text.contains(&openssl_serial(&leaked)), "{text}");
+        assert!(text.contains("Key Compromise"), "{text}");
+        assert!(text.contains("Next Update"), "{text}");
+        assert!(!text.contains(&openssl_serial(&fine)), "{text}");
+        let v = openssl_ok(&[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            s(&crl_der),
+            "-CAfile",
+            s(&ca_pem),
+            "-verify",
+            "-noout",
+        ]);
+        assert!(v.contains("verify OK"), "{v}");
+        // openssl verify -crl_check: the revoked one fails, the other passes.
+        let (ok, text) = openssl(&[
+            "verify",
+            "-crl_check",
+            "-CRLfile",
+            s(&crl_pem),
+            "-CAfile",
+            s(&ca_pem),
+            s(&leaked),
+        ]);
+        assert!(!ok && text.contains("certificate revoked"), "{text}");
+        openssl_ok(&[
+            "verify",
+            "-crl_check",
+            "-CRLfile",
+            s(&crl_pem),
+            "-CAfile",
+            s(&ca_pem),
+            s(&fine),
+        ]);
+
+        // The record says revoked, with reason and who.
+        let rec = &show(&env, &bad)[0];
+        assert_eq!(rec["status"], "revoked");
+        assert_eq!(rec["revocation"]["reason"], "key-compromise");
+        assert_eq!(rec["revocation"]["revoked_by"], "alice");
+
+        // CRL numbers keep counting: `ca crl` writes number 3 on demand, as DER.
+        let extra = env.file("export/ops-now.crl");
+        run(&env, &["ca", "crl", "ops", "--out", s(&extra), "--der"])
+            .success()
+            .stdout_has("CRL #3");
+        let text = openssl_ok(&[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            s(&extra),
+            "-CAfile",
+            s(&ca_pem),
+            "-verify",
+            "-noout",
+            "-crlnumber",
+        ]);
+        assert!(
+            text.contains("crlNumber=0x03") || text.contains("crlNumber=03"),
+            "{text}"
+        );
+
+        // Revoking again changes nothing.
+        run(&env, &["revoke", &bad, "--reason", "superseded", "--yes"])
+            .success()
+            .stdout_has("already revoked")
+            .stdout_has("nothing to revoke");
+
+        // history ID: issued, revoked (with reason and actor).
+        let h = run(&env, &["history", &bad]);
+        h.success()
+            .stdout_has("issued")
+            .stdout_has("revoked")
+            .stdout_has("key-compromise")
+            .stdout_has("alice");
+    }
+
+    #[test]
+    fn without_a_terminal_revoke_refuses_unless_yes() {
+        let env = TestEnv::new();
+        init_ca(&env, "ops", &[]);
+        let out = env.mkdir("certs");
+        let fp = issue(&env, "ops", "keep.example.com", "gateway", &out, &[]);
+        let r = run(&env, &["revoke", &fp, "--reason", "key-compromise"]);
+        r.expect_code(4)
+            .stderr_has("refusing to revoke")
+            .stderr_has("--yes")
+            .stdout_has("keep.example.com");
+        let rec = &show(&env, &fp)[0];
+        assert_eq!(rec["revoked"], false);
+        // regenerate --deploy refuses the same way.
+        run(&env, &["regenerate", &fp, "--deploy"])
+            .expect_code(4)
+            .stderr_has("--yes");
+        assert_eq!(by_name(&env, "keep.example.com").len(), 1);
+    }
+
+    /// A CA that certctl does not hold, two leaves sharing one key and a third with another.
+    struct SharedKeyFleet {
+        ca_pem: PathBuf,
+        shared_key: PathBuf,
+        shared: Vec<(String, PathBuf)>,
+        other: (String, PathBuf),
+    }
+
+    fn shared_key_fleet(env: &TestEnv) -> SharedKeyFleet {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "Outside CA");
+        ca_params.distinguished_name = dn;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        ca_params.not_before = time::OffsetDateTime::from_unix_timestamp(now() - DAY).unwrap();
+        ca_params.not_after = time::OffsetDateTime::from_unix_timestamp(now() + 400 * DAY).unwrap();
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::from_params(&ca_params, &ca_key);
+        let leaf = |cn: &str, key: &KeyPair| {
+            let mut p = CertificateParams::default();
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::CommonName, cn);
+            p.distinguished_name = dn;
+            p.subject_alt_names = vec![SanType::DnsName(cn.try_into().unwrap())];
+            p.is_ca = IsCa::ExplicitNoCa;
+            p.use_authority_key_identifier_extension = true;
+            p.not_before = time::OffsetDateTime::from_unix_timestamp(now() - DAY).unwrap();
+            p.not_after = time::OffsetDateTime::from_unix_timestamp(now() + 200 * DAY).unwrap();
+            p.signed_by(key, &issuer).unwrap()
+        };
+        let shared_key_pem = KeyKind::EcP256.generate_pem();
+        let shared_pair = KeyPair::from_pem(&shared_key_pem).unwrap();
+        let other_pair = KeyKind::EcP256.generate();
+        let ca_pem = env.file("outside/ca.pem");
+        write(&ca_pem, &ca_cert.pem());
+        let shared_key = env.file("leak/shared.key");
+        write(&shared_key, &shared_key_pem);
+        let mut shared = Vec::new();
+        for (cn, rel) in [
+            ("a.example.com", "site-a/a.pem"),
+            ("b.example.com", "site-b/b.pem"),
+        ] {
+            let c = leaf(cn, &shared_pair);
+            let p = env.file(rel);
+            write(&p, &c.pem());
+            shared.push((sha256_hex(c.der()), p));
+        }
+        let c = leaf("c.example.com", &other_pair);
+        let p = env.file("site-c/c.pem");
+        write(&p, &c.pem());
+        SharedKeyFleet {
+            ca_pem,
+            shared_key,
+            shared,
+            other: (sha256_hex(c.der()), p),
+        }
+    }
+
+    fn listed_fingerprints(stdout: &str) -> Vec<String> {
+        let mut fps: Vec<String> = stdout
+            .lines()
+            .filter_map(|l| {
+                let first = l.split_whitespace().next()?;
+                (first.len() == 64 && first.chars().all(|c| c.is_ascii_hexdigit()))
+                    .then(|| first.to_string())
+            })
+            .collect();
+        fps.sort();
+        fps
+    }
+
+    #[test]
+    fn blast_radius_dry_run_lists_exactly_what_would_be_revoked() {
+        let env = TestEnv::new();
+        let fleet = shared_key_fleet(&env);
+        for dir in ["outside", "site-a", "site-b", "site-c"] {
+            run(
+                &env,
+                &["scan", s(&env.root().join(dir)), "--role", "gateway"],
+            )
+            .success();
+        }
+        let mut shared_fps: Vec<String> = fleet.shared.iter().map(|(f, _)| f.clone()).collect();
+        shared_fps.sort();
+        let spki = show(&env, &fleet.shared[0].0)[0]["spki_sha256"]
+            .as_str()
+            .unwrap()
+            .to_string();
+
+        // --spki: exactly the two certificates with that key, with where they are deployed.
+        let r = run(
+            &env,
+            &[
+                "revoke",
+                "--spki",
+                &spki,
+                "--reason",
+                "key-compromise",
+                "--dry-run",
+            ],
+        );
+        r.success().stdout_has("would revoke 2 certificate(s)");
+        assert_eq!(listed_fingerprints(&r.stdout), shared_fps, "{r}");
+        for (_, path) in &fleet.shared {
+            r.stdout_has(&format!("deployed at: {}#0", s(path)));
+        }
+        // --key-file: the same two, from the leaked key itself.
+        let r = run(
+            &env,
+            &[
+                "revoke",
+                "--key-file",
+                s(&fleet.shared_key),
+                "--reason",
+                "key-compromise",
+                "--dry-run",
+                "--json",
+            ],
+        );
+        r.success();
+        let mut fps: Vec<String> = r.json()["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                t["certificate"]["fingerprint_sha256"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        fps.sort();
+        assert_eq!(fps, shared_fps);
+        // --issuer: every leaf of that CA (not the CA itself).
+        let ca_fp = file_fingerprint(&fleet.ca_pem);
+        let r = run(
+            &env,
+            &[
+                "revoke",
+                "--issuer",
+                &ca_fp,
+                "--reason",
+                "ca-compromise",
+                "--dry-run",
+            ],
+        );
+        r.success().stdout_has("would revoke 3 certificate(s)");
+        let mut all = shared_fps.clone();
+        all.push(fleet.other.0.clone());
+        all.sort();
+        assert_eq!(listed_fingerprints(&r.stdout), all, "{r}");
+        // A dry run revokes nothing.
+        for fp in &all {
+            assert_eq!(show(&env, fp)[0]["revoked"], false);
+        }
+
+        // The real thing: tracked only, and the output says the CA must be told.
+        let r = run(
+            &env,
+            &[
+                "revoke",
+                "--key-file",
+                s(&fleet.shared_key),
+                "--reason",
+                "key-compromise",
+                "--yes",
+            ],
+        );
+        r.success()
+            .stdout_has("The issuing CA must also be told")
+            .stdout_has("CN=Outside CA");
+        for fp in &shared_fps {
+            let rec = &show(&env, fp)[0];
+            assert_eq!(rec["revocation"]["reason"], "key-compromise");
+        }
+        assert_eq!(show(&env, &fleet.other.0)[0]["revoked"], false);
+        let _ = &fleet.other.1;
+    }
+
+    #[test]
+    fn revoke_says_whether_an_endpoint_still_serves_the_certificate() {
+        let env = TestEnv::new();
+        let f = CertFactory::new();
+        let gw = f.leaf(CertSpec::leaf("gw.example").dns("gw.example"));
+        let server = certctl_e2e::tls::TlsServer::serve(&gw, &[f.intermediate()]);
+        let address = server.address();
+        run(
+            &env,
+            &[
+                "probe",
+                &address,
+                "--sni",
+                "gw.example",
+                "--role",
+                "gateway",
+            ],
+        )
+        .success();
+        let r = run(
+            &env,
+            &[
+                "revoke",
+                &gw.fingerprint,
+                "--reason",
+                "key-compromise",
+                "--yes",
+            ],
+        );
+        r.success()
+            .stdout_has(&format!("deployed at: tls://{address}#0"))
+            .stdout_has(&format!("endpoint tls://{address}: still-serving"))
+            .stdout_has("The issuing CA must also be told")
+            .stdout_has("CN=Certctl E2E Issuing CA");
+        server.stop();
+    }
+
+    #[test]
+    fn history_at_a_date_lists_what_was_valid_then() {
+        let env = TestEnv::new();
+        init_ca(&env, "ops", &[]);
+        let out = env.mkdir("certs");
+        let fp = issue(&env, "ops", "then.example.com", "gateway", &out, &[]);
+        let before = rfc3339(now());
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        run(
+            &env,
+            &["revoke", &fp, "--reason", "key-compromise", "--yes"],
+        )
+        .success();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let after = rfc3339(now());
+        let r = run(&env, &["history", "--at", &before, "--json"]);
+        r.success();
+        let then: Vec<String> = r
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                v["certificate"]["fingerprint_sha256"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert!(then.contains(&fp), "{r}");
+        let r = run(&env, &["history", "--at", &after, "--json"]);
+        let later: Vec<String> = r
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                v["certificate"]["fingerprint_sha256"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert!(!later.contains(&fp), "revoked before `after`{r}");
+        run(&env, &["history", "--at", "yesterday"])
+            .expect_code(4)
+            .stderr_has("invalid date");
+    }
+}
+
+mod regenerate {
+    //! `regenerate --deploy --revoke-old`, and crash safety of every workflow step.
+    use super::*;
+
+    /// A gateway certificate from managed CA `ops`, deployed as PEM + key, a combined PEM,
+    /// DER and a PFX, all scanned. Returns (old fingerprint, deployed files, pfx password file).
+    fn deployed_fleet(env: &TestEnv, cn: &str) -> (String, Vec<PathBuf>, PathBuf) {
+        let out = env.mkdir(&format!("issued-{cn}"));
+        let fp = issue(env, "ops", cn, "gateway", &out, &[]);
+        let cert = out.join(format!("{cn}.pem"));
+        let key = out.join(format!("{cn}.key"));
+        let dep = env.mkdir(&format!("deploy-{cn}"));
+        let pem = dep.join("server.pem");
+        let pem_key = dep.join("server.key");
+        std::fs::copy(&cert, &pem).unwrap();
+        std::fs::copy(&key, &pem_key).unwrap();
+        let combined = dep.join("combined.pem");
+        let text = format!(
+            "{}{}",
+            std::fs::read_to_string(&cert).unwrap(),
+            std::fs::read_to_string(&key).unwrap()
+        );
+        write(&combined, &text);
+        let der = dep.join("server.der");
+        openssl_ok(&["x509", "-in", s(&cert), "-outform", "DER", "-out", s(&der)]);
+        let pfx_pass = env.file(&format!("secrets/{cn}.pfxpass"));
+        write(&pfx_pass, "pfx-pw\n");
+        let pfx = dep.join("server.pfx");
+        openssl_ok(&[
+            "pkcs12",
+            "-export",
+            "-in",
+            s(&cert),
+            "-inkey",
+            s(&key),
+            "-passout",
+            &format!("file:{}", s(&pfx_pass)),
+            "-out",
+            s(&pfx),
+        ]);
+        run(
+            env,
+            &[
+                "scan",
+                s(&dep),
+                "--role",
+                "gateway",
+                "--pfx-password-file",
+                s(&pfx_pass),
+            ],
+        )
+        .success();
+        (fp, vec![pem, pem_key, combined, der, pfx], pfx_pass)
+    }
+
+    /// Checks the deployed files hold the new certificate and key, that the `.bak` files
+    /// hold the old ones, and that nothing half-written is left.
+    fn assert_deployed(
+        env: &TestEnv,
+        ca_dir: &Path,
+        files: &[PathBuf],
+        pfx_pass: &Path,
+        old_fp: &str,
+        new_fp: &str,
+    ) {
+        let ca_pem = ca_dir.join("ca.pem");
+        let crl = ca_dir.join("crl.pem");
+        let [pem, pem_key, combined, der, pfx] = files else {
+            panic!("five files")
+        };
+        for cert in [pem, combined, der] {
+            assert_eq!(&file_fingerprint(cert), new_fp, "{}", cert.display());
+            assert_eq!(
+                &file_fingerprint(&PathBuf::from(format!("{}.bak", s(cert)))),
+                old_fp
+            );
+        }
+        openssl_ok(&[
+            "verify",
+            "-crl_check",
+            "-CRLfile",
+            s(&crl),
+            "-CAfile",
+            s(&ca_pem),
+            s(pem),
+        ]);
+        let (ok, text) = openssl(&[
+            "verify",
+            "-crl_check",
+            "-CRLfile",
+            s(&crl),
+            "-CAfile",
+            s(&ca_pem),
+            &format!("{}.bak", s(pem)),
+        ]);
+        assert!(!ok && text.contains("certificate revoked"), "{text}");
+        // Keys follow their certificates.
+        let cert_pub = openssl_ok(&["x509", "-in", s(pem), "-noout", "-pubkey"]);
+        assert_eq!(
+            openssl_ok(&["pkey", "-in", s(pem_key), "-pubout"]),
+            cert_pub
+        );
+        assert_eq!(
+            openssl_ok(&["pkey", "-in", s(combined), "-pubout"]),
+            cert_pub
+        );
+        assert_eq!(mode(pem_key), 0o600);
+        assert_eq!(mode(&PathBuf::from(format!("{}.bak", s(pem_key)))), 0o600);
+        // The PFX opens with the same password and holds the new certificate.
+        let pass = format!("file:{}", s(pfx_pass));
+        openssl_ok(&["pkcs12", "-info", "-in", s(pfx), "-passin", &pass, "-noout"]);
+        let extracted = env.file("tmp/extracted.pem");
+        openssl_ok(&[
+            "pkcs12",
+            "-in",
+            s(pfx),
+            "-passin",
+            &pass,
+            "-nokeys",
+            "-clcerts",
+            "-out",
+            s(&extracted),
+        ]);
+        assert_eq!(&file_fingerprint(&extracted), new_fp);
+        // No temporary files left behind.
+        for f in files {
+            for entry in std::fs::read_dir(f.parent().unwrap()).unwrap() {
+                let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+                assert!(!name.contains("certctl-tmp"), "left over: {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn regenerate_deploys_every_format_and_revokes_the_old_one() {
+        let env = TestEnv::new();
+        let ca_dir = init_ca(&env, "ops", &[]);
+        let (old, files, pfx_pass) = deployed_fleet(&env, "gw.example.com");
+        let r = run(
+            &env,
+            &[
+                "regenerate",
+                &old,
+                "--deploy",
+                "--revoke-old",
+                "--yes",
+                "--pfx-password-file",
+                s(&pfx_pass),
+                "--json",
+            ],
+        );
+        r.success();
+        let report = r.json();
+        assert_eq!(report["step"], "done");
+        let new = report["new_fingerprint"].as_str().unwrap().to_string();
+        assert_ne!(new, old);
+        assert_deployed(&env, &ca_dir, &files, &pfx_pass, &old, &new);
+        // Same subject, SANs and role; the old one is superseded.
+        let certs = by_name(&env, "gw.example.com");
+        assert_eq!(certs.len(), 2);
+        let new_rec = find_fp(&certs, &new);
+        let old_rec = find_fp(&certs, &old);
+        assert_eq!(new_rec["subject"], old_rec["subject"]);
+        assert_eq!(new_rec["sans"], old_rec["sans"]);
+        assert_eq!(new_rec["role"], "gateway");
+        assert_eq!(new_rec["key"], old_rec["key"]);
+        assert_eq!(old_rec["revocation"]["reason"], "superseded");
+        run(&env, &["history", &old])
+            .success()
+            .stdout_has("superseded-by")
+            .stdout_has(&new);
+        run(&env, &["history", &new])
+            .success()
+            .stdout_has("supersedes")
+            .stdout_has(&old);
+    }
+
+    #[test]
+    fn killed_after_any_step_resume_finishes_with_exactly_one_new_certificate() {
+        let env = TestEnv::new();
+        let ca_dir = init_ca(&env, "ops", &[]);
+        for step in 0..=5u8 {
+            let cn = format!("step{step}.example.com");
+            let (old, files, pfx_pass) = deployed_fleet(&env, &cn);
+            let r = env
+                .cmd()
+                .args([
+                    "regenerate",
+                    &old,
+                    "--deploy",
+                    "--revoke-old",
+                    "--yes",
+                    "--pfx-password-file",
+                    s(&pfx_pass),
+                ])
+                .env("USER", "alice")
+                .env("CERTCTL_TEST_ABORT_AFTER_STEP", step.to_string())
+                .run();
+            assert_eq!(r.status.signal(), Some(6), "abort after step {step}{r}");
+
+            let list = run(&env, &["workflows", "--json"]).json();
+            let wf = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|w| w["old_fingerprint"] == Value::String(old.clone()))
+                .unwrap_or_else(|| panic!("workflow of {cn} not listed: {list}"))
+                .clone();
+            let steps = [
+                "requested",
+                "key-generated",
+                "issued",
+                "deployed",
+                "old-revoked",
+                "done",
+            ];
+            assert_eq!(wf["step"], steps[step as usize], "{wf}");
+            let id = wf["id"].as_u64().unwrap().to_string();
+            run(&env, &["workflows"]).success().stdout_has(&id);
+
+            // Resume (twice: the second is a no-op).
+            for _ in 0..2 {
+                let r = run(
+                    &env,
+                    &[
+                        "workflows",
+                        "resume",
+                        &id,
+                        "--pfx-password-file",
+                        s(&pfx_pass),
+                        "--json",
+                    ],
+                );
+                r.success();
+                assert_eq!(r.json()["step"], "done", "{r}");
+            }
+            let certs = by_name(&env, &cn);
+            assert_eq!(
+                certs.len(),
+                2,
+                "exactly one new certificate after step {step}: {certs:?}"
+            );
+            let new = certs
+                .iter()
+                .map(|c| c["fingerprint_sha256"].as_str().unwrap().to_string())
+                .find(|f| f != &old)
+                .unwrap();
+            assert_deployed(&env, &ca_dir, &files, &pfx_pass, &old, &new);
+            assert_eq!(find_fp(&certs, &old)["revocation"]["reason"], "superseded");
+            // The workflow's key is private and is the new certificate's key.
+            let wf_dir = env.store().join("workflows").join(&id);
+            assert_eq!(mode(&wf_dir.join("new.key")), 0o600);
+            assert_eq!(file_fingerprint(&wf_dir.join("new.pem")), new);
+        }
+    }
+}
+
+mod through_certd {
+    //! The same commands while certd runs: certctl sends them over the control socket and
+    //! certd does the work (the store is locked by certd, so nothing else could).
+    use super::*;
+    use certctl_e2e::daemon::{Certd, CertdConfig};
+
+    #[test]
+    fn ca_issue_revoke_and_regenerate_work_through_certd() {
+        let env = TestEnv::new();
+        let config = CertdConfig::new(env.store()).write(&env.file("etc/certd.toml"));
+        let certd = Certd::start(&env, &config);
+        run(&env, &["status"]).success().stdout_has("mode: daemon");
+
+        // Relative paths are resolved by certctl, not by certd.
+        let r = env
+            .cmd()
+            .current_dir(env.root())
+            .args(["ca", "init", "--name", "ops", "--crl-out", "pub/ops.crl"])
+            .env("USER", "alice")
+            .run();
+        r.success().stdout_has("created CA");
+        let ca_dir = env.store().join("ca/ops");
+        let out = env.mkdir("certs");
+        let fp = issue(&env, "ops", "gw.example.com", "gateway", &out, &[]);
+        let cert = out.join("gw.example.com.pem");
+        openssl_ok(&["verify", "-CAfile", s(&ca_dir.join("ca.pem")), s(&cert)]);
+        run(
+            &env,
+            &["revoke", &fp, "--reason", "key-compromise", "--yes"],
+        )
+        .success()
+        .stdout_has("is signed by the CA and lists serial");
+        let crl = env.root().join("pub/ops.crl");
+        let (ok, text) = openssl(&[
+            "verify",
+            "-crl_check",
+            "-CRLfile",
+            s(&crl),
+            "-CAfile",
+            s(&ca_dir.join("ca.pem")),
+            s(&cert),
+        ]);
+        assert!(!ok && text.contains("certificate revoked"), "{text}");
+
+        let fp2 = issue(&env, "ops", "app.example.com", "other", &out, &[]);
+        let r = run(
+            &env,
+            &["regenerate", &fp2, "--revoke-old", "--yes", "--json"],
+        );
+        r.success();
+        assert_eq!(r.json()["step"], "done", "{r}");
+        run(&env, &["workflows"]).success().stdout_has("done (5/5)");
+        run(&env, &["history", &fp]).success().stdout_has("revoked");
+        drop(certd);
+
+        // After certd stopped, direct mode sees the same store.
+        assert_eq!(show(&env, &fp)[0]["revocation"]["reason"], "key-compromise");
+        assert_eq!(by_name(&env, "app.example.com").len(), 2);
+    }
+}

@@ -1,0 +1,527 @@
+//! Policies and e-mail reminders, end to end: the real `certctl` (and `certd`) binaries, a
+//! real SMTP server (aiosmtpd on loopback, see `certctl_e2e::smtp`), certificates from the
+//! harness's `CertFactory`, and the test clock `CERTCTL_NOW` for "30 days later".
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use certctl_e2e::daemon::Certd;
+use certctl_e2e::smtp::{Mail, SmtpServer};
+use certctl_e2e::*;
+use serde_json::Value;
+
+const MAIL_WAIT: Duration = Duration::from_secs(20);
+const OPS: &str = "ops@contoso.example";
+const PKI: &str = "pki@contoso.example";
+
+const POLICIES: &str = r#"
+[[policy]]
+name = "public"
+roles = ["gateway", "iis"]
+remind = ["60d", "30d", "14d", "7d"]
+warn = "30d"
+critical = "7d"
+recipients = ["ops@contoso.example", "pki@contoso.example"]
+
+[[policy]]
+name = "site"
+roles = ["site-server"]
+remind = ["30d"]
+warn = "30d"
+critical = "7d"
+recipients = ["ops@contoso.example"]
+"#;
+
+/// A store, a policies folder, an SMTP server and a certd configuration pointing at both.
+struct Setup {
+    env: TestEnv,
+    smtp: SmtpServer,
+    config: PathBuf,
+    factory: CertFactory,
+}
+
+impl Setup {
+    fn new(auth: Option<(&str, &str)>) -> Setup {
+        let env = TestEnv::new();
+        let smtp = SmtpServer::start(&env.mkdir("smtp"), auth);
+        let policies = env.mkdir("policies");
+        std::fs::write(policies.join("test.toml"), POLICIES).unwrap();
+        let mut text = format!(
+            "store = \"{}\"\n[scan]\nschedule = \"off\"\nwatch = false\n[probe]\nschedule = \"off\"\n\
+             [smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"certd@contoso.example\"\ntimeout = \"5s\"\n",
+            s(env.store()),
+            smtp.port
+        );
+        if let Some((user, _)) = auth {
+            let pw = env.file("smtp-password");
+            std::fs::write(&pw, "wrong-password\n").unwrap();
+            text.push_str(&format!(
+                "username = \"{user}\"\npassword_file = \"{}\"\n",
+                s(&pw)
+            ));
+        }
+        text.push_str(&format!(
+            "[reminders]\nschedule = \"0 8 * * 1-5\"\npolicies = \"{}\"\n",
+            s(&policies)
+        ));
+        let config = env.file("certd.toml");
+        std::fs::write(&config, text).unwrap();
+        Setup {
+            env,
+            smtp,
+            config,
+            factory: CertFactory::new(),
+        }
+    }
+
+    /// Writes the certificates to ROLE/NAME.pem and scans them with that role.
+    fn add(&self, role: &str, certs: &[(&str, &GeneratedCert)]) {
+        let dir = self.env.mkdir(role);
+        for (name, cert) in certs {
+            files::pem(&dir.join(format!("{name}.pem")), &[cert]);
+        }
+        self.env
+            .certctl(&["scan", s(&dir), "--role", role])
+            .success();
+    }
+
+    /// `certctl --config FILE ARGS...` at `now + offset` seconds.
+    fn run(&self, offset: i64, args: &[&str]) -> RunResult {
+        self.env
+            .cmd()
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("CERTCTL_NOW", rfc3339(now() + offset))
+            .run()
+    }
+
+    fn remind(&self, offset: i64) -> RunResult {
+        self.run(offset, &["remind", "--now"])
+    }
+}
+
+fn mail_for<'m>(mails: &'m [Mail], to: &str) -> &'m Mail {
+    mails
+        .iter()
+        .find(|m| m.to().contains(to))
+        .unwrap_or_else(|| panic!("no mail to {to} among {mails:#?}"))
+}
+
+/// The block of the text body about one certificate (from its name to its `inspect:` line).
+fn entry<'t>(text: &'t str, cert: &GeneratedCert) -> &'t str {
+    let cmd = format!("certctl show {}", cert.fingerprint);
+    let end = text
+        .find(&cmd)
+        .unwrap_or_else(|| panic!("{cmd} is not in:\n{text}"));
+    let start = text[..end].rfind("\n  * ").expect("entry start");
+    &text[start..end + cmd.len()]
+}
+
+#[test]
+fn the_digest_arrives_grouped_with_the_right_certificates_and_thresholds() {
+    let t = Setup::new(None);
+    let f = &t.factory;
+    let gw = f.leaf(CertSpec::leaf("gw.contoso.example").expires_in_days(40));
+    let far = f.leaf(CertSpec::leaf("far.contoso.example").expires_in_days(200));
+    let iis_expired =
+        f.leaf(CertSpec::leaf("old.contoso.example").valid(-30 * DAY, -2 * DAY - 12 * HOUR));
+    let renewed_old = f.leaf(CertSpec::leaf("renew.contoso.example").expires_in_days(10));
+    let renewed_new = f.leaf(CertSpec::leaf("renew.contoso.example").expires_in_days(300));
+    let snoozed = f.leaf(CertSpec::leaf("snooze.contoso.example").expires_in_days(20));
+    let site = f.leaf(CertSpec::leaf("site1.contoso.example").expires_in_days(5));
+    t.add(
+        "gateway",
+        &[("gw", &gw), ("far", &far), ("snooze", &snoozed)],
+    );
+    t.add(
+        "iis",
+        &[
+            ("old", &iis_expired),
+            ("renew-old", &renewed_old),
+            ("renew-new", &renewed_new),
+        ],
+    );
+    t.add("site-server", &[("site1", &site)]);
+
+    // Snooze one; an expired certificate cannot be snoozed.
+    t.run(
+        0,
+        &[
+            "snooze",
+            &snoozed.fingerprint,
+            "--until",
+            &rfc3339(now() + 60 * DAY),
+            "--reason",
+            "replaced in the January window",
+        ],
+    )
+    .success()
+    .stdout_has("snoozed snooze.contoso.example");
+    t.run(
+        0,
+        &[
+            "snooze",
+            &iis_expired.fingerprint,
+            "--until",
+            "2099-01-01",
+            "--reason",
+            "x",
+        ],
+    )
+    .expect_code(4)
+    .stderr_has("never silenced");
+    let listed = t.run(0, &["snoozed", "--json"]);
+    listed.success();
+    let listed = listed.json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(
+        listed[0]["fingerprint_sha256"],
+        snoozed.fingerprint.as_str()
+    );
+    assert_eq!(listed[0]["reason"], "replaced in the January window");
+
+    // The dry run shows what would go, sends nothing.
+    let dry = t.run(0, &["remind", "--dry-run"]);
+    dry.success()
+        .stdout_has("dry run: 2 digests with 5 reminders would be sent");
+    assert!(t.smtp.messages().is_empty());
+
+    let r = t.remind(0);
+    r.success().stdout_has("sent 2 digests with 5 reminders");
+    let mails = t.smtp.wait_for_messages(2, MAIL_WAIT);
+    assert_eq!(mails.len(), 2, "{mails:#?}");
+
+    let ops = mail_for(&mails, OPS);
+    assert!(
+        ops.subject().contains("3 certificates need attention"),
+        "{}",
+        ops.subject()
+    );
+    assert!(
+        ops.subject().contains("1 expired, 1 critical, 1 warn"),
+        "{}",
+        ops.subject()
+    );
+    let text = &ops.text;
+    let (e, c, w) = (
+        text.find("EXPIRED (1)").expect("expired group"),
+        text.find("CRITICAL (1)").expect("critical group"),
+        text.find("WARNING (1)").expect("warn group"),
+    );
+    assert!(e < c && c < w, "groups out of order:\n{text}");
+    let old = entry(text, &iis_expired);
+    assert!(
+        old.contains("old.contoso.example (iis): expired 3 days ago"),
+        "{old}"
+    );
+    assert!(old.contains("threshold: expired (policy public)"), "{old}");
+    assert!(
+        old.contains(&format!("{}#0", s(&t.env.root().join("iis/old.pem")))),
+        "{old}"
+    );
+    let crit = entry(text, &site);
+    assert!(crit.contains("(site-server): 5 days left"), "{crit}");
+    assert!(crit.contains("threshold: 7d (policy site)"), "{crit}");
+    let warn = entry(text, &gw);
+    assert!(warn.contains("(gateway): 40 days left"), "{warn}");
+    assert!(warn.contains("threshold: 60d (policy public)"), "{warn}");
+    assert!(
+        warn.contains("subject:   CN=gw.contoso.example,O=Certctl E2E"),
+        "{warn}"
+    );
+    assert!(e < text.find(&iis_expired.fingerprint).unwrap());
+    assert!(w < text.find(&gw.fingerprint).unwrap());
+    for quiet in [&far, &renewed_old, &renewed_new, &snoozed] {
+        assert!(
+            !text.contains(&quiet.fingerprint),
+            "{quiet:?} must not be in:\n{text}"
+        );
+    }
+    // The HTML alternative has the same certificates.
+    assert!(ops.html.contains("<table"), "{}", ops.html);
+    for cert in [&gw, &site, &iis_expired] {
+        assert!(ops
+            .html
+            .contains(&format!("certctl show {}", cert.fingerprint)));
+    }
+
+    let pki = mail_for(&mails, PKI);
+    assert!(
+        pki.subject().contains("2 certificates"),
+        "{}",
+        pki.subject()
+    );
+    assert!(pki.text.contains(&gw.fingerprint) && pki.text.contains(&iis_expired.fingerprint));
+    assert!(!pki.text.contains(&site.fingerprint));
+
+    // A second pass (a new process: nothing is kept in memory) sends nothing.
+    t.remind(HOUR)
+        .success()
+        .stdout_has("sent 0 digests with 0 reminders");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.smtp.messages().len(), 2);
+
+    // The sent reminders are in the audit history of the certificate.
+    let status = t.env.certctl(&["status"]);
+    status.success();
+    assert!(!status.stdout.contains("smtp: last error"), "{status}");
+}
+
+#[test]
+fn a_threshold_crossed_later_sends_one_new_reminder() {
+    let t = Setup::new(None);
+    let gw = t
+        .factory
+        .leaf(CertSpec::leaf("gw.contoso.example").expires_in_days(40));
+    let ca_like = t
+        .factory
+        .leaf(CertSpec::leaf("later.contoso.example").expires_in_days(400));
+    t.add("gateway", &[("gw", &gw), ("later", &ca_like)]);
+
+    t.remind(0)
+        .success()
+        .stdout_has("sent 2 digests with 2 reminders");
+    let first = t.smtp.wait_for_messages(2, MAIL_WAIT);
+    assert!(entry(&mail_for(&first, OPS).text, &gw).contains("threshold: 60d"));
+
+    // 30 days later: 10 days left, so both 30d and 14d were crossed: ONE reminder (14d).
+    t.remind(30 * DAY)
+        .success()
+        .stdout_has("sent 2 digests with 2 reminders");
+    let all = t.smtp.wait_for_messages(4, MAIL_WAIT);
+    assert_eq!(all.len(), 4);
+    let later: Vec<Mail> = all[2..].to_vec();
+    for to in [OPS, PKI] {
+        let m = mail_for(&later, to);
+        assert!(
+            m.subject()
+                .contains("1 certificate needs attention (1 warn)"),
+            "{}",
+            m.subject()
+        );
+        let e = entry(&m.text, &gw);
+        assert!(e.contains("threshold: 14d"), "{e}");
+        assert!(e.contains("10 days left"), "{e}");
+        assert!(!m.text.contains(&ca_like.fingerprint));
+    }
+    // And again the same day: nothing new.
+    t.remind(30 * DAY + HOUR)
+        .success()
+        .stdout_has("sent 0 digests with 0 reminders");
+    // Explain says where it stands.
+    let explain = t.run(30 * DAY, &["policy", "explain", &gw.fingerprint, "--json"]);
+    explain.success();
+    let v = explain.json();
+    assert_eq!(v[0]["state"], "warn", "{v}");
+    assert_eq!(v[0]["crossed"], "14d", "{v}");
+    assert_eq!(v[0]["policy"]["name"], "public", "{v}");
+}
+
+#[test]
+fn smtp_down_loses_nothing_and_delivers_exactly_once_when_back() {
+    let mut t = Setup::new(None);
+    let gw = t
+        .factory
+        .leaf(CertSpec::leaf("gw.contoso.example").expires_in_days(20));
+    t.add("gateway", &[("gw", &gw)]);
+
+    t.smtp.stop();
+    let r = t.remind(0);
+    r.expect_code(4)
+        .stdout_has(
+            "sent 0 digests with 0 reminders; 2 digests (2 reminders) failed and stay pending",
+        )
+        .stderr_has(&format!("SMTP server 127.0.0.1:{}", t.smtp.port));
+    let status = t.env.certctl(&["status"]);
+    status
+        .success()
+        .stdout_has("smtp: last error")
+        .stdout_has(&format!("127.0.0.1:{}", t.smtp.port))
+        .stdout_has("reminders: 2 pending delivery");
+    let json = t.env.certctl(&["status", "--json"]).json();
+    assert!(json["smtp_last_error"].as_str().is_some(), "{json}");
+    assert_eq!(json["reminders_pending"], 2);
+
+    // Still down an hour later: still pending, nothing recorded as sent.
+    t.remind(HOUR).expect_code(4);
+
+    t.smtp.restart();
+    t.remind(2 * HOUR)
+        .success()
+        .stdout_has("sent 2 digests with 2 reminders");
+    let mails = t.smtp.wait_for_messages(2, MAIL_WAIT);
+    assert!(mail_for(&mails, OPS).text.contains(&gw.fingerprint));
+    assert!(mail_for(&mails, PKI).text.contains(&gw.fingerprint));
+    t.remind(3 * HOUR)
+        .success()
+        .stdout_has("sent 0 digests with 0 reminders");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.smtp.messages().len(), 2, "delivered exactly once");
+    let status = t.env.certctl(&["status", "--json"]).json();
+    assert_eq!(status["smtp_last_error"], Value::Null, "{status}");
+    assert_eq!(status["reminders_pending"], 0);
+}
+
+#[test]
+fn a_wrong_smtp_password_is_a_clear_error_in_status() {
+    let t = Setup::new(Some(("certd", "right-password")));
+    let gw = t
+        .factory
+        .leaf(CertSpec::leaf("gw.contoso.example").expires_in_days(20));
+    t.add("gateway", &[("gw", &gw)]);
+
+    let r = t.remind(0);
+    r.expect_code(4)
+        .stderr_has("authentication failed for user `certd`");
+    let status = t.env.certctl(&["status"]);
+    status
+        .success()
+        .stdout_has("smtp: last error")
+        .stdout_has("authentication failed for user `certd`")
+        .stdout_has("535");
+    assert!(
+        !status.stdout.contains("wrong-password"),
+        "never show the password: {status}"
+    );
+    assert!(t.smtp.messages().is_empty());
+
+    // The right password from the environment (it wins over password_file): delivered.
+    let ok = t
+        .env
+        .cmd()
+        .arg("--config")
+        .arg(&t.config)
+        .args(["remind", "--now"])
+        .env("CERTCTL_SMTP_PASSWORD", "right-password")
+        .run();
+    ok.success().stdout_has("sent 2 digests with 2 reminders");
+    t.smtp.wait_for_messages(2, MAIL_WAIT);
+    let status = t.env.certctl(&["status"]);
+    assert!(!status.stdout.contains("smtp: last error"), "{status}");
+}
+
+#[test]
+fn remind_now_goes_through_certd_when_it_runs() {
+    let t = Setup::new(None);
+    let gw = t
+        .factory
+        .leaf(CertSpec::leaf("gw.contoso.example").expires_in_days(20));
+    t.add("gateway", &[("gw", &gw)]);
+    let certd = Certd::start(&t.env, &t.config);
+    // --config alone names the store (no --store): the request goes to certd.
+    let r = t
+        .env
+        .cmd()
+        .no_store()
+        .arg("--config")
+        .arg(&t.config)
+        .args(["remind", "--now"])
+        .run();
+    r.success().stdout_has("sent 2 digests with 2 reminders");
+    t.smtp.wait_for_messages(2, MAIL_WAIT);
+    let status = t.env.certctl(&["status"]);
+    status
+        .success()
+        .stdout_has("mode: daemon")
+        .stdout_has("remind");
+    t.remind(0)
+        .success()
+        .stdout_has("sent 0 digests with 0 reminders");
+    drop(certd);
+    // After certd stopped, direct mode sees the same sent records.
+    t.remind(0)
+        .success()
+        .stdout_has("sent 0 digests with 0 reminders");
+    assert_eq!(t.smtp.messages().len(), 2);
+}
+
+fn write_policies(dir: &Path, name: &str, text: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+#[test]
+fn policy_check_explain_and_conflicts() {
+    let env = TestEnv::new();
+    let f = CertFactory::new();
+    let gw = f.leaf(CertSpec::leaf("gw.contoso.example").expires_in_days(5));
+    let other = f.leaf(CertSpec::leaf("misc.contoso.example").expires_in_days(100));
+    let dir = env.mkdir("gw");
+    files::pem(&dir.join("gw.pem"), &[&gw]);
+    env.certctl(&["scan", s(&dir), "--role", "gateway"])
+        .success();
+    let dir = env.mkdir("misc");
+    files::pem(&dir.join("misc.pem"), &[&other]);
+    env.certctl(&["scan", s(&dir)]).success();
+
+    // The shipped defaults are valid.
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    env.certctl(&["policy", "check", s(&shipped)])
+        .success()
+        .stdout_has("agents-ephemeral");
+
+    // Errors: FILE:LINE:COLUMN.
+    let bad = env.root().join("bad");
+    write_policies(
+        &bad,
+        "a.toml",
+        "[[policy]]\nname = \"x\"\nroles = [\"gw\"]\nremind = [\"30d\"]\nwarn = \"30d\"\ncritical = \"7d\"\nrecipients = [\"ops@contoso.example\"]\n",
+    );
+    let r = env.certctl(&["policy", "check", s(&bad)]);
+    r.expect_code(4).stderr_has(&format!(
+        "{}:3:10: policy.roles: unknown role `gw`",
+        s(&bad.join("a.toml"))
+    ));
+
+    // Two policies match the gateway certificate: a conflict; the more specific wins.
+    let good = env.root().join("good");
+    write_policies(
+        &good,
+        "10-general.toml",
+        "[[policy]]\nname = \"public\"\nroles = [\"gateway\", \"iis\"]\nremind = [\"30d\"]\nwarn = \"30d\"\ncritical = \"7d\"\nrecipients = [\"ops@contoso.example\"]\n",
+    );
+    write_policies(
+        &good,
+        "20-gw.toml",
+        "[[policy]]\nname = \"contoso-gateways\"\nroles = [\"gateway\"]\nsubjects = [\"*.CONTOSO.example\"]\nremind = [\"14d\"]\nwarn = \"14d\"\ncritical = \"3d\"\nrecipients = [\"gw@contoso.example\"]\n",
+    );
+    let conflicts = env.certctl(&["policy", "conflicts", "--policies", s(&good), "--json"]);
+    conflicts.success();
+    let v = conflicts.json();
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v[0]["fingerprint_sha256"], gw.fingerprint.as_str());
+    assert_eq!(v[0]["applies"], "contoso-gateways");
+    assert_eq!(v[0]["policies"][1]["name"], "public");
+
+    let explain = env.certctl(&[
+        "policy",
+        "explain",
+        "gw.contoso.example",
+        "--policies",
+        s(&good),
+    ]);
+    explain
+        .success()
+        .stdout_has("contoso-gateways")
+        .stdout_has("subject `gw.contoso.example` matches `*.CONTOSO.example`")
+        .stdout_has("state         warn")
+        .stdout_has("also matched by public");
+    let explain = env.certctl(&[
+        "policy",
+        "explain",
+        &other.fingerprint,
+        "--policies",
+        s(&good),
+        "--json",
+    ]);
+    explain.success();
+    let v = explain.json();
+    assert_eq!(v[0]["state"], "untracked", "{v}");
+    assert_eq!(v[0]["policy"], Value::Null);
+
+    // Without --policies or --config: a clear usage error.
+    env.certctl(&["policy", "conflicts"])
+        .expect_code(4)
+        .stderr_has("give --policies DIR");
+}
