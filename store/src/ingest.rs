@@ -22,11 +22,28 @@ use crate::store::{decode_record, encode, encode_record, Store};
 /// File states per directory segment.
 const FILES_PER_SEGMENT: usize = 1024;
 
-/// One index entry: a sort or hash key and the certificate it points to.
+/// One index entry: a sort key (not_after) or a truncated hash key, and the first eight
+/// bytes of the certificate's fingerprint. Postings are kept small because sled's cost
+/// grows with the bytes in a leaf; every hit is checked against the record it leads to,
+/// so the truncations never produce a wrong answer (only, very rarely, an extra read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Posting {
     pub key: i64,
-    pub fp: Fingerprint,
+    pub fp: FpPrefix,
+}
+
+/// The first eight bytes of a fingerprint.
+pub(crate) type FpPrefix = [u8; 8];
+
+pub(crate) fn fp_prefix(fp: &Fingerprint) -> FpPrefix {
+    let mut p = [0u8; 8];
+    p.copy_from_slice(&fp.0[..8]);
+    p
+}
+
+/// Hash keys are kept to 32 bits (short varints); hits are verified anyway.
+pub(crate) fn hash_key(h: u64) -> i64 {
+    i64::from(h as u32)
 }
 
 /// What an observation changed.
@@ -207,13 +224,13 @@ impl<'s> Ingest<'s> {
         let h = keys::spki_hash(&f.spki_sha256.0);
         self.post(
             keys::bucket_prefix(Index::Spki, &keys::hash_bucket(h, keys::SPKI_BUCKETS)),
-            h as i64,
+            hash_key(h),
             fp,
         );
         let h = keys::name_hash(&f.issuer);
         self.post(
             keys::bucket_prefix(Index::Issuer, &keys::hash_bucket(h, keys::ISSUER_BUCKETS)),
-            h as i64,
+            hash_key(h),
             fp,
         );
         let mut names: Vec<u64> = f.names().map(keys::name_hash).collect();
@@ -222,7 +239,7 @@ impl<'s> Ingest<'s> {
         for h in names {
             self.post(
                 keys::bucket_prefix(Index::Name, &keys::hash_bucket(h, keys::NAME_BUCKETS)),
-                h as i64,
+                hash_key(h),
                 fp,
             );
         }
@@ -238,10 +255,10 @@ impl<'s> Ingest<'s> {
     }
 
     fn post(&mut self, bucket: Vec<u8>, key: i64, fp: Fingerprint) {
-        self.postings
-            .entry(bucket)
-            .or_default()
-            .push(Posting { key, fp });
+        self.postings.entry(bucket).or_default().push(Posting {
+            key,
+            fp: fp_prefix(&fp),
+        });
     }
 
     /// Writes the batch atomically: records, their index postings and file states.

@@ -13,6 +13,7 @@
 //! | `M`    | name                                  | metadata (schema version)              |
 //! | `K`    | CA name                               | a [`ManagedCa`] (certctl holds its key) |
 //! | `W`    | workflow id (8, big-endian)           | a [`Workflow`] (regenerate state)      |
+//! | `L`    | CRL URL                               | a [`CachedCrl`] (fetched from a CRL distribution point) |
 //! | `N`    | fingerprint + recipient + `\0` + threshold (8) | a [`SentReminder`]             |
 //! | `Q`    | `r` + recipient, or `s`               | [`DeliveryState`] / [`SmtpState`]      |
 //! | `Z`    | fingerprint                           | a [`Snooze`]                           |
@@ -32,6 +33,7 @@
 //! [`AuditEvent`]: crate::AuditEvent
 //! [`ManagedCa`]: crate::ManagedCa
 //! [`Workflow`]: crate::Workflow
+//! [`CachedCrl`]: crate::CachedCrl
 //! [`SentReminder`]: crate::SentReminder
 //! [`DeliveryState`]: crate::DeliveryState
 //! [`SmtpState`]: crate::SmtpState
@@ -48,6 +50,7 @@ pub(crate) const ENDPOINT: u8 = b'T';
 pub(crate) const AUDIT: u8 = b'A';
 pub(crate) const MANAGED_CA: u8 = b'K';
 pub(crate) const WORKFLOW: u8 = b'W';
+pub(crate) const CACHED_CRL: u8 = b'L';
 pub(crate) const SENT_REMINDER: u8 = b'N';
 pub(crate) const DELIVERY: u8 = b'Q';
 pub(crate) const SNOOZE: u8 = b'Z';

@@ -31,4 +31,4 @@ pub use ingest::{Ingest, Observed};
 pub use model::*;
 pub use reminders::{DeliveryState, SentReminder, SmtpState, Snooze};
 pub use store::{Store, SCHEMA_VERSION};
-pub use workflows::{ManagedCa, Workflow, WorkflowStep};
+pub use workflows::{CachedCrl, ManagedCa, Workflow, WorkflowStep};

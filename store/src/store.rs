@@ -1,6 +1,6 @@
 //! [`Store`]: opening the sled database, and the queries.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::endpoints::Endpoint;
 use crate::error::{Result, StoreError};
 use crate::files::FileState;
-use crate::ingest::{Ingest, Posting};
+use crate::ingest::{hash_key, FpPrefix, Ingest, Posting};
 use crate::keys::{self, Index};
 use crate::model::{Certificate, Fingerprint, Role, Sha256, SourceLocation, UnixTime};
 
@@ -206,23 +206,36 @@ impl Store {
                 )),
             ),
         };
-        let mut hits: Vec<(i64, Fingerprint)> = Vec::new();
+        let mut hits: Vec<FpPrefix> = Vec::new();
         for kv in self.tree.range(start..end) {
             let (_, v) = kv?;
             for p in decode_postings(&v)? {
                 if p.key >= from && p.key < before {
-                    hits.push((p.key, p.fp));
+                    hits.push(p.fp);
                 }
             }
         }
+        let mut out = self.records_for(hits)?;
+        out.retain(|c| {
+            c.facts.not_after >= from
+                && c.facts.not_after < before
+                && role.is_none_or(|r| c.role == r)
+        });
+        out.sort_by_key(|c| (c.facts.not_after, c.facts.fingerprint));
+        Ok(out)
+    }
+
+    /// The records the posting hits lead to, each once.
+    fn records_for(&self, mut hits: Vec<FpPrefix>) -> Result<Vec<Certificate>> {
         hits.sort_unstable();
         hits.dedup();
         let mut out = Vec::with_capacity(hits.len());
-        for (_, fp) in hits {
-            if let Some(cert) = self.get(&fp)? {
-                if role.is_none_or(|r| cert.role == r) {
-                    out.push(cert);
-                }
+        for prefix in hits {
+            let mut key = [0u8; 9];
+            key[0] = keys::CERT;
+            key[1..].copy_from_slice(&prefix);
+            for kv in self.tree.scan_prefix(key) {
+                out.push(decode_record(&kv?.1)?);
             }
         }
         Ok(out)
@@ -239,7 +252,7 @@ impl Store {
         let certs = self.lookup_hash(
             Index::Name,
             &keys::hash_bucket(h, keys::NAME_BUCKETS),
-            h as i64,
+            hash_key(h),
         )?;
         Ok(certs
             .into_iter()
@@ -253,7 +266,7 @@ impl Store {
         let certs = self.lookup_hash(
             Index::Spki,
             &keys::hash_bucket(h, keys::SPKI_BUCKETS),
-            h as i64,
+            hash_key(h),
         )?;
         Ok(certs
             .into_iter()
@@ -267,7 +280,7 @@ impl Store {
         let certs = self.lookup_hash(
             Index::Issuer,
             &keys::hash_bucket(h, keys::ISSUER_BUCKETS),
-            h as i64,
+            hash_key(h),
         )?;
         Ok(certs
             .into_iter()
@@ -277,39 +290,29 @@ impl Store {
 
     /// The distinct issuer DNs with their certificate counts, from the issuer index.
     pub fn issuers(&self) -> Result<BTreeMap<String, usize>> {
-        let mut fps: HashSet<Fingerprint> = HashSet::new();
+        let mut hits = Vec::new();
         for kv in self.tree.scan_prefix(keys::index_prefix(Index::Issuer)) {
-            for p in decode_postings(&kv?.1)? {
-                fps.insert(p.fp);
-            }
+            hits.extend(decode_postings(&kv?.1)?.into_iter().map(|p| p.fp));
         }
         let mut out = BTreeMap::new();
-        for fp in fps {
-            if let Some(c) = self.get(&fp)? {
-                *out.entry(c.facts.issuer).or_insert(0) += 1;
-            }
+        for c in self.records_for(hits)? {
+            *out.entry(c.facts.issuer).or_insert(0) += 1;
         }
         Ok(out)
     }
 
     fn lookup_hash(&self, index: Index, bucket: &[u8], key: i64) -> Result<Vec<Certificate>> {
-        let mut fps: Vec<Fingerprint> = Vec::new();
+        let mut hits = Vec::new();
         for kv in self.tree.scan_prefix(keys::bucket_prefix(index, bucket)) {
-            for p in decode_postings(&kv?.1)? {
-                if p.key == key {
-                    fps.push(p.fp);
-                }
-            }
+            hits.extend(
+                decode_postings(&kv?.1)?
+                    .into_iter()
+                    .filter(|p| p.key == key)
+                    .map(|p| p.fp),
+            );
         }
-        fps.sort_unstable();
-        fps.dedup();
-        let mut out = Vec::with_capacity(fps.len());
-        for fp in fps {
-            if let Some(c) = self.get(&fp)? {
-                out.push(c);
-            }
-        }
-        out.sort_by_key(|c| c.facts.not_after);
+        let mut out = self.records_for(hits)?;
+        out.sort_by_key(|c| (c.facts.not_after, c.facts.fingerprint));
         Ok(out)
     }
 

@@ -130,6 +130,26 @@ pub struct Workflow {
     pub last_error: Option<String>,
 }
 
+/// A CRL fetched from a CRL distribution point, kept until its nextUpdate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedCrl {
+    pub url: String,
+    /// The CRL as fetched (DER), after its signature was checked.
+    pub der: Vec<u8>,
+    /// The CA certificate whose key signed it.
+    pub issuer: Fingerprint,
+    pub this_update: UnixTime,
+    pub next_update: Option<UnixTime>,
+    pub fetched: UnixTime,
+}
+
+fn crl_key(url: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(url.len() + 1);
+    k.push(keys::CACHED_CRL);
+    k.extend_from_slice(url.as_bytes());
+    k
+}
+
 fn ca_key(name: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(name.len() + 1);
     k.push(keys::MANAGED_CA);
@@ -225,6 +245,20 @@ impl Store {
     pub fn workflow(&self, id: u64) -> Result<Option<Workflow>> {
         match self.tree().get(workflow_key(id))? {
             Some(v) => Ok(Some(decode(&v, "workflow")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Saves a fetched CRL (replacing the one from the same URL), durably.
+    pub fn put_cached_crl(&self, crl: &CachedCrl) -> Result<()> {
+        self.tree().insert(crl_key(&crl.url), encode(crl)?)?;
+        self.flush()
+    }
+
+    /// The CRL last fetched from `url`.
+    pub fn cached_crl(&self, url: &str) -> Result<Option<CachedCrl>> {
+        match self.tree().get(crl_key(url))? {
+            Some(v) => Ok(Some(decode(&v, "cached CRL")?)),
             None => Ok(None),
         }
     }
