@@ -62,6 +62,19 @@ pub enum Command {
     Workflows(crate::ca_args::WorkflowsArgs),
     /// The audit trail of a certificate, or which certificates were valid at a moment.
     History(crate::ca_args::HistoryArgs),
+    /// CRLs of other CAs: fetch them and mark the certificates they list as revoked.
+    Crl(crate::ca_args::CrlArgs),
+    /// Agents locked out after a registration loss: import registrations, the pending
+    /// queue, approve / block (audit history, deny list).
+    Agents(crate::fleet_cmds::AgentsArgs),
+    /// Fleet reports (by-role, by-issuer, by-gateway, agents-by-credential, expiring,
+    /// weak-keys, revoked, pending-agents, endpoint-findings, drift, clock-skew).
+    Report(crate::fleet_cmds::ReportArgs),
+    /// Track a file that expires like a certificate (an enrollment bundle: issued + 10
+    /// days); it then appears in `list`.
+    Track(crate::fleet_cmds::TrackArgs),
+    /// The inventory as Prometheus metrics (text exposition), on stdout or --out FILE.
+    Metrics(crate::fleet_cmds::MetricsArgs),
     /// Policies: check a folder, explain which applies to a certificate, list conflicts.
     Policy(crate::policy_cmds::PolicyArgs),
     /// E-mail the reminders that are due (`--dry-run` prints them); needs --config FILE.

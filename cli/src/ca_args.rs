@@ -187,9 +187,13 @@ pub struct RegenerateArgs {
     /// (atomically; the old files are kept as FILE.bak).
     #[arg(long)]
     pub deploy: bool,
-    /// Key type of the new key [default: the old one's].
+    /// Key type of the new key [default: the old one's, made stronger if the policy in
+    /// --policies demands it].
     #[arg(long, value_name = "TYPE")]
     pub key: Option<String>,
+    /// Policies folder whose key rules (min_rsa_bits, allowed_curves) the new key must meet.
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<PathBuf>,
     /// Do not ask (required with --deploy or --revoke-old when stdin is not a terminal).
     #[arg(long)]
     pub yes: bool,
@@ -240,6 +244,37 @@ pub struct HistoryArgs {
     /// Which certificates were valid at DATE (2026-11-25, 2026-11-25T17:00:00Z; UTC).
     #[arg(long, value_name = "DATE")]
     pub at: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CrlArgs {
+    #[command(subcommand)]
+    pub command: CrlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CrlCommand {
+    /// Fetch the CRLs named in inventoried certificates (http:// distribution points),
+    /// check their signatures, cache them until nextUpdate, and mark listed certificates
+    /// revoked.
+    Fetch(CrlFetchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CrlFetchArgs {
+    /// Give up on one URL after DUR.
+    #[arg(long, value_name = "DUR", default_value = "10s")]
+    pub timeout: Duration,
+    /// Fetch even when the cached CRL is still current.
+    #[arg(long)]
+    pub force: bool,
+    /// File holding the password of PFX files holding CA certificates [else
+    /// $CERTCTL_PFX_PASSWORD].
+    #[arg(long, value_name = "FILE")]
+    pub pfx_password_file: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

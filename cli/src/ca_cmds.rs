@@ -589,6 +589,7 @@ pub fn regenerate(session: &Session, a: RegenerateArgs) -> Result<Exit> {
         revoke_old: a.revoke_old,
         deploy: a.deploy,
         key: a.key.as_deref().map(key_kind).transpose()?,
+        policies: a.policies.as_deref().map(absolute).transpose()?,
         secrets: WorkflowSecrets {
             passphrase: passphrase(&a.passphrase)?,
             pfx_password: pfx_password(a.pfx_password_file.as_deref())?,
@@ -828,4 +829,53 @@ pub fn history(session: &Session, a: HistoryArgs) -> Result<Exit> {
         print!("{}", t.render());
     }
     Ok(Exit::Success)
+}
+
+// ---- crl fetch -----------------------------------------------------------------------------
+
+pub fn crl(session: &Session, a: CrlArgs) -> Result<Exit> {
+    let CrlCommand::Fetch(a) = a.command;
+    let options = certctl_daemon::crlfetch::CrlFetchOptions {
+        timeout_secs: a.timeout.as_secs().max(1).unsigned_abs(),
+        force: a.force,
+        pfx_password: pfx_password(a.pfx_password_file.as_deref())?,
+    };
+    let report = match call(session, Request::CrlFetch { options })? {
+        Response::CrlFetch { report } => report,
+        other => return Err(unexpected(&other)),
+    };
+    let failed = report.urls.iter().filter(|u| u.state == "failed").count();
+    if a.json {
+        print_json(&report)?;
+    } else {
+        for u in &report.urls {
+            match &u.error {
+                Some(e) => println!("error: {e}"),
+                None => println!(
+                    "{}: {} ({} certificates checked, {} newly revoked{})",
+                    u.url,
+                    u.state,
+                    u.checked,
+                    u.revoked.len(),
+                    u.next_update
+                        .map(|t| format!(", next update {}", rfc3339(t)))
+                        .unwrap_or_default()
+                ),
+            }
+            for fp in &u.revoked {
+                println!("  revoked: {fp}");
+            }
+        }
+        println!(
+            "{} CRLs, {} failed; {} certificates newly marked revoked",
+            report.urls.len(),
+            failed,
+            report.newly_revoked
+        );
+    }
+    Ok(if failed > 0 {
+        Exit::Failure
+    } else {
+        Exit::Success
+    })
 }

@@ -28,7 +28,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
     let store_flag = crate::policy_cmds::store_flag(cli.store, config_file.as_deref())?;
     match cli.command {
         Command::Scan(a) => scan(&Session::open(store_flag)?, a),
-        Command::List(a) => list(&Session::open(store_flag)?, a),
+        Command::List(a) => crate::fleet_cmds::list(&Session::open(store_flag)?, a, list),
         Command::Show(a) => show(&Session::open(store_flag)?, a),
         Command::Inspect(a) => inspect(a),
         Command::Stats(a) => stats(&Session::open(store_flag)?, a),
@@ -42,6 +42,11 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Regenerate(a) => crate::ca_cmds::regenerate(&Session::open(store_flag)?, a),
         Command::Workflows(a) => crate::ca_cmds::workflows(&Session::open(store_flag)?, a),
         Command::History(a) => crate::ca_cmds::history(&Session::open(store_flag)?, a),
+        Command::Crl(a) => crate::ca_cmds::crl(&Session::open(store_flag)?, a),
+        Command::Agents(a) => crate::fleet_cmds::agents_cmd(&Session::open(store_flag)?, a),
+        Command::Report(a) => crate::fleet_cmds::report(&Session::open(store_flag)?, a),
+        Command::Track(a) => crate::fleet_cmds::track(&Session::open(store_flag)?, a),
+        Command::Metrics(a) => crate::fleet_cmds::metrics(&Session::open(store_flag)?, a),
         Command::Policy(a) => crate::policy_cmds::policy(store_flag, config_file.as_deref(), a),
         Command::Remind(a) => crate::policy_cmds::remind(store_flag, config_file.as_deref(), a),
         Command::Snooze(a) => crate::policy_cmds::snooze(&Session::open(store_flag)?, a),

@@ -9,6 +9,7 @@ mod args;
 mod ca_args;
 mod ca_cmds;
 mod commands;
+mod fleet_cmds;
 mod policy_cmds;
 mod table;
 

@@ -363,6 +363,7 @@ fn explain(session: &Session, set: &PolicySet, a: PolicyExplainArgs) -> Result<E
             "credential_kind": cert.credential_kind().map(|k| k.as_str()),
             "not_after": rfc3339(cert.facts.not_after),
             "days_left": cert.days_left(now),
+            "when": certctl_daemon::remind::when(cert.facts.not_after, now),
             "state": state.as_str(),
             "policy": chosen.map(|(p, _)| json!({"name": p.name, "file": p.file, "line": p.line})),
             "reasons": chosen.map(|(_, why)| why.clone()).unwrap_or_default(),
@@ -402,10 +403,10 @@ fn explain_text(v: &serde_json::Value) -> String {
     line(
         "",
         format!(
-            "role {}, expires {} ({} days left)",
+            "role {}, not after {} ({})",
             s("role"),
             s("not_after"),
-            v["days_left"]
+            s("when")
         ),
     );
     line("state", s("state"));

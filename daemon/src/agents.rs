@@ -387,6 +387,9 @@ pub struct DecideRequest {
     pub actor: String,
     /// Absolute path of the deny list; else the remembered one.
     pub deny_list: Option<PathBuf>,
+    /// Passphrase of a managed CA key, to revoke blocked agents' certificates it issued.
+    #[serde(default)]
+    pub passphrase: Option<crate::ca::Secret>,
 }
 
 /// One decided agent.
@@ -408,6 +411,13 @@ pub struct DecisionReport {
     pub deny_list: Option<String>,
     /// Fingerprints in the deny list after the decision.
     pub deny_list_entries: u64,
+    /// Blocked agents' certificates revoked because certctl holds their CA (reason
+    /// `privilege-withdrawn`; the CA's CRL is published at once).
+    #[serde(default)]
+    pub revoked: Vec<String>,
+    /// Why revoking them failed, if it did (the block and the deny list stand).
+    #[serde(default)]
+    pub revoke_error: Option<String>,
 }
 
 /// Resolves an argument to an agent name: a known agent name (an agent certificate's CN,
@@ -532,13 +542,67 @@ pub fn decide(
         decided,
         deny_list: None,
         deny_list_entries: 0,
+        revoked: Vec::new(),
+        revoke_error: None,
     };
+    if request.verdict == AgentVerdict::Blocked {
+        let decided = report.decided.clone();
+        revoke_managed(store, &decided, request, now, &mut report);
+    }
     if let Some(path) = deny_list {
-        let entries = write_deny_list(store, &path)?;
+        let entries = write_deny_list(store, &path, now)?;
         report.deny_list = Some(path.display().to_string());
         report.deny_list_entries = entries as u64;
     }
     Ok(report)
+}
+
+/// Revokes the blocked agents' unrevoked certificates that a managed CA issued.
+fn revoke_managed(
+    store: &Store,
+    decided: &[DecidedAgent],
+    request: &DecideRequest,
+    now: UnixTime,
+    report: &mut DecisionReport,
+) {
+    let mut ids = Vec::new();
+    for fp in decided.iter().flat_map(|d| &d.certificates) {
+        let Ok(fp) = fp.parse::<Fingerprint>() else {
+            continue;
+        };
+        match store.get(&fp) {
+            Ok(Some(c)) if c.revocation.is_none() => match crate::ca::managed_issuer(store, &c) {
+                Ok(Some(_)) => ids.push(fp.to_hex()),
+                Ok(None) => {}
+                Err(e) => {
+                    report.revoke_error = Some(e.to_string());
+                    return;
+                }
+            },
+            Ok(_) => {}
+            Err(e) => {
+                report.revoke_error = Some(e.to_string());
+                return;
+            }
+        }
+    }
+    if ids.is_empty() {
+        return;
+    }
+    let req = crate::revoke::RevokeRequest {
+        ids: ids.clone(),
+        spki: None,
+        issuer: None,
+        key_file: None,
+        reason: certctl_store::RevocationReason::PrivilegeWithdrawn,
+        dry_run: false,
+        passphrase: request.passphrase.clone(),
+        probe_endpoints: false,
+    };
+    match crate::revoke::revoke(store, &req, now) {
+        Ok(_) => report.revoked = ids,
+        Err(e) => report.revoke_error = Some(e.to_string()),
+    }
 }
 
 /// The deny-list path: the one given (then remembered), else the remembered one.
@@ -556,9 +620,14 @@ fn deny_list_path(store: &Store, given: Option<&Path>) -> Result<Option<PathBuf>
     }
 }
 
-/// The fingerprints the deny list holds: every certificate (present or not) of every
-/// blocked agent, sorted.
-pub fn deny_list_fingerprints(store: &Store) -> Result<BTreeSet<String>, AgentsError> {
+/// The fingerprints the deny list holds: every not yet expired certificate (present in a
+/// source or not) of every blocked agent, sorted. Expired certificates are left out: a
+/// gateway rejects them anyway, and an agent renewing a six-hour credential would otherwise
+/// grow the list by four lines a day.
+pub fn deny_list_fingerprints(
+    store: &Store,
+    now: UnixTime,
+) -> Result<BTreeSet<String>, AgentsError> {
     let blocked: Vec<AgentDecision> = store
         .agent_decisions()?
         .into_iter()
@@ -570,10 +639,15 @@ pub fn deny_list_fingerprints(store: &Store) -> Result<BTreeSet<String>, AgentsE
     }
     let names: HashSet<String> = blocked.iter().map(|d| d.agent.to_lowercase()).collect();
     for d in &blocked {
-        out.extend(d.fingerprints.iter().map(|f| f.to_hex()));
+        for fp in &d.fingerprints {
+            let expired = store.get(fp)?.is_some_and(|c| c.facts.not_after <= now);
+            if !expired {
+                out.insert(fp.to_hex());
+            }
+        }
     }
     for c in store.by_role(Role::Agent)? {
-        if names.contains(&agent_name(&c).to_lowercase()) {
+        if c.facts.not_after > now && names.contains(&agent_name(&c).to_lowercase()) {
             out.insert(c.fingerprint().to_hex());
         }
     }
@@ -582,8 +656,8 @@ pub fn deny_list_fingerprints(store: &Store) -> Result<BTreeSet<String>, AgentsE
 
 /// Rewrites the deny list at `path` (atomically: temporary file, fsync, rename, fsync of
 /// the folder; mode 0644 so a gateway service can read it). Returns the number of entries.
-pub fn write_deny_list(store: &Store, path: &Path) -> Result<usize, AgentsError> {
-    let fps = deny_list_fingerprints(store)?;
+pub fn write_deny_list(store: &Store, path: &Path, now: UnixTime) -> Result<usize, AgentsError> {
+    let fps = deny_list_fingerprints(store, now)?;
     let mut text = String::with_capacity(fps.len() * 65);
     for fp in &fps {
         text.push_str(fp);
@@ -644,6 +718,8 @@ pub enum FleetRequest {
     },
     /// `certctl agents pending`.
     Pending,
+    /// `certctl agents decisions`.
+    Decisions,
     /// `certctl agents approve|block`.
     Decide { decide: DecideRequest },
     /// `certctl agents deny-list`: rewrite the deny list now.
@@ -659,6 +735,8 @@ pub enum FleetRequest {
     },
     /// The tracked artifacts `certctl list` shows.
     Artifacts { filter: crate::query::ListFilter },
+    /// `certctl metrics`: Prometheus text exposition.
+    Metrics { per_agent: bool },
 }
 
 /// The answers to [`FleetRequest`]s.
@@ -671,6 +749,9 @@ pub enum FleetResponse {
     Pending {
         agents: Vec<PendingAgent>,
     },
+    Decisions {
+        decisions: Vec<AgentDecision>,
+    },
     Decided {
         report: DecisionReport,
     },
@@ -679,6 +760,9 @@ pub enum FleetResponse {
     },
     Artifacts {
         artifacts: Vec<certctl_store::TrackedArtifact>,
+    },
+    Metrics {
+        text: String,
     },
 }
 
@@ -708,16 +792,22 @@ pub fn execute(
         FleetRequest::Pending => pending(store, now)
             .map(|agents| FleetResponse::Pending { agents })
             .map_err(agents_err),
+        FleetRequest::Decisions => store
+            .agent_decisions()
+            .map(|decisions| FleetResponse::Decisions { decisions })
+            .map_err(|e| fail(&e)),
         FleetRequest::Decide { decide: d } => decide(store, &d, now)
             .map(|report| FleetResponse::Decided { report })
             .map_err(agents_err),
         FleetRequest::DenyList { path } => (|| {
             let path = deny_list_path(store, path.as_deref())?.ok_or(AgentsError::NoDenyList)?;
-            let entries = write_deny_list(store, &path)?;
+            let entries = write_deny_list(store, &path, now)?;
             Ok(DecisionReport {
                 decided: Vec::new(),
                 deny_list: Some(path.display().to_string()),
                 deny_list_entries: entries as u64,
+                revoked: Vec::new(),
+                revoke_error: None,
             })
         })()
         .map(|report| FleetResponse::Decided { report })
@@ -733,6 +823,9 @@ pub fn execute(
         }
         FleetRequest::Track { artifact } => crate::artifacts::track(store, &artifact)
             .map(|a| FleetResponse::Artifacts { artifacts: vec![a] })
+            .map_err(|e| fail(&e)),
+        FleetRequest::Metrics { per_agent } => crate::reports::metrics_text(store, per_agent, now)
+            .map(|text| FleetResponse::Metrics { text })
             .map_err(|e| fail(&e)),
         FleetRequest::Artifacts { filter } => crate::artifacts::list(store, &filter, now)
             .map(|artifacts| FleetResponse::Artifacts { artifacts })

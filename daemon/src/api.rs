@@ -11,6 +11,7 @@ use certctl_store::{Certificate, Endpoint, Role, Store, UnixTime};
 use serde::{Deserialize, Serialize};
 
 use crate::ca::{self, CaInfo, CaInitRequest, IssueReport, IssueRequest, Secret};
+use crate::crlfetch::{CrlFetchOptions, CrlFetchReport};
 use crate::duration::Duration;
 use crate::inventory::{self, ScanOptions, ScanProgress, ScanSummary};
 use crate::probe::ProbeTarget;
@@ -110,6 +111,10 @@ pub enum Request {
     HistoryAt {
         at: UnixTime,
     },
+    /// `certctl crl fetch`: check inventoried certificates against their CAs' CRLs.
+    CrlFetch {
+        options: CrlFetchOptions,
+    },
     /// Fleet features: `agents ...`, `report`, `track`, the artifacts of `list`.
     Fleet {
         fleet: crate::agents::FleetRequest,
@@ -194,6 +199,7 @@ pub enum Response {
     Workflows { workflows: Vec<WorkflowReport> },
     History { histories: Vec<History> },
     ValidAt { report: ValidAtReport },
+    CrlFetch { report: CrlFetchReport },
     Remind { report: PassReport },
     Snoozed { snoozes: Vec<Snoozed> },
     Fleet { fleet: crate::agents::FleetResponse },
@@ -379,6 +385,10 @@ pub fn execute(
         Request::History { id } => match workflow::history(store, &id) {
             Ok(histories) => Response::History { histories },
             Err(workflow::WorkflowError::Query(e)) => Response::from_query_error(e),
+            Err(e) => failed(e),
+        },
+        Request::CrlFetch { options } => match crate::crlfetch::fetch(store, &options, now) {
+            Ok(report) => Response::CrlFetch { report },
             Err(e) => failed(e),
         },
         Request::HistoryAt { at } => match workflow::valid_at(store, at) {

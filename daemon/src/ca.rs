@@ -329,6 +329,43 @@ pub fn pem_certificates(path: &Path, bytes: &[u8]) -> Result<Vec<Vec<u8>>, CaErr
         .collect()
 }
 
+/// The DER of the certificate `fp` at position `index` of a file (PEM, DER or PKCS#12:
+/// end-entity certificate first, then the CA certificates), if it is still there.
+pub fn cert_der_at(
+    path: &Path,
+    index: u32,
+    fp: &certctl_store::Fingerprint,
+    pfx_password: Option<&Secret>,
+) -> Option<Vec<u8>> {
+    let bytes = fs::read(path).ok()?;
+    let ders: Vec<Vec<u8>> = if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        X509::stack_from_pem(&bytes)
+            .ok()?
+            .iter()
+            .filter_map(|c| c.to_der().ok())
+            .collect()
+    } else if X509::from_der(&bytes).is_ok() {
+        vec![bytes]
+    } else {
+        crate::formats::ensure_legacy_provider();
+        let password = pfx_password.map_or("", Secret::expose);
+        let parsed = openssl::pkcs12::Pkcs12::from_der(&bytes)
+            .and_then(|p| p.parse2(password))
+            .ok()?;
+        let mut out = Vec::new();
+        if let Some(c) = parsed.cert {
+            out.push(c.to_der().ok()?);
+        }
+        if let Some(cas) = parsed.ca {
+            out.extend(cas.iter().filter_map(|c| c.to_der().ok()));
+        }
+        out
+    };
+    let der = ders.into_iter().nth(index as usize)?;
+    let found = facts_from_der(&der).ok()?.fingerprint;
+    (found == *fp).then_some(der)
+}
+
 /// PEM text of one DER certificate.
 pub fn der_to_pem(der: &[u8]) -> Result<String, CaError> {
     let pem = X509::from_der(der)

@@ -68,7 +68,7 @@ expect_issuer = "Contoso Issuing CA" # optional: a TLS-inspecting proxy shows up
 [[endpoint]]
 address = "[2001:db8::10]:8443"
 
-# Later releases (already validated, not used yet): e-mail reminders.
+# E-mail reminders before expiry (see policies/README.md).
 [smtp]
 host = "smtp.contoso.example"
 port = 587                     # optional; default: 25 (none), 587 (starttls), 465 (tls)
@@ -109,9 +109,9 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// TLS endpoints to probe (`[[endpoint]]`), in file order.
     pub endpoints: Vec<EndpointConfig>,
-    /// The mail server for reminders (`[smtp]`); not used yet.
+    /// The mail server for reminders (`[smtp]`).
     pub smtp: Option<SmtpConfig>,
-    /// When to send reminders and by which policies (`[reminders]`); not used yet.
+    /// When to send reminders and by which policies (`[reminders]`).
     pub reminders: Option<RemindersConfig>,
 }
 

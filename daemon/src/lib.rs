@@ -25,6 +25,7 @@ pub mod artifacts;
 pub mod ca;
 pub mod config;
 pub mod control;
+pub mod crlfetch;
 pub mod duration;
 pub mod fleet;
 pub mod formats;

@@ -387,6 +387,7 @@ impl PolicySet {
 }
 
 /// Which certificates were renewed: for each (subject, role), the newest certificate.
+#[derive(Default)]
 pub struct Successors {
     newest: HashMap<(String, Role), (UnixTime, Fingerprint)>,
 }
@@ -394,19 +395,24 @@ pub struct Successors {
 impl Successors {
     /// From every certificate that could be a successor (revoked ones cannot).
     pub fn new<'c>(certs: impl IntoIterator<Item = &'c Certificate>) -> Successors {
-        let mut newest: HashMap<(String, Role), (UnixTime, Fingerprint)> = HashMap::new();
+        let mut s = Successors::default();
         for c in certs {
-            if c.revocation.is_some() {
-                continue;
-            }
-            let key = (c.facts.subject.to_lowercase(), c.role);
-            let candidate = (c.facts.not_after, c.fingerprint());
-            let e = newest.entry(key).or_insert(candidate);
-            if candidate > *e {
-                *e = candidate;
-            }
+            s.add(c);
         }
-        Successors { newest }
+        s
+    }
+
+    /// Takes one more certificate into account (revoked ones are ignored).
+    pub fn add(&mut self, c: &Certificate) {
+        if c.revocation.is_some() {
+            return;
+        }
+        let key = (c.facts.subject.to_lowercase(), c.role);
+        let candidate = (c.facts.not_after, c.fingerprint());
+        let e = self.newest.entry(key).or_insert(candidate);
+        if candidate > *e {
+            *e = candidate;
+        }
     }
 
     /// The newest certificate for the same subject and role, if it is newer than `cert`.

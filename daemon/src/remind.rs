@@ -5,12 +5,12 @@
 //!
 //! 1. **Due** ([`due`]): for each certificate that is present somewhere, not revoked, not
 //!    renewed (a newer certificate of the same subject and role was seen), and matched by a
-//!    policy, the most urgent threshold it has crossed ([`Policy::crossed`]). It is due for
-//!    a recipient unless that recipient was already told about that threshold or a more
-//!    urgent one (the store keeps every sent (certificate, threshold, recipient)). Crossing
-//!    several thresholds between two passes gives one reminder. Snoozed certificates are
-//!    skipped until the snooze ends, except once expired. With `renewal_expected` the
-//!    policy stays quiet until renewal is overdue.
+//!    policy, the most urgent threshold it has crossed ([`policy::Policy::crossed`]). It
+//!    is due for a recipient unless that recipient was already told about that threshold or
+//!    a more urgent one (the store keeps every sent (certificate, threshold, recipient)).
+//!    Crossing several thresholds between two passes gives one reminder. Snoozed
+//!    certificates are skipped until the snooze ends, except once expired. With
+//!    `renewal_expected` the policy stays quiet until renewal is overdue.
 //! 2. **Digests**: one e-mail per recipient, grouped expired / critical / warn, each entry
 //!    with subject, role, sources, days left and the `certctl show` command; plain text with
 //!    an HTML alternative.
@@ -138,12 +138,30 @@ impl Entry {
         format!("certctl show {}", self.fingerprint)
     }
 
-    fn when(&self) -> String {
-        match self.days_left {
-            d if d < 0 => format!("expired {} day{} ago", -d, if d == -1 { "" } else { "s" }),
-            0 => "expires within a day".to_string(),
-            d => format!("{d} day{} left", if d == 1 { "" } else { "s" }),
+    /// See [`when`].
+    pub fn when(&self, now: UnixTime) -> String {
+        when(self.not_after, now)
+    }
+}
+
+/// `40 days left`, `expires in 5 hours`, `expired 3 hours ago`, `expired 2 days ago` (whole
+/// units, rounded down).
+pub fn when(not_after: UnixTime, now: UnixTime) -> String {
+    let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    let left = not_after - now;
+    if left <= 0 {
+        let ago = -left;
+        if ago < 3600 {
+            "expired less than an hour ago".into()
+        } else if ago < 86_400 {
+            format!("expired {} ago", plural(ago / 3600, "hour"))
+        } else {
+            format!("expired {} ago", plural(ago / 86_400, "day"))
         }
+    } else if left < 86_400 {
+        format!("expires in {}", plural((left / 3600).max(1), "hour"))
+    } else {
+        format!("{} left", plural(left / 86_400, "day"))
     }
 }
 
@@ -195,7 +213,7 @@ impl Digest {
                     "\n  * {} ({}): {}, not after {}\n",
                     e.name,
                     e.role,
-                    e.when(),
+                    e.when(now),
                     rfc3339(e.not_after)
                 ));
                 s.push_str(&format!("    subject:   {}\n", e.subject));
@@ -250,7 +268,7 @@ impl Digest {
                     esc(&e.name),
                     esc(&e.subject),
                     e.role,
-                    esc(&e.when()),
+                    esc(&e.when(now)),
                     rfc3339(e.not_after),
                     esc(&e.threshold),
                     esc(&e.policy),
@@ -282,15 +300,18 @@ fn esc(s: &str) -> String {
 
 /// Every digest due at `now`, by recipient (sorted).
 pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Digest>, StoreError> {
-    let certs: Vec<Certificate> = store.iter().collect::<Result<_, _>>()?;
-    let successors = Successors::new(&certs);
+    let mut successors = Successors::default();
+    for cert in store.iter() {
+        successors.add(&cert?);
+    }
     let snoozes: HashMap<Fingerprint, Snooze> = store
         .snoozes()?
         .into_iter()
         .map(|s| (s.fingerprint, s))
         .collect();
     let mut by_recipient: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
-    for cert in &certs {
+    for cert in store.iter() {
+        let cert = &cert?;
         if cert.revocation.is_some() || cert.current_sources().next().is_none() {
             continue;
         }
@@ -343,9 +364,14 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
                     threshold: policy::threshold_label(threshold),
                     urgency,
                     policy: policy.name.clone(),
-                    note: policy
-                        .renewal_stalled_days(cert, now)
-                        .map(|d| format!("renewal stalled for {d} days")),
+                    note: match policy.renewal_stalled_days(cert, now) {
+                        Some(d) => Some(format!("renewal stalled for {d} days")),
+                        None if expired => Some(
+                            "not renewed: no newer certificate for this subject and role was seen"
+                                .to_string(),
+                        ),
+                        None => None,
+                    },
                     violations: policy.violations(cert),
                 });
         }
@@ -941,6 +967,30 @@ mod tests {
         let r = run_pass(&store, &set, Some(&mailer), 200, PassMode::Now).unwrap();
         assert_eq!(r.reminders_sent, 0);
         assert_eq!(backoff(30), BACKOFF_MAX_SECS);
+    }
+
+    #[test]
+    fn renewal_expected_stays_quiet_then_reports_the_stall() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        add(&store, facts("acme.example", 1, 0, 90 * DAY), Role::Iis);
+        let text = "[[policy]]\nname = \"acme\"\nroles = [\"iis\"]\nremind = [\"60d\", \"30d\", \"14d\"]\nwarn = \"30d\"\ncritical = \"7d\"\nrenewal_expected = \"20d\"\nrecipients = [\"a@example.org\"]\n";
+        let set = policy::parse_files(&[("/p/x.toml".into(), text.into())]).unwrap();
+        // 60d and 30d were crossed, but renewal is not due before 20d: quiet.
+        assert!(due(&store, &set, 65 * DAY).unwrap().is_empty());
+        // 15 days left and still the newest: the renewal stalled 5 days ago.
+        let d = due(&store, &set, 75 * DAY).unwrap();
+        assert_eq!(d.len(), 1);
+        let e = &d[0].entries[0];
+        assert_eq!(e.threshold, "20d");
+        assert_eq!(e.note.as_deref(), Some("renewal stalled for 5 days"));
+        // Renewed after all: quiet again.
+        add(
+            &store,
+            facts("acme.example", 2, 74 * DAY, 164 * DAY),
+            Role::Iis,
+        );
+        assert!(due(&store, &set, 75 * DAY).unwrap().is_empty());
     }
 
     #[test]

@@ -166,8 +166,20 @@ pub fn run(
     }
 }
 
-fn all(store: &Store) -> Result<Vec<Certificate>, StoreError> {
-    store.iter().collect()
+/// The certificates passing `keep`, read one at a time (a report never holds the whole
+/// store in memory).
+fn filtered(
+    store: &Store,
+    keep: impl Fn(&Certificate) -> bool,
+) -> Result<Vec<Certificate>, StoreError> {
+    let mut out = Vec::new();
+    for c in store.iter() {
+        let c = c?;
+        if keep(&c) {
+            out.push(c);
+        }
+    }
+    Ok(out)
 }
 
 fn present(c: &Certificate) -> bool {
@@ -190,17 +202,27 @@ const STATUSES: [Status; 5] = [
     Status::NotYetValid,
 ];
 
-fn status_row(label: Value, certs: &[&Certificate], now: UnixTime) -> Vec<Value> {
-    let mut counts = [0u64; 5];
-    for c in certs {
+/// Counts per status, in [`STATUSES`] order.
+#[derive(Default, Clone, Copy)]
+struct StatusCounts {
+    total: u64,
+    by_status: [u64; 5],
+}
+
+impl StatusCounts {
+    fn add(&mut self, c: &Certificate, now: UnixTime) {
+        self.total += 1;
         let st = c.status(now, EXPIRING_SECS);
         if let Some(i) = STATUSES.iter().position(|s| *s == st) {
-            counts[i] += 1;
+            self.by_status[i] += 1;
         }
     }
-    let mut row = vec![label, json!(certs.len())];
-    row.extend(counts.iter().map(|n| json!(n)));
-    row
+
+    fn row(&self, label: Value) -> Vec<Value> {
+        let mut row = vec![label, json!(self.total)];
+        row.extend(self.by_status.iter().map(|n| json!(n)));
+        row
+    }
 }
 
 const STATUS_COLUMNS: [&str; 5] = ["valid", "expiring", "expired", "revoked", "not_yet_valid"];
@@ -209,10 +231,14 @@ fn by_role(store: &Store, now: UnixTime) -> Result<Report, ReportError> {
     let mut cols = vec!["role", "total"];
     cols.extend(STATUS_COLUMNS);
     let mut r = Report::new("by-role", now, &cols);
-    let certs = all(store)?;
-    for role in Role::ALL {
-        let of: Vec<&Certificate> = certs.iter().filter(|c| c.role == role).collect();
-        r.rows.push(status_row(json!(role.as_str()), &of, now));
+    let mut counts = [StatusCounts::default(); 6];
+    for c in store.iter() {
+        let c = c?;
+        let i = Role::ALL.iter().position(|r| *r == c.role).unwrap_or(5);
+        counts[i].add(&c, now);
+    }
+    for (role, n) in Role::ALL.iter().zip(counts) {
+        r.rows.push(n.row(json!(role.as_str())));
     }
     Ok(r)
 }
@@ -221,15 +247,22 @@ fn by_issuer(store: &Store, now: UnixTime) -> Result<Report, ReportError> {
     let mut cols = vec!["issuer", "total"];
     cols.extend(STATUS_COLUMNS);
     let mut r = Report::new("by-issuer", now, &cols);
-    let certs = all(store)?;
-    let mut groups: BTreeMap<&str, Vec<&Certificate>> = BTreeMap::new();
-    for c in &certs {
-        groups.entry(c.facts.issuer.as_str()).or_default().push(c);
+    let mut groups: HashMap<String, StatusCounts> = HashMap::new();
+    for c in store.iter() {
+        let c = c?;
+        match groups.get_mut(&c.facts.issuer) {
+            Some(n) => n.add(&c, now),
+            None => {
+                let mut n = StatusCounts::default();
+                n.add(&c, now);
+                groups.insert(c.facts.issuer.clone(), n);
+            }
+        }
     }
-    let mut groups: Vec<(&str, Vec<&Certificate>)> = groups.into_iter().collect();
-    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
-    for (issuer, of) in groups {
-        r.rows.push(status_row(json!(issuer), &of, now));
+    let mut groups: Vec<(String, StatusCounts)> = groups.into_iter().collect();
+    groups.sort_by(|a, b| b.1.total.cmp(&a.1.total).then(a.0.cmp(&b.0)));
+    for (issuer, n) in groups {
+        r.rows.push(n.row(json!(issuer)));
     }
     Ok(r)
 }
@@ -344,9 +377,9 @@ fn weak_keys(store: &Store, now: UnixTime) -> Result<Report, ReportError> {
             "sources",
         ],
     );
-    let mut certs = all(store)?;
+    let mut certs = filtered(store, |c| present(c) && !weaknesses(c).is_empty())?;
     certs.sort_by_key(|c| c.facts.not_after);
-    for c in certs.iter().filter(|c| present(c)) {
+    for c in &certs {
         let w = weaknesses(c);
         if w.is_empty() {
             continue;
@@ -380,10 +413,7 @@ fn revoked(store: &Store, now: UnixTime) -> Result<Report, ReportError> {
             "sources",
         ],
     );
-    let mut certs: Vec<Certificate> = all(store)?
-        .into_iter()
-        .filter(|c| c.revocation.is_some())
-        .collect();
+    let mut certs = filtered(store, |c| c.revocation.is_some())?;
     certs.sort_by_key(|c| c.revocation.as_ref().map(|r| r.revoked_at));
     for c in &certs {
         let Some(rev) = &c.revocation else { continue };
@@ -728,10 +758,9 @@ fn clock_skew(
             "sources",
         ],
     );
-    let mut certs: Vec<Certificate> = all(store)?
-        .into_iter()
-        .filter(|c| present(c) && c.revocation.is_none())
-        .collect();
+    let mut certs = filtered(store, |c| {
+        present(c) && c.revocation.is_none() && skew_cause(c, options, now).is_some()
+    })?;
     certs.sort_by(|a, b| {
         (a.facts.display_name(), a.facts.not_before)
             .cmp(&(b.facts.display_name(), b.facts.not_before))
@@ -753,6 +782,138 @@ fn clock_skew(
         ]);
     }
     Ok(r)
+}
+
+// ---- metrics -----------------------------------------------------------------------------------
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The inventory as Prometheus text exposition (version 0.0.4), for `certctl metrics` (a
+/// node_exporter textfile collector, or any scraper).
+///
+/// Label cardinality stays bounded for 200,000 agents: one
+/// `certctl_certificate_not_after_seconds` series per present, non-agent certificate
+/// (fingerprint, CN, role, first source); agent certificates are aggregated by credential
+/// kind and status unless `per_agent`.
+pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<String, ReportError> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP certctl_certificate_not_after_seconds notAfter of a present certificate (Unix seconds).");
+    let _ = writeln!(out, "# TYPE certctl_certificate_not_after_seconds gauge");
+    let mut by_status: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut agents: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for c in store.iter() {
+        let c = c?;
+        let c = &c;
+        let status = c.status(now, EXPIRING_SECS).as_str();
+        *by_status.entry((c.role.as_str(), status)).or_default() += 1;
+        let Some(source) = c.current_sources().next() else {
+            continue;
+        };
+        if c.role == Role::Agent {
+            let kind = c.credential_kind().map_or("none", |k| k.as_str());
+            *agents.entry((kind, status)).or_default() += 1;
+            if !per_agent {
+                continue;
+            }
+        }
+        let _ = writeln!(
+            out,
+            "certctl_certificate_not_after_seconds{{fingerprint=\"{}\",cn=\"{}\",role=\"{}\",source=\"{}\"}} {}",
+            c.fingerprint().to_hex(),
+            label(c.facts.display_name()),
+            c.role.as_str(),
+            label(&source.location.to_string()),
+            c.facts.not_after
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP certctl_certificates Certificates in the store by role and status."
+    );
+    let _ = writeln!(out, "# TYPE certctl_certificates gauge");
+    for ((role, status), n) in &by_status {
+        let _ = writeln!(
+            out,
+            "certctl_certificates{{role=\"{role}\",status=\"{status}\"}} {n}"
+        );
+    }
+    let _ = writeln!(out, "# HELP certctl_agent_certificates Present agent certificates by credential kind and status.");
+    let _ = writeln!(out, "# TYPE certctl_agent_certificates gauge");
+    for ((kind, status), n) in &agents {
+        let _ = writeln!(
+            out,
+            "certctl_agent_certificates{{credential_kind=\"{kind}\",status=\"{status}\"}} {n}"
+        );
+    }
+    let _ = writeln!(out, "# HELP certctl_endpoint_effective_expiry_seconds Earliest notAfter of the chain an endpoint serves.");
+    let _ = writeln!(
+        out,
+        "# TYPE certctl_endpoint_effective_expiry_seconds gauge"
+    );
+    let mut findings: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for e in store.endpoints()? {
+        if let Some(t) = effective_expiry(&served_chain(store, &e)?) {
+            let _ = writeln!(
+                out,
+                "certctl_endpoint_effective_expiry_seconds{{endpoint=\"{}\"}} {t}",
+                label(&e.address)
+            );
+        }
+        for f in &e.findings {
+            *findings
+                .entry((e.address.clone(), f.kind.as_str().to_string()))
+                .or_default() += 1;
+        }
+        for d in drift(store, &e)? {
+            *findings.entry((e.address.clone(), d.finding)).or_default() += 1;
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP certctl_endpoint_findings Findings per endpoint (probe and drift)."
+    );
+    let _ = writeln!(out, "# TYPE certctl_endpoint_findings gauge");
+    for ((endpoint, kind), n) in &findings {
+        let _ = writeln!(
+            out,
+            "certctl_endpoint_findings{{endpoint=\"{}\",finding=\"{kind}\"}} {n}",
+            label(endpoint)
+        );
+    }
+    let pending = agents::pending(store, now)?.len();
+    let blocked = store
+        .agent_decisions()?
+        .iter()
+        .filter(|d| d.verdict == certctl_store::AgentVerdict::Blocked)
+        .count();
+    let _ = writeln!(
+        out,
+        "# HELP certctl_agents_pending Agents awaiting an approve/block decision."
+    );
+    let _ = writeln!(out, "# TYPE certctl_agents_pending gauge");
+    let _ = writeln!(out, "certctl_agents_pending {pending}");
+    let _ = writeln!(out, "# HELP certctl_agents_blocked Blocked agents.");
+    let _ = writeln!(out, "# TYPE certctl_agents_blocked gauge");
+    let _ = writeln!(out, "certctl_agents_blocked {blocked}");
+    let _ = writeln!(out, "# HELP certctl_artifact_expiry_seconds Expiry of a tracked artifact (enrollment bundle, ...).");
+    let _ = writeln!(out, "# TYPE certctl_artifact_expiry_seconds gauge");
+    for a in store.artifacts()? {
+        let _ = writeln!(
+            out,
+            "certctl_artifact_expiry_seconds{{kind=\"{}\",name=\"{}\",path=\"{}\"}} {}",
+            label(&a.kind),
+            label(&a.name),
+            label(&a.path),
+            a.expires
+        );
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -679,6 +679,91 @@ mod tests {
     }
 
     #[test]
+    fn each_revocation_publishes_the_next_crl_listing_every_revoked_serial() {
+        use crate::ca::{self, CaInitRequest, IssueRequest, KeyKind};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let now = certctl_store::now();
+        let init = CaInitRequest {
+            name: "unit".into(),
+            cn: None,
+            org: None,
+            key: KeyKind::EcP256,
+            validity: None,
+            parent_cert: None,
+            parent_key: None,
+            passphrase: None,
+            crl_out: vec![],
+            crl_urls: vec![],
+            crl_validity: None,
+        };
+        let info = ca::init(&store, &init, now).unwrap();
+        assert_eq!(info.ca.crl_number, 1);
+        let mut serials = Vec::new();
+        for (i, cn) in ["a.test", "b.test"].iter().enumerate() {
+            let issued = ca::issue(
+                &store,
+                &IssueRequest {
+                    ca: "unit".into(),
+                    cn: cn.to_string(),
+                    sans: vec![],
+                    role: certctl_store::Role::Other,
+                    validity: None,
+                    key: KeyKind::EcP256,
+                    out: dir.path().join("out"),
+                    pfx_password: None,
+                    passphrase: None,
+                    overwrite: false,
+                },
+                now,
+            )
+            .unwrap();
+            serials.push(issued.certificate.facts.serial.clone());
+            let report = revoke(
+                &store,
+                &RevokeRequest {
+                    ids: vec![issued.certificate.fingerprint().to_hex()],
+                    spki: None,
+                    issuer: None,
+                    key_file: None,
+                    reason: RevocationReason::KeyCompromise,
+                    dry_run: false,
+                    passphrase: None,
+                    probe_endpoints: false,
+                },
+                now,
+            )
+            .unwrap();
+            assert_eq!(report.crls[0].number, 2 + i as u64);
+            assert_eq!(report.crls[0].revoked, i + 1);
+            assert!(
+                report.crl_checks.iter().all(|c| c.ok),
+                "{:?}",
+                report.crl_checks
+            );
+        }
+        let check = verify_crl_file(
+            &info.crl_path,
+            &{
+                let pem = std::fs::read(&info.cert_path).unwrap();
+                X509::from_pem(&pem).unwrap().to_der().unwrap()
+            },
+            &serials,
+        );
+        assert!(check.ok, "{}", check.detail);
+        // A serial it does not list is reported.
+        let check = verify_crl_file(
+            &info.crl_path,
+            &X509::from_pem(&std::fs::read(&info.cert_path).unwrap())
+                .unwrap()
+                .to_der()
+                .unwrap(),
+            &["7777".into()],
+        );
+        assert!(!check.ok && check.detail.contains("7777"));
+    }
+
+    #[test]
     fn serials_become_bytes() {
         assert_eq!(serial_bytes("a1b"), vec![0x0a, 0x1b]);
         assert_eq!(serial_bytes("10ff"), vec![0x10, 0xff]);

@@ -77,6 +77,8 @@ pub enum WorkflowError {
     },
     #[error("{}: {cause}", path.display())]
     Deploy { path: PathBuf, cause: String },
+    #[error("cannot use the policies: {0}")]
+    Policy(String),
     #[error(
         "invalid date `{0}`: write 2026-11-25, 2026-11-25T17:00:00Z or 2026-11-25 17:00 (UTC)"
     )]
@@ -89,8 +91,12 @@ pub struct RegenerateRequest {
     pub id: String,
     pub revoke_old: bool,
     pub deploy: bool,
-    /// A key type for the new key (default: the same as the old one).
+    /// A key type for the new key (default: the same as the old one, or a stronger one if
+    /// the certificate's policy demands it).
     pub key: Option<KeyKind>,
+    /// Policies folder (absolute) whose key rules (`min_rsa_bits`, `allowed_curves`) the
+    /// new key must meet.
+    pub policies: Option<PathBuf>,
     pub secrets: WorkflowSecrets,
 }
 
@@ -117,6 +123,56 @@ pub struct WorkflowReport {
 fn step_err(wf: &Workflow, step: WorkflowStep) -> impl FnOnce(String) -> WorkflowError {
     let id = wf.id;
     move |cause| WorkflowError::Step { id, step, cause }
+}
+
+/// The key type `kind`, or the weakest stronger one the policy's key rules accept:
+/// RSA below `min_rsa_bits` grows to the next size that meets it; a curve outside
+/// `allowed_curves` becomes the first allowed one certctl can generate.
+pub fn stronger_if_required(kind: KeyKind, policy: &crate::policy::Policy) -> KeyKind {
+    let mut kind = kind;
+    if let Some(min) = policy.min_rsa_bits {
+        let bits = match kind {
+            KeyKind::Rsa2048 => Some(2048),
+            KeyKind::Rsa3072 => Some(3072),
+            KeyKind::Rsa4096 => Some(4096),
+            _ => None,
+        };
+        if bits.is_some_and(|b| b < min) {
+            kind = if min <= 3072 {
+                KeyKind::Rsa3072
+            } else {
+                KeyKind::Rsa4096
+            };
+        }
+    }
+    if !policy.allowed_curves.is_empty() {
+        let allowed = |name: &str| {
+            policy
+                .allowed_curves
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(name))
+        };
+        let curve = match kind {
+            KeyKind::EcP256 => Some("P-256"),
+            KeyKind::EcP384 => Some("P-384"),
+            KeyKind::Ed25519 => Some("Ed25519"),
+            _ => None,
+        };
+        if curve.is_some_and(|c| !allowed(c)) {
+            if let Some(k) = [
+                (KeyKind::EcP384, "P-384"),
+                (KeyKind::EcP256, "P-256"),
+                (KeyKind::Ed25519, "Ed25519"),
+            ]
+            .into_iter()
+            .find(|(_, name)| allowed(name))
+            .map(|(k, _)| k)
+            {
+                kind = k;
+            }
+        }
+    }
+    kind
 }
 
 /// Calls `abort()` when the test hook asks for it after `step`.
@@ -153,6 +209,23 @@ pub fn regenerate(
     };
     // Fail on a wrong passphrase before anything is recorded.
     Signer::load(store, &managed.name, req.secrets.passphrase.as_ref())?;
+    let key_kind = match req.key {
+        Some(k) => k,
+        None => {
+            let same = KeyKind::like(&old.facts.key);
+            match &req.policies {
+                Some(dir) => {
+                    let set = crate::policy::load_dir(dir)
+                        .map_err(|e| WorkflowError::Policy(e.to_string()))?;
+                    match set.select(&old) {
+                        Some(policy) => stronger_if_required(same, policy),
+                        None => same,
+                    }
+                }
+                None => same,
+            }
+        }
+    };
     let id = store.new_workflow_id()?;
     let dir = store.path().join("workflows").join(id.to_string());
     let wf = Workflow {
@@ -161,11 +234,7 @@ pub fn regenerate(
         ca: managed.name.clone(),
         revoke_old: req.revoke_old,
         deploy: req.deploy,
-        key_kind: req
-            .key
-            .unwrap_or_else(|| KeyKind::like(&old.facts.key))
-            .as_str()
-            .to_string(),
+        key_kind: key_kind.as_str().to_string(),
         dir: dir.to_string_lossy().into_owned(),
         step: WorkflowStep::Requested,
         new: None,
@@ -770,9 +839,12 @@ fn step_deploy(
         .cloned()
         .collect();
     let old_der = sources.iter().find_map(|s| match &s.location {
-        SourceLocation::File { path, index } => {
-            old_cert_der(Path::new(path), *index, &old, secrets)
-        }
+        SourceLocation::File { path, index } => ca::cert_der_at(
+            Path::new(path),
+            *index,
+            &old.fingerprint(),
+            secrets.pfx_password.as_ref(),
+        ),
         SourceLocation::Endpoint { .. } => None,
     });
     let deployment = Deployment {
@@ -859,34 +931,6 @@ fn step_deploy(
 /// A private key's `.bak` stays private.
 fn restrict_backup(path: &Path) {
     let _ = fs::set_permissions(backup_path(path), fs::Permissions::from_mode(0o600));
-}
-
-/// The DER of the old certificate from one of its files (to recognise its key).
-fn old_cert_der(
-    path: &Path,
-    index: u32,
-    old: &Certificate,
-    secrets: &WorkflowSecrets,
-) -> Option<Vec<u8>> {
-    let bytes = fs::read(path).ok()?;
-    let ders: Vec<Vec<u8>> = match detect_format(path, &bytes) {
-        FileFormat::Pem => X509::stack_from_pem(&bytes)
-            .ok()?
-            .iter()
-            .filter_map(|c| c.to_der().ok())
-            .collect(),
-        FileFormat::Der => vec![bytes],
-        FileFormat::Pkcs12 => {
-            let password = secrets.pfx_password.as_ref()?;
-            let parsed = openssl::pkcs12::Pkcs12::from_der(&bytes)
-                .and_then(|p| p.parse2(password.expose()))
-                .ok()?;
-            vec![parsed.cert?.to_der().ok()?]
-        }
-    };
-    let der = ders.into_iter().nth(index as usize)?;
-    let fp = facts_from_der(&der).ok()?.fingerprint;
-    (fp == old.fingerprint()).then_some(der)
 }
 
 // ---- history -------------------------------------------------------------------------------

@@ -509,6 +509,59 @@ mod revocation {
         assert_eq!(by_name(&env, "keep.example.com").len(), 1);
     }
 
+    /// Runs certctl under `script` (a pseudo-terminal) answering `answer`; `None` when the
+    /// `script` tool (util-linux) is not installed.
+    fn on_a_terminal(env: &TestEnv, args: &[&str], answer: &str) -> Option<String> {
+        use std::io::Write as _;
+        use std::process::Stdio;
+        let mut line = format!("{} --store {}", s(&bin_path("certctl")), s(env.store()));
+        for a in args {
+            line.push(' ');
+            line.push_str(a);
+        }
+        let mut command = Command::new("script");
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("CERTCTL_") {
+                command.env_remove(&k);
+            }
+        }
+        let mut child = command
+            .args(["-qec", &line, "/dev/null"])
+            .env("USER", "alice")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .ok()?;
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let mut stdin = child.stdin.take()?;
+        let _ = stdin.write_all(answer.as_bytes());
+        let out = child.wait_with_output().ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    #[test]
+    fn on_a_terminal_revoke_shows_the_certificate_and_asks() {
+        let env = TestEnv::new();
+        init_ca(&env, "ops", &[]);
+        let out = env.mkdir("certs");
+        let fp = issue(&env, "ops", "asked.example.com", "gateway", &out, &[]);
+        let args = ["revoke", &fp, "--reason", "key-compromise", "--no-probe"];
+        let Some(text) = on_a_terminal(&env, &args, "n\n") else {
+            eprintln!("skipped: the `script` tool is not installed");
+            return;
+        };
+        assert!(
+            text.contains("asked.example.com") && text.contains("[y/N]"),
+            "{text}"
+        );
+        assert!(text.contains("nothing was revoked"), "{text}");
+        assert_eq!(show(&env, &fp)[0]["revoked"], false);
+        let text = on_a_terminal(&env, &args, "y\n").unwrap_or_default();
+        assert!(text.contains("published CRL #2"), "{text}");
+        assert_eq!(show(&env, &fp)[0]["revocation"]["reason"], "key-compromise");
+    }
+
     /// A CA that certctl does not hold, two leaves sharing one key and a third with another.
     struct SharedKeyFleet {
         ca_pem: PathBuf,
@@ -955,6 +1008,49 @@ mod regenerate {
     }
 
     #[test]
+    fn regenerate_uses_a_stronger_key_when_the_policy_demands_it() {
+        let env = TestEnv::new();
+        init_ca(&env, "ops", &[]);
+        let out = env.mkdir("certs");
+        let rsa = issue(
+            &env,
+            "ops",
+            "rsa.example.com",
+            "gateway",
+            &out,
+            &["--key", "rsa-2048"],
+        );
+        let ec = issue(&env, "ops", "ec.example.com", "gateway", &out, &[]);
+        let plain = issue(&env, "ops", "plain.example.com", "other", &out, &[]);
+        let policies = env.mkdir("policies");
+        write(
+            &policies.join("gateways.toml"),
+            "[[policy]]\nname = \"gateways\"\nroles = [\"gateway\"]\nremind = [\"30d\"]\nwarn = \"30d\"\ncritical = \"7d\"\nrecipients = [\"pki@example.com\"]\nmin_rsa_bits = 3072\nallowed_curves = [\"P-384\"]\n",
+        );
+        let key_of_new = |fp: &str| {
+            let r = run(
+                &env,
+                &["regenerate", fp, "--policies", s(&policies), "--json"],
+            );
+            r.success();
+            r.json()["new"]["key"].as_str().unwrap().to_string()
+        };
+        assert_eq!(key_of_new(&rsa), "RSA 3072");
+        assert_eq!(key_of_new(&ec), "EC P-384");
+        // No policy matches role `other`: the same key type.
+        assert_eq!(key_of_new(&plain), "EC P-256");
+        // A certificate whose CA certctl does not hold cannot be regenerated.
+        let f = CertFactory::new();
+        let foreign = f.leaf(CertSpec::leaf("foreign.example.com"));
+        let p = env.file("foreign/foreign.pem");
+        files::pem(&p, &[&foreign]);
+        run(&env, &["scan", s(&p)]).success();
+        run(&env, &["regenerate", &foreign.fingerprint])
+            .expect_code(4)
+            .stderr_has("does not hold the key of the CA");
+    }
+
+    #[test]
     fn killed_after_any_step_resume_finishes_with_exactly_one_new_certificate() {
         let env = TestEnv::new();
         let ca_dir = init_ca(&env, "ops", &[]);
@@ -1092,5 +1188,206 @@ mod through_certd {
         // After certd stopped, direct mode sees the same store.
         assert_eq!(show(&env, &fp)[0]["revocation"]["reason"], "key-compromise");
         assert_eq!(by_name(&env, "app.example.com").len(), 2);
+    }
+}
+
+mod crl_fetch {
+    //! `certctl crl fetch`: CRLs of other CAs from a local HTTP server on 127.0.0.1.
+    use super::*;
+    use rcgen::{
+        CertificateRevocationListParams, CrlDistributionPoint, KeyIdMethod, RevocationReason,
+        RevokedCertParams, SerialNumber,
+    };
+    use std::collections::BTreeMap;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// Serves fixed bodies by path over HTTP/1.0; counts the requests.
+    struct HttpServer {
+        port: u16,
+        hits: Arc<AtomicUsize>,
+        stop: Arc<AtomicBool>,
+        bodies: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+    }
+
+    impl HttpServer {
+        fn start() -> HttpServer {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let hits = Arc::new(AtomicUsize::new(0));
+            let stop = Arc::new(AtomicBool::new(false));
+            let bodies: Arc<Mutex<BTreeMap<String, Vec<u8>>>> = Arc::default();
+            let (h, st, b) = (hits.clone(), stop.clone(), bodies.clone());
+            std::thread::spawn(move || {
+                while !st.load(Ordering::Relaxed) {
+                    let Ok((mut conn, _)) = listener.accept() else {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        continue;
+                    };
+                    h.fetch_add(1, Ordering::Relaxed);
+                    conn.set_nonblocking(false).unwrap();
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&req).into_owned();
+                    let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    let body = b.lock().unwrap().get(&path).cloned();
+                    let response = match body {
+                        Some(body) => {
+                            let mut r = format!(
+                                "HTTP/1.0 200 OK\r\nContent-Type: application/pkix-crl\r\nContent-Length: {}\r\n\r\n",
+                                body.len()
+                            )
+                            .into_bytes();
+                            r.extend(body);
+                            r
+                        }
+                        None => b"HTTP/1.0 404 Not Found\r\n\r\n".to_vec(),
+                    };
+                    let _ = conn.write_all(&response);
+                }
+            });
+            HttpServer {
+                port,
+                hits,
+                stop,
+                bodies,
+            }
+        }
+
+        fn url(&self, path: &str) -> String {
+            format!("http://127.0.0.1:{}{path}", self.port)
+        }
+
+        fn serve(&self, path: &str, body: Vec<u8>) {
+            self.bodies.lock().unwrap().insert(path.to_string(), body);
+        }
+
+        fn hits(&self) -> usize {
+            self.hits.load(Ordering::Relaxed)
+        }
+    }
+
+    impl Drop for HttpServer {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn ts(t: i64) -> time::OffsetDateTime {
+        time::OffsetDateTime::from_unix_timestamp(t).unwrap()
+    }
+
+    fn ca_params(cn: &str) -> CertificateParams {
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        p.distinguished_name = dn;
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.not_before = ts(now() - DAY);
+        p.not_after = ts(now() + 400 * DAY);
+        p
+    }
+
+    fn crl(issuer: &Issuer<'_, &KeyPair>, revoked: &[(u64, RevocationReason)]) -> Vec<u8> {
+        CertificateRevocationListParams {
+            this_update: ts(now() - 60),
+            next_update: ts(now() + DAY),
+            crl_number: SerialNumber::from(7u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|(serial, reason)| RevokedCertParams {
+                    serial_number: SerialNumber::from(*serial),
+                    revocation_time: ts(now() - 3600),
+                    reason_code: Some(*reason),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(issuer)
+        .unwrap()
+        .der()
+        .to_vec()
+    }
+
+    #[test]
+    fn listed_certificates_are_marked_revoked_and_crls_are_cached_and_checked() {
+        let env = TestEnv::new();
+        let http = HttpServer::start();
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = ca_params("Partner CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::from_params(&ca, &ca_key);
+        let leaf = |cn: &str, serial: u64, crl_path: &str| {
+            let mut p = CertificateParams::default();
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::CommonName, cn);
+            p.distinguished_name = dn;
+            p.serial_number = Some(SerialNumber::from(serial));
+            p.is_ca = IsCa::ExplicitNoCa;
+            p.use_authority_key_identifier_extension = true;
+            p.not_before = ts(now() - DAY);
+            p.not_after = ts(now() + 100 * DAY);
+            p.crl_distribution_points = vec![CrlDistributionPoint {
+                uris: vec![http.url(crl_path)],
+            }];
+            let key = KeyPair::generate().unwrap();
+            p.signed_by(&key, &issuer).unwrap()
+        };
+        let bad = leaf("bad.partner.example", 0x1001, "/partner.crl");
+        let good = leaf("good.partner.example", 0x1002, "/partner.crl");
+        let other = leaf("other.partner.example", 0x1003, "/forged.crl");
+        http.serve(
+            "/partner.crl",
+            crl(&issuer, &[(0x1001, RevocationReason::KeyCompromise)]),
+        );
+        // Same issuer name, another key: a forgery that must be ignored.
+        let forger_key = KeyPair::generate().unwrap();
+        let forger = Issuer::from_params(&ca, &forger_key);
+        http.serve(
+            "/forged.crl",
+            crl(&forger, &[(0x1003, RevocationReason::KeyCompromise)]),
+        );
+        let dir = env.mkdir("partner");
+        write(&dir.join("ca.pem"), &ca_cert.pem());
+        for (name, c) in [("bad", &bad), ("good", &good), ("other", &other)] {
+            write(&dir.join(format!("{name}.pem")), &c.pem());
+        }
+        run(&env, &["scan", s(&dir), "--role", "gateway"]).success();
+
+        let r = run(&env, &["crl", "fetch", "--timeout", "5s"]);
+        r.expect_code(4)
+            .stdout_has(&format!("{}: fetched", http.url("/partner.crl")))
+            .stdout_has("does not verify")
+            .stdout_has("1 certificates newly marked revoked");
+        let bad_fp = sha256_hex(bad.der());
+        let rec = &show(&env, &bad_fp)[0];
+        assert_eq!(rec["revocation"]["reason"], "key-compromise");
+        assert_eq!(rec["revocation"]["revoked_by"], http.url("/partner.crl"));
+        assert_eq!(show(&env, &sha256_hex(good.der()))[0]["revoked"], false);
+        assert_eq!(show(&env, &sha256_hex(other.der()))[0]["revoked"], false);
+        assert_eq!(http.hits(), 2);
+
+        // Cached until nextUpdate: no request for the good CRL the second time.
+        let r = run(&env, &["crl", "fetch"]);
+        r.stdout_has(&format!("{}: cached", http.url("/partner.crl")));
+        assert_eq!(http.hits(), 3, "only the forged CRL is fetched again{r}");
+        run(&env, &["crl", "fetch", "--force"])
+            .stdout_has(&format!("{}: fetched", http.url("/partner.crl")));
+        assert_eq!(http.hits(), 5);
+        run(&env, &["history", &bad_fp])
+            .success()
+            .stdout_has("listed in the CRL");
     }
 }

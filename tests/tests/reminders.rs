@@ -212,9 +212,10 @@ fn the_digest_arrives_grouped_with_the_right_certificates_and_thresholds() {
     assert!(e < c && c < w, "groups out of order:\n{text}");
     let old = entry(text, &iis_expired);
     assert!(
-        old.contains("old.contoso.example (iis): expired 3 days ago"),
+        old.contains("old.contoso.example (iis): expired 2 days ago"),
         "{old}"
     );
+    assert!(old.contains("note:      not renewed"), "{old}");
     assert!(old.contains("threshold: expired (policy public)"), "{old}");
     assert!(
         old.contains(&format!("{}#0", s(&t.env.root().join("iis/old.pem")))),
@@ -524,4 +525,69 @@ fn policy_check_explain_and_conflicts() {
     env.certctl(&["policy", "conflicts"])
         .expect_code(4)
         .stderr_has("give --policies DIR");
+}
+
+#[test]
+fn certd_sends_on_its_schedule_once_and_backs_off_when_smtp_is_down() {
+    let mut t = Setup::new(None);
+    // Every second (6-field form), so the test need not wait for 08:00.
+    let text = std::fs::read_to_string(&t.config).unwrap();
+    std::fs::write(&t.config, text.replace("0 8 * * 1-5", "* * * * * *")).unwrap();
+    let gw = t
+        .factory
+        .leaf(CertSpec::leaf("gw.contoso.example").expires_in_days(20));
+    t.add("gateway", &[("gw", &gw)]);
+
+    let certd = Certd::start(&t.env, &t.config);
+    let mails = t.smtp.wait_for_messages(2, MAIL_WAIT);
+    assert!(mail_for(&mails, OPS).text.contains(&gw.fingerprint));
+    // Several more scheduled passes: nothing is sent twice.
+    certctl_e2e::daemon::wait_for(
+        MAIL_WAIT,
+        || format!("a later remind run:\n{}", t.env.certctl(&["status"])),
+        || {
+            let st = t.env.certctl(&["status", "--json"]).json();
+            let job = st["daemon"]["schedules"]
+                .as_array()?
+                .iter()
+                .find(|j| j["job"] == "remind")?
+                .clone();
+            job["last_outcome"]
+                .as_str()?
+                .contains("sent 0 digests")
+                .then_some(())
+        },
+    );
+    assert_eq!(t.smtp.messages().len(), 2);
+
+    // A new certificate while the SMTP server is down: the pass fails, the recipients go
+    // into backoff (later scheduled passes defer them), status shows the error.
+    let iis = t
+        .factory
+        .leaf(CertSpec::leaf("iis.contoso.example").expires_in_days(3));
+    t.smtp.stop();
+    t.add("iis", &[("iis", &iis)]);
+    certctl_e2e::daemon::wait_for(
+        MAIL_WAIT,
+        || format!("a deferred remind run:\n{}", t.env.certctl(&["status"])),
+        || {
+            let r = t.env.certctl(&["status"]);
+            (r.stdout.contains("deferred (retry backoff)")
+                && r.stdout.contains("smtp: last error")
+                && r.stdout.contains("reminders: 2 pending delivery"))
+            .then_some(())
+        },
+    );
+    t.smtp.restart();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(t.smtp.messages().len(), 2, "backoff: not retried yet");
+    // An explicit pass through certd retries at once: delivered exactly once.
+    t.remind(0)
+        .success()
+        .stdout_has("sent 2 digests with 2 reminders");
+    let mails = t.smtp.wait_for_messages(4, MAIL_WAIT);
+    assert!(mails[2..].iter().all(|m| m.text.contains(&iis.fingerprint)));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(t.smtp.messages().len(), 4);
+    drop(certd);
 }
