@@ -371,7 +371,9 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     }
 }
 
-fn diagnostic(text: &str, origin: &Path, offset: usize, message: String) -> Diagnostic {
+/// The diagnostic for the byte `offset` of `text` (line and column counted in characters).
+/// Shared with the policy files, which report their errors the same way.
+pub(crate) fn diagnostic(text: &str, origin: &Path, offset: usize, message: String) -> Diagnostic {
     let mut offset = offset.min(text.len());
     while !text.is_char_boundary(offset) {
         offset -= 1;

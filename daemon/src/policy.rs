@@ -48,7 +48,7 @@ use certctl_store::{Certificate, CredentialKind, Fingerprint, KeyAlgorithm, Role
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::config::Diagnostic;
+use crate::config::{diagnostic, Diagnostic};
 use crate::duration::Duration;
 
 /// A policies folder that could not be read or holds invalid policies.
@@ -517,21 +517,6 @@ pub fn parse_files(files: &[(PathBuf, String)]) -> Result<PolicySet, PolicyError
         files: files.iter().map(|(p, _)| p.clone()).collect(),
         policies: policies.into_iter().map(|(_, _, p)| p).collect(),
     })
-}
-
-fn diagnostic(text: &str, origin: &Path, offset: usize, message: String) -> Diagnostic {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    Diagnostic {
-        file: origin.to_path_buf(),
-        line: before.matches('\n').count() + 1,
-        column: before[line_start..].chars().count() + 1,
-        message,
-    }
 }
 
 #[derive(Deserialize)]
