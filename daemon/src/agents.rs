@@ -739,6 +739,22 @@ pub enum FleetRequest {
     Metrics { per_agent: bool },
 }
 
+impl FleetRequest {
+    /// Whether answering may write to the store (certd serialises those with its scans and
+    /// probes). Reports, the queue, the decisions, metrics and the artifacts `list` shows
+    /// only read, so `list` never waits behind a scan for them.
+    pub fn writes_store(&self) -> bool {
+        !matches!(
+            self,
+            FleetRequest::Pending
+                | FleetRequest::Decisions
+                | FleetRequest::Report { .. }
+                | FleetRequest::Artifacts { .. }
+                | FleetRequest::Metrics { .. }
+        )
+    }
+}
+
 /// The answers to [`FleetRequest`]s.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "fleet", rename_all = "kebab-case")]
@@ -870,6 +886,24 @@ mod tests {
         let err = parse_registrations(Path::new("r.csv"), b"agent,guid,spki\na,g,zz\n", 0)
             .expect_err("bad hex");
         assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn only_decisions_imports_tracking_and_deny_lists_write() {
+        assert!(!FleetRequest::Pending.writes_store());
+        assert!(!FleetRequest::Artifacts {
+            filter: Default::default()
+        }
+        .writes_store());
+        assert!(FleetRequest::DenyList { path: None }.writes_store());
+        let decide = DecideRequest {
+            ids: vec!["a".into()],
+            verdict: AgentVerdict::Blocked,
+            actor: "me".into(),
+            deny_list: None,
+            passphrase: None,
+        };
+        assert!(FleetRequest::Decide { decide }.writes_store());
     }
 
     #[test]

@@ -121,6 +121,32 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Whether answering may write to the store. certd runs such requests one at a time
+    /// with its own scans and probes, so no merge ever races another. Anything not listed
+    /// as read-only counts as a write, so a new request is safe by default.
+    pub fn writes_store(&self) -> bool {
+        if let Request::Fleet { fleet } = self {
+            return fleet.writes_store();
+        }
+        !matches!(
+            self,
+            Request::List { .. }
+                | Request::Find { .. }
+                | Request::Stats
+                | Request::Check { .. }
+                | Request::Endpoints
+                | Request::Status
+                | Request::Snoozed { .. }
+                | Request::CaList
+                | Request::CaExport { .. }
+                | Request::Workflows
+                | Request::History { .. }
+                | Request::HistoryAt { .. }
+        )
+    }
+}
+
 /// A probe's result: the endpoint state as stored and the certificates it served.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbeReport {

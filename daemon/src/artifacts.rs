@@ -5,7 +5,7 @@
 //! `certctl track FILE --kind KIND [--issued DATE] [--lifetime DUR]` records the file in its
 //! own keyspace of the store (`X`, see [`certctl_store::TrackedArtifact`]), identified by the
 //! SHA-256 of its bytes. `certctl list` shows tracked artifacts next to certificates (see
-//! [`matches`]); they never enter the certificate records or indexes, so certificate
+//! [`matches()`]); they never enter the certificate records or indexes, so certificate
 //! queries, statistics and `check` are unchanged and no fake certificate facts (key,
 //! issuer, serial) are invented.
 //!

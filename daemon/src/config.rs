@@ -68,6 +68,13 @@ expect_issuer = "Contoso Issuing CA" # optional: a TLS-inspecting proxy shows up
 [[endpoint]]
 address = "[2001:db8::10]:8443"
 
+# Optional section: fetch the CRLs named in inventoried certificates (http:// distribution
+# points of other CAs) and mark listed certificates revoked. Off unless a schedule is set,
+# because it contacts the URLs found in certificates.
+[crl]
+schedule = "30 * * * *"
+timeout = "10s"
+
 # E-mail reminders before expiry (see policies/README.md).
 [smtp]
 host = "smtp.contoso.example"
@@ -113,6 +120,19 @@ pub struct Config {
     pub smtp: Option<SmtpConfig>,
     /// When to send reminders and by which policies (`[reminders]`).
     pub reminders: Option<RemindersConfig>,
+    /// Fetching the CRLs of other CAs (`[crl]`).
+    pub crl: CrlConfig,
+}
+
+/// `[crl]`: fetching the CRLs named in inventoried certificates' CRL distribution points
+/// (other CAs' revocations). Off unless a schedule is given: it contacts the URLs found in
+/// certificates.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CrlConfig {
+    /// When to fetch; `None` (the default) when absent or `"off"`.
+    pub schedule: Option<Schedule>,
+    /// How long one download may take. Default [`DEFAULT_PROBE_TIMEOUT`].
+    pub timeout: std::time::Duration,
 }
 
 impl Config {
@@ -396,6 +416,7 @@ struct RawConfig {
     store: Option<Spanned<String>>,
     scan: Option<RawScan>,
     probe: Option<RawProbe>,
+    crl: Option<RawCrl>,
     #[serde(default)]
     source: Vec<RawSource>,
     #[serde(default)]
@@ -417,6 +438,13 @@ struct RawProbe {
     schedule: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     trust_store: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCrl {
+    schedule: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -510,6 +538,17 @@ impl Checker<'_> {
             },
             None => ProbeConfig::default(),
         };
+        let crl = CrlConfig {
+            schedule: raw
+                .crl
+                .as_ref()
+                .and_then(|c| c.schedule.as_ref())
+                .and_then(|s| self.optional_schedule("crl.schedule", s)),
+            timeout: match raw.crl.as_ref().and_then(|c| c.timeout.as_ref()) {
+                Some(t) => self.duration("crl.timeout", t),
+                None => DEFAULT_PROBE_TIMEOUT,
+            },
+        };
         let sources = raw.source.iter().map(|s| self.source(s)).collect();
         self.duplicate_sources(&raw.source);
         let endpoints = raw.endpoint.iter().map(|e| self.endpoint(e)).collect();
@@ -524,6 +563,7 @@ impl Checker<'_> {
             endpoints,
             smtp,
             reminders,
+            crl,
         }
     }
 

@@ -14,6 +14,9 @@
 //! - [`probe`]: fetching and judging the chains served by live TLS endpoints.
 //! - [`ca`], [`revoke`] and [`workflow`]: managed CAs and issuing, revocation and CRLs,
 //!   the regenerate workflow and the audit history queries.
+//! - [`agents`], [`reports`] and [`artifacts`]: agent registrations, the pending queue,
+//!   approve/block and the deny list; fleet reports, clock skew, drift and metrics; tracked
+//!   artifacts (enrollment bundles) shown by `list`.
 //!
 //! The `certd` binary (src/bin/certd.rs) runs [`server::run`]; the `certctl` CLI sends
 //! [`api::Request`]s to certd when it runs, and executes them itself when not.

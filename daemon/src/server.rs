@@ -56,6 +56,8 @@ pub enum DaemonError {
 enum Job {
     Scan,
     Probe,
+    /// Fetch other CAs' CRLs (`[crl]`).
+    CrlFetch,
     Remind,
 }
 
@@ -64,6 +66,7 @@ impl Job {
         match self {
             Job::Scan => "scan",
             Job::Probe => "probe",
+            Job::CrlFetch => "crl-fetch",
             Job::Remind => "remind",
         }
     }
@@ -125,6 +128,7 @@ impl Shared {
         let schedule_of = |job: Job| match job {
             Job::Scan => config.scan.schedule.as_ref().map(|s| s.to_string()),
             Job::Probe => config.probe.schedule.as_ref().map(|s| s.to_string()),
+            Job::CrlFetch => config.crl.schedule.as_ref().map(|s| s.to_string()),
             Job::Remind => config.reminders.as_ref().map(|r| r.schedule.to_string()),
         };
         report.daemon = Some(DaemonStatus {
@@ -141,7 +145,7 @@ impl Shared {
                     watched: config.scan.watch && s.path.is_dir(),
                 })
                 .collect(),
-            schedules: [Job::Scan, Job::Probe, Job::Remind]
+            schedules: [Job::Scan, Job::Probe, Job::CrlFetch, Job::Remind]
                 .into_iter()
                 .map(|job| {
                     let state = jobs.get(&job).cloned().unwrap_or_default();
@@ -183,7 +187,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     let (watch_tx, mut watch_rx) = mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = start_watcher(&shared.config(), watch_tx.clone())?;
 
-    // Start-up: bring the store up to date at once.
+    // Start-up: finish what a crash interrupted, then bring the store up to date at once.
+    resume_workflows(&shared).await;
     spawn_job(&mut tasks, &shared, Job::Scan);
     spawn_job(&mut tasks, &shared, Job::Probe);
 
@@ -210,6 +215,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             (
                 Job::Probe,
                 config.probe.schedule.as_ref().and_then(|s| s.next_after(t)),
+            ),
+            (
+                Job::CrlFetch,
+                config.crl.schedule.as_ref().and_then(|s| s.next_after(t)),
             ),
             (
                 Job::Remind,
@@ -348,6 +357,7 @@ fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
         let outcome = match job {
             Job::Scan => scan_sources(&shared, None).await,
             Job::Probe => probe_endpoints(&shared).await,
+            Job::CrlFetch => fetch_crls(&shared).await,
             Job::Remind => {
                 let _writer = shared.writer.lock().await;
                 let (store, config, path) = (
@@ -368,6 +378,57 @@ fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
             s.last_outcome = Some(outcome);
         });
     });
+}
+
+/// Completes the regenerate workflows a crash interrupted (each step is idempotent, so
+/// this never issues a second certificate). Workflows that need a secret certd does not
+/// have (a CA passphrase, a PFX password) stay for `certctl workflows resume ID`.
+async fn resume_workflows(shared: &Arc<Shared>) {
+    let _writer = shared.writer.lock().await;
+    let store = shared.store.clone();
+    let resumed = tokio::task::spawn_blocking(move || {
+        crate::workflow::resume_all(&store, &Default::default(), now())
+    })
+    .await;
+    match resumed {
+        Ok(Ok(outcomes)) => {
+            for (id, outcome) in outcomes {
+                match outcome {
+                    Ok(report) => {
+                        tracing::info!(workflow = id, step = ?report.workflow.step, "unfinished workflow resumed")
+                    }
+                    Err(e) => {
+                        tracing::warn!(workflow = id, error = %e, "unfinished workflow not resumed; run `certctl workflows resume {id}`")
+                    }
+                }
+            }
+        }
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot list unfinished workflows"),
+        Err(e) => tracing::error!(error = %e, "workflow resume failed"),
+    }
+}
+
+/// Fetches the CRLs of other CAs and marks listed certificates revoked.
+async fn fetch_crls(shared: &Arc<Shared>) -> String {
+    let config = shared.config();
+    let _writer = shared.writer.lock().await;
+    let store = shared.store.clone();
+    let options = crate::crlfetch::CrlFetchOptions {
+        timeout_secs: config.crl.timeout.as_secs().max(1),
+        force: false,
+        pfx_password: None,
+    };
+    let result =
+        tokio::task::spawn_blocking(move || crate::crlfetch::fetch(&store, &options, now())).await;
+    match result {
+        Ok(Ok(report)) => format!(
+            "ok, {} CRL URLs, {} newly revoked",
+            report.urls.len(),
+            report.newly_revoked
+        ),
+        Ok(Err(e)) => format!("failed: {e}"),
+        Err(e) => format!("failed: {e}"),
+    }
 }
 
 fn spawn_watch_scan(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, changed: Vec<PathBuf>) {
@@ -533,13 +594,7 @@ async fn answer(shared: &Arc<Shared>, request: Request) -> Response {
             Err(e) => Response::error(api::ErrorKind::Failed, e.to_string()),
         };
     }
-    let writes = matches!(
-        request,
-        Request::Scan { .. }
-            | Request::Probe { .. }
-            | Request::Remind { .. }
-            | Request::Snooze { .. }
-    );
+    let writes = request.writes_store();
     let _writer = if writes {
         Some(shared.writer.lock().await)
     } else {

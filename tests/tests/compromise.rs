@@ -1191,6 +1191,55 @@ mod through_certd {
     }
 }
 
+/// certd finishes a regenerate workflow that a crash interrupted, when it starts.
+mod certd_resume {
+    use super::*;
+    use certctl_e2e::daemon::{Certd, CertdConfig};
+
+    #[test]
+    fn certd_completes_an_interrupted_regenerate_at_start_up() {
+        let env = TestEnv::new();
+        init_ca(&env, "ops", &[]);
+        let out = env.mkdir("certs");
+        let old = issue(&env, "ops", "resume.example.com", "gateway", &out, &[]);
+
+        // The key is generated, then the process dies before issuing.
+        let r = env
+            .cmd()
+            .args(["regenerate", &old, "--yes"])
+            .env("USER", "alice")
+            .env("CERTCTL_TEST_ABORT_AFTER_STEP", "1")
+            .run();
+        assert_eq!(r.status.signal(), Some(6), "abort after step 1{r}");
+        let pending = run(&env, &["workflows", "--json"]).json();
+        assert_eq!(pending[0]["step"], "key-generated", "{pending}");
+        assert_eq!(by_name(&env, "resume.example.com").len(), 1);
+
+        // certd resumes it at start-up: exactly one new certificate, workflow done.
+        let config = CertdConfig::new(env.store()).write(&env.file("etc/certd.toml"));
+        let certd = Certd::start(&env, &config);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let done = loop {
+            let wf = run(&env, &["workflows", "--json"]).json();
+            if wf[0]["step"] == "done" {
+                break wf;
+            }
+            assert!(std::time::Instant::now() < deadline, "not resumed: {wf}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        drop(certd);
+        let certs = by_name(&env, "resume.example.com");
+        assert_eq!(
+            certs.len(),
+            2,
+            "old and exactly one new certificate: {done}"
+        );
+        assert!(certs
+            .iter()
+            .any(|c| c["fingerprint_sha256"] == Value::String(old.clone())));
+    }
+}
+
 mod crl_fetch {
     //! `certctl crl fetch`: CRLs of other CAs from a local HTTP server on 127.0.0.1.
     use super::*;
