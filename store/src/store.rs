@@ -16,6 +16,8 @@ use crate::model::{Certificate, Fingerprint, Role, Sha256, SourceLocation, UnixT
 
 /// The on-disk schema this release writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
+/// How often opening a locked store is tried (50 ms apart) before giving up.
+const LOCK_RETRIES: u32 = 20;
 /// Version byte that starts every encoded record.
 const RECORD_V1: u8 = 1;
 
@@ -49,18 +51,31 @@ impl Store {
             .create(path)
             .map_err(open_err)?;
         fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(open_err)?;
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(256 << 20)
-            .flush_every_ms(Some(500))
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if is_lock_error(&io) => StoreError::Locked {
-                    path: path.to_path_buf(),
-                },
-                sled::Error::Io(io) => open_err(io),
-                other => StoreError::Io(format!("{}: {other}", path.display())),
-            })?;
+        // sled releases its lock from background threads a moment after the last handle is
+        // dropped (a store reopened in the same process, a certd that just stopped): retry
+        // briefly before calling the store busy.
+        let mut attempts = 0;
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(path)
+                .cache_capacity(256 << 20)
+                .flush_every_ms(Some(500))
+                .open();
+            match opened {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io)) if is_lock_error(&io) => {
+                    attempts += 1;
+                    if attempts >= LOCK_RETRIES {
+                        return Err(StoreError::Locked {
+                            path: path.to_path_buf(),
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(sled::Error::Io(io)) => return Err(open_err(io)),
+                Err(other) => return Err(StoreError::Io(format!("{}: {other}", path.display()))),
+            }
+        };
         restrict_permissions(path).map_err(open_err)?;
         let tree = db.open_tree("inventory")?;
         let store = Store {
