@@ -135,12 +135,22 @@ pub fn scan(
     let (out_tx, out_rx) = bounded::<WriterMsg>(4096);
 
     std::thread::scope(|scope| {
-        let writer = scope.spawn(|| Writer::new(store, options.role, now, progress).run(out_rx));
+        let writer = std::thread::Builder::new()
+            .name("scan-writer".into())
+            .spawn_scoped(scope, || {
+                Writer::new(store, options.role, now, progress).run(out_rx)
+            })
+            .map_err(|e| ScanError::Thread(format!("cannot start the store writer: {e}")))?;
         for _ in 0..threads {
             let (job_rx, out_tx) = (job_rx.clone(), out_tx.clone());
             let password = options.pfx_password.as_deref();
             let cancel = &*progress.cancel;
-            scope.spawn(move || parse_worker(job_rx, out_tx, password, cancel));
+            std::thread::Builder::new()
+                .name("scan-parser".into())
+                .spawn_scoped(scope, move || {
+                    parse_worker(job_rx, out_tx, password, cancel)
+                })
+                .map_err(|e| ScanError::Thread(format!("cannot start a parse worker: {e}")))?;
         }
         drop(job_rx);
         let walked = Walker {
