@@ -131,7 +131,7 @@ pub fn scan(
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
-    let (job_tx, job_rx) = bounded::<ParseJob>(4096);
+    let (job_tx, job_rx) = bounded::<ParseChunk>(256);
     let (out_tx, out_rx) = bounded::<WriterMsg>(4096);
 
     std::thread::scope(|scope| {
@@ -181,21 +181,51 @@ pub fn scan(
 /// Identifies one directory listing (or one explicitly named file) within a scan.
 type DirId = u64;
 
-struct ParseJob {
+/// Files of one directory listing to read, handed to a parse worker together.
+struct ParseChunk {
     dir: DirId,
+    jobs: Vec<ParseJob>,
+}
+
+/// Files per [`ParseChunk`].
+const JOBS_PER_CHUNK: usize = 32;
+
+struct ParseJob {
     path: PathBuf,
     path_str: String,
     name: String,
-    size: u64,
-    modified_ns: i128,
+}
+
+/// A file found by the walker: the directory entry lets its metadata be read without
+/// walking the path again.
+struct FileRef {
+    path: PathBuf,
+    /// `None` for files named on the command line and symlinks (whose target counts).
+    entry: Option<fs::DirEntry>,
+}
+
+impl FileRef {
+    fn metadata(&self) -> io::Result<fs::Metadata> {
+        match &self.entry {
+            Some(entry) => entry.metadata(),
+            None => fs::metadata(&self.path),
+        }
+    }
+}
+
+fn modified_ns(meta: &fs::Metadata) -> i128 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 enum WriterMsg {
     /// A directory was listed: `unchanged` are kept as they are, `to_read` files follow as
     /// `File` messages.
     Dir(DirListing),
-    /// A file was read.
-    File { dir: DirId, file: ReadFile },
+    /// Files were read.
+    Files { dir: DirId, files: Vec<ReadFile> },
     /// A path could not be scanned at all (missing root, unreadable directory, ...).
     Failure(FileFailure),
 }
@@ -229,7 +259,7 @@ struct Walker<'a> {
     options: &'a ScanOptions,
     now: UnixTime,
     progress: &'a ScanProgress,
-    jobs: Sender<ParseJob>,
+    jobs: Sender<ParseChunk>,
     out: Sender<WriterMsg>,
     next_dir: DirId,
 }
@@ -259,6 +289,10 @@ impl Walker<'_> {
         for (dir, mut files) in named {
             files.sort();
             files.dedup();
+            let files = files
+                .into_iter()
+                .map(|path| FileRef { path, entry: None })
+                .collect();
             self.listing(&dir, files, false)?;
         }
         Ok(())
@@ -306,17 +340,19 @@ impl Walker<'_> {
                     Ok(t) => Some(t.is_dir()),
                     Err(_) => None,
                 };
+                let symlink = entry.file_type().is_ok_and(|t| t.is_symlink());
                 match is_dir {
                     // Symlinked directories are not followed (no loops, no surprises).
-                    Some(true) if !entry.file_type().is_ok_and(|t| t.is_symlink()) => {
-                        stack.push(path)
-                    }
+                    Some(true) if !symlink => stack.push(path),
                     Some(true) => {}
-                    _ if formats::looks_like_certificate_file(&path) => files.push(path),
+                    _ if formats::looks_like_certificate_file(&path) => files.push(FileRef {
+                        path,
+                        entry: (!symlink).then_some(entry),
+                    }),
                     _ => {}
                 }
             }
-            files.sort();
+            files.sort_by(|a, b| a.path.cmp(&b.path));
             self.listing(&dir_str, files, true)?;
         }
         // Directories remembered under this root that no longer exist: all their files are gone.
@@ -330,7 +366,11 @@ impl Walker<'_> {
     }
 
     /// Sends one directory's files: unchanged ones are carried over, the others read.
-    fn listing(&mut self, dir: &str, files: Vec<PathBuf>, complete: bool) -> Result<(), ScanError> {
+    ///
+    /// Only files the store already knows are stat'ed here (to compare size and mtime); the
+    /// others go straight to the parse workers, which take size and mtime from the open
+    /// file. On a first scan that saves a path lookup per file.
+    fn listing(&mut self, dir: &str, files: Vec<FileRef>, complete: bool) -> Result<(), ScanError> {
         let id = self.next_dir;
         self.next_dir += 1;
         let previous: HashMap<String, FileState> = self
@@ -344,48 +384,43 @@ impl Walker<'_> {
             .fetch_add(files.len() as u64, Ordering::Relaxed);
         let mut unchanged = Vec::new();
         let mut jobs = Vec::new();
-        for path in files {
-            let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
-                self.fail(&path, "the file name is not valid UTF-8".into());
+        for file in files {
+            let Some(name) = file
+                .path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_owned)
+            else {
+                self.fail(&file.path, "the file name is not valid UTF-8".into());
                 self.progress.files_done.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let meta = match fs::metadata(&path) {
-                Ok(m) => m,
-                Err(e) => {
-                    self.fail(&path, io_cause(&e));
-                    self.progress.files_done.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-            };
-            let size = meta.len();
-            let modified_ns = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos() as i128);
-            match previous.get(&name) {
+            let known = previous.get(&name).filter(|old| {
                 // Files that failed last time are read again: the cause may have been
                 // outside the file (a wrong PFX password, permissions).
-                Some(old)
-                    if !self.options.full
-                        && old.size == size
-                        && old.modified_ns == modified_ns
-                        && !matches!(old.problem, Some(FileProblem::Failed(_))) =>
-                {
-                    let mut state = old.clone();
-                    state.last_seen = self.now;
-                    unchanged.push(state);
+                !self.options.full && !matches!(old.problem, Some(FileProblem::Failed(_)))
+            });
+            if let Some(old) = known {
+                match file.metadata() {
+                    Ok(meta) if (meta.len(), modified_ns(&meta)) == (old.size, old.modified_ns) => {
+                        let mut state = old.clone();
+                        state.last_seen = self.now;
+                        unchanged.push(state);
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.fail(&file.path, io_cause(&e));
+                        self.progress.files_done.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                 }
-                _ => jobs.push(ParseJob {
-                    dir: id,
-                    path_str: format!("{}/{}", dir.trim_end_matches('/'), name),
-                    path,
-                    name,
-                    size,
-                    modified_ns,
-                }),
             }
+            jobs.push(ParseJob {
+                path_str: format!("{}/{}", dir.trim_end_matches('/'), name),
+                path: file.path,
+                name,
+            });
         }
         let listing = DirListing {
             id,
@@ -396,9 +431,15 @@ impl Walker<'_> {
             to_read: jobs.len(),
         };
         self.send(WriterMsg::Dir(listing))?;
-        for job in jobs {
+        // Whole chunks per message: far fewer channel hand-offs and thread wake-ups.
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let chunk = ParseChunk {
+                dir: id,
+                jobs: jobs.by_ref().take(JOBS_PER_CHUNK).collect(),
+            };
             self.jobs
-                .send(job)
+                .send(chunk)
                 .map_err(|_| ScanError::Thread("the parse workers stopped".into()))?;
         }
         Ok(())
@@ -427,37 +468,60 @@ pub fn io_cause(e: &io::Error) -> String {
 // ---- parse workers -------------------------------------------------------------------------
 
 fn parse_worker(
-    jobs: Receiver<ParseJob>,
+    chunks: Receiver<ParseChunk>,
     out: Sender<WriterMsg>,
     password: Option<&str>,
     cancel: &std::sync::atomic::AtomicBool,
 ) {
-    for job in jobs {
+    for chunk in chunks {
         // On cancel, drain the queue without reading: the directories whose files were not
         // all read keep their old file states, so the next scan reads those files again.
         if cancel.load(Ordering::Relaxed) {
             continue;
         }
-        let outcome = match fs::read(&job.path) {
-            Err(e) => Err(FileProblem::Failed(io_cause(&e))),
-            Ok(bytes) => match formats::read_certificates(&bytes, &job.path, password) {
-                Ok(certs) => Ok(certs),
-                Err(FormatError::NoCertificate) => {
-                    Err(FileProblem::Skipped(FormatError::NoCertificate.to_string()))
-                }
-                Err(e) => Err(FileProblem::Failed(e.to_string())),
-            },
-        };
-        let file = ReadFile {
-            path: job.path_str,
-            name: job.name,
-            size: job.size,
-            modified_ns: job.modified_ns,
-            outcome,
-        };
-        if out.send(WriterMsg::File { dir: job.dir, file }).is_err() {
+        let files = chunk
+            .jobs
+            .into_iter()
+            .map(|job| read_file(job, password))
+            .collect();
+        if out
+            .send(WriterMsg::Files {
+                dir: chunk.dir,
+                files,
+            })
+            .is_err()
+        {
             return;
         }
+    }
+}
+
+/// Reads and parses one file; size and mtime come from the open file (fstat).
+fn read_file(job: ParseJob, password: Option<&str>) -> ReadFile {
+    let (mut size, mut modified) = (0, 0);
+    let bytes = fs::File::open(&job.path).and_then(|mut f| {
+        let meta = f.metadata()?;
+        (size, modified) = (meta.len(), modified_ns(&meta));
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0) + 1);
+        io::Read::read_to_end(&mut f, &mut bytes)?;
+        Ok(bytes)
+    });
+    let outcome = match bytes {
+        Err(e) => Err(FileProblem::Failed(io_cause(&e))),
+        Ok(bytes) => match formats::read_certificates(&bytes, &job.path, password) {
+            Ok(certs) => Ok(certs),
+            Err(FormatError::NoCertificate) => {
+                Err(FileProblem::Skipped(FormatError::NoCertificate.to_string()))
+            }
+            Err(e) => Err(FileProblem::Failed(e.to_string())),
+        },
+    };
+    ReadFile {
+        path: job.path_str,
+        name: job.name,
+        size,
+        modified_ns: modified,
+        outcome,
     }
 }
 
@@ -498,7 +562,11 @@ impl<'a> Writer<'a> {
         for msg in messages {
             match msg {
                 WriterMsg::Dir(listing) => self.dir(listing)?,
-                WriterMsg::File { dir, file } => self.file(dir, file)?,
+                WriterMsg::Files { dir, files } => {
+                    for file in files {
+                        self.file(dir, file)?;
+                    }
+                }
                 WriterMsg::Failure(f) => {
                     self.summary.files_failed += 1;
                     self.summary.errors.push(f);
