@@ -58,7 +58,7 @@ impl Store {
         let db = loop {
             let opened = sled::Config::new()
                 .path(path)
-                .cache_capacity(256 << 20)
+                .cache_capacity(1 << 30)
                 .flush_every_ms(Some(500))
                 .open();
             match opened {
