@@ -445,39 +445,21 @@ pub fn metrics(session: &Session, a: MetricsArgs) -> Result<Exit> {
         FleetResponse::Metrics { text } => text,
         other => return Err(unexpected(&other)),
     };
-    // certd's jobs: last run time and outcome (only a running certd knows them).
+    // certd's jobs (only a running certd knows them) and the SMTP state: the same series
+    // certd's own /metrics appends.
     let status = match session {
-        Session::Direct(_) => None,
+        Session::Direct(store) => api::direct_status(store)?,
         Session::Daemon(path) => {
             let client = Client::connect(path)
                 .with_context(|| format!("certd stopped answering on {}", path.display()))?;
             match client.call(&Request::Status, TIMEOUT)? {
-                Response::Status { status } => status.daemon,
-                _ => None,
+                Response::Status { status } => status,
+                Response::Error { message, .. } => anyhow::bail!("{message}"),
+                _ => anyhow::bail!("certd gave an unexpected answer to status"),
             }
         }
     };
-    if let Some(d) = status {
-        text.push_str("# HELP certctl_job_last_run_timestamp_seconds When a certd job last ran.\n");
-        text.push_str("# TYPE certctl_job_last_run_timestamp_seconds gauge\n");
-        for j in d.schedules.iter().filter(|j| j.last_run.is_some()) {
-            text.push_str(&format!(
-                "certctl_job_last_run_timestamp_seconds{{job=\"{}\"}} {}\n",
-                j.job,
-                j.last_run.unwrap_or_default()
-            ));
-        }
-        text.push_str("# HELP certctl_job_last_run_success Whether a certd job's last run succeeded (1) or not (0).\n");
-        text.push_str("# TYPE certctl_job_last_run_success gauge\n");
-        for j in d.schedules.iter().filter(|j| j.last_outcome.is_some()) {
-            let ok = j.last_outcome.as_deref() == Some("ok");
-            text.push_str(&format!(
-                "certctl_job_last_run_success{{job=\"{}\"}} {}\n",
-                j.job,
-                u8::from(ok)
-            ));
-        }
-    }
+    text.push_str(&certctl_daemon::metrics_http::status_series(&status));
     match a.out {
         Some(path) => agents::write_atomic(&path, text.as_bytes(), 0o644)
             .with_context(|| format!("cannot write {}", path.display()))?,

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;
 
 use anyhow::{bail, Context, Result};
+use certctl_daemon::agents::{FleetRequest, FleetResponse};
 use certctl_daemon::api::{self, Request, Response, StatusReport};
 use certctl_daemon::config;
 use certctl_daemon::control::Client;
@@ -20,7 +21,7 @@ use certctl_daemon::inventory::ScanProgress;
 use certctl_daemon::policy::{self, PolicyError, PolicySet, Successors};
 use certctl_daemon::query::ListFilter;
 use certctl_daemon::remind::{PassMode, PassReport, Snoozed};
-use certctl_store::{rfc3339, Certificate, UnixTime};
+use certctl_store::{rfc3339, Certificate, TrackedArtifact, UnixTime};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -70,7 +71,8 @@ pub struct PoliciesArg {
 
 #[derive(Debug, Args)]
 pub struct PolicyExplainArgs {
-    /// Fingerprint prefix (≥ 8 hex characters) or exact subject CN / SAN.
+    /// Fingerprint prefix (≥ 8 hex characters) or exact subject CN / SAN; for a tracked
+    /// artifact, an id prefix (≥ 8 hex characters), its exact path or its name.
     pub id: String,
     #[command(flatten)]
     pub source: PoliciesArg,
@@ -179,6 +181,40 @@ fn certificates(session: &Session, request: Request) -> Result<Vec<Certificate>>
     }
 }
 
+/// Every tracked artifact (`certctl track`).
+fn tracked_artifacts(session: &Session) -> Result<Vec<TrackedArtifact>> {
+    let request = Request::Fleet {
+        fleet: FleetRequest::Artifacts {
+            filter: ListFilter::default(),
+        },
+    };
+    match call(session, request, QUERY_TIMEOUT)? {
+        Response::Fleet {
+            fleet: FleetResponse::Artifacts { artifacts },
+        } => Ok(artifacts),
+        other => bail!("unexpected answer from certd: {other:?}"),
+    }
+}
+
+/// The tracked artifacts `id` names: an id prefix (≥ 8 hex characters, colons allowed), an
+/// exact path, or an exact name (case-insensitive).
+fn find_artifacts(session: &Session, id: &str) -> Result<Vec<TrackedArtifact>> {
+    let hex: String = id
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_lowercase();
+    let is_hex = hex.len() >= 8 && hex.chars().all(|c| c.is_ascii_hexdigit());
+    Ok(tracked_artifacts(session)?
+        .into_iter()
+        .filter(|a| {
+            (is_hex && a.id.to_hex().starts_with(&hex))
+                || a.path == id
+                || a.name.eq_ignore_ascii_case(id)
+        })
+        .collect())
+}
+
 fn snoozes(session: &Session, at: UnixTime) -> Result<Vec<Snoozed>> {
     match call(session, Request::Snoozed { at: Some(at) }, QUERY_TIMEOUT)? {
         Response::Snoozed { snoozes } => Ok(snoozes),
@@ -264,6 +300,7 @@ fn policy_json(p: &policy::Policy) -> serde_json::Value {
         "file": p.file,
         "line": p.line,
         "roles": p.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "artifacts": p.artifacts,
         "specificity": p.specificity(),
         "thresholds": thresholds_json(p),
         "recipients": p.recipients,
@@ -292,11 +329,15 @@ fn check(a: PolicyCheckArgs) -> Result<Exit> {
                     t.row(vec![
                         p.name.clone(),
                         p.location(),
-                        p.roles
-                            .iter()
-                            .map(|r| r.as_str())
-                            .collect::<Vec<_>>()
-                            .join(","),
+                        if p.is_for_artifacts() {
+                            format!("artifacts:{}", p.artifacts.join(","))
+                        } else {
+                            p.roles
+                                .iter()
+                                .map(|r| r.as_str())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        },
                         p.thresholds()
                             .into_iter()
                             .map(policy::threshold_label)
@@ -334,9 +375,59 @@ fn check(a: PolicyCheckArgs) -> Result<Exit> {
     }
 }
 
+/// `policy explain` for tracked artifacts: the same fields as for a certificate where they
+/// apply (`"kind": "artifact"`, `role` null, no renewal, key rules or snooze).
+fn explain_artifact(set: &PolicySet, a: &TrackedArtifact, now: UnixTime) -> serde_json::Value {
+    let matching = set.matching_artifact(a);
+    let chosen = matching.first();
+    let state = chosen.map_or(policy::State::Untracked, |(p, _)| {
+        p.state_at(a.expires, now)
+    });
+    json!({
+        "kind": "artifact",
+        "artifact_kind": a.kind,
+        "fingerprint_sha256": a.id.to_hex(),
+        "name": a.name,
+        "path": a.path,
+        "subject": format!("{} {}", a.kind, a.path),
+        "role": null,
+        "credential_kind": null,
+        "not_after": rfc3339(a.expires),
+        "days_left": (a.expires - now).div_euclid(86_400),
+        "when": certctl_daemon::remind::when(a.expires, now),
+        "state": state.as_str(),
+        "policy": chosen.map(|(p, _)| json!({"name": p.name, "file": p.file, "line": p.line})),
+        "reasons": chosen.map(|(_, why)| why.clone()).unwrap_or_default(),
+        "thresholds": chosen.map(|(p, _)| thresholds_json(p)),
+        "crossed": chosen.and_then(|(p, _)| p.crossed_at(a.expires, now)).map(policy::threshold_label),
+        "renewal_pending": false,
+        "renewal_stalled_days": null,
+        "superseded_by": null,
+        "violations": [],
+        "recipients": chosen.map(|(p, _)| p.recipients.clone()).unwrap_or_default(),
+        "also_matched": matching.iter().skip(1).map(|(p, _)| json!({"name": p.name, "file": p.file, "line": p.line})).collect::<Vec<_>>(),
+        "snoozed_until": null,
+        "snooze_reason": null,
+    })
+}
+
 fn explain(session: &Session, set: &PolicySet, a: PolicyExplainArgs) -> Result<Exit> {
     let now = clock()?;
-    let certs = certificates(session, Request::Find { id: a.id.clone() })?;
+    let certs = match certificates(session, Request::Find { id: a.id.clone() }) {
+        Ok(certs) => certs,
+        Err(e) => {
+            // Not a certificate: perhaps a tracked artifact.
+            let found = find_artifacts(session, &a.id).unwrap_or_default();
+            if found.is_empty() {
+                return Err(e);
+            }
+            let out: Vec<serde_json::Value> = found
+                .iter()
+                .map(|x| explain_artifact(set, x, now))
+                .collect();
+            return print_explained(&out, a.json);
+        }
+    };
     let snoozed = snoozes(session, now)?;
     let mut out = Vec::new();
     for cert in &certs {
@@ -379,8 +470,12 @@ fn explain(session: &Session, set: &PolicySet, a: PolicyExplainArgs) -> Result<E
             "snooze_reason": snooze.map(|s| s.reason.clone()),
         }));
     }
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+    print_explained(&out, a.json)
+}
+
+fn print_explained(out: &[serde_json::Value], json_out: bool) -> Result<Exit> {
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(out)?);
         return Ok(Exit::Success);
     }
     for (i, v) in out.iter().enumerate() {
@@ -396,19 +491,37 @@ fn explain_text(v: &serde_json::Value) -> String {
     let s = |key: &str| v[key].as_str().unwrap_or("").to_string();
     let mut out = String::new();
     let mut line = |k: &str, text: String| out.push_str(&format!("{k:<14}{text}\n"));
-    line(
-        "certificate",
-        format!("{} ({})", s("name"), s("fingerprint_sha256")),
-    );
-    line(
-        "",
-        format!(
-            "role {}, not after {} ({})",
-            s("role"),
-            s("not_after"),
-            s("when")
-        ),
-    );
+    let artifact = v["kind"] == "artifact";
+    if artifact {
+        line(
+            "artifact",
+            format!("{} ({})", s("name"), s("fingerprint_sha256")),
+        );
+        line(
+            "",
+            format!(
+                "kind {}, file {}, not after {} ({})",
+                s("artifact_kind"),
+                s("path"),
+                s("not_after"),
+                s("when")
+            ),
+        );
+    } else {
+        line(
+            "certificate",
+            format!("{} ({})", s("name"), s("fingerprint_sha256")),
+        );
+        line(
+            "",
+            format!(
+                "role {}, not after {} ({})",
+                s("role"),
+                s("not_after"),
+                s("when")
+            ),
+        );
+    }
     line("state", s("state"));
     match v["policy"].as_object() {
         None => line("policy", "none matches: untracked (no reminders)".into()),
@@ -460,7 +573,7 @@ fn explain_text(v: &serde_json::Value) -> String {
                 .flatten()
                 .filter_map(|x| x.as_str())
                 .collect();
-            if violations.is_empty() {
+            if violations.is_empty() && !artifact {
                 line("key rules", "ok".into());
             }
             for x in violations {
@@ -507,24 +620,50 @@ fn conflicts(session: &Session, set: &PolicySet, json_out: bool) -> Result<Exit>
             filter: ListFilter::default(),
         },
     )?;
+    // Tracked artifacts too (against the artifact policies); a certd without them: none.
+    let tracked = tracked_artifacts(session).unwrap_or_default();
+    // (fingerprint, name, role or artifact kind, is an artifact, the matching policies)
     let mut rows = Vec::new();
     for cert in &certs {
         let matching = set.matching(cert);
         if matching.len() > 1 {
-            rows.push((cert, matching));
+            rows.push((
+                cert.fingerprint().to_hex(),
+                cert.facts.display_name().to_string(),
+                cert.role.to_string(),
+                false,
+                matching,
+            ));
+        }
+    }
+    for a in &tracked {
+        let matching = set.matching_artifact(a);
+        if matching.len() > 1 {
+            rows.push((
+                a.id.to_hex(),
+                a.name.clone(),
+                a.kind.clone(),
+                true,
+                matching,
+            ));
         }
     }
     if json_out {
         let v: Vec<serde_json::Value> = rows
             .iter()
-            .map(|(c, m)| {
-                json!({
-                    "fingerprint_sha256": c.fingerprint().to_hex(),
-                    "name": c.facts.display_name(),
-                    "role": c.role.as_str(),
+            .map(|(fp, name, what, artifact, m)| {
+                let mut v = json!({
+                    "fingerprint_sha256": fp,
+                    "name": name,
+                    "role": if *artifact { None } else { Some(what) },
                     "applies": m[0].0.name,
                     "policies": m.iter().map(|(p, _)| json!({"name": p.name, "file": p.file, "line": p.line})).collect::<Vec<_>>(),
-                })
+                });
+                if *artifact {
+                    v["kind"] = json!("artifact");
+                    v["artifact_kind"] = json!(what);
+                }
+                v
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -532,17 +671,22 @@ fn conflicts(session: &Session, set: &PolicySet, json_out: bool) -> Result<Exit>
     }
     if rows.is_empty() {
         println!(
-            "no conflicts: each of the {} certificates matches at most one policy",
-            certs.len()
+            "no conflicts: each of the {} certificates{} matches at most one policy",
+            certs.len(),
+            if tracked.is_empty() {
+                String::new()
+            } else {
+                format!(" and {} tracked artifacts", tracked.len())
+            }
         );
         return Ok(Exit::Success);
     }
     let mut t = Table::new(&["FINGERPRINT", "NAME", "ROLE", "APPLIES", "ALSO MATCHED BY"]);
-    for (c, m) in &rows {
+    for (fp, name, what, _, m) in &rows {
         t.row(vec![
-            c.fingerprint().to_hex()[..16].to_string(),
-            c.facts.display_name().to_string(),
-            c.role.to_string(),
+            fp[..16].to_string(),
+            name.clone(),
+            what.clone(),
             format!("{} ({})", m[0].0.name, m[0].0.location()),
             m[1..]
                 .iter()
@@ -553,7 +697,7 @@ fn conflicts(session: &Session, set: &PolicySet, json_out: bool) -> Result<Exit>
     }
     print!("{}", t.render());
     println!(
-        "{} certificates match more than one policy; the first (most specific) applies",
+        "{} certificates or tracked artifacts match more than one policy; the first (most specific) applies",
         rows.len()
     );
     Ok(Exit::Success)

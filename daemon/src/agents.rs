@@ -59,7 +59,7 @@ pub enum AgentsError {
     #[error("no agent named `{0}` is known (give an agent name as in its certificate's CN, or a registered resource GUID)")]
     UnknownAgent(String),
     #[error(
-        "no deny-list file is set: give --deny-list FILE once (it is remembered in the store)"
+        "no deny-list file is set: give --deny-list FILE once (it is remembered in the store), or set [agents] deny_list in certd's configuration"
     )]
     NoDenyList,
     #[error("the deny-list path must be absolute, got {}", .0.display())]
@@ -470,7 +470,19 @@ pub fn decide(
     request: &DecideRequest,
     now: UnixTime,
 ) -> Result<DecisionReport, AgentsError> {
-    let deny_list = deny_list_path(store, request.deny_list.as_deref())?;
+    decide_with(store, request, None, now)
+}
+
+/// [`decide`] with certd's configured deny list (`[agents] deny_list`), used when the
+/// request names none. Precedence: `request.deny_list` (remembered in the store), then
+/// `configured`, then the remembered path.
+pub fn decide_with(
+    store: &Store,
+    request: &DecideRequest,
+    configured: Option<&Path>,
+    now: UnixTime,
+) -> Result<DecisionReport, AgentsError> {
+    let deny_list = deny_list_path(store, request.deny_list.as_deref(), configured)?;
     if deny_list.is_none() && request.verdict == AgentVerdict::Blocked {
         return Err(AgentsError::NoDenyList);
     }
@@ -605,8 +617,13 @@ fn revoke_managed(
     }
 }
 
-/// The deny-list path: the one given (then remembered), else the remembered one.
-fn deny_list_path(store: &Store, given: Option<&Path>) -> Result<Option<PathBuf>, AgentsError> {
+/// The deny-list path: the one given (then remembered), else certd's configured one
+/// (`[agents] deny_list`, not remembered), else the remembered one.
+fn deny_list_path(
+    store: &Store,
+    given: Option<&Path>,
+    configured: Option<&Path>,
+) -> Result<Option<PathBuf>, AgentsError> {
     match given {
         Some(p) if p.is_relative() => Err(AgentsError::RelativeDenyList(p.to_path_buf())),
         Some(p) => {
@@ -616,8 +633,50 @@ fn deny_list_path(store: &Store, given: Option<&Path>) -> Result<Option<PathBuf>
             }
             Ok(Some(p.to_path_buf()))
         }
-        None => Ok(store.fleet_setting(DENY_LIST_SETTING)?.map(PathBuf::from)),
+        None => match configured {
+            Some(p) => Ok(Some(p.to_path_buf())),
+            None => Ok(store.fleet_setting(DENY_LIST_SETTING)?.map(PathBuf::from)),
+        },
     }
+}
+
+/// The deny list in effect when nobody names one: certd's configured path, else the one
+/// remembered from the last `--deny-list`.
+pub fn effective_deny_list(
+    store: &Store,
+    configured: Option<&Path>,
+) -> Result<Option<PathBuf>, AgentsError> {
+    deny_list_path(store, None, configured)
+}
+
+/// The deny list's text: one lowercase hex fingerprint per line, sorted.
+fn deny_list_text(store: &Store, now: UnixTime) -> Result<(String, usize), AgentsError> {
+    let fps = deny_list_fingerprints(store, now)?;
+    let mut text = String::with_capacity(fps.len() * 65);
+    for fp in &fps {
+        text.push_str(fp);
+        text.push('\n');
+    }
+    Ok((text, fps.len()))
+}
+
+/// Rewrites the deny list at `path` only when its content would change (or the file is
+/// missing or unreadable). Returns `Some(entries)` when it was written, `None` when it was
+/// already current. certd calls it after each scan.
+pub fn refresh_deny_list(
+    store: &Store,
+    path: &Path,
+    now: UnixTime,
+) -> Result<Option<usize>, AgentsError> {
+    let (text, entries) = deny_list_text(store, now)?;
+    if fs::read(path).is_ok_and(|current| current == text.as_bytes()) {
+        return Ok(None);
+    }
+    write_atomic(path, text.as_bytes(), 0o644).map_err(|source| AgentsError::DenyList {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Some(entries))
 }
 
 /// The fingerprints the deny list holds: every not yet expired certificate (present in a
@@ -657,17 +716,12 @@ pub fn deny_list_fingerprints(
 /// Rewrites the deny list at `path` (atomically: temporary file, fsync, rename, fsync of
 /// the folder; mode 0644 so a gateway service can read it). Returns the number of entries.
 pub fn write_deny_list(store: &Store, path: &Path, now: UnixTime) -> Result<usize, AgentsError> {
-    let fps = deny_list_fingerprints(store, now)?;
-    let mut text = String::with_capacity(fps.len() * 65);
-    for fp in &fps {
-        text.push_str(fp);
-        text.push('\n');
-    }
+    let (text, entries) = deny_list_text(store, now)?;
     write_atomic(path, text.as_bytes(), 0o644).map_err(|source| AgentsError::DenyList {
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(fps.len())
+    Ok(entries)
 }
 
 /// Writes `bytes` to `path` so that readers see the old or the new file, never a part.
@@ -788,6 +842,18 @@ pub fn execute(
     request: FleetRequest,
     now: UnixTime,
 ) -> Result<FleetResponse, (crate::api::ErrorKind, String)> {
+    execute_with(store, request, None, now)
+}
+
+/// [`execute`] with certd's configured deny list (`[agents] deny_list`): the path
+/// `approve`, `block` and `deny-list` use when the request names none (before the path
+/// remembered in the store).
+pub fn execute_with(
+    store: &Store,
+    request: FleetRequest,
+    configured_deny_list: Option<&Path>,
+    now: UnixTime,
+) -> Result<FleetResponse, (crate::api::ErrorKind, String)> {
     use crate::api::ErrorKind;
     let fail = |e: &dyn std::fmt::Display| (ErrorKind::Failed, e.to_string());
     let agents_err = |e: AgentsError| match e {
@@ -812,11 +878,12 @@ pub fn execute(
             .agent_decisions()
             .map(|decisions| FleetResponse::Decisions { decisions })
             .map_err(|e| fail(&e)),
-        FleetRequest::Decide { decide: d } => decide(store, &d, now)
+        FleetRequest::Decide { decide: d } => decide_with(store, &d, configured_deny_list, now)
             .map(|report| FleetResponse::Decided { report })
             .map_err(agents_err),
         FleetRequest::DenyList { path } => (|| {
-            let path = deny_list_path(store, path.as_deref())?.ok_or(AgentsError::NoDenyList)?;
+            let path = deny_list_path(store, path.as_deref(), configured_deny_list)?
+                .ok_or(AgentsError::NoDenyList)?;
             let entries = write_deny_list(store, &path, now)?;
             Ok(DecisionReport {
                 decided: Vec::new(),
@@ -904,6 +971,48 @@ mod tests {
             passphrase: None,
         };
         assert!(FleetRequest::Decide { decide }.writes_store());
+    }
+
+    #[test]
+    fn given_then_configured_then_remembered_deny_list() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("store")).expect("open");
+        let given = dir.path().join("given.txt");
+        let configured = dir.path().join("configured.txt");
+        assert_eq!(deny_list_path(&store, None, None).expect("none"), None);
+        assert_eq!(
+            deny_list_path(&store, None, Some(&configured)).expect("configured"),
+            Some(configured.clone())
+        );
+        // The configured path is not remembered.
+        assert_eq!(
+            store.fleet_setting(DENY_LIST_SETTING).expect("setting"),
+            None
+        );
+        assert_eq!(
+            deny_list_path(&store, Some(&given), Some(&configured)).expect("given"),
+            Some(given.clone())
+        );
+        assert_eq!(
+            deny_list_path(&store, None, Some(&configured)).expect("configured"),
+            Some(configured.clone())
+        );
+        assert_eq!(
+            effective_deny_list(&store, None).expect("remembered"),
+            Some(given.clone())
+        );
+        // Written once, then left alone while nothing changes.
+        assert_eq!(
+            refresh_deny_list(&store, &given, 0).expect("write"),
+            Some(0)
+        );
+        assert_eq!(refresh_deny_list(&store, &given, 0).expect("same"), None);
+        fs::write(&given, "stale\n").expect("tamper");
+        assert_eq!(
+            refresh_deny_list(&store, &given, 0).expect("rewrite"),
+            Some(0)
+        );
+        assert_eq!(fs::read_to_string(&given).expect("read"), "");
     }
 
     #[test]

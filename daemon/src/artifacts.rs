@@ -9,6 +9,12 @@
 //! queries, statistics and `check` are unchanged and no fake certificate facts (key,
 //! issuer, serial) are invented.
 //!
+//! **Policies and reminders.** Artifact policies (`artifacts = ["enrollment-bundle"]`
+//! instead of `roles`, see [`crate::policy`]) apply to them, and the reminder pass
+//! ([`crate::remind::due`]) reminds about them once per (artifact, threshold, recipient),
+//! with the sent records kept under the artifact's own keys. [`KINDS`] are the kinds a
+//! policy may name.
+//!
 //! **Expiry.** The bundle's own expiry wins: a JSON object with `expires` / `expires_at` /
 //! `not_after` / `valid_until`, or a text line `expires: ...` / `expires=...` (RFC 3339,
 //! `YYYY-MM-DD`, or Unix seconds). Otherwise expiry = issued + lifetime, where lifetime is

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -88,6 +88,19 @@ timeout = "30s"                # optional; default: 30s
 [reminders]
 schedule = "0 8 * * 1-5"
 policies = "/etc/certd/policies"   # folder of policy files
+
+# Optional section: agent approval (certctl agents ...).
+[agents]
+# The deny list a gateway consumes (one SHA-256 fingerprint per line). certd rewrites it
+# atomically after each scan when its content changed, and `certctl agents block|approve`
+# sent through certd write it when --deny-list is not given. Absolute.
+deny_list = "/srv/gateway/deny.txt"
+
+# Optional section: Prometheus metrics over HTTP (GET /metrics). Off unless listen is set.
+[metrics]
+listen = "127.0.0.1:9477"      # IP:port; must be a loopback address unless allow_non_loopback
+allow_non_loopback = false     # optional; metrics name every certificate and endpoint
+per_agent = false              # optional; one series per agent certificate (200,000 agents!)
 "#;
 
 /// The scan schedule when `[scan]` does not set one: every 6 hours.
@@ -122,6 +135,30 @@ pub struct Config {
     pub reminders: Option<RemindersConfig>,
     /// Fetching the CRLs of other CAs (`[crl]`).
     pub crl: CrlConfig,
+    /// Agent approval (`[agents]`).
+    pub agents: AgentsConfig,
+    /// Prometheus metrics over HTTP (`[metrics]`).
+    pub metrics: MetricsConfig,
+}
+
+/// `[agents]`: agent approval.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentsConfig {
+    /// The deny list certd keeps current (rewritten after scans when it changed, and used
+    /// by `certctl agents approve|block` through certd without `--deny-list`); absolute.
+    pub deny_list: Option<PathBuf>,
+}
+
+/// `[metrics]`: Prometheus metrics served over HTTP. Off by default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// The address to serve `GET /metrics` on; `None` (the default): no HTTP listener.
+    /// A loopback address unless `allow_non_loopback`.
+    pub listen: Option<SocketAddr>,
+    /// Whether `listen` may be a non-loopback address. Default `false`.
+    pub allow_non_loopback: bool,
+    /// One series per agent certificate (else agents are aggregated). Default `false`.
+    pub per_agent: bool,
 }
 
 /// `[crl]`: fetching the CRLs named in inventoried certificates' CRL distribution points
@@ -423,6 +460,22 @@ struct RawConfig {
     endpoint: Vec<RawEndpoint>,
     smtp: Option<RawSmtp>,
     reminders: Option<RawReminders>,
+    agents: Option<RawAgents>,
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgents {
+    deny_list: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
+    allow_non_loopback: Option<bool>,
+    per_agent: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -555,6 +608,18 @@ impl Checker<'_> {
         self.duplicate_endpoints(&raw.endpoint);
         let smtp = raw.smtp.as_ref().map(|s| self.smtp(s));
         let reminders = raw.reminders.as_ref().and_then(|r| self.reminders(r));
+        let agents = AgentsConfig {
+            deny_list: raw
+                .agents
+                .as_ref()
+                .and_then(|a| a.deny_list.as_ref())
+                .map(|p| self.path("agents.deny_list", p)),
+        };
+        let metrics = raw
+            .metrics
+            .as_ref()
+            .map(|m| self.metrics(m))
+            .unwrap_or_default();
         Config {
             store,
             scan,
@@ -564,6 +629,52 @@ impl Checker<'_> {
             smtp,
             reminders,
             crl,
+            agents,
+            metrics,
+        }
+    }
+
+    fn metrics(&mut self, raw: &RawMetrics) -> MetricsConfig {
+        let allow_non_loopback = raw.allow_non_loopback.unwrap_or(false);
+        let listen = raw.listen.as_ref().and_then(|l| {
+            let text = l.get_ref().trim();
+            let addr = match text.parse::<SocketAddr>() {
+                Ok(addr) => addr,
+                Err(_) => {
+                    self.report(
+                        l.span(),
+                        format!(
+                            "metrics.listen `{text}` is not an IP address and port (write \
+                             e.g. `127.0.0.1:9477` or `[::1]:9477`)"
+                        ),
+                    );
+                    return None;
+                }
+            };
+            if addr.port() == 0 {
+                self.report(
+                    l.span(),
+                    format!("metrics.listen `{text}` needs a port (1 to 65535)"),
+                );
+                return None;
+            }
+            if !allow_non_loopback && !addr.ip().to_canonical().is_loopback() {
+                self.report(
+                    l.span(),
+                    format!(
+                        "metrics.listen `{text}` is not a loopback address: the metrics name \
+                         every certificate and endpoint, so they are served on 127.0.0.1 or \
+                         [::1] only unless `allow_non_loopback = true` is set"
+                    ),
+                );
+                return None;
+            }
+            Some(addr)
+        });
+        MetricsConfig {
+            listen,
+            allow_non_loopback,
+            per_agent: raw.per_agent.unwrap_or(false),
         }
     }
 
@@ -972,6 +1083,63 @@ mod tests {
         let reminders = c.reminders.unwrap();
         assert_eq!(reminders.schedule.as_str(), "0 8 * * 1-5");
         assert_eq!(reminders.policies, Path::new("/etc/certd/policies"));
+        assert_eq!(
+            c.agents.deny_list.as_deref(),
+            Some(Path::new("/srv/gateway/deny.txt"))
+        );
+        assert_eq!(
+            c.metrics,
+            MetricsConfig {
+                listen: Some("127.0.0.1:9477".parse().unwrap()),
+                allow_non_loopback: false,
+                per_agent: false,
+            }
+        );
+    }
+
+    #[test]
+    fn metrics_listen_must_be_loopback_unless_allowed() {
+        let listen = |section: &str| parse(&format!("store = \"/s\"\n{section}"), origin());
+        let c = listen("[metrics]\nlisten = \"[::1]:9477\"\nper_agent = true\n").unwrap();
+        assert_eq!(c.metrics.listen, Some("[::1]:9477".parse().unwrap()));
+        assert!(c.metrics.per_agent);
+        the_error(
+            "store = \"/s\"\n[metrics]\nper_agent = false\nlisten = \"0.0.0.0:9477\"\n",
+            "4:10",
+            "metrics.listen `0.0.0.0:9477` is not a loopback address",
+        );
+        the_error(
+            "store = \"/s\"\n[metrics]\nlisten = \"192.0.2.7:9477\"\n",
+            "3:10",
+            "allow_non_loopback = true",
+        );
+        let c =
+            listen("[metrics]\nlisten = \"0.0.0.0:9477\"\nallow_non_loopback = true\n").unwrap();
+        assert_eq!(c.metrics.listen, Some("0.0.0.0:9477".parse().unwrap()));
+        for (bad, what) in [
+            ("localhost:9477", "not an IP address and port"),
+            ("127.0.0.1", "not an IP address and port"),
+            ("127.0.0.1:0", "needs a port"),
+        ] {
+            let text = format!("store = \"/s\"\n[metrics]\nlisten = \"{bad}\"\n");
+            the_error(&text, "3:10", what);
+        }
+        // Off by default, and with a [metrics] section that has no listen.
+        let c = listen("").unwrap();
+        assert_eq!(c.metrics, MetricsConfig::default());
+        assert_eq!(c.agents, AgentsConfig::default());
+        assert_eq!(
+            listen("[metrics]\nper_agent = true\n")
+                .unwrap()
+                .metrics
+                .listen,
+            None
+        );
+        the_error(
+            "store = \"/s\"\n[agents]\ndeny_list = \"deny.txt\"\n",
+            "3:13",
+            "agents.deny_list must be an absolute path",
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!
 //! - [`api`]: the requests `certctl` makes, answered by [`api::execute`] on a store.
 //! - [`server`]: the `certd` daemon (schedules, folder watching, signals, control socket).
+//! - [`metrics_http`]: certd's `GET /metrics` (Prometheus) responder.
 //! - [`control`] and [`signals`]: the OS-specific parts (Unix socket, Unix signals).
 //! - [`config`] and [`schedule`]: certd's TOML configuration and cron schedules.
 //! - [`probe`]: fetching and judging the chains served by live TLS endpoints.
@@ -33,6 +34,7 @@ pub mod duration;
 pub mod fleet;
 pub mod formats;
 pub mod inventory;
+pub mod metrics_http;
 pub mod policy;
 pub mod probe;
 pub mod query;

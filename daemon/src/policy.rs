@@ -26,11 +26,20 @@
 //! Globs use `*` (any text, `/` included), `?` and `[abc]`, and ignore case. Every target
 //! that a policy sets must match (a list matches when any of its globs does).
 //!
-//! **Precedence** (when several policies match one certificate, a *conflict*): the most
-//! specific policy wins. Specificity is the number of target kinds set besides `roles`
-//! (`credential_kinds`, `subjects`, `sans`, `issuers`, `sources`, `endpoints`); on a tie the
-//! policy naming fewer roles wins, then the one in the file whose name sorts first, then
-//! the one written first in its file. [`PolicySet::policies`] is kept in that order.
+//! **Tracked artifacts** (`certctl track`: enrollment bundles, agent packages, gateway
+//! backups) have policies of their own: `artifacts = ["enrollment-bundle"]` (artifact kinds)
+//! *instead of* `roles`, optionally `sources` (globs on the artifact's file path), the same
+//! thresholds and recipients. A policy sets either `roles` or `artifacts`, never both, and an
+//! artifact policy cannot set certificate targets (`credential_kinds`, `subjects`, `sans`,
+//! `issuers`, `endpoints`), key rules or `renewal_expected`. So a certificate policy never
+//! matches an artifact and an artifact policy never matches a certificate.
+//!
+//! **Precedence** (when several policies match one certificate or artifact, a *conflict*):
+//! the most specific policy wins. Specificity is the number of target kinds set besides
+//! `roles` / `artifacts` (`credential_kinds`, `subjects`, `sans`, `issuers`, `sources`,
+//! `endpoints`); on a tie the policy naming fewer roles (or artifact kinds) wins, then the
+//! one in the file whose name sorts first, then the one written first in its file.
+//! [`PolicySet::policies`] is kept in that order.
 //!
 //! **Thresholds**: a reminder is due when a certificate crosses one of its policy's
 //! thresholds: the `remind` durations, `warn`, `critical`, and expiry itself (`0s`). With
@@ -44,7 +53,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use certctl_store::{Certificate, CredentialKind, Fingerprint, KeyAlgorithm, Role, UnixTime};
+use certctl_store::{
+    Certificate, CredentialKind, Fingerprint, KeyAlgorithm, Role, TrackedArtifact, UnixTime,
+};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -116,7 +127,11 @@ pub struct Policy {
     /// The file it is in, and the line of its `[[policy]]` table.
     pub file: PathBuf,
     pub line: usize,
+    /// The certificate roles it is for (empty for an artifact policy).
     pub roles: Vec<Role>,
+    /// The tracked-artifact kinds it is for (`enrollment-bundle`, ...; empty for a
+    /// certificate policy).
+    pub artifacts: Vec<String>,
     pub credential_kinds: Vec<CredentialKind>,
     pub subjects: Vec<Glob>,
     pub sans: Vec<Glob>,
@@ -264,6 +279,33 @@ impl Policy {
         Some(why)
     }
 
+    /// Whether it is a policy for tracked artifacts (`artifacts = [...]`) rather than for
+    /// certificates.
+    pub fn is_for_artifacts(&self) -> bool {
+        !self.artifacts.is_empty()
+    }
+
+    /// Why the policy matches the tracked artifact `a`, or `None` when it does not (always
+    /// `None` for a certificate policy).
+    pub fn matches_artifact(&self, a: &TrackedArtifact) -> Option<Vec<String>> {
+        if !self
+            .artifacts
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(&a.kind))
+        {
+            return None;
+        }
+        let mut why = vec![format!(
+            "artifact kind `{}` is one of its artifacts",
+            a.kind
+        )];
+        if !self.sources.is_empty() {
+            let g = self.sources.iter().find(|g| g.matches(&a.path))?;
+            why.push(format!("path `{}` matches `{}`", a.path, g.as_str()));
+        }
+        Some(why)
+    }
+
     /// The thresholds, in seconds before expiry, most distant first; always ends with 0.
     pub fn thresholds(&self) -> Vec<i64> {
         let mut t: Vec<i64> = self.remind.iter().map(|d| d.as_secs()).collect();
@@ -282,13 +324,23 @@ impl Policy {
 
     /// The most urgent threshold `cert` has crossed at `now` (0 = expired), if any.
     pub fn crossed(&self, cert: &Certificate, now: UnixTime) -> Option<i64> {
-        let left = cert.facts.not_after - now;
+        self.crossed_at(cert.facts.not_after, now)
+    }
+
+    /// The most urgent threshold crossed at `now` by something expiring at `expires`.
+    pub fn crossed_at(&self, expires: UnixTime, now: UnixTime) -> Option<i64> {
+        let left = expires - now;
         self.thresholds().into_iter().rev().find(|t| left <= *t)
     }
 
     /// ok / warn / critical / expired at `now`.
     pub fn state(&self, cert: &Certificate, now: UnixTime) -> State {
-        let left = cert.facts.not_after - now;
+        self.state_at(cert.facts.not_after, now)
+    }
+
+    /// ok / warn / critical / expired at `now` for something expiring at `expires`.
+    pub fn state_at(&self, expires: UnixTime, now: UnixTime) -> State {
+        let left = expires - now;
         if left <= 0 {
             State::Expired
         } else if left <= self.critical.as_secs() {
@@ -383,6 +435,21 @@ impl PolicySet {
     /// The policy that applies to `cert` (the first by precedence).
     pub fn select(&self, cert: &Certificate) -> Option<&Policy> {
         self.policies.iter().find(|p| p.matches(cert).is_some())
+    }
+
+    /// Every artifact policy matching the tracked artifact `a`, in precedence order.
+    pub fn matching_artifact<'p>(&'p self, a: &TrackedArtifact) -> Vec<(&'p Policy, Vec<String>)> {
+        self.policies
+            .iter()
+            .filter_map(|p| p.matches_artifact(a).map(|why| (p, why)))
+            .collect()
+    }
+
+    /// The policy that applies to the tracked artifact `a` (the first by precedence).
+    pub fn select_artifact(&self, a: &TrackedArtifact) -> Option<&Policy> {
+        self.policies
+            .iter()
+            .find(|p| p.matches_artifact(a).is_some())
     }
 }
 
@@ -508,7 +575,7 @@ pub fn parse_files(files: &[(PathBuf, String)]) -> Result<PolicySet, PolicyError
     policies.sort_by(|(fa, ia, a), (fb, ib, b)| {
         b.specificity()
             .cmp(&a.specificity())
-            .then(a.roles.len().cmp(&b.roles.len()))
+            .then((a.roles.len() + a.artifacts.len()).cmp(&(b.roles.len() + b.artifacts.len())))
             .then(fa.cmp(fb))
             .then(ia.cmp(ib))
     });
@@ -534,7 +601,8 @@ struct RawPolicy {
     name: Spanned<String>,
     #[serde(default)]
     description: Option<String>,
-    roles: Strings,
+    roles: Option<Strings>,
+    artifacts: Option<Strings>,
     credential_kinds: Option<Strings>,
     subjects: Option<Strings>,
     sans: Option<Strings>,
@@ -570,12 +638,74 @@ impl Checker<'_> {
             self.report(raw.name.span(), "policy.name is empty".into());
         }
         let line = diagnostic(self.text, self.origin, raw.name.span().start, String::new()).line;
-        let roles: Vec<Role> = self.parsed(&raw.roles, "roles", |s| s.parse::<Role>());
-        if raw.roles.get_ref().is_empty() {
-            self.report(
-                raw.roles.span(),
-                format!("policy `{name}`: roles is empty: name at least one role"),
-            );
+        let roles: Vec<Role> = match &raw.roles {
+            Some(r) => {
+                if r.get_ref().is_empty() {
+                    self.report(
+                        r.span(),
+                        format!("policy `{name}`: roles is empty: name at least one role"),
+                    );
+                }
+                self.parsed(r, "roles", |s| s.parse::<Role>())
+            }
+            None => Vec::new(),
+        };
+        let artifacts: Vec<String> = match &raw.artifacts {
+            Some(a) => {
+                if a.get_ref().is_empty() {
+                    self.report(
+                        a.span(),
+                        format!("policy `{name}`: artifacts is empty: name at least one artifact kind ({})", crate::artifacts::KINDS.join(", ")),
+                    );
+                }
+                self.parsed(a, "artifacts", |s| {
+                    let k = s.to_ascii_lowercase();
+                    if crate::artifacts::KINDS.contains(&k.as_str()) {
+                        Ok(k)
+                    } else {
+                        Err(format!(
+                            "unknown artifact kind `{s}` (expected one of: {})",
+                            crate::artifacts::KINDS.join(", ")
+                        ))
+                    }
+                })
+            }
+            None => Vec::new(),
+        };
+        match (&raw.roles, &raw.artifacts) {
+            (None, None) => self.report(
+                raw.name.span(),
+                format!("policy `{name}`: missing field `roles` (certificates) or `artifacts` (tracked artifacts such as enrollment bundles)"),
+            ),
+            (Some(_), Some(a)) => self.report(
+                a.span(),
+                format!("policy `{name}`: sets both roles and artifacts: a policy is for certificates (roles) or for tracked artifacts (artifacts), write two policies"),
+            ),
+            (None, Some(_)) => {
+                let not_for_artifacts: [(&str, Option<std::ops::Range<usize>>); 8] = [
+                    ("credential_kinds", raw.credential_kinds.as_ref().map(|v| v.span())),
+                    ("subjects", raw.subjects.as_ref().map(|v| v.span())),
+                    ("sans", raw.sans.as_ref().map(|v| v.span())),
+                    ("issuers", raw.issuers.as_ref().map(|v| v.span())),
+                    ("endpoints", raw.endpoints.as_ref().map(|v| v.span())),
+                    ("renewal_expected", raw.renewal_expected.as_ref().map(|v| v.span())),
+                    ("min_rsa_bits", raw.min_rsa_bits.as_ref().map(|v| v.span())),
+                    ("allowed_curves", raw.allowed_curves.as_ref().map(|v| v.span())),
+                ];
+                let sigs = raw.forbidden_signatures.as_ref().map(|v| v.span());
+                for (key, span) in not_for_artifacts
+                    .into_iter()
+                    .chain([("forbidden_signatures", sigs)])
+                {
+                    if let Some(span) = span {
+                        self.report(
+                            span,
+                            format!("policy `{name}`: {key} is for certificates; an artifact policy (artifacts = [...]) can only target `sources` (globs on the file path)"),
+                        );
+                    }
+                }
+            }
+            (Some(_), None) => {}
         }
         let credential_kinds = match &raw.credential_kinds {
             Some(k) => self.parsed(k, "credential_kinds", |s| {
@@ -652,6 +782,7 @@ impl Checker<'_> {
             file: self.origin.to_path_buf(),
             line,
             roles,
+            artifacts,
             credential_kinds,
             subjects,
             sans,
@@ -867,5 +998,59 @@ mod tests {
         let s = Successors::new(&all);
         assert_eq!(s.successor(&old), Some(new.fingerprint()));
         assert_eq!(s.successor(&new), None);
+    }
+
+    #[test]
+    fn artifact_policies_match_artifacts_only() {
+        let text = format!(
+            "[[policy]]\nname = \"all-other\"\nroles = [\"other\", \"gateway\"]\n{BASE}\n[[policy]]\nname = \"bundles\"\nartifacts = [\"Enrollment-Bundle\"]\n{BASE}\n[[policy]]\nname = \"site-a\"\nartifacts = [\"enrollment-bundle\"]\nsources = [\"/srv/bundles/site-a/*\"]\n{BASE}"
+        );
+        let s = set(&[("/p/a.toml", &text)]).unwrap();
+        let names: Vec<&str> = s.policies.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["site-a", "bundles", "all-other"]);
+        let mut a = TrackedArtifact {
+            id: certctl_store::Sha256([1; 32]),
+            kind: "enrollment-bundle".into(),
+            name: "x.bundle".into(),
+            path: "/srv/bundles/site-a/x.bundle".into(),
+            issued: 0,
+            expires: 10 * 86_400,
+            expiry_from: "default".into(),
+            tracked_at: 0,
+            tracked_by: "me".into(),
+        };
+        let m = s.matching_artifact(&a);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].0.name, "site-a");
+        assert_eq!(m[0].1.len(), 2, "{:?}", m[0].1);
+        a.path = "/elsewhere/x.bundle".into();
+        assert_eq!(s.select_artifact(&a).unwrap().name, "bundles");
+        a.kind = "agent-package".into();
+        assert!(s.select_artifact(&a).is_none());
+        // Certificates never match an artifact policy.
+        let c = cert("x", Role::Other, 0, 1);
+        assert_eq!(s.matching(&c).len(), 1);
+        assert_eq!(s.policies[0].crossed_at(10 * 86_400, 0), Some(30 * 86_400));
+        assert_eq!(s.policies[0].state_at(10 * 86_400, 0), State::Warn);
+    }
+
+    #[test]
+    fn artifact_policies_are_checked() {
+        let text = format!(
+            "[[policy]]\nname = \"both\"\nroles = [\"other\"]\nartifacts = [\"enrollment-bundle\"]\n{BASE}\n[[policy]]\nname = \"neither\"\n{BASE}\n[[policy]]\nname = \"keys\"\nartifacts = [\"bundle\"]\nmin_rsa_bits = 2048\n{BASE}"
+        );
+        let e = set(&[("/p/a.toml", &text)]).unwrap_err();
+        let all: Vec<String> = e.diagnostics().iter().map(|d| d.to_string()).collect();
+        assert_eq!(all.len(), 4, "{all:#?}");
+        assert!(all[0].contains("sets both roles and artifacts"), "{all:#?}");
+        assert!(all[1].contains("missing field `roles`"), "{all:#?}");
+        assert!(
+            all[2].contains("unknown artifact kind `bundle`"),
+            "{all:#?}"
+        );
+        assert!(
+            all[3].contains("min_rsa_bits is for certificates"),
+            "{all:#?}"
+        );
     }
 }

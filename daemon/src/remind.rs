@@ -11,9 +11,15 @@
 //!    Crossing several thresholds between two passes gives one reminder. Snoozed
 //!    certificates are skipped until the snooze ends, except once expired. With
 //!    `renewal_expected` the policy stays quiet until renewal is overdue.
+//!    **Tracked artifacts** (`certctl track`: enrollment bundles, ...) are due the same way
+//!    under the artifact policy that applies to them ([`PolicySet::select_artifact`]), with
+//!    their own sent records (once per (artifact, threshold, recipient)). A bundle replaced
+//!    by a new file at the same path is no longer in the store, so it is quiet; artifacts
+//!    cannot be snoozed.
 //! 2. **Digests**: one e-mail per recipient, grouped expired / critical / warn, each entry
-//!    with subject, role, sources, days left and the `certctl show` command; plain text with
-//!    an HTML alternative.
+//!    with subject, role, sources, days left and the `certctl show` command (a tracked
+//!    artifact: its kind, file path, days left and `certctl list --name PATH`); plain text
+//!    with an HTML alternative.
 //! 3. **Delivery**: a delivered digest records its reminders (atomically, flushed) so a
 //!    restart re-sends nothing. A digest the server does not take stays pending: the
 //!    recipient's attempt count and next attempt (backoff from 1 minute, doubling, at most
@@ -107,17 +113,27 @@ impl Urgency {
     }
 }
 
-/// One reminder: a certificate that crossed a threshold, for one recipient.
+/// One reminder: a certificate (or tracked artifact) that crossed a threshold, for one
+/// recipient.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
-    /// SHA-256, lowercase hex.
+    /// SHA-256, lowercase hex (a tracked artifact: its id, the SHA-256 of the file).
     pub fingerprint: String,
-    /// Subject CN, else first SAN, else the DN.
+    /// Subject CN, else first SAN, else the DN (a tracked artifact: its name).
     pub name: String,
+    /// The subject DN (a tracked artifact: `KIND PATH`).
     pub subject: String,
-    pub role: Role,
+    /// `None` for a tracked artifact.
+    pub role: Option<Role>,
     pub credential_kind: Option<CredentialKind>,
-    /// Where it is deployed: `path#index` and `tls://host:port#index`.
+    /// A tracked artifact's kind (`enrollment-bundle`, ...); `None` for a certificate.
+    #[serde(default)]
+    pub artifact_kind: Option<String>,
+    /// A tracked artifact's file path; `None` for a certificate.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Where it is deployed: `path#index` and `tls://host:port#index` (a tracked artifact:
+    /// its path).
     pub sources: Vec<String>,
     pub not_after: UnixTime,
     pub days_left: i64,
@@ -133,14 +149,45 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// The command that shows the certificate.
+    /// The command that shows the certificate (a tracked artifact: `certctl list --name PATH`).
     pub fn command(&self) -> String {
-        format!("certctl show {}", self.fingerprint)
+        match &self.path {
+            Some(path) if self.artifact_kind.is_some() => {
+                format!("certctl list --name {}", shell_quote(path))
+            }
+            _ => format!("certctl show {}", self.fingerprint),
+        }
+    }
+
+    /// Whether it is about a tracked artifact rather than a certificate.
+    pub fn is_artifact(&self) -> bool {
+        self.artifact_kind.is_some()
+    }
+
+    /// `gateway` (the role) or `enrollment-bundle` (the artifact kind).
+    pub fn what(&self) -> String {
+        match (&self.artifact_kind, self.role) {
+            (Some(kind), _) => kind.clone(),
+            (None, Some(role)) => role.to_string(),
+            (None, None) => String::new(),
+        }
     }
 
     /// See [`when`].
     pub fn when(&self, now: UnixTime) -> String {
         when(self.not_after, now)
+    }
+}
+
+/// `s` as one shell word (single-quoted unless it is plain).
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+,:@%=".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
@@ -178,7 +225,8 @@ impl Digest {
         self.entries.iter().filter(|e| e.urgency == u).count()
     }
 
-    /// The mail's subject line.
+    /// The mail's subject line: `[certctl] 3 certificates need attention (1 expired, 2
+    /// warn)`, `[certctl] 1 certificate and 1 tracked file need attention (...)`.
     pub fn subject(&self) -> String {
         let parts: Vec<String> = [Urgency::Expired, Urgency::Critical, Urgency::Warn]
             .into_iter()
@@ -186,10 +234,21 @@ impl Digest {
             .filter(|(_, n)| *n > 0)
             .map(|(u, n)| format!("{n} {}", u.as_str()))
             .collect();
+        let files = self.entries.iter().filter(|e| e.is_artifact()).count();
+        let certs = self.entries.len() - files;
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let what = match (certs, files) {
+            (c, 0) => plural(c, "certificate", "certificates"),
+            (0, f) => plural(f, "tracked file", "tracked files"),
+            (c, f) => format!(
+                "{} and {}",
+                plural(c, "certificate", "certificates"),
+                plural(f, "tracked file", "tracked files")
+            ),
+        };
         format!(
-            "[certctl] {} certificate{} need{} attention ({})",
-            self.entries.len(),
-            if self.entries.len() == 1 { "" } else { "s" },
+            "[certctl] {what} need{} attention ({})",
             if self.entries.len() == 1 { "s" } else { "" },
             parts.join(", ")
         )
@@ -212,21 +271,30 @@ impl Digest {
                 s.push_str(&format!(
                     "\n  * {} ({}): {}, not after {}\n",
                     e.name,
-                    e.role,
+                    e.what(),
                     e.when(now),
                     rfc3339(e.not_after)
                 ));
-                s.push_str(&format!("    subject:   {}\n", e.subject));
-                s.push_str(&format!(
-                    "    threshold: {} (policy {})\n",
-                    e.threshold, e.policy
-                ));
-                let sources = if e.sources.is_empty() {
-                    "(none)".to_string()
+                if let (Some(kind), Some(path)) = (&e.artifact_kind, &e.path) {
+                    s.push_str(&format!("    artifact:  {kind} (tracked file)\n"));
+                    s.push_str(&format!("    file:      {path}\n"));
+                    s.push_str(&format!(
+                        "    threshold: {} (policy {})\n",
+                        e.threshold, e.policy
+                    ));
                 } else {
-                    e.sources.join(", ")
-                };
-                s.push_str(&format!("    deployed:  {sources}\n"));
+                    s.push_str(&format!("    subject:   {}\n", e.subject));
+                    s.push_str(&format!(
+                        "    threshold: {} (policy {})\n",
+                        e.threshold, e.policy
+                    ));
+                    let sources = if e.sources.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        e.sources.join(", ")
+                    };
+                    s.push_str(&format!("    deployed:  {sources}\n"));
+                }
                 if let Some(note) = &e.note {
                     s.push_str(&format!("    note:      {note}\n"));
                 }
@@ -238,6 +306,9 @@ impl Digest {
             s.push('\n');
         }
         s.push_str("Each reminder is sent once per threshold. Silence one with `certctl snooze ID --until DATE --reason TEXT` (expired certificates are never silenced).\n");
+        if self.entries.iter().any(Entry::is_artifact) {
+            s.push_str("Tracked files cannot be snoozed: once replaced, track the new file (`certctl track FILE --kind KIND`) and the old one's reminders stop.\n");
+        }
         s
     }
 
@@ -254,7 +325,7 @@ impl Digest {
                 continue;
             }
             s.push_str(&format!(
-                "<h2>{} ({})</h2>\n<table border=\"1\" cellpadding=\"4\" cellspacing=\"0\">\n<tr><th>certificate</th><th>role</th><th>when</th><th>threshold</th><th>deployed</th><th>inspect</th></tr>\n",
+                "<h2>{} ({})</h2>\n<table border=\"1\" cellpadding=\"4\" cellspacing=\"0\">\n<tr><th>certificate / file</th><th>role / kind</th><th>when</th><th>threshold</th><th>deployed</th><th>inspect</th></tr>\n",
                 u.title(),
                 group.len()
             ));
@@ -267,7 +338,7 @@ impl Digest {
                     "<tr><td><b>{}</b><br><small>{}</small>{notes}</td><td>{}</td><td>{}<br><small>{}</small></td><td>{} ({})</td><td>{}</td><td><code>{}</code></td></tr>\n",
                     esc(&e.name),
                     esc(&e.subject),
-                    e.role,
+                    esc(&e.what()),
                     esc(&e.when(now)),
                     rfc3339(e.not_after),
                     esc(&e.threshold),
@@ -298,7 +369,25 @@ fn esc(s: &str) -> String {
     out
 }
 
-/// Every digest due at `now`, by recipient (sorted).
+/// Whether `recipient` was already told about `threshold` or a more urgent one.
+fn told(sent: &[SentReminder], recipient: &str, threshold: i64) -> bool {
+    sent.iter()
+        .any(|s| s.recipient == recipient && s.threshold_secs <= threshold)
+}
+
+/// The digest group of something expiring at `expires` under `policy`.
+fn urgency(policy: &policy::Policy, expires: UnixTime, now: UnixTime) -> Urgency {
+    let left = expires - now;
+    if left <= 0 {
+        Urgency::Expired
+    } else if left <= policy.critical.as_secs() {
+        Urgency::Critical
+    } else {
+        Urgency::Warn
+    }
+}
+
+/// Every digest due at `now`, by recipient (sorted): certificates and tracked artifacts.
 pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Digest>, StoreError> {
     let mut successors = Successors::default();
     for cert in store.iter() {
@@ -331,20 +420,9 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
         }
         let sent = store.sent_reminders(&fp)?;
         for recipient in &policy.recipients {
-            let told = sent
-                .iter()
-                .any(|s| &s.recipient == recipient && s.threshold_secs <= threshold);
-            if told {
+            if told(&sent, recipient, threshold) {
                 continue;
             }
-            let left = cert.facts.not_after - now;
-            let urgency = if left <= 0 {
-                Urgency::Expired
-            } else if left <= policy.critical.as_secs() {
-                Urgency::Critical
-            } else {
-                Urgency::Warn
-            };
             by_recipient
                 .entry(recipient.clone())
                 .or_default()
@@ -352,8 +430,10 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
                     fingerprint: fp.to_hex(),
                     name: cert.facts.display_name().to_string(),
                     subject: cert.facts.subject.clone(),
-                    role: cert.role,
+                    role: Some(cert.role),
                     credential_kind: cert.credential_kind(),
+                    artifact_kind: None,
+                    path: None,
                     sources: cert
                         .current_sources()
                         .map(|s| s.location.to_string())
@@ -362,7 +442,7 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
                     days_left: cert.days_left(now),
                     threshold_secs: threshold,
                     threshold: policy::threshold_label(threshold),
-                    urgency,
+                    urgency: urgency(policy, cert.facts.not_after, now),
                     policy: policy.name.clone(),
                     note: match policy.renewal_stalled_days(cert, now) {
                         Some(d) => Some(format!("renewal stalled for {d} days")),
@@ -373,6 +453,46 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
                         None => None,
                     },
                     violations: policy.violations(cert),
+                });
+        }
+    }
+    for a in store.artifacts()? {
+        let Some(policy) = policies.select_artifact(&a) else {
+            continue;
+        };
+        let Some(threshold) = policy.crossed_at(a.expires, now) else {
+            continue;
+        };
+        let sent = store.sent_artifact_reminders(&a.id)?;
+        for recipient in &policy.recipients {
+            if told(&sent, recipient, threshold) {
+                continue;
+            }
+            by_recipient
+                .entry(recipient.clone())
+                .or_default()
+                .push(Entry {
+                    fingerprint: a.id.to_hex(),
+                    name: a.name.clone(),
+                    subject: format!("{} {}", a.kind, a.path),
+                    role: None,
+                    credential_kind: None,
+                    artifact_kind: Some(a.kind.clone()),
+                    path: Some(a.path.clone()),
+                    sources: vec![a.path.clone()],
+                    not_after: a.expires,
+                    days_left: (a.expires - now).div_euclid(86_400),
+                    threshold_secs: threshold,
+                    threshold: policy::threshold_label(threshold),
+                    urgency: urgency(policy, a.expires, now),
+                    policy: policy.name.clone(),
+                    note: (a.expires <= now).then(|| {
+                        format!(
+                            "not replaced: no newer {} was tracked at this path (certctl track FILE --kind {})",
+                            a.kind, a.kind
+                        )
+                    }),
+                    violations: Vec::new(),
                 });
         }
     }
@@ -515,19 +635,20 @@ pub fn run_pass(
         };
         match outcome {
             Ok(()) => {
-                let sent: Vec<SentReminder> = digest
-                    .entries
-                    .iter()
-                    .filter_map(|e| {
-                        Some(SentReminder {
-                            fingerprint: e.fingerprint.parse().ok()?,
-                            recipient: digest.recipient.clone(),
-                            threshold_secs: e.threshold_secs,
-                            sent_at: now,
-                        })
+                let record = |e: &Entry| {
+                    Some(SentReminder {
+                        fingerprint: e.fingerprint.parse().ok()?,
+                        recipient: digest.recipient.clone(),
+                        threshold_secs: e.threshold_secs,
+                        sent_at: now,
                     })
-                    .collect();
-                store.record_delivery(&digest.recipient, &sent, now)?;
+                };
+                let (files, certs): (Vec<&Entry>, Vec<&Entry>) =
+                    digest.entries.iter().partition(|e| e.is_artifact());
+                let sent: Vec<SentReminder> = certs.iter().filter_map(|e| record(e)).collect();
+                let sent_files: Vec<SentReminder> =
+                    files.iter().filter_map(|e| record(e)).collect();
+                store.record_delivery_with_artifacts(&digest.recipient, &sent, &sent_files, now)?;
                 for s in &sent {
                     store.record_audit(&AuditEvent {
                         at: now,
@@ -537,6 +658,22 @@ pub fn run_pass(
                         detail: format!(
                             "{} reminder sent to {}",
                             policy::threshold_label(s.threshold_secs),
+                            s.recipient
+                        ),
+                    })?;
+                }
+                for e in &files {
+                    let Some(s) = record(e) else { continue };
+                    store.record_audit(&AuditEvent {
+                        at: now,
+                        fingerprint: Some(s.fingerprint),
+                        actor: "reminders".into(),
+                        action: "reminder-sent".into(),
+                        detail: format!(
+                            "{} reminder about {} {} sent to {}",
+                            e.threshold,
+                            e.artifact_kind.as_deref().unwrap_or("artifact"),
+                            e.path.as_deref().unwrap_or(""),
                             s.recipient
                         ),
                     })?;
@@ -1029,5 +1166,79 @@ mod tests {
         // Snoozing an expired certificate is refused.
         let e = snooze(&store, &"03".repeat(32), 20 * DAY, "x", "alice", 11 * DAY).unwrap_err();
         assert!(e.to_string().contains("never silenced"), "{e}");
+    }
+
+    fn bundle(
+        store: &Store,
+        path: &str,
+        n: u8,
+        issued: UnixTime,
+    ) -> certctl_store::TrackedArtifact {
+        let a = certctl_store::TrackedArtifact {
+            id: Sha256([n; 32]),
+            kind: "enrollment-bundle".into(),
+            name: path.rsplit('/').next().unwrap_or(path).into(),
+            path: path.into(),
+            issued,
+            expires: issued + 10 * DAY,
+            expiry_from: "default".into(),
+            tracked_at: issued,
+            tracked_by: "me".into(),
+        };
+        store.put_artifact(&a).unwrap();
+        a
+    }
+
+    #[test]
+    fn tracked_artifacts_are_reminded_once_per_threshold_under_artifact_policies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Same id as a certificate fingerprint: their reminders stay apart.
+        add(&store, facts("a.example", 1, 0, 5 * DAY), Role::Iis);
+        bundle(&store, "/b/site a.bundle", 1, 0);
+        let text = "[[policy]]\nname = \"iis\"\nroles = [\"iis\", \"other\"]\nremind = []\nwarn = \"0s\"\ncritical = \"0s\"\nrecipients = [\"a@example.org\"]\n\n[[policy]]\nname = \"bundles\"\nartifacts = [\"enrollment-bundle\"]\nremind = [\"3d\", \"1d\"]\nwarn = \"3d\"\ncritical = \"3d\"\nrecipients = [\"a@example.org\"]\n";
+        let set = policy::parse_files(&[("/p/x.toml".into(), text.into())]).unwrap();
+        let mailer = FakeMailer::default();
+        let r = run_pass(&store, &set, Some(&mailer), 0, PassMode::Now).unwrap();
+        assert_eq!(r.reminders_sent, 0, "{r:?}");
+        let r = run_pass(&store, &set, Some(&mailer), 7 * DAY, PassMode::Now).unwrap();
+        // The certificate expired (policy iis), the bundle crossed 3d (policy bundles).
+        assert_eq!((r.digests_sent, r.reminders_sent), (1, 2), "{r:?}");
+        let d = &r.digests[0];
+        assert_eq!(
+            d.subject(),
+            "[certctl] 1 certificate and 1 tracked file need attention (1 expired, 1 critical)"
+        );
+        let e = d.entries.iter().find(|e| e.is_artifact()).unwrap();
+        assert_eq!((e.threshold.as_str(), e.policy.as_str()), ("3d", "bundles"));
+        assert_eq!((e.days_left, e.urgency), (3, Urgency::Critical));
+        assert_eq!(e.command(), "certctl list --name '/b/site a.bundle'");
+        let text = d.text(7 * DAY);
+        assert!(
+            text.contains("site a.bundle (enrollment-bundle): 3 days left"),
+            "{text}"
+        );
+        assert!(text.contains("file:      /b/site a.bundle"), "{text}");
+        assert_eq!(
+            store
+                .sent_artifact_reminders(&Sha256([1; 32]))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(store.sent_reminders(&Sha256([1; 32])).unwrap().len(), 1);
+        let r = run_pass(&store, &set, Some(&mailer), 7 * DAY + 3600, PassMode::Now).unwrap();
+        assert_eq!(r.reminders_sent, 0, "{r:?}");
+        let r = run_pass(&store, &set, Some(&mailer), 9 * DAY, PassMode::Now).unwrap();
+        assert_eq!(r.reminders_sent, 1, "{r:?}");
+        assert_eq!(r.digests[0].entries[0].threshold, "1d");
+        assert_eq!(
+            r.digests[0].subject(),
+            "[certctl] 1 tracked file needs attention (1 critical)"
+        );
+        // Replaced by a new bundle at the same path: the old one is quiet, the new one fresh.
+        store.remove_artifact(&Sha256([1; 32])).unwrap();
+        bundle(&store, "/b/site a.bundle", 2, 9 * DAY);
+        assert!(due(&store, &set, 9 * DAY + 3600).unwrap().is_empty());
     }
 }

@@ -5,6 +5,9 @@
 //! - watches source folders (notify) and scans what changed within about a second;
 //! - answers `certctl` over the control socket ([`crate::control`]) with the same
 //!   [`crate::api::execute`] that direct mode uses;
+//! - serves Prometheus metrics on `[metrics] listen` ([`crate::metrics_http`]), and keeps
+//!   the deny list (`[agents] deny_list`, else the remembered `--deny-list`) current after
+//!   each scan;
 //! - reloads its configuration on SIGHUP (an invalid one is rejected and the running one
 //!   kept) and on SIGTERM/SIGINT cancels in-flight scans at a batch boundary, waits for
 //!   them, flushes the store and exits 0.
@@ -49,6 +52,12 @@ pub enum DaemonError {
     Signals(std::io::Error),
     #[error("cannot watch the source folders: {0}")]
     Watch(#[from] notify::Error),
+    #[error("cannot serve metrics on {address} ([metrics] listen): {source}")]
+    Metrics {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The scheduled jobs.
@@ -183,6 +192,14 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
 
     let mut tasks: JoinSet<()> = JoinSet::new();
     let control = tokio::spawn(serve_control(listener, shared.clone()));
+    let mut metrics = match start_metrics(&shared, None).await {
+        Ok(m) => m,
+        Err(e) => {
+            control.abort();
+            let _ = control.await;
+            return Err(e);
+        }
+    };
 
     let (watch_tx, mut watch_rx) = mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = start_watcher(&shared.config(), watch_tx.clone())?;
@@ -266,6 +283,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
                         Ok(()) => {
                             // New schedules: plan every job afresh.
                             due.clear();
+                            match start_metrics(&shared, metrics.take()).await {
+                                Ok(m) => metrics = m,
+                                Err(e) => tracing::error!(error = %e, "metrics are not served until the next reload"),
+                            }
                             match start_watcher(&shared.config(), watch_tx.clone()) {
                                 Ok(w) => watcher = w,
                                 Err(e) => tracing::error!(error = %e, "cannot watch the new source folders"),
@@ -283,11 +304,89 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     while tasks.join_next().await.is_some() {}
     control.abort();
     let _ = control.await;
+    if let Some(m) = metrics.take() {
+        m.task.abort();
+        let _ = m.task.await;
+    }
     // Wait for in-flight control requests that write.
     let _guard = shared.writer.lock().await;
     shared.store.flush()?;
     tracing::info!("store flushed; certd stopped");
     Ok(())
+}
+
+/// The running metrics listener.
+struct MetricsServer {
+    address: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts serving `[metrics] listen`, or keeps `running` when the address did not change;
+/// a listener on another (or no) address is stopped.
+async fn start_metrics(
+    shared: &Arc<Shared>,
+    running: Option<MetricsServer>,
+) -> Result<Option<MetricsServer>, DaemonError> {
+    let wanted = shared.config().metrics.listen;
+    if let Some(m) = running {
+        if Some(m.address) == wanted {
+            return Ok(Some(m));
+        }
+        m.task.abort();
+        let _ = m.task.await;
+        tracing::info!(address = %m.address, "metrics listener stopped");
+    }
+    let Some(address) = wanted else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| DaemonError::Metrics { address, source })?;
+    let shared = shared.clone();
+    let task = tokio::spawn(crate::metrics_http::serve(listener, move || {
+        let shared = shared.clone();
+        async move {
+            tokio::task::spawn_blocking(move || render_metrics(&shared))
+                .await
+                .map_err(|e| e.to_string())?
+        }
+    }));
+    tracing::info!(%address, "serving metrics on http://{address}/metrics");
+    Ok(Some(MetricsServer { address, task }))
+}
+
+/// The body of `/metrics`: what `certctl metrics` prints through certd.
+fn render_metrics(shared: &Shared) -> Result<String, String> {
+    let per_agent = shared.config().metrics.per_agent;
+    let mut text =
+        crate::reports::metrics_text(&shared.store, per_agent, now()).map_err(|e| e.to_string())?;
+    let status = shared.status().map_err(|e| e.to_string())?;
+    text.push_str(&crate::metrics_http::status_series(&status));
+    Ok(text)
+}
+
+/// Rewrites the deny list in effect (`[agents] deny_list`, else the path remembered from
+/// `--deny-list`) when its content changed. The caller holds the writer lock.
+async fn refresh_deny_list(shared: &Arc<Shared>) {
+    let configured = shared.config().agents.deny_list;
+    let store = shared.store.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let path = crate::agents::effective_deny_list(&store, configured.as_deref())?;
+        match path {
+            Some(path) => crate::agents::refresh_deny_list(&store, &path, now())
+                .map(|written| written.map(|n| (path, n))),
+            None => Ok(None),
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok(Some((path, entries)))) => {
+            tracing::info!(deny_list = %path.display(), entries, "deny list rewritten")
+        }
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot rewrite the deny list"),
+        Err(e) => tracing::error!(error = %e, "deny list rewrite failed"),
+    }
 }
 
 /// Reads the configuration again; on success it replaces the running one.
@@ -500,6 +599,9 @@ async fn scan_sources(shared: &Arc<Shared>, changed: Option<Vec<PathBuf>>) -> St
             Err(e) => return format!("failed: {e}"),
         }
     }
+    if !shared.cancel.load(Ordering::Relaxed) {
+        refresh_deny_list(shared).await;
+    }
     if failures > 0 {
         format!("ok with {failures} files failing, {new} new certificates")
     } else {
@@ -602,9 +704,25 @@ async fn answer(shared: &Arc<Shared>, request: Request) -> Response {
     };
     let store = shared.store.clone();
     let progress = shared.progress();
-    tokio::task::spawn_blocking(move || api::execute(&store, request, now(), &progress))
-        .await
-        .unwrap_or_else(|e| {
-            Response::error(api::ErrorKind::Failed, format!("the request failed: {e}"))
-        })
+    let deny_list = shared.config().agents.deny_list;
+    let response = tokio::task::spawn_blocking(move || match request {
+        // certd's configured deny list applies when the command names none.
+        Request::Fleet { fleet } => {
+            match crate::agents::execute_with(&store, fleet, deny_list.as_deref(), now()) {
+                Ok(fleet) => Response::Fleet { fleet },
+                Err((kind, message)) => Response::Error { kind, message },
+            }
+        }
+        request => api::execute(&store, request, now(), &progress),
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Response::error(api::ErrorKind::Failed, format!("the request failed: {e}"))
+    });
+    // A scan may have found a blocked agent's new certificate; a decision written to
+    // another list (`--deny-list`) leaves the configured one to bring up to date.
+    if writes {
+        refresh_deny_list(shared).await;
+    }
+    response
 }

@@ -5,7 +5,14 @@
 //! Keys (see the layout table in `keys.rs`):
 //! - `G` + lowercase resource GUID → [`Registration`];
 //! - `V` `d` + lowercase agent name → [`AgentDecision`]; `V` `s` + name → a setting (UTF-8);
-//! - `X` + artifact id (SHA-256 of the file) → [`TrackedArtifact`].
+//! - `X` + artifact id (SHA-256 of the file) → [`TrackedArtifact`];
+//!   `X` + artifact id + `N` + recipient + `\0` + threshold (8) → a [`SentReminder`] about
+//!   the artifact (what `N` keys are for certificates; kept under the artifact so that an
+//!   artifact id equal to a certificate fingerprint — a DER certificate tracked as a file —
+//!   never shares its reminders, and forgetting the artifact forgets them). Only the 33-byte
+//!   keys are artifact records.
+//!
+//! [`SentReminder`]: crate::SentReminder
 
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +109,28 @@ fn artifact_key(id: &Sha256) -> Vec<u8> {
     k
 }
 
+/// Length of an artifact record's key (`X` + id); longer `X` keys are its sent reminders.
+const ARTIFACT_KEY_LEN: usize = 33;
+
+/// The marker after the artifact id of its sent-reminder keys.
+const ARTIFACT_SENT: u8 = b'N';
+
+pub(crate) fn artifact_sent_prefix(id: &Sha256) -> Vec<u8> {
+    let mut k = artifact_key(id);
+    k.push(ARTIFACT_SENT);
+    k
+}
+
+/// `X` + artifact id + `N` + recipient + `\0` + threshold: one reminder sent about an
+/// artifact (its `fingerprint` field holds the artifact id).
+pub(crate) fn artifact_sent_key(s: &crate::SentReminder) -> Vec<u8> {
+    let mut k = artifact_sent_prefix(&s.fingerprint);
+    k.extend_from_slice(s.recipient.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&keys::time_bytes(s.threshold_secs));
+    k
+}
+
 impl Store {
     // ---- registrations ---------------------------------------------------------------
 
@@ -175,17 +204,35 @@ impl Store {
 
     /// Every tracked artifact, in id order.
     pub fn artifacts(&self) -> Result<Vec<TrackedArtifact>> {
-        self.tree()
-            .scan_prefix([keys::ARTIFACT])
-            .map(|kv| decode(&kv?.1, "tracked artifact"))
-            .collect()
+        let mut out = Vec::new();
+        for kv in self.tree().scan_prefix([keys::ARTIFACT]) {
+            let (k, v) = kv?;
+            if k.len() == ARTIFACT_KEY_LEN {
+                out.push(decode(&v, "tracked artifact")?);
+            }
+        }
+        Ok(out)
     }
 
-    /// Forgets a tracked artifact; returns whether it was there.
+    /// Forgets a tracked artifact and the reminders sent about it; returns whether it was
+    /// there.
     pub fn remove_artifact(&self, id: &Sha256) -> Result<bool> {
-        let was = self.tree().remove(artifact_key(id))?.is_some();
+        let was = self.tree().get(artifact_key(id))?.is_some();
+        let mut batch = sled::Batch::default();
+        for kv in self.tree().scan_prefix(artifact_key(id)) {
+            batch.remove(kv?.0);
+        }
+        self.tree().apply_batch(batch)?;
         self.flush()?;
         Ok(was)
+    }
+
+    /// The reminders sent about one tracked artifact, to anyone (`fingerprint` = its id).
+    pub fn sent_artifact_reminders(&self, id: &Sha256) -> Result<Vec<crate::SentReminder>> {
+        self.tree()
+            .scan_prefix(artifact_sent_prefix(id))
+            .map(|kv| decode(&kv?.1, "sent reminder"))
+            .collect()
     }
 }
 
@@ -241,5 +288,48 @@ mod tests {
             store.fleet_setting("deny-list").expect("read").as_deref(),
             Some("/x")
         );
+    }
+
+    #[test]
+    fn artifact_reminders_live_under_the_artifact_and_go_with_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let id = Sha256([9; 32]);
+        let a = TrackedArtifact {
+            id,
+            kind: "enrollment-bundle".into(),
+            name: "site-a.bundle".into(),
+            path: "/b/site-a.bundle".into(),
+            issued: 0,
+            expires: 10 * 86_400,
+            expiry_from: "default".into(),
+            tracked_at: 0,
+            tracked_by: "me".into(),
+        };
+        store.put_artifact(&a).expect("put");
+        let sent = crate::SentReminder {
+            fingerprint: id,
+            recipient: "ops@example.org".into(),
+            threshold_secs: 3 * 86_400,
+            sent_at: 7 * 86_400,
+        };
+        store
+            .record_delivery_with_artifacts(
+                "ops@example.org",
+                &[],
+                std::slice::from_ref(&sent),
+                7 * 86_400,
+            )
+            .expect("record");
+        // A certificate with the same fingerprint has its own reminders.
+        assert!(store.sent_reminders(&id).expect("read").is_empty());
+        assert_eq!(
+            store.sent_artifact_reminders(&id).expect("read"),
+            vec![sent]
+        );
+        assert_eq!(store.artifacts().expect("read"), vec![a]);
+        assert!(store.remove_artifact(&id).expect("remove"));
+        assert!(store.artifacts().expect("read").is_empty());
+        assert!(store.sent_artifact_reminders(&id).expect("read").is_empty());
     }
 }

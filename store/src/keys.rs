@@ -20,6 +20,7 @@
 //! | `G`    | resource GUID (lowercase)             | an agent [`Registration`]              |
 //! | `V`    | `d` + agent name (lowercase), or `s` + setting | [`AgentDecision`] / a setting (deny-list path) |
 //! | `X`    | artifact id (SHA-256 of the file, 32) | a [`TrackedArtifact`]                  |
+//! | `X`    | artifact id + `N` + recipient + `\0` + threshold | a reminder sent about that artifact |
 //!
 //! Indexes are *posting segments*: each committed batch appends, per bucket, one segment
 //! holding all of that batch's entries for the bucket. That keeps the number of sled keys

@@ -3,7 +3,9 @@
 //!
 //! - `N` + fingerprint + recipient + `\0` + threshold: a [`SentReminder`]. A reminder for a
 //!   (certificate, threshold, recipient) is sent at most once: the pass looks here first, and
-//!   a successful delivery writes all the digest's entries in one atomic batch.
+//!   a successful delivery writes all the digest's entries in one atomic batch. Reminders
+//!   about tracked artifacts are kept the same way under the artifact's own keys (`X` + id +
+//!   `N` + recipient + `\0` + threshold, see `fleet.rs`), written in the same batch.
 //! - `Z` + fingerprint: the [`Snooze`] of a certificate.
 //! - `Q` + `r` + recipient: the [`DeliveryState`] of a recipient whose digest could not be
 //!   delivered (attempts, next attempt for the backoff, last error); `Q` + `s`: the
@@ -110,9 +112,24 @@ impl Store {
         sent: &[SentReminder],
         at: UnixTime,
     ) -> Result<()> {
+        self.record_delivery_with_artifacts(recipient, sent, &[], at)
+    }
+
+    /// [`Store::record_delivery`] for a digest that also held reminders about tracked
+    /// artifacts (`artifacts`: their `fingerprint` is the artifact id); one atomic batch.
+    pub fn record_delivery_with_artifacts(
+        &self,
+        recipient: &str,
+        sent: &[SentReminder],
+        artifacts: &[SentReminder],
+        at: UnixTime,
+    ) -> Result<()> {
         let mut batch = sled::Batch::default();
         for s in sent {
             batch.insert(sent_key(s), encode(s)?);
+        }
+        for s in artifacts {
+            batch.insert(crate::fleet::artifact_sent_key(s), encode(s)?);
         }
         batch.remove(delivery_key(recipient));
         let mut smtp = self.smtp_state()?;

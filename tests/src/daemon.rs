@@ -95,6 +95,12 @@ pub struct CertdConfig {
     pub trust_store: Option<PathBuf>,
     pub sources: Vec<SourceSpec>,
     pub endpoints: Vec<EndpointSpec>,
+    /// `[metrics] listen`; default none (no `[metrics]` section).
+    pub metrics_listen: Option<String>,
+    /// `[metrics] per_agent`; written only with `metrics_listen`.
+    pub metrics_per_agent: bool,
+    /// `[agents] deny_list`; default none (no `[agents]` section).
+    pub deny_list: Option<PathBuf>,
 }
 
 impl CertdConfig {
@@ -109,7 +115,28 @@ impl CertdConfig {
             trust_store: None,
             sources: Vec::new(),
             endpoints: Vec::new(),
+            metrics_listen: None,
+            metrics_per_agent: false,
+            deny_list: None,
         }
+    }
+
+    /// `[metrics] listen = ADDRESS` (e.g. from [`free_loopback_address`]).
+    pub fn metrics(mut self, listen: &str) -> Self {
+        self.metrics_listen = Some(listen.into());
+        self
+    }
+
+    /// `[metrics] per_agent`.
+    pub fn metrics_per_agent(mut self, per_agent: bool) -> Self {
+        self.metrics_per_agent = per_agent;
+        self
+    }
+
+    /// `[agents] deny_list = PATH`.
+    pub fn deny_list(mut self, path: &Path) -> Self {
+        self.deny_list = Some(path.to_path_buf());
+        self
     }
 
     pub fn source(mut self, path: &Path, role: Option<&str>) -> Self {
@@ -176,6 +203,19 @@ impl CertdConfig {
                     t += &format!("{k} = {}\n", toml_str(v));
                 }
             }
+        }
+        if let Some(deny) = &self.deny_list {
+            t += &format!(
+                "\n[agents]\ndeny_list = {}\n",
+                toml_str(&deny.to_string_lossy())
+            );
+        }
+        if let Some(listen) = &self.metrics_listen {
+            t += &format!(
+                "\n[metrics]\nlisten = {}\nper_agent = {}\n",
+                toml_str(listen),
+                self.metrics_per_agent
+            );
         }
         t
     }
@@ -513,4 +553,100 @@ pub fn write_bulk_pems(dir: &Path, n: usize, per_dir: usize) -> BTreeSet<String>
         fingerprints.insert(sha256_hex(cert.der()));
     }
     fingerprints
+}
+
+/// A loopback address with a port nobody listens on right now (bound, then released), for
+/// `[metrics] listen`.
+pub fn free_loopback_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").to_string()
+}
+
+/// How long one HTTP exchange with certd may take.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// An HTTP answer: status code, headers (lowercase names) and body.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `METHOD PATH HTTP/1.1` to `address` with std's TcpStream: connect, read and write are
+/// bounded by [`HTTP_TIMEOUT`], the answer by 64 MiB. `Err` when the connection fails.
+pub fn http_request(address: &str, method: &str, path: &str) -> std::io::Result<HttpAnswer> {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    let addr = address
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other("no address"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
+    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
+    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: certctl-e2e\r\nConnection: close\r\n\r\n"
+    )?;
+    let deadline = Instant::now() + HTTP_TIMEOUT;
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if Instant::now() >= deadline || raw.len() > 64 << 20 {
+            return Err(std::io::Error::other("answer too slow or too large"));
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8(raw).map_err(std::io::Error::other)?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no end of headers in {text:?}")))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(HttpAnswer {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+/// `GET PATH`, retried (bounded by [`READY_TIMEOUT`]) while the connection is refused (the
+/// listener may come up just after the control socket).
+#[track_caller]
+pub fn http_get(address: &str, path: &str) -> HttpAnswer {
+    let last = std::cell::RefCell::new(String::new());
+    wait_for(
+        READY_TIMEOUT,
+        || format!("GET http://{address}{path} (last error: {})", last.borrow()),
+        || match http_request(address, "GET", path) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                *last.borrow_mut() = e.to_string();
+                None
+            }
+        },
+    )
 }

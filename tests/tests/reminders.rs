@@ -460,7 +460,8 @@ fn policy_check_explain_and_conflicts() {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
     env.certctl(&["policy", "check", s(&shipped)])
         .success()
-        .stdout_has("agents-ephemeral");
+        .stdout_has("agents-ephemeral")
+        .stdout_has("artifacts:enrollment-bundle");
 
     // Errors: FILE:LINE:COLUMN.
     let bad = env.root().join("bad");
@@ -474,6 +475,20 @@ fn policy_check_explain_and_conflicts() {
         "{}:3:10: policy.roles: unknown role `gw`",
         s(&bad.join("a.toml"))
     ));
+
+    // A policy is for certificates (roles) or tracked artifacts (artifacts), not both.
+    let mixed = env.root().join("mixed");
+    write_policies(
+        &mixed,
+        "a.toml",
+        "[[policy]]\nname = \"x\"\nroles = [\"other\"]\nartifacts = [\"enrollment-bundle\"]\nremind = [\"3d\"]\nwarn = \"3d\"\ncritical = \"3d\"\nrecipients = [\"ops@contoso.example\"]\n",
+    );
+    env.certctl(&["policy", "check", s(&mixed)])
+        .expect_code(4)
+        .stderr_has(&format!(
+            "{}:4:13: policy `x`: sets both roles and artifacts",
+            s(&mixed.join("a.toml"))
+        ));
 
     // Two policies match the gateway certificate: a conflict; the more specific wins.
     let good = env.root().join("good");
@@ -590,4 +605,242 @@ fn certd_sends_on_its_schedule_once_and_backs_off_when_smtp_is_down() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(t.smtp.messages().len(), 4);
     drop(certd);
+}
+
+/// The block of a digest's text body about one tracked artifact (from its name to its
+/// `inspect:` line, which names the file).
+fn artifact_entry<'t>(text: &'t str, path: &Path) -> &'t str {
+    let cmd = format!("inspect:   certctl list --name {}", s(path));
+    let end = text
+        .find(&cmd)
+        .unwrap_or_else(|| panic!("{cmd} is not in:\n{text}"));
+    let start = text[..end].rfind("\n  * ").expect("entry start");
+    &text[start..end + cmd.len()]
+}
+
+#[test]
+fn an_enrollment_bundle_is_reminded_3_days_before_its_10_day_expiry() {
+    let t = Setup::new(None);
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let platform = "platform-team@contoso.example";
+    // One fixed "now" for the bundle's issue date and the injected clock, so "day 7" is
+    // exactly 3 days before expiry.
+    let t0 = now();
+    let at = |offset: i64, args: &[&str]| {
+        t.env
+            .cmd()
+            .arg("--config")
+            .arg(&t.config)
+            .args(args)
+            .env("CERTCTL_NOW", rfc3339(t0 + offset))
+            .run()
+    };
+    let remind = |offset: i64| at(offset, &["remind", "--now", "--policies", s(&shipped)]);
+
+    let bundle = t.env.mkdir("bundles").join("site-a.bundle");
+    std::fs::write(&bundle, "opaque enrollment bundle\n").unwrap();
+    let tracked = t.env.certctl(&[
+        "track",
+        s(&bundle),
+        "--kind",
+        "enrollment-bundle",
+        "--issued",
+        &rfc3339(t0),
+        "--json",
+    ]);
+    tracked.success();
+    let id = tracked.json()[0]["fingerprint_sha256"]
+        .as_str()
+        .expect("artifact id")
+        .to_string();
+    // A certificate next to it, so the pass has something else to consider.
+    let gw = t
+        .factory
+        .leaf(CertSpec::leaf("gw.contoso.example").expires_in_days(400));
+    t.add("gateway", &[("gw", &gw)]);
+
+    // Certificate policies never match a tracked artifact: with the test's policies (roles
+    // only) the bundle is not reminded even once expired.
+    at(11 * DAY, &["remind", "--dry-run"])
+        .success()
+        .stdout_has("dry run: 0 digests with 0 reminders would be sent");
+
+    // Day 0: 10 days left, no threshold crossed.
+    remind(0)
+        .success()
+        .stdout_has("sent 0 digests with 0 reminders");
+    // Day 6: 4 days left, still nothing.
+    remind(6 * DAY)
+        .success()
+        .stdout_has("sent 0 digests with 0 reminders");
+    assert!(t.smtp.messages().is_empty());
+
+    // Day 7: 3 days left. The dry run shows the entry, then the pass sends it once.
+    let dry = at(7 * DAY, &["remind", "--dry-run", "--policies", s(&shipped)]);
+    dry.success()
+        .stdout_has(&format!("To: {platform}"))
+        .stdout_has("site-a.bundle (enrollment-bundle): 3 days left")
+        .stdout_has("dry run: 1 digests with 1 reminders would be sent");
+    let json = at(
+        7 * DAY,
+        &["remind", "--dry-run", "--policies", s(&shipped), "--json"],
+    );
+    json.success();
+    let e = &json.json()["digests"][0]["entries"][0];
+    assert_eq!(e["artifact_kind"], "enrollment-bundle", "{e}");
+    assert_eq!(e["path"], s(&bundle), "{e}");
+    assert_eq!(e["fingerprint"], id.as_str(), "{e}");
+    assert_eq!(e["days_left"], 3, "{e}");
+    assert_eq!(e["threshold"], "3d", "{e}");
+    assert_eq!(e["urgency"], "critical", "{e}");
+    assert_eq!(e["role"], Value::Null, "{e}");
+    assert!(t.smtp.messages().is_empty());
+
+    remind(7 * DAY)
+        .success()
+        .stdout_has("sent 1 digests with 1 reminders");
+    let mails = t.smtp.wait_for_messages(1, MAIL_WAIT);
+    let m = mail_for(&mails, platform);
+    assert!(
+        m.subject()
+            .contains("1 tracked file needs attention (1 critical)"),
+        "{}",
+        m.subject()
+    );
+    let block = artifact_entry(&m.text, &bundle);
+    assert!(
+        block.contains("site-a.bundle (enrollment-bundle): 3 days left"),
+        "{block}"
+    );
+    assert!(block.contains("artifact:  enrollment-bundle"), "{block}");
+    assert!(
+        block.contains(&format!("file:      {}", s(&bundle))),
+        "{block}"
+    );
+    assert!(
+        block.contains("threshold: 3d (policy enrollment-bundles)"),
+        "{block}"
+    );
+    assert!(m.html.contains("enrollment-bundle"), "{}", m.html);
+    assert!(!m.text.contains(&gw.fingerprint));
+    // The inspect command shows the bundle.
+    t.env
+        .certctl(&["list", "--name", s(&bundle)])
+        .success()
+        .stdout_has("site-a.bundle");
+
+    // A second pass the same day (a new process) sends nothing.
+    remind(7 * DAY + HOUR)
+        .success()
+        .stdout_has("sent 0 digests with 0 reminders");
+    // `policy explain` takes the artifact's path (or id prefix) and says where it stands.
+    let explain = at(
+        7 * DAY + HOUR,
+        &[
+            "policy",
+            "explain",
+            s(&bundle),
+            "--policies",
+            s(&shipped),
+            "--json",
+        ],
+    );
+    explain.success();
+    let v = explain.json();
+    assert_eq!(v[0]["kind"], "artifact", "{v}");
+    assert_eq!(v[0]["policy"]["name"], "enrollment-bundles", "{v}");
+    assert_eq!(v[0]["state"], "critical", "{v}");
+    assert_eq!(v[0]["crossed"], "3d", "{v}");
+    at(
+        7 * DAY,
+        &["policy", "explain", &id[..12], "--policies", s(&shipped)],
+    )
+    .success()
+    .stdout_has("artifact")
+    .stdout_has("kind enrollment-bundle")
+    .stdout_has("enrollment-bundles");
+
+    // Day 9: 1 day left: the 1d reminder, once.
+    remind(9 * DAY)
+        .success()
+        .stdout_has("sent 1 digests with 1 reminders");
+    let mails = t.smtp.wait_for_messages(2, MAIL_WAIT);
+    let block = artifact_entry(&mails[1].text, &bundle);
+    assert!(block.contains("1 day left"), "{block}");
+    assert!(
+        block.contains("threshold: 1d (policy enrollment-bundles)"),
+        "{block}"
+    );
+    remind(9 * DAY + HOUR)
+        .success()
+        .stdout_has("sent 0 digests with 0 reminders");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.smtp.messages().len(), 2, "each threshold once");
+}
+
+#[test]
+fn enrollment_bundle_reminders_go_through_certd_too() {
+    let t = Setup::new(None);
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let t0 = now();
+    let bundle = t.env.mkdir("bundles").join("site-b.bundle");
+    std::fs::write(&bundle, "another bundle\n").unwrap();
+    t.env
+        .certctl(&[
+            "track",
+            s(&bundle),
+            "--kind",
+            "enrollment-bundle",
+            "--issued",
+            &rfc3339(t0),
+        ])
+        .success();
+    let certd = Certd::start(&t.env, &t.config);
+    let through_certd = |offset: i64, args: &[&str]| {
+        t.env
+            .cmd()
+            .no_store()
+            .arg("--config")
+            .arg(&t.config)
+            .args(args)
+            .env("CERTCTL_NOW", rfc3339(t0 + offset))
+            .run()
+    };
+    let pass = |offset: i64| through_certd(offset, &["remind", "--now", "--policies", s(&shipped)]);
+    pass(5 * DAY)
+        .success()
+        .stdout_has("sent 0 digests with 0 reminders");
+    pass(7 * DAY)
+        .success()
+        .stdout_has("sent 1 digests with 1 reminders");
+    let mails = t.smtp.wait_for_messages(1, MAIL_WAIT);
+    assert!(
+        artifact_entry(&mails[0].text, &bundle).contains("3 days left"),
+        "{}",
+        mails[0].text
+    );
+    pass(7 * DAY + HOUR)
+        .success()
+        .stdout_has("sent 0 digests with 0 reminders");
+    through_certd(
+        7 * DAY,
+        &["policy", "explain", s(&bundle), "--policies", s(&shipped)],
+    )
+    .success()
+    .stdout_has("state         critical")
+    .stdout_has("enrollment-bundles");
+    drop(certd);
+    // Direct mode sees the same sent records.
+    let direct = t
+        .env
+        .cmd()
+        .arg("--config")
+        .arg(&t.config)
+        .args(["remind", "--now", "--policies", s(&shipped)])
+        .env("CERTCTL_NOW", rfc3339(t0 + 8 * DAY))
+        .run();
+    direct
+        .success()
+        .stdout_has("sent 0 digests with 0 reminders");
+    assert_eq!(t.smtp.messages().len(), 1);
 }
