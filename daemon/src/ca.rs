@@ -20,9 +20,8 @@
 //! [`Secret`], whose `Debug` is redacted.
 
 use std::fs;
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -255,57 +254,10 @@ pub fn write_atomic_mode(
     mode: u32,
     backup: bool,
 ) -> Result<(), CaError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| CaError::Invalid(format!("{}: not a file name", path.display())))?;
-    let tmp = dir.join(format!(".{name}.certctl-tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(io_err(&tmp))?;
-        // A replaced file keeps its owner and group (e.g. the service account that reads
-        // it); without the privilege to do so, the file ends up owned by the caller.
-        if let Ok(meta) = fs::metadata(path) {
-            use std::os::unix::fs::MetadataExt;
-            let _ = std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()));
-        }
-        f.write_all(bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        if backup && path.exists() {
-            let bak = backup_path(path);
-            let _ = fs::remove_file(&bak);
-            fs::hard_link(path, &bak)
-                .or_else(|_| fs::copy(path, &bak).map(|_| ()))
-                .map_err(io_err(&bak))?;
-        }
-        fs::rename(&tmp, path).map_err(io_err(path))?;
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::atomic_file::write(path, bytes, mode, backup).map_err(|e| io_err(&e.path)(e.source))
 }
 
-/// `FILE.bak`.
-pub fn backup_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".bak");
-    PathBuf::from(s)
-}
+pub use crate::atomic_file::backup_path;
 
 fn read(path: &Path) -> Result<Vec<u8>, CaError> {
     fs::read(path).map_err(io_err(path))

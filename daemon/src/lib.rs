@@ -26,6 +26,7 @@
 pub mod agents;
 pub mod api;
 pub mod artifacts;
+pub mod atomic_file;
 pub mod ca;
 pub mod config;
 pub mod control;

@@ -3,7 +3,7 @@
 //! fleet; the configuration check of the listen address; the deny list of
 //! `[agents] deny_list` kept current by certd after its scans.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
@@ -13,48 +13,7 @@ use certctl_e2e::daemon::{
 use certctl_e2e::files;
 use certctl_e2e::*;
 
-type Series = BTreeMap<(String, BTreeMap<String, String>), f64>;
-
-/// Parses the text exposition: (metric name, labels) → value. Every sample line must be
-/// `name{k="v",...} number` or `name number` after a `# TYPE name gauge` line; a series
-/// appears once.
-fn parse(text: &str) -> Series {
-    let mut typed = BTreeSet::new();
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let mut parts = rest.split(' ');
-            typed.insert(parts.next().unwrap().to_string());
-            assert_eq!(parts.next(), Some("gauge"), "{line}");
-            continue;
-        }
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').expect("sample value");
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("number in {line}"));
-        let (name, labels) = match series.split_once('{') {
-            Some((n, l)) => {
-                let l = l.strip_suffix('}').expect("closing brace");
-                let labels = l
-                    .split("\",")
-                    .map(|kv| {
-                        let (k, v) = kv.split_once("=\"").expect("label");
-                        (k.to_string(), v.trim_end_matches('"').to_string())
-                    })
-                    .collect();
-                (n.to_string(), labels)
-            }
-            None => (series.to_string(), BTreeMap::new()),
-        };
-        assert!(typed.contains(&name), "no TYPE line before {line}");
-        assert!(
-            out.insert((name, labels), value).is_none(),
-            "series twice: {line}"
-        );
-    }
-    out
-}
+use certctl_e2e::prometheus::{parse, Series};
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs

@@ -813,42 +813,7 @@ mod through_certd {
 mod metrics {
     use super::*;
 
-    /// Parses the text exposition: (metric name, labels) → value; every sample line must
-    /// be `name{k="v",...} number` or `name number`, every metric must have a TYPE line.
-    fn parse(text: &str) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
-        let mut typed = BTreeSet::new();
-        let mut out = BTreeMap::new();
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let mut parts = rest.split(' ');
-                typed.insert(parts.next().unwrap().to_string());
-                assert_eq!(parts.next(), Some("gauge"), "{line}");
-                continue;
-            }
-            if line.starts_with('#') || line.is_empty() {
-                continue;
-            }
-            let (series, value) = line.rsplit_once(' ').expect("sample value");
-            let value: f64 = value.parse().unwrap_or_else(|_| panic!("number in {line}"));
-            let (name, labels) = match series.split_once('{') {
-                Some((n, l)) => {
-                    let l = l.strip_suffix('}').expect("closing brace");
-                    let labels = l
-                        .split("\",")
-                        .map(|kv| {
-                            let (k, v) = kv.split_once("=\"").expect("label");
-                            (k.to_string(), v.trim_end_matches('"').to_string())
-                        })
-                        .collect();
-                    (n.to_string(), labels)
-                }
-                None => (series.to_string(), BTreeMap::new()),
-            };
-            assert!(typed.contains(&name), "no TYPE line before {line}");
-            out.insert((name, labels), value);
-        }
-        out
-    }
+    use certctl_e2e::prometheus::parse;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
