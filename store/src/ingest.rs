@@ -19,6 +19,9 @@ use crate::model::{
 };
 use crate::store::{decode_record, encode, encode_record, Store};
 
+/// Index postings per stored value (about 14 bytes each).
+const POSTINGS_PER_VALUE: usize = 256;
+
 /// File states per directory segment.
 const FILES_PER_SEGMENT: usize = 1024;
 
@@ -275,7 +278,15 @@ impl<'s> Ingest<'s> {
             let segment = self.store.next_segment_id()?.to_be_bytes();
             for (mut bucket, postings) in std::mem::take(&mut self.postings) {
                 bucket.extend_from_slice(&segment);
-                batch.insert(bucket, encode(&postings)?);
+                // A hot bucket (one issuer for the whole fleet) is split into values of a
+                // few KiB: sled rewrites a whole leaf per insert and moves pages above
+                // ~128 KiB out to blob files, so one huge value per batch costs far more
+                // than several small ones.
+                for (n, chunk) in postings.chunks(POSTINGS_PER_VALUE).enumerate() {
+                    let mut key = bucket.clone();
+                    key.extend_from_slice(&u16::try_from(n).unwrap_or(u16::MAX).to_be_bytes());
+                    batch.insert(key, encode(&chunk)?);
+                }
             }
         }
         for (dir, files) in self.dirs.drain(..) {

@@ -6,7 +6,7 @@
 //! | prefix | key                                   | value                                  |
 //! |--------|---------------------------------------|----------------------------------------|
 //! | `C`    | fingerprint (32)                      | versioned [`Certificate`] record       |
-//! | `P`    | index (1) + bucket + segment id (8)   | a segment of index postings            |
+//! | `P`    | index (1) + bucket + segment id (8) + chunk (2) | up to 256 index postings     |
 //! | `F`    | directory path + `\0` + segment (4)   | the [`FileState`]s of that directory   |
 //! | `T`    | `host:port`                           | [`Endpoint`] state of a TLS endpoint   |
 //! | `A`    | fingerprint + time + id               | an [`AuditEvent`]                      |
