@@ -456,7 +456,11 @@ pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::Store
         mode: "direct".into(),
         store: store.path().to_path_buf(),
         certificates: store.len() as u64,
-        endpoints: store.endpoints()?,
+        endpoints: store
+            .endpoints()?
+            .into_iter()
+            .map(|e| crate::reports::with_drift(store, e))
+            .collect::<Result<_, _>>()?,
         daemon: None,
         smtp_last_error: smtp.last_error,
         smtp_last_error_at: smtp.last_error_at,

@@ -31,8 +31,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use certctl_store::{
-    rfc3339, Certificate, CredentialKind, Endpoint, KeyAlgorithm, Role, SourceLocation, Status,
-    Store, StoreError, UnixTime,
+    rfc3339, Certificate, CredentialKind, Endpoint, Finding, FindingKind, KeyAlgorithm, Role,
+    SourceLocation, Status, Store, StoreError, UnixTime,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -500,6 +500,23 @@ fn served_chain(store: &Store, e: &Endpoint) -> Result<Vec<Certificate>, StoreEr
 /// Earliest notAfter of the served chain.
 pub fn effective_expiry(chain: &[Certificate]) -> Option<UnixTime> {
     chain.iter().map(|c| c.facts.not_after).min()
+}
+
+/// The endpoint with its drift findings (renewed but not reloaded, served but in no file)
+/// added to the probe's own: how `status` shows an endpoint. (`probe` reports only what
+/// the probe itself found.)
+pub fn with_drift(store: &Store, mut e: Endpoint) -> Result<Endpoint, StoreError> {
+    for d in drift(store, &e)? {
+        let kind = match d.finding.as_str() {
+            "renewed-not-reloaded" => FindingKind::RenewedNotReloaded,
+            _ => FindingKind::NotInInventory,
+        };
+        e.findings.push(Finding {
+            kind,
+            detail: d.detail,
+        });
+    }
+    Ok(e)
 }
 
 /// The drift findings of one endpoint.

@@ -50,6 +50,13 @@ pub enum FindingKind {
     NotYetValid,
     /// The leaf's issuer is not the expected one: typically a TLS-inspecting proxy.
     UnexpectedIssuer,
+    /// A newer certificate for the served leaf's subject is on disk, but the endpoint still
+    /// serves the old one ("renewed but not reloaded"). Computed from the inventory when
+    /// shown, not stored by the probe.
+    RenewedNotReloaded,
+    /// The endpoint serves a certificate that is in no inventoried file. Computed when
+    /// shown, not stored by the probe.
+    NotInInventory,
 }
 
 impl FindingKind {
@@ -63,6 +70,8 @@ impl FindingKind {
             FindingKind::Expired => "expired",
             FindingKind::NotYetValid => "not-yet-valid",
             FindingKind::UnexpectedIssuer => "unexpected-issuer",
+            FindingKind::RenewedNotReloaded => "renewed-not-reloaded",
+            FindingKind::NotInInventory => "not-in-inventory",
         }
     }
 }

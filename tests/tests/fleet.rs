@@ -636,6 +636,25 @@ mod endpoints {
             .unwrap();
         assert_eq!(gw_row["role"], "gateway");
 
+        // `status` shows the same drift findings on the endpoints.
+        let st = env.certctl(&["status", "--json"]);
+        let st = st.json();
+        let status_drift: BTreeSet<(String, String)> = st["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|e| {
+                let address = e["address"].as_str().unwrap().to_string();
+                e["findings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(move |f| (address.clone(), f["kind"].as_str().unwrap().to_string()))
+            })
+            .filter(|(_, k)| k == "renewed-not-reloaded" || k == "not-in-inventory")
+            .collect();
+        assert_eq!(status_drift, drift, "{st:#}");
+
         // by-gateway: only the gateway; agents issued by its CA (not the foreign one).
         let rows = report(&env, "by-gateway", &[]);
         assert_eq!(rows.len(), 1, "{rows:?}");
