@@ -1371,6 +1371,76 @@ mod crl_fetch {
     }
 
     #[test]
+    fn certd_fetches_crls_on_its_schedule() {
+        use certctl_e2e::daemon::{Certd, CertdConfig};
+        let env = TestEnv::new();
+        let http = HttpServer::start();
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = ca_params("Partner CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::from_params(&ca, &ca_key);
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "revoked.partner.example");
+        p.distinguished_name = dn;
+        p.serial_number = Some(SerialNumber::from(0x2001u64));
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.use_authority_key_identifier_extension = true;
+        p.not_before = ts(now() - DAY);
+        p.not_after = ts(now() + 100 * DAY);
+        p.crl_distribution_points = vec![CrlDistributionPoint {
+            uris: vec![http.url("/partner.crl")],
+        }];
+        let leaf = p.signed_by(&KeyPair::generate().unwrap(), &issuer).unwrap();
+        http.serve(
+            "/partner.crl",
+            crl(&issuer, &[(0x2001, RevocationReason::CessationOfOperation)]),
+        );
+        let dir = env.mkdir("partner");
+        write(&dir.join("ca.pem"), &ca_cert.pem());
+        write(&dir.join("leaf.pem"), &leaf.pem());
+        run(&env, &["scan", s(&dir), "--role", "gateway"]).success();
+        let fp = sha256_hex(leaf.der());
+        assert_eq!(show(&env, &fp)[0]["revoked"], false);
+
+        // certd fetches on its `[crl]` schedule (every second here), nobody asks.
+        let config = env.file("etc/certd.toml");
+        write(
+            &config,
+            &format!(
+                "{}\n[crl]\nschedule = \"* * * * * *\"\ntimeout = \"5s\"\n",
+                CertdConfig::new(env.store()).to_toml()
+            ),
+        );
+        let certd = Certd::start(&env, &config);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let rec = &show(&env, &fp)[0];
+            if rec["revoked"] == true {
+                assert_eq!(rec["revocation"]["reason"], "cessation-of-operation");
+                assert_eq!(rec["revocation"]["revoked_by"], http.url("/partner.crl"));
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not revoked by certd: {rec}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let st = run(&env, &["status", "--json"]).json();
+        let job = st["daemon"]["schedules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["job"] == "crl-fetch")
+            .cloned()
+            .unwrap_or_else(|| panic!("no crl-fetch schedule in {st:#}"));
+        assert_eq!(job["schedule"], "* * * * * *", "{job}");
+        drop(certd);
+        assert!(http.hits() >= 1);
+    }
+
+    #[test]
     fn listed_certificates_are_marked_revoked_and_crls_are_cached_and_checked() {
         let env = TestEnv::new();
         let http = HttpServer::start();
