@@ -528,8 +528,12 @@ fn read_file(job: ParseJob, password: Option<&str>) -> ReadFile {
 // ---- writer --------------------------------------------------------------------------------
 
 struct PendingDir {
+    /// The listing; its `unchanged` states have moved into `states`.
     listing: DirListing,
+    /// The directory's new file states, carried over or read.
     states: Vec<FileState>,
+    /// How many states the directory will have once every file is in.
+    expected: usize,
 }
 
 struct Writer<'a> {
@@ -580,26 +584,21 @@ impl<'a> Writer<'a> {
         Ok(self.summary)
     }
 
-    fn dir(&mut self, listing: DirListing) -> Result<(), ScanError> {
-        // Carried-over files still count: re-report the failures and skips they had.
+    fn dir(&mut self, mut listing: DirListing) -> Result<(), ScanError> {
+        // Carried-over files still count. (Files that failed last time are never carried
+        // over: the walker always reads them again.)
         for state in &listing.unchanged {
             match &state.problem {
-                Some(FileProblem::Failed(error)) => {
-                    self.summary.files_failed += 1;
-                    self.summary.errors.push(FileFailure {
-                        path: join(&listing.dir, &state.name),
-                        error: error.clone(),
-                    });
-                }
                 Some(FileProblem::Skipped(_)) => self.summary.files_skipped += 1,
-                None => self.summary.files_unchanged += 1,
+                _ => self.summary.files_unchanged += 1,
             }
         }
         self.progress
             .files_done
             .fetch_add(listing.unchanged.len() as u64, Ordering::Relaxed);
         let pending = PendingDir {
-            states: listing.unchanged.clone(),
+            expected: listing.unchanged.len() + listing.to_read,
+            states: std::mem::take(&mut listing.unchanged),
             listing,
         };
         let id = pending.listing.id;
@@ -695,13 +694,14 @@ impl<'a> Writer<'a> {
         let done = self
             .dirs
             .get(&id)
-            .is_some_and(|p| p.states.len() >= p.listing.unchanged.len() + p.listing.to_read);
+            .is_some_and(|p| p.states.len() >= p.expected);
         if !done {
             return Ok(());
         }
         let Some(PendingDir {
             listing,
             mut states,
+            ..
         }) = self.dirs.remove(&id)
         else {
             return Ok(());
