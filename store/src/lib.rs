@@ -30,5 +30,5 @@ pub use fleet::{AgentDecision, AgentVerdict, Registration, TrackedArtifact};
 pub use ingest::{Ingest, Observed};
 pub use model::*;
 pub use reminders::{DeliveryState, SentReminder, SmtpState, Snooze};
-pub use store::{Store, SCHEMA_VERSION};
+pub use store::{Store, DEFAULT_CACHE_BYTES, SCHEMA_VERSION};
 pub use workflows::{CachedCrl, ManagedCa, Workflow, WorkflowStep};

@@ -16,6 +16,9 @@ use crate::model::{Certificate, Fingerprint, Role, Sha256, SourceLocation, UnixT
 
 /// The on-disk schema this release writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
+/// The page cache [`Store::open`] asks for: large, because bulk scans of a few hundred
+/// thousand certificates thrash a smaller one.
+pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
 /// How often opening a locked store is tried (50 ms apart) before giving up.
 const LOCK_RETRIES: u32 = 20;
 /// Version byte that starts every encoded record.
@@ -38,9 +41,17 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `path`. The directory is created `0700`
-    /// and the files in it are made `0600`.
+    /// Opens (creating if needed) the store in `path` with the default page cache
+    /// ([`DEFAULT_CACHE_BYTES`]). The directory is created `0700` and the files in it are
+    /// made `0600`.
     pub fn open(path: &Path) -> Result<Store> {
+        Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Like [`Store::open`], with a page cache of `cache_bytes`. A big cache speeds up
+    /// bulk scans; a long-running process with a large store may want a smaller one to
+    /// bound its memory.
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store> {
         let open_err = |source| StoreError::Open {
             path: path.to_path_buf(),
             source,
@@ -58,7 +69,7 @@ impl Store {
         let db = loop {
             let opened = sled::Config::new()
                 .path(path)
-                .cache_capacity(1 << 30)
+                .cache_capacity(cache_bytes)
                 .flush_every_ms(Some(500))
                 .open();
             match opened {
