@@ -35,6 +35,9 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Check(a) => check(&Session::open(store_flag)?, a),
         Command::Probe(a) => probe(&Session::open(store_flag)?, a),
         Command::Status(a) => status(&Session::open(store_flag)?, a),
+        Command::Store(StoreArgs {
+            command: StoreCommand::Verify(a),
+        }) => verify_store(&Session::open(store_flag)?, a),
         Command::Demo(a) => demo(store_flag, a),
         Command::Ca(a) => crate::ca_cmds::ca(&Session::open(store_flag)?, a),
         Command::Issue(a) => crate::ca_cmds::issue(&Session::open(store_flag)?, a),
@@ -435,6 +438,38 @@ fn stats(session: &Session, a: OutputArgs) -> Result<Exit> {
         print!("{}", t.render());
     }
     Ok(Exit::Success)
+}
+
+fn verify_store(session: &Session, a: OutputArgs) -> Result<Exit> {
+    let v = match session.call(Request::VerifyStore, WORK_TIMEOUT)? {
+        Response::Verification { verification } => verification,
+        other => return Err(unexpected(&other)),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for p in &v.problems {
+            println!("problem: {p}");
+        }
+        println!(
+            "{}: {} certificates, {} index entries, {} files, {} workflows; {} problems",
+            if v.is_ok() {
+                "consistent"
+            } else {
+                "INCONSISTENT"
+            },
+            v.records,
+            v.postings,
+            v.files,
+            v.workflows,
+            v.problems.len()
+        );
+    }
+    Ok(if v.is_ok() {
+        Exit::Success
+    } else {
+        Exit::Failure
+    })
 }
 
 fn check(session: &Session, a: CheckArgs) -> Result<Exit> {

@@ -115,6 +115,8 @@ pub enum Request {
     CrlFetch {
         options: CrlFetchOptions,
     },
+    /// `certctl store verify`: check the store's consistency (reads everything).
+    VerifyStore,
     /// Fleet features: `agents ...`, `report`, `track`, the artifacts of `list`.
     Fleet {
         fleet: crate::agents::FleetRequest,
@@ -143,6 +145,7 @@ impl Request {
                 | Request::Workflows
                 | Request::History { .. }
                 | Request::HistoryAt { .. }
+                | Request::VerifyStore
         )
     }
 }
@@ -209,27 +212,73 @@ pub struct ScheduleStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "response", rename_all = "kebab-case")]
 pub enum Response {
-    Certificates { certificates: Vec<Certificate> },
-    Stats { stats: Stats },
-    Check { report: CheckReport },
-    Scan { summary: ScanSummary },
-    Probe { report: ProbeReport },
-    Endpoints { endpoints: Vec<Endpoint> },
-    Status { status: StatusReport },
-    Cas { cas: Vec<CaInfo> },
-    Written { path: PathBuf },
-    Crl { crl: CrlPublished },
-    Issued { report: Box<IssueReport> },
-    Revoke { report: RevokeReport },
-    Workflow { report: Box<WorkflowReport> },
-    Workflows { workflows: Vec<WorkflowReport> },
-    History { histories: Vec<History> },
-    ValidAt { report: ValidAtReport },
-    CrlFetch { report: CrlFetchReport },
-    Remind { report: PassReport },
-    Snoozed { snoozes: Vec<Snoozed> },
-    Fleet { fleet: crate::agents::FleetResponse },
-    Error { kind: ErrorKind, message: String },
+    Certificates {
+        certificates: Vec<Certificate>,
+    },
+    Stats {
+        stats: Stats,
+    },
+    Check {
+        report: CheckReport,
+    },
+    Scan {
+        summary: ScanSummary,
+    },
+    Probe {
+        report: ProbeReport,
+    },
+    Endpoints {
+        endpoints: Vec<Endpoint>,
+    },
+    Status {
+        status: StatusReport,
+    },
+    Cas {
+        cas: Vec<CaInfo>,
+    },
+    Written {
+        path: PathBuf,
+    },
+    Crl {
+        crl: CrlPublished,
+    },
+    Issued {
+        report: Box<IssueReport>,
+    },
+    Revoke {
+        report: RevokeReport,
+    },
+    Workflow {
+        report: Box<WorkflowReport>,
+    },
+    Workflows {
+        workflows: Vec<WorkflowReport>,
+    },
+    History {
+        histories: Vec<History>,
+    },
+    ValidAt {
+        report: ValidAtReport,
+    },
+    CrlFetch {
+        report: CrlFetchReport,
+    },
+    Remind {
+        report: PassReport,
+    },
+    Snoozed {
+        snoozes: Vec<Snoozed>,
+    },
+    Fleet {
+        fleet: crate::agents::FleetResponse,
+    },
+    Verification {
+        verification: certctl_store::Verification,
+    },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
 }
 
 /// Why a request failed; the CLI maps it to an exit code.
@@ -302,6 +351,10 @@ pub fn execute(
             }
         }
         Request::Probe { target } => probe(store, &target, now),
+        Request::VerifyStore => match store.verify() {
+            Ok(verification) => Response::Verification { verification },
+            Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
+        },
         Request::Endpoints => match store.endpoints() {
             Ok(endpoints) => Response::Endpoints { endpoints },
             Err(e) => Response::error(ErrorKind::Failed, e.to_string()),

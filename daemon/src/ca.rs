@@ -402,7 +402,7 @@ pub struct CaInfo {
 
 impl CaInfo {
     pub fn new(store: &Store, ca: ManagedCa) -> Result<CaInfo, CaError> {
-        let dir = PathBuf::from(&ca.dir);
+        let dir = ca.folder(store.path());
         Ok(CaInfo {
             certificate: store.get(&ca.fingerprint)?,
             cert_path: dir.join("ca.pem"),
@@ -521,7 +521,12 @@ pub fn init(store: &Store, req: &CaInitRequest, now: UnixTime) -> Result<CaInfo,
     let ca = ManagedCa {
         name: req.name.clone(),
         fingerprint: facts.fingerprint,
-        dir: dir.to_string_lossy().into_owned(),
+        // Relative to the store, so that the store can be moved (see ManagedCa::folder).
+        dir: dir
+            .strip_prefix(store.path())
+            .unwrap_or(&dir)
+            .to_string_lossy()
+            .into_owned(),
         key_kind: req.key.as_str().to_string(),
         encrypted: req.passphrase.is_some(),
         crl_number: 0,
@@ -650,6 +655,8 @@ pub fn load_private_key(
 /// A managed CA with its key loaded, ready to sign.
 pub struct Signer {
     pub ca: ManagedCa,
+    /// The CA's folder (see [`ManagedCa::folder`]).
+    pub dir: PathBuf,
     /// The CA certificate.
     pub cert: Certificate,
     pub cert_der: Vec<u8>,
@@ -668,7 +675,7 @@ impl Signer {
         let ca = store
             .managed_ca(name)?
             .ok_or_else(|| CaError::NoSuchCa(name.to_string()))?;
-        let key_path = Path::new(&ca.dir).join("ca.key");
+        let key_path = ca.folder(store.path()).join("ca.key");
         let bytes = read(&key_path)?;
         let key = match load_private_key(&bytes, passphrase) {
             Ok(k) => k,
@@ -695,7 +702,7 @@ impl Signer {
     }
 
     fn from_key(store: &Store, ca: ManagedCa, key: PKey<Private>) -> Result<Signer, CaError> {
-        let dir = PathBuf::from(&ca.dir);
+        let dir = ca.folder(store.path());
         let cert_path = dir.join("ca.pem");
         let chain_path = dir.join("chain.pem");
         let cert_der = pem_certificates(&cert_path, &read(&cert_path)?)?.remove(0);
@@ -730,6 +737,7 @@ impl Signer {
             chain,
             key,
             ca,
+            dir,
         })
     }
 
@@ -757,7 +765,7 @@ pub fn issued_by(ca: &Certificate, cert: &Certificate) -> bool {
         return false;
     }
     match (&cert.facts.authority_key_id, &ca.facts.subject_key_id) {
-        (Some(aki), Some(ski)) => aki.eq_ignore_ascii_case(ski),
+        (Some(aki), Some(ski)) => aki == ski,
         _ => true,
     }
 }
@@ -1124,7 +1132,7 @@ pub fn export(store: &Store, name: &str, out: &Path) -> Result<PathBuf, CaError>
     let ca = store
         .managed_ca(name)?
         .ok_or_else(|| CaError::NoSuchCa(name.to_string()))?;
-    let src = Path::new(&ca.dir).join("ca.pem");
+    let src = ca.folder(store.path()).join("ca.pem");
     let der = pem_certificates(&src, &read(&src)?)?.remove(0);
     write_atomic(out, der_to_pem(&der)?.as_bytes(), false, false)?;
     Ok(out.to_path_buf())

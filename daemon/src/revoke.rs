@@ -149,7 +149,7 @@ pub fn publish_crl(store: &Store, signer: &Signer, now: UnixTime) -> Result<CrlP
         issuing_distribution_point: None,
         revoked_certs,
         key_identifier_method: match &signer.cert.facts.subject_key_id {
-            Some(ski) => KeyIdMethod::PreSpecified(hex::decode(ski).unwrap_or_default()),
+            Some(ski) => KeyIdMethod::PreSpecified(ski.0.clone()),
             None => KeyIdMethod::Sha256,
         },
     };
@@ -163,7 +163,7 @@ pub fn publish_crl(store: &Store, signer: &Signer, now: UnixTime) -> Result<CrlP
         what: "encode the CRL as PEM".into(),
         cause: e.to_string(),
     })?;
-    let mut paths = vec![Path::new(&signer.ca.dir).join("crl.pem")];
+    let mut paths = vec![signer.dir.join("crl.pem")];
     paths.extend(signer.ca.crl_paths.iter().map(PathBuf::from));
     for p in &paths {
         if let Some(parent) = p.parent() {
@@ -643,7 +643,7 @@ pub fn revoke_one(
     let mut checks = Vec::new();
     if let Some(signer) = signer {
         // Republish only if the current CRL does not list it yet (idempotent on resume).
-        let crl_path = Path::new(&signer.ca.dir).join("crl.pem");
+        let crl_path = signer.dir.join("crl.pem");
         let serials = vec![cert.facts.serial.clone()];
         let current = verify_crl_file(&crl_path, &signer.cert_der, &serials);
         let paths = if current.ok {

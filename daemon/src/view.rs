@@ -1,7 +1,9 @@
 //! How a certificate is shown to scripts: the JSON object and CSV row whose field names are
 //! a stable contract (see `docs/cli-contract.md`).
 
-use certctl_store::{rfc3339, Certificate, CertificateFacts, Source, SourceLocation, UnixTime};
+use certctl_store::{
+    rfc3339, Certificate, CertificateFacts, KeyId, Source, SourceLocation, UnixTime,
+};
 use serde::Serialize;
 
 /// Certificates within this many seconds of expiry have status `expiring`.
@@ -117,8 +119,8 @@ impl CertificateView {
             signature_algorithm: f.signature_algorithm.clone(),
             is_ca: f.is_ca,
             spki_sha256: f.spki_sha256.to_hex(),
-            subject_key_id: f.subject_key_id.clone(),
-            authority_key_id: f.authority_key_id.clone(),
+            subject_key_id: f.subject_key_id.as_ref().map(KeyId::to_hex),
+            authority_key_id: f.authority_key_id.as_ref().map(KeyId::to_hex),
             sans: SansView {
                 dns: f.sans.dns.clone(),
                 ip: f.sans.ip.clone(),

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use certctl_store::model::{CertificateFacts, KeyAlgorithm, Sha256, SubjectAltNames};
+use certctl_store::model::{CertificateFacts, KeyAlgorithm, KeyId, Sha256, SubjectAltNames};
 use sha2::Digest as _;
 use x509_parser::asn1_rs::{Any, Class, Tag, ToDer as _};
 use x509_parser::certificate::X509Certificate;
@@ -238,11 +238,11 @@ fn facts_from_parsed(der: &[u8], cert: &X509Certificate<'_>) -> CertificateFacts
             }
             ParsedExtension::BasicConstraints(bc) => is_ca = bc.ca,
             ParsedExtension::SubjectKeyIdentifier(kid) => {
-                subject_key_id = Some(hex::encode(kid.0));
+                subject_key_id = Some(KeyId(kid.0.to_vec()));
             }
             ParsedExtension::AuthorityKeyIdentifier(aki) => {
                 if let Some(kid) = &aki.key_identifier {
-                    authority_key_id = Some(hex::encode(kid.0));
+                    authority_key_id = Some(KeyId(kid.0.to_vec()));
                 }
             }
             ParsedExtension::CRLDistributionPoints(points) => {
@@ -921,11 +921,14 @@ mod tests {
         assert!(!f.is_ca);
         let leaf_rcgen_key = KeyPair::from_pem(&pki.leaf_key_pem).expect("key");
         assert_eq!(
-            f.subject_key_id.as_deref(),
+            f.subject_key_id.as_ref().map(KeyId::to_hex).as_deref(),
             Some(hex::encode(pki.leaf_params.key_identifier(&leaf_rcgen_key)).as_str())
         );
         let ca_ski = hex::encode(pki.ca_params.key_identifier(&pki.ca_key));
-        assert_eq!(f.authority_key_id.as_deref(), Some(ca_ski.as_str()));
+        assert_eq!(
+            f.authority_key_id.as_ref().map(KeyId::to_hex).as_deref(),
+            Some(ca_ski.as_str())
+        );
         assert_eq!(f.spki_sha256, sha(&openssl_spki(&pki.leaf_der)));
         assert_eq!(f.crl_distribution_points, [CRL_URL]);
         assert_eq!(
@@ -953,7 +956,7 @@ mod tests {
         assert!(f.sans.is_empty());
         assert!(f.crl_distribution_points.is_empty() && f.ocsp_urls.is_empty());
         assert_eq!(
-            f.subject_key_id.as_deref(),
+            f.subject_key_id.as_ref().map(KeyId::to_hex).as_deref(),
             Some(hex::encode(pki.ca_params.key_identifier(&pki.ca_key)).as_str())
         );
     }

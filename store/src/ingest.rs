@@ -215,36 +215,9 @@ impl<'s> Ingest<'s> {
     }
 
     fn add_postings(&mut self, cert: &Certificate) {
-        let f = &cert.facts;
-        let fp = f.fingerprint;
-        let week = keys::expiry_week(f.not_after);
-        self.post(
-            keys::bucket_prefix(Index::Expiry, &keys::expiry_bucket(week)),
-            f.not_after,
-            fp,
-        );
-        self.post_role(cert.role, f.not_after, fp);
-        let h = keys::spki_hash(&f.spki_sha256.0);
-        self.post(
-            keys::bucket_prefix(Index::Spki, &keys::hash_bucket(h, keys::SPKI_BUCKETS)),
-            hash_key(h),
-            fp,
-        );
-        let h = keys::name_hash(&f.issuer);
-        self.post(
-            keys::bucket_prefix(Index::Issuer, &keys::hash_bucket(h, keys::ISSUER_BUCKETS)),
-            hash_key(h),
-            fp,
-        );
-        let mut names: Vec<u64> = f.names().map(keys::name_hash).collect();
-        names.sort_unstable();
-        names.dedup();
-        for h in names {
-            self.post(
-                keys::bucket_prefix(Index::Name, &keys::hash_bucket(h, keys::NAME_BUCKETS)),
-                hash_key(h),
-                fp,
-            );
+        let fp = cert.fingerprint();
+        for (bucket, key) in index_entries(cert) {
+            self.post(bucket, key, fp);
         }
     }
 
@@ -333,6 +306,46 @@ impl std::hash::Hasher for TakeFirstEight {
     }
     /// Slices hash their length first; it carries no information here.
     fn write_usize(&mut self, _: usize) {}
+}
+
+/// The index entries a record must have (bucket key prefix, posting key), each once: its
+/// expiry, its role and expiry, its key, its issuer and each of its names.
+pub(crate) fn index_entries(cert: &Certificate) -> Vec<(Vec<u8>, i64)> {
+    let f = &cert.facts;
+    let week = keys::expiry_week(f.not_after);
+    let mut out = vec![
+        (
+            keys::bucket_prefix(Index::Expiry, &keys::expiry_bucket(week)),
+            f.not_after,
+        ),
+        (
+            keys::bucket_prefix(
+                Index::RoleExpiry,
+                &keys::role_expiry_bucket(cert.role.code(), week),
+            ),
+            f.not_after,
+        ),
+    ];
+    let h = keys::spki_hash(&f.spki_sha256.0);
+    out.push((
+        keys::bucket_prefix(Index::Spki, &keys::hash_bucket(h, keys::SPKI_BUCKETS)),
+        hash_key(h),
+    ));
+    let h = keys::name_hash(&f.issuer);
+    out.push((
+        keys::bucket_prefix(Index::Issuer, &keys::hash_bucket(h, keys::ISSUER_BUCKETS)),
+        hash_key(h),
+    ));
+    let mut names: Vec<u64> = f.names().map(keys::name_hash).collect();
+    names.sort_unstable();
+    names.dedup();
+    for h in names {
+        out.push((
+            keys::bucket_prefix(Index::Name, &keys::hash_bucket(h, keys::NAME_BUCKETS)),
+            hash_key(h),
+        ));
+    }
+    out
 }
 
 fn add_source(cert: &mut Certificate, location: SourceLocation, now: UnixTime) {

@@ -17,9 +17,11 @@ mod files;
 mod fleet;
 mod ingest;
 mod keys;
+mod migrate;
 pub mod model;
 mod reminders;
 mod store;
+mod verify;
 mod workflows;
 
 pub use audit::AuditEvent;
@@ -31,4 +33,5 @@ pub use ingest::{Ingest, Observed};
 pub use model::*;
 pub use reminders::{DeliveryState, SentReminder, SmtpState, Snooze};
 pub use store::{Store, DEFAULT_CACHE_BYTES, SCHEMA_VERSION};
+pub use verify::Verification;
 pub use workflows::{CachedCrl, ManagedCa, Workflow, WorkflowStep};

@@ -81,6 +81,91 @@ impl FromStr for Sha256 {
     }
 }
 
+/// A key identifier (the subjectKeyIdentifier or authorityKeyIdentifier extension).
+///
+/// Raw bytes in the store; lowercase hex in JSON and on screen.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub Vec<u8>);
+
+impl KeyId {
+    /// Lowercase hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(&self.0)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", self.to_hex())
+    }
+}
+
+impl FromStr for KeyId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let cleaned: String = s.chars().filter(|c| *c != ':').collect();
+        hex::decode(&cleaned)
+            .map(KeyId)
+            .map_err(|e| format!("`{s}` is not a hex key identifier: {e}"))
+    }
+}
+
+impl Serialize for KeyId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            s.serialize_bytes(&self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            text.parse().map_err(serde::de::Error::custom)
+        } else {
+            serde_bytes_vec(d).map(KeyId)
+        }
+    }
+}
+
+/// Deserializes a byte string (postcard writes `serialize_bytes` as a length and bytes).
+fn serde_bytes_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    struct Bytes;
+    impl<'de> serde::de::Visitor<'de> for Bytes {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string")
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(b) = seq.next_element()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_bytes(Bytes)
+}
+
 /// What a certificate is used for in the fleet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -257,10 +342,10 @@ pub struct CertificateFacts {
     pub signature_algorithm: String,
     /// basicConstraints CA flag.
     pub is_ca: bool,
-    /// Subject key identifier, lowercase hex.
-    pub subject_key_id: Option<String>,
-    /// Authority key identifier (keyIdentifier), lowercase hex.
-    pub authority_key_id: Option<String>,
+    /// Subject key identifier.
+    pub subject_key_id: Option<KeyId>,
+    /// Authority key identifier (its keyIdentifier field).
+    pub authority_key_id: Option<KeyId>,
     /// SHA-256 of the DER SubjectPublicKeyInfo: equal for certificates sharing one key.
     pub spki_sha256: Sha256,
     pub crl_distribution_points: Vec<String>,
@@ -489,6 +574,16 @@ mod tests {
         let json = serde_json::to_string(&d).unwrap();
         assert_eq!(json, format!("\"{}\"", "ab".repeat(32)));
         assert_eq!(serde_json::from_str::<Sha256>(&json).unwrap(), d);
+    }
+
+    #[test]
+    fn key_id_is_hex_in_json_and_bytes_in_the_store() {
+        let id = KeyId(vec![0x5e, 0xb8, 0x0f]);
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"5eb80f\"");
+        assert_eq!(serde_json::from_str::<KeyId>("\"5E:B8:0F\"").unwrap(), id);
+        let bytes = postcard::to_stdvec(&id).unwrap();
+        assert_eq!(bytes, [3, 0x5e, 0xb8, 0x0f]);
+        assert_eq!(postcard::from_bytes::<KeyId>(&bytes).unwrap(), id);
     }
 
     #[test]

@@ -12,16 +12,22 @@ use crate::error::{Result, StoreError};
 use crate::files::FileState;
 use crate::ingest::{hash_key, FpPrefix, Ingest, Posting};
 use crate::keys::{self, Index};
+use crate::migrate;
 use crate::model::{Certificate, Fingerprint, Role, Sha256, SourceLocation, UnixTime};
 
 /// The on-disk schema this release writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// - 1: the first release.
+/// - 2: key identifiers stored as bytes (certificate record format 2). A schema-1 store
+///   is upgraded when it is opened (see `migrate`).
+pub const SCHEMA_VERSION: u32 = 2;
 /// The page cache [`Store::open`] asks for: large, because bulk scans of a few hundred
 /// thousand certificates thrash a smaller one.
 pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
 /// How often opening a locked store is tried (50 ms apart) before giving up.
 const LOCK_RETRIES: u32 = 20;
-/// Version byte that starts every encoded record.
+/// Version byte that starts every encoded value other than a certificate record
+/// (certificate records have their own format byte, see `migrate`).
 const RECORD_V1: u8 = 1;
 
 /// The certificate inventory on disk.
@@ -98,30 +104,43 @@ impl Store {
         Ok(store)
     }
 
+    /// Checks the schema version, upgrading an older store in place.
     fn check_schema(&self) -> Result<()> {
         let key = [keys::META, b's'];
-        match self.tree.get(key)? {
-            None => {
-                self.tree.insert(key, &SCHEMA_VERSION.to_be_bytes())?;
-                Ok(())
-            }
-            Some(v) => {
-                let found = <[u8; 4]>::try_from(v.as_ref())
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| StoreError::Corrupt {
-                        what: "schema version",
-                        detail: format!("{} bytes", v.len()),
-                    })?;
-                if found > SCHEMA_VERSION {
-                    return Err(StoreError::NewerSchema {
-                        path: self.path.clone(),
-                        found,
-                        supported: SCHEMA_VERSION,
-                    });
-                }
-                Ok(())
-            }
+        let found = match self.tree.get(key)? {
+            // A new store (no record can exist without the schema key).
+            None if self.tree.is_empty() => SCHEMA_VERSION,
+            None => 1,
+            Some(v) => <[u8; 4]>::try_from(v.as_ref())
+                .map(u32::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    what: "schema version",
+                    detail: format!("{} bytes", v.len()),
+                })?,
+        };
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: self.path.clone(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
         }
+        if found < SCHEMA_VERSION {
+            let rewritten = migrate::upgrade(&self.tree)?;
+            tracing::info!(
+                store = %self.path.display(),
+                from = found,
+                to = SCHEMA_VERSION,
+                records = rewritten,
+                "upgraded the store"
+            );
+            self.db.flush()?;
+        }
+        if found != SCHEMA_VERSION || self.tree.get(key)?.is_none() {
+            self.tree.insert(key, &SCHEMA_VERSION.to_be_bytes())?;
+            self.db.flush()?;
+        }
+        Ok(())
     }
 
     /// Where the store lives.
@@ -454,11 +473,31 @@ fn restrict_permissions(dir: &Path) -> std::io::Result<()> {
 // ---- encoding ---------------------------------------------------------------------------
 
 pub(crate) fn encode_record(cert: &Certificate) -> Result<Vec<u8>> {
-    encode(cert)
+    let mut out = Vec::with_capacity(512);
+    out.push(migrate::RECORD_FORMAT_2);
+    postcard::to_io(cert, &mut out).map_err(|e| StoreError::Io(e.to_string()))?;
+    Ok(out)
 }
 
+/// Decodes a certificate record of any format this release knows.
 pub(crate) fn decode_record(bytes: &[u8]) -> Result<Certificate> {
-    decode(bytes, "certificate")
+    match bytes.split_first() {
+        Some((&migrate::RECORD_FORMAT_2, body)) => {
+            postcard::from_bytes(body).map_err(|e| StoreError::Corrupt {
+                what: "certificate",
+                detail: e.to_string(),
+            })
+        }
+        Some((&migrate::RECORD_FORMAT_1, body)) => migrate::decode_v1(body),
+        Some((v, _)) => Err(StoreError::Corrupt {
+            what: "certificate",
+            detail: format!("unknown record format {v}"),
+        }),
+        None => Err(StoreError::Corrupt {
+            what: "certificate",
+            detail: "empty value".into(),
+        }),
+    }
 }
 
 pub(crate) fn decode_postings(bytes: &[u8]) -> Result<Vec<Posting>> {

@@ -24,7 +24,9 @@ pub struct ManagedCa {
     pub name: String,
     /// Fingerprint of the CA certificate (its record has role `ca`).
     pub fingerprint: Fingerprint,
-    /// The folder holding `ca.pem`, `ca.key`, `chain.pem` and `crl.pem`.
+    /// The folder holding `ca.pem`, `ca.key`, `chain.pem` and `crl.pem`: relative to the
+    /// store folder (`ca/NAME`), or absolute in stores written by the first release. Use
+    /// [`ManagedCa::folder`].
     pub dir: String,
     /// The key type, as `certctl` writes it (`ec-p256`, `rsa-3072`, ...).
     pub key_kind: String,
@@ -55,6 +57,25 @@ pub enum WorkflowStep {
     Deployed,
     OldRevoked,
     Done,
+}
+
+impl ManagedCa {
+    /// The CA's folder, for a store in `store_dir`. A relative `dir` is inside the store,
+    /// so a store that was moved or restored from a backup keeps its CAs. An absolute one
+    /// that no longer exists (a store of the first release, moved) falls back to where
+    /// certctl keeps CA folders inside the store.
+    pub fn folder(&self, store_dir: &std::path::Path) -> std::path::PathBuf {
+        let dir = std::path::Path::new(&self.dir);
+        if dir.is_relative() {
+            return store_dir.join(dir);
+        }
+        let inside = store_dir.join("ca").join(&self.name);
+        if !dir.exists() && inside.exists() {
+            inside
+        } else {
+            dir.to_path_buf()
+        }
+    }
 }
 
 impl WorkflowStep {

@@ -1,0 +1,332 @@
+//! [`Store::verify`]: a consistency check of the whole store (`certctl store verify`).
+//!
+//! It reads every value and checks what the rest of the code relies on: every record
+//! decodes and sits under its own fingerprint; every record has all of its index
+//! postings; no posting leads nowhere (records are never deleted, so a dangling posting
+//! means a half-applied write); no file location is claimed by two certificates at once;
+//! the file states name only certificates that exist; workflows and other values decode.
+//! The crash tests run it after every `kill -9`.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::files::FileState;
+use crate::ingest::{fp_prefix, index_entries, FpPrefix};
+use crate::keys;
+use crate::migrate::RECORD_FORMAT_2;
+use crate::model::{Fingerprint, SourceLocation};
+use crate::store::{decode, decode_postings, decode_record, Store};
+use crate::workflows::Workflow;
+
+/// What [`Store::verify`] found.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Verification {
+    /// Certificate records read.
+    pub records: u64,
+    /// Index postings read.
+    pub postings: u64,
+    /// Scanned files with a remembered state.
+    pub files: u64,
+    /// Regenerate workflows read.
+    pub workflows: u64,
+    /// Every inconsistency, in words that name the record or key.
+    pub problems: Vec<String>,
+}
+
+impl Verification {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Stop listing problems after this many (the count stays right).
+const MAX_LISTED: usize = 1000;
+
+impl Store {
+    /// Checks the whole store for consistency. Reads everything: minutes on millions of
+    /// records, and memory for one small entry per index posting.
+    pub fn verify(&self) -> Result<Verification> {
+        let mut v = Verification::default();
+        let problem = |v: &mut Verification, text: String| {
+            if v.problems.len() < MAX_LISTED {
+                v.problems.push(text);
+            }
+        };
+
+        // Index postings, as (bucket, key, fingerprint prefix) hashes.
+        let mut postings: HashSet<u64> = HashSet::new();
+        let mut posted: HashSet<FpPrefix> = HashSet::new();
+        for kv in self.tree().scan_prefix([keys::POSTING]) {
+            let (key, value) = kv?;
+            let Some(bucket) = key.len().checked_sub(10).map(|end| &key[..end]) else {
+                problem(
+                    &mut v,
+                    format!("index key {} is too short", hex::encode(&key)),
+                );
+                continue;
+            };
+            match decode_postings(&value) {
+                Ok(list) => {
+                    for p in list {
+                        v.postings += 1;
+                        postings.insert(entry_hash(bucket, p.key, &p.fp));
+                        posted.insert(p.fp);
+                    }
+                }
+                Err(e) => problem(&mut v, format!("index value {}: {e}", hex::encode(&key))),
+            }
+        }
+
+        // Records, and the file locations they are currently seen at.
+        let mut prefixes: HashSet<FpPrefix> = HashSet::new();
+        let mut fingerprints: HashSet<Fingerprint> = HashSet::new();
+        let mut located: HashMap<(String, u32), Fingerprint> = HashMap::new();
+        let mut partial_sources: HashSet<Fingerprint> = HashSet::new();
+        for kv in self.tree().scan_prefix([keys::CERT]) {
+            let (key, value) = kv?;
+            v.records += 1;
+            let cert = match decode_record(&value) {
+                Ok(c) => c,
+                Err(e) => {
+                    problem(&mut v, format!("record {}: {e}", hex::encode(&key[1..])));
+                    continue;
+                }
+            };
+            let fp = cert.fingerprint();
+            if key[1..] != fp.0 {
+                problem(
+                    &mut v,
+                    format!("record under {} holds {fp}", hex::encode(&key[1..])),
+                );
+            }
+            if value.first() != Some(&RECORD_FORMAT_2) {
+                problem(&mut v, format!("record {fp} is in an old format"));
+            }
+            prefixes.insert(fp_prefix(&fp));
+            fingerprints.insert(fp);
+            if cert.more_sources > 0 {
+                partial_sources.insert(fp);
+            }
+            for (bucket, k) in index_entries(&cert) {
+                if !postings.contains(&entry_hash(&bucket, k, &fp_prefix(&fp))) {
+                    problem(
+                        &mut v,
+                        format!(
+                            "record {fp} ({}) lacks its index entry {}",
+                            cert.facts.display_name(),
+                            hex::encode(&bucket[1..])
+                        ),
+                    );
+                }
+            }
+            let mut seen = HashSet::new();
+            for source in &cert.sources {
+                if !seen.insert(&source.location) {
+                    problem(
+                        &mut v,
+                        format!("record {fp} lists the source {} twice", source.location),
+                    );
+                }
+                if let (SourceLocation::File { path, index }, None) =
+                    (&source.location, source.gone_since)
+                {
+                    if let Some(other) = located.insert((path.clone(), *index), fp) {
+                        problem(
+                            &mut v,
+                            format!(
+                                "{path}#{index} is claimed by two certificates: {other} and {fp}"
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        for fp in posted.difference(&prefixes) {
+            problem(
+                &mut v,
+                format!(
+                    "index postings lead to {}…, which has no record",
+                    hex::encode(fp)
+                ),
+            );
+        }
+
+        // File states: each certificate a file held must exist and know that file.
+        for kv in self.tree().scan_prefix([keys::FILES]) {
+            let (key, value) = kv?;
+            let dir = keys::dir_of_key(&key).unwrap_or("?").to_string();
+            let files: Vec<FileState> = match decode(&value, "file state") {
+                Ok(f) => f,
+                Err(e) => {
+                    problem(&mut v, format!("file states of {dir}: {e}"));
+                    continue;
+                }
+            };
+            for file in files {
+                v.files += 1;
+                let path = if dir == "/" {
+                    format!("/{}", file.name)
+                } else {
+                    format!("{dir}/{}", file.name)
+                };
+                for (index, fp) in file.certificates.iter().enumerate() {
+                    let index = u32::try_from(index).unwrap_or(u32::MAX);
+                    if !fingerprints.contains(fp) {
+                        problem(
+                            &mut v,
+                            format!("{path}#{index} names {fp}, which has no record"),
+                        );
+                    } else if located.get(&(path.clone(), index)) != Some(fp)
+                        && !partial_sources.contains(fp)
+                    {
+                        problem(
+                            &mut v,
+                            format!("{path}#{index} holds {fp}, but that record does not list it as a current source"),
+                        );
+                    }
+                }
+            }
+        }
+
+        for kv in self.tree().scan_prefix([keys::WORKFLOW]) {
+            let (key, value) = kv?;
+            v.workflows += 1;
+            if let Err(e) = decode::<Workflow>(&value, "workflow") {
+                problem(&mut v, format!("workflow {}: {e}", hex::encode(&key[1..])));
+            }
+        }
+        Ok(v)
+    }
+}
+
+fn entry_hash(bucket: &[u8], key: i64, fp: &FpPrefix) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bucket.hash(&mut h);
+    key.hash(&mut h);
+    fp.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::*;
+
+    fn facts(n: u8, cn: &str) -> CertificateFacts {
+        CertificateFacts {
+            fingerprint: Sha256([n; 32]),
+            subject: format!("CN={cn}"),
+            subject_cn: Some(cn.to_string()),
+            issuer: "CN=Issuing CA".into(),
+            serial: format!("{n:x}"),
+            not_before: 1_700_000_000,
+            not_after: 1_800_000_000 + i64::from(n) * 86_400,
+            sans: SubjectAltNames::default(),
+            key: KeyAlgorithm::Ed25519,
+            signature_algorithm: "ED25519".into(),
+            is_ca: false,
+            subject_key_id: Some(KeyId(vec![n; 20])),
+            authority_key_id: None,
+            spki_sha256: Sha256([n.wrapping_add(1); 32]),
+            crl_distribution_points: vec![],
+            ocsp_urls: vec![],
+        }
+    }
+
+    fn filled_store(dir: &std::path::Path) -> Store {
+        let store = Store::open(dir).expect("open");
+        let mut batch = store.ingest();
+        for n in 1..=3u8 {
+            let location = SourceLocation::File {
+                path: format!("/certs/{n}.pem"),
+                index: 0,
+            };
+            batch
+                .observe(
+                    facts(n, &format!("host{n}")),
+                    Some(Role::Agent),
+                    location,
+                    5,
+                )
+                .expect("observe");
+        }
+        batch.replace_dir(
+            "/certs",
+            (1..=3u8)
+                .map(|n| FileState {
+                    name: format!("{n}.pem"),
+                    size: 1,
+                    modified_ns: 1,
+                    last_seen: 5,
+                    certificates: vec![Sha256([n; 32])],
+                    problem: None,
+                })
+                .collect(),
+        );
+        batch.commit().expect("commit");
+        store
+    }
+
+    #[test]
+    fn a_consistent_store_verifies() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = filled_store(dir.path());
+        let v = store.verify().expect("verify");
+        assert!(v.is_ok(), "{:?}", v.problems);
+        assert_eq!((v.records, v.files), (3, 3));
+        // expiry, role+expiry, key, issuer, one name: five entries per record
+        assert_eq!(v.postings, 15);
+    }
+
+    #[test]
+    fn a_lost_index_segment_is_found() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = filled_store(dir.path());
+        let spki = keys::index_prefix(keys::Index::Spki);
+        let first = store
+            .tree()
+            .scan_prefix(spki)
+            .next()
+            .expect("an spki posting");
+        store.tree().remove(first.expect("read").0).expect("remove");
+        let v = store.verify().expect("verify");
+        assert!(
+            v.problems
+                .iter()
+                .any(|p| p.contains("lacks its index entry")),
+            "{:?}",
+            v.problems
+        );
+    }
+
+    #[test]
+    fn a_record_without_its_batch_is_found() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = filled_store(dir.path());
+        // A record lost while its postings and file state survived: half a batch.
+        store
+            .tree()
+            .remove(keys::cert_key(&[2; 32]))
+            .expect("remove");
+        // And a record filed under the wrong fingerprint.
+        let one = store.tree().get(keys::cert_key(&[1; 32])).expect("get");
+        store
+            .tree()
+            .insert(keys::cert_key(&[9; 32]), one.expect("record 1"))
+            .expect("insert");
+        let v = store.verify().expect("verify");
+        let all = v.problems.join("\n");
+        assert!(all.contains("which has no record"), "{all}");
+        assert!(
+            all.contains(&format!("record under {} holds", "09".repeat(32))),
+            "{all}"
+        );
+        assert!(
+            all.contains("/certs/1.pem#0 is claimed by two certificates"),
+            "{all}"
+        );
+    }
+}
