@@ -85,6 +85,9 @@ impl Store {
         let mut fingerprints: HashSet<Fingerprint> = HashSet::new();
         let mut located: HashMap<(String, u32), Fingerprint> = HashMap::new();
         let mut partial_sources: HashSet<Fingerprint> = HashSet::new();
+        // Every (path, index) → certificate a record lists, gone or not: a file state may
+        // be older than a record (certctl deployed over the file since), never newer.
+        let mut sourced: HashSet<(String, u32, Fingerprint)> = HashSet::new();
         for kv in self.tree().scan_prefix([keys::CERT]) {
             let (key, value) = kv?;
             v.records += 1;
@@ -124,6 +127,9 @@ impl Store {
             }
             let mut seen = HashSet::new();
             for source in &cert.sources {
+                if let SourceLocation::File { path, index } = &source.location {
+                    sourced.insert((path.clone(), *index, fp));
+                }
                 if !seen.insert(&source.location) {
                     problem(
                         &mut v,
@@ -179,12 +185,14 @@ impl Store {
                             &mut v,
                             format!("{path}#{index} names {fp}, which has no record"),
                         );
-                    } else if located.get(&(path.clone(), index)) != Some(fp)
+                    } else if !sourced.contains(&(path.clone(), index, *fp))
                         && !partial_sources.contains(fp)
                     {
                         problem(
                             &mut v,
-                            format!("{path}#{index} holds {fp}, but that record does not list it as a current source"),
+                            format!(
+                                "{path}#{index} holds {fp}, but that record does not list the file"
+                            ),
                         );
                     }
                 }

@@ -132,3 +132,307 @@ mod migration {
         assert_eq!(v["records"], 8);
     }
 }
+
+mod crashes {
+    //! `kill -9` of certd at random moments. The moments come from a seeded generator; the
+    //! seed is printed and can be replayed with `CERTCTL_CRASH_SEED=N`. The number of runs
+    //! is `CERTCTL_CRASH_RUNS` (default 20 per test).
+    use super::*;
+    use certctl_e2e::daemon::{Certd, CertdConfig};
+    use rustix::process::Signal;
+    use std::collections::BTreeSet;
+    use std::time::{Duration, Instant};
+
+    /// xorshift64*: small, deterministic for a seed.
+    struct Moments(u64);
+
+    impl Moments {
+        fn from_env(test: &str) -> Moments {
+            let seed = std::env::var("CERTCTL_CRASH_SEED")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as u64)
+                        .unwrap_or(1)
+                })
+                | 1;
+            eprintln!("{test}: CERTCTL_CRASH_SEED={seed}");
+            Moments(seed)
+        }
+
+        /// A moment in `0..=max`.
+        fn up_to(&mut self, max: Duration) -> Duration {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let r = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            let micros = u64::try_from(max.as_micros()).unwrap_or(u64::MAX).max(1);
+            Duration::from_micros(r % (micros + 1))
+        }
+    }
+
+    fn runs() -> usize {
+        std::env::var("CERTCTL_CRASH_RUNS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20)
+    }
+
+    /// The fingerprints `list --json` shows, each once (a duplicate fails the test).
+    fn listed_fingerprints(env: &TestEnv) -> BTreeSet<String> {
+        let items = env.list_json(&[]);
+        let mut set = BTreeSet::new();
+        for c in &items {
+            let fp = c["fingerprint_sha256"]
+                .as_str()
+                .expect("fingerprint")
+                .to_string();
+            assert!(set.insert(fp.clone()), "{fp} is listed twice");
+        }
+        set
+    }
+
+    /// Kills certd with SIGKILL and waits for it to be gone.
+    fn kill_9(mut certd: Certd<'_>) {
+        certd.signal(Signal::KILL);
+        assert!(
+            certd.wait_exit(Duration::from_secs(10)).is_some(),
+            "certd survived SIGKILL"
+        );
+    }
+
+    #[test]
+    fn kill_9_during_large_scans_keeps_the_store_whole() {
+        let env = TestEnv::new();
+        let tree = env.mkdir("fleet");
+        let mut expected = certctl_e2e::daemon::write_bulk_pems(&tree, 4000, 400);
+        let config = CertdConfig::new(env.store()).write(&env.file("etc/certd.toml"));
+        let mut moments = Moments::from_env("kill_9_during_large_scans");
+
+        // How long one full scan through certd takes here, so the kills land inside.
+        let certd = Certd::start(&env, &config);
+        let begun = Instant::now();
+        env.certctl(&["scan", "--full", s(&tree)]).success();
+        let scan_time = begun.elapsed();
+        certd.stop_ok();
+        assert_eq!(listed_fingerprints(&env).len(), expected.len());
+
+        let mut killed_mid_scan = 0;
+        for run in 0..runs() {
+            // Each run also brings new files, so every scan has new records to write.
+            let more = env.mkdir(&format!("fleet/new-{run:02}"));
+            expected.extend(certctl_e2e::daemon::write_bulk_pems(&more, 200, 100));
+            let certd = Certd::start(&env, &config);
+            let moment = moments.up_to(scan_time);
+            let result = std::thread::scope(|scope| {
+                let scan = scope.spawn(|| env.certctl(&["scan", "--full", s(&tree)]));
+                std::thread::sleep(moment);
+                kill_9(certd);
+                scan.join().expect("scan thread")
+            });
+            if result.code() != 0 {
+                killed_mid_scan += 1;
+            }
+            // certd is dead: certctl opens the store itself. It must open and be whole.
+            assert_consistent(&env, env.store(), &format!("run {run}, after kill -9"));
+            let listed = listed_fingerprints(&env);
+            assert!(
+                listed.is_subset(&expected),
+                "run {run}: certificates that were never written: {:?}",
+                listed.difference(&expected).take(3).collect::<Vec<_>>()
+            );
+        }
+        eprintln!(
+            "{killed_mid_scan} of {} kills hit a running scan (one scan: {scan_time:?})",
+            runs()
+        );
+        assert!(
+            killed_mid_scan >= runs() / 4,
+            "only {killed_mid_scan} of {} kills hit a running scan: the test did not test",
+            runs()
+        );
+
+        // One scan to the end: every certificate is there exactly once.
+        env.certctl(&["scan", s(&tree)]).success();
+        assert_consistent(&env, env.store(), "after the final scan");
+        assert_eq!(listed_fingerprints(&env), expected);
+        let v = assert_consistent(&env, env.store(), "final");
+        assert_eq!(v["records"].as_u64(), Some(expected.len() as u64), "{v}");
+    }
+
+    /// The certificates whose subject CN or a SAN is exactly `name`.
+    fn by_name(env: &TestEnv, name: &str) -> Vec<Value> {
+        let r = env.certctl(&["show", name, "--json"]);
+        r.success();
+        match r.json() {
+            Value::Array(items) => items,
+            other => panic!("show --json printed {other}"),
+        }
+    }
+
+    /// The regenerate workflow that replaces `old`, if one was recorded.
+    fn workflow_of(env: &TestEnv, old: &str) -> Option<Value> {
+        let r = env.certctl(&["workflows", "--json"]);
+        r.success();
+        r.json()
+            .as_array()
+            .expect("workflows --json is an array")
+            .iter()
+            .find(|w| w["old_fingerprint"] == old)
+            .cloned()
+    }
+
+    /// Issues `CN` from the managed CA into `deploy/CN/` and inventories the files.
+    fn issue_deployed(env: &TestEnv, cn: &str) -> (String, PathBuf) {
+        let dir = env.mkdir(&format!("deploy/{cn}"));
+        env.certctl(&[
+            "issue",
+            "--ca",
+            "crash-ca",
+            "--cn",
+            cn,
+            "--role",
+            "gateway",
+            "--validity",
+            "30d",
+            "--out",
+            s(&dir),
+        ])
+        .success();
+        env.certctl(&["scan", s(&dir)]).success();
+        let certs = by_name(env, cn);
+        assert_eq!(certs.len(), 1, "{cn} issued once");
+        let fp = certs[0]["fingerprint_sha256"]
+            .as_str()
+            .expect("fp")
+            .to_string();
+        (fp, dir.join(format!("{cn}.pem")))
+    }
+
+    fn regenerate_args(fp: &str) -> Vec<String> {
+        [
+            "regenerate",
+            fp,
+            "--deploy",
+            "--revoke-old",
+            "--yes",
+            "--json",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    #[test]
+    fn kill_9_during_regenerate_workflows_resumes_to_exactly_one_new_certificate_each() {
+        let env = TestEnv::new();
+        env.certctl(&["ca", "init", "--name", "crash-ca", "--validity", "365d"])
+            .success();
+        let config = CertdConfig::new(env.store()).write(&env.file("etc/certd.toml"));
+        let mut moments = Moments::from_env("kill_9_during_regenerate_workflows");
+
+        // How long one regenerate through certd takes here.
+        let (fp, _) = issue_deployed(&env, "calibrate.crash.example");
+        let certd = Certd::start(&env, &config);
+        let begun = Instant::now();
+        env.certctl(
+            &regenerate_args(&fp)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+        .success();
+        let regenerate_time = begun.elapsed();
+        certd.stop_ok();
+
+        let (mut interrupted, mut resumed_by_certd) = (0, 0);
+        for run in 0..runs() {
+            let cn = format!("wf-{run:02}.crash.example");
+            let (old, deployed) = issue_deployed(&env, &cn);
+            let certd = Certd::start(&env, &config);
+            let moment = moments.up_to(regenerate_time);
+            let result = std::thread::scope(|scope| {
+                let args = regenerate_args(&old);
+                let env = &env;
+                let regen = scope.spawn(move || {
+                    env.certctl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+                });
+                std::thread::sleep(moment);
+                kill_9(certd);
+                regen.join().expect("regenerate thread")
+            });
+            if result.code() != 0 {
+                interrupted += 1;
+            }
+            assert_consistent(&env, env.store(), &format!("{cn}: after kill -9"));
+
+            // certd resumes unfinished workflows when it starts.
+            let certd = Certd::start(&env, &config);
+            if let Some(wf) = workflow_of(&env, &old) {
+                if wf["step"] != "done" {
+                    resumed_by_certd += 1;
+                }
+                certctl_e2e::daemon::wait_for(
+                    Duration::from_secs(20),
+                    || format!("{cn}: workflow not finished: {:?}", workflow_of(&env, &old)),
+                    || workflow_of(&env, &old).filter(|w| w["step"] == "done"),
+                );
+            }
+            certd.stop_ok();
+            // Killed before the workflow was even recorded: the admin runs it again.
+            if workflow_of(&env, &old).is_none() {
+                env.certctl(
+                    &regenerate_args(&old)
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>(),
+                )
+                .success();
+            }
+
+            let wf = workflow_of(&env, &old).expect("a workflow");
+            assert_eq!(wf["step"], "done", "{cn}: {wf:#}");
+            let certs = by_name(&env, &cn);
+            assert_eq!(
+                certs.len(),
+                2,
+                "{cn}: the old and exactly one new certificate: {certs:#?}\nworkflow: {wf:#}"
+            );
+            let new = certs
+                .iter()
+                .find(|c| c["fingerprint_sha256"] != old.as_str())
+                .expect("the new certificate");
+            assert_eq!(wf["new_fingerprint"], new["fingerprint_sha256"], "{cn}");
+            let old_cert = certs
+                .iter()
+                .find(|c| c["fingerprint_sha256"] == old.as_str())
+                .expect("the old certificate");
+            assert_eq!(old_cert["revoked"], true, "{cn}: old one revoked");
+            assert_eq!(new["revoked"], false, "{cn}: new one not revoked");
+            // The deployed file holds the new certificate.
+            let inspect = env
+                .cmd()
+                .no_store()
+                .args(["inspect", s(&deployed), "--json"])
+                .run();
+            inspect.success();
+            assert_eq!(
+                inspect.json()[0]["fingerprint_sha256"],
+                new["fingerprint_sha256"],
+                "{cn}: {deployed:?} holds the new certificate"
+            );
+            assert_consistent(&env, env.store(), &format!("{cn}: at the end"));
+        }
+        eprintln!(
+            "{interrupted} of {} regenerations interrupted, {resumed_by_certd} resumed by certd \
+             (one regenerate: {regenerate_time:?})",
+            runs()
+        );
+        assert!(
+            interrupted >= runs() / 4,
+            "only {interrupted} of {} kills interrupted a regenerate: the test did not test",
+            runs()
+        );
+    }
+}
