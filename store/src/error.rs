@@ -26,6 +26,19 @@ pub enum StoreError {
         supported: u32,
     },
 
+    /// Too little free space left for a write: refused before anything was written, so
+    /// the store stays whole and usable (see `Store::ensure_space`).
+    #[error(
+        "not enough free space for the store {}: {} available, {} needed (this write plus a reserve \
+         that keeps the store usable); nothing of this write was stored: free some space and retry",
+        path.display(), human_bytes(*available), human_bytes(*needed)
+    )]
+    DiskFull {
+        path: PathBuf,
+        available: u64,
+        needed: u64,
+    },
+
     /// A read or write failed (I/O error, full disk, corruption).
     #[error("store I/O failed: {0}")]
     Io(String),
@@ -42,3 +55,13 @@ impl From<sled::Error> for StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// `12.3 MiB`.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / MIB)
+    } else {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    }
+}

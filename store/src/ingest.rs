@@ -244,8 +244,13 @@ impl<'s> Ingest<'s> {
         }
         let tree = self.store.tree();
         let mut batch = sled::Batch::default();
+        // Bytes this batch adds, for the free-space check before anything is written.
+        let mut bytes = 0u64;
+        let mut size = |key: usize, value: &[u8]| bytes += (key + value.len()) as u64;
         for (fp, cert) in self.records.drain() {
-            batch.insert(keys::cert_key(&fp.0).as_slice(), encode_record(&cert)?);
+            let value = encode_record(&cert)?;
+            size(33, &value);
+            batch.insert(keys::cert_key(&fp.0).as_slice(), value);
         }
         if !self.postings.is_empty() {
             let segment = self.store.next_segment_id()?.to_be_bytes();
@@ -258,7 +263,9 @@ impl<'s> Ingest<'s> {
                 for (n, chunk) in postings.chunks(POSTINGS_PER_VALUE).enumerate() {
                     let mut key = bucket.clone();
                     key.extend_from_slice(&u16::try_from(n).unwrap_or(u16::MAX).to_be_bytes());
-                    batch.insert(key, encode(&chunk)?);
+                    let value = encode(&chunk)?;
+                    size(key.len(), &value);
+                    batch.insert(key, value);
                 }
             }
         }
@@ -268,13 +275,19 @@ impl<'s> Ingest<'s> {
             }
             for (n, chunk) in files.chunks(FILES_PER_SEGMENT).enumerate() {
                 let n = u32::try_from(n).unwrap_or(u32::MAX);
-                batch.insert(keys::dir_segment_key(&dir, n), encode(&chunk)?);
+                let value = encode(&chunk)?;
+                size(dir.len() + 6, &value);
+                batch.insert(keys::dir_segment_key(&dir, n), value);
             }
         }
         for endpoint in self.endpoints.drain(..) {
-            batch.insert(keys::endpoint_key(&endpoint.address), encode(&endpoint)?);
+            let value = encode(&endpoint)?;
+            size(endpoint.address.len() + 1, &value);
+            batch.insert(keys::endpoint_key(&endpoint.address), value);
         }
+        self.store.ensure_space(bytes)?;
         tree.apply_batch(batch)?;
+        self.store.wrote(bytes);
         Ok(())
     }
 }

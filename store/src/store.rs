@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -38,6 +40,8 @@ pub struct Store {
     path: PathBuf,
     db: sled::Db,
     tree: sled::Tree,
+    /// Bytes written through [`Store::wrote`] (for the free-space test hook).
+    written: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -99,6 +103,7 @@ impl Store {
             path: path.to_path_buf(),
             db,
             tree,
+            written: Arc::new(AtomicU64::new(0)),
         };
         store.check_schema()?;
         Ok(store)
@@ -141,6 +146,54 @@ impl Store {
             self.db.flush()?;
         }
         Ok(())
+    }
+
+    /// Refuses a write of about `incoming` bytes when the store's file system would keep
+    /// less than a reserve free afterwards.
+    ///
+    /// sled 0.34 does not survive running out of space: a write that fails half-way with
+    /// ENOSPC can leave a log it later refuses to open, losing even committed data. So
+    /// certctl never lets it get there: bulk writes check first, and stop with
+    /// [`StoreError::DiskFull`] while there is still room for sled's own housekeeping
+    /// (flushes, snapshots, segment rewrites). The reserve is 5% of the file system,
+    /// between 4 MiB and 256 MiB, and a write needs four times its size on top (sled's
+    /// log, page rewrites and garbage collection).
+    ///
+    /// `CERTCTL_TEST_STORE_FREE_BYTES=N` (tests) pretends the file system had N bytes free
+    /// when the store was opened and is 1 GiB large.
+    pub fn ensure_space(&self, incoming: u64) -> Result<()> {
+        let (available, total) = match std::env::var("CERTCTL_TEST_STORE_FREE_BYTES")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            Some(free) => (
+                free.saturating_sub(self.written.load(Ordering::Relaxed)),
+                1 << 30,
+            ),
+            None => match rustix::fs::statvfs(&self.path) {
+                Ok(st) => (
+                    st.f_bavail.saturating_mul(st.f_frsize),
+                    st.f_blocks.saturating_mul(st.f_frsize),
+                ),
+                // Cannot tell (an exotic file system): let the write go ahead.
+                Err(_) => return Ok(()),
+            },
+        };
+        let reserve = (total / 20).clamp(4 << 20, 256 << 20);
+        let needed = reserve.saturating_add(incoming.saturating_mul(4));
+        if available < needed {
+            return Err(StoreError::DiskFull {
+                path: self.path.clone(),
+                available,
+                needed,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts bytes written (see [`Store::ensure_space`]).
+    pub(crate) fn wrote(&self, bytes: u64) {
+        self.written.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Where the store lives.

@@ -188,7 +188,9 @@ fn workflow_key(id: u64) -> [u8; 9] {
 impl Store {
     /// Saves a managed CA (replacing one of the same name), durably.
     pub fn put_managed_ca(&self, ca: &ManagedCa) -> Result<()> {
-        self.tree().insert(ca_key(&ca.name), encode(ca)?)?;
+        let value = encode(ca)?;
+        self.ensure_space(value.len() as u64)?;
+        self.tree().insert(ca_key(&ca.name), value)?;
         self.flush()
     }
 
@@ -258,8 +260,9 @@ impl Store {
 
     /// Saves a workflow's state, durably (flushed before returning).
     pub fn put_workflow(&self, workflow: &Workflow) -> Result<()> {
-        self.tree()
-            .insert(workflow_key(workflow.id), encode(workflow)?)?;
+        let value = encode(workflow)?;
+        self.ensure_space(value.len() as u64)?;
+        self.tree().insert(workflow_key(workflow.id), value)?;
         self.flush()
     }
 
