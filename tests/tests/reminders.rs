@@ -2,11 +2,12 @@
 //! real SMTP server (aiosmtpd on loopback, see `certctl_e2e::smtp`), certificates from the
 //! harness's `CertFactory`, and the test clock `CERTCTL_NOW` for "30 days later".
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use certctl_e2e::daemon::Certd;
-use certctl_e2e::smtp::{Mail, SmtpServer};
+use certctl_e2e::smtp::{Fault, Mail, SmtpServer};
 use certctl_e2e::*;
 use serde_json::Value;
 
@@ -42,13 +43,23 @@ struct Setup {
 
 impl Setup {
     fn new(auth: Option<(&str, &str)>) -> Setup {
+        Setup::with(auth, None, POLICIES, "5s")
+    }
+
+    /// A setup with these policies and SMTP timeout, the server misbehaving as `fault` says.
+    fn with(
+        auth: Option<(&str, &str)>,
+        fault: Option<Fault>,
+        policies_text: &str,
+        timeout: &str,
+    ) -> Setup {
         let env = TestEnv::new();
-        let smtp = SmtpServer::start(&env.mkdir("smtp"), auth);
+        let smtp = SmtpServer::start_with_fault(&env.mkdir("smtp"), auth, fault);
         let policies = env.mkdir("policies");
-        std::fs::write(policies.join("test.toml"), POLICIES).unwrap();
+        std::fs::write(policies.join("test.toml"), policies_text).unwrap();
         let mut text = format!(
             "store = \"{}\"\n[scan]\nschedule = \"off\"\nwatch = false\n[probe]\nschedule = \"off\"\n\
-             [smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"certd@contoso.example\"\ntimeout = \"5s\"\n",
+             [smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"certd@contoso.example\"\ntimeout = \"{timeout}\"\n",
             s(env.store()),
             smtp.port
         );
@@ -843,4 +854,233 @@ fn enrollment_bundle_reminders_go_through_certd_too() {
         .success()
         .stdout_has("sent 0 digests with 0 reminders");
     assert_eq!(t.smtp.messages().len(), 1);
+}
+
+// ---- the SMTP server killed in the middle of a pass -----------------------------------------
+
+const NET: &str = "net@contoso.example";
+const WEB: &str = "web@contoso.example";
+
+/// Three teams: the network team owns the gateways, the web team the IIS sites, and ops
+/// hears about everything. One threshold (30d) keeps "an hour later" from crossing another.
+const TEAM_POLICIES: &str = r#"
+[[policy]]
+name = "gateways"
+roles = ["gateway"]
+remind = ["30d", "7d"]
+warn = "30d"
+critical = "7d"
+recipients = ["net@contoso.example", "ops@contoso.example"]
+
+[[policy]]
+name = "iis"
+roles = ["iis"]
+remind = ["30d", "7d"]
+warn = "30d"
+critical = "7d"
+recipients = ["ops@contoso.example", "web@contoso.example"]
+
+[[policy]]
+name = "site"
+roles = ["site-server"]
+remind = ["30d", "7d"]
+warn = "30d"
+critical = "7d"
+recipients = ["ops@contoso.example"]
+"#;
+
+/// A generous SMTP timeout: the test, not the timeout, ends the stalled delivery.
+const STALL_TIMEOUT: &str = "60s";
+
+/// How long a pass may take, the stalled delivery included.
+const PASS_WAIT: Duration = Duration::from_secs(60);
+
+/// 10 gateways, 10 IIS sites and 10 site servers expiring in 16 to 25 days (all past the
+/// 30d threshold, none near 7d). Returns every (recipient, fingerprint) reminder due.
+fn add_team_fleet(t: &Setup) -> BTreeSet<(String, String)> {
+    let mut due = BTreeSet::new();
+    for (role, recipients) in [
+        ("gateway", &[NET, OPS][..]),
+        ("iis", &[OPS, WEB][..]),
+        ("site-server", &[OPS][..]),
+    ] {
+        let certs: Vec<(String, GeneratedCert)> = (0..10)
+            .map(|i| {
+                let name = format!("{role}-{i:02}");
+                let cert = t.factory.leaf(
+                    CertSpec::leaf(&format!("{name}.contoso.example")).expires_in_days(16 + i),
+                );
+                (name, cert)
+            })
+            .collect();
+        let refs: Vec<(&str, &GeneratedCert)> =
+            certs.iter().map(|(n, c)| (n.as_str(), c)).collect();
+        t.add(role, &refs);
+        for (_, cert) in &certs {
+            for r in recipients {
+                due.insert((r.to_string(), cert.fingerprint.clone()));
+            }
+        }
+    }
+    assert_eq!(due.len(), 50);
+    due
+}
+
+/// The (recipient, fingerprint) reminders a delivered digest holds: its `To:` and the
+/// `certctl show FINGERPRINT` lines of its text part.
+fn reminders_in(mail: &Mail) -> Vec<(String, String)> {
+    let to = [NET, OPS, WEB, PKI]
+        .into_iter()
+        .find(|r| mail.to().contains(r))
+        .unwrap_or_else(|| panic!("unexpected recipient {}", mail.to()));
+    mail.text
+        .match_indices("certctl show ")
+        .map(|(i, m)| {
+            mail.text[i + m.len()..]
+                .chars()
+                .take(64)
+                .collect::<String>()
+        })
+        .map(|fp| {
+            assert!(
+                fp.len() == 64 && fp.chars().all(|c| c.is_ascii_hexdigit()),
+                "{fp}"
+            );
+            (to.to_string(), fp)
+        })
+        .collect()
+}
+
+/// How often each (recipient, fingerprint) reminder is in the Maildir: counting every
+/// message file, and counting each Message-ID once (what a de-duplicating mail store keeps).
+fn tally(
+    mails: &[Mail],
+) -> (
+    BTreeMap<(String, String), usize>,
+    BTreeMap<(String, String), usize>,
+) {
+    let mut raw = BTreeMap::new();
+    let mut by_id = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for m in mails {
+        let id = m.message_id();
+        assert!(
+            id.starts_with('<') && id.ends_with("@contoso.example>"),
+            "every digest has a Message-ID in the sender's domain: {id:?}\n{}",
+            m.raw
+        );
+        let first = seen.insert(id.to_string());
+        for r in reminders_in(m) {
+            *raw.entry(r.clone()).or_default() += 1;
+            if first {
+                *by_id.entry(r).or_default() += 1;
+            }
+        }
+    }
+    (raw, by_id)
+}
+
+/// Asserts that each due reminder is in `counts` exactly once, and nothing else is.
+#[track_caller]
+fn exactly_once(counts: &BTreeMap<(String, String), usize>, due: &BTreeSet<(String, String)>) {
+    let missing: Vec<_> = due.iter().filter(|r| !counts.contains_key(r)).collect();
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
+    let unexpected: Vec<_> = counts.keys().filter(|r| !due.contains(r)).collect();
+    assert!(
+        missing.is_empty() && twice.is_empty() && unexpected.is_empty(),
+        "lost: {missing:?}\nnot exactly once: {twice:?}\nnever due: {unexpected:?}"
+    );
+}
+
+/// Runs `certctl remind --now` at `now + offset` while the SMTP server stalls on a message:
+/// waits until it stalls, SIGKILLs it mid-delivery, and returns the pass's result. The
+/// server stays down.
+fn remind_killing_the_server(t: &Setup, offset: i64) -> (usize, RunResult) {
+    // Only the environment and the configuration go to the other thread (the certificate
+    // factory is not `Sync`).
+    let (env, config) = (&t.env, &t.config);
+    std::thread::scope(|scope| {
+        let pass = scope.spawn(move || {
+            env.cmd()
+                .arg("--config")
+                .arg(config)
+                .args(["remind", "--now"])
+                .env("CERTCTL_NOW", rfc3339(now() + offset))
+                .timeout(PASS_WAIT)
+                .run()
+        });
+        let stalled_at = t.smtp.wait_for_stall(PASS_WAIT);
+        t.smtp.kill();
+        (stalled_at, pass.join().expect("the remind pass thread"))
+    })
+}
+
+#[test]
+fn smtp_killed_mid_pass_every_reminder_is_delivered_exactly_once_when_it_returns() {
+    // The server takes the first digest, then dies while the second one waits for its
+    // answer: it was sent but not accepted (aiosmtpd never stored it).
+    let mut t = Setup::with(
+        None,
+        Some(Fault::StallBeforeStoring(2)),
+        TEAM_POLICIES,
+        STALL_TIMEOUT,
+    );
+    let due = add_team_fleet(&t);
+    t.run(0, &["remind", "--dry-run"])
+        .success()
+        .stdout_has("dry run: 3 digests with 50 reminders would be sent");
+
+    // The pass: net@ (10 reminders) is delivered, ops@ (30) is in flight when the server is
+    // killed, web@ (10) finds nobody listening. The pass reports both failures, goes on
+    // after the first one, and exits 4.
+    let (stalled_at, r) = remind_killing_the_server(&t, 0);
+    assert_eq!(stalled_at, 2, "{r}");
+    r.expect_code(4).stdout_has(
+        "sent 1 digests with 10 reminders; 2 digests (40 reminders) failed and stay pending",
+    );
+    let server = format!("SMTP server 127.0.0.1:{} (none)", t.smtp.port);
+    let ops_error = r
+        .stderr
+        .lines()
+        .find(|l| l.contains(&format!("30 reminders for {OPS} stay pending")))
+        .unwrap_or_else(|| panic!("no error line for {OPS}{r}"));
+    assert!(ops_error.contains(&server), "{ops_error}");
+    let web_error = r
+        .stderr
+        .lines()
+        .find(|l| l.contains(&format!("10 reminders for {WEB} stay pending")))
+        .unwrap_or_else(|| panic!("no error line for {WEB}{r}"));
+    assert!(web_error.contains(&server), "{web_error}");
+    assert!(
+        web_error.to_lowercase().contains("connection refused"),
+        "{web_error}"
+    );
+    let mails = t.smtp.messages();
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    assert!(mails[0].to().contains(NET));
+
+    let status = t.env.certctl(&["status"]);
+    status
+        .success()
+        .stdout_has("smtp: last error")
+        .stdout_has("reminders: 40 pending delivery");
+
+    // The server comes back on the same port and Maildir; the next pass sends the rest.
+    t.smtp.restart();
+    t.remind(HOUR)
+        .success()
+        .stdout_has("sent 2 digests with 40 reminders");
+    // A third pass has nothing left to send.
+    t.remind(2 * HOUR)
+        .success()
+        .stdout_has("sent 0 digests with 0 reminders");
+    std::thread::sleep(Duration::from_millis(300));
+    let mails = t.smtp.messages();
+    assert_eq!(mails.len(), 3, "{mails:#?}");
+    let (raw, by_id) = tally(&mails);
+    exactly_once(&raw, &due);
+    exactly_once(&by_id, &due);
+    let status = t.env.certctl(&["status", "--json"]).json();
+    assert_eq!(status["smtp_last_error"], Value::Null, "{status}");
+    assert_eq!(status["reminders_pending"], 0, "{status}");
 }
