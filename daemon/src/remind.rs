@@ -20,13 +20,26 @@
 //!    with subject, role, sources, days left and the `certctl show` command (a tracked
 //!    artifact: its kind, file path, days left and `certctl list --name PATH`); plain text
 //!    with an HTML alternative.
-//! 3. **Delivery**: a delivered digest records its reminders (atomically, flushed) so a
-//!    restart re-sends nothing. A digest the server does not take stays pending: the
-//!    recipient's attempt count and next attempt (backoff from 1 minute, doubling, at most
-//!    6 hours) and the error are stored; a scheduled pass skips the recipient until then, an
-//!    explicit `certctl remind --now` retries at once. Nothing is recorded as sent unless
-//!    the server accepted it. (A crash between the server's acceptance and the record is
-//!    the only way a reminder could go out twice.)
+//! 3. **Delivery** ([`SmtpMailer`]): one SMTP session per digest, one digest at a time. As
+//!    soon as the server answers `250` to a digest, its reminders are recorded (one atomic
+//!    batch, flushed to disk) — before the session is closed and before the next digest —
+//!    so a restart or a later pass re-sends nothing. A digest the server does not take
+//!    stays pending: the recipient's attempt count and next attempt (backoff from 1
+//!    minute, doubling, at most 6 hours) and the error (server, recipient, cause) are
+//!    stored; the pass goes on with the next recipient; a scheduled pass skips the
+//!    recipient until its next attempt, an explicit `certctl remind --now` retries at once.
+//!    Nothing is recorded as sent unless the server accepted it.
+//!
+//!    **The one window for a duplicate** is inherent to SMTP: when the connection breaks
+//!    (or times out) after the whole message was sent but before the server's `250`, the
+//!    server may or may not have kept it, and certctl cannot tell. It treats the digest as
+//!    not delivered (never lose a reminder) and says so ([`SendFailure::maybe_delivered`],
+//!    "the server may have accepted it"); the retry carries the same `Message-ID`
+//!    ([`Digest::message_id`], derived from the recipient and the (fingerprint, threshold)
+//!    pairs only), so a mail store or client that de-duplicates by Message-ID keeps one
+//!    copy. Delivery is therefore at-least-once, and exactly-once counted by Message-ID.
+//!    (A crash of certctl between the `250` and the flushed record is the same window,
+//!    made as small as it can be.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -655,6 +668,14 @@ pub trait Mailer {
     }
 }
 
+/// The Message-ID `digest` goes (or would go) out with.
+fn message_id(mailer: Option<&dyn Mailer>, digest: &Digest) -> String {
+    match mailer {
+        Some(m) => m.message_id(digest),
+        None => digest.message_id(DEFAULT_MESSAGE_ID_DOMAIN),
+    }
+}
+
 /// Runs one pass at `now`. `mailer` may be `None` only for a dry run.
 pub fn run_pass(
     store: &Store,
@@ -694,7 +715,7 @@ pub fn run_pass(
                     error: s.last_error.clone(),
                     attempts: s.attempts,
                     next_attempt: s.next_attempt,
-                    message_id: String::new(),
+                    message_id: message_id(mailer, &digest),
                     maybe_delivered: false,
                 });
                 report.digests.push(digest);
@@ -781,10 +802,7 @@ pub fn run_pass(
                     pending: reminders,
                 };
                 store.record_delivery_failure(&failure)?;
-                let message_id = match mailer {
-                    Some(m) => m.message_id(&digest),
-                    None => digest.message_id(DEFAULT_MESSAGE_ID_DOMAIN),
-                };
+                let message_id = message_id(mailer, &digest);
                 tracing::warn!(recipient = %digest.recipient, reminders, attempts, next_attempt = %rfc3339(next_attempt), maybe_delivered, %message_id, %error, "reminder digest not delivered; it stays pending");
                 report.failed.push(Undelivered {
                     recipient: digest.recipient.clone(),

@@ -268,6 +268,8 @@ mod tests {
         let other = Sha256([8; 32]);
         {
             let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.smtp_deliveries_total().unwrap(), 0);
+            assert_eq!(store.smtp_delivery_failures_total().unwrap(), 0);
             let failure = DeliveryState {
                 recipient: "ops@example.org".into(),
                 attempts: 1,
