@@ -20,13 +20,26 @@
 //!    with subject, role, sources, days left and the `certctl show` command (a tracked
 //!    artifact: its kind, file path, days left and `certctl list --name PATH`); plain text
 //!    with an HTML alternative.
-//! 3. **Delivery**: a delivered digest records its reminders (atomically, flushed) so a
-//!    restart re-sends nothing. A digest the server does not take stays pending: the
-//!    recipient's attempt count and next attempt (backoff from 1 minute, doubling, at most
-//!    6 hours) and the error are stored; a scheduled pass skips the recipient until then, an
-//!    explicit `certctl remind --now` retries at once. Nothing is recorded as sent unless
-//!    the server accepted it. (A crash between the server's acceptance and the record is
-//!    the only way a reminder could go out twice.)
+//! 3. **Delivery** ([`SmtpMailer`]): one SMTP session per digest, one digest at a time. As
+//!    soon as the server answers `250` to a digest, its reminders are recorded (one atomic
+//!    batch, flushed to disk) — before the session is closed and before the next digest —
+//!    so a restart or a later pass re-sends nothing. A digest the server does not take
+//!    stays pending: the recipient's attempt count and next attempt (backoff from 1
+//!    minute, doubling, at most 6 hours) and the error (server, recipient, cause) are
+//!    stored; the pass goes on with the next recipient; a scheduled pass skips the
+//!    recipient until its next attempt, an explicit `certctl remind --now` retries at once.
+//!    Nothing is recorded as sent unless the server accepted it.
+//!
+//!    **The one window for a duplicate** is inherent to SMTP: when the connection breaks
+//!    (or times out) after the whole message was sent but before the server's `250`, the
+//!    server may or may not have kept it, and certctl cannot tell. It treats the digest as
+//!    not delivered (never lose a reminder) and says so ([`SendFailure::maybe_delivered`],
+//!    "the server may have accepted it"); the retry carries the same `Message-ID`
+//!    ([`Digest::message_id`], derived from the recipient and the (fingerprint, threshold)
+//!    pairs only), so a mail store or client that de-duplicates by Message-ID keeps one
+//!    copy. Delivery is therefore at-least-once, and exactly-once counted by Message-ID.
+//!    (A crash of certctl between the `250` and the flushed record is the same window,
+//!    made as small as it can be.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -47,6 +60,8 @@ pub const BACKOFF_FIRST_SECS: i64 = 60;
 pub const BACKOFF_MAX_SECS: i64 = 6 * 3600;
 /// The environment variable that holds the SMTP password (it wins over `password_file`).
 pub const PASSWORD_ENV: &str = "CERTCTL_SMTP_PASSWORD";
+/// The right-hand side of Message-IDs when `smtp.from` has no domain.
+pub const DEFAULT_MESSAGE_ID_DOMAIN: &str = "certctl.invalid";
 
 /// Why a pass could not run.
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +236,35 @@ pub struct Digest {
 }
 
 impl Digest {
+    /// The digest's `Message-ID`: `<certctl.HASH@DOMAIN>`, HASH derived from the recipient
+    /// and every (certificate or artifact fingerprint, threshold) it reminds of, and nothing
+    /// else (not the time, not the text). The same reminders to the same recipient always
+    /// get the same Message-ID, so when a delivery is retried after the connection broke
+    /// between sending the message and the server's `250` (it may have arrived: SMTP cannot
+    /// tell), the second copy has the same Message-ID and a mail store or client that
+    /// de-duplicates by Message-ID keeps one. A retry that holds more (a threshold crossed
+    /// in the meantime) is a different message with a different Message-ID.
+    pub fn message_id(&self, domain: &str) -> String {
+        use sha2::Digest as _;
+        let mut keys: Vec<(bool, &str, i64)> = self
+            .entries
+            .iter()
+            .map(|e| (e.is_artifact(), e.fingerprint.as_str(), e.threshold_secs))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut h = sha2::Sha256::new();
+        h.update(b"certctl reminder digest v1\n");
+        h.update(self.recipient.to_lowercase().as_bytes());
+        h.update(b"\n");
+        for (artifact, fingerprint, threshold) in keys {
+            let kind = if artifact { "artifact" } else { "certificate" };
+            h.update(format!("{kind} {fingerprint} {threshold}\n").as_bytes());
+        }
+        let hash = hex::encode(h.finalize());
+        format!("<certctl.{}@{domain}>", &hash[..32])
+    }
+
     fn count(&self, u: Urgency) -> usize {
         self.entries.iter().filter(|e| e.urgency == u).count()
     }
@@ -531,6 +575,14 @@ pub struct Undelivered {
     pub error: String,
     pub attempts: u32,
     pub next_attempt: UnixTime,
+    /// The digest's Message-ID (the retry carries the same one while the same reminders
+    /// are due).
+    #[serde(default)]
+    pub message_id: String,
+    /// The connection broke after the whole message was sent: it may have arrived (see
+    /// [`SendFailure::maybe_delivered`]).
+    #[serde(default)]
+    pub maybe_delivered: bool,
 }
 
 /// What a pass did.
@@ -579,10 +631,49 @@ impl PassReport {
     }
 }
 
+/// Why a digest was not delivered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendFailure {
+    /// For admins: the server, the recipient and the cause.
+    pub error: String,
+    /// The whole message had been sent when the connection broke or timed out, before the
+    /// server's answer: it may have been delivered (SMTP cannot tell). The retry carries the
+    /// same Message-ID, so the copy can be recognised.
+    pub maybe_delivered: bool,
+}
+
+impl SendFailure {
+    /// A failure before anything of the message reached the server.
+    pub fn not_sent(error: impl Into<String>) -> SendFailure {
+        SendFailure {
+            error: error.into(),
+            maybe_delivered: false,
+        }
+    }
+}
+
 /// Sends one digest. [`SmtpMailer`] is the real one; tests use their own.
 pub trait Mailer {
-    /// Delivers the digest; the error says why not (it is shown to admins).
-    fn send(&self, digest: &Digest, now: UnixTime) -> Result<(), String>;
+    /// Delivers the digest: `Ok` once the server accepted it (`250` to the message).
+    fn send(&self, digest: &Digest, now: UnixTime) -> Result<(), SendFailure>;
+
+    /// Ends what is left of the session of the digest last accepted (SMTP `QUIT`). The pass
+    /// calls it after that digest was recorded as sent, so nothing (not even a slow QUIT)
+    /// stands between the server's `250` and the record.
+    fn finish(&self) {}
+
+    /// The Message-ID the digest goes out with.
+    fn message_id(&self, digest: &Digest) -> String {
+        digest.message_id(DEFAULT_MESSAGE_ID_DOMAIN)
+    }
+}
+
+/// The Message-ID `digest` goes (or would go) out with.
+fn message_id(mailer: Option<&dyn Mailer>, digest: &Digest) -> String {
+    match mailer {
+        Some(m) => m.message_id(digest),
+        None => digest.message_id(DEFAULT_MESSAGE_ID_DOMAIN),
+    }
 }
 
 /// Runs one pass at `now`. `mailer` may be `None` only for a dry run.
@@ -624,6 +715,8 @@ pub fn run_pass(
                     error: s.last_error.clone(),
                     attempts: s.attempts,
                     next_attempt: s.next_attempt,
+                    message_id: message_id(mailer, &digest),
+                    maybe_delivered: false,
                 });
                 report.digests.push(digest);
                 continue;
@@ -631,7 +724,7 @@ pub fn run_pass(
         }
         let outcome = match mailer {
             Some(m) => m.send(&digest, now),
-            None => Err("no mail server configured".to_string()),
+            None => Err(SendFailure::not_sent("no mail server configured")),
         };
         match outcome {
             Ok(()) => {
@@ -648,7 +741,18 @@ pub fn run_pass(
                 let sent: Vec<SentReminder> = certs.iter().filter_map(|e| record(e)).collect();
                 let sent_files: Vec<SentReminder> =
                     files.iter().filter_map(|e| record(e)).collect();
-                store.record_delivery_with_artifacts(&digest.recipient, &sent, &sent_files, now)?;
+                // Recorded (and flushed) right after the server's 250, before anything else:
+                // a crash from here on cannot make this digest go out again.
+                let recorded = store.record_delivery_with_artifacts(
+                    &digest.recipient,
+                    &sent,
+                    &sent_files,
+                    now,
+                );
+                if let Some(m) = mailer {
+                    m.finish();
+                }
+                recorded?;
                 for s in &sent {
                     store.record_audit(&AuditEvent {
                         at: now,
@@ -682,7 +786,10 @@ pub fn run_pass(
                 report.reminders_sent += reminders;
                 tracing::info!(recipient = %digest.recipient, reminders, "reminder digest sent");
             }
-            Err(error) => {
+            Err(SendFailure {
+                error,
+                maybe_delivered,
+            }) => {
                 let attempts = state.as_ref().map_or(0, |s| s.attempts).saturating_add(1);
                 let next_attempt = now + backoff(attempts);
                 let failure = DeliveryState {
@@ -695,13 +802,16 @@ pub fn run_pass(
                     pending: reminders,
                 };
                 store.record_delivery_failure(&failure)?;
-                tracing::warn!(recipient = %digest.recipient, reminders, attempts, next_attempt = %rfc3339(next_attempt), %error, "reminder digest not delivered; it stays pending");
+                let message_id = message_id(mailer, &digest);
+                tracing::warn!(recipient = %digest.recipient, reminders, attempts, next_attempt = %rfc3339(next_attempt), maybe_delivered, %message_id, %error, "reminder digest not delivered; it stays pending");
                 report.failed.push(Undelivered {
                     recipient: digest.recipient.clone(),
                     reminders,
                     error,
                     attempts,
                     next_attempt,
+                    message_id,
+                    maybe_delivered,
                 });
             }
         }
@@ -797,11 +907,28 @@ pub fn next_run(config: &Config, store: &Store, t: UnixTime) -> Option<UnixTime>
 
 // ---- SMTP ---------------------------------------------------------------------------------
 
-/// Delivers digests through the `[smtp]` server with lettre.
+/// Where an SMTP session broke off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Connecting, greeting, STARTTLS, AUTH.
+    Connect,
+    /// MAIL FROM, RCPT TO, DATA: nothing of the message was sent yet.
+    Envelope,
+    /// The message was sent; its answer was awaited.
+    Message,
+}
+
+/// Delivers digests through the `[smtp]` server: one SMTP session per digest, driven step
+/// by step with lettre's [`SmtpConnection`](lettre::transport::smtp::client::SmtpConnection)
+/// so that a failure says whether the message had been sent ([`SendFailure::maybe_delivered`]),
+/// and so that the session of an accepted digest is closed (QUIT) only after the pass
+/// recorded it ([`Mailer::finish`]), not before.
 pub struct SmtpMailer {
     config: SmtpConfig,
     /// The password, or why it could not be read. Never logged.
     password: Result<Option<String>, String>,
+    /// The session of the last accepted digest, until [`Mailer::finish`] closes it.
+    open: std::sync::Mutex<Option<lettre::transport::smtp::client::SmtpConnection>>,
 }
 
 impl std::fmt::Debug for SmtpMailer {
@@ -811,6 +938,21 @@ impl std::fmt::Debug for SmtpMailer {
             .field("port", &self.config.port)
             .finish_non_exhaustive()
     }
+}
+
+/// lettre's error with its causes (`response error: incomplete response`, `Connection
+/// error: Connection refused (os error 111)`).
+fn smtp_cause(e: &lettre::transport::smtp::Error) -> String {
+    let mut cause = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !cause.contains(&text) {
+            cause.push_str(&format!(": {text}"));
+        }
+        source = s.source();
+    }
+    cause
 }
 
 impl SmtpMailer {
@@ -826,6 +968,7 @@ impl SmtpMailer {
         SmtpMailer {
             config: config.clone(),
             password,
+            open: std::sync::Mutex::new(None),
         }
     }
 
@@ -836,23 +979,50 @@ impl SmtpMailer {
         )
     }
 
-    fn transport(&self) -> Result<lettre::SmtpTransport, String> {
-        use lettre::transport::smtp::authentication::Credentials;
-        use lettre::SmtpTransport;
+    /// The domain of `smtp.from`, for Message-IDs (`certctl.invalid` if it has none).
+    fn domain(&self) -> String {
+        self.config
+            .from
+            .parse::<lettre::message::Mailbox>()
+            .map(|m| m.email.domain().to_string())
+            .ok()
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| DEFAULT_MESSAGE_ID_DOMAIN.to_string())
+    }
+
+    /// Connects, greets, secures the connection as `security` says and logs in.
+    fn connect(
+        &self,
+        password: Option<String>,
+    ) -> Result<lettre::transport::smtp::client::SmtpConnection, lettre::transport::smtp::Error>
+    {
+        use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+        use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
+        use lettre::transport::smtp::extension::ClientId;
         let c = &self.config;
-        let builder = match c.security {
-            SmtpSecurity::None => SmtpTransport::builder_dangerous(&c.host),
-            SmtpSecurity::StartTls => SmtpTransport::starttls_relay(&c.host)
-                .map_err(|e| format!("{}: cannot set up STARTTLS: {e}", self.server()))?,
-            SmtpSecurity::Tls => SmtpTransport::relay(&c.host)
-                .map_err(|e| format!("{}: cannot set up TLS: {e}", self.server()))?,
+        let hello = ClientId::default();
+        let tls = match c.security {
+            SmtpSecurity::None => None,
+            SmtpSecurity::StartTls | SmtpSecurity::Tls => Some(TlsParameters::new(c.host.clone())?),
         };
-        let mut builder = builder.port(c.port).timeout(Some(c.timeout));
-        let password = self.password.clone()?;
-        if let (Some(user), Some(password)) = (&c.username, password) {
-            builder = builder.credentials(Credentials::new(user.clone(), password));
+        let wrapped = tls.as_ref().filter(|_| c.security == SmtpSecurity::Tls);
+        let mut conn = SmtpConnection::connect(
+            (c.host.as_str(), c.port),
+            Some(c.timeout),
+            &hello,
+            wrapped,
+            None,
+        )?;
+        if let (SmtpSecurity::StartTls, Some(tls)) = (c.security, &tls) {
+            conn.starttls(tls, &hello)?;
         }
-        Ok(builder.build())
+        if let (Some(user), Some(password)) = (&c.username, password) {
+            conn.auth(
+                DEFAULT_MECHANISMS,
+                &Credentials::new(user.clone(), password),
+            )?;
+        }
+        Ok(conn)
     }
 
     fn message(&self, digest: &Digest, now: UnixTime) -> Result<lettre::Message, String> {
@@ -869,6 +1039,7 @@ impl SmtpMailer {
         lettre::Message::builder()
             .from(from)
             .to(to)
+            .message_id(Some(digest.message_id(&self.domain())))
             .subject(digest.subject())
             .multipart(MultiPart::alternative_plain_html(
                 digest.text(now),
@@ -876,35 +1047,150 @@ impl SmtpMailer {
             ))
             .map_err(|e| format!("cannot build the e-mail to {}: {e}", digest.recipient))
     }
+
+    /// MAIL FROM, RCPT TO, DATA (with 8BITMIME / SMTPUTF8 when the message needs them).
+    fn envelope(
+        &self,
+        conn: &mut lettre::transport::smtp::client::SmtpConnection,
+        message: &lettre::Message,
+        raw: &[u8],
+    ) -> Result<(), Result<lettre::transport::smtp::Error, String>> {
+        use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+        use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
+        let envelope = message.envelope();
+        let mut options = Vec::new();
+        let non_ascii = envelope
+            .from()
+            .into_iter()
+            .chain(envelope.to())
+            .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
+        if non_ascii {
+            if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+                return Err(Err(
+                    "the addresses are not ASCII and the server does not offer SMTPUTF8".into(),
+                ));
+            }
+            options.push(MailParameter::SmtpUtfEight);
+        }
+        if !raw.is_ascii() {
+            if !conn.server_info().supports_feature(Extension::EightBitMime) {
+                return Err(Err(
+                    "the message is not ASCII and the server does not offer 8BITMIME".into(),
+                ));
+            }
+            options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        conn.command(Mail::new(envelope.from().cloned(), options))
+            .map_err(Ok)?;
+        for to in envelope.to() {
+            conn.command(Rcpt::new(to.clone(), vec![])).map_err(Ok)?;
+        }
+        conn.command(Data).map_err(Ok)?;
+        Ok(())
+    }
+
+    /// The failure of `digest` in `phase`, for admins: the server, the recipient, the cause,
+    /// and after the message was sent, that it may have arrived (and its Message-ID).
+    fn failure(
+        &self,
+        digest: &Digest,
+        phase: Phase,
+        e: &lettre::transport::smtp::Error,
+    ) -> SendFailure {
+        let cause = smtp_cause(e);
+        let message_id = digest.message_id(&self.domain());
+        // The server answered with an error code: it is alive and did not take the message.
+        let refused = e.is_transient() || e.is_permanent();
+        let auth = phase == Phase::Connect
+            && (e.status().is_some_and(|c| c.to_string() == "535")
+                || cause.to_lowercase().contains("authentication"));
+        let error = if auth {
+            format!(
+                "{}: authentication failed for user `{}`: {cause} (check smtp.username and the password in smtp.password_file or ${PASSWORD_ENV})",
+                self.server(),
+                self.config.username.as_deref().unwrap_or("")
+            )
+        } else if phase == Phase::Message && !refused {
+            format!(
+                "{}: cannot deliver to {}: no answer after the message was sent ({cause}): the server may have accepted it; the retry carries the same Message-ID {message_id}",
+                self.server(),
+                digest.recipient
+            )
+        } else {
+            let when = match phase {
+                Phase::Connect => "",
+                Phase::Envelope => "before the message was sent: ",
+                Phase::Message => "the server refused the message: ",
+            };
+            format!(
+                "{}: cannot deliver to {}: {when}{cause}",
+                self.server(),
+                digest.recipient
+            )
+        };
+        SendFailure {
+            error,
+            maybe_delivered: phase == Phase::Message && !refused,
+        }
+    }
 }
 
 impl Mailer for SmtpMailer {
-    fn send(&self, digest: &Digest, now: UnixTime) -> Result<(), String> {
-        use lettre::Transport;
-        let message = self.message(digest, now)?;
-        let transport = self.transport()?;
-        transport.send(&message).map(|_| ()).map_err(|e| {
-            let mut cause = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                let text = s.to_string();
-                if !cause.contains(&text) {
-                    cause.push_str(&format!(": {text}"));
-                }
-                source = s.source();
+    fn send(&self, digest: &Digest, now: UnixTime) -> Result<(), SendFailure> {
+        self.finish();
+        let message = self.message(digest, now).map_err(SendFailure::not_sent)?;
+        let password = self.password.clone().map_err(SendFailure::not_sent)?;
+        let raw = message.formatted();
+        let mut conn = self
+            .connect(password)
+            .map_err(|e| self.failure(digest, Phase::Connect, &e))?;
+        // A server that answered an error is alive: say goodbye (QUIT). After a network
+        // error or a timeout, just drop the connection (a QUIT could wait another timeout).
+        let close = |mut conn: lettre::transport::smtp::client::SmtpConnection,
+                     e: &lettre::transport::smtp::Error| {
+            if e.is_transient() || e.is_permanent() {
+                conn.abort();
             }
-            let auth = e.status().is_some_and(|c| c.to_string() == "535")
-                || cause.to_lowercase().contains("authentication");
-            if auth {
-                format!(
-                    "{}: authentication failed for user `{}`: {cause} (check smtp.username and the password in smtp.password_file or ${PASSWORD_ENV})",
+        };
+        match self.envelope(&mut conn, &message, &raw) {
+            Ok(()) => {}
+            Err(Ok(e)) => {
+                close(conn, &e);
+                return Err(self.failure(digest, Phase::Envelope, &e));
+            }
+            Err(Err(problem)) => {
+                conn.abort();
+                return Err(SendFailure::not_sent(format!(
+                    "{}: cannot deliver to {}: {problem}",
                     self.server(),
-                    self.config.username.as_deref().unwrap_or("")
-                )
-            } else {
-                format!("{}: cannot deliver to {}: {cause}", self.server(), digest.recipient)
+                    digest.recipient
+                )));
             }
-        })
+        }
+        match conn.message(&raw) {
+            Ok(_) => {
+                // Accepted (250). The pass records it before the session is closed.
+                *self.open.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn);
+                Ok(())
+            }
+            Err(e) => {
+                let failure = self.failure(digest, Phase::Message, &e);
+                close(conn, &e);
+                Err(failure)
+            }
+        }
+    }
+
+    fn message_id(&self, digest: &Digest) -> String {
+        digest.message_id(&self.domain())
+    }
+
+    fn finish(&self) {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut conn) = open {
+            // Best effort, bounded by the timeout: the message is accepted and recorded.
+            let _ = conn.quit();
+        }
     }
 }
 
@@ -1040,9 +1326,9 @@ mod tests {
     }
 
     impl Mailer for FakeMailer {
-        fn send(&self, digest: &Digest, _now: UnixTime) -> Result<(), String> {
+        fn send(&self, digest: &Digest, _now: UnixTime) -> Result<(), SendFailure> {
             if let Some(e) = self.fail.borrow().clone() {
-                return Err(e);
+                return Err(SendFailure::not_sent(e));
             }
             self.sent.borrow_mut().push(digest.clone());
             Ok(())
@@ -1240,5 +1526,293 @@ mod tests {
         store.remove_artifact(&Sha256([1; 32])).unwrap();
         bundle(&store, "/b/site a.bundle", 2, 9 * DAY);
         assert!(due(&store, &set, 9 * DAY + 3600).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_message_id_depends_on_the_recipient_and_its_reminders_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        add(&store, facts("a.example", 1, 0, 40 * DAY), Role::Iis);
+        add(&store, facts("b.example", 2, 0, 50 * DAY), Role::Iis);
+        let set = policies();
+        let d = due(&store, &set, 0).unwrap();
+        assert_eq!(d.len(), 2);
+        let id = d[0].message_id("contoso.example");
+        assert!(
+            id.starts_with("<certctl.") && id.ends_with("@contoso.example>"),
+            "{id}"
+        );
+        assert_eq!(id.len(), "<certctl.@contoso.example>".len() + 32, "{id}");
+        // An hour later (other text, other days left): the same reminders, the same id.
+        let later = due(&store, &set, 3600).unwrap();
+        assert_ne!(later[0].text(3600), d[0].text(0));
+        assert_eq!(later[0].message_id("contoso.example"), id);
+        // The entries' order does not matter.
+        let mut reversed = d[0].clone();
+        reversed.entries.reverse();
+        assert_eq!(reversed.message_id("contoso.example"), id);
+        // Another recipient, another threshold, fewer reminders: another id.
+        assert_ne!(d[1].message_id("contoso.example"), id);
+        let mut other = d[0].clone();
+        other.entries[0].threshold_secs = 14 * DAY;
+        assert_ne!(other.message_id("contoso.example"), id);
+        let mut fewer = d[0].clone();
+        fewer.entries.pop();
+        assert_ne!(fewer.message_id("contoso.example"), id);
+    }
+
+    /// Fails for one recipient; checks, at each send, that every digest accepted before
+    /// was already recorded in the store and its session finished.
+    struct Flaky<'s> {
+        store: &'s Store,
+        fail_for: &'static str,
+        accepted: RefCell<Vec<Digest>>,
+        open_session: RefCell<bool>,
+        finished: RefCell<usize>,
+    }
+
+    impl Mailer for Flaky<'_> {
+        fn send(&self, digest: &Digest, _now: UnixTime) -> Result<(), SendFailure> {
+            assert!(
+                !*self.open_session.borrow(),
+                "finish() after each accepted digest"
+            );
+            for earlier in self.accepted.borrow().iter() {
+                for e in &earlier.entries {
+                    let fp: Fingerprint = e.fingerprint.parse().unwrap();
+                    let sent = self.store.sent_reminders(&fp).unwrap();
+                    assert!(
+                        told(&sent, &earlier.recipient, e.threshold_secs),
+                        "{} was not recorded before the next send",
+                        earlier.recipient
+                    );
+                }
+            }
+            if digest.recipient == self.fail_for {
+                return Err(SendFailure {
+                    error: "SMTP server 127.0.0.1:25 (none): cannot deliver: no answer".into(),
+                    maybe_delivered: true,
+                });
+            }
+            self.accepted.borrow_mut().push(digest.clone());
+            *self.open_session.borrow_mut() = true;
+            Ok(())
+        }
+
+        fn finish(&self) {
+            *self.open_session.borrow_mut() = false;
+            *self.finished.borrow_mut() += 1;
+        }
+    }
+
+    #[test]
+    fn each_accepted_digest_is_recorded_before_the_next_and_a_failure_does_not_stop_the_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        add(&store, facts("a.example", 1, 0, 40 * DAY), Role::Iis);
+        let text = "[[policy]]\nname = \"iis\"\nroles = [\"iis\"]\nremind = [\"60d\"]\nwarn = \"30d\"\ncritical = \"7d\"\nrecipients = [\"a@example.org\", \"b@example.org\", \"c@example.org\"]\n";
+        let set = policy::parse_files(&[("/p/x.toml".into(), text.into())]).unwrap();
+        let mailer = Flaky {
+            store: &store,
+            fail_for: "b@example.org",
+            accepted: RefCell::default(),
+            open_session: RefCell::new(false),
+            finished: RefCell::new(0),
+        };
+        let r = run_pass(&store, &set, Some(&mailer), 0, PassMode::Now).unwrap();
+        assert_eq!((r.digests_sent, r.reminders_sent), (2, 2), "{r:?}");
+        assert_eq!(*mailer.finished.borrow(), 2);
+        assert_eq!(r.failed.len(), 1);
+        let f = &r.failed[0];
+        assert_eq!(f.recipient, "b@example.org");
+        assert!(f.maybe_delivered);
+        let b = r
+            .digests
+            .iter()
+            .find(|d| d.recipient == "b@example.org")
+            .unwrap();
+        assert_eq!(f.message_id, b.message_id(DEFAULT_MESSAGE_ID_DOMAIN));
+        assert_eq!(store.smtp_delivery_failures_total().unwrap(), 1);
+        assert_eq!(store.smtp_deliveries_total().unwrap(), 2);
+        // The retry sends only b's digest, under the same Message-ID.
+        let mailer = FakeMailer::default();
+        let r = run_pass(&store, &set, Some(&mailer), 60, PassMode::Now).unwrap();
+        assert_eq!((r.digests_sent, r.reminders_sent), (1, 1), "{r:?}");
+        let sent = mailer.sent.borrow();
+        assert_eq!(sent[0].recipient, "b@example.org");
+        assert_eq!(sent[0].message_id(DEFAULT_MESSAGE_ID_DOMAIN), f.message_id);
+    }
+
+    // ---- SmtpMailer against a scripted server --------------------------------------------
+
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    /// What the scripted server does once it has read the message (after DATA).
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Script {
+        Accept,
+        Refuse,
+        /// Closes the connection without answering.
+        Vanish,
+        /// Closes the connection when asked RCPT TO.
+        VanishAtRcpt,
+    }
+
+    /// A one-connection SMTP server on loopback; returns its port and the transcript (the
+    /// client's lines) once the connection ends.
+    fn scripted(script: Script) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            let mut out = stream.try_clone().unwrap();
+            let mut lines = BufReader::new(stream);
+            let mut seen = Vec::new();
+            let mut say = |s: &str| out.write_all(s.as_bytes()).is_ok();
+            say("220 scripted ESMTP\r\n");
+            let mut line = String::new();
+            while lines.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                let cmd = line.trim_end().to_string();
+                line.clear();
+                seen.push(cmd.clone());
+                let verb = cmd.split(' ').next().unwrap_or("").to_ascii_uppercase();
+                match verb.as_str() {
+                    "EHLO" => say("250 scripted\r\n"),
+                    "MAIL" => say("250 ok\r\n"),
+                    "RCPT" if script == Script::VanishAtRcpt => return seen,
+                    "RCPT" => say("250 ok\r\n"),
+                    "DATA" => {
+                        say("354 go ahead\r\n");
+                        loop {
+                            let mut l = String::new();
+                            if lines.read_line(&mut l).map(|n| n == 0).unwrap_or(true) {
+                                return seen;
+                            }
+                            if l == ".\r\n" {
+                                break;
+                            }
+                            seen.push(l.trim_end().to_string());
+                        }
+                        match script {
+                            Script::Accept => say("250 2.0.0 queued\r\n"),
+                            Script::Refuse => say("554 5.6.0 message refused\r\n"),
+                            _ => return seen,
+                        }
+                    }
+                    "QUIT" => {
+                        say("221 bye\r\n");
+                        return seen;
+                    }
+                    _ => say("502 what?\r\n"),
+                };
+            }
+            seen
+        });
+        (port, handle)
+    }
+
+    fn mailer_for(port: u16) -> SmtpMailer {
+        SmtpMailer::new(&SmtpConfig {
+            host: "127.0.0.1".into(),
+            port,
+            security: SmtpSecurity::None,
+            from: "certd@contoso.example".into(),
+            username: None,
+            password_file: None,
+            timeout: std::time::Duration::from_secs(10),
+        })
+    }
+
+    fn one_digest() -> Digest {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        add(&store, facts("a.example", 1, 0, 40 * DAY), Role::Iis);
+        due(&store, &policies(), 0).unwrap().remove(0)
+    }
+
+    #[test]
+    fn smtp_accepted_carries_the_message_id_and_quits_only_when_finished() {
+        let digest = one_digest();
+        let (port, server) = scripted(Script::Accept);
+        let mailer = mailer_for(port);
+        mailer.send(&digest, 0).unwrap();
+        assert!(
+            mailer.open.lock().unwrap().is_some(),
+            "the session stays open"
+        );
+        mailer.finish();
+        let seen = server.join().unwrap();
+        let id = digest.message_id("contoso.example");
+        assert!(
+            seen.iter()
+                .any(|l| l.eq_ignore_ascii_case(&format!("message-id: {id}"))),
+            "{seen:#?}"
+        );
+        assert_eq!(seen.last().map(String::as_str), Some("QUIT"), "{seen:#?}");
+    }
+
+    #[test]
+    fn smtp_no_answer_after_the_message_may_have_delivered_it() {
+        let digest = one_digest();
+        let (port, server) = scripted(Script::Vanish);
+        let e = mailer_for(port).send(&digest, 0).unwrap_err();
+        server.join().unwrap();
+        assert!(e.maybe_delivered, "{e:?}");
+        assert!(
+            e.error.starts_with(&format!(
+                "SMTP server 127.0.0.1:{port} (none): cannot deliver to a@example.org: no answer after the message was sent"
+            )),
+            "{e:?}"
+        );
+        assert!(e.error.contains("the server may have accepted it"), "{e:?}");
+        assert!(
+            e.error.contains(&digest.message_id("contoso.example")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn smtp_failures_before_the_message_or_refusals_are_not_deliveries() {
+        let digest = one_digest();
+        let (port, server) = scripted(Script::VanishAtRcpt);
+        let e = mailer_for(port).send(&digest, 0).unwrap_err();
+        server.join().unwrap();
+        assert!(!e.maybe_delivered, "{e:?}");
+        assert!(
+            e.error
+                .contains("cannot deliver to a@example.org: before the message was sent"),
+            "{e:?}"
+        );
+
+        let (port, server) = scripted(Script::Refuse);
+        let e = mailer_for(port).send(&digest, 0).unwrap_err();
+        let seen = server.join().unwrap();
+        assert!(!e.maybe_delivered, "{e:?}");
+        assert!(e.error.contains("the server refused the message"), "{e:?}");
+        assert!(e.error.contains("554"), "{e:?}");
+        assert_eq!(seen.last().map(String::as_str), Some("QUIT"), "{seen:#?}");
+
+        // Nobody listening.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = mailer_for(port).send(&digest, 0).unwrap_err();
+        assert!(!e.maybe_delivered, "{e:?}");
+        assert!(
+            e.error.starts_with(&format!(
+                "SMTP server 127.0.0.1:{port} (none): cannot deliver to a@example.org: "
+            )),
+            "{e:?}"
+        );
+        assert!(
+            e.error.to_lowercase().contains("connection refused"),
+            "{e:?}"
+        );
     }
 }

@@ -930,6 +930,7 @@ pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<Str
             a.expires
         );
     }
+    out.push_str(&crate::metrics_http::smtp_counter_series(store)?);
     Ok(out)
 }
 

@@ -9,7 +9,10 @@
 //! - `Z` + fingerprint: the [`Snooze`] of a certificate.
 //! - `Q` + `r` + recipient: the [`DeliveryState`] of a recipient whose digest could not be
 //!   delivered (attempts, next attempt for the backoff, last error); `Q` + `s`: the
-//!   [`SmtpState`] (last error and last success talking to the SMTP server).
+//!   [`SmtpState`] (last error and last success talking to the SMTP server); `Q` + `c`: the
+//!   delivery counters (digests accepted by the SMTP server, failed delivery attempts) since
+//!   the store was created, for the Prometheus counters. Each is written in the same atomic
+//!   batch as the delivery or failure it counts.
 
 use serde::{Deserialize, Serialize};
 
@@ -94,6 +97,16 @@ fn delivery_key(recipient: &str) -> Vec<u8> {
 }
 
 const SMTP_STATE_KEY: [u8; 2] = [keys::DELIVERY, b's'];
+const COUNTERS_KEY: [u8; 2] = [keys::DELIVERY, b'c'];
+
+/// Delivery attempts since the store was created (`Q` + `c`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct DeliveryCounters {
+    /// Digests the SMTP server accepted.
+    delivered: u64,
+    /// Digests it did not (connection, authentication, refusal, broken connection).
+    failed: u64,
+}
 
 impl Store {
     /// The reminders sent about one certificate, to anyone.
@@ -136,6 +149,9 @@ impl Store {
         smtp.last_error = None;
         smtp.last_success_at = Some(at);
         batch.insert(SMTP_STATE_KEY.to_vec(), encode(&smtp)?);
+        let mut counters = self.counters()?;
+        counters.delivered = counters.delivered.saturating_add(1);
+        batch.insert(COUNTERS_KEY.to_vec(), encode(&counters)?);
         self.tree().apply_batch(batch)?;
         self.flush()
     }
@@ -149,8 +165,31 @@ impl Store {
         smtp.last_error = Some(state.last_error.clone());
         smtp.last_error_at = Some(state.last_attempt);
         batch.insert(SMTP_STATE_KEY.to_vec(), encode(&smtp)?);
+        let mut counters = self.counters()?;
+        counters.failed = counters.failed.saturating_add(1);
+        batch.insert(COUNTERS_KEY.to_vec(), encode(&counters)?);
         self.tree().apply_batch(batch)?;
         self.flush()
+    }
+
+    fn counters(&self) -> Result<DeliveryCounters> {
+        match self.tree().get(COUNTERS_KEY)? {
+            Some(v) => decode(&v, "delivery counters"),
+            None => Ok(DeliveryCounters::default()),
+        }
+    }
+
+    /// How many digests the SMTP server accepted since the store was created (a counter:
+    /// it never goes down).
+    pub fn smtp_deliveries_total(&self) -> Result<u64> {
+        Ok(self.counters()?.delivered)
+    }
+
+    /// How many delivery attempts failed since the store was created, one per digest and
+    /// attempt (the server unreachable, refusing the login or the message, or the
+    /// connection breaking); a counter.
+    pub fn smtp_delivery_failures_total(&self) -> Result<u64> {
+        Ok(self.counters()?.failed)
     }
 
     /// The pending state of a recipient, if its last delivery failed.
@@ -229,6 +268,8 @@ mod tests {
         let other = Sha256([8; 32]);
         {
             let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.smtp_deliveries_total().unwrap(), 0);
+            assert_eq!(store.smtp_delivery_failures_total().unwrap(), 0);
             let failure = DeliveryState {
                 recipient: "ops@example.org".into(),
                 attempts: 1,
@@ -271,6 +312,8 @@ mod tests {
         assert!(store.delivery_states().unwrap().is_empty());
         let smtp = store.smtp_state().unwrap();
         assert_eq!((smtp.last_error, smtp.last_success_at), (None, Some(100)));
+        assert_eq!(store.smtp_deliveries_total().unwrap(), 1);
+        assert_eq!(store.smtp_delivery_failures_total().unwrap(), 1);
         assert_eq!(store.snooze_of(&fp).unwrap().unwrap().until, 1000);
         assert_eq!(store.snoozes().unwrap().len(), 1);
         assert!(store.snooze_of(&other).unwrap().is_none());

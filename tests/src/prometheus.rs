@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 pub type Series = BTreeMap<(String, BTreeMap<String, String>), f64>;
 
 /// Parses the text exposition. Every sample line must be `name{k="v",...} number` or
-/// `name number` after a `# TYPE name gauge` line, and a series must appear once.
+/// `name number` after a `# TYPE name gauge` (or `counter`) line, and a series must appear
+/// once.
 pub fn parse(text: &str) -> Series {
     let mut typed = BTreeSet::new();
     let mut out = BTreeMap::new();
@@ -14,7 +15,8 @@ pub fn parse(text: &str) -> Series {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut parts = rest.split(' ');
             typed.insert(parts.next().unwrap().to_string());
-            assert_eq!(parts.next(), Some("gauge"), "{line}");
+            let kind = parts.next();
+            assert!(matches!(kind, Some("gauge" | "counter")), "{line}");
             continue;
         }
         if line.starts_with('#') || line.is_empty() {

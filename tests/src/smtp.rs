@@ -7,17 +7,32 @@
 //! advertises AUTH PLAIN/LOGIN on the plain connection and rejects any other credentials
 //! with `535 5.7.8`. Starting waits (bounded) until the port accepts; the process is
 //! killed on drop. [`SmtpServer::messages`] parses the Maildir, MIME parts decoded.
+//!
+//! **Faults.** [`SmtpServer::start_with_fault`] / [`SmtpServer::restart_with_fault`] make the
+//! server misbehave at a known point, so a test can kill it mid-delivery deterministically:
+//! from the Nth message (DATA) of its life on, the handler never answers. With
+//! [`Fault::StallBeforeStoring`] the message is not stored (the client sent it but it was
+//! not accepted); with [`Fault::StallAfterStoring`] it is stored in the Maildir first (the
+//! server accepted it but died before saying `250`: the one window SMTP cannot close).
+//! Either way the handler then writes a marker file ([`SmtpServer::wait_for_stall`] waits
+//! for it) and sleeps; the test SIGKILLs the process with [`SmtpServer::kill`] while the
+//! client waits for the answer, and [`SmtpServer::restart`] brings a healthy server back on
+//! the same port and Maildir.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long the server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long a stalled handler sleeps before giving up (the test kills it long before).
+const STALL_SECS: u64 = 600;
+
 const SERVER_PY: &str = r#"
-import signal, sys
+import asyncio, os, signal, sys
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Mailbox
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -25,6 +40,34 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 host, port, maildir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 user = sys.argv[4] if len(sys.argv) > 5 else None
 password = sys.argv[5] if len(sys.argv) > 5 else None
+
+# SMTP_FAULT=MODE:N:MARKER:SECS: from the Nth DATA on, never answer (MODE stall-before-store:
+# drop the message; stall-after-store: store it first), after writing MARKER (atomically).
+fault = os.environ.get("SMTP_FAULT")
+
+class Faulty(Mailbox):
+    def __init__(self, maildir, mode, at, marker, secs):
+        super().__init__(maildir)
+        self.mode, self.at, self.marker, self.secs = mode, at, marker, secs
+        self.count = 0
+
+    async def handle_DATA(self, server, session, envelope):
+        self.count += 1
+        if self.count < self.at:
+            return await super().handle_DATA(server, session, envelope)
+        if self.mode == "stall-after-store":
+            await super().handle_DATA(server, session, envelope)
+        with open(self.marker + ".tmp", "w") as f:
+            f.write(f"{self.count}\n")
+        os.rename(self.marker + ".tmp", self.marker)
+        await asyncio.sleep(self.secs)
+        return "451 4.3.0 stalled"
+
+if fault:
+    mode, at, marker, secs = fault.split(":", 3)
+    handler = Faulty(maildir, mode, int(at), marker, int(secs))
+else:
+    handler = Mailbox(maildir)
 
 def authenticator(server, session, envelope, mechanism, auth_data):
     ok = (isinstance(auth_data, LoginPassword)
@@ -35,7 +78,7 @@ def authenticator(server, session, envelope, mechanism, auth_data):
 kwargs = {}
 if user is not None:
     kwargs = dict(authenticator=authenticator, auth_required=True, auth_require_tls=False)
-controller = Controller(Mailbox(maildir), hostname=host, port=port, **kwargs)
+controller = Controller(handler, hostname=host, port=port, **kwargs)
 controller.start()
 print("ready", flush=True)
 signal.sigwait({signal.SIGTERM, signal.SIGINT})
@@ -59,35 +102,63 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local address").port()
 }
 
+/// How the server misbehaves (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// From the Nth message (1-based) on: read it, do not store it, never answer.
+    StallBeforeStoring(usize),
+    /// From the Nth message on: store it in the Maildir, then never answer `250`.
+    StallAfterStoring(usize),
+}
+
 /// A running aiosmtpd. Killed on drop.
 pub struct SmtpServer {
     pub port: u16,
     pub maildir: PathBuf,
     script: PathBuf,
+    /// Written by a faulty server when it stalls.
+    marker: PathBuf,
     auth: Option<(String, String)>,
-    child: Option<Child>,
+    /// Behind a lock so a test can [`SmtpServer::kill`] it while another thread (running
+    /// `certctl remind`) holds a shared reference to the test's setup.
+    child: Mutex<Option<Child>>,
 }
 
 impl SmtpServer {
     /// Starts a server delivering into `dir/maildir`; with `auth`, AUTH (user, password) is
     /// required.
     pub fn start(dir: &Path, auth: Option<(&str, &str)>) -> SmtpServer {
+        SmtpServer::start_with_fault(dir, auth, None)
+    }
+
+    /// [`SmtpServer::start`], misbehaving as `fault` says.
+    pub fn start_with_fault(
+        dir: &Path,
+        auth: Option<(&str, &str)>,
+        fault: Option<Fault>,
+    ) -> SmtpServer {
         let script = dir.join("smtp_server.py");
         std::fs::write(&script, SERVER_PY).expect("write the SMTP server script");
         let mut server = SmtpServer {
             port: free_port(),
             maildir: dir.join("maildir"),
+            marker: dir.join("smtp-stalled"),
             script,
             auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
-            child: None,
+            child: Mutex::new(None),
         };
-        server.restart();
+        server.restart_with_fault(fault);
         server
     }
 
-    /// Stops the server (the port refuses connections afterwards).
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+    fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Kills the server with SIGKILL (no clean shutdown: whatever it was doing is cut off)
+    /// and waits until the port refuses connections.
+    pub fn kill(&self) {
+        if let Some(mut child) = self.child().take() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -102,9 +173,52 @@ impl SmtpServer {
         }
     }
 
-    /// (Re)starts the server on the same port and Maildir; waits until it accepts.
+    /// Stops the server (the port refuses connections afterwards).
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// Whether a faulty server has stalled (see [`Fault`]).
+    pub fn stalled(&self) -> bool {
+        self.marker.is_file()
+    }
+
+    /// Waits (bounded) until a faulty server stalls on a message; returns how many messages
+    /// it had seen then (the stalled one included).
+    pub fn wait_for_stall(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&self.marker) {
+                return text
+                    .trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("marker {}: {text:?}", self.marker.display()));
+            }
+            if let Some(child) = self.child().as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("the faulty SMTP server exited ({status}) before it stalled");
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the SMTP server did not stall within {timeout:?} ({} messages in {})",
+                self.messages().len(),
+                self.maildir.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// (Re)starts a healthy server on the same port and Maildir; waits until it accepts.
     pub fn restart(&mut self) {
-        self.stop();
+        self.restart_with_fault(None);
+    }
+
+    /// (Re)starts the server on the same port and Maildir, misbehaving as `fault` says;
+    /// waits until it accepts.
+    pub fn restart_with_fault(&mut self, fault: Option<Fault>) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.marker);
         let mut cmd = Command::new(venv_python());
         cmd.arg(&self.script)
             .arg("127.0.0.1")
@@ -112,7 +226,19 @@ impl SmtpServer {
             .arg(&self.maildir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            .env_remove("SMTP_FAULT");
+        if let Some(fault) = fault {
+            let (mode, at) = match fault {
+                Fault::StallBeforeStoring(n) => ("stall-before-store", n),
+                Fault::StallAfterStoring(n) => ("stall-after-store", n),
+            };
+            assert!(at >= 1, "messages are counted from 1");
+            cmd.env(
+                "SMTP_FAULT",
+                format!("{mode}:{at}:{}:{STALL_SECS}", self.marker.display()),
+            );
+        }
         if let Some((u, p)) = &self.auth {
             cmd.arg(u).arg(p);
         }
@@ -142,7 +268,7 @@ impl SmtpServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.child = Some(child);
+        *self.child() = Some(child);
     }
 
     /// Every message delivered so far, oldest file first.
@@ -188,7 +314,7 @@ impl SmtpServer {
 
 impl Drop for SmtpServer {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if let Some(mut child) = self.child().take() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -220,6 +346,11 @@ impl Mail {
     /// The recipient (`To:`).
     pub fn to(&self) -> &str {
         self.header("to").unwrap_or("")
+    }
+
+    /// The `Message-ID` header.
+    pub fn message_id(&self) -> &str {
+        self.header("message-id").unwrap_or("")
     }
 
     fn parse(raw: &str) -> Mail {

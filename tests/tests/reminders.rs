@@ -2,11 +2,12 @@
 //! real SMTP server (aiosmtpd on loopback, see `certctl_e2e::smtp`), certificates from the
 //! harness's `CertFactory`, and the test clock `CERTCTL_NOW` for "30 days later".
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use certctl_e2e::daemon::Certd;
-use certctl_e2e::smtp::{Mail, SmtpServer};
+use certctl_e2e::smtp::{Fault, Mail, SmtpServer};
 use certctl_e2e::*;
 use serde_json::Value;
 
@@ -42,13 +43,23 @@ struct Setup {
 
 impl Setup {
     fn new(auth: Option<(&str, &str)>) -> Setup {
+        Setup::with(auth, None, POLICIES, "5s")
+    }
+
+    /// A setup with these policies and SMTP timeout, the server misbehaving as `fault` says.
+    fn with(
+        auth: Option<(&str, &str)>,
+        fault: Option<Fault>,
+        policies_text: &str,
+        timeout: &str,
+    ) -> Setup {
         let env = TestEnv::new();
-        let smtp = SmtpServer::start(&env.mkdir("smtp"), auth);
+        let smtp = SmtpServer::start_with_fault(&env.mkdir("smtp"), auth, fault);
         let policies = env.mkdir("policies");
-        std::fs::write(policies.join("test.toml"), POLICIES).unwrap();
+        std::fs::write(policies.join("test.toml"), policies_text).unwrap();
         let mut text = format!(
             "store = \"{}\"\n[scan]\nschedule = \"off\"\nwatch = false\n[probe]\nschedule = \"off\"\n\
-             [smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"certd@contoso.example\"\ntimeout = \"5s\"\n",
+             [smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"certd@contoso.example\"\ntimeout = \"{timeout}\"\n",
             s(env.store()),
             smtp.port
         );
@@ -843,4 +854,430 @@ fn enrollment_bundle_reminders_go_through_certd_too() {
         .success()
         .stdout_has("sent 0 digests with 0 reminders");
     assert_eq!(t.smtp.messages().len(), 1);
+}
+
+// ---- the SMTP server killed in the middle of a pass -----------------------------------------
+
+const NET: &str = "net@contoso.example";
+const WEB: &str = "web@contoso.example";
+
+/// Three teams: the network team owns the gateways, the web team the IIS sites, and ops
+/// hears about everything. One threshold (30d) keeps "an hour later" from crossing another.
+const TEAM_POLICIES: &str = r#"
+[[policy]]
+name = "gateways"
+roles = ["gateway"]
+remind = ["30d", "7d"]
+warn = "30d"
+critical = "7d"
+recipients = ["net@contoso.example", "ops@contoso.example"]
+
+[[policy]]
+name = "iis"
+roles = ["iis"]
+remind = ["30d", "7d"]
+warn = "30d"
+critical = "7d"
+recipients = ["ops@contoso.example", "web@contoso.example"]
+
+[[policy]]
+name = "site"
+roles = ["site-server"]
+remind = ["30d", "7d"]
+warn = "30d"
+critical = "7d"
+recipients = ["ops@contoso.example"]
+"#;
+
+/// A generous SMTP timeout: the test, not the timeout, ends the stalled delivery.
+const STALL_TIMEOUT: &str = "60s";
+
+/// How long a pass may take, the stalled delivery included.
+const PASS_WAIT: Duration = Duration::from_secs(60);
+
+/// 10 gateways, 10 IIS sites and 10 site servers expiring in 16 to 25 days (all past the
+/// 30d threshold, none near 7d). Returns every (recipient, fingerprint) reminder due.
+fn add_team_fleet(t: &Setup) -> BTreeSet<(String, String)> {
+    let mut due = BTreeSet::new();
+    for (role, recipients) in [
+        ("gateway", &[NET, OPS][..]),
+        ("iis", &[OPS, WEB][..]),
+        ("site-server", &[OPS][..]),
+    ] {
+        let certs: Vec<(String, GeneratedCert)> = (0..10)
+            .map(|i| {
+                let name = format!("{role}-{i:02}");
+                let cert = t.factory.leaf(
+                    CertSpec::leaf(&format!("{name}.contoso.example")).expires_in_days(16 + i),
+                );
+                (name, cert)
+            })
+            .collect();
+        let refs: Vec<(&str, &GeneratedCert)> =
+            certs.iter().map(|(n, c)| (n.as_str(), c)).collect();
+        t.add(role, &refs);
+        for (_, cert) in &certs {
+            for r in recipients {
+                due.insert((r.to_string(), cert.fingerprint.clone()));
+            }
+        }
+    }
+    assert_eq!(due.len(), 50);
+    due
+}
+
+/// The (recipient, fingerprint) reminders a delivered digest holds: its `To:` and the
+/// `certctl show FINGERPRINT` lines of its text part.
+fn reminders_in(mail: &Mail) -> Vec<(String, String)> {
+    let to = [NET, OPS, WEB, PKI]
+        .into_iter()
+        .find(|r| mail.to().contains(r))
+        .unwrap_or_else(|| panic!("unexpected recipient {}", mail.to()));
+    mail.text
+        .match_indices("certctl show ")
+        .map(|(i, m)| {
+            mail.text[i + m.len()..]
+                .chars()
+                .take(64)
+                .collect::<String>()
+        })
+        .map(|fp| {
+            assert!(
+                fp.len() == 64 && fp.chars().all(|c| c.is_ascii_hexdigit()),
+                "{fp}"
+            );
+            (to.to_string(), fp)
+        })
+        .collect()
+}
+
+/// How often each (recipient, fingerprint) reminder was found.
+type Counts = BTreeMap<(String, String), usize>;
+
+/// How often each (recipient, fingerprint) reminder is in the Maildir: counting every
+/// message file, and counting each Message-ID once (what a de-duplicating mail store keeps).
+fn tally(mails: &[Mail]) -> (Counts, Counts) {
+    let mut raw = BTreeMap::new();
+    let mut by_id = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for m in mails {
+        let id = m.message_id();
+        assert!(
+            id.starts_with('<') && id.ends_with("@contoso.example>"),
+            "every digest has a Message-ID in the sender's domain: {id:?}\n{}",
+            m.raw
+        );
+        let first = seen.insert(id.to_string());
+        for r in reminders_in(m) {
+            *raw.entry(r.clone()).or_default() += 1;
+            if first {
+                *by_id.entry(r).or_default() += 1;
+            }
+        }
+    }
+    (raw, by_id)
+}
+
+/// Asserts that each due reminder is in `counts` exactly once, and nothing else is.
+#[track_caller]
+fn exactly_once(counts: &Counts, due: &BTreeSet<(String, String)>) {
+    let missing: Vec<_> = due.iter().filter(|r| !counts.contains_key(r)).collect();
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
+    let unexpected: Vec<_> = counts.keys().filter(|r| !due.contains(r)).collect();
+    assert!(
+        missing.is_empty() && twice.is_empty() && unexpected.is_empty(),
+        "lost: {missing:?}\nnot exactly once: {twice:?}\nnever due: {unexpected:?}"
+    );
+}
+
+/// Runs `certctl remind --now EXTRA...` at `now + offset` while the SMTP server stalls on a message:
+/// waits until it stalls, SIGKILLs it mid-delivery, and returns the pass's result. The
+/// server stays down.
+fn remind_killing_the_server(t: &Setup, offset: i64, extra: &[&str]) -> (usize, RunResult) {
+    // Only the environment and the configuration go to the other thread (the certificate
+    // factory is not `Sync`).
+    let (env, config) = (&t.env, &t.config);
+    std::thread::scope(|scope| {
+        let pass = scope.spawn(move || {
+            env.cmd()
+                .arg("--config")
+                .arg(config)
+                .args(["remind", "--now"])
+                .args(extra)
+                .env("CERTCTL_NOW", rfc3339(now() + offset))
+                .timeout(PASS_WAIT)
+                .run()
+        });
+        let stalled_at = t.smtp.wait_for_stall(PASS_WAIT);
+        t.smtp.kill();
+        (stalled_at, pass.join().expect("the remind pass thread"))
+    })
+}
+
+/// The Message-ID quoted in an error line (`... the same Message-ID <...>`).
+fn quoted_message_id(line: &str) -> &str {
+    let start = line
+        .find("<certctl.")
+        .unwrap_or_else(|| panic!("no Message-ID in: {line}"));
+    let end = line[start..].find('>').expect("end of the Message-ID") + start + 1;
+    &line[start..end]
+}
+
+/// The error line `certctl remind` printed about one recipient.
+#[track_caller]
+fn error_line<'r>(r: &'r RunResult, reminders: usize, to: &str) -> &'r str {
+    r.stderr
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!(
+                "error: {reminders} reminders for {to} stay pending"
+            ))
+        })
+        .unwrap_or_else(|| panic!("no error line for {to}{r}"))
+}
+
+/// certctl's Prometheus series (direct mode): (deliveries, failures) so far.
+fn smtp_counters(t: &Setup) -> (f64, f64) {
+    let text = t.env.certctl(&["metrics"]);
+    text.success();
+    let m = certctl_e2e::prometheus::parse(&text.stdout);
+    let get = |name: &str| {
+        *m.get(&(name.to_string(), BTreeMap::new()))
+            .unwrap_or_else(|| panic!("no {name} in:\n{}", text.stdout))
+    };
+    (
+        get("certctl_smtp_deliveries_total"),
+        get("certctl_smtp_delivery_failures_total"),
+    )
+}
+
+#[test]
+fn smtp_killed_mid_pass_every_reminder_is_delivered_exactly_once_when_it_returns() {
+    // The server takes the first digest, then dies while the second one waits for its
+    // answer: it was sent but not accepted (aiosmtpd never stored it).
+    let mut t = Setup::with(
+        None,
+        Some(Fault::StallBeforeStoring(2)),
+        TEAM_POLICIES,
+        STALL_TIMEOUT,
+    );
+    let due = add_team_fleet(&t);
+    t.run(0, &["remind", "--dry-run"])
+        .success()
+        .stdout_has("dry run: 3 digests with 50 reminders would be sent");
+
+    // The pass: net@ (10 reminders) is delivered, ops@ (30) is in flight when the server is
+    // killed, web@ (10) finds nobody listening. The pass reports both failures, goes on
+    // after the first one, and exits 4.
+    let (stalled_at, r) = remind_killing_the_server(&t, 0, &[]);
+    assert_eq!(stalled_at, 2, "{r}");
+    r.expect_code(4).stdout_has(
+        "sent 1 digests with 10 reminders; 2 digests (40 reminders) failed and stay pending",
+    );
+    let server = format!("SMTP server 127.0.0.1:{} (none)", t.smtp.port);
+    // In flight: the whole message was sent, the answer never came. certctl cannot know
+    // whether the server kept it, says so, and names the Message-ID the retry will carry.
+    let ops_error = error_line(&r, 30, OPS);
+    assert!(
+        ops_error.contains(&format!(
+            "{server}: cannot deliver to {OPS}: no answer after the message was sent"
+        )),
+        "{ops_error}"
+    );
+    assert!(
+        ops_error.contains("the server may have accepted it"),
+        "{ops_error}"
+    );
+    let ops_id = quoted_message_id(ops_error).to_string();
+    // Not yet sent: the server was gone.
+    let web_error = error_line(&r, 10, WEB);
+    assert!(
+        web_error.contains(&format!("{server}: cannot deliver to {WEB}: ")),
+        "{web_error}"
+    );
+    assert!(
+        web_error.to_lowercase().contains("connection refused"),
+        "{web_error}"
+    );
+    let mails = t.smtp.messages();
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    assert!(mails[0].to().contains(NET));
+    assert_eq!(smtp_counters(&t), (1.0, 2.0));
+
+    let status = t.env.certctl(&["status"]);
+    status
+        .success()
+        .stdout_has("smtp: last error")
+        .stdout_has(&server)
+        .stdout_has("reminders: 40 pending delivery");
+
+    // The server comes back on the same port and Maildir; the next pass sends the rest.
+    t.smtp.restart();
+    t.remind(HOUR)
+        .success()
+        .stdout_has("sent 2 digests with 40 reminders");
+    // A third pass has nothing left to send.
+    t.remind(2 * HOUR)
+        .success()
+        .stdout_has("sent 0 digests with 0 reminders");
+    std::thread::sleep(Duration::from_millis(300));
+    let mails = t.smtp.messages();
+    assert_eq!(mails.len(), 3, "{mails:#?}");
+    let (raw, by_id) = tally(&mails);
+    exactly_once(&raw, &due);
+    exactly_once(&by_id, &due);
+    // The retried digest carries the Message-ID the error named.
+    assert_eq!(mail_for(&mails, OPS).message_id(), ops_id);
+    let ids: BTreeSet<&str> = mails.iter().map(Mail::message_id).collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    let status = t.env.certctl(&["status", "--json"]).json();
+    assert_eq!(status["smtp_last_error"], Value::Null, "{status}");
+    assert_eq!(status["reminders_pending"], 0, "{status}");
+    // The failures stay counted after the recovery (a Prometheus counter).
+    assert_eq!(smtp_counters(&t), (3.0, 2.0));
+}
+
+#[test]
+fn smtp_killed_after_storing_but_before_answering_the_copy_has_the_same_message_id() {
+    // The one window SMTP cannot close: the server stores the second digest, then dies
+    // before answering 250. certctl cannot know it arrived, so it must send it again.
+    let mut t = Setup::with(
+        None,
+        Some(Fault::StallAfterStoring(2)),
+        TEAM_POLICIES,
+        STALL_TIMEOUT,
+    );
+    let due = add_team_fleet(&t);
+    let (_, r) = remind_killing_the_server(&t, 0, &["--json"]);
+    r.expect_code(4);
+    let report = r.json();
+    assert_eq!(report["digests_sent"], 1, "{report}");
+    let failed = report["failed"].as_array().expect("failed digests");
+    assert_eq!(failed.len(), 2, "{report}");
+    let (ops, web) = (&failed[0], &failed[1]);
+    assert_eq!(ops["recipient"], OPS, "{report}");
+    assert_eq!(ops["maybe_delivered"], true, "{report}");
+    assert_eq!(web["recipient"], WEB, "{report}");
+    assert_eq!(web["maybe_delivered"], false, "{report}");
+    let ops_id = ops["message_id"].as_str().expect("message_id").to_string();
+    let stored = t.smtp.messages();
+    assert_eq!(stored.len(), 2, "net@ and the unconfirmed ops@ digest");
+    assert_eq!(mail_for(&stored, OPS).message_id(), ops_id);
+
+    t.smtp.restart();
+    t.remind(HOUR)
+        .success()
+        .stdout_has("sent 2 digests with 40 reminders");
+    t.remind(2 * HOUR)
+        .success()
+        .stdout_has("sent 0 digests with 0 reminders");
+    std::thread::sleep(Duration::from_millis(300));
+    let mails = t.smtp.messages();
+    assert_eq!(mails.len(), 4, "{mails:#?}");
+    let ops_copies: Vec<&Mail> = mails.iter().filter(|m| m.to().contains(OPS)).collect();
+    assert_eq!(ops_copies.len(), 2);
+    assert!(ops_copies.iter().all(|m| m.message_id() == ops_id));
+    // Counting message files, ops@'s 30 reminders are there twice (SMTP is at-least-once
+    // in this window); counting Message-IDs, as a de-duplicating mail store does, every
+    // reminder is there exactly once and none is lost.
+    let (raw, by_id) = tally(&mails);
+    exactly_once(&by_id, &due);
+    let twice: BTreeSet<&(String, String)> = raw
+        .iter()
+        .filter(|(_, n)| **n == 2)
+        .map(|(r, _)| r)
+        .collect();
+    assert_eq!(twice.len(), 30, "{raw:?}");
+    assert!(twice.iter().all(|(to, _)| to == OPS), "{twice:?}");
+    assert!(raw.values().all(|n| *n <= 2), "{raw:?}");
+    assert_eq!(raw.len(), due.len());
+}
+
+/// The remind job's last outcome in `certctl status --json` (through certd).
+fn remind_outcome(env: &TestEnv) -> Option<String> {
+    let st = env.certctl(&["status", "--json"]).json();
+    st["daemon"]["schedules"]
+        .as_array()?
+        .iter()
+        .find(|j| j["job"] == "remind")?["last_outcome"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// certd's first retry comes one minute (the first backoff step) after the failed pass.
+const RETRY_WAIT: Duration = Duration::from_secs(150);
+
+#[test]
+fn certd_scheduled_pass_with_smtp_killed_mid_delivery_delivers_the_rest_once_on_retry() {
+    let mut t = Setup::with(
+        None,
+        Some(Fault::StallBeforeStoring(2)),
+        TEAM_POLICIES,
+        STALL_TIMEOUT,
+    );
+    // Every second (6-field form): certd's own schedule runs the passes, nobody calls
+    // `remind --now`.
+    let text = std::fs::read_to_string(&t.config).unwrap();
+    std::fs::write(&t.config, text.replace("0 8 * * 1-5", "* * * * * *")).unwrap();
+    let due = add_team_fleet(&t);
+    let certd = Certd::start(&t.env, &t.config);
+
+    // certd's first pass: net@ delivered, ops@ in flight when the server is killed.
+    assert_eq!(t.smtp.wait_for_stall(PASS_WAIT), 2);
+    t.smtp.kill();
+    let outcome = certctl_e2e::daemon::wait_for(
+        PASS_WAIT,
+        || format!("the failed remind run:\n{}", certd.describe()),
+        || remind_outcome(&t.env).filter(|o| o.starts_with("failed")),
+    );
+    assert_eq!(
+        outcome,
+        "failed: sent 1 digests with 10 reminders; 2 digests (40 reminders) failed and stay pending"
+    );
+    let log = certd.wait_for_log("reminder digest not delivered", PASS_WAIT);
+    for needle in [
+        OPS,
+        WEB,
+        "maybe_delivered=true",
+        "no answer after the message was sent",
+        &format!("SMTP server 127.0.0.1:{}", t.smtp.port),
+    ] {
+        assert!(
+            log.contains(needle),
+            "{needle:?} is not in certd's log:\n{log}"
+        );
+    }
+    assert_eq!(t.smtp.messages().len(), 1);
+
+    // The server is back. Passes keep running every second; the two pending recipients
+    // wait for their retry time (backoff), net@ is not told again.
+    t.smtp.restart();
+    certctl_e2e::daemon::wait_for(
+        Duration::from_secs(20),
+        || format!("a deferred remind run:\n{}", t.env.certctl(&["status"])),
+        || remind_outcome(&t.env).filter(|o| o.contains("2 digests deferred (retry backoff)")),
+    );
+    // The retry delivers the rest, without anybody asking.
+    t.smtp.wait_for_messages(3, RETRY_WAIT);
+    certctl_e2e::daemon::wait_for(
+        Duration::from_secs(20),
+        || {
+            format!(
+                "a remind run after the retry:\n{}",
+                t.env.certctl(&["status"])
+            )
+        },
+        || remind_outcome(&t.env).filter(|o| o == "ok, sent 0 digests with 0 reminders"),
+    );
+    let mails = t.smtp.messages();
+    assert_eq!(mails.len(), 3, "{mails:#?}");
+    let (raw, by_id) = tally(&mails);
+    exactly_once(&raw, &due);
+    exactly_once(&by_id, &due);
+    let status = t.env.certctl(&["status", "--json"]).json();
+    assert_eq!(status["smtp_last_error"], Value::Null, "{status}");
+    assert_eq!(status["reminders_pending"], 0, "{status}");
+    // The same counters through certd.
+    assert_eq!(smtp_counters(&t), (3.0, 2.0));
+    drop(certd);
 }
