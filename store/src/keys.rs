@@ -15,7 +15,7 @@
 //! | `W`    | workflow id (8, big-endian)           | a [`Workflow`] (regenerate state)      |
 //! | `L`    | CRL URL                               | a [`CachedCrl`] (fetched from a CRL distribution point) |
 //! | `N`    | fingerprint + recipient + `\0` + threshold (8) | a [`SentReminder`]             |
-//! | `Q`    | `r` + recipient, or `s`               | [`DeliveryState`] / [`SmtpState`]      |
+//! | `Q`    | `r` + recipient, `s`, or `c`          | [`DeliveryState`] / [`SmtpState`] / delivery counters |
 //! | `Z`    | fingerprint                           | a [`Snooze`]                           |
 //! | `G`    | resource GUID (lowercase)             | an agent [`Registration`]              |
 //! | `V`    | `d` + agent name (lowercase), or `s` + setting | [`AgentDecision`] / a setting (deny-list path) |
