@@ -12,6 +12,12 @@
 //! The format is recognised from the content; the file name only helps with PKCS#12. The
 //! position of a certificate in the returned `Vec` is its index within the file. Errors
 //! ([`FormatError`]) never contain the path (the caller adds it) nor the PFX password.
+//!
+//! A scan reads with [`read_certificates_partial`]: a damaged certificate (bad base64, a cut
+//! block, invalid DER) stops the reading of its file, but the certificates before it are
+//! kept. Text or binary junk outside the PEM blocks is ignored, as OpenSSL does. Whatever the
+//! bytes, parsing returns certificates or an error and never panics (checked by the proptest
+//! `daemon/tests/parse_props.rs` and the cargo-fuzz target in `fuzz/`).
 
 use std::path::Path;
 use std::sync::OnceLock;

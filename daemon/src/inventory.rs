@@ -565,7 +565,7 @@ fn describe_file_type(t: fs::FileType) -> &'static str {
     } else if t.is_dir() {
         "a directory"
     } else {
-        "not a file"
+        "something other than a file"
     }
 }
 
