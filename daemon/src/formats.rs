@@ -12,6 +12,12 @@
 //! The format is recognised from the content; the file name only helps with PKCS#12. The
 //! position of a certificate in the returned `Vec` is its index within the file. Errors
 //! ([`FormatError`]) never contain the path (the caller adds it) nor the PFX password.
+//!
+//! A scan reads with [`read_certificates_partial`]: a damaged certificate (bad base64, a cut
+//! block, invalid DER) stops the reading of its file, but the certificates before it are
+//! kept. Text or binary junk outside the PEM blocks is ignored, as OpenSSL does. Whatever the
+//! bytes, parsing returns certificates or an error and never panics (checked by the proptest
+//! `daemon/tests/parse_props.rs` and the cargo-fuzz target in `fuzz/`).
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -116,21 +122,74 @@ fn is_pkcs12_name(path: &Path) -> bool {
 /// read with or without one). The index of a certificate in the result is its index within
 /// the file: PEM block order, DER order, and for PKCS#12 the end-entity certificate first, then
 /// the CA certificates.
+///
+/// All or nothing: a damaged certificate anywhere in the file is an error. A scan uses
+/// [`read_certificates_partial`] to keep the certificates before the damage.
 pub fn read_certificates(
     bytes: &[u8],
     name_hint: &Path,
     pfx_password: Option<&str>,
 ) -> Result<Vec<CertificateFacts>, FormatError> {
-    if bytes.is_empty() {
-        return Err(not_a_certificate("an empty file"));
+    let read = read_certificates_partial(bytes, name_hint, pfx_password);
+    match read.error {
+        Some(e) => Err(e),
+        None => Ok(read.certificates),
     }
+}
+
+/// What [`read_certificates_partial`] got out of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialRead {
+    /// The certificates read, in file order: position `i` is certificate `#i` of the file.
+    /// When `error` is set, these are the certificates before the damaged one.
+    pub certificates: Vec<CertificateFacts>,
+    /// Why the file could not be read to its end (or holds no certificate:
+    /// [`FormatError::NoCertificate`]); `None` when every certificate was read.
+    pub error: Option<FormatError>,
+}
+
+/// Reads the certificates of one file as far as they are readable: the entry point of a scan.
+///
+/// Like [`read_certificates`], but a damaged certificate does not lose the ones before it: a
+/// bundle whose third block is cut off still yields its first two certificates, together
+/// with the error about the third. Reading stops at the first damaged certificate, so the
+/// positions of the certificates returned are their indexes in the file. Never panics,
+/// whatever the bytes.
+pub fn read_certificates_partial(
+    bytes: &[u8],
+    name_hint: &Path,
+    pfx_password: Option<&str>,
+) -> PartialRead {
+    let mut certificates = Vec::new();
+    let error = match read_into(bytes, name_hint, pfx_password, &mut certificates) {
+        Ok(()) if certificates.is_empty() => Some(FormatError::NoCertificate),
+        Ok(()) => None,
+        Err(e) => Some(e),
+    };
+    PartialRead {
+        certificates,
+        error,
+    }
+}
+
+/// Recognises the format and appends the certificates to `out` until the end of the file or
+/// the first error.
+fn read_into(
+    bytes: &[u8],
+    name_hint: &Path,
+    pfx_password: Option<&str>,
+    out: &mut Vec<CertificateFacts>,
+) -> Result<(), FormatError> {
+    let Some(&first) = bytes.first() else {
+        return Err(not_a_certificate("an empty file"));
+    };
     let text = looks_like_text(bytes);
     if !text {
-        if bytes[0] == 0x30 {
+        if first == 0x30 {
             return match der_kind(bytes) {
-                DerKind::Pkcs12 => read_pkcs12(bytes, pfx_password),
-                DerKind::Certificate => read_der(bytes),
-                DerKind::PrivateKey => Err(FormatError::NoCertificate),
+                DerKind::Pkcs12 => read_pkcs12(bytes, pfx_password, out),
+                DerKind::Certificate => read_der(bytes, out),
+                DerKind::PrivateKey => Ok(()),
                 DerKind::Pkcs7 => Err(not_a_certificate(
                     "a PKCS#7/CMS container (.p7b), which certctl does not read; convert it with `openssl pkcs7 -print_certs`",
                 )),
@@ -138,12 +197,12 @@ pub fn read_certificates(
         }
         // PEM with a stray control character (or binary junk before it) is still PEM.
         if let Some(begin) = find(bytes, b"-----BEGIN ", 0) {
-            return read_pem(bytes, begin);
+            return read_pem(bytes, begin, out);
         }
         return Err(not_a_certificate(binary_hint(bytes)));
     }
     if let Some(begin) = find(bytes, b"-----BEGIN ", 0) {
-        return read_pem(bytes, begin);
+        return read_pem(bytes, begin, out);
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(not_a_certificate("a file containing only whitespace"));
@@ -152,7 +211,7 @@ pub fn read_certificates(
         // Some tools (cloud key vaults, scripts) store a PFX as bare base64 text.
         if let Ok(der) = decode_base64_strict(bytes) {
             if der.first() == Some(&0x30) && der_kind(&der) == DerKind::Pkcs12 {
-                return read_pkcs12(&der, pfx_password);
+                return read_pkcs12(&der, pfx_password, out);
             }
         }
         return Err(not_a_certificate(
@@ -223,27 +282,27 @@ fn der_kind(bytes: &[u8]) -> DerKind {
 }
 
 /// One DER certificate, or several concatenated; trailing whitespace or NUL padding is ignored.
-fn read_der(bytes: &[u8]) -> Result<Vec<CertificateFacts>, FormatError> {
-    let mut out = Vec::with_capacity(1);
+fn read_der(bytes: &[u8], out: &mut Vec<CertificateFacts>) -> Result<(), FormatError> {
     let mut rest = bytes;
     loop {
         let index = out.len();
         let (facts, len) =
             facts_from_der_prefix(rest).map_err(|source| FormatError::BadDer { index, source })?;
         out.push(facts);
-        rest = &rest[len..];
-        if rest.iter().all(|&b| b == 0 || b.is_ascii_whitespace()) {
-            return Ok(out);
-        }
-        if rest[0] != 0x30 {
-            let cert_len = bytes.len() - rest.len();
-            return Err(FormatError::BadDer {
-                index,
-                source: X509Error::TrailingData {
-                    cert_len,
-                    extra: rest.len(),
-                },
-            });
+        rest = rest.get(len..).unwrap_or_default();
+        match rest.first() {
+            _ if rest.iter().all(|&b| b == 0 || b.is_ascii_whitespace()) => return Ok(()),
+            Some(0x30) => {}
+            _ => {
+                let cert_len = bytes.len() - rest.len();
+                return Err(FormatError::BadDer {
+                    index,
+                    source: X509Error::TrailingData {
+                        cert_len,
+                        extra: rest.len(),
+                    },
+                });
+            }
         }
     }
 }
@@ -267,12 +326,15 @@ fn line_of(bytes: &[u8], offset: usize) -> usize {
         .count()
 }
 
-fn read_pem(bytes: &[u8], first_begin: usize) -> Result<Vec<CertificateFacts>, FormatError> {
+fn read_pem(
+    bytes: &[u8],
+    first_begin: usize,
+    out: &mut Vec<CertificateFacts>,
+) -> Result<(), FormatError> {
     const BEGIN: &[u8] = b"-----BEGIN ";
     const END: &[u8] = b"-----END ";
     const DASHES: &[u8] = b"-----";
 
-    let mut out = Vec::new();
     // One decode buffer for the whole file.
     let mut der = Vec::new();
     let mut next_begin = Some(first_begin);
@@ -358,11 +420,7 @@ fn read_pem(bytes: &[u8], first_begin: usize) -> Result<Vec<CertificateFacts>, F
         }
         next_begin = find(bytes, BEGIN, body_end + END.len());
     }
-    if out.is_empty() {
-        Err(FormatError::NoCertificate)
-    } else {
-        Ok(out)
-    }
+    Ok(())
 }
 
 fn describe_byte(byte: u8) -> String {
@@ -478,7 +536,11 @@ fn legacy_provider_error() -> Option<&'static str> {
         .map(String::as_str)
 }
 
-fn read_pkcs12(bytes: &[u8], password: Option<&str>) -> Result<Vec<CertificateFacts>, FormatError> {
+fn read_pkcs12(
+    bytes: &[u8],
+    password: Option<&str>,
+    out: &mut Vec<CertificateFacts>,
+) -> Result<(), FormatError> {
     // A clearer message than OpenSSL's for the common case of a cut-off file.
     if let Err(X509Error::Truncated { needed, available }) = crate::x509::der_outer_length(bytes) {
         return Err(FormatError::BadPfx {
@@ -508,7 +570,7 @@ fn read_pkcs12(bytes: &[u8], password: Option<&str>) -> Result<Vec<CertificateFa
         Err(e) => return Err(pkcs12_error(&e)),
     };
 
-    let mut out = Vec::with_capacity(1 + parsed.ca.as_ref().map_or(0, |ca| ca.len()));
+    out.reserve(1 + parsed.ca.as_ref().map_or(0, |ca| ca.len()));
     let certs = parsed
         .cert
         .iter()
@@ -526,11 +588,7 @@ fn read_pkcs12(bytes: &[u8], password: Option<&str>) -> Result<Vec<CertificateFa
             .map_err(|source| FormatError::BadPfxCertificate { index, source })?;
         out.push(facts);
     }
-    if out.is_empty() {
-        Err(FormatError::NoCertificate)
-    } else {
-        Ok(out)
-    }
+    Ok(())
 }
 
 fn is_mac_failure(e: &openssl::error::ErrorStack) -> bool {
@@ -796,6 +854,57 @@ mod tests {
             matches!(err, FormatError::UnterminatedPem { block: 0, line: 1 }),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn a_damaged_block_keeps_the_certificates_before_it() {
+        let pki = pki();
+        let cut = &pki.leaf_pem[..pki.leaf_pem.len() / 2];
+        let bundle = format!("{}{}{}", pki.leaf_pem, pki.ca_pem, cut);
+        let read = read_certificates_partial(bundle.as_bytes(), &path("b.pem"), None);
+        assert_eq!(
+            fingerprints(&read.certificates),
+            [fp(&pki.leaf_der), fp(&pki.ca_der)]
+        );
+        let begin_line = 1 + format!("{}{}", pki.leaf_pem, pki.ca_pem)
+            .matches('\n')
+            .count();
+        assert_eq!(
+            read.error,
+            Some(FormatError::UnterminatedPem {
+                block: 2,
+                line: begin_line
+            })
+        );
+        // All or nothing for the other callers.
+        assert_eq!(
+            read_certificates(bundle.as_bytes(), &path("b.pem"), None),
+            Err(FormatError::UnterminatedPem {
+                block: 2,
+                line: begin_line
+            })
+        );
+
+        // DER: the first certificate, then a truncated second one.
+        let mut der = pki.leaf_der.clone();
+        der.extend_from_slice(&pki.ca_der[..100]);
+        let read = read_certificates_partial(&der, &path("two.der"), None);
+        assert_eq!(fingerprints(&read.certificates), [fp(&pki.leaf_der)]);
+        assert!(
+            matches!(read.error, Some(FormatError::BadDer { index: 1, .. })),
+            "{read:?}"
+        );
+
+        // Trailing text after the last block is not damage (OpenSSL ignores it too).
+        let trailing = format!("{}\n# 0xdeadbeef ~~~ garbage \u{1}\u{2}\n", pki.leaf_pem);
+        let read = read_certificates_partial(trailing.as_bytes(), &path("t.pem"), None);
+        assert_eq!(read.error, None);
+        assert_eq!(fingerprints(&read.certificates), [fp(&pki.leaf_der)]);
+
+        // Nothing at all: NoCertificate, with no certificates.
+        let read = read_certificates_partial(pki.leaf_key_pem.as_bytes(), &path("k.pem"), None);
+        assert_eq!(read.error, Some(FormatError::NoCertificate));
+        assert!(read.certificates.is_empty());
     }
 
     #[test]

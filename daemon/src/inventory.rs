@@ -18,6 +18,19 @@
 //!   directory's file states once all of its files are done.
 //!
 //! One bad file never stops a scan: it is counted and reported with its path and cause.
+//!
+//! Hostile trees are safe to scan:
+//! - only regular files are opened: a FIFO, socket or device (or a symlink to one, such as
+//!   `/dev/zero`) with a certificate-like name is reported as "not a regular file" without
+//!   being opened, and files are opened with `O_NONBLOCK` so that one swapped for a FIFO after
+//!   the listing cannot block the scan either;
+//! - a file larger than [`MAX_FILE_BYTES`] is reported and not read (memory stays bounded
+//!   by one such buffer per parse worker); below that, random data is recognised as "not a
+//!   certificate" from its content;
+//! - symlinked folders are not followed; one that points to a folder containing it (a loop)
+//!   is reported as a loop, and so is any symlink that cannot be resolved because it loops;
+//! - a damaged certificate in a bundle does not lose the ones before it: those are stored and
+//!   the file is reported ([`formats::read_certificates_partial`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -37,6 +50,10 @@ use crate::formats::{self, FormatError};
 
 /// Certificates merged per atomic store batch.
 const BATCH_CERTIFICATES: usize = 8192;
+
+/// Largest file a scan reads (64 MiB): ample for a bundle of 10,000s of certificates, small
+/// enough that one buffer per parse worker cannot exhaust memory. Larger files are reported.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
 
 /// How to scan.
 #[derive(Clone, Default, Serialize, Deserialize)]
@@ -194,6 +211,8 @@ struct ParseJob {
     path: PathBuf,
     path_str: String,
     name: String,
+    /// As [`FileRef::file_type`].
+    file_type: Option<fs::FileType>,
 }
 
 /// A file found by the walker: the directory entry lets its metadata be read without
@@ -202,6 +221,9 @@ struct FileRef {
     path: PathBuf,
     /// `None` for files named on the command line and symlinks (whose target counts).
     entry: Option<fs::DirEntry>,
+    /// The type of what the path leads to (a symlink's target), when the walker knows it:
+    /// anything but a regular file is reported without being opened.
+    file_type: Option<fs::FileType>,
 }
 
 impl FileRef {
@@ -249,7 +271,10 @@ struct ReadFile {
     name: String,
     size: u64,
     modified_ns: i128,
-    outcome: Result<Vec<CertificateFacts>, FileProblem>,
+    /// The certificates read, in file order (with a `Failed` problem: those before the
+    /// damage).
+    certificates: Vec<CertificateFacts>,
+    problem: Option<FileProblem>,
 }
 
 // ---- walker --------------------------------------------------------------------------------
@@ -268,7 +293,8 @@ impl Walker<'_> {
     fn walk(mut self, paths: &[PathBuf]) -> Result<(), ScanError> {
         // Files named on the command line, grouped by directory so that each directory's
         // remembered states are merged once.
-        let mut named: std::collections::BTreeMap<String, Vec<PathBuf>> = Default::default();
+        let mut named: std::collections::BTreeMap<String, Vec<(PathBuf, fs::FileType)>> =
+            Default::default();
         for root in paths {
             let root = match fs::canonicalize(root) {
                 Ok(p) => p,
@@ -279,19 +305,23 @@ impl Walker<'_> {
             };
             match fs::metadata(&root) {
                 Ok(m) if m.is_dir() => self.walk_tree(&root)?,
-                Ok(_) => {
+                Ok(m) => {
                     let dir = root.parent().and_then(utf8).unwrap_or_else(|| "/".into());
-                    named.entry(dir).or_default().push(root);
+                    named.entry(dir).or_default().push((root, m.file_type()));
                 }
                 Err(e) => self.fail(&root, io_cause(&e)),
             }
         }
         for (dir, mut files) in named {
-            files.sort();
-            files.dedup();
+            files.sort_by(|a, b| a.0.cmp(&b.0));
+            files.dedup_by(|a, b| a.0 == b.0);
             let files = files
                 .into_iter()
-                .map(|path| FileRef { path, entry: None })
+                .map(|(path, file_type)| FileRef {
+                    path,
+                    entry: None,
+                    file_type: Some(file_type),
+                })
                 .collect();
             self.listing(&dir, files, false)?;
         }
@@ -335,21 +365,60 @@ impl Walker<'_> {
                     }
                 };
                 let path = entry.path();
-                let is_dir = match entry.file_type() {
-                    Ok(t) if t.is_symlink() => fs::metadata(&path).map(|m| m.is_dir()).ok(),
-                    Ok(t) => Some(t.is_dir()),
-                    Err(_) => None,
+                let wanted = formats::looks_like_certificate_file(&path);
+                let Ok(entry_type) = entry.file_type() else {
+                    // Unknown type: let the reader find out (it never opens a non-file).
+                    if wanted {
+                        files.push(FileRef {
+                            path,
+                            entry: None,
+                            file_type: None,
+                        });
+                    }
+                    continue;
                 };
-                let symlink = entry.file_type().is_ok_and(|t| t.is_symlink());
-                match is_dir {
-                    // Symlinked directories are not followed (no loops, no surprises).
-                    Some(true) if !symlink => stack.push(path),
-                    Some(true) => {}
-                    _ if formats::looks_like_certificate_file(&path) => files.push(FileRef {
+                if entry_type.is_dir() {
+                    stack.push(path);
+                } else if entry_type.is_symlink() {
+                    match fs::metadata(&path) {
+                        // Symlinked directories are not followed (no loops, no surprises);
+                        // one that leads back to a folder containing it is reported.
+                        Ok(m) if m.is_dir() => {
+                            if let Some(target) = loop_target(&path, &dir) {
+                                self.fail(
+                                    &path,
+                                    format!(
+                                        "symbolic link loop: it points to {}, a folder that contains it (not followed)",
+                                        target.display()
+                                    ),
+                                );
+                            }
+                        }
+                        Ok(m) => {
+                            if wanted {
+                                files.push(FileRef {
+                                    path,
+                                    entry: None,
+                                    file_type: Some(m.file_type()),
+                                });
+                            }
+                        }
+                        // A loop is reported whatever its name: it may stand for a folder.
+                        Err(e) if is_loop(&e) => self.fail(&path, io_cause(&e)),
+                        // Dangling: reading it says "no such file or directory".
+                        Err(_) if wanted => files.push(FileRef {
+                            path,
+                            entry: None,
+                            file_type: None,
+                        }),
+                        Err(_) => {}
+                    }
+                } else if wanted {
+                    files.push(FileRef {
                         path,
-                        entry: (!symlink).then_some(entry),
-                    }),
-                    _ => {}
+                        entry: Some(entry),
+                        file_type: Some(entry_type),
+                    });
                 }
             }
             files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -420,6 +489,7 @@ impl Walker<'_> {
                 path_str: format!("{}/{}", dir.trim_end_matches('/'), name),
                 path: file.path,
                 name,
+                file_type: file.file_type,
             });
         }
         let listing = DirListing {
@@ -461,8 +531,87 @@ pub fn io_cause(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::PermissionDenied => "permission denied".into(),
         io::ErrorKind::NotFound => "no such file or directory".into(),
+        _ if is_loop(e) => {
+            "symbolic link loop: too many levels of symbolic links (not followed)".into()
+        }
         _ => e.to_string(),
     }
+}
+
+/// Whether an error is `ELOOP` (a symlink that leads back to itself).
+fn is_loop(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}
+
+/// If the symlinked directory `link` (found in `dir`) points to `dir` itself or to a folder
+/// above it, that folder: following the link would walk the same tree forever. `dir` is
+/// canonical (the walk starts from a canonical root and never follows symlinks).
+fn loop_target(link: &Path, dir: &Path) -> Option<PathBuf> {
+    let target = fs::canonicalize(link).ok()?;
+    dir.starts_with(&target).then_some(target)
+}
+
+/// What a file that is not a regular file is, for "not a regular file (…)".
+fn describe_file_type(t: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_dir() {
+        "a directory"
+    } else {
+        "something other than a file"
+    }
+}
+
+fn not_a_regular_file(t: fs::FileType) -> String {
+    format!(
+        "not a regular file: this is {}, which a scan never opens",
+        describe_file_type(t)
+    )
+}
+
+/// Reads a certificate file the way a scan does, returning its bytes and metadata, or the
+/// cause as an administrator would say it: only a regular file is read (it is opened with
+/// `O_NONBLOCK`, so a FIFO cannot block, and checked with `fstat` before any read), and only
+/// up to [`MAX_FILE_BYTES`].
+pub fn read_file_bytes(path: &Path) -> Result<(Vec<u8>, fs::Metadata), String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let flags = (rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits();
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(i32::try_from(flags).unwrap_or(0))
+        .open(path)
+        .map_err(|e| io_cause(&e))?;
+    let meta = file.metadata().map_err(|e| io_cause(&e))?;
+    if !meta.is_file() {
+        return Err(not_a_regular_file(meta.file_type()));
+    }
+    let too_large = |size: u64| {
+        format!(
+            "the file is {size} bytes, more than the {} MiB a certificate file may have (not read)",
+            MAX_FILE_BYTES >> 20
+        )
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0) + 1);
+    // A file that grows while it is read stops at the limit too.
+    io::Read::read_to_end(
+        &mut io::Read::take(&mut file, MAX_FILE_BYTES + 1),
+        &mut bytes,
+    )
+    .map_err(|e| io_cause(&e))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok((bytes, meta))
 }
 
 // ---- parse workers -------------------------------------------------------------------------
@@ -498,30 +647,37 @@ fn parse_worker(
 
 /// Reads and parses one file; size and mtime come from the open file (fstat).
 fn read_file(job: ParseJob, password: Option<&str>) -> ReadFile {
-    let (mut size, mut modified) = (0, 0);
-    let bytes = fs::File::open(&job.path).and_then(|mut f| {
-        let meta = f.metadata()?;
-        (size, modified) = (meta.len(), modified_ns(&meta));
-        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0) + 1);
-        io::Read::read_to_end(&mut f, &mut bytes)?;
-        Ok(bytes)
-    });
-    let outcome = match bytes {
-        Err(e) => Err(FileProblem::Failed(io_cause(&e))),
-        Ok(bytes) => match formats::read_certificates(&bytes, &job.path, password) {
-            Ok(certs) => Ok(certs),
-            Err(FormatError::NoCertificate) => {
-                Err(FileProblem::Skipped(FormatError::NoCertificate.to_string()))
-            }
-            Err(e) => Err(FileProblem::Failed(e.to_string())),
-        },
+    let failed = |cause: String, size: u64, modified_ns: i128| ReadFile {
+        path: job.path_str.clone(),
+        name: job.name.clone(),
+        size,
+        modified_ns,
+        certificates: Vec::new(),
+        problem: Some(FileProblem::Failed(cause)),
+    };
+    // Known not to be a regular file from the listing: never opened.
+    if let Some(t) = job.file_type.filter(|t| !t.is_file()) {
+        return failed(not_a_regular_file(t), 0, 0);
+    }
+    let (bytes, meta) = match read_file_bytes(&job.path) {
+        Ok(read) => read,
+        Err(cause) => return failed(cause, 0, 0),
+    };
+    let read = formats::read_certificates_partial(&bytes, &job.path, password);
+    let problem = match read.error {
+        None => None,
+        Some(FormatError::NoCertificate) => {
+            Some(FileProblem::Skipped(FormatError::NoCertificate.to_string()))
+        }
+        Some(e) => Some(FileProblem::Failed(e.to_string())),
     };
     ReadFile {
         path: job.path_str,
         name: job.name,
-        size,
-        modified_ns: modified,
-        outcome,
+        size: meta.len(),
+        modified_ns: modified_ns(&meta),
+        certificates: read.certificates,
+        problem,
     }
 }
 
@@ -619,47 +775,40 @@ impl<'a> Writer<'a> {
             .get(&file.name)
             .map(|s| s.certificates.clone())
             .unwrap_or_default();
-        let (certificates, problem) = match file.outcome {
-            Ok(certs) => {
-                self.summary.files_read += 1;
-                let mut fps = Vec::with_capacity(certs.len());
-                for (index, facts) in certs.into_iter().enumerate() {
-                    let fp = facts.fingerprint;
-                    let location = SourceLocation::File {
-                        path: file.path.clone(),
-                        index: index as u32,
-                    };
-                    self.summary.certificates_seen += 1;
-                    match self.ingest.observe(facts, self.role, location, self.now)? {
-                        Observed::New => self.summary.certificates_new += 1,
-                        Observed::Updated => self.summary.certificates_updated += 1,
-                        Observed::Refreshed => {}
-                    }
-                    fps.push(fp);
-                }
-                self.progress
-                    .certificates
-                    .fetch_add(fps.len() as u64, Ordering::Relaxed);
-                (fps, None)
+        // Every certificate read is stored, even from a file that failed further on.
+        let mut certificates = Vec::with_capacity(file.certificates.len());
+        for (index, facts) in file.certificates.into_iter().enumerate() {
+            let fp = facts.fingerprint;
+            let location = SourceLocation::File {
+                path: file.path.clone(),
+                index: index as u32,
+            };
+            self.summary.certificates_seen += 1;
+            match self.ingest.observe(facts, self.role, location, self.now)? {
+                Observed::New => self.summary.certificates_new += 1,
+                Observed::Updated => self.summary.certificates_updated += 1,
+                Observed::Refreshed => {}
             }
-            Err(problem) => {
-                match &problem {
-                    FileProblem::Skipped(_) => self.summary.files_skipped += 1,
-                    FileProblem::Failed(error) => {
-                        self.summary.files_failed += 1;
-                        self.summary.errors.push(FileFailure {
-                            path: file.path.clone(),
-                            error: error.clone(),
-                        });
-                    }
-                }
-                // A file that fails to parse keeps its certificates' sources as they were:
-                // a half-written file must not make certificates look gone.
-                let keep = matches!(problem, FileProblem::Failed(_));
-                let certs = if keep { previous.clone() } else { Vec::new() };
-                (certs, Some(problem))
+            certificates.push(fp);
+        }
+        self.progress
+            .certificates
+            .fetch_add(certificates.len() as u64, Ordering::Relaxed);
+        match &file.problem {
+            None => self.summary.files_read += 1,
+            Some(FileProblem::Skipped(_)) => self.summary.files_skipped += 1,
+            Some(FileProblem::Failed(error)) => {
+                self.summary.files_failed += 1;
+                self.summary.errors.push(FileFailure {
+                    path: file.path.clone(),
+                    error: error.clone(),
+                });
+                // The positions that could not be read keep their certificates' sources as
+                // they were: a half-written file must not make certificates look gone.
+                certificates.extend(previous.iter().skip(certificates.len()).copied());
             }
-        };
+        }
+        let problem = file.problem;
         // Certificates that were in this file (at that position) and no longer are.
         for (index, fp) in previous.iter().enumerate() {
             if certificates.get(index) != Some(fp) {
@@ -741,4 +890,65 @@ impl<'a> Writer<'a> {
 
 fn join(dir: &str, name: &str) -> String {
     format!("{}/{}", dir.trim_end_matches('/'), name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let fifo = dir.path().join("pipe.pem");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .expect("mkfifo");
+        // A FIFO without a writer: a blocking open would never return.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let fifo2 = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_file_bytes(&fifo2).map(|(b, _)| b.len()));
+        });
+        let result = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading a FIFO must not block");
+        assert_eq!(
+            result,
+            Err("not a regular file: this is a FIFO (named pipe), which a scan never opens".into())
+        );
+        assert_eq!(
+            read_file_bytes(Path::new("/dev/zero")).map(|(b, _)| b.len()),
+            Err("not a regular file: this is a character device, which a scan never opens".into())
+        );
+
+        let big = dir.path().join("big.der");
+        let f = fs::File::create(&big).expect("create");
+        f.set_len(MAX_FILE_BYTES + 1).expect("sparse file");
+        let err = read_file_bytes(&big).expect_err("too large");
+        assert!(
+            err.contains(&format!(
+                "{} bytes, more than the 64 MiB",
+                MAX_FILE_BYTES + 1
+            )),
+            "{err}"
+        );
+        f.set_len(MAX_FILE_BYTES).expect("sparse file");
+        let (bytes, meta) = read_file_bytes(&big).expect("at the limit");
+        assert_eq!(
+            (bytes.len() as u64, meta.len()),
+            (MAX_FILE_BYTES, MAX_FILE_BYTES)
+        );
+
+        let link = dir.path().join("loop.pem");
+        std::os::unix::fs::symlink(&link, &link).expect("symlink");
+        assert_eq!(
+            read_file_bytes(&link).map(|(b, _)| b.len()),
+            Err("symbolic link loop: too many levels of symbolic links (not followed)".into())
+        );
+    }
 }

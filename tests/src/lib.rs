@@ -15,6 +15,7 @@
 //!   No certificate is pasted into the sources.
 
 pub mod daemon;
+pub mod hostile;
 pub mod prometheus;
 pub mod smtp;
 pub mod tls;
