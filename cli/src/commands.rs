@@ -391,8 +391,9 @@ fn describe(v: &CertificateView) -> String {
 fn inspect(a: InspectArgs) -> Result<Exit> {
     formats::ensure_legacy_provider();
     let password = pfx_password(a.pfx_password_file.as_deref())?;
-    let bytes = std::fs::read(&a.file)
-        .map_err(|e| anyhow::anyhow!("{}: {}", a.file.display(), inventory::io_cause(&e)))?;
+    // Like a scan: never blocks on a FIFO or device, refuses files over the size cap.
+    let (bytes, _) = inventory::read_file_bytes(&a.file)
+        .map_err(|cause| anyhow::anyhow!("{}: {cause}", a.file.display()))?;
     let certs = formats::read_certificates(&bytes, &a.file, password.as_deref())
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
     let t = now();

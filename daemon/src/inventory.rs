@@ -571,7 +571,7 @@ fn describe_file_type(t: fs::FileType) -> &'static str {
 
 fn not_a_regular_file(t: fs::FileType) -> String {
     format!(
-        "not a regular file: this is {}, which a scan never opens",
+        "not a regular file: this is {}, which certctl never reads",
         describe_file_type(t)
     )
 }
@@ -919,11 +919,13 @@ mod tests {
             .expect("reading a FIFO must not block");
         assert_eq!(
             result,
-            Err("not a regular file: this is a FIFO (named pipe), which a scan never opens".into())
+            Err(
+                "not a regular file: this is a FIFO (named pipe), which certctl never reads".into()
+            )
         );
         assert_eq!(
             read_file_bytes(Path::new("/dev/zero")).map(|(b, _)| b.len()),
-            Err("not a regular file: this is a character device, which a scan never opens".into())
+            Err("not a regular file: this is a character device, which certctl never reads".into())
         );
 
         let big = dir.path().join("big.der");

@@ -327,19 +327,19 @@ impl Corpus {
         .expect("mkfifo");
         c.bad.push(Bad {
             path,
-            cause: "not a regular file: this is a FIFO (named pipe), which a scan never opens",
+            cause: "not a regular file: this is a FIFO (named pipe), which certctl never reads",
         });
         let path = dir.join("socket.pem");
         drop(std::os::unix::net::UnixListener::bind(&path).expect("bind a unix socket"));
         c.bad.push(Bad {
             path,
-            cause: "not a regular file: this is a socket, which a scan never opens",
+            cause: "not a regular file: this is a socket, which certctl never reads",
         });
         let path = dir.join("zero.pem");
         std::os::unix::fs::symlink("/dev/zero", &path).expect("symlink");
         c.bad.push(Bad {
             path,
-            cause: "not a regular file: this is a character device, which a scan never opens",
+            cause: "not a regular file: this is a character device, which certctl never reads",
         });
 
         // Symlink loops: a folder link back up the tree, one to itself, and two file links

@@ -280,11 +280,11 @@ fn odd_files_named_on_the_command_line_are_reported_without_blocking() {
     r.expect_code(3);
     assert_eq!(
         r.error_for(&fifo),
-        "not a regular file: this is a FIFO (named pipe), which a scan never opens"
+        "not a regular file: this is a FIFO (named pipe), which certctl never reads"
     );
     assert_eq!(
         r.error_for(Path::new("/dev/zero")),
-        "not a regular file: this is a character device, which a scan never opens"
+        "not a regular file: this is a character device, which certctl never reads"
     );
     assert_eq!(
         r.error_for(&ring),
@@ -295,6 +295,15 @@ fn odd_files_named_on_the_command_line_are_reported_without_blocking() {
         fingerprints(&env.list_json(&[])),
         expected_fingerprints(&[&good])
     );
+    // `inspect` reads files the same way: a FIFO is an error, not a hang.
+    let r = env
+        .cmd()
+        .no_store()
+        .args(["inspect", s(&fifo)])
+        .timeout(Duration::from_secs(30))
+        .run();
+    r.expect_code(4)
+        .stderr_has("not a regular file: this is a FIFO (named pipe), which certctl never reads");
 }
 
 /// The uid/gid that the unreadable-file scan runs as when the tests run as root.
