@@ -131,6 +131,16 @@ pub struct ScanProgress {
 pub enum ScanError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A batch could not be committed (e.g. the disk is full): the scan stopped there.
+    #[error(
+        "{source}\n  the scan stopped: {stored_new} new certificates of earlier batches stay stored; \
+         the files of the refused batch are read again by the next scan"
+    )]
+    Stopped {
+        #[source]
+        source: StoreError,
+        stored_new: u64,
+    },
     #[error("a scan thread failed: {0}")]
     Thread(String),
 }
@@ -699,6 +709,8 @@ struct Writer<'a> {
     progress: &'a ScanProgress,
     summary: ScanSummary,
     dirs: HashMap<DirId, PendingDir>,
+    /// New certificates of the batches committed so far.
+    stored_new: u64,
 }
 
 impl<'a> Writer<'a> {
@@ -715,6 +727,21 @@ impl<'a> Writer<'a> {
             progress,
             summary: ScanSummary::default(),
             dirs: HashMap::new(),
+            stored_new: 0,
+        }
+    }
+
+    /// Commits the batch; a failure stops the scan, saying what earlier batches stored.
+    fn commit(&mut self) -> Result<(), ScanError> {
+        match self.ingest.commit() {
+            Ok(()) => {
+                self.stored_new = self.summary.certificates_new;
+                Ok(())
+            }
+            Err(source) => Err(ScanError::Stopped {
+                source,
+                stored_new: self.stored_new,
+            }),
         }
     }
 
@@ -733,10 +760,10 @@ impl<'a> Writer<'a> {
                 }
             }
             if self.ingest.len() >= BATCH_CERTIFICATES {
-                self.ingest.commit()?;
+                self.commit()?;
             }
         }
-        self.ingest.commit()?;
+        self.commit()?;
         Ok(self.summary)
     }
 

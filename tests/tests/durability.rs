@@ -492,7 +492,8 @@ mod disk_full {
         r.expect_code(4)
             .stderr_has("not enough free space for the store")
             .stderr_has(s(store))
-            .stderr_has("free some space and retry");
+            .stderr_has("free some space and retry")
+            .stderr_has("the scan stopped: 0 new certificates of earlier batches stay stored");
         assert!(!r.stderr.contains("panicked"), "{r}");
         let v = assert_consistent(env, store, "after the refused scan");
         assert_eq!(
