@@ -8,9 +8,10 @@
 //! `--sample K` (the openssl loop reads every K-th file; default 100), `--repeat R` (runs of
 //! each short query; default 3), `--dir DIR` (the generated tree, kept between runs; default
 //! `target/bench-fleet-N`, shared with the `scan` bench), `--python PATH` (default
-//! `.venv-bench/bin/python`), `--bin-dir DIR` (default `target/release`), `--out FILE`
+//! `target/bench-venv/bin/python`), `--bin-dir DIR` (default `target/release`), `--out FILE`
 //! (the results table; default `target/bench-compare/results.md`), `--skip-files`,
-//! `--skip-store`.
+//! `--skip-store`, `--reuse-store` (keep the big store for the next run with the same M:
+//! for working on the queries; the figures then include earlier runs' effects).
 //!
 //! In one run it measures, on the same generated tree of N one-certificate PEM files:
 //! 1. `certctl scan` (the real binary) into a fresh store: read, parse, fingerprint, store;
@@ -54,6 +55,7 @@ struct Args {
     out: PathBuf,
     skip_files: bool,
     skip_store: bool,
+    reuse_store: bool,
 }
 
 fn repo() -> PathBuf {
@@ -71,11 +73,12 @@ fn args() -> Args {
         sample: 100,
         repeat: 3,
         dir: None,
-        python: repo.join(".venv-bench/bin/python"),
+        python: repo.join("target/bench-venv/bin/python"),
         bin_dir: repo.join("target/release"),
         out: repo.join("target/bench-compare/results.md"),
         skip_files: false,
         skip_store: false,
+        reuse_store: false,
     };
     let mut it = std::env::args().skip(1);
     let number = |v: Option<String>, name: &str| -> usize {
@@ -97,6 +100,7 @@ fn args() -> Args {
             "--out" => a.out = PathBuf::from(it.next().expect("--out FILE")),
             "--skip-files" => a.skip_files = true,
             "--skip-store" => a.skip_store = true,
+            "--reuse-store" => a.reuse_store = true,
             "--bench" => {} // cargo bench passes it
             other => panic!("unknown option {other} (see the top of daemon/benches/compare.rs)"),
         }
@@ -398,10 +402,27 @@ fn big_store(
 ) {
     let m = a.store_certs;
     let store = work.join("big-store");
-    let _ = fs::remove_dir_all(&store);
-    let t0 = now();
+    // `--reuse-store` (for working on the queries): the store of the last run with the same
+    // M, and the time it was built for.
+    let marker = work.join("big-store.built");
+    let reused = fs::read_to_string(&marker)
+        .ok()
+        .and_then(|s| {
+            let (count, at) = s.trim().split_once(' ')?;
+            (count.parse::<usize>().ok()? == m).then_some(at.parse::<UnixTime>().ok()?)
+        })
+        .filter(|_| a.reuse_store && store.exists());
+    let _ = fs::remove_file(&marker);
     let t = Instant::now();
-    build_store(&store, m, t0);
+    let t0 = match reused {
+        Some(t0) => t0,
+        None => {
+            let _ = fs::remove_dir_all(&store);
+            let t0 = now();
+            build_store(&store, m, t0);
+            t0
+        }
+    };
     let built = t.elapsed().as_secs_f64();
     eprintln!(
         "compare: built a {m}-certificate store in {built:.1}s ({:.1} MiB on disk)",
@@ -614,7 +635,11 @@ fn big_store(
         format!("{:.0} MB ({} MiB)", hwm as f64 * 1024.0 / 1e6, hwm / 1024),
         (hwm as f64 * 1024.0) < 300e6,
     ));
-    let _ = fs::remove_dir_all(&store);
+    if a.reuse_store {
+        fs::write(&marker, format!("{m} {t0}")).expect("write the store marker");
+    } else {
+        let _ = fs::remove_dir_all(&store);
+    }
 }
 
 /// Writes a store of `m` synthetic agent certificates as a scan of `m` files in folders of

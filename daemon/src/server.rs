@@ -176,7 +176,9 @@ impl Shared {
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
     // Signals first: a SIGTERM that arrives while starting must still end certd cleanly.
     let mut signals = Signals::install().map_err(DaemonError::Signals)?;
-    let store = Store::open(&config.store)?;
+    // A bounded page cache (`store_cache`, 128 MiB by default) rather than the store's
+    // bulk-scan default of 1 GiB: certd runs for months next to other services.
+    let store = Store::open_with_cache(&config.store, config.store_cache_bytes)?;
     let listener = ControlListener::bind(&config.store)?;
     tracing::info!(store = %config.store.display(), socket = %listener.path().display(), sources = config.sources.len(), endpoints = config.endpoints.len(), "certd started (schedules are in UTC)");
 
@@ -399,9 +401,13 @@ fn reload(shared: &Shared) -> Result<(), ConfigError> {
     if new.store != current.store {
         tracing::warn!(running = %current.store.display(), configured = %new.store.display(), "the store path changed: restart certd to move to the new store; keeping the current one");
     }
-    let store = current.store.clone();
+    if new.store_cache_bytes != current.store_cache_bytes {
+        tracing::warn!(running = current.store_cache_bytes, configured = new.store_cache_bytes, "store_cache changed: restart certd to resize the store's page cache");
+    }
+    let (store, cache) = (current.store.clone(), current.store_cache_bytes);
     *current = new;
     current.store = store;
+    current.store_cache_bytes = cache;
     tracing::info!(
         sources = current.sources.len(),
         endpoints = current.endpoints.len(),
