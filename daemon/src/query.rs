@@ -49,7 +49,7 @@ pub fn list(
         (true, Some(d)) => Some((i64::MIN + 1, now.saturating_add(d.as_secs()) + 1)),
     };
     let mut certs = match (time_range, filter.role) {
-        (Some((from, before)), role) => store.expiring_between(from, before, role)?,
+        (Some((from, before)), role) => expiring_between(store, from, before, role)?,
         (None, Some(role)) => store.by_role(role)?,
         (None, None) => {
             let mut all = store.iter().collect::<Result<Vec<_>, _>>()?;
@@ -68,8 +68,74 @@ pub fn list(
                 || c.facts.subject.to_lowercase().contains(&needle)
         });
     }
-    store.refresh_last_seen(&mut certs)?;
+    refresh_last_seen(store, &mut certs)?;
     Ok(certs)
+}
+
+/// The expiry index's buckets are weeks since the epoch: pieces of a range cut there read
+/// disjoint buckets.
+const EXPIRY_BUCKET_SECS: i64 = 7 * 86_400;
+/// Ranges longer than this are read in one piece (`--expired`, a role's whole list).
+const MAX_SPLIT_RANGE: i64 = 5 * 365 * 86_400;
+
+/// [`Store::expiring_between`], with a bounded range read as week-aligned pieces in
+/// parallel (reading and decoding the records is most of a `list --expiring-within`). The
+/// pieces are disjoint and in order, so their concatenation is sorted like one read.
+fn expiring_between(
+    store: &Store,
+    from: UnixTime,
+    before: UnixTime,
+    role: Option<Role>,
+) -> Result<Vec<Certificate>, StoreError> {
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads();
+    if threads < 2 || before.saturating_sub(from) > MAX_SPLIT_RANGE || before <= from {
+        return store.expiring_between(from, before, role);
+    }
+    let mut cuts = vec![from];
+    let mut week = from.div_euclid(EXPIRY_BUCKET_SECS) + 1;
+    while week * EXPIRY_BUCKET_SECS < before {
+        cuts.push(week * EXPIRY_BUCKET_SECS);
+        week += 1;
+    }
+    cuts.push(before);
+    let pieces: Vec<Vec<Certificate>> = cuts
+        .par_windows(2)
+        .map(|w| store.expiring_between(w[0], w[1], role))
+        .collect::<Result<_, _>>()?;
+    Ok(pieces.into_iter().flatten().collect())
+}
+
+/// [`Store::refresh_last_seen`], in parallel over groups of folders (reading the folders'
+/// file states is the other big part of a long listing). Certificates are grouped by the
+/// folder of their first file source, so each folder is read by one group.
+fn refresh_last_seen(store: &Store, certs: &mut [Certificate]) -> Result<(), StoreError> {
+    use rayon::prelude::*;
+    const MIN_PER_GROUP: usize = 2048;
+    let threads = rayon::current_num_threads();
+    if threads < 2 || certs.len() < 2 * MIN_PER_GROUP {
+        return store.refresh_last_seen(certs);
+    }
+    fn folder(c: &Certificate) -> &str {
+        c.sources
+            .iter()
+            .find_map(|s| match &s.location {
+                certctl_store::SourceLocation::File { path, .. } => {
+                    Some(path.rsplit_once('/').map_or("", |(dir, _)| dir))
+                }
+                _ => None,
+            })
+            .unwrap_or("")
+    }
+    // Sort by folder, refresh, then restore the order (not_after, fingerprint).
+    certs.sort_by(|a, b| folder(a).cmp(folder(b)));
+    let groups = (threads * 4).min(certs.len() / MIN_PER_GROUP).max(1);
+    let per_group = certs.len().div_ceil(groups);
+    certs
+        .par_chunks_mut(per_group)
+        .try_for_each(|chunk| store.refresh_last_seen(chunk))?;
+    certs.sort_by_key(|c| (c.facts.not_after, c.facts.fingerprint));
+    Ok(())
 }
 
 /// The certificates `id` names: a fingerprint prefix (≥ 8 hex characters, colons allowed)
@@ -164,9 +230,54 @@ pub struct CheckReport {
     pub warning: Vec<Certificate>,
     pub warn: Duration,
     pub critical_within: Duration,
+    /// Set in a brief report ([`CheckReport::brief`]): the lengths of `expired`,
+    /// `critical` and `warning` before they were cut to their first certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totals: Option<CheckTotals>,
+}
+
+/// How many certificates a brief [`CheckReport`] stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckTotals {
+    pub expired: u64,
+    pub critical: u64,
+    pub warning: u64,
 }
 
 impl CheckReport {
+    /// What the one-line summary needs: the counts and the first certificate of each list
+    /// (`check` through certd without `--json` does not ship tens of thousands of records).
+    pub fn brief(mut self) -> CheckReport {
+        let totals = CheckTotals {
+            expired: self.expired_total(),
+            critical: self.critical_total(),
+            warning: self.warning_total(),
+        };
+        self.expired.truncate(1);
+        self.critical.truncate(1);
+        self.warning.truncate(1);
+        self.totals = Some(totals);
+        self
+    }
+
+    /// Expired certificates, also in a brief report.
+    pub fn expired_total(&self) -> u64 {
+        self.totals
+            .map_or(self.expired.len() as u64, |t| t.expired)
+    }
+
+    /// Certificates within the critical window, also in a brief report.
+    pub fn critical_total(&self) -> u64 {
+        self.totals
+            .map_or(self.critical.len() as u64, |t| t.critical)
+    }
+
+    /// Certificates within the warning window, also in a brief report.
+    pub fn warning_total(&self) -> u64 {
+        self.totals
+            .map_or(self.warning.len() as u64, |t| t.warning)
+    }
+
     /// The one-line summary printed by `certctl check`.
     pub fn summary(&self, now: UnixTime) -> String {
         let first = |certs: &[Certificate]| {
@@ -189,21 +300,25 @@ impl CheckReport {
                 self.considered, self.warn
             ),
             Verdict::Critical => {
-                let mut urgent = self.expired.clone();
-                urgent.extend(self.critical.iter().cloned());
+                // The first urgent one: the first expired, else the first critical.
+                let urgent = if self.expired.is_empty() {
+                    &self.critical
+                } else {
+                    &self.expired
+                };
                 format!(
                     "CRITICAL: {} expired, {} expiring within {}, {} within {}{}",
-                    self.expired.len(),
-                    self.critical.len(),
+                    self.expired_total(),
+                    self.critical_total(),
                     self.critical_within,
-                    self.warning.len(),
+                    self.warning_total(),
                     self.warn,
-                    first(&urgent)
+                    first(urgent)
                 )
             }
             Verdict::Warning => format!(
                 "WARNING: {} certificates expire within {}{}",
-                self.warning.len(),
+                self.warning_total(),
                 self.warn,
                 first(&self.warning)
             ),
@@ -229,6 +344,7 @@ pub fn check(
         warning: Vec::new(),
         warn,
         critical_within: critical,
+        totals: None,
     };
     let horizon = now.saturating_add(warn.as_secs().max(critical.as_secs()));
     for cert in store.iter() {

@@ -685,6 +685,9 @@ async fn serve_control(listener: ControlListener, shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let response = match conn.request(REQUEST_TIMEOUT).await {
+                Ok(Request::ListJson { filter, at }) => {
+                    return stream_list(&shared, conn, filter, at).await
+                }
                 Ok(request) => answer(&shared, request).await,
                 Err(e) => Response::error(api::ErrorKind::Invalid, e),
             };
@@ -692,6 +695,26 @@ async fn serve_control(listener: ControlListener, shared: Arc<Shared>) {
                 tracing::debug!(error = %e, "client went away before the answer");
             }
         });
+    }
+}
+
+/// `certctl list --json`: the JSON text is rendered here and streamed to the client as it
+/// is written (read-only: no writer lock, like every other query).
+async fn stream_list(
+    shared: &Arc<Shared>,
+    conn: crate::control::Connection,
+    filter: crate::query::ListFilter,
+    at: UnixTime,
+) {
+    let store = shared.store.clone();
+    let sent = tokio::task::spawn_blocking(move || {
+        conn.respond_streaming(|out| api::list_json(&store, &filter, now(), at, out))
+    })
+    .await;
+    match sent {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "client went away before the end of the answer"),
+        Err(e) => tracing::error!(error = %e, "list failed"),
     }
 }
 
