@@ -586,8 +586,9 @@ fn big_store(
     std::thread::sleep(Duration::from_millis(500)); // its start-up scan (no sources)
     let rss_started = proc_status_kib(daemon.id(), "VmRSS:");
     let through = queries("through certd", rows);
-    // One Prometheus scrape.
-    let scrape = repeat(a.repeat, |_| {
+    let hwm_queries = proc_status_kib(daemon.id(), "VmHWM:");
+    // Prometheus scrapes.
+    let scrape = repeat(a.repeat.min(2), |_| {
         let t = Instant::now();
         let body = http_get(metrics_port, "/metrics");
         let wall = t.elapsed().as_secs_f64();
@@ -607,7 +608,7 @@ fn big_store(
         format!("{} (best {})", secs(scrape.median), secs(scrape.best)),
         format!("{} certs/s", thousands((m as f64 / scrape.median) as usize)),
         format!("{:.2} µs/cert", scrape.median * 1e6 / m as f64),
-        format!("median of {}", a.repeat),
+        format!("median of {}", a.repeat.min(2)),
     ));
     let rss_now = proc_status_kib(daemon.id(), "VmRSS:");
     let hwm = proc_status_kib(daemon.id(), "VmHWM:");
@@ -618,10 +619,11 @@ fn big_store(
         String::new(),
         String::new(),
         format!(
-            "RSS {} MiB after start-up, {} MiB at the end; **peak (VmHWM) {} MiB** over everything above",
+            "RSS {} MiB after start-up; **peak (VmHWM) {} MiB** over the list, check and reminder rows, {} MiB once `/metrics` was scraped too ({} MiB at the end)",
             rss_started / 1024,
+            hwm_queries / 1024,
+            hwm / 1024,
             rss_now / 1024,
-            hwm / 1024
         ),
     ));
     stop(&mut daemon);
@@ -631,7 +633,19 @@ fn big_store(
         through < 0.1,
     ));
     targets.push((
-        format!("certd peak RSS with {} certificates < 300 MB", thousands(m)),
+        format!(
+            "certd peak RSS with {} certificates < 300 MB (list, check, reminder pass)",
+            thousands(m)
+        ),
+        format!(
+            "{:.0} MB ({} MiB)",
+            hwm_queries as f64 * 1024.0 / 1e6,
+            hwm_queries / 1024
+        ),
+        (hwm_queries as f64 * 1024.0) < 300e6,
+    ));
+    targets.push((
+        "… and with `/metrics` scraped too".to_string(),
         format!("{:.0} MB ({} MiB)", hwm as f64 * 1024.0 / 1e6, hwm / 1024),
         (hwm as f64 * 1024.0) < 300e6,
     ));
