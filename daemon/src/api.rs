@@ -307,10 +307,11 @@ pub fn execute(
             warn,
             critical,
             brief,
-        } => match query::check(store, warn, critical, now) {
-            Ok(report) if brief => Response::Check {
-                report: report.brief(),
-            },
+        } => match if brief {
+            query::check_brief(store, warn, critical, now)
+        } else {
+            query::check(store, warn, critical, now)
+        } {
             Ok(report) => Response::Check { report },
             Err(e) => Response::from_query_error(e),
         },

@@ -358,6 +358,28 @@ pub fn check(
     critical: Duration,
     now: UnixTime,
 ) -> Result<CheckReport, QueryError> {
+    check_with(store, warn, critical, now, false)
+}
+
+/// [`check`] as [`CheckReport::brief`] gives it, without holding every certificate of the
+/// three lists while the store is read (one pass over a million records otherwise keeps
+/// tens of thousands of them).
+pub fn check_brief(
+    store: &Store,
+    warn: Duration,
+    critical: Duration,
+    now: UnixTime,
+) -> Result<CheckReport, QueryError> {
+    check_with(store, warn, critical, now, true)
+}
+
+fn check_with(
+    store: &Store,
+    warn: Duration,
+    critical: Duration,
+    now: UnixTime,
+    brief: bool,
+) -> Result<CheckReport, QueryError> {
     let mut report = CheckReport {
         verdict: Verdict::Ok,
         considered: 0,
@@ -369,6 +391,11 @@ pub fn check(
         totals: None,
     };
     let horizon = now.saturating_add(warn.as_secs().max(critical.as_secs()));
+    let mut totals = CheckTotals {
+        expired: 0,
+        critical: 0,
+        warning: 0,
+    };
     for cert in store.iter() {
         let cert = cert?;
         if !counts_for_check(&cert) {
@@ -379,12 +406,21 @@ pub fn check(
         if not_after > horizon {
             continue;
         }
-        if not_after <= now {
-            report.expired.push(cert);
+        let (list, total) = if not_after <= now {
+            (&mut report.expired, &mut totals.expired)
         } else if not_after <= now + critical.as_secs() {
-            report.critical.push(cert);
+            (&mut report.critical, &mut totals.critical)
         } else if not_after <= now + warn.as_secs() {
-            report.warning.push(cert);
+            (&mut report.warning, &mut totals.warning)
+        } else {
+            continue;
+        };
+        *total += 1;
+        if !brief {
+            list.push(cert);
+        } else if list.first().is_none_or(|first| not_after < first.facts.not_after) {
+            // The first of a stable sort by not_after over the store's order.
+            *list = vec![cert];
         }
     }
     for v in [
@@ -393,6 +429,9 @@ pub fn check(
         &mut report.warning,
     ] {
         v.sort_by_key(|c| c.facts.not_after);
+    }
+    if brief {
+        report.totals = Some(totals);
     }
     report.verdict = if !report.expired.is_empty() || !report.critical.is_empty() {
         Verdict::Critical
@@ -547,6 +586,17 @@ mod tests {
         assert!(full.expired.len() > 1 && full.critical.len() > 1 && full.warning.len() > 1);
         let brief = full.clone().brief();
         assert_eq!(brief.summary(now), full.summary(now));
+        let direct = check_brief(&store, Duration::days(30), Duration::days(7), now).expect("check");
+        assert_eq!(direct.summary(now), full.summary(now));
+        assert_eq!(direct.totals, brief.totals);
+        for (a, b) in [
+            (&direct.expired, &brief.expired),
+            (&direct.critical, &brief.critical),
+            (&direct.warning, &brief.warning),
+        ] {
+            assert_eq!(a.len(), 1);
+            assert!(a[0] == b[0]);
+        }
         assert_eq!(brief.expired.len(), 1);
         assert_eq!(brief.expired_total(), full.expired.len() as u64);
         // Through the wire too.
