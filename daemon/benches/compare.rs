@@ -118,7 +118,14 @@ struct Row {
     note: String,
 }
 
-fn row(step: &str, work: String, time: String, rate: String, per_item: String, note: String) -> Row {
+fn row(
+    step: &str,
+    work: String,
+    time: String,
+    rate: String,
+    per_item: String,
+    note: String,
+) -> Row {
     Row {
         step: step.to_string(),
         work,
@@ -148,7 +155,10 @@ fn main() {
     fs::create_dir_all(&work).expect("create target/bench-compare");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mem_gib = mem_total_gib();
-    eprintln!("compare: {cores} cores, {mem_gib:.0} GiB; work folder {}", work.display());
+    eprintln!(
+        "compare: {cores} cores, {mem_gib:.0} GiB; work folder {}",
+        work.display()
+    );
 
     let mut rows = Vec::new();
     let mut targets = Vec::new();
@@ -165,7 +175,10 @@ fn main() {
         "Measured on {} ({cores} cores, {mem_gib:.0} GiB), release build, files in the page cache:\n",
         rfc3339(now())[..10].to_string()
     );
-    let _ = writeln!(md, "| step | work | time | rate | per item (wall) | notes |");
+    let _ = writeln!(
+        md,
+        "| step | work | time | rate | per item (wall) | notes |"
+    );
     let _ = writeln!(md, "|---|---|---|---|---|---|");
     for r in &rows {
         let _ = writeln!(
@@ -265,7 +278,12 @@ fn compare_files(
             &work.join("python.out"),
             &work.join("python.err"),
         );
-        assert_eq!(r.code, Some(0), "parse_certs.py failed: {}", r.stderr_tail());
+        assert_eq!(
+            r.code,
+            Some(0),
+            "parse_certs.py failed: {}",
+            r.stderr_tail()
+        );
         eprintln!("compare: python: {}", r.stdout.trim());
         assert!(
             r.stdout.contains(&format!("certificates={n} ")),
@@ -302,8 +320,11 @@ fn compare_files(
     let sample: Vec<PathBuf> = (0..n)
         .step_by(a.sample)
         .map(|i| {
-            dir.join(format!("{:05}", i / certctl_daemon::fleet::BENCH_FILES_PER_FOLDER))
-                .join(format!("host-{i:07}.pem"))
+            dir.join(format!(
+                "{:05}",
+                i / certctl_daemon::fleet::BENCH_FILES_PER_FOLDER
+            ))
+            .join(format!("host-{i:07}.pem"))
         })
         .collect();
     let list = work.join("openssl-sample.txt");
@@ -320,17 +341,22 @@ fn compare_files(
         &work.join("openssl.out"),
         &work.join("openssl.err"),
     );
-    assert_eq!(r.code, Some(0), "the openssl loop failed: {}", r.stderr_tail());
-    let lines = r.stdout.lines().filter(|l| l.starts_with("notAfter=")).count();
+    assert_eq!(
+        r.code,
+        Some(0),
+        "the openssl loop failed: {}",
+        r.stderr_tail()
+    );
+    let lines = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("notAfter="))
+        .count();
     assert_eq!(lines, sample.len(), "openssl printed {lines} dates");
     let rate = sample.len() as f64 / r.wall;
     rows.push(row(
         "shell loop of `openssl x509 -noout -enddate -subject` (a process per file)",
-        format!(
-            "{} files (every {}th)",
-            thousands(sample.len()),
-            a.sample
-        ),
+        format!("{} files (every {}th)", thousands(sample.len()), a.sample),
         secs(r.wall),
         format!("{rate:.0} files/s"),
         format!("{:.2} ms", r.wall * 1e3 / sample.len() as f64),
@@ -469,10 +495,12 @@ fn big_store(
         // list --expiring-within 30d --json
         let list = repeat(a.repeat, |k| {
             let r = run(
-                Command::new(certctl)
-                    .arg("--store")
-                    .arg(&store)
-                    .args(["list", "--expiring-within", "30d", "--json"]),
+                Command::new(certctl).arg("--store").arg(&store).args([
+                    "list",
+                    "--expiring-within",
+                    "30d",
+                    "--json",
+                ]),
                 &work.join(format!("list-{mode}-{k}.json")),
                 &work.join(format!("list-{mode}-{k}.err")),
             );
@@ -520,23 +548,28 @@ fn big_store(
             );
             r
         });
-        let summary = fs::read_to_string(work.join(format!("check-{mode}-0.out")))
-            .unwrap_or_default();
+        let summary =
+            fs::read_to_string(work.join(format!("check-{mode}-0.out"))).unwrap_or_default();
         rows.push(row(
             &format!("`certctl check` ({mode})"),
             format!("{} certs", thousands(m)),
             format!("{} (best {})", ms(check.median), ms(check.best)),
             format!("{} certs/s", thousands((m as f64 / check.median) as usize)),
             format!("{:.2} µs/cert", check.median * 1e6 / m as f64),
-            format!("median of {}; `{}`", a.repeat, summary.trim().replace('|', "/")),
+            format!(
+                "median of {}; `{}`",
+                a.repeat,
+                summary.trim().replace('|', "/")
+            ),
         ));
         // remind --dry-run
         let remind = repeat(a.repeat.min(2), |k| {
             let r = run(
-                Command::new(certctl)
-                    .arg("--config")
-                    .arg(&config)
-                    .args(["remind", "--dry-run", "--json"]),
+                Command::new(certctl).arg("--config").arg(&config).args([
+                    "remind",
+                    "--dry-run",
+                    "--json",
+                ]),
                 &work.join(format!("remind-{mode}-{k}.json")),
                 &work.join(format!("remind-{mode}-{k}.err")),
             );
@@ -553,7 +586,10 @@ fn big_store(
             format!("{} (best {})", secs(remind.median), secs(remind.best)),
             format!("{} certs/s", thousands((m as f64 / remind.median) as usize)),
             format!("{:.2} µs/cert", remind.median * 1e6 / m as f64),
-            format!("median of {}; 2 recipients, thresholds 7d and 1d", a.repeat.min(2)),
+            format!(
+                "median of {}; 2 recipients, thresholds 7d and 1d",
+                a.repeat.min(2)
+            ),
         ));
         list.median
     };
@@ -579,7 +615,10 @@ fn big_store(
                 fs::read_to_string(&log).unwrap_or_default()
             );
         }
-        assert!(Instant::now() < deadline, "certd did not answer within 2 min");
+        assert!(
+            Instant::now() < deadline,
+            "certd did not answer within 2 min"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let startup = started.elapsed().as_secs_f64();
@@ -592,7 +631,11 @@ fn big_store(
         let t = Instant::now();
         let body = http_get(metrics_port, "/metrics");
         let wall = t.elapsed().as_secs_f64();
-        assert!(body.starts_with("HTTP/1.1 200"), "metrics: {}", &body[..body.len().min(200)]);
+        assert!(
+            body.starts_with("HTTP/1.1 200"),
+            "metrics: {}",
+            &body[..body.len().min(200)]
+        );
         Timed {
             wall,
             cpu: 0.0,
@@ -875,9 +918,15 @@ fn free_port() -> u16 {
 }
 
 fn http_get(port: u16, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to certd's metrics");
-    s.set_read_timeout(Some(Duration::from_secs(300))).expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").expect("send");
+    let mut s =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to certd's metrics");
+    s.set_read_timeout(Some(Duration::from_secs(300)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
     let mut body = Vec::new();
     s.read_to_end(&mut body).expect("read the metrics");
     String::from_utf8_lossy(&body).into_owned()

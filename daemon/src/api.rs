@@ -221,27 +221,70 @@ pub struct ScheduleStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "response", rename_all = "kebab-case")]
 pub enum Response {
-    Certificates { certificates: Vec<Certificate> },
-    Stats { stats: Stats },
-    Check { report: CheckReport },
-    Scan { summary: ScanSummary },
-    Probe { report: ProbeReport },
-    Endpoints { endpoints: Vec<Endpoint> },
-    Status { status: StatusReport },
-    Cas { cas: Vec<CaInfo> },
-    Written { path: PathBuf },
-    Crl { crl: CrlPublished },
-    Issued { report: Box<IssueReport> },
-    Revoke { report: RevokeReport },
-    Workflow { report: Box<WorkflowReport> },
-    Workflows { workflows: Vec<WorkflowReport> },
-    History { histories: Vec<History> },
-    ValidAt { report: ValidAtReport },
-    CrlFetch { report: CrlFetchReport },
-    Remind { report: PassReport },
-    Snoozed { snoozes: Vec<Snoozed> },
-    Fleet { fleet: crate::agents::FleetResponse },
-    Error { kind: ErrorKind, message: String },
+    Certificates {
+        certificates: Vec<Certificate>,
+    },
+    Stats {
+        stats: Stats,
+    },
+    Check {
+        report: CheckReport,
+    },
+    Scan {
+        summary: ScanSummary,
+    },
+    Probe {
+        report: ProbeReport,
+    },
+    Endpoints {
+        endpoints: Vec<Endpoint>,
+    },
+    Status {
+        status: StatusReport,
+    },
+    Cas {
+        cas: Vec<CaInfo>,
+    },
+    Written {
+        path: PathBuf,
+    },
+    Crl {
+        crl: CrlPublished,
+    },
+    Issued {
+        report: Box<IssueReport>,
+    },
+    Revoke {
+        report: RevokeReport,
+    },
+    Workflow {
+        report: Box<WorkflowReport>,
+    },
+    Workflows {
+        workflows: Vec<WorkflowReport>,
+    },
+    History {
+        histories: Vec<History>,
+    },
+    ValidAt {
+        report: ValidAtReport,
+    },
+    CrlFetch {
+        report: CrlFetchReport,
+    },
+    Remind {
+        report: PassReport,
+    },
+    Snoozed {
+        snoozes: Vec<Snoozed>,
+    },
+    Fleet {
+        fleet: crate::agents::FleetResponse,
+    },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
     /// The answer is text that follows this line in frames (see [`crate::control`]):
     /// [`Request::ListJson`].
     Stream,
@@ -291,10 +334,12 @@ pub fn execute(
         // Rendering the text is for whoever streams the answer (certd's control socket,
         // `certctl` itself in direct mode, see [`list_json`]): here the certificates are
         // the answer.
-        Request::List { filter } | Request::ListJson { filter, .. } => match query::list(store, &filter, now) {
-            Ok(certificates) => Response::Certificates { certificates },
-            Err(e) => Response::from_query_error(e),
-        },
+        Request::List { filter } | Request::ListJson { filter, .. } => {
+            match query::list(store, &filter, now) {
+                Ok(certificates) => Response::Certificates { certificates },
+                Err(e) => Response::from_query_error(e),
+            }
+        }
         Request::Find { id } => match query::find(store, &id) {
             Ok(certificates) => Response::Certificates { certificates },
             Err(e) => Response::from_query_error(e),

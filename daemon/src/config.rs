@@ -1109,12 +1109,17 @@ mod tests {
             ("33554432", 32 << 20),
             ("\"33554432B\"", 32 << 20),
         ] {
-            let c = parse(&format!("store = \"/s\"\nstore_cache = {value}\n"), origin())
-                .unwrap_or_else(|e| panic!("{value}: {e}"));
+            let c = parse(
+                &format!("store = \"/s\"\nstore_cache = {value}\n"),
+                origin(),
+            )
+            .unwrap_or_else(|e| panic!("{value}: {e}"));
             assert_eq!(c.store_cache_bytes, bytes, "{value}");
         }
         assert_eq!(parse_size("128MiB"), Ok(128 << 20));
-        assert!(parse_size("99999999999999GiB").unwrap_err().contains("too large"));
+        assert!(parse_size("99999999999999GiB")
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]

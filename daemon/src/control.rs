@@ -377,7 +377,9 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_truncation_is_detected() {
-        let text: Vec<u8> = (0..(FRAME_BYTES * 2 + 123)).map(|i| (i % 251) as u8).collect();
+        let text: Vec<u8> = (0..(FRAME_BYTES * 2 + 123))
+            .map(|i| (i % 251) as u8)
+            .collect();
         let mut w = FrameWriter::new(Vec::new());
         for piece in text.chunks(1000) {
             w.write_all(piece).unwrap();

@@ -132,8 +132,7 @@ fn refresh_last_seen(store: &Store, certs: &mut [Certificate]) -> Result<(), Sto
         }
     }
     wanted.sort_unstable();
-    let folders: Vec<&[(&str, &str, usize, usize)]> =
-        wanted.chunk_by(|a, b| a.0 == b.0).collect();
+    let folders: Vec<&[(&str, &str, usize, usize)]> = wanted.chunk_by(|a, b| a.0 == b.0).collect();
     // Per folder: the confirmed times of the files asked about.
     let seen: Vec<Vec<(usize, usize, UnixTime)>> = folders
         .par_iter()
@@ -284,8 +283,7 @@ impl CheckReport {
 
     /// Expired certificates, also in a brief report.
     pub fn expired_total(&self) -> u64 {
-        self.totals
-            .map_or(self.expired.len() as u64, |t| t.expired)
+        self.totals.map_or(self.expired.len() as u64, |t| t.expired)
     }
 
     /// Certificates within the critical window, also in a brief report.
@@ -296,8 +294,7 @@ impl CheckReport {
 
     /// Certificates within the warning window, also in a brief report.
     pub fn warning_total(&self) -> u64 {
-        self.totals
-            .map_or(self.warning.len() as u64, |t| t.warning)
+        self.totals.map_or(self.warning.len() as u64, |t| t.warning)
     }
 
     /// The one-line summary printed by `certctl check`.
@@ -418,7 +415,10 @@ fn check_with(
         *total += 1;
         if !brief {
             list.push(cert);
-        } else if list.first().is_none_or(|first| not_after < first.facts.not_after) {
+        } else if list
+            .first()
+            .is_none_or(|first| not_after < first.facts.not_after)
+        {
             // The first of a stable sort by not_after over the store's order.
             *list = vec![cert];
         }
@@ -574,8 +574,10 @@ mod tests {
         };
         let listed = list(&store, &filter, now).expect("list");
         assert!(listed.len() > 2000);
-        assert!(listed.windows(2).all(|w| (w[0].facts.not_after, w[0].facts.fingerprint)
-            <= (w[1].facts.not_after, w[1].facts.fingerprint)));
+        assert!(listed
+            .windows(2)
+            .all(|w| (w[0].facts.not_after, w[0].facts.fingerprint)
+                <= (w[1].facts.not_after, w[1].facts.fingerprint)));
     }
 
     #[test]
@@ -586,7 +588,8 @@ mod tests {
         assert!(full.expired.len() > 1 && full.critical.len() > 1 && full.warning.len() > 1);
         let brief = full.clone().brief();
         assert_eq!(brief.summary(now), full.summary(now));
-        let direct = check_brief(&store, Duration::days(30), Duration::days(7), now).expect("check");
+        let direct =
+            check_brief(&store, Duration::days(30), Duration::days(7), now).expect("check");
         assert_eq!(direct.summary(now), full.summary(now));
         assert_eq!(direct.totals, brief.totals);
         for (a, b) in [

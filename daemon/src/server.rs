@@ -402,7 +402,11 @@ fn reload(shared: &Shared) -> Result<(), ConfigError> {
         tracing::warn!(running = %current.store.display(), configured = %new.store.display(), "the store path changed: restart certd to move to the new store; keeping the current one");
     }
     if new.store_cache_bytes != current.store_cache_bytes {
-        tracing::warn!(running = current.store_cache_bytes, configured = new.store_cache_bytes, "store_cache changed: restart certd to resize the store's page cache");
+        tracing::warn!(
+            running = current.store_cache_bytes,
+            configured = new.store_cache_bytes,
+            "store_cache changed: restart certd to resize the store's page cache"
+        );
     }
     let (store, cache) = (current.store.clone(), current.store_cache_bytes);
     *current = new;

@@ -421,7 +421,9 @@ struct TimeJson(UnixTime);
 impl Serialize for TimeJson {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match fast_rfc3339(self.0) {
-            Some(buf) => s.serialize_str(std::str::from_utf8(&buf).map_err(serde::ser::Error::custom)?),
+            Some(buf) => {
+                s.serialize_str(std::str::from_utf8(&buf).map_err(serde::ser::Error::custom)?)
+            }
             None => s.serialize_str(&rfc3339(self.0)),
         }
     }
@@ -480,12 +482,22 @@ mod tests {
             not_after: now - 20 * 86_400 + i64::from(i) * 5 * 86_400 + 3_601,
             sans: SubjectAltNames {
                 dns: vec![format!("host-{i}.contoso.example")],
-                ip: if i % 3 == 0 { vec!["192.0.2.1".into()] } else { vec![] },
+                ip: if i % 3 == 0 {
+                    vec!["192.0.2.1".into()]
+                } else {
+                    vec![]
+                },
                 email: vec![],
-                uri: if i % 4 == 0 { vec!["spiffe://x/y".into()] } else { vec![] },
+                uri: if i % 4 == 0 {
+                    vec!["spiffe://x/y".into()]
+                } else {
+                    vec![]
+                },
             },
             key: if i % 2 == 0 {
-                KeyAlgorithm::Ec { curve: "P-256".into() }
+                KeyAlgorithm::Ec {
+                    curve: "P-256".into(),
+                }
             } else {
                 KeyAlgorithm::Rsa { bits: 2048 }
             },
@@ -494,10 +506,22 @@ mod tests {
             subject_key_id: (i % 2 == 1).then(|| "ab".repeat(20)),
             authority_key_id: None,
             spki_sha256: Sha256([i.wrapping_mul(7); 32]),
-            crl_distribution_points: if i == 1 { vec!["http://crl/x.crl".into()] } else { vec![] },
+            crl_distribution_points: if i == 1 {
+                vec!["http://crl/x.crl".into()]
+            } else {
+                vec![]
+            },
             ocsp_urls: vec![],
         };
-        let mut c = Certificate::new(facts, if i % 2 == 0 { Role::Agent } else { Role::Gateway }, now - 86_400);
+        let mut c = Certificate::new(
+            facts,
+            if i % 2 == 0 {
+                Role::Agent
+            } else {
+                Role::Gateway
+            },
+            now - 86_400,
+        );
         c.sources.push(Source {
             location: SourceLocation::File {
                 path: format!("/srv/certs/{i}.pem"),
@@ -556,7 +580,17 @@ mod tests {
             }
             t += 86_400 * 13 + 3_599;
         }
-        for t in [0, 1, 59, 86_399, 86_400, 951_782_400, 1_795_000_000, -1, -86_401] {
+        for t in [
+            0,
+            1,
+            59,
+            86_399,
+            86_400,
+            951_782_400,
+            1_795_000_000,
+            -1,
+            -86_401,
+        ] {
             assert_eq!(
                 fast_rfc3339(t).map(|b| String::from_utf8(b.to_vec()).unwrap()),
                 Some(rfc3339(t)),
