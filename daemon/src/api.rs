@@ -217,76 +217,32 @@ pub struct ScheduleStatus {
     pub next_run: Option<UnixTime>,
 }
 
-/// The answer.
+/// The answer. `Stream` ([`Request::ListJson`]'s): the text follows this line in frames
+/// (see [`crate::control`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "response", rename_all = "kebab-case")]
 pub enum Response {
-    Certificates {
-        certificates: Vec<Certificate>,
-    },
-    Stats {
-        stats: Stats,
-    },
-    Check {
-        report: CheckReport,
-    },
-    Scan {
-        summary: ScanSummary,
-    },
-    Probe {
-        report: ProbeReport,
-    },
-    Endpoints {
-        endpoints: Vec<Endpoint>,
-    },
-    Status {
-        status: StatusReport,
-    },
-    Cas {
-        cas: Vec<CaInfo>,
-    },
-    Written {
-        path: PathBuf,
-    },
-    Crl {
-        crl: CrlPublished,
-    },
-    Issued {
-        report: Box<IssueReport>,
-    },
-    Revoke {
-        report: RevokeReport,
-    },
-    Workflow {
-        report: Box<WorkflowReport>,
-    },
-    Workflows {
-        workflows: Vec<WorkflowReport>,
-    },
-    History {
-        histories: Vec<History>,
-    },
-    ValidAt {
-        report: ValidAtReport,
-    },
-    CrlFetch {
-        report: CrlFetchReport,
-    },
-    Remind {
-        report: PassReport,
-    },
-    Snoozed {
-        snoozes: Vec<Snoozed>,
-    },
-    Fleet {
-        fleet: crate::agents::FleetResponse,
-    },
-    Error {
-        kind: ErrorKind,
-        message: String,
-    },
-    /// The answer is text that follows this line in frames (see [`crate::control`]):
-    /// [`Request::ListJson`].
+    Certificates { certificates: Vec<Certificate> },
+    Stats { stats: Stats },
+    Check { report: CheckReport },
+    Scan { summary: ScanSummary },
+    Probe { report: ProbeReport },
+    Endpoints { endpoints: Vec<Endpoint> },
+    Status { status: StatusReport },
+    Cas { cas: Vec<CaInfo> },
+    Written { path: PathBuf },
+    Crl { crl: CrlPublished },
+    Issued { report: Box<IssueReport> },
+    Revoke { report: RevokeReport },
+    Workflow { report: Box<WorkflowReport> },
+    Workflows { workflows: Vec<WorkflowReport> },
+    History { histories: Vec<History> },
+    ValidAt { report: ValidAtReport },
+    CrlFetch { report: CrlFetchReport },
+    Remind { report: PassReport },
+    Snoozed { snoozes: Vec<Snoozed> },
+    Fleet { fleet: crate::agents::FleetResponse },
+    Error { kind: ErrorKind, message: String },
     Stream,
 }
 
