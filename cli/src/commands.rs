@@ -105,7 +105,7 @@ impl Session {
                     written?;
                     Response::Stream
                 }
-                Err(error) => error,
+                Err(error) => *error,
             },
             Session::Daemon(path) => {
                 let client = Client::connect(path)

@@ -185,7 +185,7 @@ fn main() {
     let _ = writeln!(
         md,
         "Measured on {} ({cores} cores, {mem_gib:.0} GiB), release build, files in the page cache:\n",
-        rfc3339(now())[..10].to_string()
+        &rfc3339(now())[..10]
     );
     let _ = writeln!(
         md,
@@ -992,7 +992,7 @@ fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -462,8 +462,9 @@ pub fn list_json(
     now: UnixTime,
     at: UnixTime,
     out: &mut dyn std::io::Write,
-) -> Result<std::io::Result<()>, Response> {
-    let certificates = query::list(store, filter, now).map_err(Response::from_query_error)?;
+) -> Result<std::io::Result<()>, Box<Response>> {
+    let certificates =
+        query::list(store, filter, now).map_err(|e| Box::new(Response::from_query_error(e)))?;
     Ok(crate::view::write_json_list(&certificates, at, out))
 }
 

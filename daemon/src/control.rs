@@ -298,7 +298,7 @@ impl Connection {
     /// the end frame, which the client reports as a truncated answer.
     pub fn respond_streaming(
         self,
-        write: impl FnOnce(&mut dyn Write) -> Result<std::io::Result<()>, Response>,
+        write: impl FnOnce(&mut dyn Write) -> Result<std::io::Result<()>, Box<Response>>,
     ) -> std::io::Result<()> {
         let stream = self.stream.into_std()?;
         stream.set_nonblocking(false)?;
@@ -318,7 +318,7 @@ impl Connection {
             }
             Ok(Err(e)) => return Err(e),
             Err(response) if out.buf.is_empty() && out.inner.header.is_some() => {
-                let mut line = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
+                let mut line = serde_json::to_vec(&*response).map_err(std::io::Error::other)?;
                 line.push(b'\n');
                 let mut w = &stream;
                 w.write_all(&line)?;

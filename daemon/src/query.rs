@@ -507,7 +507,7 @@ mod tests {
                         now - 1000,
                     )
                     .expect("observe");
-                if i % 5 == 0 {
+                if i.is_multiple_of(5) {
                     // A second source in the root folder, some gone.
                     let f = facts(i, now + i64::from(i % 90) * 86_400 - 5 * 86_400);
                     batch
@@ -522,7 +522,7 @@ mod tests {
                         )
                         .expect("observe");
                 }
-                if j % 3 != 0 {
+                if !j.is_multiple_of(3) {
                     files.push(FileState {
                         name,
                         size: 1,

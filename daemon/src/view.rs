@@ -475,26 +475,26 @@ mod tests {
         let facts = CertificateFacts {
             fingerprint: Sha256([i; 32]),
             subject: format!("CN=host-{i} \"quoted\" \\ é\u{1},O=Contoso"),
-            subject_cn: (i % 2 == 0).then(|| format!("host-{i}")),
+            subject_cn: i.is_multiple_of(2).then(|| format!("host-{i}")),
             issuer: "CN=Issuing CA,O=Contoso".into(),
             serial: format!("{i:02x}"),
             not_before: now - 400 * 86_400 + i64::from(i) * 7_777,
             not_after: now - 20 * 86_400 + i64::from(i) * 5 * 86_400 + 3_601,
             sans: SubjectAltNames {
                 dns: vec![format!("host-{i}.contoso.example")],
-                ip: if i % 3 == 0 {
+                ip: if i.is_multiple_of(3) {
                     vec!["192.0.2.1".into()]
                 } else {
                     vec![]
                 },
                 email: vec![],
-                uri: if i % 4 == 0 {
+                uri: if i.is_multiple_of(4) {
                     vec!["spiffe://x/y".into()]
                 } else {
                     vec![]
                 },
             },
-            key: if i % 2 == 0 {
+            key: if i.is_multiple_of(2) {
                 KeyAlgorithm::Ec {
                     curve: "P-256".into(),
                 }
@@ -515,7 +515,7 @@ mod tests {
         };
         let mut c = Certificate::new(
             facts,
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 Role::Agent
             } else {
                 Role::Gateway
