@@ -96,6 +96,49 @@ impl Session {
         Ok(response)
     }
 
+    /// `list --json`: the text goes to stdout as it is made. Through certd it is rendered
+    /// there and streamed (no certificate is encoded twice); a certd that does not know
+    /// the request yet gets the plain list and the text is rendered here.
+    fn list_json(&self, filter: ListFilter, t: UnixTime) -> Result<()> {
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+        let answer = match self {
+            Session::Direct(store) => match api::list_json(store, &filter, now(), t, &mut out) {
+                Ok(written) => {
+                    written?;
+                    Response::Stream
+                }
+                Err(error) => *error,
+            },
+            Session::Daemon(path) => {
+                let client = Client::connect(path)
+                    .with_context(|| format!("certd stopped answering on {}", path.display()))?;
+                let request = Request::ListJson {
+                    filter: filter.clone(),
+                    at: t,
+                };
+                match client.call_streaming(&request, QUERY_TIMEOUT, &mut out)? {
+                    Response::Error {
+                        kind: api::ErrorKind::Invalid,
+                        ..
+                    } => {
+                        let certs = self.certificates(Request::List { filter })?;
+                        certctl_daemon::view::write_json_list(&certs, t, &mut out)?;
+                        Response::Stream
+                    }
+                    other => other,
+                }
+            }
+        };
+        match answer {
+            Response::Stream => {}
+            Response::Error { message, .. } => bail!("{message}"),
+            other => return Err(unexpected(&other)),
+        }
+        out.flush()?;
+        Ok(())
+    }
+
     fn certificates(&self, request: Request) -> Result<Vec<Certificate>> {
         match self.call(request, QUERY_TIMEOUT)? {
             Response::Certificates { certificates } => Ok(certificates),
@@ -233,6 +276,10 @@ fn list(session: &Session, a: ListArgs) -> Result<Exit> {
         name: a.name,
     };
     let t = now();
+    if a.output.json {
+        session.list_json(filter, t)?;
+        return Ok(Exit::Success);
+    }
     let certs = session.certificates(Request::List { filter })?;
     print_certificates(&certs, t, a.output.json, a.output.csv)?;
     Ok(Exit::Success)
@@ -242,10 +289,7 @@ fn print_certificates(certs: &[Certificate], t: UnixTime, json: bool, csv: bool)
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if json {
-        let views: Vec<CertificateView> =
-            certs.iter().map(|c| CertificateView::new(c, t)).collect();
-        serde_json::to_writer_pretty(&mut out, &views)?;
-        writeln!(out)?;
+        certctl_daemon::view::write_json_list(certs, t, &mut out)?;
     } else if csv {
         let mut w = csv::Writer::from_writer(out);
         w.write_record(CertificateView::CSV_HEADER)?;
@@ -475,9 +519,12 @@ fn verify_store(session: &Session, a: OutputArgs) -> Result<Exit> {
 
 fn check(session: &Session, a: CheckArgs) -> Result<Exit> {
     let t = now();
+    // Without --json only the summary is printed: certd sends the counts and the first
+    // certificates, not every certificate that expires within the window.
     let request = Request::Check {
         warn: a.warn,
         critical: a.critical,
+        brief: !a.json,
     };
     let report: CheckReport = match session.call(request, QUERY_TIMEOUT)? {
         Response::Check { report } => report,

@@ -27,6 +27,13 @@ pub enum Request {
     List {
         filter: ListFilter,
     },
+    /// `list --json`: certd answers with the JSON text itself, rendered at `at`, as a
+    /// stream ([`Response::Stream`]). A certd from before this request refuses it as
+    /// unreadable (kind `invalid`); the client then sends [`Request::List`].
+    ListJson {
+        filter: ListFilter,
+        at: UnixTime,
+    },
     Find {
         id: String,
     },
@@ -34,6 +41,10 @@ pub enum Request {
     Check {
         warn: Duration,
         critical: Duration,
+        /// Only the counts and the first certificate of each list (what the one-line summary
+        /// needs), not every certificate: `check` without `--json`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        brief: bool,
     },
     /// Paths must be absolute (the client resolves them against its own directory).
     Scan {
@@ -134,6 +145,7 @@ impl Request {
         !matches!(
             self,
             Request::List { .. }
+                | Request::ListJson { .. }
                 | Request::Find { .. }
                 | Request::Stats
                 | Request::Check { .. }
@@ -208,7 +220,8 @@ pub struct ScheduleStatus {
     pub next_run: Option<UnixTime>,
 }
 
-/// The answer.
+/// The answer. `Stream` ([`Request::ListJson`]'s): the text follows this line in frames
+/// (see [`crate::control`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "response", rename_all = "kebab-case")]
 pub enum Response {
@@ -279,6 +292,7 @@ pub enum Response {
         kind: ErrorKind,
         message: String,
     },
+    Stream,
 }
 
 /// Why a request failed; the CLI maps it to an exit code.
@@ -322,10 +336,15 @@ pub fn execute(
             Ok(fleet) => Response::Fleet { fleet },
             Err((kind, message)) => Response::Error { kind, message },
         },
-        Request::List { filter } => match query::list(store, &filter, now) {
-            Ok(certificates) => Response::Certificates { certificates },
-            Err(e) => Response::from_query_error(e),
-        },
+        // Rendering the text is for whoever streams the answer (certd's control socket,
+        // `certctl` itself in direct mode, see [`list_json`]): here the certificates are
+        // the answer.
+        Request::List { filter } | Request::ListJson { filter, .. } => {
+            match query::list(store, &filter, now) {
+                Ok(certificates) => Response::Certificates { certificates },
+                Err(e) => Response::from_query_error(e),
+            }
+        }
         Request::Find { id } => match query::find(store, &id) {
             Ok(certificates) => Response::Certificates { certificates },
             Err(e) => Response::from_query_error(e),
@@ -334,7 +353,15 @@ pub fn execute(
             Ok(stats) => Response::Stats { stats },
             Err(e) => Response::from_query_error(e),
         },
-        Request::Check { warn, critical } => match query::check(store, warn, critical, now) {
+        Request::Check {
+            warn,
+            critical,
+            brief,
+        } => match if brief {
+            query::check_brief(store, warn, critical, now)
+        } else {
+            query::check(store, warn, critical, now)
+        } {
             Ok(report) => Response::Check { report },
             Err(e) => Response::from_query_error(e),
         },
@@ -477,6 +504,21 @@ pub fn execute(
             Err(e) => failed(e),
         },
     }
+}
+
+/// `certctl list --json` ([`Request::ListJson`]): writes the JSON text of the
+/// answer to `out` and returns `Ok`, or returns the error [`Response`] before writing
+/// anything.
+pub fn list_json(
+    store: &Store,
+    filter: &ListFilter,
+    now: UnixTime,
+    at: UnixTime,
+    out: &mut dyn std::io::Write,
+) -> Result<std::io::Result<()>, Box<Response>> {
+    let certificates =
+        query::list(store, filter, now).map_err(|e| Box::new(Response::from_query_error(e)))?;
+    Ok(crate::view::write_json_list(&certificates, at, out))
 }
 
 /// `certctl history --at DATE`: the moment asked about and the certificates valid then.

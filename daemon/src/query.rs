@@ -49,7 +49,7 @@ pub fn list(
         (true, Some(d)) => Some((i64::MIN + 1, now.saturating_add(d.as_secs()) + 1)),
     };
     let mut certs = match (time_range, filter.role) {
-        (Some((from, before)), role) => store.expiring_between(from, before, role)?,
+        (Some((from, before)), role) => expiring_between(store, from, before, role)?,
         (None, Some(role)) => store.by_role(role)?,
         (None, None) => {
             let mut all = store.iter().collect::<Result<Vec<_>, _>>()?;
@@ -68,8 +68,95 @@ pub fn list(
                 || c.facts.subject.to_lowercase().contains(&needle)
         });
     }
-    store.refresh_last_seen(&mut certs)?;
+    refresh_last_seen(store, &mut certs)?;
     Ok(certs)
+}
+
+/// The expiry index's buckets are weeks since the epoch: pieces of a range cut there read
+/// disjoint buckets.
+const EXPIRY_BUCKET_SECS: i64 = 7 * 86_400;
+/// Ranges longer than this are read in one piece (`--expired`, a role's whole list).
+const MAX_SPLIT_RANGE: i64 = 5 * 365 * 86_400;
+
+/// [`Store::expiring_between`], with a bounded range read as week-aligned pieces in
+/// parallel (reading and decoding the records is most of a `list --expiring-within`). The
+/// pieces are disjoint and in order, so their concatenation is sorted like one read.
+fn expiring_between(
+    store: &Store,
+    from: UnixTime,
+    before: UnixTime,
+    role: Option<Role>,
+) -> Result<Vec<Certificate>, StoreError> {
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads();
+    if threads < 2 || before.saturating_sub(from) > MAX_SPLIT_RANGE || before <= from {
+        return store.expiring_between(from, before, role);
+    }
+    let mut cuts = vec![from];
+    let mut week = from.div_euclid(EXPIRY_BUCKET_SECS) + 1;
+    while week * EXPIRY_BUCKET_SECS < before {
+        cuts.push(week * EXPIRY_BUCKET_SECS);
+        week += 1;
+    }
+    cuts.push(before);
+    let pieces: Vec<Vec<Certificate>> = cuts
+        .par_windows(2)
+        .map(|w| store.expiring_between(w[0], w[1], role))
+        .collect::<Result<_, _>>()?;
+    Ok(pieces.into_iter().flatten().collect())
+}
+
+/// What [`Store::refresh_last_seen`] does (fold the time each file was last confirmed,
+/// kept per folder, into the certificates' file sources), one folder at a time and in
+/// parallel over folders: a long listing touches a thousand folders of a thousand files,
+/// and holding all their file states at once (as the store's version does) costs about
+/// 100 MB and most of the time of a `list --expiring-within 30d` on a million certificates.
+fn refresh_last_seen(store: &Store, certs: &mut [Certificate]) -> Result<(), StoreError> {
+    use rayon::prelude::*;
+    use std::collections::HashMap;
+    // (folder, file name, certificate, source) of every current file source.
+    let mut wanted: Vec<(&str, &str, usize, usize)> = Vec::new();
+    for (c, cert) in certs.iter().enumerate() {
+        for (k, source) in cert.sources.iter().enumerate() {
+            let certctl_store::SourceLocation::File { path, .. } = &source.location else {
+                continue;
+            };
+            if source.gone_since.is_some() {
+                continue;
+            }
+            match path.rsplit_once('/') {
+                Some(("", name)) => wanted.push(("/", name, c, k)),
+                Some((dir, name)) => wanted.push((dir, name, c, k)),
+                None => {}
+            }
+        }
+    }
+    wanted.sort_unstable();
+    let folders: Vec<&[(&str, &str, usize, usize)]> = wanted.chunk_by(|a, b| a.0 == b.0).collect();
+    // Per folder: the confirmed times of the files asked about.
+    let seen: Vec<Vec<(usize, usize, UnixTime)>> = folders
+        .par_iter()
+        .map(|group| {
+            let files = store.dir_files(group[0].0)?;
+            let times: HashMap<&str, UnixTime> = files
+                .iter()
+                .map(|f| (f.name.as_str(), f.last_seen))
+                .collect();
+            Ok(group
+                .iter()
+                .filter_map(|(_, name, c, k)| times.get(name).map(|t| (*c, *k, *t)))
+                .collect())
+        })
+        .collect::<Result<_, StoreError>>()?;
+    drop(folders);
+    drop(wanted);
+    for (c, k, t) in seen.into_iter().flatten() {
+        let cert = &mut certs[c];
+        let source = &mut cert.sources[k];
+        source.last_seen = source.last_seen.max(t);
+        cert.last_seen = cert.last_seen.max(source.last_seen);
+    }
+    Ok(())
 }
 
 /// The certificates `id` names: a fingerprint prefix (≥ 8 hex characters, colons allowed)
@@ -164,9 +251,52 @@ pub struct CheckReport {
     pub warning: Vec<Certificate>,
     pub warn: Duration,
     pub critical_within: Duration,
+    /// Set in a brief report ([`CheckReport::brief`]): the lengths of `expired`,
+    /// `critical` and `warning` before they were cut to their first certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totals: Option<CheckTotals>,
+}
+
+/// How many certificates a brief [`CheckReport`] stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckTotals {
+    pub expired: u64,
+    pub critical: u64,
+    pub warning: u64,
 }
 
 impl CheckReport {
+    /// What the one-line summary needs: the counts and the first certificate of each list
+    /// (`check` through certd without `--json` does not ship tens of thousands of records).
+    pub fn brief(mut self) -> CheckReport {
+        let totals = CheckTotals {
+            expired: self.expired_total(),
+            critical: self.critical_total(),
+            warning: self.warning_total(),
+        };
+        self.expired.truncate(1);
+        self.critical.truncate(1);
+        self.warning.truncate(1);
+        self.totals = Some(totals);
+        self
+    }
+
+    /// Expired certificates, also in a brief report.
+    pub fn expired_total(&self) -> u64 {
+        self.totals.map_or(self.expired.len() as u64, |t| t.expired)
+    }
+
+    /// Certificates within the critical window, also in a brief report.
+    pub fn critical_total(&self) -> u64 {
+        self.totals
+            .map_or(self.critical.len() as u64, |t| t.critical)
+    }
+
+    /// Certificates within the warning window, also in a brief report.
+    pub fn warning_total(&self) -> u64 {
+        self.totals.map_or(self.warning.len() as u64, |t| t.warning)
+    }
+
     /// The one-line summary printed by `certctl check`.
     pub fn summary(&self, now: UnixTime) -> String {
         let first = |certs: &[Certificate]| {
@@ -189,21 +319,25 @@ impl CheckReport {
                 self.considered, self.warn
             ),
             Verdict::Critical => {
-                let mut urgent = self.expired.clone();
-                urgent.extend(self.critical.iter().cloned());
+                // The first urgent one: the first expired, else the first critical.
+                let urgent = if self.expired.is_empty() {
+                    &self.critical
+                } else {
+                    &self.expired
+                };
                 format!(
                     "CRITICAL: {} expired, {} expiring within {}, {} within {}{}",
-                    self.expired.len(),
-                    self.critical.len(),
+                    self.expired_total(),
+                    self.critical_total(),
                     self.critical_within,
-                    self.warning.len(),
+                    self.warning_total(),
                     self.warn,
-                    first(&urgent)
+                    first(urgent)
                 )
             }
             Verdict::Warning => format!(
                 "WARNING: {} certificates expire within {}{}",
-                self.warning.len(),
+                self.warning_total(),
                 self.warn,
                 first(&self.warning)
             ),
@@ -221,6 +355,28 @@ pub fn check(
     critical: Duration,
     now: UnixTime,
 ) -> Result<CheckReport, QueryError> {
+    check_with(store, warn, critical, now, false)
+}
+
+/// [`check`] as [`CheckReport::brief`] gives it, without holding every certificate of the
+/// three lists while the store is read (one pass over a million records otherwise keeps
+/// tens of thousands of them).
+pub fn check_brief(
+    store: &Store,
+    warn: Duration,
+    critical: Duration,
+    now: UnixTime,
+) -> Result<CheckReport, QueryError> {
+    check_with(store, warn, critical, now, true)
+}
+
+fn check_with(
+    store: &Store,
+    warn: Duration,
+    critical: Duration,
+    now: UnixTime,
+    brief: bool,
+) -> Result<CheckReport, QueryError> {
     let mut report = CheckReport {
         verdict: Verdict::Ok,
         considered: 0,
@@ -229,8 +385,14 @@ pub fn check(
         warning: Vec::new(),
         warn,
         critical_within: critical,
+        totals: None,
     };
     let horizon = now.saturating_add(warn.as_secs().max(critical.as_secs()));
+    let mut totals = CheckTotals {
+        expired: 0,
+        critical: 0,
+        warning: 0,
+    };
     for cert in store.iter() {
         let cert = cert?;
         if !counts_for_check(&cert) {
@@ -241,12 +403,24 @@ pub fn check(
         if not_after > horizon {
             continue;
         }
-        if not_after <= now {
-            report.expired.push(cert);
+        let (list, total) = if not_after <= now {
+            (&mut report.expired, &mut totals.expired)
         } else if not_after <= now + critical.as_secs() {
-            report.critical.push(cert);
+            (&mut report.critical, &mut totals.critical)
         } else if not_after <= now + warn.as_secs() {
-            report.warning.push(cert);
+            (&mut report.warning, &mut totals.warning)
+        } else {
+            continue;
+        };
+        *total += 1;
+        if !brief {
+            list.push(cert);
+        } else if list
+            .first()
+            .is_none_or(|first| not_after < first.facts.not_after)
+        {
+            // The first of a stable sort by not_after over the store's order.
+            *list = vec![cert];
         }
     }
     for v in [
@@ -255,6 +429,9 @@ pub fn check(
         &mut report.warning,
     ] {
         v.sort_by_key(|c| c.facts.not_after);
+    }
+    if brief {
+        report.totals = Some(totals);
     }
     report.verdict = if !report.expired.is_empty() || !report.critical.is_empty() {
         Verdict::Critical
@@ -271,4 +448,163 @@ pub fn counts_for_check(cert: &Certificate) -> bool {
     cert.revocation.is_none()
         && cert.current_sources().next().is_some()
         && cert.credential_kind() != Some(CredentialKind::Ephemeral)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use certctl_store::{
+        CertificateFacts, FileState, KeyAlgorithm, Sha256, SourceLocation, SubjectAltNames,
+    };
+
+    fn facts(i: u32, not_after: UnixTime) -> CertificateFacts {
+        let mut fp = [0u8; 32];
+        fp[..4].copy_from_slice(&i.to_be_bytes());
+        fp[31] = 0xaa;
+        CertificateFacts {
+            fingerprint: Sha256(fp),
+            subject: format!("CN=h{i}"),
+            subject_cn: Some(format!("h{i}")),
+            issuer: "CN=CA".into(),
+            serial: format!("{i:x}"),
+            not_before: not_after - 365 * 86_400,
+            not_after,
+            sans: SubjectAltNames::default(),
+            key: KeyAlgorithm::Ec {
+                curve: "P-256".into(),
+            },
+            signature_algorithm: "ecdsa-with-SHA256".into(),
+            is_ca: false,
+            subject_key_id: None,
+            authority_key_id: None,
+            spki_sha256: Sha256(fp),
+            crl_distribution_points: vec![],
+            ocsp_urls: vec![],
+        }
+    }
+
+    /// A store like a scan leaves it, then a re-scan that confirmed some files later.
+    fn store_with_file_states(now: UnixTime) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_with_cache(dir.path(), 16 << 20).expect("store");
+        let mut batch = store.ingest();
+        for folder in 0..12u32 {
+            let d = format!("/srv/f{folder}");
+            let mut files = Vec::new();
+            for j in 0..700u32 {
+                let i = folder * 700 + j;
+                let f = facts(i, now + i64::from(i % 90) * 86_400 - 5 * 86_400);
+                let fp = f.fingerprint;
+                let name = format!("c{j}.pem");
+                batch
+                    .observe(
+                        f,
+                        Some(Role::Agent),
+                        SourceLocation::File {
+                            path: format!("{d}/{name}"),
+                            index: 0,
+                        },
+                        now - 1000,
+                    )
+                    .expect("observe");
+                if i.is_multiple_of(5) {
+                    // A second source in the root folder, some gone.
+                    let f = facts(i, now + i64::from(i % 90) * 86_400 - 5 * 86_400);
+                    batch
+                        .observe(
+                            f,
+                            None,
+                            SourceLocation::File {
+                                path: format!("/r{i}.pem"),
+                                index: 1,
+                            },
+                            now - 2000,
+                        )
+                        .expect("observe");
+                }
+                if !j.is_multiple_of(3) {
+                    files.push(FileState {
+                        name,
+                        size: 1,
+                        modified_ns: 0,
+                        last_seen: now - 1000 + i64::from(j % 7) * 100,
+                        certificates: vec![fp],
+                        problem: None,
+                    });
+                }
+            }
+            batch.replace_dir(&d, files);
+            batch.commit().expect("commit");
+        }
+        let root: Vec<FileState> = (0..8400u32)
+            .step_by(10)
+            .map(|i| FileState {
+                name: format!("r{i}.pem"),
+                size: 1,
+                modified_ns: 0,
+                last_seen: now - 1500 + i64::from(i),
+                certificates: vec![],
+                problem: None,
+            })
+            .collect();
+        batch.replace_dir("/", root);
+        batch.commit().expect("commit");
+        (dir, store)
+    }
+
+    #[test]
+    fn parallel_list_is_the_store_list_with_the_store_refresh() {
+        let now = 1_795_000_000;
+        let (_dir, store) = store_with_file_states(now);
+        for (from, before) in [
+            (now + 1, now + 30 * 86_400 + 1),
+            (now - 10 * 86_400, now + 100 * 86_400),
+            (now + 3, now + 4),
+        ] {
+            let mut want = store.expiring_between(from, before, None).expect("read");
+            store.refresh_last_seen(&mut want).expect("refresh");
+            let mut got = expiring_between(&store, from, before, None).expect("read");
+            refresh_last_seen(&store, &mut got).expect("refresh");
+            assert_eq!(got.len(), want.len());
+            assert!(got == want, "range {from}..{before}");
+        }
+        let filter = ListFilter {
+            expiring_within: Some(Duration::days(30)),
+            ..Default::default()
+        };
+        let listed = list(&store, &filter, now).expect("list");
+        assert!(listed.len() > 2000);
+        assert!(listed
+            .windows(2)
+            .all(|w| (w[0].facts.not_after, w[0].facts.fingerprint)
+                <= (w[1].facts.not_after, w[1].facts.fingerprint)));
+    }
+
+    #[test]
+    fn a_brief_check_has_the_same_summary() {
+        let now = 1_795_000_000;
+        let (_dir, store) = store_with_file_states(now);
+        let full = check(&store, Duration::days(30), Duration::days(7), now).expect("check");
+        assert!(full.expired.len() > 1 && full.critical.len() > 1 && full.warning.len() > 1);
+        let brief = full.clone().brief();
+        assert_eq!(brief.summary(now), full.summary(now));
+        let direct =
+            check_brief(&store, Duration::days(30), Duration::days(7), now).expect("check");
+        assert_eq!(direct.summary(now), full.summary(now));
+        assert_eq!(direct.totals, brief.totals);
+        for (a, b) in [
+            (&direct.expired, &brief.expired),
+            (&direct.critical, &brief.critical),
+            (&direct.warning, &brief.warning),
+        ] {
+            assert_eq!(a.len(), 1);
+            assert!(a[0] == b[0]);
+        }
+        assert_eq!(brief.expired.len(), 1);
+        assert_eq!(brief.expired_total(), full.expired.len() as u64);
+        // Through the wire too.
+        let wire: CheckReport =
+            serde_json::from_str(&serde_json::to_string(&brief).expect("json")).expect("read");
+        assert_eq!(wire.summary(now), full.summary(now));
+    }
 }

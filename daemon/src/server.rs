@@ -176,7 +176,9 @@ impl Shared {
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
     // Signals first: a SIGTERM that arrives while starting must still end certd cleanly.
     let mut signals = Signals::install().map_err(DaemonError::Signals)?;
-    let store = Store::open(&config.store)?;
+    // A bounded page cache (`store_cache`, 64 MiB by default) rather than the store's
+    // bulk-scan default of 1 GiB: certd runs for months next to other services.
+    let store = Store::open_with_cache(&config.store, config.store_cache_bytes)?;
     let listener = ControlListener::bind(&config.store)?;
     tracing::info!(store = %config.store.display(), socket = %listener.path().display(), sources = config.sources.len(), endpoints = config.endpoints.len(), "certd started (schedules are in UTC)");
 
@@ -399,9 +401,17 @@ fn reload(shared: &Shared) -> Result<(), ConfigError> {
     if new.store != current.store {
         tracing::warn!(running = %current.store.display(), configured = %new.store.display(), "the store path changed: restart certd to move to the new store; keeping the current one");
     }
-    let store = current.store.clone();
+    if new.store_cache_bytes != current.store_cache_bytes {
+        tracing::warn!(
+            running = current.store_cache_bytes,
+            configured = new.store_cache_bytes,
+            "store_cache changed: restart certd to resize the store's page cache"
+        );
+    }
+    let (store, cache) = (current.store.clone(), current.store_cache_bytes);
     *current = new;
     current.store = store;
+    current.store_cache_bytes = cache;
     tracing::info!(
         sources = current.sources.len(),
         endpoints = current.endpoints.len(),
@@ -679,6 +689,9 @@ async fn serve_control(listener: ControlListener, shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let response = match conn.request(REQUEST_TIMEOUT).await {
+                Ok(Request::ListJson { filter, at }) => {
+                    return stream_list(&shared, conn, filter, at).await
+                }
                 Ok(request) => answer(&shared, request).await,
                 Err(e) => Response::error(api::ErrorKind::Invalid, e),
             };
@@ -686,6 +699,26 @@ async fn serve_control(listener: ControlListener, shared: Arc<Shared>) {
                 tracing::debug!(error = %e, "client went away before the answer");
             }
         });
+    }
+}
+
+/// `certctl list --json`: the JSON text is rendered here and streamed to the client as it
+/// is written (read-only: no writer lock, like every other query).
+async fn stream_list(
+    shared: &Arc<Shared>,
+    conn: crate::control::Connection,
+    filter: crate::query::ListFilter,
+    at: UnixTime,
+) {
+    let store = shared.store.clone();
+    let sent = tokio::task::spawn_blocking(move || {
+        conn.respond_streaming(|out| api::list_json(&store, &filter, now(), at, out))
+    })
+    .await;
+    match sent {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "client went away before the end of the answer"),
+        Err(e) => tracing::error!(error = %e, "list failed"),
     }
 }
 

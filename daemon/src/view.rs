@@ -221,3 +221,383 @@ impl SourceView {
         }
     }
 }
+
+// ---- `list --json` at scale -------------------------------------------------------------
+
+/// Writes `certs` as `list --json` prints them: exactly what serde_json's pretty printer
+/// makes of `Vec<CertificateView>` (built at `now`), followed by a newline.
+///
+/// Built for tens of thousands of certificates: no [`CertificateView`] is built (the
+/// strings are borrowed, times and hashes are formatted on the stack), and chunks of the
+/// list are rendered in parallel, a few at a time, so memory stays bounded by a window of
+/// rendered chunks rather than the whole text.
+pub fn write_json_list<W: std::io::Write + ?Sized>(
+    certs: &[Certificate],
+    now: UnixTime,
+    out: &mut W,
+) -> std::io::Result<()> {
+    use rayon::prelude::*;
+    /// Certificates per rendered chunk, and chunks rendered at once.
+    const CHUNK: usize = 256;
+    const WINDOW: usize = 16;
+    if certs.is_empty() {
+        return out.write_all(b"[]\n");
+    }
+    out.write_all(b"[\n")?;
+    let chunks: Vec<&[Certificate]> = certs.chunks(CHUNK).collect();
+    let mut first = true;
+    for window in chunks.chunks(WINDOW) {
+        let rendered: Vec<serde_json::Result<Vec<u8>>> = window
+            .par_iter()
+            .map(|chunk| {
+                let items: Vec<CertificateJson<'_>> =
+                    chunk.iter().map(|c| CertificateJson::new(c, now)).collect();
+                let mut buf = Vec::with_capacity(chunk.len() * 1600);
+                serde_json::to_writer_pretty(&mut buf, &items)?;
+                Ok(buf)
+            })
+            .collect();
+        for buf in rendered {
+            let buf = buf.map_err(std::io::Error::other)?;
+            // A non-empty pretty array is `[\n` + its items at indent 1 + `\n]`: the items
+            // are exactly what they are inside the whole list.
+            let items = buf
+                .get(2..buf.len().saturating_sub(2))
+                .ok_or_else(|| std::io::Error::other("unexpected JSON from serde_json"))?;
+            if !first {
+                out.write_all(b",\n")?;
+            }
+            out.write_all(items)?;
+            first = false;
+        }
+    }
+    out.write_all(b"\n]\n")
+}
+
+/// [`CertificateView`] with borrowed fields: same field names, same order, same JSON.
+#[derive(Serialize)]
+struct CertificateJson<'a> {
+    fingerprint_sha256: HexJson,
+    subject: &'a str,
+    subject_cn: Option<&'a str>,
+    issuer: &'a str,
+    serial: &'a str,
+    not_before: TimeJson,
+    not_after: TimeJson,
+    days_left: i64,
+    status: &'static str,
+    role: Option<&'static str>,
+    credential_kind: Option<&'static str>,
+    key: DisplayJson<'a, certctl_store::KeyAlgorithm>,
+    signature_algorithm: &'a str,
+    is_ca: bool,
+    spki_sha256: HexJson,
+    subject_key_id: Option<DisplayJson<'a, KeyId>>,
+    authority_key_id: Option<DisplayJson<'a, KeyId>>,
+    sans: SansJson<'a>,
+    crl_distribution_points: &'a [String],
+    ocsp_urls: &'a [String],
+    revoked: bool,
+    revocation: Option<RevocationView>,
+    first_seen: Option<TimeJson>,
+    last_seen: Option<TimeJson>,
+    sources: SourcesJson<'a>,
+    more_sources: u64,
+}
+
+#[derive(Serialize)]
+struct SansJson<'a> {
+    dns: &'a [String],
+    ip: &'a [String],
+    email: &'a [String],
+    uri: &'a [String],
+}
+
+#[derive(Serialize)]
+struct SourceJson<'a> {
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint: Option<&'a str>,
+    index: u32,
+    first_seen: TimeJson,
+    last_seen: TimeJson,
+    gone_since: Option<TimeJson>,
+}
+
+struct SourcesJson<'a>(&'a [Source]);
+
+impl Serialize for SourcesJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|src| {
+            let (kind, path, endpoint, index) = match &src.location {
+                SourceLocation::File { path, index } => ("file", Some(path.as_str()), None, *index),
+                SourceLocation::Endpoint { address, index } => {
+                    ("tls", None, Some(address.as_str()), *index)
+                }
+            };
+            SourceJson {
+                kind,
+                path,
+                endpoint,
+                index,
+                first_seen: TimeJson(src.first_seen),
+                last_seen: TimeJson(src.last_seen),
+                gone_since: src.gone_since.map(TimeJson),
+            }
+        }))
+    }
+}
+
+impl<'a> CertificateJson<'a> {
+    fn new(cert: &'a Certificate, now: UnixTime) -> Self {
+        let f = &cert.facts;
+        CertificateJson {
+            fingerprint_sha256: HexJson(f.fingerprint.0),
+            subject: &f.subject,
+            subject_cn: f.subject_cn.as_deref(),
+            issuer: &f.issuer,
+            serial: &f.serial,
+            not_before: TimeJson(f.not_before),
+            not_after: TimeJson(f.not_after),
+            days_left: (f.not_after - now).div_euclid(86_400),
+            status: cert.status(now, EXPIRING_SECS).as_str(),
+            role: Some(cert.role.as_str()),
+            credential_kind: f.credential_kind().map(|k| k.as_str()),
+            key: DisplayJson(&f.key),
+            signature_algorithm: &f.signature_algorithm,
+            is_ca: f.is_ca,
+            spki_sha256: HexJson(f.spki_sha256.0),
+            subject_key_id: f.subject_key_id.as_ref().map(DisplayJson),
+            authority_key_id: f.authority_key_id.as_ref().map(DisplayJson),
+            sans: SansJson {
+                dns: &f.sans.dns,
+                ip: &f.sans.ip,
+                email: &f.sans.email,
+                uri: &f.sans.uri,
+            },
+            crl_distribution_points: &f.crl_distribution_points,
+            ocsp_urls: &f.ocsp_urls,
+            revoked: cert.revocation.is_some(),
+            revocation: cert.revocation.as_ref().map(|r| RevocationView {
+                revoked_at: rfc3339(r.revoked_at),
+                reason: serde_json::to_value(r.reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                revoked_by: r.revoked_by.clone(),
+            }),
+            first_seen: Some(TimeJson(cert.first_seen)),
+            last_seen: Some(TimeJson(cert.last_seen)),
+            sources: SourcesJson(&cert.sources),
+            more_sources: cert.more_sources,
+        }
+    }
+}
+
+/// A SHA-256 as 64 lowercase hex characters, formatted on the stack.
+struct HexJson([u8; 32]);
+
+impl Serialize for HexJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 64];
+        // Cannot fail: the buffer is exactly twice the input.
+        hex::encode_to_slice(self.0, &mut buf).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(std::str::from_utf8(&buf).map_err(serde::ser::Error::custom)?)
+    }
+}
+
+/// A value serialized through its `Display` (no intermediate `String`).
+struct DisplayJson<'a, T>(&'a T);
+
+impl<T: std::fmt::Display> Serialize for DisplayJson<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self.0)
+    }
+}
+
+/// A Unix time as [`rfc3339`] formats it, without allocating.
+struct TimeJson(UnixTime);
+
+impl Serialize for TimeJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match fast_rfc3339(self.0) {
+            Some(buf) => {
+                s.serialize_str(std::str::from_utf8(&buf).map_err(serde::ser::Error::custom)?)
+            }
+            None => s.serialize_str(&rfc3339(self.0)),
+        }
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for years 0 to 9999 (what [`rfc3339`] gives there); `None`
+/// outside, where the caller falls back to [`rfc3339`].
+fn fast_rfc3339(t: UnixTime) -> Option<[u8; 20]> {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    let mut b = *b"0000-00-00T00:00:00Z";
+    let mut put = |at: usize, value: i64, width: usize| {
+        let mut v = value;
+        for k in (0..width).rev() {
+            b[at + k] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, secs / 3600, 2);
+    put(14, secs / 60 % 60, 2);
+    put(17, secs % 60, 2);
+    Some(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use certctl_store::{
+        KeyAlgorithm, Revocation, RevocationReason, Role, Sha256, SubjectAltNames,
+    };
+
+    fn cert(i: u8, now: UnixTime) -> Certificate {
+        let facts = CertificateFacts {
+            fingerprint: Sha256([i; 32]),
+            subject: format!("CN=host-{i} \"quoted\" \\ é\u{1},O=Contoso"),
+            subject_cn: i.is_multiple_of(2).then(|| format!("host-{i}")),
+            issuer: "CN=Issuing CA,O=Contoso".into(),
+            serial: format!("{i:02x}"),
+            not_before: now - 400 * 86_400 + i64::from(i) * 7_777,
+            not_after: now - 20 * 86_400 + i64::from(i) * 5 * 86_400 + 3_601,
+            sans: SubjectAltNames {
+                dns: vec![format!("host-{i}.contoso.example")],
+                ip: if i.is_multiple_of(3) {
+                    vec!["192.0.2.1".into()]
+                } else {
+                    vec![]
+                },
+                email: vec![],
+                uri: if i.is_multiple_of(4) {
+                    vec!["spiffe://x/y".into()]
+                } else {
+                    vec![]
+                },
+            },
+            key: if i.is_multiple_of(2) {
+                KeyAlgorithm::Ec {
+                    curve: "P-256".into(),
+                }
+            } else {
+                KeyAlgorithm::Rsa { bits: 2048 }
+            },
+            signature_algorithm: "ecdsa-with-SHA256".into(),
+            is_ca: i == 3,
+            subject_key_id: (i % 2 == 1).then(|| KeyId(vec![0xab; 20])),
+            authority_key_id: None,
+            spki_sha256: Sha256([i.wrapping_mul(7); 32]),
+            crl_distribution_points: if i == 1 {
+                vec!["http://crl/x.crl".into()]
+            } else {
+                vec![]
+            },
+            ocsp_urls: vec![],
+        };
+        let mut c = Certificate::new(
+            facts,
+            if i.is_multiple_of(2) {
+                Role::Agent
+            } else {
+                Role::Gateway
+            },
+            now - 86_400,
+        );
+        c.sources.push(Source {
+            location: SourceLocation::File {
+                path: format!("/srv/certs/{i}.pem"),
+                index: u32::from(i % 2),
+            },
+            first_seen: now - 86_400,
+            last_seen: now,
+            gone_since: (i == 2).then_some(now - 5),
+        });
+        if i % 3 == 1 {
+            c.sources.push(Source {
+                location: SourceLocation::Endpoint {
+                    address: "gw.contoso.example:443".into(),
+                    index: 0,
+                },
+                first_seen: now - 50,
+                last_seen: now - 40,
+                gone_since: None,
+            });
+            c.more_sources = 3;
+        }
+        if i == 5 {
+            c.revocation = Some(Revocation {
+                revoked_at: now - 100,
+                reason: RevocationReason::KeyCompromise,
+                revoked_by: "admin".into(),
+            });
+        }
+        c
+    }
+
+    /// The fast writer gives byte for byte what pretty-printing the views gives.
+    #[test]
+    fn write_json_list_matches_the_views() {
+        let now = 1_795_000_000;
+        for n in [0usize, 1, 2, 7, 255, 256, 257, 600, 5000] {
+            let certs: Vec<Certificate> = (0..n).map(|i| cert((i % 251) as u8, now)).collect();
+            let views: Vec<CertificateView> =
+                certs.iter().map(|c| CertificateView::new(c, now)).collect();
+            let mut want = serde_json::to_vec_pretty(&views).unwrap();
+            want.push(b'\n');
+            let mut got = Vec::new();
+            write_json_list(&certs, now, &mut got).unwrap();
+            assert!(got == want, "{n} certificates: outputs differ");
+        }
+    }
+
+    #[test]
+    fn fast_times_match_rfc3339() {
+        let mut t: i64 = -62_167_219_200 - 86_400 * 3; // just before year 0
+        while t < 253_402_300_800 + 86_400 * 3 {
+            let want = rfc3339(t);
+            match fast_rfc3339(t) {
+                Some(b) => assert_eq!(std::str::from_utf8(&b).unwrap(), want, "{t}"),
+                None => assert!(want.starts_with('@'), "{t}: {want}"),
+            }
+            t += 86_400 * 13 + 3_599;
+        }
+        for t in [
+            0,
+            1,
+            59,
+            86_399,
+            86_400,
+            951_782_400,
+            1_795_000_000,
+            -1,
+            -86_401,
+        ] {
+            assert_eq!(
+                fast_rfc3339(t).map(|b| String::from_utf8(b.to_vec()).unwrap()),
+                Some(rfc3339(t)),
+                "{t}"
+            );
+        }
+    }
+}
