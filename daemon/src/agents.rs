@@ -375,6 +375,54 @@ pub fn pending(store: &Store, _now: UnixTime) -> Result<Vec<PendingAgent>, Agent
     Ok(out)
 }
 
+/// Counts the pending queue (distinct agents) one certificate at a time, without holding
+/// the certificates or the queue: `/metrics` folds it into its single pass over the store.
+/// Agents are told apart by a 128-bit digest of their lowercase name.
+pub struct PendingCounter {
+    index: RegistrationIndex,
+    decided: HashSet<String>,
+    agents: HashSet<[u8; 16]>,
+}
+
+impl PendingCounter {
+    pub fn new(store: &Store) -> Result<Self, StoreError> {
+        Ok(PendingCounter {
+            index: RegistrationIndex::load(store)?,
+            decided: store
+                .agent_decisions()?
+                .into_iter()
+                .map(|d| d.agent.to_lowercase())
+                .collect(),
+            agents: HashSet::new(),
+        })
+    }
+
+    /// Takes one certificate of the store into account (any role).
+    pub fn observe(&mut self, cert: &Certificate) {
+        use sha2::Digest as _;
+        if cert.role != Role::Agent
+            || cert.revocation.is_some()
+            || cert.current_sources().next().is_none()
+            || self.index.unregistered_reason(cert).is_none()
+        {
+            return;
+        }
+        let key = agent_name(cert).to_lowercase();
+        if self.decided.contains(&key) {
+            return;
+        }
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let mut short = [0u8; 16];
+        short.copy_from_slice(&digest[..16]);
+        self.agents.insert(short);
+    }
+
+    /// Distinct agents pending among the certificates observed.
+    pub fn count(&self) -> usize {
+        self.agents.len()
+    }
+}
+
 // ---- decisions ---------------------------------------------------------------------------------
 
 /// `certctl agents approve|block`.

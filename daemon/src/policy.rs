@@ -457,6 +457,8 @@ impl PolicySet {
 #[derive(Default)]
 pub struct Successors {
     newest: HashMap<(String, Role), (UnixTime, Fingerprint)>,
+    /// Only the subjects already in `newest` are tracked ([`Successors::watching`]).
+    watching: bool,
 }
 
 impl Successors {
@@ -469,6 +471,19 @@ impl Successors {
         s
     }
 
+    /// Tracks only the subjects and roles of `certs`, so that a pass over a million
+    /// certificates that may remind about a few thousand holds only those few thousand.
+    pub fn watching<'c>(certs: impl IntoIterator<Item = &'c Certificate>) -> Successors {
+        let none = (UnixTime::MIN, certctl_store::Sha256([0; 32]));
+        Successors {
+            newest: certs
+                .into_iter()
+                .map(|c| ((c.facts.subject.to_lowercase(), c.role), none))
+                .collect(),
+            watching: true,
+        }
+    }
+
     /// Takes one more certificate into account (revoked ones are ignored).
     pub fn add(&mut self, c: &Certificate) {
         if c.revocation.is_some() {
@@ -476,7 +491,14 @@ impl Successors {
         }
         let key = (c.facts.subject.to_lowercase(), c.role);
         let candidate = (c.facts.not_after, c.fingerprint());
-        let e = self.newest.entry(key).or_insert(candidate);
+        let e = if self.watching {
+            match self.newest.get_mut(&key) {
+                Some(e) => e,
+                None => return,
+            }
+        } else {
+            self.newest.entry(key).or_insert(candidate)
+        };
         if candidate > *e {
             *e = candidate;
         }

@@ -108,12 +108,11 @@ fn expiring_between(
 
 /// What [`Store::refresh_last_seen`] does (fold the time each file was last confirmed,
 /// kept per folder, into the certificates' file sources), one folder at a time and in
-/// parallel over folders: a long listing touches a thousand folders of a thousand files,
-/// and holding all their file states at once (as the store's version does) costs about
-/// 100 MB and most of the time of a `list --expiring-within 30d` on a million certificates.
+/// parallel over folders: a long listing touches a thousand folders of a thousand files.
+/// A folder whose files were all confirmed at once costs one small read
+/// ([`Store::files_last_seen`]); only the others have their file states read.
 fn refresh_last_seen(store: &Store, certs: &mut [Certificate]) -> Result<(), StoreError> {
     use rayon::prelude::*;
-    use std::collections::HashMap;
     // (folder, file name, certificate, source) of every current file source.
     let mut wanted: Vec<(&str, &str, usize, usize)> = Vec::new();
     for (c, cert) in certs.iter().enumerate() {
@@ -137,14 +136,11 @@ fn refresh_last_seen(store: &Store, certs: &mut [Certificate]) -> Result<(), Sto
     let seen: Vec<Vec<(usize, usize, UnixTime)>> = folders
         .par_iter()
         .map(|group| {
-            let files = store.dir_files(group[0].0)?;
-            let times: HashMap<&str, UnixTime> = files
-                .iter()
-                .map(|f| (f.name.as_str(), f.last_seen))
-                .collect();
+            let times = store.files_last_seen(group[0].0, group.iter().map(|w| w.1))?;
             Ok(group
                 .iter()
-                .filter_map(|(_, name, c, k)| times.get(name).map(|t| (*c, *k, *t)))
+                .zip(times)
+                .filter_map(|((_, _, c, k), t)| t.map(|t| (*c, *k, t)))
                 .collect())
         })
         .collect::<Result<_, StoreError>>()?;

@@ -432,36 +432,54 @@ fn urgency(policy: &policy::Policy, expires: UnixTime, now: UnixTime) -> Urgency
 }
 
 /// Every digest due at `now`, by recipient (sorted): certificates and tracked artifacts.
+///
+/// Two passes over the store, holding only what may be reminded about: the first picks the
+/// certificates past a threshold, the second looks for a renewed successor of just those.
 pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Digest>, StoreError> {
-    let mut successors = Successors::default();
-    for cert in store.iter() {
-        successors.add(&cert?);
-    }
     let snoozes: HashMap<Fingerprint, Snooze> = store
         .snoozes()?
         .into_iter()
         .map(|s| (s.fingerprint, s))
         .collect();
-    let mut by_recipient: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+    let mut candidates: Vec<(Certificate, &policy::Policy, i64)> = Vec::new();
     for cert in store.iter() {
-        let cert = &cert?;
+        let cert = cert?;
         if cert.revocation.is_some() || cert.current_sources().next().is_none() {
             continue;
         }
-        let Some(policy) = policies.select(cert) else {
+        let Some(policy) = policies.select(&cert) else {
             continue;
         };
-        if successors.successor(cert).is_some() || policy.renewal_pending(cert, now) {
+        if policy.renewal_pending(&cert, now) {
             continue;
         }
-        let Some(threshold) = policy.crossed(cert, now) else {
+        let Some(threshold) = policy.crossed(&cert, now) else {
             continue;
         };
         let expired = cert.facts.not_after <= now;
-        let fp = cert.fingerprint();
-        if !expired && snoozes.get(&fp).is_some_and(|s| s.until > now) {
+        if !expired
+            && snoozes
+                .get(&cert.fingerprint())
+                .is_some_and(|s| s.until > now)
+        {
             continue;
         }
+        candidates.push((cert, policy, threshold));
+    }
+    let mut successors = Successors::watching(candidates.iter().map(|(c, _, _)| c));
+    if !candidates.is_empty() {
+        for cert in store.iter() {
+            successors.add(&cert?);
+        }
+    }
+    let mut by_recipient: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+    for (cert, policy, threshold) in &candidates {
+        let threshold = *threshold;
+        if successors.successor(cert).is_some() {
+            continue;
+        }
+        let expired = cert.facts.not_after <= now;
+        let fp = cert.fingerprint();
         let sent = store.sent_reminders(&fp)?;
         for recipient in &policy.recipients {
             if told(&sent, recipient, threshold) {

@@ -824,9 +824,11 @@ pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<Str
     let _ = writeln!(out, "# TYPE certctl_certificate_not_after_seconds gauge");
     let mut by_status: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut agents: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut pending = agents::PendingCounter::new(store)?;
     for c in store.iter() {
         let c = c?;
         let c = &c;
+        pending.observe(c);
         let status = c.status(now, EXPIRING_SECS).as_str();
         *by_status.entry((c.role.as_str(), status)).or_default() += 1;
         let Some(source) = c.current_sources().next() else {
@@ -903,7 +905,7 @@ pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<Str
             label(endpoint)
         );
     }
-    let pending = agents::pending(store, now)?.len();
+    let pending = pending.count();
     let blocked = store
         .agent_decisions()?
         .iter()

@@ -30,3 +30,28 @@ pub enum FileProblem {
     /// The file could not be read or parsed.
     Failed(String),
 }
+
+/// When the files of one directory were last confirmed, kept beside their states so that a
+/// query can date a directory's file sources without reading every file state (a
+/// `list` on a million certificates touches a thousand directories of a thousand files).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirSeen {
+    /// The oldest and newest `last_seen` of the directory's files.
+    pub oldest: UnixTime,
+    pub newest: UnixTime,
+}
+
+impl DirSeen {
+    /// The summary of `files`, or `None` when there are none.
+    pub fn of(files: &[FileState]) -> Option<DirSeen> {
+        let oldest = files.iter().map(|f| f.last_seen).min()?;
+        let newest = files.iter().map(|f| f.last_seen).max()?;
+        Some(DirSeen { oldest, newest })
+    }
+
+    /// The one time every file was last confirmed at, when they all share it (a scan of
+    /// the directory confirms all its files at once).
+    pub fn uniform(&self) -> Option<UnixTime> {
+        (self.oldest == self.newest).then_some(self.newest)
+    }
+}

@@ -279,6 +279,14 @@ impl<'s> Ingest<'s> {
                 size(dir.len() + 6, &value);
                 batch.insert(keys::dir_segment_key(&dir, n), value);
             }
+            match crate::files::DirSeen::of(&files) {
+                Some(seen) => {
+                    let value = encode(&seen)?;
+                    size(dir.len() + 1, &value);
+                    batch.insert(keys::dir_seen_key(&dir), value);
+                }
+                None => batch.remove(keys::dir_seen_key(&dir)),
+            }
         }
         for endpoint in self.endpoints.drain(..) {
             let value = encode(&endpoint)?;

@@ -8,6 +8,7 @@
 //! | `C`    | fingerprint (32)                      | versioned [`Certificate`] record       |
 //! | `P`    | index (1) + bucket + segment id (8) + chunk (2) | up to 256 index postings     |
 //! | `F`    | directory path + `\0` + segment (4)   | the [`FileState`]s of that directory   |
+//! | `S`    | directory path                        | when its files were last confirmed (one time if all alike) |
 //! | `T`    | `host:port`                           | [`Endpoint`] state of a TLS endpoint   |
 //! | `A`    | fingerprint + time + id               | an [`AuditEvent`]                      |
 //! | `M`    | name                                  | metadata (schema version)              |
@@ -46,6 +47,7 @@
 pub(crate) const CERT: u8 = b'C';
 pub(crate) const POSTING: u8 = b'P';
 pub(crate) const FILES: u8 = b'F';
+pub(crate) const DIR_SEEN: u8 = b'S';
 pub(crate) const META: u8 = b'M';
 pub(crate) const ENDPOINT: u8 = b'T';
 pub(crate) const AUDIT: u8 = b'A';
@@ -167,6 +169,14 @@ pub(crate) fn dir_prefix(dir: &str) -> Vec<u8> {
     k.push(FILES);
     k.extend_from_slice(dir.as_bytes());
     k.push(0);
+    k
+}
+
+/// `S` + directory: the key of a directory's [`crate::files::DirSeen`].
+pub(crate) fn dir_seen_key(dir: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(dir.len() + 1);
+    k.push(DIR_SEEN);
+    k.extend_from_slice(dir.as_bytes());
     k
 }
 

@@ -27,7 +27,7 @@ mod workflows;
 pub use audit::AuditEvent;
 pub use endpoints::{Endpoint, Finding, FindingKind};
 pub use error::{Result, StoreError};
-pub use files::{FileProblem, FileState};
+pub use files::{DirSeen, FileProblem, FileState};
 pub use fleet::{AgentDecision, AgentVerdict, Registration, TrackedArtifact};
 pub use ingest::{Ingest, Observed};
 pub use model::*;

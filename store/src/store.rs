@@ -11,7 +11,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::endpoints::Endpoint;
 use crate::error::{Result, StoreError};
-use crate::files::FileState;
+use crate::files::{DirSeen, FileState};
 use crate::ingest::{hash_key, FpPrefix, Ingest, Posting};
 use crate::keys::{self, Index};
 use crate::migrate;
@@ -444,6 +444,34 @@ impl Store {
         Ok(out)
     }
 
+    /// When the files of `dir` were last confirmed (see [`DirSeen`]); `None` for a
+    /// directory without file states, or in a store written before release 0.3.
+    pub fn dir_seen(&self, dir: &str) -> Result<Option<DirSeen>> {
+        self.tree
+            .get(keys::dir_seen_key(dir))?
+            .map(|v| decode(&v, "directory summary"))
+            .transpose()
+    }
+
+    /// The time each named file of `dir` was last confirmed, for the `names` asked about
+    /// (sorted or not). Reads only the directory's summary when its files were all
+    /// confirmed at once, else its file states.
+    pub fn files_last_seen<'n>(
+        &self,
+        dir: &str,
+        names: impl IntoIterator<Item = &'n str>,
+    ) -> Result<Vec<Option<UnixTime>>> {
+        if let Some(t) = self.dir_seen(dir)?.and_then(|s| s.uniform()) {
+            return Ok(names.into_iter().map(|_| Some(t)).collect());
+        }
+        let files = self.dir_files(dir)?;
+        let times: HashMap<&str, UnixTime> = files
+            .iter()
+            .map(|f| (f.name.as_str(), f.last_seen))
+            .collect();
+        Ok(names.into_iter().map(|n| times.get(n).copied()).collect())
+    }
+
     /// Directories at or below `root` that have remembered file states.
     pub fn dirs_under(&self, root: &str) -> Result<Vec<String>> {
         let mut prefix = vec![keys::FILES];
@@ -470,7 +498,8 @@ impl Store {
     /// re-scan that skips an unchanged file refreshes only the file's state, not every
     /// certificate in it. This folds that time into the certificates' sources.
     pub fn refresh_last_seen(&self, certs: &mut [Certificate]) -> Result<()> {
-        let mut dirs: HashMap<String, HashMap<String, UnixTime>> = HashMap::new();
+        let mut dirs: HashMap<String, Option<DirSeen>> = HashMap::new();
+        let mut states: HashMap<String, HashMap<String, UnixTime>> = HashMap::new();
         for cert in certs.iter_mut() {
             let mut newest = cert.last_seen;
             for source in cert.sources.iter_mut() {
@@ -486,15 +515,24 @@ impl Store {
                     None => continue,
                 };
                 if !dirs.contains_key(dir) {
-                    let files = self
-                        .dir_files(dir)?
-                        .into_iter()
-                        .map(|f| (f.name, f.last_seen))
-                        .collect();
-                    dirs.insert(dir.to_string(), files);
+                    dirs.insert(dir.to_string(), self.dir_seen(dir)?);
                 }
-                if let Some(seen) = dirs.get(dir).and_then(|m| m.get(name)) {
-                    source.last_seen = source.last_seen.max(*seen);
+                let seen = match dirs.get(dir).copied().flatten().and_then(|s| s.uniform()) {
+                    Some(t) => Some(t),
+                    None => {
+                        if !states.contains_key(dir) {
+                            let files = self
+                                .dir_files(dir)?
+                                .into_iter()
+                                .map(|f| (f.name, f.last_seen))
+                                .collect();
+                            states.insert(dir.to_string(), files);
+                        }
+                        states.get(dir).and_then(|m| m.get(name)).copied()
+                    }
+                };
+                if let Some(seen) = seen {
+                    source.last_seen = source.last_seen.max(seen);
                     newest = newest.max(source.last_seen);
                 }
             }

@@ -161,6 +161,7 @@ impl Store {
         }
 
         // File states: each certificate a file held must exist and know that file.
+        let mut dir_times: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
         for kv in self.tree().scan_prefix([keys::FILES]) {
             let (key, value) = kv?;
             let dir = keys::dir_of_key(&key).unwrap_or("?").to_string();
@@ -173,6 +174,11 @@ impl Store {
             };
             for file in files {
                 v.files += 1;
+                let range = dir_times
+                    .entry(dir.clone())
+                    .or_insert((file.last_seen, file.last_seen));
+                range.0 = range.0.min(file.last_seen);
+                range.1 = range.1.max(file.last_seen);
                 let path = if dir == "/" {
                     format!("/{}", file.name)
                 } else {
@@ -196,6 +202,27 @@ impl Store {
                         );
                     }
                 }
+            }
+        }
+
+        // Directory summaries agree with the file states they sum up (stores written
+        // before summaries existed have none: a query then reads the file states).
+        for kv in self.tree().scan_prefix([keys::DIR_SEEN]) {
+            let (key, value) = kv?;
+            let dir = String::from_utf8_lossy(&key[1..]).into_owned();
+            match decode::<crate::files::DirSeen>(&value, "directory summary") {
+                Err(e) => problem(&mut v, format!("summary of {dir}: {e}")),
+                Ok(seen) => match dir_times.get(&dir) {
+                    Some(&(oldest, newest)) if seen.oldest == oldest && seen.newest == newest => {}
+                    Some(&(oldest, newest)) => problem(
+                        &mut v,
+                        format!(
+                            "summary of {dir} says files were confirmed from {} to {}, its file states say {oldest} to {newest}",
+                            seen.oldest, seen.newest
+                        ),
+                    ),
+                    None => problem(&mut v, format!("summary of {dir}, which has no file states")),
+                },
             }
         }
 

@@ -236,6 +236,52 @@ fn file_states_round_trip_per_directory() {
 }
 
 #[test]
+fn a_directory_summary_dates_its_file_sources_and_falls_back_when_times_differ() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let state = |name: &str, last_seen: i64| FileState {
+        name: name.into(),
+        size: 1,
+        modified_ns: 1,
+        last_seen,
+        certificates: vec![],
+        problem: None,
+    };
+    // A scan of the folder confirms both files at once: one time for the folder.
+    let mut batch = store.ingest();
+    batch.replace_dir("/d", vec![state("a.pem", NOW), state("b.pem", NOW)]);
+    batch.commit().unwrap();
+    assert_eq!(
+        store.dir_seen("/d").unwrap(),
+        Some(DirSeen {
+            oldest: NOW,
+            newest: NOW
+        })
+    );
+    assert_eq!(
+        store.files_last_seen("/d", ["b.pem", "a.pem"]).unwrap(),
+        vec![Some(NOW), Some(NOW)]
+    );
+    // One file re-confirmed alone: each file keeps its own time.
+    let mut batch = store.ingest();
+    batch.replace_dir("/d", vec![state("a.pem", NOW), state("b.pem", NOW + 60)]);
+    batch.commit().unwrap();
+    assert_eq!(store.dir_seen("/d").unwrap().unwrap().uniform(), None);
+    assert_eq!(
+        store
+            .files_last_seen("/d", ["b.pem", "a.pem", "gone.pem"])
+            .unwrap(),
+        vec![Some(NOW + 60), Some(NOW), None]
+    );
+    // A folder without files has no summary.
+    let mut batch = store.ingest();
+    batch.replace_dir("/d", vec![]);
+    batch.commit().unwrap();
+    assert_eq!(store.dir_seen("/d").unwrap(), None);
+    assert!(store.verify().unwrap().problems.is_empty());
+}
+
+#[test]
 fn a_second_process_is_refused_and_files_are_private() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
