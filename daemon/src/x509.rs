@@ -14,6 +14,7 @@
 //! File formats (PEM, PKCS#12, ...) are not handled here; see [`crate::formats`].
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -335,6 +336,46 @@ fn serial_hex(raw: &[u8]) -> String {
         s.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
     s
+}
+
+/// One entry of a CRL, keyed in [`crl_entries`] by its serial written like
+/// [`CertificateFacts::serial`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrlEntry {
+    /// The entry's revocationDate, Unix seconds.
+    pub revoked_at: i64,
+    /// The entry's CRLReason code (RFC 5280 5.3.1), when it has one.
+    pub reason_code: Option<u8>,
+}
+
+/// Why bytes could not be read as a DER CRL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct CrlParseError {
+    /// What the parser found wrong.
+    pub reason: String,
+}
+
+/// The entries of a DER CRL (the signature is not checked here), keyed by serial in the same
+/// form as [`CertificateFacts::serial`]: the raw INTEGER content bytes read as an unsigned
+/// magnitude. Matching a certificate against a CRL must go through this key: a "negative"
+/// serial (first content byte ≥ 0x80, as some CAs emit) is stored as the hex of its bytes, so
+/// turning the stored hex back into a number gives a positive integer that the CRL does not
+/// list. When two entries share a key, the first is kept.
+pub fn crl_entries(der: &[u8]) -> Result<BTreeMap<String, CrlEntry>, CrlParseError> {
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let (_, crl) = CertificateRevocationList::from_der(der).map_err(|e| CrlParseError {
+        reason: e.to_string(),
+    })?;
+    let mut out = BTreeMap::new();
+    for entry in crl.iter_revoked_certificates() {
+        out.entry(serial_hex(entry.raw_serial()))
+            .or_insert_with(|| CrlEntry {
+                revoked_at: entry.revocation_date.timestamp(),
+                reason_code: entry.reason_code().map(|(_, code)| code.0),
+            });
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
