@@ -1095,7 +1095,7 @@ impl SmtpMailer {
         phase: Phase,
         e: &lettre::transport::smtp::Error,
     ) -> SendFailure {
-        let cause = smtp_cause(e);
+        let cause = crate::smtp_tls::with_hint(smtp_cause(e), &self.config);
         let message_id = digest.message_id(&self.domain());
         // The server answered with an error code: it is alive and did not take the message.
         let refused = e.is_transient() || e.is_permanent();

@@ -44,6 +44,24 @@ pub fn tls_parameters(config: &SmtpConfig) -> Result<Option<TlsParameters>, Smtp
     })
 }
 
+/// `cause` (an SMTP session's error, with its causes) followed by what to do when it is a
+/// rejected server certificate.
+pub fn with_hint(cause: String, config: &SmtpConfig) -> String {
+    if !cause.contains("certificate verify failed") {
+        return cause;
+    }
+    if cause.contains("hostname mismatch") || cause.contains("IP address mismatch") {
+        format!(
+            "{cause} (the server's certificate does not name smtp.host `{}`: set smtp.host to a name it carries)",
+            config.host
+        )
+    } else {
+        format!(
+            "{cause} (the server's certificate is not trusted: put the CA certificate that issued it in smtp.ca_file, PEM)"
+        )
+    }
+}
+
 /// Every certificate of a PEM file, as roots for lettre.
 fn roots(path: &Path) -> Result<Vec<Certificate>, SmtpTlsError> {
     let bytes = std::fs::read(path).map_err(|e| SmtpTlsError::Read {
