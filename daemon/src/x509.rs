@@ -1178,6 +1178,52 @@ mod tests {
     }
 
     #[test]
+    fn crl_entries_are_keyed_like_certificate_serials() {
+        use rcgen::{
+            CertificateRevocationListParams, Issuer, KeyIdMethod, RevocationReason,
+            RevokedCertParams,
+        };
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let ca = params("crl issuer");
+        let issuer = Issuer::from_params(&ca, &key);
+        let at = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time");
+        let entry = |serial: &[u8], reason| RevokedCertParams {
+            serial_number: SerialNumber::from_slice(serial),
+            revocation_time: at,
+            reason_code: reason,
+            invalidity_date: None,
+        };
+        let crl = CertificateRevocationListParams {
+            this_update: at,
+            next_update: at + time::Duration::days(1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![
+                // Encoded 00 80 01 (a positive serial with its high bit set).
+                entry(&[0x80, 0x01], Some(RevocationReason::KeyCompromise)),
+                entry(&[0x00, 0x0a], None),
+            ],
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)
+        .expect("CRL");
+        let entries = crl_entries(crl.der()).expect("parses");
+        assert_eq!(
+            entries.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["8001", "a"]
+        );
+        assert_eq!(
+            entries["8001"],
+            CrlEntry {
+                revoked_at: 1_700_000_000,
+                reason_code: Some(1),
+            }
+        );
+        assert_eq!(entries["a"].reason_code, None);
+        assert!(crl_entries(b"not a CRL").is_err());
+    }
+
+    #[test]
     fn names_are_rfc2253_with_escaping_and_decoded_string_types() {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
         let mut p = params("x");
