@@ -59,6 +59,46 @@ pub fn run(cli: Cli) -> Result<Exit> {
 
 // ---- direct or through certd ---------------------------------------------------------------
 
+/// Whether certd answers on the store's control socket. Nothing listening (no socket, or a
+/// stale one) means direct mode; a socket certctl may not use — another user's store, or a
+/// certd of another user, which refuses other users' connections — is an error naming the
+/// socket, never a reason to open the store directly.
+fn daemon_listens(store: &Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let socket = certctl_daemon::control::socket_path(store);
+    let me = rustix::process::geteuid().as_raw();
+    let run_as = |uid: u32| {
+        format!("you are uid {me}; run certctl as uid {uid}, the user certd runs as (for the systemd unit: `sudo -u certd certctl ...`)")
+    };
+    match std::os::unix::net::UnixStream::connect(&socket) {
+        Ok(_) => match std::fs::metadata(&socket) {
+            // certd made the socket, so its owner is certd's user: certd answers only it.
+            Ok(meta) if meta.uid() != me => bail!(
+                "cannot use the control socket {}: permission denied: certd runs as uid {} and answers only that user ({})",
+                socket.display(),
+                meta.uid(),
+                run_as(meta.uid())
+            ),
+            _ => Ok(true),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let owner = std::fs::metadata(store)
+                .map(|m| m.uid())
+                .ok()
+                .filter(|&uid| uid != me);
+            bail!(
+                "cannot use the control socket {}: permission denied{}",
+                socket.display(),
+                match owner {
+                    Some(uid) => format!(": the store belongs to uid {uid} ({})", run_as(uid)),
+                    None => String::new(),
+                }
+            )
+        }
+        Err(_) => Ok(false),
+    }
+}
+
 /// Where requests go: certd when it runs on the store, else the store opened directly.
 pub enum Session {
     Direct(Store),
@@ -68,7 +108,7 @@ pub enum Session {
 impl Session {
     pub fn open(store_flag: Option<PathBuf>) -> Result<Session> {
         let path = store_path(store_flag)?;
-        if Client::connect(&path).is_some() {
+        if daemon_listens(&path)? {
             return Ok(Session::Daemon(path));
         }
         match Store::open(&path) {

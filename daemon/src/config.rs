@@ -90,6 +90,8 @@ security = "starttls"          # none | starttls | tls (optional; default: start
 from = "certd@contoso.example"
 username = "certd"             # optional; username and password_file go together
 password_file = "/etc/certd/smtp-password"   # optional
+# ca_file = "/etc/certd/smtp-ca.pem"   # optional; PEM CA certificate(s) trusted for the
+                                       # server's certificate, besides the system's roots
 timeout = "30s"                # optional; default: 30s
 
 [reminders]
@@ -336,6 +338,9 @@ pub struct SmtpConfig {
     pub username: Option<String>,
     /// A file holding the password; absolute; set together with `username`.
     pub password_file: Option<PathBuf>,
+    /// A PEM file of CA certificates trusted for the server's certificate (STARTTLS or TLS)
+    /// besides the system's roots; absolute. Read at each session (see [`crate::smtp_tls`]).
+    pub ca_file: Option<PathBuf>,
     /// How long talking to the server may take. Default [`DEFAULT_SMTP_TIMEOUT`]; never zero.
     pub timeout: std::time::Duration,
 }
@@ -553,6 +558,7 @@ struct RawSmtp {
     from: Spanned<String>,
     username: Option<Spanned<String>>,
     password_file: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
 }
 
@@ -896,6 +902,7 @@ impl Checker<'_> {
             ),
             _ => {}
         }
+        let ca_file = raw.ca_file.as_ref().map(|p| self.path("smtp.ca_file", p));
         SmtpConfig {
             host: host.clone(),
             port,
@@ -903,6 +910,7 @@ impl Checker<'_> {
             from: from.clone(),
             username,
             password_file,
+            ca_file,
             timeout: match &raw.timeout {
                 Some(t) => self.duration("smtp.timeout", t),
                 None => DEFAULT_SMTP_TIMEOUT,
@@ -1213,6 +1221,7 @@ mod tests {
                 from: "certd@contoso.example".into(),
                 username: Some("certd".into()),
                 password_file: Some("/etc/certd/smtp-password".into()),
+                ca_file: None,
                 timeout: std::time::Duration::from_secs(30),
             })
         );

@@ -19,8 +19,7 @@ use certctl_store::{
     StoreError, UnixTime,
 };
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
-use openssl::bn::BigNum;
-use openssl::x509::{CrlStatus, ReasonCode, X509Crl, X509};
+use openssl::x509::{X509Crl, X509};
 use serde::{Deserialize, Serialize};
 
 use crate::ca;
@@ -221,29 +220,22 @@ fn apply(
     certs: &[Certificate],
     now: UnixTime,
 ) -> Result<Vec<String>, UrlError> {
-    let crl = X509Crl::from_der(&cached.der).map_err(|e| UrlError::NotACrl {
+    // Keyed by serial as the inventory stores it (raw INTEGER bytes), not by the number the
+    // stored hex would denote: that number is wrong for "negative" serials.
+    let entries = crate::x509::crl_entries(&cached.der).map_err(|e| UrlError::NotACrl {
         url: url.to_string(),
         cause: e.to_string(),
     })?;
     let mut revoked = Vec::new();
     for cert in certs {
-        let Ok(serial) = BigNum::from_hex_str(&cert.facts.serial).and_then(|b| b.to_asn1_integer())
-        else {
+        let Some(entry) = entries.get(&cert.facts.serial) else {
             continue;
         };
-        let (at, reason) = match crl.get_by_serial(&serial) {
-            CrlStatus::Revoked(entry) => (
-                unix(entry.revocation_date()).unwrap_or(now),
-                entry
-                    .extension::<ReasonCode>()
-                    .ok()
-                    .flatten()
-                    .and_then(|(_, code)| code.get_i64().ok())
-                    .map(reason_from_code)
-                    .unwrap_or(RevocationReason::Unspecified),
-            ),
-            _ => continue,
-        };
+        let at = entry.revoked_at;
+        let reason = entry
+            .reason_code
+            .map(|code| reason_from_code(i64::from(code)))
+            .unwrap_or(RevocationReason::Unspecified);
         let Ok(Some(mut current)) = store.get(&cert.fingerprint()) else {
             continue;
         };

@@ -1008,21 +1008,19 @@ impl SmtpMailer {
             .unwrap_or_else(|| DEFAULT_MESSAGE_ID_DOMAIN.to_string())
     }
 
-    /// Connects, greets, secures the connection as `security` says and logs in.
+    /// Connects, greets, secures the connection as `security` says (with `tls`, see
+    /// [`crate::smtp_tls`]) and logs in.
     fn connect(
         &self,
         password: Option<String>,
+        tls: Option<lettre::transport::smtp::client::TlsParameters>,
     ) -> Result<lettre::transport::smtp::client::SmtpConnection, lettre::transport::smtp::Error>
     {
         use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
-        use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
+        use lettre::transport::smtp::client::SmtpConnection;
         use lettre::transport::smtp::extension::ClientId;
         let c = &self.config;
         let hello = ClientId::default();
-        let tls = match c.security {
-            SmtpSecurity::None => None,
-            SmtpSecurity::StartTls | SmtpSecurity::Tls => Some(TlsParameters::new(c.host.clone())?),
-        };
         let wrapped = tls.as_ref().filter(|_| c.security == SmtpSecurity::Tls);
         let mut conn = SmtpConnection::connect(
             (c.host.as_str(), c.port),
@@ -1115,7 +1113,7 @@ impl SmtpMailer {
         phase: Phase,
         e: &lettre::transport::smtp::Error,
     ) -> SendFailure {
-        let cause = smtp_cause(e);
+        let cause = crate::smtp_tls::with_hint(smtp_cause(e), &self.config);
         let message_id = digest.message_id(&self.domain());
         // The server answered with an error code: it is alive and did not take the message.
         let refused = e.is_transient() || e.is_permanent();
@@ -1159,8 +1157,15 @@ impl Mailer for SmtpMailer {
         let message = self.message(digest, now).map_err(SendFailure::not_sent)?;
         let password = self.password.clone().map_err(SendFailure::not_sent)?;
         let raw = message.formatted();
+        let tls = crate::smtp_tls::tls_parameters(&self.config).map_err(|e| {
+            SendFailure::not_sent(format!(
+                "{}: cannot deliver to {}: {e}",
+                self.server(),
+                digest.recipient
+            ))
+        })?;
         let mut conn = self
-            .connect(password)
+            .connect(password, tls)
             .map_err(|e| self.failure(digest, Phase::Connect, &e))?;
         // A server that answered an error is alive: say goodbye (QUIT). After a network
         // error or a timeout, just drop the connection (a QUIT could wait another timeout).
@@ -1741,6 +1746,7 @@ mod tests {
             from: "certd@contoso.example".into(),
             username: None,
             password_file: None,
+            ca_file: None,
             timeout: std::time::Duration::from_secs(10),
         })
     }

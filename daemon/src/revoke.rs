@@ -17,8 +17,7 @@ use certctl_store::{
     rfc3339, AuditEvent, Certificate, Fingerprint, Revocation, RevocationReason, Sha256,
     SourceLocation, Store, StoreError, UnixTime,
 };
-use openssl::bn::BigNum;
-use openssl::x509::{CrlStatus, X509Crl, X509};
+use openssl::x509::{X509Crl, X509};
 use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -248,16 +247,20 @@ pub fn verify_crl_file(path: &Path, ca_der: &[u8], serials: &[String]) -> CrlChe
         Ok(true) => {}
         _ => return fail("its signature does not verify with the CA's key".into()),
     }
-    let mut missing = Vec::new();
-    for s in serials {
-        let listed = BigNum::from_hex_str(s)
-            .and_then(|bn| bn.to_asn1_integer())
-            .map(|i| !matches!(crl.get_by_serial(&i), CrlStatus::NotRevoked))
-            .unwrap_or(false);
-        if !listed {
-            missing.push(s.clone());
-        }
-    }
+    // Serials compared as the inventory stores them (see `x509::crl_entries`).
+    let entries = match crl
+        .to_der()
+        .map_err(|e| e.to_string())
+        .and_then(|der| crate::x509::crl_entries(&der).map_err(|e| e.to_string()))
+    {
+        Ok(e) => e,
+        Err(e) => return fail(format!("its entries cannot be read: {e}")),
+    };
+    let missing: Vec<String> = serials
+        .iter()
+        .filter(|s| !entries.contains_key(s.as_str()))
+        .cloned()
+        .collect();
     if !missing.is_empty() {
         return fail(format!(
             "signed by the CA, but does not list serial(s) {}",

@@ -14,6 +14,7 @@
 //! File formats (PEM, PKCS#12, ...) are not handled here; see [`crate::formats`].
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -335,6 +336,46 @@ fn serial_hex(raw: &[u8]) -> String {
         s.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
     s
+}
+
+/// One entry of a CRL, keyed in [`crl_entries`] by its serial written like
+/// [`CertificateFacts::serial`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrlEntry {
+    /// The entry's revocationDate, Unix seconds.
+    pub revoked_at: i64,
+    /// The entry's CRLReason code (RFC 5280 5.3.1), when it has one.
+    pub reason_code: Option<u8>,
+}
+
+/// Why bytes could not be read as a DER CRL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct CrlParseError {
+    /// What the parser found wrong.
+    pub reason: String,
+}
+
+/// The entries of a DER CRL (the signature is not checked here), keyed by serial in the same
+/// form as [`CertificateFacts::serial`]: the raw INTEGER content bytes read as an unsigned
+/// magnitude. Matching a certificate against a CRL must go through this key: a "negative"
+/// serial (first content byte ≥ 0x80, as some CAs emit) is stored as the hex of its bytes, so
+/// turning the stored hex back into a number gives a positive integer that the CRL does not
+/// list. When two entries share a key, the first is kept.
+pub fn crl_entries(der: &[u8]) -> Result<BTreeMap<String, CrlEntry>, CrlParseError> {
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let (_, crl) = CertificateRevocationList::from_der(der).map_err(|e| CrlParseError {
+        reason: e.to_string(),
+    })?;
+    let mut out = BTreeMap::new();
+    for entry in crl.iter_revoked_certificates() {
+        out.entry(serial_hex(entry.raw_serial()))
+            .or_insert_with(|| CrlEntry {
+                revoked_at: entry.revocation_date.timestamp(),
+                reason_code: entry.reason_code().map(|(_, code)| code.0),
+            });
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1134,6 +1175,52 @@ mod tests {
         assert_eq!(serial_hex(&[0x00, 0x00]), "0");
         assert_eq!(serial_hex(&[0x01, 0x00]), "100");
         assert_eq!(serial_hex(&[0xff]), "ff");
+    }
+
+    #[test]
+    fn crl_entries_are_keyed_like_certificate_serials() {
+        use rcgen::{
+            CertificateRevocationListParams, Issuer, KeyIdMethod, RevocationReason,
+            RevokedCertParams,
+        };
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let ca = params("crl issuer");
+        let issuer = Issuer::from_params(&ca, &key);
+        let at = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time");
+        let entry = |serial: &[u8], reason| RevokedCertParams {
+            serial_number: SerialNumber::from_slice(serial),
+            revocation_time: at,
+            reason_code: reason,
+            invalidity_date: None,
+        };
+        let crl = CertificateRevocationListParams {
+            this_update: at,
+            next_update: at + time::Duration::days(1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![
+                // Encoded 00 80 01 (a positive serial with its high bit set).
+                entry(&[0x80, 0x01], Some(RevocationReason::KeyCompromise)),
+                entry(&[0x00, 0x0a], None),
+            ],
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)
+        .expect("CRL");
+        let entries = crl_entries(crl.der()).expect("parses");
+        assert_eq!(
+            entries.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["8001", "a"]
+        );
+        assert_eq!(
+            entries["8001"],
+            CrlEntry {
+                revoked_at: 1_700_000_000,
+                reason_code: Some(1),
+            }
+        );
+        assert_eq!(entries["a"].reason_code, None);
+        assert!(crl_entries(b"not a CRL").is_err());
     }
 
     #[test]

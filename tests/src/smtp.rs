@@ -8,6 +8,9 @@
 //! with `535 5.7.8`. Starting waits (bounded) until the port accepts; the process is
 //! killed on drop. [`SmtpServer::messages`] parses the Maildir, MIME parts decoded.
 //!
+//! **STARTTLS.** [`SmtpServer::start_starttls`] gives the server a certificate and key: it
+//! offers STARTTLS and answers `530` to mail sent without it (aiosmtpd's `require_starttls`).
+//!
 //! **Faults.** [`SmtpServer::start_with_fault`] / [`SmtpServer::restart_with_fault`] make the
 //! server misbehave at a known point, so a test can kill it mid-delivery deterministically:
 //! from the Nth message (DATA) of its life on, the handler never answers. With
@@ -78,6 +81,13 @@ def authenticator(server, session, envelope, mechanism, auth_data):
 kwargs = {}
 if user is not None:
     kwargs = dict(authenticator=authenticator, auth_required=True, auth_require_tls=False)
+
+# SMTP_TLS_CERT / SMTP_TLS_KEY (PEM files): offer STARTTLS and refuse mail without it.
+if os.environ.get("SMTP_TLS_CERT"):
+    import ssl
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(os.environ["SMTP_TLS_CERT"], os.environ["SMTP_TLS_KEY"])
+    kwargs.update(tls_context=context, require_starttls=True)
 controller = Controller(handler, hostname=host, port=port, **kwargs)
 controller.start()
 print("ready", flush=True)
@@ -119,6 +129,8 @@ pub struct SmtpServer {
     /// Written by a faulty server when it stalls.
     marker: PathBuf,
     auth: Option<(String, String)>,
+    /// Certificate and key (PEM files) when STARTTLS is required.
+    tls: Option<(PathBuf, PathBuf)>,
     /// Behind a lock so a test can [`SmtpServer::kill`] it while another thread (running
     /// `certctl remind`) holds a shared reference to the test's setup.
     child: Mutex<Option<Child>>,
@@ -145,9 +157,19 @@ impl SmtpServer {
             marker: dir.join("smtp-stalled"),
             script,
             auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
+            tls: None,
             child: Mutex::new(None),
         };
         server.restart_with_fault(fault);
+        server
+    }
+
+    /// A server delivering into `dir/maildir` that requires STARTTLS, presenting the
+    /// certificate (chain) in `cert` with the key in `key` (PEM files).
+    pub fn start_starttls(dir: &Path, cert: &Path, key: &Path) -> SmtpServer {
+        let mut server = SmtpServer::start(dir, None);
+        server.tls = Some((cert.to_path_buf(), key.to_path_buf()));
+        server.restart();
         server
     }
 
@@ -227,7 +249,12 @@ impl SmtpServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .env_remove("SMTP_FAULT");
+            .env_remove("SMTP_FAULT")
+            .env_remove("SMTP_TLS_CERT")
+            .env_remove("SMTP_TLS_KEY");
+        if let Some((cert, key)) = &self.tls {
+            cmd.env("SMTP_TLS_CERT", cert).env("SMTP_TLS_KEY", key);
+        }
         if let Some(fault) = fault {
             let (mode, at) = match fault {
                 Fault::StallBeforeStoring(n) => ("stall-before-store", n),

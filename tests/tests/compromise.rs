@@ -1509,4 +1509,137 @@ mod crl_fetch {
             .success()
             .stdout_has("listed in the CRL");
     }
+
+    /// A CA that emits a "negative" serial (first content byte >= 0x80, two's complement: the
+    /// inventory shows its bytes, `edcc` for -0x1234) and a positive one that needs a leading
+    /// 0x00 byte (0x8001). Certificates and CRL are made with the openssl command line (rcgen
+    /// always encodes positive serials); each CRL entry must match its certificate, and the
+    /// positive 0x1234 (same magnitude as the negative one) must not be marked.
+    #[test]
+    fn negative_and_zero_padded_serials_match_their_crl_entries() {
+        let env = TestEnv::new();
+        let http = HttpServer::start();
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca_params("Negative Serial CA")
+            .self_signed(&ca_key)
+            .unwrap();
+        let dir = env.mkdir("partner");
+        let work = env.mkdir("openssl");
+        let ca_pem = dir.join("ca.pem");
+        let ca_key_path = work.join("ca.key");
+        write(&ca_pem, &ca_cert.pem());
+        write(&ca_key_path, &ca_key.serialize_pem());
+        let ext = work.join("leaf.ext");
+        write(
+            &ext,
+            &format!(
+                "basicConstraints=CA:FALSE\nauthorityKeyIdentifier=keyid\ncrlDistributionPoints=URI:{}\n",
+                http.url("/neg.crl")
+            ),
+        );
+        // Returns the certificate's SHA-256 fingerprint.
+        let leaf = |name: &str, serial: &str| -> String {
+            let (key, csr) = (
+                work.join(format!("{name}.key")),
+                work.join(format!("{name}.csr")),
+            );
+            let subject = format!("/CN={name}.partner.example");
+            openssl_ok(&[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                s(&key),
+                "-out",
+                s(&csr),
+                "-subj",
+                &subject,
+            ]);
+            let pem = dir.join(format!("{name}.pem"));
+            openssl_ok(&[
+                "x509",
+                "-req",
+                "-in",
+                s(&csr),
+                "-CA",
+                s(&ca_pem),
+                "-CAkey",
+                s(&ca_key_path),
+                "-set_serial",
+                serial,
+                "-days",
+                "30",
+                "-extfile",
+                s(&ext),
+                "-out",
+                s(&pem),
+            ]);
+            let der = work.join(format!("{name}.der"));
+            openssl_ok(&["x509", "-in", s(&pem), "-outform", "DER", "-out", s(&der)]);
+            sha256_hex(&std::fs::read(&der).unwrap())
+        };
+        let negative = leaf("negative", "-0x1234");
+        let padded = leaf("padded", "0x8001");
+        let positive = leaf("positive", "0x1234");
+
+        // `openssl ca -gencrl` from an index that revokes -0x1234 and 0x8001.
+        let config = work.join("ca.cnf");
+        write(
+            &config,
+            "[ca]\ndefault_ca = x\n[x]\ndatabase = index.txt\ndefault_md = sha256\n\
+             default_crl_days = 1\ncrlnumber = crlnumber\n",
+        );
+        write(&work.join("crlnumber"), "01\n");
+        write(
+            &work.join("index.txt"),
+            "R\t301231235959Z\t250101000000Z,keyCompromise\t-1234\tunknown\t/CN=negative.partner.example\n\
+             R\t301231235959Z\t250101000000Z,superseded\t8001\tunknown\t/CN=padded.partner.example\n",
+        );
+        let crl_pem = work.join("neg.crl.pem");
+        let out = Command::new("openssl")
+            .current_dir(&work)
+            .args([
+                "ca",
+                "-gencrl",
+                "-config",
+                s(&config),
+                "-keyfile",
+                s(&ca_key_path),
+            ])
+            .args(["-cert", s(&ca_pem), "-out", s(&crl_pem)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl ca -gencrl: {out:?}");
+        let listed = openssl_ok(&["crl", "-in", s(&crl_pem), "-noout", "-text"]);
+        assert!(listed.contains("Serial Number: -1234"), "{listed}");
+        let crl_der = work.join("neg.crl");
+        openssl_ok(&[
+            "crl",
+            "-in",
+            s(&crl_pem),
+            "-outform",
+            "DER",
+            "-out",
+            s(&crl_der),
+        ]);
+        http.serve("/neg.crl", std::fs::read(&crl_der).unwrap());
+
+        run(&env, &["scan", s(&dir), "--role", "gateway"]).success();
+        assert_eq!(show(&env, &negative)[0]["serial"], "edcc");
+        assert_eq!(show(&env, &padded)[0]["serial"], "8001");
+        run(&env, &["crl", "fetch", "--timeout", "5s"])
+            .success()
+            .stdout_has(&format!("{}: fetched", http.url("/neg.crl")))
+            .stdout_has("2 certificates newly marked revoked");
+        let rec = &show(&env, &negative)[0];
+        assert_eq!(rec["revocation"]["reason"], "key-compromise", "{rec}");
+        assert_eq!(rec["revocation"]["revoked_by"], http.url("/neg.crl"));
+        let rec = &show(&env, &padded)[0];
+        assert_eq!(rec["revocation"]["reason"], "superseded", "{rec}");
+        assert_eq!(show(&env, &positive)[0]["revoked"], false);
+    }
 }

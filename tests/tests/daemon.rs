@@ -1477,6 +1477,167 @@ mod exclusive {
         assert!(stopped.log.contains("store flushed"), "{}", stopped.log);
     }
 
+    use certctl_e2e::hostile::chmod;
+
+    /// The uid/gid `certctl` runs as for the other-user test (when the tests run as root).
+    const NOBODY: u32 = 65534;
+
+    /// certd runs as the current user; `certctl` as another user (`nobody`, through
+    /// setpriv) is refused at each layer with the socket named and "permission denied",
+    /// and never falls back to opening the store itself: the store folder (0700), then the
+    /// socket's mode (0600, the folder opened up), then certd's peer-credential check (the
+    /// socket opened up too).
+    #[test]
+    fn another_user_is_refused_at_the_control_socket_and_never_opens_the_store() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!(
+                "SKIPPED: not running as root, so `setpriv` cannot run certctl as another user"
+            );
+            return;
+        }
+        let setpriv_works = std::process::Command::new("setpriv")
+            .args([format!("--reuid={NOBODY}"), format!("--regid={NOBODY}")])
+            .args(["--clear-groups", "true"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !setpriv_works {
+            eprintln!("SKIPPED: `setpriv` cannot switch to uid {NOBODY}");
+            return;
+        }
+        let f = CertFactory::new();
+        let env = TestEnv::new();
+        let watched = env.mkdir("watched");
+        let leaf = f.leaf(CertSpec::leaf("private.example"));
+        files::pem(&watched.join("private.pem"), &[&leaf]);
+        let config = CertdConfig::new(env.store())
+            .source(&watched, None)
+            .write(&env.file("etc/certd.toml"));
+        let certd = Certd::start(&env, &config);
+        wait_listed(&env, &certd, &[&leaf]);
+        let socket = certd.socket();
+        // `nobody` may cross the test's temp dir, not more.
+        chmod(env.root(), 0o711);
+        let as_nobody = |args: &[&str]| -> RunResult {
+            let mut argv = vec![
+                format!("--reuid={NOBODY}"),
+                format!("--regid={NOBODY}"),
+                "--clear-groups".to_string(),
+                p(&bin_path("certctl")),
+                "--store".to_string(),
+                p(env.store()),
+            ];
+            argv.extend(args.iter().map(|a| a.to_string()));
+            env.cmd()
+                .program("setpriv")
+                .no_store()
+                .args(argv)
+                .timeout(Duration::from_secs(30))
+                .run()
+        };
+        let refused = |r: &RunResult, layer: &str| {
+            assert!(
+                !r.status.success(),
+                "{layer}: certctl as another user must fail{r}"
+            );
+            assert!(
+                r.stderr.contains(&format!("control socket {}", p(&socket)))
+                    && r.stderr.contains("permission denied"),
+                "{layer}: the refusal names the socket and says permission denied{r}"
+            );
+            assert!(
+                !r.stdout.contains(&leaf.fingerprint),
+                "{layer}: nothing of the store is shown{r}"
+            );
+        };
+
+        // 1. The store folder (0700) keeps the socket out of reach.
+        for args in [
+            &["status"][..],
+            &["list", "--json"],
+            &["scan", "/nonexistent"],
+        ] {
+            refused(&as_nobody(args), &format!("store folder 0700, {args:?}"));
+        }
+        // 2. The folder opened up: the socket's own mode (0600) refuses the connection, and
+        //    the store's files (0600) are not opened instead.
+        chmod(env.store(), 0o711);
+        refused(&as_nobody(&["list", "--json"]), "socket 0600");
+        // 3. The socket opened up too: certd's peer-credential check refuses the peer.
+        chmod(&socket, 0o666);
+        let r = as_nobody(&["list", "--json"]);
+        refused(&r, "peer credentials");
+        assert!(r.stderr.contains("uid 0"), "says whom certd serves{r}");
+        assert!(
+            certd
+                .log()
+                .contains("refused a control connection from another user"),
+            "certd logs the refusal:\n{}",
+            certd.log()
+        );
+
+        // certd itself refuses the peer, not only certctl's check: a valid request sent by
+        // hand gets no answer as `nobody`, and an answer as the owner.
+        let by_hand = |nobody: bool| -> String {
+            // Prints the first bytes of the answer, or `closed` when certd hangs up.
+            const CLIENT: &str = "import socket, sys\n\
+                s = socket.socket(socket.AF_UNIX)\n\
+                s.settimeout(20)\n\
+                s.connect(sys.argv[1])\n\
+                try:\n    \
+                    s.sendall(b'{\"request\":\"stats\"}\\n')\n    \
+                    print(s.recv(16) or 'closed')\n\
+                except (BrokenPipeError, ConnectionResetError):\n    \
+                    print('closed')\n";
+            let mut cmd = std::process::Command::new(if nobody { "setpriv" } else { PYTHON });
+            if nobody {
+                cmd.args([
+                    format!("--reuid={NOBODY}"),
+                    format!("--regid={NOBODY}"),
+                    "--clear-groups".into(),
+                    PYTHON.into(),
+                ]);
+            }
+            let out = cmd.args(["-c", CLIENT, s(&socket)]).output().unwrap();
+            assert!(out.status.success(), "python3 client: {out:?}");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        // The system's Python (one under root's home is out of `nobody`'s reach).
+        const PYTHON: &str = "/usr/bin/python3";
+        if Path::new(PYTHON).exists() {
+            assert_eq!(by_hand(true), "closed", "no answer for another user");
+            assert!(by_hand(false).starts_with("b'{"), "an answer for the owner");
+        } else {
+            eprintln!("skipped the by-hand protocol check: no {PYTHON}");
+        }
+
+        // The owner still gets answers through certd, and nothing was written by `nobody`.
+        chmod(&socket, 0o600);
+        chmod(env.store(), 0o700);
+        env.certctl(&["status"])
+            .success()
+            .stdout_has("mode: daemon");
+        assert_eq!(
+            fingerprints(&env.list_json(&[])),
+            vec![leaf.fingerprint.clone()]
+        );
+        let mut foreign = Vec::new();
+        let mut todo = vec![env.store().to_path_buf()];
+        while let Some(dir) = todo.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = std::fs::symlink_metadata(&path).unwrap();
+                if meta.uid() != 0 {
+                    foreign.push(path.clone());
+                }
+                if meta.is_dir() {
+                    todo.push(path);
+                }
+            }
+        }
+        assert!(foreign.is_empty(), "files not owned by root: {foreign:?}");
+        certd.stop_ok();
+    }
+
     #[test]
     fn a_killed_certd_leaves_a_stale_socket_that_neither_certctl_nor_the_next_certd_minds() {
         let f = CertFactory::new();

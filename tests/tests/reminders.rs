@@ -1281,3 +1281,173 @@ fn certd_scheduled_pass_with_smtp_killed_mid_delivery_delivers_the_rest_once_on_
     assert_eq!(smtp_counters(&t), (3.0, 2.0));
     drop(certd);
 }
+
+mod starttls {
+    //! `security = "starttls"` against an aiosmtpd that requires STARTTLS, its certificate
+    //! issued by a private CA that `smtp.ca_file` trusts (or not).
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+        SanType,
+    };
+
+    /// A private CA.
+    struct Ca {
+        params: CertificateParams,
+        key: KeyPair,
+        pem: String,
+    }
+
+    fn ca(cn: &str) -> Ca {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        Ca { params, key, pem }
+    }
+
+    /// Starts a server requiring STARTTLS with a certificate for 127.0.0.1 and localhost
+    /// issued by `issuer`; certctl's configuration trusts `trusted` (`smtp.ca_file`).
+    /// Returns the setup and the `ca_file` path.
+    fn setup(issuer: &Ca, trusted: &Ca) -> (Setup, PathBuf) {
+        setup_named(issuer, trusted, &["localhost"], true)
+    }
+
+    /// [`setup`] with a server certificate for `names` (and 127.0.0.1 when `loopback_ip`).
+    fn setup_named(
+        issuer: &Ca,
+        trusted: &Ca,
+        names: &[&str],
+        loopback_ip: bool,
+    ) -> (Setup, PathBuf) {
+        let env = TestEnv::new();
+        let tls = env.mkdir("tls");
+        let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let mut params = CertificateParams::new(names).unwrap();
+        if loopback_ip {
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        }
+        let key = KeyPair::generate().unwrap();
+        let cert = params
+            .signed_by(&key, &Issuer::from_params(&issuer.params, &issuer.key))
+            .unwrap();
+        let (cert_path, key_path) = (tls.join("server.pem"), tls.join("server.key"));
+        std::fs::write(&cert_path, cert.pem() + &issuer.pem).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let smtp = SmtpServer::start_starttls(&env.mkdir("smtp"), &cert_path, &key_path);
+        let ca_file = env.file("etc/smtp-ca.pem");
+        std::fs::write(&ca_file, &trusted.pem).unwrap();
+        let policies = env.mkdir("policies");
+        std::fs::write(policies.join("test.toml"), POLICIES).unwrap();
+        let config = env.file("certd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "store = \"{}\"\n[scan]\nschedule = \"off\"\nwatch = false\n[probe]\nschedule = \"off\"\n\
+                 [smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"starttls\"\n\
+                 ca_file = \"{}\"\nfrom = \"certd@contoso.example\"\ntimeout = \"5s\"\n\
+                 [reminders]\nschedule = \"0 8 * * 1-5\"\npolicies = \"{}\"\n",
+                s(env.store()),
+                smtp.port,
+                s(&ca_file),
+                s(&policies)
+            ),
+        )
+        .unwrap();
+        let t = Setup {
+            env,
+            smtp,
+            config,
+            factory: CertFactory::new(),
+        };
+        let gw = t
+            .factory
+            .leaf(CertSpec::leaf("gw.contoso.example").expires_in_days(20));
+        t.add("gateway", &[("gw", &gw)]);
+        (t, ca_file)
+    }
+
+    #[test]
+    fn digests_arrive_over_starttls_with_a_private_ca() {
+        let mail_ca = ca("Contoso Mail CA");
+        let (t, _) = setup(&mail_ca, &mail_ca);
+
+        // The server really refuses mail without STARTTLS.
+        let plain = t.env.file("plain.toml");
+        let text = std::fs::read_to_string(&t.config)
+            .unwrap()
+            .replace("security = \"starttls\"", "security = \"none\"");
+        std::fs::write(&plain, text).unwrap();
+        let r = t
+            .env
+            .cmd()
+            .args(["--config", s(&plain), "remind", "--now"])
+            .run();
+        r.expect_code(4).stderr_has("530");
+        assert!(t.smtp.messages().is_empty());
+
+        t.remind(0)
+            .success()
+            .stdout_has("sent 2 digests with 2 reminders");
+        let mails = t.smtp.wait_for_messages(2, MAIL_WAIT);
+        assert_eq!(mails.len(), 2, "{mails:#?}");
+        assert!(mail_for(&mails, OPS).text.contains("gw.contoso.example"));
+        assert!(mail_for(&mails, PKI).text.contains("gw.contoso.example"));
+        let status = t.env.certctl(&["status", "--json"]).json();
+        assert_eq!(status["reminders_pending"], 0, "{status}");
+        assert_eq!(status["smtp_last_error"], Value::Null, "{status}");
+    }
+
+    #[test]
+    fn an_untrusted_server_certificate_fails_clearly_and_the_reminders_stay_pending() {
+        let rogue = ca("Unknown CA");
+        let mail_ca = ca("Contoso Mail CA");
+        let (t, ca_file) = setup(&rogue, &mail_ca);
+
+        // Through certd, as its scheduled passes would.
+        let certd = Certd::start(&t.env, &t.config);
+        let r = t.remind(0);
+        let server = format!("SMTP server 127.0.0.1:{} (starttls)", t.smtp.port);
+        r.expect_code(4)
+            .stdout_has("2 digests (2 reminders) failed and stay pending")
+            .stderr_has(&format!("{server}: cannot deliver to {OPS}: "))
+            .stderr_has("certificate verify failed")
+            .stderr_has("not trusted: put the CA certificate that issued it in smtp.ca_file");
+        let status = t.env.certctl(&["status", "--json"]).json();
+        assert_eq!(status["reminders_pending"], 2, "{status}");
+        let last = status["smtp_last_error"].as_str().unwrap_or_default();
+        assert!(
+            last.contains(&server) && last.contains("certificate verify failed"),
+            "{status}"
+        );
+        drop(certd);
+        assert!(t.smtp.messages().is_empty());
+
+        // Trusting the server's CA (the file is read at each session) delivers them.
+        std::fs::write(&ca_file, &rogue.pem).unwrap();
+        t.remind(HOUR)
+            .success()
+            .stdout_has("sent 2 digests with 2 reminders");
+        assert_eq!(t.smtp.wait_for_messages(2, MAIL_WAIT).len(), 2);
+    }
+
+    #[test]
+    fn a_server_certificate_for_another_name_is_refused_with_a_hint() {
+        let mail_ca = ca("Contoso Mail CA");
+        let (t, _) = setup_named(&mail_ca, &mail_ca, &["mail.contoso.example"], false);
+        t.remind(0)
+            .expect_code(4)
+            .stderr_has(&format!(
+                "SMTP server 127.0.0.1:{} (starttls): cannot deliver to {OPS}: ",
+                t.smtp.port
+            ))
+            .stderr_has("certificate verify failed")
+            .stderr_has("does not name smtp.host `127.0.0.1`");
+        assert!(t.smtp.messages().is_empty());
+    }
+}

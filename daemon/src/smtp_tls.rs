@@ -1,0 +1,158 @@
+//! The TLS side of the `[smtp]` connection (`security = "starttls"` or `"tls"`): the name the
+//! server's certificate must carry (`smtp.host`) and the roots it must chain to — the
+//! system's trust store plus, with `smtp.ca_file`, the certificates of that PEM file (a
+//! private CA that issued the mail server's certificate).
+//!
+//! The file is read for every SMTP session, so a replaced file is used at the next delivery
+//! without a reload; a missing or unreadable one makes that delivery fail (the reminders stay
+//! pending) with an error naming the file.
+
+use std::path::{Path, PathBuf};
+
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
+
+use crate::config::{SmtpConfig, SmtpSecurity};
+
+/// Why the TLS parameters of an SMTP session could not be set up. Sentences name the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SmtpTlsError {
+    #[error("cannot read smtp.ca_file {}: {cause}", path.display())]
+    Read { path: PathBuf, cause: String },
+    #[error("smtp.ca_file {} holds no PEM certificate (expected one or more `-----BEGIN CERTIFICATE-----` blocks)", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("smtp.ca_file {}: {cause}", path.display())]
+    Invalid { path: PathBuf, cause: String },
+    #[error("cannot set up TLS for {host}: {cause}")]
+    Setup { host: String, cause: String },
+}
+
+/// The TLS parameters for a session with the configured server; `None` for
+/// `security = "none"`.
+pub fn tls_parameters(config: &SmtpConfig) -> Result<Option<TlsParameters>, SmtpTlsError> {
+    if config.security == SmtpSecurity::None {
+        return Ok(None);
+    }
+    let mut builder = TlsParameters::builder(config.host.clone());
+    if let Some(path) = &config.ca_file {
+        for root in roots(path)? {
+            builder = builder.add_root_certificate(root);
+        }
+    }
+    builder.build().map(Some).map_err(|e| SmtpTlsError::Setup {
+        host: config.host.clone(),
+        cause: e.to_string(),
+    })
+}
+
+/// `cause` (an SMTP session's error, with its causes) followed by what to do when it is a
+/// rejected server certificate.
+pub fn with_hint(cause: String, config: &SmtpConfig) -> String {
+    if !cause.contains("certificate verify failed") {
+        return cause;
+    }
+    if cause.contains("hostname mismatch") || cause.contains("IP address mismatch") {
+        format!(
+            "{cause} (the server's certificate does not name smtp.host `{}`: set smtp.host to a name it carries)",
+            config.host
+        )
+    } else {
+        format!(
+            "{cause} (the server's certificate is not trusted: put the CA certificate that issued it in smtp.ca_file, PEM)"
+        )
+    }
+}
+
+/// Every certificate of a PEM file, as roots for lettre.
+fn roots(path: &Path) -> Result<Vec<Certificate>, SmtpTlsError> {
+    let bytes = std::fs::read(path).map_err(|e| SmtpTlsError::Read {
+        path: path.to_path_buf(),
+        cause: crate::inventory::io_cause(&e),
+    })?;
+    let invalid = |cause: String| SmtpTlsError::Invalid {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let certs = openssl::x509::X509::stack_from_pem(&bytes).map_err(|e| invalid(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(SmtpTlsError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    certs
+        .iter()
+        .map(|c| {
+            let der = c.to_der().map_err(|e| invalid(e.to_string()))?;
+            Certificate::from_der(der).map_err(|e| invalid(e.to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(security: SmtpSecurity, ca_file: Option<PathBuf>) -> SmtpConfig {
+        SmtpConfig {
+            host: "127.0.0.1".into(),
+            port: 587,
+            security,
+            from: "certd@example.org".into(),
+            username: None,
+            password_file: None,
+            ca_file,
+            timeout: std::time::Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn plain_smtp_needs_no_tls() {
+        let missing = PathBuf::from("/nonexistent/ca.pem");
+        assert!(tls_parameters(&config(SmtpSecurity::None, Some(missing)))
+            .expect("not read")
+            .is_none());
+    }
+
+    #[test]
+    fn ca_file_problems_name_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("missing.pem");
+        let e = tls_parameters(&config(SmtpSecurity::StartTls, Some(missing.clone())))
+            .err()
+            .expect("missing file");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot read smtp.ca_file {}: no such file or directory",
+                missing.display()
+            )
+        );
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").expect("write");
+        let e = tls_parameters(&config(SmtpSecurity::Tls, Some(junk.clone())))
+            .err()
+            .expect("no certificate");
+        assert!(e.to_string().contains("holds no PEM certificate"), "{e}");
+        assert!(e.to_string().contains(&junk.display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn a_pem_bundle_gives_every_root() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pem: String = (0..2)
+            .map(|i| {
+                let key = rcgen::KeyPair::generate().expect("key");
+                rcgen::CertificateParams::new(vec![format!("ca{i}.example")])
+                    .expect("params")
+                    .self_signed(&key)
+                    .expect("self-signed")
+                    .pem()
+            })
+            .collect();
+        let path = dir.path().join("roots.pem");
+        std::fs::write(&path, pem).expect("write");
+        assert_eq!(roots(&path).expect("roots").len(), 2);
+        assert!(tls_parameters(&config(SmtpSecurity::StartTls, Some(path)))
+            .expect("parameters")
+            .is_some());
+    }
+}
