@@ -516,9 +516,26 @@ pub fn list_json(
     at: UnixTime,
     out: &mut dyn std::io::Write,
 ) -> Result<std::io::Result<()>, Box<Response>> {
-    let certificates =
-        query::list(store, filter, now).map_err(|e| Box::new(Response::from_query_error(e)))?;
-    Ok(crate::view::write_json_list(&certificates, at, out))
+    /// Why a streamed list stopped: the store (an error answer, if nothing was written
+    /// yet) or the output.
+    enum Stop {
+        Query(QueryError),
+        Output(std::io::Error),
+    }
+    impl From<QueryError> for Stop {
+        fn from(e: QueryError) -> Self {
+            Stop::Query(e)
+        }
+    }
+    let mut list = crate::view::JsonListWriter::new(out, at);
+    let written = query::list_batches(store, filter, now, |batch| {
+        list.write(&batch).map_err(Stop::Output)
+    });
+    match written {
+        Ok(()) => Ok(list.finish()),
+        Err(Stop::Output(e)) => Ok(Err(e)),
+        Err(Stop::Query(e)) => Err(Box::new(Response::from_query_error(e))),
+    }
 }
 
 /// `certctl history --at DATE`: the moment asked about and the certificates valid then.

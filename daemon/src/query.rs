@@ -42,21 +42,70 @@ pub fn list(
     filter: &ListFilter,
     now: UnixTime,
 ) -> Result<Vec<Certificate>, QueryError> {
+    let mut all = Vec::new();
+    list_batches(store, filter, now, |mut batch| {
+        all.append(&mut batch);
+        Ok::<(), QueryError>(())
+    })?;
+    Ok(all)
+}
+
+/// [`list`], handed to `each` in sorted batches as it is read: an expiry window is read a
+/// few weeks at a time, so a long list (tens of thousands through certd) is never held
+/// whole. Other filters give one batch.
+pub fn list_batches<E: From<QueryError>>(
+    store: &Store,
+    filter: &ListFilter,
+    now: UnixTime,
+    mut each: impl FnMut(Vec<Certificate>) -> Result<(), E>,
+) -> Result<(), E> {
+    use rayon::prelude::*;
     let time_range = match (filter.expired, filter.expiring_within) {
         (false, None) => None,
         (true, None) => Some((i64::MIN + 1, now + 1)),
         (false, Some(d)) => Some((now + 1, now.saturating_add(d.as_secs()) + 1)),
         (true, Some(d)) => Some((i64::MIN + 1, now.saturating_add(d.as_secs()) + 1)),
     };
-    let mut certs = match (time_range, filter.role) {
-        (Some((from, before)), role) => expiring_between(store, from, before, role)?,
-        (None, Some(role)) => store.by_role(role)?,
-        (None, None) => {
-            let mut all = store.iter().collect::<Result<Vec<_>, _>>()?;
-            all.sort_by_key(|c| (c.facts.not_after, c.facts.fingerprint));
-            all
-        }
+    let finish = |mut certs: Vec<Certificate>| -> Result<Vec<Certificate>, QueryError> {
+        apply_text_filters(filter, &mut certs);
+        refresh_last_seen(store, &mut certs)?;
+        Ok(certs)
     };
+    let read = |from, before| store.expiring_between(from, before, filter.role);
+    match (time_range, filter.role) {
+        (Some((from, before)), _) => match week_cuts(from, before) {
+            // Pieces of a week, read a group at a time (one per thread) and in parallel.
+            Some(cuts) => {
+                let pieces: Vec<&[UnixTime]> = cuts.windows(2).collect();
+                for group in pieces.chunks(rayon::current_num_threads().max(1)) {
+                    let read: Vec<Vec<Certificate>> = group
+                        .par_iter()
+                        .map(|w| read(w[0], w[1]))
+                        .collect::<Result<_, StoreError>>()
+                        .map_err(QueryError::from)?;
+                    let certs = finish(read.into_iter().flatten().collect())?;
+                    if !certs.is_empty() {
+                        each(certs)?;
+                    }
+                }
+                Ok(())
+            }
+            None => each(finish(read(from, before).map_err(QueryError::from)?)?),
+        },
+        (None, Some(role)) => each(finish(store.by_role(role).map_err(QueryError::from)?)?),
+        (None, None) => {
+            let mut all = store
+                .iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(QueryError::from)?;
+            all.sort_by_key(|c| (c.facts.not_after, c.facts.fingerprint));
+            each(finish(all)?)
+        }
+    }
+}
+
+/// `--issuer` and `--name`: substrings that no index answers.
+fn apply_text_filters(filter: &ListFilter, certs: &mut Vec<Certificate>) {
     if let Some(issuer) = &filter.issuer {
         let needle = issuer.to_lowercase();
         certs.retain(|c| c.facts.issuer.to_lowercase().contains(&needle));
@@ -68,8 +117,6 @@ pub fn list(
                 || c.facts.subject.to_lowercase().contains(&needle)
         });
     }
-    refresh_last_seen(store, &mut certs)?;
-    Ok(certs)
 }
 
 /// The expiry index's buckets are weeks since the epoch: pieces of a range cut there read
@@ -78,19 +125,12 @@ const EXPIRY_BUCKET_SECS: i64 = 7 * 86_400;
 /// Ranges longer than this are read in one piece (`--expired`, a role's whole list).
 const MAX_SPLIT_RANGE: i64 = 5 * 365 * 86_400;
 
-/// [`Store::expiring_between`], with a bounded range read as week-aligned pieces in
-/// parallel (reading and decoding the records is most of a `list --expiring-within`). The
-/// pieces are disjoint and in order, so their concatenation is sorted like one read.
-fn expiring_between(
-    store: &Store,
-    from: UnixTime,
-    before: UnixTime,
-    role: Option<Role>,
-) -> Result<Vec<Certificate>, StoreError> {
-    use rayon::prelude::*;
-    let threads = rayon::current_num_threads();
-    if threads < 2 || before.saturating_sub(from) > MAX_SPLIT_RANGE || before <= from {
-        return store.expiring_between(from, before, role);
+/// `[from, before)` cut at week boundaries (the expiry index's buckets), so that its pieces
+/// read disjoint buckets and concatenate in order; `None` for a range read in one piece
+/// (open-ended or longer than [`MAX_SPLIT_RANGE`]).
+fn week_cuts(from: UnixTime, before: UnixTime) -> Option<Vec<UnixTime>> {
+    if before.saturating_sub(from) > MAX_SPLIT_RANGE || before <= from {
+        return None;
     }
     let mut cuts = vec![from];
     let mut week = from.div_euclid(EXPIRY_BUCKET_SECS) + 1;
@@ -99,11 +139,7 @@ fn expiring_between(
         week += 1;
     }
     cuts.push(before);
-    let pieces: Vec<Vec<Certificate>> = cuts
-        .par_windows(2)
-        .map(|w| store.expiring_between(w[0], w[1], role))
-        .collect::<Result<_, _>>()?;
-    Ok(pieces.into_iter().flatten().collect())
+    Some(cuts)
 }
 
 /// What [`Store::refresh_last_seen`] does (fold the time each file was last confirmed,
@@ -549,20 +585,35 @@ mod tests {
     }
 
     #[test]
-    fn parallel_list_is_the_store_list_with_the_store_refresh() {
+    fn batched_list_is_the_store_list_with_the_store_refresh() {
         let now = 1_795_000_000;
         let (_dir, store) = store_with_file_states(now);
-        for (from, before) in [
-            (now + 1, now + 30 * 86_400 + 1),
-            (now - 10 * 86_400, now + 100 * 86_400),
-            (now + 3, now + 4),
+        let day = 86_400;
+        for (expired, within, from, before) in [
+            (false, 30, now + 1, now + 30 * day + 1),
+            (true, 100, i64::MIN + 1, now + 100 * day + 1),
+            (false, 0, now + 1, now + 1),
         ] {
             let mut want = store.expiring_between(from, before, None).expect("read");
             store.refresh_last_seen(&mut want).expect("refresh");
-            let mut got = expiring_between(&store, from, before, None).expect("read");
-            refresh_last_seen(&store, &mut got).expect("refresh");
+            let filter = ListFilter {
+                expired,
+                expiring_within: Some(Duration::days(within)),
+                ..Default::default()
+            };
+            let mut batches = 0;
+            let mut got = Vec::new();
+            list_batches(&store, &filter, now, |mut batch| {
+                batches += 1;
+                got.append(&mut batch);
+                Ok::<(), QueryError>(())
+            })
+            .expect("list");
             assert_eq!(got.len(), want.len());
             assert!(got == want, "range {from}..{before}");
+            if within == 30 {
+                assert!(batches > 1, "a month is read a few weeks at a time");
+            }
         }
         let filter = ListFilter {
             expiring_within: Some(Duration::days(30)),

@@ -176,7 +176,7 @@ impl Shared {
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
     // Signals first: a SIGTERM that arrives while starting must still end certd cleanly.
     let mut signals = Signals::install().map_err(DaemonError::Signals)?;
-    // A bounded page cache (`store_cache`, 64 MiB by default) rather than the store's
+    // A bounded page cache (`store_cache`, 32 MiB by default) rather than the store's
     // bulk-scan default of 1 GiB: certd runs for months next to other services.
     let store = Store::open_with_cache(&config.store, config.store_cache_bytes)?;
     let listener = ControlListener::bind(&config.store)?;

@@ -236,42 +236,69 @@ pub fn write_json_list<W: std::io::Write + ?Sized>(
     now: UnixTime,
     out: &mut W,
 ) -> std::io::Result<()> {
-    use rayon::prelude::*;
-    /// Certificates per rendered chunk, and chunks rendered at once.
-    const CHUNK: usize = 256;
-    const WINDOW: usize = 16;
-    if certs.is_empty() {
-        return out.write_all(b"[]\n");
-    }
-    out.write_all(b"[\n")?;
-    let chunks: Vec<&[Certificate]> = certs.chunks(CHUNK).collect();
-    let mut first = true;
-    for window in chunks.chunks(WINDOW) {
-        let rendered: Vec<serde_json::Result<Vec<u8>>> = window
-            .par_iter()
-            .map(|chunk| {
-                let items: Vec<CertificateJson<'_>> =
-                    chunk.iter().map(|c| CertificateJson::new(c, now)).collect();
-                let mut buf = Vec::with_capacity(chunk.len() * 1600);
-                serde_json::to_writer_pretty(&mut buf, &items)?;
-                Ok(buf)
-            })
-            .collect();
-        for buf in rendered {
-            let buf = buf.map_err(std::io::Error::other)?;
-            // A non-empty pretty array is `[\n` + its items at indent 1 + `\n]`: the items
-            // are exactly what they are inside the whole list.
-            let items = buf
-                .get(2..buf.len().saturating_sub(2))
-                .ok_or_else(|| std::io::Error::other("unexpected JSON from serde_json"))?;
-            if !first {
-                out.write_all(b",\n")?;
-            }
-            out.write_all(items)?;
-            first = false;
+    let mut list = JsonListWriter::new(out, now);
+    list.write(certs)?;
+    list.finish()
+}
+
+/// [`write_json_list`] for a list that arrives in sorted batches: the same text as one
+/// call with all the batches concatenated, while only one batch is held at a time.
+pub struct JsonListWriter<'w, W: std::io::Write + ?Sized> {
+    out: &'w mut W,
+    now: UnixTime,
+    /// Nothing written yet (not even the opening bracket).
+    empty: bool,
+}
+
+impl<'w, W: std::io::Write + ?Sized> JsonListWriter<'w, W> {
+    pub fn new(out: &'w mut W, now: UnixTime) -> Self {
+        JsonListWriter {
+            out,
+            now,
+            empty: true,
         }
     }
-    out.write_all(b"\n]\n")
+
+    /// Appends `certs` to the list.
+    pub fn write(&mut self, certs: &[Certificate]) -> std::io::Result<()> {
+        use rayon::prelude::*;
+        /// Certificates per rendered chunk, and chunks rendered at once.
+        const CHUNK: usize = 256;
+        const WINDOW: usize = 16;
+        let now = self.now;
+        let chunks: Vec<&[Certificate]> = certs.chunks(CHUNK).collect();
+        for window in chunks.chunks(WINDOW) {
+            let rendered: Vec<serde_json::Result<Vec<u8>>> = window
+                .par_iter()
+                .map(|chunk| {
+                    let items: Vec<CertificateJson<'_>> =
+                        chunk.iter().map(|c| CertificateJson::new(c, now)).collect();
+                    let mut buf = Vec::with_capacity(chunk.len() * 1600);
+                    serde_json::to_writer_pretty(&mut buf, &items)?;
+                    Ok(buf)
+                })
+                .collect();
+            for buf in rendered {
+                let buf = buf.map_err(std::io::Error::other)?;
+                // A non-empty pretty array is `[\n` + its items at indent 1 + `\n]`: the
+                // items are exactly what they are inside the whole list.
+                let items = buf
+                    .get(2..buf.len().saturating_sub(2))
+                    .ok_or_else(|| std::io::Error::other("unexpected JSON from serde_json"))?;
+                self.out
+                    .write_all(if self.empty { b"[\n" } else { b",\n" })?;
+                self.out.write_all(items)?;
+                self.empty = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the list (`[]` when nothing was written).
+    pub fn finish(self) -> std::io::Result<()> {
+        self.out
+            .write_all(if self.empty { b"[]\n" } else { b"\n]\n" })
+    }
 }
 
 /// [`CertificateView`] with borrowed fields: same field names, same order, same JSON.
@@ -568,6 +595,20 @@ mod tests {
             let mut got = Vec::new();
             write_json_list(&certs, now, &mut got).unwrap();
             assert!(got == want, "{n} certificates: outputs differ");
+            // The same list in uneven batches (some empty) gives the same text.
+            let mut got = Vec::new();
+            let mut list = JsonListWriter::new(&mut got, now);
+            let mut rest = &certs[..];
+            for size in [0usize, 1, 300, 0, 2, 1000].into_iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (batch, tail) = rest.split_at(size.min(rest.len()));
+                list.write(batch).unwrap();
+                rest = tail;
+            }
+            list.finish().unwrap();
+            assert!(got == want, "{n} certificates in batches: outputs differ");
         }
     }
 
