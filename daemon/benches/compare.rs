@@ -462,17 +462,28 @@ fn big_store(
         "compare: built a {m}-certificate store in {built:.1}s ({:.1} MiB on disk)",
         dir_size(&store) as f64 / 1048576.0
     );
-    rows.push(row(
-        "building the synthetic store (store API, for the rows below)",
-        format!("{} certificates", thousands(m)),
-        secs(built),
-        format!("{} certs/s", thousands((m as f64 / built) as usize)),
-        format!("{:.1} µs", built * 1e6 / m as f64),
-        format!(
-            "{:.0} MiB on disk; expiry spread over [-3 d, +727 d), files of 1,000 per folder",
-            dir_size(&store) as f64 / 1048576.0
+    let layout = format!(
+        "{:.0} MiB on disk; expiry spread over [-3 d, +727 d), files of 1,000 per folder",
+        dir_size(&store) as f64 / 1048576.0
+    );
+    rows.push(match reused {
+        Some(_) => row(
+            "building the synthetic store (store API, for the rows below)",
+            format!("{} certificates", thousands(m)),
+            "reused (--reuse-store)".to_string(),
+            String::new(),
+            String::new(),
+            layout,
         ),
-    ));
+        None => row(
+            "building the synthetic store (store API, for the rows below)",
+            format!("{} certificates", thousands(m)),
+            secs(built),
+            format!("{} certs/s", thousands((m as f64 / built) as usize)),
+            format!("{:.1} µs", built * 1e6 / m as f64),
+            layout,
+        ),
+    });
 
     // Policies and configuration for the reminder pass and certd.
     let policies = work.join("policies");
