@@ -1164,7 +1164,7 @@ mod tests {
     fn the_example_parses() {
         let c = parse(EXAMPLE, origin()).unwrap();
         assert_eq!(c.store, Path::new("/var/lib/certd/store"));
-        assert_eq!(c.store_cache_bytes, 64 << 20);
+        assert_eq!(c.store_cache_bytes, 32 << 20);
         assert_eq!(
             c.control_socket(),
             Path::new("/var/lib/certd/store/certd.sock")

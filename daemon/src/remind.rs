@@ -900,8 +900,19 @@ pub fn scheduled_pass(store: &Store, config: &Config, config_path: &Path, now: U
         )?)
     })();
     match result {
-        Ok(report) if report.failed.is_empty() => format!("ok, {}", report.summary()),
-        Ok(report) => format!("failed: {}", report.summary()),
+        Ok(report) if report.failed.is_empty() => {
+            let outcome = format!("ok, {}", report.summary());
+            // Quiet when there was nothing to send: the schedule may run every minute.
+            if report.digests_sent > 0 {
+                tracing::info!("reminder pass: {outcome}");
+            }
+            outcome
+        }
+        Ok(report) => {
+            let outcome = format!("failed: {}", report.summary());
+            tracing::warn!("reminder pass: {outcome}");
+            outcome
+        }
         Err(e) => {
             tracing::error!(error = %e, "reminder pass failed");
             format!("failed: {e}")
