@@ -326,9 +326,13 @@ impl RegistrationIndex {
 }
 
 /// Agent certificates that count for the queue: present somewhere and not revoked.
+fn is_live_agent_certificate(c: &Certificate) -> bool {
+    c.role == Role::Agent && c.revocation.is_none() && c.current_sources().next().is_some()
+}
+
 fn live_agent_certificates(store: &Store) -> Result<Vec<Certificate>, StoreError> {
     let mut certs = store.by_role(Role::Agent)?;
-    certs.retain(|c| c.revocation.is_none() && c.current_sources().next().is_some());
+    certs.retain(is_live_agent_certificate);
     Ok(certs)
 }
 
@@ -400,11 +404,7 @@ impl PendingCounter {
     /// Takes one certificate of the store into account (any role).
     pub fn observe(&mut self, cert: &Certificate) {
         use sha2::Digest as _;
-        if cert.role != Role::Agent
-            || cert.revocation.is_some()
-            || cert.current_sources().next().is_none()
-            || self.index.unregistered_reason(cert).is_none()
-        {
+        if !is_live_agent_certificate(cert) || self.index.unregistered_reason(cert).is_none() {
             return;
         }
         let key = agent_name(cert).to_lowercase();

@@ -412,7 +412,7 @@ pub fn select(store: &Store, req: &RevokeRequest) -> Result<Vec<Certificate>, Re
         }
     }
     let mut out: Vec<Certificate> = selected.into_values().collect();
-    store.refresh_last_seen(&mut out)?;
+    crate::query::refresh_last_seen(store, &mut out)?;
     out.sort_by_key(|c| (c.facts.not_after, c.fingerprint()));
     Ok(out)
 }

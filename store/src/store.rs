@@ -15,7 +15,7 @@ use crate::files::{DirSeen, FileState};
 use crate::ingest::{hash_key, FpPrefix, Ingest, Posting};
 use crate::keys::{self, Index};
 use crate::migrate;
-use crate::model::{Certificate, Fingerprint, Role, Sha256, SourceLocation, UnixTime};
+use crate::model::{Certificate, Fingerprint, Role, Sha256, UnixTime};
 
 /// The on-disk schema this release writes and reads.
 ///
@@ -492,53 +492,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// The effective last time each file source was confirmed, from the file states: a
-    /// re-scan that skips an unchanged file refreshes only the file's state, not every
-    /// certificate in it. This folds that time into the certificates' sources.
-    pub fn refresh_last_seen(&self, certs: &mut [Certificate]) -> Result<()> {
-        let mut dirs: HashMap<String, Option<DirSeen>> = HashMap::new();
-        let mut states: HashMap<String, HashMap<String, UnixTime>> = HashMap::new();
-        for cert in certs.iter_mut() {
-            let mut newest = cert.last_seen;
-            for source in cert.sources.iter_mut() {
-                let SourceLocation::File { path, .. } = &source.location else {
-                    continue;
-                };
-                if source.gone_since.is_some() {
-                    continue;
-                }
-                let (dir, name) = match path.rsplit_once('/') {
-                    Some(("", name)) => ("/", name),
-                    Some((dir, name)) => (dir, name),
-                    None => continue,
-                };
-                if !dirs.contains_key(dir) {
-                    dirs.insert(dir.to_string(), self.dir_seen(dir)?);
-                }
-                let seen = match dirs.get(dir).copied().flatten().and_then(|s| s.uniform()) {
-                    Some(t) => Some(t),
-                    None => {
-                        if !states.contains_key(dir) {
-                            let files = self
-                                .dir_files(dir)?
-                                .into_iter()
-                                .map(|f| (f.name, f.last_seen))
-                                .collect();
-                            states.insert(dir.to_string(), files);
-                        }
-                        states.get(dir).and_then(|m| m.get(name)).copied()
-                    }
-                };
-                if let Some(seen) = seen {
-                    source.last_seen = source.last_seen.max(seen);
-                    newest = newest.max(source.last_seen);
-                }
-            }
-            cert.last_seen = newest;
-        }
-        Ok(())
     }
 }
 
