@@ -45,8 +45,15 @@ pub fn tls_parameters(config: &SmtpConfig) -> Result<Option<TlsParameters>, Smtp
 }
 
 /// `cause` (an SMTP session's error, with its causes) followed by what to do when it is a
-/// rejected server certificate.
+/// rejected server certificate, or (implicit TLS) a server that answered in plain text.
 pub fn with_hint(cause: String, config: &SmtpConfig) -> String {
+    // OpenSSL's word for a plain-text answer (an SMTP greeting) to the TLS handshake.
+    if config.security == SmtpSecurity::Tls && cause.contains("wrong version number") {
+        return format!(
+            "{cause} (the server does not speak TLS at once on port {}: security = \"tls\" is implicit TLS, usually port 465; for a server that offers STARTTLS, usually port 587, set security = \"starttls\")",
+            config.port
+        );
+    }
     if !cause.contains("certificate verify failed") {
         return cause;
     }
@@ -133,6 +140,19 @@ mod tests {
             .expect("no certificate");
         assert!(e.to_string().contains("holds no PEM certificate"), "{e}");
         assert!(e.to_string().contains(&junk.display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn a_plain_answer_to_implicit_tls_gets_a_hint() {
+        let cause =
+            "Connection error: error:0A00010B:SSL routines:ssl3_get_record:wrong version number";
+        let hint = with_hint(cause.into(), &config(SmtpSecurity::Tls, None));
+        assert!(hint.starts_with(cause), "{hint}");
+        assert!(hint.contains("set security = \"starttls\""), "{hint}");
+        assert_eq!(
+            with_hint(cause.into(), &config(SmtpSecurity::StartTls, None)),
+            cause
+        );
     }
 
     #[test]

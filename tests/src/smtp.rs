@@ -10,6 +10,9 @@
 //!
 //! **STARTTLS.** [`SmtpServer::start_starttls`] gives the server a certificate and key: it
 //! offers STARTTLS and answers `530` to mail sent without it (aiosmtpd's `require_starttls`).
+//! [`SmtpServer::start_smtps`] speaks TLS from the first byte instead (implicit TLS, "SMTPS",
+//! port 465 style: the Controller's `ssl_context`); it never offers STARTTLS, and a client
+//! that does not open with a TLS handshake gets no greeting.
 //!
 //! **Faults.** [`SmtpServer::start_with_fault`] / [`SmtpServer::restart_with_fault`] make the
 //! server misbehave at a known point, so a test can kill it mid-delivery deterministically:
@@ -82,12 +85,16 @@ kwargs = {}
 if user is not None:
     kwargs = dict(authenticator=authenticator, auth_required=True, auth_require_tls=False)
 
-# SMTP_TLS_CERT / SMTP_TLS_KEY (PEM files): offer STARTTLS and refuse mail without it.
+# SMTP_TLS_CERT / SMTP_TLS_KEY (PEM files): offer STARTTLS and refuse mail without it; with
+# SMTP_TLS_MODE=smtps, speak TLS from the first byte instead (implicit TLS, no STARTTLS).
 if os.environ.get("SMTP_TLS_CERT"):
     import ssl
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(os.environ["SMTP_TLS_CERT"], os.environ["SMTP_TLS_KEY"])
-    kwargs.update(tls_context=context, require_starttls=True)
+    if os.environ.get("SMTP_TLS_MODE") == "smtps":
+        kwargs.update(ssl_context=context)
+    else:
+        kwargs.update(tls_context=context, require_starttls=True)
 controller = Controller(handler, hostname=host, port=port, **kwargs)
 controller.start()
 print("ready", flush=True)
@@ -121,6 +128,15 @@ pub enum Fault {
     StallAfterStoring(usize),
 }
 
+/// How a server with a certificate speaks TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain greeting, STARTTLS offered and required before mail.
+    StartTls,
+    /// TLS from the first byte (SMTPS, port 465 style).
+    Implicit,
+}
+
 /// A running aiosmtpd. Killed on drop.
 pub struct SmtpServer {
     pub port: u16,
@@ -129,8 +145,8 @@ pub struct SmtpServer {
     /// Written by a faulty server when it stalls.
     marker: PathBuf,
     auth: Option<(String, String)>,
-    /// Certificate and key (PEM files) when STARTTLS is required.
-    tls: Option<(PathBuf, PathBuf)>,
+    /// How TLS is spoken, with the certificate and key (PEM files); `None`: plain SMTP.
+    tls: Option<(TlsMode, PathBuf, PathBuf)>,
     /// Behind a lock so a test can [`SmtpServer::kill`] it while another thread (running
     /// `certctl remind`) holds a shared reference to the test's setup.
     child: Mutex<Option<Child>>,
@@ -149,6 +165,30 @@ impl SmtpServer {
         auth: Option<(&str, &str)>,
         fault: Option<Fault>,
     ) -> SmtpServer {
+        SmtpServer::launch(dir, auth, None, fault)
+    }
+
+    /// A server delivering into `dir/maildir` that requires STARTTLS, presenting the
+    /// certificate (chain) in `cert` with the key in `key` (PEM files).
+    pub fn start_starttls(dir: &Path, cert: &Path, key: &Path) -> SmtpServer {
+        let tls = (TlsMode::StartTls, cert.to_path_buf(), key.to_path_buf());
+        SmtpServer::launch(dir, None, Some(tls), None)
+    }
+
+    /// A server delivering into `dir/maildir` that speaks TLS from the first byte (implicit
+    /// TLS, SMTPS), presenting the certificate (chain) in `cert` with the key in `key` (PEM
+    /// files).
+    pub fn start_smtps(dir: &Path, cert: &Path, key: &Path) -> SmtpServer {
+        let tls = (TlsMode::Implicit, cert.to_path_buf(), key.to_path_buf());
+        SmtpServer::launch(dir, None, Some(tls), None)
+    }
+
+    fn launch(
+        dir: &Path,
+        auth: Option<(&str, &str)>,
+        tls: Option<(TlsMode, PathBuf, PathBuf)>,
+        fault: Option<Fault>,
+    ) -> SmtpServer {
         let script = dir.join("smtp_server.py");
         std::fs::write(&script, SERVER_PY).expect("write the SMTP server script");
         let mut server = SmtpServer {
@@ -157,19 +197,10 @@ impl SmtpServer {
             marker: dir.join("smtp-stalled"),
             script,
             auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
-            tls: None,
+            tls,
             child: Mutex::new(None),
         };
         server.restart_with_fault(fault);
-        server
-    }
-
-    /// A server delivering into `dir/maildir` that requires STARTTLS, presenting the
-    /// certificate (chain) in `cert` with the key in `key` (PEM files).
-    pub fn start_starttls(dir: &Path, cert: &Path, key: &Path) -> SmtpServer {
-        let mut server = SmtpServer::start(dir, None);
-        server.tls = Some((cert.to_path_buf(), key.to_path_buf()));
-        server.restart();
         server
     }
 
@@ -251,9 +282,16 @@ impl SmtpServer {
             .stderr(Stdio::piped())
             .env_remove("SMTP_FAULT")
             .env_remove("SMTP_TLS_CERT")
-            .env_remove("SMTP_TLS_KEY");
-        if let Some((cert, key)) = &self.tls {
-            cmd.env("SMTP_TLS_CERT", cert).env("SMTP_TLS_KEY", key);
+            .env_remove("SMTP_TLS_KEY")
+            .env_remove("SMTP_TLS_MODE");
+        if let Some((mode, cert, key)) = &self.tls {
+            let mode = match mode {
+                TlsMode::StartTls => "starttls",
+                TlsMode::Implicit => "smtps",
+            };
+            cmd.env("SMTP_TLS_CERT", cert)
+                .env("SMTP_TLS_KEY", key)
+                .env("SMTP_TLS_MODE", mode);
         }
         if let Some(fault) = fault {
             let (mode, at) = match fault {

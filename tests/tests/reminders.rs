@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use certctl_e2e::daemon::Certd;
-use certctl_e2e::smtp::{Fault, Mail, SmtpServer};
+use certctl_e2e::smtp::{Fault, Mail, SmtpServer, TlsMode};
 use certctl_e2e::*;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, SanType,
+};
 use serde_json::Value;
 
 const MAIL_WAIT: Duration = Duration::from_secs(20);
@@ -1279,36 +1282,114 @@ fn certd_scheduled_pass_with_smtp_killed_mid_delivery_delivers_the_rest_once_on_
     drop(certd);
 }
 
+/// A private CA (issuing the SMTP server's certificate in the TLS tests).
+struct Ca {
+    params: CertificateParams,
+    key: KeyPair,
+    pem: String,
+}
+
+fn ca(cn: &str) -> Ca {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().unwrap();
+    let pem = params.self_signed(&key).unwrap().pem();
+    Ca { params, key, pem }
+}
+
+/// Starts a server speaking TLS as `mode` says (STARTTLS required, or implicit TLS) with a
+/// certificate for `names` (and 127.0.0.1 when `loopback_ip`) issued by `issuer`; certctl's
+/// configuration says `security = "starttls"` or `"tls"` to match and trusts `trusted`
+/// (`smtp.ca_file`). One gateway certificate expiring in 20 days is in the store (a digest
+/// to OPS and one to PKI are due). Returns the setup and the `ca_file` path.
+fn tls_setup(
+    mode: TlsMode,
+    issuer: &Ca,
+    trusted: &Ca,
+    names: &[&str],
+    loopback_ip: bool,
+) -> (Setup, PathBuf) {
+    let env = TestEnv::new();
+    let tls = env.mkdir("tls");
+    let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let mut params = CertificateParams::new(names).unwrap();
+    if loopback_ip {
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    }
+    let key = KeyPair::generate().unwrap();
+    let cert = params
+        .signed_by(&key, &Issuer::from_params(&issuer.params, &issuer.key))
+        .unwrap();
+    let (cert_path, key_path) = (tls.join("server.pem"), tls.join("server.key"));
+    std::fs::write(&cert_path, cert.pem() + &issuer.pem).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let (smtp, security) = match mode {
+        TlsMode::StartTls => (
+            SmtpServer::start_starttls(&env.mkdir("smtp"), &cert_path, &key_path),
+            "starttls",
+        ),
+        TlsMode::Implicit => (
+            SmtpServer::start_smtps(&env.mkdir("smtp"), &cert_path, &key_path),
+            "tls",
+        ),
+    };
+    let ca_file = env.file("etc/smtp-ca.pem");
+    std::fs::write(&ca_file, &trusted.pem).unwrap();
+    let policies = env.mkdir("policies");
+    std::fs::write(policies.join("test.toml"), POLICIES).unwrap();
+    let config = env.file("certd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"{}\"\n[scan]\nschedule = \"off\"\nwatch = false\n[probe]\nschedule = \"off\"\n\
+             [smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"{security}\"\n\
+             ca_file = \"{}\"\nfrom = \"certd@contoso.example\"\ntimeout = \"5s\"\n\
+             [reminders]\nschedule = \"0 8 * * 1-5\"\npolicies = \"{}\"\n",
+            s(env.store()),
+            smtp.port,
+            s(&ca_file),
+            s(&policies)
+        ),
+    )
+    .unwrap();
+    let t = Setup {
+        env,
+        smtp,
+        config,
+        factory: CertFactory::new(),
+    };
+    let gw = t
+        .factory
+        .leaf(CertSpec::leaf("gw.contoso.example").expires_in_days(20));
+    t.add("gateway", &[("gw", &gw)]);
+    (t, ca_file)
+}
+
+/// A copy of the setup's configuration (`name` in the test directory) with each `from`
+/// replaced by its `to`.
+fn config_variant(t: &Setup, name: &str, edits: &[(&str, &str)]) -> PathBuf {
+    let mut text = std::fs::read_to_string(&t.config).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from:?} is not in:\n{text}");
+        text = text.replace(from, to);
+    }
+    let path = t.env.file(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 mod starttls {
     //! `security = "starttls"` against an aiosmtpd that requires STARTTLS, its certificate
     //! issued by a private CA that `smtp.ca_file` trusts (or not).
     use super::*;
-    use rcgen::{
-        BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-        SanType,
-    };
 
-    /// A private CA.
-    struct Ca {
-        params: CertificateParams,
-        key: KeyPair,
-        pem: String,
-    }
-
-    fn ca(cn: &str) -> Ca {
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, cn);
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let key = KeyPair::generate().unwrap();
-        let pem = params.self_signed(&key).unwrap().pem();
-        Ca { params, key, pem }
-    }
-
-    /// Starts a server requiring STARTTLS with a certificate for 127.0.0.1 and localhost
-    /// issued by `issuer`; certctl's configuration trusts `trusted` (`smtp.ca_file`).
-    /// Returns the setup and the `ca_file` path.
+    /// A server requiring STARTTLS with a certificate for 127.0.0.1 and localhost issued by
+    /// `issuer`; certctl's configuration trusts `trusted` (see [`tls_setup`]).
     fn setup(issuer: &Ca, trusted: &Ca) -> (Setup, PathBuf) {
         setup_named(issuer, trusted, &["localhost"], true)
     }
@@ -1320,53 +1401,7 @@ mod starttls {
         names: &[&str],
         loopback_ip: bool,
     ) -> (Setup, PathBuf) {
-        let env = TestEnv::new();
-        let tls = env.mkdir("tls");
-        let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-        let mut params = CertificateParams::new(names).unwrap();
-        if loopback_ip {
-            params
-                .subject_alt_names
-                .push(SanType::IpAddress([127, 0, 0, 1].into()));
-        }
-        let key = KeyPair::generate().unwrap();
-        let cert = params
-            .signed_by(&key, &Issuer::from_params(&issuer.params, &issuer.key))
-            .unwrap();
-        let (cert_path, key_path) = (tls.join("server.pem"), tls.join("server.key"));
-        std::fs::write(&cert_path, cert.pem() + &issuer.pem).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        let smtp = SmtpServer::start_starttls(&env.mkdir("smtp"), &cert_path, &key_path);
-        let ca_file = env.file("etc/smtp-ca.pem");
-        std::fs::write(&ca_file, &trusted.pem).unwrap();
-        let policies = env.mkdir("policies");
-        std::fs::write(policies.join("test.toml"), POLICIES).unwrap();
-        let config = env.file("certd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "store = \"{}\"\n[scan]\nschedule = \"off\"\nwatch = false\n[probe]\nschedule = \"off\"\n\
-                 [smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"starttls\"\n\
-                 ca_file = \"{}\"\nfrom = \"certd@contoso.example\"\ntimeout = \"5s\"\n\
-                 [reminders]\nschedule = \"0 8 * * 1-5\"\npolicies = \"{}\"\n",
-                s(env.store()),
-                smtp.port,
-                s(&ca_file),
-                s(&policies)
-            ),
-        )
-        .unwrap();
-        let t = Setup {
-            env,
-            smtp,
-            config,
-            factory: CertFactory::new(),
-        };
-        let gw = t
-            .factory
-            .leaf(CertSpec::leaf("gw.contoso.example").expires_in_days(20));
-        t.add("gateway", &[("gw", &gw)]);
-        (t, ca_file)
+        tls_setup(TlsMode::StartTls, issuer, trusted, names, loopback_ip)
     }
 
     #[test]
@@ -1375,11 +1410,11 @@ mod starttls {
         let (t, _) = setup(&mail_ca, &mail_ca);
 
         // The server really refuses mail without STARTTLS.
-        let plain = t.env.file("plain.toml");
-        let text = std::fs::read_to_string(&t.config)
-            .unwrap()
-            .replace("security = \"starttls\"", "security = \"none\"");
-        std::fs::write(&plain, text).unwrap();
+        let plain = config_variant(
+            &t,
+            "plain.toml",
+            &[("security = \"starttls\"", "security = \"none\"")],
+        );
         let r = t
             .env
             .cmd()
@@ -1446,5 +1481,92 @@ mod starttls {
             .stderr_has("certificate verify failed")
             .stderr_has("does not name smtp.host `127.0.0.1`");
         assert!(t.smtp.messages().is_empty());
+    }
+}
+
+mod smtps {
+    //! `security = "tls"` (implicit TLS, port 465 style) against an aiosmtpd that speaks TLS
+    //! from the first byte, its certificate issued by a private CA in `smtp.ca_file`; and a
+    //! client configured for implicit TLS against a plain server.
+    use super::*;
+
+    #[test]
+    fn digests_arrive_over_implicit_tls_with_a_private_ca() {
+        let mail_ca = ca("Contoso Mail CA");
+        let (t, _) = tls_setup(TlsMode::Implicit, &mail_ca, &mail_ca, &["localhost"], true);
+
+        // The server really speaks TLS first: a plain client gets no greeting and gives up
+        // at its timeout, delivering nothing.
+        let plain = config_variant(
+            &t,
+            "plain.toml",
+            &[
+                ("security = \"tls\"", "security = \"none\""),
+                ("timeout = \"5s\"", "timeout = \"2s\""),
+            ],
+        );
+        let r = t
+            .env
+            .cmd()
+            .args(["--config", s(&plain), "remind", "--now"])
+            .run();
+        r.expect_code(4).stderr_has(&format!(
+            "SMTP server 127.0.0.1:{} (none): cannot deliver to ",
+            t.smtp.port
+        ));
+        assert!(t.smtp.messages().is_empty());
+
+        // Implicit TLS with the private CA trusted delivers both digests.
+        t.remind(0)
+            .success()
+            .stdout_has("sent 2 digests with 2 reminders");
+        let mails = t.smtp.wait_for_messages(2, MAIL_WAIT);
+        assert_eq!(mails.len(), 2, "{mails:#?}");
+        assert!(mail_for(&mails, OPS).text.contains("gw.contoso.example"));
+        assert!(mail_for(&mails, PKI).text.contains("gw.contoso.example"));
+        let status = t.env.certctl(&["status", "--json"]).json();
+        assert_eq!(status["reminders_pending"], 0, "{status}");
+        assert_eq!(status["smtp_last_error"], Value::Null, "{status}");
+    }
+
+    #[test]
+    fn implicit_tls_against_a_plain_server_fails_naming_the_host_and_stays_pending() {
+        let t = Setup::new(None);
+        let gw = t
+            .factory
+            .leaf(CertSpec::leaf("gw.contoso.example").expires_in_days(20));
+        t.add("gateway", &[("gw", &gw)]);
+        let tls = config_variant(
+            &t,
+            "tls.toml",
+            &[("security = \"none\"", "security = \"tls\"")],
+        );
+        let server = format!("SMTP server 127.0.0.1:{} (tls)", t.smtp.port);
+        let r = t
+            .env
+            .cmd()
+            .args(["--config", s(&tls), "remind", "--now"])
+            .timeout(Duration::from_secs(30))
+            .run();
+        r.expect_code(4)
+            .stdout_has("2 digests (2 reminders) failed and stay pending")
+            .stderr_has(&format!("{server}: cannot deliver to {OPS}: "))
+            .stderr_has(&format!("{server}: cannot deliver to {PKI}: "))
+            .stderr_has(&format!(
+                "the server does not speak TLS at once on port {}",
+                t.smtp.port
+            ))
+            .stderr_has("set security = \"starttls\"");
+        let status = t.env.certctl(&["status", "--json"]).json();
+        assert_eq!(status["reminders_pending"], 2, "{status}");
+        let last = status["smtp_last_error"].as_str().unwrap_or_default();
+        assert!(last.contains(&server), "{status}");
+        assert!(t.smtp.messages().is_empty());
+
+        // Nothing was lost: the right setting delivers them.
+        t.remind(HOUR)
+            .success()
+            .stdout_has("sent 2 digests with 2 reminders");
+        assert_eq!(t.smtp.wait_for_messages(2, MAIL_WAIT).len(), 2);
     }
 }
