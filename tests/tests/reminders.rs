@@ -1383,6 +1383,21 @@ fn config_variant(t: &Setup, name: &str, edits: &[(&str, &str)]) -> PathBuf {
     path
 }
 
+/// `remind --now` sends the gateway's digests to ops@ and pki@; both arrive and nothing
+/// stays pending (the TLS tests' good case).
+fn delivers_the_gateway_digests(t: &Setup) {
+    t.remind(0)
+        .success()
+        .stdout_has("sent 2 digests with 2 reminders");
+    let mails = t.smtp.wait_for_messages(2, MAIL_WAIT);
+    assert_eq!(mails.len(), 2, "{mails:#?}");
+    assert!(mail_for(&mails, OPS).text.contains("gw.contoso.example"));
+    assert!(mail_for(&mails, PKI).text.contains("gw.contoso.example"));
+    let status = t.env.certctl(&["status", "--json"]).json();
+    assert_eq!(status["reminders_pending"], 0, "{status}");
+    assert_eq!(status["smtp_last_error"], Value::Null, "{status}");
+}
+
 mod starttls {
     //! `security = "starttls"` against an aiosmtpd that requires STARTTLS, its certificate
     //! issued by a private CA that `smtp.ca_file` trusts (or not).
@@ -1423,16 +1438,7 @@ mod starttls {
         r.expect_code(4).stderr_has("530");
         assert!(t.smtp.messages().is_empty());
 
-        t.remind(0)
-            .success()
-            .stdout_has("sent 2 digests with 2 reminders");
-        let mails = t.smtp.wait_for_messages(2, MAIL_WAIT);
-        assert_eq!(mails.len(), 2, "{mails:#?}");
-        assert!(mail_for(&mails, OPS).text.contains("gw.contoso.example"));
-        assert!(mail_for(&mails, PKI).text.contains("gw.contoso.example"));
-        let status = t.env.certctl(&["status", "--json"]).json();
-        assert_eq!(status["reminders_pending"], 0, "{status}");
-        assert_eq!(status["smtp_last_error"], Value::Null, "{status}");
+        delivers_the_gateway_digests(&t);
     }
 
     #[test]
@@ -1517,16 +1523,7 @@ mod smtps {
         assert!(t.smtp.messages().is_empty());
 
         // Implicit TLS with the private CA trusted delivers both digests.
-        t.remind(0)
-            .success()
-            .stdout_has("sent 2 digests with 2 reminders");
-        let mails = t.smtp.wait_for_messages(2, MAIL_WAIT);
-        assert_eq!(mails.len(), 2, "{mails:#?}");
-        assert!(mail_for(&mails, OPS).text.contains("gw.contoso.example"));
-        assert!(mail_for(&mails, PKI).text.contains("gw.contoso.example"));
-        let status = t.env.certctl(&["status", "--json"]).json();
-        assert_eq!(status["reminders_pending"], 0, "{status}");
-        assert_eq!(status["smtp_last_error"], Value::Null, "{status}");
+        delivers_the_gateway_digests(&t);
     }
 
     #[test]
