@@ -565,3 +565,40 @@ pub fn chown_tree(path: &Path, uid: u32, gid: u32) {
 pub fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
+
+/// The uid/gid the other-user tests switch to (`nobody`) when they run as root.
+pub const NOBODY: u32 = 65534;
+
+/// `setpriv`'s arguments that run the program after them as [`NOBODY`].
+pub fn setpriv_nobody() -> Vec<String> {
+    vec![
+        format!("--reuid={NOBODY}"),
+        format!("--regid={NOBODY}"),
+        "--clear-groups".to_string(),
+    ]
+}
+
+/// `certctl --store STORE ARGS...` run as [`NOBODY`] through `setpriv` (the caller checks
+/// that it runs as root).
+pub fn certctl_as_nobody(env: &crate::TestEnv, store: &Path, args: &[&str]) -> crate::RunResult {
+    let mut argv = setpriv_nobody();
+    argv.push(crate::bin_path("certctl").to_string_lossy().into_owned());
+    argv.push("--store".to_string());
+    argv.push(store.to_string_lossy().into_owned());
+    argv.extend(args.iter().map(|a| a.to_string()));
+    env.cmd()
+        .program("setpriv")
+        .no_store()
+        .args(argv)
+        .timeout(std::time::Duration::from_secs(30))
+        .run()
+}
+
+/// Whether `setpriv` can run a program as [`NOBODY`] here (root, and setpriv installed).
+pub fn setpriv_can_switch() -> bool {
+    std::process::Command::new("setpriv")
+        .args(setpriv_nobody())
+        .arg("true")
+        .status()
+        .is_ok_and(|s| s.success())
+}

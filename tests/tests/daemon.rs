@@ -1477,10 +1477,9 @@ mod exclusive {
         assert!(stopped.log.contains("store flushed"), "{}", stopped.log);
     }
 
-    use certctl_e2e::hostile::chmod;
-
-    /// The uid/gid `certctl` runs as for the other-user test (when the tests run as root).
-    const NOBODY: u32 = 65534;
+    use certctl_e2e::hostile::{
+        certctl_as_nobody, chmod, setpriv_can_switch, setpriv_nobody, NOBODY,
+    };
 
     /// certd runs as the current user; `certctl` as another user (`nobody`, through
     /// setpriv) is refused at each layer with the socket named and "permission denied",
@@ -1495,12 +1494,7 @@ mod exclusive {
             );
             return;
         }
-        let setpriv_works = std::process::Command::new("setpriv")
-            .args([format!("--reuid={NOBODY}"), format!("--regid={NOBODY}")])
-            .args(["--clear-groups", "true"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !setpriv_works {
+        if !setpriv_can_switch() {
             eprintln!("SKIPPED: `setpriv` cannot switch to uid {NOBODY}");
             return;
         }
@@ -1517,23 +1511,7 @@ mod exclusive {
         let socket = certd.socket();
         // `nobody` may cross the test's temp dir, not more.
         chmod(env.root(), 0o711);
-        let as_nobody = |args: &[&str]| -> RunResult {
-            let mut argv = vec![
-                format!("--reuid={NOBODY}"),
-                format!("--regid={NOBODY}"),
-                "--clear-groups".to_string(),
-                p(&bin_path("certctl")),
-                "--store".to_string(),
-                p(env.store()),
-            ];
-            argv.extend(args.iter().map(|a| a.to_string()));
-            env.cmd()
-                .program("setpriv")
-                .no_store()
-                .args(argv)
-                .timeout(Duration::from_secs(30))
-                .run()
-        };
+        let as_nobody = |args: &[&str]| certctl_as_nobody(&env, env.store(), args);
         let refused = |r: &RunResult, layer: &str| {
             assert!(
                 !r.status.success(),
@@ -1590,12 +1568,7 @@ mod exclusive {
                     print('closed')\n";
             let mut cmd = std::process::Command::new(if nobody { "setpriv" } else { PYTHON });
             if nobody {
-                cmd.args([
-                    format!("--reuid={NOBODY}"),
-                    format!("--regid={NOBODY}"),
-                    "--clear-groups".into(),
-                    PYTHON.into(),
-                ]);
+                cmd.args(setpriv_nobody()).arg(PYTHON);
             }
             let out = cmd.args(["-c", CLIENT, s(&socket)]).output().unwrap();
             assert!(out.status.success(), "python3 client: {out:?}");

@@ -22,7 +22,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use certctl_e2e::hostile::{chmod, chown_tree, Corpus, Expected, BUNDLE_SIZE};
+use certctl_e2e::hostile::{
+    certctl_as_nobody, chmod, chown_tree, setpriv_can_switch, setpriv_nobody, Corpus, Expected,
+    BUNDLE_SIZE, NOBODY,
+};
 use certctl_e2e::*;
 use serde_json::Value;
 
@@ -306,9 +309,6 @@ fn odd_files_named_on_the_command_line_are_reported_without_blocking() {
         .stderr_has("not a regular file: this is a FIFO (named pipe), which certctl never reads");
 }
 
-/// The uid/gid that the unreadable-file scan runs as when the tests run as root.
-const NOBODY: u32 = 65534;
-
 #[test]
 fn unreadable_files_and_folders_are_reported_as_permission_denied() {
     let f = CertFactory::new();
@@ -330,21 +330,7 @@ fn unreadable_files_and_folders_are_reported_as_permission_denied() {
 
     let as_user = |args: &[&str]| -> RunResult {
         if is_root {
-            let mut argv = vec![
-                format!("--reuid={NOBODY}"),
-                format!("--regid={NOBODY}"),
-                "--clear-groups".to_string(),
-                s(&bin_path("certctl")).to_string(),
-                "--store".to_string(),
-                s(&store).to_string(),
-            ];
-            argv.extend(args.iter().map(|a| a.to_string()));
-            env.cmd()
-                .program("setpriv")
-                .no_store()
-                .args(argv)
-                .timeout(Duration::from_secs(30))
-                .run()
+            certctl_as_nobody(&env, &store, args)
         } else {
             env.cmd()
                 .store(&store)
@@ -354,12 +340,7 @@ fn unreadable_files_and_folders_are_reported_as_permission_denied() {
         }
     };
     if is_root {
-        let setpriv_works = std::process::Command::new("setpriv")
-            .args([format!("--reuid={NOBODY}"), format!("--regid={NOBODY}")])
-            .args(["--clear-groups", "true"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !setpriv_works {
+        if !setpriv_can_switch() {
             eprintln!(
                 "SKIPPED: running as root and `setpriv` cannot switch to uid {NOBODY}, so a \
                  mode-000 file stays readable: the permission-denied assertions cannot be made"
@@ -375,8 +356,7 @@ fn unreadable_files_and_folders_are_reported_as_permission_denied() {
     // Make sure the files really are out of reach for the scanning user.
     let cat = if is_root {
         std::process::Command::new("setpriv")
-            .args([format!("--reuid={NOBODY}"), format!("--regid={NOBODY}")])
-            .arg("--clear-groups")
+            .args(setpriv_nobody())
             .arg("cat")
             .arg(&locked_path)
             .output()
