@@ -40,8 +40,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
 
 use certctl_store::{
-    CertificateFacts, FileProblem, FileState, Fingerprint, Ingest, Observed, Role, SourceLocation,
-    Store, StoreError, UnixTime,
+    CertificateFacts, FileProblem, FileState, Fingerprint, Ingest, Lookup, Observed, Role,
+    SourceLocation, Store, StoreError, UnixTime,
 };
 use crossbeam_channel::{bounded, Receiver, Sender};
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,11 @@ use crate::formats::{self, FormatError};
 
 /// Certificates merged per atomic store batch.
 const BATCH_CERTIFICATES: usize = 8192;
+
+/// Messages (chunks of up to [`JOBS_PER_CHUNK`] files) the parse workers may be ahead of the
+/// writer: about one batch, so their lookups are rarely older than the writer's last
+/// commits (an older lookup is simply made again).
+const OUT_QUEUE: usize = 256;
 
 /// Largest file a scan reads (64 MiB): ample for a bundle of 10,000s of certificates, small
 /// enough that one buffer per parse worker cannot exhaust memory. Larger files are reported.
@@ -159,13 +164,16 @@ pub fn scan(
         n => n,
     };
     let (job_tx, job_rx) = bounded::<ParseChunk>(256);
-    let (out_tx, out_rx) = bounded::<WriterMsg>(4096);
+    let (out_tx, out_rx) = bounded::<WriterMsg>(OUT_QUEUE);
 
+    let ingest = store.scan_ingest()?;
+    // A first import knows its new certificates without looking them up.
+    let look_up = !ingest.is_first_import();
     std::thread::scope(|scope| {
         let writer = std::thread::Builder::new()
             .name("scan-writer".into())
             .spawn_scoped(scope, || {
-                Writer::new(store, options.role, now, progress).run(out_rx)
+                Writer::new(ingest, options.role, now, progress).run(out_rx)
             })
             .map_err(|e| ScanError::Thread(format!("cannot start the store writer: {e}")))?;
         for _ in 0..threads {
@@ -175,7 +183,8 @@ pub fn scan(
             std::thread::Builder::new()
                 .name("scan-parser".into())
                 .spawn_scoped(scope, move || {
-                    parse_worker(job_rx, out_tx, password, cancel)
+                    let store = look_up.then_some(store);
+                    parse_worker(store, job_rx, out_tx, password, cancel)
                 })
                 .map_err(|e| ScanError::Thread(format!("cannot start a parse worker: {e}")))?;
         }
@@ -284,6 +293,9 @@ struct ReadFile {
     /// The certificates read, in file order (with a `Failed` problem: those before the
     /// damage).
     certificates: Vec<CertificateFacts>,
+    /// Their records as the parse worker found them in the store (`None` when the lookup
+    /// failed: the writer then reads the record itself).
+    lookups: Vec<Option<Lookup>>,
     problem: Option<FileProblem>,
 }
 
@@ -626,7 +638,10 @@ pub fn read_file_bytes(path: &Path) -> Result<(Vec<u8>, fs::Metadata), String> {
 
 // ---- parse workers -------------------------------------------------------------------------
 
+/// Reads and parses chunks of files; with a `store`, also looks up the records of what it
+/// parsed, so that the writer does not have to.
 fn parse_worker(
+    store: Option<&Store>,
     chunks: Receiver<ParseChunk>,
     out: Sender<WriterMsg>,
     password: Option<&str>,
@@ -641,7 +656,18 @@ fn parse_worker(
         let files = chunk
             .jobs
             .into_iter()
-            .map(|job| read_file(job, password))
+            .map(|job| {
+                let mut file = read_file(job, password);
+                // The lookups the writer would otherwise make, one thread at a time.
+                if let Some(store) = store {
+                    file.lookups = file
+                        .certificates
+                        .iter()
+                        .map(|facts| store.look_up(&facts.fingerprint).ok())
+                        .collect();
+                }
+                file
+            })
             .collect();
         if out
             .send(WriterMsg::Files {
@@ -663,6 +689,7 @@ fn read_file(job: ParseJob, password: Option<&str>) -> ReadFile {
         size,
         modified_ns,
         certificates: Vec::new(),
+        lookups: Vec::new(),
         problem: Some(FileProblem::Failed(cause)),
     };
     // Known not to be a regular file from the listing: never opened.
@@ -687,6 +714,7 @@ fn read_file(job: ParseJob, password: Option<&str>) -> ReadFile {
         size: meta.len(),
         modified_ns: modified_ns(&meta),
         certificates: read.certificates,
+        lookups: Vec::new(),
         problem,
     }
 }
@@ -715,13 +743,13 @@ struct Writer<'a> {
 
 impl<'a> Writer<'a> {
     fn new(
-        store: &'a Store,
+        ingest: Ingest<'a>,
         role: Option<Role>,
         now: UnixTime,
         progress: &'a ScanProgress,
     ) -> Self {
         Writer {
-            ingest: store.ingest(),
+            ingest,
             role,
             now,
             progress,
@@ -804,6 +832,7 @@ impl<'a> Writer<'a> {
             .unwrap_or_default();
         // Every certificate read is stored, even from a file that failed further on.
         let mut certificates = Vec::with_capacity(file.certificates.len());
+        let mut lookups = file.lookups.into_iter();
         for (index, facts) in file.certificates.into_iter().enumerate() {
             let fp = facts.fingerprint;
             let location = SourceLocation::File {
@@ -811,7 +840,11 @@ impl<'a> Writer<'a> {
                 index: index as u32,
             };
             self.summary.certificates_seen += 1;
-            match self.ingest.observe(facts, self.role, location, self.now)? {
+            let lookup = lookups.next().flatten();
+            match self
+                .ingest
+                .observe_looked_up(facts, lookup, self.role, location, self.now)?
+            {
                 Observed::New => self.summary.certificates_new += 1,
                 Observed::Updated => self.summary.certificates_updated += 1,
                 Observed::Refreshed => {}

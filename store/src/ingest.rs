@@ -5,7 +5,7 @@
 //! with a single atomic [`sled::Batch`]. One `Ingest` must be used by one writer at a time
 //! (it reads, merges and writes records), which is what makes merging race-free.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +49,22 @@ pub(crate) fn hash_key(h: u64) -> i64 {
     i64::from(h as u32)
 }
 
+/// How many of its own recent commits an [`Ingest`] remembers, to tell whether a
+/// [`Lookup`] made before them is still true.
+const REMEMBERED_COMMITS: usize = 16;
+
+/// A certificate record looked up ahead of the writer ([`Store::look_up`]), by another
+/// thread. A scan's parse workers look up what they parsed, so the scan's single writer
+/// (which must merge and write every record) does not spend a quarter of its time on the
+/// lookups. [`Ingest::observe_looked_up`] uses the lookup only when no commit since could
+/// have changed the record; otherwise it reads the record again.
+#[derive(Debug)]
+pub struct Lookup {
+    /// [`Store::record_commits`] before the record was read.
+    pub(crate) after_commit: u64,
+    pub(crate) record: Option<Certificate>,
+}
+
 /// What an observation changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Observed {
@@ -72,6 +88,23 @@ pub struct Ingest<'s> {
     dirs: Vec<(String, Vec<FileState>)>,
     /// Endpoint states to save.
     endpoints: Vec<Endpoint>,
+    /// This ingest's last commits of records: the commit's number and what it wrote.
+    committed: VecDeque<(u64, HashSet<Fingerprint, FingerprintHasher>)>,
+    /// Set when the store held no certificate when this ingest began (a first import).
+    first_import: Option<FirstImport>,
+}
+
+/// What an ingest into an empty store knows: every record is one it wrote, as long as no
+/// other writer commits records. A certificate it has not written is then known to be new
+/// without reading the store, which saves the lookup that is the largest single cost of a
+/// first import of a few hundred thousand certificates.
+struct FirstImport {
+    /// [`Store::record_commits`] when the store was found empty.
+    commits_at_start: u64,
+    /// Commits of records this ingest made since.
+    own_commits: u64,
+    /// The fingerprint prefixes it wrote (a prefix match reads the store to be sure).
+    written: HashSet<FpPrefix>,
 }
 
 impl<'s> Ingest<'s> {
@@ -82,7 +115,35 @@ impl<'s> Ingest<'s> {
             postings: BTreeMap::new(),
             dirs: Vec::new(),
             endpoints: Vec::new(),
+            committed: VecDeque::new(),
+            first_import: None,
         }
+    }
+
+    /// An ingest for a scan: on an empty store it knows new certificates without looking
+    /// them up (see [`Ingest::is_first_import`]).
+    pub(crate) fn for_scan(store: &'s Store) -> Result<Self> {
+        let mut ingest = Ingest::new(store);
+        // Count first: a commit that lands before the emptiness check moves the count, and
+        // the first-import knowledge is then dropped at once.
+        let commits_at_start = store.record_commits();
+        if store.holds_no_certificate()? {
+            ingest.first_import = Some(FirstImport {
+                commits_at_start,
+                own_commits: 0,
+                written: HashSet::new(),
+            });
+        }
+        Ok(ingest)
+    }
+
+    /// Whether every record in the store is one this ingest wrote (it began on an empty
+    /// store and nobody else has written a certificate since): then a scan need not look
+    /// up what it parsed, as this ingest knows what is new.
+    pub fn is_first_import(&self) -> bool {
+        self.first_import
+            .as_ref()
+            .is_some_and(|f| self.store.record_commits() == f.commits_at_start + f.own_commits)
     }
 
     /// How many certificates this batch holds so far.
@@ -96,15 +157,58 @@ impl<'s> Ingest<'s> {
 
     /// The record as this batch sees it (pending changes included).
     fn load(&mut self, fp: &Fingerprint) -> Result<Option<&mut Certificate>> {
+        self.load_with(fp, None)
+    }
+
+    /// As [`Ingest::load`], using `lookup` instead of reading the store when it is still
+    /// true.
+    fn load_with(
+        &mut self,
+        fp: &Fingerprint,
+        lookup: Option<Lookup>,
+    ) -> Result<Option<&mut Certificate>> {
         if !self.records.contains_key(fp) {
-            match self.store.tree().get(keys::cert_key(&fp.0))? {
-                Some(bytes) => {
-                    self.records.insert(*fp, decode_record(&bytes)?);
+            let record = match lookup {
+                _ if self.known_new(fp) => None,
+                Some(lookup) if self.still_true(fp, lookup.after_commit) => lookup.record,
+                _ => match self.store.tree().get(keys::cert_key(&fp.0))? {
+                    Some(bytes) => Some(decode_record(&bytes)?),
+                    None => None,
+                },
+            };
+            match record {
+                Some(cert) => {
+                    self.records.insert(*fp, cert);
                 }
                 None => return Ok(None),
             }
         }
         Ok(self.records.get_mut(fp))
+    }
+
+    /// Whether `fp` is certainly not in the store, known without reading it.
+    fn known_new(&self, fp: &Fingerprint) -> bool {
+        self.is_first_import()
+            && self
+                .first_import
+                .as_ref()
+                .is_some_and(|f| !f.written.contains(&fp_prefix(fp)))
+    }
+
+    /// Whether a lookup of `fp` made after commit number `after_commit` still holds: every
+    /// commit since was one of this ingest's, and none of them wrote `fp`.
+    fn still_true(&self, fp: &Fingerprint, after_commit: u64) -> bool {
+        let mut next = after_commit + 1;
+        for (number, written) in &self.committed {
+            if *number < next {
+                continue;
+            }
+            if *number > next || written.contains(fp) {
+                return false;
+            }
+            next += 1;
+        }
+        next > self.store.record_commits()
     }
 
     /// Records that `facts` was seen at `location` at `now`.
@@ -119,10 +223,23 @@ impl<'s> Ingest<'s> {
         location: SourceLocation,
         now: UnixTime,
     ) -> Result<Observed> {
+        self.observe_looked_up(facts, None, role, location, now)
+    }
+
+    /// As [`Ingest::observe`], with the record already looked up by another thread
+    /// ([`Store::look_up`]).
+    pub fn observe_looked_up(
+        &mut self,
+        facts: CertificateFacts,
+        lookup: Option<Lookup>,
+        role: Option<Role>,
+        location: SourceLocation,
+        now: UnixTime,
+    ) -> Result<Observed> {
         let fp = facts.fingerprint;
         let wanted_role = if facts.is_ca { Some(Role::Ca) } else { role };
         let mut new_role = None;
-        let outcome = match self.load(&fp)? {
+        let outcome = match self.load_with(&fp, lookup)? {
             Some(cert) => {
                 let mut changed = false;
                 if let Some(r) = wanted_role {
@@ -247,10 +364,12 @@ impl<'s> Ingest<'s> {
         // Bytes this batch adds, for the free-space check before anything is written.
         let mut bytes = 0u64;
         let mut size = |key: usize, value: &[u8]| bytes += (key + value.len()) as u64;
+        let mut written = HashSet::with_capacity_and_hasher(self.records.len(), FingerprintHasher);
         for (fp, cert) in self.records.drain() {
             let value = encode_record(&cert)?;
             size(33, &value);
             batch.insert(keys::cert_key(&fp.0).as_slice(), value);
+            written.insert(fp);
         }
         if !self.postings.is_empty() {
             let segment = self.store.next_segment_id()?.to_be_bytes();
@@ -296,6 +415,24 @@ impl<'s> Ingest<'s> {
         self.store.ensure_space(bytes)?;
         tree.apply_batch(batch)?;
         self.store.wrote(bytes);
+        if !written.is_empty() {
+            // Counted after the write: a lookup that read the old record sees an older
+            // number, so `still_true` finds this commit and checks it.
+            let number = self.store.count_record_commit();
+            if let Some(first) = &mut self.first_import {
+                if number == first.commits_at_start + first.own_commits + 1 {
+                    first.own_commits += 1;
+                    first.written.extend(written.iter().map(fp_prefix));
+                } else {
+                    // Someone else wrote certificates: look everything up from now on.
+                    self.first_import = None;
+                }
+            }
+            if self.committed.len() == REMEMBERED_COMMITS {
+                self.committed.pop_front();
+            }
+            self.committed.push_back((number, written));
+        }
         Ok(())
     }
 }
@@ -387,6 +524,158 @@ mod tests {
     use std::hash::BuildHasher;
 
     use super::*;
+    use crate::test_support::facts;
+
+    fn at(path: &str) -> SourceLocation {
+        SourceLocation::File {
+            path: path.into(),
+            index: 0,
+        }
+    }
+
+    fn paths(store: &Store, n: u8) -> Vec<String> {
+        let cert = store.get(&Sha256([n; 32])).expect("get").expect("stored");
+        cert.sources
+            .iter()
+            .filter_map(|s| match &s.location {
+                SourceLocation::File { path, .. } => Some(path.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    use crate::Sha256;
+
+    #[test]
+    fn a_lookup_older_than_a_commit_that_wrote_the_record_is_read_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let mut ingest = store.ingest();
+        // A parse worker looks certificate 1 up: not there yet.
+        let stale = store.look_up(&Sha256([1; 32])).expect("look up");
+        assert!(stale.record.is_none());
+        // Meanwhile the writer stores it from another file.
+        let outcome = ingest
+            .observe(facts(1, "a"), Some(Role::Agent), at("/a.pem"), 10)
+            .expect("observe");
+        assert_eq!(outcome, Observed::New);
+        ingest.commit().expect("commit");
+        // The stale lookup must not make it look new again (that would drop /a.pem).
+        let outcome = ingest
+            .observe_looked_up(
+                facts(1, "a"),
+                Some(stale),
+                Some(Role::Agent),
+                at("/b.pem"),
+                11,
+            )
+            .expect("observe");
+        assert_eq!(outcome, Observed::Updated);
+        ingest.commit().expect("commit");
+        assert_eq!(paths(&store, 1), ["/a.pem", "/b.pem"]);
+    }
+
+    #[test]
+    fn a_lookup_older_than_another_writers_commit_is_read_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let mut scan = store.ingest();
+        let stale = store.look_up(&Sha256([2; 32])).expect("look up");
+        // Another writer (a probe, say) stores the certificate.
+        let mut other = store.ingest();
+        other
+            .observe(facts(2, "b"), Some(Role::Gateway), at("/other.pem"), 10)
+            .expect("observe");
+        other.commit().expect("commit");
+        let outcome = scan
+            .observe_looked_up(facts(2, "b"), Some(stale), None, at("/scan.pem"), 11)
+            .expect("observe");
+        assert_eq!(outcome, Observed::Updated);
+        scan.commit().expect("commit");
+        assert_eq!(paths(&store, 2), ["/other.pem", "/scan.pem"]);
+    }
+
+    #[test]
+    fn a_current_lookup_is_used_as_it_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let mut first = store.ingest();
+        first
+            .observe(facts(3, "c"), Some(Role::Agent), at("/c.pem"), 10)
+            .expect("observe");
+        first.commit().expect("commit");
+        let lookup = store.look_up(&Sha256([3; 32])).expect("look up");
+        assert!(lookup.record.is_some());
+        let mut scan = store.ingest();
+        assert!(scan.still_true(&Sha256([3; 32]), lookup.after_commit));
+        let outcome = scan
+            .observe_looked_up(
+                facts(3, "c"),
+                Some(lookup),
+                Some(Role::Agent),
+                at("/c.pem"),
+                11,
+            )
+            .expect("observe");
+        assert_eq!(outcome, Observed::Refreshed);
+    }
+
+    #[test]
+    fn a_first_import_knows_what_it_wrote_and_stops_guessing_when_another_writer_commits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let mut scan = store.scan_ingest().expect("scan ingest");
+        assert!(scan.is_first_import());
+        scan.observe(facts(4, "d"), Some(Role::Agent), at("/d1.pem"), 10)
+            .expect("observe");
+        scan.commit().expect("commit");
+        assert!(
+            scan.is_first_import(),
+            "its own commits keep it a first import"
+        );
+        // The same certificate in a later file of the same scan: known, merged.
+        let outcome = scan
+            .observe(facts(4, "d"), Some(Role::Agent), at("/d2.pem"), 10)
+            .expect("observe");
+        assert_eq!(outcome, Observed::Updated);
+        scan.commit().expect("commit");
+        assert_eq!(paths(&store, 4), ["/d1.pem", "/d2.pem"]);
+        // Another writer stores certificate 5: the scan must find it.
+        let mut other = store.ingest();
+        other
+            .observe(facts(5, "e"), Some(Role::Gateway), at("/other.pem"), 10)
+            .expect("observe");
+        other.commit().expect("commit");
+        assert!(!scan.is_first_import());
+        let outcome = scan
+            .observe(facts(5, "e"), None, at("/scan.pem"), 11)
+            .expect("observe");
+        assert_eq!(outcome, Observed::Updated);
+        scan.commit().expect("commit");
+        assert_eq!(paths(&store, 5), ["/other.pem", "/scan.pem"]);
+    }
+
+    #[test]
+    fn a_scan_of_a_store_that_holds_certificates_is_no_first_import() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let mut first = store.ingest();
+        first
+            .observe(facts(6, "f"), Some(Role::Agent), at("/f.pem"), 10)
+            .expect("observe");
+        first.commit().expect("commit");
+        drop(first);
+        let store = {
+            drop(store);
+            Store::open(dir.path()).expect("reopen")
+        };
+        let mut scan = store.scan_ingest().expect("scan ingest");
+        assert!(!scan.is_first_import());
+        let outcome = scan
+            .observe(facts(6, "f"), Some(Role::Agent), at("/f.pem"), 11)
+            .expect("observe");
+        assert_eq!(outcome, Observed::Refreshed);
+    }
 
     #[test]
     fn fingerprint_hash_is_the_digest_prefix() {

@@ -21,6 +21,8 @@ mod migrate;
 pub mod model;
 mod reminders;
 mod store;
+#[cfg(test)]
+mod test_support;
 mod verify;
 mod workflows;
 
@@ -29,7 +31,7 @@ pub use endpoints::{Endpoint, Finding, FindingKind};
 pub use error::{Result, StoreError};
 pub use files::{DirSeen, FileProblem, FileState};
 pub use fleet::{AgentDecision, AgentVerdict, Registration, TrackedArtifact};
-pub use ingest::{Ingest, Observed};
+pub use ingest::{Ingest, Lookup, Observed};
 pub use model::*;
 pub use reminders::{DeliveryState, SentReminder, SmtpState, Snooze};
 pub use store::{Store, DEFAULT_CACHE_BYTES, SCHEMA_VERSION};

@@ -42,6 +42,8 @@ pub struct Store {
     tree: sled::Tree,
     /// Bytes written through [`Store::wrote`] (for the free-space test hook).
     written: Arc<AtomicU64>,
+    /// Counts the commits that wrote certificate records (see [`crate::Lookup`]).
+    record_commits: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -104,6 +106,7 @@ impl Store {
             db,
             tree,
             written: Arc::new(AtomicU64::new(0)),
+            record_commits: Arc::new(AtomicU64::new(0)),
         };
         store.check_schema()?;
         Ok(store)
@@ -212,6 +215,22 @@ impl Store {
         Ingest::new(self)
     }
 
+    /// A batch writer for a scan: as [`Store::ingest`], and on an empty store it knows new
+    /// certificates without reading the store ([`Ingest::is_first_import`]).
+    pub fn scan_ingest(&self) -> Result<Ingest<'_>> {
+        Ingest::for_scan(self)
+    }
+
+    /// Whether the store holds no certificate record.
+    pub(crate) fn holds_no_certificate(&self) -> Result<bool> {
+        Ok(self
+            .tree
+            .scan_prefix([keys::CERT])
+            .next()
+            .transpose()?
+            .is_none())
+    }
+
     // ---- records -------------------------------------------------------------------
 
     pub(crate) fn tree(&self) -> &sled::Tree {
@@ -220,6 +239,29 @@ impl Store {
 
     pub(crate) fn next_segment_id(&self) -> Result<u64> {
         Ok(self.db.generate_id()?)
+    }
+
+    /// How many commits have written certificate records since the store was opened.
+    pub(crate) fn record_commits(&self) -> u64 {
+        self.record_commits.load(Ordering::SeqCst)
+    }
+
+    /// Counts one more commit of certificate records; returns its number.
+    pub(crate) fn count_record_commit(&self) -> u64 {
+        self.record_commits.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Looks the certificate up for a later [`crate::Ingest::observe_looked_up`], from any
+    /// thread: a scan's parse workers do this so that its single writer does not.
+    pub fn look_up(&self, fp: &Fingerprint) -> Result<crate::Lookup> {
+        // Read the count first: a commit that lands during the read only makes the
+        // lookup look older than it is (so the writer checks it), never newer.
+        let after_commit = self.record_commits();
+        let record = self.get(fp)?;
+        Ok(crate::Lookup {
+            after_commit,
+            record,
+        })
     }
 
     /// The certificate with this fingerprint.
