@@ -35,8 +35,10 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use certctl_store::{
@@ -228,6 +230,8 @@ const JOBS_PER_CHUNK: usize = 32;
 
 struct ParseJob {
     path: PathBuf,
+    /// The directory the file is in, opened (`O_PATH`) once for all its files.
+    dir: Option<Arc<OwnedFd>>,
     path_str: String,
     name: String,
     /// As [`FileRef::file_type`].
@@ -475,6 +479,15 @@ impl Walker<'_> {
             .fetch_add(files.len() as u64, Ordering::Relaxed);
         let mut unchanged = Vec::new();
         let mut jobs = Vec::new();
+        // Files are opened relative to their directory (a failure here only means they are
+        // opened by their whole path).
+        let dir_fd = rustix::fs::open(
+            dir,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ok()
+        .map(Arc::new);
         for file in files {
             let Some(name) = file
                 .path
@@ -507,8 +520,10 @@ impl Walker<'_> {
                     }
                 }
             }
+            let in_dir = file.path.parent() == Some(Path::new(dir));
             jobs.push(ParseJob {
                 path_str: format!("{}/{}", dir.trim_end_matches('/'), name),
+                dir: dir_fd.clone().filter(|_| in_dir),
                 path: file.path,
                 name,
                 file_type: file.file_type,
@@ -603,13 +618,28 @@ fn not_a_regular_file(t: fs::FileType) -> String {
 /// `O_NONBLOCK`, so a FIFO cannot block, and checked with `fstat` before any read), and only
 /// up to [`MAX_FILE_BYTES`].
 pub fn read_file_bytes(path: &Path) -> Result<(Vec<u8>, fs::Metadata), String> {
+    read_file_bytes_in(None, path)
+}
+
+/// As [`read_file_bytes`]; with `dir` (the open directory `path` is in), the file is opened
+/// relative to it, which spares the kernel walking the whole path again for every file.
+fn read_file_bytes_in(
+    dir: Option<&OwnedFd>,
+    path: &Path,
+) -> Result<(Vec<u8>, fs::Metadata), String> {
+    use rustix::fs::OFlags;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let flags = (rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits();
-    let mut file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(i32::try_from(flags).unwrap_or(0))
-        .open(path)
-        .map_err(|e| io_cause(&e))?;
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let mut file = match (dir, path.file_name()) {
+        (Some(dir), Some(name)) => rustix::fs::openat(dir, name, flags, rustix::fs::Mode::empty())
+            .map(fs::File::from)
+            .map_err(|e| io_cause(&io::Error::from(e)))?,
+        _ => fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(i32::try_from((OFlags::NONBLOCK | OFlags::NOCTTY).bits()).unwrap_or(0))
+            .open(path)
+            .map_err(|e| io_cause(&e))?,
+    };
     let meta = file.metadata().map_err(|e| io_cause(&e))?;
     if !meta.is_file() {
         return Err(not_a_regular_file(meta.file_type()));
@@ -623,13 +653,24 @@ pub fn read_file_bytes(path: &Path) -> Result<(Vec<u8>, fs::Metadata), String> {
     if meta.len() > MAX_FILE_BYTES {
         return Err(too_large(meta.len()));
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0) + 1);
-    // A file that grows while it is read stops at the limit too.
-    io::Read::read_to_end(
-        &mut io::Read::take(&mut file, MAX_FILE_BYTES + 1),
-        &mut bytes,
-    )
-    .map_err(|e| io_cause(&e))?;
+    let size = usize::try_from(meta.len()).unwrap_or(0);
+    let mut bytes = vec![0u8; size + 1];
+    // One read usually gets the whole file: exactly the size fstat gave means it is all
+    // there. Anything else (a short read, a file that grew) reads on to the end, which
+    // also stops at the limit.
+    let first = match io::Read::read(&mut file, &mut bytes) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+        Err(e) => return Err(io_cause(&e)),
+    };
+    bytes.truncate(first);
+    if first != size {
+        io::Read::read_to_end(
+            &mut io::Read::take(&mut file, (MAX_FILE_BYTES + 1).saturating_sub(first as u64)),
+            &mut bytes,
+        )
+        .map_err(|e| io_cause(&e))?;
+    }
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(too_large(bytes.len() as u64));
     }
@@ -696,7 +737,7 @@ fn read_file(job: ParseJob, password: Option<&str>) -> ReadFile {
     if let Some(t) = job.file_type.filter(|t| !t.is_file()) {
         return failed(not_a_regular_file(t), 0, 0);
     }
-    let (bytes, meta) = match read_file_bytes(&job.path) {
+    let (bytes, meta) = match read_file_bytes_in(job.dir.as_deref(), &job.path) {
         Ok(read) => read,
         Err(cause) => return failed(cause, 0, 0),
     };
@@ -955,6 +996,34 @@ fn join(dir: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_read_relative_to_their_directory_read_whole() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let dir_fd = rustix::fs::open(
+            dir.path(),
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .expect("open dir");
+        for (name, content) in [
+            ("empty.pem", Vec::new()),
+            ("one.pem", b"-----BEGIN CERTIFICATE-----".to_vec()),
+            ("big.der", (0..300_000u32).map(|n| n as u8).collect()),
+        ] {
+            let path = dir.path().join(name);
+            fs::write(&path, &content).expect("write");
+            let (bytes, meta) = read_file_bytes_in(Some(&dir_fd), &path).expect(name);
+            assert_eq!((bytes, meta.len()), (content.clone(), content.len() as u64));
+        }
+        let missing = read_file_bytes_in(Some(&dir_fd), &dir.path().join("gone.pem"));
+        assert_eq!(
+            missing.map(|(b, _)| b.len()),
+            Err(read_file_bytes(&dir.path().join("gone.pem"))
+                .map(|(b, _)| b.len())
+                .expect_err("missing"))
+        );
+    }
 
     #[test]
     fn only_regular_files_of_bounded_size_are_read() {
