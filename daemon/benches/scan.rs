@@ -23,6 +23,10 @@ use certctl_daemon::query::{self, ListFilter};
 use certctl_daemon::Duration;
 use certctl_store::*;
 
+/// The allocator the `certctl` and `certd` binaries use, so the figures are theirs.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 struct Args {
     files: usize,
     store_certs: usize,
