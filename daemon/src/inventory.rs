@@ -36,6 +36,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -520,7 +521,11 @@ impl Walker<'_> {
                     }
                 }
             }
-            let in_dir = file.path.parent() == Some(Path::new(dir));
+            // (Compared as bytes: comparing `Path`s component by component cost the walker
+            // more than the rest of its work per file.)
+            let in_dir = file.path.parent().is_some_and(|parent| {
+                parent.as_os_str().as_bytes() == dir.trim_end_matches('/').as_bytes()
+            });
             jobs.push(ParseJob {
                 path_str: format!("{}/{}", dir.trim_end_matches('/'), name),
                 dir: dir_fd.clone().filter(|_| in_dir),
