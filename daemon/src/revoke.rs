@@ -112,14 +112,19 @@ fn revoked_by(store: &Store, signer: &Signer) -> Result<Vec<Certificate>, StoreE
     Ok(out)
 }
 
-/// Lowercase hex serial → bytes (an odd number of digits gets a leading zero).
-fn serial_bytes(hex_serial: &str) -> Vec<u8> {
+/// Lowercase hex serial → bytes (an odd number of digits gets a leading zero). `None` for a
+/// negative serial (`-…`): rcgen writes every serial as a positive INTEGER, so it cannot list
+/// one, and listing its magnitude would revoke a different certificate.
+fn serial_bytes(hex_serial: &str) -> Option<Vec<u8>> {
+    if hex_serial.starts_with('-') {
+        return None;
+    }
     let padded = if hex_serial.len() % 2 == 1 {
         format!("0{hex_serial}")
     } else {
         hex_serial.to_string()
     };
-    hex::decode(padded).unwrap_or_default()
+    hex::decode(padded).ok()
 }
 
 /// Signs a new CRL for the CA (number + 1) and writes it to every configured path.
@@ -134,13 +139,22 @@ pub fn publish_crl(store: &Store, signer: &Signer, now: UnixTime) -> Result<CrlP
     let mut revoked_certs = Vec::with_capacity(revoked.len());
     for c in &revoked {
         let Some(r) = &c.revocation else { continue };
+        let Some(serial) = serial_bytes(&c.facts.serial) else {
+            tracing::warn!(
+                ca = %signer.ca.name,
+                serial = %c.facts.serial,
+                "a negative serial cannot be listed in a CRL certctl signs; left out"
+            );
+            continue;
+        };
         revoked_certs.push(RevokedCertParams {
-            serial_number: SerialNumber::from_slice(&serial_bytes(&c.facts.serial)),
+            serial_number: SerialNumber::from_slice(&serial),
             revocation_time: to_dt(r.revoked_at.min(now))?,
             reason_code: Some(rcgen_reason(r.reason)),
             invalidity_date: None,
         });
     }
+    let listed = revoked_certs.len();
     let params = CertificateRevocationListParams {
         this_update: to_dt(now)?,
         next_update: to_dt(next_update)?,
@@ -181,7 +195,7 @@ pub fn publish_crl(store: &Store, signer: &Signer, now: UnixTime) -> Result<CrlP
         detail: format!(
             "CRL #{number} of CA `{}` with {} revoked serials, next update {}",
             signer.ca.name,
-            revoked.len(),
+            listed,
             rfc3339(next_update)
         ),
     })?;
@@ -190,7 +204,7 @@ pub fn publish_crl(store: &Store, signer: &Signer, now: UnixTime) -> Result<CrlP
         number,
         this_update: now,
         next_update,
-        revoked: revoked.len(),
+        revoked: listed,
         paths,
         der,
     })
@@ -768,7 +782,8 @@ mod tests {
 
     #[test]
     fn serials_become_bytes() {
-        assert_eq!(serial_bytes("a1b"), vec![0x0a, 0x1b]);
-        assert_eq!(serial_bytes("10ff"), vec![0x10, 0xff]);
+        assert_eq!(serial_bytes("a1b"), Some(vec![0x0a, 0x1b]));
+        assert_eq!(serial_bytes("10ff"), Some(vec![0x10, 0xff]));
+        assert_eq!(serial_bytes("-1234"), None);
     }
 }

@@ -317,9 +317,30 @@ fn add_san(sans: &mut SubjectAltNames, name: &GeneralName<'_>) {
     }
 }
 
-/// Serial number as lowercase hex, no leading zeros, `"0"` for zero. The raw INTEGER bytes are
-/// read as an unsigned magnitude (some CAs emit "negative" serials).
+/// Serial number as lowercase hex, no leading zeros, `"0"` for zero, from the raw INTEGER
+/// content bytes (two's complement). A "negative" serial (first byte 0x80 or more, which
+/// some CAs emit although RFC 5280 forbids it) gets a `-` and its magnitude, as
+/// `openssl x509 -serial` prints it: `ed cc` is `-1234`, while `00 ed cc` is `edcc`.
 fn serial_hex(raw: &[u8]) -> String {
+    match raw.first() {
+        Some(&first) if first >= 0x80 => {
+            // Two's complement: invert and add one, from the last byte up.
+            let mut magnitude: Vec<u8> = raw.iter().map(|b| !b).collect();
+            for byte in magnitude.iter_mut().rev() {
+                let (sum, carry) = byte.overflowing_add(1);
+                *byte = sum;
+                if !carry {
+                    break;
+                }
+            }
+            format!("-{}", unsigned_hex(&magnitude))
+        }
+        _ => unsigned_hex(raw),
+    }
+}
+
+/// Big-endian bytes as minimal lowercase hex (`"0"` for none or all zero).
+fn unsigned_hex(raw: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let start = raw.iter().position(|&b| b != 0).unwrap_or(raw.len());
     let bytes = &raw[start..];
@@ -357,11 +378,9 @@ pub struct CrlParseError {
 }
 
 /// The entries of a DER CRL (the signature is not checked here), keyed by serial in the same
-/// form as [`CertificateFacts::serial`]: the raw INTEGER content bytes read as an unsigned
-/// magnitude. Matching a certificate against a CRL must go through this key: a "negative"
-/// serial (first content byte ≥ 0x80, as some CAs emit) is stored as the hex of its bytes, so
-/// turning the stored hex back into a number gives a positive integer that the CRL does not
-/// list. When two entries share a key, the first is kept.
+/// form as [`CertificateFacts::serial`] (signed lowercase hex, read from the raw INTEGER
+/// bytes), so that a "negative" serial matches only its own entry. When two entries share a
+/// key, the first is kept.
 pub fn crl_entries(der: &[u8]) -> Result<BTreeMap<String, CrlEntry>, CrlParseError> {
     use x509_parser::revocation_list::CertificateRevocationList;
     let (_, crl) = CertificateRevocationList::from_der(der).map_err(|e| CrlParseError {
@@ -1174,7 +1193,14 @@ mod tests {
         assert_eq!(serial_hex(&[]), "0");
         assert_eq!(serial_hex(&[0x00, 0x00]), "0");
         assert_eq!(serial_hex(&[0x01, 0x00]), "100");
-        assert_eq!(serial_hex(&[0xff]), "ff");
+        assert_eq!(serial_hex(&[0x00, 0xff]), "ff");
+        // Negative (two's complement) serials, as openssl prints them.
+        assert_eq!(serial_hex(&[0xff]), "-1");
+        assert_eq!(serial_hex(&[0x80]), "-80");
+        assert_eq!(serial_hex(&[0xed, 0xcc]), "-1234");
+        assert_eq!(serial_hex(&[0x00, 0xed, 0xcc]), "edcc");
+        assert_eq!(serial_hex(&[0xff, 0x00]), "-100");
+        assert_eq!(serial_hex(&[0xf8, 0xa4, 0x32, 0xeb]), "-75bcd15"); // -123456789
     }
 
     #[test]

@@ -242,6 +242,11 @@ impl<'s> Ingest<'s> {
         let outcome = match self.load_with(&fp, lookup)? {
             Some(cert) => {
                 let mut changed = false;
+                // Serials read by an older release (negative ones were written unsigned).
+                if cert.facts.serial != facts.serial {
+                    cert.facts.serial = facts.serial;
+                    changed = true;
+                }
                 if let Some(r) = wanted_role {
                     if cert.role != r {
                         cert.role = r;
@@ -653,6 +658,28 @@ mod tests {
         assert_eq!(outcome, Observed::Updated);
         scan.commit().expect("commit");
         assert_eq!(paths(&store, 5), ["/other.pem", "/scan.pem"]);
+    }
+
+    #[test]
+    fn a_serial_written_by_an_older_release_is_corrected_when_seen_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let mut old = facts(7, "g");
+        old.serial = "edcc".into(); // how releases before 0.4 wrote -0x1234
+        let mut ingest = store.ingest();
+        ingest
+            .observe(old, Some(Role::Agent), at("/g.pem"), 10)
+            .expect("observe");
+        ingest.commit().expect("commit");
+        let mut now = facts(7, "g");
+        now.serial = "-1234".into();
+        let outcome = ingest
+            .observe(now, Some(Role::Agent), at("/g.pem"), 11)
+            .expect("observe");
+        assert_eq!(outcome, Observed::Updated);
+        ingest.commit().expect("commit");
+        let cert = store.get(&Sha256([7; 32])).expect("get").expect("stored");
+        assert_eq!(cert.facts.serial, "-1234");
     }
 
     #[test]

@@ -332,7 +332,10 @@ pub struct CertificateFacts {
     pub subject_cn: Option<String>,
     /// Issuer DN, RFC 2253 string.
     pub issuer: String,
-    /// Serial number, lowercase hex without separators or leading zeros.
+    /// Serial number, lowercase hex without separators or leading zeros; a "negative" serial
+    /// (which some CAs emit) has a leading `-`, as openssl prints it. Releases before 0.4
+    /// wrote a negative serial's two's complement bytes instead (`edcc` for `-1234`); a
+    /// scan that reads the certificate again corrects it.
     pub serial: String,
     pub not_before: UnixTime,
     pub not_after: UnixTime,

@@ -159,7 +159,8 @@ impl Corpus {
                 index: 0,
                 fingerprint: sha256_hex(&der),
                 cn: "negative.hostile.example".into(),
-                serial: hex(&bytes),
+                // Signed, as openssl prints it.
+                serial: format!("-{:x}", serial.unsigned_abs()),
                 not_before: rfc3339(openssl_time_unix(x509.not_before())),
                 not_after: rfc3339(openssl_time_unix(x509.not_after())),
                 sans: Sans::default(),

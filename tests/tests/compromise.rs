@@ -1510,11 +1510,12 @@ mod crl_fetch {
             .stdout_has("listed in the CRL");
     }
 
-    /// A CA that emits a "negative" serial (first content byte >= 0x80, two's complement: the
-    /// inventory shows its bytes, `edcc` for -0x1234) and a positive one that needs a leading
-    /// 0x00 byte (0x8001). Certificates and CRL are made with the openssl command line (rcgen
-    /// always encodes positive serials); each CRL entry must match its certificate, and the
-    /// positive 0x1234 (same magnitude as the negative one) must not be marked.
+    /// A CA that emits a "negative" serial (first content byte >= 0x80, two's complement
+    /// `ed cc`: the inventory shows `-1234`, as openssl does) and a positive one that needs a
+    /// leading 0x00 byte (0x8001). Certificates and CRL are made with the openssl command line
+    /// (rcgen always encodes positive serials); each CRL entry must match its certificate, and
+    /// neither the positive 0x1234 (the same magnitude) nor the positive 0xedcc (the same
+    /// bytes) may be marked.
     #[test]
     fn negative_and_zero_padded_serials_match_their_crl_entries() {
         let env = TestEnv::new();
@@ -1585,6 +1586,7 @@ mod crl_fetch {
         let negative = leaf("negative", "-0x1234");
         let padded = leaf("padded", "0x8001");
         let positive = leaf("positive", "0x1234");
+        let same_bytes = leaf("same-bytes", "0xEDCC");
 
         // `openssl ca -gencrl` from an index that revokes -0x1234 and 0x8001.
         let config = work.join("ca.cnf");
@@ -1629,7 +1631,8 @@ mod crl_fetch {
         http.serve("/neg.crl", std::fs::read(&crl_der).unwrap());
 
         run(&env, &["scan", s(&dir), "--role", "gateway"]).success();
-        assert_eq!(show(&env, &negative)[0]["serial"], "edcc");
+        assert_eq!(show(&env, &negative)[0]["serial"], "-1234");
+        assert_eq!(show(&env, &same_bytes)[0]["serial"], "edcc");
         assert_eq!(show(&env, &padded)[0]["serial"], "8001");
         run(&env, &["crl", "fetch", "--timeout", "5s"])
             .success()
@@ -1641,5 +1644,6 @@ mod crl_fetch {
         let rec = &show(&env, &padded)[0];
         assert_eq!(rec["revocation"]["reason"], "superseded", "{rec}");
         assert_eq!(show(&env, &positive)[0]["revoked"], false);
+        assert_eq!(show(&env, &same_bytes)[0]["revoked"], false);
     }
 }
