@@ -10,6 +10,15 @@ pub enum StoreError {
     #[error("the store {} is in use by another process (is certd running on it?)", path.display())]
     Locked { path: PathBuf },
 
+    /// The store's directory belongs to another user. Opening it anyway (as root can) would
+    /// leave files in it that its owner's certd and certctl cannot use.
+    #[error(
+        "the store {} belongs to uid {owner}, and you are uid {me}: run certctl as its owner \
+         (e.g. `sudo -u '#{owner}' certctl ...`), so that the files it writes stay usable",
+        path.display()
+    )]
+    OtherOwner { path: PathBuf, owner: u32, me: u32 },
+
     /// Creating, opening or securing the store's directory failed.
     #[error("cannot open the store {}: {source}", path.display())]
     Open {

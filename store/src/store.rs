@@ -73,6 +73,15 @@ impl Store {
             .mode(0o700)
             .create(path)
             .map_err(open_err)?;
+        let owner = std::os::unix::fs::MetadataExt::uid(&fs::metadata(path).map_err(open_err)?);
+        let me = rustix::process::geteuid().as_raw();
+        if owner != me {
+            return Err(StoreError::OtherOwner {
+                path: path.to_path_buf(),
+                owner,
+                me,
+            });
+        }
         fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(open_err)?;
         // sled releases its lock from background threads a moment after the last handle is
         // dropped (a store reopened in the same process, a certd that just stopped): retry

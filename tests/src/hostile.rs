@@ -567,6 +567,26 @@ pub fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
+/// Everything under `dir` (not `dir` itself) that `uid` does not own.
+pub fn not_owned_by(dir: &Path, uid: u32) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut foreign = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("metadata");
+            if meta.uid() != uid {
+                foreign.push(path.clone());
+            }
+            if meta.is_dir() {
+                todo.push(path);
+            }
+        }
+    }
+    foreign
+}
+
 /// The uid/gid the other-user tests switch to (`nobody`) when they run as root.
 pub const NOBODY: u32 = 65534;
 

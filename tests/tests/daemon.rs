@@ -1478,7 +1478,8 @@ mod exclusive {
     }
 
     use certctl_e2e::hostile::{
-        certctl_as_nobody, chmod, setpriv_can_switch, setpriv_nobody, NOBODY,
+        certctl_as_nobody, chmod, chown_tree, not_owned_by, setpriv_can_switch, setpriv_nobody,
+        NOBODY,
     };
 
     /// certd runs as the current user; `certctl` as another user (`nobody`, through
@@ -1593,22 +1594,63 @@ mod exclusive {
             fingerprints(&env.list_json(&[])),
             vec![leaf.fingerprint.clone()]
         );
-        let mut foreign = Vec::new();
-        let mut todo = vec![env.store().to_path_buf()];
-        while let Some(dir) = todo.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                let meta = std::fs::symlink_metadata(&path).unwrap();
-                if meta.uid() != 0 {
-                    foreign.push(path.clone());
-                }
-                if meta.is_dir() {
-                    todo.push(path);
-                }
-            }
-        }
+        let foreign = not_owned_by(env.store(), 0);
         assert!(foreign.is_empty(), "files not owned by root: {foreign:?}");
         certd.stop_ok();
+    }
+
+    /// Root may read every store, but opening another user's store (its certd stopped) would
+    /// leave root-owned files in it that the owner's certd cannot open: certctl refuses and
+    /// says whose store it is; the owner's store stays usable and untouched.
+    #[test]
+    fn root_does_not_open_another_users_store() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIPPED: not running as root");
+            return;
+        }
+        if !setpriv_can_switch() {
+            eprintln!("SKIPPED: `setpriv` cannot switch to uid {NOBODY}");
+            return;
+        }
+        let f = CertFactory::new();
+        let env = TestEnv::new();
+        chmod(env.root(), 0o711);
+        let certs = env.mkdir("certs");
+        let leaf = f.leaf(CertSpec::leaf("theirs.example"));
+        files::pem(&certs.join("theirs.pem"), &[&leaf]);
+        chmod(&certs, 0o755);
+        chmod(&certs.join("theirs.pem"), 0o644);
+        let home = env.mkdir("nobody");
+        chown_tree(&home, NOBODY, NOBODY);
+        let store = home.join("store");
+        let theirs = |args: &[&str]| certctl_as_nobody(&env, &store, args);
+        let certs_arg = p(&certs);
+        theirs(&["scan", &certs_arg]).success();
+
+        for args in [&["list", "--json"][..], &["scan", &certs_arg], &["status"]] {
+            let r = env
+                .cmd()
+                .no_store()
+                .arg("--store")
+                .arg(&store)
+                .args(args)
+                .run();
+            assert!(!r.status.success(), "root must not open it ({args:?}){r}");
+            assert!(
+                r.stderr
+                    .contains(&format!("the store {} belongs to uid {NOBODY}", p(&store)))
+                    && r.stderr.contains("sudo -u"),
+                "the refusal says whose store it is and what to run{r}"
+            );
+        }
+        let foreign = not_owned_by(&store, NOBODY);
+        assert!(
+            foreign.is_empty(),
+            "files not owned by the store's owner: {foreign:?}"
+        );
+        let listed = theirs(&["list", "--json"]);
+        listed.success();
+        assert!(listed.stdout.contains(&leaf.fingerprint), "{listed}");
     }
 
     #[test]
