@@ -448,7 +448,14 @@ impl Walker<'_> {
                     });
                 }
             }
-            files.sort_by(|a, b| a.path.cmp(&b.path));
+            // All in one folder: comparing the paths' bytes orders them by name, as comparing
+            // `Path`s would, at a fraction of the cost (a few % of a scan's CPU).
+            files.sort_unstable_by(|a, b| {
+                a.path
+                    .as_os_str()
+                    .as_bytes()
+                    .cmp(b.path.as_os_str().as_bytes())
+            });
             self.listing(&dir_str, files, true)?;
         }
         // Directories remembered under this root that no longer exist: all their files are gone.
