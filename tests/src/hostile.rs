@@ -615,6 +615,20 @@ pub fn certctl_as_nobody(env: &crate::TestEnv, store: &Path, args: &[&str]) -> c
         .run()
 }
 
+/// Whether a test can run certctl as [`NOBODY`] (it runs as root and `setpriv` can switch);
+/// when not, says why the test is skipped.
+pub fn can_run_as_nobody() -> bool {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: not running as root, so `setpriv` cannot run certctl as another user");
+        return false;
+    }
+    if !setpriv_can_switch() {
+        eprintln!("SKIPPED: `setpriv` cannot switch to uid {NOBODY}");
+        return false;
+    }
+    true
+}
+
 /// Whether `setpriv` can run a program as [`NOBODY`] here (root, and setpriv installed).
 pub fn setpriv_can_switch() -> bool {
     std::process::Command::new("setpriv")

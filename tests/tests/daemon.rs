@@ -1478,7 +1478,7 @@ mod exclusive {
     }
 
     use certctl_e2e::hostile::{
-        certctl_as_nobody, chmod, chown_tree, not_owned_by, setpriv_can_switch, setpriv_nobody,
+        can_run_as_nobody, certctl_as_nobody, chmod, chown_tree, not_owned_by, setpriv_nobody,
         NOBODY,
     };
 
@@ -1489,14 +1489,7 @@ mod exclusive {
     /// socket opened up too).
     #[test]
     fn another_user_is_refused_at_the_control_socket_and_never_opens_the_store() {
-        if !rustix::process::geteuid().is_root() {
-            eprintln!(
-                "SKIPPED: not running as root, so `setpriv` cannot run certctl as another user"
-            );
-            return;
-        }
-        if !setpriv_can_switch() {
-            eprintln!("SKIPPED: `setpriv` cannot switch to uid {NOBODY}");
+        if !can_run_as_nobody() {
             return;
         }
         let f = CertFactory::new();
@@ -1604,12 +1597,7 @@ mod exclusive {
     /// says whose store it is; the owner's store stays usable and untouched.
     #[test]
     fn root_does_not_open_another_users_store() {
-        if !rustix::process::geteuid().is_root() {
-            eprintln!("SKIPPED: not running as root");
-            return;
-        }
-        if !setpriv_can_switch() {
-            eprintln!("SKIPPED: `setpriv` cannot switch to uid {NOBODY}");
+        if !can_run_as_nobody() {
             return;
         }
         let f = CertFactory::new();
