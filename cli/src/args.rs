@@ -19,7 +19,8 @@ pub struct Cli {
     pub store: Option<PathBuf>,
 
     /// certd's configuration file: its `store` (unless --store is given), `[smtp]` and
-    /// `[reminders]` (the policies folder) are used.
+    /// `[reminders]` (the policies folder) are used, and with certd stopped its
+    /// `[agents] deny_list` (agents approve|block|deny-list). Never looked up by default.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 

@@ -46,7 +46,9 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Workflows(a) => crate::ca_cmds::workflows(&Session::open(store_flag)?, a),
         Command::History(a) => crate::ca_cmds::history(&Session::open(store_flag)?, a),
         Command::Crl(a) => crate::ca_cmds::crl(&Session::open(store_flag)?, a),
-        Command::Agents(a) => crate::fleet_cmds::agents_cmd(&Session::open(store_flag)?, a),
+        Command::Agents(a) => {
+            crate::fleet_cmds::agents_cmd(&Session::open(store_flag)?, config_file.as_deref(), a)
+        }
         Command::Report(a) => crate::fleet_cmds::report(&Session::open(store_flag)?, a),
         Command::Track(a) => crate::fleet_cmds::track(&Session::open(store_flag)?, a),
         Command::Metrics(a) => crate::fleet_cmds::metrics(&Session::open(store_flag)?, a),

@@ -68,7 +68,9 @@ pub enum AgentsCommand {
     Block(DecideArgs),
     /// Rewrite the deny list now (e.g. after a scan found new certificates of blocked agents).
     DenyList {
-        /// The deny-list file [default: the one remembered in the store].
+        /// The deny-list file [default: `[agents] deny_list` of certd's configuration
+        /// (certd's own, or with certd stopped the one of --config FILE), else the one
+        /// remembered in the store].
         #[arg(long, value_name = "FILE")]
         deny_list: Option<PathBuf>,
         #[arg(long)]
@@ -86,7 +88,8 @@ pub struct DecideArgs {
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
     /// The deny-list file (one fingerprint per line); remembered in the store for later
-    /// decisions [default: the remembered one].
+    /// decisions [default: `[agents] deny_list` of certd's configuration (certd's own, or
+    /// with certd stopped the one of --config FILE), else the remembered one].
     #[arg(long, value_name = "FILE")]
     pub deny_list: Option<PathBuf>,
     #[arg(long)]
@@ -151,19 +154,36 @@ fn parse_date(s: &str) -> Result<UnixTime, String> {
 // ---- plumbing ------------------------------------------------------------------------------
 
 fn call(session: &Session, fleet: FleetRequest) -> Result<FleetResponse> {
-    let request = Request::Fleet { fleet };
+    call_with(session, fleet, None)
+}
+
+/// [`call`] with certd's configured deny list, used in direct mode (certd uses its own).
+fn call_with(
+    session: &Session,
+    fleet: FleetRequest,
+    configured_deny_list: Option<&Path>,
+) -> Result<FleetResponse> {
     let response = match session {
-        Session::Direct(store) => api::execute(store, request, now(), &ScanProgress::default()),
+        Session::Direct(store) => api::execute_fleet(store, fleet, configured_deny_list, now()),
         Session::Daemon(path) => {
             let client = Client::connect(path)
                 .with_context(|| format!("certd stopped answering on {}", path.display()))?;
-            client.call(&request, TIMEOUT)?
+            client.call(&Request::Fleet { fleet }, TIMEOUT)?
         }
     };
     match response {
         Response::Fleet { fleet } => Ok(fleet),
         Response::Error { message, .. } => bail!("{message}"),
         other => Err(anyhow!("unexpected answer: {other:?}")),
+    }
+}
+
+/// The `[agents] deny_list` of `--config FILE` when certctl opens the store itself; through
+/// certd, certd's own configuration applies (and the file is not read).
+fn configured_deny_list(session: &Session, config_file: Option<&Path>) -> Result<Option<PathBuf>> {
+    match session {
+        Session::Direct(_) => Ok(agents::configured_deny_list(config_file)?),
+        Session::Daemon(_) => Ok(None),
     }
 }
 
@@ -194,7 +214,9 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 
 // ---- agents --------------------------------------------------------------------------------
 
-pub fn agents_cmd(session: &Session, a: AgentsArgs) -> Result<Exit> {
+/// `certctl agents ...`; `config_file` is `--config FILE` (certd's configuration), whose
+/// `[agents] deny_list` approve, block and deny-list use in direct mode.
+pub fn agents_cmd(session: &Session, config_file: Option<&Path>, a: AgentsArgs) -> Result<Exit> {
     match a.command {
         AgentsCommand::ImportRegistrations { file, merge, json } => {
             let bytes = std::fs::read(&file).with_context(|| {
@@ -311,11 +333,13 @@ pub fn agents_cmd(session: &Session, a: AgentsArgs) -> Result<Exit> {
             }
             Ok(Exit::Success)
         }
-        AgentsCommand::Approve(d) => decide(session, d, AgentVerdict::Approved),
-        AgentsCommand::Block(d) => decide(session, d, AgentVerdict::Blocked),
+        AgentsCommand::Approve(d) => decide(session, config_file, d, AgentVerdict::Approved),
+        AgentsCommand::Block(d) => decide(session, config_file, d, AgentVerdict::Blocked),
         AgentsCommand::DenyList { deny_list, json } => {
             let path = deny_list.as_deref().map(absolute).transpose()?;
-            let report = match call(session, FleetRequest::DenyList { path })? {
+            let configured = configured_deny_list(session, config_file)?;
+            let request = FleetRequest::DenyList { path };
+            let report = match call_with(session, request, configured.as_deref())? {
                 FleetResponse::Decided { report } => report,
                 other => return Err(unexpected(&other)),
             };
@@ -324,8 +348,14 @@ pub fn agents_cmd(session: &Session, a: AgentsArgs) -> Result<Exit> {
     }
 }
 
-fn decide(session: &Session, d: DecideArgs, verdict: AgentVerdict) -> Result<Exit> {
+fn decide(
+    session: &Session,
+    config_file: Option<&Path>,
+    d: DecideArgs,
+    verdict: AgentVerdict,
+) -> Result<Exit> {
     let deny_list = d.deny_list.as_deref().map(absolute).transpose()?;
+    let configured = configured_deny_list(session, config_file)?;
     let passphrase = match &d.passphrase_file {
         Some(f) => Some(
             std::fs::read_to_string(f)
@@ -344,7 +374,8 @@ fn decide(session: &Session, d: DecideArgs, verdict: AgentVerdict) -> Result<Exi
         deny_list,
         passphrase: passphrase.map(certctl_daemon::ca::Secret),
     };
-    let report = match call(session, FleetRequest::Decide { decide: request })? {
+    let request = FleetRequest::Decide { decide: request };
+    let report = match call_with(session, request, configured.as_deref())? {
         FleetResponse::Decided { report } => report,
         other => return Err(unexpected(&other)),
     };
@@ -370,7 +401,9 @@ fn print_decision(report: &DecisionReport, json: bool) -> Result<Exit> {
     }
     match &report.deny_list {
         Some(p) => println!("deny list {p}: {} fingerprints", report.deny_list_entries),
-        None => println!("no deny list configured (give --deny-list FILE)"),
+        None => println!(
+            "no deny list configured (give --deny-list FILE, or set [agents] deny_list in certd's configuration)"
+        ),
     }
     if !report.revoked.is_empty() {
         println!(

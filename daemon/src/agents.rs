@@ -58,7 +58,7 @@ pub enum AgentsError {
     #[error("no agent named `{0}` is known (give an agent name as in its certificate's CN, or a registered resource GUID)")]
     UnknownAgent(String),
     #[error(
-        "no deny-list file is set: give --deny-list FILE once (it is remembered in the store), or set [agents] deny_list in certd's configuration"
+        "no deny-list file is set: give --deny-list FILE once (it is remembered in the store), or set [agents] deny_list in certd's configuration (with certd stopped, name that file: certctl --config FILE)"
     )]
     NoDenyList,
     #[error("the deny-list path must be absolute, got {}", .0.display())]
@@ -687,6 +687,20 @@ fn deny_list_path(
     }
 }
 
+/// The deny list certd's configuration file names (`[agents] deny_list`), for certctl in
+/// direct mode: with `certctl --config FILE` it uses that path exactly as certd would
+/// (given > configured > remembered, see [`decide_with`]). `None` without a file or without
+/// the key; a file that cannot be read or does not parse is the configuration's error,
+/// which names the file.
+pub fn configured_deny_list(
+    config_file: Option<&Path>,
+) -> Result<Option<PathBuf>, crate::config::ConfigError> {
+    match config_file {
+        Some(file) => Ok(crate::config::load(file)?.agents.deny_list),
+        None => Ok(None),
+    }
+}
+
 /// The deny list in effect when nobody names one: certd's configured path, else the one
 /// remembered from the last `--deny-list`.
 pub fn effective_deny_list(
@@ -864,9 +878,9 @@ pub fn execute(
     execute_with(store, request, None, now)
 }
 
-/// [`execute`] with certd's configured deny list (`[agents] deny_list`): the path
-/// `approve`, `block` and `deny-list` use when the request names none (before the path
-/// remembered in the store).
+/// [`execute`] with certd's configured deny list (`[agents] deny_list`; certd's own, or in
+/// direct mode the one of `certctl --config FILE`): the path `approve`, `block` and
+/// `deny-list` use when the request names none (before the path remembered in the store).
 pub fn execute_with(
     store: &Store,
     request: FleetRequest,
@@ -1032,6 +1046,37 @@ mod tests {
             Some(0)
         );
         assert_eq!(fs::read_to_string(&given).expect("read"), "");
+    }
+
+    #[test]
+    fn configured_deny_list_comes_from_the_config_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("certd.toml");
+        assert_eq!(configured_deny_list(None).expect("no file"), None);
+        fs::write(&file, "store = \"/s\"\n").expect("write");
+        assert_eq!(configured_deny_list(Some(&file)).expect("no key"), None);
+        fs::write(
+            &file,
+            "store = \"/s\"\n[agents]\ndeny_list = \"/gw/deny.txt\"\n",
+        )
+        .expect("write");
+        assert_eq!(
+            configured_deny_list(Some(&file)).expect("key"),
+            Some(PathBuf::from("/gw/deny.txt"))
+        );
+        // A file that does not parse, or is missing, is an error naming it.
+        fs::write(&file, "store = \"/s\"\n[agents]\ndeny_list = 3\n").expect("write");
+        let e = configured_deny_list(Some(&file)).expect_err("bad type");
+        assert!(
+            e.to_string().starts_with(&file.display().to_string()),
+            "{e}"
+        );
+        let missing = dir.path().join("missing.toml");
+        let e = configured_deny_list(Some(&missing)).expect_err("missing");
+        assert!(
+            e.to_string().contains(&missing.display().to_string()),
+            "{e}"
+        );
     }
 
     #[test]

@@ -323,6 +323,22 @@ impl Response {
     }
 }
 
+/// Answers a fleet request from a store, with certd's configured deny list
+/// (`[agents] deny_list`) when `approve`, `block` or `deny-list` name none: certctl in
+/// direct mode passes the one of `certctl --config FILE`
+/// ([`crate::agents::configured_deny_list`]), so it picks the same file certd would.
+pub fn execute_fleet(
+    store: &Store,
+    fleet: crate::agents::FleetRequest,
+    configured_deny_list: Option<&std::path::Path>,
+    now: UnixTime,
+) -> Response {
+    match crate::agents::execute_with(store, fleet, configured_deny_list, now) {
+        Ok(fleet) => Response::Fleet { fleet },
+        Err((kind, message)) => Response::Error { kind, message },
+    }
+}
+
 /// Answers a request from a store. `status` is filled in by the daemon; here it is the
 /// direct-mode status. `progress` lets a caller watch (or cancel) a scan.
 pub fn execute(
@@ -332,10 +348,7 @@ pub fn execute(
     progress: &ScanProgress,
 ) -> Response {
     match request {
-        Request::Fleet { fleet } => match crate::agents::execute(store, fleet, now) {
-            Ok(fleet) => Response::Fleet { fleet },
-            Err((kind, message)) => Response::Error { kind, message },
-        },
+        Request::Fleet { fleet } => execute_fleet(store, fleet, None, now),
         // Rendering the text is for whoever streams the answer (certd's control socket,
         // `certctl` itself in direct mode, see [`list_json`]): here the certificates are
         // the answer.

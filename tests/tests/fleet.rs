@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use certctl_e2e::daemon::CertdConfig;
 use certctl_e2e::files;
 use certctl_e2e::tls::TlsServer;
 use certctl_e2e::*;
@@ -264,6 +265,105 @@ mod agents {
         assert!(rows["agent-6"]["actor"].is_string());
         // pending-agents report == the (now empty) queue.
         assert!(report(&env, "pending-agents", &[]).is_empty());
+    }
+
+    /// With certd stopped, `certctl --config FILE agents ...` uses the configuration's
+    /// `[agents] deny_list` as certd would: `--deny-list` given wins, then the configured
+    /// path, then the remembered one; without `--config` only `--deny-list` or the
+    /// remembered path count.
+    #[test]
+    fn direct_mode_uses_the_deny_list_of_certds_configuration() {
+        let Fleet { env, certs } = fleet();
+        let deny = env.mkdir("gateway").join("deny.txt");
+        let config = CertdConfig::new(env.store())
+            .deny_list(&deny)
+            .write(&env.file("etc/certd.toml"));
+        // `certctl --config FILE ...`: the store comes from the configuration too.
+        let with_config = |args: &[&str]| {
+            env.cmd()
+                .no_store()
+                .arg("--config")
+                .arg(&config)
+                .args(args)
+                .run()
+        };
+        let lines = |path: &std::path::Path| -> Vec<String> {
+            let text = std::fs::read_to_string(path)
+                .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            text.lines().map(str::to_string).collect()
+        };
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+
+        // Without --config the configuration is not read: nothing to write to, nothing decided.
+        let r = env.certctl(&["agents", "block", "agent-5"]);
+        r.expect_code(4)
+            .stderr_has("--deny-list")
+            .stderr_has("--config");
+        assert!(!deny.exists());
+        assert_eq!(pending(&env).len(), 6);
+
+        // With --config (certd not running): the configured file.
+        let r = with_config(&["agents", "block", "agent-5", "--json"]);
+        r.success();
+        assert_eq!(r.json()["deny_list"], s(&deny), "{r}");
+        assert_eq!(lines(&deny), [certs["agent-5"].fingerprint.clone()]);
+        // The configured path is not remembered: without --config there is still none.
+        env.certctl(&["agents", "deny-list"])
+            .expect_code(4)
+            .stderr_has("--deny-list");
+
+        // --deny-list on the command line wins over the configuration (and is remembered).
+        let other = env.root().join("other-deny.txt");
+        let r = with_config(&[
+            "agents",
+            "block",
+            "agent-6",
+            "--deny-list",
+            s(&other),
+            "--json",
+        ]);
+        r.success();
+        assert_eq!(r.json()["deny_list"], s(&other), "{r}");
+        let both = sorted(vec![
+            certs["agent-5"].fingerprint.clone(),
+            certs["agent-6"].fingerprint.clone(),
+        ]);
+        assert_eq!(lines(&other), both);
+        assert_eq!(lines(&deny), [certs["agent-5"].fingerprint.clone()]);
+
+        // Without --config: the remembered path, as before.
+        let r = env.certctl(&["agents", "deny-list", "--json"]);
+        r.success();
+        assert_eq!(r.json()["deny_list"], s(&other), "{r}");
+
+        // With --config the configured path comes before the remembered one.
+        let r = with_config(&["agents", "approve", "agent-5", "--json"]);
+        r.success();
+        assert_eq!(r.json()["deny_list"], s(&deny), "{r}");
+        assert_eq!(lines(&deny), [certs["agent-6"].fingerprint.clone()]);
+        let r = with_config(&["agents", "deny-list"]);
+        r.success()
+            .stdout_has(&format!("deny list {}: 1 fingerprints", s(&deny)));
+
+        // A configuration that does not parse is an error naming the file (--store given,
+        // so only the deny list needs it); nothing is decided.
+        let broken = env.file("etc/broken.toml");
+        files::text(
+            &broken,
+            &format!("store = \"{}\"\n[agents]\ndeny_list = 42\n", s(env.store())),
+        );
+        let r = env
+            .cmd()
+            .arg("--config")
+            .arg(&broken)
+            .args(["agents", "block", "agent-1"])
+            .run();
+        r.expect_code(4).stderr_has(&format!("{}:3:", s(&broken)));
+        assert_eq!(lines(&deny), [certs["agent-6"].fingerprint.clone()]);
+        assert!(pending(&env).iter().any(|p| p["agent"] == "agent-1"));
     }
 
     #[test]
