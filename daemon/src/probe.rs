@@ -510,7 +510,7 @@ fn describe_bytes(bytes: &[u8]) -> String {
 }
 
 /// `10s`, `1.5s`, `250ms`.
-fn fmt_duration(d: Duration) -> String {
+pub(crate) fn fmt_duration(d: Duration) -> String {
     if d.as_secs() == 0 {
         format!("{}ms", d.as_millis())
     } else if d.subsec_nanos() == 0 {

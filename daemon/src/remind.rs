@@ -939,8 +939,10 @@ pub fn next_run(config: &Config, store: &Store, t: UnixTime) -> Option<UnixTime>
 /// Where an SMTP session broke off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
-    /// Connecting, greeting, STARTTLS, AUTH.
-    Connect,
+    /// Connecting, the server's greeting, EHLO (with `tls`, the handshake first).
+    Greeting,
+    /// STARTTLS, AUTH.
+    Login,
     /// MAIL FROM, RCPT TO, DATA: nothing of the message was sent yet.
     Envelope,
     /// The message was sent; its answer was awaited.
@@ -1020,13 +1022,15 @@ impl SmtpMailer {
     }
 
     /// Connects, greets, secures the connection as `security` says (with `tls`, see
-    /// [`crate::smtp_tls`]) and logs in.
+    /// [`crate::smtp_tls`]) and logs in. An error comes with the phase it broke off in.
     fn connect(
         &self,
         password: Option<String>,
         tls: Option<lettre::transport::smtp::client::TlsParameters>,
-    ) -> Result<lettre::transport::smtp::client::SmtpConnection, lettre::transport::smtp::Error>
-    {
+    ) -> Result<
+        lettre::transport::smtp::client::SmtpConnection,
+        (Phase, lettre::transport::smtp::Error),
+    > {
         use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
         use lettre::transport::smtp::client::SmtpConnection;
         use lettre::transport::smtp::extension::ClientId;
@@ -1039,15 +1043,17 @@ impl SmtpMailer {
             &hello,
             wrapped,
             None,
-        )?;
+        )
+        .map_err(|e| (Phase::Greeting, e))?;
         if let (SmtpSecurity::StartTls, Some(tls)) = (c.security, &tls) {
-            conn.starttls(tls, &hello)?;
+            conn.starttls(tls, &hello).map_err(|e| (Phase::Login, e))?;
         }
         if let (Some(user), Some(password)) = (&c.username, password) {
             conn.auth(
                 DEFAULT_MECHANISMS,
                 &Credentials::new(user.clone(), password),
-            )?;
+            )
+            .map_err(|e| (Phase::Login, e))?;
         }
         Ok(conn)
     }
@@ -1124,11 +1130,17 @@ impl SmtpMailer {
         phase: Phase,
         e: &lettre::transport::smtp::Error,
     ) -> SendFailure {
-        let cause = crate::smtp_tls::with_hint(smtp_cause(e), &self.config);
+        // A server that never greeted (an SMTPS port?) gets its own cause, not the raw timeout.
+        let silent = match phase {
+            Phase::Greeting => crate::smtp_tls::no_greeting(e, &self.config),
+            _ => None,
+        };
+        let cause =
+            silent.unwrap_or_else(|| crate::smtp_tls::with_hint(smtp_cause(e), &self.config));
         let message_id = digest.message_id(&self.domain());
         // The server answered with an error code: it is alive and did not take the message.
         let refused = e.is_transient() || e.is_permanent();
-        let auth = phase == Phase::Connect
+        let auth = matches!(phase, Phase::Greeting | Phase::Login)
             && (e.status().is_some_and(|c| c.to_string() == "535")
                 || cause.to_lowercase().contains("authentication"));
         let error = if auth {
@@ -1145,7 +1157,7 @@ impl SmtpMailer {
             )
         } else {
             let when = match phase {
-                Phase::Connect => "",
+                Phase::Greeting | Phase::Login => "",
                 Phase::Envelope => "before the message was sent: ",
                 Phase::Message => "the server refused the message: ",
             };
@@ -1177,7 +1189,7 @@ impl Mailer for SmtpMailer {
         })?;
         let mut conn = self
             .connect(password, tls)
-            .map_err(|e| self.failure(digest, Phase::Connect, &e))?;
+            .map_err(|(phase, e)| self.failure(digest, phase, &e))?;
         // A server that answered an error is alive: say goodbye (QUIT). After a network
         // error or a timeout, just drop the connection (a QUIT could wait another timeout).
         let close = |mut conn: lettre::transport::smtp::client::SmtpConnection,
@@ -1808,6 +1820,31 @@ mod tests {
             e.error.contains(&digest.message_id("contoso.example")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn smtp_a_server_without_greeting_fails_at_the_timeout_with_the_tls_hint() {
+        let digest = one_digest();
+        // Connections are accepted (backlog) but nothing is said, like an SMTPS port.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut config = mailer_for(port).config;
+        config.timeout = std::time::Duration::from_secs(1);
+        let started = std::time::Instant::now();
+        let e = SmtpMailer::new(&config).send(&digest, 0).unwrap_err();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(!e.maybe_delivered, "{e:?}");
+        assert_eq!(
+            e.error,
+            format!(
+                "SMTP server 127.0.0.1:{port} (none): cannot deliver to a@example.org: no greeting within 1s: if the server expects TLS from the first byte (SMTPS, usually port 465), set security = \"tls\""
+            )
+        );
+        drop(listener);
     }
 
     #[test]

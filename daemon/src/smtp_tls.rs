@@ -6,6 +6,10 @@
 //! The file is read for every SMTP session, so a replaced file is used at the next delivery
 //! without a reload; a missing or unreadable one makes that delivery fail (the reminders stay
 //! pending) with an error naming the file.
+//!
+//! It also words what to do when `security` does not fit the server's port: [`with_hint`]
+//! (`tls` against a plain server, rejected certificates) and [`no_greeting`] (`none` or
+//! `starttls` against a server that expects TLS from the first byte).
 
 use std::path::{Path, PathBuf};
 
@@ -67,6 +71,40 @@ pub fn with_hint(cause: String, config: &SmtpConfig) -> String {
             "{cause} (the server's certificate is not trusted: put the CA certificate that issued it in smtp.ca_file, PEM)"
         )
     }
+}
+
+/// The cause to show, instead of lettre's raw timeout (`Resource temporarily unavailable`),
+/// when the server accepted the connection but sent no greeting within `smtp.timeout` while
+/// certctl waited for one in plain text (`none`, `starttls`): the port most likely expects
+/// TLS from the first byte (SMTPS). `None` for any other failure and with `tls` (where certctl
+/// speaks first). Meant for the first step of a session (connect, greeting, EHLO): a server
+/// that greets and then falls silent at EHLO is told the same, which is rare enough.
+pub fn no_greeting(e: &lettre::transport::smtp::Error, config: &SmtpConfig) -> Option<String> {
+    if config.security == SmtpSecurity::Tls || !silent(e) {
+        return None;
+    }
+    Some(format!(
+        "no greeting within {}: if the server expects TLS from the first byte (SMTPS, usually port 465), set security = \"tls\"",
+        crate::probe::fmt_duration(config.timeout)
+    ))
+}
+
+/// Whether `e` is a read or write on an open connection that ran out of time, not a TCP
+/// connect that did (lettre calls those a "Connection error"; no public method tells them
+/// apart). The socket's timeout is `EAGAIN` on Unix, `TimedOut` elsewhere.
+fn silent(e: &lettre::transport::smtp::Error) -> bool {
+    use std::io::ErrorKind;
+    if !e.to_string().starts_with("network error") {
+        return false;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(io.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Every certificate of a PEM file, as roots for lettre.
@@ -153,6 +191,55 @@ mod tests {
             with_hint(cause.into(), &config(SmtpSecurity::StartTls, None)),
             cause
         );
+    }
+
+    /// lettre's first step of a session (connect, greeting, EHLO) against `port`.
+    fn greet(port: u16, timeout: std::time::Duration) -> lettre::transport::smtp::Error {
+        use lettre::transport::smtp::client::SmtpConnection;
+        use lettre::transport::smtp::extension::ClientId;
+        SmtpConnection::connect(
+            ("127.0.0.1", port),
+            Some(timeout),
+            &ClientId::default(),
+            None,
+            None,
+        )
+        .err()
+        .expect("no session")
+    }
+
+    #[test]
+    fn a_silent_server_gets_the_implicit_tls_hint() {
+        // Accepted by the kernel (backlog) but never answered, like an SMTPS port.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let timeout = std::time::Duration::from_millis(300);
+        let started = std::time::Instant::now();
+        let e = greet(port, timeout);
+        assert!(started.elapsed() < timeout * 5, "{:?}", started.elapsed());
+        let mut plain = config(SmtpSecurity::None, None);
+        plain.timeout = timeout;
+        assert_eq!(
+            no_greeting(&e, &plain).as_deref(),
+            Some("no greeting within 300ms: if the server expects TLS from the first byte (SMTPS, usually port 465), set security = \"tls\"")
+        );
+        plain.security = SmtpSecurity::StartTls;
+        assert!(no_greeting(&e, &plain).is_some());
+        plain.security = SmtpSecurity::Tls;
+        assert_eq!(no_greeting(&e, &plain), None);
+        drop(listener);
+    }
+
+    #[test]
+    fn other_connect_failures_get_no_greeting_hint() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("address")
+            .port();
+        // Nobody listens any more: refused.
+        let e = greet(port, std::time::Duration::from_secs(5));
+        assert_eq!(no_greeting(&e, &config(SmtpSecurity::None, None)), None);
     }
 
     #[test]

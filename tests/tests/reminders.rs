@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use certctl_e2e::daemon::Certd;
 use certctl_e2e::smtp::{Fault, Mail, SmtpServer, TlsMode};
@@ -1492,38 +1492,64 @@ mod starttls {
 
 mod smtps {
     //! `security = "tls"` (implicit TLS, port 465 style) against an aiosmtpd that speaks TLS
-    //! from the first byte, its certificate issued by a private CA in `smtp.ca_file`; and a
-    //! client configured for implicit TLS against a plain server.
+    //! from the first byte, its certificate issued by a private CA in `smtp.ca_file`; a plain
+    //! client (`none`, `starttls`) against it; and a client configured for implicit TLS
+    //! against a plain server.
     use super::*;
 
     #[test]
     fn digests_arrive_over_implicit_tls_with_a_private_ca() {
         let mail_ca = ca("Contoso Mail CA");
         let (t, _) = tls_setup(TlsMode::Implicit, &mail_ca, &mail_ca, &["localhost"], true);
-
-        // The server really speaks TLS first: a plain client gets no greeting and gives up
-        // at its timeout, delivering nothing.
-        let plain = config_variant(
-            &t,
-            "plain.toml",
-            &[
-                ("security = \"tls\"", "security = \"none\""),
-                ("timeout = \"5s\"", "timeout = \"2s\""),
-            ],
-        );
-        let r = t
-            .env
-            .cmd()
-            .args(["--config", s(&plain), "remind", "--now"])
-            .run();
-        r.expect_code(4).stderr_has(&format!(
-            "SMTP server 127.0.0.1:{} (none): cannot deliver to ",
-            t.smtp.port
-        ));
-        assert!(t.smtp.messages().is_empty());
-
-        // Implicit TLS with the private CA trusted delivers both digests.
+        // (That the server really speaks TLS first: `a_plain_client_gets_no_greeting_...`.)
         delivers_the_gateway_digests(&t);
+    }
+
+    #[test]
+    fn a_plain_client_gets_no_greeting_and_is_told_to_use_tls_and_the_reminders_stay_pending() {
+        let mail_ca = ca("Contoso Mail CA");
+        let (t, _) = tls_setup(TlsMode::Implicit, &mail_ca, &mail_ca, &["localhost"], true);
+        for security in ["none", "starttls"] {
+            let plain = config_variant(
+                &t,
+                &format!("{security}.toml"),
+                &[
+                    ("security = \"tls\"", &format!("security = \"{security}\"")),
+                    ("timeout = \"5s\"", "timeout = \"2s\""),
+                ],
+            );
+            let server = format!("SMTP server 127.0.0.1:{} ({security})", t.smtp.port);
+            let hint = "no greeting within 2s: if the server expects TLS from the first byte (SMTPS, usually port 465), set security = \"tls\"";
+            let begun = Instant::now();
+            let r = t
+                .env
+                .cmd()
+                .args(["--config", s(&plain), "remind", "--now"])
+                .timeout(Duration::from_secs(30))
+                .run();
+            // One session per digest, each given up at the 2s timeout.
+            assert!(
+                begun.elapsed() < Duration::from_secs(10),
+                "{:?}",
+                begun.elapsed()
+            );
+            r.expect_code(4)
+                .stdout_has("2 digests (2 reminders) failed and stay pending")
+                .stderr_has(&format!("{server}: cannot deliver to {OPS}: {hint}"))
+                .stderr_has(&format!("{server}: cannot deliver to {PKI}: {hint}"));
+            let status = t.env.certctl(&["status", "--json"]).json();
+            assert_eq!(status["reminders_pending"], 2, "{status}");
+            let last = status["smtp_last_error"].as_str().unwrap_or_default();
+            assert!(last.contains(&server) && last.contains(hint), "{status}");
+            assert!(t.smtp.messages().is_empty());
+        }
+
+        // Nothing was lost: `security = "tls"` delivers each digest once.
+        delivers_the_gateway_digests(&t);
+        t.remind(HOUR)
+            .success()
+            .stdout_has("sent 0 digests with 0 reminders");
+        assert_eq!(t.smtp.messages().len(), 2);
     }
 
     #[test]
