@@ -15,6 +15,7 @@ use std::time::Duration as StdDuration;
 use anyhow::{bail, Context, Result};
 use certctl_daemon::agents::{FleetRequest, FleetResponse};
 use certctl_daemon::api::{self, Request, Response, StatusReport};
+use certctl_daemon::artifacts;
 use certctl_daemon::config;
 use certctl_daemon::control::Client;
 use certctl_daemon::inventory::ScanProgress;
@@ -196,22 +197,12 @@ fn tracked_artifacts(session: &Session) -> Result<Vec<TrackedArtifact>> {
     }
 }
 
-/// The tracked artifacts `id` names: an id prefix (≥ 8 hex characters, colons allowed), an
-/// exact path, or an exact name (case-insensitive).
+/// The tracked artifacts `id` names (an id prefix, an exact path or name; see
+/// [`artifacts::matches_id`]).
 fn find_artifacts(session: &Session, id: &str) -> Result<Vec<TrackedArtifact>> {
-    let hex: String = id
-        .chars()
-        .filter(|c| *c != ':')
-        .collect::<String>()
-        .to_lowercase();
-    let is_hex = hex.len() >= 8 && hex.chars().all(|c| c.is_ascii_hexdigit());
     Ok(tracked_artifacts(session)?
         .into_iter()
-        .filter(|a| {
-            (is_hex && a.id.to_hex().starts_with(&hex))
-                || a.path == id
-                || a.name.eq_ignore_ascii_case(id)
-        })
+        .filter(|a| artifacts::matches_id(a, id))
         .collect())
 }
 
@@ -376,8 +367,18 @@ fn check(a: PolicyCheckArgs) -> Result<Exit> {
 }
 
 /// `policy explain` for tracked artifacts: the same fields as for a certificate where they
-/// apply (`"kind": "artifact"`, `role` null, no renewal, key rules or snooze).
-fn explain_artifact(set: &PolicySet, a: &TrackedArtifact, now: UnixTime) -> serde_json::Value {
+/// apply (`"kind": "artifact"`, `role` null, no renewal or key rules).
+fn explain_artifact(
+    set: &PolicySet,
+    a: &TrackedArtifact,
+    snoozes: &[Snoozed],
+    now: UnixTime,
+) -> serde_json::Value {
+    // A snooze stops applying once the file has expired, as for a certificate.
+    let snooze = snoozes
+        .iter()
+        .find(|s| s.snooze.fingerprint == a.id && a.expires > now)
+        .map(|s| &s.snooze);
     let matching = set.matching_artifact(a);
     let chosen = matching.first();
     let state = chosen.map_or(policy::State::Untracked, |(p, _)| {
@@ -406,8 +407,8 @@ fn explain_artifact(set: &PolicySet, a: &TrackedArtifact, now: UnixTime) -> serd
         "violations": [],
         "recipients": chosen.map(|(p, _)| p.recipients.clone()).unwrap_or_default(),
         "also_matched": matching.iter().skip(1).map(|(p, _)| json!({"name": p.name, "file": p.file, "line": p.line})).collect::<Vec<_>>(),
-        "snoozed_until": null,
-        "snooze_reason": null,
+        "snoozed_until": snooze.map(|s| rfc3339(s.until)),
+        "snooze_reason": snooze.map(|s| s.reason.clone()),
     })
 }
 
@@ -421,9 +422,10 @@ fn explain(session: &Session, set: &PolicySet, a: PolicyExplainArgs) -> Result<E
             if found.is_empty() {
                 return Err(e);
             }
+            let snoozed = snoozes(session, now)?;
             let out: Vec<serde_json::Value> = found
                 .iter()
-                .map(|x| explain_artifact(set, x, now))
+                .map(|x| explain_artifact(set, x, &snoozed, now))
                 .collect();
             return print_explained(&out, a.json);
         }
@@ -763,7 +765,9 @@ pub fn remind(
 fn snooze_json(s: &Snoozed) -> serde_json::Value {
     json!({
         "fingerprint_sha256": s.snooze.fingerprint.to_hex(),
-        "name": s.certificate.as_ref().map(|c| c.facts.display_name().to_string()),
+        "kind": if s.artifact.is_some() { "artifact" } else { "certificate" },
+        "name": s.name(),
+        "path": s.artifact.as_ref().map(|a| a.path.clone()),
         "until": rfc3339(s.snooze.until),
         "reason": s.snooze.reason,
         "by": s.snooze.by,
@@ -793,9 +797,7 @@ pub fn snooze(session: &Session, a: SnoozeArgs) -> Result<Exit> {
         } else {
             println!(
                 "snoozed {} ({}) until {}: {}",
-                s.certificate
-                    .as_ref()
-                    .map_or("?", |c| c.facts.display_name()),
+                s.name().unwrap_or("?"),
                 s.snooze.fingerprint.to_hex(),
                 rfc3339(s.snooze.until),
                 s.snooze.reason
@@ -816,18 +818,22 @@ pub fn snoozed(session: &Session, a: SnoozedArgs) -> Result<Exit> {
     for s in &all {
         t.row(vec![
             rfc3339(s.snooze.until),
-            s.certificate
-                .as_ref()
-                .map_or("(not in the store)".to_string(), |c| {
-                    c.facts.display_name().to_string()
-                }),
+            s.name().unwrap_or("(not in the store)").to_string(),
             s.snooze.fingerprint.to_hex()[..16].to_string(),
             s.snooze.by.clone(),
             s.snooze.reason.clone(),
         ]);
     }
     print!("{}", t.render());
-    println!("{} certificates snoozed", all.len());
+    let files = all.iter().filter(|s| s.artifact.is_some()).count();
+    if files == 0 {
+        println!("{} certificates snoozed", all.len());
+    } else {
+        println!(
+            "{} certificates and {files} tracked files snoozed",
+            all.len() - files
+        );
+    }
     Ok(Exit::Success)
 }
 

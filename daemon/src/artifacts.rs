@@ -217,6 +217,27 @@ pub fn track(store: &Store, artifact: &TrackedArtifact) -> Result<TrackedArtifac
     Ok(artifact.clone())
 }
 
+/// Whether `id` names the artifact: a prefix of its id (at least 8 hex characters, colons
+/// allowed), its exact path, or its exact name (case-insensitive).
+pub fn matches_id(a: &TrackedArtifact, id: &str) -> bool {
+    let hex: String = id
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_lowercase();
+    let is_hex = hex.len() >= 8 && hex.chars().all(|c| c.is_ascii_hexdigit());
+    (is_hex && a.id.to_hex().starts_with(&hex)) || a.path == id || a.name.eq_ignore_ascii_case(id)
+}
+
+/// The tracked artifacts `id` names (see [`matches_id`]).
+pub fn find(store: &Store, id: &str) -> Result<Vec<TrackedArtifact>, StoreError> {
+    Ok(store
+        .artifacts()?
+        .into_iter()
+        .filter(|a| matches_id(a, id))
+        .collect())
+}
+
 /// Whether an artifact passes `certctl list`'s filters: it has no role and no issuer, so
 /// `--role` and `--issuer` exclude it; `--name` matches its name or path; the time filters
 /// apply to its expiry as to a certificate's notAfter.

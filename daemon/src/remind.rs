@@ -46,7 +46,7 @@ use std::path::{Path, PathBuf};
 
 use certctl_store::{
     rfc3339, AuditEvent, Certificate, CredentialKind, DeliveryState, Fingerprint, Role,
-    SentReminder, Snooze, Store, StoreError, UnixTime,
+    SentReminder, Snooze, Store, StoreError, TrackedArtifact, UnixTime,
 };
 use serde::{Deserialize, Serialize};
 
@@ -78,14 +78,14 @@ pub enum RemindError {
     NoSmtp(PathBuf),
 }
 
-/// Why a certificate could not be snoozed.
+/// Why a certificate or tracked artifact could not be snoozed.
 #[derive(Debug, thiserror::Error)]
 pub enum SnoozeError {
     #[error(transparent)]
     Query(#[from] QueryError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("`{id}` names {count} certificates: give a fingerprint prefix to snooze one")]
+    #[error("`{id}` names {count} certificates or tracked files: give a fingerprint or id prefix to snooze one")]
     SeveralCertificates { id: String, count: usize },
     #[error(
         "{name} ({fingerprint}) expired on {expired}: an expired certificate is never silenced"
@@ -525,6 +525,10 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
         let Some(threshold) = policy.crossed_at(a.expires, now) else {
             continue;
         };
+        // Snoozed like a certificate, never once it has expired.
+        if a.expires > now && snoozes.get(&a.id).is_some_and(|s| s.until > now) {
+            continue;
+        }
         let sent = store.sent_artifact_reminders(&a.id)?;
         for recipient in &policy.recipients {
             if told(&sent, recipient, threshold) {
@@ -1242,15 +1246,29 @@ impl Mailer for SmtpMailer {
 
 // ---- snoozes ------------------------------------------------------------------------------
 
-/// A snooze with its certificate (if still in the store).
+/// A snooze with what it silences: its certificate, or its tracked artifact (the one still
+/// in the store, if any).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Snoozed {
     pub snooze: Snooze,
     pub certificate: Option<Certificate>,
+    #[serde(default)]
+    pub artifact: Option<TrackedArtifact>,
 }
 
-/// Silences reminders for the one certificate `id` names until `until`; recorded in the
-/// audit history.
+impl Snoozed {
+    /// The certificate's name, else the artifact's.
+    pub fn name(&self) -> Option<&str> {
+        match (&self.certificate, &self.artifact) {
+            (Some(c), _) => Some(c.facts.display_name()),
+            (None, Some(a)) => Some(a.name.as_str()),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Silences reminders until `until` for the one certificate `id` names, else the one tracked
+/// artifact it names (id prefix, path or name); recorded in the audit history.
 pub fn snooze(
     store: &Store,
     id: &str,
@@ -1262,19 +1280,43 @@ pub fn snooze(
     if reason.trim().is_empty() {
         return Err(SnoozeError::NoReason);
     }
-    let mut found = query::find(store, id)?;
-    if found.len() != 1 {
-        return Err(SnoozeError::SeveralCertificates {
-            id: id.to_string(),
-            count: found.len(),
-        });
-    }
-    let cert = found.remove(0);
-    if cert.facts.not_after <= now {
+    let mut certificates = match query::find(store, id) {
+        Ok(found) => found,
+        Err(QueryError::NotFound(_)) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let mut artifacts = if certificates.is_empty() {
+        crate::artifacts::find(store, id)?
+    } else {
+        Vec::new()
+    };
+    // (What it silences: the fingerprint or artifact id, a name, and when it expires.)
+    let (key, name, expires) = match (certificates.len(), artifacts.len()) {
+        (1, _) => {
+            let c = &certificates[0];
+            (
+                c.fingerprint(),
+                c.facts.display_name().to_string(),
+                c.facts.not_after,
+            )
+        }
+        (0, 1) => {
+            let a = &artifacts[0];
+            (a.id, a.name.clone(), a.expires)
+        }
+        (0, 0) => return Err(SnoozeError::Query(QueryError::NotFound(id.to_string()))),
+        (0, count) | (count, _) => {
+            return Err(SnoozeError::SeveralCertificates {
+                id: id.to_string(),
+                count,
+            })
+        }
+    };
+    if expires <= now {
         return Err(SnoozeError::Expired {
-            name: cert.facts.display_name().to_string(),
-            fingerprint: cert.fingerprint().to_hex(),
-            expired: rfc3339(cert.facts.not_after),
+            name,
+            fingerprint: key.to_hex(),
+            expired: rfc3339(expires),
         });
     }
     if until <= now {
@@ -1284,7 +1326,7 @@ pub fn snooze(
         });
     }
     let snooze = Snooze {
-        fingerprint: cert.fingerprint(),
+        fingerprint: key,
         until,
         reason: reason.trim().to_string(),
         by: by.to_string(),
@@ -1300,19 +1342,26 @@ pub fn snooze(
     })?;
     Ok(Snoozed {
         snooze,
-        certificate: Some(cert),
+        certificate: certificates.pop(),
+        artifact: artifacts.pop(),
     })
 }
 
 /// The snoozes still in force at `now`, soonest end first.
 pub fn snoozed(store: &Store, now: UnixTime) -> Result<Vec<Snoozed>, StoreError> {
     let mut out = Vec::new();
+    let tracked = store.artifacts()?;
     for s in store.snoozes()? {
         if s.until > now {
             let certificate = store.get(&s.fingerprint)?;
+            let artifact = match certificate {
+                Some(_) => None,
+                None => tracked.iter().find(|a| a.id == s.fingerprint).cloned(),
+            };
             out.push(Snoozed {
                 snooze: s,
                 certificate,
+                artifact,
             });
         }
     }

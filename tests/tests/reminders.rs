@@ -792,6 +792,126 @@ fn an_enrollment_bundle_is_reminded_3_days_before_its_10_day_expiry() {
     assert_eq!(t.smtp.messages().len(), 2, "each threshold once");
 }
 
+/// A tracked bundle is snoozed like a certificate (by its path): no reminder while the
+/// snooze lasts, `snoozed` and `policy explain` show it, reminders resume when it ends, and
+/// an expired bundle is never silenced.
+#[test]
+fn an_enrollment_bundle_can_be_snoozed_like_a_certificate() {
+    let t = Setup::new(None);
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let t0 = now();
+    let at = |offset: i64, args: &[&str]| {
+        t.env
+            .cmd()
+            .arg("--config")
+            .arg(&t.config)
+            .args(args)
+            .env("CERTCTL_NOW", rfc3339(t0 + offset))
+            .run()
+    };
+    let remind = |offset: i64| at(offset, &["remind", "--now", "--policies", s(&shipped)]);
+    let bundle = t.env.mkdir("bundles").join("site-b.bundle");
+    std::fs::write(&bundle, "another opaque enrollment bundle\n").unwrap();
+    let tracked = t.env.certctl(&[
+        "track",
+        s(&bundle),
+        "--kind",
+        "enrollment-bundle",
+        "--issued",
+        &rfc3339(t0),
+        "--json",
+    ]);
+    tracked.success();
+    let id = tracked.json()[0]["fingerprint_sha256"]
+        .as_str()
+        .expect("artifact id")
+        .to_string();
+
+    // Day 5: snoozed until day 8.5, past the 3-day threshold (day 7).
+    let snoozed = at(
+        5 * DAY,
+        &[
+            "snooze",
+            s(&bundle),
+            "--until",
+            &rfc3339(t0 + 8 * DAY + 12 * HOUR),
+            "--reason",
+            "site B re-enrolls on Monday",
+            "--json",
+        ],
+    );
+    snoozed.success();
+    let v = snoozed.json();
+    assert_eq!(v["fingerprint_sha256"], id.as_str(), "{v}");
+    assert_eq!(v["kind"], "artifact", "{v}");
+    assert_eq!(v["path"], s(&bundle), "{v}");
+    let listed = at(6 * DAY, &["snoozed", "--json"]);
+    listed.success();
+    assert_eq!(
+        listed.json()[0]["name"],
+        "site-b.bundle",
+        "{}",
+        listed.stdout
+    );
+    at(6 * DAY, &["snoozed"])
+        .success()
+        .stdout_has("site-b.bundle")
+        .stdout_has("0 certificates and 1 tracked files snoozed");
+    let explain = at(
+        7 * DAY,
+        &[
+            "policy",
+            "explain",
+            &id[..12],
+            "--policies",
+            s(&shipped),
+            "--json",
+        ],
+    );
+    explain.success();
+    assert_eq!(
+        explain.json()[0]["snooze_reason"],
+        "site B re-enrolls on Monday",
+        "{}",
+        explain.stdout
+    );
+
+    // Day 7: the 3-day threshold is crossed, but the bundle is snoozed.
+    remind(7 * DAY)
+        .success()
+        .stdout_has("sent 0 digests with 0 reminders");
+    assert!(t.smtp.messages().is_empty());
+    // Day 9: the snooze has ended (1 day left): the reminder goes out.
+    remind(9 * DAY)
+        .success()
+        .stdout_has("sent 1 digests with 1 reminders");
+    let mails = t.smtp.wait_for_messages(1, MAIL_WAIT);
+    assert!(
+        mails[0]
+            .text
+            .contains("site-b.bundle (enrollment-bundle): 1 day left"),
+        "{}",
+        mails[0].text
+    );
+    // Day 11: expired, so it cannot be snoozed.
+    let refused = at(
+        11 * DAY,
+        &[
+            "snooze",
+            &id[..12],
+            "--until",
+            &rfc3339(t0 + 20 * DAY),
+            "--reason",
+            "too late",
+        ],
+    );
+    assert!(!refused.status.success(), "{refused}");
+    assert!(
+        refused.stderr.contains("expired") && refused.stderr.contains("site-b.bundle"),
+        "{refused}"
+    );
+}
+
 #[test]
 fn enrollment_bundle_reminders_go_through_certd_too() {
     let t = Setup::new(None);
