@@ -66,6 +66,33 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Reads a secret certd keeps in a file (its trailing newline removed). The file must be
+    /// readable by its owner only (mode 0600 or 0400) and owned by the user reading it: a
+    /// secret others can read, or replace, is refused.
+    pub fn from_private_file(path: &Path) -> Result<Secret, CaError> {
+        use std::os::unix::fs::MetadataExt;
+        let io = |cause: String| CaError::Io {
+            path: path.to_path_buf(),
+            cause,
+        };
+        let meta = fs::metadata(path).map_err(|e| io(e.to_string()))?;
+        let me = rustix::process::geteuid().as_raw();
+        if meta.mode() & 0o077 != 0 {
+            return Err(io(format!(
+                "a secret file must be readable by its owner only (mode {:o}): chmod 600 it",
+                meta.mode() & 0o777
+            )));
+        }
+        if meta.uid() != me {
+            return Err(io(format!(
+                "a secret file must belong to the user reading it (uid {me}), not uid {}",
+                meta.uid()
+            )));
+        }
+        let text = fs::read_to_string(path).map_err(|e| io(e.to_string()))?;
+        Ok(Secret(text.trim_end_matches(['\r', '\n']).to_string()))
+    }
 }
 
 /// Everything that can go wrong with a managed CA or while issuing.
@@ -1163,6 +1190,22 @@ mod tests {
         assert_eq!(file_stem("*.example.com"), "star.example.com");
         assert_eq!(file_stem("../etc/passwd"), "_etc_passwd");
         assert_eq!(file_stem(""), "certificate");
+    }
+
+    #[test]
+    fn secret_files_must_be_private_to_their_owner() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("ca.pass");
+        fs::write(&file, "correct horse\n").expect("write");
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let e = Secret::from_private_file(&file).expect_err("others can read it");
+        assert!(e.to_string().contains("mode 644"), "{e}");
+        assert!(e.to_string().contains(&file.display().to_string()), "{e}");
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let secret = Secret::from_private_file(&file).expect("private");
+        assert_eq!(secret.expose(), "correct horse");
+        let missing = dir.path().join("missing.pass");
+        assert!(Secret::from_private_file(&missing).is_err());
     }
 
     #[test]

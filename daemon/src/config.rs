@@ -13,7 +13,7 @@
 //!
 //! [`EXAMPLE`] is a complete, commented configuration (`certd config example` prints it).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
@@ -105,6 +105,15 @@ policies = "/etc/certd/policies"   # folder of policy files
 # sent through certd write it when --deny-list is not given. Absolute.
 deny_list = "/srv/gateway/deny.txt"
 
+# Optional section: secrets certd may use to finish regenerate workflows a crash
+# interrupted, when it starts (without them such workflows wait for
+# `certctl workflows resume ID`). Each file: the secret alone, mode 0600 or 0400, owned by
+# certd's user; a file others can read is refused.
+[workflows]
+pfx_password_file = "/etc/certd/pfx-password"     # optional; password of deployed PFX files
+[workflows.ca_passphrase_files]                    # optional; managed CA name = passphrase file
+issuing-ca = "/etc/certd/issuing-ca.passphrase"
+
 # Optional section: Prometheus metrics over HTTP (GET /metrics). Off unless listen is set.
 [metrics]
 listen = "127.0.0.1:9477"      # IP:port; must be a loopback address unless allow_non_loopback
@@ -160,6 +169,19 @@ pub struct Config {
     pub agents: AgentsConfig,
     /// Prometheus metrics over HTTP (`[metrics]`).
     pub metrics: MetricsConfig,
+    /// Secrets for resuming interrupted workflows (`[workflows]`).
+    pub workflows: WorkflowsConfig,
+}
+
+/// `[workflows]`: files holding the secrets certd may use to finish interrupted regenerate
+/// workflows at start-up (certd never stores secrets; without these files such workflows
+/// wait for `certctl workflows resume ID`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkflowsConfig {
+    /// Per managed CA (by name): the file holding its key's passphrase; absolute.
+    pub ca_passphrase_files: BTreeMap<String, PathBuf>,
+    /// The file holding the password of the PKCS#12 files workflows deploy to; absolute.
+    pub pfx_password_file: Option<PathBuf>,
 }
 
 /// `[agents]`: agent approval.
@@ -487,6 +509,15 @@ struct RawConfig {
     reminders: Option<RawReminders>,
     agents: Option<RawAgents>,
     metrics: Option<RawMetrics>,
+    workflows: Option<RawWorkflows>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkflows {
+    #[serde(default)]
+    ca_passphrase_files: BTreeMap<String, Spanned<String>>,
+    pfx_password_file: Option<Spanned<String>>,
 }
 
 /// A size: a number of bytes, or a string with a unit (`"128MiB"`).
@@ -658,6 +689,23 @@ impl Checker<'_> {
             .as_ref()
             .map(|m| self.metrics(m))
             .unwrap_or_default();
+        let workflows = match &raw.workflows {
+            Some(w) => WorkflowsConfig {
+                ca_passphrase_files: w
+                    .ca_passphrase_files
+                    .iter()
+                    .map(|(ca, file)| {
+                        let key = format!("workflows.ca_passphrase_files.{ca}");
+                        (ca.clone(), self.path(&key, file))
+                    })
+                    .collect(),
+                pfx_password_file: w
+                    .pfx_password_file
+                    .as_ref()
+                    .map(|p| self.path("workflows.pfx_password_file", p)),
+            },
+            None => WorkflowsConfig::default(),
+        };
         Config {
             store,
             store_cache_bytes,
@@ -670,6 +718,7 @@ impl Checker<'_> {
             crl,
             agents,
             metrics,
+            workflows,
         }
     }
 
@@ -1240,6 +1289,33 @@ mod tests {
                 allow_non_loopback: false,
                 per_agent: false,
             }
+        );
+    }
+
+    #[test]
+    fn workflow_secret_files_are_absolute_paths_per_ca() {
+        let c = parse(
+            "store = \"/s\"\n[workflows]\npfx_password_file = \"/etc/certd/pfx\"\n\
+             [workflows.ca_passphrase_files]\nissuing-ca = \"/etc/certd/issuing.pass\"\n",
+            origin(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.workflows.ca_passphrase_files.get("issuing-ca"),
+            Some(&PathBuf::from("/etc/certd/issuing.pass"))
+        );
+        assert_eq!(
+            c.workflows.pfx_password_file,
+            Some(PathBuf::from("/etc/certd/pfx"))
+        );
+        assert_eq!(
+            parse("store = \"/s\"\n", origin()).unwrap().workflows,
+            WorkflowsConfig::default()
+        );
+        the_error(
+            "store = \"/s\"\n[workflows.ca_passphrase_files]\nops = \"ops.pass\"\n",
+            "3:7",
+            "workflows.ca_passphrase_files.ops must be an absolute path",
         );
     }
 

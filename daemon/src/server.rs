@@ -490,13 +490,36 @@ fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
 }
 
 /// Completes the regenerate workflows a crash interrupted (each step is idempotent, so
-/// this never issues a second certificate). Workflows that need a secret certd does not
-/// have (a CA passphrase, a PFX password) stay for `certctl workflows resume ID`.
+/// this never issues a second certificate), with the secrets `[workflows]` names. Workflows
+/// that need a secret certd does not have stay for `certctl workflows resume ID`.
 async fn resume_workflows(shared: &Arc<Shared>) {
+    let config = shared.config().workflows.clone();
     let _writer = shared.writer.lock().await;
     let store = shared.store.clone();
     let resumed = tokio::task::spawn_blocking(move || {
-        crate::workflow::resume_all(&store, &Default::default(), now())
+        // A secret file that cannot be used is logged; the workflow then fails as without it.
+        let read = |what: &str, file: &Path| match crate::ca::Secret::from_private_file(file) {
+            Ok(secret) => Some(secret),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot use the {what} file");
+                None
+            }
+        };
+        let pfx_password = config
+            .pfx_password_file
+            .as_deref()
+            .and_then(|f| read("PFX password", f));
+        crate::workflow::resume_all_with(
+            &store,
+            |wf| crate::workflow::WorkflowSecrets {
+                passphrase: config
+                    .ca_passphrase_files
+                    .get(&wf.ca)
+                    .and_then(|f| read("CA passphrase", f)),
+                pfx_password: pfx_password.clone(),
+            },
+            now(),
+        )
     })
     .await;
     match resumed {

@@ -278,18 +278,28 @@ pub fn resume(
 /// A workflow id and how resuming it went.
 pub type Resumed = (u64, Result<WorkflowReport, WorkflowError>);
 
-/// Resumes every unfinished workflow (what certd can do at start-up); returns the outcome
-/// of each.
+/// Resumes every unfinished workflow; returns the outcome of each.
 pub fn resume_all(
     store: &Store,
     secrets: &WorkflowSecrets,
+    now: UnixTime,
+) -> Result<Vec<Resumed>, WorkflowError> {
+    resume_all_with(store, |_| secrets.clone(), now)
+}
+
+/// As [`resume_all`], with the secrets each workflow needs (what certd does at start-up:
+/// the passphrase of the workflow's CA, from its configuration).
+pub fn resume_all_with(
+    store: &Store,
+    secrets_for: impl Fn(&Workflow) -> WorkflowSecrets,
     now: UnixTime,
 ) -> Result<Vec<Resumed>, WorkflowError> {
     let mut out = Vec::new();
     for wf in store.workflows()? {
         if wf.step != WorkflowStep::Done {
             let id = wf.id;
-            out.push((id, run(store, wf, secrets, now)));
+            let secrets = secrets_for(&wf);
+            out.push((id, run(store, wf, &secrets, now)));
         }
     }
     Ok(out)

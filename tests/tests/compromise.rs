@@ -1240,6 +1240,86 @@ mod certd_resume {
     }
 }
 
+/// certd finishes an interrupted regenerate of an encrypted CA only with the passphrase file
+/// its `[workflows]` section names (certd never stores secrets).
+mod certd_resume_with_passphrase {
+    use super::*;
+    use certctl_e2e::daemon::{Certd, CertdConfig};
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn certd_resumes_an_encrypted_cas_workflow_with_the_configured_passphrase_file() {
+        let env = TestEnv::new();
+        let pass = env.file("secrets/vault.pass");
+        write(&pass, "vault passphrase\n");
+        std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+        init_ca(&env, "vault", &["--passphrase-file", s(&pass)]);
+        let out = env.mkdir("certs");
+        let old = issue(
+            &env,
+            "vault",
+            "locked.example.com",
+            "gateway",
+            &out,
+            &["--passphrase-file", s(&pass)],
+        );
+        let r = env
+            .cmd()
+            .args(["regenerate", &old, "--yes", "--passphrase-file", s(&pass)])
+            .env("CERTCTL_TEST_ABORT_AFTER_STEP", "1")
+            .run();
+        assert_eq!(r.status.signal(), Some(6), "abort after step 1{r}");
+        let step = |env: &TestEnv| run(env, &["workflows", "--json"]).json()[0]["step"].clone();
+        assert_eq!(step(&env), "key-generated");
+
+        // Without the passphrase, certd leaves the workflow and says what to run.
+        let plain = CertdConfig::new(env.store()).write(&env.file("etc/plain.toml"));
+        let certd = Certd::start(&env, &plain);
+        certd.wait_for_log(
+            "certctl workflows resume",
+            std::time::Duration::from_secs(20),
+        );
+        drop(certd);
+        assert_eq!(step(&env), "key-generated");
+
+        // A passphrase file others can read is refused (logged), the workflow still waits.
+        let config = CertdConfig::new(env.store()).write(&env.file("etc/certd.toml"));
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(&format!(
+            "\n[workflows.ca_passphrase_files]\nvault = \"{}\"\n",
+            s(&pass)
+        ));
+        write(&config, &text);
+        std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let certd = Certd::start(&env, &config);
+        certd.wait_for_log(
+            "readable by its owner only",
+            std::time::Duration::from_secs(20),
+        );
+        drop(certd);
+        assert_eq!(step(&env), "key-generated");
+
+        // With the file private again, certd finishes it: exactly one new certificate.
+        std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let certd = Certd::start(&env, &config);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while step(&env) != "done" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not resumed: {}",
+                certd.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(
+            !certd.log().contains("vault passphrase"),
+            "the secret is never logged"
+        );
+        drop(certd);
+        assert_eq!(by_name(&env, "locked.example.com").len(), 2);
+    }
+}
+
 mod crl_fetch {
     //! `certctl crl fetch`: CRLs of other CAs from a local HTTP server on 127.0.0.1.
     use super::*;
