@@ -49,6 +49,39 @@ impl Setup {
         Setup::with(auth, None, POLICIES, "5s")
     }
 
+    /// `certctl --config CONFIG ARGS` with the clock at `when`.
+    fn at(&self, when: i64, args: &[&str]) -> RunResult {
+        self.env
+            .cmd()
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("CERTCTL_NOW", rfc3339(when))
+            .run()
+    }
+
+    /// Writes `bundles/NAME` and tracks it as an enrollment bundle issued at `issued`;
+    /// returns its path and artifact id.
+    fn track_bundle(&self, name: &str, issued: i64) -> (PathBuf, String) {
+        let bundle = self.env.mkdir("bundles").join(name);
+        std::fs::write(&bundle, format!("opaque enrollment bundle {name}\n")).unwrap();
+        let tracked = self.env.certctl(&[
+            "track",
+            s(&bundle),
+            "--kind",
+            "enrollment-bundle",
+            "--issued",
+            &rfc3339(issued),
+            "--json",
+        ]);
+        tracked.success();
+        let id = tracked.json()[0]["fingerprint_sha256"]
+            .as_str()
+            .expect("artifact id")
+            .to_string();
+        (bundle, id)
+    }
+
     /// A setup with these policies and SMTP timeout, the server misbehaving as `fault` says.
     fn with(
         auth: Option<(&str, &str)>,
@@ -101,13 +134,7 @@ impl Setup {
 
     /// `certctl --config FILE ARGS...` at `now + offset` seconds.
     fn run(&self, offset: i64, args: &[&str]) -> RunResult {
-        self.env
-            .cmd()
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env("CERTCTL_NOW", rfc3339(now() + offset))
-            .run()
+        self.at(now() + offset, args)
     }
 
     fn remind(&self, offset: i64) -> RunResult {
@@ -640,33 +667,10 @@ fn an_enrollment_bundle_is_reminded_3_days_before_its_10_day_expiry() {
     // One fixed "now" for the bundle's issue date and the injected clock, so "day 7" is
     // exactly 3 days before expiry.
     let t0 = now();
-    let at = |offset: i64, args: &[&str]| {
-        t.env
-            .cmd()
-            .arg("--config")
-            .arg(&t.config)
-            .args(args)
-            .env("CERTCTL_NOW", rfc3339(t0 + offset))
-            .run()
-    };
+    let at = |offset: i64, args: &[&str]| t.at(t0 + offset, args);
     let remind = |offset: i64| at(offset, &["remind", "--now", "--policies", s(&shipped)]);
 
-    let bundle = t.env.mkdir("bundles").join("site-a.bundle");
-    std::fs::write(&bundle, "opaque enrollment bundle\n").unwrap();
-    let tracked = t.env.certctl(&[
-        "track",
-        s(&bundle),
-        "--kind",
-        "enrollment-bundle",
-        "--issued",
-        &rfc3339(t0),
-        "--json",
-    ]);
-    tracked.success();
-    let id = tracked.json()[0]["fingerprint_sha256"]
-        .as_str()
-        .expect("artifact id")
-        .to_string();
+    let (bundle, id) = t.track_bundle("site-a.bundle", t0);
     // A certificate next to it, so the pass has something else to consider.
     let gw = t
         .factory
@@ -800,32 +804,9 @@ fn an_enrollment_bundle_can_be_snoozed_like_a_certificate() {
     let t = Setup::new(None);
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
     let t0 = now();
-    let at = |offset: i64, args: &[&str]| {
-        t.env
-            .cmd()
-            .arg("--config")
-            .arg(&t.config)
-            .args(args)
-            .env("CERTCTL_NOW", rfc3339(t0 + offset))
-            .run()
-    };
+    let at = |offset: i64, args: &[&str]| t.at(t0 + offset, args);
     let remind = |offset: i64| at(offset, &["remind", "--now", "--policies", s(&shipped)]);
-    let bundle = t.env.mkdir("bundles").join("site-b.bundle");
-    std::fs::write(&bundle, "another opaque enrollment bundle\n").unwrap();
-    let tracked = t.env.certctl(&[
-        "track",
-        s(&bundle),
-        "--kind",
-        "enrollment-bundle",
-        "--issued",
-        &rfc3339(t0),
-        "--json",
-    ]);
-    tracked.success();
-    let id = tracked.json()[0]["fingerprint_sha256"]
-        .as_str()
-        .expect("artifact id")
-        .to_string();
+    let (bundle, id) = t.track_bundle("site-b.bundle", t0);
 
     // Day 5: snoozed until day 8.5, past the 3-day threshold (day 7).
     let snoozed = at(
@@ -917,18 +898,7 @@ fn enrollment_bundle_reminders_go_through_certd_too() {
     let t = Setup::new(None);
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
     let t0 = now();
-    let bundle = t.env.mkdir("bundles").join("site-b.bundle");
-    std::fs::write(&bundle, "another bundle\n").unwrap();
-    t.env
-        .certctl(&[
-            "track",
-            s(&bundle),
-            "--kind",
-            "enrollment-bundle",
-            "--issued",
-            &rfc3339(t0),
-        ])
-        .success();
+    let (bundle, _) = t.track_bundle("site-b.bundle", t0);
     let certd = Certd::start(&t.env, &t.config);
     let through_certd = |offset: i64, args: &[&str]| {
         t.env
