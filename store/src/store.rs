@@ -87,6 +87,7 @@ impl Store {
         // dropped (a store reopened in the same process, a certd that just stopped): retry
         // briefly before calling the store busy.
         let mut attempts = 0;
+        let mut repaired = false;
         let db = loop {
             let opened = sled::Config::new()
                 .path(path)
@@ -105,6 +106,18 @@ impl Store {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
                 Err(sled::Error::Io(io)) => return Err(open_err(io)),
+                // A snapshot torn by a full disk or a crash makes sled refuse the whole store;
+                // the log still holds everything, so drop the torn file and open again.
+                Err(sled::Error::Corruption { .. }) if !repaired => {
+                    repaired = true;
+                    if discard_torn_snapshots(path).map_err(open_err)? == 0 {
+                        return Err(StoreError::Io(format!(
+                            "{}: {}",
+                            path.display(),
+                            "sled reports corrupted data"
+                        )));
+                    }
+                }
                 Err(other) => return Err(StoreError::Io(format!("{}: {other}", path.display()))),
             }
         };
@@ -551,6 +564,67 @@ fn is_lock_error(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
 }
 
+/// Removes the snapshot files sled left half-written (`snap.<lsn>.generating` that is empty
+/// or fails its checksum) and returns how many it removed.
+///
+/// sled 0.34 writes a snapshot to `snap.<lsn>.generating`, fsyncs it and renames it to
+/// `snap.<lsn>`; on open it reads the newest `snap.*` file, `.generating` ones included, and
+/// refuses the whole store if that one is torn. A write that ran out of space (ENOSPC) or
+/// was killed between the two steps leaves exactly such a file. It carries nothing the log
+/// does not: sled recovers from the previous snapshot and the log. A complete `.generating`
+/// file (crash after the fsync) is left for sled, which reads it as it always has.
+///
+/// Only runs while holding the store's lock (the `flock` sled takes on `db`), so a running
+/// certd's snapshot in progress is never touched.
+fn discard_torn_snapshots(dir: &Path) -> std::io::Result<usize> {
+    use rustix::fs::{flock, FlockOperation};
+    let Ok(db) = fs::File::open(dir.join("db")) else {
+        return Ok(0);
+    };
+    if flock(&db, FlockOperation::NonBlockingLockExclusive).is_err() {
+        return Ok(0);
+    }
+    let mut removed = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !(name.starts_with("snap.") && name.ends_with(".generating")) {
+            continue;
+        }
+        let torn = match fs::read(entry.path()) {
+            Ok(bytes) => !snapshot_is_whole(&bytes),
+            Err(_) => true,
+        };
+        if torn {
+            fs::remove_file(entry.path())?;
+            tracing::warn!(
+                file = %entry.path().display(),
+                "removed a half-written snapshot (left by a full disk or a crash); the store's log still holds everything"
+            );
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(removed)
+}
+
+/// Whether a sled 0.34 snapshot file is whole: its body, then the body's decompressed length
+/// (8 bytes) and the CRC-32 of the body (4 bytes, little-endian), as sled writes it.
+fn snapshot_is_whole(bytes: &[u8]) -> bool {
+    let Some(body_len) = bytes.len().checked_sub(12) else {
+        return false;
+    };
+    if body_len == 0 {
+        return false;
+    }
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&bytes[bytes.len() - 4..]);
+    crc32fast::hash(&bytes[..body_len]) == u32::from_le_bytes(crc)
+}
+
 fn restrict_permissions(dir: &Path) -> std::io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -623,5 +697,58 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> R
             what,
             detail: "empty value".into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(body: &[u8]) -> Vec<u8> {
+        let mut bytes = body.to_vec();
+        bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_whole_snapshot_is_kept_and_torn_ones_are_recognised() {
+        let whole = snapshot(b"pages and their places");
+        assert!(snapshot_is_whole(&whole));
+        assert!(
+            !snapshot_is_whole(b""),
+            "empty (ENOSPC before the first byte)"
+        );
+        assert!(!snapshot_is_whole(&whole[..whole.len() - 1]), "cut short");
+        let mut flipped = whole.clone();
+        flipped[0] ^= 1;
+        assert!(!snapshot_is_whole(&flipped), "checksum mismatch");
+    }
+
+    #[test]
+    fn only_torn_generating_snapshots_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("db"), b"").unwrap();
+        fs::write(dir.path().join("snap.00000000000000A0"), b"").unwrap();
+        fs::write(dir.path().join("snap.00000000000000B0.generating"), b"").unwrap();
+        fs::write(
+            dir.path().join("snap.00000000000000C0.generating"),
+            snapshot(b"complete"),
+        )
+        .unwrap();
+        assert_eq!(discard_torn_snapshots(dir.path()).unwrap(), 1);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "db",
+                "snap.00000000000000A0",
+                "snap.00000000000000C0.generating"
+            ]
+        );
     }
 }

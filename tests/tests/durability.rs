@@ -562,6 +562,68 @@ mod disk_full {
         );
     }
 
+    /// Issue 13: a command run while the disk is completely full (ENOSPC in the middle of
+    /// sled's own snapshot) used to leave a 0-byte `snap.*.generating` file that made every
+    /// later open fail with "Read corrupted data" even after space came back.
+    #[test]
+    fn a_command_on_a_completely_full_disk_leaves_the_store_openable() {
+        let env = TestEnv::new();
+        let disk = match SmallDisk::mount(&env.root().join("tiny"), 8) {
+            Ok(d) => d,
+            Err(why) => {
+                eprintln!("SKIPPED: cannot mount a small tmpfs here ({why})");
+                return;
+            }
+        };
+        let store = disk.0.join("store");
+        let first = write_bulk_pems(&env.mkdir("first"), 3, 3);
+        let second = write_bulk_pems(&env.mkdir("second"), 40, 40);
+        env.cmd()
+            .store(&store)
+            .args(["scan", s(&env.root().join("first"))])
+            .run()
+            .success();
+        // A reopened store has a snapshot of sled's: the next one is what a full disk breaks.
+        env.cmd().store(&store).args(["list"]).run().success();
+
+        // Something else takes every last byte.
+        let filler = disk.0.join("filler");
+        let mut file = std::fs::File::create(&filler).expect("create filler");
+        let chunk = vec![0u8; 4096];
+        while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+        drop(file);
+
+        // Commands on the full disk fail (with a clear error, not a panic).
+        for args in [
+            vec!["scan", s(&env.root().join("second"))],
+            vec!["list", "--json"],
+        ] {
+            let r = env.cmd().store(&store).args(&args).run();
+            assert_ne!(r.code(), 0, "{args:?} on a full disk cannot succeed\n{r}");
+            assert!(!r.stderr.contains("panicked"), "{r}");
+            assert!(
+                r.stderr.contains(s(&store)),
+                "the error names the store\n{r}"
+            );
+        }
+
+        // Space comes back: every command works again without anyone deleting files.
+        std::fs::remove_file(&filler).expect("remove filler");
+        let listed = env.cmd().store(&store).args(["list", "--json"]).run();
+        assert_eq!(listed.code(), 0, "the store opens again\n{listed}");
+        assert_eq!(listed.json().as_array().map(Vec::len), Some(first.len()));
+        env.cmd()
+            .store(&store)
+            .args(["scan", s(&env.root().join("second"))])
+            .run()
+            .success();
+        let v = assert_consistent(&env, &store, "after space came back");
+        assert_eq!(
+            v["records"].as_u64(),
+            Some((first.len() + second.len()) as u64)
+        );
+    }
+
     #[test]
     fn an_injected_lack_of_space_refuses_the_write_and_the_store_stays_usable() {
         let env = TestEnv::new();
