@@ -28,34 +28,53 @@ pub fn run(cli: Cli) -> Result<Exit> {
     let store_flag = crate::policy_cmds::store_flag(cli.store, config_file.as_deref())?;
     match cli.command {
         Command::Scan(a) => scan(&Session::open(store_flag)?, a),
-        Command::List(a) => crate::fleet_cmds::list(&Session::open(store_flag)?, a, list),
-        Command::Show(a) => show(&Session::open(store_flag)?, a),
+        Command::List(a) => crate::fleet_cmds::list(&Session::existing(store_flag)?, a, list),
+        Command::Show(a) => show(&Session::existing(store_flag)?, a),
         Command::Inspect(a) => inspect(a),
-        Command::Stats(a) => stats(&Session::open(store_flag)?, a),
-        Command::Check(a) => check(&Session::open(store_flag)?, a),
+        Command::Stats(a) => stats(&Session::existing(store_flag)?, a),
+        Command::Check(a) => match Session::existing(store_flag) {
+            Ok(session) => check(&session, a),
+            // Nagios: the state is unknown when the store cannot be read.
+            Err(e) => {
+                println!("UNKNOWN: {}", crate::one_line(&e));
+                Ok(Exit::Unknown)
+            }
+        },
         Command::Probe(a) => probe(&Session::open(store_flag)?, a),
-        Command::Status(a) => status(&Session::open(store_flag)?, a),
+        Command::Status(a) => status(&Session::existing(store_flag)?, a),
         Command::Store(StoreArgs {
             command: StoreCommand::Verify(a),
-        }) => verify_store(&Session::open(store_flag)?, a),
+        }) => verify_store(&Session::existing(store_flag)?, a),
         Command::Demo(a) => demo(store_flag, a),
-        Command::Ca(a) => crate::ca_cmds::ca(&Session::open(store_flag)?, a),
-        Command::Issue(a) => crate::ca_cmds::issue(&Session::open(store_flag)?, a),
-        Command::Revoke(a) => crate::ca_cmds::revoke(&Session::open(store_flag)?, a),
-        Command::Regenerate(a) => crate::ca_cmds::regenerate(&Session::open(store_flag)?, a),
-        Command::Workflows(a) => crate::ca_cmds::workflows(&Session::open(store_flag)?, a),
-        Command::History(a) => crate::ca_cmds::history(&Session::open(store_flag)?, a),
-        Command::Crl(a) => crate::ca_cmds::crl(&Session::open(store_flag)?, a),
-        Command::Agents(a) => {
-            crate::fleet_cmds::agents_cmd(&Session::open(store_flag)?, config_file.as_deref(), a)
+        Command::Ca(a) => {
+            let session = match a.command {
+                crate::ca_args::CaCommand::Init(_) => Session::open(store_flag)?,
+                _ => Session::existing(store_flag)?,
+            };
+            crate::ca_cmds::ca(&session, a)
         }
-        Command::Report(a) => crate::fleet_cmds::report(&Session::open(store_flag)?, a),
+        Command::Issue(a) => crate::ca_cmds::issue(&Session::open(store_flag)?, a),
+        Command::Revoke(a) => crate::ca_cmds::revoke(&Session::existing(store_flag)?, a),
+        Command::Regenerate(a) => crate::ca_cmds::regenerate(&Session::existing(store_flag)?, a),
+        Command::Workflows(a) => crate::ca_cmds::workflows(&Session::existing(store_flag)?, a),
+        Command::History(a) => crate::ca_cmds::history(&Session::existing(store_flag)?, a),
+        Command::Crl(a) => crate::ca_cmds::crl(&Session::existing(store_flag)?, a),
+        Command::Agents(a) => {
+            let session = match a.command {
+                crate::fleet_cmds::AgentsCommand::ImportRegistrations { .. } => {
+                    Session::open(store_flag)?
+                }
+                _ => Session::existing(store_flag)?,
+            };
+            crate::fleet_cmds::agents_cmd(&session, config_file.as_deref(), a)
+        }
+        Command::Report(a) => crate::fleet_cmds::report(&Session::existing(store_flag)?, a),
         Command::Track(a) => crate::fleet_cmds::track(&Session::open(store_flag)?, a),
-        Command::Metrics(a) => crate::fleet_cmds::metrics(&Session::open(store_flag)?, a),
+        Command::Metrics(a) => crate::fleet_cmds::metrics(&Session::existing(store_flag)?, a),
         Command::Policy(a) => crate::policy_cmds::policy(store_flag, config_file.as_deref(), a),
         Command::Remind(a) => crate::policy_cmds::remind(store_flag, config_file.as_deref(), a),
-        Command::Snooze(a) => crate::policy_cmds::snooze(&Session::open(store_flag)?, a),
-        Command::Snoozed(a) => crate::policy_cmds::snoozed(&Session::open(store_flag)?, a),
+        Command::Snooze(a) => crate::policy_cmds::snooze(&Session::existing(store_flag)?, a),
+        Command::Snoozed(a) => crate::policy_cmds::snoozed(&Session::existing(store_flag)?, a),
     }
 }
 
@@ -108,12 +127,26 @@ pub enum Session {
 }
 
 impl Session {
+    /// For commands that add to the inventory: the store is created when missing.
     pub fn open(store_flag: Option<PathBuf>) -> Result<Session> {
+        Session::connect(store_flag, Store::open)
+    }
+
+    /// For commands that read (and act on what is there): a missing store is an error
+    /// naming the path, never a new empty store.
+    pub fn existing(store_flag: Option<PathBuf>) -> Result<Session> {
+        Session::connect(store_flag, Store::open_existing)
+    }
+
+    fn connect(
+        store_flag: Option<PathBuf>,
+        open: fn(&Path) -> Result<Store, StoreError>,
+    ) -> Result<Session> {
         let path = store_path(store_flag)?;
         if daemon_listens(&path)? {
             return Ok(Session::Daemon(path));
         }
-        match Store::open(&path) {
+        match open(&path) {
             Ok(store) => Ok(Session::Direct(store)),
             Err(e @ StoreError::Locked { .. }) => Err(anyhow::Error::new(e).context(format!(
                 "no certd answers on {} either; if certd is starting, retry in a moment",

@@ -29,17 +29,39 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// The documented exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
-    Success = 0,
+    Success,
     /// `check`: something expires within the warning window.
-    Warning = 1,
+    Warning,
     /// `check`: something expired or expires within the critical window.
-    Critical = 2,
+    Critical,
     /// `scan`: some files failed; the others were scanned.
-    PartialFailure = 3,
+    PartialFailure,
+    /// `check`: the state is unknown (Nagios UNKNOWN): the store cannot be read.
+    Unknown,
     /// The command failed.
-    Failure = 4,
+    Failure,
     /// The command line was wrong.
-    Usage = 64,
+    Usage,
+}
+
+impl Exit {
+    /// The process exit code (documented in docs/cli-contract.md).
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::Warning => 1,
+            Exit::Critical => 2,
+            Exit::PartialFailure | Exit::Unknown => 3,
+            Exit::Failure => 4,
+            Exit::Usage => 64,
+        }
+    }
+}
+
+/// An error and its causes on one line (`error: cause: cause`), for one-line outputs such
+/// as `check`'s monitoring answer.
+pub fn one_line(e: &anyhow::Error) -> String {
+    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
 }
 
 fn main() -> ExitCode {
@@ -56,17 +78,17 @@ fn main() -> ExitCode {
                 Exit::Success
             };
             let _ = e.print();
-            return ExitCode::from(code as u8);
+            return ExitCode::from(code.code());
         }
     };
     match commands::run(cli) {
-        Ok(exit) => ExitCode::from(exit as u8),
+        Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => {
             eprintln!("error: {e}");
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::from(Exit::Failure as u8)
+            ExitCode::from(Exit::Failure.code())
         }
     }
 }

@@ -266,11 +266,11 @@ pub fn policy(
         PolicyCommand::Check(a) => check(a),
         PolicyCommand::Explain(a) => {
             let set = load_policies(a.source.policies.clone(), config_file)?;
-            explain(&Session::open(store_flag)?, &set, a)
+            explain(&Session::existing(store_flag)?, &set, a)
         }
         PolicyCommand::Conflicts(a) => {
             let set = load_policies(a.source.policies.clone(), config_file)?;
-            conflicts(&Session::open(store_flag)?, &set, a.json)
+            conflicts(&Session::existing(store_flag)?, &set, a.json)
         }
     }
 }
@@ -725,7 +725,7 @@ pub fn remind(
         },
         at: Some(clock()?),
     };
-    let session = Session::open(store_flag)?;
+    let session = Session::existing(store_flag)?;
     let report: PassReport = match call(&session, request, PASS_TIMEOUT)? {
         Response::Remind { report } => report,
         other => bail!("unexpected answer from certd: {other:?}"),

@@ -10,6 +10,14 @@ pub enum StoreError {
     #[error("the store {} is in use by another process (is certd running on it?)", path.display())]
     Locked { path: PathBuf },
 
+    /// No store at this path (only commands that add to the inventory create one).
+    #[error(
+        "no store at {}: nothing has been scanned into it yet, or the path is mistyped \
+         (`scan`, `probe`, `track`, `issue`, `ca init` and `demo` create a store)",
+        path.display()
+    )]
+    Missing { path: PathBuf },
+
     /// The store's directory belongs to another user. Opening it anyway (as root can) would
     /// leave files in it that its owner's certd and certctl cannot use.
     #[error(

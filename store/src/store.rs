@@ -60,6 +60,18 @@ impl Store {
         Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
     }
 
+    /// Opens a store that must already exist: for commands that only read, so that a
+    /// mistyped `--store` is an error naming the path rather than a new, empty store that
+    /// answers "0 certificates".
+    pub fn open_existing(path: &Path) -> Result<Store> {
+        if !path.join("db").is_file() {
+            return Err(StoreError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        Store::open(path)
+    }
+
     /// Like [`Store::open`], with a page cache of `cache_bytes`. A big cache speeds up
     /// bulk scans; a long-running process with a large store may want a smaller one to
     /// bound its memory.

@@ -1271,6 +1271,39 @@ mod store_location {
         (c, p)
     }
 
+    /// Issue 14: `certctl --store /typo check` created an empty store and answered
+    /// "OK: 0 certificates". Read-only commands never create a store; `check` says UNKNOWN
+    /// (exit 3, Nagios), the others fail (exit 4), each naming the path.
+    #[test]
+    fn read_only_commands_never_create_a_store() {
+        let env = TestEnv::new();
+        let typo = env.root().join("stroe");
+        let check = env.cmd().store(&typo).args(["check"]).run();
+        check.expect_code(3).stdout_has("UNKNOWN").stdout_has(s(&typo));
+        for args in [
+            vec!["list"],
+            vec!["list", "--json"],
+            vec!["show", "anything"],
+            vec!["stats"],
+            vec!["status"],
+            vec!["report", "by-role"],
+            vec!["ca", "list"],
+            vec!["workflows"],
+            vec!["agents", "pending"],
+            vec!["snoozed"],
+            vec!["store", "verify"],
+        ] {
+            let r = env.cmd().store(&typo).args(&args).run();
+            r.expect_code(4).stderr_has(s(&typo)).stderr_has("no store at");
+        }
+        assert!(!typo.exists(), "no command above created {}", typo.display());
+
+        // The commands that add to the inventory still create it.
+        let (_, p) = one_cert(&env);
+        env.cmd().store(&typo).args(["scan", s(&p)]).run().success();
+        env.cmd().store(&typo).args(["check"]).run().expect_code(0);
+    }
+
     #[test]
     fn store_option_before_or_after_the_subcommand() {
         let env = TestEnv::new();
@@ -1318,14 +1351,14 @@ mod store_location {
             vec![c.fingerprint.clone()]
         );
 
-        // --store wins over the variable: this store is still empty.
+        // --store wins over the variable: that store was never created, and a read-only
+        // command says so rather than answering from the variable's store.
         let r = env
             .cmd()
             .args(["list", "--json"])
             .env("CERTCTL_STORE", &from_env)
             .run();
-        r.success();
-        assert_eq!(r.json(), json!([]), "{r}");
+        r.expect_code(4).stderr_has(s(env.store()));
     }
 
     #[test]
