@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use certctl_daemon::Duration;
-use certctl_store::Role;
+use certctl_store::{CredentialKind, Role};
 use clap::{Args, Parser, Subcommand};
 
 /// certctl — certificate lifecycle manager for a fleet: gateways, IIS sites, site servers
@@ -123,6 +123,10 @@ pub struct ListArgs {
     /// Subject CN or a SAN contains TEXT (case-insensitive).
     #[arg(long, value_name = "TEXT")]
     pub name: Option<String>,
+    /// Only permanent or only ephemeral (6-hour) credentials, e.g. to keep agents' short-lived
+    /// certificates out of the 7-day list. CA certificates have neither kind.
+    #[arg(long, value_name = "KIND", value_parser = parse_kind)]
+    pub kind: Option<CredentialKind>,
     #[command(flatten)]
     pub output: TableOutputArgs,
 }
@@ -210,6 +214,16 @@ pub struct DemoArgs {
 
 fn parse_role(s: &str) -> Result<Role, String> {
     s.parse()
+}
+
+fn parse_kind(s: &str) -> Result<CredentialKind, String> {
+    match s {
+        "permanent" => Ok(CredentialKind::Permanent),
+        "ephemeral" => Ok(CredentialKind::Ephemeral),
+        other => Err(format!(
+            "`{other}` is not a credential kind: permanent or ephemeral"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -349,6 +349,7 @@ fn list(session: &Session, a: ListArgs) -> Result<Exit> {
         expired: a.expired,
         issuer: a.issuer,
         name: a.name,
+        kind: a.kind,
     };
     let t = now();
     if a.output.json {

@@ -566,6 +566,7 @@ pub fn list(
         expired: a.expired,
         issuer: a.issuer.clone(),
         name: a.name.clone(),
+        kind: a.kind,
     };
     let t = now();
     // A certd from before the fleet features does not know this request: list the

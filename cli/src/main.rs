@@ -61,7 +61,10 @@ impl Exit {
 /// An error and its causes on one line (`error: cause: cause`), for one-line outputs such
 /// as `check`'s monitoring answer.
 pub fn one_line(e: &anyhow::Error) -> String {
-    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 fn main() -> ExitCode {

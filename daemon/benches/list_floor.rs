@@ -55,6 +55,7 @@ fn main() {
         expired: false,
         issuer: None,
         name: None,
+        kind: None,
     };
     println!("store page cache: {} MiB", cache >> 20);
     for round in 1..=rounds {

@@ -319,9 +319,9 @@ pub fn to_json(a: &TrackedArtifact, now: UnixTime) -> Value {
     })
 }
 
-/// The `list --csv` row of an artifact (same 15 columns as a certificate; `issuer` says
+/// The `list --csv` row of an artifact (same 17 columns as a certificate; `issuer` says
 /// `(tracked KIND)`, role, key and signature columns are empty).
-pub fn csv_row(a: &TrackedArtifact, now: UnixTime) -> [String; 15] {
+pub fn csv_row(a: &TrackedArtifact, now: UnixTime) -> [String; 17] {
     [
         a.id.to_hex(),
         a.name.clone(),
@@ -338,6 +338,8 @@ pub fn csv_row(a: &TrackedArtifact, now: UnixTime) -> [String; 15] {
         String::new(),
         "false".into(),
         format!("{}#0", a.path),
+        status(a, now).to_string(),
+        a.name.clone(),
     ]
 }
 

@@ -34,6 +34,10 @@ pub struct ListFilter {
     pub issuer: Option<String>,
     /// Case-insensitive substring of the subject CN or a SAN.
     pub name: Option<String>,
+    /// Only long-lived or only short-lived (ephemeral) credentials; CA certificates have
+    /// neither kind and are left out when this is given.
+    #[serde(default)]
+    pub kind: Option<CredentialKind>,
 }
 
 /// Certificates matching `filter` at `now`, sorted by not_after.
@@ -104,8 +108,11 @@ pub fn list_batches<E: From<QueryError>>(
     }
 }
 
-/// `--issuer` and `--name`: substrings that no index answers.
+/// `--kind`, `--issuer` and `--name`: filters that no index answers.
 fn apply_text_filters(filter: &ListFilter, certs: &mut Vec<Certificate>) {
+    if let Some(kind) = filter.kind {
+        certs.retain(|c| c.credential_kind() == Some(kind));
+    }
     if let Some(issuer) = &filter.issuer {
         let needle = issuer.to_lowercase();
         certs.retain(|c| c.facts.issuer.to_lowercase().contains(&needle));

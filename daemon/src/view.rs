@@ -139,7 +139,8 @@ impl CertificateView {
     }
 
     /// The CSV header matching [`CertificateView::csv_row`].
-    pub const CSV_HEADER: [&'static str; 15] = [
+    /// `status` and `subject_cn` came later and are last, so column positions stay.
+    pub const CSV_HEADER: [&'static str; 17] = [
         "fingerprint_sha256",
         "subject",
         "issuer",
@@ -155,9 +156,11 @@ impl CertificateView {
         "sans",
         "revoked",
         "sources",
+        "status",
+        "subject_cn",
     ];
 
-    pub fn csv_row(&self) -> [String; 15] {
+    pub fn csv_row(&self) -> [String; 17] {
         let sans: Vec<&str> = self
             .sans
             .dns
@@ -189,6 +192,8 @@ impl CertificateView {
             sans.join(";"),
             self.revoked.to_string(),
             sources.join(";"),
+            self.status.to_string(),
+            self.subject_cn.clone().unwrap_or_default(),
         ]
     }
 }

@@ -802,6 +802,42 @@ mod queries {
         );
     }
 
+    /// Issue 14: the 7-day list without agents' 6-hour credentials (`--kind`).
+    #[test]
+    fn list_by_credential_kind_keeps_ephemeral_agents_apart() {
+        let fleet = Fleet::new();
+        let ephemeral = fleet.f.leaf(
+            CertSpec::leaf("agent-9")
+                .key(KeyKind::EcP256)
+                .valid(-HOUR, 5 * HOUR),
+        );
+        let p = fleet.env.file("agents/ephemeral.pem");
+        files::pem(&p, &[&ephemeral]);
+        fleet
+            .env
+            .certctl(&["scan", s(&p), "--role", "agent"])
+            .success();
+
+        let week = ["--expiring-within", "7d"];
+        assert!(fleet.list_fps(&week).contains(&ephemeral.fingerprint));
+        assert_eq!(
+            fleet.list_fps(&["--expiring-within", "7d", "--kind", "ephemeral"]),
+            vec![ephemeral.fingerprint.clone()]
+        );
+        let permanent = fleet.list_fps(&["--kind", "permanent"]);
+        assert!(!permanent.contains(&ephemeral.fingerprint));
+        assert!(permanent.contains(&fleet.gw.fingerprint));
+        assert!(
+            !permanent.contains(&fleet.f.root().fingerprint),
+            "CA certificates have no credential kind"
+        );
+        fleet
+            .env
+            .certctl(&["list", "--kind", "forever"])
+            .expect_code(64)
+            .stderr_has("permanent or ephemeral");
+    }
+
     #[test]
     fn csv_has_the_contract_header_and_one_row_per_certificate() {
         let fleet = Fleet::new();
@@ -811,7 +847,8 @@ mod queries {
         assert_eq!(
             rows[0].join(","),
             "fingerprint_sha256,subject,issuer,serial,not_before,not_after,days_left,role,\
-             credential_kind,key,signature_algorithm,spki_sha256,sans,revoked,sources",
+             credential_kind,key,signature_algorithm,spki_sha256,sans,revoked,sources,\
+             status,subject_cn",
             "{r}"
         );
         let body = &rows[1..];
@@ -828,7 +865,9 @@ mod queries {
             .iter()
             .find(|row| row[0] == fleet.gw.fingerprint)
             .expect("gw row");
-        assert_eq!(gw_row.len(), 15, "{gw_row:?}");
+        assert_eq!(gw_row.len(), 17, "{gw_row:?}");
+        assert_eq!(gw_row[15], "expiring", "issue 14: status column");
+        assert_eq!(gw_row[16], "gw.example.com", "issue 14: subject_cn column");
         assert_eq!(gw_row[1], fleet.gw.subject);
         assert_eq!(gw_row[3], fleet.gw.serial_hex());
         assert_eq!(gw_row[5], fleet.gw.not_after_rfc3339());
@@ -1279,7 +1318,10 @@ mod store_location {
         let env = TestEnv::new();
         let typo = env.root().join("stroe");
         let check = env.cmd().store(&typo).args(["check"]).run();
-        check.expect_code(3).stdout_has("UNKNOWN").stdout_has(s(&typo));
+        check
+            .expect_code(3)
+            .stdout_has("UNKNOWN")
+            .stdout_has(s(&typo));
         for args in [
             vec!["list"],
             vec!["list", "--json"],
@@ -1294,9 +1336,15 @@ mod store_location {
             vec!["store", "verify"],
         ] {
             let r = env.cmd().store(&typo).args(&args).run();
-            r.expect_code(4).stderr_has(s(&typo)).stderr_has("no store at");
+            r.expect_code(4)
+                .stderr_has(s(&typo))
+                .stderr_has("no store at");
         }
-        assert!(!typo.exists(), "no command above created {}", typo.display());
+        assert!(
+            !typo.exists(),
+            "no command above created {}",
+            typo.display()
+        );
 
         // The commands that add to the inventory still create it.
         let (_, p) = one_cert(&env);
