@@ -162,6 +162,17 @@ pub struct InspectArgs {
     /// File holding the PKCS#12/PFX password [else $CERTCTL_PFX_PASSWORD].
     #[arg(long, value_name = "FILE")]
     pub pfx_password_file: Option<PathBuf>,
+    /// For monitoring, like `check`: one line, exit 0 OK / 1 WARNING / 2 CRITICAL by the
+    /// soonest expiry in the file (with --json the array is printed and the exit code is the
+    /// same).
+    #[arg(long)]
+    pub check: bool,
+    /// With --check: warn when a certificate expires within DUR.
+    #[arg(long, value_name = "DUR", default_value = "30d", requires = "check")]
+    pub warn: Duration,
+    /// With --check: critical when a certificate expires within DUR (or has expired).
+    #[arg(long, value_name = "DUR", default_value = "7d", requires = "check")]
+    pub critical: Duration,
     #[command(flatten)]
     pub output: OutputArgs,
 }

@@ -523,6 +523,8 @@ fn inspect(a: InspectArgs) -> Result<Exit> {
         .collect();
     if a.output.json {
         println!("{}", serde_json::to_string_pretty(&views)?);
+    } else if a.check {
+        // The one line a monitoring system shows.
     } else {
         for (i, v) in views.iter().enumerate() {
             if i > 0 {
@@ -532,7 +534,59 @@ fn inspect(a: InspectArgs) -> Result<Exit> {
             print!("{}", describe(v));
         }
     }
-    Ok(Exit::Success)
+    if !a.check {
+        return Ok(Exit::Success);
+    }
+    let (verdict, line) = inspect_verdict(&a, &certs, t);
+    if !a.output.json {
+        println!("{line}");
+    }
+    Ok(match verdict {
+        Verdict::Ok => Exit::Success,
+        Verdict::Warning => Exit::Warning,
+        Verdict::Critical => Exit::Critical,
+    })
+}
+
+/// `inspect --check`: the verdict by the certificate of the file that expires first, and
+/// the line that says it.
+fn inspect_verdict(
+    a: &InspectArgs,
+    certs: &[certctl_store::CertificateFacts],
+    t: UnixTime,
+) -> (Verdict, String) {
+    let file = a.file.display();
+    let Some(first) = certs.iter().min_by_key(|c| c.not_after) else {
+        return (Verdict::Ok, format!("OK: {file}: no certificates"));
+    };
+    let days = (first.not_after - t).div_euclid(86_400);
+    let who = first.display_name();
+    let (verdict, when) = if first.not_after <= t {
+        (Verdict::Critical, format!("expired {} days ago", -days))
+    } else if first.not_after <= t.saturating_add(a.critical.as_secs()) {
+        (
+            Verdict::Critical,
+            format!("expires within {} ({days} days left)", a.critical),
+        )
+    } else if first.not_after <= t.saturating_add(a.warn.as_secs()) {
+        (
+            Verdict::Warning,
+            format!("expires within {} ({days} days left)", a.warn),
+        )
+    } else {
+        (Verdict::Ok, format!("{days} days left"))
+    };
+    let label = match verdict {
+        Verdict::Ok => "OK",
+        Verdict::Warning => "WARNING",
+        Verdict::Critical => "CRITICAL",
+    };
+    let of = if certs.len() > 1 {
+        format!(" (the first to expire of {} certificates)", certs.len())
+    } else {
+        String::new()
+    };
+    (verdict, format!("{label}: {file}: {who} {when}{of}"))
 }
 
 fn stats(session: &Session, a: OutputArgs) -> Result<Exit> {

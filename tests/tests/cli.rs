@@ -1041,6 +1041,69 @@ mod inspect {
     //! `certctl inspect FILE`: parse one file, no store involved.
     use super::*;
 
+    /// Issue 14: `inspect FILE --check` answers like `check`, for a file no store holds.
+    #[test]
+    fn inspect_check_exits_by_the_thresholds_of_the_first_certificate_to_expire() {
+        let f = CertFactory::new();
+        let env = TestEnv::new();
+        let in_days = |cn: &str, days: i64| f.leaf(CertSpec::leaf(cn).expires_in_days(days));
+        let cases = [
+            (vec![in_days("fine.example", 200)], 0, "OK:"),
+            (
+                vec![in_days("soon.example", 20), in_days("later.example", 300)],
+                1,
+                "WARNING:",
+            ),
+            (
+                vec![in_days("later.example", 300), in_days("urgent.example", 3)],
+                2,
+                "CRITICAL:",
+            ),
+        ];
+        for (i, (certs, code, label)) in cases.iter().enumerate() {
+            let file = env.file(&format!("case-{i}.pem"));
+            files::pem(&file, &certs.iter().collect::<Vec<_>>());
+            let r = env
+                .cmd()
+                .no_store()
+                .args(["inspect", s(&file), "--check"])
+                .run();
+            r.expect_code(*code).stdout_has(label).stdout_has(s(&file));
+            assert_eq!(r.stdout.lines().count(), 1, "one line for monitoring\n{r}");
+            // --json keeps the array (the contract) and the exit code.
+            let j = env
+                .cmd()
+                .no_store()
+                .args(["inspect", s(&file), "--check", "--json"])
+                .run();
+            j.expect_code(*code);
+            assert_eq!(j.json().as_array().map(Vec::len), Some(certs.len()));
+        }
+        let expired = f.leaf(CertSpec::leaf("gone.example").valid(-30 * DAY, -DAY));
+        let file = env.file("expired.pem");
+        files::pem(&file, &[&expired]);
+        env.cmd()
+            .no_store()
+            .args([
+                "inspect",
+                s(&file),
+                "--check",
+                "--warn",
+                "60d",
+                "--critical",
+                "1d",
+            ])
+            .run()
+            .expect_code(2)
+            .stdout_has("gone.example expired");
+        // Thresholds without --check are a usage error, not silently ignored.
+        env.cmd()
+            .no_store()
+            .args(["inspect", s(&file), "--warn", "60d"])
+            .run()
+            .expect_code(64);
+    }
+
     #[test]
     fn inspect_prints_the_certificates_of_a_file_without_a_store() {
         let f = CertFactory::new();
