@@ -192,9 +192,13 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
-    /// The endpoint, `host:port` (IPv6 as `[::1]:443`).
-    #[arg(value_name = "HOST:PORT")]
-    pub address: String,
+    /// The endpoints, `host:port` (IPv6 as `[::1]:443`).
+    #[arg(value_name = "HOST:PORT", required_unless_present = "file")]
+    pub address: Vec<String>,
+    /// Also probe the endpoints listed in FILE (one `host:port` per line; blank lines and
+    /// `#` comments are skipped).
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
     /// SNI name to send (default: the host).
     #[arg(long, value_name = "NAME")]
     pub sni: Option<String>,

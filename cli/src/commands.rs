@@ -682,52 +682,111 @@ fn check(session: &Session, a: CheckArgs) -> Result<Exit> {
 
 // ---- endpoints and status ------------------------------------------------------------------
 
+/// `certctl probe A:443 [B:443 ...] [--file LIST]`: each endpoint in turn. The exit code
+/// is the worst outcome: 0 no finding (or none that matters), 1 a warning finding, 2 a
+/// critical one (unreachable, expired, untrusted, wrong name or issuer, not yet valid).
 fn probe(session: &Session, a: ProbeArgs) -> Result<Exit> {
-    let target = ProbeTarget {
-        address: a.address,
-        sni: a.sni,
-        role: a.role,
-        expect_issuer: a.expect_issuer,
-        timeout: StdDuration::from_secs(a.timeout.as_secs().max(1).unsigned_abs()),
-        // certd does not share our working directory.
-        trust_store: a.trust_store.map(|p| std::path::absolute(&p).unwrap_or(p)),
-    };
-    let report: ProbeReport = match session.call(Request::Probe { target }, WORK_TIMEOUT)? {
-        Response::Probe { report } => report,
-        other => return Err(unexpected(&other)),
-    };
-    if a.json {
-        // The served certificates in the same form as `list --json`.
-        let t = now();
-        let json = serde_json::json!({
-            "endpoint": report.endpoint,
-            "error": report.error,
-            "chain": report.chain.iter().map(|c| CertificateView::new(c, t)).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&json)?);
-    } else {
-        let t = now();
-        let e = &report.endpoint;
-        match &report.error {
-            Some(err) => println!("tls://{}: {err}", e.address),
-            None => println!(
-                "tls://{}: {} certificates served",
-                e.address,
-                report.chain.len()
-            ),
-        }
-        if !report.chain.is_empty() {
-            print!("{}", certificate_table(&report.chain, t).render());
-        }
-        if e.findings.is_empty() {
-            println!("no findings");
-        }
-        for f in &e.findings {
-            println!("finding: {}: {}", f.kind, f.detail);
-        }
+    let mut addresses = a.address.clone();
+    if let Some(list) = &a.file {
+        addresses.extend(probe_list(list)?);
     }
-    // A probe that ran is a success even with findings; they are the answer.
-    Ok(Exit::Success)
+    if addresses.is_empty() {
+        bail!("no endpoint to probe: give HOST:PORT or a --file that lists some");
+    }
+    let mut reports = Vec::with_capacity(addresses.len());
+    for address in addresses {
+        let target = ProbeTarget {
+            address,
+            sni: a.sni.clone(),
+            role: a.role,
+            expect_issuer: a.expect_issuer.clone(),
+            timeout: StdDuration::from_secs(a.timeout.as_secs().max(1).unsigned_abs()),
+            // certd does not share our working directory.
+            trust_store: a
+                .trust_store
+                .as_ref()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+        };
+        let report: ProbeReport = match session.call(Request::Probe { target }, WORK_TIMEOUT)? {
+            Response::Probe { report } => report,
+            other => return Err(unexpected(&other)),
+        };
+        if !a.json {
+            print_probe(&report);
+        }
+        reports.push(report);
+    }
+    if a.json {
+        // The served certificates in the same form as `list --json`; one endpoint is one
+        // object (as before several could be given), several are an array of them.
+        let t = now();
+        let objects: Vec<serde_json::Value> = reports
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "endpoint": r.endpoint,
+                    "error": r.error,
+                    "chain": r.chain.iter().map(|c| CertificateView::new(c, t)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let json = match <[serde_json::Value; 1]>::try_from(objects) {
+            Ok([one]) => one,
+            Err(many) => serde_json::Value::Array(many),
+        };
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    }
+    let worst = reports
+        .iter()
+        .flat_map(|r| &r.endpoint.findings)
+        .map(|f| {
+            if f.kind.is_critical() {
+                Exit::Critical
+            } else {
+                Exit::Warning
+            }
+        })
+        .max_by_key(|e| e.code())
+        .unwrap_or(Exit::Success);
+    let failed = reports.iter().any(|r| r.error.is_some());
+    Ok(if failed { Exit::Critical } else { worst })
+}
+
+/// The endpoints of `probe --file LIST`: one per line, `#` comments and blank lines skipped.
+fn probe_list(list: &Path) -> Result<Vec<String>> {
+    // Bounded and never blocking, like every file certctl reads.
+    let (bytes, _) = inventory::read_file_bytes(list)
+        .map_err(|cause| anyhow::anyhow!("{}: {cause}", list.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", list.display()))?;
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+fn print_probe(report: &ProbeReport) {
+    let t = now();
+    let e = &report.endpoint;
+    match &report.error {
+        Some(err) => println!("tls://{}: {err}", e.address),
+        None => println!(
+            "tls://{}: {} certificates served",
+            e.address,
+            report.chain.len()
+        ),
+    }
+    if !report.chain.is_empty() {
+        print!("{}", certificate_table(&report.chain, t).render());
+    }
+    if e.findings.is_empty() {
+        println!("no findings");
+    }
+    for f in &e.findings {
+        println!("finding: {}: {}", f.kind, f.detail);
+    }
 }
 
 fn status(session: &Session, a: OutputArgs) -> Result<Exit> {

@@ -60,6 +60,23 @@ pub enum FindingKind {
 }
 
 impl FindingKind {
+    /// Whether relying parties fail on it now (monitoring: CRITICAL); the others are worth a
+    /// look (WARNING). Unreachable is critical: nothing can be said of what it serves.
+    pub fn is_critical(self) -> bool {
+        match self {
+            FindingKind::Unreachable
+            | FindingKind::HostnameMismatch
+            | FindingKind::ChainUntrusted
+            | FindingKind::Expired
+            | FindingKind::NotYetValid
+            | FindingKind::UnexpectedIssuer => true,
+            FindingKind::IncompleteChain
+            | FindingKind::SelfSignedLeaf
+            | FindingKind::RenewedNotReloaded
+            | FindingKind::NotInInventory => false,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             FindingKind::Unreachable => "unreachable",

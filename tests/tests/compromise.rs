@@ -761,7 +761,8 @@ mod revocation {
                 "gateway",
             ],
         )
-        .success();
+        // The test CA is in no trust store: chain-untrusted, critical.
+        .expect_code(2);
         let r = run(
             &env,
             &[

@@ -712,7 +712,23 @@ mod probes {
     fn probe(env: &TestEnv, c: &Case, mode: &str) -> Value {
         let args: Vec<&str> = c.args.iter().map(String::as_str).collect();
         let r = env.certctl(&args);
-        r.success();
+        // Issue 14: the exit code says how bad the worst finding is (docs/cli-contract.md).
+        const CRITICAL: [&str; 6] = [
+            "unreachable",
+            "hostname-mismatch",
+            "chain-untrusted",
+            "expired",
+            "not-yet-valid",
+            "unexpected-issuer",
+        ];
+        let code = if c.want.iter().any(|k| CRITICAL.contains(k)) {
+            2
+        } else if c.want.is_empty() {
+            0
+        } else {
+            1
+        };
+        r.expect_code(code);
         let report = r.json();
         let endpoint = &report["endpoint"];
         assert_eq!(endpoint["address"], c.address, "{}/{mode}{r}", c.name);
@@ -1084,6 +1100,60 @@ mod probes {
         );
     }
 
+    /// Issue 14: several endpoints at once, from the command line and a list file, and an
+    /// exit code a monitoring system can use: 0 all good, 2 when one is unreachable.
+    #[test]
+    fn several_endpoints_are_probed_and_the_worst_sets_the_exit_code() {
+        let env = TestEnv::new();
+        let pki = Pki::new(&env);
+        let a = TlsServer::serve(&pki.gw_leaf(-DAY, 90 * DAY), &[pki.f.intermediate()]);
+        let b = TlsServer::serve(&pki.gw_leaf(-DAY, 80 * DAY), &[pki.f.intermediate()]);
+        let c = TlsServer::serve(&pki.gw_leaf(-DAY, 70 * DAY), &[pki.f.intermediate()]);
+        let list = env.file("endpoints.txt");
+        files::text(
+            &list,
+            &format!(
+                "# the gateways\n{}\n\n{}  # second site\n",
+                b.address(),
+                c.address()
+            ),
+        );
+        let common = [
+            "--sni",
+            "gw.example",
+            "--trust-store",
+            s(&pki.trust),
+            "--timeout",
+            "5s",
+        ];
+        let run = |extra: &[&str]| {
+            let mut args = vec!["probe"];
+            args.extend_from_slice(extra);
+            args.extend_from_slice(&common);
+            env.certctl(&args)
+        };
+        let r = run(&[&a.address(), "--file", s(&list), "--json"]);
+        r.expect_code(0);
+        let reports = r.json();
+        let addresses: Vec<&str> = reports
+            .as_array()
+            .expect("several endpoints: an array")
+            .iter()
+            .map(|r| r["endpoint"]["address"].as_str().unwrap())
+            .collect();
+        assert_eq!(addresses, [a.address(), b.address(), c.address()], "{r}");
+
+        let closed = format!("127.0.0.1:{}", closed_port());
+        let r = run(&[&a.address(), &closed]);
+        r.expect_code(2)
+            .stdout_has(&format!("tls://{}", a.address()))
+            .stdout_has(&format!("tls://{closed}"))
+            .stdout_has("finding: unreachable");
+        // A list file that cannot be read fails before anything is probed.
+        let r = run(&["--file", s(&env.root().join("missing.txt"))]);
+        r.expect_code(4).stderr_has("missing.txt");
+    }
+
     #[test]
     fn an_unreachable_endpoint_is_a_finding_and_the_last_good_chain_stays() {
         let env = TestEnv::new();
@@ -1095,7 +1165,7 @@ mod probes {
         // Nothing listens.
         let closed = format!("127.0.0.1:{}", closed_port());
         let r = env.certctl(&["probe", &closed, "--timeout", "5s", "--json"]);
-        r.success();
+        r.expect_code(2);
         let report = r.json();
         assert_eq!(kinds(&report["endpoint"]), ["unreachable"], "{r}");
         assert!(
@@ -1107,7 +1177,7 @@ mod probes {
         assert_eq!(chain_fps(&report["endpoint"]), Vec::<String>::new(), "{r}");
         assert_eq!(report["endpoint"]["last_success"], Value::Null, "{r}");
         let r = env.certctl(&["probe", &closed]);
-        r.success().stdout_has("finding: unreachable");
+        r.expect_code(2).stdout_has("finding: unreachable");
 
         // A good probe, then the server goes away.
         let good = pki.gw_leaf(-DAY, 90 * DAY + 12 * HOUR);
@@ -1139,7 +1209,7 @@ mod probes {
         assert_eq!(server.stop(), 1);
 
         let r = env.certctl(&args);
-        r.success();
+        r.expect_code(2);
         let second = r.json();
         assert_eq!(kinds(&second["endpoint"]), ["unreachable"], "{r}");
         assert!(second["error"].is_string(), "{r}");

@@ -690,9 +690,10 @@ mod endpoints {
             "--sni",
             "localhost",
         ])
-        .success();
+        // The test CA is in no trust store: chain-untrusted, critical.
+        .expect_code(2);
         env.certctl(&["probe", &iis_server.address(), "--role", "iis"])
-            .success();
+            .expect_code(2);
 
         // drift: renewed-not-reloaded on the gateway, not-in-inventory on the IIS site.
         let rows = report(&env, "drift", &[]);
