@@ -712,11 +712,11 @@ pub fn remind(
     config_file: Option<&Path>,
     a: RemindArgs,
 ) -> Result<Exit> {
-    let Some(config_file) = config_file else {
-        bail!("remind needs certd's configuration (its [smtp] and [reminders]): certctl --config FILE remind ...");
-    };
+    if config_file.is_none() && !(a.dry_run && a.source.policies.is_some()) {
+        bail!("remind needs certd's configuration (its [smtp] and [reminders]): certctl --config FILE remind ..., or --dry-run --policies DIR to see what would be sent");
+    }
     let request = Request::Remind {
-        config: absolute(config_file)?,
+        config: config_file.map(absolute).transpose()?,
         policies: a.source.policies.as_deref().map(absolute).transpose()?,
         mode: if a.dry_run {
             PassMode::DryRun

@@ -60,7 +60,7 @@ pub enum Request {
     /// configuration `config` (absolute; certd reads the same file), the policies folder
     /// `policies` (else the configuration's), at `at` (else now).
     Remind {
-        config: PathBuf,
+        config: Option<PathBuf>,
         policies: Option<PathBuf>,
         mode: PassMode,
         at: Option<UnixTime>,
@@ -409,7 +409,7 @@ pub fn execute(
             mode,
             at,
         } => {
-            if config.is_relative() {
+            if let Some(config) = config.as_ref().filter(|c| c.is_relative()) {
                 return Response::error(
                     ErrorKind::Invalid,
                     format!(
@@ -419,7 +419,8 @@ pub fn execute(
                 );
             }
             let now = at.unwrap_or(now);
-            match remind::pass_with_config(store, &config, policies.as_deref(), now, mode) {
+            let config = config.as_deref();
+            match remind::pass_with_config(store, config, policies.as_deref(), now, mode) {
                 Ok(report) => Response::Remind { report },
                 Err(e) => failed(e),
             }

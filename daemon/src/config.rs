@@ -448,9 +448,30 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, path)
 }
 
+/// [`load`] for a client that already has its store (`certctl --store S --config FILE`):
+/// the file's `store` is not needed, and `store` wins over it.
+pub fn load_for_store(path: &Path, store: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut raw = parse_raw(&text, path)?;
+    if raw.store.is_none() {
+        let absolute = std::path::absolute(store).unwrap_or_else(|_| store.to_path_buf());
+        raw.store = Some(Spanned::new(0..0, absolute.display().to_string()));
+    }
+    let mut config = check(raw, &text, path)?;
+    config.store = store.to_path_buf();
+    Ok(config)
+}
+
 /// Checks the configuration `text`; `origin` names the file in error messages.
 pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+    check(parse_raw(text, origin)?, text, origin)
+}
+
+fn parse_raw(text: &str, origin: &Path) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
         ConfigError::Syntax(diagnostic(
             text,
@@ -458,7 +479,10 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
             offset,
             e.message().trim().to_string(),
         ))
-    })?;
+    })
+}
+
+fn check(raw: RawConfig, text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let mut checker = Checker {
         text,
         origin,

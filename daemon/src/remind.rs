@@ -74,6 +74,8 @@ pub enum RemindError {
     Config(#[from] ConfigError),
     #[error("{}: no [reminders] section, so no policies folder: add one, or give --policies DIR", .0.display())]
     NoPolicies(PathBuf),
+    #[error("reminders need certd's configuration (its [smtp] and [reminders]): give --config FILE, or --policies DIR with --dry-run")]
+    NoConfig,
     #[error("{}: no [smtp] section: reminders cannot be sent without a mail server (--dry-run shows what would be sent)", .0.display())]
     NoSmtp(PathBuf),
 }
@@ -861,21 +863,34 @@ pub fn policies_dir(
     }
 }
 
-/// A pass as `certctl --config FILE remind` runs it: configuration and policies read now.
+/// A pass as `certctl [--config FILE] remind` runs it: configuration and policies read now.
+/// The store is the one given (the configuration's `store` is neither needed nor used); a
+/// dry run needs no configuration when `policies` is given.
 pub fn pass_with_config(
     store: &Store,
-    config_path: &Path,
+    config_path: Option<&Path>,
     policies: Option<&Path>,
     now: UnixTime,
     mode: PassMode,
 ) -> Result<PassReport, RemindError> {
-    let config = config::load(config_path)?;
-    let set = policy::load_dir(&policies_dir(&config, config_path, policies)?)?;
-    let mailer = match (&config.smtp, mode) {
-        (_, PassMode::DryRun) => None,
-        (Some(smtp), _) => Some(SmtpMailer::new(smtp)),
-        (None, _) => return Err(RemindError::NoSmtp(config_path.to_path_buf())),
+    let (dir, smtp) = match config_path {
+        Some(path) => {
+            let config = config::load_for_store(path, store.path())?;
+            let dir = policies_dir(&config, path, policies)?;
+            let smtp = match (config.smtp, mode) {
+                (_, PassMode::DryRun) => None,
+                (Some(smtp), _) => Some(smtp),
+                (None, _) => return Err(RemindError::NoSmtp(path.to_path_buf())),
+            };
+            (dir, smtp)
+        }
+        None => match (policies, mode) {
+            (Some(dir), PassMode::DryRun) => (dir.to_path_buf(), None),
+            _ => return Err(RemindError::NoConfig),
+        },
     };
+    let set = policy::load_dir(&dir)?;
+    let mailer = smtp.as_ref().map(SmtpMailer::new);
     Ok(run_pass(
         store,
         &set,

@@ -483,6 +483,59 @@ fn write_policies(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).unwrap();
 }
 
+/// Issue 14: `certctl --store S --config C remind --dry-run` failed with "`store` is missing"
+/// when C names no store although `--store` was given, and a dry run needed `[smtp]` and a
+/// configuration at all. `--store` wins; a dry run needs only the policies.
+#[test]
+fn a_dry_run_needs_neither_the_configurations_store_nor_smtp() {
+    let env = TestEnv::new();
+    let f = CertFactory::new();
+    let gw = f.leaf(CertSpec::leaf("gw.contoso.example").expires_in_days(5));
+    let file = env.file("gw/gw.pem");
+    files::pem(&file, &[&gw]);
+    env.certctl(&["scan", s(&file), "--role", "gateway"])
+        .success();
+    let policies = env.mkdir("policies");
+    write_policies(&policies, "p.toml", POLICIES);
+    // A configuration for certctl's side only: no `store`, no [smtp].
+    let config = env.file("client.toml");
+    files::text(
+        &config,
+        &format!(
+            "[reminders]\nschedule = \"0 8 * * 1-5\"\npolicies = \"{}\"\n",
+            policies.display()
+        ),
+    );
+
+    let with_config = env
+        .cmd()
+        .args(["--config", s(&config), "remind", "--dry-run"])
+        .run();
+    with_config
+        .success()
+        .stdout_has(&format!("To: {OPS}"))
+        .stdout_has("gw.contoso.example")
+        .stdout_has("dry run: 2 digests");
+    let without_config = env
+        .cmd()
+        .args(["remind", "--dry-run", "--policies", s(&policies)])
+        .run();
+    without_config.success();
+    assert_eq!(without_config.stdout, with_config.stdout);
+
+    // Sending still needs the configuration's [smtp], and says so.
+    env.cmd()
+        .args(["--config", s(&config), "remind", "--now"])
+        .run()
+        .expect_code(4)
+        .stderr_has("no [smtp] section");
+    env.cmd()
+        .args(["remind", "--now", "--policies", s(&policies)])
+        .run()
+        .expect_code(4)
+        .stderr_has("--config FILE");
+}
+
 #[test]
 fn policy_check_explain_and_conflicts() {
     let env = TestEnv::new();
