@@ -402,7 +402,8 @@ pub fn crl_entries(der: &[u8]) -> Result<BTreeMap<String, CrlEntry>, CrlParseErr
 // ---------------------------------------------------------------------------------------------
 
 /// Formats a name as RFC 2253 (`CN=leaf,O=Example,C=US`): RDNs in reverse order of their
-/// encoding, `,` between RDNs, `+` inside multi-valued RDNs, special characters escaped,
+/// encoding, `,` between RDNs, `+` inside multi-valued RDNs (whose values are reversed too,
+/// as OpenSSL prints them: RFC 2253 leaves their order open), special characters escaped,
 /// non-string values as `#` + hex of their DER. UTF-8 text is kept as is (not `\xx`-escaped).
 /// This is the same as `openssl x509 -nameopt RFC2253` for ASCII names.
 fn rfc2253(name: &X509Name<'_>) -> String {
@@ -412,7 +413,8 @@ fn rfc2253(name: &X509Name<'_>) -> String {
         if i > 0 {
             out.push(',');
         }
-        for (j, atv) in rdn.iter().enumerate() {
+        let atvs: Vec<_> = rdn.iter().collect();
+        for (j, atv) in atvs.iter().rev().enumerate() {
             if j > 0 {
                 out.push('+');
             }

@@ -1741,3 +1741,135 @@ mod regression {
         assert!(t >= r.started - 1 && t <= r.finished + 1, "{leaf}");
     }
 }
+
+mod names {
+    //! Issue 14: subject and issuer keep every attribute, as `openssl x509 -nameopt RFC2253`
+    //! prints them (UTF-8 kept as is, hence `-esc_msb`), for a real-world corpus: the
+    //! system's trust store, and EV-style names made here with openssl.
+    use super::*;
+    use std::process::Command;
+
+    /// `(sha256 fingerprint, subject, issuer)` of a PEM file, as openssl prints them.
+    fn openssl_names(path: &Path) -> (String, String, String) {
+        let out = Command::new("openssl")
+            .args([
+                "x509",
+                "-noout",
+                "-fingerprint",
+                "-sha256",
+                "-subject",
+                "-issuer",
+            ])
+            .args(["-nameopt", "RFC2253,-esc_msb", "-in"])
+            .arg(path)
+            .output()
+            .expect("run openssl");
+        assert!(out.status.success(), "openssl x509 {}", path.display());
+        let text = String::from_utf8(out.stdout).expect("openssl prints UTF-8 here");
+        let field = |prefix: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+                .to_string()
+        };
+        let fp = field("sha256 Fingerprint=").replace(':', "").to_lowercase();
+        (fp, field("subject="), field("issuer="))
+    }
+
+    fn assert_names_match_openssl(env: &TestEnv, files: &[std::path::PathBuf]) -> usize {
+        let items = env.list_json(&[]);
+        let mut compared = 0;
+        for f in files {
+            let (fp, subject, issuer) = openssl_names(f);
+            let Some(item) = items
+                .iter()
+                .find(|c| c["fingerprint_sha256"] == fp.as_str())
+            else {
+                panic!("{} ({fp}) was not inventoried", f.display());
+            };
+            assert_eq!(
+                item["subject"],
+                subject.as_str(),
+                "subject of {}",
+                f.display()
+            );
+            assert_eq!(item["issuer"], issuer.as_str(), "issuer of {}", f.display());
+            compared += 1;
+        }
+        compared
+    }
+
+    #[test]
+    fn ev_style_names_keep_serial_number_and_every_other_attribute() {
+        let env = TestEnv::new();
+        let dir = env.mkdir("ev");
+        let subjects = [
+            "/C=US/ST=Washington/L=Redmond/O=Contoso/serialNumber=600413485/businessCategory=Private Organization/jurisdictionC=US/CN=ev.contoso.example",
+            "/serialNumber=DEVICE-0042/CN=device-42/O=Contoso Devices",
+            "/CN=multi+OU=valued/O=Comma\\, Inc./C=DE",
+            "/CN=ünïcødé.example/O=Bücher GmbH",
+        ];
+        let mut files = Vec::new();
+        for (i, subject) in subjects.iter().enumerate() {
+            let path = dir.join(format!("ev-{i}.pem"));
+            let out = Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:P-256", "-nodes", "-keyout", "/dev/null"])
+                .args([
+                    "-days",
+                    "30",
+                    "-utf8",
+                    "-multivalue-rdn",
+                    "-subj",
+                    subject,
+                    "-out",
+                ])
+                .arg(&path)
+                .output()
+                .expect("run openssl req");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            files.push(path);
+        }
+        env.certctl(&["scan", s(&dir)]).success();
+        assert_eq!(assert_names_match_openssl(&env, &files), subjects.len());
+        let items = env.list_json(&[]);
+        assert!(
+            items.iter().any(|c| c["subject"]
+                .as_str()
+                .unwrap()
+                .contains("serialNumber=600413485")),
+            "{items:?}"
+        );
+    }
+
+    #[test]
+    fn the_system_trust_store_names_match_openssl_attribute_by_attribute() {
+        let Some(dir) = ["/usr/share/ca-certificates/mozilla", "/etc/ssl/certs"]
+            .into_iter()
+            .map(Path::new)
+            .find(|d| d.is_dir())
+        else {
+            eprintln!("SKIPPED: no system trust store folder here");
+            return;
+        };
+        let env = TestEnv::new();
+        let files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+            .expect("read the trust store")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "crt" || e == "pem"))
+            .filter(|p| p.is_file())
+            .collect();
+        if files.is_empty() {
+            eprintln!("SKIPPED: {} holds no certificates", dir.display());
+            return;
+        }
+        let r = env.certctl(&["scan", s(dir)]);
+        assert!(r.code() == 0 || r.code() == 3, "{r}");
+        let compared = assert_names_match_openssl(&env, &files);
+        assert_eq!(compared, files.len());
+    }
+}
