@@ -185,6 +185,9 @@ pub struct CheckArgs {
     /// Critical when a certificate expires within DUR (or has expired).
     #[arg(long, value_name = "DUR", default_value = "7d")]
     pub critical: Duration,
+    /// Only certificates and endpoints of this role.
+    #[arg(long, value_parser = parse_role)]
+    pub role: Option<Role>,
     /// Print the report as JSON (the exit code is the same).
     #[arg(long)]
     pub json: bool,

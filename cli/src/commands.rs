@@ -576,11 +576,7 @@ fn inspect_verdict(
     } else {
         (Verdict::Ok, format!("{days} days left"))
     };
-    let label = match verdict {
-        Verdict::Ok => "OK",
-        Verdict::Warning => "WARNING",
-        Verdict::Critical => "CRITICAL",
-    };
+    let label = verdict.label();
     let of = if certs.len() > 1 {
         format!(" (the first to expire of {} certificates)", certs.len())
     } else {
@@ -655,6 +651,7 @@ fn check(session: &Session, a: CheckArgs) -> Result<Exit> {
         warn: a.warn,
         critical: a.critical,
         brief: !a.json,
+        role: a.role,
     };
     let report: CheckReport = match session.call(request, QUERY_TIMEOUT)? {
         Response::Check { report } => report,
@@ -668,6 +665,8 @@ fn check(session: &Session, a: CheckArgs) -> Result<Exit> {
             "expired": report.expired.iter().map(|c| CertificateView::new(c, t)).collect::<Vec<_>>(),
             "critical": report.critical.iter().map(|c| CertificateView::new(c, t)).collect::<Vec<_>>(),
             "warning": report.warning.iter().map(|c| CertificateView::new(c, t)).collect::<Vec<_>>(),
+            "findings": report.findings,
+            "not_yet_valid": report.not_yet_valid,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -941,6 +940,7 @@ fn demo(store_flag: Option<PathBuf>, a: DemoArgs) -> Result<Exit> {
         &store,
         certctl_daemon::Duration::days(30),
         certctl_daemon::Duration::days(7),
+        None,
         t,
     )?;
     println!();

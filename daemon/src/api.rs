@@ -45,6 +45,9 @@ pub enum Request {
         /// needs), not every certificate: `check` without `--json`.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         brief: bool,
+        /// Only certificates and endpoints of this role.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<Role>,
     },
     /// Paths must be absolute (the client resolves them against its own directory).
     Scan {
@@ -370,10 +373,11 @@ pub fn execute(
             warn,
             critical,
             brief,
+            role,
         } => match if brief {
-            query::check_brief(store, warn, critical, now)
+            query::check_brief(store, warn, critical, role, now)
         } else {
-            query::check(store, warn, critical, now)
+            query::check(store, warn, critical, role, now)
         } {
             Ok(report) => Response::Check { report },
             Err(e) => Response::from_query_error(e),

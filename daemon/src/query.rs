@@ -280,6 +280,17 @@ pub enum Verdict {
     Critical,
 }
 
+impl Verdict {
+    /// `OK`, `WARNING`, `CRITICAL`: how monitoring systems spell it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Ok => "OK",
+            Verdict::Warning => "WARNING",
+            Verdict::Critical => "CRITICAL",
+        }
+    }
+}
+
 /// What `certctl check` found.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckReport {
@@ -295,6 +306,25 @@ pub struct CheckReport {
     /// `critical` and `warning` before they were cut to their first certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totals: Option<CheckTotals>,
+    /// What the last probe of each endpoint found wrong (unreachable, untrusted chain, an
+    /// expired or unexpected certificate served, ...): critical kinds make the verdict
+    /// critical, the others a warning.
+    #[serde(default)]
+    pub findings: Vec<CheckFinding>,
+    /// Considered certificates whose validity has not begun (a clock skew, or a
+    /// certificate deployed too early): a warning.
+    #[serde(default)]
+    pub not_yet_valid: u64,
+}
+
+/// An endpoint finding as `check` counts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckFinding {
+    /// `host:port`.
+    pub endpoint: String,
+    pub kind: certctl_store::FindingKind,
+    pub detail: String,
+    pub critical: bool,
 }
 
 /// How many certificates a brief [`CheckReport`] stands for.
@@ -337,8 +367,42 @@ impl CheckReport {
         self.totals.map_or(self.warning.len() as u64, |t| t.warning)
     }
 
-    /// The one-line summary printed by `certctl check`.
+    /// The one-line summary printed by `certctl check`, with Nagios performance data after
+    /// `|` (`expired=N expiring_crit=N expiring_warn=N findings=N not_yet_valid=N`).
     pub fn summary(&self, now: UnixTime) -> String {
+        let mut line = self.verdict_line(now);
+        let critical_findings = self.findings.iter().filter(|f| f.critical).count();
+        if let Some(f) = self
+            .findings
+            .iter()
+            .find(|f| f.critical)
+            .or(self.findings.first())
+        {
+            line.push_str(&format!(
+                "; {} endpoint findings, {critical_findings} critical (first: tls://{} {})",
+                self.findings.len(),
+                f.endpoint,
+                f.kind
+            ));
+        }
+        if self.not_yet_valid > 0 {
+            line.push_str(&format!(
+                "; {} certificates not yet valid (clock skew?)",
+                self.not_yet_valid
+            ));
+        }
+        format!(
+            "{line} | expired={} expiring_crit={} expiring_warn={} findings={} not_yet_valid={}",
+            self.expired_total(),
+            self.critical_total(),
+            self.warning_total(),
+            self.findings.len(),
+            self.not_yet_valid
+        )
+    }
+
+    /// The verdict and the certificates behind it, in words.
+    fn verdict_line(&self, now: UnixTime) -> String {
         let first = |certs: &[Certificate]| {
             certs
                 .first()
@@ -358,6 +422,15 @@ impl CheckReport {
                 "OK: {} certificates, none expiring within {}",
                 self.considered, self.warn
             ),
+            // Only findings or not-yet-valid certificates made it worse than OK.
+            _ if self.expired_total() + self.critical_total() + self.warning_total() == 0 => {
+                format!(
+                    "{}: {} certificates, none expiring within {}",
+                    self.verdict.label(),
+                    self.considered,
+                    self.warn
+                )
+            }
             Verdict::Critical => {
                 // The first urgent one: the first expired, else the first critical.
                 let urgent = if self.expired.is_empty() {
@@ -393,9 +466,10 @@ pub fn check(
     store: &Store,
     warn: Duration,
     critical: Duration,
+    role: Option<Role>,
     now: UnixTime,
 ) -> Result<CheckReport, QueryError> {
-    check_with(store, warn, critical, now, false)
+    check_with(store, warn, critical, role, now, false)
 }
 
 /// [`check`] as [`CheckReport::brief`] gives it, without holding every certificate of the
@@ -405,15 +479,17 @@ pub fn check_brief(
     store: &Store,
     warn: Duration,
     critical: Duration,
+    role: Option<Role>,
     now: UnixTime,
 ) -> Result<CheckReport, QueryError> {
-    check_with(store, warn, critical, now, true)
+    check_with(store, warn, critical, role, now, true)
 }
 
 fn check_with(
     store: &Store,
     warn: Duration,
     critical: Duration,
+    role: Option<Role>,
     now: UnixTime,
     brief: bool,
 ) -> Result<CheckReport, QueryError> {
@@ -426,6 +502,8 @@ fn check_with(
         warn,
         critical_within: critical,
         totals: None,
+        findings: Vec::new(),
+        not_yet_valid: 0,
     };
     let horizon = now.saturating_add(warn.as_secs().max(critical.as_secs()));
     let mut totals = CheckTotals {
@@ -435,10 +513,13 @@ fn check_with(
     };
     for cert in store.iter() {
         let cert = cert?;
-        if !counts_for_check(&cert) {
+        if !counts_for_check(&cert) || role.is_some_and(|r| cert.role != r) {
             continue;
         }
         report.considered += 1;
+        if cert.facts.not_before > now {
+            report.not_yet_valid += 1;
+        }
         let not_after = cert.facts.not_after;
         if not_after > horizon {
             continue;
@@ -473,9 +554,27 @@ fn check_with(
     if brief {
         report.totals = Some(totals);
     }
-    report.verdict = if !report.expired.is_empty() || !report.critical.is_empty() {
+    for endpoint in store.endpoints()? {
+        if role.is_some_and(|r| endpoint.role != Some(r)) {
+            continue;
+        }
+        for f in endpoint.findings {
+            report.findings.push(CheckFinding {
+                endpoint: endpoint.address.clone(),
+                critical: f.kind.is_critical(),
+                kind: f.kind,
+                detail: f.detail,
+            });
+        }
+    }
+    let critical_finding = report.findings.iter().any(|f| f.critical);
+    report.verdict = if !report.expired.is_empty()
+        || !report.critical.is_empty()
+        || critical_finding
+    {
         Verdict::Critical
-    } else if !report.warning.is_empty() {
+    } else if !report.warning.is_empty() || !report.findings.is_empty() || report.not_yet_valid > 0
+    {
         Verdict::Warning
     } else {
         Verdict::Ok
@@ -663,12 +762,12 @@ mod tests {
     fn a_brief_check_has_the_same_summary() {
         let now = 1_795_000_000;
         let (_dir, store) = store_with_file_states(now);
-        let full = check(&store, Duration::days(30), Duration::days(7), now).expect("check");
+        let full = check(&store, Duration::days(30), Duration::days(7), None, now).expect("check");
         assert!(full.expired.len() > 1 && full.critical.len() > 1 && full.warning.len() > 1);
         let brief = full.clone().brief();
         assert_eq!(brief.summary(now), full.summary(now));
         let direct =
-            check_brief(&store, Duration::days(30), Duration::days(7), now).expect("check");
+            check_brief(&store, Duration::days(30), Duration::days(7), None, now).expect("check");
         assert_eq!(direct.summary(now), full.summary(now));
         assert_eq!(direct.totals, brief.totals);
         for (a, b) in [

@@ -1248,6 +1248,55 @@ mod check {
         check(&critical, &[], 2);
     }
 
+    /// Issue 14: perfdata after `|`, `--role`, not-yet-valid certificates (clock skew) and
+    /// endpoint findings count, so monitoring never says OK about something it could see
+    /// was wrong.
+    #[test]
+    fn perfdata_role_clock_skew_and_endpoint_findings() {
+        let f = CertFactory::new();
+        let fine = f.leaf(CertSpec::leaf("fine.example.com").expires_in_days(120));
+        let soon = f.leaf(CertSpec::leaf("soon.example.com").expires_in_days(20));
+        let env = TestEnv::new();
+        let gw = env.file("gw/gw.pem");
+        files::pem(&gw, &[&fine]);
+        env.certctl(&["scan", s(&gw), "--role", "gateway"])
+            .success();
+        let iis = env.file("iis/iis.pem");
+        files::pem(&iis, &[&soon]);
+        env.certctl(&["scan", s(&iis), "--role", "iis"]).success();
+
+        let r = check(&env, &[], 1);
+        r.stdout_has("| expired=0 expiring_crit=0 expiring_warn=1 findings=0 not_yet_valid=0");
+        check(&env, &["--role", "gateway"], 0).stdout_has("OK: 1 certificates");
+        check(&env, &["--role", "iis"], 1);
+
+        // A certificate whose validity begins tomorrow: the host's clock or the deployment
+        // is wrong.
+        let early = f.leaf(CertSpec::leaf("early.example.com").valid(DAY, 200 * DAY));
+        files::pem(&gw, &[&fine, &early]);
+        env.certctl(&["scan", s(&gw), "--role", "gateway"])
+            .success();
+        check(&env, &["--role", "gateway"], 1)
+            .stdout_has("WARNING")
+            .stdout_has("1 certificates not yet valid")
+            .stdout_has("not_yet_valid=1");
+
+        // An endpoint nobody answers on: a critical finding, even with every file fine.
+        let closed = format!("127.0.0.1:{}", certctl_e2e::tls::closed_port());
+        env.certctl(&["probe", &closed, "--role", "gateway", "--timeout", "5s"])
+            .expect_code(2);
+        let r = check(&env, &["--role", "gateway"], 2);
+        r.stdout_has("CRITICAL")
+            .stdout_has(&format!("tls://{closed} unreachable"))
+            .stdout_has("findings=1");
+        let j = env.certctl(&["check", "--role", "gateway", "--json"]);
+        j.expect_code(2);
+        assert_eq!(j.json()["findings"][0]["kind"], "unreachable", "{j}");
+        assert_eq!(j.json()["findings"][0]["endpoint"], closed.as_str(), "{j}");
+        // The IIS view is not affected by the gateway's endpoint.
+        check(&env, &["--role", "iis"], 1);
+    }
+
     #[test]
     fn an_expired_certificate_is_critical() {
         let f = CertFactory::new();
