@@ -601,10 +601,15 @@ pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::Store
 /// Probes one endpoint and records what it served.
 fn probe(store: &Store, target: &ProbeTarget, now: UnixTime) -> Response {
     let outcome = crate::probe::probe(target, now);
-    let endpoint = match crate::probe::record(store, target, &outcome, now) {
+    let mut endpoint = match crate::probe::record(store, target, &outcome, now) {
         Ok(e) => e,
         Err(e) => return Response::error(ErrorKind::Failed, e.to_string()),
     };
+    match crate::reports::serving_revoked(store, &endpoint) {
+        Ok(Some(f)) => endpoint.findings.push(f),
+        Ok(None) => {}
+        Err(e) => return Response::error(ErrorKind::Failed, e.to_string()),
+    }
     let mut chain = Vec::with_capacity(outcome.chain.len());
     for facts in &outcome.chain {
         match store.get(&facts.fingerprint) {

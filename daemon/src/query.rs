@@ -378,9 +378,12 @@ impl CheckReport {
             .find(|f| f.critical)
             .or(self.findings.first())
         {
+            let kinds: std::collections::BTreeSet<&str> =
+                self.findings.iter().map(|f| f.kind.as_str()).collect();
             line.push_str(&format!(
-                "; {} endpoint findings, {critical_findings} critical (first: tls://{} {})",
+                "; {} endpoint findings, {critical_findings} critical: {} (first: tls://{} {})",
                 self.findings.len(),
+                kinds.into_iter().collect::<Vec<_>>().join(", "),
                 f.endpoint,
                 f.kind
             ));
@@ -554,9 +557,12 @@ fn check_with(
     if brief {
         report.totals = Some(totals);
     }
-    for endpoint in store.endpoints()? {
+    for mut endpoint in store.endpoints()? {
         if role.is_some_and(|r| endpoint.role != Some(r)) {
             continue;
+        }
+        if let Some(f) = crate::reports::serving_revoked(store, &endpoint)? {
+            endpoint.findings.push(f);
         }
         for f in endpoint.findings {
             report.findings.push(CheckFinding {

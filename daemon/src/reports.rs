@@ -502,10 +502,35 @@ pub fn effective_expiry(chain: &[Certificate]) -> Option<UnixTime> {
     chain.iter().map(|c| c.facts.not_after).min()
 }
 
+/// The `serving-revoked` finding of an endpoint whose last served leaf the inventory holds
+/// as revoked (by certctl, or learned from a CRL), if it does.
+pub fn serving_revoked(store: &Store, e: &Endpoint) -> Result<Option<Finding>, StoreError> {
+    let Some(leaf) = e.chain.first() else {
+        return Ok(None);
+    };
+    let Some(cert) = store.get(leaf)? else {
+        return Ok(None);
+    };
+    Ok(cert.revocation.as_ref().map(|r| Finding {
+        kind: FindingKind::ServingRevoked,
+        detail: format!(
+            "tls://{} still serves {} ({}), revoked {} ({}): deploy its replacement and reload the service",
+            e.address,
+            cert.facts.display_name(),
+            &cert.fingerprint().to_hex()[..16],
+            rfc3339(r.revoked_at),
+            crate::revoke::reason_name(r.reason)
+        ),
+    }))
+}
+
 /// The endpoint with its drift findings (renewed but not reloaded, served but in no file)
-/// added to the probe's own: how `status` shows an endpoint. (`probe` reports only what
-/// the probe itself found.)
+/// and `serving-revoked` added to the probe's own: how `status` shows an endpoint.
+/// (`probe` adds only `serving-revoked` to what the probe itself found.)
 pub fn with_drift(store: &Store, mut e: Endpoint) -> Result<Endpoint, StoreError> {
+    if let Some(f) = serving_revoked(store, &e)? {
+        e.findings.push(f);
+    }
     for d in drift(store, &e)? {
         let kind = match d.finding.as_str() {
             "renewed-not-reloaded" => FindingKind::RenewedNotReloaded,

@@ -57,6 +57,10 @@ pub enum FindingKind {
     /// The endpoint serves a certificate that is in no inventoried file. Computed when
     /// shown, not stored by the probe.
     NotInInventory,
+    /// The endpoint serves a leaf the inventory holds as revoked: relying parties that check
+    /// revocation fail, and the key may be in an attacker's hands. Computed when shown (the
+    /// revocation may come after the probe), until a probe sees another leaf.
+    ServingRevoked,
 }
 
 impl FindingKind {
@@ -69,7 +73,8 @@ impl FindingKind {
             | FindingKind::ChainUntrusted
             | FindingKind::Expired
             | FindingKind::NotYetValid
-            | FindingKind::UnexpectedIssuer => true,
+            | FindingKind::UnexpectedIssuer
+            | FindingKind::ServingRevoked => true,
             FindingKind::IncompleteChain
             | FindingKind::SelfSignedLeaf
             | FindingKind::RenewedNotReloaded
@@ -89,6 +94,7 @@ impl FindingKind {
             FindingKind::UnexpectedIssuer => "unexpected-issuer",
             FindingKind::RenewedNotReloaded => "renewed-not-reloaded",
             FindingKind::NotInInventory => "not-in-inventory",
+            FindingKind::ServingRevoked => "serving-revoked",
         }
     }
 }

@@ -39,6 +39,23 @@ impl TlsServer {
     /// Starts serving `leaf` (with its private key) and the extra certificates `chain`, in
     /// that order, exactly as given: nothing is added or completed.
     pub fn serve(leaf: &GeneratedCert, chain: &[&GeneratedCert]) -> TlsServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        Self::serve_listener(listener, leaf, chain)
+    }
+
+    /// [`TlsServer::serve`] on a given `127.0.0.1:PORT` (a stopped server's, to stand for
+    /// the same endpoint after a certificate change).
+    pub fn serve_on(address: &str, leaf: &GeneratedCert, chain: &[&GeneratedCert]) -> TlsServer {
+        let listener =
+            TcpListener::bind(address).unwrap_or_else(|e| panic!("bind {address} again: {e}"));
+        Self::serve_listener(listener, leaf, chain)
+    }
+
+    fn serve_listener(
+        listener: TcpListener,
+        leaf: &GeneratedCert,
+        chain: &[&GeneratedCert],
+    ) -> TlsServer {
         let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
             .expect("TLS acceptor builder");
         builder
@@ -57,7 +74,6 @@ impl TlsServer {
             .expect("key matches certificate");
         let acceptor = builder.build();
 
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         listener
             .set_nonblocking(true)
             .expect("non-blocking listener");

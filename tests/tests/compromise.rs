@@ -778,6 +778,40 @@ mod revocation {
             .stdout_has(&format!("endpoint tls://{address}: still-serving"))
             .stdout_has("The issuing CA must also be told")
             .stdout_has("CN=Certctl E2E Issuing CA");
+
+        // Issues 14/15: the next probe, `status` and `check` keep saying it until it stops
+        // (it used to be said once, then "no findings").
+        let probe_args = [
+            "probe",
+            address.as_str(),
+            "--sni",
+            "gw.example",
+            "--role",
+            "gateway",
+        ];
+        run(&env, &probe_args)
+            .expect_code(2)
+            .stdout_has("finding: serving-revoked");
+        let status = run(&env, &["status", "--json"]);
+        let kinds: Vec<String> = status.json()["endpoints"][0]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["kind"].as_str().unwrap().to_string())
+            .collect();
+        assert!(kinds.contains(&"serving-revoked".to_string()), "{status}");
+        run(&env, &["check", "--role", "gateway"])
+            .expect_code(2)
+            .stdout_has("serving-revoked");
+        server.stop();
+
+        // Its replacement is deployed and served: the finding is gone.
+        let new = f.leaf(CertSpec::leaf("gw.example").dns("gw.example"));
+        let server = certctl_e2e::tls::TlsServer::serve_on(&address, &new, &[f.intermediate()]);
+        let r = run(&env, &probe_args);
+        assert!(!r.stdout.contains("serving-revoked"), "{r}");
+        let status = run(&env, &["status"]);
+        assert!(!status.stdout.contains("serving-revoked"), "{status}");
         server.stop();
     }
 
