@@ -47,7 +47,11 @@ impl Bait {
             String::from_utf8_lossy(&self.content),
             "{after}: certctl wrote into the root-owned file through a planted symlink"
         );
-        assert_eq!(meta.mode() & 0o7777, 0o600, "{after}: the bait's mode changed");
+        assert_eq!(
+            meta.mode() & 0o7777,
+            0o600,
+            "{after}: the bait's mode changed"
+        );
         assert_eq!(
             (meta.uid(), meta.gid()),
             (0, 0),
@@ -136,8 +140,8 @@ fn spray(dir: &Path, target: &Path, tmp_names: &[&str], final_names: &[&str]) {
 /// Mode bits of a path that must be a regular file (not a symlink).
 #[track_caller]
 fn regular_mode(path: &Path) -> u32 {
-    let meta = std::fs::symlink_metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let meta =
+        std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(
         meta.is_file(),
         "{} is not a regular file ({:?})",
@@ -202,7 +206,16 @@ fn issue_out_into_a_folder_full_of_planted_symlinks_writes_only_its_own_files() 
     let r = run(
         &env,
         &[
-            "issue", "--ca", "ops", "--cn", cn, "--role", "gateway", "--out", s(&out), "--yes",
+            "issue",
+            "--ca",
+            "ops",
+            "--cn",
+            cn,
+            "--role",
+            "gateway",
+            "--out",
+            s(&out),
+            "--yes",
         ],
     );
     bait.assert_untouched("issue --out");
@@ -215,7 +228,12 @@ fn issue_out_into_a_folder_full_of_planted_symlinks_writes_only_its_own_files() 
     assert_eq!(regular_mode(&chain), 0o644);
     assert_eq!(regular_mode(&key), 0o600);
     for p in [&cert, &key, &chain] {
-        assert_eq!(owner(p), 0, "{}: a symlink is never used for the owner", p.display());
+        assert_eq!(
+            owner(p),
+            0,
+            "{}: a symlink is never used for the owner",
+            p.display()
+        );
     }
     assert_eq!(file_fingerprint(&cert), fp);
     assert_eq!(file_fingerprint(&chain), fp);
@@ -237,7 +255,15 @@ fn regenerate_deploy_into_a_folder_full_of_planted_symlinks_writes_only_its_own_
     let r = run(
         &env,
         &[
-            "issue", "--ca", "ops", "--cn", cn, "--role", "gateway", "--out", s(&issued),
+            "issue",
+            "--ca",
+            "ops",
+            "--cn",
+            cn,
+            "--role",
+            "gateway",
+            "--out",
+            s(&issued),
         ],
     );
     r.success();
@@ -257,10 +283,18 @@ fn regenerate_deploy_into_a_folder_full_of_planted_symlinks_writes_only_its_own_
     spray(
         &dep,
         &bait.path,
-        &["server.pem", "server.key", "server.pem.bak", "server.key.bak"],
+        &[
+            "server.pem",
+            "server.key",
+            "server.pem.bak",
+            "server.key.bak",
+        ],
         &["server.pem.bak", "server.key.bak"],
     );
-    let r = run(&env, &["regenerate", &old_fp, "--deploy", "--yes", "--json"]);
+    let r = run(
+        &env,
+        &["regenerate", &old_fp, "--deploy", "--yes", "--json"],
+    );
     bait.assert_untouched("regenerate --deploy");
     r.success();
     let new_fp = r.json()["new_fingerprint"].as_str().unwrap().to_string();
@@ -289,7 +323,11 @@ fn agents_block_writes_the_deny_list_over_planted_symlinks_not_through_them() {
     let bait = Bait::new(&env);
     let agent = CertFactory::new().leaf(CertSpec::leaf("agent-5").expires_in_days(200));
     files::pem(&env.file("agents/agent-5.pem"), &[&agent]);
-    run(&env, &["scan", s(&env.root().join("agents")), "--role", "agent"]).success();
+    run(
+        &env,
+        &["scan", s(&env.root().join("agents")), "--role", "agent"],
+    )
+    .success();
 
     let gw = nobody_dir(&env, "gateway");
     let deny = gw.join("deny.txt");
@@ -323,13 +361,24 @@ fn published_crls_are_0644_in_created_folders_0755_whatever_the_umask() {
     let r = run(
         &env,
         &[
-            "issue", "--ca", "ops", "--cn", "a.example.com", "--role", "gateway", "--out",
+            "issue",
+            "--ca",
+            "ops",
+            "--cn",
+            "a.example.com",
+            "--role",
+            "gateway",
+            "--out",
             s(&out),
         ],
     );
     r.success();
     let fp = issued_fingerprint(&r);
-    run(&env, &["revoke", &fp[..16], "--yes"]).success();
+    run(
+        &env,
+        &["revoke", &fp[..16], "--reason", "key-compromise", "--yes"],
+    )
+    .success();
     assert_eq!(regular_mode(&crl), 0o644);
 
     // `ca crl --out`, and `ca export`, are public too.
