@@ -133,7 +133,7 @@ impl Options {
                 rustix::fs::fsync(fd).map_err(failed(&tmp_path))?;
             }
             let kept = match (&replaced, self.backup) {
-                (Some(st), true) => Some(back_up(&dir, dir_path, name, st, bits, self.durable)?),
+                (Some(st), true) => back_up(&dir, dir_path, name, st, bits, self.durable)?,
                 _ => None,
             };
             rustix::fs::renameat(&dir, &tmp, &dir, name).map_err(failed(path))?;
@@ -146,9 +146,15 @@ impl Options {
                 return Err(e);
             }
         };
-        // A private file's backup stays private: the hard link is the old file itself.
-        if let Some((old, old_bits)) = kept {
-            if old_bits & !bits != 0 {
+        // A private file's backup stays private: the hard link is the old file itself. Only
+        // when the backup is its last name (a file also linked elsewhere is left alone).
+        if let Some(Linked {
+            old,
+            bits: old_bits,
+        }) = kept
+        {
+            let last_name = rustix::fs::fstat(&old).is_ok_and(|st| st.st_nlink == 1);
+            if old_bits & !bits != 0 && last_name {
                 let bak = backup_path(path);
                 rustix::fs::fchmod(&old, Mode::from_raw_mode(old_bits & bits))
                     .map_err(failed(&bak))?;
@@ -331,9 +337,18 @@ fn keep_owner(fd: impl AsFd, st: &Stat) {
     }
 }
 
+/// The largest file kept as a backup by copying (certificates and keys are a few KiB).
+const BACKUP_COPY_LIMIT: i64 = 64 << 20;
+
+/// The file replaced, kept as the backup by a hard link: opened, with its permission bits,
+/// so that its mode can be narrowed to the new file's once that is in place.
+struct Linked {
+    old: OwnedFd,
+    bits: u32,
+}
+
 /// Keeps the regular file at `name` (the one `st` describes) as `name.bak`: a hard link to
-/// that very file, else a copy of it. Returns it opened, with its permission bits, so that
-/// the caller can narrow the backup's mode once the new file is in place.
+/// that very file, else a copy of it (whose mode is narrowed to `new_bits` right away).
 fn back_up(
     dir: &OwnedFd,
     dir_path: &Path,
@@ -341,22 +356,19 @@ fn back_up(
     st: &Stat,
     new_bits: u32,
     durable: bool,
-) -> Result<(OwnedFd, u32), WriteError> {
+) -> Result<Option<Linked>, WriteError> {
     let mut bak = name.to_owned();
     bak.push(".bak");
     let bak_path = dir_path.join(&bak);
-    let failed = |p: &Path| {
-        let path = p.to_path_buf();
-        move |e: Errno| WriteError {
-            path,
-            source: e.into(),
-        }
-    };
+    let old_path = dir_path.join(name);
     let flags =
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-    let old_path = dir_path.join(name);
-    let old = rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(failed(&old_path))?;
-    let now = rustix::fs::fstat(&old).map_err(failed(&old_path))?;
+    let opened = rustix::fs::openat(dir, name, flags, Mode::empty())
+        .and_then(|old| Ok((rustix::fs::fstat(&old)?, old)));
+    let (now, old) = opened.map_err(|e| WriteError {
+        path: old_path.clone(),
+        source: e.into(),
+    })?;
     if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino)
         || FileType::from_raw_mode(now.st_mode) != FileType::RegularFile
     {
@@ -366,60 +378,109 @@ fn back_up(
         });
     }
     let old_bits = now.st_mode & 0o777;
-
-    // A hard link to the opened file (never to whatever the name points to now).
-    let proc_fd = format!("/proc/self/fd/{}", old.as_raw_fd());
-    let mut linked = None;
-    for _ in 0..4 {
-        let tmp = temp_name(&bak).map_err(|source| WriteError {
-            path: bak_path.clone(),
-            source,
-        })?;
-        match rustix::fs::linkat(CWD, proc_fd.as_str(), dir, &tmp, AtFlags::SYMLINK_FOLLOW) {
-            Ok(()) => {
-                linked = Some(tmp);
-                break;
-            }
-            Err(Errno::EXIST) => continue,
-            Err(_) => break,
-        }
-    }
-    let tmp = match linked {
-        Some(tmp) => tmp,
+    let (tmp, linked) = match link_to_temp(dir, &old, &bak, &bak_path)? {
+        Some(tmp) => (tmp, true),
         None => {
-            // No link possible (no /proc, a file system without hard links): a copy, with
-            // the old file's owner and its mode narrowed to the new file's.
-            let (tmp, copy) = create_temp(dir, dir_path, &bak)?;
-            let tmp_path = dir_path.join(&tmp);
-            let copied = (|| {
-                keep_owner(copy.as_fd(), &now);
-                rustix::fs::fchmod(&copy, Mode::from_raw_mode(old_bits & new_bits))
-                    .map_err(failed(&tmp_path))?;
-                let mut reader = File::from(old.try_clone().map_err(|source| WriteError {
-                    path: old_path.clone(),
-                    source,
-                })?);
-                io::copy(&mut reader, &mut &copy).map_err(|source| WriteError {
-                    path: tmp_path.clone(),
-                    source,
-                })?;
-                if durable {
-                    rustix::fs::fsync(&copy).map_err(failed(&tmp_path))?;
-                }
-                Ok(())
-            })();
-            if let Err(e) = copied {
-                let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
-                return Err(e);
-            }
-            tmp
+            let source = Source {
+                fd: &old,
+                st: &now,
+                path: &old_path,
+            };
+            let tmp = copy_to_temp(dir, dir_path, &bak, source, old_bits & new_bits, durable)?;
+            (tmp, false)
         }
     };
     if let Err(e) = rustix::fs::renameat(dir, &tmp, dir, &bak) {
         let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
-        return Err(failed(&bak_path)(e));
+        return Err(WriteError {
+            path: bak_path,
+            source: e.into(),
+        });
     }
-    Ok((old, old_bits))
+    Ok(linked.then_some(Linked {
+        old,
+        bits: old_bits,
+    }))
+}
+
+/// A hard link to the opened file `old` (never to whatever its name points to now) under a
+/// fresh temporary name for `bak`; `None` when the system cannot link it (no /proc, a file
+/// system without hard links, an unprivileged certd and another user's file).
+fn link_to_temp(
+    dir: &OwnedFd,
+    old: &OwnedFd,
+    bak: &OsStr,
+    bak_path: &Path,
+) -> Result<Option<OsString>, WriteError> {
+    let proc_fd = format!("/proc/self/fd/{}", old.as_raw_fd());
+    for _ in 0..4 {
+        let tmp = temp_name(bak).map_err(|source| WriteError {
+            path: bak_path.to_path_buf(),
+            source,
+        })?;
+        match rustix::fs::linkat(CWD, proc_fd.as_str(), dir, &tmp, AtFlags::SYMLINK_FOLLOW) {
+            Ok(()) => return Ok(Some(tmp)),
+            Err(Errno::EXIST) => continue,
+            Err(_) => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+/// The opened file a backup is copied from.
+struct Source<'a> {
+    fd: &'a OwnedFd,
+    st: &'a Stat,
+    path: &'a Path,
+}
+
+/// A copy of `source` (its owner kept as far as allowed, mode `bits`, at most
+/// [`BACKUP_COPY_LIMIT`] bytes) under a fresh temporary name for `bak`.
+fn copy_to_temp(
+    dir: &OwnedFd,
+    dir_path: &Path,
+    bak: &OsStr,
+    source: Source<'_>,
+    bits: u32,
+    durable: bool,
+) -> Result<OsString, WriteError> {
+    if source.st.st_size > BACKUP_COPY_LIMIT {
+        return Err(WriteError {
+            path: source.path.to_path_buf(),
+            source: io::Error::other(format!(
+                "{} bytes: too large to keep a copy as {}",
+                source.st.st_size,
+                dir_path.join(bak).display()
+            )),
+        });
+    }
+    let (tmp, copy) = create_temp(dir, dir_path, bak)?;
+    let tmp_path = dir_path.join(&tmp);
+    let at = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source: io::Error| WriteError { path, source }
+    };
+    let copied = (|| {
+        keep_owner(copy.as_fd(), source.st);
+        rustix::fs::fchmod(&copy, Mode::from_raw_mode(bits))
+            .map_err(|e| at(&tmp_path)(e.into()))?;
+        let reader = File::from(source.fd.try_clone().map_err(at(source.path))?);
+        let mut reader = io::Read::take(reader, BACKUP_COPY_LIMIT as u64);
+        // From its start (the descriptor is ours alone; a dup shares its offset).
+        io::Seek::seek(reader.get_mut(), io::SeekFrom::Start(0)).map_err(at(source.path))?;
+        io::copy(&mut reader, &mut &copy).map_err(at(&tmp_path))?;
+        if durable {
+            rustix::fs::fsync(&copy).map_err(|e| at(&tmp_path)(e.into()))?;
+        }
+        Ok(())
+    })();
+    match copied {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
+            Err(e)
+        }
+    }
 }
 
 /// fsync of a folder; file systems that cannot (EINVAL) are left alone.
@@ -553,6 +614,32 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("taken"), "{e}");
         assert_eq!(names(dir.path()), ["taken"]);
+    }
+
+    #[test]
+    fn a_backup_copy_is_the_opened_file_with_the_narrower_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("server.key");
+        fs::write(&old, b"old key").unwrap();
+        fs::set_permissions(&old, fs::Permissions::from_mode(0o640)).unwrap();
+        let dirfd = open_dir(dir.path()).unwrap();
+        let fd = rustix::fs::openat(&dirfd, "server.key", OFlags::RDONLY, Mode::empty()).unwrap();
+        let st = rustix::fs::fstat(&fd).unwrap();
+        let source = Source {
+            fd: &fd,
+            st: &st,
+            path: &old,
+        };
+        let bak = OsStr::new("server.key.bak");
+        let tmp = copy_to_temp(&dirfd, dir.path(), bak, source, 0o600, true).unwrap();
+        let copy = dir.path().join(&tmp);
+        assert_eq!(fs::read(&copy).unwrap(), b"old key");
+        assert_eq!(mode(&copy), 0o600);
+        assert_eq!(
+            fs::metadata(&copy).unwrap().nlink(),
+            1,
+            "a copy, not a link"
+        );
     }
 
     #[test]
