@@ -13,6 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use certctl_daemon::agents::{self, DecideRequest, DecisionReport, FleetRequest, FleetResponse};
 use certctl_daemon::api::{self, Request, Response};
 use certctl_daemon::artifacts;
+use certctl_daemon::atomic_file::{self, FileMode};
 use certctl_daemon::control::Client;
 use certctl_daemon::inventory::ScanProgress;
 use certctl_daemon::query::ListFilter;
@@ -494,7 +495,8 @@ pub fn metrics(session: &Session, a: MetricsArgs) -> Result<Exit> {
     };
     text.push_str(&certctl_daemon::metrics_http::status_series(&status));
     match a.out {
-        Some(path) => agents::write_atomic(&path, text.as_bytes(), 0o644)
+        Some(path) => atomic_file::Options::new(FileMode::Public)
+            .write(&path, text.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?,
         None => {
             let stdout = std::io::stdout();

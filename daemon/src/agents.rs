@@ -733,10 +733,7 @@ pub fn refresh_deny_list(
     if fs::read(path).is_ok_and(|current| current == text.as_bytes()) {
         return Ok(None);
     }
-    write_atomic(path, text.as_bytes(), 0o644).map_err(|source| AgentsError::DenyList {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    write_deny_list_file(path, &text)?;
     Ok(Some(entries))
 }
 
@@ -778,16 +775,20 @@ pub fn deny_list_fingerprints(
 /// the folder; mode 0644 so a gateway service can read it). Returns the number of entries.
 pub fn write_deny_list(store: &Store, path: &Path, now: UnixTime) -> Result<usize, AgentsError> {
     let (text, entries) = deny_list_text(store, now)?;
-    write_atomic(path, text.as_bytes(), 0o644).map_err(|source| AgentsError::DenyList {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    write_deny_list_file(path, &text)?;
     Ok(entries)
 }
 
-/// Writes `bytes` to `path` so that readers see the old or the new file, never a part.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    crate::atomic_file::write(path, bytes, mode, false).map_err(|e| e.source)
+/// The deny list through the one symlink-safe atomic writer, 0644 (a gateway service reads
+/// it) whatever the umask.
+fn write_deny_list_file(path: &Path, text: &str) -> Result<(), AgentsError> {
+    let options = crate::atomic_file::Options::new(crate::atomic_file::FileMode::Public);
+    options
+        .write(path, text.as_bytes())
+        .map_err(|e| AgentsError::DenyList {
+            path: path.to_path_buf(),
+            source: e.source,
+        })
 }
 
 // ---- requests through the control API ------------------------------------------------------
@@ -1083,8 +1084,8 @@ mod tests {
     fn atomic_write_replaces_the_file() {
         let dir = tempfile::tempdir().expect("temp dir");
         let p = dir.path().join("deny.txt");
-        write_atomic(&p, b"a\n", 0o644).expect("write");
-        write_atomic(&p, b"b\n", 0o644).expect("rewrite");
+        write_deny_list_file(&p, "a\n").expect("write");
+        write_deny_list_file(&p, "b\n").expect("rewrite");
         assert_eq!(fs::read_to_string(&p).expect("read"), "b\n");
         assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 1);
     }

@@ -38,6 +38,7 @@ use rcgen::{
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::atomic_file;
 use crate::duration::Duration;
 use crate::x509::{facts_from_der, X509Error};
 
@@ -267,24 +268,20 @@ pub fn private_dir(path: &Path) -> Result<(), CaError> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(io_err(path))
 }
 
-/// Writes a file atomically: a temporary file in the same folder, fsync, rename over the
-/// target, fsync of the folder. `private` files are 0600, others 0644. With `backup`, an
-/// existing target is first kept as `TARGET.bak` (hard link, so the original bytes stay).
-pub fn write_atomic(path: &Path, bytes: &[u8], private: bool, backup: bool) -> Result<(), CaError> {
-    write_atomic_mode(path, bytes, if private { 0o600 } else { 0o644 }, backup)
+/// Writes a file through the one symlink-safe atomic writer ([`crate::atomic_file`]):
+/// `FileMode::Private` (0600) for keys and PFX files, `FileMode::Public` (0644) for
+/// certificates, chains and CRLs. Use [`atomic_file::Options`] for a backup.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: FileMode) -> Result<(), CaError> {
+    Ok(atomic_file::Options::new(mode).write(path, bytes)?)
 }
 
-/// [`write_atomic`] with an explicit file mode (e.g. the mode of the file replaced).
-pub fn write_atomic_mode(
-    path: &Path,
-    bytes: &[u8],
-    mode: u32,
-    backup: bool,
-) -> Result<(), CaError> {
-    crate::atomic_file::write(path, bytes, mode, backup).map_err(|e| io_err(&e.path)(e.source))
+impl From<atomic_file::WriteError> for CaError {
+    fn from(e: atomic_file::WriteError) -> Self {
+        io_err(&e.path)(e.source)
+    }
 }
 
-pub use crate::atomic_file::backup_path;
+pub use crate::atomic_file::{backup_path, FileMode};
 
 fn read(path: &Path) -> Result<Vec<u8>, CaError> {
     fs::read(path).map_err(io_err(path))
@@ -462,7 +459,7 @@ pub fn init(store: &Store, req: &CaInitRequest, now: UnixTime) -> Result<CaInfo,
         }
         // Fail before anything is created when a CRL folder cannot be made.
         if let Some(parent) = p.parent() {
-            fs::create_dir_all(parent).map_err(io_err(parent))?;
+            atomic_file::create_dir_all(parent, 0o755)?;
         }
     }
 
@@ -533,16 +530,16 @@ pub fn init(store: &Store, req: &CaInitRequest, now: UnixTime) -> Result<CaInfo,
     }
     .map_err(crypto("encode the CA key"))?;
     let cert_path = dir.join("ca.pem");
-    write_atomic(&dir.join("ca.key"), &key_pem, true, false)?;
+    write_atomic(&dir.join("ca.key"), &key_pem, FileMode::Private)?;
     let cert_pem = cert.pem();
-    write_atomic(&cert_path, cert_pem.as_bytes(), true, false)?;
+    write_atomic(&cert_path, cert_pem.as_bytes(), FileMode::Private)?;
     let mut chain = cert_pem.clone();
     if let Some(p) = &parent {
         for der in &p.chain {
             chain.push_str(&der_to_pem(der)?);
         }
     }
-    write_atomic(&dir.join("chain.pem"), chain.as_bytes(), true, false)?;
+    write_atomic(&dir.join("chain.pem"), chain.as_bytes(), FileMode::Private)?;
 
     let actor = actor();
     let ca = ManagedCa {
@@ -991,28 +988,29 @@ pub fn write_leaf_files(
         targets.push(&pfx_path);
     }
     if !overwrite {
-        if let Some(p) = targets.iter().find(|p| p.exists()) {
+        // Anything at the name counts, a dangling symlink too.
+        if let Some(p) = targets.iter().find(|p| p.symlink_metadata().is_ok()) {
             return Err(CaError::WouldOverwrite { path: (*p).clone() });
         }
     }
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    atomic_file::create_dir_all(dir, 0o755)?;
     let key_pem = key
         .private_key_to_pem_pkcs8()
         .map_err(crypto("encode the private key"))?;
     // The key first: a certificate without its key is useless, a key without a certificate
     // is harmless.
-    write_atomic(&key_path, &key_pem, true, false)?;
+    write_atomic(&key_path, &key_pem, FileMode::Private)?;
     let cert_pem = der_to_pem(cert_der)?;
-    write_atomic(&cert_path, cert_pem.as_bytes(), false, false)?;
+    write_atomic(&cert_path, cert_pem.as_bytes(), FileMode::Public)?;
     let mut chain = cert_pem;
     for der in &signer.chain {
         chain.push_str(&der_to_pem(der)?);
     }
-    write_atomic(&chain_path, chain.as_bytes(), false, false)?;
+    write_atomic(&chain_path, chain.as_bytes(), FileMode::Public)?;
     let mut files = vec![cert_path, key_path, chain_path];
     if let Some(password) = pfx_password {
         let pfx = build_pfx(stem, key, cert_der, &signer.chain, password)?;
-        write_atomic(&pfx_path, &pfx, true, false)?;
+        write_atomic(&pfx_path, &pfx, FileMode::Private)?;
         files.push(pfx_path);
     }
     Ok(files)
@@ -1161,7 +1159,7 @@ pub fn export(store: &Store, name: &str, out: &Path) -> Result<PathBuf, CaError>
         .ok_or_else(|| CaError::NoSuchCa(name.to_string()))?;
     let src = ca.folder(store.path()).join("ca.pem");
     let der = pem_certificates(&src, &read(&src)?)?.remove(0);
-    write_atomic(out, der_to_pem(&der)?.as_bytes(), false, false)?;
+    write_atomic(out, der_to_pem(&der)?.as_bytes(), FileMode::Public)?;
     Ok(out.to_path_buf())
 }
 
@@ -1217,8 +1215,9 @@ mod tests {
     fn atomic_write_keeps_a_backup() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f.pem");
-        write_atomic(&p, b"one", false, true).unwrap();
-        write_atomic(&p, b"two", true, true).unwrap();
+        write_atomic(&p, b"one", FileMode::Public).unwrap();
+        let options = atomic_file::Options::new(FileMode::Private).backup();
+        options.write(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read(backup_path(&p)).unwrap(), b"one");
         let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;

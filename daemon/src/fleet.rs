@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use certctl_store::{Role, UnixTime};
@@ -26,6 +25,8 @@ use rcgen::{
 };
 use serde::Serialize;
 use time::OffsetDateTime;
+
+use crate::atomic_file::{FileMode, Options};
 
 const MINUTE: i64 = 60;
 const HOUR: i64 = 3_600;
@@ -720,27 +721,21 @@ fn create_dir(path: &Path) -> Result<(), FleetError> {
     })
 }
 
-/// Writes a file; `private` ones (keys, passwords) get mode 0600 on Unix.
+/// Writes a generated file through the one symlink-safe writer: `private` ones (keys,
+/// passwords) 0600, others 0644. Not fsynced: a crash only loses a fixture.
 fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), FleetError> {
-    let io = |source| FleetError::Io {
-        path: path.to_path_buf(),
-        source,
+    let mode = if private {
+        FileMode::Private
+    } else {
+        FileMode::Public
     };
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        options.mode(0o600);
-        // The mode applies only when creating: tighten a file that already existed.
-        if path.exists() {
-            fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io)?;
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    let mut file = options.open(path).map_err(io)?;
-    file.write_all(contents).map_err(io)
+    Options::new(mode)
+        .not_durable()
+        .write(path, contents)
+        .map_err(|e| FleetError::Io {
+            path: e.path,
+            source: e.source,
+        })
 }
 
 fn rcgen_err(what: &str) -> impl Fn(rcgen::Error) -> FleetError + '_ {

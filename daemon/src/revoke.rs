@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use time::OffsetDateTime;
 
-use crate::ca::{self, actor, write_atomic, CaError, Secret, Signer};
+use crate::ca::{self, actor, write_atomic, CaError, FileMode, Secret, Signer};
 use crate::query::{self, QueryError};
 
 /// Errors of revocation and CRL publishing.
@@ -179,13 +179,11 @@ pub fn publish_crl(store: &Store, signer: &Signer, now: UnixTime) -> Result<CrlP
     let mut paths = vec![signer.dir.join("crl.pem")];
     paths.extend(signer.ca.crl_paths.iter().map(PathBuf::from));
     for p in &paths {
+        // Published for web servers: folders certctl creates 0755, the CRL 0644.
         if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| CaError::Io {
-                path: parent.to_path_buf(),
-                cause: crate::inventory::io_cause(&e),
-            })?;
+            crate::atomic_file::create_dir_all(parent, 0o755)?;
         }
-        write_atomic(p, crl_bytes_for(p, &der, &pem), false, false)?;
+        write_atomic(p, crl_bytes_for(p, &der, &pem), FileMode::Public)?;
     }
     store.record_audit(&AuditEvent {
         at: now,
@@ -317,7 +315,7 @@ pub fn ca_crl(
                 cause: e.to_string(),
             })?
     };
-    write_atomic(out, &bytes, false, false)?;
+    write_atomic(out, &bytes, FileMode::Public)?;
     published.paths.push(out.to_path_buf());
     Ok(published)
 }

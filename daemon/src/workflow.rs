@@ -27,7 +27,6 @@
 //! done) was persisted, to prove that every step survives a crash.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use certctl_store::{
@@ -40,8 +39,8 @@ use rcgen::{DistinguishedName, DnType, SanType};
 use serde::{Deserialize, Serialize};
 
 use crate::ca::{
-    self, actor, backup_path, der_to_pem, private_dir, write_atomic_mode, CaError, KeyKind,
-    LeafSpec, Secret, Signer,
+    self, actor, der_to_pem, private_dir, write_atomic, CaError, FileMode, KeyKind, LeafSpec,
+    Secret, Signer,
 };
 use crate::query::{self, QueryError};
 use crate::revoke::{self, CrlCheck, RevokeError};
@@ -398,7 +397,7 @@ fn step_key(wf: &Workflow) -> Result<PKey<Private>, WorkflowError> {
     let pem = key
         .private_key_to_pem_pkcs8()
         .map_err(|e| step_err(wf, WorkflowStep::KeyGenerated)(e.to_string()))?;
-    write_atomic_mode(&path, &pem, 0o600, false)?;
+    write_atomic(&path, &pem, FileMode::Private)?;
     Ok(key)
 }
 
@@ -426,7 +425,7 @@ fn step_issue(
                 rsa: key.rsa().is_ok(),
             };
             let der = ca::sign_leaf(&signer, &spec, &key, now)?;
-            write_atomic_mode(&cert_path, der_to_pem(&der)?.as_bytes(), 0o600, false)?;
+            write_atomic(&cert_path, der_to_pem(&der)?.as_bytes(), FileMode::Private)?;
             der
         }
     };
@@ -434,7 +433,11 @@ fn step_issue(
     for c in &signer.chain {
         chain.push_str(&der_to_pem(c)?);
     }
-    write_atomic_mode(&dir.join("new.chain.pem"), chain.as_bytes(), 0o600, false)?;
+    write_atomic(
+        &dir.join("new.chain.pem"),
+        chain.as_bytes(),
+        FileMode::Private,
+    )?;
     let facts = facts_from_der(&der).map_err(|source| CaError::Parse {
         path: cert_path.clone(),
         source,
@@ -616,12 +619,6 @@ fn detect_format(path: &Path, bytes: &[u8]) -> FileFormat {
     } else {
         FileFormat::Pkcs12
     }
-}
-
-fn file_mode(path: &Path) -> u32 {
-    fs::metadata(path)
-        .map(|m| m.permissions().mode() & 0o777)
-        .unwrap_or(0o600)
 }
 
 /// Splits PEM text into (label, whole block text) pieces and the text between them.
@@ -884,7 +881,7 @@ fn step_deploy(
         let p = PathBuf::from(&path);
         if !wf.deployed.contains(&path) {
             if let Some(bytes) = deployment.rewrite(&p, index)? {
-                write_atomic_mode(&p, &bytes, file_mode(&p), true)?;
+                deploy(&p, &bytes, DEPLOYED_FILE)?;
             }
             wf.deployed.push(path.clone());
             store.put_workflow(wf)?;
@@ -899,8 +896,7 @@ fn step_deploy(
                         cause: e.to_string(),
                     }
                 })?;
-                write_atomic_mode(&key_path, &pem, file_mode(&key_path) & 0o700, true)?;
-                restrict_backup(&key_path);
+                deploy(&key_path, &pem, DEPLOYED_KEY)?;
             }
             if !wf.deployed.contains(&key_str) {
                 wf.deployed.push(key_str);
@@ -938,9 +934,24 @@ fn step_deploy(
     Ok(())
 }
 
-/// A private key's `.bak` stays private.
-fn restrict_backup(path: &Path) {
-    let _ = fs::set_permissions(backup_path(path), fs::Permissions::from_mode(0o600));
+/// A deployed certificate file keeps the mode of the file it replaces (0600 when there was
+/// no regular file).
+const DEPLOYED_FILE: FileMode = FileMode::Replaced {
+    fallback: 0o600,
+    limit: 0o777,
+};
+/// A deployed key keeps the owner bits of the key it replaces, never more: its `.bak` too.
+const DEPLOYED_KEY: FileMode = FileMode::Replaced {
+    fallback: 0o600,
+    limit: 0o700,
+};
+
+/// Replaces a deployed file (owner and mode of the regular file replaced kept; a symlink
+/// there is replaced, never followed), keeping the old one as `FILE.bak`.
+fn deploy(path: &Path, bytes: &[u8], mode: FileMode) -> Result<(), WorkflowError> {
+    let options = crate::atomic_file::Options::new(mode).backup();
+    options.write(path, bytes).map_err(CaError::from)?;
+    Ok(())
 }
 
 // ---- history -------------------------------------------------------------------------------
