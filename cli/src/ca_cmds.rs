@@ -432,6 +432,20 @@ pub fn revoke(session: &Session, a: RevokeArgs) -> Result<Exit> {
         print_selection(&preview, "would revoke");
         return Ok(Exit::Success);
     }
+    if preview.targets.is_empty() && !preview.republished.is_empty() {
+        // A revocation recorded earlier whose CRL never got published: repair it (signing
+        // a current CRL destroys nothing, so no --yes).
+        request.dry_run = false;
+        let report = revoke_call(session, &request)?;
+        let all_ok = report.crl_checks.iter().all(|c| c.ok);
+        if a.json {
+            print_json(&revoke_json(&report))?;
+        } else {
+            print_selection(&report, "revoked");
+            print_revoked(&report);
+        }
+        return Ok(if all_ok { Exit::Success } else { Exit::Failure });
+    }
     if preview.targets.is_empty() {
         if a.json {
             return print_json(&revoke_json(&preview)).map(|()| Exit::Success);
@@ -533,6 +547,29 @@ fn print_selection(r: &RevokeReport, verb: &str) {
 
 fn print_revoked(r: &RevokeReport) {
     print_selection(r, "revoked");
+    for ca in &r.republished {
+        println!("CRL republished: the published CRL of CA `{ca}` was behind the store");
+    }
+    print_crls(r);
+    for issuer in &r.tell_issuers {
+        let serials: Vec<&str> = r
+            .targets
+            .iter()
+            .filter(|t| t.managed_ca.is_none() && &t.certificate.facts.issuer == issuer)
+            .map(|t| t.certificate.facts.serial.as_str())
+            .collect();
+        println!(
+            "The issuing CA must also be told: certctl does not hold the key of {issuer}, so the revocation of serial(s) {} is tracked here only. Ask that CA to revoke them; until then relying parties still accept them.",
+            serials.join(", ")
+        );
+    }
+    for e in &r.endpoints {
+        println!("endpoint tls://{}: {} — {}", e.endpoint, e.state, e.detail);
+    }
+}
+
+/// The CRLs a revocation published and what reading each file back showed.
+fn print_crls(r: &RevokeReport) {
     for crl in &r.crls {
         println!(
             "published CRL #{} of CA `{}` ({} revoked serials, next update {}):",
@@ -551,21 +588,6 @@ fn print_revoked(r: &RevokeReport) {
         } else {
             println!("PROBLEM with {}: {}", check.path.display(), check.detail);
         }
-    }
-    for issuer in &r.tell_issuers {
-        let serials: Vec<&str> = r
-            .targets
-            .iter()
-            .filter(|t| t.managed_ca.is_none() && &t.certificate.facts.issuer == issuer)
-            .map(|t| t.certificate.facts.serial.as_str())
-            .collect();
-        println!(
-            "The issuing CA must also be told: certctl does not hold the key of {issuer}, so the revocation of serial(s) {} is tracked here only. Ask that CA to revoke them; until then relying parties still accept them.",
-            serials.join(", ")
-        );
-    }
-    for e in &r.endpoints {
-        println!("endpoint tls://{}: {} — {}", e.endpoint, e.state, e.detail);
     }
 }
 

@@ -667,6 +667,7 @@ fn check(session: &Session, a: CheckArgs) -> Result<Exit> {
             "warning": report.warning.iter().map(|c| CertificateView::new(c, t)).collect::<Vec<_>>(),
             "findings": report.findings,
             "not_yet_valid": report.not_yet_valid,
+            "stale_crls": report.stale_crls,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {

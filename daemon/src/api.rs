@@ -379,7 +379,13 @@ pub fn execute(
         } else {
             query::check(store, warn, critical, role, now)
         } {
-            Ok(report) => Response::Check { report },
+            // A revocation is only visible once the published CRL lists it.
+            Ok(report) => match crate::revoke::stale_cas(store) {
+                Ok(stale) => Response::Check {
+                    report: report.with_stale_crls(stale.into_iter().map(|(ca, _)| ca).collect()),
+                },
+                Err(e) => failed(e),
+            },
             Err(e) => Response::from_query_error(e),
         },
         Request::Scan { paths, options } => {

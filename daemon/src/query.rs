@@ -315,6 +315,10 @@ pub struct CheckReport {
     /// certificate deployed too early): a warning.
     #[serde(default)]
     pub not_yet_valid: u64,
+    /// Managed CAs whose published CRL does not list every certificate the store holds as
+    /// revoked (a publish that failed): critical, since relying parties still accept them.
+    #[serde(default)]
+    pub stale_crls: Vec<String>,
 }
 
 /// An endpoint finding as `check` counts it.
@@ -394,6 +398,11 @@ impl CheckReport {
                 self.not_yet_valid
             ));
         }
+        for ca in &self.stale_crls {
+            line.push_str(&format!(
+                "; the published CRL of CA `{ca}` is behind the store (run `certctl ca crl {ca}`)"
+            ));
+        }
         format!(
             "{line} | expired={} expiring_crit={} expiring_warn={} findings={} not_yet_valid={}",
             self.expired_total(),
@@ -402,6 +411,15 @@ impl CheckReport {
             self.findings.len(),
             self.not_yet_valid
         )
+    }
+
+    /// Adds the managed CAs whose published CRL is behind the store: critical.
+    pub fn with_stale_crls(mut self, cas: Vec<String>) -> CheckReport {
+        if !cas.is_empty() {
+            self.verdict = Verdict::Critical;
+        }
+        self.stale_crls = cas;
+        self
     }
 
     /// The verdict and the certificates behind it, in words.
@@ -425,7 +443,7 @@ impl CheckReport {
                 "OK: {} certificates, none expiring within {}",
                 self.considered, self.warn
             ),
-            // Only findings or not-yet-valid certificates made it worse than OK.
+            // Only findings, not-yet-valid certificates or a stale CRL made it worse than OK.
             _ if self.expired_total() + self.critical_total() + self.warning_total() == 0 => {
                 format!(
                     "{}: {} certificates, none expiring within {}",
@@ -507,6 +525,7 @@ fn check_with(
         totals: None,
         findings: Vec::new(),
         not_yet_valid: 0,
+        stale_crls: Vec::new(),
     };
     let horizon = now.saturating_add(warn.as_secs().max(critical.as_secs()));
     let mut totals = CheckTotals {

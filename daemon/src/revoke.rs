@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use certctl_store::{
-    rfc3339, AuditEvent, Certificate, Fingerprint, Revocation, RevocationReason, Sha256,
+    rfc3339, AuditEvent, Certificate, Fingerprint, ManagedCa, Revocation, RevocationReason, Sha256,
     SourceLocation, Store, StoreError, UnixTime,
 };
 use openssl::x509::{X509Crl, X509};
@@ -102,13 +102,62 @@ pub struct CrlPublished {
 
 /// The certificates of a CA's CRL: everything it issued that is revoked.
 fn revoked_by(store: &Store, signer: &Signer) -> Result<Vec<Certificate>, StoreError> {
+    revoked_by_ca(store, &signer.cert)
+}
+
+fn revoked_by_ca(store: &Store, ca_cert: &Certificate) -> Result<Vec<Certificate>, StoreError> {
     let mut out: Vec<Certificate> = store
-        .find_by_issuer(&signer.cert.facts.subject)?
+        .find_by_issuer(&ca_cert.facts.subject)?
         .into_iter()
-        .filter(|c| c.revocation.is_some() && signer.issued(c))
+        .filter(|c| c.revocation.is_some() && ca::issued_by(ca_cert, c))
         .collect();
     out.sort_by(|a, b| a.facts.serial.cmp(&b.facts.serial));
     out.dedup_by(|a, b| a.facts.serial == b.facts.serial);
+    Ok(out)
+}
+
+/// The published CRL files of managed CA `ca` that do not show what the store holds: a file
+/// missing, unreadable, not signed by the CA, or not listing a serial the store holds as
+/// revoked by it (a publish that failed after the revocation was recorded: a full disk, a
+/// read-only folder, a kill between the two). Empty when every file is current. Needs no key.
+pub fn stale_crls(store: &Store, ca: &ManagedCa) -> Result<Vec<CrlCheck>, RevokeError> {
+    let Some(ca_cert) = store.get(&ca.fingerprint)? else {
+        return Ok(Vec::new());
+    };
+    let dir = ca.folder(store.path());
+    let ca_der = match std::fs::read(dir.join("ca.pem"))
+        .ok()
+        .and_then(|pem| X509::from_pem(&pem).ok())
+        .and_then(|x| x.to_der().ok())
+    {
+        Some(der) => der,
+        // Without its certificate nothing can be checked; `ca list` and `store verify` say why.
+        None => return Ok(Vec::new()),
+    };
+    // Negative serials are left out of certctl's CRLs (see `serial_bytes`).
+    let serials: Vec<String> = revoked_by_ca(store, &ca_cert)?
+        .into_iter()
+        .map(|c| c.facts.serial)
+        .filter(|s| !s.starts_with('-'))
+        .collect();
+    let mut paths = vec![dir.join("crl.pem")];
+    paths.extend(ca.crl_paths.iter().map(PathBuf::from));
+    Ok(paths
+        .iter()
+        .map(|p| verify_crl_file(p, &ca_der, &serials))
+        .filter(|c| !c.ok)
+        .collect())
+}
+
+/// Every managed CA whose published CRL is behind the store, with the files that are.
+pub fn stale_cas(store: &Store) -> Result<Vec<(String, Vec<CrlCheck>)>, RevokeError> {
+    let mut out = Vec::new();
+    for ca in store.managed_cas()? {
+        let stale = stale_crls(store, &ca)?;
+        if !stale.is_empty() {
+            out.push((ca.name, stale));
+        }
+    }
     Ok(out)
 }
 
@@ -371,6 +420,10 @@ pub struct RevokeReport {
     /// Issuer DNs of revoked certificates whose CA certctl does not hold.
     pub tell_issuers: Vec<String>,
     pub endpoints: Vec<EndpointCheck>,
+    /// Managed CAs of already-revoked certificates whose published CRL was behind the store
+    /// (a publish that failed): republished by this run (a dry run only names them).
+    #[serde(default)]
+    pub republished: Vec<String>,
 }
 
 /// The certificates a request selects (deduplicated, sorted by expiry).
@@ -478,6 +531,7 @@ pub fn revoke(
         crl_checks: Vec::new(),
         tell_issuers: Vec::new(),
         endpoints: Vec::new(),
+        republished: Vec::new(),
     };
     let tell: BTreeSet<String> = report
         .targets
@@ -486,7 +540,18 @@ pub fn revoke(
         .map(|t| t.certificate.facts.issuer.clone())
         .collect();
     report.tell_issuers = tell.into_iter().collect();
-    if req.dry_run || report.targets.is_empty() {
+    // The revocation is only complete once the CRL shows it: an earlier run may have
+    // recorded these certificates as revoked and failed to publish.
+    let mut behind = BTreeSet::new();
+    for c in &report.already_revoked {
+        if let Some((ca, _)) = ca::managed_issuer(store, c)? {
+            if !behind.contains(&ca.name) && !stale_crls(store, &ca)?.is_empty() {
+                behind.insert(ca.name);
+            }
+        }
+    }
+    report.republished = behind.iter().cloned().collect();
+    if req.dry_run || (report.targets.is_empty() && behind.is_empty()) {
         return Ok(report);
     }
 
@@ -496,6 +561,7 @@ pub fn revoke(
         .targets
         .iter()
         .filter_map(|t| t.managed_ca.clone())
+        .chain(behind.iter().cloned())
         .collect();
     let mut signers = Vec::new();
     for name in &ca_names {
@@ -536,12 +602,19 @@ pub fn revoke(
 
     for signer in &signers {
         let published = publish_crl(store, signer, now)?;
-        let serials: Vec<String> = report
+        let mut serials: Vec<String> = report
             .targets
             .iter()
             .filter(|t| t.managed_ca.as_deref() == Some(signer.ca.name.as_str()))
             .map(|t| t.certificate.facts.serial.clone())
             .collect();
+        if behind.contains(&signer.ca.name) {
+            for c in &report.already_revoked {
+                if signer.issued(c) && !c.facts.serial.starts_with('-') {
+                    serials.push(c.facts.serial.clone());
+                }
+            }
+        }
         for p in &published.paths {
             report
                 .crl_checks

@@ -743,6 +743,62 @@ mod revocation {
         let _ = &fleet.other.1;
     }
 
+    /// Issue 15: a revocation whose CRL could not be published (here the `--crl-out` folder
+    /// is a file; a full disk or a kill -9 between the commit and the publish end the same
+    /// way) used to be final: the retry said "nothing to revoke" and the published CRL never
+    /// listed the serial. The retry repairs it, `check` says the CRL is behind until then,
+    /// and openssl is the judge.
+    #[test]
+    fn a_revocation_whose_crl_failed_to_publish_is_republished_by_the_retry() {
+        let env = TestEnv::new();
+        let pub_dir = env.root().join("pub");
+        let crl_der = pub_dir.join("ops.crl");
+        let ca_dir = init_ca(&env, "ops", &["--crl-out", s(&crl_der)]);
+        let ca_pem = ca_dir.join("ca.pem");
+        let out = env.mkdir("certs");
+        let bad = issue(&env, "ops", "leaked.example.com", "gateway", &out, &[]);
+        let leaked = out.join("leaked.example.com.pem");
+
+        // Publishing breaks: the folder is replaced by a file.
+        std::fs::remove_dir_all(&pub_dir).unwrap();
+        std::fs::write(&pub_dir, b"not a folder").unwrap();
+        let revoke = ["revoke", &bad[..16], "--reason", "key-compromise", "--yes"];
+        run(&env, &revoke).expect_code(4).stderr_has(s(&pub_dir));
+        // The store holds it as revoked, the published CRL does not list it: check says so.
+        run(&env, &["check"])
+            .expect_code(2)
+            .stdout_has("CRL of CA `ops` is behind");
+
+        // The cause is fixed; the same command repairs, exit 0, and says what it did.
+        std::fs::remove_file(&pub_dir).unwrap();
+        let r = run(&env, &revoke);
+        r.success()
+            .stdout_has("CRL republished")
+            .stdout_has(&format!("verified {}", s(&crl_der)));
+        for crl in [ca_dir.join("crl.pem"), crl_der.clone()] {
+            let form = if crl == crl_der { "DER" } else { "PEM" };
+            let (ok, text) = openssl(&[
+                "verify",
+                "-crl_check",
+                "-CRLfile",
+                s(&crl),
+                "-CAfile",
+                s(&ca_pem),
+                s(&leaked),
+            ]);
+            if form == "PEM" {
+                assert!(!ok && text.contains("certificate revoked"), "{text}");
+            } else {
+                let text =
+                    openssl_ok(&["crl", "-inform", "DER", "-in", s(&crl), "-noout", "-text"]);
+                assert!(text.contains(&openssl_serial(&leaked)), "{text}");
+            }
+        }
+        run(&env, &["check"]).expect_code(0);
+        // Nothing left to do: the third run is the old "nothing to revoke".
+        run(&env, &revoke).success().stdout_has("nothing to revoke");
+    }
+
     #[test]
     fn revoke_says_whether_an_endpoint_still_serves_the_certificate() {
         let env = TestEnv::new();
