@@ -45,7 +45,9 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Regenerate(a) => crate::ca_cmds::regenerate(&Session::open(store_flag)?, a),
         Command::Workflows(a) => crate::ca_cmds::workflows(&Session::open(store_flag)?, a),
         Command::History(a) => crate::ca_cmds::history(&Session::open(store_flag)?, a),
-        Command::Crl(a) => crate::ca_cmds::crl(&Session::open(store_flag)?, a),
+        Command::Crl(a) => {
+            crate::ca_cmds::crl(&Session::open(store_flag)?, config_file.as_deref(), a)
+        }
         Command::Agents(a) => {
             crate::fleet_cmds::agents_cmd(&Session::open(store_flag)?, config_file.as_deref(), a)
         }
