@@ -1365,6 +1365,37 @@ mod tests {
     }
 
     #[test]
+    fn crl_allow_and_deadline_are_checked_where_written() {
+        let c = parse("store = \"/s\"\n", origin()).unwrap();
+        assert_eq!(c.crl, CrlConfig::default());
+        assert_eq!(c.crl.allow, None, "absent: any host");
+        let c = parse(
+            "store = \"/s\"\n[crl]\ndeadline = \"90s\"\nallow = [\"crl.contoso.example\", \"10.0.0.0/8\"]\n",
+            origin(),
+        )
+        .unwrap();
+        assert_eq!(c.crl.deadline, std::time::Duration::from_secs(90));
+        let allow = c.crl.allow.expect("allow");
+        assert!(allow.allows_ip("10.9.8.7".parse().unwrap()));
+        assert!(!allow.allows_ip("127.0.0.1".parse().unwrap()));
+        the_error(
+            "store = \"/s\"\n[crl]\nallow = [\"crl.contoso.example\", \"10.0.0.0/33\"]\n",
+            "3:33",
+            "crl.allow: `10.0.0.0/33`: the prefix length must be 0 to 32",
+        );
+        the_error(
+            "store = \"/s\"\n[crl]\nallow = [\"http://crl.contoso.example/\"]\n",
+            "3:10",
+            "is a URL: write its host name only",
+        );
+        the_error(
+            "store = \"/s\"\n[crl]\ndeadline = \"0s\"\n",
+            "3:12",
+            "crl.deadline must be longer than 0s",
+        );
+    }
+
+    #[test]
     fn metrics_listen_must_be_loopback_unless_allowed() {
         let listen = |section: &str| parse(&format!("store = \"/s\"\n{section}"), origin());
         let c = listen("[metrics]\nlisten = \"[::1]:9477\"\nper_agent = true\n").unwrap();

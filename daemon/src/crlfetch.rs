@@ -77,7 +77,9 @@ pub enum UrlError {
         allowed: String,
     },
     /// The per-URL timeout or the pass's deadline passed first.
-    #[error("{url}: no complete answer before the deadline (the URL's timeout or the pass's deadline)")]
+    #[error(
+        "{url}: no complete answer before the deadline (the URL's timeout or the pass's deadline)"
+    )]
     Deadline { url: String },
     #[error("{url}: {cause}")]
     Http { url: String, cause: String },
@@ -345,10 +347,7 @@ impl Judge<'_> {
                 continue;
             }
             named += 1;
-            if x.public_key()
-                .and_then(|k| crl.verify(&k))
-                .unwrap_or(false)
-            {
+            if x.public_key().and_then(|k| crl.verify(&k)).unwrap_or(false) {
                 signers.push(i);
             }
         }
@@ -509,7 +508,14 @@ impl Prepared {
         let mut report = CrlFetchReport::default();
         for verdict in self.verdicts {
             let mut outcome = verdict.outcome;
-            if let Err(e) = record_one(store, &outcome.url, verdict.cache, verdict.revoke, now, &mut outcome.revoked) {
+            if let Err(e) = record_one(
+                store,
+                &outcome.url,
+                verdict.cache,
+                verdict.revoke,
+                now,
+                &mut outcome.revoked,
+            ) {
                 outcome.state = "failed".into();
                 outcome.error = Some(e.to_string());
             }

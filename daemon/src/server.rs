@@ -569,12 +569,11 @@ async fn crl_pass(
     options.allow = config.crl.allow.clone();
     options.deadline_secs = Some(config.crl.deadline.as_secs().max(1));
     let store = shared.store.clone();
-    let prepared = tokio::task::spawn_blocking(move || {
-        crate::crlfetch::prepare(&store, &options, now())
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
+    let prepared =
+        tokio::task::spawn_blocking(move || crate::crlfetch::prepare(&store, &options, now()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
     let _writer = shared.writer.lock().await;
     let store = shared.store.clone();
     tokio::task::spawn_blocking(move || prepared.record(&store, now()))

@@ -444,7 +444,7 @@ mod network {
 
     /// With `[crl] allow` naming other hosts/networks, a URL on 127.0.0.1 is not contacted
     /// and is reported; once its network is allowed, it is fetched. Used by `certctl
-    /// --config FILE crl fetch`; `certd config check` validates the entries.
+    /// --config FILE crl fetch` and by certd; `certd config check` validates the entries.
     #[test]
     fn hosts_outside_the_allow_list_are_not_contacted() {
         let env = TestEnv::new();
@@ -468,7 +468,11 @@ mod network {
             .args(["--config", s(&config), "crl", "fetch", "--timeout", "5s"])
             .run();
         r.expect_code(4).stdout_has("not in the [crl] allow list");
-        assert!(http.requests().is_empty(), "contacted: {:?}{r}", http.requests());
+        assert!(
+            http.requests().is_empty(),
+            "contacted: {:?}{r}",
+            http.requests()
+        );
 
         write(
             &config,
@@ -493,8 +497,21 @@ mod network {
             .args(["config", "check", s(&config)])
             .run();
         assert_eq!(r.code(), 2, "{r}");
-        r.stderr_has(&format!("{}:", config.display()))
-            .stderr_has("crl.allow");
+        r.stderr_has(&format!(
+            "{}:12:10: crl.allow: `10.0.0.0/33`: the prefix length",
+            config.display()
+        ));
+
+        // Through certd, certd's own list applies.
+        write(
+            &config,
+            &format!("{base}\n[crl]\nallow = [\"crl.contoso.example\"]\n"),
+        );
+        let certd = Certd::start(&env, &config);
+        let r = env.certctl(&["crl", "fetch", "--timeout", "5s", "--force"]);
+        r.expect_code(4).stdout_has("not in the [crl] allow list");
+        assert_eq!(http.requests().len(), 1, "not contacted through certd{r}");
+        drop(certd);
     }
 
     /// A CRL server that holds its answer far beyond any deadline does not hold the store:
@@ -536,7 +553,11 @@ mod network {
             "the server was released before the scan ended"
         );
         r.success();
-        assert_eq!(status_json(&env)["mode"], "daemon", "the scan went through certd");
+        assert_eq!(
+            status_json(&env)["mode"],
+            "daemon",
+            "the scan went through certd"
+        );
         http.release();
         drop(certd);
     }

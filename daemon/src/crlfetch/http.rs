@@ -44,9 +44,7 @@ pub fn check(url: &str, allow: Option<&AllowList>) -> Result<CrlUrl, UrlError> {
 
 fn problem(url: &str, p: UrlProblem) -> UrlError {
     match p {
-        UrlProblem::Scheme => UrlError::Unsupported {
-            url: escaped(url),
-        },
+        UrlProblem::Scheme => UrlError::Unsupported { url: escaped(url) },
         UrlProblem::Invalid(cause) => UrlError::Invalid {
             url: escaped(url),
             cause,
@@ -64,7 +62,10 @@ fn not_allowed(url: &str, host: &Host, allow: &AllowList) -> UrlError {
 
 /// Fetches every URL (already [`check`]ed), in parallel within the limits; each URL's
 /// result, in the order of `urls`.
-pub fn download_all(urls: Vec<(String, CrlUrl)>, limits: &Limits) -> BTreeMap<String, Result<Vec<u8>, UrlError>> {
+pub fn download_all(
+    urls: Vec<(String, CrlUrl)>,
+    limits: &Limits,
+) -> BTreeMap<String, Result<Vec<u8>, UrlError>> {
     struct Queue {
         pending: VecDeque<(String, CrlUrl)>,
         busy: HashMap<String, usize>,
@@ -134,7 +135,12 @@ pub fn download_all(urls: Vec<(String, CrlUrl)>, limits: &Limits) -> BTreeMap<St
 }
 
 /// GETs `parsed` (the checked `url`), following redirects, by `deadline`.
-fn get(url: &str, mut parsed: CrlUrl, deadline: Instant, limits: &Limits) -> Result<Vec<u8>, UrlError> {
+fn get(
+    url: &str,
+    mut parsed: CrlUrl,
+    deadline: Instant,
+    limits: &Limits,
+) -> Result<Vec<u8>, UrlError> {
     let err = |cause: String| UrlError::Http {
         url: escaped(url),
         cause,
@@ -344,10 +350,7 @@ mod tests {
         let results = download_all(urls, &limits(60, 2));
         assert_eq!(results.len(), 5);
         for (url, r) in &results {
-            assert!(
-                matches!(r, Err(UrlError::Deadline { .. })),
-                "{url}: {r:?}"
-            );
+            assert!(matches!(r, Err(UrlError::Deadline { .. })), "{url}: {r:?}");
         }
         // One host: at most PER_HOST at once; the others never started.
         assert!(most.load(Ordering::SeqCst) <= PER_HOST, "{most:?}");

@@ -128,9 +128,7 @@ impl CrlUrl {
 /// `host[:port]` → (host, port), port 80 when absent.
 fn split_port(authority: &str) -> Result<(&str, u16), String> {
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let close = v6
-            .find(']')
-            .ok_or("its IPv6 address has no closing `]`")?;
+        let close = v6.find(']').ok_or("its IPv6 address has no closing `]`")?;
         let after = &v6[close + 1..];
         let port = match after.strip_prefix(':') {
             Some(p) => Some(p),
@@ -168,22 +166,17 @@ fn parse_host(text: &str) -> Result<Host, String> {
         return Ok(Host::Ip(IpAddr::V4(ip)));
     }
     let ok = text.len() <= 253
-        && text
-            .split('.')
-            .enumerate()
-            .all(|(i, label)| {
-                (!label.is_empty() || (i > 0 && text.ends_with('.')))
-                    && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            });
+        && text.split('.').enumerate().all(|(i, label)| {
+            (!label.is_empty() || (i > 0 && text.ends_with('.')))
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
     if !ok {
         return Err(format!("`{text}` is not a host name"));
     }
-    Ok(Host::Name(
-        text.trim_end_matches('.').to_ascii_lowercase(),
-    ))
+    Ok(Host::Name(text.trim_end_matches('.').to_ascii_lowercase()))
 }
 
 /// One `[crl] allow` entry.
@@ -273,6 +266,11 @@ impl fmt::Display for AllowList {
 
 fn parse_entry(text: &str) -> Result<Allowed, String> {
     let t = text.trim();
+    if t.contains("://") {
+        return Err(format!(
+            "`{text}` is a URL: write its host name only (`crl.example.com`)"
+        ));
+    }
     if let Some((addr, prefix)) = t.split_once('/') {
         let ip: IpAddr = addr
             .parse()
@@ -360,7 +358,12 @@ mod tests {
         assert!(invalid("http:///a.crl").contains("no host"));
         assert!(invalid("http://a%0d.b/").contains("host name"));
         assert!(invalid("http://[::1/").contains("]"));
-        for other in ["ldap://h/cn=x", "https://h/a.crl", "file:///etc/passwd", "h/a"] {
+        for other in [
+            "ldap://h/cn=x",
+            "https://h/a.crl",
+            "file:///etc/passwd",
+            "h/a",
+        ] {
             assert_eq!(CrlUrl::parse(other), Err(UrlProblem::Scheme), "{other}");
         }
     }
@@ -412,7 +415,15 @@ mod tests {
 
     #[test]
     fn bad_allow_entries_are_named() {
-        for bad in ["10.0.0.0/33", "10.0.0/8", "fd00::/129", "", "a b", "http://x", "*."] {
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "fd00::/129",
+            "",
+            "a b",
+            "http://x",
+            "*.",
+        ] {
             let e = AllowList::parse(&[bad]).expect_err(bad);
             assert!(e.contains(&format!("`{bad}`")), "{e}");
         }
