@@ -259,7 +259,9 @@ pub struct CrlArgs {
 pub enum CrlCommand {
     /// Fetch the CRLs named in inventoried certificates (http:// distribution points),
     /// check their signatures, cache them until nextUpdate, and mark listed certificates
-    /// revoked.
+    /// revoked (only those whose own issuer signed the CRL). The URLs come from scanned
+    /// certificates: with --config FILE (or through certd), its `[crl] allow` list limits
+    /// the hosts contacted, and `[crl] deadline` the whole pass.
     Fetch(CrlFetchArgs),
 }
 

@@ -855,12 +855,20 @@ pub fn history(session: &Session, a: HistoryArgs) -> Result<Exit> {
 
 // ---- crl fetch -----------------------------------------------------------------------------
 
-pub fn crl(session: &Session, a: CrlArgs) -> Result<Exit> {
+/// `certctl crl fetch`; with `--config FILE` and no certd, the `[crl]` allow list and
+/// deadline of that file apply (through certd, certd's own do).
+pub fn crl(session: &Session, config_file: Option<&Path>, a: CrlArgs) -> Result<Exit> {
     let CrlCommand::Fetch(a) = a.command;
+    let crl_config = match (session, config_file) {
+        (Session::Direct(_), Some(file)) => Some(certctl_daemon::config::load(file)?.crl),
+        _ => None,
+    };
     let options = certctl_daemon::crlfetch::CrlFetchOptions {
         timeout_secs: a.timeout.as_secs().max(1).unsigned_abs(),
         force: a.force,
         pfx_password: pfx_password(a.pfx_password_file.as_deref())?,
+        allow: crl_config.as_ref().and_then(|c| c.allow.clone()),
+        deadline_secs: crl_config.map(|c| c.deadline.as_secs()),
     };
     let report = match call(session, Request::CrlFetch { options })? {
         Response::CrlFetch { report } => report,
@@ -886,6 +894,9 @@ pub fn crl(session: &Session, a: CrlArgs) -> Result<Exit> {
             }
             for fp in &u.revoked {
                 println!("  revoked: {fp}");
+            }
+            for note in &u.not_applied {
+                println!("  not applied: {note}");
             }
         }
         println!(

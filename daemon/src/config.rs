@@ -77,10 +77,15 @@ address = "[2001:db8::10]:8443"
 
 # Optional section: fetch the CRLs named in inventoried certificates (http:// distribution
 # points of other CAs) and mark listed certificates revoked. Off unless a schedule is set,
-# because it contacts the URLs found in certificates.
+# because it contacts the URLs found in scanned certificates: anyone who can put a
+# certificate in a scanned folder chooses them. `allow` limits the hosts contacted.
 [crl]
 schedule = "30 * * * *"
-timeout = "10s"
+timeout = "10s"                # optional: one URL, redirects and answer included
+deadline = "5m"                # optional: all downloads of one pass
+allow = ["crl.contoso.example", "*.pki.contoso.example", "10.0.0.0/8"]
+                               # optional: host names, *.domain, addresses, networks;
+                               # absent: any host (URLs in certificates are contacted)
 
 # E-mail reminders before expiry (see policies/README.md).
 [smtp]
@@ -207,12 +212,29 @@ pub struct MetricsConfig {
 /// `[crl]`: fetching the CRLs named in inventoried certificates' CRL distribution points
 /// (other CAs' revocations). Off unless a schedule is given: it contacts the URLs found in
 /// certificates.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CrlConfig {
     /// When to fetch; `None` (the default) when absent or `"off"`.
     pub schedule: Option<Schedule>,
     /// How long one download may take. Default [`DEFAULT_PROBE_TIMEOUT`].
     pub timeout: std::time::Duration,
+    /// How long a pass's downloads may take together. Default
+    /// [`crate::crlfetch::DEFAULT_PASS_DEADLINE_SECS`].
+    pub deadline: std::time::Duration,
+    /// The hosts and networks CRLs may be fetched from; `None` (the default): any, so the
+    /// URLs found in scanned certificates are contacted.
+    pub allow: Option<crate::crlfetch::AllowList>,
+}
+
+impl Default for CrlConfig {
+    fn default() -> Self {
+        CrlConfig {
+            schedule: None,
+            timeout: DEFAULT_PROBE_TIMEOUT,
+            deadline: std::time::Duration::from_secs(crate::crlfetch::DEFAULT_PASS_DEADLINE_SECS),
+            allow: None,
+        }
+    }
 }
 
 impl Config {
@@ -586,6 +608,8 @@ struct RawProbe {
 struct RawCrl {
     schedule: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    deadline: Option<Spanned<String>>,
+    allow: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -694,6 +718,15 @@ impl Checker<'_> {
                 Some(t) => self.duration("crl.timeout", t),
                 None => DEFAULT_PROBE_TIMEOUT,
             },
+            deadline: match raw.crl.as_ref().and_then(|c| c.deadline.as_ref()) {
+                Some(t) => self.duration("crl.deadline", t),
+                None => CrlConfig::default().deadline,
+            },
+            allow: raw
+                .crl
+                .as_ref()
+                .and_then(|c| c.allow.as_ref())
+                .map(|entries| self.crl_allow(entries)),
         };
         let sources = raw.source.iter().map(|s| self.source(s)).collect();
         self.duplicate_sources(&raw.source);
@@ -768,6 +801,18 @@ impl Checker<'_> {
                 DEFAULT_STORE_CACHE_BYTES
             }
         }
+    }
+
+    /// `[crl] allow`: each entry checked where it is written.
+    fn crl_allow(&mut self, entries: &[Spanned<String>]) -> crate::crlfetch::AllowList {
+        let mut good = Vec::new();
+        for entry in entries {
+            match crate::crlfetch::AllowList::parse(&[entry.get_ref()]) {
+                Ok(_) => good.push(entry.get_ref().clone()),
+                Err(e) => self.report(entry.span(), format!("crl.allow: {e}")),
+            }
+        }
+        crate::crlfetch::AllowList::parse(&good).unwrap_or_default()
     }
 
     fn metrics(&mut self, raw: &RawMetrics) -> MetricsConfig {
@@ -1340,6 +1385,37 @@ mod tests {
             "store = \"/s\"\n[workflows.ca_passphrase_files]\nops = \"ops.pass\"\n",
             "3:7",
             "workflows.ca_passphrase_files.ops must be an absolute path",
+        );
+    }
+
+    #[test]
+    fn crl_allow_and_deadline_are_checked_where_written() {
+        let c = parse("store = \"/s\"\n", origin()).unwrap();
+        assert_eq!(c.crl, CrlConfig::default());
+        assert_eq!(c.crl.allow, None, "absent: any host");
+        let c = parse(
+            "store = \"/s\"\n[crl]\ndeadline = \"90s\"\nallow = [\"crl.contoso.example\", \"10.0.0.0/8\"]\n",
+            origin(),
+        )
+        .unwrap();
+        assert_eq!(c.crl.deadline, std::time::Duration::from_secs(90));
+        let allow = c.crl.allow.expect("allow");
+        assert!(allow.allows_ip("10.9.8.7".parse().unwrap()));
+        assert!(!allow.allows_ip("127.0.0.1".parse().unwrap()));
+        the_error(
+            "store = \"/s\"\n[crl]\nallow = [\"crl.contoso.example\", \"10.0.0.0/33\"]\n",
+            "3:33",
+            "crl.allow: `10.0.0.0/33`: the prefix length must be 0 to 32",
+        );
+        the_error(
+            "store = \"/s\"\n[crl]\nallow = [\"http://crl.contoso.example/\"]\n",
+            "3:10",
+            "is a URL: write its host name only",
+        );
+        the_error(
+            "store = \"/s\"\n[crl]\ndeadline = \"0s\"\n",
+            "3:12",
+            "crl.deadline must be longer than 0s",
         );
     }
 

@@ -542,25 +542,44 @@ async fn resume_workflows(shared: &Arc<Shared>) {
 
 /// Fetches the CRLs of other CAs and marks listed certificates revoked.
 async fn fetch_crls(shared: &Arc<Shared>) -> String {
-    let config = shared.config();
-    let _writer = shared.writer.lock().await;
-    let store = shared.store.clone();
     let options = crate::crlfetch::CrlFetchOptions {
-        timeout_secs: config.crl.timeout.as_secs().max(1),
+        timeout_secs: shared.config().crl.timeout.as_secs().max(1),
         force: false,
         pfx_password: None,
+        allow: None,
+        deadline_secs: None,
     };
-    let result =
-        tokio::task::spawn_blocking(move || crate::crlfetch::fetch(&store, &options, now())).await;
-    match result {
-        Ok(Ok(report)) => format!(
+    match crl_pass(shared, options).await {
+        Ok(report) => format!(
             "ok, {} CRL URLs, {} newly revoked",
             report.urls.len(),
             report.newly_revoked
         ),
-        Ok(Err(e)) => format!("failed: {e}"),
         Err(e) => format!("failed: {e}"),
     }
+}
+
+/// One CRL pass under certd's `[crl]` policy (its allow list and deadline, whoever asked):
+/// downloads and checks with no lock held, then records under the writer lock.
+async fn crl_pass(
+    shared: &Arc<Shared>,
+    mut options: crate::crlfetch::CrlFetchOptions,
+) -> Result<crate::crlfetch::CrlFetchReport, String> {
+    let config = shared.config();
+    options.allow = config.crl.allow.clone();
+    options.deadline_secs = Some(config.crl.deadline.as_secs().max(1));
+    let store = shared.store.clone();
+    let prepared =
+        tokio::task::spawn_blocking(move || crate::crlfetch::prepare(&store, &options, now()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    let _writer = shared.writer.lock().await;
+    let store = shared.store.clone();
+    tokio::task::spawn_blocking(move || prepared.record(&store, now()))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 fn spawn_watch_scan(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, changed: Vec<PathBuf>) {
@@ -750,6 +769,13 @@ async fn answer(shared: &Arc<Shared>, request: Request) -> Response {
         return match shared.status() {
             Ok(status) => Response::Status { status },
             Err(e) => Response::error(api::ErrorKind::Failed, e.to_string()),
+        };
+    }
+    // Takes the writer lock itself, after the downloads.
+    if let Request::CrlFetch { options } = request {
+        return match crl_pass(shared, options).await {
+            Ok(report) => Response::CrlFetch { report },
+            Err(e) => Response::error(api::ErrorKind::Failed, e),
         };
     }
     let writes = request.writes_store();
