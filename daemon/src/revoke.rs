@@ -460,26 +460,72 @@ pub fn select(store: &Store, req: &RevokeRequest) -> Result<Vec<Certificate>, Re
         }
     }
     if let Some(id) = &req.issuer {
-        let found = query::find(store, id)?;
-        if found.len() > 1 {
-            let list: Vec<String> = found
-                .iter()
-                .map(|c| format!("  {}  {}", c.fingerprint(), c.facts.display_name()))
-                .collect();
-            return Err(RevokeError::SeveralMatches(id.clone(), list.join("\n")));
-        }
-        for ca_cert in found {
-            for c in store.find_by_issuer(&ca_cert.facts.subject)? {
-                if ca::issued_by(&ca_cert, &c) {
-                    selected.insert(c.fingerprint(), c);
-                }
-            }
+        for c in issued_by_selector(store, id)? {
+            selected.insert(c.fingerprint(), c);
         }
     }
     let mut out: Vec<Certificate> = selected.into_values().collect();
     crate::query::refresh_last_seen(store, &mut out)?;
     out.sort_by_key(|c| (c.facts.not_after, c.fingerprint()));
     Ok(out)
+}
+
+/// The certificates `revoke --issuer ID` selects. ID is what certctl prints of a CA: a
+/// fingerprint prefix or the CN of an inventoried CA certificate (its issued certificates,
+/// key identifiers checked), else an issuer DN exactly as `show`/`list` print it (every
+/// certificate naming that issuer, inventoried CA or not), else a case-insensitive substring
+/// of issuer DNs, like `list --issuer`, which must point at one DN (several are listed).
+fn issued_by_selector(store: &Store, id: &str) -> Result<Vec<Certificate>, RevokeError> {
+    let several = |list: Vec<String>| RevokeError::SeveralMatches(id.to_string(), list.join("\n"));
+    // A fingerprint prefix or a CN of a CA certificate.
+    let cas: Vec<Certificate> = match query::find(store, id) {
+        Ok(found) => found.into_iter().filter(|c| c.facts.is_ca).collect(),
+        Err(QueryError::NotFound(_)) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    if cas.len() > 1 {
+        return Err(several(
+            cas.iter()
+                .map(|c| format!("  {}  {}", c.fingerprint(), c.facts.subject))
+                .collect(),
+        ));
+    }
+    if let Some(ca_cert) = cas.first() {
+        return Ok(store
+            .find_by_issuer(&ca_cert.facts.subject)?
+            .into_iter()
+            .filter(|c| ca::issued_by(ca_cert, c))
+            .collect());
+    }
+    // The issuer DN as printed (the CA's own, self-issued certificate is not one it issued).
+    let issued = |c: &Certificate| c.facts.subject != c.facts.issuer;
+    let exact: Vec<Certificate> = store
+        .find_by_issuer(id)?
+        .into_iter()
+        .filter(issued)
+        .collect();
+    if !exact.is_empty() {
+        return Ok(exact);
+    }
+    // A substring of issuer DNs: one DN, or the candidates.
+    let needle = id.to_lowercase();
+    let mut by_dn: BTreeMap<String, Vec<Certificate>> = BTreeMap::new();
+    for c in store.iter() {
+        let c = c?;
+        if issued(&c) && c.facts.issuer.to_lowercase().contains(&needle) {
+            by_dn.entry(c.facts.issuer.clone()).or_default().push(c);
+        }
+    }
+    match by_dn.len() {
+        0 => Err(QueryError::NotFound(id.to_string()).into()),
+        1 => Ok(by_dn.into_values().next().unwrap_or_default()),
+        _ => Err(several(
+            by_dn
+                .iter()
+                .map(|(dn, certs)| format!("  {dn}  ({} certificates)", certs.len()))
+                .collect(),
+        )),
+    }
 }
 
 /// SHA-256 of the SubjectPublicKeyInfo of the key in a file: a private key (PEM, maybe

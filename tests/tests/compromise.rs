@@ -715,6 +715,47 @@ mod revocation {
         all.push(fleet.other.0.clone());
         all.sort();
         assert_eq!(listed_fingerprints(&r.stdout), all, "{r}");
+        // Issue 15: --issuer accepts what certctl prints of the CA: its DN as `show` prints
+        // it, its CN, a substring of the DN that names one issuer; an ambiguous one lists the
+        // candidates.
+        let ca_show = &show(&env, &ca_fp)[0];
+        let dn = ca_show["subject"].as_str().unwrap().to_string();
+        let cn = ca_show["subject_cn"].as_str().unwrap().to_string();
+        let substring = cn[..cn.len() / 2].to_lowercase();
+        for id in [dn.as_str(), cn.as_str(), substring.as_str()] {
+            let r = run(
+                &env,
+                &[
+                    "revoke",
+                    "--issuer",
+                    id,
+                    "--reason",
+                    "ca-compromise",
+                    "--dry-run",
+                ],
+            );
+            r.success().stdout_has("would revoke 3 certificate(s)");
+            assert_eq!(listed_fingerprints(&r.stdout), all, "--issuer {id}{r}");
+        }
+        // With a second issuer in the store, "CN=" is in both DNs: nothing is selected.
+        let f = CertFactory::new();
+        let elsewhere = f.leaf(CertSpec::leaf("elsewhere.example"));
+        let p = env.file("elsewhere/e.pem");
+        certctl_e2e::files::pem(&p, &[&elsewhere]);
+        run(&env, &["scan", s(&p)]).success();
+        run(
+            &env,
+            &[
+                "revoke",
+                "--issuer",
+                "CN=",
+                "--reason",
+                "ca-compromise",
+                "--dry-run",
+            ],
+        )
+        .expect_code(4)
+        .stderr_has(&dn);
         // A dry run revokes nothing.
         for fp in &all {
             assert_eq!(show(&env, fp)[0]["revoked"], false);
