@@ -14,8 +14,9 @@ fn parse_role(s: &str) -> Result<Role, String> {
 /// Secrets for a managed CA's key.
 #[derive(Debug, Args)]
 pub struct PassphraseArgs {
-    /// File holding the CA key passphrase [else $CERTCTL_CA_PASSPHRASE]. Without one the
-    /// CA key is stored unencrypted (0600).
+    /// File holding the CA key passphrase [else $CERTCTL_CA_PASSPHRASE]: needed to use an
+    /// encrypted CA key; at `ca init`, the key is encrypted with it (without one, `ca init`
+    /// stores the key unencrypted, 0600).
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
 }
@@ -97,10 +98,10 @@ pub struct CaExportArgs {
 pub struct CaCrlArgs {
     /// The managed CA.
     pub name: String,
-    /// Where to write the CRL.
+    /// Also write a copy here (the CRL is always published to the CA's CRL paths).
     #[arg(long, value_name = "FILE")]
-    pub out: PathBuf,
-    /// Write DER instead of PEM.
+    pub out: Option<PathBuf>,
+    /// Write the copy as DER instead of PEM.
     #[arg(long)]
     pub der: bool,
     #[command(flatten)]

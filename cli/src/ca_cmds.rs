@@ -229,7 +229,7 @@ pub fn ca(session: &Session, a: CaArgs) -> Result<Exit> {
         CaCommand::Crl(a) => {
             let request = Request::CaCrl {
                 name: a.name.clone(),
-                out: absolute(&a.out)?,
+                out: a.out.as_deref().map(absolute).transpose()?,
                 der: a.der,
                 passphrase: passphrase(&a.passphrase)?,
             };

@@ -94,7 +94,9 @@ pub enum Request {
     /// `certctl ca crl NAME --out FILE [--der]` (absolute path).
     CaCrl {
         name: String,
-        out: PathBuf,
+        /// A copy besides the CA's CRL paths (absolute).
+        #[serde(default)]
+        out: Option<PathBuf>,
         der: bool,
         passphrase: Option<Secret>,
     },
@@ -470,12 +472,14 @@ pub fn execute(
             out,
             der,
             passphrase,
-        } => match relative(&out) {
+        } => match out.as_deref().and_then(relative) {
             Some(r) => r,
-            None => match revoke::ca_crl(store, &name, &out, der, passphrase.as_ref(), now) {
-                Ok(crl) => Response::Crl { crl },
-                Err(e) => failed(e),
-            },
+            None => {
+                match revoke::ca_crl(store, &name, out.as_deref(), der, passphrase.as_ref(), now) {
+                    Ok(crl) => Response::Crl { crl },
+                    Err(e) => failed(e),
+                }
+            }
         },
         Request::Issue { issue } => match ca::issue(store, &issue, now) {
             Ok(report) => Response::Issued {

@@ -347,13 +347,16 @@ pub fn verify_crl_file(path: &Path, ca_der: &[u8], serials: &[String]) -> CrlChe
 pub fn ca_crl(
     store: &Store,
     name: &str,
-    out: &Path,
+    out: Option<&Path>,
     der: bool,
     passphrase: Option<&Secret>,
     now: UnixTime,
 ) -> Result<CrlPublished, RevokeError> {
     let signer = Signer::load(store, name, passphrase)?;
     let mut published = publish_crl(store, &signer, now)?;
+    let Some(out) = out else {
+        return Ok(published);
+    };
     let bytes = if der {
         published.der.clone()
     } else {

@@ -784,6 +784,36 @@ mod revocation {
         let _ = &fleet.other.1;
     }
 
+    /// Issue 15: `ca crl NAME` publishes to the CA's CRL paths; `--out` is an optional copy.
+    #[test]
+    fn ca_crl_publishes_without_out() {
+        let env = TestEnv::new();
+        let crl_der = env.root().join("pub/ops.crl");
+        let ca_dir = init_ca(&env, "ops", &["--crl-out", s(&crl_der)]);
+        let r = run(&env, &["ca", "crl", "ops"]);
+        r.success()
+            .stdout_has("CRL #2 of CA `ops`")
+            .stdout_has(&format!("written to {}", s(&crl_der)));
+        let v = openssl_ok(&[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            s(&crl_der),
+            "-CAfile",
+            s(&ca_dir.join("ca.pem")),
+            "-verify",
+            "-noout",
+            "-text",
+        ]);
+        assert!(v.contains("verify OK"), "{v}");
+        let copy = env.root().join("copy.pem");
+        run(&env, &["ca", "crl", "ops", "--out", s(&copy)])
+            .success()
+            .stdout_has("CRL #3");
+        assert!(copy.is_file());
+    }
+
     /// Issue 15: a revocation whose CRL could not be published (here the `--crl-out` folder
     /// is a file; a full disk or a kill -9 between the commit and the publish end the same
     /// way) used to be final: the retry said "nothing to revoke" and the published CRL never
