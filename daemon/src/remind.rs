@@ -53,6 +53,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{self, Config, ConfigError, SmtpConfig, SmtpSecurity};
 use crate::policy::{self, PolicyError, PolicySet, Successors};
 use crate::query::{self, QueryError};
+use crate::smtp_client::{Session, SmtpError};
 
 /// First retry delay after a failed delivery; it doubles with each failure.
 pub const BACKOFF_FIRST_SECS: i64 = 60;
@@ -954,8 +955,8 @@ enum Phase {
 }
 
 /// Delivers digests through the `[smtp]` server: one SMTP session per digest, driven step
-/// by step with lettre's [`SmtpConnection`](lettre::transport::smtp::client::SmtpConnection)
-/// so that a failure says whether the message had been sent ([`SendFailure::maybe_delivered`]),
+/// by step with the bounded [`crate::smtp_client::Session`] (reply sizes capped, one
+/// deadline per session of [`crate::smtp_client::DEADLINE_FACTOR`] × `smtp.timeout`) so that a failure says whether the message had been sent ([`SendFailure::maybe_delivered`]),
 /// and so that the session of an accepted digest is closed (QUIT) only after the pass
 /// recorded it ([`Mailer::finish`]), not before.
 pub struct SmtpMailer {
@@ -963,7 +964,7 @@ pub struct SmtpMailer {
     /// The password, or why it could not be read. Never logged.
     password: Result<Option<String>, String>,
     /// The session of the last accepted digest, until [`Mailer::finish`] closes it.
-    open: std::sync::Mutex<Option<lettre::transport::smtp::client::SmtpConnection>>,
+    open: std::sync::Mutex<Option<Session>>,
 }
 
 impl std::fmt::Debug for SmtpMailer {
@@ -975,20 +976,6 @@ impl std::fmt::Debug for SmtpMailer {
     }
 }
 
-/// lettre's error with its causes (`response error: incomplete response`, `Connection
-/// error: Connection refused (os error 111)`).
-fn smtp_cause(e: &lettre::transport::smtp::Error) -> String {
-    let mut cause = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !cause.contains(&text) {
-            cause.push_str(&format!(": {text}"));
-        }
-        source = s.source();
-    }
-    cause
-}
 
 impl SmtpMailer {
     /// Reads the password now: `$CERTCTL_SMTP_PASSWORD` if set, else `password_file`.
@@ -1030,34 +1017,22 @@ impl SmtpMailer {
     fn connect(
         &self,
         password: Option<String>,
-        tls: Option<lettre::transport::smtp::client::TlsParameters>,
-    ) -> Result<
-        lettre::transport::smtp::client::SmtpConnection,
-        (Phase, lettre::transport::smtp::Error),
-    > {
-        use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
-        use lettre::transport::smtp::client::SmtpConnection;
+        tls: Option<openssl::ssl::SslConnector>,
+    ) -> Result<Session, (Phase, SmtpError)> {
+        use lettre::transport::smtp::authentication::Credentials;
         use lettre::transport::smtp::extension::ClientId;
         let c = &self.config;
         let hello = ClientId::default();
         let wrapped = tls.as_ref().filter(|_| c.security == SmtpSecurity::Tls);
-        let mut conn = SmtpConnection::connect(
-            (c.host.as_str(), c.port),
-            Some(c.timeout),
-            &hello,
-            wrapped,
-            None,
-        )
-        .map_err(|e| (Phase::Greeting, e))?;
+        let mut conn = Session::connect(&c.host, c.port, c.timeout, wrapped, &hello)
+            .map_err(|e| (Phase::Greeting, e))?;
         if let (SmtpSecurity::StartTls, Some(tls)) = (c.security, &tls) {
-            conn.starttls(tls, &hello).map_err(|e| (Phase::Login, e))?;
+            conn.starttls(tls, &c.host, &hello)
+                .map_err(|e| (Phase::Login, e))?;
         }
         if let (Some(user), Some(password)) = (&c.username, password) {
-            conn.auth(
-                DEFAULT_MECHANISMS,
-                &Credentials::new(user.clone(), password),
-            )
-            .map_err(|e| (Phase::Login, e))?;
+            conn.auth(&Credentials::new(user.clone(), password))
+                .map_err(|e| (Phase::Login, e))?;
         }
         Ok(conn)
     }
@@ -1088,10 +1063,10 @@ impl SmtpMailer {
     /// MAIL FROM, RCPT TO, DATA (with 8BITMIME / SMTPUTF8 when the message needs them).
     fn envelope(
         &self,
-        conn: &mut lettre::transport::smtp::client::SmtpConnection,
+        conn: &mut Session,
         message: &lettre::Message,
         raw: &[u8],
-    ) -> Result<(), Result<lettre::transport::smtp::Error, String>> {
+    ) -> Result<(), Result<SmtpError, String>> {
         use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
         use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
         let envelope = message.envelope();
@@ -1117,12 +1092,13 @@ impl SmtpMailer {
             }
             options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
-        conn.command(Mail::new(envelope.from().cloned(), options))
+        conn.command(&Mail::new(envelope.from().cloned(), options).to_string())
             .map_err(Ok)?;
         for to in envelope.to() {
-            conn.command(Rcpt::new(to.clone(), vec![])).map_err(Ok)?;
+            conn.command(&Rcpt::new(to.clone(), vec![]).to_string())
+                .map_err(Ok)?;
         }
-        conn.command(Data).map_err(Ok)?;
+        conn.command(&Data.to_string()).map_err(Ok)?;
         Ok(())
     }
 
@@ -1132,7 +1108,7 @@ impl SmtpMailer {
         &self,
         digest: &Digest,
         phase: Phase,
-        e: &lettre::transport::smtp::Error,
+        e: &SmtpError,
     ) -> SendFailure {
         // A server that never greeted (an SMTPS port?) gets its own cause, not the raw timeout.
         let silent = match phase {
@@ -1140,12 +1116,12 @@ impl SmtpMailer {
             _ => None,
         };
         let cause =
-            silent.unwrap_or_else(|| crate::smtp_tls::with_hint(smtp_cause(e), &self.config));
+            silent.unwrap_or_else(|| crate::smtp_tls::with_hint(e.to_string(), &self.config));
         let message_id = digest.message_id(&self.domain());
         // The server answered with an error code: it is alive and did not take the message.
         let refused = e.is_transient() || e.is_permanent();
         let auth = matches!(phase, Phase::Greeting | Phase::Login)
-            && (e.status().is_some_and(|c| c.to_string() == "535")
+            && (e.code() == Some(535)
                 || cause.to_lowercase().contains("authentication"));
         let error = if auth {
             format!(
@@ -1196,8 +1172,7 @@ impl Mailer for SmtpMailer {
             .map_err(|(phase, e)| self.failure(digest, phase, &e))?;
         // A server that answered an error is alive: say goodbye (QUIT). After a network
         // error or a timeout, just drop the connection (a QUIT could wait another timeout).
-        let close = |mut conn: lettre::transport::smtp::client::SmtpConnection,
-                     e: &lettre::transport::smtp::Error| {
+        let close = |mut conn: Session, e: &SmtpError| {
             if e.is_transient() || e.is_permanent() {
                 conn.abort();
             }
