@@ -30,6 +30,11 @@
 //!    recipient until its next attempt, an explicit `certctl remind --now` retries at once.
 //!    Nothing is recorded as sent unless the server accepted it.
 //!
+//!    Each session is bounded ([`crate::smtp_client`]: reply sizes, one deadline of
+//!    [`crate::smtp_client::DEADLINE_FACTOR`] × `smtp.timeout`), and in certd no store lock
+//!    is held while it runs ([`run_pass_locked`]): the writer lock is taken to read what is
+//!    due and to record each outcome, so scans go on while a mail server is slow.
+//!
 //!    **The one window for a duplicate** is inherent to SMTP: when the connection breaks
 //!    (or times out) after the whole message was sent but before the server's `250`, the
 //!    server may or may not have kept it, and certctl cannot tell. It treats the digest as
@@ -707,7 +712,38 @@ pub fn run_pass(
     now: UnixTime,
     mode: PassMode,
 ) -> Result<PassReport, StoreError> {
-    let digests = due(store, policies, now)?;
+    run_pass_locked(store, policies, mailer, now, mode, &|| ())
+}
+
+/// [`run_pass`] with the store's writer lock: `lock` takes it (its guard is held while the
+/// pass reads what is due and while it records an outcome) and the pass never holds it
+/// during an SMTP session, so a slow or hostile mail server cannot hold up scans. The
+/// caller makes sure that only one pass runs at a time (certd: its reminder lock).
+pub fn run_pass_locked<G>(
+    store: &Store,
+    policies: &PolicySet,
+    mailer: Option<&dyn Mailer>,
+    now: UnixTime,
+    mode: PassMode,
+    lock: &dyn Fn() -> G,
+) -> Result<PassReport, StoreError> {
+    let (digests, states) = {
+        let _writer = lock();
+        let digests = due(store, policies, now)?;
+        if mode != PassMode::DryRun {
+            // Recipients who were pending but have nothing due any more (renewed, snoozed).
+            for state in store.delivery_states()? {
+                if !digests.iter().any(|d| d.recipient == state.recipient) {
+                    store.clear_delivery_state(&state.recipient)?;
+                }
+            }
+        }
+        let states = digests
+            .iter()
+            .map(|d| store.delivery_state(&d.recipient))
+            .collect::<Result<Vec<_>, _>>()?;
+        (digests, states)
+    };
     let mut report = PassReport {
         at: now,
         mode,
@@ -721,14 +757,7 @@ pub fn run_pass(
         report.digests = digests;
         return Ok(report);
     }
-    // Recipients who were pending but have nothing due any more (renewed, snoozed).
-    for state in store.delivery_states()? {
-        if !digests.iter().any(|d| d.recipient == state.recipient) {
-            store.clear_delivery_state(&state.recipient)?;
-        }
-    }
-    for digest in digests {
-        let state = store.delivery_state(&digest.recipient)?;
+    for (digest, state) in digests.into_iter().zip(states) {
         let reminders = digest.entries.len() as u64;
         if let (PassMode::Scheduled, Some(s)) = (mode, &state) {
             if s.next_attempt > now {
@@ -745,66 +774,23 @@ pub fn run_pass(
                 continue;
             }
         }
+        // The SMTP session: no lock held.
         let outcome = match mailer {
             Some(m) => m.send(&digest, now),
             None => Err(SendFailure::not_sent("no mail server configured")),
         };
         match outcome {
             Ok(()) => {
-                let record = |e: &Entry| {
-                    Some(SentReminder {
-                        fingerprint: e.fingerprint.parse().ok()?,
-                        recipient: digest.recipient.clone(),
-                        threshold_secs: e.threshold_secs,
-                        sent_at: now,
-                    })
-                };
-                let (files, certs): (Vec<&Entry>, Vec<&Entry>) =
-                    digest.entries.iter().partition(|e| e.is_artifact());
-                let sent: Vec<SentReminder> = certs.iter().filter_map(|e| record(e)).collect();
-                let sent_files: Vec<SentReminder> =
-                    files.iter().filter_map(|e| record(e)).collect();
                 // Recorded (and flushed) right after the server's 250, before anything else:
                 // a crash from here on cannot make this digest go out again.
-                let recorded = store.record_delivery_with_artifacts(
-                    &digest.recipient,
-                    &sent,
-                    &sent_files,
-                    now,
-                );
+                let recorded = {
+                    let _writer = lock();
+                    record_sent(store, &digest, now)
+                };
                 if let Some(m) = mailer {
                     m.finish();
                 }
                 recorded?;
-                for s in &sent {
-                    store.record_audit(&AuditEvent {
-                        at: now,
-                        fingerprint: Some(s.fingerprint),
-                        actor: "reminders".into(),
-                        action: "reminder-sent".into(),
-                        detail: format!(
-                            "{} reminder sent to {}",
-                            policy::threshold_label(s.threshold_secs),
-                            s.recipient
-                        ),
-                    })?;
-                }
-                for e in &files {
-                    let Some(s) = record(e) else { continue };
-                    store.record_audit(&AuditEvent {
-                        at: now,
-                        fingerprint: Some(s.fingerprint),
-                        actor: "reminders".into(),
-                        action: "reminder-sent".into(),
-                        detail: format!(
-                            "{} reminder about {} {} sent to {}",
-                            e.threshold,
-                            e.artifact_kind.as_deref().unwrap_or("artifact"),
-                            e.path.as_deref().unwrap_or(""),
-                            s.recipient
-                        ),
-                    })?;
-                }
                 report.digests_sent += 1;
                 report.reminders_sent += reminders;
                 tracing::info!(recipient = %digest.recipient, reminders, "reminder digest sent");
@@ -824,7 +810,10 @@ pub fn run_pass(
                     last_error: error.clone(),
                     pending: reminders,
                 };
-                store.record_delivery_failure(&failure)?;
+                {
+                    let _writer = lock();
+                    store.record_delivery_failure(&failure)?;
+                }
                 let message_id = message_id(mailer, &digest);
                 tracing::warn!(recipient = %digest.recipient, reminders, attempts, next_attempt = %rfc3339(next_attempt), maybe_delivered, %message_id, %error, "reminder digest not delivered; it stays pending");
                 report.failed.push(Undelivered {
@@ -841,6 +830,53 @@ pub fn run_pass(
         report.digests.push(digest);
     }
     Ok(report)
+}
+
+/// Records the reminders of an accepted digest (one flushed batch), then their audit events.
+fn record_sent(store: &Store, digest: &Digest, now: UnixTime) -> Result<(), StoreError> {
+    let record = |e: &Entry| {
+        Some(SentReminder {
+            fingerprint: e.fingerprint.parse().ok()?,
+            recipient: digest.recipient.clone(),
+            threshold_secs: e.threshold_secs,
+            sent_at: now,
+        })
+    };
+    let (files, certs): (Vec<&Entry>, Vec<&Entry>) =
+        digest.entries.iter().partition(|e| e.is_artifact());
+    let sent: Vec<SentReminder> = certs.iter().filter_map(|e| record(e)).collect();
+    let sent_files: Vec<SentReminder> = files.iter().filter_map(|e| record(e)).collect();
+    store.record_delivery_with_artifacts(&digest.recipient, &sent, &sent_files, now)?;
+    for s in &sent {
+        store.record_audit(&AuditEvent {
+            at: now,
+            fingerprint: Some(s.fingerprint),
+            actor: "reminders".into(),
+            action: "reminder-sent".into(),
+            detail: format!(
+                "{} reminder sent to {}",
+                policy::threshold_label(s.threshold_secs),
+                s.recipient
+            ),
+        })?;
+    }
+    for e in &files {
+        let Some(s) = record(e) else { continue };
+        store.record_audit(&AuditEvent {
+            at: now,
+            fingerprint: Some(s.fingerprint),
+            actor: "reminders".into(),
+            action: "reminder-sent".into(),
+            detail: format!(
+                "{} reminder about {} {} sent to {}",
+                e.threshold,
+                e.artifact_kind.as_deref().unwrap_or("artifact"),
+                e.path.as_deref().unwrap_or(""),
+                s.recipient
+            ),
+        })?;
+    }
+    Ok(())
 }
 
 /// The delay before attempt `attempts + 1`: 1 minute, doubling, at most 6 hours.
@@ -870,6 +906,19 @@ pub fn pass_with_config(
     now: UnixTime,
     mode: PassMode,
 ) -> Result<PassReport, RemindError> {
+    pass_with_config_locked(store, config_path, policies, now, mode, &|| ())
+}
+
+/// [`pass_with_config`] taking the store's writer lock with `lock` only around store work
+/// (see [`run_pass_locked`]).
+pub fn pass_with_config_locked<G>(
+    store: &Store,
+    config_path: &Path,
+    policies: Option<&Path>,
+    now: UnixTime,
+    mode: PassMode,
+    lock: &dyn Fn() -> G,
+) -> Result<PassReport, RemindError> {
     let config = config::load(config_path)?;
     let set = policy::load_dir(&policies_dir(&config, config_path, policies)?)?;
     let mailer = match (&config.smtp, mode) {
@@ -877,17 +926,25 @@ pub fn pass_with_config(
         (Some(smtp), _) => Some(SmtpMailer::new(smtp)),
         (None, _) => return Err(RemindError::NoSmtp(config_path.to_path_buf())),
     };
-    Ok(run_pass(
+    Ok(run_pass_locked(
         store,
         &set,
         mailer.as_ref().map(|m| m as &dyn Mailer),
         now,
         mode,
+        lock,
     )?)
 }
 
-/// certd's scheduled pass; returns the outcome shown by `certctl status`.
-pub fn scheduled_pass(store: &Store, config: &Config, config_path: &Path, now: UnixTime) -> String {
+/// certd's scheduled pass; returns the outcome shown by `certctl status`. `lock` takes the
+/// store's writer lock, held only around store work (see [`run_pass_locked`]).
+pub fn scheduled_pass<G>(
+    store: &Store,
+    config: &Config,
+    config_path: &Path,
+    now: UnixTime,
+    lock: &dyn Fn() -> G,
+) -> String {
     let result = (|| -> Result<PassReport, RemindError> {
         let dir = policies_dir(config, config_path, None)?;
         let set = policy::load_dir(&dir)?;
@@ -896,12 +953,13 @@ pub fn scheduled_pass(store: &Store, config: &Config, config_path: &Path, now: U
             .as_ref()
             .ok_or_else(|| RemindError::NoSmtp(config_path.to_path_buf()))?;
         let mailer = SmtpMailer::new(smtp);
-        Ok(run_pass(
+        Ok(run_pass_locked(
             store,
             &set,
             Some(&mailer),
             now,
             PassMode::Scheduled,
+            lock,
         )?)
     })();
     match result {

@@ -57,6 +57,8 @@ pub enum FindingKind {
     /// The endpoint serves a certificate that is in no inventoried file. Computed when
     /// shown, not stored by the probe.
     NotInInventory,
+    /// The server sent more certificates than a probe records (the rest were dropped).
+    ChainTooLong,
 }
 
 impl FindingKind {
@@ -72,6 +74,7 @@ impl FindingKind {
             FindingKind::UnexpectedIssuer => "unexpected-issuer",
             FindingKind::RenewedNotReloaded => "renewed-not-reloaded",
             FindingKind::NotInInventory => "not-in-inventory",
+            FindingKind::ChainTooLong => "chain-too-long",
         }
     }
 }
