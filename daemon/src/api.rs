@@ -425,7 +425,14 @@ pub fn execute(
                     ),
                 );
             }
-            remind(store, &config, policies.as_deref(), mode, at.unwrap_or(now), &|| ())
+            remind(
+                store,
+                &config,
+                policies.as_deref(),
+                mode,
+                at.unwrap_or(now),
+                &|| (),
+            )
         }
         Request::Snooze {
             id,

@@ -1034,7 +1034,6 @@ impl std::fmt::Debug for SmtpMailer {
     }
 }
 
-
 impl SmtpMailer {
     /// Reads the password now: `$CERTCTL_SMTP_PASSWORD` if set, else `password_file`.
     pub fn new(config: &SmtpConfig) -> SmtpMailer {
@@ -1162,12 +1161,7 @@ impl SmtpMailer {
 
     /// The failure of `digest` in `phase`, for admins: the server, the recipient, the cause,
     /// and after the message was sent, that it may have arrived (and its Message-ID).
-    fn failure(
-        &self,
-        digest: &Digest,
-        phase: Phase,
-        e: &SmtpError,
-    ) -> SendFailure {
+    fn failure(&self, digest: &Digest, phase: Phase, e: &SmtpError) -> SendFailure {
         // A server that never greeted (an SMTPS port?) gets its own cause, not the raw timeout.
         let silent = match phase {
             Phase::Greeting => crate::smtp_tls::no_greeting(e, &self.config),
@@ -1179,8 +1173,7 @@ impl SmtpMailer {
         // The server answered with an error code: it is alive and did not take the message.
         let refused = e.is_transient() || e.is_permanent();
         let auth = matches!(phase, Phase::Greeting | Phase::Login)
-            && (e.code() == Some(535)
-                || cause.to_lowercase().contains("authentication"));
+            && (e.code() == Some(535) || cause.to_lowercase().contains("authentication"));
         let error = if auth {
             format!(
                 "{}: authentication failed for user `{}`: {cause} (check smtp.username and the password in smtp.password_file or ${PASSWORD_ENV})",

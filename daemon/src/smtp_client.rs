@@ -422,7 +422,10 @@ impl Session {
         if past {
             return self.deadline_error();
         }
-        let silent = matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut);
+        let silent = matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        );
         let cause = match (&self.stream, silent) {
             (Some(s), true) => format!(
                 "no answer within {}",
@@ -438,11 +441,10 @@ impl Session {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), SmtpError> {
-        let result = self.stream()?.write_all(bytes).and_then(|()| {
-            self.stream
-                .as_mut()
-                .map_or(Ok(()), |s| s.flush())
-        });
+        let result = self
+            .stream()?
+            .write_all(bytes)
+            .and_then(|()| self.stream.as_mut().map_or(Ok(()), |s| s.flush()));
         result.map_err(|e| self.io_error(e))
     }
 
@@ -538,8 +540,7 @@ mod tests {
             None,
             &ClientId::default(),
         )
-        .err()
-        .expect("no session")
+        .expect_err("no session")
     }
 
     #[test]
@@ -590,9 +591,12 @@ mod tests {
         let timeout = Duration::from_millis(300);
         let started = Instant::now();
         let e = Session::connect("127.0.0.1", port, timeout, None, &ClientId::default())
-            .err()
-            .expect("no session");
+            .expect_err("no session");
         assert_eq!(e, SmtpError::Deadline("900ms".into()));
-        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -147,8 +147,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let missing = dir.path().join("missing.pem");
         let e = tls_parameters(&config(SmtpSecurity::StartTls, Some(missing.clone())))
-            .err()
-            .expect("missing file");
+            .expect_err("missing file");
         assert_eq!(
             e.to_string(),
             format!(
@@ -159,8 +158,7 @@ mod tests {
         let junk = dir.path().join("junk.pem");
         std::fs::write(&junk, "not a certificate\n").expect("write");
         let e = tls_parameters(&config(SmtpSecurity::Tls, Some(junk.clone())))
-            .err()
-            .expect("no certificate");
+            .expect_err("no certificate");
         assert!(e.to_string().contains("holds no PEM certificate"), "{e}");
         assert!(e.to_string().contains(&junk.display().to_string()), "{e}");
     }
@@ -187,8 +185,7 @@ mod tests {
             None,
             &lettre::transport::smtp::extension::ClientId::default(),
         )
-        .err()
-        .expect("no session")
+        .expect_err("no session")
     }
 
     #[test]

@@ -76,8 +76,12 @@ impl Hostile {
         let sessions = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (open, accepted, sessions, stop) =
-                (open.clone(), accepted.clone(), sessions.clone(), stop.clone());
+            let (open, accepted, sessions, stop) = (
+                open.clone(),
+                accepted.clone(),
+                sessions.clone(),
+                stop.clone(),
+            );
             std::thread::spawn(move || {
                 let mut handlers = Vec::new();
                 let end = Instant::now() + Duration::from_secs(240);
@@ -281,7 +285,10 @@ fn a_dripping_server_holds_neither_the_pass_nor_the_store_and_the_reminder_goes_
         // The pass runs inside certd (the request goes through its control socket).
         let pass = scope.spawn(|| t.remind());
         assert!(
-            wait_until(Duration::from_secs(30), || hostile.open.load(Ordering::SeqCst) == 1),
+            wait_until(Duration::from_secs(30), || hostile
+                .open
+                .load(Ordering::SeqCst)
+                == 1),
             "certd never connected to the hostile server"
         );
         // A scan through certd is not held up by the session in progress.
