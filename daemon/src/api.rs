@@ -140,6 +140,13 @@ pub enum Request {
 }
 
 impl Request {
+    /// Whether answering talks to other servers (`probe`: the endpoint; `remind`: the mail
+    /// server). certd answers these with [`execute_networked`], never holding the writer
+    /// lock during that I/O.
+    pub fn uses_network(&self) -> bool {
+        matches!(self, Request::Probe { .. } | Request::Remind { .. })
+    }
+
     /// Whether answering may write to the store. certd runs such requests one at a time
     /// with its own scans and probes, so no merge ever races another. Anything not listed
     /// as read-only counts as a write, so a new request is safe by default.
@@ -402,7 +409,7 @@ pub fn execute(
                 Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
             }
         }
-        Request::Probe { target } => probe(store, &target, now),
+        Request::Probe { target } => probe(store, &target, now, &|| ()),
         Request::VerifyStore => match store.verify() {
             Ok(verification) => Response::Verification { verification },
             Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
@@ -430,12 +437,14 @@ pub fn execute(
                     ),
                 );
             }
-            let now = at.unwrap_or(now);
-            let config = config.as_deref();
-            match remind::pass_with_config(store, config, policies.as_deref(), now, mode) {
-                Ok(report) => Response::Remind { report },
-                Err(e) => failed(e),
-            }
+            remind(
+                store,
+                config.as_deref(),
+                policies.as_deref(),
+                mode,
+                at.unwrap_or(now),
+                &|| (),
+            )
         }
         Request::Snooze {
             id,
@@ -609,8 +618,58 @@ pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::Store
 }
 
 /// Probes one endpoint and records what it served.
-fn probe(store: &Store, target: &ProbeTarget, now: UnixTime) -> Response {
+/// `certctl remind`: one pass; `lock` takes the store's writer lock around store work only.
+fn remind<G>(
+    store: &Store,
+    config: Option<&std::path::Path>,
+    policies: Option<&std::path::Path>,
+    mode: PassMode,
+    now: UnixTime,
+    lock: &dyn Fn() -> G,
+) -> Response {
+    match remind::pass_with_config_locked(store, config, policies, now, mode, lock) {
+        Ok(report) => Response::Remind { report },
+        Err(e) => failed(e),
+    }
+}
+
+/// Answers a request that talks to other servers ([`Request::uses_network`]: `probe`,
+/// `remind`) without holding the store's writer lock during that I/O: `lock` takes it only
+/// around store reads and writes. certd answers these so that a slow or hostile server
+/// cannot hold up scans; any other request is answered by [`execute`] under `lock`.
+pub fn execute_networked<G>(
+    store: &Store,
+    request: Request,
+    now: UnixTime,
+    progress: &ScanProgress,
+    lock: &dyn Fn() -> G,
+) -> Response {
+    match request {
+        Request::Probe { target } => probe(store, &target, now, lock),
+        Request::Remind {
+            config,
+            policies,
+            mode,
+            at,
+        } if config.as_ref().is_none_or(|c| c.is_absolute()) => remind(
+            store,
+            config.as_deref(),
+            policies.as_deref(),
+            mode,
+            at.unwrap_or(now),
+            lock,
+        ),
+        request => {
+            let _writer = lock();
+            execute(store, request, now, progress)
+        }
+    }
+}
+
+/// `certctl probe`: the handshake without `lock`, the outcome recorded under it.
+fn probe<G>(store: &Store, target: &ProbeTarget, now: UnixTime, lock: &dyn Fn() -> G) -> Response {
     let outcome = crate::probe::probe(target, now);
+    let _writer = lock();
     let mut endpoint = match crate::probe::record(store, target, &outcome, now) {
         Ok(e) => e,
         Err(e) => return Response::error(ErrorKind::Failed, e.to_string()),

@@ -12,7 +12,8 @@
 //! - [`metrics_http`]: certd's `GET /metrics` (Prometheus) responder.
 //! - [`control`] and [`signals`]: the OS-specific parts (Unix socket, Unix signals).
 //! - [`config`] and [`schedule`]: certd's TOML configuration and cron schedules.
-//! - [`smtp_tls`]: the TLS parameters of reminder e-mail sessions (`smtp.ca_file`).
+//! - [`smtp_client`] and [`smtp_tls`]: the bounded SMTP session reminders go out through
+//!   (reply sizes, one deadline per session) and its TLS side (`smtp.ca_file`).
 //! - [`probe`]: fetching and judging the chains served by live TLS endpoints.
 //! - [`ca`], [`revoke`] and [`workflow`]: managed CAs and issuing, revocation and CRLs,
 //!   the regenerate workflow and the audit history queries.
@@ -45,6 +46,7 @@ pub mod reports;
 pub mod revoke;
 pub mod schedule;
 pub mod server;
+pub mod smtp_client;
 pub mod smtp_tls;
 
 pub mod signals;

@@ -45,6 +45,9 @@
 //!   - a self-signed leaf that is not trusted is only `self-signed-leaf`.
 //! - `expired` / `not-yet-valid`: any served certificate, and any trust-store certificate the
 //!   verified chain ends with, whose validity does not include `now`.
+//! - `chain-too-long`: the server sent more than [`MAX_CHAIN`] certificates; only the first
+//!   [`MAX_CHAIN`] are judged and recorded (a server cannot fill the store), the detail says
+//!   how many were dropped.
 //! - `unexpected-issuer`: [`ProbeTarget::expect_issuer`] is set and the leaf's issuer DN does
 //!   not contain it (ASCII case-insensitive): typically a TLS-inspecting proxy.
 //!
@@ -72,6 +75,10 @@ use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509PurposeId, X509Ref, X509StoreContext, X509VerifyResult, X509};
 
 use crate::x509::facts_from_der;
+
+/// The most certificates of a served chain that are judged and recorded; the rest are
+/// dropped and reported as `chain-too-long`.
+pub const MAX_CHAIN: usize = 20;
 
 /// The wait bound used when none is given (or a zero one is).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -137,7 +144,18 @@ pub fn probe(target: &ProbeTarget, now: UnixTime) -> ProbeOutcome {
         .and_then(|(host, port)| fetch_chain(target, &host, port).map(|served| (host, served)));
     let outcome = match fetched {
         Ok((host, served)) => {
-            let (chain, mut findings) = judge(target, &host, &served, now);
+            let kept = &served[..served.len().min(MAX_CHAIN)];
+            let (chain, mut findings) = judge(target, &host, kept, now);
+            if served.len() > MAX_CHAIN {
+                findings.push(Finding {
+                    kind: FindingKind::ChainTooLong,
+                    detail: format!(
+                        "{address} served {} certificates; only the first {MAX_CHAIN} were judged and recorded, the other {} were dropped: a TLS server should send its leaf and intermediates (a handful).",
+                        served.len(),
+                        served.len() - MAX_CHAIN
+                    ),
+                });
+            }
             findings.sort_by_key(|f| f.kind);
             ProbeOutcome {
                 address,

@@ -30,6 +30,11 @@
 //!    recipient until its next attempt, an explicit `certctl remind --now` retries at once.
 //!    Nothing is recorded as sent unless the server accepted it.
 //!
+//!    Each session is bounded ([`crate::smtp_client`]: reply sizes, one deadline of
+//!    [`crate::smtp_client::DEADLINE_FACTOR`] × `smtp.timeout`), and in certd no store lock
+//!    is held while it runs ([`run_pass_locked`]): the writer lock is taken to read what is
+//!    due and to record each outcome, so scans go on while a mail server is slow.
+//!
 //!    **The one window for a duplicate** is inherent to SMTP: when the connection breaks
 //!    (or times out) after the whole message was sent but before the server's `250`, the
 //!    server may or may not have kept it, and certctl cannot tell. It treats the digest as
@@ -53,6 +58,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{self, Config, ConfigError, SmtpConfig, SmtpSecurity};
 use crate::policy::{self, PolicyError, PolicySet, Successors};
 use crate::query::{self, QueryError};
+use crate::smtp_client::{Session, SmtpError};
 
 /// First retry delay after a failed delivery; it doubles with each failure.
 pub const BACKOFF_FIRST_SECS: i64 = 60;
@@ -708,7 +714,38 @@ pub fn run_pass(
     now: UnixTime,
     mode: PassMode,
 ) -> Result<PassReport, StoreError> {
-    let digests = due(store, policies, now)?;
+    run_pass_locked(store, policies, mailer, now, mode, &|| ())
+}
+
+/// [`run_pass`] with the store's writer lock: `lock` takes it (its guard is held while the
+/// pass reads what is due and while it records an outcome) and the pass never holds it
+/// during an SMTP session, so a slow or hostile mail server cannot hold up scans. The
+/// caller makes sure that only one pass runs at a time (certd: its reminder lock).
+pub fn run_pass_locked<G>(
+    store: &Store,
+    policies: &PolicySet,
+    mailer: Option<&dyn Mailer>,
+    now: UnixTime,
+    mode: PassMode,
+    lock: &dyn Fn() -> G,
+) -> Result<PassReport, StoreError> {
+    let (digests, states) = {
+        let _writer = lock();
+        let digests = due(store, policies, now)?;
+        if mode != PassMode::DryRun {
+            // Recipients who were pending but have nothing due any more (renewed, snoozed).
+            for state in store.delivery_states()? {
+                if !digests.iter().any(|d| d.recipient == state.recipient) {
+                    store.clear_delivery_state(&state.recipient)?;
+                }
+            }
+        }
+        let states = digests
+            .iter()
+            .map(|d| store.delivery_state(&d.recipient))
+            .collect::<Result<Vec<_>, _>>()?;
+        (digests, states)
+    };
     let mut report = PassReport {
         at: now,
         mode,
@@ -722,14 +759,7 @@ pub fn run_pass(
         report.digests = digests;
         return Ok(report);
     }
-    // Recipients who were pending but have nothing due any more (renewed, snoozed).
-    for state in store.delivery_states()? {
-        if !digests.iter().any(|d| d.recipient == state.recipient) {
-            store.clear_delivery_state(&state.recipient)?;
-        }
-    }
-    for digest in digests {
-        let state = store.delivery_state(&digest.recipient)?;
+    for (digest, state) in digests.into_iter().zip(states) {
         let reminders = digest.entries.len() as u64;
         if let (PassMode::Scheduled, Some(s)) = (mode, &state) {
             if s.next_attempt > now {
@@ -746,66 +776,23 @@ pub fn run_pass(
                 continue;
             }
         }
+        // The SMTP session: no lock held.
         let outcome = match mailer {
             Some(m) => m.send(&digest, now),
             None => Err(SendFailure::not_sent("no mail server configured")),
         };
         match outcome {
             Ok(()) => {
-                let record = |e: &Entry| {
-                    Some(SentReminder {
-                        fingerprint: e.fingerprint.parse().ok()?,
-                        recipient: digest.recipient.clone(),
-                        threshold_secs: e.threshold_secs,
-                        sent_at: now,
-                    })
-                };
-                let (files, certs): (Vec<&Entry>, Vec<&Entry>) =
-                    digest.entries.iter().partition(|e| e.is_artifact());
-                let sent: Vec<SentReminder> = certs.iter().filter_map(|e| record(e)).collect();
-                let sent_files: Vec<SentReminder> =
-                    files.iter().filter_map(|e| record(e)).collect();
                 // Recorded (and flushed) right after the server's 250, before anything else:
                 // a crash from here on cannot make this digest go out again.
-                let recorded = store.record_delivery_with_artifacts(
-                    &digest.recipient,
-                    &sent,
-                    &sent_files,
-                    now,
-                );
+                let recorded = {
+                    let _writer = lock();
+                    record_sent(store, &digest, now)
+                };
                 if let Some(m) = mailer {
                     m.finish();
                 }
                 recorded?;
-                for s in &sent {
-                    store.record_audit(&AuditEvent {
-                        at: now,
-                        fingerprint: Some(s.fingerprint),
-                        actor: "reminders".into(),
-                        action: "reminder-sent".into(),
-                        detail: format!(
-                            "{} reminder sent to {}",
-                            policy::threshold_label(s.threshold_secs),
-                            s.recipient
-                        ),
-                    })?;
-                }
-                for e in &files {
-                    let Some(s) = record(e) else { continue };
-                    store.record_audit(&AuditEvent {
-                        at: now,
-                        fingerprint: Some(s.fingerprint),
-                        actor: "reminders".into(),
-                        action: "reminder-sent".into(),
-                        detail: format!(
-                            "{} reminder about {} {} sent to {}",
-                            e.threshold,
-                            e.artifact_kind.as_deref().unwrap_or("artifact"),
-                            e.path.as_deref().unwrap_or(""),
-                            s.recipient
-                        ),
-                    })?;
-                }
                 report.digests_sent += 1;
                 report.reminders_sent += reminders;
                 tracing::info!(recipient = %digest.recipient, reminders, "reminder digest sent");
@@ -825,7 +812,10 @@ pub fn run_pass(
                     last_error: error.clone(),
                     pending: reminders,
                 };
-                store.record_delivery_failure(&failure)?;
+                {
+                    let _writer = lock();
+                    store.record_delivery_failure(&failure)?;
+                }
                 let message_id = message_id(mailer, &digest);
                 tracing::warn!(recipient = %digest.recipient, reminders, attempts, next_attempt = %rfc3339(next_attempt), maybe_delivered, %message_id, %error, "reminder digest not delivered; it stays pending");
                 report.failed.push(Undelivered {
@@ -842,6 +832,53 @@ pub fn run_pass(
         report.digests.push(digest);
     }
     Ok(report)
+}
+
+/// Records the reminders of an accepted digest (one flushed batch), then their audit events.
+fn record_sent(store: &Store, digest: &Digest, now: UnixTime) -> Result<(), StoreError> {
+    let record = |e: &Entry| {
+        Some(SentReminder {
+            fingerprint: e.fingerprint.parse().ok()?,
+            recipient: digest.recipient.clone(),
+            threshold_secs: e.threshold_secs,
+            sent_at: now,
+        })
+    };
+    let (files, certs): (Vec<&Entry>, Vec<&Entry>) =
+        digest.entries.iter().partition(|e| e.is_artifact());
+    let sent: Vec<SentReminder> = certs.iter().filter_map(|e| record(e)).collect();
+    let sent_files: Vec<SentReminder> = files.iter().filter_map(|e| record(e)).collect();
+    store.record_delivery_with_artifacts(&digest.recipient, &sent, &sent_files, now)?;
+    for s in &sent {
+        store.record_audit(&AuditEvent {
+            at: now,
+            fingerprint: Some(s.fingerprint),
+            actor: "reminders".into(),
+            action: "reminder-sent".into(),
+            detail: format!(
+                "{} reminder sent to {}",
+                policy::threshold_label(s.threshold_secs),
+                s.recipient
+            ),
+        })?;
+    }
+    for e in &files {
+        let Some(s) = record(e) else { continue };
+        store.record_audit(&AuditEvent {
+            at: now,
+            fingerprint: Some(s.fingerprint),
+            actor: "reminders".into(),
+            action: "reminder-sent".into(),
+            detail: format!(
+                "{} reminder about {} {} sent to {}",
+                e.threshold,
+                e.artifact_kind.as_deref().unwrap_or("artifact"),
+                e.path.as_deref().unwrap_or(""),
+                s.recipient
+            ),
+        })?;
+    }
+    Ok(())
 }
 
 /// The delay before attempt `attempts + 1`: 1 minute, doubling, at most 6 hours.
@@ -873,6 +910,19 @@ pub fn pass_with_config(
     now: UnixTime,
     mode: PassMode,
 ) -> Result<PassReport, RemindError> {
+    pass_with_config_locked(store, config_path, policies, now, mode, &|| ())
+}
+
+/// [`pass_with_config`] taking the store's writer lock with `lock` only around store work
+/// (see [`run_pass_locked`]).
+pub fn pass_with_config_locked<G>(
+    store: &Store,
+    config_path: Option<&Path>,
+    policies: Option<&Path>,
+    now: UnixTime,
+    mode: PassMode,
+    lock: &dyn Fn() -> G,
+) -> Result<PassReport, RemindError> {
     let (dir, smtp) = match config_path {
         Some(path) => {
             let config = config::load_for_store(path, store.path())?;
@@ -891,17 +941,25 @@ pub fn pass_with_config(
     };
     let set = policy::load_dir(&dir)?;
     let mailer = smtp.as_ref().map(SmtpMailer::new);
-    Ok(run_pass(
+    Ok(run_pass_locked(
         store,
         &set,
         mailer.as_ref().map(|m| m as &dyn Mailer),
         now,
         mode,
+        lock,
     )?)
 }
 
-/// certd's scheduled pass; returns the outcome shown by `certctl status`.
-pub fn scheduled_pass(store: &Store, config: &Config, config_path: &Path, now: UnixTime) -> String {
+/// certd's scheduled pass; returns the outcome shown by `certctl status`. `lock` takes the
+/// store's writer lock, held only around store work (see [`run_pass_locked`]).
+pub fn scheduled_pass<G>(
+    store: &Store,
+    config: &Config,
+    config_path: &Path,
+    now: UnixTime,
+    lock: &dyn Fn() -> G,
+) -> String {
     let result = (|| -> Result<PassReport, RemindError> {
         let dir = policies_dir(config, config_path, None)?;
         let set = policy::load_dir(&dir)?;
@@ -910,12 +968,13 @@ pub fn scheduled_pass(store: &Store, config: &Config, config_path: &Path, now: U
             .as_ref()
             .ok_or_else(|| RemindError::NoSmtp(config_path.to_path_buf()))?;
         let mailer = SmtpMailer::new(smtp);
-        Ok(run_pass(
+        Ok(run_pass_locked(
             store,
             &set,
             Some(&mailer),
             now,
             PassMode::Scheduled,
+            lock,
         )?)
     })();
     match result {
@@ -969,8 +1028,8 @@ enum Phase {
 }
 
 /// Delivers digests through the `[smtp]` server: one SMTP session per digest, driven step
-/// by step with lettre's [`SmtpConnection`](lettre::transport::smtp::client::SmtpConnection)
-/// so that a failure says whether the message had been sent ([`SendFailure::maybe_delivered`]),
+/// by step with the bounded [`crate::smtp_client::Session`] (reply sizes capped, one
+/// deadline per session of [`crate::smtp_client::DEADLINE_FACTOR`] × `smtp.timeout`) so that a failure says whether the message had been sent ([`SendFailure::maybe_delivered`]),
 /// and so that the session of an accepted digest is closed (QUIT) only after the pass
 /// recorded it ([`Mailer::finish`]), not before.
 pub struct SmtpMailer {
@@ -978,7 +1037,7 @@ pub struct SmtpMailer {
     /// The password, or why it could not be read. Never logged.
     password: Result<Option<String>, String>,
     /// The session of the last accepted digest, until [`Mailer::finish`] closes it.
-    open: std::sync::Mutex<Option<lettre::transport::smtp::client::SmtpConnection>>,
+    open: std::sync::Mutex<Option<Session>>,
 }
 
 impl std::fmt::Debug for SmtpMailer {
@@ -988,21 +1047,6 @@ impl std::fmt::Debug for SmtpMailer {
             .field("port", &self.config.port)
             .finish_non_exhaustive()
     }
-}
-
-/// lettre's error with its causes (`response error: incomplete response`, `Connection
-/// error: Connection refused (os error 111)`).
-fn smtp_cause(e: &lettre::transport::smtp::Error) -> String {
-    let mut cause = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !cause.contains(&text) {
-            cause.push_str(&format!(": {text}"));
-        }
-        source = s.source();
-    }
-    cause
 }
 
 impl SmtpMailer {
@@ -1045,34 +1089,22 @@ impl SmtpMailer {
     fn connect(
         &self,
         password: Option<String>,
-        tls: Option<lettre::transport::smtp::client::TlsParameters>,
-    ) -> Result<
-        lettre::transport::smtp::client::SmtpConnection,
-        (Phase, lettre::transport::smtp::Error),
-    > {
-        use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
-        use lettre::transport::smtp::client::SmtpConnection;
+        tls: Option<openssl::ssl::SslConnector>,
+    ) -> Result<Session, (Phase, SmtpError)> {
+        use lettre::transport::smtp::authentication::Credentials;
         use lettre::transport::smtp::extension::ClientId;
         let c = &self.config;
         let hello = ClientId::default();
         let wrapped = tls.as_ref().filter(|_| c.security == SmtpSecurity::Tls);
-        let mut conn = SmtpConnection::connect(
-            (c.host.as_str(), c.port),
-            Some(c.timeout),
-            &hello,
-            wrapped,
-            None,
-        )
-        .map_err(|e| (Phase::Greeting, e))?;
+        let mut conn = Session::connect(&c.host, c.port, c.timeout, wrapped, &hello)
+            .map_err(|e| (Phase::Greeting, e))?;
         if let (SmtpSecurity::StartTls, Some(tls)) = (c.security, &tls) {
-            conn.starttls(tls, &hello).map_err(|e| (Phase::Login, e))?;
+            conn.starttls(tls, &c.host, &hello)
+                .map_err(|e| (Phase::Login, e))?;
         }
         if let (Some(user), Some(password)) = (&c.username, password) {
-            conn.auth(
-                DEFAULT_MECHANISMS,
-                &Credentials::new(user.clone(), password),
-            )
-            .map_err(|e| (Phase::Login, e))?;
+            conn.auth(&Credentials::new(user.clone(), password))
+                .map_err(|e| (Phase::Login, e))?;
         }
         Ok(conn)
     }
@@ -1103,10 +1135,10 @@ impl SmtpMailer {
     /// MAIL FROM, RCPT TO, DATA (with 8BITMIME / SMTPUTF8 when the message needs them).
     fn envelope(
         &self,
-        conn: &mut lettre::transport::smtp::client::SmtpConnection,
+        conn: &mut Session,
         message: &lettre::Message,
         raw: &[u8],
-    ) -> Result<(), Result<lettre::transport::smtp::Error, String>> {
+    ) -> Result<(), Result<SmtpError, String>> {
         use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
         use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
         let envelope = message.envelope();
@@ -1132,36 +1164,31 @@ impl SmtpMailer {
             }
             options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
-        conn.command(Mail::new(envelope.from().cloned(), options))
+        conn.command(&Mail::new(envelope.from().cloned(), options).to_string())
             .map_err(Ok)?;
         for to in envelope.to() {
-            conn.command(Rcpt::new(to.clone(), vec![])).map_err(Ok)?;
+            conn.command(&Rcpt::new(to.clone(), vec![]).to_string())
+                .map_err(Ok)?;
         }
-        conn.command(Data).map_err(Ok)?;
+        conn.command(&Data.to_string()).map_err(Ok)?;
         Ok(())
     }
 
     /// The failure of `digest` in `phase`, for admins: the server, the recipient, the cause,
     /// and after the message was sent, that it may have arrived (and its Message-ID).
-    fn failure(
-        &self,
-        digest: &Digest,
-        phase: Phase,
-        e: &lettre::transport::smtp::Error,
-    ) -> SendFailure {
+    fn failure(&self, digest: &Digest, phase: Phase, e: &SmtpError) -> SendFailure {
         // A server that never greeted (an SMTPS port?) gets its own cause, not the raw timeout.
         let silent = match phase {
             Phase::Greeting => crate::smtp_tls::no_greeting(e, &self.config),
             _ => None,
         };
         let cause =
-            silent.unwrap_or_else(|| crate::smtp_tls::with_hint(smtp_cause(e), &self.config));
+            silent.unwrap_or_else(|| crate::smtp_tls::with_hint(e.to_string(), &self.config));
         let message_id = digest.message_id(&self.domain());
         // The server answered with an error code: it is alive and did not take the message.
         let refused = e.is_transient() || e.is_permanent();
         let auth = matches!(phase, Phase::Greeting | Phase::Login)
-            && (e.status().is_some_and(|c| c.to_string() == "535")
-                || cause.to_lowercase().contains("authentication"));
+            && (e.code() == Some(535) || cause.to_lowercase().contains("authentication"));
         let error = if auth {
             format!(
                 "{}: authentication failed for user `{}`: {cause} (check smtp.username and the password in smtp.password_file or ${PASSWORD_ENV})",
@@ -1211,8 +1238,7 @@ impl Mailer for SmtpMailer {
             .map_err(|(phase, e)| self.failure(digest, phase, &e))?;
         // A server that answered an error is alive: say goodbye (QUIT). After a network
         // error or a timeout, just drop the connection (a QUIT could wait another timeout).
-        let close = |mut conn: lettre::transport::smtp::client::SmtpConnection,
-                     e: &lettre::transport::smtp::Error| {
+        let close = |mut conn: Session, e: &SmtpError| {
             if e.is_transient() || e.is_permanent() {
                 conn.abort();
             }

@@ -96,8 +96,11 @@ struct Shared {
     config: RwLock<Config>,
     started: UnixTime,
     jobs: Mutex<BTreeMap<Job, JobState>>,
-    /// Held by every store writer (scans, probes).
+    /// Held by every store writer (scans, probes), never during network I/O.
     writer: tokio::sync::Mutex<()>,
+    /// Held by a reminder pass from start to end (one pass at a time, so no digest goes out
+    /// twice); the pass takes `writer` only around its store work.
+    remind: tokio::sync::Mutex<()>,
     /// Set on shutdown: running scans stop at the next directory.
     cancel: Arc<AtomicBool>,
 }
@@ -189,6 +192,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         started: now(),
         jobs: Mutex::new(BTreeMap::new()),
         writer: tokio::sync::Mutex::new(()),
+        remind: tokio::sync::Mutex::new(()),
         cancel: Arc::new(AtomicBool::new(false)),
     });
 
@@ -468,14 +472,13 @@ fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
             Job::Probe => probe_endpoints(&shared).await,
             Job::CrlFetch => fetch_crls(&shared).await,
             Job::Remind => {
-                let _writer = shared.writer.lock().await;
-                let (store, config, path) = (
-                    shared.store.clone(),
-                    shared.config(),
-                    shared.config_path.clone(),
-                );
+                let _pass = shared.remind.lock().await;
+                let (locks, config, path) =
+                    (shared.clone(), shared.config(), shared.config_path.clone());
+                // The SMTP sessions run without the writer lock (scans go on).
                 tokio::task::spawn_blocking(move || {
-                    crate::remind::scheduled_pass(&store, &config, &path, now())
+                    let lock = || locks.writer.blocking_lock();
+                    crate::remind::scheduled_pass(&locks.store, &config, &path, now(), &lock)
                 })
                 .await
                 .unwrap_or_else(|e| format!("failed: {e}"))
@@ -778,6 +781,9 @@ async fn answer(shared: &Arc<Shared>, request: Request) -> Response {
             Err(e) => Response::error(api::ErrorKind::Failed, e),
         };
     }
+    if request.uses_network() {
+        return answer_networked(shared, request).await;
+    }
     let writes = request.writes_store();
     let _writer = if writes {
         Some(shared.writer.lock().await)
@@ -807,4 +813,22 @@ async fn answer(shared: &Arc<Shared>, request: Request) -> Response {
         refresh_deny_list(shared).await;
     }
     response
+}
+
+/// `probe` and `remind` from the control socket: the handshake or the SMTP sessions run
+/// without the writer lock, which is taken only to read and record (a reminder pass also
+/// holds the reminder lock throughout, so two passes never send the same digest).
+async fn answer_networked(shared: &Arc<Shared>, request: Request) -> Response {
+    let _pass = match request {
+        Request::Remind { .. } => Some(shared.remind.lock().await),
+        _ => None,
+    };
+    let locks = shared.clone();
+    let progress = shared.progress();
+    tokio::task::spawn_blocking(move || {
+        let lock = || locks.writer.blocking_lock();
+        api::execute_networked(&locks.store, request, now(), &progress, &lock)
+    })
+    .await
+    .unwrap_or_else(|e| Response::error(api::ErrorKind::Failed, format!("the request failed: {e}")))
 }

@@ -13,9 +13,11 @@
 
 use std::path::{Path, PathBuf};
 
-use lettre::transport::smtp::client::{Certificate, TlsParameters};
+use openssl::ssl::{SslConnector, SslMethod, SslVersion};
+use openssl::x509::X509;
 
 use crate::config::{SmtpConfig, SmtpSecurity};
+use crate::smtp_client::SmtpError;
 
 /// Why the TLS parameters of an SMTP session could not be set up. Sentences name the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,22 +32,29 @@ pub enum SmtpTlsError {
     Setup { host: String, cause: String },
 }
 
-/// The TLS parameters for a session with the configured server; `None` for
-/// `security = "none"`.
-pub fn tls_parameters(config: &SmtpConfig) -> Result<Option<TlsParameters>, SmtpTlsError> {
+/// The TLS client for a session with the configured server (TLS 1.2 or later, the server's
+/// certificate verified against the system's roots and `smtp.ca_file`, its name checked by
+/// [`crate::smtp_client`] at the handshake); `None` for `security = "none"`.
+pub fn tls_parameters(config: &SmtpConfig) -> Result<Option<SslConnector>, SmtpTlsError> {
     if config.security == SmtpSecurity::None {
         return Ok(None);
     }
-    let mut builder = TlsParameters::builder(config.host.clone());
-    if let Some(path) = &config.ca_file {
-        for root in roots(path)? {
-            builder = builder.add_root_certificate(root);
-        }
-    }
-    builder.build().map(Some).map_err(|e| SmtpTlsError::Setup {
+    let roots = match &config.ca_file {
+        Some(path) => roots(path)?,
+        None => Vec::new(),
+    };
+    let setup = |e: openssl::error::ErrorStack| SmtpTlsError::Setup {
         host: config.host.clone(),
         cause: e.to_string(),
-    })
+    };
+    let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(setup)?;
+    builder
+        .set_min_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(setup)?;
+    for root in roots {
+        builder.cert_store_mut().add_cert(root).map_err(setup)?;
+    }
+    Ok(Some(builder.build()))
 }
 
 /// `cause` (an SMTP session's error, with its causes) followed by what to do when it is a
@@ -73,14 +82,14 @@ pub fn with_hint(cause: String, config: &SmtpConfig) -> String {
     }
 }
 
-/// The cause to show, instead of lettre's raw timeout (`Resource temporarily unavailable`),
-/// when the server accepted the connection but sent no greeting within `smtp.timeout` while
-/// certctl waited for one in plain text (`none`, `starttls`): the port most likely expects
-/// TLS from the first byte (SMTPS). `None` for any other failure and with `tls` (where certctl
-/// speaks first). Meant for the first step of a session (connect, greeting, EHLO): a server
-/// that greets and then falls silent at EHLO is told the same, which is rare enough.
-pub fn no_greeting(e: &lettre::transport::smtp::Error, config: &SmtpConfig) -> Option<String> {
-    if config.security == SmtpSecurity::Tls || !silent(e) {
+/// The cause to show, instead of a bare timeout, when the server accepted the connection
+/// but sent no greeting within `smtp.timeout` while certctl waited for one in plain text
+/// (`none`, `starttls`): the port most likely expects TLS from the first byte (SMTPS).
+/// `None` for any other failure and with `tls` (where certctl speaks first). Meant for the
+/// first step of a session (connect, greeting, EHLO): a server that greets and then falls
+/// silent at EHLO is told the same, which is rare enough.
+pub fn no_greeting(e: &SmtpError, config: &SmtpConfig) -> Option<String> {
+    if config.security == SmtpSecurity::Tls || !e.is_silent() {
         return None;
     }
     Some(format!(
@@ -89,26 +98,8 @@ pub fn no_greeting(e: &lettre::transport::smtp::Error, config: &SmtpConfig) -> O
     ))
 }
 
-/// Whether `e` is a read or write on an open connection that ran out of time, not a TCP
-/// connect that did (lettre calls those a "Connection error"; no public method tells them
-/// apart). The socket's timeout is `EAGAIN` on Unix, `TimedOut` elsewhere.
-fn silent(e: &lettre::transport::smtp::Error) -> bool {
-    use std::io::ErrorKind;
-    if !e.to_string().starts_with("network error") {
-        return false;
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return matches!(io.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
-        }
-        source = s.source();
-    }
-    false
-}
-
-/// Every certificate of a PEM file, as roots for lettre.
-fn roots(path: &Path) -> Result<Vec<Certificate>, SmtpTlsError> {
+/// Every certificate of a PEM file, as roots.
+fn roots(path: &Path) -> Result<Vec<X509>, SmtpTlsError> {
     let bytes = std::fs::read(path).map_err(|e| SmtpTlsError::Read {
         path: path.to_path_buf(),
         cause: crate::inventory::io_cause(&e),
@@ -117,19 +108,13 @@ fn roots(path: &Path) -> Result<Vec<Certificate>, SmtpTlsError> {
         path: path.to_path_buf(),
         cause,
     };
-    let certs = openssl::x509::X509::stack_from_pem(&bytes).map_err(|e| invalid(e.to_string()))?;
+    let certs = X509::stack_from_pem(&bytes).map_err(|e| invalid(e.to_string()))?;
     if certs.is_empty() {
         return Err(SmtpTlsError::NoCertificate {
             path: path.to_path_buf(),
         });
     }
-    certs
-        .iter()
-        .map(|c| {
-            let der = c.to_der().map_err(|e| invalid(e.to_string()))?;
-            Certificate::from_der(der).map_err(|e| invalid(e.to_string()))
-        })
-        .collect()
+    Ok(certs)
 }
 
 #[cfg(test)]
@@ -162,8 +147,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let missing = dir.path().join("missing.pem");
         let e = tls_parameters(&config(SmtpSecurity::StartTls, Some(missing.clone())))
-            .err()
-            .expect("missing file");
+            .expect_err("missing file");
         assert_eq!(
             e.to_string(),
             format!(
@@ -174,8 +158,7 @@ mod tests {
         let junk = dir.path().join("junk.pem");
         std::fs::write(&junk, "not a certificate\n").expect("write");
         let e = tls_parameters(&config(SmtpSecurity::Tls, Some(junk.clone())))
-            .err()
-            .expect("no certificate");
+            .expect_err("no certificate");
         assert!(e.to_string().contains("holds no PEM certificate"), "{e}");
         assert!(e.to_string().contains(&junk.display().to_string()), "{e}");
     }
@@ -193,19 +176,16 @@ mod tests {
         );
     }
 
-    /// lettre's first step of a session (connect, greeting, EHLO) against `port`.
-    fn greet(port: u16, timeout: std::time::Duration) -> lettre::transport::smtp::Error {
-        use lettre::transport::smtp::client::SmtpConnection;
-        use lettre::transport::smtp::extension::ClientId;
-        SmtpConnection::connect(
-            ("127.0.0.1", port),
-            Some(timeout),
-            &ClientId::default(),
+    /// The first step of a session (connect, greeting, EHLO) against `port`.
+    fn greet(port: u16, timeout: std::time::Duration) -> SmtpError {
+        crate::smtp_client::Session::connect(
+            "127.0.0.1",
+            port,
+            timeout,
             None,
-            None,
+            &lettre::transport::smtp::extension::ClientId::default(),
         )
-        .err()
-        .expect("no session")
+        .expect_err("no session")
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub enum FindingKind {
     /// revocation fail, and the key may be in an attacker's hands. Computed when shown (the
     /// revocation may come after the probe), until a probe sees another leaf.
     ServingRevoked,
+    /// The server sent more certificates than a probe records (the rest were dropped).
+    ChainTooLong,
 }
 
 impl FindingKind {
@@ -78,7 +80,8 @@ impl FindingKind {
             FindingKind::IncompleteChain
             | FindingKind::SelfSignedLeaf
             | FindingKind::RenewedNotReloaded
-            | FindingKind::NotInInventory => false,
+            | FindingKind::NotInInventory
+            | FindingKind::ChainTooLong => false,
         }
     }
 
@@ -95,6 +98,7 @@ impl FindingKind {
             FindingKind::RenewedNotReloaded => "renewed-not-reloaded",
             FindingKind::NotInInventory => "not-in-inventory",
             FindingKind::ServingRevoked => "serving-revoked",
+            FindingKind::ChainTooLong => "chain-too-long",
         }
     }
 }
