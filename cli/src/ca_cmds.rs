@@ -276,6 +276,9 @@ fn ca_init(session: &Session, a: CaInitArgs) -> Result<Exit> {
         Response::Cas { cas } => cas,
         other => return Err(unexpected(&other)),
     };
+    for note in cas.iter().flat_map(|info| &info.notes) {
+        eprintln!("note: {note}");
+    }
     if a.json {
         let v: Vec<Value> = cas.iter().map(ca_json).collect();
         return print_json(&v).map(|()| Exit::Success);

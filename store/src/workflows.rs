@@ -171,7 +171,7 @@ fn crl_key(url: &str) -> Vec<u8> {
     k
 }
 
-fn ca_key(name: &str) -> Vec<u8> {
+pub(crate) fn ca_key(name: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(name.len() + 1);
     k.push(keys::MANAGED_CA);
     k.extend_from_slice(name.as_bytes());
