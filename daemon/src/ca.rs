@@ -89,32 +89,101 @@ impl Secret {
         &self.0
     }
 
-    /// Reads a secret certd keeps in a file (its trailing newline removed). The file must be
-    /// readable by its owner only (mode 0600 or 0400) and owned by the user reading it: a
-    /// secret others can read, or replace, is refused.
+    /// Reads a secret from a file (its trailing newline removed), through
+    /// [`read_private_file`]: the one way certctl and certd read `--passphrase-file`,
+    /// `--pfx-password-file`, `smtp.password_file`, `[[source]] pfx_password_file` and the
+    /// `[workflows]` files.
     pub fn from_private_file(path: &Path) -> Result<Secret, CaError> {
-        use std::os::unix::fs::MetadataExt;
-        let io = |cause: String| CaError::Io {
+        let bytes = read_private_file(path)?;
+        let text = String::from_utf8(bytes).map_err(|_| CaError::Io {
             path: path.to_path_buf(),
-            cause,
-        };
-        let meta = fs::metadata(path).map_err(|e| io(e.to_string()))?;
-        let me = rustix::process::geteuid().as_raw();
-        if meta.mode() & 0o077 != 0 {
-            return Err(io(format!(
-                "a secret file must be readable by its owner only (mode {:o}): chmod 600 it",
-                meta.mode() & 0o777
-            )));
-        }
-        if meta.uid() != me {
-            return Err(io(format!(
-                "a secret file must belong to the user reading it (uid {me}), not uid {}",
-                meta.uid()
-            )));
-        }
-        let text = fs::read_to_string(path).map_err(|e| io(e.to_string()))?;
+            cause: "a secret file must be UTF-8 text".into(),
+        })?;
         Ok(Secret(text.trim_end_matches(['\r', '\n']).to_string()))
     }
+}
+
+/// The largest secret file read: a passphrase or a password, not a document.
+pub const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// Why a secret file may not be used, judged on its metadata: it must be a regular file
+/// (a FIFO or a device is never read) of at most [`MAX_SECRET_FILE`] bytes, readable by
+/// its owner only (no group or other bits: `mode & 0o077 == 0`), and owned by the user
+/// reading it or by root (anyone else could replace it).
+fn private_file_problem(path: &Path, meta: &fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let p = path.display();
+    if !meta.file_type().is_file() {
+        return Some(format!(
+            "not a regular file: a secret must be a file of at most {} KiB",
+            MAX_SECRET_FILE / 1024
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Some(format!(
+            "others can read this secret file (mode {:o}): it must be readable by its owner only; run `chmod 600 {p}`",
+            meta.mode() & 0o777
+        ));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Some(format!(
+            "a secret file must belong to the user reading it (uid {me}) or to root, not to uid {}",
+            meta.uid()
+        ));
+    }
+    if meta.len() > MAX_SECRET_FILE {
+        return Some(format!(
+            "{} bytes: a secret file holds at most {} KiB",
+            meta.len(),
+            MAX_SECRET_FILE / 1024
+        ));
+    }
+    None
+}
+
+/// Checks a secret file as [`read_private_file`] would, without reading it (`certd config
+/// check`).
+pub fn check_private_file(path: &Path) -> Result<(), CaError> {
+    let meta = fs::metadata(path).map_err(io_err(path))?;
+    match private_file_problem(path, &meta) {
+        Some(cause) => Err(CaError::Io {
+            path: path.to_path_buf(),
+            cause,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Reads a secret file after checking it (see [`private_file_problem`]): opened without
+/// blocking (a FIFO cannot hold the reader), judged on the open file's own metadata, read
+/// up to the size cap.
+pub fn read_private_file(path: &Path) -> Result<Vec<u8>, CaError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(io_err(path))?;
+    let meta = file.metadata().map_err(io_err(path))?;
+    if let Some(cause) = private_file_problem(path, &meta) {
+        return Err(CaError::Io {
+            path: path.to_path_buf(),
+            cause,
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err(path))?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(CaError::Io {
+            path: path.to_path_buf(),
+            cause: format!("a secret file holds at most {} KiB", MAX_SECRET_FILE / 1024),
+        });
+    }
+    Ok(bytes)
 }
 
 /// Everything that can go wrong with a managed CA or while issuing.
@@ -1494,6 +1563,60 @@ mod tests {
         assert_eq!(secret.expose(), "correct horse");
         let missing = dir.path().join("missing.pass");
         assert!(Secret::from_private_file(&missing).is_err());
+    }
+
+    #[test]
+    fn secret_files_must_be_small_regular_files() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let e = Secret::from_private_file(Path::new("/dev/zero")).expect_err("a device");
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            fs::set_permissions(&fifo, fs::Permissions::from_mode(0o600)).expect("chmod");
+            // Opened without blocking, refused without reading.
+            let e = Secret::from_private_file(&fifo).expect_err("a FIFO");
+            assert!(e.to_string().contains("not a regular file"), "{e}");
+        }
+        let big = dir.path().join("big.pass");
+        fs::write(&big, vec![b'x'; MAX_SECRET_FILE as usize + 1]).expect("write");
+        fs::set_permissions(&big, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let e = Secret::from_private_file(&big).expect_err("too large");
+        assert!(e.to_string().contains("64 KiB"), "{e}");
+        fs::set_permissions(&big, fs::Permissions::from_mode(0o640)).expect("chmod");
+        let e = check_private_file(&big).expect_err("group-readable");
+        let text = e.to_string();
+        assert!(text.contains("mode 640"), "{text}");
+        assert!(
+            text.contains(&format!("chmod 600 {}", big.display())),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn new_encrypted_keys_use_600000_pbkdf2_sha256_iterations_and_old_ones_open() {
+        let key = KeyKind::EcP256.generate().expect("key");
+        let pass = Secret("correct horse".into());
+        let pem = encrypted_pkcs8_pem(&key, &pass).expect("encrypt");
+        let opened = load_private_key(&pem, Some(&pass))
+            .unwrap_or_else(|_| panic!("cannot open {}", String::from_utf8_lossy(&pem)));
+        assert!(opened.public_eq(&key));
+        assert!(load_private_key(&pem, Some(&Secret("wrong".into()))).is_err());
+        // The iteration count, as written in the DER (INTEGER 600000 = 0x0927c0).
+        let b64: String = String::from_utf8_lossy(&pem)
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let der = openssl::base64::decode_block(&b64).expect("base64");
+        assert!(der.windows(5).any(|w| w == [0x02, 0x03, 0x09, 0x27, 0xc0]));
+        // A key OpenSSL's PEM writer encrypted (2,048 iterations) still opens.
+        let old = key
+            .private_key_to_pem_pkcs8_passphrase(
+                openssl::symm::Cipher::aes_256_cbc(),
+                pass.expose().as_bytes(),
+            )
+            .expect("old-style");
+        assert!(load_private_key(&old, Some(&pass)).is_ok());
     }
 
     #[test]

@@ -43,7 +43,8 @@ enum Command {
 enum ConfigCommand {
     /// Print a commented example configuration.
     Example,
-    /// Validate a configuration file (errors as FILE:LINE:COLUMN).
+    /// Validate a configuration file (errors as FILE:LINE:COLUMN) and the secret files it
+    /// names (regular files, readable by their owner only).
     Check { file: PathBuf },
 }
 
@@ -69,7 +70,16 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Config(ConfigCommand::Check { file }) => match config::load(&file) {
+            Ok(c) if !c.secret_file_problems().0.is_empty() => {
+                for problem in c.secret_file_problems().0 {
+                    eprintln!("{}: {problem}", file.display());
+                }
+                ExitCode::from(2)
+            }
             Ok(c) => {
+                for missing in c.secret_file_problems().1 {
+                    println!("note: {missing} does not exist (yet): certd checks it when it reads it");
+                }
                 println!(
                     "{}: OK ({} sources, {} endpoints, store {})",
                     file.display(),
