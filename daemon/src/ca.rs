@@ -919,7 +919,11 @@ mod der {
     }
 
     fn uint(n: u32) -> Vec<u8> {
-        let mut bytes: Vec<u8> = n.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+        let mut bytes: Vec<u8> = n
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
         if bytes.first().is_none_or(|b| b & 0x80 != 0) {
             bytes.insert(0, 0);
         }

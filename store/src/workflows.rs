@@ -339,6 +339,23 @@ mod tests {
     }
 
     #[test]
+    fn a_managed_ca_saved_with_an_ingest_appears_with_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s")).unwrap();
+        let mut ingest = store.ingest();
+        assert!(ingest.is_empty());
+        ingest.put_managed_ca(ca("root"));
+        assert!(!ingest.is_empty());
+        assert_eq!(
+            store.managed_ca("root").unwrap(),
+            None,
+            "not before the commit"
+        );
+        ingest.commit().unwrap();
+        assert_eq!(store.managed_ca("root").unwrap(), Some(ca("root")));
+    }
+
+    #[test]
     fn workflows_round_trip_in_id_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s")).unwrap();

@@ -180,7 +180,11 @@ mod ca_init_is_atomic {
             !env.store().join("ca/ops").exists(),
             "a refused init left its folder behind"
         );
-        assert!(hidden_ca_entries(&env).is_empty(), "{:?}", hidden_ca_entries(&env));
+        assert!(
+            hidden_ca_entries(&env).is_empty(),
+            "{:?}",
+            hidden_ca_entries(&env)
+        );
         // Space is back: the same init works.
         env.certctl(&["ca", "init", "--name", "ops"])
             .success()
@@ -255,7 +259,13 @@ mod workflow_keys {
             );
         }
         // The key went where the old one was.
-        let cert_pub = openssl_ok(&["x509", "-in", s(&dep.join("server.pem")), "-noout", "-pubkey"]);
+        let cert_pub = openssl_ok(&[
+            "x509",
+            "-in",
+            s(&dep.join("server.pem")),
+            "-noout",
+            "-pubkey",
+        ]);
         assert_eq!(
             openssl_ok(&["pkey", "-in", s(&dep.join("server.key")), "-pubout"]),
             cert_pub
@@ -288,8 +298,15 @@ mod key_encryption {
         let env = TestEnv::new();
         let pass = env.root().join("secrets/ca.pass");
         secret(&pass, "correct horse\n", 0o600);
-        env.certctl(&["ca", "init", "--name", "vault", "--passphrase-file", s(&pass)])
-            .success();
+        env.certctl(&[
+            "ca",
+            "init",
+            "--name",
+            "vault",
+            "--passphrase-file",
+            s(&pass),
+        ])
+        .success();
         let key = env.store().join("ca/vault/ca.key");
         let n = iterations(&key);
         assert!(n >= 600_000, "{n} PBKDF2 iterations");
@@ -352,14 +369,30 @@ mod secret_files {
         let env = TestEnv::new();
         let pass = env.root().join("secrets/ca.pass");
         secret(&pass, "correct horse\n", 0o644);
-        let r = env.certctl(&["ca", "init", "--name", "vault", "--passphrase-file", s(&pass)]);
+        let r = env.certctl(&[
+            "ca",
+            "init",
+            "--name",
+            "vault",
+            "--passphrase-file",
+            s(&pass),
+        ]);
         assert_ne!(r.code(), 0, "a 0644 passphrase file was used{r}");
-        r.stderr_has(s(&pass)).stderr_has("644").stderr_has("chmod 600");
+        r.stderr_has(s(&pass))
+            .stderr_has("644")
+            .stderr_has("chmod 600");
         assert!(ca_names(&env).is_empty());
 
         std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
-        env.certctl(&["ca", "init", "--name", "vault", "--passphrase-file", s(&pass)])
-            .success();
+        env.certctl(&[
+            "ca",
+            "init",
+            "--name",
+            "vault",
+            "--passphrase-file",
+            s(&pass),
+        ])
+        .success();
         let out = env.mkdir("out");
         let issue = |env: &TestEnv| {
             env.certctl(&[
@@ -383,7 +416,9 @@ mod secret_files {
         secret(&env.root().join("secrets/pfx.pass"), "pfx\n", 0o640);
         let r = issue(&env);
         assert_ne!(r.code(), 0, "a 0640 PFX password file was used{r}");
-        r.stderr_has("pfx.pass").stderr_has("640").stderr_has("chmod 600");
+        r.stderr_has("pfx.pass")
+            .stderr_has("640")
+            .stderr_has("chmod 600");
         std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o604)).unwrap();
         std::fs::set_permissions(
             env.root().join("secrets/pfx.pass"),
@@ -463,7 +498,10 @@ mod secret_files {
                 .lines()
                 .find(|l| l.contains(s(bad)))
                 .unwrap_or_else(|| panic!("{} not named{r}", bad.display()));
-            assert!(line.contains(mode) && line.contains("chmod 600"), "{line}{r}");
+            assert!(
+                line.contains(mode) && line.contains("chmod 600"),
+                "{line}{r}"
+            );
         }
         assert!(!all.contains(s(&pfx)), "a 0600 file was reported{r}");
         for f in [&smtp, &wf_pfx, &ca_pass] {
