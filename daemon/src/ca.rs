@@ -853,7 +853,7 @@ pub const PBKDF2_ITERATIONS: u32 = 600_000;
 /// offers no way to ask for more; keys written that way still open.)
 pub fn encrypted_pkcs8_pem(key: &PKey<Private>, passphrase: &Secret) -> Result<Vec<u8>, CaError> {
     let what = "encrypt the CA key";
-    let plain = key.private_key_to_pkcs8().map_err(crypto(what))?;
+    let mut plain = key.private_key_to_pkcs8().map_err(crypto(what))?;
     let mut salt = [0u8; 16];
     let mut iv = [0u8; 16];
     openssl::rand::rand_bytes(&mut salt).map_err(crypto(what))?;
@@ -873,8 +873,10 @@ pub fn encrypted_pkcs8_pem(key: &PKey<Private>, passphrase: &Secret) -> Result<V
         Some(&iv),
         &plain,
     )
-    .map_err(crypto(what))?;
+    .map_err(crypto(what));
     aes_key.fill(0);
+    plain.fill(0);
+    let encrypted = encrypted?;
     Ok(der::encrypted_private_key_pem(
         &salt,
         PBKDF2_ITERATIONS,
