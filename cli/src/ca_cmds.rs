@@ -45,14 +45,13 @@ fn unexpected(r: &Response) -> anyhow::Error {
     anyhow!("unexpected answer: {r:?}")
 }
 
-/// A secret from a file (trailing newline removed), else from an environment variable.
+/// A secret from a file (trailing newline removed; refused when others can read it, see
+/// [`Secret::from_private_file`]), else from an environment variable.
 fn secret(file: Option<&Path>, var: &str, what: &str) -> Result<Option<Secret>> {
     if let Some(f) = file {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read the {what} file {}", f.display()))?;
-        return Ok(Some(Secret(
-            text.trim_end_matches(['\r', '\n']).to_string(),
-        )));
+        let secret =
+            Secret::from_private_file(f).with_context(|| format!("cannot use the {what} file"))?;
+        return Ok(Some(secret));
     }
     Ok(std::env::var(var)
         .ok()
@@ -276,6 +275,9 @@ fn ca_init(session: &Session, a: CaInitArgs) -> Result<Exit> {
         Response::Cas { cas } => cas,
         other => return Err(unexpected(&other)),
     };
+    for note in cas.iter().flat_map(|info| &info.notes) {
+        eprintln!("note: {note}");
+    }
     if a.json {
         let v: Vec<Value> = cas.iter().map(ca_json).collect();
         return print_json(&v).map(|()| Exit::Success);

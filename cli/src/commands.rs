@@ -233,9 +233,9 @@ fn unexpected(r: &Response) -> anyhow::Error {
 /// The PKCS#12 password: from the file, else `$CERTCTL_PFX_PASSWORD` (never from argv).
 fn pfx_password(file: Option<&Path>) -> Result<Option<String>> {
     if let Some(f) = file {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read the PFX password file {}", f.display()))?;
-        return Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()));
+        let secret = certctl_daemon::ca::Secret::from_private_file(f)
+            .context("cannot use the PFX password file")?;
+        return Ok(Some(secret.0));
     }
     Ok(std::env::var("CERTCTL_PFX_PASSWORD").ok())
 }
@@ -879,8 +879,9 @@ fn demo(store_flag: Option<PathBuf>, a: DemoArgs) -> Result<Exit> {
     let fleet = fleet::write_demo_fleet(&dir, t).context("cannot write the demo fleet")?;
     let store_dir = store_flag.unwrap_or_else(|| dir.join("store"));
     let store = Store::open(&store_dir)?;
-    let password = std::fs::read_to_string(&fleet.pfx_password_file)
-        .with_context(|| format!("cannot read {}", fleet.pfx_password_file.display()))?;
+    let password = certctl_daemon::ca::Secret::from_private_file(&fleet.pfx_password_file)
+        .context("cannot use the demo fleet's PFX password file")?
+        .0;
     let mut total = ScanSummary::default();
     for (folder, role) in &fleet.folders {
         let options = ScanOptions {

@@ -359,10 +359,9 @@ fn decide(
     let configured = configured_deny_list(session, config_file)?;
     let passphrase = match &d.passphrase_file {
         Some(f) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("cannot read the CA passphrase file {}", f.display()))?
-                .trim_end_matches(['\r', '\n'])
-                .to_string(),
+            certctl_daemon::ca::Secret::from_private_file(f)
+                .context("cannot use the CA passphrase file")?
+                .0,
         ),
         None => std::env::var("CERTCTL_CA_PASSPHRASE")
             .ok()

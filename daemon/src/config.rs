@@ -113,7 +113,8 @@ deny_list = "/srv/gateway/deny.txt"
 # Optional section: secrets certd may use to finish regenerate workflows a crash
 # interrupted, when it starts (without them such workflows wait for
 # `certctl workflows resume ID`). Each file: the secret alone, mode 0600 or 0400, owned by
-# certd's user; a file others can read is refused.
+# certd's user (or root); a file others can read is refused. The same holds for every
+# secret file here (smtp.password_file, pfx_password_file): `certd config check` checks them.
 [workflows]
 pfx_password_file = "/etc/certd/pfx-password"     # optional; password of deployed PFX files
 [workflows.ca_passphrase_files]                    # optional; managed CA name = passphrase file
@@ -241,6 +242,43 @@ impl Config {
     /// The Unix socket certd listens on for certctl: `certd.sock` in the store folder.
     pub fn control_socket(&self) -> PathBuf {
         self.store.join(CONTROL_SOCKET)
+    }
+
+    /// Every secret file the configuration names, with its key (`smtp.password_file`,
+    /// `source.pfx_password_file`, `workflows.pfx_password_file`,
+    /// `workflows.ca_passphrase_files.NAME`), in file order.
+    pub fn secret_files(&self) -> Vec<(String, &Path)> {
+        let mut out: Vec<(String, &Path)> = Vec::new();
+        for s in &self.sources {
+            if let Some(f) = &s.pfx_password_file {
+                out.push(("source.pfx_password_file".into(), f));
+            }
+        }
+        if let Some(f) = self.smtp.as_ref().and_then(|s| s.password_file.as_deref()) {
+            out.push(("smtp.password_file".into(), f));
+        }
+        if let Some(f) = &self.workflows.pfx_password_file {
+            out.push(("workflows.pfx_password_file".into(), f));
+        }
+        for (ca, f) in &self.workflows.ca_passphrase_files {
+            out.push((format!("workflows.ca_passphrase_files.{ca}"), f));
+        }
+        out
+    }
+
+    /// The secret files that must not be used (see [`crate::ca::check_private_file`]), each
+    /// as `key: FILE: why`; and those that do not exist (yet), each as `key: FILE`.
+    pub fn secret_file_problems(&self) -> (Vec<String>, Vec<String>) {
+        let mut bad = Vec::new();
+        let mut missing = Vec::new();
+        for (key, f) in self.secret_files() {
+            if std::fs::symlink_metadata(f).is_err() {
+                missing.push(format!("{key}: {}", f.display()));
+            } else if let Err(e) = crate::ca::check_private_file(f) {
+                bad.push(format!("{key}: {e}"));
+            }
+        }
+        (bad, missing)
     }
 }
 

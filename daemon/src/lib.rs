@@ -32,6 +32,7 @@ pub mod atomic_file;
 pub mod ca;
 pub mod config;
 pub mod control;
+pub mod crash_point;
 pub mod crlfetch;
 pub mod duration;
 pub mod fleet;

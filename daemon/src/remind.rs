@@ -1054,9 +1054,9 @@ impl SmtpMailer {
     pub fn new(config: &SmtpConfig) -> SmtpMailer {
         let password = match (std::env::var(PASSWORD_ENV), &config.password_file) {
             (Ok(p), _) if !p.is_empty() => Ok(Some(p)),
-            (_, Some(file)) => std::fs::read_to_string(file)
-                .map(|p| Some(p.trim_end_matches(['\r', '\n']).to_string()))
-                .map_err(|e| format!("cannot read the SMTP password file {}: {e}", file.display())),
+            (_, Some(file)) => crate::ca::Secret::from_private_file(file)
+                .map(|p| Some(p.0))
+                .map_err(|e| format!("cannot use the SMTP password file: {e}")),
             _ => Ok(None),
         };
         SmtpMailer {

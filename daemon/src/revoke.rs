@@ -180,13 +180,47 @@ fn serial_bytes(hex_serial: &str) -> Option<Vec<u8>> {
 pub fn publish_crl(store: &Store, signer: &Signer, now: UnixTime) -> Result<CrlPublished, CaError> {
     let revoked = revoked_by(store, signer)?;
     let number = store.next_crl_number(&signer.ca.name, now)?;
+    let crl = sign_crl(signer, &revoked, number, now)?;
+    let mut paths = vec![signer.dir.join("crl.pem")];
+    paths.extend(signer.ca.crl_paths.iter().map(PathBuf::from));
+    write_crl(&paths, &crl)?;
+    audit_crl(store, signer, &crl, now)?;
+    Ok(CrlPublished {
+        ca: signer.ca.name.clone(),
+        number,
+        this_update: now,
+        next_update: crl.next_update,
+        revoked: crl.listed,
+        paths,
+        der: crl.der,
+    })
+}
+
+/// A CRL signed by a managed CA, not yet written anywhere.
+pub struct SignedCrl {
+    pub number: u64,
+    pub next_update: UnixTime,
+    /// How many serials it lists.
+    pub listed: usize,
+    pub der: Vec<u8>,
+    pub pem: String,
+}
+
+/// Signs CRL number `number` of the CA listing the `revoked` certificates it issued
+/// (thisUpdate = now, nextUpdate = now + the CA's CRL validity).
+pub fn sign_crl(
+    signer: &Signer,
+    revoked: &[Certificate],
+    number: u64,
+    now: UnixTime,
+) -> Result<SignedCrl, CaError> {
     let next_update = now.saturating_add(signer.ca.crl_validity_secs.max(60));
     let to_dt = |t: UnixTime| {
         OffsetDateTime::from_unix_timestamp(t)
             .map_err(|_| CaError::Invalid(format!("time {t} is out of range")))
     };
     let mut revoked_certs = Vec::with_capacity(revoked.len());
-    for c in &revoked {
+    for c in revoked {
         let Some(r) = &c.revocation else { continue };
         let Some(serial) = serial_bytes(&c.facts.serial) else {
             tracing::warn!(
@@ -225,36 +259,47 @@ pub fn publish_crl(store: &Store, signer: &Signer, now: UnixTime) -> Result<CrlP
         what: "encode the CRL as PEM".into(),
         cause: e.to_string(),
     })?;
-    let mut paths = vec![signer.dir.join("crl.pem")];
-    paths.extend(signer.ca.crl_paths.iter().map(PathBuf::from));
-    for p in &paths {
-        // Published for web servers: folders certctl creates 0755, the CRL 0644.
+    Ok(SignedCrl {
+        number,
+        next_update,
+        listed,
+        der,
+        pem,
+    })
+}
+
+/// Writes a CRL to each path (`.der`/`.crl`: DER, else PEM), atomically.
+pub fn write_crl(paths: &[PathBuf], crl: &SignedCrl) -> Result<(), CaError> {
+    for p in paths {
         if let Some(parent) = p.parent() {
             crate::atomic_file::create_dir_all(parent, 0o755)?;
         }
-        write_atomic(p, crl_bytes_for(p, &der, &pem), FileMode::Public)?;
+        write_atomic(p, crl_bytes_for(p, &crl.der, &crl.pem), FileMode::Public)?;
     }
+    Ok(())
+}
+
+/// Records the `crl-published` audit event of a CRL.
+pub fn audit_crl(
+    store: &Store,
+    signer: &Signer,
+    crl: &SignedCrl,
+    now: UnixTime,
+) -> Result<(), CaError> {
     store.record_audit(&AuditEvent {
         at: now,
         fingerprint: Some(signer.ca.fingerprint),
         actor: actor(),
         action: "crl-published".into(),
         detail: format!(
-            "CRL #{number} of CA `{}` with {} revoked serials, next update {}",
+            "CRL #{} of CA `{}` with {} revoked serials, next update {}",
+            crl.number,
             signer.ca.name,
-            listed,
-            rfc3339(next_update)
+            crl.listed,
+            rfc3339(crl.next_update)
         ),
     })?;
-    Ok(CrlPublished {
-        ca: signer.ca.name.clone(),
-        number,
-        this_update: now,
-        next_update,
-        revoked: listed,
-        paths,
-        der,
-    })
+    Ok(())
 }
 
 /// DER for `.der`/`.crl` files, PEM otherwise.

@@ -617,10 +617,10 @@ async fn scan_sources(shared: &Arc<Shared>, changed: Option<Vec<PathBuf>>) -> St
             continue;
         }
         let password = match &source.pfx_password_file {
-            Some(f) => match std::fs::read_to_string(f) {
-                Ok(p) => Some(p.trim_end_matches(['\r', '\n']).to_string()),
+            Some(f) => match crate::ca::Secret::from_private_file(f) {
+                Ok(p) => Some(p.0),
                 Err(e) => {
-                    tracing::error!(file = %f.display(), error = %e, "cannot read the PFX password file");
+                    tracing::error!(file = %f.display(), error = %e, "cannot use the PFX password file");
                     None
                 }
             },

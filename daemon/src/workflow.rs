@@ -22,6 +22,10 @@
 //! - **old-revoked** (`--revoke-old`): the old certificate is revoked as `superseded` and the
 //!   CA's CRL republished, unless the CRL already lists it.
 //!
+//! - **done**: the unencrypted `new.key` is removed (before `done` is recorded) once the
+//!   key is in a deployed file (a key file, a PEM file with the key, a PKCS#12 file). Without
+//!   `--deploy` it is the only copy of the key and stays: take it from there and delete it.
+//!
 //! Test hook (tests only, never set it in production): `CERTCTL_TEST_ABORT_AFTER_STEP=N`
 //! makes the process call `std::process::abort()` right after step N (0 = requested … 5 =
 //! done) was persisted, to prove that every step survives a crash.
@@ -295,7 +299,12 @@ pub fn resume_all_with(
 ) -> Result<Vec<Resumed>, WorkflowError> {
     let mut out = Vec::new();
     for wf in store.workflows()? {
-        if wf.step != WorkflowStep::Done {
+        if wf.step == WorkflowStep::Done {
+            // Finished by an older certctl, which left the key behind.
+            if let Err(e) = remove_deployed_key(&wf) {
+                tracing::warn!(workflow = wf.id, error = %e, "cannot remove the workflow's key");
+            }
+        } else {
             let id = wf.id;
             let secrets = secrets_for(&wf);
             out.push((id, run(store, wf, &secrets, now)));
@@ -315,11 +324,7 @@ pub fn listing(store: &Store) -> Result<Vec<WorkflowReport>, WorkflowError> {
                 Some(fp) => store.get(fp)?,
                 None => None,
             },
-            files: vec![
-                dir.join("new.key"),
-                dir.join("new.pem"),
-                dir.join("new.chain.pem"),
-            ],
+            files: workflow_files(&dir),
             crl_checks: Vec::new(),
             workflow: wf,
         });
@@ -357,6 +362,10 @@ fn run(
             store.put_workflow(&wf)?;
             return Err(e);
         }
+        if next == WorkflowStep::Done {
+            // Before `done` is recorded: a crash in between finds nothing left to remove.
+            remove_deployed_key(&wf)?;
+        }
         wf.step = next;
         wf.updated = now;
         wf.last_error = None;
@@ -370,13 +379,76 @@ fn run(
             Some(fp) => store.get(fp)?,
             None => None,
         },
-        files: vec![
-            dir.join("new.key"),
-            dir.join("new.pem"),
-            dir.join("new.chain.pem"),
-        ],
+        files: workflow_files(&dir),
         crl_checks,
         workflow: wf,
+    })
+}
+
+/// The workflow's own files that exist (`new.key` is gone once the key was deployed).
+fn workflow_files(dir: &Path) -> Vec<PathBuf> {
+    ["new.key", "new.pem", "new.chain.pem"]
+        .into_iter()
+        .map(|f| dir.join(f))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+/// Removes the unencrypted `new.key` of a finished workflow (and any temporary file of it)
+/// once the key is in a file the workflow deployed (a key file, a PEM file with the key, a
+/// PKCS#12 file). Without such a file (no `--deploy`, or nowhere to put the key) `new.key`
+/// is the only copy and stays for the admin to take.
+fn remove_deployed_key(wf: &Workflow) -> Result<(), WorkflowError> {
+    let dir = PathBuf::from(&wf.dir);
+    let Ok(bytes) = fs::read(dir.join("new.key")) else {
+        return Ok(());
+    };
+    let Ok(key) = PKey::private_key_from_pem(&bytes) else {
+        return Ok(());
+    };
+    if !key_deployed(wf, &key) {
+        return Ok(());
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: std::io::Error| {
+            WorkflowError::Ca(CaError::Io {
+                path,
+                cause: crate::inventory::io_cause(&e),
+            })
+        }
+    };
+    for entry in fs::read_dir(&dir).map_err(io(&dir))? {
+        let entry = entry.map_err(io(&dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "new.key" || name.starts_with(".new.key") {
+            fs::remove_file(entry.path()).map_err(io(&entry.path()))?;
+        }
+    }
+    fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(&dir))
+}
+
+/// Whether a file the workflow deployed holds `key`.
+fn key_deployed(wf: &Workflow, key: &PKey<Private>) -> bool {
+    wf.deployed.iter().map(Path::new).any(|path| {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        if matches!(ext.as_deref(), Some("pfx") | Some("p12")) {
+            // Rewritten with the new certificate and key (see `Deployment::rewrite`).
+            return path.is_file();
+        }
+        let Ok(bytes) = fs::read(path) else {
+            return false;
+        };
+        pem_blocks(&String::from_utf8_lossy(&bytes))
+            .iter()
+            .any(|(label, block)| {
+                label.as_deref().is_some_and(|l| l.ends_with("PRIVATE KEY")) && same_key(block, key)
+            })
     })
 }
 

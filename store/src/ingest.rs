@@ -88,6 +88,9 @@ pub struct Ingest<'s> {
     dirs: Vec<(String, Vec<FileState>)>,
     /// Endpoint states to save.
     endpoints: Vec<Endpoint>,
+    /// Managed CA records to save with this batch (`ca init`: the CA and its certificate
+    /// appear together or not at all).
+    managed_cas: Vec<crate::ManagedCa>,
     /// This ingest's last commits of records: the commit's number and what it wrote.
     committed: VecDeque<(u64, HashSet<Fingerprint, FingerprintHasher>)>,
     /// Set when the store held no certificate when this ingest began (a first import).
@@ -115,6 +118,7 @@ impl<'s> Ingest<'s> {
             postings: BTreeMap::new(),
             dirs: Vec::new(),
             endpoints: Vec::new(),
+            managed_cas: Vec::new(),
             committed: VecDeque::new(),
             first_import: None,
         }
@@ -152,7 +156,16 @@ impl<'s> Ingest<'s> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.dirs.is_empty() && self.endpoints.is_empty()
+        self.records.is_empty()
+            && self.dirs.is_empty()
+            && self.endpoints.is_empty()
+            && self.managed_cas.is_empty()
+    }
+
+    /// Saves a managed CA record in the same atomic batch as the observations (replacing
+    /// one of the same name). Flush the store after [`Ingest::commit`] to make it durable.
+    pub fn put_managed_ca(&mut self, ca: crate::ManagedCa) {
+        self.managed_cas.push(ca);
     }
 
     /// The record as this batch sees it (pending changes included).
@@ -416,6 +429,11 @@ impl<'s> Ingest<'s> {
             let value = encode(&endpoint)?;
             size(endpoint.address.len() + 1, &value);
             batch.insert(keys::endpoint_key(&endpoint.address), value);
+        }
+        for ca in self.managed_cas.drain(..) {
+            let value = encode(&ca)?;
+            size(ca.name.len() + 1, &value);
+            batch.insert(crate::workflows::ca_key(&ca.name), value);
         }
         self.store.ensure_space(bytes)?;
         tree.apply_batch(batch)?;

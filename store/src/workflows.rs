@@ -171,7 +171,7 @@ fn crl_key(url: &str) -> Vec<u8> {
     k
 }
 
-fn ca_key(name: &str) -> Vec<u8> {
+pub(crate) fn ca_key(name: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(name.len() + 1);
     k.push(keys::MANAGED_CA);
     k.extend_from_slice(name.as_bytes());
@@ -336,6 +336,23 @@ mod tests {
                 .map(|c| c.name),
             Some("root".to_string())
         );
+    }
+
+    #[test]
+    fn a_managed_ca_saved_with_an_ingest_appears_with_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s")).unwrap();
+        let mut ingest = store.ingest();
+        assert!(ingest.is_empty());
+        ingest.put_managed_ca(ca("root"));
+        assert!(!ingest.is_empty());
+        assert_eq!(
+            store.managed_ca("root").unwrap(),
+            None,
+            "not before the commit"
+        );
+        ingest.commit().unwrap();
+        assert_eq!(store.managed_ca("root").unwrap(), Some(ca("root")));
     }
 
     #[test]

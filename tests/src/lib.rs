@@ -1297,6 +1297,15 @@ pub mod files {
         write(path, text.as_bytes());
     }
 
+    /// A secret file (passphrase, password): readable by its owner only (0600), as certctl
+    /// demands.
+    pub fn secret(path: &Path, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        write(path, text.as_bytes());
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("chmod 600 {}: {e}", path.display()));
+    }
+
     /// An empty file.
     pub fn empty(path: &Path) {
         write(path, b"");

@@ -108,7 +108,7 @@ mod scan {
         // Not a certificate file name: a folder walk leaves it alone.
         files::pem(&dir.join("notes.txt"), &[&in_txt]);
         let pw = env.file("secrets/pfx-password");
-        files::text(&pw, "pfx-secret");
+        files::secret(&pw, "pfx-secret");
 
         let r = env.certctl(&["scan", s(&dir), "--pfx-password-file", s(&pw), "--json"]);
         r.success();
@@ -321,7 +321,7 @@ mod scan {
         files::pkcs12(&pfx, &leaf, &[], "right-password");
         files::pem(&dir.join("other.pem"), &[&other]);
         let pw = env.file("wrong-password.txt");
-        files::text(&pw, "wrong-password");
+        files::secret(&pw, "wrong-password");
 
         let r = env.certctl(&["scan", s(&dir), "--pfx-password-file", s(&pw)]);
         r.expect_code(3);
@@ -348,7 +348,7 @@ mod scan {
         r.expect_code(3);
         assert!(r.error_for(&pfx).to_lowercase().contains("password"), "{r}");
         let right = env.file("right-password.txt");
-        files::text(&right, "right-password");
+        files::secret(&right, "right-password");
         env.cmd()
             .store(env.root().join("store-file-wins-2"))
             .args(["scan", s(&pfx), "--pfx-password-file", s(&right)])
@@ -403,7 +403,7 @@ mod scan {
         files::pkcs12(&dir.join("agent.pfx"), &agent, &[f.intermediate()], "pw");
         files::der(&dir.join("root.der"), f.root());
         let pw = env.file("pw");
-        files::text(&pw, "pw");
+        files::secret(&pw, "pw");
 
         let r = env.certctl(&["scan", s(&dir), "--pfx-password-file", s(&pw), "--json"]);
         r.success();
@@ -1174,7 +1174,7 @@ mod inspect {
         let pfx = env.file("agent.pfx");
         files::pkcs12(&pfx, &leaf, &[f.intermediate()], "open sesame");
         let pw = env.file("pw");
-        files::text(&pw, "open sesame");
+        files::secret(&pw, "open sesame");
         let r = env.certctl(&["inspect", s(&pfx), "--pfx-password-file", s(&pw), "--json"]);
         r.success();
         let items = r.json();
@@ -1679,7 +1679,7 @@ mod regression {
         let pfx = env.file("echo.pfx");
         files::pkcs12(&pfx, &c, &[], "secret");
         let pw = env.file("pw");
-        files::text(&pw, "secret\n");
+        files::secret(&pw, "secret\n");
         env.certctl(&["scan", s(&pfx), "--pfx-password-file", s(&pw)])
             .success();
         assert_eq!(

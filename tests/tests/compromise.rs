@@ -198,9 +198,9 @@ mod managed_ca {
     fn an_encrypted_rsa_ca_needs_its_passphrase_and_writes_pfx_for_iis() {
         let env = TestEnv::new();
         let pass = env.file("secrets/ca-pass");
-        write(&pass, "correct horse\n");
+        files::secret(&pass, "correct horse\n");
         let wrong = env.file("secrets/wrong");
-        write(&wrong, "battery staple\n");
+        files::secret(&wrong, "battery staple\n");
         let ca_dir = init_ca(
             &env,
             "iis-ca",
@@ -237,7 +237,7 @@ mod managed_ca {
         assert!(!out.join("www.example.com.pem").exists());
 
         let pfx_pass = env.file("secrets/pfx");
-        write(&pfx_pass, "pfx-secret\n");
+        files::secret(&pfx_pass, "pfx-secret\n");
         let fp = issue(
             &env,
             "iis-ca",
@@ -1018,7 +1018,7 @@ mod regenerate {
         let der = dep.join("server.der");
         openssl_ok(&["x509", "-in", s(&cert), "-outform", "DER", "-out", s(&der)]);
         let pfx_pass = env.file(&format!("secrets/{cn}.pfxpass"));
-        write(&pfx_pass, "pfx-pw\n");
+        files::secret(&pfx_pass, "pfx-pw\n");
         let pfx = dep.join("server.pfx");
         openssl_ok(&[
             "pkcs12",
@@ -1284,9 +1284,9 @@ mod regenerate {
                 .unwrap();
             assert_deployed(&env, &ca_dir, &files, &pfx_pass, &old, &new);
             assert_eq!(find_fp(&certs, &old)["revocation"]["reason"], "superseded");
-            // The workflow's key is private and is the new certificate's key.
+            // The workflow's unencrypted key is gone once deployed; its certificate stays.
             let wf_dir = env.store().join("workflows").join(&id);
-            assert_eq!(mode(&wf_dir.join("new.key")), 0o600);
+            assert!(!wf_dir.join("new.key").exists(), "after step {step}");
             assert_eq!(file_fingerprint(&wf_dir.join("new.pem")), new);
         }
     }
@@ -1413,7 +1413,7 @@ mod certd_resume_with_passphrase {
     fn certd_resumes_an_encrypted_cas_workflow_with_the_configured_passphrase_file() {
         let env = TestEnv::new();
         let pass = env.file("secrets/vault.pass");
-        write(&pass, "vault passphrase\n");
+        files::secret(&pass, "vault passphrase\n");
         std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
         init_ca(&env, "vault", &["--passphrase-file", s(&pass)]);
         let out = env.mkdir("certs");

@@ -101,7 +101,7 @@ impl Setup {
         );
         if let Some((user, _)) = auth {
             let pw = env.file("smtp-password");
-            std::fs::write(&pw, "wrong-password\n").unwrap();
+            files::secret(&pw, "wrong-password\n");
             text.push_str(&format!(
                 "username = \"{user}\"\npassword_file = \"{}\"\n",
                 s(&pw)

@@ -2,7 +2,7 @@
 //! `certctl_daemon::server`; everything else lives in the library.
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use certctl_daemon::config;
@@ -43,7 +43,8 @@ enum Command {
 enum ConfigCommand {
     /// Print a commented example configuration.
     Example,
-    /// Validate a configuration file (errors as FILE:LINE:COLUMN).
+    /// Validate a configuration file (errors as FILE:LINE:COLUMN) and the secret files it
+    /// names (regular files, readable by their owner only).
     Check { file: PathBuf },
 }
 
@@ -68,24 +69,39 @@ fn main() -> ExitCode {
             print!("{}", config::EXAMPLE);
             ExitCode::SUCCESS
         }
-        Command::Config(ConfigCommand::Check { file }) => match config::load(&file) {
-            Ok(c) => {
-                println!(
-                    "{}: OK ({} sources, {} endpoints, store {})",
-                    file.display(),
-                    c.sources.len(),
-                    c.endpoints.len(),
-                    c.store.display()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(2)
-            }
-        },
+        Command::Config(ConfigCommand::Check { file }) => config_check(&file),
         Command::Run { config, log_format } => run(config, log_format),
     }
+}
+
+/// `certd config check FILE`: the configuration, then every secret file it names (each one
+/// that must not be used is an error; one that does not exist yet is a note).
+fn config_check(file: &Path) -> ExitCode {
+    let c = match config::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (bad, missing) = c.secret_file_problems();
+    if !bad.is_empty() {
+        for problem in &bad {
+            eprintln!("{}: {problem}", file.display());
+        }
+        return ExitCode::from(2);
+    }
+    for m in &missing {
+        println!("note: {m} does not exist (yet): certd checks it when it reads it");
+    }
+    println!(
+        "{}: OK ({} sources, {} endpoints, store {})",
+        file.display(),
+        c.sources.len(),
+        c.endpoints.len(),
+        c.store.display()
+    );
+    ExitCode::SUCCESS
 }
 
 fn run(config_path: PathBuf, log_format: LogFormat) -> ExitCode {
