@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use certctl_e2e::hostile::{
-    certctl_as_nobody, chmod, chown_tree, setpriv_can_switch, setpriv_nobody, Corpus, Expected,
-    BUNDLE_SIZE, NOBODY,
+    certctl_as_nobody, chmod, chown_tree, pfx_with_huge_count, setpriv_can_switch,
+    setpriv_nobody, Corpus, Expected, HugeCount, BUNDLE_SIZE, HUGE_COUNT, NOBODY,
 };
 use certctl_e2e::*;
 use serde_json::Value;
@@ -395,4 +395,66 @@ fn unreadable_files_and_folders_are_reported_as_permission_denied() {
     // Give the files back so the temp dir can be removed.
     chmod(&private, 0o755);
     chmod(&locked_path, 0o644);
+}
+
+/// Issue 13: a 2 KB PKCS#12 file with an iteration count of 2^31-1 (MAC, PBKDF2 of a key
+/// bag, legacy PKCS#12 PBE) kept `inspect` and `scan` busy for minutes. The count is now
+/// refused before any key derivation runs, with the file and the count named, and the other
+/// files of the folder are stored.
+#[test]
+fn a_pfx_with_a_huge_iteration_count_is_refused_promptly() {
+    let f = CertFactory::new();
+    let env = TestEnv::new();
+    let dir = env.mkdir("pfx");
+    let good = f.leaf(CertSpec::leaf("good.pfx.example"));
+    files::pem(&dir.join("good.pem"), &[&good]);
+    let good_pfx = f.leaf(CertSpec::leaf("good-pfx.pfx.example"));
+    files::pkcs12(&dir.join("good.pfx"), &good_pfx, &[], "");
+    let victim = f.leaf(CertSpec::leaf("huge.pfx.example"));
+    let cases = [
+        (HugeCount::Mac, "mac.pfx", "PKCS#12 MAC iteration count"),
+        (HugeCount::KeyBag, "keybag.p12", "PBKDF2 iteration count"),
+        (HugeCount::LegacyPbe, "legacy.pfx", "PKCS#12 PBE iteration count"),
+    ];
+    let cause = |what: &str| format!("{what} {HUGE_COUNT} above the limit 10000000");
+    for (which, name, what) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, pfx_with_huge_count(&victim, which)).expect("write");
+        let r = env
+            .cmd()
+            .no_store()
+            .args(["inspect", s(&path)])
+            .timeout(SCAN_TIMEOUT)
+            .run();
+        assert_no_panic(&r);
+        r.expect_code(4)
+            .stderr_has(s(&path))
+            .stderr_has(&cause(what));
+    }
+
+    let r = env
+        .cmd()
+        .args(["scan", s(&dir)])
+        .timeout(SCAN_TIMEOUT)
+        .run();
+    assert_no_panic(&r);
+    r.expect_code(3);
+    for (_, name, what) in cases {
+        let error = r.error_for(&dir.join(name));
+        assert!(error.contains(&cause(what)), "{name}: {error}{r}");
+    }
+    assert_eq!(r.error_lines().len(), cases.len(), "{r}");
+    assert_eq!(
+        fingerprints(&env.list_json(&[])),
+        expected_fingerprints(&[&good, &good_pfx])
+    );
+    // The files are still there: the next scan refuses them again, as cheaply.
+    let r = env
+        .cmd()
+        .args(["scan", s(&dir)])
+        .timeout(SCAN_TIMEOUT)
+        .run();
+    assert_no_panic(&r);
+    r.expect_code(3);
+    assert_eq!(r.error_lines().len(), cases.len(), "{r}");
 }
