@@ -89,7 +89,7 @@ pub enum FormatError {
     },
     /// The PKCS#12 file asks for more key-derivation work than certctl allows (an iteration
     /// count above [`crate::pkcs12_guard::MAX_ITERATIONS`]): refused before any KDF runs.
-    #[error("PKCS#12 (PFX) file refused: {0}")]
+    #[error("{0}")]
     PfxTooCostly(crate::pkcs12_guard::Pkcs12GuardError),
     /// The PKCS#12 file is damaged or not PKCS#12 after all.
     #[error("cannot read this PKCS#12 (PFX) file: {reason}")]

@@ -509,7 +509,9 @@ impl Walker<'_> {
             };
             let known = previous.get(&name).filter(|old| {
                 // Files that failed last time are read again: the cause may have been
-                // outside the file (a wrong PFX password, permissions).
+                // outside the file (a wrong PFX password, permissions). That stays cheap for
+                // hostile files: a PKCS#12 with a huge iteration count is refused again by
+                // `pkcs12_guard` before any key derivation.
                 !self.options.full && !matches!(old.problem, Some(FileProblem::Failed(_)))
             });
             if let Some(old) = known {

@@ -19,8 +19,11 @@
 //! (whose PBKDF2-params hold `iterationCount`) and scrypt (`N`, `r`, `p`: the work
 //! `N·r·p` is capped at [`MAX_SCRYPT_WORK`]).
 //!
-//! Bags inside an `encryptedData` container are not visible before decryption. The
-//! container's own count is checked; see [`check_decrypted`] for the bags inside.
+//! Limit: bags inside an `encryptedData` container are not visible before decryption. The
+//! container's own count is checked, but a shrouded key bag inside one (exporters put keys
+//! in a `data` container: Windows, OpenSSL, Java) is decrypted by OpenSSL with a count this
+//! check cannot see. Only a file encrypted with the password certctl uses for it (none: the
+//! empty password) gets that far.
 //!
 //! The walk is bounded: [`MAX_NESTING`] levels of nested bags, [`MAX_ELEMENTS`] elements,
 //! and it never allocates more than the size of the file. A structure the walk cannot read
@@ -57,7 +60,7 @@ pub const MAX_ELEMENTS: usize = 100_000;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Pkcs12GuardError {
     /// An iteration count above [`MAX_ITERATIONS`].
-    #[error("{kind} iteration count {count} above the limit {limit} (in {place}); refused without deriving any key, as that would keep a CPU busy for minutes")]
+    #[error("{kind} iteration count {count} above the limit {limit} (in {place}): the PKCS#12 file is not opened, deriving its keys would keep a CPU busy for minutes")]
     TooManyIterations {
         /// "PKCS#12 MAC", "PKCS#12 PBE", "PKCS#5 PBES1" or "PBKDF2".
         kind: &'static str,
@@ -68,7 +71,7 @@ pub enum Pkcs12GuardError {
         place: String,
     },
     /// scrypt parameters whose work `N·r·p` is above [`MAX_SCRYPT_WORK`].
-    #[error("scrypt work N·r·p = {work} above the limit {limit} (in {place}); refused without deriving any key")]
+    #[error("scrypt work N·r·p = {work} above the limit {limit} (in {place}): the PKCS#12 file is not opened, deriving its keys would keep a CPU busy for minutes")]
     ScryptTooCostly {
         /// `N·r·p` in decimal.
         work: String,
@@ -76,7 +79,7 @@ pub enum Pkcs12GuardError {
         place: String,
     },
     /// More nested bags or elements than the walk allows.
-    #[error("the PKCS#12 structure is too large or too deeply nested to check ({0})")]
+    #[error("the PKCS#12 structure is too large or too deeply nested to check ({0}): the file is not opened")]
     TooComplex(String),
     /// The DER cannot be walked.
     #[error("it is not valid PKCS#12 DER ({0})")]
@@ -118,15 +121,6 @@ pub fn check(der: &[u8]) -> Result<()> {
         walk.mac_data(mac_data)?;
     }
     walk.auth_safe(auth_safe)
-}
-
-/// Checks the bags of one decrypted `encryptedData` container (its plaintext, a
-/// SafeContents): the same rules as [`check`] applies to the bags of a `data` container.
-pub fn check_decrypted(safe_contents: &[u8], container: usize) -> Result<()> {
-    let mut walk = Walk::default();
-    let place = format!("encrypted container #{container}");
-    let contents = walk.one(safe_contents, &place)?;
-    walk.safe_contents(&contents, &place, 0)
 }
 
 fn malformed(what: impl Into<String>) -> Pkcs12GuardError {
@@ -387,4 +381,252 @@ fn check_count(kind: &'static str, count: &Any<'_>, place: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use openssl::nid::Nid;
+    use openssl::pkcs12::Pkcs12;
+    use openssl::stack::Stack;
+    use openssl::x509::X509;
+
+    use super::*;
+    use crate::x509::testutil::{pki, TestPki};
+
+    const KEY_MARKER: u32 = 1111;
+    const MAC_MARKER: u32 = 1234;
+
+    /// A PFX with the leaf, its key and the CA, built with the marker counts.
+    fn pfx(pki: &TestPki, legacy: bool) -> Vec<u8> {
+        let mut ca = Stack::new().expect("stack");
+        ca.push(X509::from_der(&pki.ca_der).expect("ca"))
+            .expect("push");
+        let mut b = Pkcs12::builder();
+        b.name("gw")
+            .pkey(&pki.leaf_key)
+            .cert(&X509::from_der(&pki.leaf_der).expect("leaf"))
+            .ca(ca)
+            .key_iter(KEY_MARKER)
+            .mac_iter(MAC_MARKER);
+        if legacy {
+            b.key_algorithm(Nid::PBE_WITHSHA1AND3_KEY_TRIPLEDES_CBC)
+                .cert_algorithm(Nid::PBE_WITHSHA1AND3_KEY_TRIPLEDES_CBC);
+        }
+        b.build2("pw").expect("pkcs12").to_der().expect("der")
+    }
+
+    fn header(out: &mut Vec<u8>, any: &Any<'_>, constructed: bool) {
+        let class = any.class() as u8;
+        let tag = u8::try_from(any.tag().0).expect("low tag");
+        out.push(class << 6 | u8::from(constructed) << 5 | tag);
+    }
+
+    fn length(out: &mut Vec<u8>, len: usize) {
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let b = (len as u32).to_be_bytes();
+            let skip = b.iter().take_while(|&&x| x == 0).count();
+            out.push(0x80 | (4 - skip) as u8);
+            out.extend_from_slice(&b[skip..]);
+        }
+    }
+
+    /// Re-encodes DER with every INTEGER of value `from` set to the big-endian `to`, inside
+    /// OCTET STRINGs holding DER too.
+    fn patch(der: &[u8], from: u32, to: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = der;
+        while !rest.is_empty() {
+            let (next, any) = Any::from_ber(rest).expect("DER");
+            rest = next;
+            let content = if any.header.is_constructed() {
+                patch(any.data, from, to)
+            } else if any.tag() == Tag::OctetString
+                && any.data.first() == Some(&0x30)
+                && Any::from_ber(any.data).is_ok_and(|(r, _)| r.is_empty())
+            {
+                patch(any.data, from, to)
+            } else if any.tag() == Tag::Integer
+                && BigUint::from_bytes_be(any.data) == BigUint::from(from)
+            {
+                to.to_vec()
+            } else {
+                any.data.to_vec()
+            };
+            header(&mut out, &any, any.header.is_constructed());
+            length(&mut out, content.len());
+            out.extend_from_slice(&content);
+        }
+        out
+    }
+
+    /// The same PFX in BER as Bouncy Castle writes it: indefinite lengths and OCTET STRINGs
+    /// cut into segments, the encapsulated bytes (which the MAC covers) unchanged.
+    fn to_ber(der: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = der;
+        while !rest.is_empty() {
+            let (next, any) = Any::from_ber(rest).expect("DER");
+            rest = next;
+            if any.header.is_constructed() {
+                header(&mut out, &any, true);
+                out.push(0x80);
+                out.extend(to_ber(any.data));
+                out.extend([0, 0]);
+            } else if any.tag() == Tag::OctetString && any.data.len() > 64 {
+                header(&mut out, &any, true);
+                out.push(0x80);
+                for segment in any.data.chunks(64) {
+                    out.push(0x04);
+                    length(&mut out, segment.len());
+                    out.extend_from_slice(segment);
+                }
+                out.extend([0, 0]);
+            } else {
+                header(&mut out, &any, false);
+                length(&mut out, any.data.len());
+                out.extend_from_slice(any.data);
+            }
+        }
+        out
+    }
+
+    fn opens(der: &[u8]) -> bool {
+        crate::formats::ensure_legacy_provider();
+        Pkcs12::from_der(der).and_then(|p| p.parse2("pw")).is_ok()
+    }
+
+    #[test]
+    fn files_as_openssl_writes_them_pass_in_der_and_ber() {
+        let pki = pki();
+        for legacy in [false, true] {
+            let der = pfx(&pki, legacy);
+            assert_eq!(check(&der), Ok(()));
+            let ber = to_ber(&der);
+            assert_ne!(ber, der);
+            assert!(opens(&ber), "OpenSSL reads the BER form");
+            assert_eq!(check(&ber), Ok(()), "legacy: {legacy}");
+        }
+    }
+
+    #[test]
+    fn counts_above_the_limit_are_refused_where_they_are() {
+        let pki = pki();
+        let at_limit = 10_000_000u32.to_be_bytes();
+        let above = 10_000_001u32.to_be_bytes();
+        let refused = |der: &[u8]| match check(der) {
+            Err(Pkcs12GuardError::TooManyIterations {
+                kind, count, place, ..
+            }) => (kind, count, place),
+            other => panic!("expected TooManyIterations, got {other:?}"),
+        };
+
+        let der = pfx(&pki, false);
+        assert_eq!(check(&patch(&der, MAC_MARKER, &at_limit)), Ok(()));
+        assert_eq!(check(&patch(&der, KEY_MARKER, &at_limit)), Ok(()));
+        let mac = patch(&der, MAC_MARKER, &above);
+        assert_eq!(
+            refused(&mac),
+            ("PKCS#12 MAC", "10000001".into(), "the MAC".into())
+        );
+        assert_eq!(refused(&to_ber(&mac)).1, "10000001", "also in BER");
+        let (kind, count, place) = refused(&patch(&der, KEY_MARKER, &above));
+        assert_eq!((kind, count.as_str()), ("PBKDF2", "10000001"));
+        assert_eq!(place, "encrypted container #1", "the certificates come first");
+
+        let legacy = pfx(&pki, true);
+        let (kind, _, place) = refused(&patch(&legacy, KEY_MARKER, &above));
+        assert_eq!(
+            (kind, place.as_str()),
+            ("PKCS#12 PBE", "encrypted container #1")
+        );
+
+        // A count wider than 64 bits is named in full.
+        let wide = [0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        let (_, count, _) = refused(&patch(&der, MAC_MARKER, &wide));
+        assert_eq!(count, "2361183241434822606847");
+        let err = check(&patch(&der, MAC_MARKER, &wide)).expect_err("refused");
+        assert!(
+            err.to_string().starts_with(
+                "PKCS#12 MAC iteration count 2361183241434822606847 above the limit 10000000"
+            ),
+            "{err}"
+        );
+        // A negative count makes OpenSSL run one iteration: nothing to refuse.
+        assert_eq!(check(&patch(&der, MAC_MARKER, &[0x80, 0, 0, 0])), Ok(()));
+    }
+
+    /// A SafeBag `safeContentsBag` holding `inner` (a SafeContents).
+    fn nest(inner: Vec<u8>) -> Vec<u8> {
+        let tlv = |tag: u8, content: &[u8]| {
+            let mut v = vec![tag];
+            length(&mut v, content.len());
+            v.extend_from_slice(content);
+            v
+        };
+        // OID 1.2.840.113549.1.12.10.1.6
+        let oid = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x0c, 0x0a, 0x01, 0x06];
+        let mut bag = tlv(0x06, &oid);
+        bag.extend(tlv(0xa0, &inner));
+        tlv(0x30, &tlv(0x30, &bag))
+    }
+
+    /// A PFX without a MAC whose one `data` container holds `contents`.
+    fn pfx_with_contents(contents: &[u8]) -> Vec<u8> {
+        let tlv = |tag: u8, content: &[u8]| {
+            let mut v = vec![tag];
+            length(&mut v, content.len());
+            v.extend_from_slice(content);
+            v
+        };
+        let data_oid = tlv(0x06, &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01]);
+        let content_info = |octets: &[u8]| {
+            let mut ci = data_oid.clone();
+            ci.extend(tlv(0xa0, &tlv(0x04, octets)));
+            tlv(0x30, &ci)
+        };
+        let auth_safe = content_info(&tlv(0x30, &content_info(contents)));
+        let mut pfx = tlv(0x02, &[3]);
+        pfx.extend(auth_safe);
+        tlv(0x30, &pfx)
+    }
+
+    #[test]
+    fn nesting_and_garbage_are_refused_without_panicking() {
+        let mut contents = vec![0x30, 0x00];
+        for _ in 0..=MAX_NESTING + 1 {
+            contents = nest(contents);
+        }
+        assert!(matches!(
+            check(&pfx_with_contents(&contents)),
+            Err(Pkcs12GuardError::TooComplex(_))
+        ));
+        let mut ok = vec![0x30, 0x00];
+        for _ in 0..MAX_NESTING {
+            ok = nest(ok);
+        }
+        assert_eq!(check(&pfx_with_contents(&ok)), Ok(()));
+        // Many elements: bounded too.
+        let many: Vec<u8> = std::iter::repeat_n([0x05, 0x00], MAX_ELEMENTS).flatten().collect();
+        let mut seq = vec![0x30];
+        length(&mut seq, many.len());
+        seq.extend(many);
+        assert!(matches!(
+            check(&pfx_with_contents(&seq)),
+            Err(Pkcs12GuardError::TooComplex(_))
+        ));
+
+        let der = pfx(&pki(), false);
+        for cut in [0, 1, 2, 10, der.len() / 2, der.len() - 1] {
+            assert!(
+                matches!(check(&der[..cut]), Err(Pkcs12GuardError::Malformed(_))),
+                "cut at {cut}"
+            );
+        }
+        // Deeply nested indefinite lengths stop at asn1-rs's recursion limit.
+        let mut bomb = vec![0x30, 0x03, 0x02, 0x01, 0x03];
+        bomb.extend(std::iter::repeat_n([0x30, 0x80], 10_000).flatten());
+        assert!(check(&bomb).is_err());
+    }
 }
