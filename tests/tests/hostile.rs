@@ -458,3 +458,21 @@ fn a_pfx_with_a_huge_iteration_count_is_refused_promptly() {
     r.expect_code(3);
     assert_eq!(r.error_lines().len(), cases.len(), "{r}");
 }
+
+/// Issue 13: `--expiring-within 9223372036854775807s` panicked (the duration overflowed when
+/// added to the clock). Absurd durations are usage errors now.
+#[test]
+fn absurd_durations_on_the_command_line_are_usage_errors() {
+    let env = TestEnv::new();
+    for value in ["9223372036854775807s", "106751991167300d", "5300w"] {
+        for args in [
+            vec!["list", "--expiring-within", value],
+            vec!["check", "--warn", value],
+        ] {
+            let r = env.cmd().args(&args).timeout(SCAN_TIMEOUT).run();
+            assert_no_panic(&r);
+            r.expect_code(64)
+                .stderr_has(&format!("invalid duration `{value}`: the duration is too large"));
+        }
+    }
+}
