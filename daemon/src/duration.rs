@@ -140,7 +140,10 @@ mod tests {
             "99999999999999999999d",
         ] {
             let e = bad.parse::<Duration>().unwrap_err().to_string();
-            assert!(e.contains("too large (at most 36525d, 100 years)"), "{bad}: {e}");
+            assert!(
+                e.contains("too large (at most 36525d, 100 years)"),
+                "{bad}: {e}"
+            );
         }
     }
 

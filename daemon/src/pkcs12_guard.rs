@@ -533,7 +533,10 @@ mod tests {
         assert_eq!(refused(&to_ber(&mac)).1, "10000001", "also in BER");
         let (kind, count, place) = refused(&patch(&der, KEY_MARKER, &above));
         assert_eq!((kind, count.as_str()), ("PBKDF2", "10000001"));
-        assert_eq!(place, "encrypted container #1", "the certificates come first");
+        assert_eq!(
+            place, "encrypted container #1",
+            "the certificates come first"
+        );
 
         let legacy = pfx(&pki, true);
         let (kind, _, place) = refused(&patch(&legacy, KEY_MARKER, &above));
@@ -566,7 +569,9 @@ mod tests {
             v
         };
         // OID 1.2.840.113549.1.12.10.1.6
-        let oid = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x0c, 0x0a, 0x01, 0x06];
+        let oid = [
+            0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x0c, 0x0a, 0x01, 0x06,
+        ];
         let mut bag = tlv(0x06, &oid);
         bag.extend(tlv(0xa0, &inner));
         tlv(0x30, &tlv(0x30, &bag))
@@ -580,7 +585,10 @@ mod tests {
             v.extend_from_slice(content);
             v
         };
-        let data_oid = tlv(0x06, &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01]);
+        let data_oid = tlv(
+            0x06,
+            &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01],
+        );
         let content_info = |octets: &[u8]| {
             let mut ci = data_oid.clone();
             ci.extend(tlv(0xa0, &tlv(0x04, octets)));
@@ -608,7 +616,9 @@ mod tests {
         }
         assert_eq!(check(&pfx_with_contents(&ok)), Ok(()));
         // Many elements: bounded too.
-        let many: Vec<u8> = std::iter::repeat_n([0x05, 0x00], MAX_ELEMENTS).flatten().collect();
+        let many: Vec<u8> = std::iter::repeat_n([0x05, 0x00], MAX_ELEMENTS)
+            .flatten()
+            .collect();
         let mut seq = vec![0x30];
         length(&mut seq, many.len());
         seq.extend(many);

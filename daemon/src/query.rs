@@ -64,7 +64,10 @@ pub fn list_batches<E: From<QueryError>>(
         (false, None) => None,
         (true, None) => Some((i64::MIN + 1, now + 1)),
         (false, Some(d)) => Some((now + 1, now.saturating_add(d.as_secs()).saturating_add(1))),
-        (true, Some(d)) => Some((i64::MIN + 1, now.saturating_add(d.as_secs()).saturating_add(1))),
+        (true, Some(d)) => Some((
+            i64::MIN + 1,
+            now.saturating_add(d.as_secs()).saturating_add(1),
+        )),
     };
     let finish = |mut certs: Vec<Certificate>| -> Result<Vec<Certificate>, QueryError> {
         apply_text_filters(filter, &mut certs);

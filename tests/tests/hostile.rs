@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use certctl_e2e::hostile::{
-    certctl_as_nobody, chmod, chown_tree, pfx_with_huge_count, setpriv_can_switch,
-    setpriv_nobody, Corpus, Expected, HugeCount, BUNDLE_SIZE, HUGE_COUNT, NOBODY,
+    certctl_as_nobody, chmod, chown_tree, pfx_with_huge_count, setpriv_can_switch, setpriv_nobody,
+    Corpus, Expected, HugeCount, BUNDLE_SIZE, HUGE_COUNT, NOBODY,
 };
 use certctl_e2e::*;
 use serde_json::Value;
@@ -414,7 +414,11 @@ fn a_pfx_with_a_huge_iteration_count_is_refused_promptly() {
     let cases = [
         (HugeCount::Mac, "mac.pfx", "PKCS#12 MAC iteration count"),
         (HugeCount::KeyBag, "keybag.p12", "PBKDF2 iteration count"),
-        (HugeCount::LegacyPbe, "legacy.pfx", "PKCS#12 PBE iteration count"),
+        (
+            HugeCount::LegacyPbe,
+            "legacy.pfx",
+            "PKCS#12 PBE iteration count",
+        ),
     ];
     let cause = |what: &str| format!("{what} {HUGE_COUNT} above the limit 10000000");
     for (which, name, what) in cases {
@@ -471,8 +475,76 @@ fn absurd_durations_on_the_command_line_are_usage_errors() {
         ] {
             let r = env.cmd().args(&args).timeout(SCAN_TIMEOUT).run();
             assert_no_panic(&r);
-            r.expect_code(64)
-                .stderr_has(&format!("invalid duration `{value}`: the duration is too large"));
+            r.expect_code(64).stderr_has(&format!(
+                "invalid duration `{value}`: the duration is too large"
+            ));
         }
     }
+}
+
+/// Issue 13: `track /dev/zero` grew to 4 GB, `track FIFO` hung, and `agents
+/// import-registrations` read files the same way. Only regular files are read, up to a cap.
+#[test]
+fn track_and_import_registrations_read_regular_files_only() {
+    let env = TestEnv::new();
+    let dir = env.mkdir("odd");
+    let fifo = dir.join("bundle.zip");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .expect("mkfifo");
+    let big = dir.join("big.csv");
+    std::fs::File::create(&big)
+        .and_then(|f| f.set_len((64 << 20) + 1))
+        .expect("sparse file");
+    let zero = Path::new("/dev/zero");
+    let cases: [(&[&str], &Path, &str); 5] = [
+        (
+            &["track", "--kind", "other"],
+            &fifo,
+            "not a regular file: this is a FIFO (named pipe)",
+        ),
+        (
+            &["track", "--kind", "other"],
+            zero,
+            "not a regular file: this is a character device",
+        ),
+        (
+            &["track", "--kind", "other"],
+            &big,
+            "more than the 64 MiB a tracked file may have",
+        ),
+        (
+            &["agents", "import-registrations"],
+            &fifo,
+            "not a regular file: this is a FIFO",
+        ),
+        (
+            &["agents", "import-registrations"],
+            zero,
+            "not a regular file: this is a character device",
+        ),
+    ];
+    for (command, path, cause) in cases {
+        let r = env
+            .cmd()
+            .args(command)
+            .arg(path)
+            .timeout(Duration::from_secs(20))
+            .run();
+        assert_no_panic(&r);
+        assert_ne!(r.code(), 0, "{r}");
+        r.stderr_has(s(path)).stderr_has(cause);
+    }
+    let r = env
+        .cmd()
+        .args(["agents", "import-registrations", s(&big)])
+        .timeout(Duration::from_secs(20))
+        .run();
+    assert_ne!(r.code(), 0, "{r}");
+    r.stderr_has("more than the 16 MiB a registrations file may have");
 }
