@@ -440,12 +440,10 @@ mod tests {
         while !rest.is_empty() {
             let (next, any) = Any::from_ber(rest).expect("DER");
             rest = next;
-            let content = if any.header.is_constructed() {
-                patch(any.data, from, to)
-            } else if any.tag() == Tag::OctetString
+            let holds_der = any.tag() == Tag::OctetString
                 && any.data.first() == Some(&0x30)
-                && Any::from_ber(any.data).is_ok_and(|(r, _)| r.is_empty())
-            {
+                && Any::from_ber(any.data).is_ok_and(|(r, _)| r.is_empty());
+            let content = if any.header.is_constructed() || holds_der {
                 patch(any.data, from, to)
             } else if any.tag() == Tag::Integer
                 && BigUint::from_bytes_be(any.data) == BigUint::from(from)
