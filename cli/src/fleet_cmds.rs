@@ -15,7 +15,7 @@ use certctl_daemon::api::{self, Request, Response};
 use certctl_daemon::artifacts;
 use certctl_daemon::atomic_file::{self, FileMode};
 use certctl_daemon::control::Client;
-use certctl_daemon::inventory::ScanProgress;
+use certctl_daemon::inventory::{self, ScanProgress};
 use certctl_daemon::query::ListFilter;
 use certctl_daemon::reports::{self, Report, ReportOptions};
 use certctl_daemon::view::CertificateView;
@@ -220,8 +220,17 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 pub fn agents_cmd(session: &Session, config_file: Option<&Path>, a: AgentsArgs) -> Result<Exit> {
     match a.command {
         AgentsCommand::ImportRegistrations { file, merge, json } => {
-            let bytes = std::fs::read(&file).with_context(|| {
-                format!("cannot read the registrations file {}", file.display())
+            // Regular files only, size-capped: a FIFO or /dev/zero is refused at once.
+            let (bytes, _) = inventory::read_regular_file(
+                &file,
+                agents::MAX_REGISTRATIONS_FILE_BYTES,
+                "a registrations file",
+            )
+            .map_err(|cause| {
+                anyhow!(
+                    "cannot read the registrations file {}: {cause}",
+                    file.display()
+                )
             })?;
             let registrations = agents::parse_registrations(&file, &bytes, now())?;
             let source = absolute(&file)?.display().to_string();
@@ -510,9 +519,12 @@ pub fn metrics(session: &Session, a: MetricsArgs) -> Result<Exit> {
 
 pub fn track(session: &Session, a: TrackArgs) -> Result<Exit> {
     let path = absolute(&a.file)?;
-    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let modified = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
+    // Regular files only, size-capped: a FIFO or /dev/zero is refused at once.
+    let (bytes, meta) =
+        inventory::read_regular_file(&path, artifacts::MAX_TRACKED_FILE_BYTES, "a tracked file")
+            .map_err(|cause| anyhow!("cannot read {}: {cause}", path.display()))?;
+    let modified = meta
+        .modified()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs() as UnixTime);

@@ -35,6 +35,11 @@ use crate::view::EXPIRING_SECS;
 /// Lifetime of a cloud enrollment bundle.
 pub const ENROLLMENT_BUNDLE_LIFETIME_SECS: i64 = 10 * 86_400;
 
+/// Largest file `track` reads (64 MiB, as for certificate files): enrollment bundles and
+/// agent packages are a few MiB at most; only the file's hash and a few declared fields are
+/// kept. Only regular files are read ([`crate::inventory::read_regular_file`]).
+pub const MAX_TRACKED_FILE_BYTES: u64 = 64 << 20;
+
 /// The artifact kinds `--kind` accepts.
 pub const KINDS: [&str; 4] = [
     "enrollment-bundle",

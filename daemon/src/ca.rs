@@ -404,7 +404,7 @@ pub fn cert_der_at(
     fp: &certctl_store::Fingerprint,
     pfx_password: Option<&Secret>,
 ) -> Option<Vec<u8>> {
-    let bytes = fs::read(path).ok()?;
+    let (bytes, _) = crate::inventory::read_file_bytes(path).ok()?;
     let ders: Vec<Vec<u8>> = if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
         X509::stack_from_pem(&bytes)
             .ok()?
@@ -414,6 +414,7 @@ pub fn cert_der_at(
     } else if X509::from_der(&bytes).is_ok() {
         vec![bytes]
     } else {
+        crate::formats::check_pkcs12_work(&bytes).ok()?;
         crate::formats::ensure_legacy_provider();
         let password = pfx_password.map_or("", Secret::expose);
         let parsed = openssl::pkcs12::Pkcs12::from_der(&bytes)

@@ -1,4 +1,10 @@
 //! Durations as admins write them: `30d`, `12h`, `2w`, `90m`, `45s`.
+//!
+//! A duration is at most [`Duration::MAX`] (100 years): every duration certctl reads (the
+//! configuration, policies, command-line options) is added to or subtracted from a Unix
+//! time, and a bound this far below `i64::MAX` keeps that arithmetic from overflowing. A
+//! longer one is refused where it is parsed, with the usual "invalid duration" message
+//! (and `FILE:LINE:COLUMN` in configuration files).
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,6 +17,11 @@ pub struct Duration {
 }
 
 impl Duration {
+    /// The longest duration accepted: 100 years (36,525 days). Certificates are not issued,
+    /// reminded about or waited for over longer spans; as seconds it stays far from
+    /// overflowing when added to any time certctl handles (up to the year 9999).
+    pub const MAX: Duration = Duration::days(36_525);
+
     pub const fn from_secs(secs: i64) -> Self {
         Duration { secs }
     }
@@ -50,7 +61,9 @@ impl FromStr for Duration {
         if number.is_empty() {
             return Err(err("the number is missing"));
         }
-        let n: i64 = number.parse().map_err(|_| err("the number is too large"))?;
+        let n: i64 = number
+            .parse()
+            .map_err(|_| err("the duration is too large (at most 36525d, 100 years)"))?;
         let unit_secs = match unit.trim().to_ascii_lowercase().as_str() {
             "s" | "sec" | "secs" | "second" | "seconds" => 1,
             "m" | "min" | "mins" | "minute" | "minutes" => 60,
@@ -60,8 +73,9 @@ impl FromStr for Duration {
             _ => return Err(err("unknown unit")),
         };
         n.checked_mul(unit_secs)
+            .filter(|&secs| secs <= Duration::MAX.secs)
             .map(Duration::from_secs)
-            .ok_or_else(|| err("the duration is too large"))
+            .ok_or_else(|| err("the duration is too large (at most 36525d, 100 years)"))
     }
 }
 
@@ -109,6 +123,27 @@ mod tests {
         for bad in ["", "30", "d", "3x", "-3d", "99999999999999999999d"] {
             let e = bad.parse::<Duration>().unwrap_err().to_string();
             assert!(e.contains("30d, 12h"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations_above_100_years_are_refused() {
+        assert_eq!("36525d".parse(), Ok(Duration::MAX));
+        assert_eq!("5217w".parse(), Ok(Duration::days(5217 * 7)));
+        for bad in [
+            "36526d",
+            "5218w",
+            "3155760001s",
+            "9223372036854775807s",
+            "106751991167300d",
+            "153722867280912930m",
+            "99999999999999999999d",
+        ] {
+            let e = bad.parse::<Duration>().unwrap_err().to_string();
+            assert!(
+                e.contains("too large (at most 36525d, 100 years)"),
+                "{bad}: {e}"
+            );
         }
     }
 

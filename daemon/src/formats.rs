@@ -7,7 +7,8 @@
 //! - PKCS#12 / PFX (binary, or base64 text when named `.pfx`/`.p12`): the end-entity
 //!   certificate first, then the CA certificates. Legacy encryption (RC2-40, 3DES, as exported
 //!   by Windows/IIS) needs OpenSSL 3's legacy provider, loaded once per process by
-//!   [`ensure_legacy_provider`].
+//!   [`ensure_legacy_provider`]. Before OpenSSL opens one, [`check_pkcs12_work`] refuses
+//!   iteration counts that would keep a CPU busy for minutes ([`crate::pkcs12_guard`]).
 //!
 //! The format is recognised from the content; the file name only helps with PKCS#12. The
 //! position of a certificate in the returned `Vec` is its index within the file. Errors
@@ -86,6 +87,10 @@ pub enum FormatError {
         /// OpenSSL's own error text.
         detail: String,
     },
+    /// The PKCS#12 file asks for more key-derivation work than certctl allows (an iteration
+    /// count above [`crate::pkcs12_guard::MAX_ITERATIONS`]): refused before any KDF runs.
+    #[error("{0}")]
+    PfxTooCostly(crate::pkcs12_guard::Pkcs12GuardError),
     /// The PKCS#12 file is damaged or not PKCS#12 after all.
     #[error("cannot read this PKCS#12 (PFX) file: {reason}")]
     BadPfx { reason: String },
@@ -547,6 +552,7 @@ fn read_pkcs12(
             reason: format!("truncated DER: the file needs {needed} bytes but has {available}"),
         });
     }
+    check_pkcs12_work(bytes)?;
     ensure_legacy_provider();
     let p12 = Pkcs12::from_der(bytes).map_err(|e| FormatError::BadPfx {
         reason: format!("it is not valid PKCS#12 DER ({})", openssl_reasons(&e)),
@@ -589,6 +595,19 @@ fn read_pkcs12(
         out.push(facts);
     }
     Ok(())
+}
+
+/// Refuses PKCS#12 DER whose MAC or encryption asks for more key-derivation work than
+/// [`crate::pkcs12_guard`] allows. Every PKCS#12 file certctl opens goes through this before
+/// OpenSSL sees it (which runs the KDFs and cannot be interrupted).
+pub fn check_pkcs12_work(bytes: &[u8]) -> Result<(), FormatError> {
+    use crate::pkcs12_guard::{check, Pkcs12GuardError};
+    check(bytes).map_err(|e| match e {
+        Pkcs12GuardError::Malformed(_) => FormatError::BadPfx {
+            reason: e.to_string(),
+        },
+        e => FormatError::PfxTooCostly(e),
+    })
 }
 
 fn is_mac_failure(e: &openssl::error::ErrorStack) -> bool {

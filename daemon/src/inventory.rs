@@ -509,7 +509,9 @@ impl Walker<'_> {
             };
             let known = previous.get(&name).filter(|old| {
                 // Files that failed last time are read again: the cause may have been
-                // outside the file (a wrong PFX password, permissions).
+                // outside the file (a wrong PFX password, permissions). That stays cheap for
+                // hostile files: a PKCS#12 with a huge iteration count is refused again by
+                // `pkcs12_guard` before any key derivation.
                 !self.options.full && !matches!(old.problem, Some(FileProblem::Failed(_)))
             });
             if let Some(old) = known {
@@ -630,14 +632,30 @@ fn not_a_regular_file(t: fs::FileType) -> String {
 /// `O_NONBLOCK`, so a FIFO cannot block, and checked with `fstat` before any read), and only
 /// up to [`MAX_FILE_BYTES`].
 pub fn read_file_bytes(path: &Path) -> Result<(Vec<u8>, fs::Metadata), String> {
-    read_file_bytes_in(None, path)
+    read_file_bytes_in(None, path, MAX_FILE_BYTES, "a certificate file")
 }
 
-/// As [`read_file_bytes`]; with `dir` (the open directory `path` is in), the file is opened
-/// relative to it, which spares the kernel walking the whole path again for every file.
+/// Reads a file named by the user the way a scan reads certificate files (regular files
+/// only, opened without blocking, checked with `fstat` before any read), up to `max_bytes`;
+/// `what` names the kind of file in the too-large message ("a tracked file"). Used by
+/// `track` and `agents import-registrations`, so that `/dev/zero` or a FIFO is refused at
+/// once instead of filling memory or hanging.
+pub fn read_regular_file(
+    path: &Path,
+    max_bytes: u64,
+    what: &str,
+) -> Result<(Vec<u8>, fs::Metadata), String> {
+    read_file_bytes_in(None, path, max_bytes, what)
+}
+
+/// As [`read_regular_file`]; with `dir` (the open directory `path` is in), the file is
+/// opened relative to it, which spares the kernel walking the whole path again for every
+/// file.
 fn read_file_bytes_in(
     dir: Option<&OwnedFd>,
     path: &Path,
+    max_bytes: u64,
+    what: &str,
 ) -> Result<(Vec<u8>, fs::Metadata), String> {
     use rustix::fs::OFlags;
     use std::os::unix::fs::OpenOptionsExt as _;
@@ -658,11 +676,11 @@ fn read_file_bytes_in(
     }
     let too_large = |size: u64| {
         format!(
-            "the file is {size} bytes, more than the {} MiB a certificate file may have (not read)",
-            MAX_FILE_BYTES >> 20
+            "the file is {size} bytes, more than the {} MiB {what} may have (not read)",
+            max_bytes >> 20
         )
     };
-    if meta.len() > MAX_FILE_BYTES {
+    if meta.len() > max_bytes {
         return Err(too_large(meta.len()));
     }
     let size = usize::try_from(meta.len()).unwrap_or(0);
@@ -678,12 +696,12 @@ fn read_file_bytes_in(
     bytes.truncate(first);
     if first != size {
         io::Read::read_to_end(
-            &mut io::Read::take(&mut file, (MAX_FILE_BYTES + 1).saturating_sub(first as u64)),
+            &mut io::Read::take(&mut file, (max_bytes + 1).saturating_sub(first as u64)),
             &mut bytes,
         )
         .map_err(|e| io_cause(&e))?;
     }
-    if bytes.len() as u64 > MAX_FILE_BYTES {
+    if bytes.len() as u64 > max_bytes {
         return Err(too_large(bytes.len() as u64));
     }
     Ok((bytes, meta))
@@ -749,7 +767,12 @@ fn read_file(job: ParseJob, password: Option<&str>) -> ReadFile {
     if let Some(t) = job.file_type.filter(|t| !t.is_file()) {
         return failed(not_a_regular_file(t), 0, 0);
     }
-    let (bytes, meta) = match read_file_bytes_in(job.dir.as_deref(), &job.path) {
+    let (bytes, meta) = match read_file_bytes_in(
+        job.dir.as_deref(),
+        &job.path,
+        MAX_FILE_BYTES,
+        "a certificate file",
+    ) {
         Ok(read) => read,
         Err(cause) => return failed(cause, 0, 0),
     };
@@ -1025,10 +1048,16 @@ mod tests {
         ] {
             let path = dir.path().join(name);
             fs::write(&path, &content).expect("write");
-            let (bytes, meta) = read_file_bytes_in(Some(&dir_fd), &path).expect(name);
+            let (bytes, meta) =
+                read_file_bytes_in(Some(&dir_fd), &path, MAX_FILE_BYTES, "a file").expect(name);
             assert_eq!((bytes, meta.len()), (content.clone(), content.len() as u64));
         }
-        let missing = read_file_bytes_in(Some(&dir_fd), &dir.path().join("gone.pem"));
+        let missing = read_file_bytes_in(
+            Some(&dir_fd),
+            &dir.path().join("gone.pem"),
+            MAX_FILE_BYTES,
+            "a file",
+        );
         assert_eq!(
             missing.map(|(b, _)| b.len()),
             Err(read_file_bytes(&dir.path().join("gone.pem"))

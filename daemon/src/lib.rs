@@ -1,6 +1,7 @@
 //! certctl's engine: everything between the store and the binaries.
 //!
-//! - [`x509`] and [`formats`]: reading certificates out of DER, PEM and PKCS#12 bytes.
+//! - [`x509`] and [`formats`]: reading certificates out of DER, PEM and PKCS#12 bytes;
+//!   [`pkcs12_guard`]: the work factors a PKCS#12 file may ask for, checked before opening.
 //! - [`inventory`]: `scan`, the parallel walk-parse-store pipeline over files and folders.
 //! - [`query`]: `list`, `show`, `stats`, `check` over the store.
 //! - [`view`]: the JSON/CSV form of a certificate (a contract for scripts).
@@ -39,6 +40,7 @@ pub mod fleet;
 pub mod formats;
 pub mod inventory;
 pub mod metrics_http;
+pub mod pkcs12_guard;
 pub mod policy;
 pub mod probe;
 pub mod query;

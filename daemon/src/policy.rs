@@ -355,13 +355,13 @@ impl Policy {
     /// Whether the policy is still waiting for an automatic renewal at `now`.
     pub fn renewal_pending(&self, cert: &Certificate, now: UnixTime) -> bool {
         self.renewal_expected
-            .is_some_and(|r| now < cert.facts.not_after - r.as_secs())
+            .is_some_and(|r| now < cert.facts.not_after.saturating_sub(r.as_secs()))
     }
 
     /// Whole days since the automatic renewal was due, when it was due and has not happened.
     pub fn renewal_stalled_days(&self, cert: &Certificate, now: UnixTime) -> Option<i64> {
         let r = self.renewal_expected?;
-        let due = cert.facts.not_after - r.as_secs();
+        let due = cert.facts.not_after.saturating_sub(r.as_secs());
         (now >= due).then(|| (now - due).div_euclid(86_400))
     }
 

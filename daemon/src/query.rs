@@ -67,8 +67,11 @@ pub fn list_batches<E: From<QueryError>>(
     let time_range = match (filter.expired, filter.expiring_within) {
         (false, None) => None,
         (true, None) => Some((i64::MIN + 1, now + 1)),
-        (false, Some(d)) => Some((now + 1, now.saturating_add(d.as_secs()) + 1)),
-        (true, Some(d)) => Some((i64::MIN + 1, now.saturating_add(d.as_secs()) + 1)),
+        (false, Some(d)) => Some((now + 1, now.saturating_add(d.as_secs()).saturating_add(1))),
+        (true, Some(d)) => Some((
+            i64::MIN + 1,
+            now.saturating_add(d.as_secs()).saturating_add(1),
+        )),
     };
     let finish = |mut certs: Vec<Certificate>| -> Result<Vec<Certificate>, QueryError> {
         apply_text_filters(filter, &mut certs);
@@ -548,9 +551,9 @@ fn check_with(
         }
         let (list, total) = if not_after <= now {
             (&mut report.expired, &mut totals.expired)
-        } else if not_after <= now + critical.as_secs() {
+        } else if not_after <= now.saturating_add(critical.as_secs()) {
             (&mut report.critical, &mut totals.critical)
-        } else if not_after <= now + warn.as_secs() {
+        } else if not_after <= now.saturating_add(warn.as_secs()) {
             (&mut report.warning, &mut totals.warning)
         } else {
             continue;

@@ -772,7 +772,9 @@ pub fn skew_cause(
         return Some(("not-before-in-future", f.not_before - now));
     }
     if c.credential_kind() == Some(CredentialKind::Ephemeral) {
-        let excess = f.validity_secs() - options.ephemeral_lifetime.as_secs();
+        let excess = f
+            .validity_secs()
+            .saturating_sub(options.ephemeral_lifetime.as_secs());
         if excess > tolerance {
             return Some(("validity-longer-than-ephemeral-lifetime", excess));
         }

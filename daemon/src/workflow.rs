@@ -756,7 +756,8 @@ impl Deployment<'_> {
             path: path.to_path_buf(),
             cause,
         };
-        let bytes = fs::read(path).map_err(|e| bad(crate::inventory::io_cause(&e)))?;
+        // Regular files only, size-capped, never blocking on a FIFO: as a scan reads them.
+        let (bytes, _) = crate::inventory::read_file_bytes(path).map_err(bad)?;
         match detect_format(path, &bytes) {
             FileFormat::Der => {
                 if bytes == self.new_der {
@@ -834,6 +835,7 @@ impl Deployment<'_> {
                         "a PKCS#12 file: give its password with --pfx-password-file (or CERTCTL_PFX_PASSWORD) to deploy to it".into(),
                     ));
                 };
+                crate::formats::check_pkcs12_work(&bytes).map_err(|e| bad(e.to_string()))?;
                 crate::formats::ensure_legacy_provider();
                 let parsed = openssl::pkcs12::Pkcs12::from_der(&bytes)
                     .and_then(|p| p.parse2(password.expose()))

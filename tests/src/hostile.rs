@@ -637,3 +637,142 @@ pub fn setpriv_can_switch() -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// Which iteration count of a PKCS#12 file [`pfx_with_huge_count`] makes huge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HugeCount {
+    /// The MAC's (`MacData.iterations`).
+    Mac,
+    /// The PBKDF2 count of the PBES2-encrypted key bag (certificates unencrypted, no MAC).
+    KeyBag,
+    /// The legacy PKCS#12 PBE count (pbeWithSHAAnd3-KeyTripleDES-CBC) of the encrypted
+    /// certificates and of the key bag (no MAC).
+    LegacyPbe,
+}
+
+/// The count [`pfx_with_huge_count`] writes: 2^31-1, the largest OpenSSL accepts.
+pub const HUGE_COUNT: u32 = 0x7fff_ffff;
+
+/// A PKCS#12 file (empty password) for `cert` with one iteration count rewritten to
+/// [`HUGE_COUNT`]. Building with such a count would run the KDF for minutes, so the file is
+/// built with small marker counts and the marker INTEGERs are re-encoded in the DER (with
+/// every enclosing length fixed). The MAC no longer matches: for [`HugeCount::Mac`] that does
+/// not matter, since OpenSSL runs the MAC's KDF before it can tell; for the others the MAC is
+/// removed (a PFX without a MAC is valid), so that OpenSSL decrypts the bags.
+pub fn pfx_with_huge_count(cert: &crate::GeneratedCert, which: HugeCount) -> Vec<u8> {
+    use openssl::nid::Nid;
+    const KEY_MARKER: u32 = 1111;
+    const MAC_MARKER: u32 = 1234;
+    let mut b = openssl::pkcs12::Pkcs12::builder();
+    b.name("huge-count").pkey(&cert.pkey()).cert(&cert.x509());
+    b.key_iter(KEY_MARKER);
+    match which {
+        HugeCount::Mac => {
+            b.mac_iter(MAC_MARKER);
+        }
+        HugeCount::KeyBag => {
+            // -1: certificates not encrypted (PKCS12_create's convention).
+            b.cert_algorithm(Nid::from_raw(-1))
+                .key_algorithm(Nid::AES_256_CBC);
+        }
+        HugeCount::LegacyPbe => {
+            b.cert_algorithm(Nid::PBE_WITHSHA1AND3_KEY_TRIPLEDES_CBC)
+                .key_algorithm(Nid::PBE_WITHSHA1AND3_KEY_TRIPLEDES_CBC);
+        }
+    }
+    let der = b.build2("").expect("build PKCS#12").to_der().expect("DER");
+    let marker = if which == HugeCount::Mac {
+        MAC_MARKER
+    } else {
+        KEY_MARKER
+    };
+    let mut replaced = 0;
+    let out = rewrite_integers(&der, marker, HUGE_COUNT, &mut replaced)
+        .expect("openssl's PKCS#12 DER re-parses");
+    assert!(replaced > 0, "no INTEGER {marker} in the PKCS#12 DER");
+    if which == HugeCount::Mac {
+        out
+    } else {
+        // Without a MAC OpenSSL goes straight to decrypting the bags.
+        drop_mac(&out)
+    }
+}
+
+/// Re-encodes a DER sequence of elements with every INTEGER `from` replaced by `to`,
+/// descending into constructed elements and into OCTET STRINGs that hold DER (PKCS#12 nests
+/// its structures in them). `None` if `der` is not a sequence of DER elements.
+fn rewrite_integers(der: &[u8], from: u32, to: u32, replaced: &mut usize) -> Option<Vec<u8>> {
+    let minimal = |v: u32| {
+        let b = v.to_be_bytes();
+        let skip = b.iter().take(3).take_while(|&&x| x == 0).count();
+        let mut v = b[skip..].to_vec();
+        if v[0] & 0x80 != 0 {
+            v.insert(0, 0);
+        }
+        v
+    };
+    let mut out = Vec::new();
+    for (tag, content) in split_der(der)? {
+        let new_content = if tag & 0x20 != 0 {
+            rewrite_integers(content, from, to, replaced)?
+        } else if tag == 0x04 && content.first() == Some(&0x30) {
+            rewrite_integers(content, from, to, replaced).unwrap_or_else(|| content.to_vec())
+        } else if tag == 0x02 && content == minimal(from).as_slice() {
+            *replaced += 1;
+            minimal(to)
+        } else {
+            content.to_vec()
+        };
+        encode_der(&mut out, tag, &new_content);
+    }
+    Some(out)
+}
+
+/// The PFX without its `macData` (the third element of the outer SEQUENCE).
+fn drop_mac(pfx: &[u8]) -> Vec<u8> {
+    let outer = split_der(pfx).expect("PFX DER");
+    let (tag, content) = outer[0];
+    let mut kept = Vec::new();
+    for (tag, content) in split_der(content).expect("PFX DER").into_iter().take(2) {
+        encode_der(&mut kept, tag, content);
+    }
+    let mut out = Vec::new();
+    encode_der(&mut out, tag, &kept);
+    out
+}
+
+/// Splits DER into its elements as (tag, content); only what OpenSSL writes for PKCS#12 is
+/// handled: one-byte tags, definite lengths.
+fn split_der(der: &[u8]) -> Option<Vec<(u8, &[u8])>> {
+    let mut out = Vec::new();
+    let mut rest = der;
+    while !rest.is_empty() {
+        let tag = rest[0];
+        let (len, header) = match *rest.get(1)? {
+            l if l < 0x80 => (usize::from(l), 2),
+            l if (0x81..=0x84).contains(&l) => {
+                let n = usize::from(l & 0x7f);
+                let bytes = rest.get(2..2 + n)?;
+                (bytes.iter().fold(0, |a, &b| a << 8 | usize::from(b)), 2 + n)
+            }
+            _ => return None,
+        };
+        out.push((tag, rest.get(header..header + len)?));
+        rest = &rest[header + len..];
+    }
+    Some(out)
+}
+
+fn encode_der(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
+    out.push(tag);
+    match content.len() {
+        l if l < 0x80 => out.push(l as u8),
+        l => {
+            let b = (l as u32).to_be_bytes();
+            let skip = b.iter().take_while(|&&x| x == 0).count();
+            out.push(0x80 | (4 - skip) as u8);
+            out.extend_from_slice(&b[skip..]);
+        }
+    }
+    out.extend_from_slice(content);
+}

@@ -1338,6 +1338,29 @@ mod config {
             .success()
             .stdout_has("1 sources, 1 endpoints");
     }
+
+    /// Issue 13: a duration such as `9223372036854775807s` passed `config check` and made
+    /// certd panic when it added it to a clock. It is refused at its line and column.
+    #[test]
+    fn absurd_durations_are_refused_at_their_line_and_column() {
+        let env = TestEnv::new();
+        let store = p(env.store());
+        for (key, value) in [
+            ("timeout", "9223372036854775807s"),
+            ("timeout", "106751991167300d"),
+            ("timeout", "36526d"),
+            ("timeout", "5300w"),
+        ] {
+            let file = env.file("etc/huge.toml");
+            files::text(
+                &file,
+                &format!("store = \"{store}\"\n[probe]\n{key} = \"{value}\"\n"),
+            );
+            let r = certd(&env, &["config", "check", s(&file)]);
+            assert!(!r.stderr.contains("panicked"), "{r}");
+            assert_diagnostic(&r, &file, "3:11", "probe.timeout");
+        }
+    }
 }
 
 // ---- signals -------------------------------------------------------------------------------

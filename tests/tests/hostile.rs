@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use certctl_e2e::hostile::{
-    certctl_as_nobody, chmod, chown_tree, setpriv_can_switch, setpriv_nobody, Corpus, Expected,
-    BUNDLE_SIZE, NOBODY,
+    certctl_as_nobody, chmod, chown_tree, pfx_with_huge_count, setpriv_can_switch, setpriv_nobody,
+    Corpus, Expected, HugeCount, BUNDLE_SIZE, HUGE_COUNT, NOBODY,
 };
 use certctl_e2e::*;
 use serde_json::Value;
@@ -395,4 +395,156 @@ fn unreadable_files_and_folders_are_reported_as_permission_denied() {
     // Give the files back so the temp dir can be removed.
     chmod(&private, 0o755);
     chmod(&locked_path, 0o644);
+}
+
+/// Issue 13: a 2 KB PKCS#12 file with an iteration count of 2^31-1 (MAC, PBKDF2 of a key
+/// bag, legacy PKCS#12 PBE) kept `inspect` and `scan` busy for minutes. The count is now
+/// refused before any key derivation runs, with the file and the count named, and the other
+/// files of the folder are stored.
+#[test]
+fn a_pfx_with_a_huge_iteration_count_is_refused_promptly() {
+    let f = CertFactory::new();
+    let env = TestEnv::new();
+    let dir = env.mkdir("pfx");
+    let good = f.leaf(CertSpec::leaf("good.pfx.example"));
+    files::pem(&dir.join("good.pem"), &[&good]);
+    let good_pfx = f.leaf(CertSpec::leaf("good-pfx.pfx.example"));
+    files::pkcs12(&dir.join("good.pfx"), &good_pfx, &[], "");
+    let victim = f.leaf(CertSpec::leaf("huge.pfx.example"));
+    let cases = [
+        (HugeCount::Mac, "mac.pfx", "PKCS#12 MAC iteration count"),
+        (HugeCount::KeyBag, "keybag.p12", "PBKDF2 iteration count"),
+        (
+            HugeCount::LegacyPbe,
+            "legacy.pfx",
+            "PKCS#12 PBE iteration count",
+        ),
+    ];
+    let cause = |what: &str| format!("{what} {HUGE_COUNT} above the limit 10000000");
+    for (which, name, what) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, pfx_with_huge_count(&victim, which)).expect("write");
+        let r = env
+            .cmd()
+            .no_store()
+            .args(["inspect", s(&path)])
+            .timeout(SCAN_TIMEOUT)
+            .run();
+        assert_no_panic(&r);
+        r.expect_code(4)
+            .stderr_has(s(&path))
+            .stderr_has(&cause(what));
+    }
+
+    let r = env
+        .cmd()
+        .args(["scan", s(&dir)])
+        .timeout(SCAN_TIMEOUT)
+        .run();
+    assert_no_panic(&r);
+    r.expect_code(3);
+    for (_, name, what) in cases {
+        let error = r.error_for(&dir.join(name));
+        assert!(error.contains(&cause(what)), "{name}: {error}{r}");
+    }
+    assert_eq!(r.error_lines().len(), cases.len(), "{r}");
+    assert_eq!(
+        fingerprints(&env.list_json(&[])),
+        expected_fingerprints(&[&good, &good_pfx])
+    );
+    // The files are still there: the next scan refuses them again, as cheaply.
+    let r = env
+        .cmd()
+        .args(["scan", s(&dir)])
+        .timeout(SCAN_TIMEOUT)
+        .run();
+    assert_no_panic(&r);
+    r.expect_code(3);
+    assert_eq!(r.error_lines().len(), cases.len(), "{r}");
+}
+
+/// Issue 13: `--expiring-within 9223372036854775807s` panicked (the duration overflowed when
+/// added to the clock). Absurd durations are usage errors now.
+#[test]
+fn absurd_durations_on_the_command_line_are_usage_errors() {
+    let env = TestEnv::new();
+    for value in ["9223372036854775807s", "106751991167300d", "5300w"] {
+        for args in [
+            vec!["list", "--expiring-within", value],
+            vec!["check", "--warn", value],
+        ] {
+            let r = env.cmd().args(&args).timeout(SCAN_TIMEOUT).run();
+            assert_no_panic(&r);
+            r.expect_code(64).stderr_has(&format!(
+                "invalid duration `{value}`: the duration is too large"
+            ));
+        }
+    }
+}
+
+/// Issue 13: `track /dev/zero` grew to 4 GB, `track FIFO` hung, and `agents
+/// import-registrations` read files the same way. Only regular files are read, up to a cap.
+#[test]
+fn track_and_import_registrations_read_regular_files_only() {
+    let env = TestEnv::new();
+    let dir = env.mkdir("odd");
+    let fifo = dir.join("bundle.zip");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .expect("mkfifo");
+    let big = dir.join("big.csv");
+    std::fs::File::create(&big)
+        .and_then(|f| f.set_len((64 << 20) + 1))
+        .expect("sparse file");
+    let zero = Path::new("/dev/zero");
+    let cases: [(&[&str], &Path, &str); 5] = [
+        (
+            &["track", "--kind", "other"],
+            &fifo,
+            "not a regular file: this is a FIFO (named pipe)",
+        ),
+        (
+            &["track", "--kind", "other"],
+            zero,
+            "not a regular file: this is a character device",
+        ),
+        (
+            &["track", "--kind", "other"],
+            &big,
+            "more than the 64 MiB a tracked file may have",
+        ),
+        (
+            &["agents", "import-registrations"],
+            &fifo,
+            "not a regular file: this is a FIFO",
+        ),
+        (
+            &["agents", "import-registrations"],
+            zero,
+            "not a regular file: this is a character device",
+        ),
+    ];
+    for (command, path, cause) in cases {
+        let r = env
+            .cmd()
+            .args(command)
+            .arg(path)
+            .timeout(Duration::from_secs(20))
+            .run();
+        assert_no_panic(&r);
+        assert_ne!(r.code(), 0, "{r}");
+        r.stderr_has(s(path)).stderr_has(cause);
+    }
+    let r = env
+        .cmd()
+        .args(["agents", "import-registrations", s(&big)])
+        .timeout(Duration::from_secs(20))
+        .run();
+    assert_ne!(r.code(), 0, "{r}");
+    r.stderr_has("more than the 16 MiB a registrations file may have");
 }
