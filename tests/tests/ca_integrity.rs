@@ -195,7 +195,10 @@ mod ca_init_is_atomic {
     #[test]
     fn a_folder_left_by_an_unfinished_init_is_set_aside_with_a_message() {
         let env = TestEnv::new();
-        // What an init killed before its store record (by an older certctl) leaves.
+        // A store exists (read-only commands never create one) ...
+        let empty = env.mkdir("empty");
+        env.certctl(&["scan", empty.to_str().unwrap()]).success();
+        // ... with what an init killed before its store record (by an older certctl) leaves.
         let dir = env.store().join("ca/ops");
         std::fs::create_dir_all(&dir).unwrap();
         secret(&dir.join("ca.key"), "not a key\n", 0o600);
