@@ -160,7 +160,11 @@ impl Session {
 
     fn call(&self, request: Request, timeout: StdDuration) -> Result<Response> {
         let response = match self {
-            Session::Direct(store) => api::execute(store, request, now(), &ScanProgress::default()),
+            // `$CERTCTL_NOW` (tests) moves the clock of direct mode.
+            Session::Direct(store) => {
+                let t = crate::policy_cmds::clock()?;
+                api::execute(store, request, t, &ScanProgress::default())
+            }
             Session::Daemon(path) => {
                 let client = Client::connect(path)
                     .with_context(|| format!("certd stopped answering on {}", path.display()))?;
@@ -646,7 +650,7 @@ fn verify_store(session: &Session, a: OutputArgs) -> Result<Exit> {
 }
 
 fn check(session: &Session, a: CheckArgs) -> Result<Exit> {
-    let t = now();
+    let t = crate::policy_cmds::clock()?;
     // Without --json only the summary is printed: certd sends the counts and the first
     // certificates, not every certificate that expires within the window.
     let request = Request::Check {
@@ -670,6 +674,7 @@ fn check(session: &Session, a: CheckArgs) -> Result<Exit> {
             "findings": report.findings,
             "not_yet_valid": report.not_yet_valid,
             "stale_crls": report.stale_crls,
+            "crls_expiring": report.crls_expiring,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {

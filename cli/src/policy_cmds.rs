@@ -6,8 +6,8 @@
 //! only used when given explicitly.
 //!
 //! `CERTCTL_NOW` (RFC 3339, e.g. `2026-12-25T08:00:00Z`) replaces the clock of `policy
-//! explain`, `remind`, `snooze` and `snoozed`: it exists for tests ("30 days later") and
-//! is not meant for production use.
+//! explain`, `remind`, `snooze` and `snoozed`, and of the engine in direct mode (e.g.
+//! `check`): it exists for tests ("30 days later") and is not meant for production use.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;

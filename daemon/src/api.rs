@@ -389,9 +389,9 @@ pub fn execute(
             query::check(store, warn, critical, role, now)
         } {
             // A revocation is only visible once the published CRL lists it.
-            Ok(report) => match crate::revoke::stale_cas(store) {
-                Ok(stale) => Response::Check {
-                    report: report.with_stale_crls(stale.into_iter().map(|(ca, _)| ca).collect()),
+            Ok(report) => match crl_state(store, now) {
+                Ok((stale, expiring)) => Response::Check {
+                    report: report.with_crls(stale, expiring, now),
                 },
                 Err(e) => failed(e),
             },
@@ -596,6 +596,32 @@ fn relative(p: &std::path::Path) -> Option<Response> {
             format!("paths must be absolute, got {}", p.display()),
         )
     })
+}
+
+/// The managed CAs whose published CRL is behind the store, and those whose CRL expires
+/// within a day or has expired (for `check`).
+fn crl_state(
+    store: &Store,
+    now: UnixTime,
+) -> Result<(Vec<String>, Vec<query::CrlExpiry>), revoke::RevokeError> {
+    let stale = revoke::stale_cas(store)?
+        .into_iter()
+        .map(|(ca, _)| ca)
+        .collect();
+    let mut expiring = Vec::new();
+    for ca in store.managed_cas()? {
+        if let Some(next_update) = revoke::crl_next_update(&ca) {
+            // Within a day of it, or past half its validity for CRLs shorter than two days
+            // (certd re-signs at half the validity).
+            if next_update - now < (ca.crl_validity_secs / 2).min(86_400) {
+                expiring.push(query::CrlExpiry {
+                    ca: ca.name,
+                    next_update,
+                });
+            }
+        }
+    }
+    Ok((stale, expiring))
 }
 
 /// Status of a store opened directly (no daemon).

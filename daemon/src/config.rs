@@ -86,6 +86,8 @@ deadline = "5m"                # optional: all downloads of one pass
 allow = ["crl.contoso.example", "*.pki.contoso.example", "10.0.0.0/8"]
                                # optional: host names, *.domain, addresses, networks;
                                # absent: any host (URLs in certificates are contacted)
+# resign_before = "3d"         # optional: re-sign managed CAs' CRLs this long before their
+                               # nextUpdate (default: once half their validity has passed)
 
 # E-mail reminders before expiry (see policies/README.md).
 [smtp]
@@ -225,6 +227,9 @@ pub struct CrlConfig {
     /// The hosts and networks CRLs may be fetched from; `None` (the default): any, so the
     /// URLs found in scanned certificates are contacted.
     pub allow: Option<crate::crlfetch::AllowList>,
+    /// How long before its nextUpdate certd re-signs a managed CA's CRL; `None` (the
+    /// default): once half of the CRL's validity has passed.
+    pub resign_before: Option<std::time::Duration>,
 }
 
 impl Default for CrlConfig {
@@ -234,6 +239,7 @@ impl Default for CrlConfig {
             timeout: DEFAULT_PROBE_TIMEOUT,
             deadline: std::time::Duration::from_secs(crate::crlfetch::DEFAULT_PASS_DEADLINE_SECS),
             allow: None,
+            resign_before: None,
         }
     }
 }
@@ -648,6 +654,7 @@ struct RawCrl {
     timeout: Option<Spanned<String>>,
     deadline: Option<Spanned<String>>,
     allow: Option<Vec<Spanned<String>>>,
+    resign_before: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -765,6 +772,11 @@ impl Checker<'_> {
                 .as_ref()
                 .and_then(|c| c.allow.as_ref())
                 .map(|entries| self.crl_allow(entries)),
+            resign_before: raw
+                .crl
+                .as_ref()
+                .and_then(|c| c.resign_before.as_ref())
+                .map(|t| self.duration("crl.resign_before", t)),
         };
         let sources = raw.source.iter().map(|s| self.source(s)).collect();
         self.duplicate_sources(&raw.source);

@@ -322,6 +322,17 @@ pub struct CheckReport {
     /// revoked (a publish that failed): critical, since relying parties still accept them.
     #[serde(default)]
     pub stale_crls: Vec<String>,
+    /// Managed CAs whose published CRL expires within a day (warning) or has expired
+    /// (critical: relying parties refuse every certificate of that CA).
+    #[serde(default)]
+    pub crls_expiring: Vec<CrlExpiry>,
+}
+
+/// A managed CA's CRL close to (or past) its nextUpdate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrlExpiry {
+    pub ca: String,
+    pub next_update: UnixTime,
 }
 
 /// An endpoint finding as `check` counts it.
@@ -406,6 +417,19 @@ impl CheckReport {
                 "; the published CRL of CA `{ca}` is behind the store (run `certctl ca crl {ca}`)"
             ));
         }
+        for e in &self.crls_expiring {
+            let verb = if e.next_update <= now {
+                "expired"
+            } else {
+                "expires"
+            };
+            line.push_str(&format!(
+                "; the CRL of CA `{}` {verb} {} (certd re-signs it; else run `certctl ca crl {}`)",
+                e.ca,
+                certctl_store::rfc3339(e.next_update),
+                e.ca
+            ));
+        }
         format!(
             "{line} | expired={} expiring_crit={} expiring_warn={} findings={} not_yet_valid={}",
             self.expired_total(),
@@ -416,12 +440,21 @@ impl CheckReport {
         )
     }
 
-    /// Adds the managed CAs whose published CRL is behind the store: critical.
-    pub fn with_stale_crls(mut self, cas: Vec<String>) -> CheckReport {
-        if !cas.is_empty() {
+    /// Adds the managed CAs whose published CRL is behind the store (critical), and those
+    /// whose CRL expires within a day (warning) or has expired (critical).
+    pub fn with_crls(
+        mut self,
+        stale: Vec<String>,
+        expiring: Vec<CrlExpiry>,
+        now: UnixTime,
+    ) -> CheckReport {
+        if !stale.is_empty() || expiring.iter().any(|e| e.next_update <= now) {
             self.verdict = Verdict::Critical;
+        } else if !expiring.is_empty() && self.verdict == Verdict::Ok {
+            self.verdict = Verdict::Warning;
         }
-        self.stale_crls = cas;
+        self.stale_crls = stale;
+        self.crls_expiring = expiring;
         self
     }
 
@@ -529,6 +562,7 @@ fn check_with(
         findings: Vec::new(),
         not_yet_valid: 0,
         stale_crls: Vec::new(),
+        crls_expiring: Vec::new(),
     };
     let horizon = now.saturating_add(warn.as_secs().max(critical.as_secs()));
     let mut totals = CheckTotals {

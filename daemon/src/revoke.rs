@@ -149,6 +149,74 @@ pub fn stale_crls(store: &Store, ca: &ManagedCa) -> Result<Vec<CrlCheck>, Revoke
         .collect())
 }
 
+/// The nextUpdate of the last CRL certctl published for `ca` (`None`: none yet).
+pub fn crl_next_update(ca: &ManagedCa) -> Option<UnixTime> {
+    ca.crl_published
+        .map(|at| at.saturating_add(ca.crl_validity_secs.max(60)))
+}
+
+/// Whether the CRL of `ca` is due to be re-signed at `now`: `resign_before` seconds before
+/// its nextUpdate, by default once half of its validity has passed (relying parties refuse
+/// every certificate of a CA whose CRL has expired).
+pub fn crl_resign_due(ca: &ManagedCa, now: UnixTime, resign_before: Option<i64>) -> bool {
+    match crl_next_update(ca) {
+        None => true,
+        Some(next) => {
+            let before = resign_before.unwrap_or(ca.crl_validity_secs.max(60) / 2);
+            now >= next.saturating_sub(before)
+        }
+    }
+}
+
+/// What certd's CRL upkeep did for one managed CA.
+#[derive(Debug)]
+pub enum Upkeep {
+    /// Re-signed and published (it was due, or its published files were behind the store).
+    Published(CrlPublished),
+    /// Due, but the CA key is encrypted and no passphrase file is configured for it.
+    NeedsPassphrase,
+    /// Due, but signing or writing failed.
+    Failed(String),
+}
+
+/// certd's CRL upkeep: re-signs and publishes the CRL of every managed CA that is due
+/// ([`crl_resign_due`]) or whose published files are behind the store ([`stale_crls`]).
+/// `passphrase` gives the secret of an encrypted CA, if certd has one.
+pub fn crl_upkeep(
+    store: &Store,
+    now: UnixTime,
+    resign_before: Option<i64>,
+    passphrase: &dyn Fn(&ManagedCa) -> Option<Secret>,
+) -> Result<Vec<(String, Upkeep)>, RevokeError> {
+    let mut out = Vec::new();
+    for ca in store.managed_cas()? {
+        if !crl_resign_due(&ca, now, resign_before) && stale_crls(store, &ca)?.is_empty() {
+            continue;
+        }
+        let secret = if ca.encrypted {
+            match passphrase(&ca) {
+                Some(s) => Some(s),
+                None => {
+                    out.push((ca.name, Upkeep::NeedsPassphrase));
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let outcome = Signer::load(store, &ca.name, secret.as_ref())
+            .and_then(|signer| publish_crl(store, &signer, now));
+        out.push((
+            ca.name,
+            match outcome {
+                Ok(published) => Upkeep::Published(published),
+                Err(e) => Upkeep::Failed(e.to_string()),
+            },
+        ));
+    }
+    Ok(out)
+}
+
 /// Every managed CA whose published CRL is behind the store, with the files that are.
 pub fn stale_cas(store: &Store) -> Result<Vec<(String, Vec<CrlCheck>)>, RevokeError> {
     let mut out = Vec::new();

@@ -68,7 +68,14 @@ enum Job {
     /// Fetch other CAs' CRLs (`[crl]`).
     CrlFetch,
     Remind,
+    /// Re-sign the managed CAs' CRLs before they expire, and republish any that is behind
+    /// the store (at start-up and every [`CRL_UPKEEP_EVERY_SECS`]).
+    CrlUpkeep,
 }
+
+/// How often certd looks at the managed CAs' CRLs (re-signing is decided per CA by
+/// `[crl] resign_before`, by default half a CRL's validity).
+const CRL_UPKEEP_EVERY_SECS: i64 = 600;
 
 impl Job {
     fn name(self) -> &'static str {
@@ -77,6 +84,7 @@ impl Job {
             Job::Probe => "probe",
             Job::CrlFetch => "crl-fetch",
             Job::Remind => "remind",
+            Job::CrlUpkeep => "crl-upkeep",
         }
     }
 }
@@ -142,6 +150,7 @@ impl Shared {
             Job::Probe => config.probe.schedule.as_ref().map(|s| s.to_string()),
             Job::CrlFetch => config.crl.schedule.as_ref().map(|s| s.to_string()),
             Job::Remind => config.reminders.as_ref().map(|r| r.schedule.to_string()),
+            Job::CrlUpkeep => Some(format!("every {}s", CRL_UPKEEP_EVERY_SECS)),
         };
         report.daemon = Some(DaemonStatus {
             pid: std::process::id(),
@@ -157,19 +166,25 @@ impl Shared {
                     watched: config.scan.watch && s.path.is_dir(),
                 })
                 .collect(),
-            schedules: [Job::Scan, Job::Probe, Job::CrlFetch, Job::Remind]
-                .into_iter()
-                .map(|job| {
-                    let state = jobs.get(&job).cloned().unwrap_or_default();
-                    ScheduleStatus {
-                        job: job.name().into(),
-                        schedule: schedule_of(job).unwrap_or_else(|| "(not scheduled)".into()),
-                        last_run: state.last_run,
-                        last_outcome: state.last_outcome,
-                        next_run: state.next_run,
-                    }
-                })
-                .collect(),
+            schedules: [
+                Job::Scan,
+                Job::Probe,
+                Job::CrlFetch,
+                Job::Remind,
+                Job::CrlUpkeep,
+            ]
+            .into_iter()
+            .map(|job| {
+                let state = jobs.get(&job).cloned().unwrap_or_default();
+                ScheduleStatus {
+                    job: job.name().into(),
+                    schedule: schedule_of(job).unwrap_or_else(|| "(not scheduled)".into()),
+                    last_run: state.last_run,
+                    last_outcome: state.last_outcome,
+                    next_run: state.next_run,
+                }
+            })
+            .collect(),
         });
         Ok(report)
     }
@@ -212,6 +227,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
 
     // Start-up: finish what a crash interrupted, then bring the store up to date at once.
     resume_workflows(&shared).await;
+    spawn_job(&mut tasks, &shared, Job::CrlUpkeep);
     spawn_job(&mut tasks, &shared, Job::Scan);
     spawn_job(&mut tasks, &shared, Job::Probe);
 
@@ -246,6 +262,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             (
                 Job::Remind,
                 crate::remind::next_run(&config, &shared.store, t),
+            ),
+            (
+                Job::CrlUpkeep,
+                Some(t - t.rem_euclid(CRL_UPKEEP_EVERY_SECS) + CRL_UPKEEP_EVERY_SECS),
             ),
         ];
         for (job, at) in planned {
@@ -471,6 +491,7 @@ fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
             Job::Scan => scan_sources(&shared, None).await,
             Job::Probe => probe_endpoints(&shared).await,
             Job::CrlFetch => fetch_crls(&shared).await,
+            Job::CrlUpkeep => crl_upkeep(&shared).await,
             Job::Remind => {
                 let _pass = shared.remind.lock().await;
                 let (locks, config, path) =
@@ -490,6 +511,61 @@ fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
             s.last_outcome = Some(outcome);
         });
     });
+}
+
+/// Re-signs the managed CAs' CRLs that are due, with the passphrase files of
+/// `[workflows.ca_passphrase_files]` for encrypted CAs (see [`crate::revoke::crl_upkeep`]).
+async fn crl_upkeep(shared: &Arc<Shared>) -> String {
+    let config = shared.config();
+    let resign_before = config
+        .crl
+        .resign_before
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let files = config.workflows.ca_passphrase_files.clone();
+    let _writer = shared.writer.lock().await;
+    let store = shared.store.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let passphrase = |ca: &certctl_store::ManagedCa| {
+            let file = files.get(&ca.name)?;
+            match crate::ca::Secret::from_private_file(file) {
+                Ok(secret) => Some(secret),
+                Err(e) => {
+                    tracing::warn!(ca = %ca.name, error = %e, "cannot use the CA passphrase file");
+                    None
+                }
+            }
+        };
+        crate::revoke::crl_upkeep(&store, now(), resign_before, &passphrase)
+    })
+    .await;
+    let results = match done {
+        Ok(Ok(results)) => results,
+        Ok(Err(e)) => return format!("failed: {e}"),
+        Err(e) => return format!("failed: {e}"),
+    };
+    let mut failed = Vec::new();
+    let mut published = 0;
+    for (ca, outcome) in results {
+        match outcome {
+            crate::revoke::Upkeep::Published(crl) => {
+                published += 1;
+                tracing::info!(ca = %ca, number = crl.number, next_update = %certctl_store::rfc3339(crl.next_update), "re-signed and published the CRL");
+            }
+            crate::revoke::Upkeep::NeedsPassphrase => {
+                tracing::warn!(ca = %ca, "the CRL is due to be re-signed, but the CA key is encrypted and [workflows.ca_passphrase_files] names no file for it: run `certctl ca crl {ca}` before it expires");
+                failed.push(format!("{ca}: needs its passphrase file"));
+            }
+            crate::revoke::Upkeep::Failed(e) => {
+                tracing::error!(ca = %ca, error = %e, "cannot re-sign the CRL");
+                failed.push(format!("{ca}: {e}"));
+            }
+        }
+    }
+    if failed.is_empty() {
+        format!("ok: {published} CRLs re-signed")
+    } else {
+        format!("failed: {}", failed.join("; "))
+    }
 }
 
 /// Completes the regenerate workflows a crash interrupted (each step is idempotent, so

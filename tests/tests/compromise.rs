@@ -784,6 +784,78 @@ mod revocation {
         let _ = &fleet.other.1;
     }
 
+    /// Issue 15: managed CRLs expired 7 days after the last revoke because nothing
+    /// re-signed them. `check` warns before, and is critical after, nextUpdate; certd
+    /// re-signs at start-up (and every 10 minutes) once `[crl] resign_before` (default half
+    /// the validity) is reached, and openssl accepts the new CRL.
+    #[test]
+    fn certd_re_signs_a_managed_crl_before_it_expires() {
+        let env = TestEnv::new();
+        let crl_der = env.root().join("pub/ops.crl");
+        let ca_dir = init_ca(
+            &env,
+            "ops",
+            &["--crl-out", s(&crl_der), "--crl-validity", "10m"],
+        );
+        let crl_number = |path: &Path| {
+            let text = openssl_ok(&["crl", "-in", s(path), "-noout", "-crlnumber"]);
+            text.trim().trim_start_matches("crlNumber=").to_string()
+        };
+        assert_eq!(crl_number(&ca_dir.join("crl.pem")), "0x01");
+        run(&env, &["check"]).expect_code(0);
+        // The clock moved: 4 minutes before nextUpdate (past half), then after it.
+        let at = |offset: i64| rfc3339(now() + offset);
+        env.cmd()
+            .env("CERTCTL_NOW", at(6 * 60 + 30))
+            .args(["check"])
+            .run()
+            .expect_code(1)
+            .stdout_has("the CRL of CA `ops` expires");
+        env.cmd()
+            .env("CERTCTL_NOW", at(11 * 60))
+            .args(["check"])
+            .run()
+            .expect_code(2)
+            .stdout_has("the CRL of CA `ops` expired");
+
+        // certd with resign_before = 599s: due one second after the last publish.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let config =
+            certctl_e2e::daemon::CertdConfig::new(env.store()).write(&env.file("etc/certd.toml"));
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str("\n[crl]\nresign_before = \"599s\"\n");
+        std::fs::write(&config, text).unwrap();
+        let certd = certctl_e2e::daemon::Certd::start(&env, &config);
+        certd.wait_for_log(
+            "re-signed and published the CRL",
+            std::time::Duration::from_secs(30),
+        );
+        let st = certctl_e2e::daemon::status_json(&env);
+        let job = st["daemon"]["schedules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["job"] == "crl-upkeep")
+            .cloned()
+            .unwrap_or_else(|| panic!("no crl-upkeep job in {st:#}"));
+        assert_eq!(job["last_outcome"], "ok: 1 CRLs re-signed", "{job}");
+        certd.stop_ok();
+        assert_eq!(crl_number(&ca_dir.join("crl.pem")), "0x02");
+        let v = openssl_ok(&[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            s(&crl_der),
+            "-CAfile",
+            s(&ca_dir.join("ca.pem")),
+            "-verify",
+            "-noout",
+            "-crlnumber",
+        ]);
+        assert!(v.contains("verify OK") && v.contains("0x02"), "{v}");
+    }
+
     /// Issue 15: `ca crl NAME` publishes to the CA's CRL paths; `--out` is an optional copy.
     #[test]
     fn ca_crl_publishes_without_out() {
