@@ -64,8 +64,10 @@ pub enum WorkflowError {
     Revoke(#[from] RevokeError),
     #[error(transparent)]
     Query(#[from] QueryError),
-    #[error("`{0}` names several certificates; give a fingerprint prefix")]
-    SeveralMatches(String),
+    #[error(
+        "`{0}` names several certificates; give a fingerprint prefix of the one to replace:\n{1}"
+    )]
+    SeveralMatches(String, String),
     #[error("certctl does not hold the key of the CA that issued {name} ({issuer}): regenerate needs a managed CA (`certctl ca list`); ask that CA for a new certificate")]
     NotManaged { name: String, issuer: String },
     #[error("{0} is a CA certificate: regenerate replaces leaf certificates only")]
@@ -196,7 +198,26 @@ pub fn regenerate(
 ) -> Result<WorkflowReport, WorkflowError> {
     let found = query::find(store, &req.id)?;
     if found.len() > 1 {
-        return Err(WorkflowError::SeveralMatches(req.id.clone()));
+        let list: Vec<String> = found
+            .iter()
+            .map(|c| {
+                format!(
+                    "  {}  {}  expires {}{}",
+                    c.fingerprint(),
+                    c.facts.display_name(),
+                    certctl_store::rfc3339(c.facts.not_after),
+                    if c.revocation.is_some() {
+                        "  (revoked)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect();
+        return Err(WorkflowError::SeveralMatches(
+            req.id.clone(),
+            list.join("\n"),
+        ));
     }
     let Some(old) = found.into_iter().next() else {
         return Err(WorkflowError::Query(QueryError::NotFound(req.id.clone())));

@@ -856,6 +856,35 @@ mod revocation {
         assert!(v.contains("verify OK") && v.contains("0x02"), "{v}");
     }
 
+    /// Issue 15: `regenerate NAME` matching several certificates lists them (as `revoke`
+    /// does) instead of only asking for a prefix.
+    #[test]
+    fn regenerate_with_an_ambiguous_name_lists_the_candidates() {
+        let env = TestEnv::new();
+        init_ca(&env, "ops", &[]);
+        let a = issue(
+            &env,
+            "ops",
+            "twice.example.com",
+            "gateway",
+            &env.mkdir("a"),
+            &[],
+        );
+        let b = issue(
+            &env,
+            "ops",
+            "twice.example.com",
+            "gateway",
+            &env.mkdir("b"),
+            &[],
+        );
+        let r = run(&env, &["regenerate", "twice.example.com", "--yes"]);
+        r.expect_code(4)
+            .stderr_has("names several certificates")
+            .stderr_has(&a)
+            .stderr_has(&b);
+    }
+
     /// Issue 15: `ca crl NAME` publishes to the CA's CRL paths; `--out` is an optional copy.
     #[test]
     fn ca_crl_publishes_without_out() {
