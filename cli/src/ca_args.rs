@@ -172,6 +172,10 @@ pub struct RevokeArgs {
     pub no_probe: bool,
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
+    /// List every certificate even when there are many (above 20, a summary per CA and per
+    /// deployment folder is printed instead).
+    #[arg(long)]
+    pub verbose: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

@@ -431,7 +431,7 @@ pub fn revoke(session: &Session, a: RevokeArgs) -> Result<Exit> {
         if a.json {
             return print_json(&revoke_json(&preview)).map(|()| Exit::Success);
         }
-        print_selection(&preview, "would revoke");
+        print_selection(&preview, "would revoke", a.verbose);
         return Ok(Exit::Success);
     }
     if preview.targets.is_empty() && !preview.republished.is_empty() {
@@ -443,8 +443,7 @@ pub fn revoke(session: &Session, a: RevokeArgs) -> Result<Exit> {
         if a.json {
             print_json(&revoke_json(&report))?;
         } else {
-            print_selection(&report, "revoked");
-            print_revoked(&report);
+            print_revoked(&report, a.verbose);
         }
         return Ok(if all_ok { Exit::Success } else { Exit::Failure });
     }
@@ -452,7 +451,7 @@ pub fn revoke(session: &Session, a: RevokeArgs) -> Result<Exit> {
         if a.json {
             return print_json(&revoke_json(&preview)).map(|()| Exit::Success);
         }
-        print_selection(&preview, "would revoke");
+        print_selection(&preview, "would revoke", a.verbose);
         println!("nothing to revoke");
         return Ok(Exit::Success);
     }
@@ -460,10 +459,10 @@ pub fn revoke(session: &Session, a: RevokeArgs) -> Result<Exit> {
         let n = preview.targets.len();
         let refusal = format!("refusing to revoke {n} certificate(s) without --yes");
         if !std::io::stdin().is_terminal() {
-            print_selection(&preview, "would revoke");
+            print_selection(&preview, "would revoke", a.verbose);
             bail!("{refusal}: stdin is not a terminal, so certctl cannot ask; check the list above and run again with --yes");
         }
-        print_selection(&preview, "will revoke");
+        print_selection(&preview, "will revoke", a.verbose);
         if !confirm(
             &format!("Revoke these {n} certificate(s) ({})?", a.reason),
             &refusal,
@@ -478,7 +477,7 @@ pub fn revoke(session: &Session, a: RevokeArgs) -> Result<Exit> {
     if a.json {
         print_json(&revoke_json(&report))?;
     } else {
-        print_revoked(&report);
+        print_revoked(&report, a.verbose);
     }
     Ok(if all_ok { Exit::Success } else { Exit::Failure })
 }
@@ -495,7 +494,74 @@ fn revoke_call(session: &Session, request: &RevokeRequest) -> Result<RevokeRepor
     }
 }
 
-fn print_selection(r: &RevokeReport, verb: &str) {
+/// Above this many certificates, `revoke` prints a summary unless `--verbose`.
+const LIST_AT_MOST: usize = 20;
+
+/// Counts per managed CA (or issuer) and per deployment folder, for a long selection.
+fn print_summary(r: &RevokeReport) {
+    use std::collections::BTreeMap;
+    let mut by_ca: BTreeMap<String, usize> = BTreeMap::new();
+    let mut by_folder: BTreeMap<String, usize> = BTreeMap::new();
+    let mut nowhere = 0;
+    for t in &r.targets {
+        let ca = match &t.managed_ca {
+            Some(ca) => format!("managed CA `{ca}` (certctl publishes its CRL)"),
+            None => format!(
+                "{} (tracked only: that CA must be told)",
+                t.certificate.facts.issuer
+            ),
+        };
+        *by_ca.entry(ca).or_default() += 1;
+        let mut folders: Vec<String> = t
+            .certificate
+            .current_sources()
+            .map(|s| match &s.location {
+                SourceLocation::File { path, .. } => std::path::Path::new(path)
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                SourceLocation::Endpoint { address, .. } => format!("tls://{address}"),
+            })
+            .collect();
+        folders.sort();
+        folders.dedup();
+        if folders.is_empty() {
+            nowhere += 1;
+        }
+        for f in folders {
+            *by_folder.entry(f).or_default() += 1;
+        }
+    }
+    println!("  by CA:");
+    for (ca, n) in &by_ca {
+        println!("    {n:>7}  {ca}");
+    }
+    println!("  by deployment folder or endpoint:");
+    for (folder, n) in &by_folder {
+        println!("    {n:>7}  {folder}");
+    }
+    if nowhere > 0 {
+        println!("    {nowhere:>7}  (deployed nowhere known)");
+    }
+    println!("  (the full list: --verbose or --json)");
+}
+
+fn print_selection(r: &RevokeReport, verb: &str, verbose: bool) {
+    if !verbose && r.targets.len() > LIST_AT_MOST {
+        println!(
+            "{verb} {} certificate(s), reason {}:",
+            r.targets.len(),
+            revoke::reason_name(r.reason)
+        );
+        print_summary(r);
+        if !r.already_revoked.is_empty() {
+            println!(
+                "  already revoked: {} certificate(s)",
+                r.already_revoked.len()
+            );
+        }
+        return;
+    }
     let t = now();
     println!(
         "{verb} {} certificate(s), reason {}:",
@@ -547,8 +613,8 @@ fn print_selection(r: &RevokeReport, verb: &str) {
     }
 }
 
-fn print_revoked(r: &RevokeReport) {
-    print_selection(r, "revoked");
+fn print_revoked(r: &RevokeReport, verbose: bool) {
+    print_selection(r, "revoked", verbose);
     for ca in &r.republished {
         println!("CRL republished: the published CRL of CA `{ca}` was behind the store");
     }

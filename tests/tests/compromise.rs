@@ -856,6 +856,45 @@ mod revocation {
         assert!(v.contains("verify OK") && v.contains("0x02"), "{v}");
     }
 
+    /// Issue 15: a bulk revoke printed every certificate (4.6 MB for 10,000); above 20 it
+    /// prints counts per CA and per deployment folder, the list only with --verbose.
+    #[test]
+    fn a_bulk_revoke_prints_a_summary_and_the_list_only_with_verbose() {
+        let env = TestEnv::new();
+        let bulk = env.mkdir("bulk");
+        let fps = certctl_e2e::daemon::write_bulk_pems(&bulk, 30, 15);
+        run(&env, &["scan", s(&bulk), "--role", "agent"]).success();
+        let args = [
+            "revoke",
+            "--issuer",
+            "Certctl E2E Bulk CA",
+            "--reason",
+            "key-compromise",
+            "--dry-run",
+        ];
+        let r = run(&env, &args);
+        r.success()
+            .stdout_has("would revoke 30 certificate(s)")
+            .stdout_has("by CA:")
+            .stdout_has("by deployment folder")
+            .stdout_has("--verbose");
+        assert!(listed_fingerprints(&r.stdout).is_empty(), "{r}");
+        let folders: Vec<&str> = r.stdout.lines().filter(|l| l.contains(s(&bulk))).collect();
+        assert_eq!(folders.len(), 2, "two folders of 15{r}");
+        assert!(
+            folders.iter().all(|l| l.trim_start().starts_with("15 ")),
+            "{r}"
+        );
+        let mut verbose = args.to_vec();
+        verbose.push("--verbose");
+        let r = run(&env, &verbose);
+        let mut listed = listed_fingerprints(&r.stdout);
+        listed.sort();
+        let mut want: Vec<String> = fps.into_iter().collect();
+        want.sort();
+        assert_eq!(listed, want, "{r}");
+    }
+
     /// Issue 15: `regenerate NAME` matching several certificates lists them (as `revoke`
     /// does) instead of only asking for a prefix.
     #[test]
