@@ -134,6 +134,10 @@ pub struct IssueArgs {
     /// File holding the PFX password [else $CERTCTL_PFX_PASSWORD].
     #[arg(long, value_name = "FILE")]
     pub pfx_password_file: Option<PathBuf>,
+    /// Write the PFX with 3DES and a SHA-1 MAC, for Windows Server 2016 and older (IIS)
+    /// [default: AES-256 with PBKDF2 and a SHA-256 MAC].
+    #[arg(long)]
+    pub pfx_legacy: bool,
     /// Overwrite existing files.
     #[arg(long)]
     pub yes: bool,

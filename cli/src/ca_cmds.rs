@@ -378,6 +378,11 @@ pub fn issue(session: &Session, a: IssueArgs) -> Result<Exit> {
         key: key_kind(&a.key)?,
         out: absolute(&a.out)?,
         pfx_password: pfx_password(a.pfx_password_file.as_deref())?,
+        pfx_format: if a.pfx_legacy {
+            certctl_daemon::ca::PfxFormat::Legacy
+        } else {
+            certctl_daemon::ca::PfxFormat::Modern
+        },
         passphrase: passphrase(&a.passphrase)?,
         overwrite: a.yes,
     };

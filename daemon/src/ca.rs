@@ -1258,6 +1258,18 @@ pub fn sign_leaf(
     Ok(cert.der().to_vec())
 }
 
+/// How a PKCS#12 archive is encrypted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PfxFormat {
+    /// AES-256-CBC with PBKDF2, SHA-256 MAC (OpenSSL 3's default).
+    #[default]
+    Modern,
+    /// 3DES (pbeWithSHA1And3-KeyTripleDES-CBC) for key and certificates, SHA-1 MAC: what
+    /// Windows Server 2016 and older (and so older IIS) can import.
+    Legacy,
+}
+
 /// A PKCS#12 archive (AES-256-CBC, PBKDF2, SHA-256 MAC) with the key, the certificate and
 /// the CA chain.
 pub fn build_pfx(
@@ -1267,17 +1279,41 @@ pub fn build_pfx(
     chain: &[Vec<u8>],
     password: &Secret,
 ) -> Result<Vec<u8>, CaError> {
+    build_pfx_as(
+        friendly_name,
+        key,
+        cert_der,
+        chain,
+        password,
+        PfxFormat::Modern,
+    )
+}
+
+/// [`build_pfx`] in the given [`PfxFormat`].
+pub fn build_pfx_as(
+    friendly_name: &str,
+    key: &PKey<Private>,
+    cert_der: &[u8],
+    chain: &[Vec<u8>],
+    password: &Secret,
+    format: PfxFormat,
+) -> Result<Vec<u8>, CaError> {
     let cert = X509::from_der(cert_der).map_err(crypto("read the certificate"))?;
     let mut cas = openssl::stack::Stack::new().map_err(crypto("build the PFX"))?;
     for der in chain {
         let ca = X509::from_der(der).map_err(crypto("read a CA certificate"))?;
         cas.push(ca).map_err(crypto("build the PFX"))?;
     }
-    openssl::pkcs12::Pkcs12::builder()
-        .name(friendly_name)
-        .pkey(key)
-        .cert(&cert)
-        .ca(cas)
+    let mut builder = openssl::pkcs12::Pkcs12::builder();
+    builder.name(friendly_name).pkey(key).cert(&cert).ca(cas);
+    if format == PfxFormat::Legacy {
+        let triple_des = openssl::nid::Nid::PBE_WITHSHA1AND3_KEY_TRIPLEDES_CBC;
+        builder
+            .key_algorithm(triple_des)
+            .cert_algorithm(triple_des)
+            .mac_md(openssl::hash::MessageDigest::sha1());
+    }
+    builder
         .build2(password.expose())
         .and_then(|p| p.to_der())
         .map_err(crypto("build the PFX"))
@@ -1317,6 +1353,9 @@ pub struct IssueRequest {
     /// Absolute folder for the files.
     pub out: PathBuf,
     pub pfx_password: Option<Secret>,
+    /// How the PFX is encrypted (`--pfx-legacy`: 3DES/SHA-1 for older Windows).
+    #[serde(default)]
+    pub pfx_format: PfxFormat,
     pub passphrase: Option<Secret>,
     /// Overwrite existing files.
     pub overwrite: bool,
@@ -1341,6 +1380,7 @@ pub fn write_leaf_files(
     key: &PKey<Private>,
     cert_der: &[u8],
     pfx_password: Option<&Secret>,
+    pfx_format: PfxFormat,
     overwrite: bool,
 ) -> Result<Vec<PathBuf>, CaError> {
     let cert_path = dir.join(format!("{stem}.pem"));
@@ -1373,7 +1413,7 @@ pub fn write_leaf_files(
     write_atomic(&chain_path, chain.as_bytes(), FileMode::Public)?;
     let mut files = vec![cert_path, key_path, chain_path];
     if let Some(password) = pfx_password {
-        let pfx = build_pfx(stem, key, cert_der, &signer.chain, password)?;
+        let pfx = build_pfx_as(stem, key, cert_der, &signer.chain, password, pfx_format)?;
         write_atomic(&pfx_path, &pfx, FileMode::Private)?;
         files.push(pfx_path);
     }
@@ -1483,6 +1523,7 @@ pub fn issue(store: &Store, req: &IssueRequest, now: UnixTime) -> Result<IssueRe
         &key,
         &der,
         pfx_password,
+        req.pfx_format,
         req.overwrite,
     )?;
     record_files(store, &facts, req.role, &signer, &files, now)?;

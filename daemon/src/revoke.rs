@@ -962,6 +962,7 @@ mod tests {
                     key: KeyKind::EcP256,
                     out: dir.path().join("out"),
                     pfx_password: None,
+                    pfx_format: Default::default(),
                     passphrase: None,
                     overwrite: false,
                 },

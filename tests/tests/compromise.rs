@@ -263,6 +263,40 @@ mod managed_ca {
             "-noout",
         ]);
         assert!(info.contains("MAC"), "{info}");
+        assert!(
+            info.contains("MAC: sha256") && info.contains("AES-256-CBC"),
+            "{info}"
+        );
+
+        // Issue 15: --pfx-legacy writes 3DES/SHA-1 for older Windows/IIS imports.
+        let legacy_out = env.mkdir("iis-legacy");
+        issue(
+            &env,
+            "iis-ca",
+            "old.example.com",
+            "iis",
+            &legacy_out,
+            &[
+                "--pfx-password-file",
+                s(&pfx_pass),
+                "--passphrase-file",
+                s(&pass),
+                "--pfx-legacy",
+            ],
+        );
+        let legacy = legacy_out.join("old.example.com.pfx");
+        let info = openssl_ok(&[
+            "pkcs12",
+            "-info",
+            "-in",
+            s(&legacy),
+            "-passin",
+            &format!("file:{}", s(&pfx_pass)),
+            "-noout",
+        ]);
+        assert!(info.contains("MAC: sha1"), "{info}");
+        assert!(info.contains("pbeWithSHA1And3-KeyTripleDES-CBC"), "{info}");
+        assert!(!info.contains("AES-256"), "{info}");
         // The PFX's certificate is the issued one and verifies against the CA.
         let extracted = env.file("iis/from-pfx.pem");
         openssl_ok(&[
