@@ -320,7 +320,8 @@ pub fn to_json(a: &TrackedArtifact, now: UnixTime) -> Value {
 }
 
 /// The `list --csv` row of an artifact (same 15 columns as a certificate; `issuer` says
-/// `(tracked KIND)`, role, key and signature columns are empty).
+/// `(tracked KIND)`, role, key and signature columns are empty), each cell through
+/// [`crate::view::printable`].
 pub fn csv_row(a: &TrackedArtifact, now: UnixTime) -> [String; 15] {
     [
         a.id.to_hex(),
@@ -339,6 +340,7 @@ pub fn csv_row(a: &TrackedArtifact, now: UnixTime) -> [String; 15] {
         "false".into(),
         format!("{}#0", a.path),
     ]
+    .map(|cell| crate::view::printable(&cell).into_owned())
 }
 
 #[cfg(test)]
