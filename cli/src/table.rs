@@ -68,7 +68,7 @@ mod tests {
         t.row(vec!["plain".into(), "y".into()]);
         assert_eq!(
             t.render(),
-            "NAME             WHERE\na\\x1b[31m\\r\\nb  x\nplain            y\n"
+            "NAME            WHERE\na\\x1b[31m\\r\\nb  x\nplain           y\n"
         );
     }
 }

@@ -67,8 +67,9 @@ impl Attacker {
                     let closed = match slot {
                         Some(s) => {
                             let mut b = [0u8; 64];
+                            // Data or end of file: certd answered or closed it.
                             match s.read(&mut b) {
-                                Ok(_) => true,
+                                Ok(n) => n <= b.len(),
                                 Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
                             }
                         }
