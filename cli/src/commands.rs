@@ -12,7 +12,7 @@ use certctl_daemon::formats;
 use certctl_daemon::inventory::{self, ScanOptions, ScanProgress, ScanSummary};
 use certctl_daemon::probe::ProbeTarget;
 use certctl_daemon::query::{self, CheckReport, ListFilter, Stats, Verdict};
-use certctl_daemon::view::{CertificateView, EXPIRING_SECS};
+use certctl_daemon::view::{CertificateView, Printable, EXPIRING_SECS};
 use certctl_store::{now, rfc3339, Certificate, CredentialKind, Role, Store, StoreError, UnixTime};
 
 use crate::args::*;
@@ -327,7 +327,13 @@ fn print_scan_failures(summary: &ScanSummary) {
     let stderr = std::io::stderr();
     let mut err = stderr.lock();
     for f in &summary.errors {
-        let _ = writeln!(err, "error: {}: {}", f.path, f.error);
+        // File names come from the scanned folders: shown escaped.
+        let _ = writeln!(
+            err,
+            "error: {}: {}",
+            Printable(&f.path),
+            Printable(&f.error)
+        );
     }
 }
 
@@ -456,9 +462,10 @@ fn show(session: &Session, a: ShowArgs) -> Result<Exit> {
 /// The long, human form of one certificate.
 fn describe(v: &CertificateView) -> String {
     let mut s = String::new();
+    // Values come from the certificate: shown escaped (view::printable).
     let mut line = |k: &str, v: &str| {
         if !v.is_empty() {
-            s.push_str(&format!("{k:<22}{v}\n"));
+            s.push_str(&format!("{k:<22}{}\n", Printable(v)));
         }
     };
     line("Fingerprint (SHA-256)", &v.fingerprint_sha256);
@@ -792,7 +799,7 @@ fn print_probe(report: &ProbeReport) {
         println!("no findings");
     }
     for f in &e.findings {
-        println!("finding: {}: {}", f.kind, f.detail);
+        println!("finding: {}: {}", f.kind, Printable(&f.detail));
     }
 }
 
@@ -810,13 +817,13 @@ fn status(session: &Session, a: OutputArgs) -> Result<Exit> {
             "mode: daemon (certd pid {}, up {}, config {})",
             d.pid,
             human_duration(d.uptime_secs),
-            d.config.display()
+            Printable(&d.config.to_string_lossy())
         ),
         None => println!("mode: direct (no certd running on this store; certctl opened it itself)"),
     }
     println!(
         "store: {} ({} certificates)",
-        status.store.display(),
+        Printable(&status.store.to_string_lossy()),
         status.certificates
     );
     crate::policy_cmds::print_status(&status);
@@ -824,7 +831,7 @@ fn status(session: &Session, a: OutputArgs) -> Result<Exit> {
         for s in &d.sources {
             println!(
                 "source: {} (role {}{})",
-                s.path.display(),
+                Printable(&s.path.to_string_lossy()),
                 s.role.map_or("auto", |r| r.as_str()),
                 if s.watched { ", watched" } else { "" }
             );
@@ -853,11 +860,11 @@ fn status(session: &Session, a: OutputArgs) -> Result<Exit> {
         };
         println!(
             "endpoint: tls://{} — {state} (last probe {})",
-            e.address,
+            Printable(&e.address),
             e.last_probe.map_or("never".into(), rfc3339)
         );
         for f in &e.findings {
-            println!("  {}: {}", f.kind, f.detail);
+            println!("  {}: {}", f.kind, Printable(&f.detail));
         }
     }
     Ok(Exit::Success)

@@ -245,7 +245,11 @@ pub fn print_status(status: &StatusReport) {
         let when = status
             .smtp_last_error_at
             .map_or(String::new(), |t| format!(" ({})", rfc3339(t)));
-        println!("smtp: last error{when}: {e}");
+        // The SMTP server's own words: shown escaped.
+        println!(
+            "smtp: last error{when}: {}",
+            certctl_daemon::view::Printable(e)
+        );
     }
     if status.reminders_pending > 0 {
         println!(

@@ -1,4 +1,10 @@
-//! Plain-text tables for terminals: left-aligned columns, two spaces apart.
+//! Plain-text tables for terminals: left-aligned columns, two spaces apart. Every cell
+//! goes through [`certctl_daemon::view::printable`]: names, paths and outcomes come from
+//! certificates, files and servers, and a control character in one is shown escaped.
+
+use std::borrow::Cow;
+
+use certctl_daemon::view::printable;
 
 /// A table under construction.
 pub struct Table {
@@ -9,13 +15,21 @@ pub struct Table {
 impl Table {
     pub fn new(header: &[&str]) -> Self {
         Table {
-            header: header.iter().map(|h| h.to_string()).collect(),
+            header: header.iter().map(|h| printable(h).into_owned()).collect(),
             rows: Vec::new(),
         }
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(
+            cells
+                .into_iter()
+                .map(|c| match printable(&c) {
+                    Cow::Borrowed(_) => c,
+                    Cow::Owned(escaped) => escaped,
+                })
+                .collect(),
+        );
     }
 
     pub fn render(&self) -> String {
@@ -40,5 +54,21 @@ impl Table {
             out.push('\n');
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_are_escaped_and_aligned() {
+        let mut t = Table::new(&["NAME", "WHERE"]);
+        t.row(vec!["a\x1b[31m\r\nb".into(), "x".into()]);
+        t.row(vec!["plain".into(), "y".into()]);
+        assert_eq!(
+            t.render(),
+            "NAME            WHERE\na\\x1b[31m\\r\\nb  x\nplain           y\n"
+        );
     }
 }

@@ -325,7 +325,8 @@ pub fn to_json(a: &TrackedArtifact, now: UnixTime) -> Value {
 }
 
 /// The `list --csv` row of an artifact (same 17 columns as a certificate; `issuer` says
-/// `(tracked KIND)`, role, key and signature columns are empty).
+/// `(tracked KIND)`, role, key and signature columns are empty), each cell through
+/// [`crate::view::printable`].
 pub fn csv_row(a: &TrackedArtifact, now: UnixTime) -> [String; 17] {
     [
         a.id.to_hex(),
@@ -346,6 +347,7 @@ pub fn csv_row(a: &TrackedArtifact, now: UnixTime) -> [String; 17] {
         status(a, now).to_string(),
         a.name.clone(),
     ]
+    .map(|cell| crate::view::printable(&cell).into_owned())
 }
 
 #[cfg(test)]

@@ -1379,8 +1379,7 @@ pub fn write_leaf_files(
     signer: &Signer,
     key: &PKey<Private>,
     cert_der: &[u8],
-    pfx_password: Option<&Secret>,
-    pfx_format: PfxFormat,
+    pfx: Option<(&Secret, PfxFormat)>,
     overwrite: bool,
 ) -> Result<Vec<PathBuf>, CaError> {
     let cert_path = dir.join(format!("{stem}.pem"));
@@ -1388,7 +1387,7 @@ pub fn write_leaf_files(
     let chain_path = dir.join(format!("{stem}.chain.pem"));
     let pfx_path = dir.join(format!("{stem}.pfx"));
     let mut targets = vec![&cert_path, &key_path, &chain_path];
-    if pfx_password.is_some() {
+    if pfx.is_some() {
         targets.push(&pfx_path);
     }
     if !overwrite {
@@ -1412,7 +1411,7 @@ pub fn write_leaf_files(
     }
     write_atomic(&chain_path, chain.as_bytes(), FileMode::Public)?;
     let mut files = vec![cert_path, key_path, chain_path];
-    if let Some(password) = pfx_password {
+    if let Some((password, pfx_format)) = pfx {
         let pfx = build_pfx_as(stem, key, cert_der, &signer.chain, password, pfx_format)?;
         write_atomic(&pfx_path, &pfx, FileMode::Private)?;
         files.push(pfx_path);
@@ -1522,8 +1521,7 @@ pub fn issue(store: &Store, req: &IssueRequest, now: UnixTime) -> Result<IssueRe
         &signer,
         &key,
         &der,
-        pfx_password,
-        req.pfx_format,
+        pfx_password.map(|p| (p, req.pfx_format)),
         req.overwrite,
     )?;
     record_files(store, &facts, req.role, &signer, &files, now)?;

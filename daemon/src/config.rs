@@ -127,6 +127,9 @@ issuing-ca = "/etc/certd/issuing-ca.passphrase"
 listen = "127.0.0.1:9477"      # IP:port; must be a loopback address unless allow_non_loopback
 allow_non_loopback = false     # optional; metrics name every certificate and endpoint
 per_agent = false              # optional; one series per agent certificate (200,000 agents!)
+allowed_hosts = []             # optional; more Host names answered (e.g. a reverse proxy's):
+                               # others than the listen address (and localhost:PORT on loopback)
+                               # get 421 Misdirected Request (DNS rebinding)
 "#;
 
 /// The scan schedule when `[scan]` does not set one: every 6 hours.
@@ -210,6 +213,10 @@ pub struct MetricsConfig {
     pub allow_non_loopback: bool,
     /// One series per agent certificate (else agents are aggregated). Default `false`.
     pub per_agent: bool,
+    /// Host names (or IP addresses), lowercase and without port, answered besides the
+    /// listen address (and `localhost:PORT` on loopback); requests for any other `Host` get
+    /// 421 ([`crate::metrics_http::AllowedHosts`]). Default: none.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// `[crl]`: fetching the CRLs named in inventoried certificates' CRL distribution points
@@ -630,6 +637,7 @@ struct RawMetrics {
     listen: Option<Spanned<String>>,
     allow_non_loopback: Option<bool>,
     per_agent: Option<bool>,
+    allowed_hosts: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -902,11 +910,45 @@ impl Checker<'_> {
             }
             Some(addr)
         });
+        let allowed_hosts = raw
+            .allowed_hosts
+            .iter()
+            .flatten()
+            .filter_map(|h| self.allowed_host(h))
+            .collect();
         MetricsConfig {
             listen,
             allow_non_loopback,
             per_agent: raw.per_agent.unwrap_or(false),
+            allowed_hosts,
         }
+    }
+
+    /// One `metrics.allowed_hosts` entry: a host name or IP address, without port.
+    fn allowed_host(&mut self, raw: &Spanned<String>) -> Option<String> {
+        let text = raw.get_ref().trim();
+        let name = text
+            .strip_prefix('[')
+            .and_then(|t| t.strip_suffix(']'))
+            .unwrap_or(text);
+        let is_ip = name.parse::<std::net::IpAddr>().is_ok();
+        let is_name = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        if is_ip || is_name {
+            return Some(name.to_ascii_lowercase());
+        }
+        self.report(
+            raw.span(),
+            format!(
+                "metrics.allowed_hosts entry `{}` is not a host name or IP address (write the \
+                 name without scheme or port, e.g. `metrics.example.org`)",
+                text.escape_debug()
+            ),
+        );
+        None
     }
 
     fn source(&mut self, raw: &RawSource) -> SourceConfig {
@@ -1407,6 +1449,7 @@ mod tests {
                 listen: Some("127.0.0.1:9477".parse().unwrap()),
                 allow_non_loopback: false,
                 per_agent: false,
+                allowed_hosts: Vec::new(),
             }
         );
     }
@@ -1512,6 +1555,26 @@ mod tests {
             "3:13",
             "agents.deny_list must be an absolute path",
         );
+    }
+
+    #[test]
+    fn metrics_allowed_hosts_are_names_without_port() {
+        let c = parse(
+            "store = \"/s\"\n[metrics]\nlisten = \"127.0.0.1:9477\"\n\
+             allowed_hosts = [\"Metrics.Example.org\", \"[::1]\", \"192.0.2.7\"]\n",
+            origin(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.metrics.allowed_hosts,
+            ["metrics.example.org", "::1", "192.0.2.7"]
+        );
+        for bad in ["metrics.example.org:443", "http://m.example", "", "a b"] {
+            let text = format!(
+                "store = \"/s\"\n[metrics]\nlisten = \"127.0.0.1:9477\"\nallowed_hosts = [\"{bad}\"]\n"
+            );
+            the_error(&text, "4:18", "is not a host name or IP address");
+        }
     }
 
     #[test]

@@ -10,20 +10,65 @@
 //! neither side holds the whole text and nothing is encoded twice. The socket lives in the store folder (mode
 //! 0700) and is itself mode 0600; the server also refuses peers of another user (checked
 //! with the peer's credentials), and nothing it returns contains private keys.
+//!
+//! Bounds: a request line may be at most [`MAX_REQUEST_BYTES`] (1 MiB), except the
+//! requests that carry lists (`scan` paths, `revoke` ids, `fleet`: the rows of
+//! `agents import-registrations`), which may have [`MAX_LIST_REQUEST_BYTES`] — and only one
+//! connection at a time may read past the first bound. A longer request gets an error
+//! answer and the connection is closed. At most [`MAX_CONNECTIONS`] clients are served at
+//! once (more wait in the listen backlog), so reading requests never holds more than
+//! `MAX_CONNECTIONS × MAX_REQUEST_BYTES + MAX_LIST_REQUEST_BYTES`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as TokioBufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api::{Request, Response};
 
-/// Largest request accepted (a scan of many paths still fits easily).
-const MAX_REQUEST_BYTES: u64 = 16 << 20;
+/// The longest request line (JSON and newline) of most requests.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+/// The longest request line of the requests that carry lists ([`LIST_REQUESTS`]):
+/// `agents import-registrations` of 200,000 agents is about 55 MiB.
+pub const MAX_LIST_REQUEST_BYTES: usize = 96 << 20;
+/// The requests that may be longer than [`MAX_REQUEST_BYTES`] (their `request` tag).
+const LIST_REQUESTS: [&str; 3] = ["scan", "revoke", "fleet"];
+/// Clients served at the same time.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// The `request` tag a request line starts with (the client writes it first), if it can
+/// be read from `prefix`.
+fn request_tag(prefix: &[u8]) -> Option<&str> {
+    let prefix = &prefix[..prefix.len().min(128)];
+    let text = match std::str::from_utf8(prefix) {
+        Ok(text) => text,
+        Err(e) => std::str::from_utf8(&prefix[..e.valid_up_to()]).ok()?,
+    };
+    let rest = text
+        .trim_start()
+        .strip_prefix('{')?
+        .trim_start()
+        .strip_prefix("\"request\"")?
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
+    rest.split_once('"').map(|(tag, _)| tag)
+}
+
+/// The longest request line certd accepts for a request that starts with `prefix`.
+fn request_limit(prefix: &[u8]) -> usize {
+    match request_tag(prefix) {
+        Some(tag) if LIST_REQUESTS.contains(&tag) => MAX_LIST_REQUEST_BYTES,
+        _ => MAX_REQUEST_BYTES,
+    }
+}
 
 /// Control socket errors.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +87,11 @@ pub enum ControlError {
     AlreadyRunning { path: PathBuf },
     #[error("cannot write certd's answer: {0}")]
     Output(#[source] std::io::Error),
+    #[error(
+        "the request is {bytes} bytes long, certd accepts at most {max} bytes: pass fewer \
+         paths or rows at a time"
+    )]
+    RequestTooLarge { bytes: usize, max: usize },
 }
 
 /// Where the control socket of the store in `store_dir` is.
@@ -87,6 +137,13 @@ impl Client {
         let mut line =
             serde_json::to_vec(request).map_err(|e| ControlError::Protocol(e.to_string()))?;
         line.push(b'\n');
+        let max = request_limit(&line);
+        if line.len() > max {
+            return Err(ControlError::RequestTooLarge {
+                bytes: line.len(),
+                max,
+            });
+        }
         self.stream.write_all(&line).map_err(io)?;
         let mut reader = BufReader::with_capacity(FRAME_BYTES + 4, &self.stream);
         let mut answer = String::new();
@@ -219,6 +276,10 @@ impl<W: Write> Write for FrameWriter<W> {
 pub struct ControlListener {
     path: PathBuf,
     listener: UnixListener,
+    /// [`MAX_CONNECTIONS`] turns; an accepted client holds one until it is dropped.
+    slots: Arc<Semaphore>,
+    /// The one turn to read a request past [`MAX_REQUEST_BYTES`].
+    large: Arc<Semaphore>,
 }
 
 impl ControlListener {
@@ -238,21 +299,39 @@ impl ControlListener {
         }
         let listener = UnixListener::bind(&path).map_err(io)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-        Ok(ControlListener { path, listener })
+        Ok(ControlListener {
+            path,
+            listener,
+            slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            large: Arc::new(Semaphore::new(1)),
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Waits for the next client of the same user. Peers of other users are refused
-    /// (logged) and never see an answer.
+    /// Waits for the next client of the same user (and, first, until fewer than
+    /// [`MAX_CONNECTIONS`] are being served). Peers of other users are refused (logged) and
+    /// never see an answer.
     pub async fn accept(&self) -> std::io::Result<Connection> {
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(std::io::Error::other)?;
         loop {
             let (stream, _) = self.listener.accept().await?;
             let me = rustix::process::geteuid().as_raw();
             match stream.peer_cred() {
-                Ok(cred) if cred.uid() == me => return Ok(Connection { stream }),
+                Ok(cred) if cred.uid() == me => {
+                    return Ok(Connection {
+                        stream,
+                        large: self.large.clone(),
+                        _slot: slot,
+                    })
+                }
                 Ok(cred) => {
                     tracing::warn!(peer_uid = cred.uid(), peer_pid = ?cred.pid(), "refused a control connection from another user");
                 }
@@ -273,21 +352,81 @@ impl Drop for ControlListener {
 /// One accepted client.
 pub struct Connection {
     stream: UnixStream,
+    large: Arc<Semaphore>,
+    /// Its turn among the [`MAX_CONNECTIONS`], given back when the connection is dropped.
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Connection {
-    /// Reads the request (bounded in size and time).
+    /// Reads the request (bounded in size and time: see the module documentation). An
+    /// `Err` is the message for the error answer, after which the connection is closed.
     pub async fn request(&mut self, timeout: Duration) -> Result<Request, String> {
-        let mut line = String::new();
-        let mut reader = TokioBufReader::new(tokio::io::AsyncReadExt::take(
-            &mut self.stream,
-            MAX_REQUEST_BYTES,
-        ));
-        match tokio::time::timeout(timeout, reader.read_line(&mut line)).await {
-            Err(_) => Err("the client sent no request in time".into()),
-            Ok(Err(e)) => Err(format!("cannot read the request: {e}")),
-            Ok(Ok(_)) => {
-                serde_json::from_str(&line).map_err(|e| format!("unreadable request: {e}"))
+        match tokio::time::timeout(timeout, self.read_line()).await {
+            Err(_) => Err(format!(
+                "the client sent no complete request within {}s",
+                timeout.as_secs()
+            )),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(line)) => {
+                serde_json::from_slice(&line).map_err(|e| format!("unreadable request: {e}"))
+            }
+        }
+    }
+
+    /// The request line, without its newline; bytes after it are ignored.
+    async fn read_line(&mut self) -> Result<Vec<u8>, String> {
+        const CHUNK: usize = 64 << 10;
+        let mut line: Vec<u8> = Vec::with_capacity(CHUNK);
+        let mut chunk = vec![0u8; CHUNK];
+        let mut limit = MAX_REQUEST_BYTES;
+        let mut _large_turn = None;
+        loop {
+            // Reading one byte past the limit tells "too long" from "exactly the limit".
+            let room = (limit + 1 - line.len()).min(CHUNK);
+            let n = self
+                .stream
+                .read(&mut chunk[..room])
+                .await
+                .map_err(|e| format!("cannot read the request: {e}"))?;
+            if n == 0 {
+                return Err(
+                    "the client closed the connection before the end of its request \
+                            (a newline)"
+                        .into(),
+                );
+            }
+            let (data, done) = match chunk[..n].iter().position(|&b| b == b'\n') {
+                Some(end) => (&chunk[..end], true),
+                None => (&chunk[..n], false),
+            };
+            if line.capacity() - line.len() < data.len() {
+                // Grow by doubling, but never past the limit.
+                let wanted = (line.capacity() * 2)
+                    .min(limit + 1)
+                    .max(line.len() + data.len());
+                line.reserve_exact(wanted - line.len());
+            }
+            line.extend_from_slice(data);
+            if done && line.len() <= limit {
+                return Ok(line);
+            }
+            if line.len() > limit {
+                let list_limit = request_limit(&line);
+                if limit < list_limit {
+                    // Only one long request is read at a time.
+                    let turn = self.large.clone().acquire_owned().await;
+                    _large_turn = Some(turn.map_err(|e| e.to_string())?);
+                    limit = list_limit;
+                    if done {
+                        return Ok(line);
+                    }
+                    continue;
+                }
+                return Err(format!(
+                    "the request is longer than {} bytes (only scan, revoke and fleet \
+                     requests may have up to {} bytes); closing the connection",
+                    MAX_REQUEST_BYTES, MAX_LIST_REQUEST_BYTES
+                ));
             }
         }
     }
@@ -374,6 +513,119 @@ impl<W: Write> Write for HeaderFirst<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_requests_may_be_longer() {
+        let line = |r: &Request| serde_json::to_vec(r).expect("json");
+        let scan = line(&Request::Scan {
+            paths: vec!["/a".into()],
+            options: Default::default(),
+        });
+        assert_eq!(request_tag(&scan), Some("scan"));
+        assert_eq!(request_limit(&scan), MAX_LIST_REQUEST_BYTES);
+        assert_eq!(request_limit(&line(&Request::Status)), MAX_REQUEST_BYTES);
+        assert_eq!(
+            request_limit(b" { \"request\" : \"fleet\","),
+            MAX_LIST_REQUEST_BYTES
+        );
+        for other in [
+            &b"aaaa"[..],
+            b"{\"paths\":[],\"request\":\"scan\"}",
+            b"",
+            b"\xff{",
+        ] {
+            assert_eq!(request_limit(other), MAX_REQUEST_BYTES);
+        }
+        // `agents import-registrations` of 200,000 agents (the fleet size certctl is made
+        // for), with both hashes, fits.
+        let registrations = (0..200_000u32)
+            .map(|i| certctl_store::Registration {
+                agent: format!("agent-{i:06}.branch-{:03}.example.org", i % 997),
+                guid: format!("{i:08x}-d9cb-469f-a165-70867728950e"),
+                spki_sha256: Some(certctl_store::Sha256([0xab; 32])),
+                fingerprint: Some(certctl_store::Sha256([0xcd; 32])),
+                imported_at: 1_800_000_000,
+            })
+            .collect();
+        let import = line(&Request::Fleet {
+            fleet: crate::agents::FleetRequest::ImportRegistrations {
+                source: "/var/lib/mgmt/registrations-export-2026-12-03.csv".into(),
+                registrations,
+                merge: false,
+            },
+        });
+        assert!(
+            import.len() < MAX_LIST_REQUEST_BYTES,
+            "{} bytes",
+            import.len()
+        );
+        assert!(
+            import.len() > MAX_REQUEST_BYTES * 16,
+            "{} bytes",
+            import.len()
+        );
+    }
+
+    fn connection(large: &Arc<Semaphore>) -> (Connection, StdUnixStream) {
+        let (server, client) = StdUnixStream::pair().expect("pair");
+        server.set_nonblocking(true).expect("nonblocking");
+        let conn = Connection {
+            stream: UnixStream::from_std(server).expect("tokio stream"),
+            large: large.clone(),
+            _slot: Arc::new(Semaphore::new(1))
+                .try_acquire_owned()
+                .expect("slot"),
+        };
+        (conn, client)
+    }
+
+    #[tokio::test]
+    async fn request_lines_are_bounded() {
+        let large = Arc::new(Semaphore::new(1));
+        let timeout = Duration::from_secs(10);
+        // A normal request.
+        let (mut conn, mut client) = connection(&large);
+        client
+            .write_all(b"{\"request\":\"status\"}\nrest")
+            .expect("send");
+        assert!(matches!(conn.request(timeout).await, Ok(Request::Status)));
+        // Anything else longer than 1 MiB: refused once the bound is passed.
+        let (mut conn, client) = connection(&large);
+        let writer = std::thread::spawn(move || {
+            let mut client = client;
+            let junk = vec![b'a'; 64 << 10];
+            while client.write_all(&junk).is_ok() {}
+        });
+        let err = conn.request(timeout).await.expect_err("too long");
+        assert!(err.contains("longer than 1048576 bytes"), "{err}");
+        drop(conn);
+        writer.join().expect("writer");
+        // A scan of 3 MiB of paths is read in full.
+        let paths: Vec<PathBuf> = (0..40_000)
+            .map(|i| format!("/srv/certs/{i:070}.pem").into())
+            .collect();
+        let mut line = serde_json::to_vec(&Request::Scan {
+            paths: paths.clone(),
+            options: Default::default(),
+        })
+        .expect("json");
+        line.push(b'\n');
+        assert!(line.len() > 3 * MAX_REQUEST_BYTES);
+        let (mut conn, mut client) = connection(&large);
+        let writer = std::thread::spawn(move || client.write_all(&line));
+        match conn.request(timeout).await {
+            Ok(Request::Scan { paths: got, .. }) => assert_eq!(got, paths),
+            other => panic!("{other:?}"),
+        }
+        writer.join().expect("writer").expect("sent");
+        // No line at all: the time bound.
+        let (mut conn, _client) = connection(&large);
+        let err = conn
+            .request(Duration::from_millis(100))
+            .await
+            .expect_err("timeout");
+        assert!(err.contains("no complete request"), "{err}");
+    }
 
     #[test]
     fn frames_round_trip_and_truncation_is_detected() {

@@ -5,30 +5,46 @@
 //!   [`crate::reports::metrics_text`] (which ends with [`smtp_counter_series`], the SMTP
 //!   delivery counters) — followed by [`status_series`] (certd's jobs and the SMTP state).
 //!   Agents are aggregated unless `[metrics] per_agent = true`.
-//! - any other path: 404; another method on `/metrics`: 405; a malformed request: 400.
+//! - any other path: 404; another method on `/metrics`: 405; a malformed request (an
+//!   HTTP/1.1 request without `Host`, two `Host` headers): 400.
+//! - a request for another host: 421 Misdirected Request. [`AllowedHosts`] answers only
+//!   the listen address itself (`127.0.0.1:9477`), `localhost:PORT` when listening on
+//!   loopback, any IP literal with the port when listening on `0.0.0.0`/`[::]`, and the
+//!   names of `[metrics] allowed_hosts`. A web page whose name an attacker re-binds to
+//!   127.0.0.1 (DNS rebinding) sends its own name and is refused.
 //!
-//! Every connection is closed after one answer. A request (line and headers) may be at
-//! most [`MAX_REQUEST`] bytes and must arrive within [`READ_TIMEOUT`]; at most
-//! [`MAX_CONNECTIONS`] are served at once (more wait in the listen backlog).
+//! Every connection is closed after one answer. Local users may open connections freely,
+//! so none of them may hold the server: a request (line and headers) may be at most
+//! [`MAX_REQUEST`] bytes and must be complete within [`READ_TIMEOUT`] of the connection;
+//! the accept loop never waits for a client (at most [`MAX_CONNECTIONS`] are open, and when
+//! a new one arrives with all of them taken, the oldest one still sending its request is
+//! closed); at most [`MAX_RENDERS`] answers are rendered at once.
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::api::StatusReport;
 
 /// The longest request accepted (request line and headers).
 pub const MAX_REQUEST: usize = 8 * 1024;
-/// How long a client may take to send its request.
+/// How long a client may take to send its whole request, counted from the connection.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long writing the answer may take.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections served at the same time.
-pub const MAX_CONNECTIONS: usize = 8;
+/// Connections open at the same time (well below the usual 1024 file descriptors). When
+/// a new one arrives with all taken, the oldest one still sending its request is closed.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Answers rendered at the same time (rendering reads the whole inventory).
+pub const MAX_RENDERS: usize = 2;
 
 /// The content type of the text exposition format 0.0.4.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -121,19 +137,89 @@ fn job_succeeded(outcome: &str) -> bool {
     outcome == "ok" || outcome.starts_with("ok,") || outcome.starts_with("ok ")
 }
 
-/// Serves `/metrics` on `listener` until the task is aborted. `render` makes the body
-/// (it runs on a blocking thread); an `Err` becomes a 500 with the message logged.
-pub async fn serve<R, F>(listener: TcpListener, render: R)
+/// The `Host` header values certd answers (see the module documentation): anything else
+/// gets 421 Misdirected Request, so a web page on another name re-bound to certd's address
+/// cannot read the metrics through a browser.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowedHosts {
+    listen: SocketAddr,
+    /// `[metrics] allowed_hosts`, lowercase, matched with any port.
+    names: Vec<String>,
+}
+
+impl AllowedHosts {
+    /// The hosts answered when listening on `listen`, plus `names` (host names or IP
+    /// addresses without port, e.g. a reverse proxy's name).
+    pub fn new(listen: SocketAddr, names: &[String]) -> AllowedHosts {
+        AllowedHosts {
+            listen,
+            names: names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+        }
+    }
+
+    /// Whether a request with `Host: host` is answered.
+    pub fn allows(&self, host: &str) -> bool {
+        let Some((name, port)) = split_host_port(host.trim()) else {
+            return false;
+        };
+        let name = name.to_ascii_lowercase();
+        if self.names.contains(&name) {
+            return true;
+        }
+        if port.unwrap_or(80) != self.listen.port() {
+            return false;
+        }
+        let bound = self.listen.ip().to_canonical();
+        match name.parse::<IpAddr>() {
+            Ok(ip) => ip.to_canonical() == bound || bound.is_unspecified(),
+            Err(_) => name == "localhost" && bound.is_loopback(),
+        }
+    }
+}
+
+/// `name:port`, `name`, `[v6]:port`, `[v6]` → the name (without brackets) and the port;
+/// `None` when malformed (an empty name, a bad port, a bare IPv6 address).
+fn split_host_port(host: &str) -> Option<(&str, Option<u16>)> {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let (name, after) = rest.split_once(']')?;
+        match after {
+            "" => (name, None),
+            p => (name, Some(p.strip_prefix(':')?)),
+        }
+    } else {
+        match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'))
+    {
+        return None;
+    }
+    let port = match port {
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse().ok()?),
+        Some(_) => return None,
+        None => None,
+    };
+    Some((name, port))
+}
+
+/// Serves `/metrics` on `listener` until the task is aborted, to requests for `hosts`.
+/// `render` makes the body (it runs on a blocking thread); an `Err` becomes a 500 with the
+/// message logged.
+pub async fn serve<R, F>(listener: TcpListener, hosts: AllowedHosts, render: R)
 where
     R: Fn() -> F + Send + Sync + 'static,
     F: Future<Output = Result<String, String>> + Send + 'static,
 {
     let render = Arc::new(render);
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let hosts = Arc::new(hosts);
+    let renders = Arc::new(Semaphore::new(MAX_RENDERS));
+    let slots = Arc::new(Slots::default());
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -142,34 +228,129 @@ where
                 continue;
             }
         };
-        let render = render.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection(stream, &*render).await {
-                tracing::debug!(%peer, error = %e, "metrics connection ended early");
-            }
-            drop(permit);
+        slots.make_room().await;
+        let reading = Arc::new(AtomicBool::new(true));
+        let (render, hosts, renders, task_slots, task_reading) = (
+            render.clone(),
+            hosts.clone(),
+            renders.clone(),
+            slots.clone(),
+            reading.clone(),
+        );
+        slots.open(reading, move |id| {
+            tokio::spawn(async move {
+                let answered = connection(stream, &hosts, &task_reading, &renders, &*render).await;
+                if let Err(e) = answered {
+                    tracing::debug!(%peer, error = %e, "metrics connection ended early");
+                }
+                task_slots.close(id);
+            })
         });
+    }
+}
+
+/// The open connections, oldest first, and whether each is still sending its request.
+#[derive(Default)]
+struct Slots {
+    table: Mutex<SlotTable>,
+    freed: Notify,
+}
+
+#[derive(Default)]
+struct SlotTable {
+    next: u64,
+    open: BTreeMap<u64, Slot>,
+}
+
+struct Slot {
+    reading: Arc<AtomicBool>,
+    task: AbortHandle,
+}
+
+impl Slots {
+    fn lock(&self) -> MutexGuard<'_, SlotTable> {
+        match self.table.lock() {
+            Ok(t) => t,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Returns when one more connection may be opened: at once while fewer than
+    /// [`MAX_CONNECTIONS`] are open, else after closing the oldest one still sending its
+    /// request, else (all are being answered) when one of them ends.
+    async fn make_room(&self) {
+        loop {
+            let freed = self.freed.notified();
+            {
+                let mut table = self.lock();
+                if table.open.len() < MAX_CONNECTIONS {
+                    return;
+                }
+                let oldest_reading = table
+                    .open
+                    .iter()
+                    .find(|(_, slot)| slot.reading.load(Ordering::Relaxed))
+                    .map(|(id, _)| *id);
+                if let Some(slot) = oldest_reading.and_then(|id| table.open.remove(&id)) {
+                    slot.task.abort();
+                    tracing::debug!(
+                        "metrics: {MAX_CONNECTIONS} connections open; closed the oldest one still sending its request"
+                    );
+                    return;
+                }
+            }
+            freed.await;
+        }
+    }
+
+    /// Records a connection; `spawn` starts its task given its id.
+    fn open(&self, reading: Arc<AtomicBool>, spawn: impl FnOnce(u64) -> JoinHandle<()>) {
+        // The table stays locked until the slot is recorded, so a task that ends at once
+        // waits in `close` and its slot never outlives it.
+        let mut table = self.lock();
+        let id = table.next;
+        table.next += 1;
+        let task = spawn(id).abort_handle();
+        table.open.insert(id, Slot { reading, task });
+    }
+
+    fn close(&self, id: u64) {
+        self.lock().open.remove(&id);
+        self.freed.notify_one();
     }
 }
 
 /// What the request asked for.
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
-    Metrics { head: bool },
+    Metrics {
+        head: bool,
+    },
     NotFound,
     MethodNotAllowed,
     BadRequest,
     TooLarge,
+    /// A `Host` certd does not answer for.
+    Misdirected,
 }
 
-/// Reads one request (bounded in size and time) and answers it.
-async fn connection<R, F>(mut stream: TcpStream, render: &R) -> std::io::Result<()>
+/// Reads one request (bounded in size and time) and answers it. `reading` is cleared once
+/// the request is complete.
+async fn connection<R, F>(
+    mut stream: TcpStream,
+    hosts: &AllowedHosts,
+    reading: &AtomicBool,
+    renders: &Semaphore,
+    render: &R,
+) -> std::io::Result<()>
 where
     R: Fn() -> F,
     F: Future<Output = Result<String, String>>,
 {
-    let route = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
-        Ok(Ok(Some(head))) => route(&head),
+    let head = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await;
+    reading.store(false, Ordering::Relaxed);
+    let route = match head {
+        Ok(Ok(Some(head))) => route(&head, hosts),
         Ok(Ok(None)) => Route::TooLarge,
         Ok(Err(e)) => return Err(e),
         Err(_) => {
@@ -180,7 +361,7 @@ where
         }
     };
     let (status, body, head_only) = match route {
-        Route::Metrics { head } => match render().await {
+        Route::Metrics { head } => match render_one(renders, render).await {
             Ok(text) => ("200 OK", text, head),
             Err(e) => {
                 tracing::error!(error = %e, "cannot render metrics");
@@ -201,6 +382,13 @@ where
         Route::TooLarge => (
             "431 Request Header Fields Too Large",
             "request too large\n".into(),
+            false,
+        ),
+        Route::Misdirected => (
+            "421 Misdirected Request",
+            "certd answers requests for its listen address only (and localhost when it \
+             listens on loopback); add other names to [metrics] allowed_hosts\n"
+                .into(),
             false,
         ),
     };
@@ -233,6 +421,19 @@ where
             "the client did not read the answer in time",
         )),
     }
+}
+
+/// Renders an answer once one of the [`MAX_RENDERS`] turns is free.
+async fn render_one<R, F>(renders: &Semaphore, render: &R) -> Result<String, String>
+where
+    R: Fn() -> F,
+    F: Future<Output = Result<String, String>>,
+{
+    let _turn = renders
+        .acquire()
+        .await
+        .map_err(|_| "the metrics server is stopping".to_string())?;
+    render().await
 }
 
 /// The request line and headers, up to the blank line; `None` when they exceed
@@ -269,14 +470,24 @@ fn find_end(buf: &[u8]) -> Option<usize> {
     }
 }
 
-fn route(head: &[u8]) -> Route {
+fn route(head: &[u8], hosts: &AllowedHosts) -> Route {
     if head.len() > MAX_REQUEST {
         return Route::TooLarge;
     }
     let Ok(text) = std::str::from_utf8(head) else {
         return Route::BadRequest;
     };
-    let line = text.lines().next().unwrap_or_default();
+    let mut lines = text.lines();
+    let line = lines.next().unwrap_or_default();
+    let mut host = None;
+    for header in lines.take_while(|l| !l.is_empty()) {
+        let Some((name, value)) = header.split_once(':') else {
+            return Route::BadRequest;
+        };
+        if name.eq_ignore_ascii_case("host") && host.replace(value).is_some() {
+            return Route::BadRequest;
+        }
+    }
     let mut parts = line.split(' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -285,6 +496,13 @@ fn route(head: &[u8]) -> Route {
     };
     if !version.starts_with("HTTP/1.") || method.is_empty() || !target.starts_with('/') {
         return Route::BadRequest;
+    }
+    match host {
+        // HTTP/1.0 clients may leave it out (browsers always send it).
+        None if version == "HTTP/1.0" => {}
+        None => return Route::BadRequest,
+        Some(host) if !hosts.allows(host) => return Route::Misdirected,
+        Some(_) => {}
     }
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     if path != "/metrics" {
@@ -301,10 +519,15 @@ fn route(head: &[u8]) -> Route {
 mod tests {
     use super::*;
 
+    fn local() -> AllowedHosts {
+        AllowedHosts::new("127.0.0.1:9477".parse().expect("address"), &[])
+    }
+
     #[test]
     fn routes() {
+        let route = |head: &[u8]| route(head, &local());
         assert_eq!(
-            route(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            route(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9477\r\n\r\n"),
             Route::Metrics { head: false }
         );
         assert_eq!(
@@ -312,20 +535,84 @@ mod tests {
             Route::Metrics { head: false }
         );
         assert_eq!(
-            route(b"HEAD /metrics HTTP/1.1\r\n\r\n"),
+            route(b"HEAD /metrics HTTP/1.1\r\nhost: localhost:9477\r\n\r\n"),
             Route::Metrics { head: true }
         );
-        assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n"), Route::NotFound);
-        assert_eq!(route(b"GET /metrics/x HTTP/1.1\r\n\r\n"), Route::NotFound);
         assert_eq!(
-            route(b"POST /metrics HTTP/1.1\r\n\r\n"),
+            route(b"GET / HTTP/1.1\r\nHost: 127.0.0.1:9477\r\n\r\n"),
+            Route::NotFound
+        );
+        assert_eq!(route(b"GET /metrics/x HTTP/1.0\r\n\r\n"), Route::NotFound);
+        assert_eq!(
+            route(b"POST /metrics HTTP/1.0\r\n\r\n"),
             Route::MethodNotAllowed
         );
         assert_eq!(route(b"GET /metrics\r\n\r\n"), Route::BadRequest);
         assert_eq!(route(b"GET metrics HTTP/1.1\r\n\r\n"), Route::BadRequest);
         assert_eq!(route(b"\xff\xfe\r\n\r\n"), Route::BadRequest);
+        // Host: required in HTTP/1.1, once, and ours.
+        assert_eq!(route(b"GET /metrics HTTP/1.1\r\n\r\n"), Route::BadRequest);
+        assert_eq!(
+            route(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9477\r\nHost: evil.example\r\n\r\n"),
+            Route::BadRequest
+        );
+        assert_eq!(
+            route(b"GET /metrics HTTP/1.1\r\nHost: evil.example:9477\r\n\r\n"),
+            Route::Misdirected
+        );
+        assert_eq!(
+            route(b"GET /elsewhere HTTP/1.0\r\nHost: evil.example\r\n\r\n"),
+            Route::Misdirected
+        );
         assert_eq!(find_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody"), Some(24));
         assert_eq!(find_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
+    }
+
+    #[test]
+    fn allowed_hosts() {
+        let loopback = local();
+        for ok in [
+            "127.0.0.1:9477",
+            "localhost:9477",
+            "LocalHost:9477",
+            " 127.0.0.1:9477 ",
+        ] {
+            assert!(loopback.allows(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:9477",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "127.0.0.2:9477",
+            "[::1]:9477",
+            "localhost",
+            "localhost.:9477",
+            "localhost:9477:1",
+            "127.0.0.1:+9477",
+            "",
+            ":9477",
+            "::1:9477",
+        ] {
+            assert!(!loopback.allows(bad), "{bad}");
+        }
+        let v6 = AllowedHosts::new("[::1]:9477".parse().expect("address"), &[]);
+        assert!(v6.allows("[::1]:9477"));
+        assert!(v6.allows("localhost:9477"));
+        assert!(!v6.allows("127.0.0.1:9477"));
+        let any = AllowedHosts::new(
+            "0.0.0.0:9477".parse().expect("address"),
+            &["Metrics.Example.org".to_string()],
+        );
+        assert!(any.allows("192.0.2.7:9477"));
+        assert!(!any.allows("192.0.2.7:9478"));
+        assert!(!any.allows("localhost:9477"));
+        assert!(!any.allows("evil.example:9477"));
+        assert!(any.allows("metrics.example.org"));
+        assert!(any.allows("metrics.example.ORG:443"));
+        let http = AllowedHosts::new("127.0.0.1:80".parse().expect("address"), &[]);
+        assert!(http.allows("127.0.0.1"));
+        assert!(http.allows("localhost"));
     }
 
     #[test]
@@ -392,22 +679,27 @@ mod tests {
     async fn serves_metrics_and_404_over_tcp() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
-        let server = tokio::spawn(serve(listener, || async {
+        let hosts = AllowedHosts::new(addr, &[]);
+        let server = tokio::spawn(serve(listener, hosts, || async {
             Ok::<_, String>("m 1\n".to_string())
         }));
-        let ask = |request: &'static [u8]| async move {
+        let ask = |request: &'static str| async move {
+            let request = request.replace("HOST", &addr.to_string());
             let mut s = TcpStream::connect(addr).await.expect("connect");
-            s.write_all(request).await.expect("send");
+            s.write_all(request.as_bytes()).await.expect("send");
             let mut answer = String::new();
             s.read_to_string(&mut answer).await.expect("read");
             answer
         };
-        let ok = ask(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        let ok = ask("GET /metrics HTTP/1.1\r\nHost: HOST\r\n\r\n").await;
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(ok.contains("version=0.0.4"), "{ok}");
         assert!(ok.ends_with("\r\n\r\nm 1\n"), "{ok}");
-        let missing = ask(b"GET /other HTTP/1.1\r\n\r\n").await;
+        let missing = ask("GET /other HTTP/1.1\r\nHost: HOST\r\n\r\n").await;
         assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
+        let rebound = ask("GET /metrics HTTP/1.1\r\nHost: evil.example\r\n\r\n").await;
+        assert!(rebound.starts_with("HTTP/1.1 421 "), "{rebound}");
+        assert!(!rebound.contains("m 1"), "{rebound}");
         let big = [b'a'; MAX_REQUEST + 10];
         let mut s = TcpStream::connect(addr).await.expect("connect");
         s.write_all(b"GET /metrics HTTP/1.1\r\nX: ")

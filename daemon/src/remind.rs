@@ -306,11 +306,14 @@ impl Digest {
         )
     }
 
-    /// The plain-text body.
+    /// The plain-text body (also what `remind --dry-run` prints). Names, subjects and
+    /// paths come from certificates and files: shown through [`crate::view::printable`],
+    /// so none can forge lines of the mail or drive a terminal.
     pub fn text(&self, now: UnixTime) -> String {
+        use crate::view::Printable as P;
         let mut s = format!(
             "certctl reminder for {} ({} UTC)\n\n",
-            self.recipient,
+            P(&self.recipient),
             rfc3339(now)
         );
         for u in [Urgency::Expired, Urgency::Critical, Urgency::Warn] {
@@ -322,38 +325,40 @@ impl Digest {
             for e in group {
                 s.push_str(&format!(
                     "\n  * {} ({}): {}, not after {}\n",
-                    e.name,
-                    e.what(),
-                    e.when(now),
+                    P(&e.name),
+                    P(&e.what()),
+                    P(&e.when(now)),
                     rfc3339(e.not_after)
                 ));
                 if let (Some(kind), Some(path)) = (&e.artifact_kind, &e.path) {
-                    s.push_str(&format!("    artifact:  {kind} (tracked file)\n"));
-                    s.push_str(&format!("    file:      {path}\n"));
+                    s.push_str(&format!("    artifact:  {} (tracked file)\n", P(kind)));
+                    s.push_str(&format!("    file:      {}\n", P(path)));
                     s.push_str(&format!(
                         "    threshold: {} (policy {})\n",
-                        e.threshold, e.policy
+                        P(&e.threshold),
+                        P(&e.policy)
                     ));
                 } else {
-                    s.push_str(&format!("    subject:   {}\n", e.subject));
+                    s.push_str(&format!("    subject:   {}\n", P(&e.subject)));
                     s.push_str(&format!(
                         "    threshold: {} (policy {})\n",
-                        e.threshold, e.policy
+                        P(&e.threshold),
+                        P(&e.policy)
                     ));
                     let sources = if e.sources.is_empty() {
                         "(none)".to_string()
                     } else {
                         e.sources.join(", ")
                     };
-                    s.push_str(&format!("    deployed:  {sources}\n"));
+                    s.push_str(&format!("    deployed:  {}\n", P(&sources)));
                 }
                 if let Some(note) = &e.note {
-                    s.push_str(&format!("    note:      {note}\n"));
+                    s.push_str(&format!("    note:      {}\n", P(note)));
                 }
                 for v in &e.violations {
-                    s.push_str(&format!("    policy:    {v}\n"));
+                    s.push_str(&format!("    policy:    {}\n", P(v)));
                 }
-                s.push_str(&format!("    inspect:   {}\n", e.command()));
+                s.push_str(&format!("    inspect:   {}\n", P(&e.command())));
             }
             s.push('\n');
         }
@@ -406,7 +411,9 @@ impl Digest {
     }
 }
 
+/// HTML-escapes `s`, control characters first ([`crate::view::printable`]).
 fn esc(s: &str) -> String {
+    let s = crate::view::printable(s);
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

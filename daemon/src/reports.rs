@@ -133,11 +133,12 @@ impl Report {
     }
 }
 
-/// A cell as text: strings as they are, null empty, arrays joined with `;`.
+/// A cell as text for tables and CSV: strings through [`crate::view::printable`], null
+/// empty, arrays joined with `;`.
 pub fn cell_text(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => crate::view::printable(s).into_owned(),
         Value::Array(items) => items.iter().map(cell_text).collect::<Vec<_>>().join(";"),
         other => other.to_string(),
     }

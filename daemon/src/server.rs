@@ -344,41 +344,53 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
 /// The running metrics listener.
 struct MetricsServer {
     address: std::net::SocketAddr,
+    hosts: crate::metrics_http::AllowedHosts,
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Starts serving `[metrics] listen`, or keeps `running` when the address did not change;
-/// a listener on another (or no) address is stopped.
+/// Starts serving `[metrics] listen`, or keeps `running` when the address and the allowed
+/// hosts did not change; a listener on another (or no) address is stopped.
 async fn start_metrics(
     shared: &Arc<Shared>,
     running: Option<MetricsServer>,
 ) -> Result<Option<MetricsServer>, DaemonError> {
-    let wanted = shared.config().metrics.listen;
+    let metrics = shared.config().metrics;
+    let wanted = metrics.listen;
+    let hosts = wanted.map(|a| crate::metrics_http::AllowedHosts::new(a, &metrics.allowed_hosts));
     if let Some(m) = running {
-        if Some(m.address) == wanted {
+        if Some(m.address) == wanted && Some(&m.hosts) == hosts.as_ref() {
             return Ok(Some(m));
         }
         m.task.abort();
         let _ = m.task.await;
         tracing::info!(address = %m.address, "metrics listener stopped");
     }
-    let Some(address) = wanted else {
+    let (Some(address), Some(hosts)) = (wanted, hosts) else {
         return Ok(None);
     };
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| DaemonError::Metrics { address, source })?;
     let shared = shared.clone();
-    let task = tokio::spawn(crate::metrics_http::serve(listener, move || {
-        let shared = shared.clone();
-        async move {
-            tokio::task::spawn_blocking(move || render_metrics(&shared))
-                .await
-                .map_err(|e| e.to_string())?
-        }
-    }));
+    let serve_hosts = hosts.clone();
+    let task = tokio::spawn(crate::metrics_http::serve(
+        listener,
+        serve_hosts,
+        move || {
+            let shared = shared.clone();
+            async move {
+                tokio::task::spawn_blocking(move || render_metrics(&shared))
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+        },
+    ));
     tracing::info!(%address, "serving metrics on http://{address}/metrics");
-    Ok(Some(MetricsServer { address, task }))
+    Ok(Some(MetricsServer {
+        address,
+        hosts,
+        task,
+    }))
 }
 
 /// The body of `/metrics`: what `certctl metrics` prints through certd.

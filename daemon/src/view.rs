@@ -1,10 +1,73 @@
 //! How a certificate is shown to scripts: the JSON object and CSV row whose field names are
 //! a stable contract (see `docs/cli-contract.md`).
+//!
+//! Also [`printable`], the one escaping every text renderer applies to text that comes
+//! from certificates, scanned files or servers (tables, `show`, `status`, `report`,
+//! reminders, CSV cells): a crafted certificate cannot drive the terminal (ESC/OSC/CSI
+//! sequences) or forge lines (CR, LF). `--json` needs none (serde escapes control
+//! characters).
 
 use certctl_store::{
     rfc3339, Certificate, CertificateFacts, KeyId, Source, SourceLocation, UnixTime,
 };
 use serde::Serialize;
+
+/// Text from certificates, files or servers made safe for a terminal or a text file:
+/// control characters — C0 (including CR, LF, tab and ESC), DEL and C1 (U+0080..U+009F,
+/// such as the 8-bit CSI U+009B) — and the Unicode controls that reorder or break what a
+/// terminal shows (bidi overrides and isolates, line and paragraph separators) are written
+/// as escapes: `\n`, `\r`, `\t`, `\x1b`, `\x7f`, `\u{9b}`, `\u{202e}`. Everything else,
+/// backslashes included, is kept as is, so ordinary text is unchanged.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        push_printable(&mut out, c);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// [`printable`] as a [`std::fmt::Display`] wrapper, for `format!("{}", Printable(&name))`.
+#[derive(Debug, Clone, Copy)]
+pub struct Printable<'a>(pub &'a str);
+
+impl std::fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&printable(self.0))
+    }
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+fn push_printable(out: &mut String, c: char) {
+    use std::fmt::Write as _;
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if !needs_escape(c) => out.push(c),
+        c if c.is_ascii() => {
+            let _ = write!(out, "\\x{:02x}", u32::from(c));
+        }
+        c => {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        }
+    }
+}
 
 /// Certificates within this many seconds of expiry have status `expiring`.
 pub const EXPIRING_SECS: i64 = 30 * 86_400;
@@ -160,6 +223,8 @@ impl CertificateView {
         "subject_cn",
     ];
 
+    /// The CSV cells, each through [`printable`] (a CSV file is read in terminals and
+    /// spreadsheets: control characters are escaped rather than quoted).
     pub fn csv_row(&self) -> [String; 17] {
         let sans: Vec<&str> = self
             .sans
@@ -195,6 +260,7 @@ impl CertificateView {
             self.status.to_string(),
             self.subject_cn.clone().unwrap_or_default(),
         ]
+        .map(|cell| printable(&cell).into_owned())
     }
 }
 
@@ -615,6 +681,23 @@ mod tests {
             list.finish().unwrap();
             assert!(got == want, "{n} certificates in batches: outputs differ");
         }
+    }
+
+    #[test]
+    fn printable_escapes_what_a_terminal_acts_on() {
+        assert!(matches!(
+            printable("CN=www.example, O=Contoso \\, Ltd é 日本"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            printable("a\x1b]0;pwned\x07\x1b[31m\r\n\t\u{9b}2J\x7f\u{85}\u{202e}z\0"),
+            "a\\x1b]0;pwned\\x07\\x1b[31m\\r\\n\\t\\u{9b}2J\\x7f\\u{85}\\u{202e}z\\x00"
+        );
+        assert_eq!(Printable("x\ny").to_string(), "x\\ny");
+        let mut c = cert(1, 1_000);
+        c.facts.subject = "CN=a\x1b[2J\r\nb".into();
+        let row = CertificateView::new(&c, 1_000).csv_row();
+        assert_eq!(row[1], "CN=a\\x1b[2J\\r\\nb");
     }
 
     #[test]
