@@ -543,7 +543,7 @@ fn print_summary(r: &RevokeReport) {
     }
     println!("  by deployment folder or endpoint:");
     for (folder, n) in &by_folder {
-        println!("    {n:>7}  {folder}");
+        println!("    {n:>7}  {}", certctl_daemon::view::printable(folder));
     }
     if nowhere > 0 {
         println!("    {nowhere:>7}  (deployed nowhere known)");
