@@ -960,8 +960,44 @@ pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<Str
             a.expires
         );
     }
+    crl_series(store, &mut out)?;
     out.push_str(&crate::metrics_http::smtp_counter_series(store)?);
     Ok(out)
+}
+
+/// The managed CAs' CRLs: when each expires, and whether its published files are behind
+/// the store (a revocation relying parties cannot see yet).
+fn crl_series(store: &Store, out: &mut String) -> Result<(), ReportError> {
+    use std::fmt::Write as _;
+    let cas = store.managed_cas()?;
+    let _ = writeln!(out, "# HELP certctl_crl_next_update_timestamp_seconds nextUpdate of the last CRL certctl published for a managed CA.");
+    let _ = writeln!(
+        out,
+        "# TYPE certctl_crl_next_update_timestamp_seconds gauge"
+    );
+    for ca in &cas {
+        if let Some(t) = crate::revoke::crl_next_update(ca) {
+            let _ = writeln!(
+                out,
+                "certctl_crl_next_update_timestamp_seconds{{ca=\"{}\"}} {t}",
+                label(&ca.name)
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP certctl_crl_behind Whether a managed CA's published CRL misses a revocation the store holds, or cannot be read (1) or not (0).");
+    let _ = writeln!(out, "# TYPE certctl_crl_behind gauge");
+    for ca in &cas {
+        let behind = crate::revoke::stale_crls(store, ca)
+            .map(|stale| !stale.is_empty())
+            .unwrap_or(true);
+        let _ = writeln!(
+            out,
+            "certctl_crl_behind{{ca=\"{}\"}} {}",
+            label(&ca.name),
+            u8::from(behind)
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

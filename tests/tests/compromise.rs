@@ -1013,6 +1013,10 @@ mod revocation {
         run(&env, &["check"])
             .expect_code(2)
             .stdout_has("CRL of CA `ops` is behind");
+        run(&env, &["metrics"])
+            .success()
+            .stdout_has("certctl_crl_behind{ca=\"ops\"} 1")
+            .stdout_has("certctl_crl_next_update_timestamp_seconds{ca=\"ops\"} ");
 
         // The cause is fixed; the same command repairs, exit 0, and says what it did.
         std::fs::remove_file(&pub_dir).unwrap();
@@ -1040,6 +1044,9 @@ mod revocation {
             }
         }
         run(&env, &["check"]).expect_code(0);
+        run(&env, &["metrics"])
+            .success()
+            .stdout_has("certctl_crl_behind{ca=\"ops\"} 0");
         // Nothing left to do: the third run is the old "nothing to revoke".
         run(&env, &revoke).success().stdout_has("nothing to revoke");
     }
