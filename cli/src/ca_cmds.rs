@@ -439,20 +439,10 @@ pub fn revoke(session: &Session, a: RevokeArgs) -> Result<Exit> {
         print_selection(&preview, "would revoke", a.verbose);
         return Ok(Exit::Success);
     }
-    if preview.targets.is_empty() && !preview.republished.is_empty() {
-        // A revocation recorded earlier whose CRL never got published: repair it (signing
-        // a current CRL destroys nothing, so no --yes).
-        request.dry_run = false;
-        let report = revoke_call(session, &request)?;
-        let all_ok = report.crl_checks.iter().all(|c| c.ok);
-        if a.json {
-            print_json(&revoke_json(&report))?;
-        } else {
-            print_revoked(&report, a.verbose);
-        }
-        return Ok(if all_ok { Exit::Success } else { Exit::Failure });
-    }
-    if preview.targets.is_empty() {
+    // Only a revocation recorded earlier whose CRL never got published: repair it (signing
+    // a current CRL destroys nothing, so no --yes).
+    let repair_only = preview.targets.is_empty() && !preview.republished.is_empty();
+    if preview.targets.is_empty() && !repair_only {
         if a.json {
             return print_json(&revoke_json(&preview)).map(|()| Exit::Success);
         }
@@ -460,7 +450,7 @@ pub fn revoke(session: &Session, a: RevokeArgs) -> Result<Exit> {
         println!("nothing to revoke");
         return Ok(Exit::Success);
     }
-    if !a.yes {
+    if !a.yes && !repair_only {
         let n = preview.targets.len();
         let refusal = format!("refusing to revoke {n} certificate(s) without --yes");
         if !std::io::stdin().is_terminal() {

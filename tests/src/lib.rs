@@ -1324,6 +1324,28 @@ pub mod files {
 // Tests of the harness itself
 // ---------------------------------------------------------------------------------------------
 
+/// The openssl command line as the independent judge of what certctl writes.
+/// Runs the openssl command line; returns (success, stdout + stderr).
+pub fn openssl(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl (install the openssl command line, see scripts/setup)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[track_caller]
+pub fn openssl_ok(args: &[&str]) -> String {
+    let (ok, text) = openssl(args);
+    assert!(ok, "openssl {args:?} failed:\n{text}");
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::files::{self, Pem};

@@ -14,31 +14,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use certctl_e2e::*;
 use serde_json::Value;
-
-/// Runs the openssl command line; returns (success, stdout + stderr).
-fn openssl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("run openssl (install the openssl command line, see scripts/setup)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-#[track_caller]
-fn openssl_ok(args: &[&str]) -> String {
-    let (ok, text) = openssl(args);
-    assert!(ok, "openssl {args:?} failed:\n{text}");
-    text
-}
 
 /// Writes a secret file with `mode`.
 fn secret(path: &Path, text: &str, mode: u32) {

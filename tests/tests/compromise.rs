@@ -19,27 +19,6 @@ use rcgen::{
 };
 use serde_json::Value;
 
-/// Runs the openssl command line; returns (success, stdout + stderr).
-fn openssl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("run openssl (install the openssl command line, see scripts/setup)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-#[track_caller]
-fn openssl_ok(args: &[&str]) -> String {
-    let (ok, text) = openssl(args);
-    assert!(ok, "openssl {args:?} failed:\n{text}");
-    text
-}
-
 /// SHA-256 of the (first) certificate of a PEM or DER file, lowercase hex, by openssl.
 fn file_fingerprint(path: &Path) -> String {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
