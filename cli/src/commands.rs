@@ -682,6 +682,8 @@ fn check(session: &Session, a: CheckArgs) -> Result<Exit> {
             "not_yet_valid": report.not_yet_valid,
             "stale_crls": report.stale_crls,
             "crls_expiring": report.crls_expiring,
+            "failed_files": report.failed_files,
+            "failed_files_total": report.failed_files_total,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {

@@ -257,6 +257,15 @@ pub fn print_status(status: &StatusReport) {
             status.reminders_pending
         );
     }
+    if status.failed_files_total > 0 {
+        println!(
+            "files: {} could not be read at the last scan (their certificates are not seen):",
+            status.failed_files_total
+        );
+        for f in &status.failed_files {
+            println!("  {}", certctl_daemon::view::Printable(f));
+        }
+    }
 }
 
 // ---- policy check / explain / conflicts -----------------------------------------------------

@@ -200,6 +200,12 @@ pub struct StatusReport {
     /// Reminders whose digest could not be delivered yet (retried with backoff).
     #[serde(default)]
     pub reminders_pending: u64,
+    /// Scanned files whose last read failed (`PATH: CAUSE`, the first
+    /// [`query::FAILED_FILES_LISTED`]), and how many there are.
+    #[serde(default)]
+    pub failed_files: Vec<String>,
+    #[serde(default)]
+    pub failed_files_total: u64,
 }
 
 /// What a running certd says about itself.
@@ -627,6 +633,7 @@ fn crl_state(
 /// Status of a store opened directly (no daemon).
 pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::StoreError> {
     let smtp = store.smtp_state()?;
+    let failed = store.failed_files()?;
     Ok(StatusReport {
         mode: "direct".into(),
         store: store.path().to_path_buf(),
@@ -640,6 +647,12 @@ pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::Store
         smtp_last_error: smtp.last_error,
         smtp_last_error_at: smtp.last_error_at,
         reminders_pending: store.delivery_states()?.iter().map(|d| d.pending).sum(),
+        failed_files_total: failed.len() as u64,
+        failed_files: failed
+            .into_iter()
+            .take(query::FAILED_FILES_LISTED)
+            .map(|(path, cause)| format!("{path}: {cause}"))
+            .collect(),
     })
 }
 

@@ -326,7 +326,16 @@ pub struct CheckReport {
     /// (critical: relying parties refuse every certificate of that CA).
     #[serde(default)]
     pub crls_expiring: Vec<CrlExpiry>,
+    /// Scanned files whose last read failed (their certificates cannot be seen): a warning.
+    /// At most [`FAILED_FILES_LISTED`] as `PATH: CAUSE`; `failed_files_total` counts all.
+    #[serde(default)]
+    pub failed_files: Vec<String>,
+    #[serde(default)]
+    pub failed_files_total: u64,
 }
+
+/// How many failed files a check report names.
+pub const FAILED_FILES_LISTED: usize = 10;
 
 /// A managed CA's CRL close to (or past) its nextUpdate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -412,6 +421,13 @@ impl CheckReport {
                 self.not_yet_valid
             ));
         }
+        if let Some(first) = self.failed_files.first() {
+            line.push_str(&format!(
+                "; {} files could not be read (first: {})",
+                self.failed_files_total,
+                crate::view::printable(first)
+            ));
+        }
         for ca in &self.stale_crls {
             line.push_str(&format!(
                 "; the published CRL of CA `{ca}` is behind the store (run `certctl ca crl {ca}`)"
@@ -431,12 +447,13 @@ impl CheckReport {
             ));
         }
         format!(
-            "{line} | expired={} expiring_crit={} expiring_warn={} findings={} not_yet_valid={}",
+            "{line} | expired={} expiring_crit={} expiring_warn={} findings={} not_yet_valid={} failed_files={}",
             self.expired_total(),
             self.critical_total(),
             self.warning_total(),
             self.findings.len(),
-            self.not_yet_valid
+            self.not_yet_valid,
+            self.failed_files_total
         )
     }
 
@@ -563,6 +580,8 @@ fn check_with(
         not_yet_valid: 0,
         stale_crls: Vec::new(),
         crls_expiring: Vec::new(),
+        failed_files: Vec::new(),
+        failed_files_total: 0,
     };
     let horizon = now.saturating_add(warn.as_secs().max(critical.as_secs()));
     let mut totals = CheckTotals {
@@ -629,18 +648,28 @@ fn check_with(
             });
         }
     }
+    // Files that failed: what they hold cannot be judged (role filters do not apply: a
+    // file's role is unknown until it is read).
+    let failed = store.failed_files()?;
+    report.failed_files_total = failed.len() as u64;
+    report.failed_files = failed
+        .into_iter()
+        .take(FAILED_FILES_LISTED)
+        .map(|(path, cause)| format!("{path}: {cause}"))
+        .collect();
     let critical_finding = report.findings.iter().any(|f| f.critical);
-    report.verdict = if !report.expired.is_empty()
-        || !report.critical.is_empty()
-        || critical_finding
-    {
-        Verdict::Critical
-    } else if !report.warning.is_empty() || !report.findings.is_empty() || report.not_yet_valid > 0
-    {
-        Verdict::Warning
-    } else {
-        Verdict::Ok
-    };
+    report.verdict =
+        if !report.expired.is_empty() || !report.critical.is_empty() || critical_finding {
+            Verdict::Critical
+        } else if !report.warning.is_empty()
+            || !report.findings.is_empty()
+            || report.not_yet_valid > 0
+            || report.failed_files_total > 0
+        {
+            Verdict::Warning
+        } else {
+            Verdict::Ok
+        };
     Ok(report)
 }
 

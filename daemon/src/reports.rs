@@ -961,6 +961,13 @@ pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<Str
         );
     }
     crl_series(store, &mut out)?;
+    let _ = writeln!(out, "# HELP certctl_source_read_errors Scanned files whose last read failed (their certificates are not seen).");
+    let _ = writeln!(out, "# TYPE certctl_source_read_errors gauge");
+    let _ = writeln!(
+        out,
+        "certctl_source_read_errors {}",
+        store.failed_files()?.len()
+    );
     out.push_str(&crate::metrics_http::smtp_counter_series(store)?);
     Ok(out)
 }

@@ -548,6 +548,25 @@ impl Store {
         Ok(names.into_iter().map(|n| times.get(n).copied()).collect())
     }
 
+    /// Every scanned file whose last read failed (unreadable, damaged, a PFX without its
+    /// password, ...) and is not gone: `(path, cause)`, sorted by path.
+    pub fn failed_files(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix([keys::FILES]) {
+            let (k, v) = kv?;
+            let Some(dir) = keys::dir_of_key(&k) else {
+                continue;
+            };
+            for f in decode::<Vec<FileState>>(&v, "file state")? {
+                if let Some(crate::files::FileProblem::Failed(cause)) = f.problem {
+                    out.push((format!("{}/{}", dir.trim_end_matches('/'), f.name), cause));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Directories at or below `root` that have remembered file states.
     pub fn dirs_under(&self, root: &str) -> Result<Vec<String>> {
         let mut prefix = vec![keys::FILES];

@@ -1266,7 +1266,9 @@ mod check {
         env.certctl(&["scan", s(&iis), "--role", "iis"]).success();
 
         let r = check(&env, &[], 1);
-        r.stdout_has("| expired=0 expiring_crit=0 expiring_warn=1 findings=0 not_yet_valid=0");
+        r.stdout_has(
+            "| expired=0 expiring_crit=0 expiring_warn=1 findings=0 not_yet_valid=0 failed_files=0",
+        );
         check(&env, &["--role", "gateway"], 0).stdout_has("OK: 1 certificates");
         check(&env, &["--role", "iis"], 1);
 
@@ -1295,6 +1297,40 @@ mod check {
         assert_eq!(j.json()["findings"][0]["endpoint"], closed.as_str(), "{j}");
         // The IIS view is not affected by the gateway's endpoint.
         check(&env, &["--role", "iis"], 1);
+    }
+
+    /// Issue 14: a file that fails in a scanned folder (its certificates cannot be seen) is
+    /// counted in `check`, `status` and the metrics, not only printed once by the scan.
+    #[test]
+    fn files_that_failed_are_a_warning_until_they_read() {
+        let f = CertFactory::new();
+        let fine = f.leaf(CertSpec::leaf("fine.example.com").expires_in_days(120));
+        let env = TestEnv::new();
+        let dir = env.mkdir("site");
+        files::pem(&dir.join("fine.pem"), &[&fine]);
+        let broken = dir.join("broken.pem");
+        files::bad_base64_pem(&broken);
+        env.certctl(&["scan", s(&dir)]).expect_code(3);
+
+        check(&env, &[], 1)
+            .stdout_has("1 files could not be read")
+            .stdout_has(s(&broken))
+            .stdout_has("failed_files=1");
+        env.certctl(&["status"])
+            .success()
+            .stdout_has("files: 1 could not be read")
+            .stdout_has(s(&broken));
+        env.certctl(&["metrics"])
+            .success()
+            .stdout_has("certctl_source_read_errors 1");
+
+        // Fixed on the server: the next scan reads it and the warning is gone.
+        files::pem(&broken, &[&fine]);
+        env.certctl(&["scan", s(&dir)]).success();
+        check(&env, &[], 0).stdout_has("failed_files=0");
+        env.certctl(&["metrics"])
+            .success()
+            .stdout_has("certctl_source_read_errors 0");
     }
 
     #[test]
