@@ -417,6 +417,7 @@ fn explain_artifact(
         "renewal_pending": false,
         "renewal_stalled_days": null,
         "superseded_by": null,
+        "renewed_not_reloaded": null,
         "violations": [],
         "recipients": chosen.map(|(p, _)| p.recipients.clone()).unwrap_or_default(),
         "also_matched": matching.iter().skip(1).map(|(p, _)| json!({"name": p.name, "file": p.file, "line": p.line})).collect::<Vec<_>>(),
@@ -453,7 +454,17 @@ fn explain(session: &Session, set: &PolicySet, a: PolicyExplainArgs) -> Result<E
                 family.extend(more);
             }
         }
-        let successor = Successors::new(&family).successor(cert);
+        let renewal = Successors::new(&family).renewal(cert);
+        let successor = match &renewal {
+            Some(policy::Renewal::Renewed(fp)) => Some(*fp),
+            _ => None,
+        };
+        let not_reloaded = match &renewal {
+            Some(policy::Renewal::NotReloaded { by, endpoints }) => {
+                Some(json!({"by": by.to_hex(), "still_served_by": endpoints}))
+            }
+            _ => None,
+        };
         let matching = set.matching(cert);
         let snooze = snoozed
             .iter()
@@ -478,6 +489,7 @@ fn explain(session: &Session, set: &PolicySet, a: PolicyExplainArgs) -> Result<E
             "renewal_pending": chosen.is_some_and(|(p, _)| p.renewal_pending(cert, now)),
             "renewal_stalled_days": if successor.is_none() { chosen.and_then(|(p, _)| p.renewal_stalled_days(cert, now)) } else { None },
             "superseded_by": successor.map(|fp| fp.to_hex()),
+            "renewed_not_reloaded": not_reloaded,
             "violations": chosen.map(|(p, _)| p.violations(cert)).unwrap_or_default(),
             "recipients": chosen.map(|(p, _)| p.recipients.clone()).unwrap_or_default(),
             "also_matched": matching.iter().skip(1).map(|(p, _)| json!({"name": p.name, "file": p.file, "line": p.line})).collect::<Vec<_>>(),
@@ -619,8 +631,22 @@ fn explain_text(v: &serde_json::Value) -> String {
     }
     if let Some(fp) = v["superseded_by"].as_str() {
         if v["thresholds"]["renewal_expected"].is_null() {
-            line("renewed", format!("by {fp}: no reminders for this one"));
+            line("renewed", format!("by {fp} (same CA key, its names, deployed where this one was, served nowhere): no reminders for this one"));
         }
+    }
+    if let Some(r) = v["renewed_not_reloaded"].as_object() {
+        let served: Vec<&str> = r["still_served_by"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|e| e.as_str()).collect())
+            .unwrap_or_default();
+        line(
+            "renewal",
+            format!(
+                "{} is deployed on disk, but {} still serves this one: reload the service (reminders go on)",
+                r["by"].as_str().unwrap_or(""),
+                served.join(", ")
+            ),
+        );
     }
     if let Some(until) = v["snoozed_until"].as_str() {
         line("snoozed", format!("until {until}: {}", s("snooze_reason")));

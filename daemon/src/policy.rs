@@ -453,12 +453,86 @@ impl PolicySet {
     }
 }
 
-/// Which certificates were renewed: for each (subject, role), the newest certificate.
+/// Which certificates were renewed, by the rules that keep a forgery or a renewal nobody
+/// deployed from silencing a reminder. B renews A when all of these hold:
+///
+/// - same subject and role, and B is not revoked;
+/// - B is issued by the same CA key as A (equal authority key identifiers; without them,
+///   the same issuer DN), so a TLS-inspecting proxy's or a look-alike CA's certificate with
+///   A's name does not count;
+/// - B's names (CN and SANs) cover A's, and B expires later;
+/// - B is deployed at A's place: a file that held A now holds B, or B sits in the folder of
+///   one of A's files under the same name stem;
+/// - no endpoint still serves A (else it is [`Renewal::NotReloaded`]).
 #[derive(Default)]
 pub struct Successors {
-    newest: HashMap<(String, Role), (UnixTime, Fingerprint)>,
-    /// Only the subjects already in `newest` are tracked ([`Successors::watching`]).
+    candidates: HashMap<(String, Role), Vec<Candidate>>,
+    /// Only the subjects already in `candidates` are tracked ([`Successors::watching`]).
     watching: bool,
+}
+
+/// What the renewal rules look at in a certificate that could renew another.
+struct Candidate {
+    fingerprint: Fingerprint,
+    not_after: UnixTime,
+    issuer_key: IssuerKey,
+    names: Vec<String>,
+    /// Paths of the files that hold it now.
+    files: Vec<String>,
+}
+
+/// The CA key that issued a certificate, as far as the certificate says.
+#[derive(Clone, PartialEq, Eq)]
+enum IssuerKey {
+    KeyId(Vec<u8>),
+    Dn(String),
+}
+
+impl IssuerKey {
+    fn of(c: &Certificate) -> IssuerKey {
+        match &c.facts.authority_key_id {
+            Some(id) => IssuerKey::KeyId(id.0.clone()),
+            None => IssuerKey::Dn(c.facts.issuer.to_lowercase()),
+        }
+    }
+}
+
+/// Whether and how a certificate was renewed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Renewal {
+    /// Replaced where it was deployed, and nothing serves it any more: no reminder.
+    Renewed(Fingerprint),
+    /// Its renewal is deployed on disk, but endpoints still serve it: "reload the service".
+    NotReloaded {
+        by: Fingerprint,
+        endpoints: Vec<String>,
+    },
+}
+
+fn lowercase_names(c: &Certificate) -> Vec<String> {
+    let mut names: Vec<String> = c.facts.names().map(str::to_lowercase).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn file_paths(c: &Certificate, current_only: bool) -> Vec<String> {
+    c.sources
+        .iter()
+        .filter(|s| !current_only || s.gone_since.is_none())
+        .filter_map(|s| match &s.location {
+            certctl_store::SourceLocation::File { path, .. } => Some(path.clone()),
+            certctl_store::SourceLocation::Endpoint { .. } => None,
+        })
+        .collect()
+}
+
+/// `/etc/gw/tls.pem` → (`/etc/gw`, `tls`): where a renewal written next to the old file
+/// (`tls.pem` → `tls.pem`, or `tls.crt` → `tls.pem`) is found.
+fn dir_and_stem(path: &str) -> (&str, &str) {
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let stem = name.split('.').next().unwrap_or(name);
+    (dir, stem)
 }
 
 impl Successors {
@@ -474,43 +548,95 @@ impl Successors {
     /// Tracks only the subjects and roles of `certs`, so that a pass over a million
     /// certificates that may remind about a few thousand holds only those few thousand.
     pub fn watching<'c>(certs: impl IntoIterator<Item = &'c Certificate>) -> Successors {
-        let none = (UnixTime::MIN, certctl_store::Sha256([0; 32]));
         Successors {
-            newest: certs
+            candidates: certs
                 .into_iter()
-                .map(|c| ((c.facts.subject.to_lowercase(), c.role), none))
+                .map(|c| ((c.facts.subject.to_lowercase(), c.role), Vec::new()))
                 .collect(),
             watching: true,
         }
     }
 
-    /// Takes one more certificate into account (revoked ones are ignored).
+    /// Takes one more certificate into account (revoked ones, and ones no file holds, are
+    /// ignored: they cannot be a deployed renewal).
     pub fn add(&mut self, c: &Certificate) {
         if c.revocation.is_some() {
             return;
         }
+        let files = file_paths(c, true);
+        if files.is_empty() {
+            return;
+        }
         let key = (c.facts.subject.to_lowercase(), c.role);
-        let candidate = (c.facts.not_after, c.fingerprint());
-        let e = if self.watching {
-            match self.newest.get_mut(&key) {
-                Some(e) => e,
+        let list = if self.watching {
+            match self.candidates.get_mut(&key) {
+                Some(list) => list,
                 None => return,
             }
         } else {
-            self.newest.entry(key).or_insert(candidate)
+            self.candidates.entry(key).or_default()
         };
-        if candidate > *e {
-            *e = candidate;
-        }
+        list.push(Candidate {
+            fingerprint: c.fingerprint(),
+            not_after: c.facts.not_after,
+            issuer_key: IssuerKey::of(c),
+            names: lowercase_names(c),
+            files,
+        });
     }
 
-    /// The newest certificate for the same subject and role, if it is newer than `cert`.
-    pub fn successor(&self, cert: &Certificate) -> Option<Fingerprint> {
+    /// Whether `cert` was renewed (see the rules on [`Successors`]).
+    pub fn renewal(&self, cert: &Certificate) -> Option<Renewal> {
         let key = (cert.facts.subject.to_lowercase(), cert.role);
-        self.newest
-            .get(&key)
-            .filter(|(not_after, _)| *not_after > cert.facts.not_after)
-            .map(|(_, fp)| *fp)
+        let list = self.candidates.get(&key)?;
+        let issuer_key = IssuerKey::of(cert);
+        let names = lowercase_names(cert);
+        let places = file_paths(cert, false);
+        let at_its_place = |b: &Candidate| {
+            b.files.iter().any(|f| {
+                places.iter().any(|p| {
+                    p == f || {
+                        let (pd, ps) = dir_and_stem(p);
+                        let (fd, fs) = dir_and_stem(f);
+                        pd == fd && ps == fs
+                    }
+                })
+            })
+        };
+        let renewal = list
+            .iter()
+            .filter(|b| b.fingerprint != cert.fingerprint())
+            .filter(|b| b.not_after > cert.facts.not_after)
+            .filter(|b| b.issuer_key == issuer_key)
+            .filter(|b| names.iter().all(|n| b.names.contains(n)))
+            .filter(|b| at_its_place(b))
+            .max_by_key(|b| (b.not_after, b.fingerprint))?;
+        let endpoints: Vec<String> = cert
+            .current_sources()
+            .filter_map(|s| match &s.location {
+                certctl_store::SourceLocation::Endpoint { address, .. } => {
+                    Some(format!("tls://{address}"))
+                }
+                certctl_store::SourceLocation::File { .. } => None,
+            })
+            .collect();
+        Some(if endpoints.is_empty() {
+            Renewal::Renewed(renewal.fingerprint)
+        } else {
+            Renewal::NotReloaded {
+                by: renewal.fingerprint,
+                endpoints,
+            }
+        })
+    }
+
+    /// The certificate that renewed `cert` where it was deployed, if one did and nothing
+    /// serves `cert` any more.
+    pub fn successor(&self, cert: &Certificate) -> Option<Fingerprint> {
+        match self.renewal(cert)? {
+            Renewal::Renewed(fp) => Some(fp),
+            Renewal::NotReloaded { .. } => None,
+        }
     }
 }
 
@@ -1013,13 +1139,91 @@ mod tests {
 
     #[test]
     fn successors_are_newer_certificates_of_the_same_subject_and_role() {
-        let old = cert("a", Role::Iis, 0, 10);
-        let new = cert("a", Role::Iis, 5, 20);
-        let other_role = cert("a", Role::Gateway, 5, 30);
+        let old = at(cert("a", Role::Iis, 0, 10), "/iis/a.pem", true);
+        let new = at(cert("a", Role::Iis, 5, 20), "/iis/a.pem", false);
+        let other_role = at(cert("a", Role::Gateway, 5, 30), "/iis/a.pem", false);
         let all = [old.clone(), new.clone(), other_role];
         let s = Successors::new(&all);
         assert_eq!(s.successor(&old), Some(new.fingerprint()));
         assert_eq!(s.successor(&new), None);
+    }
+
+    /// `cert` found at `path` (index 0); `gone`: no longer there.
+    fn at(mut c: Certificate, path: &str, gone: bool) -> Certificate {
+        c.sources.push(certctl_store::Source {
+            location: certctl_store::SourceLocation::File {
+                path: path.into(),
+                index: 0,
+            },
+            first_seen: 0,
+            last_seen: 0,
+            gone_since: gone.then_some(1),
+        });
+        c
+    }
+
+    /// Issue 14: only a renewal by the same CA key, covering the names, deployed at the old
+    /// certificate's place counts; one still served is "not reloaded".
+    #[test]
+    fn a_renewal_must_come_from_the_same_ca_key_cover_the_names_and_be_deployed() {
+        let mut old = at(cert("gw", Role::Gateway, 0, 10), "/gw/tls.pem", false);
+        old.facts.authority_key_id = Some(certctl_store::KeyId(vec![1; 20]));
+        let renewal = |f: &dyn Fn(&mut Certificate)| {
+            let mut c = at(cert("gw", Role::Gateway, 5, 20), "/gw/tls.pem", false);
+            c.facts.authority_key_id = Some(certctl_store::KeyId(vec![1; 20]));
+            c.facts.fingerprint = Sha256([7; 32]);
+            f(&mut c);
+            c
+        };
+        let judge = |b: &Certificate, a: &Certificate| Successors::new([a, b]).renewal(a);
+
+        let real = renewal(&|_| {});
+        assert_eq!(
+            judge(&real, &old),
+            Some(Renewal::Renewed(real.fingerprint()))
+        );
+        // Next to the old file, same stem, other extension: still its place.
+        let sibling = renewal(&|c| {
+            c.sources.clear();
+            *c = at(c.clone(), "/gw/tls.crt", false);
+        });
+        assert_eq!(
+            judge(&sibling, &old),
+            Some(Renewal::Renewed(sibling.fingerprint()))
+        );
+        // A proxy's forgery: another CA key.
+        let forged =
+            renewal(&|c| c.facts.authority_key_id = Some(certctl_store::KeyId(vec![9; 20])));
+        assert_eq!(judge(&forged, &old), None);
+        // Fewer names.
+        let narrower = renewal(&|c| c.facts.sans.dns.clear());
+        let mut wide = old.clone();
+        wide.facts.sans.dns.push("gateway.example".into());
+        assert_eq!(judge(&narrower, &wide), None);
+        // Elsewhere on disk.
+        let elsewhere = renewal(&|c| {
+            c.sources.clear();
+            *c = at(c.clone(), "/tmp/download/gw.pem", false);
+        });
+        assert_eq!(judge(&elsewhere, &old), None);
+        // Deployed, but an endpoint still serves the old one.
+        let mut served = old.clone();
+        served.sources.push(certctl_store::Source {
+            location: certctl_store::SourceLocation::Endpoint {
+                address: "gw:443".into(),
+                index: 0,
+            },
+            first_seen: 0,
+            last_seen: 0,
+            gone_since: None,
+        });
+        assert_eq!(
+            judge(&real, &served),
+            Some(Renewal::NotReloaded {
+                by: real.fingerprint(),
+                endpoints: vec!["tls://gw:443".into()]
+            })
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! A pass ([`run_pass`]) works from the store and the policies at an injected time `now`:
 //!
 //! 1. **Due** ([`due`]): for each certificate that is present somewhere, not revoked, not
-//!    renewed (a newer certificate of the same subject and role was seen), and matched by a
+//!    renewed ([`policy::Successors`]: same CA key, names covered, deployed where it was,
+//!    served nowhere any more), and matched by a
 //!    policy, the most urgent threshold it has crossed ([`policy::Policy::crossed`]). It
 //!    is due for a recipient unless that recipient was already told about that threshold or
 //!    a more urgent one (the store keeps every sent (certificate, threshold, recipient)).
@@ -490,7 +491,8 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
     let mut by_recipient: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
     for (cert, policy, threshold) in &candidates {
         let threshold = *threshold;
-        if successors.successor(cert).is_some() {
+        let renewal = successors.renewal(cert);
+        if matches!(renewal, Some(policy::Renewal::Renewed(_))) {
             continue;
         }
         let expired = cert.facts.not_after <= now;
@@ -521,13 +523,18 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
                     threshold: policy::threshold_label(threshold),
                     urgency: urgency(policy, cert.facts.not_after, now),
                     policy: policy.name.clone(),
-                    note: match policy.renewal_stalled_days(cert, now) {
-                        Some(d) => Some(format!("renewal stalled for {d} days")),
-                        None if expired => Some(
+                    note: match (&renewal, policy.renewal_stalled_days(cert, now)) {
+                        (Some(policy::Renewal::NotReloaded { by, endpoints }), _) => Some(format!(
+                            "renewed on disk ({}), still served by {}: reload the service",
+                            &by.to_hex()[..16],
+                            endpoints.join(", ")
+                        )),
+                        (_, Some(d)) => Some(format!("renewal stalled for {d} days")),
+                        (_, None) if expired => Some(
                             "not renewed: no newer certificate for this subject and role was seen"
                                 .to_string(),
                         ),
-                        None => None,
+                        (_, None) => None,
                     },
                     violations: policy.violations(cert),
                 });
@@ -1448,9 +1455,10 @@ mod tests {
         }
     }
 
+    /// `f` found in its CN's file (a renewal replaces the file: same path).
     fn add(store: &Store, f: CertificateFacts, role: Role) {
         let mut ingest = store.ingest();
-        let path = format!("/certs/{}.pem", f.serial);
+        let path = format!("/certs/{}.pem", f.subject_cn.as_deref().unwrap_or("x"));
         ingest
             .observe(f, Some(role), SourceLocation::File { path, index: 0 }, 0)
             .unwrap();

@@ -175,14 +175,9 @@ fn the_digest_arrives_grouped_with_the_right_certificates_and_thresholds() {
         "gateway",
         &[("gw", &gw), ("far", &far), ("snooze", &snoozed)],
     );
-    t.add(
-        "iis",
-        &[
-            ("old", &iis_expired),
-            ("renew-old", &renewed_old),
-            ("renew-new", &renewed_new),
-        ],
-    );
+    t.add("iis", &[("old", &iis_expired), ("renew", &renewed_old)]);
+    // Renewed where it is deployed: the file now holds the new certificate.
+    t.add("iis", &[("renew", &renewed_new)]);
     t.add("site-server", &[("site1", &site)]);
 
     // Snooze one; an expired certificate cannot be snoozed.
@@ -481,6 +476,137 @@ fn remind_now_goes_through_certd_when_it_runs() {
 fn write_policies(dir: &Path, name: &str, text: &str) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join(name), text).unwrap();
+}
+
+/// Issue 14: "renewed" was decided by subject and role alone. A TLS-inspecting proxy's
+/// forgery (same name, a look-alike CA's key) and a renewal on disk that the endpoint does
+/// not serve yet silenced the real gateway certificate that expires in 4 days. Only a real
+/// renewal, deployed and served, is silent.
+#[test]
+fn only_a_deployed_and_served_renewal_silences_the_reminder() {
+    let env = TestEnv::new();
+    let f = CertFactory::new();
+    let lookalike = CertFactory::new(); // same CA names, other keys
+    let spec = || CertSpec::leaf("gw.contoso.example").dns("gw.contoso.example");
+    let old = f.leaf(spec().expires_in_days(4));
+    let tls = env.file("gw/tls.pem");
+    files::pem(&tls, &[&old]);
+    env.certctl(&["scan", s(&tls), "--role", "gateway"])
+        .success();
+    let policies = env.mkdir("policies");
+    write_policies(&policies, "p.toml", POLICIES);
+    let dry = || {
+        let r = env
+            .cmd()
+            .args(["remind", "--dry-run", "--json", "--policies", s(&policies)])
+            .run();
+        r.success();
+        let entries: Vec<Value> = r.json()["digests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|d| d["entries"].as_array().unwrap().clone())
+            .collect();
+        entries
+    };
+    let names_of = |entries: &[Value]| -> Vec<String> {
+        entries
+            .iter()
+            .map(|e| e["fingerprint"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        names_of(&dry()).contains(&old.fingerprint),
+        "reminded at first"
+    );
+
+    // 1. The forgery a proxy serves on the gateway's address: not a renewal.
+    let forged = lookalike.leaf(spec().expires_in_days(300));
+    let proxy = certctl_e2e::tls::TlsServer::serve(&forged, &[lookalike.intermediate()]);
+    env.cmd()
+        .args([
+            "probe",
+            &proxy.address(),
+            "--role",
+            "gateway",
+            "--sni",
+            "gw.contoso.example",
+        ])
+        .run();
+    proxy.stop();
+    assert!(
+        names_of(&dry()).contains(&old.fingerprint),
+        "a forgery must not silence the real certificate"
+    );
+    let explain = env
+        .cmd()
+        .args([
+            "policy",
+            "explain",
+            &old.fingerprint,
+            "--policies",
+            s(&policies),
+        ])
+        .run();
+    assert!(!explain.stdout.contains("renewed"), "{explain}");
+
+    // 2. The renewal replaces the file, but the gateway still serves the old certificate.
+    let server = certctl_e2e::tls::TlsServer::serve(&old, &[f.intermediate()]);
+    let address = server.address();
+    env.cmd()
+        .args([
+            "probe",
+            &address,
+            "--role",
+            "gateway",
+            "--sni",
+            "gw.contoso.example",
+        ])
+        .run();
+    let new = f.leaf(spec().expires_in_days(365));
+    files::pem(&tls, &[&new]);
+    env.certctl(&["scan", s(&tls), "--role", "gateway"])
+        .success();
+    let entries = dry();
+    let entry = entries
+        .iter()
+        .find(|e| e["fingerprint"] == old.fingerprint.as_str())
+        .expect("still reminded while the old one is served");
+    let note = entry["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("renewed on disk") && note.contains(&format!("tls://{address}")),
+        "{entry}"
+    );
+    env.cmd()
+        .args([
+            "policy",
+            "explain",
+            &old.fingerprint,
+            "--policies",
+            s(&policies),
+        ])
+        .run()
+        .success()
+        .stdout_has("reload the service");
+    server.stop();
+
+    // 3. The gateway reloaded: it serves the renewal; the old one is silent.
+    let server = certctl_e2e::tls::TlsServer::serve_on(&address, &new, &[f.intermediate()]);
+    env.cmd()
+        .args([
+            "probe",
+            &address,
+            "--role",
+            "gateway",
+            "--sni",
+            "gw.contoso.example",
+        ])
+        .run();
+    server.stop();
+    assert!(
+        !names_of(&dry()).contains(&old.fingerprint),
+        "a deployed and served renewal silences it"
+    );
 }
 
 /// Issue 14: `certctl --store S --config C remind --dry-run` failed with "`store` is missing"
