@@ -257,6 +257,11 @@ pub fn print_status(status: &StatusReport) {
             status.reminders_pending
         );
     }
+    for ca in &status.stale_crls {
+        println!(
+            "crl: the published CRL of CA `{ca}` is behind the store (a revocation is not visible yet): run `certctl ca crl {ca}`"
+        );
+    }
     if status.failed_files_total > 0 {
         println!(
             "files: {} could not be read at the last scan (their certificates are not seen):",

@@ -206,6 +206,10 @@ pub struct StatusReport {
     pub failed_files: Vec<String>,
     #[serde(default)]
     pub failed_files_total: u64,
+    /// Managed CAs whose published CRL misses a revocation the store holds (or cannot be
+    /// read): relying parties still accept what was revoked.
+    #[serde(default)]
+    pub stale_crls: Vec<String>,
 }
 
 /// What a running certd says about itself.
@@ -647,6 +651,9 @@ pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::Store
         smtp_last_error: smtp.last_error,
         smtp_last_error_at: smtp.last_error_at,
         reminders_pending: store.delivery_states()?.iter().map(|d| d.pending).sum(),
+        stale_crls: revoke::stale_cas(store)
+            .map(|stale| stale.into_iter().map(|(ca, _)| ca).collect())
+            .unwrap_or_default(),
         failed_files_total: failed.len() as u64,
         failed_files: failed
             .into_iter()

@@ -992,6 +992,9 @@ mod revocation {
         run(&env, &["check"])
             .expect_code(2)
             .stdout_has("CRL of CA `ops` is behind");
+        run(&env, &["status"])
+            .success()
+            .stdout_has("the published CRL of CA `ops` is behind the store");
         run(&env, &["metrics"])
             .success()
             .stdout_has("certctl_crl_behind{ca=\"ops\"} 1")
