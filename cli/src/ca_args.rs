@@ -59,9 +59,13 @@ pub struct CaInitArgs {
     /// PEM file of the parent CA certificate (its chain may follow it): makes an intermediate.
     #[arg(long, value_name = "PEM", requires = "parent_key")]
     pub parent_cert: Option<PathBuf>,
-    /// PEM file of the parent CA's private key (encrypted: same passphrase as the new CA).
+    /// PEM file of the parent CA's private key (encrypted: its passphrase from
+    /// --parent-passphrase-file, else the new CA's passphrase).
     #[arg(long, value_name = "PEM", requires = "parent_cert")]
     pub parent_key: Option<PathBuf>,
+    /// File holding the parent key's passphrase, when it differs from the new CA's.
+    #[arg(long, value_name = "FILE", requires = "parent_key")]
+    pub parent_passphrase_file: Option<PathBuf>,
     /// Also write each new CRL here (`.der`/`.crl`: DER, else PEM). Repeatable.
     #[arg(long, value_name = "FILE")]
     pub crl_out: Vec<PathBuf>,

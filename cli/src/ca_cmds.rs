@@ -262,6 +262,12 @@ fn ca_init(session: &Session, a: CaInitArgs) -> Result<Exit> {
         validity: a.validity,
         parent_cert: a.parent_cert.as_deref().map(absolute).transpose()?,
         parent_key: a.parent_key.as_deref().map(absolute).transpose()?,
+        parent_passphrase: match a.parent_passphrase_file.as_deref() {
+            Some(f) => Some(
+                Secret::from_private_file(f).context("cannot use the parent CA passphrase file")?,
+            ),
+            None => None,
+        },
         passphrase: passphrase(&a.passphrase)?,
         crl_out: a
             .crl_out

@@ -496,7 +496,10 @@ pub struct CaInitRequest {
     pub parent_cert: Option<PathBuf>,
     /// PEM file with the parent CA's private key.
     pub parent_key: Option<PathBuf>,
-    /// Encrypts the new CA key (and opens an encrypted parent key).
+    /// Opens an encrypted parent key (else `passphrase` is tried).
+    #[serde(default)]
+    pub parent_passphrase: Option<Secret>,
+    /// Encrypts the new CA key (and opens an encrypted parent key without its own).
     pub passphrase: Option<Secret>,
     /// Extra places each new CRL is written to (`.der`/`.crl`: DER, else PEM).
     pub crl_out: Vec<PathBuf>,
@@ -558,7 +561,11 @@ pub fn init(store: &Store, req: &CaInitRequest, now: UnixTime) -> Result<CaInfo,
 
     // The parent, for an intermediate.
     let parent = match (&req.parent_cert, &req.parent_key) {
-        (Some(cert), Some(key)) => Some(load_parent(cert, key, req.passphrase.as_ref())?),
+        (Some(cert), Some(key)) => Some(load_parent(
+            cert,
+            key,
+            req.parent_passphrase.as_ref().or(req.passphrase.as_ref()),
+        )?),
         (None, None) => None,
         _ => {
             return Err(CaError::Invalid(

@@ -942,6 +942,7 @@ mod tests {
             validity: None,
             parent_cert: None,
             parent_key: None,
+            parent_passphrase: None,
             passphrase: None,
             crl_out: vec![],
             crl_urls: vec![],

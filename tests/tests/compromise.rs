@@ -315,6 +315,61 @@ mod managed_ca {
         r.success();
     }
 
+    /// Issue 15: the parent's key and the new intermediate may have different passphrases.
+    #[test]
+    fn an_intermediate_may_have_its_own_passphrase() {
+        let env = TestEnv::new();
+        let root_pass = env.file("secrets/root");
+        files::secret(&root_pass, "root-secret\n");
+        let inter_pass = env.file("secrets/inter");
+        files::secret(&inter_pass, "inter-secret\n");
+        let root_dir = init_ca(&env, "root", &["--passphrase-file", s(&root_pass)]);
+        let (root_cert, root_key) = (root_dir.join("ca.pem"), root_dir.join("ca.key"));
+        let parent = ["--parent-cert", s(&root_cert), "--parent-key", s(&root_key)];
+        // Without the parent's own passphrase, the new CA's does not open the parent key.
+        let mut args = vec![
+            "ca",
+            "init",
+            "--name",
+            "issuing",
+            "--passphrase-file",
+            s(&inter_pass),
+        ];
+        args.extend_from_slice(&parent);
+        run(&env, &args).expect_code(4);
+        args.extend_from_slice(&["--parent-passphrase-file", s(&root_pass)]);
+        run(&env, &args).success().stdout_has("created CA");
+        let inter = env.store().join("ca/issuing/ca.pem");
+        openssl_ok(&["verify", "-CAfile", s(&root_cert), s(&inter)]);
+        // The intermediate's key opens with its own passphrase, not the root's.
+        let out = env.mkdir("site");
+        issue(
+            &env,
+            "issuing",
+            "site.example.com",
+            "site-server",
+            &out,
+            &["--passphrase-file", s(&inter_pass)],
+        );
+        let r = run(
+            &env,
+            &[
+                "issue",
+                "--ca",
+                "issuing",
+                "--cn",
+                "other.example.com",
+                "--role",
+                "site-server",
+                "--out",
+                s(&out),
+                "--passphrase-file",
+                s(&root_pass),
+            ],
+        );
+        r.expect_code(4);
+    }
+
     #[test]
     fn an_intermediate_signed_by_a_parent_pem_chains_to_it() {
         let env = TestEnv::new();
