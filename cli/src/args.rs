@@ -188,6 +188,10 @@ pub struct CheckArgs {
     /// Only certificates and endpoints of this role.
     #[arg(long, value_parser = parse_role)]
     pub role: Option<Role>,
+    /// Judge each certificate by the warn/critical of its policy in DIR (see `policy
+    /// explain`); certificates no policy matches keep --warn/--critical.
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<PathBuf>,
     /// Print the report as JSON (the exit code is the same).
     #[arg(long)]
     pub json: bool,

@@ -32,9 +32,10 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Show(a) => show(&Session::existing(store_flag)?, a),
         Command::Inspect(a) => inspect(a),
         Command::Stats(a) => stats(&Session::existing(store_flag)?, a),
-        Command::Check(a) => match Session::existing(store_flag) {
-            Ok(session) => check(&session, a),
-            // Nagios: the state is unknown when the store cannot be read.
+        Command::Check(a) => match Session::existing(store_flag).and_then(|s| check(&s, a)) {
+            Ok(exit) => Ok(exit),
+            // Nagios: the state is unknown when the store, certd or the policies cannot be
+            // used.
             Err(e) => {
                 println!("UNKNOWN: {}", crate::one_line(&e));
                 Ok(Exit::Unknown)
@@ -665,6 +666,10 @@ fn check(session: &Session, a: CheckArgs) -> Result<Exit> {
         critical: a.critical,
         brief: !a.json,
         role: a.role,
+        policies: match &a.policies {
+            Some(dir) => Some(std::path::absolute(dir)?),
+            None => None,
+        },
     };
     let report: CheckReport = match session.call(request, QUERY_TIMEOUT)? {
         Response::Check { report } => report,

@@ -48,6 +48,9 @@ pub enum Request {
         /// Only certificates and endpoints of this role.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         role: Option<Role>,
+        /// Judge each certificate by its policy's thresholds (absolute folder).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        policies: Option<PathBuf>,
     },
     /// Paths must be absolute (the client resolves them against its own directory).
     Scan {
@@ -393,10 +396,14 @@ pub fn execute(
             critical,
             brief,
             role,
-        } => match if brief {
-            query::check_brief(store, warn, critical, role, now)
-        } else {
-            query::check(store, warn, critical, role, now)
+            policies,
+        } => match match &policies {
+            Some(dir) => match crate::policy::load_dir(dir) {
+                Ok(set) => query::check_by_policies(store, warn, critical, role, &set, now, brief),
+                Err(e) => return Response::error(ErrorKind::Invalid, e.to_string()),
+            },
+            None if brief => query::check_brief(store, warn, critical, role, now),
+            None => query::check(store, warn, critical, role, now),
         } {
             // A revocation is only visible once the published CRL lists it.
             Ok(report) => match crl_state(store, now) {

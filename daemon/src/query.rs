@@ -543,7 +543,7 @@ pub fn check(
     role: Option<Role>,
     now: UnixTime,
 ) -> Result<CheckReport, QueryError> {
-    check_with(store, warn, critical, role, now, false)
+    check_with(store, warn, critical, role, None, now, false)
 }
 
 /// [`check`] as [`CheckReport::brief`] gives it, without holding every certificate of the
@@ -556,7 +556,22 @@ pub fn check_brief(
     role: Option<Role>,
     now: UnixTime,
 ) -> Result<CheckReport, QueryError> {
-    check_with(store, warn, critical, role, now, true)
+    check_with(store, warn, critical, role, None, now, true)
+}
+
+/// [`check`] (or, `brief`, [`check_brief`]) where each certificate a policy of `policies`
+/// matches is judged by that policy's `warn` and `critical`; the others by `warn` and
+/// `critical`.
+pub fn check_by_policies(
+    store: &Store,
+    warn: Duration,
+    critical: Duration,
+    role: Option<Role>,
+    policies: &crate::policy::PolicySet,
+    now: UnixTime,
+    brief: bool,
+) -> Result<CheckReport, QueryError> {
+    check_with(store, warn, critical, role, Some(policies), now, brief)
 }
 
 fn check_with(
@@ -564,6 +579,7 @@ fn check_with(
     warn: Duration,
     critical: Duration,
     role: Option<Role>,
+    policies: Option<&crate::policy::PolicySet>,
     now: UnixTime,
     brief: bool,
 ) -> Result<CheckReport, QueryError> {
@@ -599,14 +615,19 @@ fn check_with(
             report.not_yet_valid += 1;
         }
         let not_after = cert.facts.not_after;
-        if not_after > horizon {
+        // Its own policy's thresholds, when policies are given and one matches.
+        let (warn_secs, critical_secs) = match policies.and_then(|set| set.select(&cert)) {
+            Some(p) => (p.warn.as_secs(), p.critical.as_secs()),
+            None => (warn.as_secs(), critical.as_secs()),
+        };
+        if policies.is_none() && not_after > horizon {
             continue;
         }
         let (list, total) = if not_after <= now {
             (&mut report.expired, &mut totals.expired)
-        } else if not_after <= now.saturating_add(critical.as_secs()) {
+        } else if not_after <= now.saturating_add(critical_secs) {
             (&mut report.critical, &mut totals.critical)
-        } else if not_after <= now.saturating_add(warn.as_secs()) {
+        } else if not_after <= now.saturating_add(warn_secs) {
             (&mut report.warning, &mut totals.warning)
         } else {
             continue;

@@ -1333,6 +1333,43 @@ mod check {
             .stdout_has("certctl_source_read_errors 0");
     }
 
+    /// Issue 14: `check --policies DIR` judges each certificate by its own policy's
+    /// warn/critical (a gateway's 30 days are critical, a site server's 20 days are fine).
+    #[test]
+    fn check_with_policies_uses_each_certificates_own_thresholds() {
+        let f = CertFactory::new();
+        let gw = f.leaf(CertSpec::leaf("gw.example.com").expires_in_days(25));
+        let site = f.leaf(CertSpec::leaf("site.example.com").expires_in_days(20));
+        let env = TestEnv::new();
+        let g = env.file("gw/gw.pem");
+        files::pem(&g, &[&gw]);
+        env.certctl(&["scan", s(&g), "--role", "gateway"]).success();
+        let p = env.file("site/site.pem");
+        files::pem(&p, &[&site]);
+        env.certctl(&["scan", s(&p), "--role", "site-server"])
+            .success();
+        let policies = env.mkdir("policies");
+        files::text(
+            &policies.join("p.toml"),
+            "[[policy]]\nname = \"public\"\nroles = [\"gateway\"]\nremind = [\"30d\"]\nwarn = \"60d\"\ncritical = \"30d\"\nrecipients = [\"ops@example.com\"]\n\n[[policy]]\nname = \"sites\"\nroles = [\"site-server\"]\nremind = [\"7d\"]\nwarn = \"10d\"\ncritical = \"3d\"\nrecipients = [\"ops@example.com\"]\n",
+        );
+        // Default thresholds (30d/7d): two warnings.
+        check(&env, &[], 1).stdout_has("expiring_warn=2");
+        // Their policies: the gateway is critical, the site server fine.
+        check(&env, &["--policies", s(&policies)], 2).stdout_has("expiring_crit=1 expiring_warn=0");
+        let j = env.certctl(&["check", "--policies", s(&policies), "--json"]);
+        j.expect_code(2);
+        assert_eq!(
+            j.json()["critical"][0]["fingerprint_sha256"],
+            gw.fingerprint.as_str()
+        );
+        assert_eq!(j.json()["warning"], json!([]));
+        // A policies folder that does not load is an error, not an OK.
+        env.certctl(&["check", "--policies", s(&env.root().join("nope"))])
+            .expect_code(3)
+            .stdout_has("UNKNOWN");
+    }
+
     #[test]
     fn an_expired_certificate_is_critical() {
         let f = CertFactory::new();
