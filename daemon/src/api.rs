@@ -147,7 +147,12 @@ impl Request {
     /// server). certd answers these with [`execute_networked`], never holding the writer
     /// lock during that I/O.
     pub fn uses_network(&self) -> bool {
-        matches!(self, Request::Probe { .. } | Request::Remind { .. })
+        match self {
+            Request::Probe { .. } | Request::Remind { .. } => true,
+            // It probes the endpoints that served what it revoked.
+            Request::Revoke { revoke } => revoke.probe_endpoints && !revoke.dry_run,
+            _ => false,
+        }
     }
 
     /// Whether answering may write to the store. certd runs such requests one at a time
@@ -712,6 +717,15 @@ pub fn execute_networked<G>(
             at.unwrap_or(now),
             lock,
         ),
+        Request::Revoke { revoke: request }
+            if request.key_file.as_deref().is_none_or(|p| p.is_absolute()) =>
+        {
+            match revoke::revoke_locked(store, &request, now, lock) {
+                Ok(report) => Response::Revoke { report },
+                Err(revoke::RevokeError::Query(e)) => Response::from_query_error(e),
+                Err(e) => failed(e),
+            }
+        }
         request => {
             let _writer = lock();
             execute(store, request, now, progress)

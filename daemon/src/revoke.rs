@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use certctl_store::{
-    rfc3339, AuditEvent, Certificate, Fingerprint, ManagedCa, Revocation, RevocationReason, Sha256,
-    SourceLocation, Store, StoreError, UnixTime,
+    rfc3339, AuditEvent, Certificate, Endpoint, Fingerprint, ManagedCa, Revocation,
+    RevocationReason, Sha256, SourceLocation, Store, StoreError, UnixTime,
 };
 use openssl::x509::{X509Crl, X509};
 use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
@@ -673,6 +673,35 @@ pub fn revoke(
     req: &RevokeRequest,
     now: UnixTime,
 ) -> Result<RevokeReport, RevokeError> {
+    revoke_locked(store, req, now, &|| ())
+}
+
+/// [`revoke`] taking the store's writer lock with `lock` for the revocation itself, and
+/// probing the endpoints that served the revoked certificates without it (each outcome is
+/// recorded under it), so a slow endpoint cannot hold up scans.
+pub fn revoke_locked<G>(
+    store: &Store,
+    req: &RevokeRequest,
+    now: UnixTime,
+    lock: &dyn Fn() -> G,
+) -> Result<RevokeReport, RevokeError> {
+    let guard = lock();
+    let mut report = revoke_records(store, req, now)?;
+    if req.dry_run || report.targets.is_empty() {
+        return Ok(report);
+    }
+    let to_probe = endpoints_of(store, &report.targets)?;
+    drop(guard);
+    report.endpoints = check_endpoints(store, to_probe, req.probe_endpoints, now, lock)?;
+    Ok(report)
+}
+
+/// Everything of a revocation but the endpoint checks.
+fn revoke_records(
+    store: &Store,
+    req: &RevokeRequest,
+    now: UnixTime,
+) -> Result<RevokeReport, RevokeError> {
     let selected = select(store, req)?;
     let (already, todo): (Vec<Certificate>, Vec<Certificate>) =
         selected.into_iter().partition(|c| c.revocation.is_some());
@@ -784,18 +813,15 @@ pub fn revoke(
         }
         report.crls.push(published);
     }
-
-    report.endpoints = check_endpoints(store, &report.targets, req.probe_endpoints, now)?;
     Ok(report)
 }
 
-/// For each endpoint whose last known chain has a revoked certificate: what it serves now.
-fn check_endpoints(
+/// The endpoints whose last known chain had a revoked certificate: (endpoint, the revoked
+/// certificate's fingerprint).
+fn endpoints_of(
     store: &Store,
     targets: &[Target],
-    probe: bool,
-    now: UnixTime,
-) -> Result<Vec<EndpointCheck>, RevokeError> {
+) -> Result<Vec<(Endpoint, Fingerprint)>, RevokeError> {
     let mut out = Vec::new();
     for t in targets {
         let fp = t.certificate.fingerprint();
@@ -808,48 +834,66 @@ fn check_endpoints(
             })
             .collect();
         for address in addresses {
-            let Some(endpoint) = store.endpoint(&address)? else {
-                continue;
-            };
-            if !probe {
-                out.push(EndpointCheck {
-                    endpoint: address,
-                    fingerprint: fp,
-                    state: "not-probed".into(),
-                    detail: "served it at the last probe; run `certctl probe` to check".into(),
-                });
-                continue;
+            if let Some(endpoint) = store.endpoint(&address)? {
+                out.push((endpoint, fp));
             }
-            let target = crate::probe::ProbeTarget {
-                address: address.clone(),
-                sni: endpoint.sni.clone(),
-                role: endpoint.role,
-                expect_issuer: endpoint.expect_issuer.clone(),
-                timeout: std::time::Duration::from_secs(5),
-                trust_store: None,
-            };
-            let outcome = crate::probe::probe(&target, now);
-            let _ = crate::probe::record(store, &target, &outcome, now);
-            let (state, detail) = match (&outcome.error, outcome.chain.first()) {
-                (Some(e), _) => ("unreachable", e.clone()),
-                (None, Some(leaf)) if leaf.fingerprint == fp => (
-                    "still-serving",
-                    "still serves the revoked certificate: the replacement is not live yet"
-                        .to_string(),
-                ),
-                (None, Some(leaf)) => (
-                    "replaced",
-                    format!("now serves {} ({})", leaf.display_name(), leaf.fingerprint),
-                ),
-                (None, None) => ("unreachable", "served no certificate".to_string()),
-            };
+        }
+    }
+    Ok(out)
+}
+
+/// For each endpoint whose last known chain had a revoked certificate: what it serves now.
+/// The handshakes run without `lock`; each outcome is recorded under it.
+fn check_endpoints<G>(
+    store: &Store,
+    endpoints: Vec<(Endpoint, Fingerprint)>,
+    probe: bool,
+    now: UnixTime,
+    lock: &dyn Fn() -> G,
+) -> Result<Vec<EndpointCheck>, RevokeError> {
+    let mut out = Vec::new();
+    for (endpoint, fp) in endpoints {
+        let address = endpoint.address.clone();
+        if !probe {
             out.push(EndpointCheck {
                 endpoint: address,
                 fingerprint: fp,
-                state: state.into(),
-                detail,
+                state: "not-probed".into(),
+                detail: "served it at the last probe; run `certctl probe` to check".into(),
             });
+            continue;
         }
+        let target = crate::probe::ProbeTarget {
+            address: address.clone(),
+            sni: endpoint.sni.clone(),
+            role: endpoint.role,
+            expect_issuer: endpoint.expect_issuer.clone(),
+            timeout: std::time::Duration::from_secs(5),
+            trust_store: None,
+        };
+        let outcome = crate::probe::probe(&target, now);
+        {
+            let _writer = lock();
+            let _ = crate::probe::record(store, &target, &outcome, now);
+        }
+        let (state, detail) = match (&outcome.error, outcome.chain.first()) {
+            (Some(e), _) => ("unreachable", e.clone()),
+            (None, Some(leaf)) if leaf.fingerprint == fp => (
+                "still-serving",
+                "still serves the revoked certificate: the replacement is not live yet".to_string(),
+            ),
+            (None, Some(leaf)) => (
+                "replaced",
+                format!("now serves {} ({})", leaf.display_name(), leaf.fingerprint),
+            ),
+            (None, None) => ("unreachable", "served no certificate".to_string()),
+        };
+        out.push(EndpointCheck {
+            endpoint: address,
+            fingerprint: fp,
+            state: state.into(),
+            detail,
+        });
     }
     Ok(out)
 }

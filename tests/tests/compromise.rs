@@ -1088,6 +1088,97 @@ mod revocation {
         run(&env, &revoke).success().stdout_has("nothing to revoke");
     }
 
+    /// Issue 13: no store lock during network I/O. `revoke` through certd probes the
+    /// endpoints that served what it revoked; an endpoint that accepts and never answers used
+    /// to hold certd's writer lock for the whole probe, so scans waited.
+    #[test]
+    fn a_silent_endpoint_probed_by_revoke_does_not_hold_up_a_scan_through_certd() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let env = TestEnv::new();
+        let f = CertFactory::new();
+        let gw = f.leaf(CertSpec::leaf("gw.example").dns("gw.example"));
+        let server = certctl_e2e::tls::TlsServer::serve(&gw, &[f.intermediate()]);
+        let address = server.address();
+        run(
+            &env,
+            &[
+                "probe",
+                &address,
+                "--sni",
+                "gw.example",
+                "--role",
+                "gateway",
+            ],
+        );
+        server.stop();
+        // The same address now accepts and never says a word.
+        let listener = std::net::TcpListener::bind(&address).expect("bind again");
+        listener.set_nonblocking(true).unwrap();
+        let (open, stop) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let silent = {
+            let (open, stop) = (open.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                let mut held = Vec::new();
+                while !stop.load(Ordering::SeqCst) && std::time::Instant::now() < end {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            held.push(stream);
+                            open.store(held.len(), Ordering::SeqCst);
+                        }
+                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                    }
+                }
+            })
+        };
+        let config =
+            certctl_e2e::daemon::CertdConfig::new(env.store()).write(&env.file("etc/certd.toml"));
+        let certd = certctl_e2e::daemon::Certd::start(&env, &config);
+        let inbox = env.mkdir("inbox");
+        let other = f.leaf(CertSpec::leaf("other.example").expires_in_days(200));
+        files::pem(&inbox.join("other.pem"), &[&other]);
+        std::thread::scope(|scope| {
+            let revoking = scope.spawn(|| {
+                env.certctl(&[
+                    "revoke",
+                    &gw.fingerprint,
+                    "--reason",
+                    "key-compromise",
+                    "--yes",
+                ])
+            });
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while open.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < end {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            assert_eq!(
+                open.load(Ordering::SeqCst),
+                1,
+                "revoke never probed the endpoint"
+            );
+            // While revoke's probe waits on the silent endpoint, a scan goes through.
+            env.cmd()
+                .args(["scan", s(&inbox)])
+                .timeout(std::time::Duration::from_secs(60))
+                .run()
+                .success();
+            assert!(
+                !revoking.is_finished(),
+                "the scan should end while revoke still waits for the silent endpoint"
+            );
+            let r = revoking.join().expect("revoke thread");
+            r.success()
+                .stdout_has(&format!("endpoint tls://{address}: unreachable"));
+        });
+        stop.store(true, Ordering::SeqCst);
+        let _ = silent.join();
+        certd.stop_ok();
+    }
+
     #[test]
     fn revoke_says_whether_an_endpoint_still_serves_the_certificate() {
         let env = TestEnv::new();
