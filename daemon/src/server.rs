@@ -227,6 +227,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
 
     // Start-up: finish what a crash interrupted, then bring the store up to date at once.
     resume_workflows(&shared).await;
+    warn_unsignable_crls(&shared);
     spawn_job(&mut tasks, &shared, Job::CrlUpkeep);
     spawn_job(&mut tasks, &shared, Job::Scan);
     spawn_job(&mut tasks, &shared, Job::Probe);
@@ -523,6 +524,25 @@ fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
             s.last_outcome = Some(outcome);
         });
     });
+}
+
+/// Says at start-up which managed CAs' CRLs certd cannot re-sign (an encrypted key and no
+/// passphrase file in `[workflows.ca_passphrase_files]`): they expire unless someone runs
+/// `certctl ca crl NAME` in time.
+fn warn_unsignable_crls(shared: &Shared) {
+    let files = shared.config().workflows.ca_passphrase_files;
+    match shared.store.managed_cas() {
+        Ok(cas) => {
+            for ca in cas.iter().filter(|ca| ca.encrypted && !files.contains_key(&ca.name)) {
+                tracing::warn!(
+                    ca = %ca.name,
+                    "the CA key is encrypted and [workflows.ca_passphrase_files] names no file for it: certd cannot re-sign its CRL, which expires unless `certctl ca crl {}` is run in time",
+                    ca.name
+                );
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot read the managed CAs"),
+    }
 }
 
 /// Re-signs the managed CAs' CRLs that are due, with the passphrase files of

@@ -992,6 +992,27 @@ mod revocation {
             .stderr_has(&b);
     }
 
+    /// Issue 15: an encrypted CA without a passphrase file in certd's configuration: certd
+    /// says at start-up that it cannot re-sign that CA's CRL.
+    #[test]
+    fn certd_warns_at_start_about_a_crl_it_cannot_re_sign() {
+        let env = TestEnv::new();
+        let pass = env.file("secrets/ops");
+        files::secret(&pass, "ops-secret\n");
+        init_ca(&env, "ops", &["--passphrase-file", s(&pass)]);
+        init_ca(&env, "plain", &[]);
+        let config = certctl_e2e::daemon::CertdConfig::new(env.store())
+            .write(&env.file("etc/certd.toml"));
+        let certd = certctl_e2e::daemon::Certd::start(&env, &config);
+        let log = certd.wait_for_log("certd cannot re-sign its CRL", std::time::Duration::from_secs(20));
+        assert!(log.contains("ops"), "{log}");
+        assert!(
+            !log.lines().any(|l| l.contains("cannot re-sign") && l.contains("plain")),
+            "{log}"
+        );
+        certd.stop_ok();
+    }
+
     /// Issue 15: `ca crl NAME` publishes to the CA's CRL paths; `--out` is an optional copy.
     #[test]
     fn ca_crl_publishes_without_out() {
