@@ -302,6 +302,9 @@ struct ReadFile {
     /// failed: the writer then reads the record itself).
     lookups: Vec<Option<Lookup>>,
     problem: Option<FileProblem>,
+    /// Its first certificate says `CA:TRUE` and the file holds a private key (PEM): a
+    /// self-signed server certificate deployed as a leaf (see `Ingest::observe_deployed`).
+    ca_leaf_with_key: bool,
 }
 
 // ---- walker --------------------------------------------------------------------------------
@@ -762,6 +765,7 @@ fn read_file(job: ParseJob, password: Option<&str>) -> ReadFile {
         certificates: Vec::new(),
         lookups: Vec::new(),
         problem: Some(FileProblem::Failed(cause)),
+        ca_leaf_with_key: false,
     };
     // Known not to be a regular file from the listing: never opened.
     if let Some(t) = job.file_type.filter(|t| !t.is_file()) {
@@ -784,6 +788,12 @@ fn read_file(job: ParseJob, password: Option<&str>) -> ReadFile {
         }
         Some(e) => Some(FileProblem::Failed(e.to_string())),
     };
+    // Only looked for when the first certificate is a CA (rare), so a scan of leaves
+    // does not search every file for a key.
+    let ca_leaf_with_key = read.certificates.first().is_some_and(|c| c.is_ca)
+        && bytes
+            .windows(PEM_KEY_MARKER.len())
+            .any(|w| w == PEM_KEY_MARKER);
     ReadFile {
         path: job.path_str,
         name: job.name,
@@ -792,8 +802,13 @@ fn read_file(job: ParseJob, password: Option<&str>) -> ReadFile {
         certificates: read.certificates,
         lookups: Vec::new(),
         problem,
+        ca_leaf_with_key,
     }
 }
+
+/// The end of a PEM private key's BEGIN line (`PRIVATE KEY`, `RSA PRIVATE KEY`, `EC PRIVATE
+/// KEY`, `ENCRYPTED PRIVATE KEY`).
+const PEM_KEY_MARKER: &[u8] = b"PRIVATE KEY-----";
 
 // ---- writer --------------------------------------------------------------------------------
 
@@ -917,10 +932,15 @@ impl<'a> Writer<'a> {
             };
             self.summary.certificates_seen += 1;
             let lookup = lookups.next().flatten();
-            match self
-                .ingest
-                .observe_looked_up(facts, lookup, self.role, location, self.now)?
-            {
+            let deployed_leaf = index == 0 && file.ca_leaf_with_key;
+            match self.ingest.observe_deployed(
+                facts,
+                lookup,
+                self.role,
+                location,
+                self.now,
+                deployed_leaf,
+            )? {
                 Observed::New => self.summary.certificates_new += 1,
                 Observed::Updated => self.summary.certificates_updated += 1,
                 Observed::Refreshed => {}

@@ -533,7 +533,10 @@ fn warn_unsignable_crls(shared: &Shared) {
     let files = shared.config().workflows.ca_passphrase_files;
     match shared.store.managed_cas() {
         Ok(cas) => {
-            for ca in cas.iter().filter(|ca| ca.encrypted && !files.contains_key(&ca.name)) {
+            for ca in cas
+                .iter()
+                .filter(|ca| ca.encrypted && !files.contains_key(&ca.name))
+            {
                 tracing::warn!(
                     ca = %ca.name,
                     "the CA key is encrypted and [workflows.ca_passphrase_files] names no file for it: certd cannot re-sign its CRL, which expires unless `certctl ca crl {}` is run in time",

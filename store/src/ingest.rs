@@ -249,8 +249,32 @@ impl<'s> Ingest<'s> {
         location: SourceLocation,
         now: UnixTime,
     ) -> Result<Observed> {
+        // The leaf an endpoint serves is deployed as a leaf.
+        let deployed = matches!(location, SourceLocation::Endpoint { index: 0, .. });
+        self.observe_deployed(facts, lookup, role, location, now, deployed)
+    }
+
+    /// As [`Ingest::observe_looked_up`]; `deployed_leaf` says the certificate is used as a
+    /// server's own certificate (served first by an endpoint, or the first certificate of a
+    /// file that holds a private key). Then a role given explicitly wins even when the
+    /// certificate says `CA:TRUE` (`openssl req -x509` sets it by default, so self-signed
+    /// gateway certificates would otherwise become `ca` and get the CA policy); `is_ca`
+    /// stays its own fact.
+    pub fn observe_deployed(
+        &mut self,
+        facts: CertificateFacts,
+        lookup: Option<Lookup>,
+        role: Option<Role>,
+        location: SourceLocation,
+        now: UnixTime,
+        deployed_leaf: bool,
+    ) -> Result<Observed> {
         let fp = facts.fingerprint;
-        let wanted_role = if facts.is_ca { Some(Role::Ca) } else { role };
+        let wanted_role = match role {
+            Some(r) if deployed_leaf => Some(r),
+            _ if facts.is_ca => Some(Role::Ca),
+            _ => role,
+        };
         let mut new_role = None;
         let outcome = match self.load_with(&fp, lookup)? {
             Some(cert) => {

@@ -546,6 +546,83 @@ mod scan {
     }
 }
 
+mod deployed_leaves {
+    //! Issue 14: `openssl req -x509` marks a self-signed certificate `CA:TRUE`; deployed as
+    //! a server's own certificate (with its key in the file, or served first by an
+    //! endpoint) it takes the role given, not `ca`.
+    use super::*;
+    use std::process::Command;
+
+    fn self_signed(dir: &Path, cn: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (cert, key) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
+        let out = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "90", "-subj", &format!("/CN={cn}")])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("run openssl req");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (cert, key)
+    }
+
+    #[test]
+    fn a_self_signed_server_certificate_with_its_key_takes_the_given_role() {
+        let env = TestEnv::new();
+        let dir = env.mkdir("gw");
+        let (cert, key) = self_signed(&dir, "gw.example");
+        let bundle = dir.join("gw-bundle.pem");
+        let text = format!(
+            "{}{}",
+            std::fs::read_to_string(&cert).unwrap(),
+            std::fs::read_to_string(&key).unwrap()
+        );
+        std::fs::write(&bundle, text).unwrap();
+        env.certctl(&["scan", s(&bundle), "--role", "gateway"])
+            .success();
+        let items = env.list_json(&[]);
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0]["is_ca"], true, "openssl req -x509 says CA:TRUE");
+        assert_eq!(items[0]["role"], "gateway", "{:#}", items[0]);
+
+        // The same kind of certificate without a key next to it is an issuer: `ca`.
+        let other = env.mkdir("other");
+        let (lone, _) = self_signed(&other, "lone.example");
+        std::fs::remove_file(other.join("lone.example.key")).unwrap();
+        env.certctl(&["scan", s(&lone), "--role", "gateway"])
+            .success();
+        let items = env.list_json(&["--name", "lone.example"]);
+        assert_eq!(items[0]["role"], "ca", "{:#}", items[0]);
+    }
+
+    #[test]
+    fn a_ca_true_certificate_an_endpoint_serves_first_takes_the_probes_role() {
+        let env = TestEnv::new();
+        let f = CertFactory::new();
+        let served = f.self_signed(CertSpec::ca("proxy-gw.example"));
+        let server = certctl_e2e::tls::TlsServer::serve(&served, &[]);
+        env.certctl(&["probe", &server.address(), "--role", "gateway"]);
+        server.stop();
+        let items = env.list_json(&[]);
+        let item = find_fp(&items, &served.fingerprint);
+        assert_eq!(item["is_ca"], true);
+        assert_eq!(item["role"], "gateway", "{item:#}");
+    }
+}
+
 mod queries {
     //! `list` filters and formats, `show` by fingerprint prefix or name, `stats`.
     use super::*;

@@ -1001,13 +1001,17 @@ mod revocation {
         files::secret(&pass, "ops-secret\n");
         init_ca(&env, "ops", &["--passphrase-file", s(&pass)]);
         init_ca(&env, "plain", &[]);
-        let config = certctl_e2e::daemon::CertdConfig::new(env.store())
-            .write(&env.file("etc/certd.toml"));
+        let config =
+            certctl_e2e::daemon::CertdConfig::new(env.store()).write(&env.file("etc/certd.toml"));
         let certd = certctl_e2e::daemon::Certd::start(&env, &config);
-        let log = certd.wait_for_log("certd cannot re-sign its CRL", std::time::Duration::from_secs(20));
+        let log = certd.wait_for_log(
+            "certd cannot re-sign its CRL",
+            std::time::Duration::from_secs(20),
+        );
         assert!(log.contains("ops"), "{log}");
         assert!(
-            !log.lines().any(|l| l.contains("cannot re-sign") && l.contains("plain")),
+            !log.lines()
+                .any(|l| l.contains("cannot re-sign") && l.contains("plain")),
             "{log}"
         );
         certd.stop_ok();
