@@ -76,6 +76,8 @@ pub enum Command {
     /// Track a file that expires like a certificate (an enrollment bundle: issued + 10
     /// days); it then appears in `list`.
     Track(crate::fleet_cmds::TrackArgs),
+    /// Stop tracking a file (by id prefix, path or name): no more reminders for it.
+    Untrack(crate::fleet_cmds::UntrackArgs),
     /// The inventory as Prometheus metrics (text exposition), on stdout or --out FILE.
     Metrics(crate::fleet_cmds::MetricsArgs),
     /// Policies: check a folder, explain which applies to a certificate, list conflicts.

@@ -73,6 +73,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         }
         Command::Report(a) => crate::fleet_cmds::report(&Session::existing(store_flag)?, a),
         Command::Track(a) => crate::fleet_cmds::track(&Session::open(store_flag)?, a),
+        Command::Untrack(a) => crate::fleet_cmds::untrack(&Session::existing(store_flag)?, a),
         Command::Metrics(a) => crate::fleet_cmds::metrics(&Session::existing(store_flag)?, a),
         Command::Policy(a) => crate::policy_cmds::policy(store_flag, config_file.as_deref(), a),
         Command::Remind(a) => crate::policy_cmds::remind(store_flag, config_file.as_deref(), a),

@@ -118,6 +118,14 @@ pub struct ReportArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct UntrackArgs {
+    /// The tracked file: its id prefix (≥ 8 hex characters), its path or its name.
+    pub id: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct TrackArgs {
     /// The file (enrollment bundle, agent package, gateway configuration backup).
     pub file: PathBuf,
@@ -516,6 +524,29 @@ pub fn metrics(session: &Session, a: MetricsArgs) -> Result<Exit> {
 }
 
 // ---- track and list ------------------------------------------------------------------------
+
+/// `certctl untrack ID`: no more reminders for that file; it leaves `list`.
+pub fn untrack(session: &Session, a: UntrackArgs) -> Result<Exit> {
+    let removed = match call(session, FleetRequest::Untrack { id: a.id })? {
+        FleetResponse::Artifacts { artifacts } => artifacts,
+        other => return Err(unexpected(&other)),
+    };
+    let t = now();
+    if a.json {
+        let v: Vec<serde_json::Value> = removed.iter().map(|x| artifacts::to_json(x, t)).collect();
+        print_json(&v)?;
+    } else {
+        for x in &removed {
+            println!(
+                "no longer tracking {} {} ({})",
+                x.kind,
+                certctl_daemon::view::Printable(&x.name),
+                certctl_daemon::view::Printable(&x.path)
+            );
+        }
+    }
+    Ok(Exit::Success)
+}
 
 pub fn track(session: &Session, a: TrackArgs) -> Result<Exit> {
     let path = absolute(&a.file)?;

@@ -826,6 +826,8 @@ pub enum FleetRequest {
     Track {
         artifact: certctl_store::TrackedArtifact,
     },
+    /// `certctl untrack ID`: stop tracking the files `id` names (id prefix, path or name).
+    Untrack { id: String },
     /// The tracked artifacts `certctl list` shows.
     Artifacts { filter: crate::query::ListFilter },
     /// `certctl metrics`: Prometheus text exposition.
@@ -945,6 +947,9 @@ pub fn execute_with(
         }
         FleetRequest::Track { artifact } => crate::artifacts::track(store, &artifact)
             .map(|a| FleetResponse::Artifacts { artifacts: vec![a] })
+            .map_err(|e| fail(&e)),
+        FleetRequest::Untrack { id } => crate::artifacts::untrack(store, &id, now)
+            .map(|artifacts| FleetResponse::Artifacts { artifacts })
             .map_err(|e| fail(&e)),
         FleetRequest::Metrics { per_agent } => crate::reports::metrics_text(store, per_agent, now)
             .map(|text| FleetResponse::Metrics { text })

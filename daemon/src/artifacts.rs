@@ -71,6 +71,10 @@ pub enum ArtifactError {
     },
     #[error("the artifact path must be absolute, got {0}")]
     Relative(String),
+    #[error("no tracked file matches `{0}` (give its id prefix, its path or its name; see `certctl list`)")]
+    NotTracked(String),
+    #[error("`{0}` names several tracked files; give an id prefix:\n{1}")]
+    Several(String, String),
 }
 
 /// Parses `2026-11-25`, `2026-11-25T17:00:00Z` (any offset) or Unix seconds.
@@ -220,6 +224,39 @@ pub fn track(store: &Store, artifact: &TrackedArtifact) -> Result<TrackedArtifac
     }
     store.put_artifact(artifact)?;
     Ok(artifact.clone())
+}
+
+/// `certctl untrack ID`: stops tracking the artifact `id` names (no more reminders, gone
+/// from `list`); several matches are refused, listing them. Returns what was removed.
+pub fn untrack(
+    store: &Store,
+    id: &str,
+    now: UnixTime,
+) -> Result<Vec<TrackedArtifact>, ArtifactError> {
+    let found = find(store, id)?;
+    match found.len() {
+        0 => Err(ArtifactError::NotTracked(id.to_string())),
+        1 => {
+            let a = &found[0];
+            store.remove_artifact(&a.id)?;
+            store.record_audit(&certctl_store::AuditEvent {
+                at: now,
+                fingerprint: Some(a.id),
+                actor: crate::ca::actor(),
+                action: "untracked".into(),
+                detail: format!("{} ({}, {})", a.name, a.kind, a.path),
+            })?;
+            Ok(found)
+        }
+        _ => Err(ArtifactError::Several(
+            id.to_string(),
+            found
+                .iter()
+                .map(|a| format!("  {}  {}  {}", a.id.to_hex(), a.name, a.path))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )),
+    }
 }
 
 /// Whether `id` names the artifact: a prefix of its id (at least 8 hex characters, colons

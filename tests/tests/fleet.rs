@@ -777,6 +777,31 @@ mod endpoints {
 mod track {
     use super::*;
 
+    /// Issue 14: `untrack` for a file tracked by mistake (or retired): gone from `list`, so
+    /// no more reminders; an unknown or ambiguous one is an error.
+    #[test]
+    fn untrack_stops_tracking_a_file() {
+        let env = TestEnv::new();
+        let a = env.file("bundles/site-a.bundle");
+        files::text(&a, "token a\n");
+        let b = env.file("bundles/site-b.bundle");
+        files::text(&b, "token b\n");
+        for f in [&a, &b] {
+            env.certctl(&["track", s(f), "--kind", "enrollment-bundle"])
+                .success();
+        }
+        assert_eq!(env.list_json(&[]).len(), 2);
+        env.certctl(&["untrack", s(&a)])
+            .success()
+            .stdout_has("no longer tracking enrollment-bundle");
+        let left = env.list_json(&[]);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0]["sources"][0]["path"], s(&b), "{:#}", left[0]);
+        env.certctl(&["untrack", s(&a)])
+            .expect_code(4)
+            .stderr_has("no tracked file matches");
+    }
+
     #[test]
     fn enrollment_bundles_appear_in_list_with_their_own_expiry() {
         let env = TestEnv::new();
