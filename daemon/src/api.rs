@@ -626,10 +626,7 @@ fn crl_state(
     store: &Store,
     now: UnixTime,
 ) -> Result<(Vec<String>, Vec<query::CrlExpiry>), revoke::RevokeError> {
-    let stale = revoke::stale_cas(store)?
-        .into_iter()
-        .map(|(ca, _)| ca)
-        .collect();
+    let stale = revoke::stale_cas(store)?;
     let mut expiring = Vec::new();
     for ca in store.managed_cas()? {
         if let Some(next_update) = revoke::crl_next_update(&ca) {
@@ -649,7 +646,7 @@ fn crl_state(
 /// Status of a store opened directly (no daemon).
 pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::StoreError> {
     let smtp = store.smtp_state()?;
-    let failed = store.failed_files()?;
+    let (failed_files, failed_files_total) = query::failed_files(store)?;
     Ok(StatusReport {
         mode: "direct".into(),
         store: store.path().to_path_buf(),
@@ -663,15 +660,9 @@ pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::Store
         smtp_last_error: smtp.last_error,
         smtp_last_error_at: smtp.last_error_at,
         reminders_pending: store.delivery_states()?.iter().map(|d| d.pending).sum(),
-        stale_crls: revoke::stale_cas(store)
-            .map(|stale| stale.into_iter().map(|(ca, _)| ca).collect())
-            .unwrap_or_default(),
-        failed_files_total: failed.len() as u64,
-        failed_files: failed
-            .into_iter()
-            .take(query::FAILED_FILES_LISTED)
-            .map(|(path, cause)| format!("{path}: {cause}"))
-            .collect(),
+        stale_crls: revoke::stale_cas(store).unwrap_or_default(),
+        failed_files_total,
+        failed_files,
     })
 }
 

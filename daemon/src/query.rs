@@ -337,6 +337,19 @@ pub struct CheckReport {
 /// How many failed files a check report names.
 pub const FAILED_FILES_LISTED: usize = 10;
 
+/// The scanned files whose last read failed, as `check` and `status` show them: the first
+/// [`FAILED_FILES_LISTED`] as `PATH: CAUSE`, and how many there are.
+pub fn failed_files(store: &Store) -> Result<(Vec<String>, u64), StoreError> {
+    let failed = store.failed_files()?;
+    let total = failed.len() as u64;
+    let listed = failed
+        .into_iter()
+        .take(FAILED_FILES_LISTED)
+        .map(|(path, cause)| format!("{path}: {cause}"))
+        .collect();
+    Ok((listed, total))
+}
+
 /// A managed CA's CRL close to (or past) its nextUpdate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrlExpiry {
@@ -671,13 +684,7 @@ fn check_with(
     }
     // Files that failed: what they hold cannot be judged (role filters do not apply: a
     // file's role is unknown until it is read).
-    let failed = store.failed_files()?;
-    report.failed_files_total = failed.len() as u64;
-    report.failed_files = failed
-        .into_iter()
-        .take(FAILED_FILES_LISTED)
-        .map(|(path, cause)| format!("{path}: {cause}"))
-        .collect();
+    (report.failed_files, report.failed_files_total) = failed_files(store)?;
     let critical_finding = report.findings.iter().any(|f| f.critical);
     report.verdict =
         if !report.expired.is_empty() || !report.critical.is_empty() || critical_finding {

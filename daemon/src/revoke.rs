@@ -217,13 +217,12 @@ pub fn crl_upkeep(
     Ok(out)
 }
 
-/// Every managed CA whose published CRL is behind the store, with the files that are.
-pub fn stale_cas(store: &Store) -> Result<Vec<(String, Vec<CrlCheck>)>, RevokeError> {
+/// The names of the managed CAs whose published CRL is behind the store.
+pub fn stale_cas(store: &Store) -> Result<Vec<String>, RevokeError> {
     let mut out = Vec::new();
     for ca in store.managed_cas()? {
-        let stale = stale_crls(store, &ca)?;
-        if !stale.is_empty() {
-            out.push((ca.name, stale));
+        if !stale_crls(store, &ca)?.is_empty() {
+            out.push(ca.name);
         }
     }
     Ok(out)

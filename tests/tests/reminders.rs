@@ -519,20 +519,24 @@ fn only_a_deployed_and_served_renewal_silences_the_reminder() {
         names_of(&dry()).contains(&old.fingerprint),
         "reminded at first"
     );
+    // A probe of the gateway's address (its exit code depends on the findings).
+    let probe = |address: &str| {
+        env.cmd()
+            .args([
+                "probe",
+                address,
+                "--role",
+                "gateway",
+                "--sni",
+                "gw.contoso.example",
+            ])
+            .run()
+    };
 
     // 1. The forgery a proxy serves on the gateway's address: not a renewal.
     let forged = lookalike.leaf(spec().expires_in_days(300));
     let proxy = certctl_e2e::tls::TlsServer::serve(&forged, &[lookalike.intermediate()]);
-    env.cmd()
-        .args([
-            "probe",
-            &proxy.address(),
-            "--role",
-            "gateway",
-            "--sni",
-            "gw.contoso.example",
-        ])
-        .run();
+    probe(&proxy.address());
     proxy.stop();
     assert!(
         names_of(&dry()).contains(&old.fingerprint),
@@ -553,16 +557,7 @@ fn only_a_deployed_and_served_renewal_silences_the_reminder() {
     // 2. The renewal replaces the file, but the gateway still serves the old certificate.
     let server = certctl_e2e::tls::TlsServer::serve(&old, &[f.intermediate()]);
     let address = server.address();
-    env.cmd()
-        .args([
-            "probe",
-            &address,
-            "--role",
-            "gateway",
-            "--sni",
-            "gw.contoso.example",
-        ])
-        .run();
+    probe(&address);
     let new = f.leaf(spec().expires_in_days(365));
     files::pem(&tls, &[&new]);
     env.certctl(&["scan", s(&tls), "--role", "gateway"])
@@ -592,16 +587,7 @@ fn only_a_deployed_and_served_renewal_silences_the_reminder() {
 
     // 3. The gateway reloaded: it serves the renewal; the old one is silent.
     let server = certctl_e2e::tls::TlsServer::serve_on(&address, &new, &[f.intermediate()]);
-    env.cmd()
-        .args([
-            "probe",
-            &address,
-            "--role",
-            "gateway",
-            "--sni",
-            "gw.contoso.example",
-        ])
-        .run();
+    probe(&address);
     server.stop();
     assert!(
         !names_of(&dry()).contains(&old.fingerprint),
