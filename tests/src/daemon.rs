@@ -302,7 +302,8 @@ impl<'a> Certd<'a> {
         command
             .env("HOME", &home)
             .env("XDG_DATA_HOME", home.join(".local/share"))
-            .env("NO_COLOR", "1")
+            // Not NO_COLOR: certd must itself write plain text to a redirected stderr.
+            .env_remove("NO_COLOR")
             .env("CERTD_LOG", "info");
         let child = command
             .spawn()

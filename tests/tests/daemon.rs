@@ -1769,6 +1769,25 @@ mod logs {
     //! certd's log on stderr.
     use super::*;
 
+    /// A log redirected to a file (or journald) is plain text: no ANSI colour sequences,
+    /// which would land in the file as `ESC[32m` noise.
+    #[test]
+    fn a_redirected_log_has_no_colour_escapes() {
+        let env = TestEnv::new();
+        let config = CertdConfig::new(env.store())
+            .source(&env.mkdir("watched"), Some("agent"))
+            .write(&env.file("etc/certd.toml"));
+        let certd = Certd::start(&env, &config);
+        certd.wait_for_log("scan finished", WAIT);
+        let stopped = certd.stop_ok();
+        assert!(stopped.log.contains("certd started"), "{}", stopped.log);
+        assert!(
+            !stopped.log.contains('\x1b'),
+            "escape sequences in a redirected log:\n{:?}",
+            stopped.log
+        );
+    }
+
     #[test]
     fn log_format_json_writes_one_object_per_line() {
         let env = TestEnv::new();

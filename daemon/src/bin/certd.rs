@@ -132,11 +132,17 @@ fn run(config_path: PathBuf, log_format: LogFormat) -> ExitCode {
     }
 }
 
+/// Logs go to stderr: colours only on a terminal (a redirected log, or journald, gets plain
+/// text; `NO_COLOR` turns them off on a terminal too), or one JSON object per line.
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("CERTD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
