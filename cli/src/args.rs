@@ -12,7 +12,12 @@ use clap::{Args, Parser, Subcommand};
 /// Exit codes: 0 success · 1 check: warning · 2 check: critical · 3 scan: some files
 /// failed · 4 the command failed · 64 usage error.
 #[derive(Debug, Parser)]
-#[command(name = "certctl", version, max_term_width = 100)]
+#[command(
+    name = "certctl",
+    version,
+    max_term_width = 100,
+    about = "Certificate lifecycle manager for a fleet: gateways, IIS sites, site servers and agents"
+)]
 pub struct Cli {
     /// The store folder [default: $CERTCTL_STORE, else ~/.local/share/certctl/store].
     #[arg(long, global = true, value_name = "DIR")]
@@ -88,6 +93,10 @@ pub enum Command {
     Snooze(crate::policy_cmds::SnoozeArgs),
     /// List the snoozed certificates.
     Snoozed(crate::policy_cmds::SnoozedArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(crate::docs_cmds::CompletionsArgs),
+    /// Print certctl's manual page (roff; `man -l -` reads it), or write all pages.
+    Man(crate::docs_cmds::ManArgs),
 }
 
 #[derive(Debug, Args)]

@@ -79,6 +79,8 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Remind(a) => crate::policy_cmds::remind(store_flag, config_file.as_deref(), a),
         Command::Snooze(a) => crate::policy_cmds::snooze(&Session::existing(store_flag)?, a),
         Command::Snoozed(a) => crate::policy_cmds::snoozed(&Session::existing(store_flag)?, a),
+        Command::Completions(a) => crate::docs_cmds::completions(a),
+        Command::Man(a) => crate::docs_cmds::man(a),
     }
 }
 

@@ -9,6 +9,7 @@ mod args;
 mod ca_args;
 mod ca_cmds;
 mod commands;
+mod docs_cmds;
 mod fleet_cmds;
 mod policy_cmds;
 mod table;

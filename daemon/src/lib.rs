@@ -21,6 +21,7 @@
 //! - [`agents`], [`reports`] and [`artifacts`]: agent registrations, the pending queue,
 //!   approve/block and the deny list; fleet reports, clock skew, drift and metrics; tracked
 //!   artifacts (enrollment bundles) shown by `list`.
+//! - [`manpages`]: the manual pages, rendered from the clap definitions.
 //!
 //! The `certd` binary (src/bin/certd.rs) runs [`server::run`]; the `certctl` CLI sends
 //! [`api::Request`]s to certd when it runs, and executes them itself when not.
@@ -39,6 +40,7 @@ pub mod duration;
 pub mod fleet;
 pub mod formats;
 pub mod inventory;
+pub mod manpages;
 pub mod metrics_http;
 pub mod pkcs12_guard;
 pub mod policy;

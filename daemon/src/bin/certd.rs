@@ -17,7 +17,11 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// certd — watches certificate files and TLS endpoints, keeps the certctl store up to date
 /// and serves certctl over a local control socket.
 #[derive(Debug, Parser)]
-#[command(name = "certd", version)]
+#[command(
+    name = "certd",
+    version,
+    about = "Watches certificate files and TLS endpoints, keeps the certctl store up to date and serves certctl over a local control socket"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,6 +41,14 @@ enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print certd's manual page (roff; `man -l -` reads it), or with --out write certd.1,
+    /// one page per subcommand and certd.toml.5 into a folder (scripts/install puts them
+    /// under $PREFIX/share/man).
+    Man {
+        /// Folder to write the pages into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +83,34 @@ fn main() -> ExitCode {
         }
         Command::Config(ConfigCommand::Check { file }) => config_check(&file),
         Command::Run { config, log_format } => run(config, log_format),
+        Command::Man { out } => man(out.as_deref()),
+    }
+}
+
+/// `certd man [--out DIR]`.
+fn man(out: Option<&Path>) -> ExitCode {
+    use certctl_daemon::manpages;
+    use clap::CommandFactory;
+    let mut pages = manpages::section_1(Cli::command());
+    pages.push(manpages::certd_toml());
+    match out {
+        None => {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&pages[0].roff);
+            ExitCode::SUCCESS
+        }
+        Some(dir) => match manpages::write_all(dir, &pages) {
+            Ok(paths) => {
+                for p in paths {
+                    println!("{}", p.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("certd: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 
