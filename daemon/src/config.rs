@@ -544,15 +544,114 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
 }
 
 fn parse_raw(text: &str, origin: &Path) -> Result<RawConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| {
+    match deserialize_all(text, origin) {
+        (Some(raw), shape) if shape.is_empty() => Ok(raw),
+        (raw, mut shape) => {
+            // Report the values of what could be read too, so one run shows every problem.
+            if let Some(raw) = raw {
+                if let Err(ConfigError::Invalid(more)) = check(raw, text, origin) {
+                    shape.extend(more);
+                }
+            }
+            if shape.len() == 1 {
+                Err(ConfigError::Syntax(shape.remove(0)))
+            } else {
+                shape.sort_by_key(|d| (d.line, d.column));
+                Err(ConfigError::Invalid(shape))
+            }
+        }
+    }
+}
+
+/// At most this many shape errors of one file are reported.
+const MAX_SHAPE_ERRORS: usize = 50;
+
+/// Deserializes `text`, reporting every shape error rather than the first: after an error
+/// whose place is clear (an unknown or mistyped `key = value` on one line, or a table
+/// whose header is wrong or which lacks a key), that entry or table is blanked out and the
+/// rest parsed again. Returns what the rest gave (`None` when it could not be read) and
+/// the errors, each at its place in the original text. A TOML syntax error stops there:
+/// what follows it cannot be trusted.
+pub(crate) fn deserialize_all<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &Path,
+) -> (Option<T>, Vec<Diagnostic>) {
+    let mut working = text.to_string();
+    let mut problems: Vec<Diagnostic> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    while problems.len() < MAX_SHAPE_ERRORS {
+        let e = match toml::from_str::<T>(&working) {
+            Ok(value) => {
+                problems.sort_by_key(|d| (d.line, d.column));
+                return (Some(value), problems);
+            }
+            Err(e) => e,
+        };
         let offset = e.span().map_or(0, |s| s.start);
-        ConfigError::Syntax(diagnostic(
+        problems.push(diagnostic(
             text,
             origin,
             offset,
             e.message().trim().to_string(),
-        ))
-    })
+        ));
+        let is_syntax = toml::from_str::<toml::Table>(&working).is_err();
+        if is_syntax
+            || e.span().is_none()
+            || !seen.insert(offset)
+            || !blank_entry(&mut working, offset)
+        {
+            break;
+        }
+    }
+    problems.sort_by_key(|d| (d.line, d.column));
+    (None, problems)
+}
+
+/// Replaces with spaces the entry of `text` at byte `offset`: a whole table (its header
+/// line up to the next header) when the offset is on a header line, else the one
+/// `key = value` line if its value is complete on that line. False when neither applies.
+fn blank_entry(text: &mut String, offset: usize) -> bool {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = &text[line_start..line_end];
+    let trimmed = line.trim_start();
+    let end = if trimmed.starts_with('[') {
+        // The table: up to the next header line.
+        let mut end = text.len();
+        let mut pos = line_end;
+        while pos < text.len() {
+            let next_end = text[pos + 1..]
+                .find('\n')
+                .map_or(text.len(), |i| pos + 1 + i);
+            if text[pos + 1..next_end].trim_start().starts_with('[') {
+                end = pos + 1;
+                break;
+            }
+            pos = next_end;
+        }
+        end
+    } else {
+        let balanced = line.matches('[').count() == line.matches(']').count()
+            && line.matches('{').count() == line.matches('}').count()
+            && !line.contains("\"\"\"")
+            && !line.contains("'''")
+            && line.contains('=');
+        if !balanced {
+            return false;
+        }
+        line_end
+    };
+    // As many bytes as were there, so the offsets of what follows stay valid.
+    let blank: String = text[line_start..end]
+        .chars()
+        .map(|c| match c {
+            '\n' => "\n".to_string(),
+            c => " ".repeat(c.len_utf8()),
+        })
+        .collect();
+    text.replace_range(line_start..end, &blank);
+    true
 }
 
 fn check(raw: RawConfig, text: &str, origin: &Path) -> Result<Config, ConfigError> {
@@ -1313,6 +1412,40 @@ mod tests {
         let prefix = format!("/etc/certd/certd.toml:{position}: ");
         assert!(all[0].starts_with(&prefix), "want {prefix}: {}", all[0]);
         assert!(all[0].contains(what), "want {what}: {}", all[0]);
+    }
+
+    #[test]
+    fn every_shape_error_is_reported_at_its_place_in_the_original_text() {
+        // A non-ASCII comment before the errors: blanking keeps byte offsets, so the later
+        // positions stay right.
+        let text = "store = \"/s\" # «magasin»\n[scan]\nwatchh = true\n[probe]\nmystery = 1\n";
+        let all = errors(text);
+        assert_eq!(all.len(), 2, "{all:#?}");
+        assert!(
+            all[0].starts_with("/etc/certd/certd.toml:3:1: "),
+            "{all:#?}"
+        );
+        assert!(
+            all[1].starts_with("/etc/certd/certd.toml:5:1: "),
+            "{all:#?}"
+        );
+    }
+
+    #[test]
+    fn a_value_spread_over_lines_stops_the_search_rather_than_invent_errors() {
+        // `allow` is known; `alow` is not, and its array spans two lines: blanking only its
+        // first line would leave `"b"]` behind as a made-up syntax error.
+        let text = "store = \"/s\"\n[crl]\nalow = [\"a\",\n\"b\"]\ntimeout = \"x\"\n";
+        let all = errors(text);
+        assert_eq!(all.len(), 1, "{all:#?}");
+        assert!(all[0].contains("alow"), "{all:#?}");
+    }
+
+    #[test]
+    fn a_syntax_error_is_reported_alone() {
+        let all = errors("store = \"/s\"\n[scan\nwatch = 1\n");
+        assert_eq!(all.len(), 1, "{all:#?}");
+        assert!(all[0].starts_with("/etc/certd/certd.toml:2:"), "{all:#?}");
     }
 
     #[test]

@@ -678,18 +678,12 @@ pub fn parse_files(files: &[(PathBuf, String)]) -> Result<PolicySet, PolicyError
     let mut policies: Vec<(usize, usize, Policy)> = Vec::new();
     let mut names: HashMap<String, (PathBuf, usize)> = HashMap::new();
     for (file_index, (path, text)) in files.iter().enumerate() {
-        let raw: RawFile = match toml::from_str(text) {
-            Ok(raw) => raw,
-            Err(e) => {
-                let offset = e.span().map_or(0, |s| s.start);
-                problems.push(diagnostic(
-                    text,
-                    path,
-                    offset,
-                    e.message().trim().to_string(),
-                ));
-                continue;
-            }
+        // Every shape error of the file (a broken policy is left out and the others are
+        // still checked), not only the first.
+        let (raw, shape) = crate::config::deserialize_all::<RawFile>(text, path);
+        problems.extend(shape);
+        let Some(raw) = raw else {
+            continue;
         };
         let mut checker = Checker {
             text,
@@ -1066,10 +1060,17 @@ mod tests {
             all[2]
         );
 
+        // Every shape error of the file, in file order: the misspelt key, and the policy
+        // that (for want of `roles` spelt right) also lacks `remind`.
         let e = set(&[("/p/y.toml", "[[policy]]\nname = \"b\"\nrols = []\n")]).unwrap_err();
+        let all: Vec<String> = e.diagnostics().iter().map(|d| d.to_string()).collect();
+        assert_eq!(all.len(), 2, "{all:#?}");
         assert!(
-            e.to_string()
-                .starts_with("/p/y.toml:3:1: unknown field `rols`"),
+            all[0].starts_with("/p/y.toml:1:1: missing field `remind`"),
+            "{e}"
+        );
+        assert!(
+            all[1].starts_with("/p/y.toml:3:1: unknown field `rols`"),
             "{e}"
         );
     }

@@ -1339,6 +1339,69 @@ mod config {
             .stdout_has("1 sources, 1 endpoints");
     }
 
+    /// Issue 18: one run of `certd config check` names every problem of the file — unknown
+    /// keys and tables, a table missing a key, and wrong values — not only the first, so an
+    /// admin fixes a file in one pass. `certctl policy check` does the same for policies.
+    #[test]
+    fn config_and_policy_checks_report_every_error_of_a_file() {
+        let env = TestEnv::new();
+        let bad = env.file("etc/bad.toml");
+        files::text(
+            &bad,
+            "store = \"relative/store\"\n\
+             [scan]\n\
+             schedule = \"not a cron\"\n\
+             sched = 5\n\
+             [[source]]\n\
+             path = \"/srv/certs\"\n\
+             role = \"wizard\"\n\
+             pfx = 1\n\
+             [mystery]\n\
+             x = 1\n\
+             [smtp]\n\
+             port = 25\n\
+             [metrics]\n\
+             listen = \"0.0.0.0:9\"\n",
+        );
+        let r = certd(&env, &["config", "check", s(&bad)]);
+        assert_diagnostic(&r, &bad, "1:9", "absolute");
+        assert_diagnostic(&r, &bad, "3:12", "scan.schedule");
+        assert_diagnostic(&r, &bad, "4:1", "unknown field `sched`");
+        assert_diagnostic(&r, &bad, "7:8", "wizard");
+        assert_diagnostic(&r, &bad, "8:1", "unknown field `pfx`");
+        assert_diagnostic(&r, &bad, "9:2", "unknown field `mystery`");
+        assert_diagnostic(&r, &bad, "11:1", "missing field `host`");
+        assert_diagnostic(&r, &bad, "14:10", "loopback");
+        // In file order, one per line.
+        let lines: Vec<usize> = r
+            .stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{}:", bad.display())))
+            .map(|l| l.split(':').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(lines, [1, 3, 4, 7, 8, 9, 11, 14], "{r}");
+
+        let policies = env.mkdir("policies");
+        files::text(
+            &policies.join("fleet.toml"),
+            "[[policy]]\nname = \"no-recipients\"\nroles = [\"gateway\"]\nwarn = \"30d\"\n\
+             critical = \"7d\"\n\
+             [[policy]]\nname = \"typo\"\nroles = [\"iis\"]\nwarn = \"30d\"\n\
+             critical = \"7d\"\nremind = [\"ops@example.com\"]\nrecipients = []\nwran = \"1d\"\n\
+             [[policy]]\nname = \"bad-value\"\nroles = [\"agent\"]\nwarn = \"30 parsecs\"\n\
+             critical = \"7d\"\nremind = [\"ops@example.com\"]\nrecipients = []\n",
+        );
+        let r = env
+            .cmd()
+            .no_store()
+            .args(["policy", "check", s(&policies)])
+            .run();
+        let file = policies.join("fleet.toml");
+        assert_diagnostic(&r, &file, "1:1", "missing field");
+        assert_diagnostic(&r, &file, "13:1", "unknown field `wran`");
+        assert_diagnostic(&r, &file, "17:8", "parsecs");
+    }
+
     /// Issue 13: a duration such as `9223372036854775807s` passed `config check` and made
     /// certd panic when it added it to a clock. It is refused at its line and column.
     #[test]
