@@ -11,22 +11,38 @@ use clap::{Args, Parser, Subcommand};
 ///
 /// Exit codes: 0 success · 1 check: warning · 2 check: critical · 3 scan: some files
 /// failed · 4 the command failed · 64 usage error.
+/// What the global options do, said once in `certctl --help` (subcommands show one line
+/// each).
+const GLOBAL_OPTIONS_HELP: &str = "--store DIR and --config FILE go before or after the \
+subcommand. --config names certd's configuration file: its `store` (unless --store is given), \
+`[smtp]` and `[reminders]` (the policies folder) are used, and with certd stopped its \
+`[agents] deny_list` (agents approve|block|deny-list). It is never looked up by default.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "certctl",
     version,
     max_term_width = 100,
+    after_help = GLOBAL_OPTIONS_HELP,
     about = "Certificate lifecycle manager for a fleet: gateways, IIS sites, site servers and agents"
 )]
 pub struct Cli {
     /// The store folder [default: $CERTCTL_STORE, else ~/.local/share/certctl/store].
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        help_heading = "Global options"
+    )]
     pub store: Option<PathBuf>,
 
-    /// certd's configuration file: its `store` (unless --store is given), `[smtp]` and
-    /// `[reminders]` (the policies folder) are used, and with certd stopped its
-    /// `[agents] deny_list` (agents approve|block|deny-list). Never looked up by default.
-    #[arg(long, global = true, value_name = "FILE")]
+    /// certd's configuration file (see `certctl --help`) [default: none].
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        help_heading = "Global options"
+    )]
     pub config: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -120,6 +136,7 @@ pub struct ScanArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// Only certificates of this role (gateway, iis, site-server, agent, ca, other).
     #[arg(long, value_parser = parse_role)]
     pub role: Option<Role>,
     /// Not yet expired, but expiring within DUR (30d, 12h, 2w).
@@ -169,6 +186,7 @@ pub struct ShowArgs {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
+    /// The file to read (PEM, DER or PKCS#12/PFX).
     pub file: PathBuf,
     /// File holding the PKCS#12/PFX password [else $CERTCTL_PFX_PASSWORD].
     #[arg(long, value_name = "FILE")]
@@ -271,4 +289,36 @@ pub enum StoreCommand {
     /// or file state leads nowhere, no file location is claimed twice. Exit 0 when
     /// consistent, 4 when not. Reads everything (minutes on millions of certificates).
     Verify(OutputArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every option of every subcommand says what it does in `--help` (and so in the man
+    /// pages): an option listed with an empty description is a question the user cannot
+    /// answer without the source.
+    #[test]
+    fn every_option_of_every_command_has_help() {
+        fn walk(command: &clap::Command, path: String, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut command = Cli::command();
+        command.build();
+        let mut missing = Vec::new();
+        walk(&command, "certctl".to_string(), &mut missing);
+        assert!(missing.is_empty(), "options without help: {missing:#?}");
+    }
 }

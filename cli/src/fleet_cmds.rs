@@ -44,21 +44,25 @@ pub enum AgentsCommand {
     /// agent name, resource GUID, optional spki_sha256 / fingerprint). Replaces the stored
     /// registrations unless --merge.
     ImportRegistrations {
+        /// The registrations export (CSV with a header, or a JSON array).
         file: PathBuf,
         /// Add to the stored registrations instead of replacing them.
         #[arg(long)]
         merge: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Agents with a certificate in the inventory that no registration covers, awaiting a
     /// decision.
     Pending {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// The decisions taken: approved and blocked agents, when and by whom.
     Decisions {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -74,6 +78,7 @@ pub enum AgentsCommand {
         /// remembered in the store].
         #[arg(long, value_name = "FILE")]
         deny_list: Option<PathBuf>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -93,6 +98,7 @@ pub struct DecideArgs {
     /// with certd stopped the one of --config FILE), else the remembered one].
     #[arg(long, value_name = "FILE")]
     pub deny_list: Option<PathBuf>,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -121,6 +127,7 @@ pub struct ReportArgs {
 pub struct UntrackArgs {
     /// The tracked file: its id prefix (≥ 8 hex characters), its path or its name.
     pub id: String,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -141,6 +148,7 @@ pub struct TrackArgs {
     /// written in the file wins.
     #[arg(long, value_name = "DUR")]
     pub lifetime: Option<Duration>,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
