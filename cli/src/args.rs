@@ -120,7 +120,7 @@ pub struct ScanArgs {
     /// Files and folders to scan (folders recursively).
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-    /// Role of the leaf certificates found (CA certificates always get `ca`).
+    /// Role of the leaf certificates found [default: other; CA certificates get `ca`].
     #[arg(long, value_parser = parse_role)]
     pub role: Option<Role>,
     /// File holding the PKCS#12/PFX password [else $CERTCTL_PFX_PASSWORD].
@@ -238,7 +238,7 @@ pub struct ProbeArgs {
     /// SNI name to send (default: the host).
     #[arg(long, value_name = "NAME")]
     pub sni: Option<String>,
-    /// Role of the served leaf certificate.
+    /// Role of the served leaf certificate [default: other; a CA certificate gets `ca`].
     #[arg(long, value_parser = parse_role)]
     pub role: Option<Role>,
     /// Text the leaf's issuer must contain; another issuer suggests a TLS-inspecting proxy.
