@@ -115,6 +115,10 @@ pub struct ReportArgs {
     /// Print CSV (header = column names).
     #[arg(long)]
     pub csv: bool,
+    /// Write a standalone HTML page to FILE (mode 0600) instead: the dashboard's expiry
+    /// timeline and needs-attention tables, then this report, to attach to a ticket.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["json", "csv"])]
+    pub html: Option<PathBuf>,
     /// clock-skew: how far in the future a notBefore may lie.
     #[arg(long, value_name = "DUR", default_value = "5m")]
     pub tolerance: Duration,
@@ -450,6 +454,23 @@ pub fn report(session: &Session, a: ReportArgs) -> Result<Exit> {
         tolerance: a.tolerance,
         ephemeral_lifetime: a.ephemeral_lifetime,
     };
+    if let Some(path) = a.html {
+        let html = match call(
+            session,
+            FleetRequest::ReportHtml {
+                name: a.name,
+                options,
+            },
+        )? {
+            FleetResponse::Html { html } => html,
+            other => return Err(unexpected(&other)),
+        };
+        atomic_file::Options::new(FileMode::Private)
+            .write(&path, html.as_bytes())
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+        println!("{}", path.display());
+        return Ok(Exit::Success);
+    }
     let report = match call(
         session,
         FleetRequest::Report {

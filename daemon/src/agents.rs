@@ -832,6 +832,12 @@ pub enum FleetRequest {
     Artifacts { filter: crate::query::ListFilter },
     /// `certctl metrics`: Prometheus text exposition.
     Metrics { per_agent: bool },
+    /// `certctl report NAME --html FILE`: the dashboard's overview and the report, as one
+    /// standalone HTML page.
+    ReportHtml {
+        name: String,
+        options: crate::reports::ReportOptions,
+    },
 }
 
 impl FleetRequest {
@@ -844,6 +850,7 @@ impl FleetRequest {
             FleetRequest::Pending
                 | FleetRequest::Decisions
                 | FleetRequest::Report { .. }
+                | FleetRequest::ReportHtml { .. }
                 | FleetRequest::Artifacts { .. }
                 | FleetRequest::Metrics { .. }
         )
@@ -874,6 +881,9 @@ pub enum FleetResponse {
     },
     Metrics {
         text: String,
+    },
+    Html {
+        html: String,
     },
 }
 
@@ -944,6 +954,20 @@ pub fn execute_with(
                 }
                 Err(e) => Err(fail(&e)),
             }
+        }
+        FleetRequest::ReportHtml { name, options } => {
+            let report = match crate::reports::run(store, &name, &options, now) {
+                Ok(report) => report,
+                Err(e @ crate::reports::ReportError::Unknown(_)) => {
+                    return Err((ErrorKind::Invalid, e.to_string()))
+                }
+                Err(e) => return Err(fail(&e)),
+            };
+            crate::dashboard::overview(store, now)
+                .map(|o| FleetResponse::Html {
+                    html: crate::dashboard::render_standalone(&o, &report),
+                })
+                .map_err(|e| fail(&e))
         }
         FleetRequest::Track { artifact } => crate::artifacts::track(store, &artifact)
             .map(|a| FleetResponse::Artifacts { artifacts: vec![a] })

@@ -36,6 +36,7 @@ pub mod config;
 pub mod control;
 pub mod crash_point;
 pub mod crlfetch;
+pub mod dashboard;
 pub mod duration;
 pub mod fleet;
 pub mod formats;

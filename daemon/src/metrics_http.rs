@@ -1,11 +1,14 @@
-//! certd's Prometheus endpoint (`[metrics] listen`): a deliberately tiny HTTP/1.1
-//! responder on tokio, with one route.
+//! certd's Prometheus endpoint and dashboard (`[metrics] listen`): a deliberately tiny
+//! HTTP/1.1 responder on tokio, with three routes ([`Page`]).
 //!
 //! - `GET /metrics` (also `HEAD`): the exposition `certctl metrics` prints —
 //!   [`crate::reports::metrics_text`] (which ends with [`smtp_counter_series`], the SMTP
 //!   delivery counters) — followed by [`status_series`] (certd's jobs and the SMTP state).
 //!   Agents are aggregated unless `[metrics] per_agent = true`.
-//! - any other path: 404; another method on `/metrics`: 405; a malformed request (an
+//! - `GET /`: the read-only dashboard ([`crate::dashboard`]); `GET /certificate/FP`: one
+//!   certificate's page (404 when no certificate has that SHA-256 fingerprint). HTML with a
+//!   Content-Security-Policy that allows no script and nothing from elsewhere.
+//! - any other path: 404; another method than GET/HEAD: 405; a malformed request (an
 //!   HTTP/1.1 request without `Host`, two `Host` headers): 400.
 //! - a request for another host: 421 Misdirected Request. [`AllowedHosts`] answers only
 //!   the listen address itself (`127.0.0.1:9477`), `localhost:PORT` when listening on
@@ -46,8 +49,37 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// Answers rendered at the same time (rendering reads the whole inventory).
 pub const MAX_RENDERS: usize = 2;
 
-/// The content type of the text exposition format 0.0.4.
-const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The header of the metrics exposition.
+const METRICS_HEADERS: &str = "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n";
+
+/// The headers of an HTML page: no script, no frame, nothing loaded from elsewhere (the
+/// pages inline their style and SVG), no content sniffing.
+const HTML_HEADERS: &str = "Content-Type: text/html; charset=utf-8\r\n\
+Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; img-src data:; \
+frame-ancestors 'none'; form-action 'none'; base-uri 'none'\r\n\
+X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n";
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Page {
+    /// `/metrics`.
+    Metrics,
+    /// `/`: the dashboard's overview.
+    Dashboard,
+    /// `/certificate/FP`: FP as requested (the renderer checks it).
+    Certificate(String),
+}
+
+/// A rendered answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rendered {
+    /// The metrics exposition.
+    Metrics(String),
+    /// An HTML page.
+    Html(String),
+    /// Nothing there (an unknown certificate): 404.
+    NotFound,
+}
 
 /// The series a `certctl status` report adds to the inventory's: when each certd job last
 /// ran and whether it succeeded (only with a daemon), and the SMTP state. `certctl metrics`
@@ -207,13 +239,13 @@ fn split_host_port(host: &str) -> Option<(&str, Option<u16>)> {
     Some((name, port))
 }
 
-/// Serves `/metrics` on `listener` until the task is aborted, to requests for `hosts`.
+/// Serves the [`Page`]s on `listener` until the task is aborted, to requests for `hosts`.
 /// `render` makes the body (it runs on a blocking thread); an `Err` becomes a 500 with the
 /// message logged.
 pub async fn serve<R, F>(listener: TcpListener, hosts: AllowedHosts, render: R)
 where
-    R: Fn() -> F + Send + Sync + 'static,
-    F: Future<Output = Result<String, String>> + Send + 'static,
+    R: Fn(Page) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<Rendered, String>> + Send + 'static,
 {
     let render = Arc::new(render);
     let hosts = Arc::new(hosts);
@@ -323,7 +355,8 @@ impl Slots {
 /// What the request asked for.
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
-    Metrics {
+    Page {
+        page: Page,
         head: bool,
     },
     NotFound,
@@ -344,8 +377,8 @@ async fn connection<R, F>(
     render: &R,
 ) -> std::io::Result<()>
 where
-    R: Fn() -> F,
-    F: Future<Output = Result<String, String>>,
+    R: Fn(Page) -> F,
+    F: Future<Output = Result<Rendered, String>>,
 {
     let head = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await;
     reading.store(false, Ordering::Relaxed);
@@ -360,21 +393,30 @@ where
             ))
         }
     };
+    let mut headers = "Content-Type: text/plain; charset=utf-8\r\n";
     let (status, body, head_only) = match route {
-        Route::Metrics { head } => match render_one(renders, render).await {
-            Ok(text) => ("200 OK", text, head),
+        Route::Page { page, head } => match render_one(renders, render, page).await {
+            Ok(Rendered::Metrics(text)) => {
+                headers = METRICS_HEADERS;
+                ("200 OK", text, head)
+            }
+            Ok(Rendered::Html(html)) => {
+                headers = HTML_HEADERS;
+                ("200 OK", html, head)
+            }
+            Ok(Rendered::NotFound) => ("404 Not Found", "no such certificate\n".into(), head),
             Err(e) => {
-                tracing::error!(error = %e, "cannot render metrics");
+                tracing::error!(error = %e, "cannot render the page");
                 (
                     "500 Internal Server Error",
-                    "cannot render the metrics; see certd's log\n".to_string(),
+                    "cannot render the page; see certd's log\n".to_string(),
                     head,
                 )
             }
         },
         Route::NotFound => (
             "404 Not Found",
-            "not found: certd serves GET /metrics only\n".into(),
+            "not found: certd serves GET /metrics, / and /certificate/FINGERPRINT\n".into(),
             false,
         ),
         Route::MethodNotAllowed => ("405 Method Not Allowed", "use GET\n".into(), false),
@@ -398,12 +440,7 @@ where
         ""
     };
     let mut response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
-        if status.starts_with("200") {
-            CONTENT_TYPE
-        } else {
-            "text/plain; charset=utf-8"
-        },
+        "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\n{allow}Connection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -424,16 +461,16 @@ where
 }
 
 /// Renders an answer once one of the [`MAX_RENDERS`] turns is free.
-async fn render_one<R, F>(renders: &Semaphore, render: &R) -> Result<String, String>
+async fn render_one<R, F>(renders: &Semaphore, render: &R, page: Page) -> Result<Rendered, String>
 where
-    R: Fn() -> F,
-    F: Future<Output = Result<String, String>>,
+    R: Fn(Page) -> F,
+    F: Future<Output = Result<Rendered, String>>,
 {
     let _turn = renders
         .acquire()
         .await
         .map_err(|_| "the metrics server is stopping".to_string())?;
-    render().await
+    render(page).await
 }
 
 /// The request line and headers, up to the blank line; `None` when they exceed
@@ -505,12 +542,17 @@ fn route(head: &[u8], hosts: &AllowedHosts) -> Route {
         Some(_) => {}
     }
     let path = target.split_once('?').map_or(target, |(p, _)| p);
-    if path != "/metrics" {
-        return Route::NotFound;
-    }
+    let page = match path {
+        "/metrics" => Page::Metrics,
+        "/" => Page::Dashboard,
+        _ => match path.strip_prefix("/certificate/") {
+            Some(fp) if !fp.is_empty() && !fp.contains('/') => Page::Certificate(fp.to_string()),
+            _ => return Route::NotFound,
+        },
+    };
     match method {
-        "GET" => Route::Metrics { head: false },
-        "HEAD" => Route::Metrics { head: true },
+        "GET" => Route::Page { page, head: false },
+        "HEAD" => Route::Page { page, head: true },
         _ => Route::MethodNotAllowed,
     }
 }
@@ -528,20 +570,48 @@ mod tests {
         let route = |head: &[u8]| route(head, &local());
         assert_eq!(
             route(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9477\r\n\r\n"),
-            Route::Metrics { head: false }
+            Route::Page {
+                page: Page::Metrics,
+                head: false
+            }
         );
         assert_eq!(
             route(b"GET /metrics?name[]=x HTTP/1.0\r\n\r\n"),
-            Route::Metrics { head: false }
+            Route::Page {
+                page: Page::Metrics,
+                head: false
+            }
         );
         assert_eq!(
             route(b"HEAD /metrics HTTP/1.1\r\nhost: localhost:9477\r\n\r\n"),
-            Route::Metrics { head: true }
+            Route::Page {
+                page: Page::Metrics,
+                head: true
+            }
         );
         assert_eq!(
             route(b"GET / HTTP/1.1\r\nHost: 127.0.0.1:9477\r\n\r\n"),
+            Route::Page {
+                page: Page::Dashboard,
+                head: false
+            }
+        );
+        assert_eq!(
+            route(b"GET /certificate/ab12 HTTP/1.0\r\n\r\n"),
+            Route::Page {
+                page: Page::Certificate("ab12".into()),
+                head: false
+            }
+        );
+        assert_eq!(
+            route(b"GET /certificate/ HTTP/1.0\r\n\r\n"),
             Route::NotFound
         );
+        assert_eq!(
+            route(b"GET /certificate/a/b HTTP/1.0\r\n\r\n"),
+            Route::NotFound
+        );
+        assert_eq!(route(b"GET /index.html HTTP/1.0\r\n\r\n"), Route::NotFound);
         assert_eq!(route(b"GET /metrics/x HTTP/1.0\r\n\r\n"), Route::NotFound);
         assert_eq!(
             route(b"POST /metrics HTTP/1.0\r\n\r\n"),
@@ -680,8 +750,12 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let hosts = AllowedHosts::new(addr, &[]);
-        let server = tokio::spawn(serve(listener, hosts, || async {
-            Ok::<_, String>("m 1\n".to_string())
+        let server = tokio::spawn(serve(listener, hosts, |page| async move {
+            Ok::<_, String>(match page {
+                Page::Metrics => Rendered::Metrics("m 1\n".to_string()),
+                Page::Dashboard => Rendered::Html("<p>hi</p>".to_string()),
+                Page::Certificate(_) => Rendered::NotFound,
+            })
         }));
         let ask = |request: &'static str| async move {
             let request = request.replace("HOST", &addr.to_string());
@@ -697,6 +771,19 @@ mod tests {
         assert!(ok.ends_with("\r\n\r\nm 1\n"), "{ok}");
         let missing = ask("GET /other HTTP/1.1\r\nHost: HOST\r\n\r\n").await;
         assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
+        let page = ask("GET / HTTP/1.1\r\nHost: HOST\r\n\r\n").await;
+        assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+        assert!(
+            page.contains("Content-Type: text/html; charset=utf-8\r\n"),
+            "{page}"
+        );
+        assert!(
+            page.contains("Content-Security-Policy: default-src 'none'"),
+            "{page}"
+        );
+        assert!(page.ends_with("\r\n\r\n<p>hi</p>"), "{page}");
+        let unknown = ask("GET /certificate/00 HTTP/1.1\r\nHost: HOST\r\n\r\n").await;
+        assert!(unknown.starts_with("HTTP/1.1 404 "), "{unknown}");
         let rebound = ask("GET /metrics HTTP/1.1\r\nHost: evil.example\r\n\r\n").await;
         assert!(rebound.starts_with("HTTP/1.1 421 "), "{rebound}");
         assert!(!rebound.contains("m 1"), "{rebound}");

@@ -377,21 +377,43 @@ async fn start_metrics(
     let task = tokio::spawn(crate::metrics_http::serve(
         listener,
         serve_hosts,
-        move || {
+        move |page| {
             let shared = shared.clone();
             async move {
-                tokio::task::spawn_blocking(move || render_metrics(&shared))
+                tokio::task::spawn_blocking(move || render_page(&shared, page))
                     .await
                     .map_err(|e| e.to_string())?
             }
         },
     ));
-    tracing::info!(%address, "serving metrics on http://{address}/metrics");
+    tracing::info!(%address, "serving metrics on http://{address}/metrics and the dashboard on http://{address}/");
     Ok(Some(MetricsServer {
         address,
         hosts,
         task,
     }))
+}
+
+/// A page of the metrics listener: `/metrics`, or the dashboard's.
+fn render_page(
+    shared: &Shared,
+    page: crate::metrics_http::Page,
+) -> Result<crate::metrics_http::Rendered, String> {
+    use crate::metrics_http::{Page, Rendered};
+    match page {
+        Page::Metrics => render_metrics(shared).map(Rendered::Metrics),
+        Page::Dashboard => crate::dashboard::overview(&shared.store, now())
+            .map(|o| {
+                Rendered::Html(crate::dashboard::render_overview(
+                    &o,
+                    crate::dashboard::Links::Served,
+                ))
+            })
+            .map_err(|e| e.to_string()),
+        Page::Certificate(fp) => crate::dashboard::render_certificate(&shared.store, &fp, now())
+            .map(|page| page.map_or(Rendered::NotFound, Rendered::Html))
+            .map_err(|e| e.to_string()),
+    }
 }
 
 /// The body of `/metrics`: what `certctl metrics` prints through certd.

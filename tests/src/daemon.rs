@@ -586,6 +586,16 @@ impl HttpAnswer {
 /// `METHOD PATH HTTP/1.1` to `address` with std's TcpStream: connect, read and write are
 /// bounded by [`HTTP_TIMEOUT`], the answer by 64 MiB. `Err` when the connection fails.
 pub fn http_request(address: &str, method: &str, path: &str) -> std::io::Result<HttpAnswer> {
+    http_request_with_host(address, method, path, address)
+}
+
+/// [`http_request`] with another `Host` header (a DNS-rebinding page's name).
+pub fn http_request_with_host(
+    address: &str,
+    method: &str,
+    path: &str,
+    host: &str,
+) -> std::io::Result<HttpAnswer> {
     use std::io::{Read, Write};
     use std::net::{TcpStream, ToSocketAddrs};
     let addr = address
@@ -597,7 +607,7 @@ pub fn http_request(address: &str, method: &str, path: &str) -> std::io::Result<
     stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: certctl-e2e\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: certctl-e2e\r\nConnection: close\r\n\r\n"
     )?;
     let deadline = Instant::now() + HTTP_TIMEOUT;
     let mut raw = Vec::new();
