@@ -358,10 +358,9 @@ fn timeline_svg(html: &mut String, o: &Overview) {
                 html,
                 "<rect class=\"bar\" x=\"{x}\" y=\"{y}\" width=\"{bar}\" height=\"{h}\" \
                  fill=\"{}\" data-week=\"{i}\" data-role=\"{}\" data-count=\"{count}\">\
-                 <title>{} {}: {count} expiring in the week of {}</title></rect>",
+                 <title>{}: {count} expiring in the week of {}</title></rect>",
                 role_colour(*role),
                 role.as_str(),
-                count,
                 role.as_str(),
                 &rfc3339(week.start)[..10]
             );

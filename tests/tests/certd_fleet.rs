@@ -175,8 +175,8 @@ fn certd_serves_metrics_over_http_matching_the_scanned_fleet() {
         "{r}\nvs HTTP:\n{body}"
     );
 
-    // One route only.
-    for path in ["/", "/metricsx", "/api/metrics"] {
+    // /metrics, and the dashboard's / and /certificate/FP (tests/tests/dashboard.rs).
+    for path in ["/index.html", "/metricsx", "/api/metrics", "/certificate"] {
         let a = http_get(&address, path);
         assert_eq!(a.status, 404, "{path}: {a:?}");
     }
