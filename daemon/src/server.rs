@@ -380,7 +380,7 @@ async fn start_metrics(
         move |page| {
             let shared = shared.clone();
             async move {
-                tokio::task::spawn_blocking(move || render_page(&shared, page))
+                blocking(move || render_page(&shared, page))
                     .await
                     .map_err(|e| e.to_string())?
             }
@@ -431,7 +431,7 @@ fn render_metrics(shared: &Shared) -> Result<String, String> {
 async fn refresh_deny_list(shared: &Arc<Shared>) {
     let configured = shared.config().agents.deny_list;
     let store = shared.store.clone();
-    let result = tokio::task::spawn_blocking(move || {
+    let result = blocking(move || {
         let path = crate::agents::effective_deny_list(&store, configured.as_deref())?;
         match path {
             Some(path) => crate::agents::refresh_deny_list(&store, &path, now())
@@ -506,6 +506,17 @@ fn start_watcher(
     Ok(Some(watcher))
 }
 
+/// `spawn_blocking` that keeps the caller's tracing span, so a log line written on the
+/// blocking thread still names its job (`job{job=scan}: ...`, or `"span":{"job":"scan"}`).
+fn blocking<F, R>(f: F) -> tokio::task::JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+}
+
 fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
     let mut already = false;
     shared.job_update(job, |s| {
@@ -520,7 +531,8 @@ fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
         return;
     }
     let shared = shared.clone();
-    tasks.spawn(async move {
+    let span = tracing::info_span!("job", job = job.name());
+    let run = async move {
         let started = now();
         let outcome = match job {
             Job::Scan => scan_sources(&shared, None).await,
@@ -532,7 +544,7 @@ fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
                 let (locks, config, path) =
                     (shared.clone(), shared.config(), shared.config_path.clone());
                 // The SMTP sessions run without the writer lock (scans go on).
-                tokio::task::spawn_blocking(move || {
+                blocking(move || {
                     let lock = || locks.writer.blocking_lock();
                     crate::remind::scheduled_pass(&locks.store, &config, &path, now(), &lock)
                 })
@@ -545,7 +557,8 @@ fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
             s.last_run = Some(started);
             s.last_outcome = Some(outcome);
         });
-    });
+    };
+    tasks.spawn(tracing::Instrument::instrument(run, span));
 }
 
 /// Says at start-up which managed CAs' CRLs certd cannot re-sign (an encrypted key and no
@@ -581,7 +594,7 @@ async fn crl_upkeep(shared: &Arc<Shared>) -> String {
     let files = config.workflows.ca_passphrase_files.clone();
     let _writer = shared.writer.lock().await;
     let store = shared.store.clone();
-    let done = tokio::task::spawn_blocking(move || {
+    let done = blocking(move || {
         let passphrase = |ca: &certctl_store::ManagedCa| {
             let file = files.get(&ca.name)?;
             match crate::ca::Secret::from_private_file(file) {
@@ -632,7 +645,7 @@ async fn resume_workflows(shared: &Arc<Shared>) {
     let config = shared.config().workflows.clone();
     let _writer = shared.writer.lock().await;
     let store = shared.store.clone();
-    let resumed = tokio::task::spawn_blocking(move || {
+    let resumed = blocking(move || {
         // A secret file that cannot be used is logged; the workflow then fails as without it.
         let read = |what: &str, file: &Path| match crate::ca::Secret::from_private_file(file) {
             Ok(secret) => Some(secret),
@@ -705,14 +718,13 @@ async fn crl_pass(
     options.allow = config.crl.allow.clone();
     options.deadline_secs = Some(config.crl.deadline.as_secs().max(1));
     let store = shared.store.clone();
-    let prepared =
-        tokio::task::spawn_blocking(move || crate::crlfetch::prepare(&store, &options, now()))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+    let prepared = blocking(move || crate::crlfetch::prepare(&store, &options, now()))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     let _writer = shared.writer.lock().await;
     let store = shared.store.clone();
-    tokio::task::spawn_blocking(move || prepared.record(&store, now()))
+    blocking(move || prepared.record(&store, now()))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
@@ -767,10 +779,8 @@ async fn scan_sources(shared: &Arc<Shared>, changed: Option<Vec<PathBuf>>) -> St
         };
         let store = shared.store.clone();
         let progress = shared.progress();
-        let result = tokio::task::spawn_blocking(move || {
-            inventory::scan(&store, &paths, &options, now(), &progress)
-        })
-        .await;
+        let result =
+            blocking(move || inventory::scan(&store, &paths, &options, now(), &progress)).await;
         match result {
             Ok(Ok(summary)) => {
                 for f in &summary.errors {
@@ -826,7 +836,7 @@ async fn probe_endpoints(shared: &Arc<Shared>) -> String {
         };
         let outcome = {
             let target = target.clone();
-            tokio::task::spawn_blocking(move || probe::probe(&target, now())).await
+            blocking(move || probe::probe(&target, now())).await
         };
         let Ok(outcome) = outcome else {
             problems += 1;
@@ -889,7 +899,7 @@ async fn stream_list(
     at: UnixTime,
 ) {
     let store = shared.store.clone();
-    let sent = tokio::task::spawn_blocking(move || {
+    let sent = blocking(move || {
         conn.respond_streaming(|out| api::list_json(&store, &filter, now(), at, out))
     })
     .await;
@@ -926,7 +936,7 @@ async fn answer(shared: &Arc<Shared>, request: Request) -> Response {
     let store = shared.store.clone();
     let progress = shared.progress();
     let deny_list = shared.config().agents.deny_list;
-    let response = tokio::task::spawn_blocking(move || match request {
+    let response = blocking(move || match request {
         // certd's configured deny list applies when the command names none.
         Request::Fleet { fleet } => {
             match crate::agents::execute_with(&store, fleet, deny_list.as_deref(), now()) {
@@ -958,7 +968,7 @@ async fn answer_networked(shared: &Arc<Shared>, request: Request) -> Response {
     };
     let locks = shared.clone();
     let progress = shared.progress();
-    tokio::task::spawn_blocking(move || {
+    blocking(move || {
         let lock = || locks.writer.blocking_lock();
         api::execute_networked(&locks.store, request, now(), &progress, &lock)
     })

@@ -1882,5 +1882,12 @@ mod logs {
                 "no {want:?} message in {messages:?}"
             );
         }
+        // A job's lines name the job (a log shipper filters on it) and what they concern.
+        let scan = lines
+            .iter()
+            .find(|l| l["fields"]["message"] == "scan finished")
+            .unwrap();
+        assert_eq!(scan["span"]["job"], "scan", "{scan}");
+        assert!(scan["fields"]["source"].is_string(), "{scan}");
     }
 }
