@@ -105,6 +105,16 @@ timeout = "30s"                # optional; default: 30s
 schedule = "0 8 * * 1-5"
 policies = "/etc/certd/policies"   # folder of policy files
 
+# Optional, any number: webhooks a policy can name as a recipient ("webhook:ops-teams"),
+# next to e-mail addresses. The same digests, once per threshold, retried with backoff.
+[[webhook]]
+name = "ops-teams"
+url = "https://contoso.webhook.office.com/webhookb2/..."   # http:// or https://
+format = "teams"               # json (default: the digest as JSON) | teams | slack
+# ca_file = "/etc/certd/webhook-ca.pem"      # optional; more CA certificates (PEM) trusted
+# header_file = "/etc/certd/webhook-auth"    # optional secret file: one "Name: value" header
+timeout = "10s"                # optional; the whole exchange
+
 # Optional section: agent approval (certctl agents ...).
 [agents]
 # The deny list a gateway consumes (one SHA-256 fingerprint per line). certd rewrites it
@@ -182,6 +192,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Secrets for resuming interrupted workflows (`[workflows]`).
     pub workflows: WorkflowsConfig,
+    /// Where reminders to `webhook:NAME` recipients go (`[[webhook]]`).
+    pub webhooks: Vec<crate::webhook::WebhookConfig>,
 }
 
 /// `[workflows]`: files holding the secrets certd may use to finish interrupted regenerate
@@ -276,6 +288,11 @@ impl Config {
         for (ca, f) in &self.workflows.ca_passphrase_files {
             out.push((format!("workflows.ca_passphrase_files.{ca}"), f));
         }
+        for w in &self.webhooks {
+            if let Some(f) = &w.header_file {
+                out.push((format!("webhook.{}.header_file", w.name), f));
+            }
+        }
         out
     }
 
@@ -294,6 +311,9 @@ impl Config {
         (bad, missing)
     }
 }
+
+/// How long one webhook POST may take by default (connect, TLS, request and answer).
+pub const DEFAULT_WEBHOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `[scan]`: scanning the sources.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -706,6 +726,19 @@ struct RawConfig {
     agents: Option<RawAgents>,
     metrics: Option<RawMetrics>,
     workflows: Option<RawWorkflows>,
+    #[serde(default)]
+    webhook: Vec<RawWebhook>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    name: Spanned<String>,
+    url: Spanned<String>,
+    format: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    header_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -920,6 +953,7 @@ impl Checker<'_> {
             },
             None => WorkflowsConfig::default(),
         };
+        let webhooks = self.webhooks(&raw.webhook);
         Config {
             store,
             store_cache_bytes,
@@ -933,7 +967,77 @@ impl Checker<'_> {
             agents,
             metrics,
             workflows,
+            webhooks,
         }
+    }
+
+    /// `[[webhook]]` tables: unique names, an http(s) URL, a known format.
+    fn webhooks(&mut self, raw: &[RawWebhook]) -> Vec<crate::webhook::WebhookConfig> {
+        use crate::webhook::{valid_name, Format, WebhookConfig};
+        let mut out: Vec<WebhookConfig> = Vec::new();
+        let mut names: Vec<&str> = Vec::new();
+        for w in raw {
+            let name = w.name.get_ref().clone();
+            if !valid_name(&name) {
+                self.report(
+                    w.name.span(),
+                    format!(
+                        "webhook.name `{name}`: use letters, digits, `.`, `_` and `-` (at most 64)"
+                    ),
+                );
+            } else if names.contains(&name.as_str()) {
+                self.report(w.name.span(), format!("webhook `{name}` is defined twice"));
+            }
+            names.push(w.name.get_ref());
+            let url = match url::Url::parse(w.url.get_ref()) {
+                Ok(u) if matches!(u.scheme(), "https" | "http") && u.host_str().is_some() => u,
+                Ok(u) => {
+                    self.report(
+                        w.url.span(),
+                        format!(
+                            "webhook.url: `{}` is not an http:// or https:// URL with a host",
+                            u.scheme()
+                        ),
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    self.report(w.url.span(), format!("webhook.url: {e}"));
+                    continue;
+                }
+            };
+            let format = match &w.format {
+                Some(f) => match Format::parse(f.get_ref()) {
+                    Some(f) => f,
+                    None => {
+                        self.report(
+                            f.span(),
+                            format!(
+                                "webhook.format `{}`: expected json, teams or slack",
+                                f.get_ref()
+                            ),
+                        );
+                        Format::Json
+                    }
+                },
+                None => Format::Json,
+            };
+            out.push(WebhookConfig {
+                name,
+                url,
+                format,
+                ca_file: w.ca_file.as_ref().map(|p| self.path("webhook.ca_file", p)),
+                timeout: match &w.timeout {
+                    Some(t) => self.duration("webhook.timeout", t),
+                    None => DEFAULT_WEBHOOK_TIMEOUT,
+                },
+                header_file: w
+                    .header_file
+                    .as_ref()
+                    .map(|p| self.path("webhook.header_file", p)),
+            });
+        }
+        out
     }
 
     fn store_cache(&mut self, raw: &Spanned<RawSize>) -> u64 {

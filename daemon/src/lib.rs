@@ -57,6 +57,7 @@ pub mod smtp_tls;
 
 pub mod signals;
 pub mod view;
+pub mod webhook;
 pub mod workflow;
 pub mod x509;
 

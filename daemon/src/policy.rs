@@ -909,9 +909,19 @@ impl Checker<'_> {
                 .unwrap_or_default()
         };
         let recipients: Vec<String> = self.parsed(&raw.recipients, "recipients", |s| {
+            // `webhook:NAME`: a `[[webhook]]` of certd's configuration.
+            if let Some(name) = crate::webhook::webhook_name(s) {
+                return if crate::webhook::valid_name(name) {
+                    Ok(s.to_string())
+                } else {
+                    Err(format!(
+                        "`{s}`: a webhook name has letters, digits, `.`, `_` and `-`"
+                    ))
+                };
+            }
             s.parse::<lettre::Address>()
                 .map(|a| a.to_string().to_lowercase())
-                .map_err(|e| format!("`{s}` is not an e-mail address: {e}"))
+                .map_err(|e| format!("`{s}` is not an e-mail address (or `webhook:NAME`): {e}"))
         });
         if raw.recipients.get_ref().is_empty() {
             self.report(

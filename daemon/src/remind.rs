@@ -83,7 +83,7 @@ pub enum RemindError {
     NoPolicies(PathBuf),
     #[error("reminders need certd's configuration (its [smtp] and [reminders]): give --config FILE, or --policies DIR with --dry-run")]
     NoConfig,
-    #[error("{}: no [smtp] section: reminders cannot be sent without a mail server (--dry-run shows what would be sent)", .0.display())]
+    #[error("{}: no [smtp] section and no [[webhook]]: reminders cannot be sent (--dry-run shows what would be sent)", .0.display())]
     NoSmtp(PathBuf),
 }
 
@@ -712,6 +712,62 @@ pub trait Mailer {
     }
 }
 
+/// The channels a pass delivers through: e-mail for addresses, [`crate::webhook`] for
+/// `webhook:NAME` recipients. A digest for a channel that is not configured fails (and
+/// stays pending) naming what is missing.
+pub struct Channels {
+    pub smtp: Option<SmtpMailer>,
+    pub webhooks: crate::webhook::WebhookSender,
+}
+
+impl Channels {
+    /// The channels of `config`; `None` when it has neither `[smtp]` nor `[[webhook]]`.
+    pub fn from_config(config: &Config) -> Option<Channels> {
+        if config.smtp.is_none() && config.webhooks.is_empty() {
+            return None;
+        }
+        Some(Channels {
+            smtp: config.smtp.as_ref().map(SmtpMailer::new),
+            webhooks: crate::webhook::WebhookSender::new(&config.webhooks),
+        })
+    }
+}
+
+impl Mailer for Channels {
+    fn send(&self, digest: &Digest, now: UnixTime) -> Result<(), SendFailure> {
+        if crate::webhook::webhook_name(&digest.recipient).is_some() {
+            // The Idempotency-Key: the digest's content hash, as in its Message-ID.
+            let key = self.message_id(digest);
+            let key = key
+                .trim_start_matches('<')
+                .split('@')
+                .next()
+                .unwrap_or_default();
+            return self.webhooks.send(digest, key, now);
+        }
+        match &self.smtp {
+            Some(m) => m.send(digest, now),
+            None => Err(SendFailure::not_sent(format!(
+                "{}: certd's configuration has no [smtp] section",
+                digest.recipient
+            ))),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(m) = &self.smtp {
+            m.finish();
+        }
+    }
+
+    fn message_id(&self, digest: &Digest) -> String {
+        match &self.smtp {
+            Some(m) => m.message_id(digest),
+            None => digest.message_id(DEFAULT_MESSAGE_ID_DOMAIN),
+        }
+    }
+}
+
 /// The Message-ID `digest` goes (or would go) out with.
 fn message_id(mailer: Option<&dyn Mailer>, digest: &Digest) -> String {
     match mailer {
@@ -937,16 +993,16 @@ pub fn pass_with_config_locked<G>(
     mode: PassMode,
     lock: &dyn Fn() -> G,
 ) -> Result<PassReport, RemindError> {
-    let (dir, smtp) = match config_path {
+    let (dir, channels) = match config_path {
         Some(path) => {
             let config = config::load_for_store(path, store.path())?;
             let dir = policies_dir(&config, path, policies)?;
-            let smtp = match (config.smtp, mode) {
+            let channels = match (Channels::from_config(&config), mode) {
                 (_, PassMode::DryRun) => None,
-                (Some(smtp), _) => Some(smtp),
+                (Some(channels), _) => Some(channels),
                 (None, _) => return Err(RemindError::NoSmtp(path.to_path_buf())),
             };
-            (dir, smtp)
+            (dir, channels)
         }
         None => match (policies, mode) {
             (Some(dir), PassMode::DryRun) => (dir.to_path_buf(), None),
@@ -954,11 +1010,10 @@ pub fn pass_with_config_locked<G>(
         },
     };
     let set = policy::load_dir(&dir)?;
-    let mailer = smtp.as_ref().map(SmtpMailer::new);
     Ok(run_pass_locked(
         store,
         &set,
-        mailer.as_ref().map(|m| m as &dyn Mailer),
+        channels.as_ref().map(|m| m as &dyn Mailer),
         now,
         mode,
         lock,
@@ -977,11 +1032,8 @@ pub fn scheduled_pass<G>(
     let result = (|| -> Result<PassReport, RemindError> {
         let dir = policies_dir(config, config_path, None)?;
         let set = policy::load_dir(&dir)?;
-        let smtp = config
-            .smtp
-            .as_ref()
+        let mailer = Channels::from_config(config)
             .ok_or_else(|| RemindError::NoSmtp(config_path.to_path_buf()))?;
-        let mailer = SmtpMailer::new(smtp);
         Ok(run_pass_locked(
             store,
             &set,
