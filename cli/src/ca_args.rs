@@ -213,6 +213,13 @@ pub struct RegenerateArgs {
     /// File holding the password of PFX files to deploy to [else $CERTCTL_PFX_PASSWORD].
     #[arg(long, value_name = "FILE")]
     pub pfx_password_file: Option<PathBuf>,
+    /// For a certificate whose CA certctl does not hold (a public CA, AD CS): write a CSR
+    /// for a new key (same subject and SANs) to OUT and wait for the certificate
+    /// (`certctl workflows complete ID --cert FILE`). The key stays in the workflow,
+    /// encrypted with the passphrase (--passphrase-file or $CERTCTL_CA_PASSPHRASE) when one
+    /// is given, else unencrypted (0600).
+    #[arg(long, value_name = "OUT")]
+    pub csr: Option<PathBuf>,
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
     /// Print JSON.
@@ -233,6 +240,26 @@ pub struct WorkflowsArgs {
 pub enum WorkflowsCommand {
     /// Finish an interrupted workflow from its last completed step.
     Resume(ResumeArgs),
+    /// Give a `regenerate --csr` workflow the certificate its CA signed, and continue
+    /// (deploy, reload, revoke-old).
+    Complete(CompleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompleteArgs {
+    /// The workflow id (see `certctl workflows`).
+    pub id: u64,
+    /// The certificate (PEM, optionally followed by its chain, or DER).
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+    /// File holding the password of PFX files to deploy to [else $CERTCTL_PFX_PASSWORD].
+    #[arg(long, value_name = "FILE")]
+    pub pfx_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

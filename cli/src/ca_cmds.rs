@@ -178,6 +178,11 @@ fn workflow_json(r: &WorkflowReport) -> Value {
         "updated": rfc3339(wf.updated),
         "actor": wf.actor,
         "last_error": wf.last_error,
+        "csr": wf.csr,
+        "key_encrypted": wf.key_encrypted,
+        "reload": wf.reload.iter().map(|h| json!({"target": h.target, "argv": h.argv, "timeout_secs": h.timeout_secs})).collect::<Vec<_>>(),
+        "reloads": r.reloads,
+        "endpoints": r.endpoints,
         "files": r.files,
         "crl_checks": r.crl_checks.iter().map(crl_check_json).collect::<Vec<_>>(),
         "old": r.old.as_ref().map(cert_json),
@@ -662,7 +667,11 @@ fn print_crls(r: &RevokeReport) {
 
 // ---- regenerate and workflows ----------------------------------------------------------------
 
-pub fn regenerate(session: &Session, a: RegenerateArgs) -> Result<Exit> {
+pub fn regenerate(
+    session: &Session,
+    config_file: Option<&Path>,
+    a: RegenerateArgs,
+) -> Result<Exit> {
     if (a.deploy || a.revoke_old) && !a.yes {
         let what = match (a.deploy, a.revoke_old) {
             (true, true) => "overwrite the deployed files and revoke the old certificate",
@@ -684,6 +693,12 @@ pub fn regenerate(session: &Session, a: RegenerateArgs) -> Result<Exit> {
         secrets: WorkflowSecrets {
             passphrase: passphrase(&a.passphrase)?,
             pfx_password: pfx_password(a.pfx_password_file.as_deref())?,
+        },
+        csr: a.csr.as_deref().map(absolute).transpose()?,
+        // The deploy targets' reload hooks of --config FILE (certd uses its own).
+        reload: match config_file {
+            Some(file) => certctl_daemon::config::load(file)?.workflows.targets,
+            None => Vec::new(),
         },
     };
     let report = match call(session, Request::Regenerate { regenerate })? {
@@ -743,12 +758,60 @@ fn print_workflow(r: &WorkflowReport) {
             println!("  PROBLEM with {}: {}", c.path.display(), c.detail);
         }
     }
+    for h in &r.reloads {
+        println!(
+            "  reload {}: {}{}",
+            h.target,
+            h.detail,
+            if h.ok { "" } else { " (FAILED)" }
+        );
+    }
+    for e in &r.endpoints {
+        println!("  endpoint {}: {} ({})", e.endpoint, e.state, e.detail);
+    }
+    if let Some(csr) = &wf.csr {
+        if wf.step == certctl_store::WorkflowStep::AwaitingCertificate {
+            println!(
+                "  CSR written to {csr} (same subject and SANs, new {} key)",
+                wf.key_kind
+            );
+            println!(
+                "  new key kept in {}/new.key (0600{})",
+                wf.dir,
+                if wf.key_encrypted {
+                    ", encrypted with the passphrase"
+                } else {
+                    ", unencrypted: give --passphrase-file to encrypt it"
+                }
+            );
+            println!(
+                "  next: have the CA sign it, then `certctl workflows complete {} --cert FILE`",
+                wf.id
+            );
+        }
+    }
     if let Some(e) = &wf.last_error {
         println!("  last error: {e}");
     }
 }
 
 pub fn workflows(session: &Session, a: WorkflowsArgs) -> Result<Exit> {
+    if let Some(WorkflowsCommand::Complete(c)) = a.command {
+        let secrets = WorkflowSecrets {
+            passphrase: passphrase(&c.passphrase)?,
+            pfx_password: pfx_password(c.pfx_password_file.as_deref())?,
+        };
+        let request = Request::WorkflowComplete {
+            id: c.id,
+            cert: absolute(&c.cert)?,
+            secrets,
+        };
+        let report = match call(session, request)? {
+            Response::Workflow { report } => report,
+            other => return Err(unexpected(&other)),
+        };
+        return finish_workflow(&report, c.json || a.json);
+    }
     if let Some(WorkflowsCommand::Resume(r)) = a.command {
         let secrets = WorkflowSecrets {
             passphrase: passphrase(&r.passphrase)?,
@@ -789,7 +852,10 @@ pub fn workflows(session: &Session, a: WorkflowsArgs) -> Result<Exit> {
         }
         t.row(vec![
             wf.id.to_string(),
-            format!("{} ({}/5)", wf.step, wf.step.number()),
+            match wf.step.number() {
+                n @ 0..=5 => format!("{} ({n}/5)", wf.step),
+                _ => wf.step.to_string(),
+            },
             r.old
                 .as_ref()
                 .map(|c| c.facts.display_name().to_string())
@@ -797,7 +863,11 @@ pub fn workflows(session: &Session, a: WorkflowsArgs) -> Result<Exit> {
             wf.new
                 .map(|f| f.to_hex()[..16].to_string())
                 .unwrap_or_else(|| "-".into()),
-            wf.ca.clone(),
+            if wf.external() {
+                "(external)".to_string()
+            } else {
+                wf.ca.clone()
+            },
             options.join(","),
             rfc3339(wf.updated),
             wf.last_error.clone().unwrap_or_default(),

@@ -56,7 +56,9 @@ pub fn run(cli: Cli) -> Result<Exit> {
         }
         Command::Issue(a) => crate::ca_cmds::issue(&Session::open(store_flag)?, a),
         Command::Revoke(a) => crate::ca_cmds::revoke(&Session::existing(store_flag)?, a),
-        Command::Regenerate(a) => crate::ca_cmds::regenerate(&Session::existing(store_flag)?, a),
+        Command::Regenerate(a) => {
+            crate::ca_cmds::regenerate(&Session::existing(store_flag)?, config_file.as_deref(), a)
+        }
         Command::Workflows(a) => crate::ca_cmds::workflows(&Session::existing(store_flag)?, a),
         Command::History(a) => crate::ca_cmds::history(&Session::existing(store_flag)?, a),
         Command::Crl(a) => {

@@ -122,6 +122,12 @@ pub enum Request {
         id: u64,
         secrets: WorkflowSecrets,
     },
+    /// `certctl workflows complete ID --cert FILE` (absolute).
+    WorkflowComplete {
+        id: u64,
+        cert: PathBuf,
+        secrets: WorkflowSecrets,
+    },
     /// `certctl history ID`.
     History {
         id: String,
@@ -151,6 +157,9 @@ impl Request {
             Request::Probe { .. } | Request::Remind { .. } => true,
             // It probes the endpoints that served what it revoked.
             Request::Revoke { revoke } => revoke.probe_endpoints && !revoke.dry_run,
+            // A deploy probes the endpoints that served the old certificate.
+            Request::Regenerate { regenerate } => regenerate.deploy,
+            Request::WorkflowResume { .. } | Request::WorkflowComplete { .. } => true,
             _ => false,
         }
     }
@@ -528,25 +537,13 @@ pub fn execute(
                 Err(e) => failed(e),
             }
         }
-        Request::Regenerate { regenerate } => match workflow::regenerate(store, &regenerate, now) {
-            Ok(report) => Response::Workflow {
-                report: Box::new(report),
-            },
-            Err(workflow::WorkflowError::Query(e)) => Response::from_query_error(e),
-            Err(e) => failed(e),
-        },
+        request @ (Request::Regenerate { .. }
+        | Request::WorkflowResume { .. }
+        | Request::WorkflowComplete { .. }) => workflow_answer(store, request, now, &|| ()),
         Request::Workflows => match workflow::listing(store) {
             Ok(workflows) => Response::Workflows { workflows },
             Err(e) => failed(e),
         },
-        Request::WorkflowResume { id, secrets } => {
-            match workflow::resume(store, id, &secrets, now) {
-                Ok(report) => Response::Workflow {
-                    report: Box::new(report),
-                },
-                Err(e) => failed(e),
-            }
-        }
         Request::History { id } => match workflow::history(store, &id) {
             Ok(histories) => Response::History { histories },
             Err(workflow::WorkflowError::Query(e)) => Response::from_query_error(e),
@@ -717,10 +714,52 @@ pub fn execute_networked<G>(
                 Err(e) => failed(e),
             }
         }
+        request @ (Request::Regenerate { .. }
+        | Request::WorkflowResume { .. }
+        | Request::WorkflowComplete { .. }) => workflow_answer(store, request, now, lock),
         request => {
             let _writer = lock();
             execute(store, request, now, progress)
         }
+    }
+}
+
+/// `regenerate`, `workflows resume`, `workflows complete`: the workflow under `lock`, then
+/// (after a deploy) the endpoints that served the old certificate probed without it.
+fn workflow_answer<G>(
+    store: &Store,
+    request: Request,
+    now: UnixTime,
+    lock: &dyn Fn() -> G,
+) -> Response {
+    let result = {
+        let _writer = lock();
+        match request {
+            Request::Regenerate { regenerate } => {
+                if let Some(r) = regenerate.csr.as_deref().and_then(relative) {
+                    return r;
+                }
+                workflow::regenerate(store, &regenerate, now)
+            }
+            Request::WorkflowResume { id, secrets } => workflow::resume(store, id, &secrets, now),
+            Request::WorkflowComplete { id, cert, secrets } => {
+                if let Some(r) = relative(&cert) {
+                    return r;
+                }
+                crate::workflow_csr::complete(store, id, &cert, &secrets, now)
+            }
+            _ => return Response::error(ErrorKind::Invalid, "not a workflow request"),
+        }
+    };
+    match result {
+        Ok(mut report) => match workflow::probe_endpoints(store, &mut report, now, lock) {
+            Ok(()) => Response::Workflow {
+                report: Box::new(report),
+            },
+            Err(e) => failed(e),
+        },
+        Err(workflow::WorkflowError::Query(e)) => Response::from_query_error(e),
+        Err(e) => failed(e),
     }
 }
 

@@ -131,6 +131,14 @@ deny_list = "/srv/gateway/deny.txt"
 pfx_password_file = "/etc/certd/pfx-password"     # optional; password of deployed PFX files
 [workflows.ca_passphrase_files]                    # optional; managed CA name = passphrase file
 issuing-ca = "/etc/certd/issuing-ca.passphrase"
+# Optional: a command to run after `regenerate --deploy` replaced the files of a target (a
+# deployed file, or a folder holding deployed files): argv form, never a shell; killed after
+# reload_timeout (default 60s); its output is logged. certctl uses these with
+# --config FILE, certd for the regenerates sent to it.
+[[workflows.targets]]
+path = "/etc/nginx/tls"
+reload = ["systemctl", "reload", "nginx"]
+reload_timeout = "60s"                             # optional
 
 # Optional section: Prometheus metrics over HTTP (GET /metrics). Off unless listen is set.
 [metrics]
@@ -205,6 +213,8 @@ pub struct WorkflowsConfig {
     pub ca_passphrase_files: BTreeMap<String, PathBuf>,
     /// The file holding the password of the PKCS#12 files workflows deploy to; absolute.
     pub pfx_password_file: Option<PathBuf>,
+    /// Deploy targets with a reload command (`[[workflows.targets]]`).
+    pub targets: Vec<certctl_store::ReloadHook>,
 }
 
 /// `[agents]`: agent approval.
@@ -747,6 +757,16 @@ struct RawWorkflows {
     #[serde(default)]
     ca_passphrase_files: BTreeMap<String, Spanned<String>>,
     pfx_password_file: Option<Spanned<String>>,
+    #[serde(default)]
+    targets: Vec<RawTarget>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    path: Spanned<String>,
+    reload: Spanned<Vec<String>>,
+    reload_timeout: Option<Spanned<String>>,
 }
 
 /// A size: a number of bytes, or a string with a unit (`"128MiB"`).
@@ -950,6 +970,7 @@ impl Checker<'_> {
                     .pfx_password_file
                     .as_ref()
                     .map(|p| self.path("workflows.pfx_password_file", p)),
+                targets: w.targets.iter().map(|t| self.target(t)).collect(),
             },
             None => WorkflowsConfig::default(),
         };
@@ -1391,6 +1412,28 @@ impl Checker<'_> {
         }
     }
 
+    fn target(&mut self, raw: &RawTarget) -> certctl_store::ReloadHook {
+        let path = self.path("workflows.targets.path", &raw.path);
+        let argv = raw.reload.get_ref().clone();
+        if argv.first().is_none_or(|p| p.trim().is_empty()) {
+            self.report(
+                raw.reload.span(),
+                "workflows.targets.reload: name the program and its arguments, e.g. [\"systemctl\", \"reload\", \"nginx\"]".into(),
+            );
+        }
+        let timeout_secs = match &raw.reload_timeout {
+            Some(t) => self
+                .duration("workflows.targets.reload_timeout", t)
+                .as_secs(),
+            None => crate::reload::DEFAULT_TIMEOUT_SECS,
+        };
+        certctl_store::ReloadHook {
+            target: path.to_string_lossy().into_owned(),
+            argv,
+            timeout_secs,
+        }
+    }
+
     fn role(&mut self, key: &str, value: &Spanned<String>) -> Option<Role> {
         match value.get_ref().parse::<Role>() {
             Ok(role) => Some(role),
@@ -1715,6 +1758,34 @@ mod tests {
             "store = \"/s\"\n[workflows.ca_passphrase_files]\nops = \"ops.pass\"\n",
             "3:7",
             "workflows.ca_passphrase_files.ops must be an absolute path",
+        );
+    }
+
+    #[test]
+    fn deploy_targets_name_a_reload_command_and_a_timeout() {
+        let c = parse(
+            "store = \"/s\"\n[[workflows.targets]]\npath = \"/etc/nginx/tls\"\n\
+             reload = [\"systemctl\", \"reload\", \"nginx\"]\n\
+             [[workflows.targets]]\npath = \"/srv/gw.pem\"\nreload = [\"/usr/local/bin/gw-reload\"]\n\
+             reload_timeout = \"5s\"\n",
+            origin(),
+        )
+        .unwrap();
+        let t = &c.workflows.targets;
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].target, "/etc/nginx/tls");
+        assert_eq!(t[0].argv, ["systemctl", "reload", "nginx"]);
+        assert_eq!(t[0].timeout_secs, 60);
+        assert_eq!(t[1].timeout_secs, 5);
+        the_error(
+            "store = \"/s\"\n[[workflows.targets]]\npath = \"/x\"\nreload = []\n",
+            "4:10",
+            "workflows.targets.reload: name the program",
+        );
+        the_error(
+            "store = \"/s\"\n[[workflows.targets]]\npath = \"tls\"\nreload = [\"true\"]\n",
+            "3:8",
+            "workflows.targets.path must be an absolute path",
         );
     }
 

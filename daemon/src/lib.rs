@@ -17,7 +17,9 @@
 //!   (reply sizes, one deadline per session) and its TLS side (`smtp.ca_file`).
 //! - [`probe`]: fetching and judging the chains served by live TLS endpoints.
 //! - [`ca`], [`revoke`] and [`workflow`]: managed CAs and issuing, revocation and CRLs,
-//!   the regenerate workflow and the audit history queries.
+//!   the regenerate workflow and the audit history queries; [`workflow_csr`]: regenerating
+//!   a certificate of a CA certctl does not hold (`--csr`, `workflows complete`);
+//!   [`reload`]: the post-deploy reload hooks of deploy targets.
 //! - [`agents`], [`reports`] and [`artifacts`]: agent registrations, the pending queue,
 //!   approve/block and the deny list; fleet reports, clock skew, drift and metrics; tracked
 //!   artifacts (enrollment bundles) shown by `list`.
@@ -47,6 +49,7 @@ pub mod pkcs12_guard;
 pub mod policy;
 pub mod probe;
 pub mod query;
+pub mod reload;
 pub mod remind;
 pub mod reports;
 pub mod revoke;
@@ -59,6 +62,7 @@ pub mod signals;
 pub mod view;
 pub mod webhook;
 pub mod workflow;
+pub mod workflow_csr;
 pub mod x509;
 
 pub use duration::Duration;

@@ -911,6 +911,13 @@ async fn stream_list(
 }
 
 async fn answer(shared: &Arc<Shared>, request: Request) -> Response {
+    let mut request = request;
+    // A regenerate sent to certd uses certd's deploy targets unless it names its own.
+    if let Request::Regenerate { regenerate } = &mut request {
+        if regenerate.reload.is_empty() {
+            regenerate.reload = shared.config().workflows.targets.clone();
+        }
+    }
     if let Request::Status = request {
         return match shared.status() {
             Ok(status) => Response::Status { status },

@@ -4,7 +4,8 @@
 //! A regenerate is a state machine persisted in the store ([`Workflow`]), one step at a time:
 //!
 //! ```text
-//! requested → key-generated → issued → deployed → old-revoked → done
+//! requested → key-generated → issued → deployed → reloaded → old-revoked → done
+//!                        ↘ awaiting-certificate ↗        (`regenerate --csr`)
 //! ```
 //!
 //! Each step is idempotent and its completion is flushed to disk before the next begins:
@@ -19,6 +20,17 @@
 //!   original kept as `FILE.bak`; a key file next to a certificate file (`X.key`,
 //!   `X-key.pem`, `X.key.pem`) holding the old key is replaced too. A file that already holds
 //!   the new certificate (or key) is skipped.
+//! - **awaiting-certificate** (`--csr OUT`, for a certificate whose CA certctl does not
+//!   hold): the new key stays in the workflow (encrypted PKCS#8 like a managed CA's key when
+//!   a passphrase is given), a CSR with the old subject and SANs is written to OUT, and the
+//!   workflow waits. `certctl workflows complete ID --cert FILE` checks that FILE's key is
+//!   the workflow's and that its names cover the old certificate's, writes it as `new.pem`
+//!   (its other certificates as the chain) and continues: **issued** then only records it.
+//! - **reloaded** (`--deploy`): the reload hooks of the targets whose files were replaced
+//!   run ([`crate::reload`]); a failure stops the workflow here, and a resume runs the hooks
+//!   again, never the deploy. Then the endpoints that served the old certificate are
+//!   probed ([`probe_endpoints`], without the store's writer lock) and the report says
+//!   whether each serves the new one.
 //! - **old-revoked** (`--revoke-old`): the old certificate is revoked as `superseded` and the
 //!   CA's CRL republished, unless the CRL already lists it.
 //!
@@ -34,8 +46,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use certctl_store::{
-    AuditEvent, Certificate, RevocationReason, Source, SourceLocation, Store, StoreError, UnixTime,
-    Workflow, WorkflowStep,
+    AuditEvent, Certificate, ReloadHook, RevocationReason, Source, SourceLocation, Store,
+    StoreError, UnixTime, Workflow, WorkflowStep,
 };
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
@@ -47,7 +59,9 @@ use crate::ca::{
     Secret, Signer,
 };
 use crate::query::{self, QueryError};
+use crate::reload::{self, ReloadOutcome};
 use crate::revoke::{self, CrlCheck, RevokeError};
+use crate::workflow_csr::{step_csr, step_receive};
 use crate::x509::facts_from_der;
 
 /// The environment variable of the crash test hook (tests only).
@@ -68,8 +82,24 @@ pub enum WorkflowError {
         "`{0}` names several certificates; give a fingerprint prefix of the one to replace:\n{1}"
     )]
     SeveralMatches(String, String),
-    #[error("certctl does not hold the key of the CA that issued {name} ({issuer}): regenerate needs a managed CA (`certctl ca list`); ask that CA for a new certificate")]
+    #[error("certctl does not hold the key of the CA that issued {name} ({issuer}): regenerate needs a managed CA (`certctl ca list`); or give --csr OUT.csr to have that CA sign a new key, then `certctl workflows complete ID --cert FILE`")]
     NotManaged { name: String, issuer: String },
+    #[error("workflow {id} is at step {step}: `workflows complete` takes the certificate of a workflow awaiting one (see `certctl workflows`)")]
+    NotAwaiting { id: u64, step: WorkflowStep },
+    #[error("{}: {cause}; workflow {id} is unchanged", path.display())]
+    WrongCertificate {
+        id: u64,
+        path: PathBuf,
+        cause: String,
+    },
+    #[error("workflow {id}: the workflow's key {} is encrypted: give its passphrase with --passphrase-file FILE or CERTCTL_CA_PASSPHRASE", path.display())]
+    KeyPassphrase { id: u64, path: PathBuf },
+    #[error("workflow {id}: reload hook for {target}: {detail}; fix it, then `certctl workflows resume {id}` runs the hook again (not the deploy)")]
+    Reload {
+        id: u64,
+        target: String,
+        detail: String,
+    },
     #[error("{0} is a CA certificate: regenerate replaces leaf certificates only")]
     IsCa(String),
     #[error("no workflow has id {0} (see `certctl workflows`)")]
@@ -103,6 +133,13 @@ pub struct RegenerateRequest {
     /// new key must meet.
     pub policies: Option<PathBuf>,
     pub secrets: WorkflowSecrets,
+    /// `--csr OUT` (absolute): the certificate comes from a CA certctl does not hold; the
+    /// CSR is written here and the workflow waits for `workflows complete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csr: Option<PathBuf>,
+    /// Reload hooks of deploy targets (`[[workflows.targets]]`), kept in the workflow.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reload: Vec<ReloadHook>,
 }
 
 /// What a workflow may need but never stores: given again on resume.
@@ -123,9 +160,28 @@ pub struct WorkflowReport {
     /// The workflow's own files (`new.key`, `new.pem`, `new.chain.pem`).
     pub files: Vec<PathBuf>,
     pub crl_checks: Vec<CrlCheck>,
+    /// The reload hooks this run ran.
+    #[serde(default)]
+    pub reloads: Vec<ReloadOutcome>,
+    /// What the endpoints that served the old certificate serve after the reload.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointServes>,
+    /// Whether this run passed the reload step (its endpoints are then probed).
+    #[serde(skip)]
+    pub probe_due: bool,
 }
 
-fn step_err(wf: &Workflow, step: WorkflowStep) -> impl FnOnce(String) -> WorkflowError {
+/// What an endpoint that served the old certificate serves after the deploy and reload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EndpointServes {
+    /// `host:port`.
+    pub endpoint: String,
+    /// `serves-new`, `serves-old`, `serves-other` or `unreachable`.
+    pub state: String,
+    pub detail: String,
+}
+
+pub(crate) fn step_err(wf: &Workflow, step: WorkflowStep) -> impl FnOnce(String) -> WorkflowError {
     let id = wf.id;
     move |cause| WorkflowError::Step { id, step, cause }
 }
@@ -225,14 +281,20 @@ pub fn regenerate(
     if old.facts.is_ca {
         return Err(WorkflowError::IsCa(old.facts.display_name().to_string()));
     }
-    let Some((managed, _)) = ca::managed_issuer(store, &old)? else {
-        return Err(WorkflowError::NotManaged {
-            name: old.facts.display_name().to_string(),
-            issuer: old.facts.issuer.clone(),
-        });
+    let ca_name = match (&req.csr, ca::managed_issuer(store, &old)?) {
+        (Some(_), _) => String::new(),
+        (None, Some((managed, _))) => {
+            // Fail on a wrong passphrase before anything is recorded.
+            Signer::load(store, &managed.name, req.secrets.passphrase.as_ref())?;
+            managed.name
+        }
+        (None, None) => {
+            return Err(WorkflowError::NotManaged {
+                name: old.facts.display_name().to_string(),
+                issuer: old.facts.issuer.clone(),
+            })
+        }
     };
-    // Fail on a wrong passphrase before anything is recorded.
-    Signer::load(store, &managed.name, req.secrets.passphrase.as_ref())?;
     let key_kind = match req.key {
         Some(k) => k,
         None => {
@@ -255,7 +317,7 @@ pub fn regenerate(
     let wf = Workflow {
         id,
         old: old.fingerprint(),
-        ca: managed.name.clone(),
+        ca: ca_name.clone(),
         revoke_old: req.revoke_old,
         deploy: req.deploy,
         key_kind: key_kind.as_str().to_string(),
@@ -268,6 +330,9 @@ pub fn regenerate(
         updated: now,
         actor: actor(),
         last_error: None,
+        csr: req.csr.as_ref().map(|p| p.to_string_lossy().into_owned()),
+        key_encrypted: req.csr.is_some() && req.secrets.passphrase.is_some(),
+        reload: req.reload.clone(),
     };
     store.put_workflow(&wf)?;
     store.record_audit(&AuditEvent {
@@ -276,8 +341,11 @@ pub fn regenerate(
         actor: wf.actor.clone(),
         action: "regenerate-requested".into(),
         detail: format!(
-            "workflow {id} (CA `{}`{}{})",
-            managed.name,
+            "workflow {id} ({}{}{})",
+            match &wf.csr {
+                Some(csr) => format!("CSR {csr} for the CA `{}`", old.facts.issuer),
+                None => format!("CA `{ca_name}`"),
+            },
             if req.deploy { ", deploy" } else { "" },
             if req.revoke_old { ", revoke old" } else { "" }
         ),
@@ -320,9 +388,13 @@ pub fn resume_all_with(
 ) -> Result<Vec<Resumed>, WorkflowError> {
     let mut out = Vec::new();
     for wf in store.workflows()? {
+        if wf.step == WorkflowStep::AwaitingCertificate {
+            // Waits for `workflows complete`: nothing to resume.
+            continue;
+        }
         if wf.step == WorkflowStep::Done {
             // Finished by an older certctl, which left the key behind.
-            if let Err(e) = remove_deployed_key(&wf) {
+            if let Err(e) = remove_deployed_key(&wf, &secrets_for(&wf)) {
                 tracing::warn!(workflow = wf.id, error = %e, "cannot remove the workflow's key");
             }
         } else {
@@ -347,6 +419,9 @@ pub fn listing(store: &Store) -> Result<Vec<WorkflowReport>, WorkflowError> {
             },
             files: workflow_files(&dir),
             crl_checks: Vec::new(),
+            reloads: Vec::new(),
+            endpoints: Vec::new(),
+            probe_due: false,
             workflow: wf,
         });
     }
@@ -360,12 +435,27 @@ fn run(
     now: UnixTime,
 ) -> Result<WorkflowReport, WorkflowError> {
     let mut crl_checks = Vec::new();
+    let mut reloads = Vec::new();
+    let mut probe_due = false;
     while wf.step != WorkflowStep::Done {
-        let next = wf.step.next();
+        let next = wf.next_step();
+        if next == WorkflowStep::Issued
+            && wf.external()
+            && !PathBuf::from(&wf.dir).join("new.pem").exists()
+        {
+            // Waits for `workflows complete ID --cert FILE`.
+            break;
+        }
         let result = match next {
-            WorkflowStep::KeyGenerated => step_key(&wf).map(|_| ()),
+            WorkflowStep::KeyGenerated => step_key(&wf, secrets).map(|_| ()),
+            WorkflowStep::AwaitingCertificate => step_csr(store, &wf, secrets),
+            WorkflowStep::Issued if wf.external() => step_receive(store, &mut wf, secrets, now),
             WorkflowStep::Issued => step_issue(store, &mut wf, secrets, now),
             WorkflowStep::Deployed if wf.deploy => step_deploy(store, &mut wf, secrets, now),
+            WorkflowStep::Reloaded if wf.deploy => {
+                probe_due = true;
+                step_reload(store, &wf, &mut reloads, now)
+            }
             WorkflowStep::OldRevoked if wf.revoke_old => revoke::revoke_one(
                 store,
                 &wf.old,
@@ -385,7 +475,7 @@ fn run(
         }
         if next == WorkflowStep::Done {
             // Before `done` is recorded: a crash in between finds nothing left to remove.
-            remove_deployed_key(&wf)?;
+            remove_deployed_key(&wf, secrets)?;
         }
         wf.step = next;
         wf.updated = now;
@@ -402,13 +492,16 @@ fn run(
         },
         files: workflow_files(&dir),
         crl_checks,
+        reloads,
+        endpoints: Vec::new(),
+        probe_due,
         workflow: wf,
     })
 }
 
 /// The workflow's own files that exist (`new.key` is gone once the key was deployed).
 fn workflow_files(dir: &Path) -> Vec<PathBuf> {
-    ["new.key", "new.pem", "new.chain.pem"]
+    ["new.key", "new.csr", "new.pem", "new.chain.pem"]
         .into_iter()
         .map(|f| dir.join(f))
         .filter(|p| p.exists())
@@ -419,12 +512,12 @@ fn workflow_files(dir: &Path) -> Vec<PathBuf> {
 /// once the key is in a file the workflow deployed (a key file, a PEM file with the key, a
 /// PKCS#12 file). Without such a file (no `--deploy`, or nowhere to put the key) `new.key`
 /// is the only copy and stays for the admin to take.
-fn remove_deployed_key(wf: &Workflow) -> Result<(), WorkflowError> {
+fn remove_deployed_key(wf: &Workflow, secrets: &WorkflowSecrets) -> Result<(), WorkflowError> {
     let dir = PathBuf::from(&wf.dir);
     let Ok(bytes) = fs::read(dir.join("new.key")) else {
         return Ok(());
     };
-    let Ok(key) = PKey::private_key_from_pem(&bytes) else {
+    let Ok(key) = ca::load_private_key(&bytes, secrets.passphrase.as_ref()) else {
         return Ok(());
     };
     if !key_deployed(wf, &key) {
@@ -475,21 +568,52 @@ fn key_deployed(wf: &Workflow, key: &PKey<Private>) -> bool {
 
 // ---- steps ---------------------------------------------------------------------------------
 
-/// The new key: read back if it was already written, else generated and persisted.
-fn step_key(wf: &Workflow) -> Result<PKey<Private>, WorkflowError> {
+/// The new key: read back if it was already written, else generated and persisted (0600;
+/// encrypted PKCS#8 with the passphrase, as a managed CA's key, when `key_encrypted`).
+pub(crate) fn step_key(
+    wf: &Workflow,
+    secrets: &WorkflowSecrets,
+) -> Result<PKey<Private>, WorkflowError> {
     let dir = PathBuf::from(&wf.dir);
     let path = dir.join("new.key");
+    let passphrase = if wf.key_encrypted {
+        Some(
+            secrets
+                .passphrase
+                .as_ref()
+                .ok_or_else(|| WorkflowError::KeyPassphrase {
+                    id: wf.id,
+                    path: path.clone(),
+                })?,
+        )
+    } else {
+        None
+    };
     if let Ok(bytes) = fs::read(&path) {
-        if let Ok(k) = PKey::private_key_from_pem(&bytes) {
-            return Ok(k);
+        match ca::load_private_key(&bytes, passphrase) {
+            Ok(k) => return Ok(k),
+            Err(ca::KeyLoadError::NeedsPassphrase) => {
+                return Err(WorkflowError::KeyPassphrase { id: wf.id, path })
+            }
+            Err(ca::KeyLoadError::Unreadable(cause)) if wf.key_encrypted => {
+                return Err(step_err(wf, WorkflowStep::KeyGenerated)(format!(
+                    "{}: {cause}",
+                    path.display()
+                )))
+            }
+            // A torn file from a crash before the key was persisted: a new key.
+            Err(ca::KeyLoadError::Unreadable(_)) => {}
         }
     }
     let kind: KeyKind = wf.key_kind.parse()?;
     let key = kind.generate()?;
     private_dir(&dir)?;
-    let pem = key
-        .private_key_to_pem_pkcs8()
-        .map_err(|e| step_err(wf, WorkflowStep::KeyGenerated)(e.to_string()))?;
+    let pem = match passphrase {
+        Some(p) => ca::encrypted_pkcs8_pem(&key, p)?,
+        None => key
+            .private_key_to_pem_pkcs8()
+            .map_err(|e| step_err(wf, WorkflowStep::KeyGenerated)(e.to_string()))?,
+    };
     write_atomic(&path, &pem, FileMode::Private)?;
     Ok(key)
 }
@@ -500,7 +624,7 @@ fn step_issue(
     secrets: &WorkflowSecrets,
     now: UnixTime,
 ) -> Result<(), WorkflowError> {
-    let key = step_key(wf)?;
+    let key = step_key(wf, secrets)?;
     let dir = PathBuf::from(&wf.dir);
     let cert_path = dir.join("new.pem");
     let old = store.get(&wf.old)?.ok_or_else(|| {
@@ -576,7 +700,7 @@ fn step_issue(
 }
 
 /// The certificate already issued by an interrupted run, if `new.pem` holds one for `key`.
-fn read_issued(path: &Path, key: &PKey<Private>) -> Option<Vec<u8>> {
+pub(crate) fn read_issued(path: &Path, key: &PKey<Private>) -> Option<Vec<u8>> {
     let bytes = fs::read(path).ok()?;
     let cert = X509::from_pem(&bytes).ok()?;
     let matches = cert.public_key().ok()?.public_eq(key);
@@ -589,7 +713,7 @@ fn read_issued(path: &Path, key: &PKey<Private>) -> Option<Vec<u8>> {
 
 /// Records an audit event unless the same one (action and detail) is already there: a
 /// resumed step does not log twice.
-fn audit_once(store: &Store, event: &AuditEvent) -> Result<(), StoreError> {
+pub(crate) fn audit_once(store: &Store, event: &AuditEvent) -> Result<(), StoreError> {
     if let Some(fp) = &event.fingerprint {
         if store
             .history(fp)?
@@ -602,7 +726,7 @@ fn audit_once(store: &Store, event: &AuditEvent) -> Result<(), StoreError> {
     store.record_audit(event)
 }
 
-fn sans_of(cert: &Certificate) -> Vec<SanType> {
+pub(crate) fn sans_of(cert: &Certificate) -> Vec<SanType> {
     let s = &cert.facts.sans;
     let mut out = Vec::new();
     for d in &s.dns {
@@ -926,14 +1050,18 @@ fn step_deploy(
         ));
     };
     let dir = PathBuf::from(&wf.dir);
-    let new_key = step_key(wf)?;
+    let new_key = step_key(wf, secrets)?;
     let new_der = read_issued(&dir.join("new.pem"), &new_key).ok_or_else(|| {
         step_err(wf, WorkflowStep::Deployed)(format!(
             "{} does not hold the issued certificate",
             dir.join("new.pem").display()
         ))
     })?;
-    let signer = Signer::load(store, &wf.ca, secrets.passphrase.as_ref())?;
+    let chain = if wf.external() {
+        crate::workflow_csr::received_chain(&dir)
+    } else {
+        Signer::load(store, &wf.ca, secrets.passphrase.as_ref())?.chain
+    };
     let sources: Vec<Source> = old
         .sources
         .iter()
@@ -954,7 +1082,7 @@ fn step_deploy(
         old_der,
         new_der,
         new_key,
-        chain: signer.chain.clone(),
+        chain,
         pfx_password: secrets.pfx_password.as_ref(),
     };
     let mut moved: Vec<(String, u32)> = Vec::new();
@@ -1046,6 +1174,117 @@ const DEPLOYED_KEY: FileMode = FileMode::Replaced {
 fn deploy(path: &Path, bytes: &[u8], mode: FileMode) -> Result<(), WorkflowError> {
     let options = crate::atomic_file::Options::new(mode).backup();
     options.write(path, bytes).map_err(CaError::from)?;
+    Ok(())
+}
+
+// ---- reload and probe ----------------------------------------------------------------------
+
+/// Runs the reload hook of every target whose files the deploy step replaced (each command
+/// once). Stops at the first failure, which leaves the workflow at `deployed`.
+fn step_reload(
+    store: &Store,
+    wf: &Workflow,
+    outcomes: &mut Vec<ReloadOutcome>,
+    now: UnixTime,
+) -> Result<(), WorkflowError> {
+    let mut ran: Vec<&Vec<String>> = Vec::new();
+    for hook in &wf.reload {
+        if ran.contains(&&hook.argv) {
+            continue;
+        }
+        if !wf.deployed.iter().any(|p| reload::applies_to(hook, p)) {
+            continue;
+        }
+        ran.push(&hook.argv);
+        let outcome = reload::run(hook);
+        store.record_audit(&AuditEvent {
+            at: now,
+            fingerprint: wf.new,
+            actor: actor(),
+            action: if outcome.ok {
+                "reloaded".into()
+            } else {
+                "reload-failed".into()
+            },
+            detail: format!("workflow {}: {}: {}", wf.id, hook.target, outcome.detail),
+        })?;
+        let failed = (!outcome.ok).then(|| outcome.detail.clone());
+        outcomes.push(outcome);
+        if let Some(detail) = failed {
+            return Err(WorkflowError::Reload {
+                id: wf.id,
+                target: hook.target.clone(),
+                detail,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// After a run that passed the reload step: probes each endpoint that served the old
+/// certificate and says whether it now serves the new one. The handshakes run without
+/// `lock` (the store's writer lock); each outcome is recorded under it.
+pub fn probe_endpoints<G>(
+    store: &Store,
+    report: &mut WorkflowReport,
+    now: UnixTime,
+    lock: &dyn Fn() -> G,
+) -> Result<(), WorkflowError> {
+    if !report.probe_due {
+        return Ok(());
+    }
+    let (Some(old), Some(new)) = (&report.old, report.workflow.new) else {
+        return Ok(());
+    };
+    let addresses: std::collections::BTreeSet<String> = old
+        .current_sources()
+        .filter_map(|s| match &s.location {
+            SourceLocation::Endpoint { address, .. } => Some(address.clone()),
+            SourceLocation::File { .. } => None,
+        })
+        .collect();
+    let old_fp = old.fingerprint();
+    for address in addresses {
+        let endpoint = {
+            let _writer = lock();
+            store.endpoint(&address)?
+        };
+        let Some(endpoint) = endpoint else { continue };
+        let target = crate::probe::ProbeTarget {
+            address: address.clone(),
+            sni: endpoint.sni.clone(),
+            role: endpoint.role,
+            expect_issuer: endpoint.expect_issuer.clone(),
+            timeout: std::time::Duration::from_secs(5),
+            trust_store: None,
+        };
+        let outcome = crate::probe::probe(&target, now);
+        {
+            let _writer = lock();
+            let _ = crate::probe::record(store, &target, &outcome, now);
+        }
+        let (state, detail) = match (&outcome.error, outcome.chain.first()) {
+            (Some(e), _) => ("unreachable", e.clone()),
+            (None, Some(leaf)) if leaf.fingerprint == new => (
+                "serves-new",
+                format!("now serves the new certificate ({new})"),
+            ),
+            (None, Some(leaf)) if leaf.fingerprint == old_fp => (
+                "serves-old",
+                "still serves the old certificate: reload or restart it (or give its target a reload hook)".to_string(),
+            ),
+            (None, Some(leaf)) => (
+                "serves-other",
+                format!("serves {} ({})", leaf.display_name(), leaf.fingerprint),
+            ),
+            (None, None) => ("unreachable", "served no certificate".to_string()),
+        };
+        report.endpoints.push(EndpointServes {
+            endpoint: address,
+            state: state.into(),
+            detail,
+        });
+    }
     Ok(())
 }
 

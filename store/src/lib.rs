@@ -36,4 +36,4 @@ pub use model::*;
 pub use reminders::{DeliveryState, SentReminder, SmtpState, Snooze};
 pub use store::{Store, DEFAULT_CACHE_BYTES, SCHEMA_VERSION};
 pub use verify::Verification;
-pub use workflows::{CachedCrl, ManagedCa, Workflow, WorkflowStep};
+pub use workflows::{CachedCrl, ManagedCa, ReloadHook, Workflow, WorkflowStep};

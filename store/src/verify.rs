@@ -19,7 +19,6 @@ use crate::keys;
 use crate::migrate::RECORD_FORMAT_2;
 use crate::model::{Fingerprint, SourceLocation};
 use crate::store::{decode, decode_postings, decode_record, Store};
-use crate::workflows::Workflow;
 
 /// What [`Store::verify`] found.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -229,7 +228,7 @@ impl Store {
         for kv in self.tree().scan_prefix([keys::WORKFLOW]) {
             let (key, value) = kv?;
             v.workflows += 1;
-            if let Err(e) = decode::<Workflow>(&value, "workflow") {
+            if let Err(e) = crate::workflows::decode_workflow(&value) {
                 problem(&mut v, format!("workflow {}: {e}", hex::encode(&key[1..])));
             }
         }

@@ -6,6 +6,9 @@
 //!   the last CRL number and where CRLs are published. A certificate is "held" by certctl
 //!   when a `ManagedCa` points at its fingerprint.
 //! - `W` + workflow id (8 bytes, big-endian) → [`Workflow`]: a persisted state machine.
+//!   Values written by this release start with [`WORKFLOW_V2`] (the fields of `regenerate
+//!   --csr` and of reload hooks added); those of older releases ([`crate::store`]'s version 1)
+//!   still decode, with the new fields empty.
 //!
 //! Every write here is flushed before returning: a workflow step must be durable before
 //! the next one starts, so that a crash at any point can be resumed.
@@ -57,6 +60,11 @@ pub enum WorkflowStep {
     Deployed,
     OldRevoked,
     Done,
+    /// `regenerate --csr`: the key and CSR are written; the certificate comes from a CA
+    /// certctl does not hold (`certctl workflows complete ID --cert FILE`).
+    AwaitingCertificate,
+    /// The reload hooks of the deployed targets ran (nothing to run counts as done).
+    Reloaded,
 }
 
 impl ManagedCa {
@@ -79,11 +87,15 @@ impl ManagedCa {
 }
 
 impl WorkflowStep {
-    pub const ALL: [WorkflowStep; 6] = [
+    /// Every step, in the order a workflow takes them (`awaiting-certificate` only with
+    /// `--csr`).
+    pub const ALL: [WorkflowStep; 8] = [
         WorkflowStep::Requested,
         WorkflowStep::KeyGenerated,
+        WorkflowStep::AwaitingCertificate,
         WorkflowStep::Issued,
         WorkflowStep::Deployed,
+        WorkflowStep::Reloaded,
         WorkflowStep::OldRevoked,
         WorkflowStep::Done,
     ];
@@ -96,21 +108,26 @@ impl WorkflowStep {
             WorkflowStep::Deployed => "deployed",
             WorkflowStep::OldRevoked => "old-revoked",
             WorkflowStep::Done => "done",
+            WorkflowStep::AwaitingCertificate => "awaiting-certificate",
+            WorkflowStep::Reloaded => "reloaded",
         }
     }
 
-    /// The step's number (requested = 0 ... done = 5).
+    /// The step's number (requested = 0 ... done = 5, as in the first release;
+    /// awaiting-certificate = 6, reloaded = 7, added later).
     pub fn number(self) -> u8 {
         self as u8
     }
 
-    /// The step after this one (`Done` stays `Done`).
+    /// The step after this one (`Done` stays `Done`). A `--csr` workflow goes from
+    /// `key-generated` to `awaiting-certificate` instead (see [`Workflow::next_step`]).
     pub fn next(self) -> WorkflowStep {
         match self {
             WorkflowStep::Requested => WorkflowStep::KeyGenerated,
-            WorkflowStep::KeyGenerated => WorkflowStep::Issued,
+            WorkflowStep::KeyGenerated | WorkflowStep::AwaitingCertificate => WorkflowStep::Issued,
             WorkflowStep::Issued => WorkflowStep::Deployed,
-            WorkflowStep::Deployed => WorkflowStep::OldRevoked,
+            WorkflowStep::Deployed => WorkflowStep::Reloaded,
+            WorkflowStep::Reloaded => WorkflowStep::OldRevoked,
             WorkflowStep::OldRevoked | WorkflowStep::Done => WorkflowStep::Done,
         }
     }
@@ -149,6 +166,103 @@ pub struct Workflow {
     pub actor: String,
     /// What stopped the last attempt, if it failed.
     pub last_error: Option<String>,
+    /// `regenerate --csr`: where the CSR was written. The certificate comes from a CA
+    /// certctl does not hold; `ca` is then empty.
+    pub csr: Option<String>,
+    /// Whether `new.key` is encrypted PKCS#8 (with the passphrase given at `regenerate`).
+    pub key_encrypted: bool,
+    /// Commands to run after the deploy step replaced a target's files.
+    pub reload: Vec<ReloadHook>,
+}
+
+/// A command run after a deploy replaced the files of a target (`[[workflows.targets]]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadHook {
+    /// The deployed file, or a folder holding deployed files, this hook is for (absolute).
+    pub target: String,
+    /// The program and its arguments (run directly, never through a shell).
+    pub argv: Vec<String>,
+    /// Killed after this many seconds.
+    pub timeout_secs: u64,
+}
+
+impl Workflow {
+    /// Whether the new certificate comes from outside (`regenerate --csr`).
+    pub fn external(&self) -> bool {
+        self.csr.is_some()
+    }
+
+    /// The step after the current one, for this workflow.
+    pub fn next_step(&self) -> WorkflowStep {
+        if self.step == WorkflowStep::KeyGenerated && self.external() {
+            WorkflowStep::AwaitingCertificate
+        } else {
+            self.step.next()
+        }
+    }
+}
+
+/// The version byte of workflows written by this release.
+pub(crate) const WORKFLOW_V2: u8 = 2;
+
+/// A workflow as the first release wrote it (version 1).
+#[derive(Deserialize)]
+struct WorkflowV1 {
+    id: u64,
+    old: Fingerprint,
+    ca: String,
+    revoke_old: bool,
+    deploy: bool,
+    key_kind: String,
+    dir: String,
+    step: WorkflowStep,
+    new: Option<Fingerprint>,
+    deployed: Vec<String>,
+    not_deployed: Vec<String>,
+    created: UnixTime,
+    updated: UnixTime,
+    actor: String,
+    last_error: Option<String>,
+}
+
+fn encode_workflow(wf: &Workflow) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(512);
+    out.push(WORKFLOW_V2);
+    postcard::to_io(wf, &mut out).map_err(|e| StoreError::Io(e.to_string()))?;
+    Ok(out)
+}
+
+/// Decodes a workflow of any version this release knows.
+pub(crate) fn decode_workflow(bytes: &[u8]) -> Result<Workflow> {
+    match bytes.split_first() {
+        Some((&WORKFLOW_V2, body)) => postcard::from_bytes(body).map_err(|e| StoreError::Corrupt {
+            what: "workflow",
+            detail: e.to_string(),
+        }),
+        _ => {
+            let w: WorkflowV1 = decode(bytes, "workflow")?;
+            Ok(Workflow {
+                id: w.id,
+                old: w.old,
+                ca: w.ca,
+                revoke_old: w.revoke_old,
+                deploy: w.deploy,
+                key_kind: w.key_kind,
+                dir: w.dir,
+                step: w.step,
+                new: w.new,
+                deployed: w.deployed,
+                not_deployed: w.not_deployed,
+                created: w.created,
+                updated: w.updated,
+                actor: w.actor,
+                last_error: w.last_error,
+                csr: None,
+                key_encrypted: false,
+                reload: Vec::new(),
+            })
+        }
+    }
 }
 
 /// A CRL fetched from a CRL distribution point, kept until its nextUpdate.
@@ -260,7 +374,7 @@ impl Store {
 
     /// Saves a workflow's state, durably (flushed before returning).
     pub fn put_workflow(&self, workflow: &Workflow) -> Result<()> {
-        let value = encode(workflow)?;
+        let value = encode_workflow(workflow)?;
         self.ensure_space(value.len() as u64)?;
         self.tree().insert(workflow_key(workflow.id), value)?;
         self.flush()
@@ -268,7 +382,7 @@ impl Store {
 
     pub fn workflow(&self, id: u64) -> Result<Option<Workflow>> {
         match self.tree().get(workflow_key(id))? {
-            Some(v) => Ok(Some(decode(&v, "workflow")?)),
+            Some(v) => Ok(Some(decode_workflow(&v)?)),
             None => Ok(None),
         }
     }
@@ -291,7 +405,7 @@ impl Store {
     pub fn workflows(&self) -> Result<Vec<Workflow>> {
         self.tree()
             .scan_prefix([keys::WORKFLOW])
-            .map(|kv| decode(&kv?.1, "workflow"))
+            .map(|kv| decode_workflow(&kv?.1))
             .collect()
     }
 }
@@ -380,6 +494,9 @@ mod tests {
                     updated: 1,
                     actor: "me".into(),
                     last_error: None,
+                    csr: None,
+                    key_encrypted: false,
+                    reload: vec![],
                 })
                 .unwrap();
         }
@@ -387,5 +504,59 @@ mod tests {
         assert_eq!(got, ids);
         assert_eq!(WorkflowStep::Requested.next(), WorkflowStep::KeyGenerated);
         assert_eq!(WorkflowStep::Done.number(), 5);
+        assert_eq!(WorkflowStep::Deployed.next(), WorkflowStep::Reloaded);
+        assert_eq!(WorkflowStep::AwaitingCertificate.number(), 6);
+    }
+
+    /// A workflow written by the first release (version 1, without the `--csr` and reload
+    /// fields) still reads, with those fields empty.
+    #[test]
+    fn first_release_workflows_still_decode() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            id: u64,
+            old: Fingerprint,
+            ca: &'a str,
+            revoke_old: bool,
+            deploy: bool,
+            key_kind: &'a str,
+            dir: &'a str,
+            step: WorkflowStep,
+            new: Option<Fingerprint>,
+            deployed: Vec<String>,
+            not_deployed: Vec<String>,
+            created: UnixTime,
+            updated: UnixTime,
+            actor: &'a str,
+            last_error: Option<String>,
+        }
+        let bytes = encode(&V1 {
+            id: 7,
+            old: Sha256([1; 32]),
+            ca: "root",
+            revoke_old: true,
+            deploy: true,
+            key_kind: "ec-p256",
+            dir: "/tmp/w",
+            step: WorkflowStep::Deployed,
+            new: Some(Sha256([2; 32])),
+            deployed: vec!["/etc/x.pem".into()],
+            not_deployed: vec![],
+            created: 1,
+            updated: 2,
+            actor: "me",
+            last_error: None,
+        })
+        .unwrap();
+        let wf = decode_workflow(&bytes).unwrap();
+        assert_eq!(
+            (wf.id, wf.step, wf.ca.as_str()),
+            (7, WorkflowStep::Deployed, "root")
+        );
+        assert_eq!(
+            (wf.csr, wf.key_encrypted, wf.reload.len()),
+            (None, false, 0)
+        );
+        assert_eq!(wf.deployed, vec!["/etc/x.pem".to_string()]);
     }
 }
