@@ -1,0 +1,148 @@
+//! What ships for monitoring systems works with them: the Prometheus alert rules load and
+//! fire as their unit tests say (`promtool`), the exposition passes `promtool check
+//! metrics`, and every series the alert rules and the Grafana dashboard use is one certd
+//! really serves (a rename would break them silently otherwise).
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use certctl_e2e::daemon::{free_loopback_address, http_get, wait_for, Certd, CertdConfig};
+use certctl_e2e::files;
+use certctl_e2e::*;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn promtool() -> Option<PathBuf> {
+    let p = PathBuf::from("/usr/bin/promtool");
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!("SKIPPED: promtool is not installed (scripts/setup installs it when it can)");
+        None
+    }
+}
+
+/// The `certctl_*` names an expression file mentions.
+fn names_in(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("certctl_") {
+        let start = i + at;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_lowercase() || bytes[end] == b'_') {
+            end += 1;
+        }
+        let before_ok =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        if before_ok {
+            out.insert(text[start..end].to_string());
+        }
+        i = end;
+    }
+    out
+}
+
+#[test]
+fn the_alert_rules_load_and_fire_as_their_tests_say() {
+    let Some(promtool) = promtool() else { return };
+    let dir = repo().join("contrib/prometheus");
+    for args in [
+        vec!["check", "rules", "certctl-alerts.yml"],
+        vec!["test", "rules", "certctl-alerts.test.yml"],
+    ] {
+        let out = Command::new(&promtool)
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn certds_metrics_pass_promtool_and_cover_the_rules_and_the_dashboard() {
+    let env = TestEnv::new();
+    let f = CertFactory::new();
+    let gw = f.leaf(CertSpec::leaf("gw.contoso.example").expires_in_days(20));
+    let agent = f.leaf(CertSpec::leaf("agent-1").valid(-3600, 5 * 3600));
+    files::pem(&env.file("gw/gw.pem"), &[&gw]);
+    files::pem(&env.file("agents/a.pem"), &[&agent]);
+    let address = free_loopback_address();
+    let config = CertdConfig::new(env.store())
+        .source(&env.root().join("gw"), Some("gateway"))
+        .source(&env.root().join("agents"), Some("agent"))
+        .metrics(&address)
+        .write(&env.file("etc/certd.toml"));
+    let certd = Certd::start(&env, &config);
+    wait_for(
+        Duration::from_secs(30),
+        || format!("the start-up scan{}", certd.describe()),
+        || (env.list_json(&[]).len() == 2).then_some(()),
+    );
+    let metrics = http_get(&address, "/metrics");
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+    let served: BTreeSet<String> = metrics
+        .body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_string)
+        .collect();
+    for file in [
+        "contrib/prometheus/certctl-alerts.yml",
+        "contrib/grafana/certctl-dashboard.json",
+    ] {
+        let text = std::fs::read_to_string(repo().join(file)).unwrap();
+        let used = names_in(&text);
+        assert!(!used.is_empty(), "{file} uses no certctl series");
+        let missing: Vec<&String> = used.difference(&served).collect();
+        assert!(
+            missing.is_empty(),
+            "{file} uses series certd does not serve: {missing:?}"
+        );
+    }
+    // The dashboard is JSON Grafana can import: panels with queries.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("contrib/grafana/certctl-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.iter().all(|p| p["targets"][0]["expr"].is_string()));
+
+    let Some(promtool) = promtool() else { return };
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let complaints = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && complaints.trim().is_empty(),
+        "promtool check metrics:\n{complaints}\n{}",
+        metrics.body
+    );
+}
