@@ -961,6 +961,7 @@ pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<Str
         );
     }
     crl_series(store, &mut out)?;
+    probe_series(store, &mut out)?;
     let _ = writeln!(out, "# HELP certctl_source_read_errors Scanned files whose last read failed (their certificates are not seen).");
     let _ = writeln!(out, "# TYPE certctl_source_read_errors gauge");
     let _ = writeln!(
@@ -970,6 +971,37 @@ pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<Str
     );
     out.push_str(&crate::metrics_http::smtp_counter_series(store)?);
     Ok(out)
+}
+
+/// Each endpoint's last probe, as blackbox_exporter names it: whether it got the chain
+/// (`certctl_probe_success`) and when it ran.
+fn probe_series(store: &Store, out: &mut String) -> Result<(), ReportError> {
+    use std::fmt::Write as _;
+    let endpoints = store.endpoints()?;
+    let _ = writeln!(out, "# HELP certctl_probe_success Whether the last probe of an endpoint got its certificate chain (1) or not (0).");
+    let _ = writeln!(out, "# TYPE certctl_probe_success gauge");
+    for e in &endpoints {
+        if let Some(t) = e.last_probe {
+            let ok = u8::from(e.last_success == Some(t));
+            let _ = writeln!(
+                out,
+                "certctl_probe_success{{endpoint=\"{}\"}} {ok}",
+                label(&e.address)
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP certctl_probe_last_timestamp_seconds When an endpoint was last probed (Unix seconds).");
+    let _ = writeln!(out, "# TYPE certctl_probe_last_timestamp_seconds gauge");
+    for e in &endpoints {
+        if let Some(t) = e.last_probe {
+            let _ = writeln!(
+                out,
+                "certctl_probe_last_timestamp_seconds{{endpoint=\"{}\"}} {t}",
+                label(&e.address)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The managed CAs' CRLs: when each expires, and whether its published files are behind

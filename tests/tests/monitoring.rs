@@ -48,6 +48,38 @@ fn names_in(text: &str) -> BTreeSet<String> {
     out
 }
 
+/// `certctl_probe_success{endpoint}` as blackbox_exporter's `probe_success`: 1 for an
+/// endpoint that served its chain, 0 for one that did not answer.
+#[test]
+fn probe_success_says_which_endpoint_answered() {
+    let env = TestEnv::new();
+    let f = CertFactory::new();
+    let leaf = f.leaf(
+        CertSpec::leaf("localhost")
+            .dns("localhost")
+            .expires_in_days(40),
+    );
+    let server = certctl_e2e::tls::TlsServer::serve(&leaf, &[f.intermediate()]);
+    let dead = format!("127.0.0.1:{}", certctl_e2e::tls::closed_port());
+    env.certctl(&["probe", &server.address(), "--timeout", "5s"]);
+    env.certctl(&["probe", &dead, "--timeout", "2s"]);
+    let r = env.certctl(&["metrics"]);
+    r.success();
+    let value = |endpoint: &str| -> Option<String> {
+        let prefix = format!("certctl_probe_success{{endpoint=\"{endpoint}\"}} ");
+        r.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+    };
+    assert_eq!(value(&server.address()).as_deref(), Some("1"), "{r}");
+    assert_eq!(value(&dead).as_deref(), Some("0"), "{r}");
+    assert!(
+        r.stdout
+            .contains("# TYPE certctl_probe_last_timestamp_seconds gauge"),
+        "{r}"
+    );
+}
+
 #[test]
 fn the_alert_rules_load_and_fire_as_their_tests_say() {
     let Some(promtool) = promtool() else { return };
