@@ -882,6 +882,12 @@ pub fn workflows(session: &Session, a: WorkflowsArgs) -> Result<Exit> {
     if unfinished > 0 {
         println!("finish one with: certctl workflows resume ID");
     }
+    if list
+        .iter()
+        .any(|r| r.workflow.step == certctl_store::WorkflowStep::AwaitingCertificate)
+    {
+        println!("give one awaiting its certificate: certctl workflows complete ID --cert FILE");
+    }
     Ok(Exit::Success)
 }
 

@@ -172,7 +172,7 @@ fn workflow_of(env: &TestEnv, id: &str) -> Value {
         .as_array()
         .unwrap()
         .iter()
-        .find(|w| w["id"].to_string() == id)
+        .find(|w| w["id"].as_u64() == id.parse().ok())
         .unwrap_or_else(|| panic!("workflow {id} not listed{list}"))
         .clone()
 }
@@ -420,6 +420,8 @@ mod hooks {
     struct Server {
         pid_file: PathBuf,
         port: u16,
+        /// The first server (the hook starts the next ones): reaped when dropped.
+        first: std::process::Child,
     }
 
     impl Server {
@@ -429,7 +431,7 @@ mod hooks {
                 .local_addr()
                 .unwrap()
                 .port();
-            let child = std::process::Command::new("openssl")
+            let first = std::process::Command::new("openssl")
                 .args(["s_server", "-quiet", "-www", "-accept"])
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("-cert")
@@ -442,8 +444,12 @@ mod hooks {
                 .spawn()
                 .expect("start openssl s_server");
             let pid_file = dir.join("server.pid");
-            std::fs::write(&pid_file, child.id().to_string()).unwrap();
-            let server = Server { pid_file, port };
+            std::fs::write(&pid_file, first.id().to_string()).unwrap();
+            let server = Server {
+                pid_file,
+                port,
+                first,
+            };
             server.wait_listening();
             server
         }
@@ -477,7 +483,7 @@ mod hooks {
                 .find("-----BEGIN CERTIFICATE-----")
                 .expect("a certificate");
             let end = text.find("-----END CERTIFICATE-----").unwrap() + 25;
-            let x = openssl::x509::X509::from_pem(text[start..end].as_bytes()).unwrap();
+            let x = openssl::x509::X509::from_pem(&text.as_bytes()[start..end]).unwrap();
             sha256_hex(&x.to_der().unwrap())
         }
     }
@@ -487,6 +493,8 @@ mod hooks {
             if let Ok(pid) = std::fs::read_to_string(&self.pid_file) {
                 let _ = std::process::Command::new("kill").arg(pid.trim()).status();
             }
+            let _ = self.first.kill();
+            let _ = self.first.wait();
         }
     }
 
@@ -614,6 +622,41 @@ echo "the server did not come back" >&2; exit 2
         assert!(!log.contains("must-not-leak"), "{log}");
         // The text form says it too.
         assert_eq!(events(&env, &new, "reloaded"), 1);
+    }
+
+    /// certd runs the hooks of its own `[[workflows.targets]]` for a regenerate sent to it,
+    /// and probes the endpoint with the writer lock released.
+    #[test]
+    fn certd_runs_its_configured_hooks_for_a_regenerate_sent_to_it() {
+        use certctl_e2e::daemon::{Certd, CertdConfig};
+        let env = TestEnv::new();
+        let (old, dir, server) = served_site(&env);
+        let script = hook_script(&dir, &server, 0);
+        let cfg = env.file("etc/certd.toml");
+        std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+        std::fs::write(
+            &cfg,
+            format!(
+                "{}\n[[workflows.targets]]\npath = {:?}\nreload = [{:?}]\n",
+                CertdConfig::new(env.store()).to_toml(),
+                s(&dir),
+                s(&script)
+            ),
+        )
+        .unwrap();
+        let certd = Certd::start(&env, &cfg);
+        env.certctl(&["status"])
+            .success()
+            .stdout_has("mode: daemon");
+        let r = env.certctl(&["regenerate", &old, "--deploy", "--yes", "--json"]);
+        r.success();
+        let report = r.json();
+        assert_eq!(report["step"], "done", "{report}");
+        assert_eq!(report["reloads"][0]["ok"], true, "{report}");
+        assert_eq!(report["endpoints"][0]["state"], "serves-new", "{report}");
+        let new = report["new_fingerprint"].as_str().unwrap().to_string();
+        assert_eq!(server.served(), new);
+        drop(certd);
     }
 
     #[test]
