@@ -690,6 +690,8 @@ fn check(session: &Session, a: CheckArgs) -> Result<Exit> {
             "crls_expiring": report.crls_expiring,
             "failed_files": report.failed_files,
             "failed_files_total": report.failed_files_total,
+            "stalled_renewals": report.stalled_renewals.iter().map(stalled_json).collect::<Vec<_>>(),
+            "stalled_renewals_total": report.stalled_renewals_total,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -699,6 +701,19 @@ fn check(session: &Session, a: CheckArgs) -> Result<Exit> {
         Verdict::Ok => Exit::Success,
         Verdict::Warning => Exit::Warning,
         Verdict::Critical => Exit::Critical,
+    })
+}
+
+/// A stalled renewal as `check --json` prints it (times in RFC 3339).
+pub fn stalled_json(s: &certctl_daemon::stalled::StalledRenewal) -> serde_json::Value {
+    serde_json::json!({
+        "agent": s.agent,
+        "fingerprint_sha256": s.fingerprint.to_hex(),
+        "not_after": certctl_store::rfc3339(s.not_after),
+        "stalled_since": certctl_store::rfc3339(s.stalled_since()),
+        "grace": s.grace.to_string(),
+        "grace_policy": s.grace_policy,
+        "sources": s.sources,
     })
 }
 

@@ -218,6 +218,47 @@ pub struct StatusReport {
     /// read): relying parties still accept what was revoked.
     #[serde(default)]
     pub stale_crls: Vec<String>,
+    /// What the last reminder pass that tried to deliver anything achieved (a failure, or
+    /// the retry that succeeded after it).
+    #[serde(default)]
+    pub last_delivery: Option<LastDelivery>,
+}
+
+/// The outcome of the last completed delivery, as `status` shows it (times RFC 3339).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastDelivery {
+    /// `delivered`, `failed` or `partial` (some recipients each way).
+    pub outcome: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Recipients whose digest the SMTP server accepted, and their reminders.
+    pub recipients_delivered: u64,
+    pub reminders_delivered: u64,
+    /// Of those, recipients whose earlier delivery had failed (retries that succeeded).
+    pub recipients_retried: u64,
+    /// Recipients whose digest was not accepted (still pending).
+    pub recipients_failed: u64,
+    /// The first failure: `RECIPIENT: CAUSE`.
+    pub error: Option<String>,
+}
+
+impl LastDelivery {
+    pub fn new(o: &certctl_store::DeliveryOutcome) -> LastDelivery {
+        let outcome = match (o.delivered, o.failed) {
+            (_, 0) => "delivered",
+            (0, _) => "failed",
+            _ => "partial",
+        };
+        LastDelivery {
+            outcome: outcome.into(),
+            at: certctl_store::rfc3339(o.at),
+            recipients_delivered: o.delivered,
+            reminders_delivered: o.reminders_delivered,
+            recipients_retried: o.retried,
+            recipients_failed: o.failed,
+            error: o.error.clone(),
+        }
+    }
 }
 
 /// What a running certd says about itself.
@@ -663,6 +704,10 @@ pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::Store
         stale_crls: revoke::stale_cas(store).unwrap_or_default(),
         failed_files_total,
         failed_files,
+        last_delivery: store
+            .last_delivery_outcome()?
+            .as_ref()
+            .map(LastDelivery::new),
     })
 }
 
