@@ -528,7 +528,7 @@ pub fn metrics(session: &Session, a: MetricsArgs) -> Result<Exit> {
 /// `certctl untrack ID`: no more reminders for that file; it leaves `list`.
 pub fn untrack(session: &Session, a: UntrackArgs) -> Result<Exit> {
     let removed = match call(session, FleetRequest::Untrack { id: a.id })? {
-        FleetResponse::Artifacts { artifacts } => artifacts,
+        FleetResponse::Artifacts { artifacts, .. } => artifacts,
         other => return Err(unexpected(&other)),
     };
     let t = now();
@@ -571,7 +571,7 @@ pub fn track(session: &Session, a: TrackArgs) -> Result<Exit> {
         t,
     )?;
     let tracked = match call(session, FleetRequest::Track { artifact })? {
-        FleetResponse::Artifacts { artifacts } => artifacts,
+        FleetResponse::Artifacts { artifacts, .. } => artifacts,
         other => return Err(unexpected(&other)),
     };
     if a.json {
@@ -615,17 +615,17 @@ pub fn list(
     let t = now();
     // A certd from before the fleet features does not know this request: list the
     // certificates as before and say why artifacts are missing.
-    let tracked = match call(
+    let (tracked, gone) = match call(
         session,
         FleetRequest::Artifacts {
             filter: filter.clone(),
         },
     ) {
-        Ok(FleetResponse::Artifacts { artifacts }) => artifacts,
+        Ok(FleetResponse::Artifacts { artifacts, gone }) => (artifacts, gone),
         Ok(other) => return Err(unexpected(&other)),
         Err(e) => {
             eprintln!("warning: tracked artifacts are not shown: {e}");
-            Vec::new()
+            (Vec::new(), Default::default())
         }
     };
     if tracked.is_empty() {
@@ -633,7 +633,7 @@ pub fn list(
     }
     if !a.output.json && !a.output.csv {
         let exit = inner(session, a)?;
-        print_artifact_table(&tracked, t);
+        print_artifact_table(&tracked, &gone, t);
         return Ok(exit);
     }
     let certs: Vec<Certificate> = match session_list(session, filter)? {
@@ -654,7 +654,11 @@ pub fn list(
         for (_, which, i) in merged {
             let v = match which {
                 0 => serde_json::to_value(CertificateView::new(&certs[i], t))?,
-                _ => artifacts::to_json(&tracked[i], t),
+                _ => artifacts::to_json_gone(
+                    &tracked[i],
+                    gone.get(&tracked[i].id.to_hex()).copied(),
+                    t,
+                ),
             };
             items.push(v);
         }
@@ -690,13 +694,21 @@ fn session_list(session: &Session, filter: ListFilter) -> Result<Option<Vec<Cert
     }
 }
 
-fn print_artifact_table(tracked: &[TrackedArtifact], t: UnixTime) {
+fn print_artifact_table(
+    tracked: &[TrackedArtifact],
+    gone: &std::collections::BTreeMap<String, UnixTime>,
+    t: UnixTime,
+) {
     let mut table = Table::new(&["EXPIRES", "DAYS", "STATUS", "KIND", "NAME", "WHERE"]);
     for x in tracked {
         table.row(vec![
             rfc3339(x.expires).chars().take(10).collect(),
             (x.expires - t).div_euclid(86_400).to_string(),
-            artifacts::status(x, t).to_string(),
+            if gone.contains_key(&x.id.to_hex()) {
+                "gone".to_string()
+            } else {
+                artifacts::status(x, t).to_string()
+            },
             x.kind.clone(),
             x.name.clone(),
             x.path.clone(),

@@ -191,7 +191,7 @@ fn tracked_artifacts(session: &Session) -> Result<Vec<TrackedArtifact>> {
     };
     match call(session, request, QUERY_TIMEOUT)? {
         Response::Fleet {
-            fleet: FleetResponse::Artifacts { artifacts },
+            fleet: FleetResponse::Artifacts { artifacts, .. },
         } => Ok(artifacts),
         other => bail!("unexpected answer from certd: {other:?}"),
     }
@@ -282,6 +282,12 @@ pub fn print_status(status: &StatusReport) {
         }
         // The SMTP server's own words: shown escaped.
         println!("{}", certctl_daemon::view::Printable(&text));
+    }
+    for g in &status.gone_artifacts {
+        println!(
+            "tracked: {} is gone: no reminders (`certctl untrack PATH` forgets it)",
+            certctl_daemon::view::Printable(g)
+        );
     }
     if status.reminders_pending > 0 {
         println!(

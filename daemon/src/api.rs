@@ -222,6 +222,9 @@ pub struct StatusReport {
     /// the retry that succeeded after it).
     #[serde(default)]
     pub last_delivery: Option<LastDelivery>,
+    /// Tracked files found deleted (no more reminders): `PATH (KIND, gone since TIME)`.
+    #[serde(default)]
+    pub gone_artifacts: Vec<String>,
 }
 
 /// The outcome of the last completed delivery, as `status` shows it (times RFC 3339).
@@ -684,6 +687,10 @@ fn crl_state(
     Ok((stale, expiring))
 }
 
+fn rfc3339_of(t: UnixTime) -> String {
+    certctl_store::rfc3339(t)
+}
+
 /// Status of a store opened directly (no daemon).
 pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::StoreError> {
     let smtp = store.smtp_state()?;
@@ -708,6 +715,17 @@ pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::Store
             .last_delivery_outcome()?
             .as_ref()
             .map(LastDelivery::new),
+        gone_artifacts: {
+            let gone = store.artifacts_gone()?;
+            store
+                .artifacts()?
+                .into_iter()
+                .filter_map(|a| {
+                    gone.get(&a.id)
+                        .map(|t| format!("{} ({}, gone since {})", a.path, a.kind, rfc3339_of(*t)))
+                })
+                .collect()
+        },
     })
 }
 

@@ -563,7 +563,12 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
                 });
         }
     }
+    let gone = store.artifacts_gone()?;
     for a in store.artifacts()? {
+        // A deleted tracked file is not reminded about (marked gone by a scan or a pass).
+        if gone.contains_key(&a.id) || !crate::artifacts::is_present(&a) {
+            continue;
+        }
         let Some(policy) = policies.select_artifact(&a) else {
             continue;
         };
@@ -768,6 +773,9 @@ pub fn run_pass_locked<G>(
 ) -> Result<PassReport, StoreError> {
     let (digests, states) = {
         let _writer = lock();
+        if mode != PassMode::DryRun {
+            crate::artifacts::refresh_presence(store, now)?;
+        }
         let digests = due(store, policies, now)?;
         if mode != PassMode::DryRun {
             // Recipients who were pending but have nothing due any more (renewed, snoozed).

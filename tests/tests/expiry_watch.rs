@@ -281,3 +281,66 @@ fn status_shows_the_last_delivery_a_failure_then_the_retry_that_succeeded() {
     let v = m.env.certctl(&["status", "--json"]).json();
     assert_eq!(v["last_delivery"]["at"], rfc3339(t1), "{v}");
 }
+
+// ---- a deleted tracked bundle ------------------------------------------------------------
+
+#[test]
+fn a_deleted_tracked_bundle_is_marked_gone_and_no_longer_reminded() {
+    let env = TestEnv::new();
+    let policies = env.mkdir("policies");
+    std::fs::write(
+        policies.join("bundles.toml"),
+        format!(
+            "[[policy]]\nname = \"bundles\"\nartifacts = [\"enrollment-bundle\"]\nremind = [\"3d\", \"1d\"]\n\
+             warn = \"3d\"\ncritical = \"1d\"\nrecipients = [\"{PLATFORM}\"]\n"
+        ),
+    )
+    .unwrap();
+    // Issued 8 days ago: it expires in 2 days, past its 3-day threshold.
+    let bundle = env.mkdir("bundles").join("site-a.bundle");
+    std::fs::write(&bundle, "opaque enrollment bundle\n").unwrap();
+    env.certctl(&[
+        "track",
+        s(&bundle),
+        "--kind",
+        "enrollment-bundle",
+        "--issued",
+        &rfc3339(now() - 8 * DAY),
+    ])
+    .success();
+    let dry_run = || env.certctl(&["remind", "--dry-run", "--policies", s(&policies)]);
+    dry_run().success().stdout_has("site-a.bundle");
+
+    // Deleted: no reminder any more, even before anything marked it.
+    std::fs::remove_file(&bundle).unwrap();
+    let r = dry_run();
+    r.success()
+        .stdout_has("dry run: 0 digests with 0 reminders");
+
+    // The next scan marks it gone: list and status say so.
+    let certs = env.mkdir("certs");
+    env.certctl(&["scan", s(&certs)]).success();
+    let items = env.list_json(&[]);
+    let item = items
+        .iter()
+        .find(|i| i["kind"] == "artifact")
+        .unwrap_or_else(|| panic!("the bundle is listed: {items:?}"));
+    assert_eq!(item["status"], "gone", "{item}");
+    assert!(item["gone_since"].is_string(), "{item}");
+    assert_eq!(
+        item["sources"][0]["gone_since"], item["gone_since"],
+        "{item}"
+    );
+    env.certctl(&["list"]).success().stdout_has("gone");
+    env.certctl(&["status"]).success().stdout_has(&format!(
+        "tracked: {} (enrollment-bundle, gone since",
+        s(&bundle)
+    ));
+    let v = env.certctl(&["status", "--json"]).json();
+    assert_eq!(v["gone_artifacts"].as_array().map(Vec::len), Some(1), "{v}");
+
+    // Back in place: reminded again.
+    std::fs::write(&bundle, "opaque enrollment bundle\n").unwrap();
+    env.certctl(&["scan", s(&certs)]).success();
+    dry_run().success().stdout_has("site-a.bundle");
+}
