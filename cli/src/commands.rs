@@ -74,6 +74,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Report(a) => crate::fleet_cmds::report(&Session::existing(store_flag)?, a),
         Command::Track(a) => crate::fleet_cmds::track(&Session::open(store_flag)?, a),
         Command::Untrack(a) => crate::fleet_cmds::untrack(&Session::existing(store_flag)?, a),
+        Command::Forget(a) => forget(&Session::existing(store_flag)?, a),
         Command::Metrics(a) => crate::fleet_cmds::metrics(&Session::existing(store_flag)?, a),
         Command::Policy(a) => crate::policy_cmds::policy(store_flag, config_file.as_deref(), a),
         Command::Remind(a) => crate::policy_cmds::remind(store_flag, config_file.as_deref(), a),
@@ -702,6 +703,33 @@ fn check(session: &Session, a: CheckArgs) -> Result<Exit> {
         Verdict::Warning => Exit::Warning,
         Verdict::Critical => Exit::Critical,
     })
+}
+
+/// `certctl forget HOST:PORT`: the endpoint's state and findings are deleted (through
+/// certd when it runs); an unknown endpoint is an error naming it.
+fn forget(session: &Session, a: ForgetArgs) -> Result<Exit> {
+    let removed = match session.call(
+        Request::Forget {
+            address: a.address.clone(),
+        },
+        QUERY_TIMEOUT,
+    )? {
+        Response::Endpoints { endpoints } => endpoints,
+        other => return Err(unexpected(&other)),
+    };
+    if a.output.json {
+        println!("{}", serde_json::to_string_pretty(&removed)?);
+    } else {
+        for e in &removed {
+            println!(
+                "forgot tls://{} ({} findings, last probe {})",
+                Printable(&e.address),
+                e.findings.len(),
+                e.last_probe.map_or("never".into(), rfc3339)
+            );
+        }
+    }
+    Ok(Exit::Success)
 }
 
 /// A stalled renewal as `check --json` prints it (times in RFC 3339).

@@ -61,6 +61,11 @@ pub enum Request {
         target: ProbeTarget,
     },
     Endpoints,
+    /// `certctl forget HOST:PORT`: deletes an endpoint's state and findings (audited);
+    /// answered with [`Response::Endpoints`] holding the state removed.
+    Forget {
+        address: String,
+    },
     Status,
     /// `certctl --config FILE remind --dry-run | --now`: one reminder pass with the
     /// configuration `config` (absolute; certd reads the same file), the policies folder
@@ -476,6 +481,15 @@ pub fn execute(
             }
         }
         Request::Probe { target } => probe(store, &target, now, &|| ()),
+        Request::Forget { address } => match crate::probe::forget(store, &address, now) {
+            Ok(endpoint) => Response::Endpoints {
+                endpoints: vec![endpoint],
+            },
+            Err(e @ crate::probe::ForgetError::Unknown(_)) => {
+                Response::error(ErrorKind::NotFound, e.to_string())
+            }
+            Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
+        },
         Request::VerifyStore => match store.verify() {
             Ok(verification) => Response::Verification { verification },
             Err(e) => Response::error(ErrorKind::Failed, e.to_string()),

@@ -344,3 +344,68 @@ fn a_deleted_tracked_bundle_is_marked_gone_and_no_longer_reminded() {
     env.certctl(&["scan", s(&certs)]).success();
     dry_run().success().stdout_has("site-a.bundle");
 }
+
+// ---- forget an endpoint probed by hand ---------------------------------------------------
+
+#[test]
+fn forget_removes_an_endpoint_probed_once_by_hand() {
+    let env = TestEnv::new();
+    let f = CertFactory::new();
+    let leaf = f.leaf(CertSpec::leaf("lab.contoso.example").dns("lab.contoso.example"));
+    let trust = env.file("trust/root.pem");
+    files::pem(&trust, &[f.root()]);
+    let server = certctl_e2e::tls::TlsServer::serve(&leaf, &[f.intermediate()]);
+    let address = server.address();
+    let probe = || {
+        env.certctl(&[
+            "probe",
+            &address,
+            "--sni",
+            "lab.contoso.example",
+            "--trust-store",
+            s(&trust),
+            "--timeout",
+            "5s",
+        ])
+    };
+    probe().success();
+    server.stop();
+    probe().expect_code(2);
+    env.certctl(&["status"])
+        .success()
+        .stdout_has(&format!("endpoint: tls://{address} — unreachable"));
+    env.certctl(&["check"])
+        .expect_code(2)
+        .stdout_has(&format!("tls://{address} unreachable"));
+
+    // Forgotten (given as tls://...): gone from status, check and the endpoints.
+    env.certctl(&["forget", &format!("tls://{address}")])
+        .success()
+        .stdout_has(&format!("forgot tls://{address}"));
+    let status = env.certctl(&["status"]);
+    status.success();
+    assert!(!status.stdout.contains(&address), "{status}");
+    let v = env.certctl(&["status", "--json"]).json();
+    assert_eq!(v["endpoints"].as_array().map(Vec::len), Some(0), "{v}");
+    env.certctl(&["check"]).success().stdout_has("findings=0");
+    // The certificate it served is no longer seen there.
+    let items = env.list_json(&[]);
+    let served = find_fp(&items, &leaf.fingerprint);
+    assert!(
+        served["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| !s["gone_since"].is_null()),
+        "{served}"
+    );
+    // Audited.
+    env.certctl(&["history", &leaf.fingerprint])
+        .success()
+        .stdout_has("endpoint-forgotten");
+
+    // Unknown: an error naming it.
+    env.certctl(&["forget", "127.0.0.1:1"])
+        .expect_code(4)
+        .stderr_has("no endpoint `127.0.0.1:1` is known");
+}
