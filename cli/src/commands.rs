@@ -694,7 +694,10 @@ fn check(session: &Session, a: CheckArgs) -> Result<Exit> {
             "stalled_renewals": report.stalled_renewals.iter().map(stalled_json).collect::<Vec<_>>(),
             "stalled_renewals_total": report.stalled_renewals_total,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&certctl_daemon::view::with_rfc3339_times(&v)?)?
+        );
     } else {
         println!("{}", report.summary(t));
     }
@@ -718,7 +721,10 @@ fn forget(session: &Session, a: ForgetArgs) -> Result<Exit> {
         other => return Err(unexpected(&other)),
     };
     if a.output.json {
-        println!("{}", serde_json::to_string_pretty(&removed)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&certctl_daemon::view::with_rfc3339_times(&removed)?)?
+        );
     } else {
         for e in &removed {
             println!(
@@ -799,7 +805,10 @@ fn probe(session: &Session, a: ProbeArgs) -> Result<Exit> {
             Ok([one]) => one,
             Err(many) => serde_json::Value::Array(many),
         };
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&certctl_daemon::view::with_rfc3339_times(&json)?)?
+        );
     }
     let worst = reports
         .iter()
@@ -860,7 +869,10 @@ fn status(session: &Session, a: OutputArgs) -> Result<Exit> {
         other => return Err(unexpected(&other)),
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&certctl_daemon::view::with_rfc3339_times(&status)?)?
+        );
         return Ok(Exit::Success);
     }
     match &status.daemon {

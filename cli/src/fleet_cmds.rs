@@ -216,7 +216,8 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    serde_json::to_writer_pretty(&mut out, v)?;
+    // Unix times get RFC 3339 siblings (`last_probe` → `last_probe_at`).
+    serde_json::to_writer_pretty(&mut out, &certctl_daemon::view::with_rfc3339_times(v)?)?;
     writeln!(out)?;
     Ok(())
 }

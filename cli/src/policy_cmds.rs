@@ -893,7 +893,10 @@ pub fn remind(
         other => bail!("unexpected answer from certd: {other:?}"),
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&certctl_daemon::view::with_rfc3339_times(&report)?)?
+        );
     } else if report.mode == PassMode::DryRun {
         for d in &report.digests {
             println!("To: {}", d.recipient);

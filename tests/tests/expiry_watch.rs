@@ -409,3 +409,45 @@ fn forget_removes_an_endpoint_probed_once_by_hand() {
         .expect_code(4)
         .stderr_has("no endpoint `127.0.0.1:1` is known");
 }
+
+// ---- RFC 3339 next to Unix seconds ----------------------------------------------------------
+
+/// Asserts `obj[key]` is Unix seconds and `obj[sibling]` the same time in RFC 3339.
+fn same_time(obj: &Value, key: &str, sibling: &str) {
+    let t = obj[key]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{key} is not Unix seconds in {obj}"));
+    assert_eq!(obj[sibling], rfc3339(t), "{sibling} in {obj}");
+}
+
+#[test]
+fn unix_times_in_json_have_rfc3339_siblings() {
+    let env = TestEnv::new();
+    let f = CertFactory::new();
+    let leaf = f.leaf(CertSpec::leaf("lab.contoso.example").dns("lab.contoso.example"));
+    let server = certctl_e2e::tls::TlsServer::serve(&leaf, &[f.intermediate()]);
+    let address = server.address();
+    let probe = env.certctl(&["probe", &address, "--json", "--timeout", "5s"]);
+    let v = probe.json();
+    same_time(&v["endpoint"], "last_probe", "last_probe_at");
+    same_time(&v["endpoint"], "last_success", "last_success_at");
+
+    let status = env.certctl(&["status", "--json"]).json();
+    same_time(&status["endpoints"][0], "last_probe", "last_probe_at");
+
+    // check --json: a CRL's next_update; remind --json: the pass's time.
+    let policies = agent_policies(&env, None);
+    let remind = env
+        .cmd()
+        .args(["remind", "--dry-run", "--json", "--policies", s(&policies)])
+        .env("CERTCTL_NOW", "2026-12-25T08:00:00Z")
+        .run();
+    remind.success();
+    let r = remind.json();
+    same_time(&r, "at", "at_rfc3339");
+    assert_eq!(r["at_rfc3339"], "2026-12-25T08:00:00Z");
+
+    let forgot = env.certctl(&["forget", &address, "--json"]).json();
+    same_time(&forgot[0], "last_probe", "last_probe_at");
+    server.stop();
+}
