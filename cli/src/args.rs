@@ -99,6 +99,9 @@ pub enum Command {
     Track(crate::fleet_cmds::TrackArgs),
     /// Stop tracking a file (by id prefix, path or name): no more reminders for it.
     Untrack(crate::fleet_cmds::UntrackArgs),
+    /// Forget an endpoint probed by hand (HOST:PORT or tls://HOST:PORT): its state and
+    /// findings leave status, check and reports; recorded in the audit history.
+    Forget(ForgetArgs),
     /// The inventory as Prometheus metrics (text exposition), on stdout or --out FILE.
     Metrics(crate::fleet_cmds::MetricsArgs),
     /// Policies: check a folder, explain which applies to a certificate, list conflicts.
@@ -224,6 +227,14 @@ pub struct CheckArgs {
     /// Print the report as JSON (the exit code is the same).
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// The endpoint: HOST:PORT or tls://HOST:PORT, as `status` lists it.
+    pub address: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]

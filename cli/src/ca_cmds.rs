@@ -95,7 +95,9 @@ fn confirm(question: &str, refusal: &str) -> Result<bool> {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    // Unix times get RFC 3339 siblings (`next_update` → `next_update_at`).
+    let value = certctl_daemon::view::with_rfc3339_times(value)?;
+    println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(())
 }
 

@@ -76,6 +76,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Report(a) => crate::fleet_cmds::report(&Session::existing(store_flag)?, a),
         Command::Track(a) => crate::fleet_cmds::track(&Session::open(store_flag)?, a),
         Command::Untrack(a) => crate::fleet_cmds::untrack(&Session::existing(store_flag)?, a),
+        Command::Forget(a) => forget(&Session::existing(store_flag)?, a),
         Command::Metrics(a) => crate::fleet_cmds::metrics(&Session::existing(store_flag)?, a),
         Command::Policy(a) => crate::policy_cmds::policy(store_flag, config_file.as_deref(), a),
         Command::Remind(a) => crate::policy_cmds::remind(store_flag, config_file.as_deref(), a),
@@ -694,8 +695,13 @@ fn check(session: &Session, a: CheckArgs) -> Result<Exit> {
             "crls_expiring": report.crls_expiring,
             "failed_files": report.failed_files,
             "failed_files_total": report.failed_files_total,
+            "stalled_renewals": report.stalled_renewals.iter().map(stalled_json).collect::<Vec<_>>(),
+            "stalled_renewals_total": report.stalled_renewals_total,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&certctl_daemon::view::with_rfc3339_times(&v)?)?
+        );
     } else {
         println!("{}", report.summary(t));
     }
@@ -703,6 +709,49 @@ fn check(session: &Session, a: CheckArgs) -> Result<Exit> {
         Verdict::Ok => Exit::Success,
         Verdict::Warning => Exit::Warning,
         Verdict::Critical => Exit::Critical,
+    })
+}
+
+/// `certctl forget HOST:PORT`: the endpoint's state and findings are deleted (through
+/// certd when it runs); an unknown endpoint is an error naming it.
+fn forget(session: &Session, a: ForgetArgs) -> Result<Exit> {
+    let removed = match session.call(
+        Request::Forget {
+            address: a.address.clone(),
+        },
+        QUERY_TIMEOUT,
+    )? {
+        Response::Endpoints { endpoints } => endpoints,
+        other => return Err(unexpected(&other)),
+    };
+    if a.output.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&certctl_daemon::view::with_rfc3339_times(&removed)?)?
+        );
+    } else {
+        for e in &removed {
+            println!(
+                "forgot tls://{} ({} findings, last probe {})",
+                Printable(&e.address),
+                e.findings.len(),
+                e.last_probe.map_or("never".into(), rfc3339)
+            );
+        }
+    }
+    Ok(Exit::Success)
+}
+
+/// A stalled renewal as `check --json` prints it (times in RFC 3339).
+pub fn stalled_json(s: &certctl_daemon::stalled::StalledRenewal) -> serde_json::Value {
+    serde_json::json!({
+        "agent": s.agent,
+        "fingerprint_sha256": s.fingerprint.to_hex(),
+        "not_after": certctl_store::rfc3339(s.not_after),
+        "stalled_since": certctl_store::rfc3339(s.stalled_since()),
+        "grace": s.grace.to_string(),
+        "grace_policy": s.grace_policy,
+        "sources": s.sources,
     })
 }
 
@@ -760,7 +809,10 @@ fn probe(session: &Session, a: ProbeArgs) -> Result<Exit> {
             Ok([one]) => one,
             Err(many) => serde_json::Value::Array(many),
         };
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&certctl_daemon::view::with_rfc3339_times(&json)?)?
+        );
     }
     let worst = reports
         .iter()
@@ -821,7 +873,10 @@ fn status(session: &Session, a: OutputArgs) -> Result<Exit> {
         other => return Err(unexpected(&other)),
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&certctl_daemon::view::with_rfc3339_times(&status)?)?
+        );
         return Ok(Exit::Success);
     }
     match &status.daemon {

@@ -228,7 +228,8 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    serde_json::to_writer_pretty(&mut out, v)?;
+    // Unix times get RFC 3339 siblings (`last_probe` → `last_probe_at`).
+    serde_json::to_writer_pretty(&mut out, &certctl_daemon::view::with_rfc3339_times(v)?)?;
     writeln!(out)?;
     Ok(())
 }
@@ -557,7 +558,7 @@ pub fn metrics(session: &Session, a: MetricsArgs) -> Result<Exit> {
 /// `certctl untrack ID`: no more reminders for that file; it leaves `list`.
 pub fn untrack(session: &Session, a: UntrackArgs) -> Result<Exit> {
     let removed = match call(session, FleetRequest::Untrack { id: a.id })? {
-        FleetResponse::Artifacts { artifacts } => artifacts,
+        FleetResponse::Artifacts { artifacts, .. } => artifacts,
         other => return Err(unexpected(&other)),
     };
     let t = now();
@@ -600,7 +601,7 @@ pub fn track(session: &Session, a: TrackArgs) -> Result<Exit> {
         t,
     )?;
     let tracked = match call(session, FleetRequest::Track { artifact })? {
-        FleetResponse::Artifacts { artifacts } => artifacts,
+        FleetResponse::Artifacts { artifacts, .. } => artifacts,
         other => return Err(unexpected(&other)),
     };
     if a.json {
@@ -644,17 +645,17 @@ pub fn list(
     let t = now();
     // A certd from before the fleet features does not know this request: list the
     // certificates as before and say why artifacts are missing.
-    let tracked = match call(
+    let (tracked, gone) = match call(
         session,
         FleetRequest::Artifacts {
             filter: filter.clone(),
         },
     ) {
-        Ok(FleetResponse::Artifacts { artifacts }) => artifacts,
+        Ok(FleetResponse::Artifacts { artifacts, gone }) => (artifacts, gone),
         Ok(other) => return Err(unexpected(&other)),
         Err(e) => {
             eprintln!("warning: tracked artifacts are not shown: {e}");
-            Vec::new()
+            (Vec::new(), Default::default())
         }
     };
     if tracked.is_empty() {
@@ -662,7 +663,7 @@ pub fn list(
     }
     if !a.output.json && !a.output.csv {
         let exit = inner(session, a)?;
-        print_artifact_table(&tracked, t);
+        print_artifact_table(&tracked, &gone, t);
         return Ok(exit);
     }
     let certs: Vec<Certificate> = match session_list(session, filter)? {
@@ -683,7 +684,11 @@ pub fn list(
         for (_, which, i) in merged {
             let v = match which {
                 0 => serde_json::to_value(CertificateView::new(&certs[i], t))?,
-                _ => artifacts::to_json(&tracked[i], t),
+                _ => artifacts::to_json_gone(
+                    &tracked[i],
+                    gone.get(&tracked[i].id.to_hex()).copied(),
+                    t,
+                ),
             };
             items.push(v);
         }
@@ -719,13 +724,21 @@ fn session_list(session: &Session, filter: ListFilter) -> Result<Option<Vec<Cert
     }
 }
 
-fn print_artifact_table(tracked: &[TrackedArtifact], t: UnixTime) {
+fn print_artifact_table(
+    tracked: &[TrackedArtifact],
+    gone: &std::collections::BTreeMap<String, UnixTime>,
+    t: UnixTime,
+) {
     let mut table = Table::new(&["EXPIRES", "DAYS", "STATUS", "KIND", "NAME", "WHERE"]);
     for x in tracked {
         table.row(vec![
             rfc3339(x.expires).chars().take(10).collect(),
             (x.expires - t).div_euclid(86_400).to_string(),
-            artifacts::status(x, t).to_string(),
+            if gone.contains_key(&x.id.to_hex()) {
+                "gone".to_string()
+            } else {
+                artifacts::status(x, t).to_string()
+            },
             x.kind.clone(),
             x.name.clone(),
             x.path.clone(),

@@ -191,7 +191,7 @@ fn tracked_artifacts(session: &Session) -> Result<Vec<TrackedArtifact>> {
     };
     match call(session, request, QUERY_TIMEOUT)? {
         Response::Fleet {
-            fleet: FleetResponse::Artifacts { artifacts },
+            fleet: FleetResponse::Artifacts { artifacts, .. },
         } => Ok(artifacts),
         other => bail!("unexpected answer from certd: {other:?}"),
     }
@@ -251,6 +251,44 @@ pub fn print_status(status: &StatusReport) {
             certctl_daemon::view::Printable(e)
         );
     }
+    if let Some(d) = &status.last_delivery {
+        let mut text = format!(
+            "reminders: last delivery {}: {}",
+            d.at,
+            match d.outcome.as_str() {
+                "delivered" => "delivered",
+                "failed" => "FAILED",
+                _ => "partly FAILED",
+            }
+        );
+        if d.recipients_delivered > 0 {
+            text.push_str(&format!(
+                ", {} recipients got {} reminders",
+                d.recipients_delivered, d.reminders_delivered
+            ));
+            if d.recipients_retried > 0 {
+                text.push_str(&format!(
+                    " ({} after an earlier failure)",
+                    d.recipients_retried
+                ));
+            }
+        }
+        if d.recipients_failed > 0 {
+            text.push_str(&format!(
+                ", {} recipients not reached: {}",
+                d.recipients_failed,
+                d.error.as_deref().unwrap_or("")
+            ));
+        }
+        // The SMTP server's own words: shown escaped.
+        println!("{}", certctl_daemon::view::Printable(&text));
+    }
+    for g in &status.gone_artifacts {
+        println!(
+            "tracked: {} is gone: no reminders (`certctl untrack PATH` forgets it)",
+            certctl_daemon::view::Printable(g)
+        );
+    }
     if status.reminders_pending > 0 {
         println!(
             "reminders: {} pending delivery (retried with backoff)",
@@ -299,6 +337,7 @@ fn thresholds_json(p: &policy::Policy) -> serde_json::Value {
         "warn": p.warn.to_string(),
         "critical": p.critical.to_string(),
         "renewal_expected": p.renewal_expected.map(|d| d.to_string()),
+        "grace": p.grace.map(|d| d.to_string()),
         "thresholds": p.thresholds().into_iter().map(policy::threshold_label).collect::<Vec<_>>(),
     })
 }
@@ -423,6 +462,7 @@ fn explain_artifact(
         "renewal_stalled_days": null,
         "superseded_by": null,
         "renewed_not_reloaded": null,
+        "stalled_renewal": null,
         "violations": [],
         "recipients": chosen.map(|(p, _)| p.recipients.clone()).unwrap_or_default(),
         "also_matched": matching.iter().skip(1).map(|(p, _)| json!({"name": p.name, "file": p.file, "line": p.line})).collect::<Vec<_>>(),
@@ -460,6 +500,7 @@ fn explain(session: &Session, set: &PolicySet, a: PolicyExplainArgs) -> Result<E
             }
         }
         let renewal = Successors::new(&family).renewal(cert);
+        let stalled = stalled_renewal_json(cert, &family, set, now);
         let successor = match &renewal {
             Some(policy::Renewal::Renewed(fp)) => Some(*fp),
             _ => None,
@@ -495,6 +536,7 @@ fn explain(session: &Session, set: &PolicySet, a: PolicyExplainArgs) -> Result<E
             "renewal_stalled_days": if successor.is_none() { chosen.and_then(|(p, _)| p.renewal_stalled_days(cert, now)) } else { None },
             "superseded_by": successor.map(|fp| fp.to_hex()),
             "renewed_not_reloaded": not_reloaded,
+            "stalled_renewal": stalled,
             "violations": chosen.map(|(p, _)| p.violations(cert)).unwrap_or_default(),
             "recipients": chosen.map(|(p, _)| p.recipients.clone()).unwrap_or_default(),
             "also_matched": matching.iter().skip(1).map(|(p, _)| json!({"name": p.name, "file": p.file, "line": p.line})).collect::<Vec<_>>(),
@@ -503,6 +545,45 @@ fn explain(session: &Session, set: &PolicySet, a: PolicyExplainArgs) -> Result<E
         }));
     }
     print_explained(&out, a.json)
+}
+
+/// For an ephemeral agent credential: its agent's newest credential among `family` and
+/// whether that agent is a stalled renewal ([`certctl_daemon::stalled`]); `null` otherwise.
+fn stalled_renewal_json(
+    cert: &Certificate,
+    family: &[Certificate],
+    set: &PolicySet,
+    now: UnixTime,
+) -> serde_json::Value {
+    use certctl_daemon::stalled;
+    if !stalled::renewal_expected(cert) {
+        return serde_json::Value::Null;
+    }
+    let mut newest = stalled::NewestCredentials::default();
+    for c in family.iter().chain([cert]) {
+        newest.add(c);
+    }
+    let newest_fp = newest.newest_for(cert).unwrap_or(cert.fingerprint());
+    let Some(newest_cert) = family
+        .iter()
+        .chain([cert])
+        .find(|c| c.fingerprint() == newest_fp)
+    else {
+        return serde_json::Value::Null;
+    };
+    let (grace, grace_policy) = stalled::grace(newest_cert, Some(set));
+    let stalled = stalled::judge(newest_cert, Some(set), now);
+    json!({
+        "agent": certctl_daemon::agents::agent_name(newest_cert),
+        "newest": newest_fp == cert.fingerprint(),
+        "newest_fingerprint": newest_fp.to_hex(),
+        "not_after": rfc3339(newest_cert.facts.not_after),
+        "grace": grace.to_string(),
+        "grace_policy": grace_policy,
+        "stalled_since": rfc3339(newest_cert.facts.not_after.saturating_add(grace.as_secs())),
+        "stalled": stalled.is_some(),
+        "note": stalled.map(|s| s.note()),
+    })
 }
 
 fn print_explained(out: &[serde_json::Value], json_out: bool) -> Result<Exit> {
@@ -653,6 +734,43 @@ fn explain_text(v: &serde_json::Value) -> String {
             ),
         );
     }
+    if let Some(st) = v["stalled_renewal"].as_object() {
+        let text = |k: &str| st[k].as_str().unwrap_or("").to_string();
+        let grace_from = match st["grace_policy"].as_str() {
+            Some(p) => format!("policy {p}"),
+            None => "default: two credential lifetimes".to_string(),
+        };
+        if st["stalled"].as_bool() == Some(true) {
+            line(
+                "renewal",
+                format!(
+                    "STALLED: newest credential of agent {} expired at {}, more than the grace of {} ({grace_from}) ago (reminds, fails check)",
+                    text("agent"),
+                    text("not_after"),
+                    text("grace")
+                ),
+            );
+        } else if st["newest"].as_bool() == Some(true) {
+            line(
+                "renewal",
+                format!(
+                    "expected: newest credential of agent {}; stalled if not renewed by {} (grace {}, {grace_from})",
+                    text("agent"),
+                    text("stalled_since"),
+                    text("grace")
+                ),
+            );
+        } else {
+            line(
+                "renewal",
+                format!(
+                    "renewed: agent {} has a newer credential ({})",
+                    text("agent"),
+                    text("newest_fingerprint")
+                ),
+            );
+        }
+    }
     if let Some(until) = v["snoozed_until"].as_str() {
         line("snoozed", format!("until {until}: {}", s("snooze_reason")));
     }
@@ -775,7 +893,10 @@ pub fn remind(
         other => bail!("unexpected answer from certd: {other:?}"),
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&certctl_daemon::view::with_rfc3339_times(&report)?)?
+        );
     } else if report.mode == PassMode::DryRun {
         for d in &report.digests {
             println!("To: {}", d.recipient);

@@ -878,6 +878,9 @@ pub enum FleetResponse {
     },
     Artifacts {
         artifacts: Vec<certctl_store::TrackedArtifact>,
+        /// Those whose file is gone (id hex → since when), for `list`.
+        #[serde(default)]
+        gone: std::collections::BTreeMap<String, UnixTime>,
     },
     Metrics {
         text: String,
@@ -970,17 +973,30 @@ pub fn execute_with(
                 .map_err(|e| fail(&e))
         }
         FleetRequest::Track { artifact } => crate::artifacts::track(store, &artifact)
-            .map(|a| FleetResponse::Artifacts { artifacts: vec![a] })
+            .map(|a| FleetResponse::Artifacts {
+                artifacts: vec![a],
+                gone: Default::default(),
+            })
             .map_err(|e| fail(&e)),
         FleetRequest::Untrack { id } => crate::artifacts::untrack(store, &id, now)
-            .map(|artifacts| FleetResponse::Artifacts { artifacts })
+            .map(|artifacts| FleetResponse::Artifacts {
+                artifacts,
+                gone: Default::default(),
+            })
             .map_err(|e| fail(&e)),
         FleetRequest::Metrics { per_agent } => crate::reports::metrics_text(store, per_agent, now)
             .map(|text| FleetResponse::Metrics { text })
             .map_err(|e| fail(&e)),
-        FleetRequest::Artifacts { filter } => crate::artifacts::list(store, &filter, now)
-            .map(|artifacts| FleetResponse::Artifacts { artifacts })
-            .map_err(|e| fail(&e)),
+        FleetRequest::Artifacts { filter } => (|| {
+            let artifacts = crate::artifacts::list(store, &filter, now)?;
+            let gone = store.artifacts_gone()?;
+            let gone = artifacts
+                .iter()
+                .filter_map(|a| gone.get(&a.id).map(|t| (a.id.to_hex(), *t)))
+                .collect();
+            Ok::<_, crate::artifacts::ArtifactError>(FleetResponse::Artifacts { artifacts, gone })
+        })()
+        .map_err(|e| fail(&e)),
     }
 }
 

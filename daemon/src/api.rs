@@ -61,6 +61,11 @@ pub enum Request {
         target: ProbeTarget,
     },
     Endpoints,
+    /// `certctl forget HOST:PORT`: deletes an endpoint's state and findings (audited);
+    /// answered with [`Response::Endpoints`] holding the state removed.
+    Forget {
+        address: String,
+    },
     Status,
     /// `certctl --config FILE remind --dry-run | --now`: one reminder pass with the
     /// configuration `config` (absolute; certd reads the same file), the policies folder
@@ -227,6 +232,50 @@ pub struct StatusReport {
     /// read): relying parties still accept what was revoked.
     #[serde(default)]
     pub stale_crls: Vec<String>,
+    /// What the last reminder pass that tried to deliver anything achieved (a failure, or
+    /// the retry that succeeded after it).
+    #[serde(default)]
+    pub last_delivery: Option<LastDelivery>,
+    /// Tracked files found deleted (no more reminders): `PATH (KIND, gone since TIME)`.
+    #[serde(default)]
+    pub gone_artifacts: Vec<String>,
+}
+
+/// The outcome of the last completed delivery, as `status` shows it (times RFC 3339).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastDelivery {
+    /// `delivered`, `failed` or `partial` (some recipients each way).
+    pub outcome: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Recipients whose digest the SMTP server accepted, and their reminders.
+    pub recipients_delivered: u64,
+    pub reminders_delivered: u64,
+    /// Of those, recipients whose earlier delivery had failed (retries that succeeded).
+    pub recipients_retried: u64,
+    /// Recipients whose digest was not accepted (still pending).
+    pub recipients_failed: u64,
+    /// The first failure: `RECIPIENT: CAUSE`.
+    pub error: Option<String>,
+}
+
+impl LastDelivery {
+    pub fn new(o: &certctl_store::DeliveryOutcome) -> LastDelivery {
+        let outcome = match (o.delivered, o.failed) {
+            (_, 0) => "delivered",
+            (0, _) => "failed",
+            _ => "partial",
+        };
+        LastDelivery {
+            outcome: outcome.into(),
+            at: certctl_store::rfc3339(o.at),
+            recipients_delivered: o.delivered,
+            reminders_delivered: o.reminders_delivered,
+            recipients_retried: o.retried,
+            recipients_failed: o.failed,
+            error: o.error.clone(),
+        }
+    }
 }
 
 /// What a running certd says about itself.
@@ -441,6 +490,15 @@ pub fn execute(
             }
         }
         Request::Probe { target } => probe(store, &target, now, &|| ()),
+        Request::Forget { address } => match crate::probe::forget(store, &address, now) {
+            Ok(endpoint) => Response::Endpoints {
+                endpoints: vec![endpoint],
+            },
+            Err(e @ crate::probe::ForgetError::Unknown(_)) => {
+                Response::error(ErrorKind::NotFound, e.to_string())
+            }
+            Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
+        },
         Request::VerifyStore => match store.verify() {
             Ok(verification) => Response::Verification { verification },
             Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
@@ -640,6 +698,10 @@ fn crl_state(
     Ok((stale, expiring))
 }
 
+fn rfc3339_of(t: UnixTime) -> String {
+    certctl_store::rfc3339(t)
+}
+
 /// Status of a store opened directly (no daemon).
 pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::StoreError> {
     let smtp = store.smtp_state()?;
@@ -660,6 +722,21 @@ pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::Store
         stale_crls: revoke::stale_cas(store).unwrap_or_default(),
         failed_files_total,
         failed_files,
+        last_delivery: store
+            .last_delivery_outcome()?
+            .as_ref()
+            .map(LastDelivery::new),
+        gone_artifacts: {
+            let gone = store.artifacts_gone()?;
+            store
+                .artifacts()?
+                .into_iter()
+                .filter_map(|a| {
+                    gone.get(&a.id)
+                        .map(|t| format!("{} ({}, gone since {})", a.path, a.kind, rfc3339_of(*t)))
+                })
+                .collect()
+        },
     })
 }
 

@@ -21,6 +21,11 @@
 //! `--lifetime`, else 10 days for `enrollment-bundle` (other kinds need `--lifetime` or an
 //! expiry in the file). Issued = `--issued`, else the bundle's `issued` / `issued_at` /
 //! `created` / `created_at`, else the file's modification time.
+//!
+//! **Gone.** A tracked file that was deleted is marked gone (since when) by the next scan
+//! or reminder pass ([`refresh_presence`]), like a certificate's file: no more reminders
+//! about it, `list` shows it `gone` (`gone_since` in JSON), `status` names it; it comes
+//! back if the file does. `certctl untrack` forgets it.
 
 use std::path::Path;
 
@@ -226,6 +231,34 @@ pub fn track(store: &Store, artifact: &TrackedArtifact) -> Result<TrackedArtifac
     Ok(artifact.clone())
 }
 
+/// Whether the tracked file is still there (anything at its path).
+pub fn is_present(a: &TrackedArtifact) -> bool {
+    std::fs::symlink_metadata(&a.path).is_ok()
+}
+
+/// Marks the tracked artifacts whose file is gone (since `now`, unless already marked) and
+/// clears the mark of those whose file is back. Returns the ones gone, with since when.
+pub fn refresh_presence(
+    store: &Store,
+    now: UnixTime,
+) -> Result<std::collections::HashMap<Sha256, UnixTime>, StoreError> {
+    let mut gone = store.artifacts_gone()?;
+    for a in store.artifacts()? {
+        match (is_present(&a), gone.contains_key(&a.id)) {
+            (false, false) => {
+                store.set_artifact_gone(&a.id, Some(now))?;
+                gone.insert(a.id, now);
+            }
+            (true, true) => {
+                store.set_artifact_gone(&a.id, None)?;
+                gone.remove(&a.id);
+            }
+            _ => {}
+        }
+    }
+    Ok(gone)
+}
+
 /// `certctl untrack ID`: stops tracking the artifact `id` names (no more reminders, gone
 /// from `list`); several matches are refused, listing them. Returns what was removed.
 pub fn untrack(
@@ -333,6 +366,13 @@ pub fn status(a: &TrackedArtifact, now: UnixTime) -> &'static str {
 /// The JSON object of an artifact in `list --json` (`"kind": "artifact"`; the fields it
 /// shares with a certificate object have the same names and meaning).
 pub fn to_json(a: &TrackedArtifact, now: UnixTime) -> Value {
+    to_json_gone(a, None, now)
+}
+
+/// [`to_json`] for an artifact whose file may be gone (`gone_since`, added: also in its
+/// source; `status` is then `gone`).
+pub fn to_json_gone(a: &TrackedArtifact, gone_since: Option<UnixTime>, now: UnixTime) -> Value {
+    let gone = gone_since.map(rfc3339);
     json!({
         "kind": "artifact",
         "artifact_kind": a.kind,
@@ -342,7 +382,8 @@ pub fn to_json(a: &TrackedArtifact, now: UnixTime) -> Value {
         "not_before": rfc3339(a.issued),
         "not_after": rfc3339(a.expires),
         "days_left": (a.expires - now).div_euclid(86_400),
-        "status": status(a, now),
+        "status": if gone.is_some() { "gone" } else { status(a, now) },
+        "gone_since": gone,
         "role": null,
         "credential_kind": null,
         "revoked": false,
@@ -355,7 +396,7 @@ pub fn to_json(a: &TrackedArtifact, now: UnixTime) -> Value {
             "index": 0,
             "first_seen": rfc3339(a.tracked_at),
             "last_seen": rfc3339(a.tracked_at),
-            "gone_since": null,
+            "gone_since": gone,
         }],
         "more_sources": 0,
     })

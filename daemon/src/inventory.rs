@@ -210,6 +210,8 @@ pub fn scan(
         walked?;
         summary.errors.sort_by(|a, b| a.path.cmp(&b.path));
         summary.cancelled = progress.cancel.load(Ordering::Relaxed);
+        // Tracked files deleted since are marked gone, like certificate files.
+        crate::artifacts::refresh_presence(store, now)?;
         store.flush()?;
         Ok(summary)
     })

@@ -3,7 +3,8 @@
 //! - [`x509`] and [`formats`]: reading certificates out of DER, PEM and PKCS#12 bytes;
 //!   [`pkcs12_guard`]: the work factors a PKCS#12 file may ask for, checked before opening.
 //! - [`inventory`]: `scan`, the parallel walk-parse-store pipeline over files and folders.
-//! - [`query`]: `list`, `show`, `stats`, `check` over the store.
+//! - [`query`]: `list`, `show`, `stats`, `check` over the store; [`stalled`]: agents whose
+//!   ephemeral credentials stopped being renewed.
 //! - [`view`]: the JSON/CSV form of a certificate (a contract for scripts).
 //! - [`fleet`]: the demo fleet and benchmark certificate generator.
 //! - [`duration`]: `30d`, `12h`, `2w`.
@@ -57,6 +58,7 @@ pub mod schedule;
 pub mod server;
 pub mod smtp_client;
 pub mod smtp_tls;
+pub mod stalled;
 
 pub mod signals;
 pub mod view;

@@ -17,6 +17,8 @@
 //! warn = "30d"
 //! critical = "7d"
 //! renewal_expected = "30d"               # optional: renewed automatically this long before expiry
+//! grace = "12h"                          # optional: how long an agent's newest ephemeral
+//!                                        # credential may stay expired (a stalled renewal after)
 //! min_rsa_bits = 2048                    # optional key rules
 //! allowed_curves = ["P-256", "P-384"]
 //! forbidden_signatures = ["sha1", "md5"] # case-insensitive substrings of the algorithm name
@@ -143,6 +145,9 @@ pub struct Policy {
     pub warn: Duration,
     pub critical: Duration,
     pub renewal_expected: Option<Duration>,
+    /// How long past expiry the newest ephemeral credential of an agent may stay before
+    /// the agent is a stalled renewal ([`crate::stalled`]); `None`: the default there.
+    pub grace: Option<Duration>,
     pub min_rsa_bits: Option<u32>,
     pub allowed_curves: Vec<String>,
     pub forbidden_signatures: Vec<String>,
@@ -755,6 +760,7 @@ struct RawPolicy {
     warn: Spanned<String>,
     critical: Spanned<String>,
     renewal_expected: Option<Spanned<String>>,
+    grace: Option<Spanned<String>>,
     min_rsa_bits: Option<Spanned<i64>>,
     allowed_curves: Option<Strings>,
     forbidden_signatures: Option<Strings>,
@@ -824,13 +830,14 @@ impl Checker<'_> {
                 format!("policy `{name}`: sets both roles and artifacts: a policy is for certificates (roles) or for tracked artifacts (artifacts), write two policies"),
             ),
             (None, Some(_)) => {
-                let not_for_artifacts: [(&str, Option<std::ops::Range<usize>>); 8] = [
+                let not_for_artifacts: [(&str, Option<std::ops::Range<usize>>); 9] = [
                     ("credential_kinds", raw.credential_kinds.as_ref().map(|v| v.span())),
                     ("subjects", raw.subjects.as_ref().map(|v| v.span())),
                     ("sans", raw.sans.as_ref().map(|v| v.span())),
                     ("issuers", raw.issuers.as_ref().map(|v| v.span())),
                     ("endpoints", raw.endpoints.as_ref().map(|v| v.span())),
                     ("renewal_expected", raw.renewal_expected.as_ref().map(|v| v.span())),
+                    ("grace", raw.grace.as_ref().map(|v| v.span())),
                     ("min_rsa_bits", raw.min_rsa_bits.as_ref().map(|v| v.span())),
                     ("allowed_curves", raw.allowed_curves.as_ref().map(|v| v.span())),
                 ];
@@ -887,6 +894,10 @@ impl Checker<'_> {
             .renewal_expected
             .as_ref()
             .and_then(|r| self.one(r, "renewal_expected", any_duration));
+        let grace = raw
+            .grace
+            .as_ref()
+            .and_then(|g| self.one(g, "grace", any_duration));
         let min_rsa_bits =
             raw.min_rsa_bits
                 .as_ref()
@@ -945,6 +956,7 @@ impl Checker<'_> {
             warn: warn.unwrap_or(Duration::from_secs(0)),
             critical: critical.unwrap_or(Duration::from_secs(0)),
             renewal_expected,
+            grace,
             min_rsa_bits,
             allowed_curves: plain(&raw.allowed_curves),
             forbidden_signatures: plain(&raw.forbidden_signatures),
@@ -1289,5 +1301,24 @@ mod tests {
             all[3].contains("min_rsa_bits is for certificates"),
             "{all:#?}"
         );
+    }
+
+    #[test]
+    fn grace_is_a_duration_for_certificate_policies_only() {
+        let ok =
+            format!("[[policy]]\nname = \"agents\"\nroles = [\"agent\"]\ngrace = \"12h\"\n{BASE}");
+        let s = set(&[("/p/a.toml", &ok)]).unwrap();
+        assert_eq!(s.policies[0].grace, Some(Duration::from_secs(12 * 3600)));
+        let bad = format!(
+            "[[policy]]\nname = \"a\"\nroles = [\"agent\"]\ngrace = \"soon\"\n{BASE}\n[[policy]]\nname = \"b\"\nartifacts = [\"enrollment-bundle\"]\ngrace = \"1d\"\n{BASE}"
+        );
+        let e = set(&[("/p/a.toml", &bad)]).unwrap_err();
+        let all: Vec<String> = e.diagnostics().iter().map(|d| d.to_string()).collect();
+        assert_eq!(all.len(), 2, "{all:#?}");
+        assert!(
+            all[0].contains("policy.grace: invalid duration `soon`"),
+            "{all:#?}"
+        );
+        assert!(all[1].contains("grace is for certificates"), "{all:#?}");
     }
 }

@@ -241,6 +241,52 @@ pub fn record(
     Ok(endpoint)
 }
 
+/// Why `certctl forget` could not forget an endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum ForgetError {
+    #[error("no endpoint `{0}` is known (certctl status lists the probed endpoints)")]
+    Unknown(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// `certctl forget HOST:PORT` (or `tls://HOST:PORT`): deletes the state of an endpoint that
+/// was probed by hand (its last chain, findings and probe times), marks the certificates it
+/// served as gone from it, and records it in the audit history. Returns the state removed.
+pub fn forget(store: &Store, address: &str, now: UnixTime) -> Result<Endpoint, ForgetError> {
+    let address = address.trim();
+    let address = address.strip_prefix("tls://").unwrap_or(address);
+    let Some(endpoint) = store.endpoint(address)? else {
+        return Err(ForgetError::Unknown(address.to_string()));
+    };
+    let mut ingest = store.ingest();
+    for (i, fp) in endpoint.chain.iter().enumerate() {
+        let location = SourceLocation::Endpoint {
+            address: endpoint.address.clone(),
+            index: u32::try_from(i).unwrap_or(u32::MAX),
+        };
+        ingest.mark_gone(fp, &location, now)?;
+    }
+    ingest.forget_endpoint(&endpoint.address);
+    ingest.commit()?;
+    store.flush()?;
+    store.record_audit(&certctl_store::AuditEvent {
+        at: now,
+        fingerprint: endpoint.chain.first().copied(),
+        actor: crate::ca::actor(),
+        action: "endpoint-forgotten".into(),
+        detail: format!(
+            "tls://{} ({} findings, last probe {})",
+            endpoint.address,
+            endpoint.findings.len(),
+            endpoint
+                .last_probe
+                .map_or("never".to_string(), certctl_store::rfc3339)
+        ),
+    })?;
+    Ok(endpoint)
+}
+
 // ---- network -------------------------------------------------------------------------------
 
 /// Splits `host:port` / `[v6]:port`.

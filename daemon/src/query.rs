@@ -9,6 +9,8 @@ use certctl_store::{Certificate, CredentialKind, Role, Status, Store, StoreError
 use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
+use crate::policy::PolicySet;
+use crate::stalled::{NewestCredentials, StalledRenewal};
 use crate::view::EXPIRING_SECS;
 
 /// Errors of the query layer.
@@ -332,6 +334,13 @@ pub struct CheckReport {
     pub failed_files: Vec<String>,
     #[serde(default)]
     pub failed_files_total: u64,
+    /// Agents whose newest ephemeral credential expired more than its grace ago
+    /// ([`crate::stalled`]): critical. Only the first in a brief report;
+    /// `stalled_renewals_total` counts all.
+    #[serde(default)]
+    pub stalled_renewals: Vec<StalledRenewal>,
+    #[serde(default)]
+    pub stalled_renewals_total: u64,
 }
 
 /// How many failed files a check report names.
@@ -387,6 +396,7 @@ impl CheckReport {
         self.expired.truncate(1);
         self.critical.truncate(1);
         self.warning.truncate(1);
+        self.stalled_renewals.truncate(1);
         self.totals = Some(totals);
         self
     }
@@ -408,7 +418,8 @@ impl CheckReport {
     }
 
     /// The one-line summary printed by `certctl check`, with Nagios performance data after
-    /// `|` (`expired=N expiring_crit=N expiring_warn=N findings=N not_yet_valid=N`).
+    /// `|` (`expired=N expiring_crit=N expiring_warn=N findings=N not_yet_valid=N
+    /// failed_files=N stalled=N`).
     pub fn summary(&self, now: UnixTime) -> String {
         let mut line = self.verdict_line(now);
         let critical_findings = self.findings.iter().filter(|f| f.critical).count();
@@ -441,6 +452,15 @@ impl CheckReport {
                 crate::view::printable(first)
             ));
         }
+        if let Some(first) = self.stalled_renewals.first() {
+            line.push_str(&format!(
+                "; {} stalled renewals (first: agent {}, newest credential expired {}, grace {})",
+                self.stalled_renewals_total,
+                crate::view::printable(&first.agent),
+                certctl_store::rfc3339(first.not_after),
+                first.grace
+            ));
+        }
         for ca in &self.stale_crls {
             line.push_str(&format!(
                 "; the published CRL of CA `{ca}` is behind the store (run `certctl ca crl {ca}`)"
@@ -460,13 +480,14 @@ impl CheckReport {
             ));
         }
         format!(
-            "{line} | expired={} expiring_crit={} expiring_warn={} findings={} not_yet_valid={} failed_files={}",
+            "{line} | expired={} expiring_crit={} expiring_warn={} findings={} not_yet_valid={} failed_files={} stalled={}",
             self.expired_total(),
             self.critical_total(),
             self.warning_total(),
             self.findings.len(),
             self.not_yet_valid,
-            self.failed_files_total
+            self.failed_files_total,
+            self.stalled_renewals_total
         )
     }
 
@@ -611,6 +632,8 @@ fn check_with(
         crls_expiring: Vec::new(),
         failed_files: Vec::new(),
         failed_files_total: 0,
+        stalled_renewals: Vec::new(),
+        stalled_renewals_total: 0,
     };
     let horizon = now.saturating_add(warn.as_secs().max(critical.as_secs()));
     let mut totals = CheckTotals {
@@ -685,20 +708,55 @@ fn check_with(
     // Files that failed: what they hold cannot be judged (role filters do not apply: a
     // file's role is unknown until it is read).
     (report.failed_files, report.failed_files_total) = failed_files(store)?;
+    // Agents that stopped renewing their ephemeral credentials (those are not counted
+    // above: they expire by design).
+    if role.is_none_or(|r| r == Role::Agent) {
+        report.stalled_renewals = stalled_renewals(store, policies, now)?;
+        report.stalled_renewals_total = report.stalled_renewals.len() as u64;
+        if brief {
+            report.stalled_renewals.truncate(1);
+        }
+    }
     let critical_finding = report.findings.iter().any(|f| f.critical);
-    report.verdict =
-        if !report.expired.is_empty() || !report.critical.is_empty() || critical_finding {
-            Verdict::Critical
-        } else if !report.warning.is_empty()
-            || !report.findings.is_empty()
-            || report.not_yet_valid > 0
-            || report.failed_files_total > 0
-        {
-            Verdict::Warning
-        } else {
-            Verdict::Ok
-        };
+    report.verdict = if !report.expired.is_empty()
+        || !report.critical.is_empty()
+        || critical_finding
+        || report.stalled_renewals_total > 0
+    {
+        Verdict::Critical
+    } else if !report.warning.is_empty()
+        || !report.findings.is_empty()
+        || report.not_yet_valid > 0
+        || report.failed_files_total > 0
+    {
+        Verdict::Warning
+    } else {
+        Verdict::Ok
+    };
     Ok(report)
+}
+
+/// Agents whose newest ephemeral credential expired more than its grace ago, at `now`
+/// (rules: [`crate::stalled`]; each grace from the policy of `policies` that applies to the
+/// newest credential, else the default), sorted by expiry then agent. The one question
+/// `check`, the reminder pass and reports ask about stalled renewals.
+pub fn stalled_renewals(
+    store: &Store,
+    policies: Option<&PolicySet>,
+    now: UnixTime,
+) -> Result<Vec<StalledRenewal>, StoreError> {
+    let mut newest = NewestCredentials::default();
+    for cert in store.iter() {
+        newest.add(&cert?);
+    }
+    let mut out = Vec::new();
+    for fp in newest.expired(now) {
+        if let Some(cert) = store.get(&fp)? {
+            out.extend(crate::stalled::judge(&cert, policies, now));
+        }
+    }
+    out.sort_by(|a, b| (a.not_after, &a.agent).cmp(&(b.not_after, &b.agent)));
+    Ok(out)
 }
 
 /// Whether a certificate takes part in `check` and the demo's "needs attention".

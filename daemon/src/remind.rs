@@ -11,7 +11,10 @@
 //!    a more urgent one (the store keeps every sent (certificate, threshold, recipient)).
 //!    Crossing several thresholds between two passes gives one reminder. Snoozed
 //!    certificates are skipped until the snooze ends, except once expired. With
-//!    `renewal_expected` the policy stays quiet until renewal is overdue.
+//!    `renewal_expected` the policy stays quiet until renewal is overdue. An expired
+//!    ephemeral agent credential is due only as a **stalled renewal**
+//!    ([`query::stalled_renewals`]): the newest credential of its agent, expired more than
+//!    the grace ago, reminded once at the expiry threshold.
 //!    **Tracked artifacts** (`certctl track`: enrollment bundles, ...) are due the same way
 //!    under the artifact policy that applies to them ([`PolicySet::select_artifact`]), with
 //!    their own sent records (once per (artifact, threshold, recipient)). A bundle replaced
@@ -51,8 +54,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use certctl_store::{
-    rfc3339, AuditEvent, Certificate, CredentialKind, DeliveryState, Fingerprint, Role,
-    SentReminder, Snooze, Store, StoreError, TrackedArtifact, UnixTime,
+    rfc3339, AuditEvent, Certificate, CredentialKind, DeliveryOutcome, DeliveryState, Fingerprint,
+    Role, SentReminder, Snooze, Store, StoreError, TrackedArtifact, UnixTime,
 };
 use serde::{Deserialize, Serialize};
 
@@ -166,7 +169,9 @@ pub struct Entry {
     pub threshold: String,
     pub urgency: Urgency,
     pub policy: String,
-    /// `renewal stalled for N days` when the policy expects automatic renewal.
+    /// `renewal stalled for N days` when the policy expects automatic renewal; `renewal
+    /// stalled: newest credential of agent X expired at T` for a stalled agent
+    /// ([`crate::stalled`]).
     pub note: Option<String>,
     /// Key rule violations.
     pub violations: Vec<String>,
@@ -472,6 +477,10 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
         let Some(threshold) = policy.crossed(&cert, now) else {
             continue;
         };
+        // An expired ephemeral agent credential is due only as a stalled renewal (below).
+        if threshold == 0 && crate::stalled::renewal_expected(&cert) {
+            continue;
+        }
         let expired = cert.facts.not_after <= now;
         if !expired
             && snoozes
@@ -482,6 +491,18 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
         }
         candidates.push((cert, policy, threshold));
     }
+    // Agents that stopped renewing: their newest credential, at the expiry threshold.
+    let mut stalled: HashMap<Fingerprint, String> = HashMap::new();
+    for s in query::stalled_renewals(store, Some(policies), now)? {
+        let Some(cert) = store.get(&s.fingerprint)? else {
+            continue;
+        };
+        let Some(policy) = policies.select(&cert) else {
+            continue;
+        };
+        stalled.insert(s.fingerprint, s.note());
+        candidates.push((cert, policy, 0));
+    }
     let mut successors = Successors::watching(candidates.iter().map(|(c, _, _)| c));
     if !candidates.is_empty() {
         for cert in store.iter() {
@@ -491,8 +512,9 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
     let mut by_recipient: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
     for (cert, policy, threshold) in &candidates {
         let threshold = *threshold;
+        let stall = stalled.get(&cert.fingerprint());
         let renewal = successors.renewal(cert);
-        if matches!(renewal, Some(policy::Renewal::Renewed(_))) {
+        if stall.is_none() && matches!(renewal, Some(policy::Renewal::Renewed(_))) {
             continue;
         }
         let expired = cert.facts.not_after <= now;
@@ -524,6 +546,7 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
                     urgency: urgency(policy, cert.facts.not_after, now),
                     policy: policy.name.clone(),
                     note: match (&renewal, policy.renewal_stalled_days(cert, now)) {
+                        _ if stall.is_some() => stall.cloned(),
                         (Some(policy::Renewal::NotReloaded { by, endpoints }), _) => Some(format!(
                             "renewed on disk ({}), still served by {}: reload the service",
                             &by.to_hex()[..16],
@@ -540,7 +563,12 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
                 });
         }
     }
+    let gone = store.artifacts_gone()?;
     for a in store.artifacts()? {
+        // A deleted tracked file is not reminded about (marked gone by a scan or a pass).
+        if gone.contains_key(&a.id) || !crate::artifacts::is_present(&a) {
+            continue;
+        }
         let Some(policy) = policies.select_artifact(&a) else {
             continue;
         };
@@ -801,6 +829,9 @@ pub fn run_pass_locked<G>(
 ) -> Result<PassReport, StoreError> {
     let (digests, states) = {
         let _writer = lock();
+        if mode != PassMode::DryRun {
+            crate::artifacts::refresh_presence(store, now)?;
+        }
         let digests = due(store, policies, now)?;
         if mode != PassMode::DryRun {
             // Recipients who were pending but have nothing due any more (renewed, snoozed).
@@ -829,6 +860,10 @@ pub fn run_pass_locked<G>(
         report.digests = digests;
         return Ok(report);
     }
+    let mut delivery = DeliveryOutcome {
+        at: now,
+        ..DeliveryOutcome::default()
+    };
     for (digest, state) in digests.into_iter().zip(states) {
         let reminders = digest.entries.len() as u64;
         if let (PassMode::Scheduled, Some(s)) = (mode, &state) {
@@ -865,6 +900,9 @@ pub fn run_pass_locked<G>(
                 recorded?;
                 report.digests_sent += 1;
                 report.reminders_sent += reminders;
+                delivery.delivered += 1;
+                delivery.reminders_delivered += reminders;
+                delivery.retried += u64::from(state.is_some());
                 tracing::info!(recipient = %digest.recipient, reminders, "reminder digest sent");
             }
             Err(SendFailure {
@@ -886,6 +924,10 @@ pub fn run_pass_locked<G>(
                     let _writer = lock();
                     store.record_delivery_failure(&failure)?;
                 }
+                delivery.failed += 1;
+                delivery
+                    .error
+                    .get_or_insert_with(|| format!("{}: {error}", digest.recipient));
                 let message_id = message_id(mailer, &digest);
                 tracing::warn!(recipient = %digest.recipient, reminders, attempts, next_attempt = %rfc3339(next_attempt), maybe_delivered, %message_id, %error, "reminder digest not delivered; it stays pending");
                 report.failed.push(Undelivered {
@@ -900,6 +942,11 @@ pub fn run_pass_locked<G>(
             }
         }
         report.digests.push(digest);
+    }
+    // What `status` shows: only a pass that tried to deliver something replaces it.
+    if delivery.delivered + delivery.failed > 0 {
+        let _writer = lock();
+        store.record_delivery_outcome(&delivery)?;
     }
     Ok(report)
 }

@@ -730,3 +730,105 @@ mod tests {
         }
     }
 }
+
+/// JSON keys whose integer values are Unix times (seconds) in the JSON that commands print
+/// from their reports (`status`, `probe`, `check`, `remind`, `history`, reports, ...).
+/// Those fields stay as they are (a contract); [`with_rfc3339_times`] adds an RFC 3339
+/// sibling to each (see [`rfc3339_sibling`]).
+pub const UNIX_TIME_KEYS: &[&str] = &[
+    "at",
+    "created",
+    "crl_published",
+    "expires",
+    "fetched",
+    "first_failure",
+    "first_seen",
+    "generated_at",
+    "imported_at",
+    "issued",
+    "last_attempt",
+    "last_probe",
+    "last_run",
+    "last_seen",
+    "last_success",
+    "newer_not_after",
+    "next_attempt",
+    "next_run",
+    "next_update",
+    "not_after",
+    "not_before",
+    "revoked_at",
+    "sent_at",
+    "served_not_after",
+    "smtp_last_error_at",
+    "started",
+    "this_update",
+    "tracked_at",
+    "until",
+    "updated",
+];
+
+/// The name of the RFC 3339 sibling of a Unix-time field: `last_probe` → `last_probe_at`;
+/// a name that already ends in `at` gets `_rfc3339` (`at` → `at_rfc3339`,
+/// `smtp_last_error_at` → `smtp_last_error_at_rfc3339`).
+pub fn rfc3339_sibling(key: &str) -> String {
+    if key == "at" || key.ends_with("_at") {
+        format!("{key}_rfc3339")
+    } else {
+        format!("{key}_at")
+    }
+}
+
+/// `value` as JSON where every field named in [`UNIX_TIME_KEYS`] holding an integer gets
+/// an RFC 3339 sibling ([`rfc3339_sibling`]), at any depth; nothing else changes (a
+/// sibling name already present is left alone).
+pub fn with_rfc3339_times<T: Serialize + ?Sized>(
+    value: &T,
+) -> serde_json::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(value)?;
+    add_rfc3339_times(&mut v);
+    Ok(v)
+}
+
+fn add_rfc3339_times(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut siblings = Vec::new();
+            for (k, x) in map.iter_mut() {
+                add_rfc3339_times(x);
+                if let (true, Some(t)) = (UNIX_TIME_KEYS.contains(&k.as_str()), x.as_i64()) {
+                    siblings.push((rfc3339_sibling(k), rfc3339(t)));
+                }
+            }
+            for (k, s) in siblings {
+                map.entry(k).or_insert(serde_json::Value::String(s));
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(add_rfc3339_times),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod rfc3339_times_tests {
+    use super::*;
+
+    #[test]
+    fn unix_times_get_rfc3339_siblings_and_nothing_else_changes() {
+        let v = with_rfc3339_times(&serde_json::json!({
+            "endpoints": [{"last_probe": 0, "last_success": null, "address": "a:1"}],
+            "smtp_last_error_at": 86_400,
+            "at": 1,
+            "not_after": "2026-01-01T00:00:00Z",
+            "certificates": 5,
+        }))
+        .unwrap();
+        assert_eq!(v["endpoints"][0]["last_probe"], 0);
+        assert_eq!(v["endpoints"][0]["last_probe_at"], "1970-01-01T00:00:00Z");
+        assert!(v["endpoints"][0].get("last_success_at").is_none());
+        assert_eq!(v["smtp_last_error_at_rfc3339"], "1970-01-02T00:00:00Z");
+        assert_eq!(v["at_rfc3339"], "1970-01-01T00:00:01Z");
+        assert!(v.get("not_after_at").is_none());
+        assert!(v.get("certificates_at").is_none());
+    }
+}

@@ -115,6 +115,15 @@ const ARTIFACT_KEY_LEN: usize = 33;
 /// The marker after the artifact id of its sent-reminder keys.
 const ARTIFACT_SENT: u8 = b'N';
 
+/// The marker after the artifact id of its "file gone" key (`X` + id + `G`: since when).
+const ARTIFACT_GONE: u8 = b'G';
+
+fn artifact_gone_key(id: &Sha256) -> Vec<u8> {
+    let mut k = artifact_key(id);
+    k.push(ARTIFACT_GONE);
+    k
+}
+
 pub(crate) fn artifact_sent_prefix(id: &Sha256) -> Vec<u8> {
     let mut k = artifact_key(id);
     k.push(ARTIFACT_SENT);
@@ -225,6 +234,30 @@ impl Store {
         self.tree().apply_batch(batch)?;
         self.flush()?;
         Ok(was)
+    }
+
+    /// Marks a tracked artifact's file as gone since `since` (`None`: present again).
+    /// Durable on return.
+    pub fn set_artifact_gone(&self, id: &Sha256, since: Option<UnixTime>) -> Result<()> {
+        match since {
+            Some(t) => self.tree().insert(artifact_gone_key(id), encode(&t)?)?,
+            None => self.tree().remove(artifact_gone_key(id))?,
+        };
+        self.flush()
+    }
+
+    /// The tracked artifacts whose file was found gone, and since when.
+    pub fn artifacts_gone(&self) -> Result<std::collections::HashMap<Sha256, UnixTime>> {
+        let mut out = std::collections::HashMap::new();
+        for kv in self.tree().scan_prefix([keys::ARTIFACT]) {
+            let (k, v) = kv?;
+            if k.len() == ARTIFACT_KEY_LEN + 1 && k[ARTIFACT_KEY_LEN] == ARTIFACT_GONE {
+                let mut id = [0u8; 32];
+                id.copy_from_slice(&k[1..ARTIFACT_KEY_LEN]);
+                out.insert(Sha256(id), decode(&v, "tracked artifact gone")?);
+            }
+        }
+        Ok(out)
     }
 
     /// The reminders sent about one tracked artifact, to anyone (`fingerprint` = its id).

@@ -88,6 +88,8 @@ pub struct Ingest<'s> {
     dirs: Vec<(String, Vec<FileState>)>,
     /// Endpoint states to save.
     endpoints: Vec<Endpoint>,
+    /// Endpoint states to delete (`certctl forget`).
+    forgotten_endpoints: Vec<String>,
     /// Managed CA records to save with this batch (`ca init`: the CA and its certificate
     /// appear together or not at all).
     managed_cas: Vec<crate::ManagedCa>,
@@ -118,6 +120,7 @@ impl<'s> Ingest<'s> {
             postings: BTreeMap::new(),
             dirs: Vec::new(),
             endpoints: Vec::new(),
+            forgotten_endpoints: Vec::new(),
             managed_cas: Vec::new(),
             committed: VecDeque::new(),
             first_import: None,
@@ -159,6 +162,7 @@ impl<'s> Ingest<'s> {
         self.records.is_empty()
             && self.dirs.is_empty()
             && self.endpoints.is_empty()
+            && self.forgotten_endpoints.is_empty()
             && self.managed_cas.is_empty()
     }
 
@@ -373,6 +377,12 @@ impl<'s> Ingest<'s> {
         self.endpoints.push(endpoint);
     }
 
+    /// Deletes the state of a TLS endpoint (its chain and findings) in this batch.
+    pub fn forget_endpoint(&mut self, address: &str) {
+        self.endpoints.retain(|e| e.address != address);
+        self.forgotten_endpoints.push(address.to_string());
+    }
+
     fn add_postings(&mut self, cert: &Certificate) {
         let fp = cert.fingerprint();
         for (bucket, key) in index_entries(cert) {
@@ -453,6 +463,9 @@ impl<'s> Ingest<'s> {
             let value = encode(&endpoint)?;
             size(endpoint.address.len() + 1, &value);
             batch.insert(keys::endpoint_key(&endpoint.address), value);
+        }
+        for address in self.forgotten_endpoints.drain(..) {
+            batch.remove(keys::endpoint_key(&address));
         }
         for ca in self.managed_cas.drain(..) {
             let value = encode(&ca)?;

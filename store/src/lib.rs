@@ -33,7 +33,7 @@ pub use files::{DirSeen, FileProblem, FileState};
 pub use fleet::{AgentDecision, AgentVerdict, Registration, TrackedArtifact};
 pub use ingest::{Ingest, Lookup, Observed};
 pub use model::*;
-pub use reminders::{DeliveryState, SentReminder, SmtpState, Snooze};
+pub use reminders::{DeliveryOutcome, DeliveryState, SentReminder, SmtpState, Snooze};
 pub use store::{Store, DEFAULT_CACHE_BYTES, SCHEMA_VERSION};
 pub use verify::Verification;
 pub use workflows::{CachedCrl, ManagedCa, ReloadHook, Workflow, WorkflowStep};

@@ -12,7 +12,8 @@
 //!   [`SmtpState`] (last error and last success talking to the SMTP server); `Q` + `c`: the
 //!   delivery counters (digests accepted by the SMTP server, failed delivery attempts) since
 //!   the store was created, for the Prometheus counters. Each is written in the same atomic
-//!   batch as the delivery or failure it counts.
+//!   batch as the delivery or failure it counts. `Q` + `o`: the [`DeliveryOutcome`] of the
+//!   last reminder pass that tried to deliver anything (what `status` shows).
 
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +69,25 @@ pub struct SmtpState {
     pub last_success_at: Option<UnixTime>,
 }
 
+/// What the last reminder pass that tried to deliver a digest achieved: `status` shows it,
+/// so that a delivery that failed, and a retry that then succeeded, are both visible.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryOutcome {
+    /// When the pass ran.
+    pub at: UnixTime,
+    /// Recipients whose digest the SMTP server accepted.
+    pub delivered: u64,
+    /// The reminders those digests held.
+    pub reminders_delivered: u64,
+    /// Of the recipients delivered to, those whose digest had failed before (a retry that
+    /// succeeded).
+    pub retried: u64,
+    /// Recipients whose digest was not accepted (it stays pending).
+    pub failed: u64,
+    /// The first failure: `RECIPIENT: CAUSE`.
+    pub error: Option<String>,
+}
+
 fn sent_prefix(fp: &Fingerprint) -> Vec<u8> {
     let mut k = Vec::with_capacity(33);
     k.push(keys::SENT_REMINDER);
@@ -98,6 +118,7 @@ fn delivery_key(recipient: &str) -> Vec<u8> {
 
 const SMTP_STATE_KEY: [u8; 2] = [keys::DELIVERY, b's'];
 const COUNTERS_KEY: [u8; 2] = [keys::DELIVERY, b'c'];
+const OUTCOME_KEY: [u8; 2] = [keys::DELIVERY, b'o'];
 
 /// Delivery attempts since the store was created (`Q` + `c`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,6 +240,21 @@ impl Store {
         match self.tree().get(SMTP_STATE_KEY)? {
             Some(v) => decode(&v, "SMTP state"),
             None => Ok(SmtpState::default()),
+        }
+    }
+
+    /// Records what a reminder pass delivered (replacing the previous pass's outcome).
+    /// Durable on return.
+    pub fn record_delivery_outcome(&self, outcome: &DeliveryOutcome) -> Result<()> {
+        self.tree().insert(OUTCOME_KEY, encode(outcome)?)?;
+        self.flush()
+    }
+
+    /// What the last reminder pass that tried to deliver anything achieved.
+    pub fn last_delivery_outcome(&self) -> Result<Option<DeliveryOutcome>> {
+        match self.tree().get(OUTCOME_KEY)? {
+            Some(v) => Ok(Some(decode(&v, "delivery outcome")?)),
+            None => Ok(None),
         }
     }
 
