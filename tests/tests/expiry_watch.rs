@@ -586,3 +586,56 @@ fn validity_dates_openssl_accepts_are_read_with_a_warning_naming_the_file() {
     assert_eq!(c["not_after"], "2036-12-31T22:59:59Z", "{c}");
     assert_eq!(c["subject_cn"], "lax.contoso.example", "{c}");
 }
+
+// ---- track with a relative path ----------------------------------------------------------
+
+#[test]
+fn a_file_tracked_by_a_relative_path_is_found_by_that_path() {
+    let env = TestEnv::new();
+    let policies = env.mkdir("policies");
+    std::fs::write(
+        policies.join("bundles.toml"),
+        format!(
+            "[[policy]]\nname = \"bundles\"\nartifacts = [\"enrollment-bundle\"]\nremind = [\"3d\"]\n\
+             warn = \"3d\"\ncritical = \"1d\"\nrecipients = [\"{PLATFORM}\"]\n"
+        ),
+    )
+    .unwrap();
+    let work = env.mkdir("work");
+    std::fs::create_dir_all(work.join("bundles")).unwrap();
+    std::fs::write(work.join("bundles/site-b.bundle"), "opaque\n").unwrap();
+    let rel = "bundles/site-b.bundle";
+    let at_work = |args: &[&str]| env.cmd().args(args).current_dir(&work).run();
+    let tracked = at_work(&["track", rel, "--kind", "enrollment-bundle", "--json"]);
+    tracked.success();
+    let absolute = work.join(rel);
+    assert_eq!(
+        tracked.json()[0]["sources"][0]["path"],
+        s(&absolute),
+        "{tracked}"
+    );
+
+    // The path as the user gave it finds it, from the same folder.
+    let explain = at_work(&[
+        "policy",
+        "explain",
+        rel,
+        "--policies",
+        s(&policies),
+        "--json",
+    ]);
+    explain.success();
+    assert_eq!(explain.json()[0]["path"], s(&absolute), "{explain}");
+    at_work(&[
+        "snooze",
+        rel,
+        "--until",
+        &rfc3339(now() + 2 * DAY),
+        "--reason",
+        "replaced Friday",
+    ])
+    .success();
+    at_work(&["untrack", rel])
+        .success()
+        .stdout_has("no longer tracking");
+}
