@@ -342,6 +342,14 @@ fn print_scan_failures(summary: &ScanSummary) {
             Printable(&f.error)
         );
     }
+    for w in &summary.warnings {
+        let _ = writeln!(
+            err,
+            "warning: {}: {}",
+            Printable(&w.path),
+            Printable(&w.error)
+        );
+    }
 }
 
 fn scan_summary_line(s: &ScanSummary) -> String {
@@ -534,8 +542,16 @@ fn inspect(a: InspectArgs) -> Result<Exit> {
     // Like a scan: never blocks on a FIFO or device, refuses files over the size cap.
     let (bytes, _) = inventory::read_file_bytes(&a.file)
         .map_err(|cause| anyhow::anyhow!("{}: {cause}", a.file.display()))?;
+    certctl_daemon::x509::take_lax_date_notes();
     let certs = formats::read_certificates(&bytes, &a.file, password.as_deref())
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
+    for note in certctl_daemon::x509::take_lax_date_notes() {
+        eprintln!(
+            "warning: {}: {}",
+            Printable(&a.file.to_string_lossy()),
+            Printable(&note)
+        );
+    }
     let t = now();
     let views: Vec<CertificateView> = certs
         .iter()

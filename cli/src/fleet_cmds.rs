@@ -557,7 +557,12 @@ pub fn metrics(session: &Session, a: MetricsArgs) -> Result<Exit> {
 
 /// `certctl untrack ID`: no more reminders for that file; it leaves `list`.
 pub fn untrack(session: &Session, a: UntrackArgs) -> Result<Exit> {
-    let removed = match call(session, FleetRequest::Untrack { id: a.id })? {
+    let removed = match call(
+        session,
+        FleetRequest::Untrack {
+            id: artifacts::id_from_client(&a.id),
+        },
+    )? {
         FleetResponse::Artifacts { artifacts, .. } => artifacts,
         other => return Err(unexpected(&other)),
     };

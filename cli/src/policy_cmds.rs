@@ -477,7 +477,8 @@ fn explain(session: &Session, set: &PolicySet, a: PolicyExplainArgs) -> Result<E
         Ok(certs) => certs,
         Err(e) => {
             // Not a certificate: perhaps a tracked artifact.
-            let found = find_artifacts(session, &a.id).unwrap_or_default();
+            let found =
+                find_artifacts(session, &artifacts::id_from_client(&a.id)).unwrap_or_default();
             if found.is_empty() {
                 return Err(e);
             }
@@ -946,7 +947,7 @@ pub fn snooze(session: &Session, a: SnoozeArgs) -> Result<Exit> {
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| format!("uid {}", rustix::process::getuid().as_raw()));
     let request = Request::Snooze {
-        id: a.id,
+        id: artifacts::id_from_client(&a.id),
         until,
         reason: a.reason,
         by,

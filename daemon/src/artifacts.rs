@@ -292,6 +292,20 @@ pub fn untrack(
     }
 }
 
+/// An artifact id as a client should send it: a relative path (`bundles/a.bundle`,
+/// `./a.bundle`) made absolute against the client's working directory, as `track` stored
+/// it, so the path the user gave finds the file; anything else as is (an id prefix, a name,
+/// an absolute path). certd does not share the client's working directory.
+pub fn id_from_client(id: &str) -> String {
+    let looks_like_path = id.contains('/') || id.starts_with('.');
+    if looks_like_path && Path::new(id).is_relative() {
+        if let Ok(abs) = std::path::absolute(id) {
+            return abs.to_string_lossy().into_owned();
+        }
+    }
+    id.to_string()
+}
+
 /// Whether `id` names the artifact: a prefix of its id (at least 8 hex characters, colons
 /// allowed), its exact path, or its exact name (case-insensitive).
 pub fn matches_id(a: &TrackedArtifact, id: &str) -> bool {

@@ -111,6 +111,10 @@ pub struct ScanSummary {
     /// The scan was stopped early (shutdown); what was read is stored.
     #[serde(default)]
     pub cancelled: bool,
+    /// Files read with a warning (validity dates that are not DER but that OpenSSL
+    /// accepts, read leniently), one entry per certificate concerned.
+    #[serde(default)]
+    pub warnings: Vec<FileFailure>,
 }
 
 /// One file that failed, and why.
@@ -304,6 +308,8 @@ struct ReadFile {
     /// failed: the writer then reads the record itself).
     lookups: Vec<Option<Lookup>>,
     problem: Option<FileProblem>,
+    /// Read with a warning (validity dates that are not DER, read leniently).
+    warnings: Vec<String>,
     /// Its first certificate says `CA:TRUE` and the file holds a private key (PEM): a
     /// self-signed server certificate deployed as a leaf (see `Ingest::observe_deployed`).
     ca_leaf_with_key: bool,
@@ -767,6 +773,7 @@ fn read_file(job: ParseJob, password: Option<&str>) -> ReadFile {
         certificates: Vec::new(),
         lookups: Vec::new(),
         problem: Some(FileProblem::Failed(cause)),
+        warnings: Vec::new(),
         ca_leaf_with_key: false,
     };
     // Known not to be a regular file from the listing: never opened.
@@ -782,7 +789,9 @@ fn read_file(job: ParseJob, password: Option<&str>) -> ReadFile {
         Ok(read) => read,
         Err(cause) => return failed(cause, 0, 0),
     };
+    crate::x509::take_lax_date_notes();
     let read = formats::read_certificates_partial(&bytes, &job.path, password);
+    let warnings = crate::x509::take_lax_date_notes();
     let problem = match read.error {
         None => None,
         Some(FormatError::NoCertificate) => {
@@ -804,6 +813,7 @@ fn read_file(job: ParseJob, password: Option<&str>) -> ReadFile {
         certificates: read.certificates,
         lookups: Vec::new(),
         problem,
+        warnings,
         ca_leaf_with_key,
     }
 }
@@ -952,6 +962,12 @@ impl<'a> Writer<'a> {
         self.progress
             .certificates
             .fetch_add(certificates.len() as u64, Ordering::Relaxed);
+        for w in &file.warnings {
+            self.summary.warnings.push(FileFailure {
+                path: file.path.clone(),
+                error: w.clone(),
+            });
+        }
         match &file.problem {
             None => self.summary.files_read += 1,
             Some(FileProblem::Skipped(_)) => self.summary.files_skipped += 1,

@@ -1731,7 +1731,11 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         // Same id as a certificate fingerprint: their reminders stay apart.
         add(&store, facts("a.example", 1, 0, 5 * DAY), Role::Iis);
-        bundle(&store, "/b/site a.bundle", 1, 0);
+        // A real file: a tracked file that is gone is not reminded about.
+        let files = tempfile::tempdir().unwrap();
+        let path = format!("{}/site a.bundle", files.path().display());
+        std::fs::write(&path, "bundle").unwrap();
+        bundle(&store, &path, 1, 0);
         let text = "[[policy]]\nname = \"iis\"\nroles = [\"iis\", \"other\"]\nremind = []\nwarn = \"0s\"\ncritical = \"0s\"\nrecipients = [\"a@example.org\"]\n\n[[policy]]\nname = \"bundles\"\nartifacts = [\"enrollment-bundle\"]\nremind = [\"3d\", \"1d\"]\nwarn = \"3d\"\ncritical = \"3d\"\nrecipients = [\"a@example.org\"]\n";
         let set = policy::parse_files(&[("/p/x.toml".into(), text.into())]).unwrap();
         let mailer = FakeMailer::default();
@@ -1748,13 +1752,13 @@ mod tests {
         let e = d.entries.iter().find(|e| e.is_artifact()).unwrap();
         assert_eq!((e.threshold.as_str(), e.policy.as_str()), ("3d", "bundles"));
         assert_eq!((e.days_left, e.urgency), (3, Urgency::Critical));
-        assert_eq!(e.command(), "certctl list --name '/b/site a.bundle'");
+        assert_eq!(e.command(), format!("certctl list --name '{path}'"));
         let text = d.text(7 * DAY);
         assert!(
             text.contains("site a.bundle (enrollment-bundle): 3 days left"),
             "{text}"
         );
-        assert!(text.contains("file:      /b/site a.bundle"), "{text}");
+        assert!(text.contains(&format!("file:      {path}")), "{text}");
         assert_eq!(
             store
                 .sent_artifact_reminders(&Sha256([1; 32]))
@@ -1774,8 +1778,16 @@ mod tests {
         );
         // Replaced by a new bundle at the same path: the old one is quiet, the new one fresh.
         store.remove_artifact(&Sha256([1; 32])).unwrap();
-        bundle(&store, "/b/site a.bundle", 2, 9 * DAY);
+        bundle(&store, &path, 2, 9 * DAY);
         assert!(due(&store, &set, 9 * DAY + 3600).unwrap().is_empty());
+        // Deleted: the next pass marks it gone and reminds nothing about it, even at expiry.
+        std::fs::remove_file(&path).unwrap();
+        let r = run_pass(&store, &set, Some(&mailer), 19 * DAY, PassMode::Now).unwrap();
+        assert_eq!(r.reminders_sent, 0, "{r:?}");
+        assert_eq!(
+            store.artifacts_gone().unwrap().get(&Sha256([2; 32])),
+            Some(&(19 * DAY))
+        );
     }
 
     #[test]

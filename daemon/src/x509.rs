@@ -129,9 +129,221 @@ pub fn facts_from_der_prefix(der: &[u8]) -> Result<(CertificateFacts, usize), X5
     }
     let cert = match X509Certificate::from_der(cert_der) {
         Ok((_, cert)) => cert,
+        Err(e @ x509_parser::nom::Err::Error(ParseError::InvalidDate))
+        | Err(e @ x509_parser::nom::Err::Failure(ParseError::InvalidDate)) => {
+            // Dates OpenSSL accepts (a time zone offset, no `Z`): read them leniently, with a
+            // note ([`take_lax_date_notes`]); the fingerprint stays that of the bytes given.
+            let Some((normalized, note)) = lax::normalize_validity(cert_der) else {
+                return Err(malformed(e));
+            };
+            let cert = match X509Certificate::from_der(&normalized) {
+                Ok((_, cert)) => cert,
+                Err(_) => return Err(malformed(e)),
+            };
+            lax::note(note);
+            return Ok((facts_from_parsed(cert_der, &cert), len));
+        }
         Err(e) => return Err(malformed(e)),
     };
     Ok((facts_from_parsed(cert_der, &cert), len))
+}
+
+/// The notes left by certificates whose validity dates were read leniently on this thread
+/// since the last call (`validity dates read leniently: ...`), emptied. Callers that read a
+/// file take them after parsing it and report them as warnings naming the file.
+pub fn take_lax_date_notes() -> Vec<String> {
+    lax::take()
+}
+
+/// Validity times that are not DER but that OpenSSL accepts: GeneralizedTime or UTCTime
+/// with a time zone offset (`+0100`) instead of `Z`, without seconds, or without any zone
+/// (read as UTC). The validity is rewritten as DER GeneralizedTime (same instants) so the
+/// rest of the certificate can be read by the strict parser.
+mod lax {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static NOTES: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// At most this many notes wait on a thread (a reader that never takes them, such as
+    /// a probe, cannot grow them without bound).
+    const MAX_NOTES: usize = 64;
+
+    pub(super) fn note(text: String) {
+        NOTES.with(|n| {
+            let mut n = n.borrow_mut();
+            if n.len() < MAX_NOTES {
+                n.push(text);
+            }
+        });
+    }
+
+    pub(super) fn take() -> Vec<String> {
+        NOTES.with(|n| std::mem::take(&mut *n.borrow_mut()))
+    }
+
+    /// (tag, content start, end) of the TLV at `i`.
+    fn tlv(b: &[u8], i: usize) -> Option<(u8, usize, usize)> {
+        let tag = *b.get(i)?;
+        let l0 = *b.get(i + 1)?;
+        let (start, len) = if l0 < 0x80 {
+            (i + 2, usize::from(l0))
+        } else {
+            let n = usize::from(l0 & 0x7f);
+            if n == 0 || n > 4 {
+                return None;
+            }
+            let bytes = b.get(i + 2..i + 2 + n)?;
+            (
+                i + 2 + n,
+                bytes.iter().fold(0usize, |a, &x| (a << 8) | usize::from(x)),
+            )
+        };
+        let end = start.checked_add(len)?;
+        (end <= b.len()).then_some((tag, start, end))
+    }
+
+    fn encode(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let len = content.len();
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes: Vec<u8> = len
+                .to_be_bytes()
+                .into_iter()
+                .skip_while(|&x| x == 0)
+                .collect();
+            out.push(0x80 | bytes.len() as u8);
+            out.extend(bytes);
+        }
+        out.extend_from_slice(content);
+        out
+    }
+
+    /// Unix seconds of a lax UTCTime (0x17) or GeneralizedTime (0x18), and whether it had
+    /// no zone at all.
+    fn parse_time(tag: u8, text: &str) -> Option<(i64, bool)> {
+        let digits = |s: &str| s.bytes().all(|c| c.is_ascii_digit());
+        let (year, rest) = match tag {
+            0x17 => {
+                let yy: i32 = text.get(..2).filter(|s| digits(s))?.parse().ok()?;
+                (if yy < 50 { 2000 + yy } else { 1900 + yy }, text.get(2..)?)
+            }
+            0x18 => (
+                text.get(..4).filter(|s| digits(s))?.parse().ok()?,
+                text.get(4..)?,
+            ),
+            _ => return None,
+        };
+        let two = |s: &str, at: usize| -> Option<u8> {
+            s.get(at..at + 2).filter(|x| digits(x))?.parse().ok()
+        };
+        let (month, day, hour, minute) =
+            (two(rest, 0)?, two(rest, 2)?, two(rest, 4)?, two(rest, 6)?);
+        let mut tail = rest.get(8..)?;
+        let second = match two(tail, 0) {
+            Some(s) => {
+                tail = tail.get(2..)?;
+                s
+            }
+            None => 0,
+        };
+        // Fractional seconds (GeneralizedTime): dropped.
+        if let Some(frac) = tail.strip_prefix('.') {
+            let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+            tail = frac.get(n..)?;
+        }
+        let (offset, no_zone) = match tail {
+            "" => (0i64, true),
+            "Z" => (0, false),
+            z if (z.starts_with('+') || z.starts_with('-')) && z.len() == 5 && digits(&z[1..]) => {
+                let h: i64 = z[1..3].parse().ok()?;
+                let m: i64 = z[3..5].parse().ok()?;
+                if h > 23 || m > 59 {
+                    return None;
+                }
+                let secs = h * 3600 + m * 60;
+                (if z.starts_with('-') { -secs } else { secs }, false)
+            }
+            _ => return None,
+        };
+        let month = time::Month::try_from(month).ok()?;
+        let date = time::Date::from_calendar_date(year, month, day).ok()?;
+        let t = date.with_hms(hour, minute, second).ok()?.assume_utc();
+        Some((t.unix_timestamp() - offset, no_zone))
+    }
+
+    /// The certificate with its validity rewritten as DER GeneralizedTime, and a note that
+    /// says what was read; `None` when the times cannot be read even leniently.
+    pub(super) fn normalize_validity(der: &[u8]) -> Option<(Vec<u8>, String)> {
+        let (_, cert_start, cert_end) = tlv(der, 0)?;
+        let (_, tbs_start, tbs_end) = tlv(der, cert_start)?;
+        let mut fields = Vec::new();
+        let mut i = tbs_start;
+        while i < tbs_end {
+            let (tag, _, end) = tlv(der, i)?;
+            fields.push((tag, i, end));
+            i = end;
+        }
+        let validity = if fields.first()?.0 == 0xa0 { 4 } else { 3 };
+        let (_, v_at, _) = *fields.get(validity)?;
+        let (_, v_start, v_end) = tlv(der, v_at)?;
+        let mut times = Vec::new();
+        let mut originals = Vec::new();
+        let mut no_zone = false;
+        let mut j = v_start;
+        while j < v_end {
+            let (tag, s, e) = tlv(der, j)?;
+            let text = std::str::from_utf8(&der[s..e]).ok()?;
+            let (t, nz) = parse_time(tag, text)?;
+            no_zone |= nz;
+            times.push(t);
+            originals.push(text.to_string());
+            j = e;
+        }
+        if times.len() != 2 {
+            return None;
+        }
+        let mut content = Vec::new();
+        for t in &times {
+            let dt = time::OffsetDateTime::from_unix_timestamp(*t).ok()?;
+            let text = format!(
+                "{:04}{:02}{:02}{:02}{:02}{:02}Z",
+                dt.year(),
+                u8::from(dt.month()),
+                dt.day(),
+                dt.hour(),
+                dt.minute(),
+                dt.second()
+            );
+            content.extend(encode(0x18, text.as_bytes()));
+        }
+        let mut tbs = Vec::new();
+        for (k, (_, start, end)) in fields.iter().enumerate() {
+            if k == validity {
+                tbs.extend(encode(0x30, &content));
+            } else {
+                tbs.extend_from_slice(&der[*start..*end]);
+            }
+        }
+        let mut body = encode(0x30, &tbs);
+        body.extend_from_slice(&der[tbs_end..cert_end]);
+        let note = format!(
+            "validity dates are not DER ({} / {}){}: read as {} / {}",
+            originals[0],
+            originals[1],
+            if no_zone {
+                ", no time zone: taken as UTC"
+            } else {
+                ""
+            },
+            certctl_store::rfc3339(times[0]),
+            certctl_store::rfc3339(times[1])
+        );
+        Some((encode(0x30, &body), note))
+    }
 }
 
 /// Checks the outer `SEQUENCE` header and returns the total length (header + content) of the

@@ -778,7 +778,12 @@ mod probes {
     /// comparing two runs a second or so apart.
     fn comparable(report: &Value) -> Value {
         let mut r = report.clone();
-        for k in ["last_probe", "last_success"] {
+        for k in [
+            "last_probe",
+            "last_success",
+            "last_probe_at",
+            "last_success_at",
+        ] {
             r["endpoint"].as_object_mut().unwrap().remove(k);
         }
         if let Some(findings) = r["endpoint"]["findings"].as_array_mut() {

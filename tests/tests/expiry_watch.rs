@@ -451,3 +451,191 @@ fn unix_times_in_json_have_rfc3339_siblings() {
     same_time(&forgot[0], "last_probe", "last_probe_at");
     server.stop();
 }
+
+// ---- validity dates OpenSSL accepts -------------------------------------------------------
+
+/// (tag, content start, end) of the DER TLV at `i`.
+fn tlv(b: &[u8], i: usize) -> (u8, usize, usize) {
+    let l0 = b[i + 1];
+    let (start, len) = if l0 < 0x80 {
+        (i + 2, l0 as usize)
+    } else {
+        let n = (l0 & 0x7f) as usize;
+        (
+            i + 2 + n,
+            b[i + 2..i + 2 + n]
+                .iter()
+                .fold(0usize, |a, &x| (a << 8) | x as usize),
+        )
+    };
+    (b[i], start, start + len)
+}
+
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|&x| x == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// `cert` with its validity rewritten as GeneralizedTime `not_before` / `not_after` (any
+/// text, e.g. with a `+0100` offset instead of `Z`), re-signed by `issuer`'s key.
+fn with_validity(
+    cert: &GeneratedCert,
+    issuer: &GeneratedCert,
+    not_before: &str,
+    not_after: &str,
+) -> Vec<u8> {
+    let d = &cert.der;
+    let (_, cert_start, cert_end) = tlv(d, 0);
+    let (_, tbs_start, tbs_end) = tlv(d, cert_start);
+    let mut fields = Vec::new();
+    let mut i = tbs_start;
+    while i < tbs_end {
+        let (tag, _, end) = tlv(d, i);
+        fields.push((tag, i, end));
+        i = end;
+    }
+    let validity_index = if fields[0].0 == 0xa0 { 4 } else { 3 };
+    let mut tbs = Vec::new();
+    for (k, (_, start, end)) in fields.iter().enumerate() {
+        if k == validity_index {
+            let mut v = der(0x18, not_before.as_bytes());
+            v.extend(der(0x18, not_after.as_bytes()));
+            tbs.extend(der(0x30, &v));
+        } else {
+            tbs.extend_from_slice(&d[*start..*end]);
+        }
+    }
+    let tbs = der(0x30, &tbs);
+    let (_, _, alg_end) = tlv(d, tbs_end);
+    let algorithm = &d[tbs_end..alg_end];
+    assert!(alg_end < cert_end);
+    let mut signer =
+        openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &issuer.pkey()).unwrap();
+    signer.update(&tbs).unwrap();
+    let mut bits = vec![0u8];
+    bits.extend(signer.sign_to_vec().unwrap());
+    let mut body = tbs;
+    body.extend_from_slice(algorithm);
+    body.extend(der(0x03, &bits));
+    der(0x30, &body)
+}
+
+#[test]
+fn validity_dates_openssl_accepts_are_read_with_a_warning_naming_the_file() {
+    let env = TestEnv::new();
+    let f = CertFactory::new();
+    let leaf = f.leaf(CertSpec::leaf("lax.contoso.example"));
+    // GeneralizedTime with a time zone offset instead of `Z`: not DER, OpenSSL takes it.
+    let lax = with_validity(
+        &leaf,
+        f.intermediate(),
+        "20260101120000+0100",
+        "20361231235959+0100",
+    );
+    let dir = env.mkdir("lax");
+    let path = dir.join("lax.der");
+    std::fs::write(&path, &lax).unwrap();
+    let dates = openssl_ok(&[
+        "x509",
+        "-inform",
+        "der",
+        "-in",
+        s(&path),
+        "-noout",
+        "-dates",
+    ]);
+    assert!(
+        dates.contains("notBefore=Jan  1 11:00:00 2026 GMT"),
+        "{dates}"
+    );
+    assert!(
+        dates.contains("notAfter=Dec 31 22:59:59 2036 GMT"),
+        "{dates}"
+    );
+    // Re-signed: the issuer's signature holds (`openssl verify` refuses the date format).
+    let parsed = openssl::x509::X509::from_der(&lax).unwrap();
+    assert!(parsed
+        .verify(&f.intermediate().x509().public_key().unwrap())
+        .unwrap());
+
+    let scan = env.certctl(&["scan", s(&dir)]);
+    scan.success()
+        .stderr_has(&format!(
+            "warning: {}: validity dates are not DER",
+            s(&path)
+        ))
+        .stderr_has("20260101120000+0100");
+    assert!(!scan.stderr.contains("error:"), "{scan}");
+    let items = env.list_json(&[]);
+    let fp = sha256_hex(&lax);
+    let c = find_fp(&items, &fp);
+    assert_eq!(c["not_before"], "2026-01-01T11:00:00Z", "{c}");
+    assert_eq!(c["not_after"], "2036-12-31T22:59:59Z", "{c}");
+    assert_eq!(c["subject_cn"], "lax.contoso.example", "{c}");
+}
+
+// ---- track with a relative path ----------------------------------------------------------
+
+#[test]
+fn a_file_tracked_by_a_relative_path_is_found_by_that_path() {
+    let env = TestEnv::new();
+    let policies = env.mkdir("policies");
+    std::fs::write(
+        policies.join("bundles.toml"),
+        format!(
+            "[[policy]]\nname = \"bundles\"\nartifacts = [\"enrollment-bundle\"]\nremind = [\"3d\"]\n\
+             warn = \"3d\"\ncritical = \"1d\"\nrecipients = [\"{PLATFORM}\"]\n"
+        ),
+    )
+    .unwrap();
+    let work = env.mkdir("work");
+    std::fs::create_dir_all(work.join("bundles")).unwrap();
+    std::fs::write(work.join("bundles/site-b.bundle"), "opaque\n").unwrap();
+    let rel = "bundles/site-b.bundle";
+    let at_work = |args: &[&str]| env.cmd().args(args).current_dir(&work).run();
+    let tracked = at_work(&["track", rel, "--kind", "enrollment-bundle", "--json"]);
+    tracked.success();
+    let absolute = work.join(rel);
+    assert_eq!(
+        tracked.json()[0]["sources"][0]["path"],
+        s(&absolute),
+        "{tracked}"
+    );
+
+    // The path as the user gave it finds it, from the same folder.
+    let explain = at_work(&[
+        "policy",
+        "explain",
+        rel,
+        "--policies",
+        s(&policies),
+        "--json",
+    ]);
+    explain.success();
+    assert_eq!(explain.json()[0]["path"], s(&absolute), "{explain}");
+    at_work(&[
+        "snooze",
+        rel,
+        "--until",
+        &rfc3339(now() + 2 * DAY),
+        "--reason",
+        "replaced Friday",
+    ])
+    .success();
+    at_work(&["untrack", rel])
+        .success()
+        .stdout_has("no longer tracking");
+}
