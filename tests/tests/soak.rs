@@ -305,10 +305,23 @@ fn verify_answers(
     assert_eq!(stats["total"].as_u64(), Some(all.len() as u64), "{stats}");
     let mut by_status = std::collections::BTreeMap::<String, u64>::new();
     let mut by_role = std::collections::BTreeMap::<String, u64>::new();
+    let time = |c: &Value, field: &str| {
+        certctl_e2e::parse_rfc3339(c[field].as_str().expect("a time"))
+    };
     for c in &all {
-        *by_status
-            .entry(c["status"].as_str().expect("status").to_string())
-            .or_default() += 1;
+        // At certd's (simulated) time; `list` dates its `status` by the caller's clock.
+        let status = if c["revoked"] == true {
+            "revoked"
+        } else if time(c, "not_after") <= t {
+            "expired"
+        } else if time(c, "not_before") > t {
+            "not-yet-valid"
+        } else if time(c, "not_after") <= t + 30 * DAY {
+            "expiring"
+        } else {
+            "valid"
+        };
+        *by_status.entry(status.to_string()).or_default() += 1;
         *by_role
             .entry(c["role"].as_str().expect("role").to_string())
             .or_default() += 1;
@@ -324,20 +337,25 @@ fn verify_answers(
     assert_eq!(by_role.get("agent").copied(), Some(all.len() as u64 - SITE_SERVERS as u64));
     assert!(all.len() as u64 >= opts.agents as u64);
     // check considers the long-lived site servers; what it lists follows the clock.
-    assert_eq!(check["considered"], SITE_SERVERS as u64, "{check}");
-    let expiring = |days: i64| {
+    assert_eq!(check["considered"], SITE_SERVERS as u64, "{}", check["summary"]);
+    let site_servers_within = |from: i64, to: i64| {
         all.iter()
             .filter(|c| c["role"] == "site-server")
             .filter(|c| {
-                let na = certctl_e2e::parse_rfc3339(c["not_after"].as_str().expect("not_after"));
-                na > t && na <= t + days * DAY
+                let na = time(c, "not_after");
+                na > from && na <= to
             })
             .count()
     };
     let listed = |field: &str| check[field].as_array().map_or(0, Vec::len);
-    assert_eq!(listed("critical"), expiring(7), "{check}");
-    assert_eq!(listed("warning"), expiring(30) - expiring(7), "{check}");
-    assert_eq!(listed("expired"), 0, "{check}");
+    let summary = &check["summary"];
+    assert_eq!(listed("expired"), site_servers_within(i64::MIN, t), "{summary}");
+    assert_eq!(listed("critical"), site_servers_within(t, t + 7 * DAY), "{summary}");
+    assert_eq!(
+        listed("warning"),
+        site_servers_within(t + 7 * DAY, t + 30 * DAY),
+        "{summary}"
+    );
     // /metrics counts the same records.
     let series = certctl_e2e::prometheus::parse(metrics);
     let counted: f64 = series
