@@ -346,7 +346,20 @@ impl<'s> Ingest<'s> {
         location: &SourceLocation,
         now: UnixTime,
     ) -> Result<bool> {
-        let Some(cert) = self.load(fp)? else {
+        self.mark_gone_looked_up(fp, None, location, now)
+    }
+
+    /// As [`Ingest::mark_gone`], with the record already looked up by another thread
+    /// ([`Store::look_up`]): a scan's parse workers look up what a replaced file held, so
+    /// that the writer of a renewal round does not read every old record itself.
+    pub fn mark_gone_looked_up(
+        &mut self,
+        fp: &Fingerprint,
+        lookup: Option<Lookup>,
+        location: &SourceLocation,
+        now: UnixTime,
+    ) -> Result<bool> {
+        let Some(cert) = self.load_with(fp, lookup)? else {
             return Ok(false);
         };
         match cert.sources.iter_mut().find(|s| &s.location == location) {
