@@ -259,7 +259,9 @@ pub fn stats(store: &Store, now: UnixTime) -> Result<Stats, QueryError> {
             continue;
         }
         s.total += total;
-        *s.by_role.entry(class.role.as_str().to_string()).or_default() += total;
+        *s.by_role
+            .entry(class.role.as_str().to_string())
+            .or_default() += total;
         for status in ALL_STATUSES {
             *s.by_status.entry(status.as_str().to_string()).or_default() += n.of(status);
         }
@@ -1031,8 +1033,8 @@ mod tests {
                 let na = t + rng.below(60 * 86_400) as i64 - 20 * 86_400;
                 let mut f = facts(i, na);
                 f.not_before = match rng.below(10) {
-                    0 => na + 3_600,                      // inverted
-                    1 => t + rng.below(3 * 86_400) as i64, // may begin later
+                    0 => na + 3_600,                           // inverted
+                    1 => t + rng.below(3 * 86_400) as i64,     // may begin later
                     2..=5 => na - rng.below(20) as i64 * hour, // ephemeral
                     _ => na - 200 * 86_400,
                 };
@@ -1043,12 +1045,7 @@ mod tests {
                 let role = roles[rng.below(roles.len() as u64) as usize];
                 let path = format!("/srv/d{}/c{}.pem", i % 7, rng.below(400));
                 ingest
-                    .observe(
-                        f,
-                        Some(role),
-                        SourceLocation::File { path, index: 0 },
-                        t,
-                    )
+                    .observe(f, Some(role), SourceLocation::File { path, index: 0 }, t)
                     .expect("observe");
                 known.push(i);
             }

@@ -209,7 +209,9 @@ impl CountChanges {
                 Some(v) => read_count(&v)?,
                 None => 0,
             };
-            let next = i64::try_from(current).unwrap_or(i64::MAX).saturating_add(delta);
+            let next = i64::try_from(current)
+                .unwrap_or(i64::MAX)
+                .saturating_add(delta);
             if next < 0 {
                 return Err(StoreError::Corrupt {
                     what: "count",
@@ -247,7 +249,10 @@ fn entries(c: &Counted) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut v = vec![c.role];
         v.extend_from_slice(&c.not_before.to_be_bytes());
         out.push((time_fp_key(CHECK, c.not_after, &c.fp), v));
-        out.push((time_fp_key(CHECK_NOT_BEFORE, c.not_before, &c.fp), vec![c.role]));
+        out.push((
+            time_fp_key(CHECK_NOT_BEFORE, c.not_before, &c.fp),
+            vec![c.role],
+        ));
     }
     if c.present {
         out.push((present_key(c), vec![c.role]));
@@ -448,11 +453,7 @@ fn at_or_before(tree: &sled::Tree, which: u8, class: [u8; 3], t: UnixTime) -> Re
 }
 
 /// The counts at `now`, where "expiring" means within `expiring_within` seconds.
-pub(crate) fn counts(
-    store: &crate::Store,
-    now: UnixTime,
-    expiring_within: i64,
-) -> Result<Counts> {
+pub(crate) fn counts(store: &crate::Store, now: UnixTime, expiring_within: i64) -> Result<Counts> {
     let tree = store.tree();
     let mut out = Counts::default();
     let mut unrevoked: BTreeMap<[u8; 3], u64> = BTreeMap::new();
@@ -632,9 +633,18 @@ mod tests {
         let store = Store::open(dir).expect("open");
         let mut ingest = store.ingest();
         for n in 1..=20u8 {
-            let role = if n % 2 == 0 { Role::Agent } else { Role::Gateway };
+            let role = if n % 2 == 0 {
+                Role::Agent
+            } else {
+                Role::Gateway
+            };
             ingest
-                .observe(facts(n, &format!("h{n}")), Some(role), at(&format!("/c{n}.pem")), 10)
+                .observe(
+                    facts(n, &format!("h{n}")),
+                    Some(role),
+                    at(&format!("/c{n}.pem")),
+                    10,
+                )
                 .expect("observe");
         }
         ingest.commit().expect("commit");
@@ -693,7 +703,11 @@ mod tests {
             .insert(key, &99u64.to_be_bytes())
             .expect("insert");
         let v = store.verify().expect("verify");
-        assert!(v.problems.iter().any(|p| p.contains("count key")), "{:?}", v.problems);
+        assert!(
+            v.problems.iter().any(|p| p.contains("count key")),
+            "{:?}",
+            v.problems
+        );
         store.rebuild_counts().expect("rebuild");
         assert!(store.verify().expect("verify").is_ok());
     }

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::counts::{CountChanges, Counted};
 use crate::endpoints::Endpoint;
 use crate::error::Result;
 use crate::files::FileState;
@@ -17,7 +18,6 @@ use crate::model::{
     Certificate, CertificateFacts, Fingerprint, Role, Source, SourceLocation, UnixTime,
     MAX_INLINE_SOURCES,
 };
-use crate::counts::{CountChanges, Counted};
 use crate::store::{decode_record, encode, encode_record, Store};
 
 /// Index postings per stored value (about 14 bytes each).

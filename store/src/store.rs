@@ -328,7 +328,11 @@ impl Store {
     /// Number of certificates in the store (from the counts: no record is read).
     pub fn len(&self) -> usize {
         let mut n = 0u64;
-        for kv in self.tree.scan_prefix([crate::counts::COUNTS, b'c']).flatten() {
+        for kv in self
+            .tree
+            .scan_prefix([crate::counts::COUNTS, b'c'])
+            .flatten()
+        {
             if let Ok(b) = <[u8; 8]>::try_from(kv.1.as_ref()) {
                 n += u64::from_be_bytes(b);
             }

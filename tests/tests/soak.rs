@@ -224,10 +224,7 @@ fn run(opts: &Options) -> Vec<DayRow> {
         if round % ROUNDS_PER_DAY == ROUNDS_PER_DAY - 1 {
             let day = round / ROUNDS_PER_DAY + 1;
             let (check, check_time) = timed(|| env.certctl(&["check", "--json"]));
-            assert!(
-                [0, 1, 2].contains(&check.code()),
-                "check failed: {check}"
-            );
+            assert!([0, 1, 2].contains(&check.code()), "check failed: {check}");
             let (stats, stats_time) = timed(|| env.certctl(&["stats", "--json"]));
             stats.success();
             let (scrape, metrics_time) = timed(|| http_get(&metrics, "/metrics"));
@@ -305,9 +302,8 @@ fn verify_answers(
     assert_eq!(stats["total"].as_u64(), Some(all.len() as u64), "{stats}");
     let mut by_status = std::collections::BTreeMap::<String, u64>::new();
     let mut by_role = std::collections::BTreeMap::<String, u64>::new();
-    let time = |c: &Value, field: &str| {
-        certctl_e2e::parse_rfc3339(c[field].as_str().expect("a time"))
-    };
+    let time =
+        |c: &Value, field: &str| certctl_e2e::parse_rfc3339(c[field].as_str().expect("a time"));
     for c in &all {
         // At certd's (simulated) time; `list` dates its `status` by the caller's clock.
         let status = if c["revoked"] == true {
@@ -327,17 +323,28 @@ fn verify_answers(
             .or_default() += 1;
     }
     for (status, n) in &by_status {
-        assert_eq!(stats["by_status"][status].as_u64(), Some(*n), "{status}: {stats}");
+        assert_eq!(
+            stats["by_status"][status].as_u64(),
+            Some(*n),
+            "{status}: {stats}"
+        );
     }
     for (role, n) in &by_role {
         assert_eq!(stats["by_role"][role].as_u64(), Some(*n), "{role}: {stats}");
     }
     // Every round's agent certificates are kept (no retention on this branch): one
     // present per agent, the older ones gone.
-    assert_eq!(by_role.get("agent").copied(), Some(all.len() as u64 - SITE_SERVERS as u64));
+    assert_eq!(
+        by_role.get("agent").copied(),
+        Some(all.len() as u64 - SITE_SERVERS as u64)
+    );
     assert!(all.len() as u64 >= opts.agents as u64);
     // check considers the long-lived site servers; what it lists follows the clock.
-    assert_eq!(check["considered"], SITE_SERVERS as u64, "{}", check["summary"]);
+    assert_eq!(
+        check["considered"], SITE_SERVERS as u64,
+        "{}",
+        check["summary"]
+    );
     let site_servers_within = |from: i64, to: i64| {
         all.iter()
             .filter(|c| c["role"] == "site-server")
@@ -349,8 +356,16 @@ fn verify_answers(
     };
     let listed = |field: &str| check[field].as_array().map_or(0, Vec::len);
     let summary = &check["summary"];
-    assert_eq!(listed("expired"), site_servers_within(i64::MIN, t), "{summary}");
-    assert_eq!(listed("critical"), site_servers_within(t, t + 7 * DAY), "{summary}");
+    assert_eq!(
+        listed("expired"),
+        site_servers_within(i64::MIN, t),
+        "{summary}"
+    );
+    assert_eq!(
+        listed("critical"),
+        site_servers_within(t, t + 7 * DAY),
+        "{summary}"
+    );
     assert_eq!(
         listed("warning"),
         site_servers_within(t + 7 * DAY, t + 30 * DAY),
