@@ -243,6 +243,9 @@ struct ParseJob {
     name: String,
     /// As [`FileRef::file_type`].
     file_type: Option<fs::FileType>,
+    /// The certificates the file held at the last scan: a worker looks their records up
+    /// ahead of the writer, which marks those no longer there as gone.
+    previous: Vec<Fingerprint>,
 }
 
 /// A file found by the walker: the directory entry lets its metadata be read without
@@ -307,6 +310,9 @@ struct ReadFile {
     /// Their records as the parse worker found them in the store (`None` when the lookup
     /// failed: the writer then reads the record itself).
     lookups: Vec<Option<Lookup>>,
+    /// The records of the certificates the file held at the last scan and no longer holds
+    /// at that position, looked up by the parse worker (a renewal replaced the file).
+    gone_lookups: Vec<(Fingerprint, Lookup)>,
     problem: Option<FileProblem>,
     /// Read with a warning (validity dates that are not DER, read leniently).
     warnings: Vec<String>,
@@ -550,6 +556,10 @@ impl Walker<'_> {
                 path_str: format!("{}/{}", dir.trim_end_matches('/'), name),
                 dir: dir_fd.clone().filter(|_| in_dir),
                 path: file.path,
+                previous: previous
+                    .get(&name)
+                    .map(|old| old.certificates.clone())
+                    .unwrap_or_default(),
                 name,
                 file_type: file.file_type,
             });
@@ -738,7 +748,8 @@ fn parse_worker(
         let files = chunk
             .jobs
             .into_iter()
-            .map(|job| {
+            .map(|mut job| {
+                let previous = std::mem::take(&mut job.previous);
                 let mut file = read_file(job, password);
                 // The lookups the writer would otherwise make, one thread at a time.
                 if let Some(store) = store {
@@ -746,6 +757,15 @@ fn parse_worker(
                         .certificates
                         .iter()
                         .map(|facts| store.look_up(&facts.fingerprint).ok())
+                        .collect();
+                    // And the records of what the file held before and holds no more.
+                    file.gone_lookups = previous
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, fp)| {
+                            file.certificates.get(*i).map(|f| f.fingerprint) != Some(**fp)
+                        })
+                        .filter_map(|(_, fp)| store.look_up(fp).ok().map(|l| (*fp, l)))
                         .collect();
                 }
                 file
@@ -772,6 +792,7 @@ fn read_file(job: ParseJob, password: Option<&str>) -> ReadFile {
         modified_ns,
         certificates: Vec::new(),
         lookups: Vec::new(),
+        gone_lookups: Vec::new(),
         problem: Some(FileProblem::Failed(cause)),
         warnings: Vec::new(),
         ca_leaf_with_key: false,
@@ -812,6 +833,7 @@ fn read_file(job: ParseJob, password: Option<&str>) -> ReadFile {
         modified_ns: modified_ns(&meta),
         certificates: read.certificates,
         lookups: Vec::new(),
+        gone_lookups: Vec::new(),
         problem,
         warnings,
         ca_leaf_with_key,
@@ -984,13 +1006,18 @@ impl<'a> Writer<'a> {
         }
         let problem = file.problem;
         // Certificates that were in this file (at that position) and no longer are.
+        let mut gone_lookups = file.gone_lookups.into_iter().peekable();
         for (index, fp) in previous.iter().enumerate() {
             if certificates.get(index) != Some(fp) {
                 let location = SourceLocation::File {
                     path: file.path.clone(),
                     index: index as u32,
                 };
-                if self.ingest.mark_gone(fp, &location, self.now)? {
+                let lookup = gone_lookups.next_if(|(f, _)| f == fp).map(|(_, l)| l);
+                if self
+                    .ingest
+                    .mark_gone_looked_up(fp, lookup, &location, self.now)?
+                {
                     self.summary.sources_gone += 1;
                 }
             }

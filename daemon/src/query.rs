@@ -248,15 +248,49 @@ pub struct Stats {
     pub by_credential_kind: BTreeMap<String, u64>,
 }
 
+/// `certctl stats`, from the counts the store keeps on every commit (no record is read).
 pub fn stats(store: &Store, now: UnixTime) -> Result<Stats, QueryError> {
+    let counts = store.counts(now, EXPIRING_SECS)?;
     let mut s = Stats::default();
-    for status in [
-        Status::Valid,
-        Status::Expiring,
-        Status::Expired,
-        Status::Revoked,
-        Status::NotYetValid,
-    ] {
+    for status in ALL_STATUSES {
+        s.by_status.insert(status.as_str().to_string(), 0);
+    }
+    for (class, n) in &counts.status {
+        let total = n.total();
+        if total == 0 {
+            continue;
+        }
+        s.total += total;
+        *s.by_role
+            .entry(class.role.as_str().to_string())
+            .or_default() += total;
+        for status in ALL_STATUSES {
+            *s.by_status.entry(status.as_str().to_string()).or_default() += n.of(status);
+        }
+        if let Some(kind) = class.kind {
+            *s.by_credential_kind
+                .entry(kind.as_str().to_string())
+                .or_default() += total;
+        }
+    }
+    for ((_, _, key), n) in &counts.keys {
+        *s.by_key.entry(key.clone()).or_default() += n;
+    }
+    Ok(s)
+}
+
+const ALL_STATUSES: [Status; 5] = [
+    Status::Valid,
+    Status::Expiring,
+    Status::Expired,
+    Status::Revoked,
+    Status::NotYetValid,
+];
+
+/// [`stats`] by reading every record: what the counts must equal (tests, benchmarks).
+pub fn stats_by_reading_all(store: &Store, now: UnixTime) -> Result<Stats, QueryError> {
+    let mut s = Stats::default();
+    for status in ALL_STATUSES {
         s.by_status.insert(status.as_str().to_string(), 0);
     }
     for cert in store.iter() {
@@ -635,30 +669,46 @@ fn check_with(
         stalled_renewals: Vec::new(),
         stalled_renewals_total: 0,
     };
-    let horizon = now.saturating_add(warn.as_secs().max(critical.as_secs()));
+    // Nothing beyond the longest window can be listed: read the considered certificates
+    // up to it from the store's check entries (sorted by not_after, then fingerprint).
+    let mut longest = warn.as_secs().max(critical.as_secs());
+    if let Some(set) = policies {
+        for p in &set.policies {
+            longest = longest.max(p.warn.as_secs()).max(p.critical.as_secs());
+        }
+    }
+    let horizon = now.saturating_add(longest);
     let mut totals = CheckTotals {
         expired: 0,
         critical: 0,
         warning: 0,
     };
-    for cert in store.iter() {
-        let cert = cert?;
-        if !counts_for_check(&cert) || role.is_some_and(|r| cert.role != r) {
+    report.considered = considered(store, role)?;
+    report.not_yet_valid = store.check_not_yet_valid(now, role)?;
+    let read = |fp: &certctl_store::Fingerprint| -> Result<Certificate, QueryError> {
+        store
+            .get(fp)?
+            .ok_or_else(|| QueryError::NotFound(fp.to_hex()))
+    };
+    for entry in store.check_entries(horizon)? {
+        if role.is_some_and(|r| entry.role != r) {
             continue;
         }
-        report.considered += 1;
-        if cert.facts.not_before > now {
-            report.not_yet_valid += 1;
-        }
-        let not_after = cert.facts.not_after;
+        let not_after = entry.not_after;
         // Its own policy's thresholds, when policies are given and one matches.
-        let (warn_secs, critical_secs) = match policies.and_then(|set| set.select(&cert)) {
-            Some(p) => (p.warn.as_secs(), p.critical.as_secs()),
+        let mut cert = None;
+        let (warn_secs, critical_secs) = match policies {
+            Some(set) => {
+                let c = read(&entry.fingerprint)?;
+                let thresholds = match set.select(&c) {
+                    Some(p) => (p.warn.as_secs(), p.critical.as_secs()),
+                    None => (warn.as_secs(), critical.as_secs()),
+                };
+                cert = Some(c);
+                thresholds
+            }
             None => (warn.as_secs(), critical.as_secs()),
         };
-        if policies.is_none() && not_after > horizon {
-            continue;
-        }
         let (list, total) = if not_after <= now {
             (&mut report.expired, &mut totals.expired)
         } else if not_after <= now.saturating_add(critical_secs) {
@@ -669,22 +719,14 @@ fn check_with(
             continue;
         };
         *total += 1;
-        if !brief {
+        // Entries come sorted: a brief report keeps the first of each list.
+        if !brief || list.is_empty() {
+            let cert = match cert {
+                Some(c) => c,
+                None => read(&entry.fingerprint)?,
+            };
             list.push(cert);
-        } else if list
-            .first()
-            .is_none_or(|first| not_after < first.facts.not_after)
-        {
-            // The first of a stable sort by not_after over the store's order.
-            *list = vec![cert];
         }
-    }
-    for v in [
-        &mut report.expired,
-        &mut report.critical,
-        &mut report.warning,
-    ] {
-        v.sort_by_key(|c| c.facts.not_after);
     }
     if brief {
         report.totals = Some(totals);
@@ -757,6 +799,22 @@ pub fn stalled_renewals(
     }
     out.sort_by(|a, b| (a.not_after, &a.agent).cmp(&(b.not_after, &b.agent)));
     Ok(out)
+}
+
+/// How many certificates `check` considers (of one role), from the store's counts.
+fn considered(store: &Store, role: Option<Role>) -> Result<u64, StoreError> {
+    let counts = store.class_counts()?;
+    Ok(counts
+        .keys
+        .iter()
+        .filter(|((class, revoked, _), _)| {
+            !revoked
+                && class.present
+                && class.kind != Some(CredentialKind::Ephemeral)
+                && role.is_none_or(|r| class.role == r)
+        })
+        .map(|(_, n)| n)
+        .sum())
 }
 
 /// Whether a certificate takes part in `check` and the demo's "needs attention".
@@ -961,5 +1019,158 @@ mod tests {
         let wire: CheckReport =
             serde_json::from_str(&serde_json::to_string(&brief).expect("json")).expect("read");
         assert_eq!(wire.summary(now), full.summary(now));
+    }
+
+    /// A small deterministic generator (no dependency for one test).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// `check` as it was answered before the counts: every record read.
+    fn check_by_reading_all(
+        store: &Store,
+        warn: Duration,
+        critical: Duration,
+        role: Option<Role>,
+        now: UnixTime,
+    ) -> (u64, u64, [Vec<certctl_store::Fingerprint>; 3]) {
+        let (mut considered, mut nyv) = (0, 0);
+        let mut lists: [Vec<(UnixTime, certctl_store::Fingerprint)>; 3] = Default::default();
+        for cert in store.iter() {
+            let cert = cert.expect("record");
+            if !counts_for_check(&cert) || role.is_some_and(|r| cert.role != r) {
+                continue;
+            }
+            considered += 1;
+            if cert.facts.not_before > now {
+                nyv += 1;
+            }
+            let na = cert.facts.not_after;
+            let list = if na <= now {
+                0
+            } else if na <= now + critical.as_secs() {
+                1
+            } else if na <= now + warn.as_secs() {
+                2
+            } else {
+                continue;
+            };
+            lists[list].push((na, cert.facts.fingerprint));
+        }
+        let lists = lists.map(|mut l| {
+            l.sort();
+            l.into_iter().map(|(_, fp)| fp).collect()
+        });
+        (considered, nyv, lists)
+    }
+
+    #[test]
+    fn counts_answer_as_a_full_read_does_through_changes_and_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_with_cache(dir.path(), 16 << 20).expect("store");
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let start = 1_795_000_000;
+        let hour = 3_600;
+        let roles = Role::ALL;
+        let mut known: Vec<u32> = Vec::new();
+        let mut t = start;
+        for round in 0..12u32 {
+            let mut ingest = store.ingest();
+            for _ in 0..150 {
+                let i = (rng.next() as u32) & 0xffff;
+                // Validity: ephemeral (hours), long-lived, future-dated or inverted.
+                let na = t + rng.below(60 * 86_400) as i64 - 20 * 86_400;
+                let mut f = facts(i, na);
+                f.not_before = match rng.below(10) {
+                    0 => na + 3_600,                           // inverted
+                    1 => t + rng.below(3 * 86_400) as i64,     // may begin later
+                    2..=5 => na - rng.below(20) as i64 * hour, // ephemeral
+                    _ => na - 200 * 86_400,
+                };
+                f.is_ca = rng.below(15) == 0;
+                if rng.below(4) == 0 {
+                    f.key = certctl_store::KeyAlgorithm::Rsa { bits: 2048 };
+                }
+                let role = roles[rng.below(roles.len() as u64) as usize];
+                let path = format!("/srv/d{}/c{}.pem", i % 7, rng.below(400));
+                ingest
+                    .observe(f, Some(role), SourceLocation::File { path, index: 0 }, t)
+                    .expect("observe");
+                known.push(i);
+            }
+            ingest.commit().expect("commit");
+            // Some go away, some are revoked, some change role.
+            let mut ingest = store.ingest();
+            for _ in 0..40 {
+                let i = known[rng.below(known.len() as u64) as usize];
+                let mut fp = [0u8; 32];
+                fp[..4].copy_from_slice(&i.to_be_bytes());
+                fp[31] = 0xaa;
+                let fp = Sha256(fp);
+                let Some(mut cert) = store.get(&fp).expect("get") else {
+                    continue;
+                };
+                match rng.below(3) {
+                    0 => {
+                        let location = cert.sources[0].location.clone();
+                        ingest.mark_gone(&fp, &location, t).expect("gone");
+                    }
+                    1 => {
+                        cert.revocation = Some(certctl_store::Revocation {
+                            revoked_at: t,
+                            reason: certctl_store::RevocationReason::KeyCompromise,
+                            revoked_by: "test".into(),
+                        });
+                        ingest.replace(cert).expect("replace");
+                    }
+                    _ => {
+                        cert.role = roles[rng.below(roles.len() as u64) as usize];
+                        ingest.replace(cert).expect("replace");
+                    }
+                }
+            }
+            ingest.commit().expect("commit");
+            // Time moves across thresholds: check at several moments of the round.
+            for step in [0, 1, 59, 3_601, 86_400 + 7, 9 * 86_400] {
+                let now = t + step;
+                assert_eq!(
+                    stats(&store, now).expect("stats"),
+                    stats_by_reading_all(&store, now).expect("stats"),
+                    "stats at round {round}, +{step}s"
+                );
+                for role in [None, Some(Role::Agent), Some(Role::Gateway)] {
+                    let (warn, critical) = (Duration::days(30), Duration::days(7));
+                    let (considered, nyv, lists) =
+                        check_by_reading_all(&store, warn, critical, role, now);
+                    let got = check(&store, warn, critical, role, now).expect("check");
+                    assert_eq!(got.considered, considered);
+                    assert_eq!(got.not_yet_valid, nyv);
+                    let fps = |l: &[Certificate]| {
+                        l.iter().map(|c| c.facts.fingerprint).collect::<Vec<_>>()
+                    };
+                    assert_eq!(fps(&got.expired), lists[0]);
+                    assert_eq!(fps(&got.critical), lists[1]);
+                    assert_eq!(fps(&got.warning), lists[2]);
+                    let brief = check_brief(&store, warn, critical, role, now).expect("brief");
+                    assert_eq!(brief.summary(now), got.summary(now));
+                }
+            }
+            t += 6 * hour + rng.below(hour as u64) as i64;
+        }
+        // (Random paths put two certificates in one file at once, which verify also reports;
+        // only the counts matter here.)
+        let v = store.verify().expect("verify");
+        let counts: Vec<&String> = v.problems.iter().filter(|p| p.contains("count")).collect();
+        assert!(counts.is_empty(), "{counts:?}");
+        assert_eq!(store.len() as u64, store.iter().count() as u64);
     }
 }

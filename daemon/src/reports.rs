@@ -853,22 +853,44 @@ pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<Str
     let mut by_status: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut agents: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut pending = agents::PendingCounter::new(store)?;
-    for c in store.iter() {
-        let c = c?;
-        let c = &c;
-        pending.observe(c);
-        let status = c.status(now, EXPIRING_SECS).as_str();
-        *by_status.entry((c.role.as_str(), status)).or_default() += 1;
+    // The counts by role and status come from the store's counts; the per-certificate
+    // series and the pending agents from the present certificates only.
+    let counts = store.counts(now, EXPIRING_SECS)?;
+    for (class, n) in &counts.status {
+        for status in [
+            Status::Valid,
+            Status::NotYetValid,
+            Status::Expiring,
+            Status::Expired,
+            Status::Revoked,
+        ] {
+            let count = n.of(status);
+            if count == 0 {
+                continue;
+            }
+            *by_status
+                .entry((class.role.as_str(), status.as_str()))
+                .or_default() += count;
+            if class.role == Role::Agent && class.present {
+                let kind = class.kind.map_or("none", |k| k.as_str());
+                *agents.entry((kind, status.as_str())).or_default() += count;
+            }
+        }
+    }
+    let mut present = Vec::new();
+    for fp in store.present_fingerprints(true)? {
+        let Some(c) = store.get(&fp)? else { continue };
+        pending.observe(&c);
+        if c.role != Role::Agent || per_agent {
+            present.push(c);
+        }
+    }
+    // In fingerprint order, as the series always came.
+    present.sort_by_key(|c| c.facts.fingerprint);
+    for c in &present {
         let Some(source) = c.current_sources().next() else {
             continue;
         };
-        if c.role == Role::Agent {
-            let kind = c.credential_kind().map_or("none", |k| k.as_str());
-            *agents.entry((kind, status)).or_default() += 1;
-            if !per_agent {
-                continue;
-            }
-        }
         let _ = writeln!(
             out,
             "certctl_certificate_not_after_seconds{{fingerprint=\"{}\",cn=\"{}\",role=\"{}\",source=\"{}\"}} {}",
@@ -879,6 +901,7 @@ pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<Str
             c.facts.not_after
         );
     }
+    drop(present);
     let _ = writeln!(
         out,
         "# HELP certctl_certificates Certificates in the store by role and status."

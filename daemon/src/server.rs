@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration as StdDuration;
 
-use certctl_store::{now, Store, StoreError, UnixTime};
+use certctl_store::{Store, StoreError, UnixTime};
 use notify::Watcher;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -33,6 +33,31 @@ use crate::control::{ControlError, ControlListener};
 use crate::inventory::{self, ScanOptions, ScanProgress};
 use crate::probe;
 use crate::signals::{SignalEvent, Signals};
+
+/// certd's clock: the wall clock, or `$CERTCTL_NOW` (RFC 3339) when set, as direct mode
+/// reads it. The variable exists for tests and benchmarks (`scripts/bench-soak` restarts
+/// certd at each simulated round); it freezes the clock and is not meant for production.
+fn now() -> UnixTime {
+    static FIXED: std::sync::OnceLock<Option<UnixTime>> = std::sync::OnceLock::new();
+    let fixed = FIXED.get_or_init(|| {
+        let text = std::env::var("CERTCTL_NOW").ok()?;
+        let at = time::OffsetDateTime::parse(
+            text.trim(),
+            &time::format_description::well_known::Rfc3339,
+        );
+        match at {
+            Ok(at) => {
+                tracing::warn!(now = %text, "CERTCTL_NOW is set: certd's clock is frozen at it (tests only)");
+                Some(at.unix_timestamp())
+            }
+            Err(e) => {
+                tracing::warn!(value = %text, error = %e, "CERTCTL_NOW is not an RFC 3339 time; using the wall clock");
+                None
+            }
+        }
+    });
+    fixed.unwrap_or_else(certctl_store::now)
+}
 
 /// How long to let file events settle before scanning.
 const WATCH_SETTLE: StdDuration = StdDuration::from_millis(500);

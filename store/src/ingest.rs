@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::counts::{CountChanges, Counted};
 use crate::endpoints::Endpoint;
 use crate::error::Result;
 use crate::files::FileState;
@@ -82,6 +83,9 @@ pub struct Ingest<'s> {
     store: &'s Store,
     /// Records touched in this batch, already merged.
     records: HashMap<Fingerprint, Certificate, FingerprintHasher>,
+    /// What the counts knew of each of them when it was read (`None`: new), and the
+    /// [`Store::record_commits`] before that read (see [`crate::counts`]).
+    befores: HashMap<Fingerprint, (Option<Counted>, u64), FingerprintHasher>,
     /// New index postings, per bucket key prefix.
     postings: BTreeMap<Vec<u8>, Vec<Posting>>,
     /// Directories whose file states are replaced.
@@ -117,6 +121,7 @@ impl<'s> Ingest<'s> {
         Ingest {
             store,
             records: HashMap::default(),
+            befores: HashMap::default(),
             postings: BTreeMap::new(),
             dirs: Vec::new(),
             endpoints: Vec::new(),
@@ -185,14 +190,19 @@ impl<'s> Ingest<'s> {
         lookup: Option<Lookup>,
     ) -> Result<Option<&mut Certificate>> {
         if !self.records.contains_key(fp) {
-            let record = match lookup {
-                _ if self.known_new(fp) => None,
-                Some(lookup) if self.still_true(fp, lookup.after_commit) => lookup.record,
+            let read_after = self.store.record_commits();
+            let (record, read_after) = match lookup {
+                _ if self.known_new(fp) => (None, read_after),
+                Some(lookup) if self.still_true(fp, lookup.after_commit) => {
+                    (lookup.record, lookup.after_commit)
+                }
                 _ => match self.store.tree().get(keys::cert_key(&fp.0))? {
-                    Some(bytes) => Some(decode_record(&bytes)?),
-                    None => None,
+                    Some(bytes) => (Some(decode_record(&bytes)?), read_after),
+                    None => (None, read_after),
                 },
             };
+            self.befores
+                .insert(*fp, (record.as_ref().map(Counted::of), read_after));
             match record {
                 Some(cert) => {
                     self.records.insert(*fp, cert);
@@ -340,7 +350,20 @@ impl<'s> Ingest<'s> {
         location: &SourceLocation,
         now: UnixTime,
     ) -> Result<bool> {
-        let Some(cert) = self.load(fp)? else {
+        self.mark_gone_looked_up(fp, None, location, now)
+    }
+
+    /// As [`Ingest::mark_gone`], with the record already looked up by another thread
+    /// ([`Store::look_up`]): a scan's parse workers look up what a replaced file held, so
+    /// that the writer of a renewal round does not read every old record itself.
+    pub fn mark_gone_looked_up(
+        &mut self,
+        fp: &Fingerprint,
+        lookup: Option<Lookup>,
+        location: &SourceLocation,
+        now: UnixTime,
+    ) -> Result<bool> {
+        let Some(cert) = self.load_with(fp, lookup)? else {
             return Ok(false);
         };
         match cert.sources.iter_mut().find(|s| &s.location == location) {
@@ -417,12 +440,18 @@ impl<'s> Ingest<'s> {
         let mut bytes = 0u64;
         let mut size = |key: usize, value: &[u8]| bytes += (key + value.len()) as u64;
         let mut written = HashSet::with_capacity_and_hasher(self.records.len(), FingerprintHasher);
+        // What the counts must learn: each record as written, against what they knew of it.
+        let mut counted: Vec<(Fingerprint, Option<Counted>, u64, Counted)> =
+            Vec::with_capacity(self.records.len());
         for (fp, cert) in self.records.drain() {
+            let (before, read_after) = self.befores.remove(&fp).unwrap_or((None, 0));
+            counted.push((fp, before, read_after, Counted::of(&cert)));
             let value = encode_record(&cert)?;
             size(33, &value);
             batch.insert(keys::cert_key(&fp.0).as_slice(), value);
             written.insert(fp);
         }
+        self.befores.clear();
         if !self.postings.is_empty() {
             let segment = self.store.next_segment_id()?.to_be_bytes();
             for (mut bucket, postings) in std::mem::take(&mut self.postings) {
@@ -472,13 +501,35 @@ impl<'s> Ingest<'s> {
             size(ca.name.len() + 1, &value);
             batch.insert(crate::workflows::ca_key(&ca.name), value);
         }
-        self.store.ensure_space(bytes)?;
-        tree.apply_batch(batch)?;
-        self.store.wrote(bytes);
-        if !written.is_empty() {
+        let store = self.store;
+        let this = &*self;
+        let changes = || -> Result<CountChanges> {
+            let mut changes = CountChanges::new();
+            for (fp, before, read_after, after) in &counted {
+                // A record another writer committed since it was read: count from what
+                // is stored now.
+                let before = if this.still_true(fp, *read_after) {
+                    before.clone()
+                } else {
+                    match tree.get(keys::cert_key(&fp.0))? {
+                        Some(bytes) => Some(Counted::of(&decode_record(&bytes)?)),
+                        None => None,
+                    }
+                };
+                changes.change(before.as_ref(), Some(after));
+            }
+            Ok(changes)
+        };
+        let number = store.apply_counted(
+            batch,
+            changes,
+            |counts| store.ensure_space(bytes + counts),
             // Counted after the write: a lookup that read the old record sees an older
             // number, so `still_true` finds this commit and checks it.
-            let number = self.store.count_record_commit();
+            || (!written.is_empty()).then(|| store.count_record_commit()),
+        )?;
+        self.store.wrote(bytes);
+        if let Some(number) = number {
             if let Some(first) = &mut self.first_import {
                 if number == first.commits_at_start + first.own_commits + 1 {
                     first.own_commits += 1;

@@ -22,6 +22,7 @@
 //! | `V`    | `d` + agent name (lowercase), or `s` + setting | [`AgentDecision`] / a setting (deny-list path) |
 //! | `X`    | artifact id (SHA-256 of the file, 32) | a [`TrackedArtifact`]                  |
 //! | `X`    | artifact id + `N` + recipient + `\0` + threshold | a reminder sent about that artifact |
+//! | `U`    | see [`crate::counts`]                 | counts by class and expiry time, `check`'s and `/metrics`' entries (kept on every record write) |
 //!
 //! Indexes are *posting segments*: each committed batch appends, per bucket, one segment
 //! holding all of that batch's entries for the bucket. That keeps the number of sled keys
@@ -112,6 +113,11 @@ pub(crate) fn cert_key(fp: &[u8; 32]) -> [u8; 33] {
 /// Order-preserving encoding of a signed time.
 pub(crate) fn time_bytes(t: i64) -> [u8; 8] {
     ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The inverse of [`time_bytes`].
+pub(crate) fn time_from_bytes(b: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(b) ^ (1 << 63)) as i64
 }
 
 pub(crate) fn expiry_week(not_after: i64) -> i64 {

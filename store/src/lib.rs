@@ -8,9 +8,12 @@
 //! - [`Ingest`]: merging scan observations into records and indexes, atomically per batch.
 //! - [`FileState`]: what was found in each scanned file, for re-scans.
 //! - [`Endpoint`]: what each probed TLS endpoint served, and its findings.
+//! - [`Counts`]: counts kept on every commit, so that `stats`, `check` and `/metrics`
+//!   read what they report rather than every record.
 #![forbid(unsafe_code)]
 
 mod audit;
+mod counts;
 mod endpoints;
 mod error;
 mod files;
@@ -27,6 +30,7 @@ mod verify;
 mod workflows;
 
 pub use audit::AuditEvent;
+pub use counts::{CheckEntry, CountChanges, CountClass, Counts, StatusCounts};
 pub use endpoints::{Endpoint, Finding, FindingKind};
 pub use error::{Result, StoreError};
 pub use files::{DirSeen, FileProblem, FileState};

@@ -240,7 +240,7 @@ impl FromStr for Role {
 }
 
 /// Whether a leaf is a long-lived or a short-lived (≤ 24 h) credential.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CredentialKind {
     Permanent,

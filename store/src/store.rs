@@ -22,7 +22,9 @@ use crate::model::{Certificate, Fingerprint, Role, Sha256, UnixTime};
 /// - 1: the first release.
 /// - 2: key identifiers stored as bytes (certificate record format 2). A schema-1 store
 ///   is upgraded when it is opened (see `migrate`).
-pub const SCHEMA_VERSION: u32 = 2;
+/// - 3: counts kept on every commit (`U` keys, see `counts`). An older store has them
+///   built from its records when it is opened.
+pub const SCHEMA_VERSION: u32 = 3;
 /// The page cache [`Store::open`] asks for: large, because bulk scans of a few hundred
 /// thousand certificates thrash a smaller one.
 pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
@@ -44,6 +46,8 @@ pub struct Store {
     written: Arc<AtomicU64>,
     /// Counts the commits that wrote certificate records (see [`crate::Lookup`]).
     record_commits: Arc<AtomicU64>,
+    /// Held while a commit reads and writes the counts (see [`crate::counts`]).
+    count_lock: Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -141,6 +145,7 @@ impl Store {
             tree,
             written: Arc::new(AtomicU64::new(0)),
             record_commits: Arc::new(AtomicU64::new(0)),
+            count_lock: Arc::new(std::sync::Mutex::new(())),
         };
         store.check_schema()?;
         Ok(store)
@@ -168,12 +173,18 @@ impl Store {
             });
         }
         if found < SCHEMA_VERSION {
-            let rewritten = migrate::upgrade(&self.tree)?;
+            let rewritten = if found < 2 {
+                migrate::upgrade(&self.tree)?
+            } else {
+                0
+            };
+            let counted = crate::counts::rebuild(&self.tree)?;
             tracing::info!(
                 store = %self.path.display(),
                 from = found,
                 to = SCHEMA_VERSION,
                 records = rewritten,
+                counted,
                 "upgraded the store"
             );
             self.db.flush()?;
@@ -314,9 +325,82 @@ impl Store {
         ingest.commit()
     }
 
-    /// Number of certificates in the store.
+    /// Number of certificates in the store (from the counts: no record is read).
     pub fn len(&self) -> usize {
-        self.tree.scan_prefix([keys::CERT]).count()
+        let mut n = 0u64;
+        for kv in self
+            .tree
+            .scan_prefix([crate::counts::COUNTS, b'c'])
+            .flatten()
+        {
+            if let Ok(b) = <[u8; 8]>::try_from(kv.1.as_ref()) {
+                n += u64::from_be_bytes(b);
+            }
+        }
+        usize::try_from(n).unwrap_or(usize::MAX)
+    }
+
+    /// Writes `batch` with the count changes of the record changes it holds
+    /// ([`crate::CountChanges::record_change`]), atomically. `before_write` runs under the
+    /// count lock, just before the batch is applied (free-space checks; it gets the bytes
+    /// the counts add); `after_write` right after it, still under the lock.
+    pub(crate) fn apply_counted<T>(
+        &self,
+        mut batch: sled::Batch,
+        changes: impl FnOnce() -> Result<crate::CountChanges>,
+        before_write: impl FnOnce(u64) -> Result<()>,
+        after_write: impl FnOnce() -> T,
+    ) -> Result<T> {
+        let _held = self
+            .count_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bytes = changes()?.write(&self.tree, &mut batch)?;
+        before_write(bytes)?;
+        self.tree.apply_batch(batch)?;
+        Ok(after_write())
+    }
+
+    /// The records counted at `now`, where "expiring" means within `expiring_within`
+    /// seconds. Reads the counts, not the records (but see [`crate::counts`] for
+    /// certificates whose validity has not begun).
+    pub fn counts(&self, now: UnixTime, expiring_within: i64) -> Result<crate::Counts> {
+        crate::counts::counts(self, now, expiring_within)
+    }
+
+    /// The time-independent counts only: records by class and key type (`status` holds only
+    /// the revoked ones). Cheaper than [`Store::counts`].
+    pub fn class_counts(&self) -> Result<crate::Counts> {
+        crate::counts::class_only(&self.tree)
+    }
+
+    /// The certificates `check` considers (present, not revoked, not ephemeral) with
+    /// `not_after <= until`, sorted by not_after then fingerprint. Reads no record.
+    pub fn check_entries(&self, until: UnixTime) -> Result<Vec<crate::CheckEntry>> {
+        crate::counts::check_entries(&self.tree, until)
+    }
+
+    /// How many certificates `check` considers (optionally of one role) have
+    /// `not_before > now`.
+    pub fn check_not_yet_valid(&self, now: UnixTime, role: Option<Role>) -> Result<u64> {
+        crate::counts::check_not_yet_valid(&self.tree, now, role)
+    }
+
+    /// The fingerprints of the certificates a source still holds: those that are not agent
+    /// certificates, then (with `agents`) the agents', each group in fingerprint order.
+    pub fn present_fingerprints(&self, agents: bool) -> Result<Vec<Fingerprint>> {
+        crate::counts::present(&self.tree, agents)
+    }
+
+    /// Rebuilds the counts from the records (after `store verify` found them off).
+    pub fn rebuild_counts(&self) -> Result<u64> {
+        let _held = self
+            .count_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = crate::counts::rebuild(&self.tree)?;
+        self.db.flush()?;
+        Ok(n)
     }
 
     pub fn is_empty(&self) -> bool {

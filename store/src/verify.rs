@@ -4,7 +4,8 @@
 //! decodes and sits under its own fingerprint; every record has all of its index
 //! postings; no posting leads nowhere (records are never deleted, so a dangling posting
 //! means a half-applied write); no file location is claimed by two certificates at once;
-//! the file states name only certificates that exist; workflows and other values decode.
+//! the file states name only certificates that exist; workflows and other values decode;
+//! the counts (`crate::counts`) equal a recount of the records.
 //! The crash tests run it after every `kill -9`.
 
 use std::collections::{HashMap, HashSet};
@@ -231,6 +232,11 @@ impl Store {
             if let Err(e) = crate::workflows::decode_workflow(&value) {
                 problem(&mut v, format!("workflow {}: {e}", hex::encode(&key[1..])));
             }
+        }
+
+        // The counts agree with a recount of the records.
+        for text in crate::counts::differences(self.tree())? {
+            problem(&mut v, text);
         }
         Ok(v)
     }

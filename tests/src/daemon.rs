@@ -271,6 +271,15 @@ impl<'a> Certd<'a> {
         certd
     }
 
+    /// Starts certd with extra environment variables (e.g. `CERTCTL_NOW`, which freezes its
+    /// clock) and waits until it is ready.
+    #[track_caller]
+    pub fn start_with_env(env: &'a TestEnv, config: &Path, vars: &[(&str, &str)]) -> Certd<'a> {
+        let mut certd = Certd::spawn_inner(env, config, &[], vars);
+        certd.wait_ready();
+        certd
+    }
+
     /// Starts certd without waiting for it.
     pub fn spawn(env: &'a TestEnv, config: &Path) -> Certd<'a> {
         Certd::spawn_with(env, config, &[])
@@ -278,6 +287,15 @@ impl<'a> Certd<'a> {
 
     /// Starts certd with extra arguments, without waiting for it.
     pub fn spawn_with(env: &'a TestEnv, config: &Path, extra: &[&str]) -> Certd<'a> {
+        Certd::spawn_inner(env, config, extra, &[])
+    }
+
+    fn spawn_inner(
+        env: &'a TestEnv,
+        config: &Path,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Certd<'a> {
         let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
         let log = env.root().join(format!("certd-{n}.stderr"));
         let out = env.root().join(format!("certd-{n}.stdout"));
@@ -305,6 +323,9 @@ impl<'a> Certd<'a> {
             // Not NO_COLOR: certd must itself write plain text to a redirected stderr.
             .env_remove("NO_COLOR")
             .env("CERTD_LOG", "info");
+        for (k, v) in vars {
+            command.env(k, v);
+        }
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("could not start certd: {e}"));
