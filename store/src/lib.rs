@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod backup;
 mod endpoints;
 mod error;
 mod files;
@@ -27,6 +28,7 @@ mod verify;
 mod workflows;
 
 pub use audit::AuditEvent;
+pub use backup::{kind_of, RestoredFrom, TreeCounts, TREE_MAGIC};
 pub use endpoints::{Endpoint, Finding, FindingKind};
 pub use error::{Result, StoreError};
 pub use files::{DirSeen, FileProblem, FileState};
