@@ -136,6 +136,11 @@ pub enum Request {
     },
     /// `certctl store verify`: check the store's consistency (reads everything).
     VerifyStore,
+    /// `certctl store backup --out FILE` (absolute path): a point-in-time copy of the store
+    /// ([`crate::backup`]). certd holds its writer lock for the snapshot only.
+    Backup {
+        out: PathBuf,
+    },
     /// Fleet features: `agents ...`, `report`, `track`, the artifacts of `list`.
     Fleet {
         fleet: crate::agents::FleetRequest,
@@ -178,6 +183,7 @@ impl Request {
                 | Request::History { .. }
                 | Request::HistoryAt { .. }
                 | Request::VerifyStore
+                | Request::Backup { .. }
         )
     }
 }
@@ -218,6 +224,10 @@ pub struct StatusReport {
     /// read): relying parties still accept what was revoked.
     #[serde(default)]
     pub stale_crls: Vec<String>,
+    /// Set when the store was restored from a backup: from which date (what happened after
+    /// it must be redone) and which CAs had published a newer CRL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<certctl_store::RestoredFrom>,
 }
 
 /// What a running certd says about itself.
@@ -275,6 +285,9 @@ pub enum Response {
     },
     Status {
         status: StatusReport,
+    },
+    Backup {
+        report: crate::backup::BackupReport,
     },
     Cas {
         cas: Vec<CaInfo>,
@@ -432,6 +445,12 @@ pub fn execute(
             }
         }
         Request::Probe { target } => probe(store, &target, now, &|| ()),
+        Request::Backup { out } => {
+            match crate::backup::backup(store, &out, now, &Default::default()) {
+                Ok(report) => Response::Backup { report },
+                Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
+            }
+        }
         Request::VerifyStore => match store.verify() {
             Ok(verification) => Response::Verification { verification },
             Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
@@ -663,6 +682,7 @@ pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::Store
         stale_crls: revoke::stale_cas(store).unwrap_or_default(),
         failed_files_total,
         failed_files,
+        restored: store.restored_from()?,
     })
 }
 

@@ -332,6 +332,10 @@ pub struct CheckReport {
     pub failed_files: Vec<String>,
     #[serde(default)]
     pub failed_files_total: u64,
+    /// `[backup]` is configured and its newest good backup is older than `warn_after` (or
+    /// there is none): a warning, saying which folder and since when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_backup: Option<String>,
 }
 
 /// How many failed files a check report names.
@@ -441,6 +445,9 @@ impl CheckReport {
                 crate::view::printable(first)
             ));
         }
+        if let Some(backup) = &self.stale_backup {
+            line.push_str(&format!("; {backup}"));
+        }
         for ca in &self.stale_crls {
             line.push_str(&format!(
                 "; the published CRL of CA `{ca}` is behind the store (run `certctl ca crl {ca}`)"
@@ -485,6 +492,15 @@ impl CheckReport {
         }
         self.stale_crls = stale;
         self.crls_expiring = expiring;
+        self
+    }
+
+    /// Adds `[backup]`'s warning ([`crate::backup::stale_warning`]), if any.
+    pub fn with_backup(mut self, warning: Option<String>) -> CheckReport {
+        if warning.is_some() && self.verdict == Verdict::Ok {
+            self.verdict = Verdict::Warning;
+        }
+        self.stale_backup = warning;
         self
     }
 
@@ -611,6 +627,7 @@ fn check_with(
         crls_expiring: Vec::new(),
         failed_files: Vec::new(),
         failed_files_total: 0,
+        stale_backup: None,
     };
     let horizon = now.saturating_add(warn.as_secs().max(critical.as_secs()));
     let mut totals = CheckTotals {

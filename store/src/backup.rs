@@ -196,9 +196,9 @@ impl Store {
 
     /// After a restore into another folder: points the workflows and managed CAs whose
     /// folders were absolute paths inside `old_root` (the store the backup was taken from)
-    /// at the same place inside this store. Returns how many records changed.
-    pub fn relocate(&self, old_root: &Path) -> Result<u64> {
-        let new_root = self.path().to_path_buf();
+    /// at the same place inside `new_root` (where this store will live). Returns how many
+    /// records changed.
+    pub fn relocate(&self, old_root: &Path, new_root: &Path) -> Result<u64> {
         let moved = |dir: &str| -> Option<String> {
             let rest = Path::new(dir).strip_prefix(old_root).ok()?;
             Some(new_root.join(rest).to_string_lossy().into_owned())
@@ -322,7 +322,7 @@ mod tests {
 
         let new = Store::open(&dir.path().join("new")).unwrap();
         assert_eq!(new.import(&mut &dump[..]).unwrap(), counts);
-        assert_eq!(new.relocate(&old).unwrap(), 1);
+        assert_eq!(new.relocate(&old, &dir.path().join("new")).unwrap(), 1);
         assert_eq!(new.managed_ca("root").unwrap().unwrap().dir, "ca/root");
         assert!(new.raise_crl_number("root", 9).unwrap());
         assert!(!new.raise_crl_number("root", 3).unwrap());
