@@ -361,7 +361,11 @@ pub fn write_archive(
             header.set_entry_type(tar::EntryType::Regular);
             tar.append_data(&mut header, path, data)
         };
-        add(MANIFEST, manifest_json.len() as u64, &mut &manifest_json[..])?;
+        add(
+            MANIFEST,
+            manifest_json.len() as u64,
+            &mut &manifest_json[..],
+        )?;
         add(
             MANIFEST_HASH,
             manifest_hash.len() as u64,
@@ -516,10 +520,7 @@ fn read_members(
         .read_to_string(&mut hash_text)
         .map_err(|e| bad(MANIFEST_HASH, format!("cannot be read: {e}")))?;
     if hash_text.trim() != hex::encode(Sha256::digest(&manifest_bytes)) {
-        return Err(bad(
-            MANIFEST,
-            "does not match its SHA-256 (damaged)".into(),
-        ));
+        return Err(bad(MANIFEST, "does not match its SHA-256 (damaged)".into()));
     }
     let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
         .map_err(|e| bad(MANIFEST, format!("not a certctl backup manifest: {e}")))?;

@@ -128,7 +128,8 @@ impl Store {
             counts.count(&k, v.len());
         }
         sink.write_all(&END_MARK.to_be_bytes()).map_err(&failed)?;
-        sink.write_all(&counts.keys.to_be_bytes()).map_err(&failed)?;
+        sink.write_all(&counts.keys.to_be_bytes())
+            .map_err(&failed)?;
         Ok(counts)
     }
 
@@ -278,9 +279,7 @@ fn read_item(source: &mut dyn Read, index: u64, key: bool) -> Result<Option<Vec<
         });
     }
     let mut item = vec![0u8; len as usize];
-    source
-        .read_exact(&mut item)
-        .map_err(|_| truncated(index))?;
+    source.read_exact(&mut item).map_err(|_| truncated(index))?;
     Ok(Some(item))
 }
 
@@ -327,10 +326,7 @@ mod tests {
         assert!(new.raise_crl_number("root", 9).unwrap());
         assert!(!new.raise_crl_number("root", 3).unwrap());
         assert_eq!(new.next_crl_number("root", 5).unwrap(), 10);
-        assert!(
-            new.import(&mut &dump[..]).is_err(),
-            "only into a new store"
-        );
+        assert!(new.import(&mut &dump[..]).is_err(), "only into a new store");
 
         let cut = Store::open(&dir.path().join("cut")).unwrap();
         let err = cut.import(&mut &dump[..dump.len() - 3]).unwrap_err();

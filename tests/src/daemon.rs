@@ -278,6 +278,17 @@ impl<'a> Certd<'a> {
 
     /// Starts certd with extra arguments, without waiting for it.
     pub fn spawn_with(env: &'a TestEnv, config: &Path, extra: &[&str]) -> Certd<'a> {
+        Certd::spawn_with_vars(env, config, extra, &[])
+    }
+
+    /// Starts certd with extra arguments and environment variables (e.g. a
+    /// `CERTCTL_TEST_CRASH_AT` point), without waiting for it.
+    pub fn spawn_with_vars(
+        env: &'a TestEnv,
+        config: &Path,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Certd<'a> {
         let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
         let log = env.root().join(format!("certd-{n}.stderr"));
         let out = env.root().join(format!("certd-{n}.stdout"));
@@ -304,6 +315,9 @@ impl<'a> Certd<'a> {
             .env("XDG_DATA_HOME", home.join(".local/share"))
             .env("NO_COLOR", "1")
             .env("CERTD_LOG", "info");
+        for (k, v) in vars {
+            command.env(k, v);
+        }
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("could not start certd: {e}"));
