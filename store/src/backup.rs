@@ -159,10 +159,7 @@ impl Store {
         let mut counts = TreeCounts::default();
         let mut batch = sled::Batch::default();
         let mut pending = 0usize;
-        loop {
-            let Some(key) = read_item(source, counts.keys, true)? else {
-                break;
-            };
+        while let Some(key) = read_item(source, counts.keys, true)? {
             let Some(value) = read_item(source, counts.keys, false)? else {
                 return Err(truncated(counts.keys));
             };
