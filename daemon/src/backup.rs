@@ -872,3 +872,46 @@ pub fn stale_warning(dir: &Path, warn_after_secs: i64, now: UnixTime) -> Option<
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduled_backups_are_named_by_time_and_the_oldest_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        for t in [1_000_000_000, 1_000_000_060, 1_000_000_120] {
+            fs::write(dir.path().join(scheduled_name(t)), b"x").unwrap();
+        }
+        fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
+        fs::write(
+            dir.path()
+                .join(format!(".{}.certctl-tmp-00", scheduled_name(1_000_000_180))),
+            b"half",
+        )
+        .unwrap();
+        assert_eq!(last_success(dir.path()), Some(1_000_000_120));
+        assert_eq!(prune(dir.path(), 2).len(), 1);
+        let left: Vec<UnixTime> = scheduled_backups(dir.path())
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(left, [1_000_000_060, 1_000_000_120]);
+        assert!(dir.path().join("notes.txt").exists());
+        assert!(stale_warning(dir.path(), 3600, 1_000_000_200).is_none());
+        assert!(stale_warning(dir.path(), 3600, 1_000_010_000)
+            .unwrap()
+            .contains("older than"));
+        assert!(stale_warning(&dir.path().join("none"), 3600, 0)
+            .unwrap()
+            .contains("no good backup"));
+    }
+
+    #[test]
+    fn member_paths_are_plain_relative_paths() {
+        assert!(safe_member_path("files/ca/root/ca.key"));
+        for bad in ["", "/etc/passwd", "files/../../x", "./x"] {
+            assert!(!safe_member_path(bad), "{bad}");
+        }
+    }
+}

@@ -454,3 +454,32 @@ fn scheduled_backups_keep_the_newest_two() {
         .run()
         .success();
 }
+
+#[test]
+fn check_warns_when_the_newest_backup_is_too_old() {
+    let env = TestEnv::new();
+    run(&env, &["ca", "init", "--name", "root"]).success();
+    let dir = env.mkdir("backups");
+    let config = CertdConfig::new(env.store()).write(&env.file("etc/certd.toml"));
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[backup]\nschedule = \"0 0 1 1 *\"\ndir = \"{}\"\nwarn_after = \"1h\"\n",
+        s(&dir)
+    ));
+    std::fs::write(&config, text).unwrap();
+    let certd = Certd::start(&env, &config);
+    run(&env, &["check"])
+        .expect_code(1)
+        .stdout_has("no good backup");
+    // A backup in the folder under the scheduled name: no more warning.
+    let t = now();
+    let name = time::OffsetDateTime::from_unix_timestamp(t)
+        .unwrap()
+        .format(time::macros::format_description!(
+            "certctl-backup-[year][month][day]T[hour][minute][second]Z.tar"
+        ))
+        .unwrap();
+    run(&env, &["store", "backup", "--out", s(&dir.join(name))]).success();
+    run(&env, &["check"]).success();
+    drop(certd);
+}
