@@ -856,6 +856,27 @@ pub fn prune(dir: &Path, keep: usize) -> Vec<PathBuf> {
     removed
 }
 
+/// Removes what a scheduled backup killed mid-way left in `dir` (its temporary
+/// `.certctl-backup-*.tar.certctl-tmp-*` file: never at a backup's name). certd runs one
+/// scheduled backup at a time, so none of these is being written.
+pub fn remove_leftovers(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let leftover = name.starts_with(&format!(".{SCHEDULED_PREFIX}"))
+            && name.contains(&format!("{SCHEDULED_SUFFIX}.certctl-tmp-"));
+        if leftover && e.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(e.path()).is_ok()
+        {
+            tracing::info!(file = %e.path().display(), "removed what an interrupted backup left");
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// `check`'s warning when `[backup]` is configured and its newest backup is older than
 /// `warn_after` (or there is none).
 pub fn stale_warning(dir: &Path, warn_after_secs: i64, now: UnixTime) -> Option<String> {
@@ -898,6 +919,8 @@ mod tests {
             .collect();
         assert_eq!(left, [1_000_000_060, 1_000_000_120]);
         assert!(dir.path().join("notes.txt").exists());
+        assert_eq!(remove_leftovers(dir.path()), 1);
+        assert_eq!(remove_leftovers(dir.path()), 0);
         assert!(stale_warning(dir.path(), 3600, 1_000_000_200).is_none());
         assert!(stale_warning(dir.path(), 3600, 1_000_010_000)
             .unwrap()

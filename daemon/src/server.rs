@@ -457,6 +457,7 @@ async fn scheduled_backup(shared: &Arc<Shared>) -> String {
         tracing::error!(error = %e, "cannot make the backup folder");
         return format!("failed: {e}");
     }
+    crate::backup::remove_leftovers(&config.dir);
     let out = config.dir.join(crate::backup::scheduled_name(now()));
     match take_backup(shared, out).await {
         Ok(report) => {
