@@ -300,6 +300,34 @@ pub enum StoreCommand {
     /// or file state leads nowhere, no file location is claimed twice. Exit 0 when
     /// consistent, 4 when not. Reads everything (minutes on millions of certificates).
     Verify(OutputArgs),
+    /// Write a point-in-time copy of the whole store (records, indexes, CA folders with
+    /// their keys as stored, workflows, ...) to one file (0600), through certd while it
+    /// runs, or directly when it is stopped. Exit 0 written, 4 failed (nothing at FILE).
+    Backup(BackupArgs),
+    /// Restore a backup into an empty or absent folder (--store DIR): the manifest and every
+    /// member's hash are checked before anything is written, then `store verify` runs.
+    /// Exit 0 restored, 4 refused or failed (nothing left at DIR).
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The backup file to write (replaced atomically when it exists).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file (`store backup --out FILE`).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(test)]

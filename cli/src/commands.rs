@@ -46,6 +46,12 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Store(StoreArgs {
             command: StoreCommand::Verify(a),
         }) => verify_store(&Session::existing(store_flag)?, a),
+        Command::Store(StoreArgs {
+            command: StoreCommand::Backup(a),
+        }) => crate::backup_cmds::backup(Session::existing(store_flag)?, a),
+        Command::Store(StoreArgs {
+            command: StoreCommand::Restore(a),
+        }) => crate::backup_cmds::restore(store_flag, a),
         Command::Demo(a) => demo(store_flag, a),
         Command::Ca(a) => {
             let session = match a.command {
@@ -165,7 +171,7 @@ impl Session {
         }
     }
 
-    fn call(&self, request: Request, timeout: StdDuration) -> Result<Response> {
+    pub(crate) fn call(&self, request: Request, timeout: StdDuration) -> Result<Response> {
         let response = match self {
             // `$CERTCTL_NOW` (tests) moves the clock of direct mode.
             Session::Direct(store) => {
@@ -235,7 +241,7 @@ impl Session {
     }
 }
 
-fn unexpected(r: &Response) -> anyhow::Error {
+pub(crate) fn unexpected(r: &Response) -> anyhow::Error {
     anyhow::anyhow!("unexpected answer from certd: {r:?}")
 }
 
@@ -910,6 +916,7 @@ fn status(session: &Session, a: OutputArgs) -> Result<Exit> {
         status.certificates
     );
     crate::policy_cmds::print_status(&status);
+    crate::backup_cmds::print_restored(&status);
     if let Some(d) = &status.daemon {
         for s in &d.sources {
             println!(

@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 mod args;
+mod backup_cmds;
 mod ca_args;
 mod ca_cmds;
 mod commands;

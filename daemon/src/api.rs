@@ -147,6 +147,11 @@ pub enum Request {
     },
     /// `certctl store verify`: check the store's consistency (reads everything).
     VerifyStore,
+    /// `certctl store backup --out FILE` (absolute path): a point-in-time copy of the store
+    /// ([`crate::backup`]). certd holds its writer lock for the snapshot only.
+    Backup {
+        out: PathBuf,
+    },
     /// Fleet features: `agents ...`, `report`, `track`, the artifacts of `list`.
     Fleet {
         fleet: crate::agents::FleetRequest,
@@ -192,6 +197,7 @@ impl Request {
                 | Request::History { .. }
                 | Request::HistoryAt { .. }
                 | Request::VerifyStore
+                | Request::Backup { .. }
         )
     }
 }
@@ -239,6 +245,10 @@ pub struct StatusReport {
     /// Tracked files found deleted (no more reminders): `PATH (KIND, gone since TIME)`.
     #[serde(default)]
     pub gone_artifacts: Vec<String>,
+    /// Set when the store was restored from a backup: from which date (what happened after
+    /// it must be redone) and which CAs had published a newer CRL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<certctl_store::RestoredFrom>,
 }
 
 /// The outcome of the last completed delivery, as `status` shows it (times RFC 3339).
@@ -333,6 +343,9 @@ pub enum Response {
     },
     Status {
         status: StatusReport,
+    },
+    Backup {
+        report: crate::backup::BackupReport,
     },
     Cas {
         cas: Vec<CaInfo>,
@@ -499,6 +512,12 @@ pub fn execute(
             }
             Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
         },
+        Request::Backup { out } => {
+            match crate::backup::backup(store, &out, now, &Default::default()) {
+                Ok(report) => Response::Backup { report },
+                Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
+            }
+        }
         Request::VerifyStore => match store.verify() {
             Ok(verification) => Response::Verification { verification },
             Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
@@ -737,6 +756,7 @@ pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::Store
                 })
                 .collect()
         },
+        restored: store.restored_from()?,
     })
 }
 

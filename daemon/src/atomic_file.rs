@@ -106,6 +106,18 @@ impl Options {
 
     /// Replaces `path` with `bytes` (see the module documentation).
     pub fn write(&self, path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+        self.write_with(path, |mut file| file.write_all(bytes))
+    }
+
+    /// Replaces `path` with what `fill` writes to the temporary file (for content too large
+    /// to hold in memory, e.g. a store backup), with every guarantee of [`Options::write`]:
+    /// the temporary file is created `O_EXCL|O_NOFOLLOW` in the target's folder, fsynced,
+    /// then renamed; when `fill` fails (or the process dies), nothing is at `path`.
+    pub fn write_with(
+        &self,
+        path: &Path,
+        fill: impl FnOnce(&File) -> io::Result<()>,
+    ) -> Result<(), WriteError> {
         let failed = |p: &Path| {
             let path = p.to_path_buf();
             move |e: Errno| WriteError {
@@ -125,7 +137,7 @@ impl Options {
                 keep_owner(fd, st);
             }
             rustix::fs::fchmod(fd, Mode::from_raw_mode(bits)).map_err(failed(&tmp_path))?;
-            (&file).write_all(bytes).map_err(|source| WriteError {
+            fill(&file).map_err(|source| WriteError {
                 path: tmp_path.clone(),
                 source,
             })?;

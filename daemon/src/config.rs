@@ -148,6 +148,15 @@ per_agent = false              # optional; one series per agent certificate (200
 allowed_hosts = []             # optional; more Host names answered (e.g. a reverse proxy's):
                                # others than the listen address (and localhost:PORT on loopback)
                                # get 421 Misdirected Request (DNS rebinding)
+
+# Optional section: scheduled backups of the store (what `certctl store backup` writes),
+# taken while certd runs. Off unless this section is present.
+[backup]
+schedule = "0 2 * * *"         # when to back up (cron, UTC)
+dir = "/var/backups/certd"     # where certctl-backup-<UTC time>.tar files go; absolute
+keep = 7                       # optional; the newest N are kept (default 7); older ones are
+                               # removed only after a good new backup
+warn_after = "2d"              # optional; `check` warns when the newest good backup is older
 "#;
 
 /// The scan schedule when `[scan]` does not set one: every 6 hours.
@@ -202,6 +211,21 @@ pub struct Config {
     pub workflows: WorkflowsConfig,
     /// Where reminders to `webhook:NAME` recipients go (`[[webhook]]`).
     pub webhooks: Vec<crate::webhook::WebhookConfig>,
+    /// Scheduled backups of the store (`[backup]`); `None`: none.
+    pub backup: Option<BackupConfig>,
+}
+
+/// `[backup]`: scheduled backups of the store ([`crate::backup`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupConfig {
+    /// When to back up.
+    pub schedule: Schedule,
+    /// The folder of the backup files; absolute.
+    pub dir: PathBuf,
+    /// How many backups to keep (the newest); at least 1. Default 7.
+    pub keep: usize,
+    /// `check` warns when the newest good backup is older than this; `None`: never.
+    pub warn_after: Option<std::time::Duration>,
 }
 
 /// `[workflows]`: files holding the secrets certd may use to finish interrupted regenerate
@@ -738,6 +762,7 @@ struct RawConfig {
     workflows: Option<RawWorkflows>,
     #[serde(default)]
     webhook: Vec<RawWebhook>,
+    backup: Option<RawBackup>,
 }
 
 #[derive(Deserialize)]
@@ -749,6 +774,15 @@ struct RawWebhook {
     ca_file: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     header_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackup {
+    schedule: Spanned<String>,
+    dir: Spanned<String>,
+    keep: Option<Spanned<i64>>,
+    warn_after: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -975,7 +1009,9 @@ impl Checker<'_> {
             None => WorkflowsConfig::default(),
         };
         let webhooks = self.webhooks(&raw.webhook);
+        let backup = raw.backup.as_ref().and_then(|b| self.backup(b));
         Config {
+            backup,
             store,
             store_cache_bytes,
             scan,
@@ -1359,6 +1395,35 @@ impl Checker<'_> {
         Some(RemindersConfig {
             schedule: schedule?,
             policies,
+        })
+    }
+
+    fn backup(&mut self, raw: &RawBackup) -> Option<BackupConfig> {
+        let schedule = self.schedule("backup.schedule", &raw.schedule);
+        let dir = self.path("backup.dir", &raw.dir);
+        let keep = match &raw.keep {
+            Some(k) if (1..=10_000).contains(k.get_ref()) => *k.get_ref() as usize,
+            Some(k) => {
+                self.report(
+                    k.span(),
+                    format!(
+                        "backup.keep = {}: keep at least 1 backup (and at most 10000)",
+                        k.get_ref()
+                    ),
+                );
+                1
+            }
+            None => 7,
+        };
+        let warn_after = raw
+            .warn_after
+            .as_ref()
+            .map(|t| self.duration("backup.warn_after", t));
+        Some(BackupConfig {
+            schedule: schedule?,
+            dir,
+            keep,
+            warn_after,
         })
     }
 

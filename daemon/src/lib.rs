@@ -34,6 +34,7 @@ pub mod agents;
 pub mod api;
 pub mod artifacts;
 pub mod atomic_file;
+pub mod backup;
 pub mod ca;
 pub mod config;
 pub mod control;

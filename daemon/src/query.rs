@@ -375,6 +375,10 @@ pub struct CheckReport {
     pub stalled_renewals: Vec<StalledRenewal>,
     #[serde(default)]
     pub stalled_renewals_total: u64,
+    /// `[backup]` is configured and its newest good backup is older than `warn_after` (or
+    /// there is none): a warning, saying which folder and since when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_backup: Option<String>,
 }
 
 /// How many failed files a check report names.
@@ -495,6 +499,9 @@ impl CheckReport {
                 first.grace
             ));
         }
+        if let Some(backup) = &self.stale_backup {
+            line.push_str(&format!("; {backup}"));
+        }
         for ca in &self.stale_crls {
             line.push_str(&format!(
                 "; the published CRL of CA `{ca}` is behind the store (run `certctl ca crl {ca}`)"
@@ -540,6 +547,15 @@ impl CheckReport {
         }
         self.stale_crls = stale;
         self.crls_expiring = expiring;
+        self
+    }
+
+    /// Adds `[backup]`'s warning ([`crate::backup::stale_warning`]), if any.
+    pub fn with_backup(mut self, warning: Option<String>) -> CheckReport {
+        if warning.is_some() && self.verdict == Verdict::Ok {
+            self.verdict = Verdict::Warning;
+        }
+        self.stale_backup = warning;
         self
     }
 
@@ -668,6 +684,7 @@ fn check_with(
         failed_files_total: 0,
         stalled_renewals: Vec::new(),
         stalled_renewals_total: 0,
+        stale_backup: None,
     };
     // Nothing beyond the longest window can be listed: read the considered certificates
     // up to it from the store's check entries (sorted by not_after, then fingerprint).

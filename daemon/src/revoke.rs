@@ -246,10 +246,17 @@ fn serial_bytes(hex_serial: &str) -> Option<Vec<u8>> {
 /// Signs a new CRL for the CA (number + 1) and writes it to every configured path.
 pub fn publish_crl(store: &Store, signer: &Signer, now: UnixTime) -> Result<CrlPublished, CaError> {
     let revoked = revoked_by(store, signer)?;
-    let number = store.next_crl_number(&signer.ca.name, now)?;
-    let crl = sign_crl(signer, &revoked, number, now)?;
     let mut paths = vec![signer.dir.join("crl.pem")];
     paths.extend(signer.ca.crl_paths.iter().map(PathBuf::from));
+    // A store restored from an older backup (or copied back by hand) never reuses a number
+    // it published since: the next one is above every CRL file there is.
+    if let Some(published) = crate::backup::highest_crl_number(&paths) {
+        if store.raise_crl_number(&signer.ca.name, published)? {
+            tracing::warn!(ca = %signer.ca.name, published, "a published CRL has a higher number than the store remembers (restored from a backup?): numbering continues above it");
+        }
+    }
+    let number = store.next_crl_number(&signer.ca.name, now)?;
+    let crl = sign_crl(signer, &revoked, number, now)?;
     write_crl(&paths, &crl)?;
     audit_crl(store, signer, &crl, now)?;
     Ok(CrlPublished {

@@ -96,6 +96,8 @@ enum Job {
     /// Re-sign the managed CAs' CRLs before they expire, and republish any that is behind
     /// the store (at start-up and every [`CRL_UPKEEP_EVERY_SECS`]).
     CrlUpkeep,
+    /// A scheduled backup (`[backup]`).
+    Backup,
 }
 
 /// How often certd looks at the managed CAs' CRLs (re-signing is decided per CA by
@@ -110,6 +112,7 @@ impl Job {
             Job::CrlFetch => "crl-fetch",
             Job::Remind => "remind",
             Job::CrlUpkeep => "crl-upkeep",
+            Job::Backup => "backup",
         }
     }
 }
@@ -176,6 +179,7 @@ impl Shared {
             Job::CrlFetch => config.crl.schedule.as_ref().map(|s| s.to_string()),
             Job::Remind => config.reminders.as_ref().map(|r| r.schedule.to_string()),
             Job::CrlUpkeep => Some(format!("every {}s", CRL_UPKEEP_EVERY_SECS)),
+            Job::Backup => config.backup.as_ref().map(|b| b.schedule.to_string()),
         };
         report.daemon = Some(DaemonStatus {
             pid: std::process::id(),
@@ -197,6 +201,7 @@ impl Shared {
                 Job::CrlFetch,
                 Job::Remind,
                 Job::CrlUpkeep,
+                Job::Backup,
             ]
             .into_iter()
             .map(|job| {
@@ -292,6 +297,13 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             (
                 Job::CrlUpkeep,
                 Some(t - t.rem_euclid(CRL_UPKEEP_EVERY_SECS) + CRL_UPKEEP_EVERY_SECS),
+            ),
+            (
+                Job::Backup,
+                config
+                    .backup
+                    .as_ref()
+                    .and_then(|b| b.schedule.next_after(t)),
             ),
         ];
         for (job, at) in planned {
@@ -448,7 +460,68 @@ fn render_metrics(shared: &Shared) -> Result<String, String> {
         crate::reports::metrics_text(&shared.store, per_agent, now()).map_err(|e| e.to_string())?;
     let status = shared.status().map_err(|e| e.to_string())?;
     text.push_str(&crate::metrics_http::status_series(&status));
+    if let Some(backup) = shared.config().backup {
+        let last = crate::backup::last_success(&backup.dir).unwrap_or(0);
+        text.push_str(&format!(
+            "# HELP certctl_backup_last_success_timestamp_seconds When the newest good scheduled backup ([backup] dir) was taken (0: none yet).\n\
+             # TYPE certctl_backup_last_success_timestamp_seconds gauge\n\
+             certctl_backup_last_success_timestamp_seconds {last}\n"
+        ));
+    }
     Ok(text)
+}
+
+/// A backup through certd: the snapshot under the writer lock (scans, probes, reminder
+/// bookkeeping and workflow steps wait for it; see [`crate::backup`]), the archive after.
+async fn take_backup(
+    shared: &Arc<Shared>,
+    out: PathBuf,
+) -> Result<crate::backup::BackupReport, String> {
+    let spool = crate::backup::spool_dir(&out);
+    let snapshot = {
+        let _writer = shared.writer.lock().await;
+        let store = shared.store.clone();
+        let t = now();
+        tokio::task::spawn_blocking(move || crate::backup::snapshot(&store, &spool, t))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    tokio::task::spawn_blocking(move || {
+        crate::backup::write_archive(snapshot, &out, &Default::default())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
+}
+
+/// `[backup]`: a backup into `dir`, then the oldest beyond `keep` removed.
+async fn scheduled_backup(shared: &Arc<Shared>) -> String {
+    let Some(config) = shared.config().backup else {
+        return "not configured".into();
+    };
+    if let Err(e) = crate::atomic_file::create_dir_all(&config.dir, 0o700) {
+        tracing::error!(error = %e, "cannot make the backup folder");
+        return format!("failed: {e}");
+    }
+    crate::backup::remove_leftovers(&config.dir);
+    let out = config.dir.join(crate::backup::scheduled_name(now()));
+    match take_backup(shared, out).await {
+        Ok(report) => {
+            let removed = crate::backup::prune(&config.dir, config.keep);
+            tracing::info!(file = %report.file.display(), bytes = report.bytes, snapshot_ms = report.snapshot_ms, removed = removed.len(), "backup written");
+            format!(
+                "ok, {} ({} bytes), {} old backups removed",
+                report.file.display(),
+                report.bytes,
+                removed.len()
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "scheduled backup failed; older backups are kept");
+            format!("failed: {e}")
+        }
+    }
 }
 
 /// Rewrites the deny list in effect (`[agents] deny_list`, else the path remembered from
@@ -564,6 +637,7 @@ fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
             Job::Probe => probe_endpoints(&shared).await,
             Job::CrlFetch => fetch_crls(&shared).await,
             Job::CrlUpkeep => crl_upkeep(&shared).await,
+            Job::Backup => scheduled_backup(&shared).await,
             Job::Remind => {
                 let _pass = shared.remind.lock().await;
                 let (locks, config, path) =
@@ -956,9 +1030,16 @@ async fn answer(shared: &Arc<Shared>, request: Request) -> Response {
             Err(e) => Response::error(api::ErrorKind::Failed, e),
         };
     }
+    if let Request::Backup { out } = request {
+        return match take_backup(shared, out).await {
+            Ok(report) => Response::Backup { report },
+            Err(e) => Response::error(api::ErrorKind::Failed, e),
+        };
+    }
     if request.uses_network() {
         return answer_networked(shared, request).await;
     }
+    let is_check = matches!(request, Request::Check { .. });
     let writes = request.writes_store();
     let _writer = if writes {
         Some(shared.writer.lock().await)
@@ -987,7 +1068,19 @@ async fn answer(shared: &Arc<Shared>, request: Request) -> Response {
     if writes {
         refresh_deny_list(shared).await;
     }
-    response
+    // `[backup] warn_after`: a backup too old is a warning of `check`.
+    match (response, shared.config().backup) {
+        (Response::Check { report }, Some(backup)) if is_check => {
+            let warning = backup.warn_after.and_then(|age| {
+                let age = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+                crate::backup::stale_warning(&backup.dir, age, now())
+            });
+            Response::Check {
+                report: report.with_backup(warning),
+            }
+        }
+        (response, _) => response,
+    }
 }
 
 /// `probe` and `remind` from the control socket: the handshake or the SMTP sessions run

@@ -14,6 +14,7 @@
 
 mod audit;
 mod counts;
+mod backup;
 mod endpoints;
 mod error;
 mod files;
@@ -31,6 +32,7 @@ mod workflows;
 
 pub use audit::AuditEvent;
 pub use counts::{CheckEntry, CountChanges, CountClass, Counts, StatusCounts};
+pub use backup::{kind_of, RestoredFrom, TreeCounts, TREE_MAGIC};
 pub use endpoints::{Endpoint, Finding, FindingKind};
 pub use error::{Result, StoreError};
 pub use files::{DirSeen, FileProblem, FileState};

@@ -275,7 +275,7 @@ impl<'a> Certd<'a> {
     /// clock) and waits until it is ready.
     #[track_caller]
     pub fn start_with_env(env: &'a TestEnv, config: &Path, vars: &[(&str, &str)]) -> Certd<'a> {
-        let mut certd = Certd::spawn_inner(env, config, &[], vars);
+        let mut certd = Certd::spawn_with_vars(env, config, &[], vars);
         certd.wait_ready();
         certd
     }
@@ -287,10 +287,12 @@ impl<'a> Certd<'a> {
 
     /// Starts certd with extra arguments, without waiting for it.
     pub fn spawn_with(env: &'a TestEnv, config: &Path, extra: &[&str]) -> Certd<'a> {
-        Certd::spawn_inner(env, config, extra, &[])
+        Certd::spawn_with_vars(env, config, extra, &[])
     }
 
-    fn spawn_inner(
+    /// Starts certd with extra arguments and environment variables (e.g. a
+    /// `CERTCTL_TEST_CRASH_AT` point), without waiting for it.
+    pub fn spawn_with_vars(
         env: &'a TestEnv,
         config: &Path,
         extra: &[&str],
