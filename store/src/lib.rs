@@ -8,8 +8,11 @@
 //! - [`Ingest`]: merging scan observations into records and indexes, atomically per batch.
 //! - [`FileState`]: what was found in each scanned file, for re-scans.
 //! - [`Endpoint`]: what each probed TLS endpoint served, and its findings.
+//! - [`AgentCredential`]: the index of agents' credentials, kept on every commit.
+//! - [`RetentionPolicy`] and [`Store::prune_batch`]: removing what nothing holds any more.
 #![forbid(unsafe_code)]
 
+mod agent_index;
 mod audit;
 mod endpoints;
 mod error;
@@ -20,12 +23,14 @@ mod keys;
 mod migrate;
 pub mod model;
 mod reminders;
+mod retention;
 mod store;
 #[cfg(test)]
 mod test_support;
 mod verify;
 mod workflows;
 
+pub use agent_index::AgentCredential;
 pub use audit::AuditEvent;
 pub use endpoints::{Endpoint, Finding, FindingKind};
 pub use error::{Result, StoreError};
@@ -34,6 +39,7 @@ pub use fleet::{AgentDecision, AgentVerdict, Registration, TrackedArtifact};
 pub use ingest::{Ingest, Lookup, Observed};
 pub use model::*;
 pub use reminders::{DeliveryState, SentReminder, SmtpState, Snooze};
+pub use retention::{PruneCursor, PruneReport, PrunedRenewals, RetentionPolicy, RetentionState};
 pub use store::{Store, DEFAULT_CACHE_BYTES, SCHEMA_VERSION};
 pub use verify::Verification;
 pub use workflows::{CachedCrl, ManagedCa, Workflow, WorkflowStep};

@@ -22,7 +22,9 @@ use crate::model::{Certificate, Fingerprint, Role, Sha256, UnixTime};
 /// - 1: the first release.
 /// - 2: key identifiers stored as bytes (certificate record format 2). A schema-1 store
 ///   is upgraded when it is opened (see `migrate`).
-pub const SCHEMA_VERSION: u32 = 2;
+/// - 3: the agent index (`Y` keys, see `agent_index`), built when an older store is opened;
+///   retention may remove records (`retention`).
+pub const SCHEMA_VERSION: u32 = 3;
 /// The page cache [`Store::open`] asks for: large, because bulk scans of a few hundred
 /// thousand certificates thrash a smaller one.
 pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
@@ -44,6 +46,8 @@ pub struct Store {
     written: Arc<AtomicU64>,
     /// Counts the commits that wrote certificate records (see [`crate::Lookup`]).
     record_commits: Arc<AtomicU64>,
+    /// Certificate records decoded by queries (see [`Store::records_read`]).
+    records_read: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -141,6 +145,7 @@ impl Store {
             tree,
             written: Arc::new(AtomicU64::new(0)),
             record_commits: Arc::new(AtomicU64::new(0)),
+            records_read: Arc::new(AtomicU64::new(0)),
         };
         store.check_schema()?;
         Ok(store)
@@ -169,11 +174,17 @@ impl Store {
         }
         if found < SCHEMA_VERSION {
             let rewritten = migrate::upgrade(&self.tree)?;
+            let agents = if found < 3 {
+                crate::agent_index::build(&self.tree)?
+            } else {
+                0
+            };
             tracing::info!(
                 store = %self.path.display(),
                 from = found,
                 to = SCHEMA_VERSION,
                 records = rewritten,
+                agent_credentials = agents,
                 "upgraded the store"
             );
             self.db.flush()?;
@@ -301,9 +312,21 @@ impl Store {
     /// The certificate with this fingerprint.
     pub fn get(&self, fp: &Fingerprint) -> Result<Option<Certificate>> {
         match self.tree.get(keys::cert_key(&fp.0))? {
-            Some(bytes) => Ok(Some(decode_record(&bytes)?)),
+            Some(bytes) => Ok(Some(self.read_record(&bytes)?)),
             None => Ok(None),
         }
+    }
+
+    /// How many certificate records this handle's queries (`get`, `iter`, the index
+    /// queries) have decoded since the store was opened: lets tests check that an answer
+    /// costs what it should (e.g. the agent decisions read no agent records wholesale).
+    pub fn records_read(&self) -> u64 {
+        self.records_read.load(Ordering::Relaxed)
+    }
+
+    fn read_record(&self, bytes: &[u8]) -> Result<Certificate> {
+        self.records_read.fetch_add(1, Ordering::Relaxed);
+        decode_record(bytes)
     }
 
     /// Saves a changed certificate (e.g. after revocation). Index entries are added when
@@ -327,7 +350,7 @@ impl Store {
     pub fn iter(&self) -> impl Iterator<Item = Result<Certificate>> + '_ {
         self.tree
             .scan_prefix([keys::CERT])
-            .map(|kv| decode_record(&kv?.1))
+            .map(|kv| self.read_record(&kv?.1))
     }
 
     /// Certificates whose fingerprint (lowercase hex) starts with `hex_prefix`.
@@ -409,7 +432,7 @@ impl Store {
             key[0] = keys::CERT;
             key[1..].copy_from_slice(&prefix);
             for kv in self.tree.scan_prefix(key) {
-                out.push(decode_record(&kv?.1)?);
+                out.push(self.read_record(&kv?.1)?);
             }
         }
         Ok(out)
