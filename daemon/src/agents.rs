@@ -304,12 +304,24 @@ impl RegistrationIndex {
 
     /// `None` when a registration covers the certificate, else the reason it is pending.
     pub fn unregistered_reason(&self, cert: &Certificate) -> Option<&'static str> {
-        if self.fingerprints.contains(&cert.facts.fingerprint)
-            || self.spkis.contains(&cert.facts.spki_sha256)
-        {
+        self.unregistered_reason_of(
+            &agent_name(cert),
+            &cert.facts.fingerprint,
+            &cert.facts.spki_sha256,
+        )
+    }
+
+    /// [`RegistrationIndex::unregistered_reason`] from what the agent index holds.
+    pub fn unregistered_reason_of(
+        &self,
+        agent: &str,
+        fingerprint: &Fingerprint,
+        spki: &Sha256,
+    ) -> Option<&'static str> {
+        if self.fingerprints.contains(fingerprint) || self.spkis.contains(spki) {
             return None;
         }
-        match self.by_name.get(&agent_name(cert).to_lowercase()) {
+        match self.by_name.get(&agent.to_lowercase()) {
             None => Some("unregistered"),
             Some(regs)
                 if regs
@@ -335,13 +347,10 @@ fn is_live_agent_certificate(c: &Certificate) -> bool {
     c.role == Role::Agent && c.revocation.is_none() && c.current_sources().next().is_some()
 }
 
-fn live_agent_certificates(store: &Store) -> Result<Vec<Certificate>, StoreError> {
-    let mut certs = store.by_role(Role::Agent)?;
-    certs.retain(is_live_agent_certificate);
-    Ok(certs)
-}
-
 /// The pending queue, sorted by first seen then name.
+///
+/// Answered from the agent index ([`Store::live_agent_credentials`]: one small entry per
+/// live agent credential): only the records of agents that are actually pending are read.
 pub fn pending(store: &Store, _now: UnixTime) -> Result<Vec<PendingAgent>, AgentsError> {
     let index = RegistrationIndex::load(store)?;
     let decided: HashSet<String> = store
@@ -349,26 +358,42 @@ pub fn pending(store: &Store, _now: UnixTime) -> Result<Vec<PendingAgent>, Agent
         .into_iter()
         .map(|d| d.agent.to_lowercase())
         .collect();
-    let mut by_agent: BTreeMap<String, PendingAgent> = BTreeMap::new();
-    for cert in live_agent_certificates(store)? {
-        let Some(reason) = index.unregistered_reason(&cert) else {
-            continue;
-        };
-        let agent = agent_name(&cert);
-        let key = agent.to_lowercase();
+    let mut by_agent: BTreeMap<String, (PendingAgent, Vec<(UnixTime, String)>)> =
+        BTreeMap::new();
+    for credential in store.live_agent_credentials()? {
+        let key = credential.agent.to_lowercase();
         if decided.contains(&key) {
             continue;
         }
-        let entry = by_agent.entry(key).or_insert_with(|| PendingAgent {
-            registered_guids: index.guids_of(&agent),
-            agent: agent.clone(),
-            reason: reason.to_string(),
-            sources: Vec::new(),
-            first_seen: cert.first_seen,
-            certificates: Vec::new(),
+        let Some(reason) = index.unregistered_reason_of(
+            &credential.agent,
+            &credential.fingerprint,
+            &credential.spki_sha256,
+        ) else {
+            continue;
+        };
+        // The index says live; the record has the sources (and says it once more).
+        let Some(cert) = store.get(&credential.fingerprint)? else {
+            continue;
+        };
+        if !is_live_agent_certificate(&cert) {
+            continue;
+        }
+        let (entry, certificates) = by_agent.entry(key).or_insert_with(|| {
+            (
+                PendingAgent {
+                    registered_guids: index.guids_of(&credential.agent),
+                    agent: credential.agent.clone(),
+                    reason: reason.to_string(),
+                    sources: Vec::new(),
+                    first_seen: cert.first_seen,
+                    certificates: Vec::new(),
+                },
+                Vec::new(),
+            )
         });
         entry.first_seen = entry.first_seen.min(cert.first_seen);
-        entry.certificates.push(cert.fingerprint().to_hex());
+        certificates.push((cert.facts.not_after, cert.fingerprint().to_hex()));
         for s in cert.current_sources() {
             let place = match &s.location {
                 SourceLocation::File { path, .. } => path.clone(),
@@ -379,7 +404,14 @@ pub fn pending(store: &Store, _now: UnixTime) -> Result<Vec<PendingAgent>, Agent
             }
         }
     }
-    let mut out: Vec<PendingAgent> = by_agent.into_values().collect();
+    let mut out: Vec<PendingAgent> = by_agent
+        .into_values()
+        .map(|(mut agent, mut certificates)| {
+            certificates.sort();
+            agent.certificates = certificates.into_iter().map(|(_, fp)| fp).collect();
+            agent
+        })
+        .collect();
     out.sort_by(|a, b| (a.first_seen, &a.agent).cmp(&(b.first_seen, &b.agent)));
     Ok(out)
 }
@@ -473,20 +505,17 @@ pub struct DecisionReport {
 }
 
 /// Resolves an argument to an agent name: a known agent name (an agent certificate's CN,
-/// case-insensitive), else a registered GUID, else a GUID that appears in an agent
-/// certificate's subject or SANs (`urn:uuid:...`).
+/// case-insensitive), else a registered GUID, else a GUID that appears in a live agent
+/// certificate's subject or SANs (`urn:uuid:...`). Names come from the agent index.
 fn resolve(
+    store: &Store,
     arg: &str,
-    agents: &BTreeMap<String, Vec<&Certificate>>,
     index: &RegistrationIndex,
 ) -> Result<(String, Option<String>), AgentsError> {
     let key = arg.trim().to_lowercase();
     let guid_key = key.trim_matches(['{', '}']).to_string();
-    if let Some(certs) = agents.get(&key) {
-        let name = certs
-            .first()
-            .map(|c| agent_name(c))
-            .unwrap_or_else(|| arg.to_string());
+    if let Some(credential) = store.agent_credentials(&key)?.first() {
+        let name = credential.agent.clone();
         let guid = index.guids_of(&name).into_iter().next();
         return Ok((name, guid));
     }
@@ -498,16 +527,17 @@ fn resolve(
         return Ok((arg.trim().to_string(), guid));
     }
     if guid_key.len() >= 8 {
-        for certs in agents.values() {
-            for c in certs {
-                let hit = c.facts.subject.to_lowercase().contains(&guid_key)
-                    || c.facts
-                        .sans
-                        .all()
-                        .any(|n| n.to_lowercase().contains(&guid_key));
-                if hit {
-                    return Ok((agent_name(c), Some(arg.trim().to_string())));
-                }
+        for credential in store.live_agent_credentials()? {
+            let Some(c) = store.get(&credential.fingerprint)? else {
+                continue;
+            };
+            let hit = c.facts.subject.to_lowercase().contains(&guid_key)
+                || c.facts
+                    .sans
+                    .all()
+                    .any(|n| n.to_lowercase().contains(&guid_key));
+            if hit {
+                return Ok((agent_name(&c), Some(arg.trim().to_string())));
             }
         }
     }
@@ -539,28 +569,19 @@ pub fn decide_with(
         return Err(AgentsError::NoDenyList);
     }
     let index = RegistrationIndex::load(store)?;
-    let all = store.by_role(Role::Agent)?;
-    let mut agents: BTreeMap<String, Vec<&Certificate>> = BTreeMap::new();
-    for c in &all {
-        agents
-            .entry(agent_name(c).to_lowercase())
-            .or_default()
-            .push(c);
-    }
     // Resolve everything first: one unknown name decides nothing.
     let mut targets: Vec<(String, Option<String>)> = Vec::new();
     for id in &request.ids {
-        let t = resolve(id, &agents, &index)?;
+        let t = resolve(store, id, &index)?;
         if !targets.iter().any(|(n, _)| n.eq_ignore_ascii_case(&t.0)) {
             targets.push(t);
         }
     }
     let mut decided = Vec::new();
     for (name, guid) in targets {
-        let fps: Vec<Fingerprint> = agents
-            .get(&name.to_lowercase())
-            .map(|certs| certs.iter().map(|c| c.fingerprint()).collect())
-            .unwrap_or_default();
+        let mut credentials = store.agent_credentials(&name)?;
+        credentials.sort_by_key(|c| (c.not_after, c.fingerprint));
+        let fps: Vec<Fingerprint> = credentials.iter().map(|c| c.fingerprint).collect();
         let decision = AgentDecision {
             agent: name.clone(),
             guid: guid.clone(),
@@ -759,18 +780,24 @@ pub fn deny_list_fingerprints(
     if blocked.is_empty() {
         return Ok(out);
     }
-    let names: HashSet<String> = blocked.iter().map(|d| d.agent.to_lowercase()).collect();
+    // From the agent index: each blocked agent's own credentials, never every agent's.
     for d in &blocked {
-        for fp in &d.fingerprints {
+        let credentials = store.agent_credentials(&d.agent)?;
+        let indexed: HashMap<Fingerprint, UnixTime> = credentials
+            .iter()
+            .map(|c| (c.fingerprint, c.not_after))
+            .collect();
+        for c in &credentials {
+            if c.not_after > now {
+                out.insert(c.fingerprint.to_hex());
+            }
+        }
+        // Known at the decision but no longer an agent certificate (role changed) or gone.
+        for fp in d.fingerprints.iter().filter(|fp| !indexed.contains_key(fp)) {
             let expired = store.get(fp)?.is_some_and(|c| c.facts.not_after <= now);
             if !expired {
                 out.insert(fp.to_hex());
             }
-        }
-    }
-    for c in store.by_role(Role::Agent)? {
-        if c.facts.not_after > now && names.contains(&agent_name(&c).to_lowercase()) {
-            out.insert(c.fingerprint().to_hex());
         }
     }
     Ok(out)

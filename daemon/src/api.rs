@@ -136,6 +136,15 @@ pub enum Request {
     },
     /// `certctl store verify`: check the store's consistency (reads everything).
     VerifyStore,
+    /// `certctl store prune`: remove expired certificates nothing holds any more. certd
+    /// fills the windows the request leaves out from its `[retention]`.
+    Prune {
+        prune: crate::retention::PruneRequest,
+    },
+    /// What retention kept of an agent's removed ephemeral credentials (`show NAME`).
+    PrunedRenewals {
+        agent: String,
+    },
     /// Fleet features: `agents ...`, `report`, `track`, the artifacts of `list`.
     Fleet {
         fleet: crate::agents::FleetRequest,
@@ -178,6 +187,7 @@ impl Request {
                 | Request::History { .. }
                 | Request::HistoryAt { .. }
                 | Request::VerifyStore
+                | Request::PrunedRenewals { .. }
         )
     }
 }
@@ -318,6 +328,12 @@ pub enum Response {
     Verification {
         verification: certctl_store::Verification,
     },
+    Prune {
+        summary: crate::retention::PruneSummary,
+    },
+    PrunedRenewals {
+        renewals: Option<certctl_store::PrunedRenewals>,
+    },
     Error {
         kind: ErrorKind,
         message: String,
@@ -434,6 +450,16 @@ pub fn execute(
         Request::Probe { target } => probe(store, &target, now, &|| ()),
         Request::VerifyStore => match store.verify() {
             Ok(verification) => Response::Verification { verification },
+            Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
+        },
+        Request::Prune { prune } => {
+            match crate::retention::pass(store, &prune, Default::default(), now, &mut |_| ()) {
+                Ok(summary) => Response::Prune { summary },
+                Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
+            }
+        }
+        Request::PrunedRenewals { agent } => match store.pruned_renewals(&agent) {
+            Ok(renewals) => Response::PrunedRenewals { renewals },
             Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
         },
         Request::Endpoints => match store.endpoints() {

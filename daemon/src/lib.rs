@@ -21,6 +21,7 @@
 //! - [`agents`], [`reports`] and [`artifacts`]: agent registrations, the pending queue,
 //!   approve/block and the deny list; fleet reports, clock skew, drift and metrics; tracked
 //!   artifacts (enrollment bundles) shown by `list`.
+//! - [`retention`]: prune passes (`certctl store prune`, certd's `[retention]` job).
 //!
 //! The `certd` binary (src/bin/certd.rs) runs [`server::run`]; the `certctl` CLI sends
 //! [`api::Request`]s to certd when it runs, and executes them itself when not.
@@ -46,6 +47,7 @@ pub mod probe;
 pub mod query;
 pub mod remind;
 pub mod reports;
+pub mod retention;
 pub mod revoke;
 pub mod schedule;
 pub mod server;

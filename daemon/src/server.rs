@@ -71,6 +71,9 @@ enum Job {
     /// Re-sign the managed CAs' CRLs before they expire, and republish any that is behind
     /// the store (at start-up and every [`CRL_UPKEEP_EVERY_SECS`]).
     CrlUpkeep,
+    /// Remove expired certificates nothing holds any more (`[retention]`, at start-up and
+    /// every `[retention] every`).
+    Retention,
 }
 
 /// How often certd looks at the managed CAs' CRLs (re-signing is decided per CA by
@@ -85,6 +88,7 @@ impl Job {
             Job::CrlFetch => "crl-fetch",
             Job::Remind => "remind",
             Job::CrlUpkeep => "crl-upkeep",
+            Job::Retention => "retention",
         }
     }
 }
@@ -151,6 +155,10 @@ impl Shared {
             Job::CrlFetch => config.crl.schedule.as_ref().map(|s| s.to_string()),
             Job::Remind => config.reminders.as_ref().map(|r| r.schedule.to_string()),
             Job::CrlUpkeep => Some(format!("every {}s", CRL_UPKEEP_EVERY_SECS)),
+            Job::Retention => config
+                .retention
+                .enabled
+                .then(|| format!("every {}s", config.retention.every.as_secs())),
         };
         report.daemon = Some(DaemonStatus {
             pid: std::process::id(),
@@ -172,6 +180,7 @@ impl Shared {
                 Job::CrlFetch,
                 Job::Remind,
                 Job::CrlUpkeep,
+                Job::Retention,
             ]
             .into_iter()
             .map(|job| {
@@ -231,6 +240,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     spawn_job(&mut tasks, &shared, Job::CrlUpkeep);
     spawn_job(&mut tasks, &shared, Job::Scan);
     spawn_job(&mut tasks, &shared, Job::Probe);
+    if shared.config().retention.enabled {
+        spawn_job(&mut tasks, &shared, Job::Retention);
+    }
 
     // Each job's next deadline, kept across rounds: a run that fell due while certd was
     // busy (settling file events, reloading) is started late, never skipped.
@@ -268,6 +280,15 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
                 Job::CrlUpkeep,
                 Some(t - t.rem_euclid(CRL_UPKEEP_EVERY_SECS) + CRL_UPKEEP_EVERY_SECS),
             ),
+            (Job::Retention, {
+                let every = i64::try_from(config.retention.every.as_secs())
+                    .unwrap_or(i64::MAX)
+                    .max(1);
+                config
+                    .retention
+                    .enabled
+                    .then(|| t - t.rem_euclid(every) + every)
+            }),
         ];
         for (job, at) in planned {
             match at {
@@ -505,6 +526,34 @@ fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
             Job::Probe => probe_endpoints(&shared).await,
             Job::CrlFetch => fetch_crls(&shared).await,
             Job::CrlUpkeep => crl_upkeep(&shared).await,
+            Job::Retention => {
+                let config = shared.config().retention;
+                let request = crate::retention::PruneRequest {
+                    batch: Some(config.batch),
+                    ..Default::default()
+                };
+                match prune_pass(&shared, request).await {
+                    Ok(summary) => {
+                        if summary.report.removed > 0 {
+                            tracing::info!(
+                                removed = summary.report.removed,
+                                kept_protected = summary.report.kept_protected,
+                                batches = summary.report.batches,
+                                left = summary.certificates_left,
+                                "retention: removed expired certificates nothing holds any more"
+                            );
+                        }
+                        format!(
+                            "ok: {} removed in {} batches",
+                            summary.report.removed, summary.report.batches
+                        )
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "retention pass failed");
+                        format!("failed: {e}")
+                    }
+                }
+            }
             Job::Remind => {
                 let _pass = shared.remind.lock().await;
                 let (locks, config, path) =
@@ -546,6 +595,46 @@ fn warn_unsignable_crls(shared: &Shared) {
         }
         Err(e) => tracing::error!(error = %e, "cannot read the managed CAs"),
     }
+}
+
+/// A retention pass under certd's `[retention]` (windows the request leaves out): the
+/// writer lock is taken per batch, so scans and requests go on between batches.
+async fn prune_pass(
+    shared: &Arc<Shared>,
+    request: crate::retention::PruneRequest,
+) -> Result<crate::retention::PruneSummary, String> {
+    let configured = shared.config().retention;
+    let policy = request.policy(configured.policy);
+    let limit = request.batch.unwrap_or(configured.batch);
+    let at = now();
+    let mut cursor = certctl_store::PruneCursor::default();
+    let mut total = certctl_store::PruneReport::default();
+    while !cursor.done {
+        if shared.cancel.load(Ordering::Relaxed) {
+            break;
+        }
+        let _writer = shared.writer.lock().await;
+        let store = shared.store.clone();
+        let (dry_run, mut moved) = (request.dry_run, cursor.clone());
+        let (report, moved) = tokio::task::spawn_blocking(move || {
+            crate::retention::batch(&store, &policy, at, &mut moved, limit, dry_run)
+                .map(|r| (r, moved))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        cursor = moved;
+        total.add(&report);
+        drop(_writer);
+        tokio::task::yield_now().await;
+    }
+    let store = shared.store.clone();
+    let dry_run = request.dry_run;
+    tokio::task::spawn_blocking(move || {
+        crate::retention::summary(&store, dry_run, &policy, at, total)
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// Re-signs the managed CAs' CRLs that are due, with the passphrase files of
@@ -883,6 +972,13 @@ async fn answer(shared: &Arc<Shared>, request: Request) -> Response {
         return match shared.status() {
             Ok(status) => Response::Status { status },
             Err(e) => Response::error(api::ErrorKind::Failed, e.to_string()),
+        };
+    }
+    // Takes the writer lock per batch.
+    if let Request::Prune { prune } = request {
+        return match prune_pass(shared, prune).await {
+            Ok(summary) => Response::Prune { summary },
+            Err(e) => Response::error(api::ErrorKind::Failed, e),
         };
     }
     // Takes the writer lock itself, after the downloads.
