@@ -480,9 +480,8 @@ fn show(session: &Session, a: ShowArgs) -> Result<Exit> {
         .iter()
         .any(|c| c.facts.display_name().eq_ignore_ascii_case(&id));
     if named {
-        if let Ok(Response::PrunedRenewals {
-            renewals: Some(p),
-        }) = session.call(Request::PrunedRenewals { agent: id }, QUERY_TIMEOUT)
+        if let Ok(Response::PrunedRenewals { renewals: Some(p) }) =
+            session.call(Request::PrunedRenewals { agent: id }, QUERY_TIMEOUT)
         {
             let every = p
                 .renewal_interval_secs()
@@ -565,16 +564,19 @@ fn prune_store(session: &Session, config_file: Option<&Path>, a: PruneArgs) -> R
                     );
                 }
             };
-            let summary = certctl_daemon::retention::pass(store, &request, configured, t, &mut progress)?;
+            let summary =
+                certctl_daemon::retention::pass(store, &request, configured, t, &mut progress)?;
             if terminal {
                 eprintln!();
             }
             summary
         }
-        Session::Daemon(_) => match session.call(Request::Prune { prune: request }, WORK_TIMEOUT)? {
-            Response::Prune { summary } => summary,
-            other => return Err(unexpected(&other)),
-        },
+        Session::Daemon(_) => {
+            match session.call(Request::Prune { prune: request }, WORK_TIMEOUT)? {
+                Response::Prune { summary } => summary,
+                other => return Err(unexpected(&other)),
+            }
+        }
     };
     if a.output.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);

@@ -358,8 +358,7 @@ pub fn pending(store: &Store, _now: UnixTime) -> Result<Vec<PendingAgent>, Agent
         .into_iter()
         .map(|d| d.agent.to_lowercase())
         .collect();
-    let mut by_agent: BTreeMap<String, (PendingAgent, Vec<(UnixTime, String)>)> =
-        BTreeMap::new();
+    let mut by_agent: BTreeMap<String, (PendingAgent, Vec<(UnixTime, String)>)> = BTreeMap::new();
     for credential in store.live_agent_credentials()? {
         let key = credential.agent.to_lowercase();
         if decided.contains(&key) {

@@ -900,7 +900,8 @@ impl Checker<'_> {
         let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         let mut policy = defaults.policy;
         if let Some(t) = &raw.ephemeral_after_expiry {
-            policy.ephemeral_after_expiry = secs(self.duration("retention.ephemeral_after_expiry", t));
+            policy.ephemeral_after_expiry =
+                secs(self.duration("retention.ephemeral_after_expiry", t));
         }
         if let Some(t) = &raw.gone_after {
             policy.gone_after = secs(self.duration("retention.gone_after", t));
@@ -912,7 +913,10 @@ impl Checker<'_> {
             Some(n) => {
                 self.report(
                     n.span(),
-                    format!("retention.batch must be between 1 and 1000000, got {}", n.get_ref()),
+                    format!(
+                        "retention.batch must be between 1 and 1000000, got {}",
+                        n.get_ref()
+                    ),
                 );
                 defaults.batch
             }

@@ -4,8 +4,8 @@
 //!
 //! **What is removed.** A certificate that no source holds any more (every file and
 //! endpoint it was seen in has another certificate now, or is gone) once
-//! - it is an *ephemeral* credential (validity ≤ 24 h) and expired, and last seen, more
-//!   than [`RetentionPolicy::ephemeral_after_expiry`] ago (default 7 days), or
+//! - it is an *ephemeral* credential (validity ≤ 24 h) that expired more than
+//!   [`RetentionPolicy::ephemeral_after_expiry`] ago (default 7 days), or
 //! - it is any other leaf and expired, and last seen, more than
 //!   [`RetentionPolicy::gone_after`] ago (default 90 days).
 //!
@@ -45,7 +45,7 @@ use crate::store::{decode, decode_postings, decode_record, encode, Store};
 /// configuration).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetentionPolicy {
-    /// Seconds an ephemeral credential is kept after it expired (and was last seen).
+    /// Seconds an ephemeral credential is kept after it expired.
     pub ephemeral_after_expiry: i64,
     /// Seconds any other leaf is kept after it expired (and was last seen).
     pub gone_after: i64,
@@ -75,15 +75,20 @@ impl RetentionPolicy {
         if cert.more_sources > 0 || cert.current_sources().next().is_some() {
             return false;
         }
-        let after = match cert.credential_kind() {
-            Some(CredentialKind::Ephemeral) => self.ephemeral_after_expiry,
-            _ => self.gone_after,
+        let since = match cert.credential_kind() {
+            // Measured from expiry: a credential's own lifetime says when it stops mattering.
+            Some(CredentialKind::Ephemeral) => cert
+                .facts
+                .not_after
+                .saturating_add(self.ephemeral_after_expiry.max(0)),
+            // Measured from expiry and from when it was last seen, whichever is later.
+            _ => cert
+                .facts
+                .not_after
+                .max(cert.last_seen)
+                .saturating_add(self.gone_after.max(0)),
         };
-        cert.facts
-            .not_after
-            .max(cert.last_seen)
-            .saturating_add(after.max(0))
-            <= now
+        since <= now
     }
 }
 
@@ -147,6 +152,9 @@ pub struct RetentionState {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PruneCursor {
     after: Option<Vec<u8>>,
+    /// Records of the index value after `after` already examined (a batch that filled up
+    /// in the middle of that value): not examined, nor counted, again.
+    examined_next: HashSet<Fingerprint>,
     /// Set when the pass reached the end of what can qualify.
     pub done: bool,
 }
@@ -226,7 +234,13 @@ impl Protection {
         }
         let mut audit = vec![keys::AUDIT];
         audit.extend_from_slice(&fp.0);
-        if store.tree().scan_prefix(audit).next().transpose()?.is_some() {
+        if store
+            .tree()
+            .scan_prefix(audit)
+            .next()
+            .transpose()?
+            .is_some()
+        {
             return Ok(true);
         }
         let mut snooze = vec![keys::SNOOZE];
@@ -285,7 +299,11 @@ impl<'s> Removal<'s> {
     /// anywhere in their buckets), its agent-index entries, the reminders sent about it; an
     /// ephemeral credential is summed into its agent's [`PrunedRenewals`]. The only place a
     /// certificate record is ever deleted.
-    pub(crate) fn remove_certificate(&mut self, cert: &Certificate, segment: [u8; 8]) -> Result<()> {
+    pub(crate) fn remove_certificate(
+        &mut self,
+        cert: &Certificate,
+        segment: [u8; 8],
+    ) -> Result<()> {
         let fp = cert.fingerprint();
         self.batch.remove(keys::cert_key(&fp.0).as_slice());
         agent_index::update(&mut self.batch, agent_index::entry_of(cert).as_ref(), None)?;
@@ -448,17 +466,16 @@ impl Store {
             None => keys::index_prefix(Index::Expiry).to_vec(),
         };
         let mut removal = Removal::new(self);
-        let mut seen: HashSet<Fingerprint> = HashSet::new();
+        // The records examined in the value this batch starts with, by earlier batches.
+        let mut carried = Some(std::mem::take(&mut cursor.examined_next));
+        let mut seen: HashSet<Fingerprint> = carried.clone().unwrap_or_default();
         let mut reached_end = true;
-        for kv in self.tree().range(start..end) {
-            if removal.removed as usize >= limit || report.examined as usize >= 4 * limit {
-                reached_end = false;
-                break;
-            }
+        'values: for kv in self.tree().range(start..end) {
             let (key, value) = kv?;
             let Some(segment) = segment_of(&key) else {
                 continue;
             };
+            let mut examined_here = carried.take().unwrap_or_default();
             for p in decode_postings(&value)? {
                 if p.key > cutoff {
                     continue;
@@ -468,9 +485,17 @@ impl Store {
                 record_prefix[1..].copy_from_slice(&p.fp);
                 for kv in self.tree().scan_prefix(record_prefix) {
                     let cert = decode_record(&kv?.1)?;
-                    if cert.facts.not_after != p.key || !seen.insert(cert.fingerprint()) {
+                    if cert.facts.not_after != p.key || seen.contains(&cert.fingerprint()) {
                         continue;
                     }
+                    if removal.removed as usize >= limit || report.examined as usize >= 4 * limit {
+                        // Full: this value is taken up again by the next batch.
+                        cursor.examined_next = examined_here;
+                        reached_end = false;
+                        break 'values;
+                    }
+                    seen.insert(cert.fingerprint());
+                    examined_here.insert(cert.fingerprint());
                     report.examined += 1;
                     if !policy.is_due(&cert, now) {
                         continue;
@@ -572,13 +597,22 @@ mod tests {
     }
 
     /// Prunes to the end in batches of `limit`, verifying the store after every batch.
-    fn prune_all(store: &Store, policy: &RetentionPolicy, now: UnixTime, limit: usize) -> PruneReport {
+    fn prune_all(
+        store: &Store,
+        policy: &RetentionPolicy,
+        now: UnixTime,
+        limit: usize,
+    ) -> PruneReport {
         let mut cursor = PruneCursor::default();
         let mut total = PruneReport::default();
         while !cursor.done {
             let r = store
                 .prune_batch(policy, now, &mut cursor, limit, false)
                 .expect("prune");
+            assert!(
+                r.removed as usize <= limit,
+                "a batch removes at most its limit"
+            );
             total.add(&r);
             let v = store.verify().expect("verify");
             assert!(v.is_ok(), "after a batch: {:?}", v.problems);
@@ -609,7 +643,12 @@ mod tests {
                     // Every fifth agent holds a permanent certificate, renewed each round.
                     let validity = if a % 5 == 0 { 2 * DAY } else { 6 * HOUR };
                     ingest
-                        .observe(credential(a, round, t, validity), Some(Role::Agent), at(a), t)
+                        .observe(
+                            credential(a, round, t, validity),
+                            Some(Role::Agent),
+                            at(a),
+                            t,
+                        )
                         .expect("observe");
                     if round > 0 {
                         let prev = (0..round)
@@ -687,7 +726,11 @@ mod tests {
                         .expect("dry run"),
                 );
             }
-            assert_eq!(store.len(), before.len(), "seed {seed}: the dry run removed");
+            assert_eq!(
+                store.len(),
+                before.len(),
+                "seed {seed}: the dry run removed"
+            );
             assert_eq!(dry.removed as usize, before.len() - must_stay.len());
 
             let report = prune_all(&store, &policy, now, 7);
@@ -699,7 +742,10 @@ mod tests {
             assert_eq!(kept, must_stay, "seed {seed}");
             assert_eq!(report.removed as usize, before.len() - must_stay.len());
             assert_eq!(report.removed_ephemeral, ephemeral_due, "seed {seed}");
-            assert!(report.removed > 0, "seed {seed}: the fleet had something to prune");
+            assert!(
+                report.removed > 0,
+                "seed {seed}: the fleet had something to prune"
+            );
             assert!(report.postings_removed >= 5 * report.removed);
             // Every index posting left leads to a kept record (verify says so too), and
             // what was removed is summed per agent.
@@ -716,7 +762,10 @@ mod tests {
             // Every agent's current credential stays findable through the indexes.
             for a in 0..agents {
                 assert!(
-                    !store.find_by_name(&format!("agent-{a}")).expect("find").is_empty(),
+                    !store
+                        .find_by_name(&format!("agent-{a}"))
+                        .expect("find")
+                        .is_empty(),
                     "seed {seed}: agent-{a}"
                 );
             }
@@ -732,7 +781,12 @@ mod tests {
             let t = start + i64::from(round) * 6 * HOUR;
             let mut ingest = store.ingest();
             ingest
-                .observe(credential(1, round, t, 6 * HOUR), Some(Role::Agent), at(1), t)
+                .observe(
+                    credential(1, round, t, 6 * HOUR),
+                    Some(Role::Agent),
+                    at(1),
+                    t,
+                )
                 .expect("observe");
             if round > 0 {
                 ingest
@@ -773,13 +827,25 @@ mod tests {
         ingest.commit().expect("commit");
         // Later seen with a role: a role posting in another segment.
         ingest
-            .observe(credential(3, 0, t, 6 * HOUR), Some(Role::Agent), at(3), t + 1)
+            .observe(
+                credential(3, 0, t, 6 * HOUR),
+                Some(Role::Agent),
+                at(3),
+                t + 1,
+            )
             .expect("observe");
         ingest.commit().expect("commit");
         ingest
-            .observe(credential(3, 1, t + 1, 6 * HOUR), Some(Role::Agent), at(3), t + 2)
+            .observe(
+                credential(3, 1, t + 1, 6 * HOUR),
+                Some(Role::Agent),
+                at(3),
+                t + 2,
+            )
             .expect("observe");
-        ingest.mark_gone(&fingerprint(3, 0), &at(3), t + 2).expect("gone");
+        ingest
+            .mark_gone(&fingerprint(3, 0), &at(3), t + 2)
+            .expect("gone");
         ingest.commit().expect("commit");
         let report = prune_all(&store, &RetentionPolicy::default(), t + 30 * DAY, 10);
         assert_eq!(report.removed, 1);

@@ -143,10 +143,9 @@ impl Store {
                                 &mut v,
                                 format!("record {fp}: its agent index entry is out of date"),
                             ),
-                            None => problem(
-                                &mut v,
-                                format!("record {fp} lacks its agent index entry"),
-                            ),
+                            None => {
+                                problem(&mut v, format!("record {fp} lacks its agent index entry"))
+                            }
                         }
                     }
                 }
@@ -192,7 +191,9 @@ impl Store {
                 &mut v,
                 format!(
                     "agent index entry {} has no agent record (or a stale liveness)",
-                    String::from_utf8_lossy(key.get(2..key.len().saturating_sub(32)).unwrap_or(&[]))
+                    String::from_utf8_lossy(
+                        key.get(2..key.len().saturating_sub(32)).unwrap_or(&[])
+                    )
                 ),
             );
         }
@@ -201,7 +202,10 @@ impl Store {
             if let Err(e) = decode::<crate::PrunedRenewals>(&value, "pruned renewals") {
                 problem(
                     &mut v,
-                    format!("pruned renewals of {}: {e}", String::from_utf8_lossy(&key[1..])),
+                    format!(
+                        "pruned renewals of {}: {e}",
+                        String::from_utf8_lossy(&key[1..])
+                    ),
                 );
             }
         }
