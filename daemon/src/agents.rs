@@ -990,6 +990,105 @@ pub fn execute_with(
 mod tests {
     use super::*;
 
+    /// `agents` agents renewing `rounds` times: each round's credential replaces the last
+    /// one in the agent's file. Returns the store and the time of the last round.
+    fn renewing_fleet(dir: &Path, agents: u8, rounds: u8) -> (Store, UnixTime) {
+        use certctl_store::{CertificateFacts, KeyAlgorithm, SubjectAltNames};
+        let store = Store::open(dir).expect("open");
+        let start = 1_800_000_000i64;
+        let at = |a: u8| SourceLocation::File {
+            path: format!("/fleet/agent-{a}.pem"),
+            index: 0,
+        };
+        let fp = |a: u8, r: u8| {
+            let mut b = [0u8; 32];
+            b[0] = a;
+            b[1] = r;
+            b[2] = 0xa9;
+            Sha256(b)
+        };
+        for r in 0..rounds {
+            let t = start + i64::from(r) * 6 * 3600;
+            let mut ingest = store.ingest();
+            for a in 0..agents {
+                let facts = CertificateFacts {
+                    fingerprint: fp(a, r),
+                    subject: format!("CN=agent-{a}"),
+                    subject_cn: Some(format!("agent-{a}")),
+                    issuer: "CN=Fleet CA".into(),
+                    serial: format!("{a:x}{r:02x}"),
+                    not_before: t,
+                    not_after: t + 6 * 3600,
+                    sans: SubjectAltNames::default(),
+                    key: KeyAlgorithm::Ed25519,
+                    signature_algorithm: "ED25519".into(),
+                    is_ca: false,
+                    subject_key_id: None,
+                    authority_key_id: None,
+                    spki_sha256: Sha256([a; 32]),
+                    crl_distribution_points: vec![],
+                    ocsp_urls: vec![],
+                };
+                ingest
+                    .observe(facts, Some(Role::Agent), at(a), t)
+                    .expect("observe");
+                if r > 0 {
+                    ingest.mark_gone(&fp(a, r - 1), &at(a), t).expect("gone");
+                }
+            }
+            ingest.commit().expect("commit");
+        }
+        (store, start + i64::from(rounds - 1) * 6 * 3600)
+    }
+
+    #[test]
+    fn agent_decisions_read_only_the_agents_concerned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (agents, rounds) = (60u8, 8u8);
+        let (store, t) = renewing_fleet(&dir.path().join("store"), agents, rounds);
+        let deny = dir.path().join("deny.txt");
+        let block = DecideRequest {
+            ids: vec!["AGENT-7".into()],
+            verdict: AgentVerdict::Blocked,
+            actor: "test".into(),
+            deny_list: Some(deny.clone()),
+            passphrase: None,
+        };
+        let before = store.records_read();
+        let report = decide(&store, &block, t).expect("block");
+        let block_reads = store.records_read() - before;
+        assert_eq!(report.decided[0].agent, "agent-7");
+        assert_eq!(report.decided[0].certificates.len(), usize::from(rounds));
+        // Its own credentials (to revoke what a managed CA issued), never the fleet's.
+        assert!(
+            block_reads <= u64::from(rounds),
+            "agents block read {block_reads} records of {}",
+            u64::from(agents) * u64::from(rounds)
+        );
+
+        // The deny list: the blocked agent's unexpired credential, from the index alone.
+        let before = store.records_read();
+        let denied = deny_list_fingerprints(&store, t + 60).expect("deny list");
+        assert_eq!(
+            store.records_read() - before,
+            0,
+            "the deny list reads no record"
+        );
+        assert_eq!(denied.len(), 1, "{denied:?}");
+        let current = store.agent_credentials("agent-7").expect("index");
+        let live = current.iter().find(|c| c.live).expect("a live credential");
+        assert!(denied.contains(&live.fingerprint.to_hex()));
+
+        // The pending queue: one record per pending agent (for its sources), not one per
+        // credential ever stored.
+        let before = store.records_read();
+        let queue = pending(&store, t).expect("pending");
+        let pending_reads = store.records_read() - before;
+        assert_eq!(queue.len(), usize::from(agents) - 1);
+        assert!(queue.iter().all(|p| p.certificates.len() == 1));
+        assert_eq!(pending_reads, u64::from(agents) - 1);
+    }
+
     #[test]
     fn csv_with_header_and_optional_columns() {
         let fp = "ab".repeat(32);
