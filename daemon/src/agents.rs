@@ -1041,6 +1041,107 @@ mod tests {
         (store, start + i64::from(rounds - 1) * 6 * 3600)
     }
 
+    /// Not a test: a measurement (`CERTCTL_AGENTS_BENCH=AGENTS cargo test -p
+    /// certctl-daemon --lib agents::tests::measure -- --ignored --nocapture`). Times the
+    /// deny list and `agents block` from the agent index against the former whole-role read
+    /// (`by_role(Agent)`) on a store of AGENTS agents × 4 renewals.
+    #[test]
+    #[ignore]
+    fn measure_agent_decisions_against_a_whole_role_read() {
+        use certctl_store::{CertificateFacts, KeyAlgorithm, SubjectAltNames};
+        use std::time::Instant;
+        let agents: u32 = std::env::var("CERTCTL_AGENTS_BENCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000);
+        let dir = tempfile::tempdir_in("/tmp").expect("tempdir");
+        let store = Store::open(&dir.path().join("store")).expect("open");
+        let start = 1_800_000_000i64;
+        let fp = |a: u32, r: u32| {
+            let mut b = [0u8; 32];
+            b[..4].copy_from_slice(&a.to_be_bytes());
+            b[4..8].copy_from_slice(&r.to_be_bytes());
+            Sha256(b)
+        };
+        let at = |a: u32| SourceLocation::File {
+            path: format!("/fleet/{}/agent-{a}.pem", a / 1000),
+            index: 0,
+        };
+        let filled = Instant::now();
+        for r in 0..4u32 {
+            let t = start + i64::from(r) * 6 * 3600;
+            let mut ingest = store.ingest();
+            for a in 0..agents {
+                let facts = CertificateFacts {
+                    fingerprint: fp(a, r),
+                    subject: format!("CN=agent-{a}"),
+                    subject_cn: Some(format!("agent-{a}")),
+                    issuer: "CN=Fleet CA".into(),
+                    serial: format!("{a:x}{r:02x}"),
+                    not_before: t,
+                    not_after: t + 6 * 3600,
+                    sans: SubjectAltNames::default(),
+                    key: KeyAlgorithm::Ed25519,
+                    signature_algorithm: "ED25519".into(),
+                    is_ca: false,
+                    subject_key_id: None,
+                    authority_key_id: None,
+                    spki_sha256: Sha256(fp(a, 99).0),
+                    crl_distribution_points: vec![],
+                    ocsp_urls: vec![],
+                };
+                ingest
+                    .observe(facts, Some(Role::Agent), at(a), t)
+                    .expect("observe");
+                if r > 0 {
+                    ingest.mark_gone(&fp(a, r - 1), &at(a), t).expect("gone");
+                }
+                if ingest.len() >= 5000 {
+                    ingest.commit().expect("commit");
+                }
+            }
+            ingest.commit().expect("commit");
+        }
+        let t = start + 3 * 6 * 3600 + 60;
+        eprintln!(
+            "{} records in {:.1}s",
+            store.len(),
+            filled.elapsed().as_secs_f64()
+        );
+        let deny = dir.path().join("deny.txt");
+        let block = DecideRequest {
+            ids: vec!["agent-7".into()],
+            verdict: AgentVerdict::Blocked,
+            actor: "bench".into(),
+            deny_list: Some(deny),
+            passphrase: None,
+        };
+        let clock = Instant::now();
+        decide(&store, &block, t).expect("block");
+        let block_new = clock.elapsed();
+        let clock = Instant::now();
+        let denied = deny_list_fingerprints(&store, t).expect("deny list");
+        let deny_new = clock.elapsed();
+        // What the deny list and block did before the index: read every agent record.
+        let clock = Instant::now();
+        let all = store.by_role(Role::Agent).expect("by role");
+        let old: BTreeSet<String> = all
+            .iter()
+            .filter(|c| c.facts.not_after > t && agent_name(c).eq_ignore_ascii_case("agent-7"))
+            .map(|c| c.fingerprint().to_hex())
+            .collect();
+        let role_read = clock.elapsed();
+        assert_eq!(old, denied);
+        eprintln!(
+            "agents block: {:.3}s (index) · deny list: {:.4}s (index) · whole-role read the former code did for each: {:.3}s · ratio deny {:.0}×, block {:.0}×",
+            block_new.as_secs_f64(),
+            deny_new.as_secs_f64(),
+            role_read.as_secs_f64(),
+            role_read.as_secs_f64() / deny_new.as_secs_f64().max(1e-6),
+            role_read.as_secs_f64() / block_new.as_secs_f64().max(1e-6),
+        );
+    }
+
     #[test]
     fn agent_decisions_read_only_the_agents_concerned() {
         let dir = tempfile::tempdir().expect("tempdir");
