@@ -12,7 +12,8 @@
 //! **What is never removed**, however old: revoked certificates; CA certificates (chains and
 //! issuer checks need them; there are few); certificates of managed CAs or issued by them;
 //! certificates a workflow names (old or new); certificates with an audit event or a snooze;
-//! anything still present in a source (also one whose sources overflowed the inline list).
+//! anything still present in a source (also one whose sources overflowed the inline list,
+//! or that a remembered file state still names).
 //!
 //! **What stays of a removed ephemeral credential**: a [`PrunedRenewals`] aggregate per
 //! agent (its display name, lowercase; key `R`): how many were removed, when the first was
@@ -200,6 +201,9 @@ struct Protection {
     fingerprints: HashSet<Fingerprint>,
     /// The managed CAs' certificates (to tell what they issued).
     managed: Vec<Certificate>,
+    /// Per directory: what its remembered file states say each file holds (read once per
+    /// batch). A record a file state still names stays, so no file state leads nowhere.
+    files: std::cell::RefCell<HashMap<String, HashMap<String, Vec<Fingerprint>>>>,
 }
 
 impl Protection {
@@ -219,6 +223,7 @@ impl Protection {
         Ok(Protection {
             fingerprints,
             managed,
+            files: Default::default(),
         })
     }
 
@@ -245,7 +250,39 @@ impl Protection {
         }
         let mut snooze = vec![keys::SNOOZE];
         snooze.extend_from_slice(&fp.0);
-        Ok(store.tree().get(snooze)?.is_some())
+        if store.tree().get(snooze)?.is_some() {
+            return Ok(true);
+        }
+        self.named_by_a_file_state(store, cert)
+    }
+
+    fn named_by_a_file_state(&self, store: &Store, cert: &Certificate) -> Result<bool> {
+        let mut files = self.files.borrow_mut();
+        for source in &cert.sources {
+            let crate::model::SourceLocation::File { path, .. } = &source.location else {
+                continue;
+            };
+            let Some((dir, name)) = path.rsplit_once('/') else {
+                continue;
+            };
+            let dir = if dir.is_empty() { "/" } else { dir };
+            if !files.contains_key(dir) {
+                let states = store
+                    .dir_files(dir)?
+                    .into_iter()
+                    .map(|f| (f.name, f.certificates))
+                    .collect();
+                files.insert(dir.to_string(), states);
+            }
+            if files
+                .get(dir)
+                .and_then(|states| states.get(name))
+                .is_some_and(|held| held.contains(&cert.fingerprint()))
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 
@@ -813,6 +850,36 @@ mod tests {
         assert_eq!(state.removed_expiring_through, Some(start + 24 * HOUR));
         assert_eq!(store.len(), 1);
         assert_eq!(store.agent_credentials("agent-1").expect("index").len(), 1);
+    }
+
+    #[test]
+    fn a_record_a_file_state_still_names_stays() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let t = 1_800_000_000i64;
+        let mut ingest = store.ingest();
+        ingest
+            .observe(credential(4, 0, t, 6 * HOUR), Some(Role::Agent), at(4), t)
+            .expect("observe");
+        ingest
+            .mark_gone(&fingerprint(4, 0), &at(4), t + 1)
+            .expect("gone");
+        // The directory's file state (from a read that failed since, say) still names it.
+        ingest.replace_dir(
+            "/fleet",
+            vec![crate::FileState {
+                name: "agent-4.pem".into(),
+                size: 1,
+                modified_ns: 1,
+                last_seen: t,
+                certificates: vec![fingerprint(4, 0)],
+                problem: None,
+            }],
+        );
+        ingest.commit().expect("commit");
+        let report = prune_all(&store, &RetentionPolicy::default(), t + 30 * DAY, 10);
+        assert_eq!((report.removed, report.kept_protected), (0, 1));
+        assert_eq!(store.len(), 1);
     }
 
     #[test]
