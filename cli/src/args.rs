@@ -183,6 +183,9 @@ pub struct OutputArgs {
 pub struct ShowArgs {
     /// Fingerprint prefix (≥ 8 hex characters, colons allowed) or exact subject CN / SAN.
     pub id: String,
+    /// Every certificate with that name (every renewal), not only the current ones.
+    #[arg(long)]
+    pub all: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -308,6 +311,13 @@ pub enum StoreCommand {
     /// member's hash are checked before anything is written, then `store verify` runs.
     /// Exit 0 restored, 4 refused or failed (nothing left at DIR).
     Restore(RestoreArgs),
+    /// Remove expired certificates that no source holds any more, once past the retention
+    /// windows (certd's `[retention]`, else 7d for ephemeral credentials and 90d for other
+    /// leaves). Never removed: revoked and CA certificates, managed CAs' and what they
+    /// issued, certificates named by a workflow, an audit event or a snooze. What is removed
+    /// of an agent's ephemeral credentials stays as a summary (`show NAME`). Through certd
+    /// when it runs. Needs --yes unless --dry-run.
+    Prune(PruneArgs),
 }
 
 #[derive(Debug, Args)]
@@ -328,6 +338,27 @@ pub struct RestoreArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Report what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Remove without asking (required unless --dry-run).
+    #[arg(long)]
+    pub yes: bool,
+    /// Keep ephemeral credentials this long after expiry [default: certd's, else 7d].
+    #[arg(long, value_name = "DUR")]
+    pub ephemeral_after_expiry: Option<Duration>,
+    /// Keep other leaves this long after expiry [default: certd's, else 90d].
+    #[arg(long, value_name = "DUR")]
+    pub gone_after: Option<Duration>,
+    /// Certificates removed per atomic batch [default: certd's, else 5000].
+    #[arg(long, value_name = "N")]
+    pub batch: Option<usize>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[cfg(test)]

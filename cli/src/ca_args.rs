@@ -282,6 +282,11 @@ pub struct HistoryArgs {
     #[arg(required_unless_present = "at", conflicts_with = "at")]
     pub id: Option<String>,
     /// Which certificates were valid at DATE (2026-11-25, 2026-11-25T17:00:00Z; UTC).
+    /// Retention (certd's `[retention]`, `store prune`) removes ephemeral credentials 7 days
+    /// after they expired and other leaves 90 days after they expired and were last seen
+    /// (by default), unless revoked, CA, a managed CA's, or named by a workflow, an audit
+    /// event or a snooze: for a DATE before that, only what was kept is listed (the count of
+    /// an agent's removed renewals is in `show NAME`).
     #[arg(long, value_name = "DATE")]
     pub at: Option<String>,
     /// Print JSON.

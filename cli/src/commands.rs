@@ -52,6 +52,9 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Store(StoreArgs {
             command: StoreCommand::Restore(a),
         }) => crate::backup_cmds::restore(store_flag, a),
+        Command::Store(StoreArgs {
+            command: StoreCommand::Prune(a),
+        }) => prune_store(&Session::existing(store_flag)?, config_file.as_deref(), a),
         Command::Demo(a) => demo(store_flag, a),
         Command::Ca(a) => {
             let session = match a.command {
@@ -464,18 +467,150 @@ fn certificate_table(certs: &[Certificate], t: UnixTime) -> Table {
 
 fn show(session: &Session, a: ShowArgs) -> Result<Exit> {
     let t = now();
-    let certs = session.certificates(Request::Find { id: a.id })?;
+    let id = a.id.clone();
+    let found = session.certificates(Request::Find { id: a.id })?;
+    let (certs, older) = if a.all {
+        (found, 0)
+    } else {
+        current_and_older(found)
+    };
     if a.output.json {
         let views: Vec<CertificateView> =
             certs.iter().map(|c| CertificateView::new(c, t)).collect();
         println!("{}", serde_json::to_string_pretty(&views)?);
-    } else {
-        for (i, c) in certs.iter().enumerate() {
-            if i > 0 {
-                println!();
-            }
-            print!("{}", describe(&CertificateView::new(c, t)));
+        return Ok(Exit::Success);
+    }
+    for (i, c) in certs.iter().enumerate() {
+        if i > 0 {
+            println!();
         }
+        print!("{}", describe(&CertificateView::new(c, t)));
+    }
+    if older > 0 {
+        println!();
+        println!(
+            "{older} older certificate{} with this name (earlier renewals, no longer in any source): certctl show {} --all",
+            if older == 1 { "" } else { "s" },
+            Printable(&id)
+        );
+    }
+    // What retention kept of removed renewals (a certd without the request: nothing).
+    let named = certs
+        .iter()
+        .any(|c| c.facts.display_name().eq_ignore_ascii_case(&id));
+    if named {
+        if let Ok(Response::PrunedRenewals { renewals: Some(p) }) =
+            session.call(Request::PrunedRenewals { agent: id }, QUERY_TIMEOUT)
+        {
+            let every = p
+                .renewal_interval_secs()
+                .map(|s| format!(", renewed about every {}", human_interval(s)))
+                .unwrap_or_default();
+            println!(
+                "Pruned renewals:      {} removed by retention (first seen {}, last issued {}, last expiry {}{every})",
+                p.count,
+                rfc3339(p.first_seen),
+                rfc3339(p.last_issued),
+                rfc3339(p.last_expiry)
+            );
+        }
+    }
+    Ok(Exit::Success)
+}
+
+/// The certificates a name currently stands for (present in a source; else the newest),
+/// and how many older ones there are besides.
+fn current_and_older(mut certs: Vec<Certificate>) -> (Vec<Certificate>, usize) {
+    if certs.len() <= 1 {
+        return (certs, 0);
+    }
+    let total = certs.len();
+    let present: Vec<Certificate> = certs
+        .iter()
+        .filter(|c| c.current_sources().next().is_some())
+        .cloned()
+        .collect();
+    let current = if present.is_empty() {
+        certs.sort_by_key(|c| (c.facts.not_after, c.facts.fingerprint));
+        certs.pop().into_iter().collect()
+    } else {
+        present
+    };
+    let older = total - current.len();
+    (current, older)
+}
+
+/// `6h`, `2d 3h`, `45m`.
+fn human_interval(secs: i64) -> String {
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    match (d, h, m) {
+        (0, 0, m) => format!("{m}m"),
+        (0, h, 0) => format!("{h}h"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, 0, _) => format!("{d}d"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+fn prune_store(session: &Session, config_file: Option<&Path>, a: PruneArgs) -> Result<Exit> {
+    if !a.dry_run && !a.yes {
+        bail!("refusing to remove certificates without --yes: run `certctl store prune --dry-run` to see what would be removed, then again with --yes");
+    }
+    let secs = |d: Option<certctl_daemon::Duration>| d.map(|d| d.as_secs());
+    let request = certctl_daemon::retention::PruneRequest {
+        dry_run: a.dry_run,
+        ephemeral_after_expiry: secs(a.ephemeral_after_expiry),
+        gone_after: secs(a.gone_after),
+        batch: a.batch,
+    };
+    let summary = match session {
+        Session::Direct(store) => {
+            // `certctl --config FILE`: certd's windows, as certd would prune.
+            let configured = match config_file {
+                Some(file) => certctl_daemon::config::load(file)?.retention.policy,
+                None => Default::default(),
+            };
+            let t = crate::policy_cmds::clock()?;
+            let terminal = std::io::stderr().is_terminal() && !a.output.json;
+            let mut progress = |r: &certctl_store::PruneReport| {
+                if terminal {
+                    eprint!(
+                        "\r{} {} certificates ({} examined, {} batches)",
+                        if a.dry_run { "would remove" } else { "removed" },
+                        r.removed,
+                        r.examined,
+                        r.batches
+                    );
+                }
+            };
+            let summary =
+                certctl_daemon::retention::pass(store, &request, configured, t, &mut progress)?;
+            if terminal {
+                eprintln!();
+            }
+            summary
+        }
+        Session::Daemon(_) => {
+            match session.call(Request::Prune { prune: request }, WORK_TIMEOUT)? {
+                Response::Prune { summary } => summary,
+                other => return Err(unexpected(&other)),
+            }
+        }
+    };
+    if a.output.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        let r = &summary.report;
+        println!(
+            "{} {} expired certificate{} that no source holds ({} ephemeral); {} examined, {} kept (revoked, CA, managed, or named by a workflow, audit event or snooze); {} certificates left",
+            if summary.dry_run { "would remove" } else { "removed" },
+            r.removed,
+            if r.removed == 1 { "" } else { "s" },
+            r.removed_ephemeral,
+            r.examined,
+            r.kept_protected,
+            summary.certificates_left
+        );
     }
     Ok(Exit::Success)
 }

@@ -304,12 +304,24 @@ impl RegistrationIndex {
 
     /// `None` when a registration covers the certificate, else the reason it is pending.
     pub fn unregistered_reason(&self, cert: &Certificate) -> Option<&'static str> {
-        if self.fingerprints.contains(&cert.facts.fingerprint)
-            || self.spkis.contains(&cert.facts.spki_sha256)
-        {
+        self.unregistered_reason_of(
+            &agent_name(cert),
+            &cert.facts.fingerprint,
+            &cert.facts.spki_sha256,
+        )
+    }
+
+    /// [`RegistrationIndex::unregistered_reason`] from what the agent index holds.
+    pub fn unregistered_reason_of(
+        &self,
+        agent: &str,
+        fingerprint: &Fingerprint,
+        spki: &Sha256,
+    ) -> Option<&'static str> {
+        if self.fingerprints.contains(fingerprint) || self.spkis.contains(spki) {
             return None;
         }
-        match self.by_name.get(&agent_name(cert).to_lowercase()) {
+        match self.by_name.get(&agent.to_lowercase()) {
             None => Some("unregistered"),
             Some(regs)
                 if regs
@@ -335,13 +347,10 @@ fn is_live_agent_certificate(c: &Certificate) -> bool {
     c.role == Role::Agent && c.revocation.is_none() && c.current_sources().next().is_some()
 }
 
-fn live_agent_certificates(store: &Store) -> Result<Vec<Certificate>, StoreError> {
-    let mut certs = store.by_role(Role::Agent)?;
-    certs.retain(is_live_agent_certificate);
-    Ok(certs)
-}
-
 /// The pending queue, sorted by first seen then name.
+///
+/// Answered from the agent index ([`Store::live_agent_credentials`]: one small entry per
+/// live agent credential): only the records of agents that are actually pending are read.
 pub fn pending(store: &Store, _now: UnixTime) -> Result<Vec<PendingAgent>, AgentsError> {
     let index = RegistrationIndex::load(store)?;
     let decided: HashSet<String> = store
@@ -349,26 +358,41 @@ pub fn pending(store: &Store, _now: UnixTime) -> Result<Vec<PendingAgent>, Agent
         .into_iter()
         .map(|d| d.agent.to_lowercase())
         .collect();
-    let mut by_agent: BTreeMap<String, PendingAgent> = BTreeMap::new();
-    for cert in live_agent_certificates(store)? {
-        let Some(reason) = index.unregistered_reason(&cert) else {
-            continue;
-        };
-        let agent = agent_name(&cert);
-        let key = agent.to_lowercase();
+    let mut by_agent: BTreeMap<String, (PendingAgent, Vec<(UnixTime, String)>)> = BTreeMap::new();
+    for credential in store.live_agent_credentials()? {
+        let key = credential.agent.to_lowercase();
         if decided.contains(&key) {
             continue;
         }
-        let entry = by_agent.entry(key).or_insert_with(|| PendingAgent {
-            registered_guids: index.guids_of(&agent),
-            agent: agent.clone(),
-            reason: reason.to_string(),
-            sources: Vec::new(),
-            first_seen: cert.first_seen,
-            certificates: Vec::new(),
+        let Some(reason) = index.unregistered_reason_of(
+            &credential.agent,
+            &credential.fingerprint,
+            &credential.spki_sha256,
+        ) else {
+            continue;
+        };
+        // The index says live; the record has the sources (and says it once more).
+        let Some(cert) = store.get(&credential.fingerprint)? else {
+            continue;
+        };
+        if !is_live_agent_certificate(&cert) {
+            continue;
+        }
+        let (entry, certificates) = by_agent.entry(key).or_insert_with(|| {
+            (
+                PendingAgent {
+                    registered_guids: index.guids_of(&credential.agent),
+                    agent: credential.agent.clone(),
+                    reason: reason.to_string(),
+                    sources: Vec::new(),
+                    first_seen: cert.first_seen,
+                    certificates: Vec::new(),
+                },
+                Vec::new(),
+            )
         });
         entry.first_seen = entry.first_seen.min(cert.first_seen);
-        entry.certificates.push(cert.fingerprint().to_hex());
+        certificates.push((cert.facts.not_after, cert.fingerprint().to_hex()));
         for s in cert.current_sources() {
             let place = match &s.location {
                 SourceLocation::File { path, .. } => path.clone(),
@@ -379,7 +403,14 @@ pub fn pending(store: &Store, _now: UnixTime) -> Result<Vec<PendingAgent>, Agent
             }
         }
     }
-    let mut out: Vec<PendingAgent> = by_agent.into_values().collect();
+    let mut out: Vec<PendingAgent> = by_agent
+        .into_values()
+        .map(|(mut agent, mut certificates)| {
+            certificates.sort();
+            agent.certificates = certificates.into_iter().map(|(_, fp)| fp).collect();
+            agent
+        })
+        .collect();
     out.sort_by(|a, b| (a.first_seen, &a.agent).cmp(&(b.first_seen, &b.agent)));
     Ok(out)
 }
@@ -473,20 +504,17 @@ pub struct DecisionReport {
 }
 
 /// Resolves an argument to an agent name: a known agent name (an agent certificate's CN,
-/// case-insensitive), else a registered GUID, else a GUID that appears in an agent
-/// certificate's subject or SANs (`urn:uuid:...`).
+/// case-insensitive), else a registered GUID, else a GUID that appears in a live agent
+/// certificate's subject or SANs (`urn:uuid:...`). Names come from the agent index.
 fn resolve(
+    store: &Store,
     arg: &str,
-    agents: &BTreeMap<String, Vec<&Certificate>>,
     index: &RegistrationIndex,
 ) -> Result<(String, Option<String>), AgentsError> {
     let key = arg.trim().to_lowercase();
     let guid_key = key.trim_matches(['{', '}']).to_string();
-    if let Some(certs) = agents.get(&key) {
-        let name = certs
-            .first()
-            .map(|c| agent_name(c))
-            .unwrap_or_else(|| arg.to_string());
+    if let Some(credential) = store.agent_credentials(&key)?.first() {
+        let name = credential.agent.clone();
         let guid = index.guids_of(&name).into_iter().next();
         return Ok((name, guid));
     }
@@ -498,16 +526,17 @@ fn resolve(
         return Ok((arg.trim().to_string(), guid));
     }
     if guid_key.len() >= 8 {
-        for certs in agents.values() {
-            for c in certs {
-                let hit = c.facts.subject.to_lowercase().contains(&guid_key)
-                    || c.facts
-                        .sans
-                        .all()
-                        .any(|n| n.to_lowercase().contains(&guid_key));
-                if hit {
-                    return Ok((agent_name(c), Some(arg.trim().to_string())));
-                }
+        for credential in store.live_agent_credentials()? {
+            let Some(c) = store.get(&credential.fingerprint)? else {
+                continue;
+            };
+            let hit = c.facts.subject.to_lowercase().contains(&guid_key)
+                || c.facts
+                    .sans
+                    .all()
+                    .any(|n| n.to_lowercase().contains(&guid_key));
+            if hit {
+                return Ok((agent_name(&c), Some(arg.trim().to_string())));
             }
         }
     }
@@ -539,28 +568,19 @@ pub fn decide_with(
         return Err(AgentsError::NoDenyList);
     }
     let index = RegistrationIndex::load(store)?;
-    let all = store.by_role(Role::Agent)?;
-    let mut agents: BTreeMap<String, Vec<&Certificate>> = BTreeMap::new();
-    for c in &all {
-        agents
-            .entry(agent_name(c).to_lowercase())
-            .or_default()
-            .push(c);
-    }
     // Resolve everything first: one unknown name decides nothing.
     let mut targets: Vec<(String, Option<String>)> = Vec::new();
     for id in &request.ids {
-        let t = resolve(id, &agents, &index)?;
+        let t = resolve(store, id, &index)?;
         if !targets.iter().any(|(n, _)| n.eq_ignore_ascii_case(&t.0)) {
             targets.push(t);
         }
     }
     let mut decided = Vec::new();
     for (name, guid) in targets {
-        let fps: Vec<Fingerprint> = agents
-            .get(&name.to_lowercase())
-            .map(|certs| certs.iter().map(|c| c.fingerprint()).collect())
-            .unwrap_or_default();
+        let mut credentials = store.agent_credentials(&name)?;
+        credentials.sort_by_key(|c| (c.not_after, c.fingerprint));
+        let fps: Vec<Fingerprint> = credentials.iter().map(|c| c.fingerprint).collect();
         let decision = AgentDecision {
             agent: name.clone(),
             guid: guid.clone(),
@@ -759,18 +779,24 @@ pub fn deny_list_fingerprints(
     if blocked.is_empty() {
         return Ok(out);
     }
-    let names: HashSet<String> = blocked.iter().map(|d| d.agent.to_lowercase()).collect();
+    // From the agent index: each blocked agent's own credentials, never every agent's.
     for d in &blocked {
-        for fp in &d.fingerprints {
+        let credentials = store.agent_credentials(&d.agent)?;
+        let indexed: HashMap<Fingerprint, UnixTime> = credentials
+            .iter()
+            .map(|c| (c.fingerprint, c.not_after))
+            .collect();
+        for c in &credentials {
+            if c.not_after > now {
+                out.insert(c.fingerprint.to_hex());
+            }
+        }
+        // Known at the decision but no longer an agent certificate (role changed) or gone.
+        for fp in d.fingerprints.iter().filter(|fp| !indexed.contains_key(fp)) {
             let expired = store.get(fp)?.is_some_and(|c| c.facts.not_after <= now);
             if !expired {
                 out.insert(fp.to_hex());
             }
-        }
-    }
-    for c in store.by_role(Role::Agent)? {
-        if c.facts.not_after > now && names.contains(&agent_name(&c).to_lowercase()) {
-            out.insert(c.fingerprint().to_hex());
         }
     }
     Ok(out)
@@ -1003,6 +1029,206 @@ pub fn execute_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `agents` agents renewing `rounds` times: each round's credential replaces the last
+    /// one in the agent's file. Returns the store and the time of the last round.
+    fn renewing_fleet(dir: &Path, agents: u8, rounds: u8) -> (Store, UnixTime) {
+        use certctl_store::{CertificateFacts, KeyAlgorithm, SubjectAltNames};
+        let store = Store::open(dir).expect("open");
+        let start = 1_800_000_000i64;
+        let at = |a: u8| SourceLocation::File {
+            path: format!("/fleet/agent-{a}.pem"),
+            index: 0,
+        };
+        let fp = |a: u8, r: u8| {
+            let mut b = [0u8; 32];
+            b[0] = a;
+            b[1] = r;
+            b[2] = 0xa9;
+            Sha256(b)
+        };
+        for r in 0..rounds {
+            let t = start + i64::from(r) * 6 * 3600;
+            let mut ingest = store.ingest();
+            for a in 0..agents {
+                let facts = CertificateFacts {
+                    fingerprint: fp(a, r),
+                    subject: format!("CN=agent-{a}"),
+                    subject_cn: Some(format!("agent-{a}")),
+                    issuer: "CN=Fleet CA".into(),
+                    serial: format!("{a:x}{r:02x}"),
+                    not_before: t,
+                    not_after: t + 6 * 3600,
+                    sans: SubjectAltNames::default(),
+                    key: KeyAlgorithm::Ed25519,
+                    signature_algorithm: "ED25519".into(),
+                    is_ca: false,
+                    subject_key_id: None,
+                    authority_key_id: None,
+                    spki_sha256: Sha256([a; 32]),
+                    crl_distribution_points: vec![],
+                    ocsp_urls: vec![],
+                };
+                ingest
+                    .observe(facts, Some(Role::Agent), at(a), t)
+                    .expect("observe");
+                if r > 0 {
+                    ingest.mark_gone(&fp(a, r - 1), &at(a), t).expect("gone");
+                }
+            }
+            ingest.commit().expect("commit");
+        }
+        (store, start + i64::from(rounds - 1) * 6 * 3600)
+    }
+
+    /// Not a test: a measurement (`CERTCTL_AGENTS_BENCH=AGENTS cargo test -p
+    /// certctl-daemon --lib agents::tests::measure -- --ignored --nocapture`). Times the
+    /// deny list and `agents block` from the agent index against the former whole-role read
+    /// (`by_role(Agent)`) on a store of AGENTS agents × 4 renewals.
+    #[test]
+    #[ignore]
+    fn measure_agent_decisions_against_a_whole_role_read() {
+        use certctl_store::{CertificateFacts, KeyAlgorithm, SubjectAltNames};
+        use std::time::Instant;
+        let agents: u32 = std::env::var("CERTCTL_AGENTS_BENCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000);
+        let dir = tempfile::tempdir_in("/tmp").expect("tempdir");
+        let store = Store::open(&dir.path().join("store")).expect("open");
+        let start = 1_800_000_000i64;
+        let fp = |a: u32, r: u32| {
+            let mut b = [0u8; 32];
+            b[..4].copy_from_slice(&a.to_be_bytes());
+            b[4..8].copy_from_slice(&r.to_be_bytes());
+            Sha256(b)
+        };
+        let at = |a: u32| SourceLocation::File {
+            path: format!("/fleet/{}/agent-{a}.pem", a / 1000),
+            index: 0,
+        };
+        let filled = Instant::now();
+        for r in 0..4u32 {
+            let t = start + i64::from(r) * 6 * 3600;
+            let mut ingest = store.ingest();
+            for a in 0..agents {
+                let facts = CertificateFacts {
+                    fingerprint: fp(a, r),
+                    subject: format!("CN=agent-{a}"),
+                    subject_cn: Some(format!("agent-{a}")),
+                    issuer: "CN=Fleet CA".into(),
+                    serial: format!("{a:x}{r:02x}"),
+                    not_before: t,
+                    not_after: t + 6 * 3600,
+                    sans: SubjectAltNames::default(),
+                    key: KeyAlgorithm::Ed25519,
+                    signature_algorithm: "ED25519".into(),
+                    is_ca: false,
+                    subject_key_id: None,
+                    authority_key_id: None,
+                    spki_sha256: Sha256(fp(a, 99).0),
+                    crl_distribution_points: vec![],
+                    ocsp_urls: vec![],
+                };
+                ingest
+                    .observe(facts, Some(Role::Agent), at(a), t)
+                    .expect("observe");
+                if r > 0 {
+                    ingest.mark_gone(&fp(a, r - 1), &at(a), t).expect("gone");
+                }
+                if ingest.len() >= 5000 {
+                    ingest.commit().expect("commit");
+                }
+            }
+            ingest.commit().expect("commit");
+        }
+        let t = start + 3 * 6 * 3600 + 60;
+        eprintln!(
+            "{} records in {:.1}s",
+            store.len(),
+            filled.elapsed().as_secs_f64()
+        );
+        let deny = dir.path().join("deny.txt");
+        let block = DecideRequest {
+            ids: vec!["agent-7".into()],
+            verdict: AgentVerdict::Blocked,
+            actor: "bench".into(),
+            deny_list: Some(deny),
+            passphrase: None,
+        };
+        let clock = Instant::now();
+        decide(&store, &block, t).expect("block");
+        let block_new = clock.elapsed();
+        let clock = Instant::now();
+        let denied = deny_list_fingerprints(&store, t).expect("deny list");
+        let deny_new = clock.elapsed();
+        // What the deny list and block did before the index: read every agent record.
+        let clock = Instant::now();
+        let all = store.by_role(Role::Agent).expect("by role");
+        let old: BTreeSet<String> = all
+            .iter()
+            .filter(|c| c.facts.not_after > t && agent_name(c).eq_ignore_ascii_case("agent-7"))
+            .map(|c| c.fingerprint().to_hex())
+            .collect();
+        let role_read = clock.elapsed();
+        assert_eq!(old, denied);
+        eprintln!(
+            "agents block: {:.3}s (index) · deny list: {:.4}s (index) · whole-role read the former code did for each: {:.3}s · ratio deny {:.0}×, block {:.0}×",
+            block_new.as_secs_f64(),
+            deny_new.as_secs_f64(),
+            role_read.as_secs_f64(),
+            role_read.as_secs_f64() / deny_new.as_secs_f64().max(1e-6),
+            role_read.as_secs_f64() / block_new.as_secs_f64().max(1e-6),
+        );
+    }
+
+    #[test]
+    fn agent_decisions_read_only_the_agents_concerned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (agents, rounds) = (60u8, 8u8);
+        let (store, t) = renewing_fleet(&dir.path().join("store"), agents, rounds);
+        let deny = dir.path().join("deny.txt");
+        let block = DecideRequest {
+            ids: vec!["AGENT-7".into()],
+            verdict: AgentVerdict::Blocked,
+            actor: "test".into(),
+            deny_list: Some(deny.clone()),
+            passphrase: None,
+        };
+        let before = store.records_read();
+        let report = decide(&store, &block, t).expect("block");
+        let block_reads = store.records_read() - before;
+        assert_eq!(report.decided[0].agent, "agent-7");
+        assert_eq!(report.decided[0].certificates.len(), usize::from(rounds));
+        // Its own credentials (to revoke what a managed CA issued), never the fleet's.
+        assert!(
+            block_reads <= u64::from(rounds),
+            "agents block read {block_reads} records of {}",
+            u64::from(agents) * u64::from(rounds)
+        );
+
+        // The deny list: the blocked agent's unexpired credential, from the index alone.
+        let before = store.records_read();
+        let denied = deny_list_fingerprints(&store, t + 60).expect("deny list");
+        assert_eq!(
+            store.records_read() - before,
+            0,
+            "the deny list reads no record"
+        );
+        assert_eq!(denied.len(), 1, "{denied:?}");
+        let current = store.agent_credentials("agent-7").expect("index");
+        let live = current.iter().find(|c| c.live).expect("a live credential");
+        assert!(denied.contains(&live.fingerprint.to_hex()));
+
+        // The pending queue: one record per pending agent (for its sources), not one per
+        // credential ever stored.
+        let before = store.records_read();
+        let queue = pending(&store, t).expect("pending");
+        let pending_reads = store.records_read() - before;
+        assert_eq!(queue.len(), usize::from(agents) - 1);
+        assert!(queue.iter().all(|p| p.certificates.len() == 1));
+        assert_eq!(pending_reads, u64::from(agents) - 1);
+    }
 
     #[test]
     fn csv_with_header_and_optional_columns() {

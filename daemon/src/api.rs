@@ -152,6 +152,15 @@ pub enum Request {
     Backup {
         out: PathBuf,
     },
+    /// `certctl store prune`: remove expired certificates nothing holds any more. certd
+    /// fills the windows the request leaves out from its `[retention]`.
+    Prune {
+        prune: crate::retention::PruneRequest,
+    },
+    /// What retention kept of an agent's removed ephemeral credentials (`show NAME`).
+    PrunedRenewals {
+        agent: String,
+    },
     /// Fleet features: `agents ...`, `report`, `track`, the artifacts of `list`.
     Fleet {
         fleet: crate::agents::FleetRequest,
@@ -198,6 +207,7 @@ impl Request {
                 | Request::HistoryAt { .. }
                 | Request::VerifyStore
                 | Request::Backup { .. }
+                | Request::PrunedRenewals { .. }
         )
     }
 }
@@ -389,6 +399,12 @@ pub enum Response {
     Verification {
         verification: certctl_store::Verification,
     },
+    Prune {
+        summary: crate::retention::PruneSummary,
+    },
+    PrunedRenewals {
+        renewals: Option<certctl_store::PrunedRenewals>,
+    },
     Error {
         kind: ErrorKind,
         message: String,
@@ -520,6 +536,16 @@ pub fn execute(
         }
         Request::VerifyStore => match store.verify() {
             Ok(verification) => Response::Verification { verification },
+            Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
+        },
+        Request::Prune { prune } => {
+            match crate::retention::pass(store, &prune, Default::default(), now, &mut |_| ()) {
+                Ok(summary) => Response::Prune { summary },
+                Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
+            }
+        }
+        Request::PrunedRenewals { agent } => match store.pruned_renewals(&agent) {
+            Ok(renewals) => Response::PrunedRenewals { renewals },
             Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
         },
         Request::Endpoints => match store.endpoints() {

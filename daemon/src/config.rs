@@ -149,6 +149,18 @@ allowed_hosts = []             # optional; more Host names answered (e.g. a reve
                                # others than the listen address (and localhost:PORT on loopback)
                                # get 421 Misdirected Request (DNS rebinding)
 
+# Optional section: retention. Expired certificates that no source holds any more are
+# removed after these windows (a short summary per agent stays); revoked certificates, CA
+# certificates, managed CAs' and what they issued, and certificates named by a workflow,
+# an audit event or a snooze are never removed. The defaults keep a 200,000-agent site
+# renewing every 6 hours at about a week of renewals (~5.6 million records).
+[retention]
+ephemeral_after_expiry = "7d"  # optional; ephemeral credentials (validity <= 24h)
+gone_after = "90d"             # optional; every other leaf
+every = "1h"                   # optional; how often certd prunes in the background
+batch = 5000                   # optional; certificates removed per atomic batch
+# enabled = false              # optional; prune only with `certctl store prune`
+
 # Optional section: scheduled backups of the store (what `certctl store backup` writes),
 # taken while certd runs. Off unless this section is present.
 [backup]
@@ -157,6 +169,7 @@ dir = "/var/backups/certd"     # where certctl-backup-<UTC time>.tar files go; a
 keep = 7                       # optional; the newest N are kept (default 7); older ones are
                                # removed only after a good new backup
 warn_after = "2d"              # optional; `check` warns when the newest good backup is older
+                               # than this
 "#;
 
 /// The scan schedule when `[scan]` does not set one: every 6 hours.
@@ -213,6 +226,8 @@ pub struct Config {
     pub webhooks: Vec<crate::webhook::WebhookConfig>,
     /// Scheduled backups of the store (`[backup]`); `None`: none.
     pub backup: Option<BackupConfig>,
+    /// Removing expired certificates that nothing holds any more (`[retention]`).
+    pub retention: RetentionConfig,
 }
 
 /// `[backup]`: scheduled backups of the store ([`crate::backup`]).
@@ -226,6 +241,33 @@ pub struct BackupConfig {
     pub keep: usize,
     /// `check` warns when the newest good backup is older than this; `None`: never.
     pub warn_after: Option<std::time::Duration>,
+}
+
+/// `[retention]`: how long expired certificates that no source holds any more are kept,
+/// and how often certd removes those past their time (see `certctl_store::RetentionPolicy`
+/// for what is never removed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Whether certd prunes in the background (`enabled`, default `true`).
+    pub enabled: bool,
+    /// The windows (`ephemeral_after_expiry`, default 7d; `gone_after`, default 90d).
+    pub policy: certctl_store::RetentionPolicy,
+    /// How often certd runs a prune pass (`every`, default 1h).
+    pub every: std::time::Duration,
+    /// Certificates removed per atomic batch (`batch`, default 5000); certd releases its
+    /// writer lock between batches.
+    pub batch: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            enabled: true,
+            policy: certctl_store::RetentionPolicy::default(),
+            every: std::time::Duration::from_secs(3600),
+            batch: crate::retention::DEFAULT_BATCH,
+        }
+    }
 }
 
 /// `[workflows]`: files holding the secrets certd may use to finish interrupted regenerate
@@ -763,6 +805,7 @@ struct RawConfig {
     #[serde(default)]
     webhook: Vec<RawWebhook>,
     backup: Option<RawBackup>,
+    retention: Option<RawRetention>,
 }
 
 #[derive(Deserialize)]
@@ -783,6 +826,16 @@ struct RawBackup {
     dir: Spanned<String>,
     keep: Option<Spanned<i64>>,
     warn_after: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    enabled: Option<bool>,
+    ephemeral_after_expiry: Option<Spanned<String>>,
+    gone_after: Option<Spanned<String>>,
+    every: Option<Spanned<String>>,
+    batch: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -1010,6 +1063,11 @@ impl Checker<'_> {
         };
         let webhooks = self.webhooks(&raw.webhook);
         let backup = raw.backup.as_ref().and_then(|b| self.backup(b));
+        let retention = raw
+            .retention
+            .as_ref()
+            .map(|r| self.retention(r))
+            .unwrap_or_default();
         Config {
             backup,
             store,
@@ -1025,6 +1083,45 @@ impl Checker<'_> {
             metrics,
             workflows,
             webhooks,
+            retention,
+        }
+    }
+
+    fn retention(&mut self, raw: &RawRetention) -> RetentionConfig {
+        let defaults = RetentionConfig::default();
+        let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let mut policy = defaults.policy;
+        if let Some(t) = &raw.ephemeral_after_expiry {
+            policy.ephemeral_after_expiry =
+                secs(self.duration("retention.ephemeral_after_expiry", t));
+        }
+        if let Some(t) = &raw.gone_after {
+            policy.gone_after = secs(self.duration("retention.gone_after", t));
+        }
+        let batch = match &raw.batch {
+            Some(n) if (1..=1_000_000).contains(n.get_ref()) => {
+                usize::try_from(*n.get_ref()).unwrap_or(defaults.batch)
+            }
+            Some(n) => {
+                self.report(
+                    n.span(),
+                    format!(
+                        "retention.batch must be between 1 and 1000000, got {}",
+                        n.get_ref()
+                    ),
+                );
+                defaults.batch
+            }
+            None => defaults.batch,
+        };
+        RetentionConfig {
+            enabled: raw.enabled.unwrap_or(true),
+            policy,
+            every: match &raw.every {
+                Some(t) => self.duration("retention.every", t),
+                None => defaults.every,
+            },
+            batch,
         }
     }
 

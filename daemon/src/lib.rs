@@ -25,6 +25,7 @@
 //!   approve/block and the deny list; fleet reports, clock skew, drift and metrics; tracked
 //!   artifacts (enrollment bundles) shown by `list`.
 //! - [`manpages`]: the manual pages, rendered from the clap definitions.
+//! - [`retention`]: prune passes (`certctl store prune`, certd's `[retention]` job).
 //!
 //! The `certd` binary (src/bin/certd.rs) runs [`server::run`]; the `certctl` CLI sends
 //! [`api::Request`]s to certd when it runs, and executes them itself when not.
@@ -54,6 +55,7 @@ pub mod query;
 pub mod reload;
 pub mod remind;
 pub mod reports;
+pub mod retention;
 pub mod revoke;
 pub mod schedule;
 pub mod server;

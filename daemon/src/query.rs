@@ -804,14 +804,36 @@ pub fn stalled_renewals(
     policies: Option<&PolicySet>,
     now: UnixTime,
 ) -> Result<Vec<StalledRenewal>, StoreError> {
-    let mut newest = NewestCredentials::default();
-    for cert in store.iter() {
-        newest.add(&cert?);
+    // A stalled agent's newest credential is expired yet still deployed and not revoked:
+    // a live entry of the agent index with not_after <= now. Only those agents' own
+    // credentials are read (in steady state, the few agents between a renewal and its
+    // scan, and the stalled ones), never every agent record.
+    let mut candidates: BTreeMap<String, UnixTime> = BTreeMap::new();
+    for entry in store.live_agent_credentials()? {
+        if entry.not_after <= now {
+            let since = candidates
+                .entry(entry.agent.to_lowercase())
+                .or_insert(entry.not_after);
+            *since = (*since).min(entry.not_after);
+        }
     }
     let mut out = Vec::new();
-    for fp in newest.expired(now) {
-        if let Some(cert) = store.get(&fp)? {
-            out.extend(crate::stalled::judge(&cert, policies, now));
+    for (agent, since) in candidates {
+        let mut newest = NewestCredentials::default();
+        for credential in store.agent_credentials(&agent)? {
+            // An older credential cannot be the newest of a stalled agent: it would be an
+            // expired live one itself, and `since` is the earliest of those.
+            if credential.not_after < since {
+                continue;
+            }
+            if let Some(cert) = store.get(&credential.fingerprint)? {
+                newest.add(&cert);
+            }
+        }
+        for fp in newest.expired(now) {
+            if let Some(cert) = store.get(&fp)? {
+                out.extend(crate::stalled::judge(&cert, policies, now));
+            }
         }
     }
     out.sort_by(|a, b| (a.not_after, &a.agent).cmp(&(b.not_after, &b.agent)));

@@ -98,6 +98,9 @@ enum Job {
     CrlUpkeep,
     /// A scheduled backup (`[backup]`).
     Backup,
+    /// Remove expired certificates nothing holds any more (`[retention]`, at start-up and
+    /// every `[retention] every`).
+    Retention,
 }
 
 /// How often certd looks at the managed CAs' CRLs (re-signing is decided per CA by
@@ -113,6 +116,7 @@ impl Job {
             Job::Remind => "remind",
             Job::CrlUpkeep => "crl-upkeep",
             Job::Backup => "backup",
+            Job::Retention => "retention",
         }
     }
 }
@@ -180,6 +184,10 @@ impl Shared {
             Job::Remind => config.reminders.as_ref().map(|r| r.schedule.to_string()),
             Job::CrlUpkeep => Some(format!("every {}s", CRL_UPKEEP_EVERY_SECS)),
             Job::Backup => config.backup.as_ref().map(|b| b.schedule.to_string()),
+            Job::Retention => config
+                .retention
+                .enabled
+                .then(|| format!("every {}s", config.retention.every.as_secs())),
         };
         report.daemon = Some(DaemonStatus {
             pid: std::process::id(),
@@ -202,6 +210,7 @@ impl Shared {
                 Job::Remind,
                 Job::CrlUpkeep,
                 Job::Backup,
+                Job::Retention,
             ]
             .into_iter()
             .map(|job| {
@@ -261,6 +270,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     spawn_job(&mut tasks, &shared, Job::CrlUpkeep);
     spawn_job(&mut tasks, &shared, Job::Scan);
     spawn_job(&mut tasks, &shared, Job::Probe);
+    if shared.config().retention.enabled {
+        spawn_job(&mut tasks, &shared, Job::Retention);
+    }
 
     // Each job's next deadline, kept across rounds: a run that fell due while certd was
     // busy (settling file events, reloading) is started late, never skipped.
@@ -305,6 +317,15 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
                     .as_ref()
                     .and_then(|b| b.schedule.next_after(t)),
             ),
+            (Job::Retention, {
+                let every = i64::try_from(config.retention.every.as_secs())
+                    .unwrap_or(i64::MAX)
+                    .max(1);
+                config
+                    .retention
+                    .enabled
+                    .then(|| t - t.rem_euclid(every) + every)
+            }),
         ];
         for (job, at) in planned {
             match at {
@@ -638,6 +659,34 @@ fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
             Job::CrlFetch => fetch_crls(&shared).await,
             Job::CrlUpkeep => crl_upkeep(&shared).await,
             Job::Backup => scheduled_backup(&shared).await,
+            Job::Retention => {
+                let config = shared.config().retention;
+                let request = crate::retention::PruneRequest {
+                    batch: Some(config.batch),
+                    ..Default::default()
+                };
+                match prune_pass(&shared, request).await {
+                    Ok(summary) => {
+                        if summary.report.removed > 0 {
+                            tracing::info!(
+                                removed = summary.report.removed,
+                                kept_protected = summary.report.kept_protected,
+                                batches = summary.report.batches,
+                                left = summary.certificates_left,
+                                "retention: removed expired certificates nothing holds any more"
+                            );
+                        }
+                        format!(
+                            "ok: {} removed in {} batches",
+                            summary.report.removed, summary.report.batches
+                        )
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "retention pass failed");
+                        format!("failed: {e}")
+                    }
+                }
+            }
             Job::Remind => {
                 let _pass = shared.remind.lock().await;
                 let (locks, config, path) =
@@ -680,6 +729,46 @@ fn warn_unsignable_crls(shared: &Shared) {
         }
         Err(e) => tracing::error!(error = %e, "cannot read the managed CAs"),
     }
+}
+
+/// A retention pass under certd's `[retention]` (windows the request leaves out): the
+/// writer lock is taken per batch, so scans and requests go on between batches.
+async fn prune_pass(
+    shared: &Arc<Shared>,
+    request: crate::retention::PruneRequest,
+) -> Result<crate::retention::PruneSummary, String> {
+    let configured = shared.config().retention;
+    let policy = request.policy(configured.policy);
+    let limit = request.batch.unwrap_or(configured.batch);
+    let at = now();
+    let mut cursor = certctl_store::PruneCursor::default();
+    let mut total = certctl_store::PruneReport::default();
+    while !cursor.done {
+        if shared.cancel.load(Ordering::Relaxed) {
+            break;
+        }
+        let _writer = shared.writer.lock().await;
+        let store = shared.store.clone();
+        let (dry_run, mut moved) = (request.dry_run, cursor.clone());
+        let (report, moved) = tokio::task::spawn_blocking(move || {
+            crate::retention::batch(&store, &policy, at, &mut moved, limit, dry_run)
+                .map(|r| (r, moved))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        cursor = moved;
+        total.add(&report);
+        drop(_writer);
+        tokio::task::yield_now().await;
+    }
+    let store = shared.store.clone();
+    let dry_run = request.dry_run;
+    tokio::task::spawn_blocking(move || {
+        crate::retention::summary(&store, dry_run, &policy, at, total)
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// Re-signs the managed CAs' CRLs that are due, with the passphrase files of
@@ -1021,6 +1110,13 @@ async fn answer(shared: &Arc<Shared>, request: Request) -> Response {
         return match shared.status() {
             Ok(status) => Response::Status { status },
             Err(e) => Response::error(api::ErrorKind::Failed, e.to_string()),
+        };
+    }
+    // Takes the writer lock per batch.
+    if let Request::Prune { prune } = request {
+        return match prune_pass(shared, prune).await {
+            Ok(summary) => Response::Prune { summary },
+            Err(e) => Response::error(api::ErrorKind::Failed, e),
         };
     }
     // Takes the writer lock itself, after the downloads.

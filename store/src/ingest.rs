@@ -101,6 +101,9 @@ pub struct Ingest<'s> {
     committed: VecDeque<(u64, HashSet<Fingerprint, FingerprintHasher>)>,
     /// Set when the store held no certificate when this ingest began (a first import).
     first_import: Option<FirstImport>,
+    /// The agent index entry of each record loaded from the store, as it was before this
+    /// batch (see `agent_index`): commit writes only the entries that changed.
+    agent_before: HashMap<Fingerprint, crate::AgentCredential, FingerprintHasher>,
 }
 
 /// What an ingest into an empty store knows: every record is one it wrote, as long as no
@@ -129,6 +132,7 @@ impl<'s> Ingest<'s> {
             managed_cas: Vec::new(),
             committed: VecDeque::new(),
             first_import: None,
+            agent_before: HashMap::default(),
         }
     }
 
@@ -205,6 +209,9 @@ impl<'s> Ingest<'s> {
                 .insert(*fp, (record.as_ref().map(Counted::of), read_after));
             match record {
                 Some(cert) => {
+                    if let Some(entry) = crate::agent_index::entry_of(&cert) {
+                        self.agent_before.insert(*fp, entry);
+                    }
                     self.records.insert(*fp, cert);
                 }
                 None => return Ok(None),
@@ -439,6 +446,7 @@ impl<'s> Ingest<'s> {
         // Bytes this batch adds, for the free-space check before anything is written.
         let mut bytes = 0u64;
         let mut size = |key: usize, value: &[u8]| bytes += (key + value.len()) as u64;
+        let mut agent_bytes = 0u64;
         let mut written = HashSet::with_capacity_and_hasher(self.records.len(), FingerprintHasher);
         // What the counts must learn: each record as written, against what they knew of it.
         let mut counted: Vec<(Fingerprint, Option<Counted>, u64, Counted)> =
@@ -446,6 +454,9 @@ impl<'s> Ingest<'s> {
         for (fp, cert) in self.records.drain() {
             let (before, read_after) = self.befores.remove(&fp).unwrap_or((None, 0));
             counted.push((fp, before, read_after, Counted::of(&cert)));
+            let before = self.agent_before.remove(&fp);
+            let after = crate::agent_index::entry_of(&cert);
+            agent_bytes += crate::agent_index::update(&mut batch, before.as_ref(), after.as_ref())?;
             let value = encode_record(&cert)?;
             size(33, &value);
             batch.insert(keys::cert_key(&fp.0).as_slice(), value);
@@ -501,6 +512,8 @@ impl<'s> Ingest<'s> {
             size(ca.name.len() + 1, &value);
             batch.insert(crate::workflows::ca_key(&ca.name), value);
         }
+        self.agent_before.clear();
+        let bytes = bytes + agent_bytes;
         let store = self.store;
         let this = &*self;
         let changes = || -> Result<CountChanges> {

@@ -23,12 +23,16 @@
 //! | `X`    | artifact id (SHA-256 of the file, 32) | a [`TrackedArtifact`]                  |
 //! | `X`    | artifact id + `N` + recipient + `\0` + threshold | a reminder sent about that artifact |
 //! | `U`    | see [`crate::counts`]                 | counts by class and expiry time, `check`'s and `/metrics`' entries (kept on every record write) |
+//! | `Y`    | `c` or `l` + agent (lowercase) + `\0` + fingerprint (32) | an [`AgentCredential`]: every (`c`) / every live (`l`) credential of an agent |
+//! | `R`    | agent (lowercase)                     | a [`PrunedRenewals`]: what retention removed of that agent's ephemeral credentials |
 //!
 //! Indexes are *posting segments*: each committed batch appends, per bucket, one segment
 //! holding all of that batch's entries for the bucket. That keeps the number of sled keys
 //! written per certificate close to one (sled's cost is per key), while a query reads only
-//! the buckets it needs. Postings are never updated in place; a query checks every hit
-//! against the record, so a stale posting (e.g. after a role change) is harmless.
+//! the buckets it needs. Postings are only rewritten by retention (`retention.rs`), which
+//! removes a pruned record's postings from the segments that hold them (dropping a chunk
+//! whose every posting is gone) in the same atomic batch as the record. A query checks
+//! every hit against the record, so a stale posting (e.g. after a role change) is harmless.
 //!
 //! [`Certificate`]: crate::Certificate
 //! [`FileState`]: crate::FileState
@@ -44,6 +48,8 @@
 //! [`Registration`]: crate::Registration
 //! [`AgentDecision`]: crate::AgentDecision
 //! [`TrackedArtifact`]: crate::TrackedArtifact
+//! [`AgentCredential`]: crate::AgentCredential
+//! [`PrunedRenewals`]: crate::PrunedRenewals
 
 pub(crate) const CERT: u8 = b'C';
 pub(crate) const POSTING: u8 = b'P';
@@ -61,6 +67,8 @@ pub(crate) const SNOOZE: u8 = b'Z';
 pub(crate) const REGISTRATION: u8 = b'G';
 pub(crate) const AGENT_DECISION: u8 = b'V';
 pub(crate) const ARTIFACT: u8 = b'X';
+pub(crate) const AGENT_INDEX: u8 = b'Y';
+pub(crate) const PRUNED: u8 = b'R';
 
 pub(crate) fn endpoint_key(address: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(address.len() + 1);

@@ -10,8 +10,11 @@
 //! - [`Endpoint`]: what each probed TLS endpoint served, and its findings.
 //! - [`Counts`]: counts kept on every commit, so that `stats`, `check` and `/metrics`
 //!   read what they report rather than every record.
+//! - [`AgentCredential`]: the index of agents' credentials, kept on every commit.
+//! - [`RetentionPolicy`] and [`Store::prune_batch`]: removing what nothing holds any more.
 #![forbid(unsafe_code)]
 
+mod agent_index;
 mod audit;
 mod counts;
 mod backup;
@@ -24,12 +27,14 @@ mod keys;
 mod migrate;
 pub mod model;
 mod reminders;
+mod retention;
 mod store;
 #[cfg(test)]
 mod test_support;
 mod verify;
 mod workflows;
 
+pub use agent_index::AgentCredential;
 pub use audit::AuditEvent;
 pub use counts::{CheckEntry, CountChanges, CountClass, Counts, StatusCounts};
 pub use backup::{kind_of, RestoredFrom, TreeCounts, TREE_MAGIC};
@@ -40,6 +45,7 @@ pub use fleet::{AgentDecision, AgentVerdict, Registration, TrackedArtifact};
 pub use ingest::{Ingest, Lookup, Observed};
 pub use model::*;
 pub use reminders::{DeliveryOutcome, DeliveryState, SentReminder, SmtpState, Snooze};
+pub use retention::{PruneCursor, PruneReport, PrunedRenewals, RetentionPolicy, RetentionState};
 pub use store::{Store, DEFAULT_CACHE_BYTES, SCHEMA_VERSION};
 pub use verify::Verification;
 pub use workflows::{CachedCrl, ManagedCa, ReloadHook, Workflow, WorkflowStep};

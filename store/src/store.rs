@@ -22,8 +22,9 @@ use crate::model::{Certificate, Fingerprint, Role, Sha256, UnixTime};
 /// - 1: the first release.
 /// - 2: key identifiers stored as bytes (certificate record format 2). A schema-1 store
 ///   is upgraded when it is opened (see `migrate`).
-/// - 3: counts kept on every commit (`U` keys, see `counts`). An older store has them
-///   built from its records when it is opened.
+/// - 3: counts kept on every commit (`U` keys, see `counts`) and the agent index (`Y` keys,
+///   see `agent_index`), both built when an older store is opened; retention may remove
+///   records (`retention`).
 pub const SCHEMA_VERSION: u32 = 3;
 /// The page cache [`Store::open`] asks for: large, because bulk scans of a few hundred
 /// thousand certificates thrash a smaller one.
@@ -48,6 +49,8 @@ pub struct Store {
     record_commits: Arc<AtomicU64>,
     /// Held while a commit reads and writes the counts (see [`crate::counts`]).
     count_lock: Arc<std::sync::Mutex<()>>,
+    /// Certificate records decoded by queries (see [`Store::records_read`]).
+    records_read: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -146,6 +149,7 @@ impl Store {
             written: Arc::new(AtomicU64::new(0)),
             record_commits: Arc::new(AtomicU64::new(0)),
             count_lock: Arc::new(std::sync::Mutex::new(())),
+            records_read: Arc::new(AtomicU64::new(0)),
         };
         store.check_schema()?;
         Ok(store)
@@ -179,12 +183,18 @@ impl Store {
                 0
             };
             let counted = crate::counts::rebuild(&self.tree)?;
+            let agents = if found < 3 {
+                crate::agent_index::build(&self.tree)?
+            } else {
+                0
+            };
             tracing::info!(
                 store = %self.path.display(),
                 from = found,
                 to = SCHEMA_VERSION,
                 records = rewritten,
                 counted,
+                agent_credentials = agents,
                 "upgraded the store"
             );
             self.db.flush()?;
@@ -312,9 +322,21 @@ impl Store {
     /// The certificate with this fingerprint.
     pub fn get(&self, fp: &Fingerprint) -> Result<Option<Certificate>> {
         match self.tree.get(keys::cert_key(&fp.0))? {
-            Some(bytes) => Ok(Some(decode_record(&bytes)?)),
+            Some(bytes) => Ok(Some(self.read_record(&bytes)?)),
             None => Ok(None),
         }
+    }
+
+    /// How many certificate records this handle's queries (`get`, `iter`, the index
+    /// queries) have decoded since the store was opened: lets tests check that an answer
+    /// costs what it should (e.g. the agent decisions read no agent records wholesale).
+    pub fn records_read(&self) -> u64 {
+        self.records_read.load(Ordering::Relaxed)
+    }
+
+    fn read_record(&self, bytes: &[u8]) -> Result<Certificate> {
+        self.records_read.fetch_add(1, Ordering::Relaxed);
+        decode_record(bytes)
     }
 
     /// Saves a changed certificate (e.g. after revocation). Index entries are added when
@@ -411,7 +433,7 @@ impl Store {
     pub fn iter(&self) -> impl Iterator<Item = Result<Certificate>> + '_ {
         self.tree
             .scan_prefix([keys::CERT])
-            .map(|kv| decode_record(&kv?.1))
+            .map(|kv| self.read_record(&kv?.1))
     }
 
     /// Certificates whose fingerprint (lowercase hex) starts with `hex_prefix`.
@@ -493,7 +515,7 @@ impl Store {
             key[0] = keys::CERT;
             key[1..].copy_from_slice(&prefix);
             for kv in self.tree.scan_prefix(key) {
-                out.push(decode_record(&kv?.1)?);
+                out.push(self.read_record(&kv?.1)?);
             }
         }
         Ok(out)

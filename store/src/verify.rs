@@ -2,11 +2,13 @@
 //!
 //! It reads every value and checks what the rest of the code relies on: every record
 //! decodes and sits under its own fingerprint; every record has all of its index
-//! postings; no posting leads nowhere (records are never deleted, so a dangling posting
-//! means a half-applied write); no file location is claimed by two certificates at once;
-//! the file states name only certificates that exist; workflows and other values decode;
-//! the counts (`crate::counts`) equal a recount of the records.
-//! The crash tests run it after every `kill -9`.
+//! postings; no posting leads nowhere (a record is only ever deleted by retention, in the
+//! same atomic batch as its postings, so a dangling posting means a half-applied write); the
+//! agent index holds exactly the entries the agent records call for; no file location is
+//! claimed by two certificates at once; the file states name only certificates that exist;
+//! workflows, retention aggregates and other values decode; the counts (`crate::counts`) equal
+//! a recount of the records. The crash tests run it after every `kill -9`, the retention
+//! tests after every prune.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -80,6 +82,13 @@ impl Store {
             }
         }
 
+        // The agent index, to be matched against the records.
+        let mut agent_index: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        for kv in self.tree().scan_prefix([keys::AGENT_INDEX]) {
+            let (key, value) = kv?;
+            agent_index.insert(key.to_vec(), value.to_vec());
+        }
+
         // Records, and the file locations they are currently seen at.
         let mut prefixes: HashSet<FpPrefix> = HashSet::new();
         let mut fingerprints: HashSet<Fingerprint> = HashSet::new();
@@ -125,6 +134,23 @@ impl Store {
                     );
                 }
             }
+            match crate::agent_index::expected(&cert) {
+                Ok(entries) => {
+                    for (key, value) in entries {
+                        match agent_index.remove(&key) {
+                            Some(stored) if stored == value => {}
+                            Some(_) => problem(
+                                &mut v,
+                                format!("record {fp}: its agent index entry is out of date"),
+                            ),
+                            None => {
+                                problem(&mut v, format!("record {fp} lacks its agent index entry"))
+                            }
+                        }
+                    }
+                }
+                Err(e) => problem(&mut v, format!("record {fp}: {e}")),
+            }
             let mut seen = HashSet::new();
             for source in &cert.sources {
                 if let SourceLocation::File { path, index } = &source.location {
@@ -158,6 +184,30 @@ impl Store {
                     hex::encode(fp)
                 ),
             );
+        }
+
+        for key in agent_index.keys() {
+            problem(
+                &mut v,
+                format!(
+                    "agent index entry {} has no agent record (or a stale liveness)",
+                    String::from_utf8_lossy(
+                        key.get(2..key.len().saturating_sub(32)).unwrap_or(&[])
+                    )
+                ),
+            );
+        }
+        for kv in self.tree().scan_prefix([keys::PRUNED]) {
+            let (key, value) = kv?;
+            if let Err(e) = decode::<crate::PrunedRenewals>(&value, "pruned renewals") {
+                problem(
+                    &mut v,
+                    format!(
+                        "pruned renewals of {}: {e}",
+                        String::from_utf8_lossy(&key[1..])
+                    ),
+                );
+            }
         }
 
         // File states: each certificate a file held must exist and know that file.

@@ -100,6 +100,22 @@ mod migration {
         assert_eq!(revoked.json()[0]["revoked"], true, "{revoked}");
         let by_role = env.list_json(&["--role", "agent"]);
         assert_eq!(by_role.len(), 3);
+        // The agent index (schema 3) was built at the upgrade: the pending queue answers
+        // from it, and `store verify` above checked it against every agent record.
+        let pending = env
+            .cmd()
+            .store(&store)
+            .args(["agents", "pending", "--json"])
+            .run();
+        pending.success();
+        let agents: Vec<Value> = serde_json::from_value(pending.json()).expect("an array");
+        let names: Vec<&str> = agents.iter().filter_map(|a| a["agent"].as_str()).collect();
+        // agent-3's certificate is revoked: not pending.
+        assert_eq!(
+            names,
+            ["agent-1.fleet.example", "agent-2.fleet.example"],
+            "{pending}"
+        );
         let stats = env.cmd().store(&store).args(["stats", "--json"]).run();
         let expected_stats: Value = serde_json::from_str(
             &std::fs::read_to_string(fixture("expected-stats.json")).expect("read stats"),
@@ -262,9 +278,9 @@ mod crashes {
         assert_eq!(v["records"].as_u64(), Some(expected.len() as u64), "{v}");
     }
 
-    /// The certificates whose subject CN or a SAN is exactly `name`.
+    /// The certificates whose subject CN or a SAN is exactly `name` (every renewal).
     fn by_name(env: &TestEnv, name: &str) -> Vec<Value> {
-        let r = env.certctl(&["show", name, "--json"]);
+        let r = env.certctl(&["show", name, "--all", "--json"]);
         r.success();
         match r.json() {
             Value::Array(items) => items,
