@@ -887,21 +887,51 @@ pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<Str
     }
     // In fingerprint order, as the series always came.
     present.sort_by_key(|c| c.facts.fingerprint);
+    // The same certificates' notBefore and descriptive labels, in series of their own (the
+    // exporters' conventions: `_timestamp_seconds`, and an `_info` series of value 1 whose
+    // labels a query joins on `fingerprint`).
+    let mut not_before = String::new();
+    let mut info = String::new();
     for c in &present {
         let Some(source) = c.current_sources().next() else {
             continue;
         };
+        let fingerprint = c.fingerprint().to_hex();
         let _ = writeln!(
             out,
             "certctl_certificate_not_after_seconds{{fingerprint=\"{}\",cn=\"{}\",role=\"{}\",source=\"{}\"}} {}",
-            c.fingerprint().to_hex(),
+            fingerprint,
             label(c.facts.display_name()),
             c.role.as_str(),
             label(&source.location.to_string()),
             c.facts.not_after
         );
+        let _ = writeln!(
+            not_before,
+            "certctl_certificate_not_before_timestamp_seconds{{fingerprint=\"{fingerprint}\"}} {}",
+            c.facts.not_before
+        );
+        let _ = writeln!(
+            info,
+            "certctl_certificate_info{{fingerprint=\"{fingerprint}\",cn=\"{}\",role=\"{}\",issuer=\"{}\",serial=\"{}\",key=\"{}\",revoked=\"{}\"}} 1",
+            label(c.facts.display_name()),
+            c.role.as_str(),
+            label(&c.facts.issuer),
+            label(&c.facts.serial),
+            label(&c.facts.key.to_string()),
+            c.revocation.is_some()
+        );
     }
     drop(present);
+    let _ = writeln!(out, "# HELP certctl_certificate_not_before_timestamp_seconds notBefore of a present certificate (Unix seconds).");
+    let _ = writeln!(
+        out,
+        "# TYPE certctl_certificate_not_before_timestamp_seconds gauge"
+    );
+    out.push_str(&not_before);
+    let _ = writeln!(out, "# HELP certctl_certificate_info A present certificate's issuer, serial, key type and revocation (value 1; join on fingerprint).");
+    let _ = writeln!(out, "# TYPE certctl_certificate_info gauge");
+    out.push_str(&info);
     let _ = writeln!(
         out,
         "# HELP certctl_certificates Certificates in the store by role and status."

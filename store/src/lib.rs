@@ -16,8 +16,8 @@
 
 mod agent_index;
 mod audit;
-mod counts;
 mod backup;
+mod counts;
 mod endpoints;
 mod error;
 mod files;
@@ -36,8 +36,8 @@ mod workflows;
 
 pub use agent_index::AgentCredential;
 pub use audit::AuditEvent;
-pub use counts::{CheckEntry, CountChanges, CountClass, Counts, StatusCounts};
 pub use backup::{kind_of, RestoredFrom, TreeCounts, TREE_MAGIC};
+pub use counts::{CheckEntry, CountChanges, CountClass, Counts, StatusCounts};
 pub use endpoints::{Endpoint, Finding, FindingKind};
 pub use error::{Result, StoreError};
 pub use files::{DirSeen, FileProblem, FileState};

@@ -124,6 +124,38 @@ fn certds_metrics_pass_promtool_and_cover_the_rules_and_the_dashboard() {
     );
     let metrics = http_get(&address, "/metrics");
     assert_eq!(metrics.status, 200, "{metrics:?}");
+    // Per certificate, next to notAfter: notBefore and an info series with the issuer and
+    // serial (bounded: agents' certificates only with per_agent).
+    let body = &metrics.body;
+    let not_before = format!(
+        "certctl_certificate_not_before_timestamp_seconds{{fingerprint=\"{}\"}} {}\n",
+        gw.fingerprint, gw.not_before
+    );
+    assert!(body.contains(&not_before), "{body}");
+    let info = body
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!(
+                "certctl_certificate_info{{fingerprint=\"{}\"",
+                gw.fingerprint
+            ))
+        })
+        .unwrap_or_else(|| panic!("no info series for the gateway:\n{body}"));
+    assert!(
+        info.contains(&format!("issuer=\"{}\"", gw.issuer)),
+        "{info}"
+    );
+    assert!(
+        info.contains("revoked=\"false\"") && info.ends_with(" 1"),
+        "{info}"
+    );
+    assert!(
+        !body.contains(&format!(
+            "certctl_certificate_info{{fingerprint=\"{}\"",
+            agent.fingerprint
+        )),
+        "{body}"
+    );
     let served: BTreeSet<String> = metrics
         .body
         .lines()
