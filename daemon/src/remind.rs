@@ -419,19 +419,7 @@ impl Digest {
 
 /// HTML-escapes `s`, control characters first ([`crate::view::printable`]).
 fn esc(s: &str) -> String {
-    let s = crate::view::printable(s);
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::view::html(s)
 }
 
 /// Whether `recipient` was already told about `threshold` or a more urgent one.

@@ -5,7 +5,7 @@
 //! from certificates, scanned files or servers (tables, `show`, `status`, `report`,
 //! reminders, CSV cells): a crafted certificate cannot drive the terminal (ESC/OSC/CSI
 //! sequences) or forge lines (CR, LF). `--json` needs none (serde escapes control
-//! characters).
+//! characters). [`html`] adds HTML escaping on top of it.
 
 use certctl_store::{
     rfc3339, Certificate, CertificateFacts, KeyId, Source, SourceLocation, UnixTime,
@@ -27,6 +27,24 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
         push_printable(&mut out, c);
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// [`printable`] text escaped for HTML element content and quoted attribute values: the
+/// reminder e-mails' HTML part and the dashboard's pages.
+pub fn html(text: &str) -> String {
+    let text = printable(text);
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// [`printable`] as a [`std::fmt::Display`] wrapper, for `format!("{}", Printable(&name))`.
