@@ -184,6 +184,31 @@ pub fn probe(target: &ProbeTarget, now: UnixTime) -> ProbeOutcome {
     outcome
 }
 
+/// Probes a known endpoint again as it was configured (SNI, role, expected issuer; 5 s),
+/// the handshake without `lock`, and records the outcome under it: how a revoke or a
+/// regenerate workflow checks what the endpoints that served the old certificate serve now.
+pub fn reprobe<G>(
+    store: &Store,
+    endpoint: &Endpoint,
+    now: UnixTime,
+    lock: &dyn Fn() -> G,
+) -> ProbeOutcome {
+    let target = ProbeTarget {
+        address: endpoint.address.clone(),
+        sni: endpoint.sni.clone(),
+        role: endpoint.role,
+        expect_issuer: endpoint.expect_issuer.clone(),
+        timeout: std::time::Duration::from_secs(5),
+        trust_store: None,
+    };
+    let outcome = probe(&target, now);
+    {
+        let _writer = lock();
+        let _ = record(store, &target, &outcome, now);
+    }
+    outcome
+}
+
 /// Records `outcome` in the store as of `now` and returns the endpoint state saved.
 ///
 /// When a chain was fetched, every served certificate is observed at

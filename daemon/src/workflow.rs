@@ -1250,19 +1250,7 @@ pub fn probe_endpoints<G>(
             store.endpoint(&address)?
         };
         let Some(endpoint) = endpoint else { continue };
-        let target = crate::probe::ProbeTarget {
-            address: address.clone(),
-            sni: endpoint.sni.clone(),
-            role: endpoint.role,
-            expect_issuer: endpoint.expect_issuer.clone(),
-            timeout: std::time::Duration::from_secs(5),
-            trust_store: None,
-        };
-        let outcome = crate::probe::probe(&target, now);
-        {
-            let _writer = lock();
-            let _ = crate::probe::record(store, &target, &outcome, now);
-        }
+        let outcome = crate::probe::reprobe(store, &endpoint, now, lock);
         let (state, detail) = match (&outcome.error, outcome.chain.first()) {
             (Some(e), _) => ("unreachable", e.clone()),
             (None, Some(leaf)) if leaf.fingerprint == new => (
