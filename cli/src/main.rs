@@ -1,73 +1,34 @@
 //! `certctl`: the command-line interface to the certificate inventory.
 //!
-//! This file only parses arguments, resolves where the store is, runs one command and
-//! turns the outcome into an exit code. The work is in `certctl_daemon` (the engine) and
-//! `certctl_store`; `commands` prints what they return.
+//! This file parses the arguments, runs one command and turns its outcome into an exit code.
+//! The way a command travels: `args` (clap) → `main::run` → `commands::X::exec` →
+//! `session` (certd over the control socket, or the store opened directly) →
+//! `certctl_daemon::api::execute` (the engine) → `certctl_store` — and the answer back,
+//! printed by the command (`output`, `table`).
 #![deny(unsafe_code)]
 
 mod args;
-mod backup_cmds;
-mod ca_args;
-mod ca_cmds;
 mod commands;
-mod docs_cmds;
-mod fleet_cmds;
-mod policy_cmds;
+mod exit;
+mod output;
+mod secrets;
+mod session;
 mod table;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
-use crate::args::Cli;
+use crate::args::{Cli, Command};
+use crate::commands::*;
+use crate::exit::Exit;
+use crate::session::Globals;
 
 /// jemalloc rather than glibc's malloc: a scan's writer and parser threads allocate and free
 /// millions of small buffers (sled's leaf copies, parsed fields), where glibc's malloc cost
 /// about a tenth of a full scan's CPU.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// The documented exit codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    Success,
-    /// `check`: something expires within the warning window.
-    Warning,
-    /// `check`: something expired or expires within the critical window.
-    Critical,
-    /// `scan`: some files failed; the others were scanned.
-    PartialFailure,
-    /// `check`: the state is unknown (Nagios UNKNOWN): the store cannot be read.
-    Unknown,
-    /// The command failed.
-    Failure,
-    /// The command line was wrong.
-    Usage,
-}
-
-impl Exit {
-    /// The process exit code (documented in docs/cli-contract.md).
-    pub fn code(self) -> u8 {
-        match self {
-            Exit::Success => 0,
-            Exit::Warning => 1,
-            Exit::Critical => 2,
-            Exit::PartialFailure | Exit::Unknown => 3,
-            Exit::Failure => 4,
-            Exit::Usage => 64,
-        }
-    }
-}
-
-/// An error and its causes on one line (`error: cause: cause`), for one-line outputs such
-/// as `check`'s monitoring answer.
-pub fn one_line(e: &anyhow::Error) -> String {
-    e.chain()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
-}
 
 fn main() -> ExitCode {
     restore_sigpipe();
@@ -86,7 +47,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code.code());
         }
     };
-    match commands::run(cli) {
+    match run(cli) {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => {
             eprintln!("error: {e}");
@@ -109,15 +70,38 @@ fn restore_sigpipe() {
     }
 }
 
-/// The store folder: `--store`, else `$CERTCTL_STORE`, else the per-user data folder.
-pub fn store_path(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    if let Some(p) = flag {
-        return Ok(p);
+/// One subcommand, run: the global options resolved once, then the command's own `exec`.
+fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let g = &Globals::new(cli.store, cli.config)?;
+    match cli.command {
+        Command::Scan(a) => scan::exec(g, a),
+        Command::List(a) => list::exec(g, a),
+        Command::Show(a) => show::exec(g, a),
+        Command::Inspect(a) => inspect::exec(a),
+        Command::Stats(a) => stats::exec(g, a),
+        Command::Check(a) => check::exec(g, a),
+        Command::Probe(a) => probe::exec(g, a),
+        Command::Status(a) => status::exec(g, a),
+        Command::Store(a) => store::exec(g, a),
+        Command::Demo(a) => demo::exec(g, a),
+        Command::Ca(a) => ca::exec(g, a),
+        Command::Issue(a) => issue::exec(g, a),
+        Command::Revoke(a) => revoke::exec(g, a),
+        Command::Regenerate(a) => regenerate::exec(g, a),
+        Command::Workflows(a) => workflows::exec(g, a),
+        Command::History(a) => history::exec(g, a),
+        Command::Crl(a) => crl::exec(g, a),
+        Command::Agents(a) => agents::exec(g, a),
+        Command::Report(a) => report::exec(g, a),
+        Command::Track(a) => track::exec(g, a),
+        Command::Untrack(a) => untrack::exec(g, a),
+        Command::Forget(a) => forget::exec(g, a),
+        Command::Metrics(a) => metrics::exec(g, a),
+        Command::Policy(a) => policy::exec(g, a),
+        Command::Remind(a) => remind::exec(g, a),
+        Command::Snooze(a) => snooze::exec(g, a),
+        Command::Snoozed(a) => snoozed::exec(g, a),
+        Command::Completions(a) => completions::exec(Cli::command(), a),
+        Command::Man(a) => man::exec(Cli::command(), a),
     }
-    if let Some(p) = std::env::var_os("CERTCTL_STORE").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    dirs::data_dir()
-        .map(|d| d.join("certctl").join("store"))
-        .ok_or_else(|| anyhow::anyhow!("cannot find a data folder for the store (no $HOME?): give --store DIR or set CERTCTL_STORE"))
 }

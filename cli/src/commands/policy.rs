@@ -1,42 +1,21 @@
-//! `certctl policy check|explain|conflicts`, `remind`, `snooze` and `snoozed`: their
-//! arguments and their printing. The work is in `certctl_daemon::{policy, remind}`.
-//!
-//! Where the policies come from: `--policies DIR`, else `[reminders] policies` of the
-//! configuration named by `certctl --config FILE`. The repository's `policies/` folder is
-//! only used when given explicitly.
-//!
-//! `CERTCTL_NOW` (RFC 3339, e.g. `2026-12-25T08:00:00Z`) replaces the clock of `policy
-//! explain`, `remind`, `snooze` and `snoozed`, and of the engine in direct mode (e.g.
-//! `check`): it exists for tests ("30 days later") and is not meant for production use.
+//! `certctl policy check|explain|conflicts`: the policies folder (`--policies DIR`, else
+//! `[reminders] policies` of `--config FILE`; the repository's `policies/` only when given).
 
-use std::path::{Path, PathBuf};
-use std::time::Duration as StdDuration;
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use certctl_daemon::agents::{FleetRequest, FleetResponse};
-use certctl_daemon::api::{self, Request, Response, StatusReport};
+use anyhow::Result;
+use certctl_daemon::api::Request;
 use certctl_daemon::artifacts;
-use certctl_daemon::config;
-use certctl_daemon::control::Client;
-use certctl_daemon::inventory::ScanProgress;
 use certctl_daemon::policy::{self, PolicyError, PolicySet, Successors};
 use certctl_daemon::query::ListFilter;
-use certctl_daemon::remind::{PassMode, PassReport, Snoozed};
+use certctl_daemon::remind::Snoozed;
 use certctl_store::{rfc3339, Certificate, TrackedArtifact, UnixTime};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::commands::Session;
+use crate::exit::Exit;
+use crate::session::{clock, Globals, Session};
 use crate::table::Table;
-use crate::Exit;
-
-/// How long certctl waits for a query, and for a reminder pass (SMTP timeouts included).
-const QUERY_TIMEOUT: StdDuration = StdDuration::from_secs(120);
-const PASS_TIMEOUT: StdDuration = StdDuration::from_secs(3600);
-/// The test clock.
-pub const NOW_ENV: &str = "CERTCTL_NOW";
-
-// ---- arguments ----------------------------------------------------------------------------
 
 #[derive(Debug, Args)]
 pub struct PolicyArgs {
@@ -91,242 +70,16 @@ pub struct PolicyConflictsArgs {
     pub json: bool,
 }
 
-#[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("mode").required(true).args(["dry_run", "now"]))]
-pub struct RemindArgs {
-    /// Print the digests the next pass would send; send and record nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Run a pass now (through certd when it runs): send what is due, retry what is pending.
-    #[arg(long)]
-    pub now: bool,
-    #[command(flatten)]
-    pub source: PoliciesArg,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct SnoozeArgs {
-    /// Fingerprint prefix (≥ 8 hex characters) or exact subject CN / SAN of one certificate.
-    pub id: String,
-    /// Silence reminders until DATE (`2026-12-31`, i.e. 00:00 UTC, or RFC 3339).
-    #[arg(long, value_name = "DATE")]
-    pub until: String,
-    /// Why (recorded in the audit history).
-    #[arg(long, value_name = "TEXT")]
-    pub reason: String,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct SnoozedArgs {
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-// ---- shared helpers -----------------------------------------------------------------------
-
-/// The store: `--store`, else the `store` of `--config FILE`, else the usual default.
-pub fn store_flag(store: Option<PathBuf>, config_file: Option<&Path>) -> Result<Option<PathBuf>> {
-    match (store, config_file) {
-        (Some(s), _) => Ok(Some(s)),
-        (None, Some(file)) => Ok(Some(config::load(file)?.store)),
-        (None, None) => Ok(None),
-    }
-}
-
-/// Now, or `$CERTCTL_NOW` (tests).
-pub fn clock() -> Result<UnixTime> {
-    match std::env::var(NOW_ENV) {
-        Ok(text) if !text.is_empty() => parse_time(&text)
-            .with_context(|| format!("${NOW_ENV} `{text}` is not an RFC 3339 time")),
-        _ => Ok(certctl_store::now()),
-    }
-}
-
-/// `2026-12-31` (00:00 UTC) or RFC 3339.
-fn parse_time(text: &str) -> Result<UnixTime> {
-    use time::format_description::well_known::Rfc3339;
-    if let Ok(t) = time::OffsetDateTime::parse(text, &Rfc3339) {
-        return Ok(t.unix_timestamp());
-    }
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    let date = time::Date::parse(text, &format).with_context(|| {
-        format!("`{text}` is not a date: write 2026-12-31 or 2026-12-31T08:00:00Z")
-    })?;
-    Ok(date.midnight().assume_utc().unix_timestamp())
-}
-
-fn call(session: &Session, request: Request, timeout: StdDuration) -> Result<Response> {
-    let response = match session {
-        Session::Direct(store) => api::execute(store, request, clock()?, &ScanProgress::default()),
-        Session::Daemon(path) => Client::connect(path)
-            .with_context(|| format!("certd stopped answering on {}", path.display()))?
-            .call(&request, timeout)?,
-    };
-    if let Response::Error { message, .. } = response {
-        bail!("{message}");
-    }
-    Ok(response)
-}
-
-fn certificates(session: &Session, request: Request) -> Result<Vec<Certificate>> {
-    match call(session, request, QUERY_TIMEOUT)? {
-        Response::Certificates { certificates } => Ok(certificates),
-        other => bail!("unexpected answer from certd: {other:?}"),
-    }
-}
-
-/// Every tracked artifact (`certctl track`).
-fn tracked_artifacts(session: &Session) -> Result<Vec<TrackedArtifact>> {
-    let request = Request::Fleet {
-        fleet: FleetRequest::Artifacts {
-            filter: ListFilter::default(),
-        },
-    };
-    match call(session, request, QUERY_TIMEOUT)? {
-        Response::Fleet {
-            fleet: FleetResponse::Artifacts { artifacts, .. },
-        } => Ok(artifacts),
-        other => bail!("unexpected answer from certd: {other:?}"),
-    }
-}
-
-/// The tracked artifacts `id` names (an id prefix, an exact path or name; see
-/// [`artifacts::matches_id`]).
-fn find_artifacts(session: &Session, id: &str) -> Result<Vec<TrackedArtifact>> {
-    Ok(tracked_artifacts(session)?
-        .into_iter()
-        .filter(|a| artifacts::matches_id(a, id))
-        .collect())
-}
-
-fn snoozes(session: &Session, at: UnixTime) -> Result<Vec<Snoozed>> {
-    match call(session, Request::Snoozed { at: Some(at) }, QUERY_TIMEOUT)? {
-        Response::Snoozed { snoozes } => Ok(snoozes),
-        other => bail!("unexpected answer from certd: {other:?}"),
-    }
-}
-
-/// The policies folder: `--policies`, else the configuration's `[reminders] policies`.
-fn policies_dir(flag: Option<PathBuf>, config_file: Option<&Path>) -> Result<PathBuf> {
-    if let Some(dir) = flag {
-        return Ok(dir);
-    }
-    let Some(file) = config_file else {
-        bail!("no policies folder: give --policies DIR, or --config FILE whose [reminders] section names one");
-    };
-    match config::load(file)?.reminders {
-        Some(r) => Ok(r.policies),
-        None => bail!(
-            "{}: no [reminders] section, so no policies folder: add one, or give --policies DIR",
-            file.display()
-        ),
-    }
-}
-
-fn load_policies(flag: Option<PathBuf>, config_file: Option<&Path>) -> Result<PolicySet> {
-    let dir = policies_dir(flag, config_file)?;
-    Ok(policy::load_dir(&dir)?)
-}
-
-fn absolute(p: &Path) -> Result<PathBuf> {
-    std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()))
-}
-
-/// The extra lines of `certctl status` about e-mail delivery.
-pub fn print_status(status: &StatusReport) {
-    if let Some(e) = &status.smtp_last_error {
-        let when = status
-            .smtp_last_error_at
-            .map_or(String::new(), |t| format!(" ({})", rfc3339(t)));
-        // The SMTP server's own words: shown escaped.
-        println!(
-            "smtp: last error{when}: {}",
-            certctl_daemon::view::Printable(e)
-        );
-    }
-    if let Some(d) = &status.last_delivery {
-        let mut text = format!(
-            "reminders: last delivery {}: {}",
-            d.at,
-            match d.outcome.as_str() {
-                "delivered" => "delivered",
-                "failed" => "FAILED",
-                _ => "partly FAILED",
-            }
-        );
-        if d.recipients_delivered > 0 {
-            text.push_str(&format!(
-                ", {} recipients got {} reminders",
-                d.recipients_delivered, d.reminders_delivered
-            ));
-            if d.recipients_retried > 0 {
-                text.push_str(&format!(
-                    " ({} after an earlier failure)",
-                    d.recipients_retried
-                ));
-            }
-        }
-        if d.recipients_failed > 0 {
-            text.push_str(&format!(
-                ", {} recipients not reached: {}",
-                d.recipients_failed,
-                d.error.as_deref().unwrap_or("")
-            ));
-        }
-        // The SMTP server's own words: shown escaped.
-        println!("{}", certctl_daemon::view::Printable(&text));
-    }
-    for g in &status.gone_artifacts {
-        println!(
-            "tracked: {} is gone: no reminders (`certctl untrack PATH` forgets it)",
-            certctl_daemon::view::Printable(g)
-        );
-    }
-    if status.reminders_pending > 0 {
-        println!(
-            "reminders: {} pending delivery (retried with backoff)",
-            status.reminders_pending
-        );
-    }
-    for ca in &status.stale_crls {
-        println!(
-            "crl: the published CRL of CA `{ca}` is behind the store (a revocation is not visible yet): run `certctl ca crl {ca}`"
-        );
-    }
-    if status.failed_files_total > 0 {
-        println!(
-            "files: {} could not be read at the last scan (their certificates are not seen):",
-            status.failed_files_total
-        );
-        for f in &status.failed_files {
-            println!("  {}", certctl_daemon::view::Printable(f));
-        }
-    }
-}
-
-// ---- policy check / explain / conflicts -----------------------------------------------------
-
-pub fn policy(
-    store_flag: Option<PathBuf>,
-    config_file: Option<&Path>,
-    a: PolicyArgs,
-) -> Result<Exit> {
+pub fn exec(g: &Globals, a: PolicyArgs) -> Result<Exit> {
     match a.command {
         PolicyCommand::Check(a) => check(a),
         PolicyCommand::Explain(a) => {
-            let set = load_policies(a.source.policies.clone(), config_file)?;
-            explain(&Session::existing(store_flag)?, &set, a)
+            let set = g.policies(a.source.policies.clone())?;
+            explain(&g.existing()?, &set, a)
         }
         PolicyCommand::Conflicts(a) => {
-            let set = load_policies(a.source.policies.clone(), config_file)?;
-            conflicts(&Session::existing(store_flag)?, &set, a.json)
+            let set = g.policies(a.source.policies.clone())?;
+            conflicts(&g.existing()?, &set, a.json)
         }
     }
 }
@@ -473,7 +226,7 @@ fn explain_artifact(
 
 fn explain(session: &Session, set: &PolicySet, a: PolicyExplainArgs) -> Result<Exit> {
     let now = clock()?;
-    let certs = match certificates(session, Request::Find { id: a.id.clone() }) {
+    let certs = match session.certificates(Request::Find { id: a.id.clone() }) {
         Ok(certs) => certs,
         Err(e) => {
             // Not a certificate: perhaps a tracked artifact.
@@ -482,7 +235,7 @@ fn explain(session: &Session, set: &PolicySet, a: PolicyExplainArgs) -> Result<E
             if found.is_empty() {
                 return Err(e);
             }
-            let snoozed = snoozes(session, now)?;
+            let snoozed = session.snoozes(now)?;
             let out: Vec<serde_json::Value> = found
                 .iter()
                 .map(|x| explain_artifact(set, x, &snoozed, now))
@@ -490,13 +243,13 @@ fn explain(session: &Session, set: &PolicySet, a: PolicyExplainArgs) -> Result<E
             return print_explained(&out, a.json);
         }
     };
-    let snoozed = snoozes(session, now)?;
+    let snoozed = session.snoozes(now)?;
     let mut out = Vec::new();
     for cert in &certs {
         // Renewals: other certificates answering to the same name.
         let mut family = certs.clone();
         if let Some(cn) = &cert.facts.subject_cn {
-            if let Ok(more) = certificates(session, Request::Find { id: cn.clone() }) {
+            if let Ok(more) = session.certificates(Request::Find { id: cn.clone() }) {
                 family.extend(more);
             }
         }
@@ -779,14 +532,11 @@ fn explain_text(v: &serde_json::Value) -> String {
 }
 
 fn conflicts(session: &Session, set: &PolicySet, json_out: bool) -> Result<Exit> {
-    let certs = certificates(
-        session,
-        Request::List {
-            filter: ListFilter::default(),
-        },
-    )?;
+    let certs = session.certificates(Request::List {
+        filter: ListFilter::default(),
+    })?;
     // Tracked artifacts too (against the artifact policies); a certd without them: none.
-    let tracked = tracked_artifacts(session).unwrap_or_default();
+    let tracked = session.tracked_artifacts().unwrap_or_default();
     // (fingerprint, name, role or artifact kind, is an artifact, the matching policies)
     let mut rows = Vec::new();
     for cert in &certs {
@@ -868,149 +618,12 @@ fn conflicts(session: &Session, set: &PolicySet, json_out: bool) -> Result<Exit>
     Ok(Exit::Success)
 }
 
-// ---- remind ---------------------------------------------------------------------------------
-
-pub fn remind(
-    store_flag: Option<PathBuf>,
-    config_file: Option<&Path>,
-    a: RemindArgs,
-) -> Result<Exit> {
-    if config_file.is_none() && !(a.dry_run && a.source.policies.is_some()) {
-        bail!("remind needs certd's configuration (its [smtp] and [reminders]): certctl --config FILE remind ..., or --dry-run --policies DIR to see what would be sent");
-    }
-    let request = Request::Remind {
-        config: config_file.map(absolute).transpose()?,
-        policies: a.source.policies.as_deref().map(absolute).transpose()?,
-        mode: if a.dry_run {
-            PassMode::DryRun
-        } else {
-            PassMode::Now
-        },
-        at: Some(clock()?),
-    };
-    let session = Session::existing(store_flag)?;
-    let report: PassReport = match call(&session, request, PASS_TIMEOUT)? {
-        Response::Remind { report } => report,
-        other => bail!("unexpected answer from certd: {other:?}"),
-    };
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&certctl_daemon::view::with_rfc3339_times(&report)?)?
-        );
-    } else if report.mode == PassMode::DryRun {
-        for d in &report.digests {
-            println!("To: {}", d.recipient);
-            println!("Subject: {}", d.subject());
-            println!();
-            println!("{}", d.text(report.at));
-        }
-        println!("{}", report.summary());
-    } else {
-        for f in &report.failed {
-            eprintln!(
-                "error: {} reminders for {} stay pending (attempt {}, next after {}): {}",
-                f.reminders,
-                f.recipient,
-                f.attempts,
-                rfc3339(f.next_attempt),
-                f.error
-            );
-        }
-        println!("{}", report.summary());
-    }
-    Ok(if report.failed.is_empty() {
-        Exit::Success
-    } else {
-        Exit::Failure
-    })
-}
-
-// ---- snooze / snoozed -----------------------------------------------------------------------
-
-fn snooze_json(s: &Snoozed) -> serde_json::Value {
-    json!({
-        "fingerprint_sha256": s.snooze.fingerprint.to_hex(),
-        "kind": if s.artifact.is_some() { "artifact" } else { "certificate" },
-        "name": s.name(),
-        "path": s.artifact.as_ref().map(|a| a.path.clone()),
-        "until": rfc3339(s.snooze.until),
-        "reason": s.snooze.reason,
-        "by": s.snooze.by,
-        "at": rfc3339(s.snooze.at),
-    })
-}
-
-pub fn snooze(session: &Session, a: SnoozeArgs) -> Result<Exit> {
-    let until = parse_time(&a.until)?;
-    let by = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| format!("uid {}", rustix::process::getuid().as_raw()));
-    let request = Request::Snooze {
-        id: artifacts::id_from_client(&a.id),
-        until,
-        reason: a.reason,
-        by,
-        at: Some(clock()?),
-    };
-    let snoozes = match call(session, request, QUERY_TIMEOUT)? {
-        Response::Snoozed { snoozes } => snoozes,
-        other => bail!("unexpected answer from certd: {other:?}"),
-    };
-    for s in &snoozes {
-        if a.json {
-            println!("{}", serde_json::to_string_pretty(&snooze_json(s))?);
-        } else {
-            println!(
-                "snoozed {} ({}) until {}: {}",
-                s.name().unwrap_or("?"),
-                s.snooze.fingerprint.to_hex(),
-                rfc3339(s.snooze.until),
-                s.snooze.reason
-            );
-        }
-    }
-    Ok(Exit::Success)
-}
-
-pub fn snoozed(session: &Session, a: SnoozedArgs) -> Result<Exit> {
-    let all = snoozes(session, clock()?)?;
-    if a.json {
-        let v: Vec<serde_json::Value> = all.iter().map(snooze_json).collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(Exit::Success);
-    }
-    let mut t = Table::new(&["UNTIL", "NAME", "FINGERPRINT", "BY", "REASON"]);
-    for s in &all {
-        t.row(vec![
-            rfc3339(s.snooze.until),
-            s.name().unwrap_or("(not in the store)").to_string(),
-            s.snooze.fingerprint.to_hex()[..16].to_string(),
-            s.snooze.by.clone(),
-            s.snooze.reason.clone(),
-        ]);
-    }
-    print!("{}", t.render());
-    let files = all.iter().filter(|s| s.artifact.is_some()).count();
-    if files == 0 {
-        println!("{} certificates snoozed", all.len());
-    } else {
-        println!(
-            "{} certificates and {files} tracked files snoozed",
-            all.len() - files
-        );
-    }
-    Ok(Exit::Success)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_and_times() {
-        assert_eq!(parse_time("1970-01-02").unwrap(), 86_400);
-        assert_eq!(parse_time("1970-01-01T00:01:00Z").unwrap(), 60);
-        assert!(parse_time("tomorrow").is_err());
-    }
+/// The tracked artifacts `id` names (an id prefix, an exact path or name; see
+/// [`artifacts::matches_id`]).
+fn find_artifacts(session: &Session, id: &str) -> Result<Vec<TrackedArtifact>> {
+    Ok(session
+        .tracked_artifacts()?
+        .into_iter()
+        .filter(|a| artifacts::matches_id(a, id))
+        .collect())
 }
