@@ -1,6 +1,6 @@
 //! `certctl snooze ID --until DATE`: silence one certificate's reminders until a date.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use certctl_daemon::api::{Request, Response};
 use certctl_daemon::artifacts;
 use certctl_daemon::remind::Snoozed;
