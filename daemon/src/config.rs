@@ -115,6 +115,20 @@ format = "teams"               # json (default: the digest as JSON) | teams | sl
 # header_file = "/etc/certd/webhook-auth"    # optional secret file: one "Name: value" header
 timeout = "10s"                # optional; the whole exchange
 
+# Optional, any number: SCEP servers (RFC 8894: AD CS through NDES, an MDM or DLP
+# enrollment service) that renew certificates whose policy says `scep = "NAME"`.
+[[scep]]
+name = "corp-ndes"
+url = "https://ndes.contoso.example/certsrv/mscep/mscep.dll"   # http:// or https://
+challenge_file = "/etc/certd/scep-challenge"   # secret file (0600): the challenge password
+# SHA-256 of the CA certificate GetCACert returns (colons allowed); nothing is sent to a
+# server whose CA does not match. `openssl x509 -in ca.pem -noout -fingerprint -sha256`.
+ca_fingerprint = "4f:2b:13:aa:9c:0d:51:7e:88:c2:5a:19:e4:6b:03:d7:21:90:fe:4c:6a:b8:35:12:7f:e0:9d:42:c6:1b:58:a3"
+# ca_file = "/etc/certd/ndes-tls-ca.pem"   # optional; more CA certificates (PEM) trusted
+                                           # for an https server, besides the system's roots
+# poll_interval = "30s"   # optional; first wait while the request is pending (doubles)
+# poll_timeout = "1h"     # optional; the longest time polling one request
+
 # Optional section: agent approval (certctl agents ...).
 [agents]
 # The deny list a gateway consumes (one SHA-256 fingerprint per line). certd rewrites it
@@ -224,6 +238,8 @@ pub struct Config {
     pub workflows: WorkflowsConfig,
     /// Where reminders to `webhook:NAME` recipients go (`[[webhook]]`).
     pub webhooks: Vec<crate::webhook::WebhookConfig>,
+    /// SCEP servers that renew certificates (`[[scep]]`).
+    pub scep: Vec<crate::scep::ScepConfig>,
     /// Scheduled backups of the store (`[backup]`); `None`: none.
     pub backup: Option<BackupConfig>,
     /// Removing expired certificates that nothing holds any more (`[retention]`).
@@ -368,6 +384,9 @@ impl Config {
             if let Some(f) = &w.header_file {
                 out.push((format!("webhook.{}.header_file", w.name), f));
             }
+        }
+        for s in &self.scep {
+            out.push((format!("scep.{}.challenge_file", s.name), &s.challenge_file));
         }
         out
     }
@@ -804,6 +823,8 @@ struct RawConfig {
     workflows: Option<RawWorkflows>,
     #[serde(default)]
     webhook: Vec<RawWebhook>,
+    #[serde(default)]
+    scep: Vec<RawScep>,
     backup: Option<RawBackup>,
     retention: Option<RawRetention>,
 }
@@ -817,6 +838,18 @@ struct RawWebhook {
     ca_file: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     header_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScep {
+    name: Spanned<String>,
+    url: Spanned<String>,
+    challenge_file: Spanned<String>,
+    ca_fingerprint: Spanned<String>,
+    ca_file: Option<Spanned<String>>,
+    poll_interval: Option<Spanned<String>>,
+    poll_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1062,6 +1095,7 @@ impl Checker<'_> {
             None => WorkflowsConfig::default(),
         };
         let webhooks = self.webhooks(&raw.webhook);
+        let scep = self.scep(&raw.scep);
         let backup = raw.backup.as_ref().and_then(|b| self.backup(b));
         let retention = raw
             .retention
@@ -1083,8 +1117,71 @@ impl Checker<'_> {
             metrics,
             workflows,
             webhooks,
+            scep,
             retention,
         }
+    }
+
+    /// `[[scep]]` tables: unique names, an http(s) URL, a SHA-256 fingerprint.
+    fn scep(&mut self, raw: &[RawScep]) -> Vec<crate::scep::ScepConfig> {
+        use crate::scep::{parse_fingerprint, ScepConfig, DEFAULT_POLL_INTERVAL, DEFAULT_POLL_TIMEOUT};
+        let mut out: Vec<ScepConfig> = Vec::new();
+        let mut names: Vec<&str> = Vec::new();
+        for s in raw {
+            let name = s.name.get_ref().clone();
+            if !crate::webhook::valid_name(&name) {
+                self.report(
+                    s.name.span(),
+                    format!("scep.name `{name}`: use letters, digits, `.`, `_` and `-` (at most 64)"),
+                );
+            } else if names.contains(&name.as_str()) {
+                self.report(s.name.span(), format!("scep `{name}` is defined twice"));
+            }
+            names.push(s.name.get_ref());
+            let url = match url::Url::parse(s.url.get_ref()) {
+                Ok(u) if matches!(u.scheme(), "https" | "http") && u.host_str().is_some() => Some(u),
+                Ok(_) => {
+                    self.report(
+                        s.url.span(),
+                        format!("scep.url: `{}` is not an http:// or https:// URL with a host", s.url.get_ref()),
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.report(s.url.span(), format!("scep.url: {e}"));
+                    None
+                }
+            };
+            let fingerprint = parse_fingerprint(s.ca_fingerprint.get_ref());
+            if fingerprint.is_none() {
+                self.report(
+                    s.ca_fingerprint.span(),
+                    "scep.ca_fingerprint: expected the CA certificate's SHA-256 as 64 hex digits (colons allowed)".into(),
+                );
+            }
+            let challenge_file = self.path("scep.challenge_file", &s.challenge_file);
+            let ca_file = s.ca_file.as_ref().map(|p| self.path("scep.ca_file", p));
+            let poll_interval = match &s.poll_interval {
+                Some(t) => self.duration("scep.poll_interval", t),
+                None => DEFAULT_POLL_INTERVAL,
+            };
+            let poll_timeout = match &s.poll_timeout {
+                Some(t) => self.duration("scep.poll_timeout", t),
+                None => DEFAULT_POLL_TIMEOUT,
+            };
+            if let (Some(url), Some(ca_fingerprint)) = (url, fingerprint) {
+                out.push(ScepConfig {
+                    name,
+                    url,
+                    challenge_file,
+                    ca_fingerprint,
+                    ca_file,
+                    poll_interval,
+                    poll_timeout,
+                });
+            }
+        }
+        out
     }
 
     fn retention(&mut self, raw: &RawRetention) -> RetentionConfig {

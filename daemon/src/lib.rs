@@ -57,6 +57,7 @@ pub mod remind;
 pub mod reports;
 pub mod retention;
 pub mod revoke;
+pub mod scep;
 pub mod schedule;
 pub mod server;
 pub mod smtp_client;

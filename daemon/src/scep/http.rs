@@ -1,0 +1,191 @@
+//! The HTTP side of SCEP (RFC 8894 §4): `GET URL?operation=OP&message=M`, or `POST
+//! URL?operation=PKIOperation` with the binary message when the server offers
+//! `POSTPKIOperation`.
+//!
+//! Bounded like certd's other network I/O ([`crate::webhook`]): one deadline for connect,
+//! TLS, request and answer; at most [`MAX_ANSWER`] bytes read; HTTPS with the system's roots
+//! plus the `[[scep]]` block's `ca_file`, TLS 1.2 or later, the host name checked. Redirects
+//! are not followed (a 3xx is an error naming where it pointed). HTTP/1.0 requests, so the
+//! answer ends at the connection's close and carries no chunked encoding.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The most of an answer read (head and body).
+pub const MAX_ANSWER: usize = 1 << 20;
+
+/// An answer with status 200.
+#[derive(Debug)]
+pub struct Answer {
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// One exchange with `url` under `timeout`; `Err` is the cause in words.
+pub fn exchange(
+    url: &url::Url,
+    post: Option<&[u8]>,
+    ca_file: Option<&Path>,
+    timeout: Duration,
+) -> Result<Answer, String> {
+    let deadline = Instant::now() + timeout;
+    let host = url
+        .host_str()
+        .ok_or("the URL has no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = url.port_or_known_default().ok_or("the URL has no port")?;
+    let address = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} has no address"))?;
+    let left = |what: &str| -> Result<Duration, String> {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("timed out {what}"))
+    };
+    let tcp = TcpStream::connect_timeout(&address, left("connecting")?)
+        .map_err(|e| format!("cannot connect to {address}: {e}"))?;
+    let d = left("")?;
+    tcp.set_read_timeout(Some(d))
+        .and_then(|()| tcp.set_write_timeout(Some(d)))
+        .map_err(|e| e.to_string())?;
+    let mut path = url.path().to_string();
+    if let Some(q) = url.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    let authority = match url.port() {
+        Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_string(),
+    };
+    let agent = format!("certctl/{}", env!("CARGO_PKG_VERSION"));
+    let mut request = match post {
+        Some(body) => format!(
+            "POST {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: {agent}\r\n\
+             Content-Type: application/x-pki-message\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes(),
+        None => format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: {agent}\r\n\r\n")
+            .into_bytes(),
+    };
+    request.extend_from_slice(post.unwrap_or_default());
+    let raw = match url.scheme() {
+        "https" => {
+            let connector = crate::webhook::connector(ca_file)?;
+            let mut tls = connector
+                .connect(&host, tcp)
+                .map_err(|e| format!("TLS with {host}: {e}"))?;
+            send(&mut tls, &request)?
+        }
+        _ => {
+            let mut tcp = tcp;
+            send(&mut tcp, &request)?
+        }
+    };
+    parse(&raw)
+}
+
+fn send<S: Read + Write>(stream: &mut S, request: &[u8]) -> Result<Vec<u8>, String> {
+    stream
+        .write_all(request)
+        .and_then(|()| stream.flush())
+        .map_err(|e| format!("sending the request: {e}"))?;
+    let mut answer = Vec::new();
+    stream
+        .take(MAX_ANSWER as u64 + 1)
+        .read_to_end(&mut answer)
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    if answer.len() > MAX_ANSWER {
+        return Err(format!(
+            "the answer is larger than {} KiB",
+            MAX_ANSWER / 1024
+        ));
+    }
+    Ok(answer)
+}
+
+/// The status, Content-Type and body of a raw HTTP answer; non-200 is an error.
+pub fn parse(raw: &[u8]) -> Result<Answer, String> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("not an HTTP answer (no end of head)")?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let body = &raw[split + 4..];
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .strip_prefix("HTTP/")
+        .and_then(|s| s.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "not an HTTP answer: {:?}",
+                crate::view::printable(&status_line.chars().take(80).collect::<String>())
+            )
+        })?;
+    let header = |name: &str| {
+        head.split("\r\n").skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    };
+    if (300..400).contains(&status) {
+        return Err(format!(
+            "the server redirects ({status}) to {}; certd follows no redirects: put the final URL in `url`",
+            crate::view::printable(&header("location").unwrap_or_default())
+        ));
+    }
+    if status != 200 {
+        let excerpt: String = String::from_utf8_lossy(body).chars().take(200).collect();
+        return Err(format!(
+            "the server answered {} {}",
+            status_line.split(' ').skip(1).collect::<Vec<_>>().join(" "),
+            crate::view::printable(excerpt.trim())
+        ));
+    }
+    if header("transfer-encoding").is_some_and(|t| !t.eq_ignore_ascii_case("identity")) {
+        return Err("the server sent a transfer encoding to an HTTP/1.0 request".into());
+    }
+    let body = match header("content-length").and_then(|l| l.parse::<usize>().ok()) {
+        Some(n) if n <= body.len() => &body[..n],
+        Some(n) => {
+            return Err(format!(
+                "the answer ended after {} of {n} bytes",
+                body.len()
+            ))
+        }
+        None => body,
+    };
+    Ok(Answer {
+        content_type: header("content-type").unwrap_or_default(),
+        body: body.to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers() {
+        let a = parse(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nabcdef")
+            .unwrap();
+        assert_eq!(a.content_type, "text/plain");
+        assert_eq!(a.body, b"abc");
+        let e = parse(b"HTTP/1.1 302 Found\r\nLocation: http://evil.example/x\r\n\r\n").unwrap_err();
+        assert!(e.contains("evil.example") && e.contains("no redirects"), "{e}");
+        let e = parse(b"HTTP/1.1 500 Oops\r\n\r\nbroken").unwrap_err();
+        assert!(e.contains("500 Oops broken"), "{e}");
+        let e = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc").unwrap_err();
+        assert!(e.contains("3 of 10"), "{e}");
+        assert!(parse(b"garbage").is_err());
+    }
+}

@@ -1,0 +1,479 @@
+//! SCEP (RFC 8894) enrollment and renewal with an outside CA (AD CS through NDES, an MDM or
+//! DLP enrollment service), as `[[scep]]` blocks in certd.toml configure it.
+//!
+//! One enrollment ([`Client::enroll`]):
+//! 1. **GetCACert**: the CA certificate (a single DER certificate, or a degenerate PKCS#7
+//!    certs-only answer with the CA and RA certificates). Its SHA-256 must be the pinned
+//!    `ca_fingerprint` **before anything else is sent**; an RA certificate is believed only
+//!    when the pinned CA signed it.
+//! 2. **GetCACaps**: `POSTPKIOperation`, `SHA-256`, `AES`, `Renewal` decide POST or GET,
+//!    SHA-256 or SHA-1, AES-128 or 3DES, RenewalReq or PKCSReq.
+//! 3. **PKCSReq** (a CSR with the challenge password, signed with a self-signed certificate
+//!    of the new key) or **RenewalReq** (signed with the current certificate and key, when
+//!    offered and the current key is RSA), encrypted to the RA (or CA) certificate.
+//! 4. The **CertRep**: believed only when signed by the RA/CA certificate and answering our
+//!    transactionID and nonce ([`message::parse_reply`]). SUCCESS: the certificate is taken
+//!    from the envelope; FAILURE: the failInfo in words ([`ScepError::Refused`]); PENDING:
+//!    **CertPoll** with backoff from `poll_interval` up to `poll_timeout` in all.
+//!
+//! SCEP needs RSA: the CertRep is encrypted to the requester's certificate, so the new key
+//! of a SCEP enrollment is RSA. The challenge password is a secret file (0600, never logged).
+//! Nothing here touches the store: the caller (the renewal's CSR workflow) gets the
+//! certificate and completes the workflow with it.
+
+pub mod admin;
+pub mod http;
+pub mod message;
+
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+
+use message::{Algorithms, FailInfo, MessageType, PkiStatus, Signer};
+
+/// The deadline of one HTTP exchange.
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default first wait between CertPolls (doubled after each, at most 10 minutes).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
+/// The default longest time spent polling a pending request in one enrollment.
+pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(3600);
+const MAX_POLL_WAIT: Duration = Duration::from_secs(600);
+
+/// A SCEP server as a `[[scep]]` block configures it (checked by [`crate::config`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScepConfig {
+    pub name: String,
+    pub url: url::Url,
+    /// The challenge password's file (absolute, 0600, never logged).
+    pub challenge_file: PathBuf,
+    /// SHA-256 of the CA certificate, 32 bytes.
+    pub ca_fingerprint: [u8; 32],
+    /// More CA certificates (PEM) trusted for an `https` server.
+    pub ca_file: Option<PathBuf>,
+    pub poll_interval: Duration,
+    pub poll_timeout: Duration,
+}
+
+/// Why an enrollment did not return a certificate. Every variant names the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ScepError {
+    #[error("SCEP server `{server}` ({url}): {cause}")]
+    Http {
+        server: String,
+        url: String,
+        cause: String,
+    },
+    #[error(
+        "SCEP server `{server}`: the CA certificate's SHA-256 is {actual}, but ca_fingerprint pins {pinned}; refused before sending anything (check the CA, then fix ca_fingerprint)"
+    )]
+    Fingerprint {
+        server: String,
+        pinned: String,
+        actual: String,
+    },
+    #[error("SCEP server `{server}` answered {}: {}{}", info.map_or_else(|| format!("failure (failInfo {})", code.as_deref().unwrap_or("absent")), |i| i.as_str().to_string()), info.map_or("refused", |i| i.meaning()), text.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
+    Refused {
+        server: String,
+        info: Option<FailInfo>,
+        code: Option<String>,
+        text: Option<String>,
+    },
+    #[error("SCEP server `{server}`: the request (transaction {transaction}) is still pending after {waited}s of polling; it is polled again at the next attempt")]
+    StillPending {
+        server: String,
+        transaction: String,
+        waited: u64,
+    },
+    #[error("SCEP server `{server}`: {source}")]
+    Message {
+        server: String,
+        source: message::MessageError,
+    },
+    #[error("SCEP server `{server}`: {cause}")]
+    Invalid { server: String, cause: String },
+    #[error("challenge_file {}: {cause}", path.display())]
+    Challenge { path: PathBuf, cause: String },
+}
+
+/// The server's capabilities (GetCACaps), case-insensitive keywords.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caps(Vec<String>);
+
+impl Caps {
+    pub fn parse(text: &str) -> Caps {
+        Caps(
+            text.split(['\n', '\r', ' ', '\t'])
+                .filter(|s| !s.is_empty())
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
+        )
+    }
+    pub fn has(&self, cap: &str) -> bool {
+        self.0.iter().any(|c| c.eq_ignore_ascii_case(cap))
+    }
+    pub fn algorithms(&self) -> Algorithms {
+        Algorithms {
+            sha256: self.has("SHA-256") || self.has("SCEPStandard"),
+            aes: self.has("AES") || self.has("SCEPStandard"),
+        }
+    }
+    pub fn post(&self) -> bool {
+        self.has("POSTPKIOperation") || self.has("SCEPStandard")
+    }
+    pub fn renewal(&self) -> bool {
+        self.has("Renewal")
+    }
+    pub fn keywords(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// The certificates GetCACert returned, once the pin matched.
+#[derive(Debug, Clone)]
+pub struct CaCerts {
+    /// The pinned CA certificate.
+    pub ca: X509,
+    /// Who the request is encrypted to: an RA certificate the CA issued, or the CA.
+    pub recipient: X509,
+    /// Who may sign a CertRep: the CA and the RA certificates it issued.
+    pub signers: Vec<X509>,
+}
+
+/// What an enrollment asks for.
+pub struct Enrollment<'a> {
+    /// The new key (RSA).
+    pub key: &'a PKey<Private>,
+    /// The CSR's subject and SANs.
+    pub params: rcgen::CertificateParams,
+    /// The current certificate and key, for a RenewalReq.
+    pub current: Option<(&'a X509, &'a PKey<Private>)>,
+}
+
+/// The issued certificate and how it was asked for.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    pub cert: X509,
+    /// The other certificates of the answer (the chain), if any.
+    pub chain: Vec<X509>,
+    /// Whether it was a RenewalReq (else PKCSReq).
+    pub renewal: bool,
+    pub transaction_id: String,
+}
+
+/// A SCEP client for one `[[scep]]` block.
+pub struct Client<'a> {
+    config: &'a ScepConfig,
+    /// Called before each wait while pending (tests, and the log).
+    sleep: Box<dyn Fn(Duration) + 'a>,
+}
+
+/// `aa:bb:...` (lower case) of a fingerprint.
+pub fn colon_hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A `ca_fingerprint` as written in certd.toml: 64 hex digits, colons and spaces allowed.
+pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
+    let digits: String = text.chars().filter(|c| *c != ':' && *c != ' ').collect();
+    let bytes = hex::decode(digits).ok()?;
+    bytes.try_into().ok()
+}
+
+impl<'a> Client<'a> {
+    pub fn new(config: &'a ScepConfig) -> Client<'a> {
+        Client {
+            config,
+            sleep: Box::new(thread::sleep),
+        }
+    }
+
+    /// The same client with another way to wait (tests).
+    pub fn with_sleep(mut self, sleep: impl Fn(Duration) + 'a) -> Client<'a> {
+        self.sleep = Box::new(sleep);
+        self
+    }
+
+    fn http_err(&self, url: &url::Url) -> impl Fn(String) -> ScepError + '_ {
+        let url = redacted(url);
+        move |cause| ScepError::Http {
+            server: self.config.name.clone(),
+            url: url.clone(),
+            cause,
+        }
+    }
+
+    fn invalid(&self, cause: impl Into<String>) -> ScepError {
+        ScepError::Invalid {
+            server: self.config.name.clone(),
+            cause: cause.into(),
+        }
+    }
+
+    fn msg_err(&self) -> impl Fn(message::MessageError) -> ScepError + '_ {
+        move |source| ScepError::Message {
+            server: self.config.name.clone(),
+            source,
+        }
+    }
+
+    fn operation_url(&self, operation: &str, message: Option<&str>) -> url::Url {
+        let mut url = self.config.url.clone();
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("operation", operation);
+            if let Some(m) = message {
+                q.append_pair("message", m);
+            }
+        }
+        url
+    }
+
+    fn get(&self, operation: &str, message: Option<&str>) -> Result<http::Answer, ScepError> {
+        let url = self.operation_url(operation, message);
+        http::exchange(
+            &url,
+            None,
+            self.config.ca_file.as_deref(),
+            EXCHANGE_TIMEOUT,
+        )
+        .map_err(self.http_err(&url))
+    }
+
+    /// GetCACert, checked against the pin. Nothing else is sent before this returns `Ok`.
+    pub fn ca_certs(&self) -> Result<CaCerts, ScepError> {
+        let answer = self.get("GetCACert", Some(&self.config.name))?;
+        let certs = match X509::from_der(&answer.body) {
+            Ok(cert) => vec![cert],
+            Err(_) => message::certs_only(&answer.body).map_err(self.msg_err())?,
+        };
+        if certs.is_empty() {
+            return Err(self.invalid("GetCACert returned no certificate"));
+        }
+        let fingerprint = |c: &X509| -> Result<Vec<u8>, ScepError> {
+            c.digest(openssl::hash::MessageDigest::sha256())
+                .map(|d| d.to_vec())
+                .map_err(|e| self.invalid(e.to_string()))
+        };
+        let mut ca = None;
+        let mut seen = Vec::new();
+        for cert in &certs {
+            let fp = fingerprint(cert)?;
+            if fp == self.config.ca_fingerprint {
+                ca = Some(cert.clone());
+            }
+            seen.push(colon_hex(&fp));
+        }
+        let Some(ca) = ca else {
+            return Err(ScepError::Fingerprint {
+                server: self.config.name.clone(),
+                pinned: colon_hex(&self.config.ca_fingerprint),
+                actual: seen.join(", "),
+            });
+        };
+        let ca_key = ca.public_key().map_err(|e| self.invalid(e.to_string()))?;
+        // RA certificates: issued by the pinned CA (their signature verifies with its key).
+        let ras: Vec<X509> = certs
+            .iter()
+            .filter(|c| {
+                fingerprint(c).ok().as_deref() != Some(&self.config.ca_fingerprint[..])
+                    && c.verify(&ca_key).unwrap_or(false)
+            })
+            .cloned()
+            .collect();
+        let encipher = |c: &&X509| {
+            let der = c.to_der().unwrap_or_default();
+            x509_parser::parse_x509_certificate(&der).is_ok_and(|(_, parsed)| {
+                matches!(parsed.key_usage(), Ok(Some(ku)) if ku.value.key_encipherment())
+            })
+        };
+        let recipient = ras
+            .iter()
+            .find(encipher)
+            .or_else(|| ras.first())
+            .cloned()
+            .unwrap_or_else(|| ca.clone());
+        let mut signers = ras;
+        signers.push(ca.clone());
+        Ok(CaCerts {
+            ca,
+            recipient,
+            signers,
+        })
+    }
+
+    /// GetCACaps (an empty list when the server answers with nothing).
+    pub fn ca_caps(&self) -> Result<Caps, ScepError> {
+        let answer = self.get("GetCACaps", Some(&self.config.name))?;
+        Ok(Caps::parse(&String::from_utf8_lossy(&answer.body)))
+    }
+
+    fn challenge(&self) -> Result<String, ScepError> {
+        let path = &self.config.challenge_file;
+        let fail = |cause: String| ScepError::Challenge {
+            path: path.clone(),
+            cause,
+        };
+        let bytes = crate::ca::read_private_file(path).map_err(|e| fail(e.to_string()))?;
+        let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8".into()))?;
+        let password = text.trim_end_matches(['\r', '\n']);
+        if password.is_empty() || password.contains(['\r', '\n']) {
+            return Err(fail("holds no password, or more than one line".into()));
+        }
+        Ok(password.to_string())
+    }
+
+    /// Sends one pkiMessage and returns the raw CertRep.
+    fn pki_operation(&self, caps: &Caps, der: &[u8]) -> Result<Vec<u8>, ScepError> {
+        let answer = if caps.post() {
+            let url = self.operation_url("PKIOperation", None);
+            http::exchange(
+                &url,
+                Some(der),
+                self.config.ca_file.as_deref(),
+                EXCHANGE_TIMEOUT,
+            )
+            .map_err(self.http_err(&url))?
+        } else {
+            self.get("PKIOperation", Some(&openssl::base64::encode_block(der)))?
+        };
+        Ok(answer.body)
+    }
+
+    /// Enrolls (or renews) and returns the issued certificate.
+    pub fn enroll(&self, req: &Enrollment<'_>) -> Result<Enrolled, ScepError> {
+        let cas = self.ca_certs()?;
+        let caps = self.ca_caps()?;
+        let algs = caps.algorithms();
+        if req.key.rsa().is_err() {
+            return Err(self.invalid("SCEP needs an RSA key (the answer is encrypted to it)"));
+        }
+        let key_pair = crate::ca::rcgen_key(req.key).map_err(|e| self.invalid(e.to_string()))?;
+        let password = self.challenge()?;
+        let attr = rcgen::Attribute {
+            oid: message::CHALLENGE_PASSWORD,
+            values: message::challenge_attribute(&password).map_err(self.msg_err())?,
+        };
+        let csr = req
+            .params
+            .serialize_request_with_attributes(&key_pair, vec![attr])
+            .map_err(|e| self.invalid(format!("cannot make the CSR: {e}")))?;
+        drop(password);
+        let self_signed = req
+            .params
+            .clone()
+            .self_signed(&key_pair)
+            .map_err(|e| self.invalid(format!("cannot make the request's certificate: {e}")))
+            .and_then(|c| X509::from_der(c.der()).map_err(|e| self.invalid(e.to_string())))?;
+        let renewal = caps.renewal()
+            && req
+                .current
+                .is_some_and(|(_, key)| key.rsa().is_ok());
+        let (kind, signer) = match (renewal, req.current) {
+            (true, Some((cert, key))) => (MessageType::RenewalReq, Signer { cert, key }),
+            _ => (
+                MessageType::PkcsReq,
+                Signer {
+                    cert: &self_signed,
+                    key: req.key,
+                },
+            ),
+        };
+        let transaction_id = req
+            .key
+            .public_key_to_der()
+            .and_then(|spki| openssl::hash::hash(openssl::hash::MessageDigest::sha256(), &spki))
+            .map(|h| hex::encode(&h[..]))
+            .map_err(|e| self.invalid(e.to_string()))?;
+        let request = message::request(
+            kind,
+            csr.der(),
+            &cas.recipient,
+            &signer,
+            algs,
+            &transaction_id,
+        )
+        .map_err(self.msg_err())?;
+        let started = Instant::now();
+        let mut wait = self.config.poll_interval.max(Duration::from_secs(1));
+        let mut answer = self.pki_operation(&caps, &request.der)?;
+        let mut sent = request;
+        loop {
+            match message::parse_reply(&answer, &sent, &cas.signers).map_err(self.msg_err())? {
+                PkiStatus::Success { envelope } => {
+                    let certs = message::open_envelope(&envelope, &signer).map_err(self.msg_err())?;
+                    let ours = req.key.public_key_to_der().unwrap_or_default();
+                    let (mine, chain): (Vec<X509>, Vec<X509>) = certs.into_iter().partition(|c| {
+                        c.public_key()
+                            .and_then(|k| k.public_key_to_der())
+                            .is_ok_and(|k| k == ours)
+                    });
+                    let cert = mine.into_iter().next().ok_or_else(|| {
+                        self.invalid("the CertRep holds no certificate for the request's key")
+                    })?;
+                    return Ok(Enrolled {
+                        cert,
+                        chain,
+                        renewal: kind == MessageType::RenewalReq,
+                        transaction_id,
+                    });
+                }
+                PkiStatus::Failure { info, code, text } => {
+                    return Err(ScepError::Refused {
+                        server: self.config.name.clone(),
+                        info,
+                        code,
+                        text,
+                    })
+                }
+                PkiStatus::Pending => {
+                    let waited = started.elapsed();
+                    if waited + wait > self.config.poll_timeout {
+                        return Err(ScepError::StillPending {
+                            server: self.config.name.clone(),
+                            transaction: transaction_id,
+                            waited: waited.as_secs(),
+                        });
+                    }
+                    tracing::info!(
+                        server = %self.config.name,
+                        transaction = %transaction_id,
+                        "SCEP request pending; polling again in {}s",
+                        wait.as_secs()
+                    );
+                    (self.sleep)(wait);
+                    wait = (wait * 2).min(MAX_POLL_WAIT);
+                    let poll = message::issuer_and_subject(&cas.ca, &self_signed)
+                        .and_then(|content| {
+                            message::request(
+                                MessageType::CertPoll,
+                                &content,
+                                &cas.recipient,
+                                &signer,
+                                algs,
+                                &transaction_id,
+                            )
+                        })
+                        .map_err(self.msg_err())?;
+                    answer = self.pki_operation(&caps, &poll.der)?;
+                    sent = poll;
+                }
+            }
+        }
+    }
+}
+
+/// The URL as shown in errors: no user info, no query.
+fn redacted(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_password(None);
+    let _ = u.set_username("");
+    u.set_query(None);
+    u.to_string()
+}
