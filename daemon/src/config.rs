@@ -154,6 +154,18 @@ path = "/etc/nginx/tls"
 reload = ["systemctl", "reload", "nginx"]
 reload_timeout = "60s"                             # optional
 
+# Optional section: automatic renewal of the certificates whose policy says renew = "auto"
+# (see `certctl policy explain`). Each due certificate gets the same persisted regenerate
+# workflow as `certctl regenerate --deploy` (the reload hooks of [[workflows.targets]]);
+# encrypted CA keys need their [workflows.ca_passphrase_files] entry. Defaults as shown.
+[renewal]
+schedule = "0 * * * *"         # when to look for due certificates (cron, UTC; "off": never)
+max_concurrent = 4             # at most this many renewals unfinished at once
+retry_min = "10m"              # a failed renewal is retried after retry_min, doubling up to
+retry_max = "6h"               # retry_max
+# revoke_superseded_after = "7d"  # optional; revoke the old certificate (superseded) this
+                                  # long after its renewal was deployed ("0s": at once)
+
 # Optional section: Prometheus metrics over HTTP (GET /metrics). Off unless listen is set.
 [metrics]
 listen = "127.0.0.1:9477"      # IP:port; must be a loopback address unless allow_non_loopback
@@ -244,6 +256,40 @@ pub struct Config {
     pub backup: Option<BackupConfig>,
     /// Removing expired certificates that nothing holds any more (`[retention]`).
     pub retention: RetentionConfig,
+    /// Automatic renewal (`[renewal]`).
+    pub renewal: RenewalConfig,
+}
+
+/// The renewal schedule when `[renewal]` does not set one: hourly.
+pub const DEFAULT_RENEWAL_SCHEDULE: &str = "0 * * * *";
+
+/// `[renewal]`: how certd renews the certificates whose policy says `renew = "auto"`
+/// ([`crate::renewal`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenewalConfig {
+    /// When a renewal pass runs; `None` when `"off"`. Default hourly.
+    pub schedule: Option<Schedule>,
+    /// At most this many automatic renewals unfinished at once (`max_concurrent`, default 4).
+    pub max_concurrent: usize,
+    /// The first retry of a failed renewal after this long (`retry_min`, default 10m),
+    /// doubling with each failure up to `retry_max` (default 6h).
+    pub retry_min: std::time::Duration,
+    pub retry_max: std::time::Duration,
+    /// Revoke the old certificate (`superseded`) this long after its renewal finished;
+    /// `None` (the default): never.
+    pub revoke_superseded_after: Option<std::time::Duration>,
+}
+
+impl Default for RenewalConfig {
+    fn default() -> Self {
+        RenewalConfig {
+            schedule: DEFAULT_RENEWAL_SCHEDULE.parse().ok(),
+            max_concurrent: 4,
+            retry_min: std::time::Duration::from_secs(600),
+            retry_max: std::time::Duration::from_secs(6 * 3600),
+            revoke_superseded_after: None,
+        }
+    }
 }
 
 /// `[backup]`: scheduled backups of the store ([`crate::backup`]).
@@ -827,6 +873,17 @@ struct RawConfig {
     scep: Vec<RawScep>,
     backup: Option<RawBackup>,
     retention: Option<RawRetention>,
+    renewal: Option<RawRenewal>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRenewal {
+    schedule: Option<Spanned<String>>,
+    max_concurrent: Option<Spanned<i64>>,
+    retry_min: Option<Spanned<String>>,
+    retry_max: Option<Spanned<String>>,
+    revoke_superseded_after: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1102,6 +1159,11 @@ impl Checker<'_> {
             .as_ref()
             .map(|r| self.retention(r))
             .unwrap_or_default();
+        let renewal = raw
+            .renewal
+            .as_ref()
+            .map(|r| self.renewal(r))
+            .unwrap_or_default();
         Config {
             backup,
             store,
@@ -1119,6 +1181,61 @@ impl Checker<'_> {
             webhooks,
             scep,
             retention,
+            renewal,
+        }
+    }
+
+    fn renewal(&mut self, raw: &RawRenewal) -> RenewalConfig {
+        let defaults = RenewalConfig::default();
+        let schedule = match &raw.schedule {
+            Some(s) => self.optional_schedule("renewal.schedule", s),
+            None => defaults.schedule,
+        };
+        let max_concurrent = match &raw.max_concurrent {
+            Some(n) if (1..=1000).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                self.report(
+                    n.span(),
+                    format!(
+                        "renewal.max_concurrent = {}: renew at least 1 certificate at once (and at most 1000)",
+                        n.get_ref()
+                    ),
+                );
+                1
+            }
+            None => defaults.max_concurrent,
+        };
+        let retry_min = match &raw.retry_min {
+            Some(t) => self.duration("renewal.retry_min", t),
+            None => defaults.retry_min,
+        };
+        let retry_max = match &raw.retry_max {
+            Some(t) => self.duration("renewal.retry_max", t),
+            None => defaults.retry_max,
+        };
+        if retry_max < retry_min {
+            if let Some(t) = raw.retry_max.as_ref().or(raw.retry_min.as_ref()) {
+                self.report(
+                    t.span(),
+                    "renewal.retry_max is shorter than renewal.retry_min".into(),
+                );
+            }
+        }
+        let revoke_superseded_after = raw.revoke_superseded_after.as_ref().and_then(|t| {
+            match t.get_ref().parse::<crate::Duration>() {
+                Ok(d) => Some(std::time::Duration::from_secs(d.as_secs().unsigned_abs())),
+                Err(e) => {
+                    self.report(t.span(), format!("renewal.revoke_superseded_after: {e}"));
+                    None
+                }
+            }
+        });
+        RenewalConfig {
+            schedule,
+            max_concurrent,
+            retry_min,
+            retry_max,
+            revoke_superseded_after,
         }
     }
 

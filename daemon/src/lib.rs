@@ -54,6 +54,7 @@ pub mod probe;
 pub mod query;
 pub mod reload;
 pub mod remind;
+pub mod renewal;
 pub mod reports;
 pub mod retention;
 pub mod revoke;
