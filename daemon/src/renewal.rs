@@ -331,9 +331,7 @@ pub enum ScepOutcome {
 /// body; everything around it (the CSR workflow, completing it with the certificate,
 /// deploy, reload, the records) is [`renew_by_scep`]'s.
 pub fn scep_enroll(enrollment: &ScepEnrollment<'_>) -> Result<ScepOutcome, RenewalError> {
-    Err(RenewalError::ScepNotBuilt {
-        server: enrollment.server.to_string(),
-    })
+    crate::scep::renew::enroll(enrollment)
 }
 
 /// Completes a SCEP renewal's CSR workflow (waiting at `awaiting-certificate`): enrolls its

@@ -191,7 +191,7 @@ fn scep_enroll(
             }
             ExitCode::SUCCESS
         }
-        Err(AdminError::Scep(e)) => {
+        Err(e @ (AdminError::Scep(_) | AdminError::Pending { .. })) => {
             eprintln!("certd: {e}");
             ExitCode::from(1)
         }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use openssl::x509::X509;
 use serde::Serialize;
 
-use super::{Client, Enrollment, ScepConfig, ScepError};
+use super::{Client, Enrollment, Outcome, ScepConfig, ScepError};
 use crate::ca::{self, write_atomic, FileMode, KeyKind};
 
 /// What `certd scep enroll` asks for.
@@ -50,6 +50,12 @@ pub enum AdminError {
     Scep(#[from] ScepError),
     #[error(transparent)]
     Files(#[from] ca::CaError),
+    #[error("SCEP server `{server}`: the request (transaction {transaction_id}) is still pending after {waited}s; nothing was written (the server's admin must approve it; certd's renewal pass polls by itself)")]
+    Pending {
+        server: String,
+        transaction_id: String,
+        waited: u64,
+    },
     #[error("{}: {cause}", path.display())]
     Read { path: PathBuf, cause: String },
 }
@@ -91,8 +97,21 @@ pub fn enroll(server: &ScepConfig, req: &EnrollRequest) -> Result<EnrollReport, 
         key: &key,
         params,
         current: current.as_ref().map(|(c, k)| (c, k)),
+        resume: false,
     };
-    let issued = Client::new(server).enroll(&enrollment)?;
+    let issued = match Client::new(server).enroll(&enrollment)? {
+        Outcome::Issued(issued) => issued,
+        Outcome::Pending {
+            transaction_id,
+            waited,
+        } => {
+            return Err(AdminError::Pending {
+                server: server.name.clone(),
+                transaction_id,
+                waited: waited.as_secs(),
+            })
+        }
+    };
     let key_pem = key
         .private_key_to_pem_pkcs8()
         .map_err(|e| read_err(&req.key_out)(e.to_string()))?;

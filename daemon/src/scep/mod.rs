@@ -14,7 +14,8 @@
 //! 4. The **CertRep**: believed only when signed by the RA/CA certificate and answering our
 //!    transactionID and nonce ([`message::parse_reply`]). SUCCESS: the certificate is taken
 //!    from the envelope; FAILURE: the failInfo in words ([`ScepError::Refused`]); PENDING:
-//!    **CertPoll** with backoff from `poll_interval` up to `poll_timeout` in all.
+//!    **CertPoll** with backoff from `poll_interval`, for at most `poll_timeout`; still
+//!    pending then, [`Outcome::Pending`], and the next attempt resumes with CertPoll.
 //!
 //! SCEP needs RSA: the CertRep is encrypted to the requester's certificate, so the new key
 //! of a SCEP enrollment is RSA. The challenge password is a secret file (0600, never logged).
@@ -24,6 +25,7 @@
 pub mod admin;
 pub mod http;
 pub mod message;
+pub mod renew;
 
 use std::path::PathBuf;
 use std::thread;
@@ -38,8 +40,9 @@ use message::{Algorithms, FailInfo, MessageType, PkiStatus, Signer};
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default first wait between CertPolls (doubled after each, at most 10 minutes).
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
-/// The default longest time spent polling a pending request in one enrollment.
-pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The default longest time spent polling a pending request in one attempt (then the
+/// renewal pass polls again at its next run).
+pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_POLL_WAIT: Duration = Duration::from_secs(600);
 
 /// A SCEP server as a `[[scep]]` block configures it (checked by [`crate::config`]).
@@ -57,43 +60,33 @@ pub struct ScepConfig {
     pub poll_timeout: Duration,
 }
 
-/// Why an enrollment did not return a certificate. Every variant names the server.
+/// Why an enrollment did not return a certificate, naming the server.
 #[derive(Debug, thiserror::Error)]
-pub enum ScepError {
-    #[error("SCEP server `{server}` ({url}): {cause}")]
-    Http {
-        server: String,
-        url: String,
-        cause: String,
-    },
+#[error("SCEP server `{server}`: {failure}")]
+pub struct ScepError {
+    pub server: String,
+    pub failure: ScepFailure,
+}
+
+/// What went wrong with a SCEP server.
+#[derive(Debug, thiserror::Error)]
+pub enum ScepFailure {
+    #[error("{url}: {cause}")]
+    Http { url: String, cause: String },
     #[error(
-        "SCEP server `{server}`: the CA certificate's SHA-256 is {actual}, but ca_fingerprint pins {pinned}; refused before sending anything (check the CA, then fix ca_fingerprint)"
+        "the CA certificate's SHA-256 is {actual}, but ca_fingerprint pins {pinned}; refused before sending anything (check the CA, then fix ca_fingerprint)"
     )]
-    Fingerprint {
-        server: String,
-        pinned: String,
-        actual: String,
-    },
-    #[error("SCEP server `{server}` answered {}: {}{}", info.map_or_else(|| format!("failure (failInfo {})", code.as_deref().unwrap_or("absent")), |i| i.as_str().to_string()), info.map_or("refused", |i| i.meaning()), text.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
+    Fingerprint { pinned: String, actual: String },
+    #[error("answered {}: {}{}", info.map_or_else(|| format!("FAILURE (failInfo {})", code.as_deref().unwrap_or("absent")), |i| i.as_str().to_string()), info.map_or("refused", |i| i.meaning()), text.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
     Refused {
-        server: String,
         info: Option<FailInfo>,
         code: Option<String>,
         text: Option<String>,
     },
-    #[error("SCEP server `{server}`: the request (transaction {transaction}) is still pending after {waited}s of polling; it is polled again at the next attempt")]
-    StillPending {
-        server: String,
-        transaction: String,
-        waited: u64,
-    },
-    #[error("SCEP server `{server}`: {source}")]
-    Message {
-        server: String,
-        source: message::MessageError,
-    },
-    #[error("SCEP server `{server}`: {cause}")]
-    Invalid { server: String, cause: String },
+    #[error(transparent)]
+    Message(#[from] message::MessageError),
+    #[error("{0}")]
+    Invalid(String),
     #[error("challenge_file {}: {cause}", path.display())]
     Challenge { path: PathBuf, cause: String },
 }
@@ -150,6 +143,18 @@ pub struct Enrollment<'a> {
     pub params: rcgen::CertificateParams,
     /// The current certificate and key, for a RenewalReq.
     pub current: Option<(&'a X509, &'a PKey<Private>)>,
+    /// A request for this key was answered PENDING before: poll for it (CertPoll) instead
+    /// of sending a new one.
+    pub resume: bool,
+}
+
+/// What an enrollment came to.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Issued(Enrolled),
+    /// Still PENDING after `poll_timeout` of polling: resume later with
+    /// [`Enrollment::resume`] (CertPoll for the same transaction).
+    Pending { transaction_id: String, waited: Duration },
 }
 
 /// The issued certificate and how it was asked for.
@@ -200,27 +205,29 @@ impl<'a> Client<'a> {
         self
     }
 
+    fn fail(&self, failure: ScepFailure) -> ScepError {
+        ScepError {
+            server: self.config.name.clone(),
+            failure,
+        }
+    }
+
     fn http_err(&self, url: &url::Url) -> impl Fn(String) -> ScepError + '_ {
         let url = redacted(url);
-        move |cause| ScepError::Http {
-            server: self.config.name.clone(),
-            url: url.clone(),
-            cause,
+        move |cause| {
+            self.fail(ScepFailure::Http {
+                url: url.clone(),
+                cause,
+            })
         }
     }
 
     fn invalid(&self, cause: impl Into<String>) -> ScepError {
-        ScepError::Invalid {
-            server: self.config.name.clone(),
-            cause: cause.into(),
-        }
+        self.fail(ScepFailure::Invalid(cause.into()))
     }
 
     fn msg_err(&self) -> impl Fn(message::MessageError) -> ScepError + '_ {
-        move |source| ScepError::Message {
-            server: self.config.name.clone(),
-            source,
-        }
+        move |e| self.fail(ScepFailure::Message(e))
     }
 
     fn operation_url(&self, operation: &str, message: Option<&str>) -> url::Url {
@@ -271,11 +278,10 @@ impl<'a> Client<'a> {
             seen.push(colon_hex(&fp));
         }
         let Some(ca) = ca else {
-            return Err(ScepError::Fingerprint {
-                server: self.config.name.clone(),
+            return Err(self.fail(ScepFailure::Fingerprint {
                 pinned: colon_hex(&self.config.ca_fingerprint),
                 actual: seen.join(", "),
-            });
+            }));
         };
         let ca_key = ca.public_key().map_err(|e| self.invalid(e.to_string()))?;
         // RA certificates: issued by the pinned CA (their signature verifies with its key).
@@ -316,9 +322,11 @@ impl<'a> Client<'a> {
 
     fn challenge(&self) -> Result<String, ScepError> {
         let path = &self.config.challenge_file;
-        let fail = |cause: String| ScepError::Challenge {
-            path: path.clone(),
-            cause,
+        let fail = |cause: String| {
+            self.fail(ScepFailure::Challenge {
+                path: path.clone(),
+                cause,
+            })
         };
         let bytes = crate::ca::read_private_file(path).map_err(|e| fail(e.to_string()))?;
         let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8".into()))?;
@@ -346,8 +354,9 @@ impl<'a> Client<'a> {
         Ok(answer.body)
     }
 
-    /// Enrolls (or renews) and returns the issued certificate.
-    pub fn enroll(&self, req: &Enrollment<'_>) -> Result<Enrolled, ScepError> {
+    /// Enrolls (or renews): the issued certificate, or PENDING after polling
+    /// `poll_timeout`.
+    pub fn enroll(&self, req: &Enrollment<'_>) -> Result<Outcome, ScepError> {
         let cas = self.ca_certs()?;
         let caps = self.ca_caps()?;
         let algs = caps.algorithms();
@@ -355,26 +364,13 @@ impl<'a> Client<'a> {
             return Err(self.invalid("SCEP needs an RSA key (the answer is encrypted to it)"));
         }
         let key_pair = crate::ca::rcgen_key(req.key).map_err(|e| self.invalid(e.to_string()))?;
-        let password = self.challenge()?;
-        let attr = rcgen::Attribute {
-            oid: message::CHALLENGE_PASSWORD,
-            values: message::challenge_attribute(&password).map_err(self.msg_err())?,
-        };
-        let csr = req
-            .params
-            .serialize_request_with_attributes(&key_pair, vec![attr])
-            .map_err(|e| self.invalid(format!("cannot make the CSR: {e}")))?;
-        drop(password);
         let self_signed = req
             .params
             .clone()
             .self_signed(&key_pair)
             .map_err(|e| self.invalid(format!("cannot make the request's certificate: {e}")))
             .and_then(|c| X509::from_der(c.der()).map_err(|e| self.invalid(e.to_string())))?;
-        let renewal = caps.renewal()
-            && req
-                .current
-                .is_some_and(|(_, key)| key.rsa().is_ok());
+        let renewal = caps.renewal() && req.current.is_some_and(|(_, key)| key.rsa().is_ok());
         let (kind, signer) = match (renewal, req.current) {
             (true, Some((cert, key))) => (MessageType::RenewalReq, Signer { cert, key }),
             _ => (
@@ -385,60 +381,84 @@ impl<'a> Client<'a> {
                 },
             ),
         };
+        // RFC 8894 §3.2.1.1: the same transactionID for the same key, so a retry after a
+        // lost answer is the same transaction.
         let transaction_id = req
             .key
             .public_key_to_der()
             .and_then(|spki| openssl::hash::hash(openssl::hash::MessageDigest::sha256(), &spki))
             .map(|h| hex::encode(&h[..]))
             .map_err(|e| self.invalid(e.to_string()))?;
-        let request = message::request(
-            kind,
-            csr.der(),
-            &cas.recipient,
-            &signer,
-            algs,
-            &transaction_id,
-        )
-        .map_err(self.msg_err())?;
+        let poll = || {
+            message::issuer_and_subject(&cas.ca, &self_signed)
+                .and_then(|content| {
+                    message::request(
+                        MessageType::CertPoll,
+                        &content,
+                        &cas.recipient,
+                        &signer,
+                        algs,
+                        &transaction_id,
+                    )
+                })
+                .map_err(self.msg_err())
+        };
+        let mut sent = if req.resume {
+            poll()?
+        } else {
+            let password = self.challenge()?;
+            let attr = rcgen::Attribute {
+                oid: message::CHALLENGE_PASSWORD,
+                values: message::challenge_attribute(&password).map_err(self.msg_err())?,
+            };
+            let csr = req
+                .params
+                .serialize_request_with_attributes(&key_pair, vec![attr])
+                .map_err(|e| self.invalid(format!("cannot make the CSR: {e}")))?;
+            message::request(
+                kind,
+                csr.der(),
+                &cas.recipient,
+                &signer,
+                algs,
+                &transaction_id,
+            )
+            .map_err(self.msg_err())?
+        };
         let started = Instant::now();
         let mut wait = self.config.poll_interval.max(Duration::from_secs(1));
-        let mut answer = self.pki_operation(&caps, &request.der)?;
-        let mut sent = request;
         loop {
+            let answer = self.pki_operation(&caps, &sent.der)?;
             match message::parse_reply(&answer, &sent, &cas.signers).map_err(self.msg_err())? {
                 PkiStatus::Success { envelope } => {
-                    let certs = message::open_envelope(&envelope, &signer).map_err(self.msg_err())?;
+                    let certs =
+                        message::open_envelope(&envelope, &signer).map_err(self.msg_err())?;
                     let ours = req.key.public_key_to_der().unwrap_or_default();
-                    let (mine, chain): (Vec<X509>, Vec<X509>) = certs.into_iter().partition(|c| {
-                        c.public_key()
-                            .and_then(|k| k.public_key_to_der())
-                            .is_ok_and(|k| k == ours)
-                    });
+                    let (mine, chain): (Vec<X509>, Vec<X509>) =
+                        certs.into_iter().partition(|c| {
+                            c.public_key()
+                                .and_then(|k| k.public_key_to_der())
+                                .is_ok_and(|k| k == ours)
+                        });
                     let cert = mine.into_iter().next().ok_or_else(|| {
                         self.invalid("the CertRep holds no certificate for the request's key")
                     })?;
-                    return Ok(Enrolled {
+                    return Ok(Outcome::Issued(Enrolled {
                         cert,
                         chain,
                         renewal: kind == MessageType::RenewalReq,
                         transaction_id,
-                    });
+                    }));
                 }
                 PkiStatus::Failure { info, code, text } => {
-                    return Err(ScepError::Refused {
-                        server: self.config.name.clone(),
-                        info,
-                        code,
-                        text,
-                    })
+                    return Err(self.fail(ScepFailure::Refused { info, code, text }))
                 }
                 PkiStatus::Pending => {
                     let waited = started.elapsed();
                     if waited + wait > self.config.poll_timeout {
-                        return Err(ScepError::StillPending {
-                            server: self.config.name.clone(),
-                            transaction: transaction_id,
-                            waited: waited.as_secs(),
+                        return Ok(Outcome::Pending {
+                            transaction_id,
+                            waited,
                         });
                     }
                     tracing::info!(
@@ -449,20 +469,7 @@ impl<'a> Client<'a> {
                     );
                     (self.sleep)(wait);
                     wait = (wait * 2).min(MAX_POLL_WAIT);
-                    let poll = message::issuer_and_subject(&cas.ca, &self_signed)
-                        .and_then(|content| {
-                            message::request(
-                                MessageType::CertPoll,
-                                &content,
-                                &cas.recipient,
-                                &signer,
-                                algs,
-                                &transaction_id,
-                            )
-                        })
-                        .map_err(self.msg_err())?;
-                    answer = self.pki_operation(&caps, &poll.der)?;
-                    sent = poll;
+                    sent = poll()?;
                 }
             }
         }
