@@ -659,3 +659,247 @@ fn decrypt_cbc(
         other => Err(MessageError::Decrypt(format!("unsupported cipher {other}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::x509::store::X509StoreBuilder;
+
+    /// An RSA key and a self-signed certificate for `cn`.
+    fn party(cn: &str) -> (PKey<Private>, X509) {
+        let key = crate::ca::KeyKind::Rsa2048.generate().unwrap();
+        let pair = crate::ca::rcgen_key(&key).unwrap();
+        let params = rcgen::CertificateParams::new(vec![cn.to_string()]).unwrap();
+        let cert = params.self_signed(&pair).unwrap();
+        (key, X509::from_der(cert.der()).unwrap())
+    }
+
+    /// A degenerate certs-only SignedData holding `certs`.
+    fn certs_only_der(certs: &[&X509]) -> Vec<u8> {
+        let content = EncapsulatedContentInfo {
+            econtent_type: ID_DATA,
+            econtent: None,
+        };
+        let mut b = SignedDataBuilder::new(&content);
+        for c in certs {
+            let cert = x509_cert::Certificate::from_der(&c.to_der().unwrap()).unwrap();
+            b.add_certificate(CertificateChoices::Certificate(cert))
+                .unwrap();
+        }
+        b.build().unwrap().to_der().unwrap()
+    }
+
+    const ALGS: [Algorithms; 2] = [
+        Algorithms {
+            sha256: true,
+            aes: true,
+        },
+        // The RFC's fallback: SHA-1 and 3DES.
+        Algorithms {
+            sha256: false,
+            aes: false,
+        },
+    ];
+
+    /// What a server does with a request: OpenSSL verifies the signature (with the
+    /// requester's certificate) and opens the envelope with the CA's key.
+    fn server_reads(req: &[u8], client: &X509, ca: (&PKey<Private>, &X509)) -> Vec<u8> {
+        let p7 = Pkcs7::from_der(req).unwrap();
+        let mut certs = Stack::new().unwrap();
+        certs.push(client.clone()).unwrap();
+        let store = X509StoreBuilder::new().unwrap().build();
+        let mut envelope = Vec::new();
+        p7.verify(
+            &certs,
+            &store,
+            None,
+            Some(&mut envelope),
+            Pkcs7Flags::NOVERIFY | Pkcs7Flags::NOINTERN,
+        )
+        .expect("OpenSSL verifies the request's signature");
+        Pkcs7::from_der(&envelope)
+            .unwrap()
+            .decrypt(ca.0, ca.1, Pkcs7Flags::empty())
+            .expect("the CA opens the envelope")
+    }
+
+    #[test]
+    fn request_and_certrep_round_trip() {
+        let (ca_key, ca) = party("scep-ca");
+        let (key, me) = party("web1.lab");
+        let (_, issued) = party("issued");
+        for algs in ALGS {
+            let signer = Signer {
+                cert: &me,
+                key: &key,
+            };
+            let req =
+                request(MessageType::PkcsReq, b"the CSR", &ca, &signer, algs, "tx-1").unwrap();
+            assert_eq!(server_reads(&req.der, &me, (&ca_key, &ca)), b"the CSR");
+
+            // The server's SUCCESS: the certificate in an envelope to the requester.
+            let mut to = Stack::new().unwrap();
+            to.push(me.clone()).unwrap();
+            let inner = certs_only_der(&[&issued, &ca]);
+            let envelope = Pkcs7::encrypt(&to, &inner, algs.cipher(), Pkcs7Flags::BINARY)
+                .unwrap()
+                .to_der()
+                .unwrap();
+            let ca_signer = Signer {
+                cert: &ca,
+                key: &ca_key,
+            };
+            let reply = signed(
+                MessageType::CertRep,
+                &envelope,
+                &ca_signer,
+                algs,
+                "tx-1",
+                &[7; 16],
+                Some(("0", None, &req.sender_nonce)),
+            )
+            .unwrap();
+            let PkiStatus::Success { envelope } =
+                parse_reply(&reply, &req, std::slice::from_ref(&ca)).unwrap()
+            else {
+                panic!("not SUCCESS")
+            };
+            let certs = open_envelope(&envelope, &signer).unwrap();
+            assert_eq!(certs.len(), 2);
+            assert_eq!(certs[0].to_der().unwrap(), issued.to_der().unwrap());
+        }
+    }
+
+    fn reply_with(
+        status: &str,
+        fail_info: Option<&str>,
+        tx: &str,
+        nonce: &[u8],
+    ) -> (Request, Vec<u8>, X509) {
+        let (ca_key, ca) = party("scep-ca");
+        let (key, me) = party("web1.lab");
+        let algs = ALGS[0];
+        let signer = Signer {
+            cert: &me,
+            key: &key,
+        };
+        let req = request(MessageType::PkcsReq, b"csr", &ca, &signer, algs, "tx-1").unwrap();
+        let nonce = if nonce.is_empty() {
+            req.sender_nonce.to_vec()
+        } else {
+            nonce.to_vec()
+        };
+        let ca_signer = Signer {
+            cert: &ca,
+            key: &ca_key,
+        };
+        let reply = signed(
+            MessageType::CertRep,
+            &[],
+            &ca_signer,
+            algs,
+            tx,
+            &[9; 16],
+            Some((status, fail_info, &nonce)),
+        )
+        .unwrap();
+        (req, reply, ca)
+    }
+
+    #[test]
+    fn failure_reports_fail_info() {
+        for (code, word) in [
+            ("0", "badAlg"),
+            ("1", "badMessageCheck"),
+            ("2", "badRequest"),
+            ("3", "badTime"),
+            ("4", "badCertId"),
+        ] {
+            let (req, reply, ca) = reply_with("2", Some(code), "tx-1", &[]);
+            let status = parse_reply(&reply, &req, &[ca]).unwrap();
+            let PkiStatus::Failure { info, .. } = status else {
+                panic!("{status:?}")
+            };
+            assert_eq!(info.map(FailInfo::as_str), Some(word));
+        }
+        let (req, reply, ca) = reply_with("2", Some("99"), "tx-1", &[]);
+        assert_eq!(
+            parse_reply(&reply, &req, &[ca]).unwrap(),
+            PkiStatus::Failure {
+                info: None,
+                code: Some("99".into()),
+                text: None
+            }
+        );
+        let (req, reply, ca) = reply_with("3", None, "tx-1", &[]);
+        assert_eq!(parse_reply(&reply, &req, &[ca]).unwrap(), PkiStatus::Pending);
+    }
+
+    #[test]
+    fn a_certrep_for_another_request_is_not_believed() {
+        let (req, reply, ca) = reply_with("0", None, "tx-1", &[0; 16]);
+        assert_eq!(
+            parse_reply(&reply, &req, &[ca]).unwrap_err(),
+            MessageError::NonceMismatch
+        );
+        let (req, reply, ca) = reply_with("2", Some("2"), "tx-other", &[]);
+        assert!(matches!(
+            parse_reply(&reply, &req, &[ca]).unwrap_err(),
+            MessageError::TransactionMismatch { .. }
+        ));
+        // Signed by someone else than the CA/RA of GetCACert.
+        let (req, reply, _) = reply_with("2", Some("2"), "tx-1", &[]);
+        let (_, stranger) = party("scep-ca");
+        assert!(matches!(
+            parse_reply(&reply, &req, &[stranger]).unwrap_err(),
+            MessageError::BadSignature(_)
+        ));
+        assert!(matches!(
+            parse_reply(b"\x30\x03garbage", &req, &[]).unwrap_err(),
+            MessageError::Malformed(_)
+        ));
+    }
+
+    #[test]
+    fn certs_only_and_the_ber_envelope() {
+        let (_, a) = party("a");
+        let (_, b) = party("b");
+        let certs = certs_only(&certs_only_der(&[&a, &b])).unwrap();
+        assert_eq!(certs.len(), 2);
+        // [0] constructed around OCTET STRING segments (BER), as Go's pkcs7 writes it.
+        let any = Any::new(
+            Tag::ContextSpecific {
+                constructed: true,
+                number: der::TagNumber::N0,
+            },
+            [
+                OctetString::new(&b"abc"[..]).unwrap().to_der().unwrap(),
+                OctetString::new(&b"de"[..]).unwrap().to_der().unwrap(),
+            ]
+            .concat(),
+        )
+        .unwrap();
+        assert_eq!(content_octets(&any).unwrap(), b"abcde");
+        let primitive = Any::new(
+            Tag::ContextSpecific {
+                constructed: false,
+                number: der::TagNumber::N0,
+            },
+            &b"xyz"[..],
+        )
+        .unwrap();
+        assert_eq!(content_octets(&primitive).unwrap(), b"xyz");
+    }
+
+    #[test]
+    fn challenge_attribute_encodings() {
+        // SET { PrintableString "s3cret" }
+        assert_eq!(
+            challenge_attribute("s3cret").unwrap(),
+            [&[0x31, 8, 0x13, 6][..], b"s3cret"].concat()
+        );
+        // Not printable: UTF8String.
+        assert_eq!(challenge_attribute("p@ss")
+            .unwrap()[2], 0x0c);
+    }
+}

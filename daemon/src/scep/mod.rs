@@ -484,3 +484,56 @@ fn redacted(url: &url::Url) -> String {
     u.set_query(None);
     u.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_choose_the_algorithms() {
+        let caps = Caps::parse("Renewal\nSHA-1\nSHA-256\nAES\nDES3\nPOSTPKIOperation\n");
+        assert!(caps.renewal() && caps.post());
+        assert_eq!(
+            caps.algorithms(),
+            Algorithms {
+                sha256: true,
+                aes: true
+            }
+        );
+        let old = Caps::parse("");
+        assert!(!old.renewal() && !old.post());
+        assert_eq!(
+            old.algorithms(),
+            Algorithms {
+                sha256: false,
+                aes: false
+            }
+        );
+    }
+
+    #[test]
+    fn fingerprints() {
+        let hex64 = "4f2b13aa9c0d517e88c25a19e46b03d72190fe4c6ab835127fe09d42c61b58a3";
+        let fp = parse_fingerprint(hex64).unwrap();
+        assert_eq!(parse_fingerprint(&colon_hex(&fp)), Some(fp));
+        assert_eq!(parse_fingerprint(&hex64.to_uppercase()), Some(fp));
+        assert_eq!(parse_fingerprint(&hex64[2..]), None);
+        assert_eq!(parse_fingerprint("zz"), None);
+    }
+
+    #[test]
+    fn refusals_read_in_words() {
+        let e = ScepError {
+            server: "corp".into(),
+            failure: ScepFailure::Refused {
+                info: FailInfo::from_code("2"),
+                code: Some("2".into()),
+                text: None,
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "SCEP server `corp`: answered badRequest: transaction not permitted or supported (a wrong or used challenge password?)"
+        );
+    }
+}
