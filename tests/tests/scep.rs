@@ -1,0 +1,224 @@
+//! SCEP (RFC 8894) against a real SCEP server on 127.0.0.1 (Debian's scepserver, see
+//! `certctl_e2e::scep`): an admin configures a `[[scep]]` block, checks it, enrolls and
+//! renews with `certd scep enroll`, and sees a wrong challenge or a wrong CA pin refused in
+//! words with nothing written. The issued certificates are checked with `openssl verify`
+//! against the SCEP CA.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use certctl_e2e::scep::ScepServer;
+use certctl_e2e::{s, RunResult, TestEnv};
+
+const CHALLENGE: &str = "s3cret-enrollment";
+
+/// certd.toml with one `[[scep]]` block named `lab`.
+fn write_config(env: &TestEnv, url: &str, challenge: &str, fingerprint: &str) -> std::path::PathBuf {
+    let challenge_file = env.file("etc/scep-challenge");
+    std::fs::write(&challenge_file, format!("{challenge}\n")).unwrap();
+    std::fs::set_permissions(&challenge_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = env.file("etc/certd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"{}\"\n\n[[scep]]\nname = \"lab\"\nurl = \"{url}\"\nchallenge_file = \"{}\"\nca_fingerprint = \"{fingerprint}\"\n",
+            s(env.store()),
+            s(&challenge_file)
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn certd(env: &TestEnv, args: &[&str]) -> RunResult {
+    env.cmd().bin("certd").no_store().args(args).run()
+}
+
+fn enroll(env: &TestEnv, config: &Path, name: &str, extra: &[&str]) -> RunResult {
+    let key = env.file(&format!("out/{name}.key"));
+    let cert = env.file(&format!("out/{name}.pem"));
+    let mut args = vec![
+        "scep",
+        "enroll",
+        "--config",
+        s(config),
+        "--server",
+        "lab",
+        "--cn",
+        "web1.lab.example",
+        "--dns",
+        "web1.lab.example",
+        "--key",
+        s(&key),
+        "--cert",
+        s(&cert),
+    ];
+    args.extend_from_slice(extra);
+    certd(env, &args)
+}
+
+/// `openssl verify -CAfile CA CERT` (the first certificate of CERT).
+fn openssl_verify(ca: &Path, cert: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["verify", "-CAfile", s(ca), s(cert)])
+        .output()
+        .expect("run openssl verify");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "openssl verify failed: {text}");
+    text
+}
+
+fn serial_of(cert: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in", s(cert)])
+        .output()
+        .expect("run openssl x509");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn enroll_with_the_challenge_then_renew() {
+    let env = TestEnv::new();
+    let Some(server) = ScepServer::start(&env.root().join("scep"), CHALLENGE) else {
+        return;
+    };
+    let config = write_config(&env, &server.url(), CHALLENGE, &server.ca_fingerprint());
+    certd(&env, &["config", "check", s(&config)]).success();
+
+    let r = enroll(&env, &config, "web1", &["--json"]);
+    r.success();
+    let report = r.json();
+    assert_eq!(report["request"], "PKCSReq", "{r}");
+    let cert = env.root().join("out/web1.pem");
+    let key = env.root().join("out/web1.key");
+    assert!(openssl_verify(&server.ca_pem(), &cert).contains(": OK"));
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "the key is private"
+    );
+    let subject = Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-ext", "subjectAltName", "-in", s(&cert)])
+        .output()
+        .unwrap();
+    let subject = String::from_utf8_lossy(&subject.stdout);
+    assert!(subject.contains("CN = web1.lab.example") && subject.contains("DNS:web1.lab.example"), "{subject}");
+    assert_eq!(server.issued(), 1);
+
+    // Renewal: scepserver offers "Renewal", so a RenewalReq signed with the current pair.
+    let r = enroll(
+        &env,
+        &config,
+        "web1-renewed",
+        &["--renew-cert", s(&cert), "--renew-key", s(&key)],
+    );
+    r.success().stdout_has("RenewalReq");
+    let renewed = env.root().join("out/web1-renewed.pem");
+    assert!(openssl_verify(&server.ca_pem(), &renewed).contains(": OK"));
+    assert_ne!(serial_of(&cert), serial_of(&renewed), "a new certificate");
+    assert_ne!(
+        std::fs::read(&key).unwrap(),
+        std::fs::read(env.root().join("out/web1-renewed.key")).unwrap(),
+        "a new key"
+    );
+    assert_eq!(server.issued(), 2);
+}
+
+#[test]
+fn a_wrong_challenge_is_refused_in_words_and_nothing_is_written() {
+    let env = TestEnv::new();
+    let Some(server) = ScepServer::start(&env.root().join("scep"), CHALLENGE) else {
+        return;
+    };
+    let config = write_config(&env, &server.url(), "not-the-challenge", &server.ca_fingerprint());
+    let r = enroll(&env, &config, "web1", &[]);
+    r.expect_code(1)
+        .stderr_has("SCEP server `lab`: answered badRequest");
+    assert!(!r.stderr.contains("not-the-challenge"), "the challenge is never shown{r}");
+    assert!(!env.root().join("out/web1.key").exists(), "no key written{r}");
+    assert!(!env.root().join("out/web1.pem").exists(), "no certificate written{r}");
+    assert_eq!(server.issued(), 0);
+    assert_eq!(server.served("PKIOperation"), 1, "{}", server.log());
+}
+
+#[test]
+fn a_ca_that_does_not_match_the_pin_gets_nothing_but_getcacert() {
+    let env = TestEnv::new();
+    let Some(server) = ScepServer::start(&env.root().join("scep"), CHALLENGE) else {
+        return;
+    };
+    let real = server.ca_fingerprint();
+    // Another CA's fingerprint: a man in the middle, or a server that changed its CA.
+    let pinned = format!("00{}", &real[2..]);
+    let config = write_config(&env, &server.url(), CHALLENGE, &pinned);
+    let r = enroll(&env, &config, "web1", &[]);
+    r.expect_code(1)
+        .stderr_has(&format!("the CA certificate's SHA-256 is {real}"))
+        .stderr_has(&format!("ca_fingerprint pins {pinned}"))
+        .stderr_has("refused before sending anything");
+    let log = server.log();
+    assert_eq!(server.served("GetCACert"), 1, "{log}");
+    assert_eq!(server.served("GetCACaps"), 0, "nothing after GetCACert: {log}");
+    assert_eq!(server.served("PKIOperation"), 0, "no request sent: {log}");
+    assert!(!env.root().join("out/web1.key").exists());
+    assert_eq!(server.issued(), 0);
+}
+
+#[test]
+fn a_server_that_is_down_is_named_then_works_once_up() {
+    let env = TestEnv::new();
+    let Some(mut server) = ScepServer::start(&env.root().join("scep"), CHALLENGE) else {
+        return;
+    };
+    let config = write_config(&env, &server.url(), CHALLENGE, &server.ca_fingerprint());
+    server.stop();
+    let r = enroll(&env, &config, "web1", &[]);
+    r.expect_code(1)
+        .stderr_has("SCEP server `lab`: http://127.0.0.1:")
+        .stderr_has("cannot connect");
+    assert!(!env.root().join("out/web1.pem").exists());
+    server.restart();
+    enroll(&env, &config, "web1", &[]).success();
+    assert!(openssl_verify(&server.ca_pem(), &env.root().join("out/web1.pem")).contains(": OK"));
+    assert_eq!(server.issued(), 1, "exactly one certificate");
+}
+
+#[test]
+fn config_check_names_the_scep_mistakes_at_their_line() {
+    let env = TestEnv::new();
+    let challenge = env.file("etc/challenge");
+    std::fs::write(&challenge, "x\n").unwrap();
+    std::fs::set_permissions(&challenge, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = env.file("etc/certd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"{}\"\n\n[[scep]]\nname = \"lab\"\nurl = \"ftp://ndes.example/x\"\nchallenge_file = \"{}\"\nca_fingerprint = \"12:34\"\n",
+            s(env.store()),
+            s(&challenge)
+        ),
+    )
+    .unwrap();
+    let r = certd(&env, &["config", "check", s(&config)]);
+    r.expect_code(2)
+        .stderr_has(&format!("{}:5:", s(&config)))
+        .stderr_has("scep.url")
+        .stderr_has(&format!("{}:7:", s(&config)))
+        .stderr_has("scep.ca_fingerprint");
+    // Fixed, the challenge file readable by others is refused like the other secrets.
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"{}\"\n\n[[scep]]\nname = \"lab\"\nurl = \"http://ndes.example/x\"\nchallenge_file = \"{}\"\nca_fingerprint = \"{}\"\n",
+            s(env.store()),
+            s(&challenge),
+            "ab".repeat(32)
+        ),
+    )
+    .unwrap();
+    let r = certd(&env, &["config", "check", s(&config)]);
+    r.expect_code(2).stderr_has("scep.lab.challenge_file");
+    std::fs::set_permissions(&challenge, std::fs::Permissions::from_mode(0o600)).unwrap();
+    certd(&env, &["config", "check", s(&config)]).success();
+}
