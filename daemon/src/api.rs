@@ -165,6 +165,11 @@ pub enum Request {
     Fleet {
         fleet: crate::agents::FleetRequest,
     },
+    /// `certctl renew ID` / `certctl renew --due [--dry-run]` ([`crate::renewal`]); certd
+    /// uses its own configuration.
+    Renew {
+        renew: crate::renewal::RenewRequest,
+    },
 }
 
 impl Request {
@@ -179,6 +184,8 @@ impl Request {
             // A deploy probes the endpoints that served the old certificate.
             Request::Regenerate { regenerate } => regenerate.deploy,
             Request::WorkflowResume { .. } | Request::WorkflowComplete { .. } => true,
+            // Workflows: reload hooks, probes, SCEP servers.
+            Request::Renew { renew } => !renew.dry_run,
             _ => false,
         }
     }
@@ -405,6 +412,9 @@ pub enum Response {
     PrunedRenewals {
         renewals: Option<certctl_store::PrunedRenewals>,
     },
+    Renew {
+        report: crate::renewal::RenewReport,
+    },
     Error {
         kind: ErrorKind,
         message: String,
@@ -544,6 +554,7 @@ pub fn execute(
                 Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
             }
         }
+        Request::Renew { renew } => renew_answer(store, &renew, None, now, &|| ()),
         Request::PrunedRenewals { agent } => match store.pruned_renewals(&agent) {
             Ok(renewals) => Response::PrunedRenewals { renewals },
             Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
@@ -840,10 +851,42 @@ pub fn execute_networked<G>(
         request @ (Request::Regenerate { .. }
         | Request::WorkflowResume { .. }
         | Request::WorkflowComplete { .. }) => workflow_answer(store, request, now, lock),
+        Request::Renew { renew } => renew_answer(store, &renew, None, now, lock),
         request => {
             let _writer = lock();
             execute(store, request, now, progress)
         }
+    }
+}
+
+/// `certctl renew`: with certd's configuration `config`, else the request's file (see
+/// [`crate::renewal::request_config`]).
+pub fn renew_answer<G>(
+    store: &Store,
+    request: &crate::renewal::RenewRequest,
+    config: Option<&crate::config::Config>,
+    now: UnixTime,
+    lock: &dyn Fn() -> G,
+) -> Response {
+    if let Some(p) = request
+        .config
+        .iter()
+        .chain(request.policies.iter())
+        .find(|p| p.is_relative())
+    {
+        return Response::error(
+            ErrorKind::Invalid,
+            format!("the path must be absolute, got {}", p.display()),
+        );
+    }
+    let result = crate::renewal::request_config(store, request, config)
+        .and_then(|config| crate::renewal::execute(store, request, &config, now, lock));
+    match result {
+        Ok(report) => Response::Renew { report },
+        Err(crate::renewal::RenewalError::NotFound(id)) => {
+            Response::from_query_error(QueryError::NotFound(id))
+        }
+        Err(e) => failed(e),
     }
 }
 
