@@ -266,6 +266,9 @@ pub struct StatusReport {
     /// it must be redone) and which CAs had published a newer CRL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored: Option<certctl_store::RestoredFrom>,
+    /// Automatic renewals whose last attempt failed (retried with backoff).
+    #[serde(default)]
+    pub failing_renewals: Vec<crate::renewal::FailingRenewal>,
 }
 
 /// The outcome of the last completed delivery, as `status` shows it (times RFC 3339).
@@ -509,9 +512,15 @@ pub fn execute(
         } {
             // A revocation is only visible once the published CRL lists it.
             Ok(report) => match crl_state(store, now) {
-                Ok((stale, expiring)) => Response::Check {
-                    report: report.with_crls(stale, expiring, now),
-                },
+                Ok((stale, expiring)) => {
+                    match report
+                        .with_crls(stale, expiring, now)
+                        .with_renewals(store, now)
+                    {
+                        Ok(report) => Response::Check { report },
+                        Err(e) => failed(e),
+                    }
+                }
                 Err(e) => failed(e),
             },
             Err(e) => Response::from_query_error(e),
@@ -794,6 +803,7 @@ pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::Store
                 .collect()
         },
         restored: store.restored_from()?,
+        failing_renewals: crate::renewal::failing(store)?.into_values().collect(),
     })
 }
 

@@ -733,15 +733,19 @@ pub fn run_pass<G>(
     };
     for d in due {
         let outcome = match (&d.method, d.state.as_str()) {
-            (RenewalMethod::Manual { why }, "manual") => RenewalOutcome {
-                fingerprint: d.fingerprint,
-                name: d.name.clone(),
-                method: d.method.name().into(),
-                workflow: None,
-                outcome: "manual".into(),
-                detail: why.clone(),
-                new: None,
-            },
+            (RenewalMethod::Manual { why }, "manual") => {
+                let _writer = lock();
+                record_manual(store, &d, why, now)?;
+                RenewalOutcome {
+                    fingerprint: d.fingerprint,
+                    name: d.name.clone(),
+                    method: d.method.name().into(),
+                    workflow: None,
+                    outcome: "manual".into(),
+                    detail: why.clone(),
+                    new: None,
+                }
+            }
             (_, "backoff") => RenewalOutcome {
                 fingerprint: d.fingerprint,
                 name: d.name.clone(),
@@ -789,6 +793,36 @@ pub fn run_pass<G>(
         report.revoked_superseded = revoke_superseded(store, config, now, lock)?;
     }
     Ok(report)
+}
+
+/// Remembers that a person must renew `d` (and why), for the reminders and `status`.
+fn record_manual(
+    store: &Store,
+    d: &DueRenewal,
+    why: &str,
+    now: UnixTime,
+) -> Result<(), RenewalError> {
+    let existing = store.renewal(&d.fingerprint)?;
+    if existing.as_ref().is_some_and(|r| {
+        r.finished.is_none() && r.method == "manual" && r.last_error.as_deref() == Some(why)
+    }) {
+        return Ok(());
+    }
+    store.put_renewal(&RenewalRecord {
+        fingerprint: d.fingerprint,
+        method: "manual".into(),
+        reason: d.reason.clone(),
+        workflow: None,
+        started: now,
+        failures: 0,
+        first_failure: None,
+        last_attempt: now,
+        next_attempt: now,
+        last_error: Some(why.to_string()),
+        finished: None,
+        new: None,
+    })?;
+    Ok(())
 }
 
 /// Marks finished the renewals whose workflow a crash let finish elsewhere (certd's
@@ -946,7 +980,10 @@ fn attempt(
     // interrupted, or by a person): never a second one.
     let open = open_workflows(store)?.remove(&d.fingerprint);
     let existing = store.renewal(&d.fingerprint)?;
-    if existing.as_ref().is_none_or(|r| r.finished.is_some()) {
+    if existing
+        .as_ref()
+        .is_none_or(|r| r.finished.is_some() || r.method != d.method.name())
+    {
         store.put_renewal(&RenewalRecord {
             fingerprint: d.fingerprint,
             method: d.method.name().into(),
@@ -1139,6 +1176,74 @@ pub fn failing(store: &Store) -> Result<BTreeMap<Fingerprint, FailingRenewal>, S
             )
         })
         .collect())
+}
+
+/// What the reminders say about automatic renewals, by certificate: "automatic renewal
+/// failed N times since D: CAUSE" for a failing one, "a person must act" and why for one no
+/// managed CA or SCEP server can do.
+pub fn reminder_notes(store: &Store) -> Result<BTreeMap<Fingerprint, String>, StoreError> {
+    let mut out = BTreeMap::new();
+    for r in store.renewals()? {
+        if r.finished.is_some() {
+            continue;
+        }
+        if r.failures > 0 {
+            let f = FailingRenewal {
+                fingerprint: r.fingerprint,
+                method: r.method.clone(),
+                failures: r.failures,
+                since: r.first_failure.unwrap_or(r.last_attempt),
+                last_error: r.last_error.clone().unwrap_or_default(),
+                workflow: r.workflow,
+            };
+            out.insert(r.fingerprint, f.sentence());
+        } else if r.method == "manual" {
+            out.insert(
+                r.fingerprint,
+                format!(
+                    "automatic renewal is on (renew = \"auto\"), but a person must act: {}",
+                    r.last_error.as_deref().unwrap_or(MANUAL_WHY)
+                ),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The renewal series of `/metrics` and `certctl metrics` (kept in the store, so they
+/// survive restarts and are the same with and without certd):
+/// `certctl_renewals_total{method,outcome}` (automatic renewals that ended so; a counter)
+/// and `certctl_renewal_failing{method}` (renewals whose last attempt failed; a gauge).
+pub fn metrics_text(store: &Store) -> Result<String, StoreError> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    out.push_str("# HELP certctl_renewals_total Automatic renewals that ended, by method (managed-ca, scep, manual) and outcome (success, failure: one per failed attempt).\n");
+    out.push_str("# TYPE certctl_renewals_total counter\n");
+    for (method, outcome, n) in store.renewal_counts()? {
+        let _ = writeln!(
+            out,
+            "certctl_renewals_total{{method=\"{}\",outcome=\"{}\"}} {n}",
+            crate::view::printable(&method),
+            crate::view::printable(&outcome)
+        );
+    }
+    out.push_str("# HELP certctl_renewal_failing Automatic renewals whose last attempt failed (retried with backoff), by method.\n");
+    out.push_str("# TYPE certctl_renewal_failing gauge\n");
+    let mut by_method: BTreeMap<String, u64> = ["managed-ca", "scep", "manual"]
+        .into_iter()
+        .map(|m| (m.to_string(), 0))
+        .collect();
+    for f in failing(store)?.values() {
+        *by_method.entry(f.method.clone()).or_default() += 1;
+    }
+    for (method, n) in by_method {
+        let _ = writeln!(
+            out,
+            "certctl_renewal_failing{{method=\"{}\"}} {n}",
+            crate::view::printable(&method)
+        );
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

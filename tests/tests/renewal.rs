@@ -44,7 +44,10 @@ impl Site {
     /// `encrypted`: the CA key is encrypted with the passphrase `ca-secret`.
     fn with_ca(policy: &str, extra: &str, encrypted: bool) -> Site {
         let env = TestEnv::new();
-        let mut init = env.cmd().args(["ca", "init", "--name", "ops"]);
+        // CRLs valid 90 days: the clock moves 25+ days and `check` would say the CRL expired.
+        let mut init = env
+            .cmd()
+            .args(["ca", "init", "--name", "ops", "--crl-validity", "90d"]);
         if encrypted {
             init = init.env("CERTCTL_CA_PASSPHRASE", "ca-secret");
         }
@@ -552,5 +555,126 @@ mod limits_and_defaults {
         certd.stop_ok();
         assert_ne!(file_fingerprint(&site.cert("b.example.com")), b);
         assert_eq!(site.workflows().len(), 2);
+    }
+}
+
+mod failures {
+    use super::*;
+    use certctl_e2e::smtp::SmtpServer;
+
+    fn smtp_toml(smtp: &SmtpServer) -> String {
+        format!(
+            "[smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"certd@example.com\"\ntimeout = \"20s\"\n",
+            smtp.port
+        )
+    }
+
+    #[test]
+    fn a_failing_renewal_is_retried_and_named_by_check_status_metrics_and_the_reminder() {
+        let env_dir = tempfile::tempdir().unwrap();
+        let smtp = SmtpServer::start(env_dir.path(), None);
+        let site = Site::new(
+            AUTO_20D,
+            &(smtp_toml(&smtp) + "[renewal]\nretry_min = \"1h\"\nretry_max = \"4h\"\n"),
+        );
+        let old = site.deployed("fail.example.com");
+        // The CA's key file is gone (a botched migration): every attempt fails.
+        let key = site.ca_dir.join("ca.key");
+        let moved = site.ca_dir.join("ca.key.moved");
+        std::fs::rename(&key, &moved).unwrap();
+        let config = s(&site.config).to_string();
+        let at = |hours: i64, args: &[&str]| {
+            site.env
+                .cmd()
+                .args(args)
+                .args(["--config", &config])
+                .env("CERTCTL_NOW", rfc3339(now() + 25 * DAY + hours * 3600))
+                .run()
+        };
+        let renew = |hours: i64| at(hours, &["renew", "--due", "--yes", "--json"]);
+        let r = renew(0);
+        assert_eq!(r.code(), 4, "{r}");
+        assert_eq!(r.json()["pass"]["renewals"][0]["outcome"], "failed", "{r}");
+        // At once again: backed off, not retried.
+        assert_eq!(renew(0).json()["pass"]["renewals"][0]["outcome"], "backoff");
+        // Retried after 1h, then 2h.
+        assert_eq!(renew(2).json()["pass"]["renewals"][0]["outcome"], "failed");
+        assert_eq!(renew(5).json()["pass"]["renewals"][0]["outcome"], "failed");
+        assert_eq!(site.named("fail.example.com").len(), 1, "nothing issued");
+
+        // `check`: a warning although the certificate is outside check's windows.
+        let r = at(5, &["check", "--warn", "2d", "--critical", "1d"]);
+        r.expect_code(1)
+            .stdout_has("automatic renewals failing")
+            .stdout_has("automatic renewal failed 3 times since");
+        // Critical once the certificate is within the critical window.
+        at(5, &["check", "--warn", "10d", "--critical", "6d"]).expect_code(2);
+        // `status`.
+        at(5, &["status"])
+            .success()
+            .stdout_has("automatic renewal failed 3 times since")
+            .stdout_has("ca.key");
+        // `/metrics` (the same text as `certctl metrics`).
+        let m = at(5, &["metrics"]);
+        m.success()
+            .stdout_has("certctl_renewals_total{method=\"managed-ca\",outcome=\"failure\"} 3")
+            .stdout_has("certctl_renewal_failing{method=\"managed-ca\"} 1");
+        // The reminder names the failure instead of a plain "expires in".
+        at(5, &["remind", "--now"]).success();
+        let mails = smtp.wait_for_messages(1, Duration::from_secs(30));
+        let text = &mails[0].text;
+        assert!(
+            text.contains("automatic renewal failed 3 times since") && text.contains("ca.key"),
+            "{text}"
+        );
+
+        // Fixed: the next attempt renews it, and everything is quiet again.
+        std::fs::rename(&moved, &key).unwrap();
+        let r = renew(10);
+        r.success();
+        assert_eq!(r.json()["pass"]["renewals"][0]["outcome"], "renewed", "{r}");
+        assert_ne!(file_fingerprint(&site.cert("fail.example.com")), old);
+        site.verify(&site.cert("fail.example.com"), 26);
+        at(10, &["metrics"])
+            .success()
+            .stdout_has("certctl_renewals_total{method=\"managed-ca\",outcome=\"success\"} 1")
+            .stdout_has("certctl_renewal_failing{method=\"managed-ca\"} 0");
+        at(10, &["check", "--warn", "2d", "--critical", "1d"]).success();
+    }
+
+    #[test]
+    fn an_encrypted_ca_without_a_passphrase_file_falls_back_to_a_reminder_that_says_why() {
+        let env_dir = tempfile::tempdir().unwrap();
+        let smtp = SmtpServer::start(env_dir.path(), None);
+        let site = Site::with_ca(AUTO_20D, &smtp_toml(&smtp), true);
+        site.deployed("locked.example.com");
+        let config = s(&site.config).to_string();
+        let at = |args: &[&str]| {
+            site.env
+                .cmd()
+                .args(args)
+                .args(["--config", &config])
+                .env("CERTCTL_NOW", rfc3339(now() + 25 * DAY))
+                .run()
+        };
+        let r = at(&["renew", "--due", "--dry-run", "--json"]);
+        r.success();
+        let d = &r.json()["due"][0];
+        assert_eq!(d["method"], "manual", "{r}");
+        assert!(d["why"].as_str().unwrap().contains("encrypted"), "{r}");
+        at(&["renew", "--due", "--yes"])
+            .success()
+            .stdout_has("manual");
+        assert!(site.workflows().is_empty(), "nothing started");
+        at(&["policy", "explain", "locked.example.com"])
+            .success()
+            .stdout_has("a person must");
+        at(&["remind", "--now"]).success();
+        let mails = smtp.wait_for_messages(1, Duration::from_secs(30));
+        let text = &mails[0].text;
+        assert!(
+            text.contains("a person must act") && text.contains("[workflows.ca_passphrase_files]"),
+            "{text}"
+        );
     }
 }
