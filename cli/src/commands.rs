@@ -68,6 +68,9 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Regenerate(a) => {
             crate::ca_cmds::regenerate(&Session::existing(store_flag)?, config_file.as_deref(), a)
         }
+        Command::Renew(a) => {
+            crate::renew_cmds::renew(&Session::existing(store_flag)?, config_file.as_deref(), a)
+        }
         Command::Workflows(a) => crate::ca_cmds::workflows(&Session::existing(store_flag)?, a),
         Command::History(a) => crate::ca_cmds::history(&Session::existing(store_flag)?, a),
         Command::Crl(a) => {

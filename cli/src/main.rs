@@ -13,6 +13,7 @@ mod commands;
 mod docs_cmds;
 mod fleet_cmds;
 mod policy_cmds;
+mod renew_cmds;
 mod table;
 
 use std::path::PathBuf;

@@ -283,6 +283,17 @@ pub fn print_status(status: &StatusReport) {
         // The SMTP server's own words: shown escaped.
         println!("{}", certctl_daemon::view::Printable(&text));
     }
+    for f in &status.failing_renewals {
+        println!(
+            "renewal: {} ({}): {}{}",
+            f.fingerprint.to_hex().get(..16).unwrap_or_default(),
+            f.method,
+            certctl_daemon::view::Printable(&f.sentence()),
+            f.workflow
+                .map(|w| format!(" (workflow {w})"))
+                .unwrap_or_default()
+        );
+    }
     for g in &status.gone_artifacts {
         println!(
             "tracked: {} is gone: no reminders (`certctl untrack PATH` forgets it)",
@@ -322,7 +333,7 @@ pub fn policy(
         PolicyCommand::Check(a) => check(a),
         PolicyCommand::Explain(a) => {
             let set = load_policies(a.source.policies.clone(), config_file)?;
-            explain(&Session::existing(store_flag)?, &set, a)
+            explain(&Session::existing(store_flag)?, &set, config_file, a)
         }
         PolicyCommand::Conflicts(a) => {
             let set = load_policies(a.source.policies.clone(), config_file)?;
@@ -471,8 +482,14 @@ fn explain_artifact(
     })
 }
 
-fn explain(session: &Session, set: &PolicySet, a: PolicyExplainArgs) -> Result<Exit> {
+fn explain(
+    session: &Session,
+    set: &PolicySet,
+    config_file: Option<&Path>,
+    a: PolicyExplainArgs,
+) -> Result<Exit> {
     let now = clock()?;
+    let renewals = crate::renew_cmds::RenewalContext::load(session, config_file)?;
     let certs = match certificates(session, Request::Find { id: a.id.clone() }) {
         Ok(certs) => certs,
         Err(e) => {
@@ -543,6 +560,7 @@ fn explain(session: &Session, set: &PolicySet, a: PolicyExplainArgs) -> Result<E
             "also_matched": matching.iter().skip(1).map(|(p, _)| json!({"name": p.name, "file": p.file, "line": p.line})).collect::<Vec<_>>(),
             "snoozed_until": snooze.map(|s| rfc3339(s.until)),
             "snooze_reason": snooze.map(|s| s.reason.clone()),
+            "renewal": chosen.map(|(p, _)| renewals.explain(cert, p)),
         }));
     }
     print_explained(&out, a.json)
@@ -680,6 +698,9 @@ fn explain_text(v: &serde_json::Value) -> String {
                     format!("stalled for {} days", v["renewal_stalled_days"])
                 };
                 line("renewal", format!("expected {r} before expiry: {state}"));
+            }
+            if let Some(r) = v["renewal"]["text"].as_str() {
+                line("renew", r.to_string());
             }
             let violations: Vec<&str> = v["violations"]
                 .as_array()

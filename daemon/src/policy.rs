@@ -437,7 +437,7 @@ fn issuer_cn(dn: &str) -> Option<&str> {
 }
 
 /// The policies of a folder, in precedence order.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct PolicySet {
     pub dir: PathBuf,
     pub files: Vec<PathBuf>,

@@ -205,24 +205,99 @@ pub fn method_for(
     policy: Option<&Policy>,
     ca_passphrase_files: &BTreeMap<String, PathBuf>,
 ) -> Result<RenewalMethod, RenewalError> {
-    if let Some((managed, _)) = ca::managed_issuer(store, cert)? {
+    let managed = ca::managed_issuer(store, cert)?.map(|(m, _)| m);
+    Ok(method_from(
+        cert,
+        managed.as_ref(),
+        policy,
+        ca_passphrase_files,
+    ))
+}
+
+/// [`method_for`] with the managed CA that issued `cert` already found (`None`: none did).
+pub fn method_from(
+    cert: &Certificate,
+    managed: Option<&certctl_store::ManagedCa>,
+    policy: Option<&Policy>,
+    ca_passphrase_files: &BTreeMap<String, PathBuf>,
+) -> RenewalMethod {
+    if let Some(managed) = managed {
         if managed.encrypted && !ca_passphrase_files.contains_key(&managed.name) {
-            return Ok(RenewalMethod::Manual {
+            return RenewalMethod::Manual {
                 why: format!(
                     "the key of the managed CA `{}` is encrypted and [workflows.ca_passphrase_files] names no passphrase file for it: add one to certd.toml, or run certctl regenerate {} with its passphrase",
                     managed.name,
                     cert.fingerprint().to_hex().get(..16).unwrap_or_default()
                 ),
-            });
+            };
         }
-        return Ok(RenewalMethod::ManagedCa { ca: managed.name });
+        return RenewalMethod::ManagedCa {
+            ca: managed.name.clone(),
+        };
     }
     if let Some(server) = policy.and_then(|p| p.scep.clone()) {
-        return Ok(RenewalMethod::Scep { server });
+        return RenewalMethod::Scep { server };
     }
-    Ok(RenewalMethod::Manual {
+    RenewalMethod::Manual {
         why: MANUAL_WHY.into(),
-    })
+    }
+}
+
+/// What `policy explain` says about the renewal of a certificate.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RenewalExplained {
+    /// `auto` or `remind`.
+    pub renew: RenewMode,
+    /// When certd renews it (for `auto`; also shown for `remind`).
+    #[serde(flatten)]
+    pub timing: RenewalTiming,
+    /// How (`null` for `remind` and for certificates certd never renews).
+    pub method: Option<RenewalMethod>,
+    /// Why certd never renews it whatever the policy (a CA certificate, an agent's
+    /// ephemeral credential, revoked, deployed nowhere).
+    pub never: Option<String>,
+    /// One line for people.
+    pub text: String,
+}
+
+/// Whether, when and how `cert` is renewed under `policy` (`managed`: the managed CA that
+/// issued it, if any).
+pub fn explain(
+    cert: &Certificate,
+    policy: &Policy,
+    managed: Option<&certctl_store::ManagedCa>,
+    ca_passphrase_files: &BTreeMap<String, PathBuf>,
+) -> RenewalExplained {
+    let timing = timing(policy, cert);
+    let never = never_renewed(cert).map(str::to_string);
+    let method = (policy.renew == RenewMode::Auto && never.is_none())
+        .then(|| method_from(cert, managed, Some(policy), ca_passphrase_files));
+    let when = format!(
+        "from {} (renew_before {} + jitter {}s)",
+        certctl_store::rfc3339(timing.due_at),
+        timing.renew_before,
+        timing.jitter_secs
+    );
+    let text = match (&policy.renew, &never, &method) {
+        (RenewMode::Remind, _, _) => {
+            "remind: reminders only (renew = \"auto\" lets certd renew it)".to_string()
+        }
+        (RenewMode::Auto, Some(why), _) => {
+            format!("auto, but certd never renews it: {why}")
+        }
+        (RenewMode::Auto, None, Some(RenewalMethod::Manual { why })) => {
+            format!("auto, but a person must: {why} (reminders say so)")
+        }
+        (RenewMode::Auto, None, Some(m)) => format!("auto {when}, by {m}"),
+        (RenewMode::Auto, None, None) => format!("auto {when}"),
+    };
+    RenewalExplained {
+        renew: policy.renew,
+        timing,
+        method,
+        never,
+        text,
+    }
 }
 
 /// The key type of a new key for `method`: SCEP servers (NDES, most MDMs) take RSA only, so
@@ -481,7 +556,10 @@ pub fn due(
     let mut out = Vec::new();
     for cert in store.iter() {
         let cert = cert?;
-        if never_renewed(&cert).is_some() || done.contains(&cert.fingerprint()) {
+        // An unfinished renewal is continued even though its deploy step already moved the
+        // files to the new certificate.
+        let unfinished = open.contains_key(&cert.fingerprint());
+        if (!unfinished && never_renewed(&cert).is_some()) || done.contains(&cert.fingerprint()) {
             continue;
         }
         let Some(policy) = policies.select(&cert) else {
@@ -613,6 +691,10 @@ pub fn run_pass<G>(
     lock: &dyn Fn() -> G,
 ) -> Result<RenewalPassReport, RenewalError> {
     let mut report = RenewalPassReport::default();
+    {
+        let _writer = lock();
+        reconcile(store, now)?;
+    }
     let due = match only {
         Some(cert) => {
             let open = open_workflows(store)?;
@@ -649,15 +731,19 @@ pub fn run_pass<G>(
     };
     for d in due {
         let outcome = match (&d.method, d.state.as_str()) {
-            (RenewalMethod::Manual { why }, "manual") => RenewalOutcome {
-                fingerprint: d.fingerprint,
-                name: d.name.clone(),
-                method: d.method.name().into(),
-                workflow: None,
-                outcome: "manual".into(),
-                detail: why.clone(),
-                new: None,
-            },
+            (RenewalMethod::Manual { why }, "manual") => {
+                let _writer = lock();
+                record_manual(store, &d, why, now)?;
+                RenewalOutcome {
+                    fingerprint: d.fingerprint,
+                    name: d.name.clone(),
+                    method: d.method.name().into(),
+                    workflow: None,
+                    outcome: "manual".into(),
+                    detail: why.clone(),
+                    new: None,
+                }
+            }
             (_, "backoff") => RenewalOutcome {
                 fingerprint: d.fingerprint,
                 name: d.name.clone(),
@@ -705,6 +791,66 @@ pub fn run_pass<G>(
         report.revoked_superseded = revoke_superseded(store, config, now, lock)?;
     }
     Ok(report)
+}
+
+/// Remembers that a person must renew `d` (and why), for the reminders and `status`.
+fn record_manual(
+    store: &Store,
+    d: &DueRenewal,
+    why: &str,
+    now: UnixTime,
+) -> Result<(), RenewalError> {
+    let existing = store.renewal(&d.fingerprint)?;
+    if existing.as_ref().is_some_and(|r| {
+        r.finished.is_none() && r.method == "manual" && r.last_error.as_deref() == Some(why)
+    }) {
+        return Ok(());
+    }
+    store.put_renewal(&RenewalRecord {
+        fingerprint: d.fingerprint,
+        method: "manual".into(),
+        reason: d.reason.clone(),
+        workflow: None,
+        started: now,
+        failures: 0,
+        first_failure: None,
+        last_attempt: now,
+        next_attempt: now,
+        last_error: Some(why.to_string()),
+        finished: None,
+        new: None,
+    })?;
+    Ok(())
+}
+
+/// Marks finished the renewals whose workflow a crash let finish elsewhere (certd's
+/// start-up resume, `certctl workflows resume`) before the record said so.
+fn reconcile(store: &Store, now: UnixTime) -> Result<(), RenewalError> {
+    let done: BTreeMap<Fingerprint, Workflow> = store
+        .workflows()?
+        .into_iter()
+        .filter(|w| w.step == WorkflowStep::Done)
+        .map(|w| (w.old, w))
+        .collect();
+    for mut record in store.renewals()? {
+        if record.finished.is_some() {
+            continue;
+        }
+        let Some(wf) = done.get(&record.fingerprint) else {
+            continue;
+        };
+        if record.workflow.is_some_and(|id| id != wf.id) {
+            continue;
+        }
+        record.workflow = Some(wf.id);
+        record.finished = Some(now);
+        record.new = wf.new;
+        record.failures = 0;
+        record.last_error = None;
+        store.put_renewal(&record)?;
+        store.count_renewal(&record.method, "success")?;
+    }
+    Ok(())
 }
 
 /// Starts or continues the renewal of one certificate and records how it went.
@@ -832,7 +978,10 @@ fn attempt(
     // interrupted, or by a person): never a second one.
     let open = open_workflows(store)?.remove(&d.fingerprint);
     let existing = store.renewal(&d.fingerprint)?;
-    if existing.as_ref().is_none_or(|r| r.finished.is_some()) {
+    if existing
+        .as_ref()
+        .is_none_or(|r| r.finished.is_some() || r.method != d.method.name())
+    {
         store.put_renewal(&RenewalRecord {
             fingerprint: d.fingerprint,
             method: d.method.name().into(),
@@ -1027,6 +1176,74 @@ pub fn failing(store: &Store) -> Result<BTreeMap<Fingerprint, FailingRenewal>, S
         .collect())
 }
 
+/// What the reminders say about automatic renewals, by certificate: "automatic renewal
+/// failed N times since D: CAUSE" for a failing one, "a person must act" and why for one no
+/// managed CA or SCEP server can do.
+pub fn reminder_notes(store: &Store) -> Result<BTreeMap<Fingerprint, String>, StoreError> {
+    let mut out = BTreeMap::new();
+    for r in store.renewals()? {
+        if r.finished.is_some() {
+            continue;
+        }
+        if r.failures > 0 {
+            let f = FailingRenewal {
+                fingerprint: r.fingerprint,
+                method: r.method.clone(),
+                failures: r.failures,
+                since: r.first_failure.unwrap_or(r.last_attempt),
+                last_error: r.last_error.clone().unwrap_or_default(),
+                workflow: r.workflow,
+            };
+            out.insert(r.fingerprint, f.sentence());
+        } else if r.method == "manual" {
+            out.insert(
+                r.fingerprint,
+                format!(
+                    "automatic renewal is on (renew = \"auto\"), but a person must act: {}",
+                    r.last_error.as_deref().unwrap_or(MANUAL_WHY)
+                ),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The renewal series of `/metrics` and `certctl metrics` (kept in the store, so they
+/// survive restarts and are the same with and without certd):
+/// `certctl_renewals_total{method,outcome}` (automatic renewals that ended so; a counter)
+/// and `certctl_renewal_failing{method}` (renewals whose last attempt failed; a gauge).
+pub fn metrics_text(store: &Store) -> Result<String, StoreError> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    out.push_str("# HELP certctl_renewals_total Automatic renewals that ended, by method (managed-ca, scep, manual) and outcome (success, failure: one per failed attempt).\n");
+    out.push_str("# TYPE certctl_renewals_total counter\n");
+    for (method, outcome, n) in store.renewal_counts()? {
+        let _ = writeln!(
+            out,
+            "certctl_renewals_total{{method=\"{}\",outcome=\"{}\"}} {n}",
+            crate::view::printable(&method),
+            crate::view::printable(&outcome)
+        );
+    }
+    out.push_str("# HELP certctl_renewal_failing Automatic renewals whose last attempt failed (retried with backoff), by method.\n");
+    out.push_str("# TYPE certctl_renewal_failing gauge\n");
+    let mut by_method: BTreeMap<String, u64> = ["managed-ca", "scep", "manual"]
+        .into_iter()
+        .map(|m| (m.to_string(), 0))
+        .collect();
+    for f in failing(store)?.values() {
+        *by_method.entry(f.method.clone()).or_default() += 1;
+    }
+    for (method, n) in by_method {
+        let _ = writeln!(
+            out,
+            "certctl_renewal_failing{{method=\"{}\"}} {n}",
+            crate::view::printable(&method)
+        );
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1088,5 +1305,133 @@ mod tests {
         assert_eq!(backoff_secs(&c, 1), 600);
         assert_eq!(backoff_secs(&c, 2), 1200);
         assert_eq!(backoff_secs(&c, 30), 6 * 3600);
+    }
+}
+
+// ---- `certctl renew` -----------------------------------------------------------------------
+
+/// `certctl renew ID` / `certctl renew --due [--dry-run]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RenewRequest {
+    /// `renew ID`: this certificate now, due or not.
+    pub id: Option<String>,
+    /// `--due`: every due certificate.
+    pub due: bool,
+    /// `--dry-run`: say what would be done, start nothing.
+    pub dry_run: bool,
+    /// certd's configuration file (absolute; direct mode; certd uses its own).
+    pub config: Option<PathBuf>,
+    /// The policies folder (absolute), instead of the configuration's `[reminders] policies`.
+    pub policies: Option<PathBuf>,
+}
+
+/// The answer to a [`RenewRequest`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RenewReport {
+    /// What is (or was) due, with method and reason.
+    pub due: Vec<DueRenewal>,
+    /// What was done (absent for `--dry-run`).
+    pub pass: Option<RenewalPassReport>,
+}
+
+/// The configuration a renewal request uses: `config` (certd's own), else the request's
+/// file, else the defaults (no passphrase files, no reload hooks).
+pub fn request_config(
+    store: &Store,
+    request: &RenewRequest,
+    config: Option<&Config>,
+) -> Result<Config, RenewalError> {
+    if let Some(c) = config {
+        return Ok(c.clone());
+    }
+    let bad = |e: crate::config::ConfigError| RenewalError::Policy(e.to_string());
+    match &request.config {
+        Some(file) => crate::config::load_for_store(file, store.path()).map_err(bad),
+        None => {
+            let text = format!(
+                "store = {}\n",
+                toml::Value::String(store.path().to_string_lossy().into_owned())
+            );
+            crate::config::parse(&text, Path::new("(defaults)")).map_err(bad)
+        }
+    }
+}
+
+/// Answers `certctl renew` with `config` (certd's, or see [`request_config`]).
+pub fn execute<G>(
+    store: &Store,
+    request: &RenewRequest,
+    config: &Config,
+    now: UnixTime,
+    lock: &dyn Fn() -> G,
+) -> Result<RenewReport, RenewalError> {
+    let policies_dir = request
+        .policies
+        .clone()
+        .or_else(|| config.reminders.as_ref().map(|r| r.policies.clone()));
+    let policies = match &policies_dir {
+        Some(dir) => {
+            crate::policy::load_dir(dir).map_err(|e| RenewalError::Policy(e.to_string()))?
+        }
+        None if request.id.is_some() => PolicySet::default(),
+        None => {
+            return Err(RenewalError::Policy(
+                "no policies: give --policies DIR, or --config FILE with [reminders] policies"
+                    .into(),
+            ))
+        }
+    };
+    match &request.id {
+        Some(id) => {
+            let found =
+                crate::query::find(store, id).map_err(|e| RenewalError::Policy(e.to_string()))?;
+            let cert = match found.len() {
+                0 => return Err(RenewalError::NotFound(id.clone())),
+                1 => found
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| RenewalError::NotFound(id.clone()))?,
+                _ => {
+                    return Err(RenewalError::Policy(format!(
+                        "`{id}` names {} certificates; give a fingerprint prefix of one",
+                        found.len()
+                    )))
+                }
+            };
+            if let Some(why) = never_renewed(&cert) {
+                return Err(RenewalError::Manual {
+                    name: cert.facts.display_name().to_string(),
+                    why: format!("certctl does not renew it: {why}"),
+                });
+            }
+            let open = open_workflows(store)?;
+            let policy = policies.select(&cert);
+            let t = match policy {
+                Some(p) => timing(p, &cert),
+                None => RenewalTiming {
+                    renew_before: "-".into(),
+                    renew_before_secs: 0,
+                    jitter_secs: 0,
+                    due_at: now,
+                },
+            };
+            let mut d = describe(store, &cert, policy, t, config, &open, now)?;
+            d.reason = format!("certctl renew by {}", ca::actor());
+            let pass = if request.dry_run {
+                None
+            } else {
+                Some(run_pass(store, &policies, config, Some(&cert), now, lock)?)
+            };
+            Ok(RenewReport { due: vec![d], pass })
+        }
+        None => {
+            let due = due(store, &policies, config, now)?;
+            let pass = if request.dry_run {
+                None
+            } else {
+                Some(run_pass(store, &policies, config, None, now, lock)?)
+            };
+            Ok(RenewReport { due, pass })
+        }
     }
 }
