@@ -2,7 +2,8 @@
 //! which `scripts/setup` installs when it can) on a free loopback port.
 //!
 //! [`ScepServer::start`] makes a CA in a fresh depot (`scepserver ca -init`, RSA 2048),
-//! starts `scepserver -depot DIR -port P -challenge SECRET -allowrenew 0 -debug`, and waits
+//! starts `scepserver -depot DIR -port P -challenge SECRET -allowrenew 0 -debug -crtvalid D`
+//! (365 days unless [`ScepServer::set_validity_days`]), and waits
 //! (bounded) until the port accepts; the process is killed on drop. [`ScepServer::stop`] and
 //! [`ScepServer::restart`] take it down and bring it back on the same port and depot. Its log
 //! ([`ScepServer::log`]) names every operation it served, so a test can show that a client
@@ -28,6 +29,8 @@ pub struct ScepServer {
     pub port: u16,
     pub dir: PathBuf,
     pub challenge: String,
+    /// `-crtvalid`: how long issued certificates are valid, in days.
+    pub validity_days: u32,
     starts: usize,
 }
 
@@ -66,6 +69,7 @@ impl ScepServer {
             port: free_port(),
             dir: dir.to_path_buf(),
             challenge: challenge.to_string(),
+            validity_days: 365,
             starts: 0,
         };
         server.restart();
@@ -82,6 +86,7 @@ impl ScepServer {
         let child = Command::new(bin)
             .args(["-depot", "depot", "-port", &self.port.to_string()])
             .args(["-challenge", &self.challenge, "-allowrenew", "0", "-debug"])
+            .args(["-crtvalid", &self.validity_days.to_string()])
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -109,6 +114,12 @@ impl ScepServer {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Restarts the server issuing certificates valid for `days`.
+    pub fn set_validity_days(&mut self, days: u32) {
+        self.validity_days = days;
+        self.restart();
     }
 
     /// Kills the server (the port refuses connections until [`ScepServer::restart`]).

@@ -222,3 +222,158 @@ fn config_check_names_the_scep_mistakes_at_their_line() {
     std::fs::set_permissions(&challenge, std::fs::Permissions::from_mode(0o600)).unwrap();
     certd(&env, &["config", "check", s(&config)]).success();
 }
+
+/// Renewal by certd's renewal pass (`certctl renew --due --yes --config certd.toml`, the pass
+/// certd runs on its schedule): a certificate the SCEP CA issued, deployed in `deploy/`, with
+/// a policy `renew = "auto"`, `scep = "lab"`.
+mod by_the_renewal_pass {
+    use super::*;
+    use certctl_e2e::{now, rfc3339, sha256_hex, DAY};
+    use serde_json::Value;
+
+    struct ScepSite {
+        env: TestEnv,
+        server: ScepServer,
+        config: std::path::PathBuf,
+        cert: std::path::PathBuf,
+    }
+
+    fn fingerprint(path: &Path) -> String {
+        let x = openssl::x509::X509::from_pem(&std::fs::read(path).unwrap()).unwrap();
+        sha256_hex(&x.to_der().unwrap())
+    }
+
+    impl ScepSite {
+        /// `challenge`: what certd's challenge file holds (the server wants CHALLENGE).
+        fn new(challenge: &str) -> Option<ScepSite> {
+            let env = TestEnv::new();
+            let mut server = ScepServer::start(&env.root().join("scep"), CHALLENGE)?;
+            // The certificate to renew: issued by the SCEP CA for 30 days (by hand, the right
+            // challenge), deployed with its key next to it. Renewed ones get 365 days.
+            server.set_validity_days(30);
+            let first = write_config(&env, &server.url(), CHALLENGE, &server.ca_fingerprint());
+            let deploy = env.mkdir("deploy");
+            let cert = deploy.join("gw.pem");
+            certd(
+                &env,
+                &[
+                    "scep", "enroll", "--config", s(&first), "--server", "lab", "--cn",
+                    "gw.lab.example", "--dns", "gw.lab.example", "--key",
+                    s(&deploy.join("gw.key")), "--cert", s(&cert),
+                ],
+            )
+            .success();
+            env.certctl(&["scan", s(&cert), "--role", "gateway"]).success();
+            server.set_validity_days(365);
+            let policies = env.mkdir("policies");
+            std::fs::write(
+                policies.join("gateways.toml"),
+                "[[policy]]\nname = \"gateways\"\nroles = [\"gateway\"]\nremind = [\"14d\"]\nwarn = \"14d\"\ncritical = \"3d\"\nrecipients = [\"pki@example.com\"]\nrenew = \"auto\"\nrenew_before = \"20d\"\nscep = \"lab\"\n",
+            )
+            .unwrap();
+            let config = write_config(&env, &server.url(), challenge, &server.ca_fingerprint());
+            let text = std::fs::read_to_string(&config).unwrap()
+                + &format!(
+                    "\n[reminders]\nschedule = \"0 8 * * 1-5\"\npolicies = \"{}\"\n\n[renewal]\nretry_min = \"1h\"\nretry_max = \"4h\"\n\n[[workflows.targets]]\npath = \"{}\"\nreload = [\"true\"]\n",
+                    s(&policies),
+                    s(&deploy)
+                );
+            std::fs::write(&config, text).unwrap();
+            Some(ScepSite {
+                env,
+                server,
+                config,
+                cert,
+            })
+        }
+
+        /// certctl ARGS --config certd.toml, 15 days and `hours` from now: the 30-day
+        /// certificate is due (renew_before 20d), a renewed 365-day one is not.
+        fn at(&self, hours: i64, args: &[&str]) -> RunResult {
+            self.env
+                .cmd()
+                .args(args)
+                .args(["--config", s(&self.config)])
+                .env("CERTCTL_NOW", rfc3339(now() + 15 * DAY + hours * 3600))
+                .timeout(std::time::Duration::from_secs(120))
+                .run()
+        }
+
+        fn renew(&self, hours: i64) -> (RunResult, Value) {
+            let r = self.at(hours, &["renew", "--due", "--yes", "--json"]);
+            let outcome = r.json()["pass"]["renewals"][0]["outcome"].clone();
+            (r, outcome)
+        }
+    }
+
+    #[test]
+    fn certd_renews_by_scep_and_the_deployed_file_holds_the_new_certificate() {
+        let Some(site) = ScepSite::new(CHALLENGE) else {
+            return;
+        };
+        let old = fingerprint(&site.cert);
+        site.at(0, &["renew", "--due", "--dry-run"])
+            .success()
+            .stdout_has("scep lab  [due]");
+        let (r, outcome) = site.renew(0);
+        assert_eq!(outcome, "renewed", "{r}\nserver log:\n{}", site.server.log());
+        let new = fingerprint(&site.cert);
+        assert_ne!(new, old, "the deployed file holds the new certificate");
+        assert!(openssl_verify(&site.server.ca_pem(), &site.cert).contains(": OK"));
+        // Signed with the deployed certificate and key: a RenewalReq.
+        assert!(site.server.log().contains("RenewalReq (17)"), "{}", site.server.log());
+        assert_eq!(site.server.issued(), 2, "exactly one new certificate");
+        // The deployed key is the new certificate's.
+        let key = openssl::pkey::PKey::private_key_from_pem(
+            &std::fs::read(site.cert.with_file_name("gw.key")).unwrap(),
+        )
+        .unwrap();
+        let cert = openssl::x509::X509::from_pem(&std::fs::read(&site.cert).unwrap()).unwrap();
+        assert!(key.public_eq(&cert.public_key().unwrap()));
+        // Nothing more is due.
+        let (_, outcome) = site.renew(1);
+        assert_eq!(outcome, Value::Null);
+        assert_eq!(site.server.issued(), 2);
+    }
+
+    #[test]
+    fn a_wrong_challenge_fails_in_words_deploys_nothing_and_the_reminder_says_why() {
+        let Some(site) = ScepSite::new("not-the-challenge") else {
+            return;
+        };
+        let old = fingerprint(&site.cert);
+        let (r, outcome) = site.renew(0);
+        assert_eq!(outcome, "failed", "{r}");
+        assert!(r.stdout.contains("answered badRequest") || r.stderr.contains("answered badRequest"), "{r}");
+        assert!(!r.stdout.contains("not-the-challenge") && !r.stderr.contains("not-the-challenge"));
+        assert_eq!(fingerprint(&site.cert), old, "nothing deployed");
+        assert_eq!(site.server.issued(), 1);
+        site.at(0, &["check", "--warn", "2d", "--critical", "1d"])
+            .expect_code(1)
+            .stdout_has("answered badRequest");
+        site.at(0, &["workflows"]).success();
+    }
+
+    #[test]
+    fn a_server_down_then_up_is_retried_and_issues_exactly_one_certificate() {
+        let Some(mut site) = ScepSite::new(CHALLENGE) else {
+            return;
+        };
+        let old = fingerprint(&site.cert);
+        site.server.stop();
+        let (r, outcome) = site.renew(0);
+        assert_eq!(outcome, "failed", "{r}");
+        assert!(r.stdout.contains("cannot connect") || r.stderr.contains("cannot connect"), "{r}");
+        assert_eq!(fingerprint(&site.cert), old);
+        site.server.restart();
+        // Backed off at once, retried after retry_min.
+        assert_eq!(site.renew(0).1, "backoff");
+        let (r, outcome) = site.renew(2);
+        assert_eq!(outcome, "renewed", "{r}\n{}", site.server.log());
+        assert_ne!(fingerprint(&site.cert), old);
+        assert!(openssl_verify(&site.server.ca_pem(), &site.cert).contains(": OK"));
+        assert_eq!(site.server.issued(), 2, "exactly one new certificate");
+        assert_eq!(site.renew(3).1, Value::Null);
+        assert_eq!(site.server.issued(), 2);
+    }
+}
