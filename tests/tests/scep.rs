@@ -245,7 +245,8 @@ mod by_the_renewal_pass {
 
     impl ScepSite {
         /// `challenge`: what certd's challenge file holds (the server wants CHALLENGE).
-        fn new(challenge: &str) -> Option<ScepSite> {
+        /// `extra`: more certd.toml text.
+        fn new(challenge: &str, extra: &str) -> Option<ScepSite> {
             let env = TestEnv::new();
             let mut server = ScepServer::start(&env.root().join("scep"), CHALLENGE)?;
             // The certificate to renew: issued by the SCEP CA for 30 days (by hand, the right
@@ -268,13 +269,13 @@ mod by_the_renewal_pass {
             let policies = env.mkdir("policies");
             std::fs::write(
                 policies.join("gateways.toml"),
-                "[[policy]]\nname = \"gateways\"\nroles = [\"gateway\"]\nremind = [\"14d\"]\nwarn = \"14d\"\ncritical = \"3d\"\nrecipients = [\"pki@example.com\"]\nrenew = \"auto\"\nrenew_before = \"20d\"\nscep = \"lab\"\n",
+                "[[policy]]\nname = \"gateways\"\nroles = [\"gateway\"]\nremind = [\"20d\"]\nwarn = \"14d\"\ncritical = \"3d\"\nrecipients = [\"pki@example.com\"]\nrenew = \"auto\"\nrenew_before = \"20d\"\nscep = \"lab\"\n",
             )
             .unwrap();
             let config = write_config(&env, &server.url(), challenge, &server.ca_fingerprint());
             let text = std::fs::read_to_string(&config).unwrap()
                 + &format!(
-                    "\n[reminders]\nschedule = \"0 8 * * 1-5\"\npolicies = \"{}\"\n\n[renewal]\nretry_min = \"1h\"\nretry_max = \"4h\"\n\n[[workflows.targets]]\npath = \"{}\"\nreload = [\"true\"]\n",
+                    "\n[reminders]\nschedule = \"0 8 * * 1-5\"\npolicies = \"{}\"\n\n[renewal]\nretry_min = \"1h\"\nretry_max = \"4h\"\n\n[[workflows.targets]]\npath = \"{}\"\nreload = [\"true\"]\n\n{extra}\n",
                     s(&policies),
                     s(&deploy)
                 );
@@ -308,7 +309,7 @@ mod by_the_renewal_pass {
 
     #[test]
     fn certd_renews_by_scep_and_the_deployed_file_holds_the_new_certificate() {
-        let Some(site) = ScepSite::new(CHALLENGE) else {
+        let Some(site) = ScepSite::new(CHALLENGE, "") else {
             return;
         };
         let old = fingerprint(&site.cert);
@@ -338,7 +339,13 @@ mod by_the_renewal_pass {
 
     #[test]
     fn a_wrong_challenge_fails_in_words_deploys_nothing_and_the_reminder_says_why() {
-        let Some(site) = ScepSite::new("not-the-challenge") else {
+        let mail = tempfile::tempdir().unwrap();
+        let smtp = certctl_e2e::smtp::SmtpServer::start(mail.path(), None);
+        let smtp_toml = format!(
+            "[smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"certd@example.com\"\ntimeout = \"20s\"\n",
+            smtp.port
+        );
+        let Some(site) = ScepSite::new("not-the-challenge", &smtp_toml) else {
             return;
         };
         let old = fingerprint(&site.cert);
@@ -351,12 +358,49 @@ mod by_the_renewal_pass {
         site.at(0, &["check", "--warn", "2d", "--critical", "1d"])
             .expect_code(1)
             .stdout_has("answered badRequest");
-        site.at(0, &["workflows"]).success();
+        // The reminder names the failure instead of a plain "expires in".
+        site.at(0, &["remind", "--now"]).success();
+        let mails = smtp.wait_for_messages(1, std::time::Duration::from_secs(30));
+        let text = &mails[0].text;
+        assert!(
+            text.contains("automatic renewal failed") && text.contains("answered badRequest"),
+            "{text}"
+        );
+        assert!(!text.contains("not-the-challenge"), "{text}");
+    }
+
+    /// The same renewal by certd itself: its pass at start-up renews the due certificate.
+    #[test]
+    fn certd_renews_by_scep_at_its_pass() {
+        let Some(site) = ScepSite::new(CHALLENGE, "") else {
+            return;
+        };
+        let old = fingerprint(&site.cert);
+        let certd = certctl_e2e::daemon::Certd::start_with_env(
+            &site.env,
+            &site.config,
+            &[("CERTCTL_NOW", &rfc3339(now() + 15 * DAY))],
+        );
+        let wf = certctl_e2e::daemon::wait_for(
+            std::time::Duration::from_secs(60),
+            || format!("a finished workflow; certd log:\n{}\nserver log:\n{}", certd.log(), site.server.log()),
+            || {
+                let r = site.env.certctl(&["workflows", "--json"]);
+                r.json()
+                    .as_array()
+                    .and_then(|a| a.iter().find(|w| w["step"] == "done").cloned())
+            },
+        );
+        certd.stop_ok();
+        assert_eq!(wf["old_fingerprint"], old.as_str());
+        assert_eq!(wf["new_fingerprint"], fingerprint(&site.cert).as_str());
+        assert!(openssl_verify(&site.server.ca_pem(), &site.cert).contains(": OK"));
+        assert_eq!(site.server.issued(), 2, "exactly one new certificate");
     }
 
     #[test]
     fn a_server_down_then_up_is_retried_and_issues_exactly_one_certificate() {
-        let Some(mut site) = ScepSite::new(CHALLENGE) else {
+        let Some(mut site) = ScepSite::new(CHALLENGE, "") else {
             return;
         };
         let old = fingerprint(&site.cert);
