@@ -1241,7 +1241,9 @@ impl Checker<'_> {
 
     /// `[[scep]]` tables: unique names, an http(s) URL, a SHA-256 fingerprint.
     fn scep(&mut self, raw: &[RawScep]) -> Vec<crate::scep::ScepConfig> {
-        use crate::scep::{parse_fingerprint, ScepConfig, DEFAULT_POLL_INTERVAL, DEFAULT_POLL_TIMEOUT};
+        use crate::scep::{
+            parse_fingerprint, ScepConfig, DEFAULT_POLL_INTERVAL, DEFAULT_POLL_TIMEOUT,
+        };
         let mut out: Vec<ScepConfig> = Vec::new();
         let mut names: Vec<&str> = Vec::new();
         for s in raw {
@@ -1249,18 +1251,25 @@ impl Checker<'_> {
             if !crate::webhook::valid_name(&name) {
                 self.report(
                     s.name.span(),
-                    format!("scep.name `{name}`: use letters, digits, `.`, `_` and `-` (at most 64)"),
+                    format!(
+                        "scep.name `{name}`: use letters, digits, `.`, `_` and `-` (at most 64)"
+                    ),
                 );
             } else if names.contains(&name.as_str()) {
                 self.report(s.name.span(), format!("scep `{name}` is defined twice"));
             }
             names.push(s.name.get_ref());
             let url = match url::Url::parse(s.url.get_ref()) {
-                Ok(u) if matches!(u.scheme(), "https" | "http") && u.host_str().is_some() => Some(u),
+                Ok(u) if matches!(u.scheme(), "https" | "http") && u.host_str().is_some() => {
+                    Some(u)
+                }
                 Ok(_) => {
                     self.report(
                         s.url.span(),
-                        format!("scep.url: `{}` is not an http:// or https:// URL with a host", s.url.get_ref()),
+                        format!(
+                            "scep.url: `{}` is not an http:// or https:// URL with a host",
+                            s.url.get_ref()
+                        ),
                     );
                     None
                 }

@@ -104,7 +104,10 @@ impl ScepServer {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!("scepserver exited ({status}) before accepting:\n{}", self.log());
+                panic!(
+                    "scepserver exited ({status}) before accepting:\n{}",
+                    self.log()
+                );
             }
             assert!(
                 Instant::now() < deadline,

@@ -14,7 +14,12 @@ use certctl_e2e::{s, RunResult, TestEnv};
 const CHALLENGE: &str = "s3cret-enrollment";
 
 /// certd.toml with one `[[scep]]` block named `lab`.
-fn write_config(env: &TestEnv, url: &str, challenge: &str, fingerprint: &str) -> std::path::PathBuf {
+fn write_config(
+    env: &TestEnv,
+    url: &str,
+    challenge: &str,
+    fingerprint: &str,
+) -> std::path::PathBuf {
     let challenge_file = env.file("etc/scep-challenge");
     std::fs::write(&challenge_file, format!("{challenge}\n")).unwrap();
     std::fs::set_permissions(&challenge_file, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -64,7 +69,8 @@ fn openssl_verify(ca: &Path, cert: &Path) -> String {
         .args(["verify", "-CAfile", s(ca), s(cert)])
         .output()
         .expect("run openssl verify");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "openssl verify failed: {text}");
     text
 }
@@ -99,11 +105,22 @@ fn enroll_with_the_challenge_then_renew() {
         "the key is private"
     );
     let subject = Command::new("openssl")
-        .args(["x509", "-noout", "-subject", "-ext", "subjectAltName", "-in", s(&cert)])
+        .args([
+            "x509",
+            "-noout",
+            "-subject",
+            "-ext",
+            "subjectAltName",
+            "-in",
+            s(&cert),
+        ])
         .output()
         .unwrap();
     let subject = String::from_utf8_lossy(&subject.stdout);
-    assert!(subject.contains("CN = web1.lab.example") && subject.contains("DNS:web1.lab.example"), "{subject}");
+    assert!(
+        subject.contains("CN = web1.lab.example") && subject.contains("DNS:web1.lab.example"),
+        "{subject}"
+    );
     assert_eq!(server.issued(), 1);
 
     // Renewal: scepserver offers "Renewal", so a RenewalReq signed with the current pair.
@@ -131,13 +148,27 @@ fn a_wrong_challenge_is_refused_in_words_and_nothing_is_written() {
     let Some(server) = ScepServer::start(&env.root().join("scep"), CHALLENGE) else {
         return;
     };
-    let config = write_config(&env, &server.url(), "not-the-challenge", &server.ca_fingerprint());
+    let config = write_config(
+        &env,
+        &server.url(),
+        "not-the-challenge",
+        &server.ca_fingerprint(),
+    );
     let r = enroll(&env, &config, "web1", &[]);
     r.expect_code(1)
         .stderr_has("SCEP server `lab`: answered badRequest");
-    assert!(!r.stderr.contains("not-the-challenge"), "the challenge is never shown{r}");
-    assert!(!env.root().join("out/web1.key").exists(), "no key written{r}");
-    assert!(!env.root().join("out/web1.pem").exists(), "no certificate written{r}");
+    assert!(
+        !r.stderr.contains("not-the-challenge"),
+        "the challenge is never shown{r}"
+    );
+    assert!(
+        !env.root().join("out/web1.key").exists(),
+        "no key written{r}"
+    );
+    assert!(
+        !env.root().join("out/web1.pem").exists(),
+        "no certificate written{r}"
+    );
     assert_eq!(server.issued(), 0);
     assert_eq!(server.served("PKIOperation"), 1, "{}", server.log());
 }
@@ -159,7 +190,11 @@ fn a_ca_that_does_not_match_the_pin_gets_nothing_but_getcacert() {
         .stderr_has("refused before sending anything");
     let log = server.log();
     assert_eq!(server.served("GetCACert"), 1, "{log}");
-    assert_eq!(server.served("GetCACaps"), 0, "nothing after GetCACert: {log}");
+    assert_eq!(
+        server.served("GetCACaps"),
+        0,
+        "nothing after GetCACert: {log}"
+    );
     assert_eq!(server.served("PKIOperation"), 0, "no request sent: {log}");
     assert!(!env.root().join("out/web1.key").exists());
     assert_eq!(server.issued(), 0);
@@ -258,13 +293,25 @@ mod by_the_renewal_pass {
             certd(
                 &env,
                 &[
-                    "scep", "enroll", "--config", s(&first), "--server", "lab", "--cn",
-                    "gw.lab.example", "--dns", "gw.lab.example", "--key",
-                    s(&deploy.join("gw.key")), "--cert", s(&cert),
+                    "scep",
+                    "enroll",
+                    "--config",
+                    s(&first),
+                    "--server",
+                    "lab",
+                    "--cn",
+                    "gw.lab.example",
+                    "--dns",
+                    "gw.lab.example",
+                    "--key",
+                    s(&deploy.join("gw.key")),
+                    "--cert",
+                    s(&cert),
                 ],
             )
             .success();
-            env.certctl(&["scan", s(&cert), "--role", "gateway"]).success();
+            env.certctl(&["scan", s(&cert), "--role", "gateway"])
+                .success();
             server.set_validity_days(365);
             let policies = env.mkdir("policies");
             std::fs::write(
@@ -317,12 +364,21 @@ mod by_the_renewal_pass {
             .success()
             .stdout_has("scep lab  [due]");
         let (r, outcome) = site.renew(0);
-        assert_eq!(outcome, "renewed", "{r}\nserver log:\n{}", site.server.log());
+        assert_eq!(
+            outcome,
+            "renewed",
+            "{r}\nserver log:\n{}",
+            site.server.log()
+        );
         let new = fingerprint(&site.cert);
         assert_ne!(new, old, "the deployed file holds the new certificate");
         assert!(openssl_verify(&site.server.ca_pem(), &site.cert).contains(": OK"));
         // Signed with the deployed certificate and key: a RenewalReq.
-        assert!(site.server.log().contains("RenewalReq (17)"), "{}", site.server.log());
+        assert!(
+            site.server.log().contains("RenewalReq (17)"),
+            "{}",
+            site.server.log()
+        );
         assert_eq!(site.server.issued(), 2, "exactly one new certificate");
         // The deployed key is the new certificate's.
         let key = openssl::pkey::PKey::private_key_from_pem(
@@ -351,7 +407,10 @@ mod by_the_renewal_pass {
         let old = fingerprint(&site.cert);
         let (r, outcome) = site.renew(0);
         assert_eq!(outcome, "failed", "{r}");
-        assert!(r.stdout.contains("answered badRequest") || r.stderr.contains("answered badRequest"), "{r}");
+        assert!(
+            r.stdout.contains("answered badRequest") || r.stderr.contains("answered badRequest"),
+            "{r}"
+        );
         assert!(!r.stdout.contains("not-the-challenge") && !r.stderr.contains("not-the-challenge"));
         assert_eq!(fingerprint(&site.cert), old, "nothing deployed");
         assert_eq!(site.server.issued(), 1);
@@ -383,7 +442,13 @@ mod by_the_renewal_pass {
         );
         let wf = certctl_e2e::daemon::wait_for(
             std::time::Duration::from_secs(60),
-            || format!("a finished workflow; certd log:\n{}\nserver log:\n{}", certd.log(), site.server.log()),
+            || {
+                format!(
+                    "a finished workflow; certd log:\n{}\nserver log:\n{}",
+                    certd.log(),
+                    site.server.log()
+                )
+            },
             || {
                 let r = site.env.certctl(&["workflows", "--json"]);
                 r.json()
@@ -407,7 +472,10 @@ mod by_the_renewal_pass {
         site.server.stop();
         let (r, outcome) = site.renew(0);
         assert_eq!(outcome, "failed", "{r}");
-        assert!(r.stdout.contains("cannot connect") || r.stderr.contains("cannot connect"), "{r}");
+        assert!(
+            r.stdout.contains("cannot connect") || r.stderr.contains("cannot connect"),
+            "{r}"
+        );
         assert_eq!(fingerprint(&site.cert), old);
         site.server.restart();
         // Backed off at once, retried after retry_min.

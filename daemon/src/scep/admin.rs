@@ -125,7 +125,8 @@ pub fn enroll(server: &ScepConfig, req: &EnrollRequest) -> Result<EnrollReport, 
     write_atomic(&req.key_out, &key_pem, FileMode::Private)?;
     write_atomic(&req.cert_out, &cert_pem, FileMode::Public)?;
     let der = issued.cert.to_der().unwrap_or_default();
-    let facts = crate::x509::facts_from_der(&der).map_err(|e| read_err(&req.cert_out)(e.to_string()))?;
+    let facts =
+        crate::x509::facts_from_der(&der).map_err(|e| read_err(&req.cert_out)(e.to_string()))?;
     Ok(EnrollReport {
         server: server.name.clone(),
         request: if issued.renewal {

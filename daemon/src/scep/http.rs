@@ -134,7 +134,9 @@ pub fn parse(raw: &[u8]) -> Result<Answer, String> {
     let header = |name: &str| {
         head.split("\r\n").skip(1).find_map(|l| {
             let (n, v) = l.split_once(':')?;
-            n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
         })
     };
     if (300..400).contains(&status) {
@@ -176,12 +178,18 @@ mod tests {
 
     #[test]
     fn answers() {
-        let a = parse(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nabcdef")
-            .unwrap();
+        let a = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nabcdef",
+        )
+        .unwrap();
         assert_eq!(a.content_type, "text/plain");
         assert_eq!(a.body, b"abc");
-        let e = parse(b"HTTP/1.1 302 Found\r\nLocation: http://evil.example/x\r\n\r\n").unwrap_err();
-        assert!(e.contains("evil.example") && e.contains("no redirects"), "{e}");
+        let e =
+            parse(b"HTTP/1.1 302 Found\r\nLocation: http://evil.example/x\r\n\r\n").unwrap_err();
+        assert!(
+            e.contains("evil.example") && e.contains("no redirects"),
+            "{e}"
+        );
         let e = parse(b"HTTP/1.1 500 Oops\r\n\r\nbroken").unwrap_err();
         assert!(e.contains("500 Oops broken"), "{e}");
         let e = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc").unwrap_err();

@@ -16,11 +16,11 @@ use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
 use cms::content_info::ContentInfo;
 use cms::enveloped_data::{RecipientIdentifier, RecipientInfo};
 use cms::signed_data::{EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo};
-use const_oid::db::rfc5911::{ID_DATA, ID_ENVELOPED_DATA, ID_MESSAGE_DIGEST, ID_SIGNED_DATA};
 use const_oid::db::rfc5911::{
     DES_EDE_3_CBC as DES_EDE3_CBC, ID_AES_128_CBC as AES_128_CBC, ID_AES_192_CBC as AES_192_CBC,
     ID_AES_256_CBC as AES_256_CBC,
 };
+use const_oid::db::rfc5911::{ID_DATA, ID_ENVELOPED_DATA, ID_MESSAGE_DIGEST, ID_SIGNED_DATA};
 use const_oid::db::rfc5912::{
     ID_SHA_1, ID_SHA_256, ID_SHA_512, SHA_1_WITH_RSA_ENCRYPTION, SHA_256_WITH_RSA_ENCRYPTION,
 };
@@ -44,8 +44,7 @@ const FAIL_INFO: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113
 const SENDER_NONCE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.5");
 const RECIPIENT_NONCE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.6");
 const TRANSACTION_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.7");
-const FAIL_INFO_TEXT: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.24");
+const FAIL_INFO_TEXT: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.24");
 /// PKCS#9 challengePassword, in the CSR.
 pub(crate) const CHALLENGE_PASSWORD: &[u64] = &[1, 2, 840, 113549, 1, 9, 7];
 
@@ -60,7 +59,9 @@ pub enum MessageError {
     BadSignature(String),
     #[error("the CertRep answers transaction {got:?}, not ours ({want:?})")]
     TransactionMismatch { want: String, got: String },
-    #[error("the CertRep's recipientNonce is not the nonce we sent (a replayed or misrouted answer)")]
+    #[error(
+        "the CertRep's recipientNonce is not the nonce we sent (a replayed or misrouted answer)"
+    )]
     NonceMismatch,
     #[error("cannot decrypt the CertRep's envelope with the request's key: {0}")]
     Decrypt(String),
@@ -170,7 +171,9 @@ impl FailInfo {
 pub enum PkiStatus {
     /// The issued certificate and whatever else the server put in the degenerate
     /// certs-only answer (DER), still encrypted to the requester.
-    Success { envelope: Vec<u8> },
+    Success {
+        envelope: Vec<u8>,
+    },
     /// Refused; failInfo (`None` when absent or unknown: then `code` says what it was) and
     /// RFC 8894's optional failInfoText.
     Failure {
@@ -288,8 +291,8 @@ pub(crate) fn signed(
 }
 
 fn attribute(oid: ObjectIdentifier, value: Any) -> Result<Attribute, MessageError> {
-    let values = SetOfVec::try_from(vec![value])
-        .map_err(|e| build("encode an attribute")(e.to_string()))?;
+    let values =
+        SetOfVec::try_from(vec![value]).map_err(|e| build("encode an attribute")(e.to_string()))?;
     Ok(Attribute { oid, values })
 }
 
@@ -403,11 +406,7 @@ pub fn parse_reply(
         .content
         .decode_as()
         .map_err(|e| bad(&format!("SignedData: {e}")))?;
-    let signer = data
-        .signer_infos
-        .0
-        .get(0)
-        .ok_or_else(|| bad("no signer"))?;
+    let signer = data.signer_infos.0.get(0).ok_or_else(|| bad("no signer"))?;
     let content = match &data.encap_content_info.econtent {
         Some(any) => Some(
             any.decode_as::<OctetString>()
@@ -474,7 +473,11 @@ fn any_text(any: &Any) -> Option<String> {
 
 /// The signer's signature over the signed attributes, by one of `trusted`, and the
 /// messageDigest attribute over the content.
-fn verify(signer: &SignerInfo, content: Option<&[u8]>, trusted: &[X509]) -> Result<(), MessageError> {
+fn verify(
+    signer: &SignerInfo,
+    content: Option<&[u8]>,
+    trusted: &[X509],
+) -> Result<(), MessageError> {
     let bad = |what: String| MessageError::BadSignature(format!(" ({what})"));
     let digest = match signer.digest_alg.oid {
         ID_SHA_1 => MessageDigest::sha1(),
@@ -572,7 +575,12 @@ pub fn open_envelope(envelope: &[u8], signer: &Signer<'_>) -> Result<Vec<X509>, 
     decrypter
         .set_rsa_padding(openssl::rsa::Padding::PKCS1)
         .map_err(|e| fail(&e.to_string()))?;
-    let mut key = vec![0u8; decrypter.decrypt_len(encrypted_key).map_err(|e| fail(&e.to_string()))?];
+    let mut key = vec![
+        0u8;
+        decrypter
+            .decrypt_len(encrypted_key)
+            .map_err(|e| fail(&e.to_string()))?
+    ];
     let n = decrypter
         .decrypt(encrypted_key, &mut key)
         .map_err(|e| fail(&e.to_string()))?;
@@ -614,8 +622,16 @@ struct RawEncryptedContent {
 /// The octets of `[0] IMPLICIT OCTET STRING`: primitive (DER), or constructed from OCTET
 /// STRING segments (BER).
 fn content_octets(any: &Any) -> der::Result<Vec<u8>> {
-    if any.tag() != (Tag::ContextSpecific { constructed: any.tag().is_constructed(), number: der::TagNumber::N0 }) {
-        return Err(der::Error::from(der::ErrorKind::TagUnexpected { expected: None, actual: any.tag() }));
+    if any.tag()
+        != (Tag::ContextSpecific {
+            constructed: any.tag().is_constructed(),
+            number: der::TagNumber::N0,
+        })
+    {
+        return Err(der::Error::from(der::ErrorKind::TagUnexpected {
+            expected: None,
+            actual: any.tag(),
+        }));
     }
     if !any.tag().is_constructed() {
         return Ok(any.value().to_vec());
@@ -832,7 +848,10 @@ mod tests {
             }
         );
         let (req, reply, ca) = reply_with("3", None, "tx-1", &[]);
-        assert_eq!(parse_reply(&reply, &req, &[ca]).unwrap(), PkiStatus::Pending);
+        assert_eq!(
+            parse_reply(&reply, &req, &[ca]).unwrap(),
+            PkiStatus::Pending
+        );
     }
 
     #[test]
@@ -899,7 +918,6 @@ mod tests {
             [&[0x31, 8, 0x13, 6][..], b"s3cret"].concat()
         );
         // Not printable: UTF8String.
-        assert_eq!(challenge_attribute("p@ss")
-            .unwrap()[2], 0x0c);
+        assert_eq!(challenge_attribute("p@ss").unwrap()[2], 0x0c);
     }
 }

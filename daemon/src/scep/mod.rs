@@ -154,7 +154,10 @@ pub enum Outcome {
     Issued(Enrolled),
     /// Still PENDING after `poll_timeout` of polling: resume later with
     /// [`Enrollment::resume`] (CertPoll for the same transaction).
-    Pending { transaction_id: String, waited: Duration },
+    Pending {
+        transaction_id: String,
+        waited: Duration,
+    },
 }
 
 /// The issued certificate and how it was asked for.
@@ -244,13 +247,8 @@ impl<'a> Client<'a> {
 
     fn get(&self, operation: &str, message: Option<&str>) -> Result<http::Answer, ScepError> {
         let url = self.operation_url(operation, message);
-        http::exchange(
-            &url,
-            None,
-            self.config.ca_file.as_deref(),
-            EXCHANGE_TIMEOUT,
-        )
-        .map_err(self.http_err(&url))
+        http::exchange(&url, None, self.config.ca_file.as_deref(), EXCHANGE_TIMEOUT)
+            .map_err(self.http_err(&url))
     }
 
     /// GetCACert, checked against the pin. Nothing else is sent before this returns `Ok`.
@@ -434,12 +432,11 @@ impl<'a> Client<'a> {
                     let certs =
                         message::open_envelope(&envelope, &signer).map_err(self.msg_err())?;
                     let ours = req.key.public_key_to_der().unwrap_or_default();
-                    let (mine, chain): (Vec<X509>, Vec<X509>) =
-                        certs.into_iter().partition(|c| {
-                            c.public_key()
-                                .and_then(|k| k.public_key_to_der())
-                                .is_ok_and(|k| k == ours)
-                        });
+                    let (mine, chain): (Vec<X509>, Vec<X509>) = certs.into_iter().partition(|c| {
+                        c.public_key()
+                            .and_then(|k| k.public_key_to_der())
+                            .is_ok_and(|k| k == ours)
+                    });
                     let cert = mine.into_iter().next().ok_or_else(|| {
                         self.invalid("the CertRep holds no certificate for the request's key")
                     })?;

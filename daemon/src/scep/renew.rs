@@ -60,7 +60,11 @@ pub fn enroll(e: &ScepEnrollment<'_>) -> Result<ScepOutcome, RenewalError> {
             tracing::info!(
                 workflow = e.workflow.id,
                 server = e.server,
-                request = if issued.renewal { "RenewalReq" } else { "PKCSReq" },
+                request = if issued.renewal {
+                    "RenewalReq"
+                } else {
+                    "PKCSReq"
+                },
                 "SCEP server issued the certificate"
             );
             Ok(ScepOutcome::Issued(ders))
