@@ -82,31 +82,46 @@ pub fn exchange(
             let mut tls = connector
                 .connect(&host, tcp)
                 .map_err(|e| format!("TLS with {host}: {e}"))?;
-            send(&mut tls, &request)?
+            send(&mut tls, &request, deadline)?
         }
         _ => {
             let mut tcp = tcp;
-            send(&mut tcp, &request)?
+            send(&mut tcp, &request, deadline)?
         }
     };
     parse(&raw)
 }
 
-fn send<S: Read + Write>(stream: &mut S, request: &[u8]) -> Result<Vec<u8>, String> {
+/// Writes the request and reads the answer until the server closes, at most
+/// [`MAX_ANSWER`] bytes and (each read bounded by the socket's timeout) no read started
+/// after `deadline`: a server dripping bytes cannot hold certd past about twice the timeout.
+fn send<S: Read + Write>(
+    stream: &mut S,
+    request: &[u8],
+    deadline: Instant,
+) -> Result<Vec<u8>, String> {
     stream
         .write_all(request)
         .and_then(|()| stream.flush())
         .map_err(|e| format!("sending the request: {e}"))?;
     let mut answer = Vec::new();
-    stream
-        .take(MAX_ANSWER as u64 + 1)
-        .read_to_end(&mut answer)
-        .map_err(|e| format!("reading the answer: {e}"))?;
-    if answer.len() > MAX_ANSWER {
-        return Err(format!(
-            "the answer is larger than {} KiB",
-            MAX_ANSWER / 1024
-        ));
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if Instant::now() >= deadline {
+            return Err("timed out reading the answer".into());
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("reading the answer: {e}")),
+        }
+        if answer.len() > MAX_ANSWER {
+            return Err(format!(
+                "the answer is larger than {} KiB",
+                MAX_ANSWER / 1024
+            ));
+        }
     }
     Ok(answer)
 }
@@ -195,5 +210,51 @@ mod tests {
         let e = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc").unwrap_err();
         assert!(e.contains("3 of 10"), "{e}");
         assert!(parse(b"garbage").is_err());
+    }
+
+    /// A server on loopback that answers every connection with `answer` (or never, when
+    /// `None`), keeping the connection open for `hold`.
+    fn server(answer: Option<Vec<u8>>, hold: Duration) -> url::Url {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url =
+            url::Url::parse(&format!("http://{}/scep", listener.local_addr().unwrap())).unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                if let Some(a) = &answer {
+                    let _ = stream.write_all(a);
+                }
+                std::thread::sleep(hold);
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn every_exchange_is_bounded() {
+        // A server that never answers: the deadline ends the wait.
+        let url = server(None, Duration::from_secs(30));
+        let e = exchange(&url, None, None, Duration::from_millis(500)).unwrap_err();
+        assert!(
+            e.contains("reading the answer") || e.contains("timed out"),
+            "{e}"
+        );
+        // An endless answer: cut at MAX_ANSWER.
+        let mut huge = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        huge.resize(MAX_ANSWER + 4096, b'x');
+        let url = server(Some(huge), Duration::from_secs(5));
+        let e = exchange(&url, None, None, Duration::from_secs(20)).unwrap_err();
+        assert!(e.contains("larger than 1024 KiB"), "{e}");
+        // Nobody listening.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = url::Url::parse(&format!("http://127.0.0.1:{port}/scep")).unwrap();
+        let e = exchange(&url, None, None, Duration::from_secs(5)).unwrap_err();
+        assert!(e.contains("cannot connect"), "{e}");
     }
 }

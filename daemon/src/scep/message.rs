@@ -38,12 +38,15 @@ use x509_cert::attr::Attribute;
 use x509_cert::name::Name;
 
 /// SCEP's attribute types (RFC 8894 §3.2.1, arc 2.16.840.1.113733.1.9).
-const MESSAGE_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.2");
+pub(crate) const MESSAGE_TYPE: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.2");
 const PKI_STATUS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.3");
 const FAIL_INFO: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.4");
-const SENDER_NONCE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.5");
+pub(crate) const SENDER_NONCE: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.5");
 const RECIPIENT_NONCE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.6");
-const TRANSACTION_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.7");
+pub(crate) const TRANSACTION_ID: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.7");
 const FAIL_INFO_TEXT: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.113733.1.9.24");
 /// PKCS#9 challengePassword, in the CSR.
 pub(crate) const CHALLENGE_PASSWORD: &[u64] = &[1, 2, 840, 113549, 1, 9, 7];
@@ -677,12 +680,12 @@ fn decrypt_cbc(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use openssl::x509::store::X509StoreBuilder;
 
     /// An RSA key and a self-signed certificate for `cn`.
-    fn party(cn: &str) -> (PKey<Private>, X509) {
+    pub(crate) fn party(cn: &str) -> (PKey<Private>, X509) {
         let key = crate::ca::KeyKind::Rsa2048.generate().unwrap();
         let pair = crate::ca::rcgen_key(&key).unwrap();
         let params = rcgen::CertificateParams::new(vec![cn.to_string()]).unwrap();
@@ -691,7 +694,7 @@ mod tests {
     }
 
     /// A degenerate certs-only SignedData holding `certs`.
-    fn certs_only_der(certs: &[&X509]) -> Vec<u8> {
+    pub(crate) fn certs_only_der(certs: &[&X509]) -> Vec<u8> {
         let content = EncapsulatedContentInfo {
             econtent_type: ID_DATA,
             econtent: None,

@@ -533,4 +533,275 @@ mod tests {
             "SCEP server `corp`: answered badRequest: transaction not permitted or supported (a wrong or used challenge password?)"
         );
     }
+
+    /// A SCEP server in a thread: GetCACert, GetCACaps, and PKIOperation answered PENDING
+    /// until the `pending`-th message, then SUCCESS with a certificate for the CSR's key.
+    mod fake {
+        use std::io::{Read, Write};
+        use std::net::TcpListener;
+        use std::sync::{Arc, Mutex};
+
+        use cms::content_info::ContentInfo;
+        use cms::signed_data::SignedData;
+        use der::{Decode, Encode};
+        use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+        use openssl::pkey::{PKey, Private, Public};
+        use openssl::stack::Stack;
+        use openssl::x509::store::X509StoreBuilder;
+        use openssl::x509::X509;
+
+        use super::super::message::tests::{certs_only_der, party};
+        use super::super::message::{self, Algorithms, MessageType, Signer};
+
+        pub struct Fake {
+            pub url: String,
+            pub ca: X509,
+            /// The messageType of every PKIOperation, in order.
+            pub seen: Arc<Mutex<Vec<String>>>,
+        }
+
+        fn attr(data: &SignedData, oid: const_oid::ObjectIdentifier) -> Vec<u8> {
+            let attrs = data
+                .signer_infos
+                .0
+                .get(0)
+                .unwrap()
+                .signed_attrs
+                .as_ref()
+                .unwrap();
+            let any = attrs
+                .iter()
+                .find(|a| a.oid == oid)
+                .unwrap()
+                .values
+                .get(0)
+                .unwrap();
+            any.value().to_vec()
+        }
+
+        pub fn start(pending: usize) -> Fake {
+            let (ca_key, ca) = party("fake-scep-ca");
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}/scep", listener.local_addr().unwrap());
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let (ca2, seen2) = (ca.clone(), seen.clone());
+            std::thread::spawn(move || {
+                let mut csr_key: Option<PKey<Public>> = None;
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { return };
+                    let mut raw = Vec::new();
+                    let mut buf = [0u8; 65536];
+                    // Head, then Content-Length bytes of body.
+                    let body = loop {
+                        let n = stream.read(&mut buf).unwrap_or(0);
+                        if n == 0 {
+                            break Vec::new();
+                        }
+                        raw.extend_from_slice(&buf[..n]);
+                        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&raw[..at]).to_lowercase();
+                            let len = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .map_or(0, |v| v.trim().parse().unwrap());
+                            while raw.len() < at + 4 + len {
+                                let n = stream.read(&mut buf).unwrap();
+                                raw.extend_from_slice(&buf[..n]);
+                            }
+                            break raw[at + 4..].to_vec();
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&raw).to_string();
+                    let reply: Vec<u8> = if head.contains("operation=GetCACert") {
+                        ca2.to_der().unwrap()
+                    } else if head.contains("operation=GetCACaps") {
+                        b"Renewal\nSHA-256\nAES\nPOSTPKIOperation\n".to_vec()
+                    } else {
+                        let p7 = Pkcs7::from_der(&body).unwrap();
+                        let mut envelope = Vec::new();
+                        let store = X509StoreBuilder::new().unwrap().build();
+                        p7.verify(
+                            &Stack::new().unwrap(),
+                            &store,
+                            None,
+                            Some(&mut envelope),
+                            Pkcs7Flags::NOVERIFY,
+                        )
+                        .unwrap();
+                        let inner = Pkcs7::from_der(&envelope)
+                            .unwrap()
+                            .decrypt(&ca_key, &ca2, Pkcs7Flags::empty())
+                            .unwrap();
+                        let info = ContentInfo::from_der(&body).unwrap();
+                        let data: SignedData = info.content.decode_as().unwrap();
+                        let kind = String::from_utf8(attr(&data, message::MESSAGE_TYPE)).unwrap();
+                        let tx = String::from_utf8(attr(&data, message::TRANSACTION_ID)).unwrap();
+                        let nonce = attr(&data, message::SENDER_NONCE);
+                        let signer_cert = data
+                            .certificates
+                            .as_ref()
+                            .and_then(|c| c.0.iter().next())
+                            .map(|c| match c {
+                                cms::cert::CertificateChoices::Certificate(c) => {
+                                    X509::from_der(&c.to_der().unwrap()).unwrap()
+                                }
+                                _ => panic!("not a certificate"),
+                            })
+                            .unwrap();
+                        if kind == "19" {
+                            let csr = openssl::x509::X509Req::from_der(&inner).unwrap();
+                            csr_key = Some(csr.public_key().unwrap());
+                        }
+                        let count = {
+                            let mut s = seen2.lock().unwrap();
+                            s.push(kind);
+                            s.len()
+                        };
+                        let algs = Algorithms {
+                            sha256: true,
+                            aes: true,
+                        };
+                        let ca_signer = Signer {
+                            cert: &ca2,
+                            key: &ca_key,
+                        };
+                        if count < pending {
+                            message::signed(
+                                MessageType::CertRep,
+                                &[],
+                                &ca_signer,
+                                algs,
+                                &tx,
+                                &[1; 16],
+                                Some(("3", None, &nonce)),
+                            )
+                            .unwrap()
+                        } else {
+                            let issued = issue(&ca_key, &ca2, csr_key.as_ref().unwrap());
+                            let mut to = Stack::new().unwrap();
+                            to.push(signer_cert).unwrap();
+                            let env = Pkcs7::encrypt(
+                                &to,
+                                &certs_only_der(&[&issued]),
+                                openssl::symm::Cipher::aes_128_cbc(),
+                                Pkcs7Flags::BINARY,
+                            )
+                            .unwrap()
+                            .to_der()
+                            .unwrap();
+                            message::signed(
+                                MessageType::CertRep,
+                                &env,
+                                &ca_signer,
+                                algs,
+                                &tx,
+                                &[1; 16],
+                                Some(("0", None, &nonce)),
+                            )
+                            .unwrap()
+                        }
+                    };
+                    let _ = stream.write_all(
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", reply.len())
+                            .as_bytes(),
+                    );
+                    let _ = stream.write_all(&reply);
+                }
+            });
+            Fake { url, ca, seen }
+        }
+
+        fn issue(ca_key: &PKey<Private>, ca: &X509, key: &PKey<Public>) -> X509 {
+            let mut b = X509::builder().unwrap();
+            b.set_version(2).unwrap();
+            b.set_subject_name(ca.subject_name()).unwrap();
+            b.set_issuer_name(ca.subject_name()).unwrap();
+            b.set_pubkey(key).unwrap();
+            b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+                .unwrap();
+            b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(30).unwrap())
+                .unwrap();
+            let serial = openssl::bn::BigNum::from_u32(7)
+                .unwrap()
+                .to_asn1_integer()
+                .unwrap();
+            b.set_serial_number(&serial).unwrap();
+            b.sign(ca_key, openssl::hash::MessageDigest::sha256())
+                .unwrap();
+            b.build()
+        }
+    }
+
+    fn config_for(fake: &fake::Fake, dir: &std::path::Path, poll_timeout: Duration) -> ScepConfig {
+        use std::os::unix::fs::PermissionsExt;
+        let challenge_file = dir.join("challenge");
+        std::fs::write(&challenge_file, "pw\n").unwrap();
+        std::fs::set_permissions(&challenge_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let fp = fake
+            .ca
+            .digest(openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        ScepConfig {
+            name: "fake".into(),
+            url: url::Url::parse(&fake.url).unwrap(),
+            challenge_file,
+            ca_fingerprint: fp.to_vec().try_into().unwrap(),
+            ca_file: None,
+            poll_interval: Duration::from_secs(1),
+            poll_timeout,
+        }
+    }
+
+    fn enrollment(key: &PKey<Private>, resume: bool) -> Enrollment<'_> {
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "web1.lab");
+        Enrollment {
+            key,
+            params,
+            current: None,
+            resume,
+        }
+    }
+
+    #[test]
+    fn a_pending_request_is_polled_with_backoff_until_issued() {
+        let fake = fake::start(3);
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for(&fake, dir.path(), Duration::from_secs(3600));
+        let waits = std::cell::RefCell::new(Vec::new());
+        let key = crate::ca::KeyKind::Rsa2048.generate().unwrap();
+        let outcome = Client::new(&config)
+            .with_sleep(|d| waits.borrow_mut().push(d))
+            .enroll(&enrollment(&key, false))
+            .unwrap();
+        let Outcome::Issued(issued) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert!(issued.cert.public_key().unwrap().public_eq(&key));
+        assert_eq!(*fake.seen.lock().unwrap(), ["19", "20", "20"]);
+        assert_eq!(
+            *waits.borrow(),
+            [Duration::from_secs(1), Duration::from_secs(2)],
+            "backoff doubles"
+        );
+    }
+
+    #[test]
+    fn polling_is_bounded_and_resumes_with_certpoll() {
+        let fake = fake::start(3);
+        let dir = tempfile::tempdir().unwrap();
+        // One wait of 1s fits in 1.5s, the next (2s) does not.
+        let config = config_for(&fake, dir.path(), Duration::from_millis(1500));
+        let key = crate::ca::KeyKind::Rsa2048.generate().unwrap();
+        let client = Client::new(&config).with_sleep(|_| {});
+        let outcome = client.enroll(&enrollment(&key, false)).unwrap();
+        assert!(matches!(outcome, Outcome::Pending { .. }), "{outcome:?}");
+        assert_eq!(*fake.seen.lock().unwrap(), ["19", "20"]);
+        // The next attempt asks for the same transaction, not again.
+        let outcome = client.enroll(&enrollment(&key, true)).unwrap();
+        assert!(matches!(outcome, Outcome::Issued(_)), "{outcome:?}");
+        assert_eq!(*fake.seen.lock().unwrap(), ["19", "20", "20"]);
+    }
 }
