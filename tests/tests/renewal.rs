@@ -678,3 +678,49 @@ mod failures {
         );
     }
 }
+
+mod docs {
+    use super::*;
+
+    /// The text between `<!-- NAME -->` and `<!-- /NAME -->` in README.md, inside its fence.
+    fn readme_block(name: &str) -> String {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+                .unwrap();
+        let start = readme
+            .find(&format!("<!-- {name} -->"))
+            .unwrap_or_else(|| panic!("README.md has <!-- {name} -->"));
+        let end = readme.find(&format!("<!-- /{name} -->")).unwrap();
+        let block = &readme[start..end];
+        let body = &block[block.find("```toml\n").unwrap() + 8..];
+        body[..body.find("```").unwrap()].to_string()
+    }
+
+    #[test]
+    fn the_readme_renewal_examples_work_as_written() {
+        let env = TestEnv::new();
+        let policies = env.mkdir("policies");
+        std::fs::write(policies.join("web.toml"), readme_block("renewal-policy")).unwrap();
+        env.certctl(&["policy", "check", s(&policies)]).success();
+        // certd's part, with the example's files made.
+        let etc = env.mkdir("etc");
+        let certd_part = readme_block("renewal-certd").replace("/etc/", &format!("{}/", s(&etc)));
+        files::secret(&etc.join("certd/issuing-ca.passphrase"), "secret\n");
+        let config = env.file("certd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "store = {:?}\n[reminders]\nschedule = \"0 8 * * 1-5\"\npolicies = {:?}\n{certd_part}",
+                s(env.store()),
+                s(&policies)
+            ),
+        )
+        .unwrap();
+        env.cmd()
+            .bin("certd")
+            .args(["config", "check", s(&config)])
+            .no_store()
+            .run()
+            .success();
+    }
+}
