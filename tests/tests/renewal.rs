@@ -558,6 +558,61 @@ mod limits_and_defaults {
     }
 }
 
+mod superseded {
+    use super::*;
+
+    #[test]
+    fn the_old_certificate_is_revoked_as_superseded_after_the_grace_time() {
+        let site = Site::new(AUTO_20D, "[renewal]\nrevoke_superseded_after = \"2d\"\n");
+        let old = site.deployed("old.example.com");
+        let config = s(&site.config).to_string();
+        let renew = |hours: i64| {
+            site.env
+                .cmd()
+                .args(["renew", "--due", "--yes", "--json", "--config", &config])
+                .env("CERTCTL_NOW", rfc3339(now() + 25 * DAY + hours * 3600))
+                .run()
+        };
+        assert_eq!(renew(0).json()["pass"]["renewals"][0]["outcome"], "renewed");
+        let revocation = || {
+            let r = site.env.certctl(&["show", &old, "--json"]);
+            r.success();
+            r.json()[0]["revocation"].clone()
+        };
+        // Within the grace time the old certificate stays valid (a rollback is possible).
+        let r = renew(47);
+        assert_eq!(
+            r.json()["pass"]["revoked_superseded"],
+            Value::Array(vec![]),
+            "{r}"
+        );
+        assert!(revocation().is_null());
+        let r = renew(49);
+        assert_eq!(
+            r.json()["pass"]["revoked_superseded"][0],
+            old.as_str(),
+            "{r}"
+        );
+        assert_eq!(revocation()["reason"], "superseded");
+        // The CRL the CA published says so.
+        let crl = site.ca_dir.join("crl.pem");
+        let bak = site.deploy.join("old.example.com.pem.bak");
+        let at = (now() + 27 * DAY).to_string();
+        let (ok, text) = openssl(&[
+            "verify",
+            "-attime",
+            &at,
+            "-crl_check",
+            "-CRLfile",
+            s(&crl),
+            "-CAfile",
+            s(&site.ca_dir.join("ca.pem")),
+            s(&bak),
+        ]);
+        assert!(!ok && text.contains("certificate revoked"), "{text}");
+    }
+}
+
 mod failures {
     use super::*;
     use certctl_e2e::smtp::SmtpServer;
