@@ -318,51 +318,67 @@ mod by_certd {
             ("CERTCTL_TEST_ABORT_AFTER_STEP", "7"),
             ("CERTCTL_TEST_ABORT_AFTER_STEP", "5"),
         ];
-        for (i, (var, value)) in crashes.iter().enumerate() {
-            let cn = format!("crash{i}.example.com");
-            let old = site.deployed(&cn);
-            let mut certd = Certd::spawn_with_vars(
-                &site.env,
-                &site.config,
-                &[],
-                &[("CERTCTL_NOW", &later), (var, value)],
-            );
-            let status = certd
-                .wait_exit(Duration::from_secs(60))
-                .unwrap_or_else(|| panic!("certd did not crash at {var}={value}: {}", certd.log()));
-            assert!(
-                matches!(status.signal(), Some(6) | Some(9)),
-                "{var}={value}: {status:?} {}",
-                certd.log()
-            );
-            // Restarted: the interrupted renewal is finished, never started again.
-            let certd = Certd::start_with_env(&site.env, &site.config, &[("CERTCTL_NOW", &later)]);
-            wait_for(
-                Duration::from_secs(60),
-                || format!("{cn} renewed after {var}={value}: {}", certd.log()),
-                || {
-                    site.workflows()
-                        .into_iter()
-                        .find(|w| w["old_fingerprint"] == old.as_str() && w["step"] == "done")
-                },
-            );
-            site.env.certctl(&["renew", "--due", "--yes"]).success();
-            certd.stop_ok();
-            let certs = site.named(&cn);
-            assert_eq!(certs.len(), 2, "{var}={value}: {certs:?}");
-            let of_old: Vec<Value> = site
-                .workflows()
-                .into_iter()
-                .filter(|w| w["old_fingerprint"] == old.as_str())
-                .collect();
-            assert_eq!(
-                of_old.len(),
-                1,
-                "one workflow after {var}={value}: {of_old:?}"
-            );
-            let new = of_old[0]["new_fingerprint"].as_str().unwrap();
-            assert_eq!(file_fingerprint(&site.cert(&cn)), new);
-            site.verify(&site.cert(&cn), 25);
+        // Recovered by certd's restart (its start-up resume, then its renewal pass), or by
+        // `certctl renew --due` without certd (the pass adopts the unfinished workflow).
+        for by_certd in [true, false] {
+            for (i, (var, value)) in crashes.iter().enumerate() {
+                let cn = format!("crash{i}-{by_certd}.example.com");
+                let old = site.deployed(&cn);
+                let mut certd = Certd::spawn_with_vars(
+                    &site.env,
+                    &site.config,
+                    &[],
+                    &[("CERTCTL_NOW", &later), (var, value)],
+                );
+                let status = certd.wait_exit(Duration::from_secs(60)).unwrap_or_else(|| {
+                    panic!("certd did not crash at {var}={value}: {}", certd.log())
+                });
+                assert!(
+                    matches!(status.signal(), Some(6) | Some(9)),
+                    "{var}={value}: {status:?} {}",
+                    certd.log()
+                );
+                if by_certd {
+                    let certd =
+                        Certd::start_with_env(&site.env, &site.config, &[("CERTCTL_NOW", &later)]);
+                    wait_for(
+                        Duration::from_secs(60),
+                        || format!("{cn} renewed after {var}={value}: {}", certd.log()),
+                        || {
+                            site.workflows().into_iter().find(|w| {
+                                w["old_fingerprint"] == old.as_str() && w["step"] == "done"
+                            })
+                        },
+                    );
+                    site.env.certctl(&["renew", "--due", "--yes"]).success();
+                    certd.stop_ok();
+                } else {
+                    for _ in 0..2 {
+                        site.env
+                            .cmd()
+                            .args(["renew", "--due", "--yes", "--config", s(&site.config)])
+                            .env("CERTCTL_NOW", &later)
+                            .run()
+                            .success();
+                    }
+                }
+                let certs = site.named(&cn);
+                assert_eq!(certs.len(), 2, "{var}={value}: {certs:?}");
+                let of_old: Vec<Value> = site
+                    .workflows()
+                    .into_iter()
+                    .filter(|w| w["old_fingerprint"] == old.as_str())
+                    .collect();
+                assert_eq!(
+                    of_old.len(),
+                    1,
+                    "one workflow after {var}={value}: {of_old:?}"
+                );
+                assert_eq!(of_old[0]["step"], "done");
+                let new = of_old[0]["new_fingerprint"].as_str().unwrap();
+                assert_eq!(file_fingerprint(&site.cert(&cn)), new);
+                site.verify(&site.cert(&cn), 25);
+            }
         }
     }
 }
