@@ -318,51 +318,67 @@ mod by_certd {
             ("CERTCTL_TEST_ABORT_AFTER_STEP", "7"),
             ("CERTCTL_TEST_ABORT_AFTER_STEP", "5"),
         ];
-        for (i, (var, value)) in crashes.iter().enumerate() {
-            let cn = format!("crash{i}.example.com");
-            let old = site.deployed(&cn);
-            let mut certd = Certd::spawn_with_vars(
-                &site.env,
-                &site.config,
-                &[],
-                &[("CERTCTL_NOW", &later), (var, value)],
-            );
-            let status = certd
-                .wait_exit(Duration::from_secs(60))
-                .unwrap_or_else(|| panic!("certd did not crash at {var}={value}: {}", certd.log()));
-            assert!(
-                matches!(status.signal(), Some(6) | Some(9)),
-                "{var}={value}: {status:?} {}",
-                certd.log()
-            );
-            // Restarted: the interrupted renewal is finished, never started again.
-            let certd = Certd::start_with_env(&site.env, &site.config, &[("CERTCTL_NOW", &later)]);
-            wait_for(
-                Duration::from_secs(60),
-                || format!("{cn} renewed after {var}={value}: {}", certd.log()),
-                || {
-                    site.workflows()
-                        .into_iter()
-                        .find(|w| w["old_fingerprint"] == old.as_str() && w["step"] == "done")
-                },
-            );
-            site.env.certctl(&["renew", "--due", "--yes"]).success();
-            certd.stop_ok();
-            let certs = site.named(&cn);
-            assert_eq!(certs.len(), 2, "{var}={value}: {certs:?}");
-            let of_old: Vec<Value> = site
-                .workflows()
-                .into_iter()
-                .filter(|w| w["old_fingerprint"] == old.as_str())
-                .collect();
-            assert_eq!(
-                of_old.len(),
-                1,
-                "one workflow after {var}={value}: {of_old:?}"
-            );
-            let new = of_old[0]["new_fingerprint"].as_str().unwrap();
-            assert_eq!(file_fingerprint(&site.cert(&cn)), new);
-            site.verify(&site.cert(&cn), 25);
+        // Recovered by certd's restart (its start-up resume, then its renewal pass), or by
+        // `certctl renew --due` without certd (the pass adopts the unfinished workflow).
+        for by_certd in [true, false] {
+            for (i, (var, value)) in crashes.iter().enumerate() {
+                let cn = format!("crash{i}-{by_certd}.example.com");
+                let old = site.deployed(&cn);
+                let mut certd = Certd::spawn_with_vars(
+                    &site.env,
+                    &site.config,
+                    &[],
+                    &[("CERTCTL_NOW", &later), (var, value)],
+                );
+                let status = certd.wait_exit(Duration::from_secs(60)).unwrap_or_else(|| {
+                    panic!("certd did not crash at {var}={value}: {}", certd.log())
+                });
+                assert!(
+                    matches!(status.signal(), Some(6) | Some(9)),
+                    "{var}={value}: {status:?} {}",
+                    certd.log()
+                );
+                if by_certd {
+                    let certd =
+                        Certd::start_with_env(&site.env, &site.config, &[("CERTCTL_NOW", &later)]);
+                    wait_for(
+                        Duration::from_secs(60),
+                        || format!("{cn} renewed after {var}={value}: {}", certd.log()),
+                        || {
+                            site.workflows().into_iter().find(|w| {
+                                w["old_fingerprint"] == old.as_str() && w["step"] == "done"
+                            })
+                        },
+                    );
+                    site.env.certctl(&["renew", "--due", "--yes"]).success();
+                    certd.stop_ok();
+                } else {
+                    for _ in 0..2 {
+                        site.env
+                            .cmd()
+                            .args(["renew", "--due", "--yes", "--config", s(&site.config)])
+                            .env("CERTCTL_NOW", &later)
+                            .run()
+                            .success();
+                    }
+                }
+                let certs = site.named(&cn);
+                assert_eq!(certs.len(), 2, "{var}={value}: {certs:?}");
+                let of_old: Vec<Value> = site
+                    .workflows()
+                    .into_iter()
+                    .filter(|w| w["old_fingerprint"] == old.as_str())
+                    .collect();
+                assert_eq!(
+                    of_old.len(),
+                    1,
+                    "one workflow after {var}={value}: {of_old:?}"
+                );
+                assert_eq!(of_old[0]["step"], "done");
+                let new = of_old[0]["new_fingerprint"].as_str().unwrap();
+                assert_eq!(file_fingerprint(&site.cert(&cn)), new);
+                site.verify(&site.cert(&cn), 25);
+            }
         }
     }
 }
@@ -558,6 +574,61 @@ mod limits_and_defaults {
     }
 }
 
+mod superseded {
+    use super::*;
+
+    #[test]
+    fn the_old_certificate_is_revoked_as_superseded_after_the_grace_time() {
+        let site = Site::new(AUTO_20D, "[renewal]\nrevoke_superseded_after = \"2d\"\n");
+        let old = site.deployed("old.example.com");
+        let config = s(&site.config).to_string();
+        let renew = |hours: i64| {
+            site.env
+                .cmd()
+                .args(["renew", "--due", "--yes", "--json", "--config", &config])
+                .env("CERTCTL_NOW", rfc3339(now() + 25 * DAY + hours * 3600))
+                .run()
+        };
+        assert_eq!(renew(0).json()["pass"]["renewals"][0]["outcome"], "renewed");
+        let revocation = || {
+            let r = site.env.certctl(&["show", &old, "--json"]);
+            r.success();
+            r.json()[0]["revocation"].clone()
+        };
+        // Within the grace time the old certificate stays valid (a rollback is possible).
+        let r = renew(47);
+        assert_eq!(
+            r.json()["pass"]["revoked_superseded"],
+            Value::Array(vec![]),
+            "{r}"
+        );
+        assert!(revocation().is_null());
+        let r = renew(49);
+        assert_eq!(
+            r.json()["pass"]["revoked_superseded"][0],
+            old.as_str(),
+            "{r}"
+        );
+        assert_eq!(revocation()["reason"], "superseded");
+        // The CRL the CA published says so.
+        let crl = site.ca_dir.join("crl.pem");
+        let bak = site.deploy.join("old.example.com.pem.bak");
+        let at = (now() + 27 * DAY).to_string();
+        let (ok, text) = openssl(&[
+            "verify",
+            "-attime",
+            &at,
+            "-crl_check",
+            "-CRLfile",
+            s(&crl),
+            "-CAfile",
+            s(&site.ca_dir.join("ca.pem")),
+            s(&bak),
+        ]);
+        assert!(!ok && text.contains("certificate revoked"), "{text}");
+    }
+}
+
 mod failures {
     use super::*;
     use certctl_e2e::smtp::SmtpServer;
@@ -676,5 +747,51 @@ mod failures {
             text.contains("a person must act") && text.contains("[workflows.ca_passphrase_files]"),
             "{text}"
         );
+    }
+}
+
+mod docs {
+    use super::*;
+
+    /// The text between `<!-- NAME -->` and `<!-- /NAME -->` in README.md, inside its fence.
+    fn readme_block(name: &str) -> String {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+                .unwrap();
+        let start = readme
+            .find(&format!("<!-- {name} -->"))
+            .unwrap_or_else(|| panic!("README.md has <!-- {name} -->"));
+        let end = readme.find(&format!("<!-- /{name} -->")).unwrap();
+        let block = &readme[start..end];
+        let body = &block[block.find("```toml\n").unwrap() + 8..];
+        body[..body.find("```").unwrap()].to_string()
+    }
+
+    #[test]
+    fn the_readme_renewal_examples_work_as_written() {
+        let env = TestEnv::new();
+        let policies = env.mkdir("policies");
+        std::fs::write(policies.join("web.toml"), readme_block("renewal-policy")).unwrap();
+        env.certctl(&["policy", "check", s(&policies)]).success();
+        // certd's part, with the example's files made.
+        let etc = env.mkdir("etc");
+        let certd_part = readme_block("renewal-certd").replace("/etc/", &format!("{}/", s(&etc)));
+        files::secret(&etc.join("certd/issuing-ca.passphrase"), "secret\n");
+        let config = env.file("certd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "store = {:?}\n[reminders]\nschedule = \"0 8 * * 1-5\"\npolicies = {:?}\n{certd_part}",
+                s(env.store()),
+                s(&policies)
+            ),
+        )
+        .unwrap();
+        env.cmd()
+            .bin("certd")
+            .args(["config", "check", s(&config)])
+            .no_store()
+            .run()
+            .success();
     }
 }
