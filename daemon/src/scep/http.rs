@@ -38,19 +38,29 @@ pub fn exchange(
         .trim_end_matches(']')
         .to_string();
     let port = url.port_or_known_default().ok_or("the URL has no port")?;
-    let address = (host.as_str(), port)
+    let addresses: Vec<_> = (host.as_str(), port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host} has no address"))?;
+        .collect();
     let left = |what: &str| -> Result<Duration, String> {
         deadline
             .checked_duration_since(Instant::now())
             .filter(|d| !d.is_zero())
             .ok_or_else(|| format!("timed out {what}"))
     };
-    let tcp = TcpStream::connect_timeout(&address, left("connecting")?)
-        .map_err(|e| format!("cannot connect to {address}: {e}"))?;
+    // Each address in turn (a name may resolve to ::1 and 127.0.0.1, one of them unused).
+    let mut last = format!("{host} has no address");
+    let mut connected = None;
+    for address in &addresses {
+        match TcpStream::connect_timeout(address, left("connecting")?) {
+            Ok(tcp) => {
+                connected = Some(tcp);
+                break;
+            }
+            Err(e) => last = format!("cannot connect to {address}: {e}"),
+        }
+    }
+    let tcp = connected.ok_or(last)?;
     let d = left("")?;
     tcp.set_read_timeout(Some(d))
         .and_then(|()| tcp.set_write_timeout(Some(d)))
@@ -256,5 +266,45 @@ mod tests {
         let url = url::Url::parse(&format!("http://127.0.0.1:{port}/scep")).unwrap();
         let e = exchange(&url, None, None, Duration::from_secs(5)).unwrap_err();
         assert!(e.contains("cannot connect"), "{e}");
+    }
+
+    #[test]
+    fn https_trusts_the_ca_file() {
+        use openssl::ssl::{SslAcceptor, SslMethod};
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, cert.pem()).unwrap();
+        let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+        acceptor
+            .set_private_key(
+                &openssl::pkey::PKey::private_key_from_pem(key.serialize_pem().as_bytes()).unwrap(),
+            )
+            .unwrap();
+        acceptor
+            .set_certificate(&openssl::x509::X509::from_der(cert.der()).unwrap())
+            .unwrap();
+        let acceptor = acceptor.build();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                if let Ok(mut tls) = acceptor.accept(stream) {
+                    let mut buf = [0u8; 4096];
+                    let _ = tls.read(&mut buf);
+                    let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ncaps");
+                    let _ = tls.shutdown();
+                }
+            }
+        });
+        let url = url::Url::parse(&format!("https://localhost:{port}/scep")).unwrap();
+        let answer = exchange(&url, None, Some(&ca_file), Duration::from_secs(10)).unwrap();
+        assert_eq!(answer.body, b"caps");
+        // Without the CA file the server's certificate is not trusted.
+        let e = exchange(&url, None, None, Duration::from_secs(10)).unwrap_err();
+        assert!(e.contains("TLS with localhost"), "{e}");
     }
 }
