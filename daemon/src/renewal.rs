@@ -413,13 +413,17 @@ pub fn scep_enroll(enrollment: &ScepEnrollment<'_>) -> Result<ScepOutcome, Renew
 /// CSR ([`scep_enroll`]) and, once issued, completes the workflow with the certificate
 /// ([`crate::workflow_csr::complete`]: checked against the key and names, recorded,
 /// deployed, reloaded). `Ok(None)`: the server answered PENDING.
-pub fn renew_by_scep(
+///
+/// The exchange with the SCEP server runs without certd's writer lock (it may take minutes
+/// while a request is pending); `lock` is taken to complete the workflow.
+pub fn renew_by_scep<G>(
     store: &Store,
     config: &Config,
     server: &str,
     workflow: &Workflow,
     secrets: &WorkflowSecrets,
     now: UnixTime,
+    lock: &dyn Fn() -> G,
 ) -> Result<Option<WorkflowReport>, RenewalError> {
     let dir = PathBuf::from(&workflow.dir);
     let csr_path = dir.join("new.csr");
@@ -452,6 +456,7 @@ pub fn renew_by_scep(
             }
             let received = dir.join("scep-response.pem");
             ca::write_atomic(&received, pem.as_bytes(), ca::FileMode::Private)?;
+            let _writer = lock();
             Ok(Some(crate::workflow_csr::complete(
                 store,
                 workflow.id,
@@ -866,9 +871,16 @@ fn renew_one<G>(
         _ => String::new(),
     };
     let secrets = secrets_for(config, &ca_name);
-    let attempt = {
+    let attempted = {
         let _writer = lock();
         attempt(store, config, d, &secrets, now)
+    };
+    let attempt = match attempted {
+        Ok(Attempted::Report(report)) => Ok(Some(report)),
+        Ok(Attempted::Scep { server, workflow }) => {
+            renew_by_scep(store, config, &server, &workflow, &secrets, now, lock)
+        }
+        Err(e) => Err(e),
     };
     let mut record = store
         .renewal(&d.fingerprint)?
@@ -957,15 +969,15 @@ fn renew_one<G>(
 }
 
 /// One attempt, under the writer lock: records the renewal before anything is started,
-/// then continues the certificate's unfinished workflow or starts one. `Ok(None)`: a SCEP
-/// server answered PENDING.
+/// then continues the certificate's unfinished workflow or starts one. A SCEP renewal's
+/// workflow waiting for its certificate is handed back ([`Attempted::Scep`]).
 fn attempt(
     store: &Store,
     config: &Config,
     d: &DueRenewal,
     secrets: &WorkflowSecrets,
     now: UnixTime,
-) -> Result<Option<WorkflowReport>, RenewalError> {
+) -> Result<Attempted, RenewalError> {
     if let RenewalMethod::Manual { why } = &d.method {
         if d.workflow.is_none() {
             return Err(RenewalError::Manual {
@@ -1001,7 +1013,10 @@ fn attempt(
     let report = match open {
         Some(wf) if wf.step == WorkflowStep::AwaitingCertificate => match &d.method {
             RenewalMethod::Scep { server } => {
-                return renew_by_scep(store, config, server, &wf, secrets, now)
+                return Ok(Attempted::Scep {
+                    server: server.clone(),
+                    workflow: wf,
+                })
             }
             _ => workflow::resume(store, wf.id, secrets, now)?,
         },
@@ -1025,13 +1040,22 @@ fn attempt(
             if let (RenewalMethod::Scep { server }, WorkflowStep::AwaitingCertificate) =
                 (&d.method, report.workflow.step)
             {
-                let wf = report.workflow.clone();
-                return renew_by_scep(store, config, server, &wf, secrets, now);
+                return Ok(Attempted::Scep {
+                    server: server.clone(),
+                    workflow: report.workflow,
+                });
             }
             report
         }
     };
-    Ok(Some(report))
+    Ok(Attempted::Report(report))
+}
+
+/// What [`attempt`] did under the writer lock: a workflow report, or a SCEP renewal whose
+/// exchange with the server follows without the lock ([`renew_by_scep`]).
+enum Attempted {
+    Report(WorkflowReport),
+    Scep { server: String, workflow: Workflow },
 }
 
 /// Starts the regenerate workflow of a renewal (deploy on; for SCEP the CSR workflow with

@@ -488,4 +488,50 @@ mod by_the_renewal_pass {
         assert_eq!(site.renew(3).1, Value::Null);
         assert_eq!(site.server.issued(), 2);
     }
+
+    /// A SCEP server that accepts and then says nothing must not stop certd from serving
+    /// certctl's other writes: the exchange happens outside certd's writer lock.
+    #[test]
+    fn a_silent_scep_server_does_not_block_certd() {
+        let Some(site) = ScepSite::new(CHALLENGE, "") else {
+            return;
+        };
+        // Point `lab` at a listener that accepts and never answers (until the test lets go).
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let silent = format!("http://{}/scep", listener.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if tx.send(stream).is_err() {
+                    return;
+                }
+            }
+        });
+        let text = std::fs::read_to_string(&site.config)
+            .unwrap()
+            .replace(&site.server.url(), &silent);
+        std::fs::write(&site.config, text).unwrap();
+        let other = site.env.file("other/other.pem");
+        std::fs::copy(&site.cert, &other).unwrap();
+
+        let certd = certctl_e2e::daemon::Certd::start_with_env(
+            &site.env,
+            &site.config,
+            &[("CERTCTL_NOW", &rfc3339(now() + 15 * DAY))],
+        );
+        // certd's pass is now waiting for the silent server's answer (30 s deadline).
+        let held = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("certd's renewal pass connects to the SCEP server");
+        // Meanwhile a write through certd goes through at once, not after the SCEP deadline.
+        let r = site
+            .env
+            .cmd()
+            .args(["scan", s(&other), "--role", "gateway"])
+            .timeout(std::time::Duration::from_secs(15))
+            .run();
+        drop(held);
+        r.success();
+        certd.stop_ok();
+    }
 }
