@@ -876,7 +876,7 @@ fn renew_one<G>(
         attempt(store, config, d, &secrets, now)
     };
     let attempt = match attempted {
-        Ok(Attempted::Report(report)) => Ok(Some(report)),
+        Ok(Attempted::Report(report)) => Ok(Some(*report)),
         Ok(Attempted::Scep { server, workflow }) => {
             renew_by_scep(store, config, &server, &workflow, &secrets, now, lock)
         }
@@ -1015,7 +1015,7 @@ fn attempt(
             RenewalMethod::Scep { server } => {
                 return Ok(Attempted::Scep {
                     server: server.clone(),
-                    workflow: wf,
+                    workflow: Box::new(wf),
                 })
             }
             _ => workflow::resume(store, wf.id, secrets, now)?,
@@ -1042,20 +1042,23 @@ fn attempt(
             {
                 return Ok(Attempted::Scep {
                     server: server.clone(),
-                    workflow: report.workflow,
+                    workflow: Box::new(report.workflow),
                 });
             }
             report
         }
     };
-    Ok(Attempted::Report(report))
+    Ok(Attempted::Report(Box::new(report)))
 }
 
 /// What [`attempt`] did under the writer lock: a workflow report, or a SCEP renewal whose
 /// exchange with the server follows without the lock ([`renew_by_scep`]).
 enum Attempted {
-    Report(WorkflowReport),
-    Scep { server: String, workflow: Workflow },
+    Report(Box<WorkflowReport>),
+    Scep {
+        server: String,
+        workflow: Box<Workflow>,
+    },
 }
 
 /// Starts the regenerate workflow of a renewal (deploy on; for SCEP the CSR workflow with
