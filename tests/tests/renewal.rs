@@ -286,6 +286,12 @@ mod by_certd {
             || site.workflows().into_iter().find(|w| w["step"] == "done"),
         );
         assert_eq!(wf["old_fingerprint"], old.as_str());
+        assert!(
+            wf["renewal_reason"].as_str().is_some_and(
+                |r| r.starts_with("auto-renewal: expires ") && r.ends_with("renew_before 20d")
+            ),
+            "{wf}"
+        );
         let new = wf["new_fingerprint"].as_str().unwrap().to_string();
         // The file and the endpoint serve the new certificate, which openssl verifies.
         assert_eq!(file_fingerprint(&site.cert("gw.example.com")), new);
