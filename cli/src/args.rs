@@ -84,6 +84,9 @@ pub enum Command {
     /// Replace a certificate: new key and certificate from the same managed CA, optionally
     /// deployed over the old files and the old one revoked (a resumable workflow).
     Regenerate(commands::regenerate::RegenerateArgs),
+    /// Renew a certificate now by its method (managed CA, SCEP), or every due one
+    /// (`--due`; `--dry-run` lists them with method and reason).
+    Renew(commands::renew::RenewArgs),
     /// List regenerate workflows, or resume an interrupted one.
     Workflows(commands::workflows::WorkflowsArgs),
     /// The audit trail of a certificate, or which certificates were valid at a moment.

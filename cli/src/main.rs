@@ -88,6 +88,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Issue(a) => issue::exec(g, a),
         Command::Revoke(a) => revoke::exec(g, a),
         Command::Regenerate(a) => regenerate::exec(g, a),
+        Command::Renew(a) => renew::exec(g, a),
         Command::Workflows(a) => workflows::exec(g, a),
         Command::History(a) => history::exec(g, a),
         Command::Crl(a) => crl::exec(g, a),

@@ -58,11 +58,13 @@ pub fn parse_time(text: &str) -> Result<UnixTime> {
 /// How long certctl waits for certd to answer `request`: a query answers in seconds; CA and
 /// fleet operations (signing, deploying, probing the endpoints that served an old
 /// certificate) in minutes; scans, probes, reminder passes (SMTP timeouts included), store
-/// checks and prunes in up to an hour; a backup of a large store in hours.
+/// checks and prunes in up to an hour (renewals, which run workflows, in half an hour); a backup of a large store in hours.
 pub fn timeout(request: &Request) -> StdDuration {
     const MINUTE: u64 = 60;
     let secs = match request {
         Request::Backup { .. } => 6 * 60 * MINUTE,
+        // Renewals run workflows: reload hooks, endpoints probed until they serve the new one.
+        Request::Renew { .. } => 30 * MINUTE,
         Request::Scan { .. }
         | Request::Probe { .. }
         | Request::Remind { .. }

@@ -165,6 +165,11 @@ pub enum Request {
     Fleet {
         fleet: crate::agents::FleetRequest,
     },
+    /// `certctl renew ID` / `certctl renew --due [--dry-run]` ([`crate::renewal`]); certd
+    /// uses its own configuration.
+    Renew {
+        renew: crate::renewal::RenewRequest,
+    },
 }
 
 impl Request {
@@ -179,6 +184,8 @@ impl Request {
             // A deploy probes the endpoints that served the old certificate.
             Request::Regenerate { regenerate } => regenerate.deploy,
             Request::WorkflowResume { .. } | Request::WorkflowComplete { .. } => true,
+            // Workflows: reload hooks, probes, SCEP servers.
+            Request::Renew { renew } => !renew.dry_run,
             _ => false,
         }
     }
@@ -259,6 +266,9 @@ pub struct StatusReport {
     /// it must be redone) and which CAs had published a newer CRL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored: Option<certctl_store::RestoredFrom>,
+    /// Automatic renewals whose last attempt failed (retried with backoff).
+    #[serde(default)]
+    pub failing_renewals: Vec<crate::renewal::FailingRenewal>,
 }
 
 /// The outcome of the last completed delivery, as `status` shows it (times RFC 3339).
@@ -405,6 +415,9 @@ pub enum Response {
     PrunedRenewals {
         renewals: Option<certctl_store::PrunedRenewals>,
     },
+    Renew {
+        report: crate::renewal::RenewReport,
+    },
     Error {
         kind: ErrorKind,
         message: String,
@@ -499,9 +512,15 @@ pub fn execute(
         } {
             // A revocation is only visible once the published CRL lists it.
             Ok(report) => match crl_state(store, now) {
-                Ok((stale, expiring)) => Response::Check {
-                    report: report.with_crls(stale, expiring, now),
-                },
+                Ok((stale, expiring)) => {
+                    match report
+                        .with_crls(stale, expiring, now)
+                        .with_renewals(store, now)
+                    {
+                        Ok(report) => Response::Check { report },
+                        Err(e) => failed(e),
+                    }
+                }
                 Err(e) => failed(e),
             },
             Err(e) => Response::from_query_error(e),
@@ -544,6 +563,7 @@ pub fn execute(
                 Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
             }
         }
+        Request::Renew { renew } => renew_answer(store, &renew, None, now, &|| ()),
         Request::PrunedRenewals { agent } => match store.pruned_renewals(&agent) {
             Ok(renewals) => Response::PrunedRenewals { renewals },
             Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
@@ -783,6 +803,7 @@ pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::Store
                 .collect()
         },
         restored: store.restored_from()?,
+        failing_renewals: crate::renewal::failing(store)?.into_values().collect(),
     })
 }
 
@@ -840,10 +861,42 @@ pub fn execute_networked<G>(
         request @ (Request::Regenerate { .. }
         | Request::WorkflowResume { .. }
         | Request::WorkflowComplete { .. }) => workflow_answer(store, request, now, lock),
+        Request::Renew { renew } => renew_answer(store, &renew, None, now, lock),
         request => {
             let _writer = lock();
             execute(store, request, now, progress)
         }
+    }
+}
+
+/// `certctl renew`: with certd's configuration `config`, else the request's file (see
+/// [`crate::renewal::request_config`]).
+pub fn renew_answer<G>(
+    store: &Store,
+    request: &crate::renewal::RenewRequest,
+    config: Option<&crate::config::Config>,
+    now: UnixTime,
+    lock: &dyn Fn() -> G,
+) -> Response {
+    if let Some(p) = request
+        .config
+        .iter()
+        .chain(request.policies.iter())
+        .find(|p| p.is_relative())
+    {
+        return Response::error(
+            ErrorKind::Invalid,
+            format!("the path must be absolute, got {}", p.display()),
+        );
+    }
+    let result = crate::renewal::request_config(store, request, config)
+        .and_then(|config| crate::renewal::execute(store, request, &config, now, lock));
+    match result {
+        Ok(report) => Response::Renew { report },
+        Err(crate::renewal::RenewalError::NotFound(id)) => {
+            Response::from_query_error(QueryError::NotFound(id))
+        }
+        Err(e) => failed(e),
     }
 }
 

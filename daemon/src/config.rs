@@ -115,6 +115,20 @@ format = "teams"               # json (default: the digest as JSON) | teams | sl
 # header_file = "/etc/certd/webhook-auth"    # optional secret file: one "Name: value" header
 timeout = "10s"                # optional; the whole exchange
 
+# Optional, any number: SCEP servers (RFC 8894: AD CS through NDES, an MDM or DLP
+# enrollment service) that renew certificates whose policy says `scep = "NAME"`.
+[[scep]]
+name = "corp-ndes"
+url = "https://ndes.contoso.example/certsrv/mscep/mscep.dll"   # http:// or https://
+challenge_file = "/etc/certd/scep-challenge"   # secret file (0600): the challenge password
+# SHA-256 of the CA certificate GetCACert returns (colons allowed); nothing is sent to a
+# server whose CA does not match. `openssl x509 -in ca.pem -noout -fingerprint -sha256`.
+ca_fingerprint = "4f:2b:13:aa:9c:0d:51:7e:88:c2:5a:19:e4:6b:03:d7:21:90:fe:4c:6a:b8:35:12:7f:e0:9d:42:c6:1b:58:a3"
+# ca_file = "/etc/certd/ndes-tls-ca.pem"   # optional; more CA certificates (PEM) trusted
+                                           # for an https server, besides the system's roots
+# poll_interval = "30s"   # optional; first wait while the request is pending (doubles)
+# poll_timeout = "1h"     # optional; the longest time polling one request
+
 # Optional section: agent approval (certctl agents ...).
 [agents]
 # The deny list a gateway consumes (one SHA-256 fingerprint per line). certd rewrites it
@@ -139,6 +153,18 @@ issuing-ca = "/etc/certd/issuing-ca.passphrase"
 path = "/etc/nginx/tls"
 reload = ["systemctl", "reload", "nginx"]
 reload_timeout = "60s"                             # optional
+
+# Optional section: automatic renewal of the certificates whose policy says renew = "auto"
+# (see `certctl policy explain`). Each due certificate gets the same persisted regenerate
+# workflow as `certctl regenerate --deploy` (the reload hooks of [[workflows.targets]]);
+# encrypted CA keys need their [workflows.ca_passphrase_files] entry. Defaults as shown.
+[renewal]
+schedule = "0 * * * *"         # when to look for due certificates (cron, UTC; "off": never)
+max_concurrent = 4             # at most this many renewals unfinished at once
+retry_min = "10m"              # a failed renewal is retried after retry_min, doubling up to
+retry_max = "6h"               # retry_max
+# revoke_superseded_after = "7d"  # optional; revoke the old certificate (superseded) this
+                                  # long after its renewal was deployed ("0s": at once)
 
 # Optional section: Prometheus metrics over HTTP (GET /metrics). Off unless listen is set.
 [metrics]
@@ -224,10 +250,46 @@ pub struct Config {
     pub workflows: WorkflowsConfig,
     /// Where reminders to `webhook:NAME` recipients go (`[[webhook]]`).
     pub webhooks: Vec<crate::webhook::WebhookConfig>,
+    /// SCEP servers that renew certificates (`[[scep]]`).
+    pub scep: Vec<crate::scep::ScepConfig>,
     /// Scheduled backups of the store (`[backup]`); `None`: none.
     pub backup: Option<BackupConfig>,
     /// Removing expired certificates that nothing holds any more (`[retention]`).
     pub retention: RetentionConfig,
+    /// Automatic renewal (`[renewal]`).
+    pub renewal: RenewalConfig,
+}
+
+/// The renewal schedule when `[renewal]` does not set one: hourly.
+pub const DEFAULT_RENEWAL_SCHEDULE: &str = "0 * * * *";
+
+/// `[renewal]`: how certd renews the certificates whose policy says `renew = "auto"`
+/// ([`crate::renewal`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenewalConfig {
+    /// When a renewal pass runs; `None` when `"off"`. Default hourly.
+    pub schedule: Option<Schedule>,
+    /// At most this many automatic renewals unfinished at once (`max_concurrent`, default 4).
+    pub max_concurrent: usize,
+    /// The first retry of a failed renewal after this long (`retry_min`, default 10m),
+    /// doubling with each failure up to `retry_max` (default 6h).
+    pub retry_min: std::time::Duration,
+    pub retry_max: std::time::Duration,
+    /// Revoke the old certificate (`superseded`) this long after its renewal finished;
+    /// `None` (the default): never.
+    pub revoke_superseded_after: Option<std::time::Duration>,
+}
+
+impl Default for RenewalConfig {
+    fn default() -> Self {
+        RenewalConfig {
+            schedule: DEFAULT_RENEWAL_SCHEDULE.parse().ok(),
+            max_concurrent: 4,
+            retry_min: std::time::Duration::from_secs(600),
+            retry_max: std::time::Duration::from_secs(6 * 3600),
+            revoke_superseded_after: None,
+        }
+    }
 }
 
 /// `[backup]`: scheduled backups of the store ([`crate::backup`]).
@@ -368,6 +430,9 @@ impl Config {
             if let Some(f) = &w.header_file {
                 out.push((format!("webhook.{}.header_file", w.name), f));
             }
+        }
+        for s in &self.scep {
+            out.push((format!("scep.{}.challenge_file", s.name), &s.challenge_file));
         }
         out
     }
@@ -804,8 +869,21 @@ struct RawConfig {
     workflows: Option<RawWorkflows>,
     #[serde(default)]
     webhook: Vec<RawWebhook>,
+    #[serde(default)]
+    scep: Vec<RawScep>,
     backup: Option<RawBackup>,
     retention: Option<RawRetention>,
+    renewal: Option<RawRenewal>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRenewal {
+    schedule: Option<Spanned<String>>,
+    max_concurrent: Option<Spanned<i64>>,
+    retry_min: Option<Spanned<String>>,
+    retry_max: Option<Spanned<String>>,
+    revoke_superseded_after: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -817,6 +895,18 @@ struct RawWebhook {
     ca_file: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     header_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScep {
+    name: Spanned<String>,
+    url: Spanned<String>,
+    challenge_file: Spanned<String>,
+    ca_fingerprint: Spanned<String>,
+    ca_file: Option<Spanned<String>>,
+    poll_interval: Option<Spanned<String>>,
+    poll_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1062,11 +1152,17 @@ impl Checker<'_> {
             None => WorkflowsConfig::default(),
         };
         let webhooks = self.webhooks(&raw.webhook);
+        let scep = self.scep(&raw.scep);
         let backup = raw.backup.as_ref().and_then(|b| self.backup(b));
         let retention = raw
             .retention
             .as_ref()
             .map(|r| self.retention(r))
+            .unwrap_or_default();
+        let renewal = raw
+            .renewal
+            .as_ref()
+            .map(|r| self.renewal(r))
             .unwrap_or_default();
         Config {
             backup,
@@ -1083,8 +1179,135 @@ impl Checker<'_> {
             metrics,
             workflows,
             webhooks,
+            scep,
             retention,
+            renewal,
         }
+    }
+
+    fn renewal(&mut self, raw: &RawRenewal) -> RenewalConfig {
+        let defaults = RenewalConfig::default();
+        let schedule = match &raw.schedule {
+            Some(s) => self.optional_schedule("renewal.schedule", s),
+            None => defaults.schedule,
+        };
+        let max_concurrent = match &raw.max_concurrent {
+            Some(n) if (1..=1000).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                self.report(
+                    n.span(),
+                    format!(
+                        "renewal.max_concurrent = {}: renew at least 1 certificate at once (and at most 1000)",
+                        n.get_ref()
+                    ),
+                );
+                1
+            }
+            None => defaults.max_concurrent,
+        };
+        let retry_min = match &raw.retry_min {
+            Some(t) => self.duration("renewal.retry_min", t),
+            None => defaults.retry_min,
+        };
+        let retry_max = match &raw.retry_max {
+            Some(t) => self.duration("renewal.retry_max", t),
+            None => defaults.retry_max,
+        };
+        if retry_max < retry_min {
+            if let Some(t) = raw.retry_max.as_ref().or(raw.retry_min.as_ref()) {
+                self.report(
+                    t.span(),
+                    "renewal.retry_max is shorter than renewal.retry_min".into(),
+                );
+            }
+        }
+        let revoke_superseded_after = raw.revoke_superseded_after.as_ref().and_then(|t| {
+            match t.get_ref().parse::<crate::Duration>() {
+                Ok(d) => Some(std::time::Duration::from_secs(d.as_secs().unsigned_abs())),
+                Err(e) => {
+                    self.report(t.span(), format!("renewal.revoke_superseded_after: {e}"));
+                    None
+                }
+            }
+        });
+        RenewalConfig {
+            schedule,
+            max_concurrent,
+            retry_min,
+            retry_max,
+            revoke_superseded_after,
+        }
+    }
+
+    /// `[[scep]]` tables: unique names, an http(s) URL, a SHA-256 fingerprint.
+    fn scep(&mut self, raw: &[RawScep]) -> Vec<crate::scep::ScepConfig> {
+        use crate::scep::{
+            parse_fingerprint, ScepConfig, DEFAULT_POLL_INTERVAL, DEFAULT_POLL_TIMEOUT,
+        };
+        let mut out: Vec<ScepConfig> = Vec::new();
+        let mut names: Vec<&str> = Vec::new();
+        for s in raw {
+            let name = s.name.get_ref().clone();
+            if !crate::webhook::valid_name(&name) {
+                self.report(
+                    s.name.span(),
+                    format!(
+                        "scep.name `{name}`: use letters, digits, `.`, `_` and `-` (at most 64)"
+                    ),
+                );
+            } else if names.contains(&name.as_str()) {
+                self.report(s.name.span(), format!("scep `{name}` is defined twice"));
+            }
+            names.push(s.name.get_ref());
+            let url = match url::Url::parse(s.url.get_ref()) {
+                Ok(u) if matches!(u.scheme(), "https" | "http") && u.host_str().is_some() => {
+                    Some(u)
+                }
+                Ok(_) => {
+                    self.report(
+                        s.url.span(),
+                        format!(
+                            "scep.url: `{}` is not an http:// or https:// URL with a host",
+                            s.url.get_ref()
+                        ),
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.report(s.url.span(), format!("scep.url: {e}"));
+                    None
+                }
+            };
+            let fingerprint = parse_fingerprint(s.ca_fingerprint.get_ref());
+            if fingerprint.is_none() {
+                self.report(
+                    s.ca_fingerprint.span(),
+                    "scep.ca_fingerprint: expected the CA certificate's SHA-256 as 64 hex digits (colons allowed)".into(),
+                );
+            }
+            let challenge_file = self.path("scep.challenge_file", &s.challenge_file);
+            let ca_file = s.ca_file.as_ref().map(|p| self.path("scep.ca_file", p));
+            let poll_interval = match &s.poll_interval {
+                Some(t) => self.duration("scep.poll_interval", t),
+                None => DEFAULT_POLL_INTERVAL,
+            };
+            let poll_timeout = match &s.poll_timeout {
+                Some(t) => self.duration("scep.poll_timeout", t),
+                None => DEFAULT_POLL_TIMEOUT,
+            };
+            if let (Some(url), Some(ca_fingerprint)) = (url, fingerprint) {
+                out.push(ScepConfig {
+                    name,
+                    url,
+                    challenge_file,
+                    ca_fingerprint,
+                    ca_file,
+                    poll_interval,
+                    poll_timeout,
+                });
+            }
+        }
+        out
     }
 
     fn retention(&mut self, raw: &RawRetention) -> RetentionConfig {

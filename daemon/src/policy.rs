@@ -23,7 +23,16 @@
 //! allowed_curves = ["P-256", "P-384"]
 //! forbidden_signatures = ["sha1", "md5"] # case-insensitive substrings of the algorithm name
 //! recipients = ["pki-team@contoso.example"]
+//! renew = "auto"                         # optional: auto | remind (default: remind)
+//! renew_before = "1/3"                   # optional: a duration ("30d") or a fraction of the
+//!                                        # lifetime ("1/3", the default with renew = "auto")
+//! scep = "corp-ndes"                     # optional: the [[scep]] server (certd.toml) that
+//!                                        # renews certificates no managed CA issued
 //! ```
+//!
+//! **Renewal** (`renew = "auto"`, see [`crate::renewal`]): certd renews the certificate
+//! itself once `renew_before` (plus a jitter of up to a tenth of it, fixed per certificate)
+//! before its expiry. `remind` (the default) only sends reminders.
 //!
 //! Globs use `*` (any text, `/` included), `?` and `[abc]`, and ignore case. Every target
 //! that a policy sets must match (a list matches when any of its globs does).
@@ -153,6 +162,13 @@ pub struct Policy {
     pub forbidden_signatures: Vec<String>,
     /// E-mail addresses, lowercase, in the order written.
     pub recipients: Vec<String>,
+    /// Whether certd renews matching certificates itself (`renew`, default `remind`).
+    pub renew: crate::renewal::RenewMode,
+    /// How long before expiry an automatic renewal is due (`renew_before`); `None`: the
+    /// default, a third of the lifetime.
+    pub renew_before: Option<crate::renewal::RenewBefore>,
+    /// The `[[scep]]` server (by name) that renews certificates no managed CA issued.
+    pub scep: Option<String>,
 }
 
 /// How urgent a certificate is under its policy.
@@ -421,7 +437,7 @@ fn issuer_cn(dn: &str) -> Option<&str> {
 }
 
 /// The policies of a folder, in precedence order.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct PolicySet {
     pub dir: PathBuf,
     pub files: Vec<PathBuf>,
@@ -765,6 +781,9 @@ struct RawPolicy {
     allowed_curves: Option<Strings>,
     forbidden_signatures: Option<Strings>,
     recipients: Strings,
+    renew: Option<Spanned<String>>,
+    renew_before: Option<Spanned<String>>,
+    scep: Option<Spanned<String>>,
 }
 
 struct Checker<'a> {
@@ -830,7 +849,7 @@ impl Checker<'_> {
                 format!("policy `{name}`: sets both roles and artifacts: a policy is for certificates (roles) or for tracked artifacts (artifacts), write two policies"),
             ),
             (None, Some(_)) => {
-                let not_for_artifacts: [(&str, Option<std::ops::Range<usize>>); 9] = [
+                let not_for_artifacts: [(&str, Option<std::ops::Range<usize>>); 12] = [
                     ("credential_kinds", raw.credential_kinds.as_ref().map(|v| v.span())),
                     ("subjects", raw.subjects.as_ref().map(|v| v.span())),
                     ("sans", raw.sans.as_ref().map(|v| v.span())),
@@ -840,6 +859,9 @@ impl Checker<'_> {
                     ("grace", raw.grace.as_ref().map(|v| v.span())),
                     ("min_rsa_bits", raw.min_rsa_bits.as_ref().map(|v| v.span())),
                     ("allowed_curves", raw.allowed_curves.as_ref().map(|v| v.span())),
+                    ("renew", raw.renew.as_ref().map(|v| v.span())),
+                    ("renew_before", raw.renew_before.as_ref().map(|v| v.span())),
+                    ("scep", raw.scep.as_ref().map(|v| v.span())),
                 ];
                 let sigs = raw.forbidden_signatures.as_ref().map(|v| v.span());
                 for (key, span) in not_for_artifacts
@@ -940,6 +962,27 @@ impl Checker<'_> {
                 format!("policy `{name}`: recipients is empty: name at least one address"),
             );
         }
+        let renew = raw
+            .renew
+            .as_ref()
+            .and_then(|r| self.one(r, "renew", |s| s.parse::<crate::renewal::RenewMode>()))
+            .unwrap_or_default();
+        let renew_before = raw.renew_before.as_ref().and_then(|r| {
+            self.one(r, "renew_before", |s| {
+                s.parse::<crate::renewal::RenewBefore>()
+            })
+        });
+        let scep = raw.scep.as_ref().and_then(|s| {
+            self.one(s, "scep", |v| {
+                if crate::webhook::valid_name(v) {
+                    Ok(v.to_string())
+                } else {
+                    Err(format!(
+                        "`{v}`: name a [[scep]] server of certd.toml (letters, digits, `.`, `_` and `-`)"
+                    ))
+                }
+            })
+        });
         Policy {
             name,
             file: self.origin.to_path_buf(),
@@ -961,6 +1004,9 @@ impl Checker<'_> {
             allowed_curves: plain(&raw.allowed_curves),
             forbidden_signatures: plain(&raw.forbidden_signatures),
             recipients,
+            renew,
+            renew_before,
+            scep,
         }
     }
 

@@ -379,6 +379,22 @@ pub struct CheckReport {
     /// there is none): a warning, saying which folder and since when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale_backup: Option<String>,
+    /// Automatic renewals whose last attempt failed ([`crate::renewal`]): a warning, critical
+    /// once the certificate is within `critical_within` of its expiry.
+    #[serde(default)]
+    pub failing_renewals: Vec<FailingRenewalCheck>,
+}
+
+/// A failing automatic renewal, as `check` reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailingRenewalCheck {
+    pub fingerprint: certctl_store::Fingerprint,
+    pub name: String,
+    pub not_after: UnixTime,
+    /// Whether the certificate is within the critical window.
+    pub critical: bool,
+    /// "automatic renewal failed N times since D: CAUSE".
+    pub detail: String,
 }
 
 /// How many failed files a check report names.
@@ -502,6 +518,14 @@ impl CheckReport {
         if let Some(backup) = &self.stale_backup {
             line.push_str(&format!("; {backup}"));
         }
+        if let Some(first) = self.failing_renewals.first() {
+            line.push_str(&format!(
+                "; {} automatic renewals failing (first: {}, {})",
+                self.failing_renewals.len(),
+                crate::view::printable(&first.name),
+                crate::view::printable(&first.detail)
+            ));
+        }
         for ca in &self.stale_crls {
             line.push_str(&format!(
                 "; the published CRL of CA `{ca}` is behind the store (run `certctl ca crl {ca}`)"
@@ -530,6 +554,37 @@ impl CheckReport {
             self.failed_files_total,
             self.stalled_renewals_total
         )
+    }
+
+    /// Adds the automatic renewals that keep failing: a warning, critical for a certificate
+    /// within `critical_within` of its expiry.
+    pub fn with_renewals(
+        mut self,
+        store: &Store,
+        now: UnixTime,
+    ) -> Result<CheckReport, StoreError> {
+        let critical_secs = self.critical_within.as_secs();
+        for (fp, failing) in crate::renewal::failing(store)? {
+            let Some(cert) = store.get(&fp)? else {
+                continue;
+            };
+            let critical = cert.facts.not_after - now <= critical_secs;
+            if critical {
+                self.verdict = Verdict::Critical;
+            } else if self.verdict == Verdict::Ok {
+                self.verdict = Verdict::Warning;
+            }
+            self.failing_renewals.push(FailingRenewalCheck {
+                fingerprint: fp,
+                name: cert.facts.display_name().to_string(),
+                not_after: cert.facts.not_after,
+                critical,
+                detail: failing.sentence(),
+            });
+        }
+        self.failing_renewals
+            .sort_by_key(|f| (!f.critical, f.not_after));
+        Ok(self)
     }
 
     /// Adds the managed CAs whose published CRL is behind the store (critical), and those
@@ -685,6 +740,7 @@ fn check_with(
         stalled_renewals: Vec::new(),
         stalled_renewals_total: 0,
         stale_backup: None,
+        failing_renewals: Vec::new(),
     };
     // Nothing beyond the longest window can be listed: read the considered certificates
     // up to it from the store's check entries (sorted by not_after, then fingerprint).

@@ -497,6 +497,8 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
             successors.add(&cert?);
         }
     }
+    // Automatic renewals that failed, or that a person must do: the reminder says so.
+    let renewal_notes = crate::renewal::reminder_notes(store)?;
     let mut by_recipient: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
     for (cert, policy, threshold) in &candidates {
         let threshold = *threshold;
@@ -535,6 +537,7 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
                     policy: policy.name.clone(),
                     note: match (&renewal, policy.renewal_stalled_days(cert, now)) {
                         _ if stall.is_some() => stall.cloned(),
+                        _ if renewal_notes.contains_key(&fp) => renewal_notes.get(&fp).cloned(),
                         (Some(policy::Renewal::NotReloaded { by, endpoints }), _) => Some(format!(
                             "renewed on disk ({}), still served by {}: reload the service",
                             &by.to_hex()[..16],

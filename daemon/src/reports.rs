@@ -1023,6 +1023,7 @@ pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<Str
         store.failed_files()?.len()
     );
     out.push_str(&crate::metrics_http::smtp_counter_series(store)?);
+    out.push_str(&crate::renewal::metrics_text(store)?);
     Ok(out)
 }
 

@@ -101,6 +101,8 @@ enum Job {
     /// Remove expired certificates nothing holds any more (`[retention]`, at start-up and
     /// every `[retention] every`).
     Retention,
+    /// Renew the due certificates whose policy says `renew = "auto"` (`[renewal]`).
+    Renew,
 }
 
 /// How often certd looks at the managed CAs' CRLs (re-signing is decided per CA by
@@ -117,6 +119,7 @@ impl Job {
             Job::CrlUpkeep => "crl-upkeep",
             Job::Backup => "backup",
             Job::Retention => "retention",
+            Job::Renew => "renew",
         }
     }
 }
@@ -141,6 +144,9 @@ struct Shared {
     /// Held by a reminder pass from start to end (one pass at a time, so no digest goes out
     /// twice); the pass takes `writer` only around its store work.
     remind: tokio::sync::Mutex<()>,
+    /// Held by a renewal pass (scheduled or `certctl renew`) from start to end: one pass at
+    /// a time, so `[renewal] max_concurrent` holds and no certificate gets two workflows.
+    renew: tokio::sync::Mutex<()>,
     /// Set on shutdown: running scans stop at the next directory.
     cancel: Arc<AtomicBool>,
 }
@@ -188,6 +194,7 @@ impl Shared {
                 .retention
                 .enabled
                 .then(|| format!("every {}s", config.retention.every.as_secs())),
+            Job::Renew => config.renewal.schedule.as_ref().map(|s| s.to_string()),
         };
         report.daemon = Some(DaemonStatus {
             pid: std::process::id(),
@@ -211,6 +218,7 @@ impl Shared {
                 Job::CrlUpkeep,
                 Job::Backup,
                 Job::Retention,
+                Job::Renew,
             ]
             .into_iter()
             .map(|job| {
@@ -247,6 +255,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         jobs: Mutex::new(BTreeMap::new()),
         writer: tokio::sync::Mutex::new(()),
         remind: tokio::sync::Mutex::new(()),
+        renew: tokio::sync::Mutex::new(()),
         cancel: Arc::new(AtomicBool::new(false)),
     });
 
@@ -272,6 +281,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     spawn_job(&mut tasks, &shared, Job::Probe);
     if shared.config().retention.enabled {
         spawn_job(&mut tasks, &shared, Job::Retention);
+    }
+    // What fell due while certd was down is renewed now, not at the next scheduled pass.
+    if shared.config().renewal.schedule.is_some() && shared.config().reminders.is_some() {
+        spawn_job(&mut tasks, &shared, Job::Renew);
     }
 
     // Each job's next deadline, kept across rounds: a run that fell due while certd was
@@ -316,6 +329,14 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
                     .backup
                     .as_ref()
                     .and_then(|b| b.schedule.next_after(t)),
+            ),
+            (
+                Job::Renew,
+                config
+                    .renewal
+                    .schedule
+                    .as_ref()
+                    .and_then(|s| s.next_after(t)),
             ),
             (Job::Retention, {
                 let every = i64::try_from(config.retention.every.as_secs())
@@ -659,6 +680,22 @@ fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
             Job::CrlFetch => fetch_crls(&shared).await,
             Job::CrlUpkeep => crl_upkeep(&shared).await,
             Job::Backup => scheduled_backup(&shared).await,
+            Job::Renew => {
+                let request = crate::renewal::RenewRequest {
+                    due: true,
+                    ..Default::default()
+                };
+                match renewal_pass(&shared, request).await {
+                    Ok(report) => report
+                        .pass
+                        .map(|p| p.summary())
+                        .unwrap_or_else(|| "ok".into()),
+                    Err(e) => {
+                        tracing::error!(error = %e, "renewal pass failed");
+                        format!("failed: {e}")
+                    }
+                }
+            }
             Job::Retention => {
                 let config = shared.config().retention;
                 let request = crate::retention::PruneRequest {
@@ -824,6 +861,26 @@ async fn crl_upkeep(shared: &Arc<Shared>) -> String {
     } else {
         format!("failed: {}", failed.join("; "))
     }
+}
+
+/// A renewal pass with certd's configuration (scheduled, or `certctl renew` sent to certd):
+/// one at a time, the writer lock taken per workflow.
+async fn renewal_pass(
+    shared: &Arc<Shared>,
+    request: crate::renewal::RenewRequest,
+) -> Result<crate::renewal::RenewReport, String> {
+    let _pass = shared.renew.lock().await;
+    let (locks, config) = (shared.clone(), shared.config());
+    if request.id.is_none() && config.reminders.is_none() {
+        return Err("no policies: certd's configuration has no [reminders] policies folder, so no certificate says renew = \"auto\"".into());
+    }
+    blocking(move || {
+        let lock = || locks.writer.blocking_lock();
+        crate::renewal::execute(&locks.store, &request, &config, now(), &lock)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// Completes the regenerate workflows a crash interrupted (each step is idempotent, so
@@ -1110,6 +1167,13 @@ async fn answer(shared: &Arc<Shared>, request: Request) -> Response {
         return match shared.status() {
             Ok(status) => Response::Status { status },
             Err(e) => Response::error(api::ErrorKind::Failed, e.to_string()),
+        };
+    }
+    // One pass at a time; the writer lock per workflow, not during probes.
+    if let Request::Renew { renew } = request {
+        return match renewal_pass(shared, renew).await {
+            Ok(report) => Response::Renew { report },
+            Err(e) => Response::error(api::ErrorKind::Failed, e),
         };
     }
     // Takes the writer lock per batch.

@@ -323,7 +323,7 @@ fn exchange<S: Read + Write>(stream: &mut S, request: &[u8]) -> Result<(), PostF
 }
 
 /// The TLS client: TLS 1.2 or later, the system's roots plus `ca_file`.
-fn connector(ca_file: Option<&Path>) -> Result<SslConnector, String> {
+pub(crate) fn connector(ca_file: Option<&Path>) -> Result<SslConnector, String> {
     let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
     builder
         .set_min_proto_version(Some(SslVersion::TLS1_2))

@@ -169,6 +169,10 @@ pub struct WorkflowReport {
     /// Whether this run passed the reload step (its endpoints are then probed).
     #[serde(skip)]
     pub probe_due: bool,
+    /// Why certd's automatic renewal started it (`auto-renewal: expires D, renew_before
+    /// X`); `None` for a workflow a person started (`workflows` listing only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_reason: Option<String>,
 }
 
 /// What an endpoint that served the old certificate serves after the deploy and reload.
@@ -422,6 +426,10 @@ pub fn listing(store: &Store) -> Result<Vec<WorkflowReport>, WorkflowError> {
             reloads: Vec::new(),
             endpoints: Vec::new(),
             probe_due: false,
+            renewal_reason: store
+                .renewal(&wf.old)?
+                .filter(|r| r.workflow == Some(wf.id))
+                .map(|r| r.reason),
             workflow: wf,
         });
     }
@@ -495,6 +503,7 @@ fn run(
         reloads,
         endpoints: Vec::new(),
         probe_due,
+        renewal_reason: None,
         workflow: wf,
     })
 }

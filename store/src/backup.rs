@@ -84,6 +84,7 @@ pub fn kind_of(key: &[u8]) -> &'static str {
         Some(keys::AGENT_DECISION) => "agent-decisions-and-settings",
         Some(keys::ARTIFACT) if key.len() == 33 => "tracked-artifacts",
         Some(keys::ARTIFACT) => "artifact-reminders",
+        Some(keys::RENEWAL) => "renewals",
         _ => "other",
     }
 }

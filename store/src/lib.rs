@@ -27,6 +27,7 @@ mod keys;
 mod migrate;
 pub mod model;
 mod reminders;
+mod renewals;
 mod retention;
 mod store;
 #[cfg(test)]
@@ -45,6 +46,7 @@ pub use fleet::{AgentDecision, AgentVerdict, Registration, TrackedArtifact};
 pub use ingest::{Ingest, Lookup, Observed};
 pub use model::*;
 pub use reminders::{DeliveryOutcome, DeliveryState, SentReminder, SmtpState, Snooze};
+pub use renewals::RenewalRecord;
 pub use retention::{PruneCursor, PruneReport, PrunedRenewals, RetentionPolicy, RetentionState};
 pub use store::{Store, DEFAULT_CACHE_BYTES, SCHEMA_VERSION};
 pub use verify::Verification;

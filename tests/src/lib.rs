@@ -17,6 +17,7 @@
 pub mod daemon;
 pub mod hostile;
 pub mod prometheus;
+pub mod scep;
 pub mod smtp;
 pub mod tls;
 

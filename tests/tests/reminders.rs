@@ -619,8 +619,12 @@ fn a_dry_run_needs_neither_the_configurations_store_nor_smtp() {
         ),
     );
 
+    // One clock for both runs: the digests carry the time of the pass, and two runs a
+    // second apart would differ in it.
+    let at = rfc3339(now());
     let with_config = env
         .cmd()
+        .env("CERTCTL_NOW", &at)
         .args(["--config", s(&config), "remind", "--dry-run"])
         .run();
     with_config
@@ -630,6 +634,7 @@ fn a_dry_run_needs_neither_the_configurations_store_nor_smtp() {
         .stdout_has("dry run: 2 digests");
     let without_config = env
         .cmd()
+        .env("CERTCTL_NOW", &at)
         .args(["remind", "--dry-run", "--policies", s(&policies)])
         .run();
     without_config.success();

@@ -24,6 +24,7 @@ pub mod policy;
 pub mod probe;
 pub mod regenerate;
 pub mod remind;
+pub mod renew;
 pub mod report;
 pub mod revoke;
 pub mod scan;

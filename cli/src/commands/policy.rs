@@ -17,6 +17,8 @@ use crate::exit::Exit;
 use crate::session::{clock, Globals, Session};
 use crate::table::Table;
 
+use super::renew::RenewalContext;
+
 #[derive(Debug, Args)]
 pub struct PolicyArgs {
     #[command(subcommand)]
@@ -75,7 +77,7 @@ pub fn exec(g: &Globals, a: PolicyArgs) -> Result<Exit> {
         PolicyCommand::Check(a) => check(a),
         PolicyCommand::Explain(a) => {
             let set = g.policies(a.source.policies.clone())?;
-            explain(&g.existing()?, &set, a)
+            explain(&g.existing()?, &set, g, a)
         }
         PolicyCommand::Conflicts(a) => {
             let set = g.policies(a.source.policies.clone())?;
@@ -224,8 +226,9 @@ fn explain_artifact(
     })
 }
 
-fn explain(session: &Session, set: &PolicySet, a: PolicyExplainArgs) -> Result<Exit> {
+fn explain(session: &Session, set: &PolicySet, g: &Globals, a: PolicyExplainArgs) -> Result<Exit> {
     let now = clock()?;
+    let renewals = RenewalContext::load(session, g.config_file())?;
     let certs = match session.certificates(Request::Find { id: a.id.clone() }) {
         Ok(certs) => certs,
         Err(e) => {
@@ -296,6 +299,7 @@ fn explain(session: &Session, set: &PolicySet, a: PolicyExplainArgs) -> Result<E
             "also_matched": matching.iter().skip(1).map(|(p, _)| json!({"name": p.name, "file": p.file, "line": p.line})).collect::<Vec<_>>(),
             "snoozed_until": snooze.map(|s| rfc3339(s.until)),
             "snooze_reason": snooze.map(|s| s.reason.clone()),
+            "renewal": chosen.map(|(p, _)| renewals.explain(cert, p)),
         }));
     }
     print_explained(&out, a.json)
@@ -433,6 +437,9 @@ fn explain_text(v: &serde_json::Value) -> String {
                     format!("stalled for {} days", v["renewal_stalled_days"])
                 };
                 line("renewal", format!("expected {r} before expiry: {state}"));
+            }
+            if let Some(r) = v["renewal"]["text"].as_str() {
+                line("renew", r.to_string());
             }
             let violations: Vec<&str> = v["violations"]
                 .as_array()

@@ -210,5 +210,6 @@ pub fn workflow_json(r: &WorkflowReport) -> Value {
         "crl_checks": r.crl_checks.iter().map(crl_check_json).collect::<Vec<_>>(),
         "old": r.old.as_ref().map(cert_json),
         "new": r.new.as_ref().map(cert_json),
+        "renewal_reason": r.renewal_reason,
     })
 }

@@ -136,6 +136,17 @@ pub fn print_status(status: &StatusReport) {
         // The SMTP server's own words: shown escaped.
         println!("{}", certctl_daemon::view::Printable(&text));
     }
+    for f in &status.failing_renewals {
+        println!(
+            "renewal: {} ({}): {}{}",
+            f.fingerprint.to_hex().get(..16).unwrap_or_default(),
+            f.method,
+            certctl_daemon::view::Printable(&f.sentence()),
+            f.workflow
+                .map(|w| format!(" (workflow {w})"))
+                .unwrap_or_default()
+        );
+    }
     for g in &status.gone_artifacts {
         println!(
             "tracked: {} is gone: no reminders (`certctl untrack PATH` forgets it)",

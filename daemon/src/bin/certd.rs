@@ -41,6 +41,9 @@ enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// SCEP helpers (RFC 8894) for the `[[scep]]` servers of the configuration.
+    #[command(subcommand)]
+    Scep(ScepCommand),
     /// Print certd's manual page (roff; `man -l -` reads it), or with --out write certd.1,
     /// one page per subcommand and certd.toml.5 into a folder (scripts/install puts them
     /// under $PREFIX/share/man).
@@ -58,6 +61,44 @@ enum ConfigCommand {
     /// Validate a configuration file (errors as FILE:LINE:COLUMN) and the secret files it
     /// names (regular files, readable by their owner only).
     Check { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+enum ScepCommand {
+    /// Enroll once by hand with a `[[scep]]` server: a new RSA key and a certificate for
+    /// CN (and --dns names), written only when the server issued it. With --renew-cert and
+    /// --renew-key, a RenewalReq signed with the current certificate where the server offers
+    /// renewal. Exit codes: 0 issued, 1 the server refused or could not be used (the cause
+    /// in words, e.g. its failInfo), 2 configuration or file error.
+    Enroll {
+        /// The configuration file (TOML) holding the `[[scep]]` block.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The `[[scep]]` block's name.
+        #[arg(long, value_name = "NAME")]
+        server: String,
+        /// The subject's common name.
+        #[arg(long, value_name = "CN")]
+        cn: String,
+        /// A DNS name for the subjectAltName (repeatable).
+        #[arg(long, value_name = "NAME")]
+        dns: Vec<String>,
+        /// Where the new key goes (PEM, 0600).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Where the certificate goes (PEM, then the chain the server sent).
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// The current certificate (PEM), to renew.
+        #[arg(long, value_name = "FILE", requires = "renew_key")]
+        renew_cert: Option<PathBuf>,
+        /// The current certificate's key (PEM), to renew.
+        #[arg(long, value_name = "FILE", requires = "renew_cert")]
+        renew_key: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -84,6 +125,80 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { file }) => config_check(&file),
         Command::Run { config, log_format } => run(config, log_format),
         Command::Man { out } => man(out.as_deref()),
+        Command::Scep(ScepCommand::Enroll {
+            config,
+            server,
+            cn,
+            dns,
+            key,
+            cert,
+            renew_cert,
+            renew_key,
+            json,
+        }) => {
+            let request = certctl_daemon::scep::admin::EnrollRequest {
+                cn,
+                dns,
+                key_out: key,
+                cert_out: cert,
+                renew: renew_cert.zip(renew_key),
+            };
+            scep_enroll(&config, &server, &request, json)
+        }
+    }
+}
+
+/// `certd scep enroll`.
+fn scep_enroll(
+    file: &Path,
+    server: &str,
+    request: &certctl_daemon::scep::admin::EnrollRequest,
+    json: bool,
+) -> ExitCode {
+    use certctl_daemon::scep::admin::{enroll, AdminError};
+    let c = match config::load(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(block) = c.scep.iter().find(|s| s.name == server) else {
+        eprintln!(
+            "certd: {} has no [[scep]] block named `{server}`",
+            file.display()
+        );
+        return ExitCode::from(2);
+    };
+    match enroll(block, request) {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                println!(
+                    "issued by `{}` ({}): {} serial {}, valid until {}\n  certificate {}\n  key {}",
+                    report.server,
+                    report.request,
+                    report.subject,
+                    report.serial,
+                    report.not_after,
+                    report.cert.display(),
+                    report.key.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ (AdminError::Scep(_) | AdminError::Pending { .. })) => {
+            eprintln!("certd: {e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("certd: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
