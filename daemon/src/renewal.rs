@@ -1302,6 +1302,30 @@ mod tests {
     }
 
     #[test]
+    fn agents_ephemeral_credentials_are_never_renewed_and_fractions_follow_the_lifetime() {
+        use certctl_store::Role;
+        let set = crate::policy::parse_files(&[(
+            PathBuf::from("p.toml"),
+            "[[policy]]\nname = \"all\"\nroles = [\"agent\", \"gateway\"]\nremind = []\nwarn = \"1d\"\ncritical = \"1h\"\nrecipients = [\"a@example.com\"]\nrenew = \"auto\"\n".into(),
+        )])
+        .unwrap();
+        let policy = &set.policies[0];
+        let none = BTreeMap::new();
+        let ephemeral = crate::policy::tests::cert("agent-1", Role::Agent, 0, 8 * 3600);
+        let e = explain(&ephemeral, policy, None, &none);
+        assert!(e.never.as_deref().unwrap().contains("ephemeral"), "{e:?}");
+        assert!(e.method.is_none());
+        assert!(e.text.contains("never renews"), "{}", e.text);
+        // 90 days, renew_before 1/3 (the default): due 30 days (+ jitter) before expiry.
+        let gw = crate::policy::tests::cert("gw", Role::Gateway, 0, 90 * 86_400);
+        let t = timing(policy, &gw);
+        assert_eq!(t.renew_before, "1/3");
+        assert_eq!(t.renew_before_secs, 30 * 86_400);
+        assert_eq!(t.due_at, 60 * 86_400 + t.jitter_secs);
+        assert!(t.jitter_secs < 3 * 86_400);
+    }
+
+    #[test]
     fn backoff_doubles_between_bounds() {
         let c = RenewalConfig::default();
         assert_eq!(backoff_secs(&c, 1), 600);
