@@ -1210,6 +1210,25 @@ pub fn reminder_notes(store: &Store) -> Result<BTreeMap<Fingerprint, String>, St
     Ok(out)
 }
 
+/// For a certificate whose policy says `renew = "auto"` but that neither a managed CA nor a
+/// `[[scep]]` server can renew: the reminder's note saying a person must act (known without
+/// a renewal pass having run). `None` otherwise.
+pub fn nobody_can_renew(
+    store: &Store,
+    cert: &Certificate,
+    policy: &Policy,
+) -> Result<Option<String>, RenewalError> {
+    if policy.renew != RenewMode::Auto || policy.scep.is_some() || never_renewed(cert).is_some() {
+        return Ok(None);
+    }
+    if ca::managed_issuer(store, cert)?.is_some() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "automatic renewal is on (renew = \"auto\"), but a person must act: {MANUAL_WHY}"
+    )))
+}
+
 /// The renewal series of `/metrics` and `certctl metrics` (kept in the store, so they
 /// survive restarts and are the same with and without certd):
 /// `certctl_renewals_total{method,outcome}` (automatic renewals that ended so; a counter)

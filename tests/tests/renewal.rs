@@ -720,6 +720,48 @@ mod failures {
     }
 
     #[test]
+    fn a_certificate_no_managed_ca_issued_gets_a_reminder_saying_a_person_must_act() {
+        let env_dir = tempfile::tempdir().unwrap();
+        let smtp = SmtpServer::start(env_dir.path(), None);
+        let site = Site::new(AUTO_20D, &smtp_toml(&smtp));
+        // From an outside CA (a public one, AD CS without SCEP): certctl cannot renew it.
+        let f = CertFactory::new();
+        let outside = f.leaf(CertSpec::leaf("outside.example.com").expires_in_days(5));
+        let file = site.deploy.join("outside.pem");
+        files::pem(&file, &[&outside]);
+        site.env
+            .certctl(&["scan", s(&file), "--role", "gateway"])
+            .success();
+        // No renewal pass ran: the reminder says so anyway.
+        site.env
+            .cmd()
+            .args(["remind", "--now", "--config", s(&site.config)])
+            .run()
+            .success();
+        let mails = smtp.wait_for_messages(1, Duration::from_secs(30));
+        let text = &mails[0].text;
+        assert!(
+            text.contains("a person must act") && text.contains("run certctl regenerate --csr"),
+            "{text}"
+        );
+        let r = site
+            .env
+            .cmd()
+            .args([
+                "renew",
+                "--due",
+                "--dry-run",
+                "--json",
+                "--config",
+                s(&site.config),
+            ])
+            .run();
+        r.success();
+        assert_eq!(r.json()["due"][0]["method"], "manual", "{r}");
+        assert_eq!(r.json()["due"][0]["state"], "manual", "{r}");
+    }
+
+    #[test]
     fn an_encrypted_ca_without_a_passphrase_file_falls_back_to_a_reminder_that_says_why() {
         let env_dir = tempfile::tempdir().unwrap();
         let smtp = SmtpServer::start(env_dir.path(), None);
