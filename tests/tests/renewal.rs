@@ -310,6 +310,35 @@ mod by_certd {
     }
 
     #[test]
+    fn certd_renews_on_its_own_renewal_schedule() {
+        // The wall clock (no CERTCTL_NOW): renew_before longer than the 30-day lifetime makes
+        // the certificate due at once. It enters the store after certd's start-up pass, so
+        // only the schedule (every 2 seconds) can renew it.
+        let site = Site::new(
+            "renew = \"auto\"\nrenew_before = \"800h\"",
+            "[renewal]\nschedule = \"*/2 * * * * *\"\n",
+        );
+        let certd = Certd::start(&site.env, &site.config);
+        // Issued and scanned through certd after its start-up pass.
+        let old = site.deployed("cron.example.com");
+        let wf = wait_for(
+            Duration::from_secs(60),
+            || format!("a scheduled renewal; log:\n{}", certd.log()),
+            || {
+                site.workflows()
+                    .into_iter()
+                    .find(|w| w["old_fingerprint"] == old.as_str() && w["step"] == "done")
+            },
+        );
+        certd.stop_ok();
+        assert_eq!(
+            file_fingerprint(&site.cert("cron.example.com")),
+            wf["new_fingerprint"].as_str().unwrap()
+        );
+        site.verify(&site.cert("cron.example.com"), 0);
+    }
+
+    #[test]
     fn killed_at_every_step_of_an_automatic_renewal_exactly_one_new_certificate() {
         let site = Site::new(AUTO_20D, &target(Path::new("/nonexistent"), &["true"]));
         let later = rfc3339(now() + 25 * DAY);
