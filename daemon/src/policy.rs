@@ -1057,7 +1057,7 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use certctl_store::{CertificateFacts, Sha256, SubjectAltNames};
 

@@ -510,6 +510,11 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
         let expired = cert.facts.not_after <= now;
         let fp = cert.fingerprint();
         let sent = store.sent_reminders(&fp)?;
+        let manual = match renewal_notes.get(&fp) {
+            Some(note) => Some(note.clone()),
+            None => crate::renewal::nobody_can_renew(store, cert, policy)
+                .map_err(|e| StoreError::Io(e.to_string()))?,
+        };
         for recipient in &policy.recipients {
             if told(&sent, recipient, threshold) {
                 continue;
@@ -537,7 +542,7 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
                     policy: policy.name.clone(),
                     note: match (&renewal, policy.renewal_stalled_days(cert, now)) {
                         _ if stall.is_some() => stall.cloned(),
-                        _ if renewal_notes.contains_key(&fp) => renewal_notes.get(&fp).cloned(),
+                        _ if manual.is_some() => manual.clone(),
                         (Some(policy::Renewal::NotReloaded { by, endpoints }), _) => Some(format!(
                             "renewed on disk ({}), still served by {}: reload the service",
                             &by.to_hex()[..16],

@@ -1235,6 +1235,25 @@ pub fn reminder_notes(store: &Store) -> Result<BTreeMap<Fingerprint, String>, St
     Ok(out)
 }
 
+/// For a certificate whose policy says `renew = "auto"` but that neither a managed CA nor a
+/// `[[scep]]` server can renew: the reminder's note saying a person must act (known without
+/// a renewal pass having run). `None` otherwise.
+pub fn nobody_can_renew(
+    store: &Store,
+    cert: &Certificate,
+    policy: &Policy,
+) -> Result<Option<String>, RenewalError> {
+    if policy.renew != RenewMode::Auto || policy.scep.is_some() || never_renewed(cert).is_some() {
+        return Ok(None);
+    }
+    if ca::managed_issuer(store, cert)?.is_some() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "automatic renewal is on (renew = \"auto\"), but a person must act: {MANUAL_WHY}"
+    )))
+}
+
 /// The renewal series of `/metrics` and `certctl metrics` (kept in the store, so they
 /// survive restarts and are the same with and without certd):
 /// `certctl_renewals_total{method,outcome}` (automatic renewals that ended so; a counter)
@@ -1324,6 +1343,30 @@ mod tests {
         let req = openssl::x509::X509Req::from_pem(pem.as_bytes()).unwrap();
         assert!(req.public_key().unwrap().rsa().is_ok());
         assert!(req.verify(&req.public_key().unwrap()).unwrap());
+    }
+
+    #[test]
+    fn agents_ephemeral_credentials_are_never_renewed_and_fractions_follow_the_lifetime() {
+        use certctl_store::Role;
+        let set = crate::policy::parse_files(&[(
+            PathBuf::from("p.toml"),
+            "[[policy]]\nname = \"all\"\nroles = [\"agent\", \"gateway\"]\nremind = []\nwarn = \"1d\"\ncritical = \"1h\"\nrecipients = [\"a@example.com\"]\nrenew = \"auto\"\n".into(),
+        )])
+        .unwrap();
+        let policy = &set.policies[0];
+        let none = BTreeMap::new();
+        let ephemeral = crate::policy::tests::cert("agent-1", Role::Agent, 0, 8 * 3600);
+        let e = explain(&ephemeral, policy, None, &none);
+        assert!(e.never.as_deref().unwrap().contains("ephemeral"), "{e:?}");
+        assert!(e.method.is_none());
+        assert!(e.text.contains("never renews"), "{}", e.text);
+        // 90 days, renew_before 1/3 (the default): due 30 days (+ jitter) before expiry.
+        let gw = crate::policy::tests::cert("gw", Role::Gateway, 0, 90 * 86_400);
+        let t = timing(policy, &gw);
+        assert_eq!(t.renew_before, "1/3");
+        assert_eq!(t.renew_before_secs, 30 * 86_400);
+        assert_eq!(t.due_at, 60 * 86_400 + t.jitter_secs);
+        assert!(t.jitter_secs < 3 * 86_400);
     }
 
     #[test]

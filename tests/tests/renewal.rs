@@ -310,6 +310,35 @@ mod by_certd {
     }
 
     #[test]
+    fn certd_renews_on_its_own_renewal_schedule() {
+        // The wall clock (no CERTCTL_NOW): renew_before longer than the 30-day lifetime makes
+        // the certificate due at once. It enters the store after certd's start-up pass, so
+        // only the schedule (every 2 seconds) can renew it.
+        let site = Site::new(
+            "renew = \"auto\"\nrenew_before = \"800h\"",
+            "[renewal]\nschedule = \"*/2 * * * * *\"\n",
+        );
+        let certd = Certd::start(&site.env, &site.config);
+        // Issued and scanned through certd after its start-up pass.
+        let old = site.deployed("cron.example.com");
+        let wf = wait_for(
+            Duration::from_secs(60),
+            || format!("a scheduled renewal; log:\n{}", certd.log()),
+            || {
+                site.workflows()
+                    .into_iter()
+                    .find(|w| w["old_fingerprint"] == old.as_str() && w["step"] == "done")
+            },
+        );
+        certd.stop_ok();
+        assert_eq!(
+            file_fingerprint(&site.cert("cron.example.com")),
+            wf["new_fingerprint"].as_str().unwrap()
+        );
+        site.verify(&site.cert("cron.example.com"), 0);
+    }
+
+    #[test]
     fn killed_at_every_step_of_an_automatic_renewal_exactly_one_new_certificate() {
         let site = Site::new(AUTO_20D, &target(Path::new("/nonexistent"), &["true"]));
         let later = rfc3339(now() + 25 * DAY);
@@ -717,6 +746,48 @@ mod failures {
             .stdout_has("certctl_renewals_total{method=\"managed-ca\",outcome=\"success\"} 1")
             .stdout_has("certctl_renewal_failing{method=\"managed-ca\"} 0");
         at(10, &["check", "--warn", "2d", "--critical", "1d"]).success();
+    }
+
+    #[test]
+    fn a_certificate_no_managed_ca_issued_gets_a_reminder_saying_a_person_must_act() {
+        let env_dir = tempfile::tempdir().unwrap();
+        let smtp = SmtpServer::start(env_dir.path(), None);
+        let site = Site::new(AUTO_20D, &smtp_toml(&smtp));
+        // From an outside CA (a public one, AD CS without SCEP): certctl cannot renew it.
+        let f = CertFactory::new();
+        let outside = f.leaf(CertSpec::leaf("outside.example.com").expires_in_days(5));
+        let file = site.deploy.join("outside.pem");
+        files::pem(&file, &[&outside]);
+        site.env
+            .certctl(&["scan", s(&file), "--role", "gateway"])
+            .success();
+        // No renewal pass ran: the reminder says so anyway.
+        site.env
+            .cmd()
+            .args(["remind", "--now", "--config", s(&site.config)])
+            .run()
+            .success();
+        let mails = smtp.wait_for_messages(1, Duration::from_secs(30));
+        let text = &mails[0].text;
+        assert!(
+            text.contains("a person must act") && text.contains("run certctl regenerate --csr"),
+            "{text}"
+        );
+        let r = site
+            .env
+            .cmd()
+            .args([
+                "renew",
+                "--due",
+                "--dry-run",
+                "--json",
+                "--config",
+                s(&site.config),
+            ])
+            .run();
+        r.success();
+        assert_eq!(r.json()["due"][0]["method"], "manual", "{r}");
+        assert_eq!(r.json()["due"][0]["state"], "manual", "{r}");
     }
 
     #[test]
