@@ -556,6 +556,10 @@ pub fn due(
     config: &Config,
     now: UnixTime,
 ) -> Result<Vec<DueRenewal>, RenewalError> {
+    // The default (`renew = "remind"` everywhere) costs nothing: no record is read.
+    if !policies.policies.iter().any(|p| p.renew == RenewMode::Auto) {
+        return Ok(Vec::new());
+    }
     let open = open_workflows(store)?;
     let done = renewed(store)?;
     let mut out = Vec::new();
