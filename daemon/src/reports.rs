@@ -852,9 +852,9 @@ pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<Str
     let _ = writeln!(out, "# TYPE certctl_certificate_not_after_seconds gauge");
     let mut by_status: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut agents: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-    let mut pending = agents::PendingCounter::new(store)?;
-    // The counts by role and status come from the store's counts; the per-certificate
-    // series and the pending agents from the present certificates only.
+    // The counts by role and status come from the store's counts, the pending agents from
+    // the agent index; only the certificates that get series of their own are read
+    // (present non-agent ones, and with `per_agent` the agents' too).
     let counts = store.counts(now, EXPIRING_SECS)?;
     for (class, n) in &counts.status {
         for status in [
@@ -878,9 +878,8 @@ pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<Str
         }
     }
     let mut present = Vec::new();
-    for fp in store.present_fingerprints(true)? {
+    for fp in store.present_fingerprints(per_agent)? {
         let Some(c) = store.get(&fp)? else { continue };
-        pending.observe(&c);
         if c.role != Role::Agent || per_agent {
             present.push(c);
         }
@@ -986,7 +985,7 @@ pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<Str
             label(endpoint)
         );
     }
-    let pending = pending.count();
+    let pending = agents::pending_count(store)?;
     let blocked = store
         .agent_decisions()?
         .iter()

@@ -162,6 +162,15 @@ impl Store {
             .map(|kv| decode(&kv?.1, "agent credential"))
             .collect()
     }
+
+    /// [`Store::live_agent_credentials`] one entry at a time, without holding them all.
+    pub fn live_agent_credentials_iter(
+        &self,
+    ) -> impl Iterator<Item = Result<AgentCredential>> + '_ {
+        self.tree()
+            .scan_prefix([keys::AGENT_INDEX, LIVE])
+            .map(|kv| decode(&kv?.1, "agent credential"))
+    }
 }
 
 #[cfg(test)]
