@@ -1014,15 +1014,34 @@ pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<Str
     }
     crl_series(store, &mut out)?;
     probe_series(store, &mut out)?;
-    let _ = writeln!(out, "# HELP certctl_source_read_errors Scanned files whose last read failed (their certificates are not seen).");
-    let _ = writeln!(out, "# TYPE certctl_source_read_errors gauge");
-    let _ = writeln!(
-        out,
-        "certctl_source_read_errors {}",
-        store.failed_files()?.len()
-    );
+    source_read_error_series(store, &mut out)?;
     out.push_str(&crate::metrics_http::smtp_counter_series(store)?);
     Ok(out)
+}
+
+/// Scanned files whose last read failed: the unlabelled series is the total (released
+/// before the per-source series), then one series per source folder (the folder holding
+/// the files) that has any.
+fn source_read_error_series(store: &Store, out: &mut String) -> Result<(), ReportError> {
+    use std::fmt::Write as _;
+    let failed = store.failed_files()?;
+    let mut by_source: BTreeMap<&str, u64> = BTreeMap::new();
+    for (path, _) in &failed {
+        let source = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let source = if source.is_empty() { "/" } else { source };
+        *by_source.entry(source).or_default() += 1;
+    }
+    let _ = writeln!(out, "# HELP certctl_source_read_errors Scanned files whose last read failed (their certificates are not seen): without labels the total, with `source` per source folder.");
+    let _ = writeln!(out, "# TYPE certctl_source_read_errors gauge");
+    let _ = writeln!(out, "certctl_source_read_errors {}", failed.len());
+    for (source, n) in &by_source {
+        let _ = writeln!(
+            out,
+            "certctl_source_read_errors{{source=\"{}\"}} {n}",
+            label(source)
+        );
+    }
+    Ok(())
 }
 
 /// Each endpoint's last probe, as blackbox_exporter names it: whether it got the chain
