@@ -1072,7 +1072,35 @@ fn probe_series(store: &Store, out: &mut String) -> Result<(), ReportError> {
             );
         }
     }
+    let _ = writeln!(out, "# HELP certctl_probe_duration_seconds How long the last probe of an endpoint took (connect and handshake, or until it failed).");
+    let _ = writeln!(out, "# TYPE certctl_probe_duration_seconds gauge");
+    for e in &endpoints {
+        // A probe recorded before schema 4 has no duration: no sample.
+        if let (Some(_), Some(us)) = (e.last_probe, e.last_probe_duration_us) {
+            let _ = writeln!(
+                out,
+                "certctl_probe_duration_seconds{{endpoint=\"{}\"}} {}",
+                label(&e.address),
+                Seconds(us)
+            );
+        }
+    }
     Ok(())
+}
+
+/// Microseconds written as Prometheus seconds (`0.001234`), exact, without float noise.
+struct Seconds(u64);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (whole, micros) = (self.0 / 1_000_000, self.0 % 1_000_000);
+        if micros == 0 {
+            write!(f, "{whole}")
+        } else {
+            let frac = format!("{micros:06}");
+            write!(f, "{whole}.{}", frac.trim_end_matches('0'))
+        }
+    }
 }
 
 /// The managed CAs' CRLs: when each expires, and whether its published files are behind

@@ -500,7 +500,7 @@ impl<'s> Ingest<'s> {
             }
         }
         for endpoint in self.endpoints.drain(..) {
-            let value = encode(&endpoint)?;
+            let value = crate::endpoints::encode_endpoint(&endpoint)?;
             size(endpoint.address.len() + 1, &value);
             batch.insert(keys::endpoint_key(&endpoint.address), value);
         }

@@ -25,7 +25,9 @@ use crate::model::{Certificate, Fingerprint, Role, Sha256, UnixTime};
 /// - 3: counts kept on every commit (`U` keys, see `counts`) and the agent index (`Y` keys,
 ///   see `agent_index`), both built when an older store is opened; retention may remove
 ///   records (`retention`).
-pub const SCHEMA_VERSION: u32 = 3;
+/// - 4: endpoint records in format 2, with the last probe's duration (see `endpoints`);
+///   a schema-3 store's endpoint records are rewritten when it is opened.
+pub const SCHEMA_VERSION: u32 = 4;
 /// The page cache [`Store::open`] asks for: large, because bulk scans of a few hundred
 /// thousand certificates thrash a smaller one.
 pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
@@ -182,9 +184,19 @@ impl Store {
             } else {
                 0
             };
-            let counted = crate::counts::rebuild(&self.tree)?;
+            // Counts exist from schema 3 on; rebuilding them reads every record.
+            let counted = if found < 3 {
+                crate::counts::rebuild(&self.tree)?
+            } else {
+                0
+            };
             let agents = if found < 3 {
                 crate::agent_index::build(&self.tree)?
+            } else {
+                0
+            };
+            let endpoints = if found < 4 {
+                migrate::upgrade_endpoints(&self.tree)?
             } else {
                 0
             };
@@ -195,6 +207,7 @@ impl Store {
                 records = rewritten,
                 counted,
                 agent_credentials = agents,
+                endpoints,
                 "upgraded the store"
             );
             self.db.flush()?;
@@ -601,7 +614,7 @@ impl Store {
     /// The remembered state of the TLS endpoint `host:port`.
     pub fn endpoint(&self, address: &str) -> Result<Option<Endpoint>> {
         match self.tree.get(keys::endpoint_key(address))? {
-            Some(v) => Ok(Some(decode(&v, "endpoint")?)),
+            Some(v) => Ok(Some(crate::endpoints::decode_endpoint(&v)?)),
             None => Ok(None),
         }
     }
@@ -610,7 +623,7 @@ impl Store {
     pub fn endpoints(&self) -> Result<Vec<Endpoint>> {
         self.tree
             .scan_prefix([keys::ENDPOINT])
-            .map(|kv| decode(&kv?.1, "endpoint"))
+            .map(|kv| crate::endpoints::decode_endpoint(&kv?.1))
             .collect()
     }
 
