@@ -236,6 +236,48 @@ impl Session {
         Ok(())
     }
 
+    /// `list` as a table or CSV: the certificates handed to `each` batch by batch as they
+    /// are read. Through certd they are streamed ([`Request::ListLines`]); a certd that does
+    /// not know the request yet gets the plain list (one batch).
+    fn list_batches(
+        &self,
+        filter: ListFilter,
+        mut each: impl FnMut(Vec<Certificate>) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let answer = match self {
+            Session::Direct(store) => {
+                query::list_batches(store, &filter, now(), |batch| {
+                    each(batch).map_err(anyhow::Error::from)
+                })?;
+                Response::Stream
+            }
+            Session::Daemon(path) => {
+                let client = Client::connect(path)
+                    .with_context(|| format!("certd stopped answering on {}", path.display()))?;
+                let request = Request::ListLines {
+                    filter: filter.clone(),
+                };
+                let mut lines = certctl_daemon::api::CertificateLines::new(&mut each);
+                match client.call_streaming(&request, QUERY_TIMEOUT, &mut lines)? {
+                    Response::Error {
+                        kind: api::ErrorKind::Invalid,
+                        ..
+                    } => {
+                        let certs = self.certificates(Request::List { filter })?;
+                        each(certs)?;
+                        Response::Stream
+                    }
+                    other => other,
+                }
+            }
+        };
+        match answer {
+            Response::Stream => Ok(()),
+            Response::Error { message, .. } => bail!("{message}"),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     fn certificates(&self, request: Request) -> Result<Vec<Certificate>> {
         match self.call(request, QUERY_TIMEOUT)? {
             Response::Certificates { certificates } => Ok(certificates),
@@ -392,8 +434,38 @@ fn list(session: &Session, a: ListArgs) -> Result<Exit> {
         session.list_json(filter, t)?;
         return Ok(Exit::Success);
     }
-    let certs = session.certificates(Request::List { filter })?;
+    if !a.output.csv && std::io::stdout().is_terminal() {
+        return list_table_as_read(session, filter, t);
+    }
+    let mut certs = Vec::new();
+    session.list_batches(filter, |batch| {
+        certs.extend(batch);
+        Ok(())
+    })?;
     print_certificates(&certs, t, a.output.json, a.output.csv)?;
+    Ok(Exit::Success)
+}
+
+/// `list` on a terminal: each batch of rows is printed as it is read (the first screen
+/// at once), its columns aligned with the rows above or wider. Elsewhere (a pipe, a file)
+/// the table is printed whole, aligned as one.
+fn list_table_as_read(session: &Session, filter: ListFilter, t: UnixTime) -> Result<Exit> {
+    let stdout = std::io::stdout();
+    let mut widths = Vec::new();
+    let mut count = 0usize;
+    session.list_batches(filter, |batch| {
+        let mut out = stdout.lock();
+        let block = certificate_table(&batch, t).render_block(&mut widths, count == 0);
+        out.write_all(block.as_bytes())?;
+        count += batch.len();
+        out.flush()
+    })?;
+    let mut out = stdout.lock();
+    if count == 0 {
+        write!(out, "{}", certificate_table(&[], t).render())?;
+    }
+    writeln!(out, "{count} certificates")?;
+    out.flush()?;
     Ok(Exit::Success)
 }
 

@@ -46,6 +46,6 @@ pub use ingest::{Ingest, Lookup, Observed};
 pub use model::*;
 pub use reminders::{DeliveryOutcome, DeliveryState, SentReminder, SmtpState, Snooze};
 pub use retention::{PruneCursor, PruneReport, PrunedRenewals, RetentionPolicy, RetentionState};
-pub use store::{Store, DEFAULT_CACHE_BYTES, SCHEMA_VERSION};
+pub use store::{ExpiryHit, Store, DEFAULT_CACHE_BYTES, SCHEMA_VERSION};
 pub use verify::Verification;
 pub use workflows::{CachedCrl, ManagedCa, ReloadHook, Workflow, WorkflowStep};

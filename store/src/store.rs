@@ -37,6 +37,14 @@ const LOCK_RETRIES: u32 = 20;
 /// (certificate records have their own format byte, see `migrate`).
 const RECORD_V1: u8 = 1;
 
+/// One hit of the expiry index: a certificate's notAfter and the first eight bytes of its
+/// fingerprint (see [`Store::expiry_hits`]). Ordered by notAfter, then prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExpiryHit {
+    pub not_after: UnixTime,
+    pub prefix: [u8; 8],
+}
+
 /// The certificate inventory on disk.
 ///
 /// Cloning is cheap; clones share the same database. Only one process can open a store.
@@ -514,6 +522,88 @@ impl Store {
                 && c.facts.not_after < before
                 && role.is_none_or(|r| c.role == r)
         });
+        out.sort_by_key(|c| (c.facts.not_after, c.facts.fingerprint));
+        Ok(out)
+    }
+
+    /// The expiry index's hits with `from <= not_after < before` (optionally of one role)
+    /// as `(not_after, fingerprint prefix)`, sorted and each once: what
+    /// [`Store::expiring_between`] reads records for, without reading any. A long list
+    /// reads its records a slice at a time ([`Store::records_of_hits`]), in order.
+    pub fn expiry_hits(
+        &self,
+        from: UnixTime,
+        before: UnixTime,
+        role: Option<Role>,
+    ) -> Result<Vec<ExpiryHit>> {
+        if before <= from {
+            return Ok(Vec::new());
+        }
+        let (first, last) = (keys::expiry_week(from), keys::expiry_week(before - 1));
+        let (start, end) = match role {
+            None => (
+                keys::bucket_prefix(Index::Expiry, &keys::expiry_bucket(first)),
+                keys::prefix_end(&keys::bucket_prefix(
+                    Index::Expiry,
+                    &keys::expiry_bucket(last),
+                )),
+            ),
+            Some(r) => (
+                keys::bucket_prefix(
+                    Index::RoleExpiry,
+                    &keys::role_expiry_bucket(r.code(), first),
+                ),
+                keys::prefix_end(&keys::bucket_prefix(
+                    Index::RoleExpiry,
+                    &keys::role_expiry_bucket(r.code(), last),
+                )),
+            ),
+        };
+        let mut hits = Vec::new();
+        for kv in self.tree.range(start..end) {
+            let (_, v) = kv?;
+            for p in decode_postings(&v)? {
+                if p.key >= from && p.key < before {
+                    hits.push(ExpiryHit {
+                        not_after: p.key,
+                        prefix: p.fp,
+                    });
+                }
+            }
+        }
+        hits.sort_unstable();
+        hits.dedup();
+        Ok(hits)
+    }
+
+    /// The certificates of a sorted slice of [`Store::expiry_hits`] (optionally of one
+    /// role), sorted by not_after then fingerprint. A certificate is returned only for the
+    /// hit it matches (its not_after and prefix), so consecutive slices give every
+    /// certificate once and in order.
+    pub fn records_of_hits(
+        &self,
+        hits: &[ExpiryHit],
+        role: Option<Role>,
+    ) -> Result<Vec<Certificate>> {
+        let mut out = Vec::with_capacity(hits.len());
+        let mut prefixes: Vec<FpPrefix> = hits.iter().map(|h| h.prefix).collect();
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        for prefix in prefixes {
+            let mut key = [0u8; 9];
+            key[0] = keys::CERT;
+            key[1..].copy_from_slice(&prefix);
+            for kv in self.tree.scan_prefix(key) {
+                let cert = self.read_record(&kv?.1)?;
+                let hit = ExpiryHit {
+                    not_after: cert.facts.not_after,
+                    prefix,
+                };
+                if hits.binary_search(&hit).is_ok() && role.is_none_or(|r| cert.role == r) {
+                    out.push(cert);
+                }
+            }
+        }
         out.sort_by_key(|c| (c.facts.not_after, c.facts.fingerprint));
         Ok(out)
     }
