@@ -498,6 +498,7 @@ impl<'s> Ingest<'s> {
                 }
                 None => batch.remove(keys::dir_seen_key(&dir)),
             }
+            crate::failed_files::update(&mut batch, &dir, &files)?;
         }
         for endpoint in self.endpoints.drain(..) {
             let value = crate::endpoints::encode_endpoint(&endpoint)?;

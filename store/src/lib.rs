@@ -20,6 +20,7 @@ mod backup;
 mod counts;
 mod endpoints;
 mod error;
+mod failed_files;
 mod files;
 mod fleet;
 mod ingest;

@@ -25,8 +25,9 @@ use crate::model::{Certificate, Fingerprint, Role, Sha256, UnixTime};
 /// - 3: counts kept on every commit (`U` keys, see `counts`) and the agent index (`Y` keys,
 ///   see `agent_index`), both built when an older store is opened; retention may remove
 ///   records (`retention`).
-/// - 4: endpoint records in format 2, with the last probe's duration (see `endpoints`);
-///   a schema-3 store's endpoint records are rewritten when it is opened.
+/// - 4: endpoint records in format 2, with the last probe's duration (see `endpoints`),
+///   and the failed files per directory (`B` keys, see `failed_files`); a schema-3
+///   store's endpoint records are rewritten and its failed files indexed when it is opened.
 pub const SCHEMA_VERSION: u32 = 4;
 /// The page cache [`Store::open`] asks for: large, because bulk scans of a few hundred
 /// thousand certificates thrash a smaller one.
@@ -203,10 +204,13 @@ impl Store {
             } else {
                 0
             };
-            let endpoints = if found < 4 {
-                migrate::upgrade_endpoints(&self.tree)?
+            let (endpoints, failed_files) = if found < 4 {
+                (
+                    migrate::upgrade_endpoints(&self.tree)?,
+                    crate::failed_files::build(&self.tree)?,
+                )
             } else {
-                0
+                (0, 0)
             };
             tracing::info!(
                 store = %self.path.display(),
@@ -216,6 +220,7 @@ impl Store {
                 counted,
                 agent_credentials = agents,
                 endpoints,
+                failed_files,
                 "upgraded the store"
             );
             self.db.flush()?;
@@ -755,25 +760,6 @@ impl Store {
             .map(|f| (f.name.as_str(), f.last_seen))
             .collect();
         Ok(names.into_iter().map(|n| times.get(n).copied()).collect())
-    }
-
-    /// Every scanned file whose last read failed (unreadable, damaged, a PFX without its
-    /// password, ...) and is not gone: `(path, cause)`, sorted by path.
-    pub fn failed_files(&self) -> Result<Vec<(String, String)>> {
-        let mut out = Vec::new();
-        for kv in self.tree.scan_prefix([keys::FILES]) {
-            let (k, v) = kv?;
-            let Some(dir) = keys::dir_of_key(&k) else {
-                continue;
-            };
-            for f in decode::<Vec<FileState>>(&v, "file state")? {
-                if let Some(crate::files::FileProblem::Failed(cause)) = f.problem {
-                    out.push((format!("{}/{}", dir.trim_end_matches('/'), f.name), cause));
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
     }
 
     /// Directories at or below `root` that have remembered file states.

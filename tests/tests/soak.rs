@@ -300,7 +300,14 @@ fn run(opts: &Options) -> Vec<DayRow> {
             let (list_first_line, _, _) = time_lines(
                 &env,
                 &certctl,
-                &["--store", &store_arg, "list", "--expiring-within", "30d", "--json"],
+                &[
+                    "--store",
+                    &store_arg,
+                    "list",
+                    "--expiring-within",
+                    "30d",
+                    "--json",
+                ],
                 50,
             );
             let script = Path::new("/usr/bin/script");
@@ -505,4 +512,33 @@ fn soak_benchmark() {
         rfc3339(now())
     );
     run(&opts);
+}
+
+/// Not a test: writes (or renews, `SOAK_ROUND` > 0) a fleet of `SOAK_AGENTS` agent files in
+/// `SOAK_FLEET_DIR`, as a round of the benchmark does, for measuring one scan by hand
+/// (e.g. certd's memory during a scan of 200,000 files).
+#[test]
+#[ignore = "a tool for measurements by hand"]
+fn write_a_fleet() {
+    let Some(dir) = std::env::var_os("SOAK_FLEET_DIR") else {
+        eprintln!("SOAK_FLEET_DIR is not set");
+        return;
+    };
+    let number = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.replace(['_', ','], "").parse().ok())
+            .unwrap_or(default)
+    };
+    let agents = number("SOAK_AGENTS", 200_000);
+    let round = number("SOAK_ROUND", 0) as u64;
+    let t0 = now() - now().rem_euclid(HOUR);
+    let issuing = issuing(t0);
+    renew_agents(
+        Path::new(&dir),
+        &issuing,
+        agents,
+        round,
+        t0 + round as i64 * ROUND,
+    );
 }
