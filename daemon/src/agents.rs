@@ -311,6 +311,11 @@ impl RegistrationIndex {
         )
     }
 
+    /// No registration at all: every agent is unregistered.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty() && self.fingerprints.is_empty() && self.spkis.is_empty()
+    }
+
     /// [`RegistrationIndex::unregistered_reason`] from what the agent index holds.
     pub fn unregistered_reason_of(
         &self,
@@ -427,25 +432,37 @@ pub fn pending_count(store: &Store) -> Result<usize, StoreError> {
         .map(|d| d.agent.to_lowercase())
         .collect();
     // The live entries come sorted by lowercase agent name: an agent's credentials are
-    // consecutive, so counting name changes counts agents without holding them.
+    // consecutive, so counting name changes counts agents without holding them. Without
+    // registrations every live credential is unregistered: the keys alone answer.
     let mut count = 0;
-    let mut last_counted: Option<String> = None;
-    for credential in store.live_agent_credentials_iter() {
-        let credential = credential?;
-        let key = credential.agent.to_lowercase();
-        if last_counted.as_deref() == Some(key.as_str()) || decided.contains(&key) {
+    let mut last_counted: Vec<u8> = Vec::new();
+    let mut counted_any = false;
+    for entry in store.live_agent_entries() {
+        let entry = entry?;
+        let agent = entry.agent_lowercase();
+        if counted_any && last_counted == agent {
             continue;
         }
-        if index
-            .unregistered_reason_of(
-                &credential.agent,
-                &credential.fingerprint,
-                &credential.spki_sha256,
-            )
-            .is_some()
-        {
+        if !decided.is_empty() && decided.contains(String::from_utf8_lossy(agent).as_ref()) {
+            continue;
+        }
+        let pending = if index.is_empty() {
+            true
+        } else {
+            let credential = entry.credential()?;
+            index
+                .unregistered_reason_of(
+                    &credential.agent,
+                    &credential.fingerprint,
+                    &credential.spki_sha256,
+                )
+                .is_some()
+        };
+        if pending {
             count += 1;
-            last_counted = Some(key);
+            last_counted.clear();
+            last_counted.extend_from_slice(agent);
+            counted_any = true;
         }
     }
     Ok(count)

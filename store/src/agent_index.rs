@@ -144,6 +144,27 @@ pub(crate) fn build(tree: &sled::Tree) -> Result<u64> {
     Ok(indexed)
 }
 
+/// One entry of the live credentials' index ([`Store::live_agent_entries`]).
+pub struct LiveAgentEntry {
+    key: sled::IVec,
+    value: sled::IVec,
+}
+
+impl LiveAgentEntry {
+    /// The agent's name in lowercase, as the key holds it (no decoding).
+    pub fn agent_lowercase(&self) -> &[u8] {
+        // `Y` `l` + agent + `\0` + fingerprint (32).
+        self.key
+            .get(2..self.key.len().saturating_sub(33))
+            .unwrap_or_default()
+    }
+
+    /// The whole credential (decodes the value).
+    pub fn credential(&self) -> Result<AgentCredential> {
+        decode(&self.value, "agent credential")
+    }
+}
+
 impl Store {
     /// Every credential of one agent (name compared case-insensitively) the store holds,
     /// present, gone or revoked, in fingerprint order. Reads only that agent's entries.
@@ -161,6 +182,17 @@ impl Store {
             .scan_prefix([keys::AGENT_INDEX, LIVE])
             .map(|kv| decode(&kv?.1, "agent credential"))
             .collect()
+    }
+
+    /// The live credentials' index entries one at a time, decoded only when asked
+    /// ([`LiveAgentEntry::credential`]): counting agents reads keys only.
+    pub fn live_agent_entries(&self) -> impl Iterator<Item = Result<LiveAgentEntry>> + '_ {
+        self.tree()
+            .scan_prefix([keys::AGENT_INDEX, LIVE])
+            .map(|kv| {
+                let (key, value) = kv?;
+                Ok(LiveAgentEntry { key, value })
+            })
     }
 
     /// [`Store::live_agent_credentials`] one entry at a time, without holding them all.

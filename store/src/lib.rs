@@ -35,7 +35,7 @@ mod test_support;
 mod verify;
 mod workflows;
 
-pub use agent_index::AgentCredential;
+pub use agent_index::{AgentCredential, LiveAgentEntry};
 pub use audit::AuditEvent;
 pub use backup::{kind_of, RestoredFrom, TreeCounts, TREE_MAGIC};
 pub use counts::{CheckEntry, CountChanges, CountClass, Counts, StatusCounts};
