@@ -113,10 +113,7 @@ fn probe_duration_is_how_long_the_last_probe_took() {
         let seconds: f64 = value.parse().unwrap_or_else(|_| panic!("{value}: {r}"));
         // Seconds, not milliseconds: within the probe's timeout, and a TLS handshake
         // takes some time.
-        assert!(
-            seconds >= 0.0 && seconds <= 5.0,
-            "{endpoint}: {seconds}\n{r}"
-        );
+        assert!((0.0..=5.0).contains(&seconds), "{endpoint}: {seconds}\n{r}");
         if endpoint == server.address() {
             assert!(seconds > 0.0, "{endpoint}: {seconds}\n{r}");
         }
