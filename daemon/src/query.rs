@@ -795,11 +795,12 @@ pub fn stalled_renewals(
     now: UnixTime,
 ) -> Result<Vec<StalledRenewal>, StoreError> {
     // A stalled agent's newest credential is expired yet still deployed and not revoked:
-    // a live entry of the agent index with not_after <= now. Only those agents' own
+    // a live entry of the agent index with not_after <= now (a range of its expiry-ordered
+    // entries, however many agents are live). Only those agents' own
     // credentials are read (in steady state, the few agents between a renewal and its
     // scan, and the stalled ones), never every agent record.
     let mut candidates: BTreeMap<String, UnixTime> = BTreeMap::new();
-    for entry in store.live_agent_credentials()? {
+    for entry in store.live_agent_credentials_expired_by(now)? {
         if entry.not_after <= now {
             let since = candidates
                 .entry(entry.agent.to_lowercase())

@@ -26,8 +26,9 @@ use crate::model::{Certificate, Fingerprint, Role, Sha256, UnixTime};
 ///   see `agent_index`), both built when an older store is opened; retention may remove
 ///   records (`retention`).
 /// - 4: endpoint records in format 2, with the last probe's duration (see `endpoints`),
-///   and the failed files per directory (`B` keys, see `failed_files`); a schema-3
-///   store's endpoint records are rewritten and its failed files indexed when it is opened.
+///   the failed files per directory (`B` keys, see `failed_files`) and the live agent
+///   credentials in expiry order (`Y` `e`, see `agent_index`); a schema-3 store's endpoint
+///   records are rewritten and the new entries built when it is opened.
 pub const SCHEMA_VERSION: u32 = 4;
 /// The page cache [`Store::open`] asks for: large, because bulk scans of a few hundred
 /// thousand certificates thrash a smaller one.
@@ -204,13 +205,19 @@ impl Store {
             } else {
                 0
             };
-            let (endpoints, failed_files) = if found < 4 {
+            let (endpoints, failed_files, live_by_expiry) = if found < 4 {
                 (
                     migrate::upgrade_endpoints(&self.tree)?,
                     crate::failed_files::build(&self.tree)?,
+                    // A store built above (schema < 3) has these entries already.
+                    if found == 3 {
+                        crate::agent_index::build_expiry_order(&self.tree)?
+                    } else {
+                        0
+                    },
                 )
             } else {
-                (0, 0)
+                (0, 0, 0)
             };
             tracing::info!(
                 store = %self.path.display(),
@@ -221,6 +228,7 @@ impl Store {
                 agent_credentials = agents,
                 endpoints,
                 failed_files,
+                live_by_expiry,
                 "upgraded the store"
             );
             self.db.flush()?;
