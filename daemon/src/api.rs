@@ -683,25 +683,10 @@ pub fn list_json(
     at: UnixTime,
     out: &mut dyn std::io::Write,
 ) -> Result<std::io::Result<()>, Box<Response>> {
-    /// Why a streamed list stopped: the store (an error answer, if nothing was written
-    /// yet) or the output.
-    enum Stop {
-        Query(QueryError),
-        Output(std::io::Error),
-    }
-    impl From<QueryError> for Stop {
-        fn from(e: QueryError) -> Self {
-            Stop::Query(e)
-        }
-    }
     let mut list = crate::view::JsonListWriter::new(out, at);
-    let written = query::list_batches(store, filter, now, |batch| {
-        list.write(&batch).map_err(Stop::Output)
-    });
-    match written {
-        Ok(()) => Ok(list.finish()),
-        Err(Stop::Output(e)) => Ok(Err(e)),
-        Err(Stop::Query(e)) => Err(Box::new(Response::from_query_error(e))),
+    match write_list_batches(store, filter, now, |batch| list.write(&batch)) {
+        Ok(Ok(())) => Ok(list.finish()),
+        other => other,
     }
 }
 
@@ -714,6 +699,26 @@ pub fn list_lines(
     now: UnixTime,
     out: &mut dyn std::io::Write,
 ) -> Result<std::io::Result<()>, Box<Response>> {
+    write_list_batches(store, filter, now, |batch| {
+        for cert in &batch {
+            serde_json::to_writer(&mut *out, cert).map_err(std::io::Error::other)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()
+    })
+}
+
+/// The list's batches handed to `write` as they are read: `Ok(Err(_))` when the output
+/// failed, `Err(response)` when the store did (before anything was written, if on the
+/// first batch).
+fn write_list_batches(
+    store: &Store,
+    filter: &ListFilter,
+    now: UnixTime,
+    mut write: impl FnMut(Vec<Certificate>) -> std::io::Result<()>,
+) -> Result<std::io::Result<()>, Box<Response>> {
+    /// Why a streamed list stopped: the store (an error answer, if nothing was written
+    /// yet) or the output.
     enum Stop {
         Query(QueryError),
         Output(std::io::Error),
@@ -723,17 +728,9 @@ pub fn list_lines(
             Stop::Query(e)
         }
     }
-    let written = query::list_batches(store, filter, now, |batch| {
-        let mut write = || -> std::io::Result<()> {
-            for cert in &batch {
-                serde_json::to_writer(&mut *out, cert).map_err(std::io::Error::other)?;
-                out.write_all(b"\n")?;
-            }
-            out.flush()
-        };
-        write().map_err(Stop::Output)
-    });
-    match written {
+    match query::list_batches(store, filter, now, |batch| {
+        write(batch).map_err(Stop::Output)
+    }) {
         Ok(()) => Ok(Ok(())),
         Err(Stop::Output(e)) => Ok(Err(e)),
         Err(Stop::Query(e)) => Err(Box::new(Response::from_query_error(e))),

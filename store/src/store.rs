@@ -497,46 +497,8 @@ impl Store {
         before: UnixTime,
         role: Option<Role>,
     ) -> Result<Vec<Certificate>> {
-        if before <= from {
-            return Ok(Vec::new());
-        }
-        let (first, last) = (keys::expiry_week(from), keys::expiry_week(before - 1));
-        let (start, end) = match role {
-            None => (
-                keys::bucket_prefix(Index::Expiry, &keys::expiry_bucket(first)),
-                keys::prefix_end(&keys::bucket_prefix(
-                    Index::Expiry,
-                    &keys::expiry_bucket(last),
-                )),
-            ),
-            Some(r) => (
-                keys::bucket_prefix(
-                    Index::RoleExpiry,
-                    &keys::role_expiry_bucket(r.code(), first),
-                ),
-                keys::prefix_end(&keys::bucket_prefix(
-                    Index::RoleExpiry,
-                    &keys::role_expiry_bucket(r.code(), last),
-                )),
-            ),
-        };
-        let mut hits: Vec<FpPrefix> = Vec::new();
-        for kv in self.tree.range(start..end) {
-            let (_, v) = kv?;
-            for p in decode_postings(&v)? {
-                if p.key >= from && p.key < before {
-                    hits.push(p.fp);
-                }
-            }
-        }
-        let mut out = self.records_for(hits)?;
-        out.retain(|c| {
-            c.facts.not_after >= from
-                && c.facts.not_after < before
-                && role.is_none_or(|r| c.role == r)
-        });
-        out.sort_by_key(|c| (c.facts.not_after, c.facts.fingerprint));
-        Ok(out)
+        let hits = self.expiry_hits(from, before, role)?;
+        self.records_of_hits(&hits, role)
     }
 
     /// The expiry index's hits with `from <= not_after < before` (optionally of one role)
