@@ -24,7 +24,7 @@ use certctl_daemon::config;
 use certctl_daemon::control::{self, Client};
 use certctl_daemon::inventory::ScanProgress;
 use certctl_daemon::policy::{self, PolicySet};
-use certctl_daemon::query::ListFilter;
+use certctl_daemon::query::{self, ListFilter};
 use certctl_daemon::remind::Snoozed;
 use certctl_store::{Certificate, Store, StoreError, TrackedArtifact, UnixTime};
 
@@ -329,6 +329,47 @@ impl Session {
             filter: ListFilter::default(),
         })? {
             FleetResponse::Artifacts { artifacts, .. } => Ok(artifacts),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `list` as a table or CSV: the certificates handed to `each` batch by batch as they
+    /// are read. Through certd they are streamed ([`Request::ListLines`]); a certd that does
+    /// not know the request yet gets the plain list (one batch).
+    pub fn list_batches(
+        &self,
+        filter: ListFilter,
+        mut each: impl FnMut(Vec<Certificate>) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let answer = match self {
+            Session::Direct(store) => {
+                query::list_batches(store, &filter, clock()?, |batch| {
+                    each(batch).map_err(anyhow::Error::from)
+                })?;
+                Response::Stream
+            }
+            Session::Daemon(path) => {
+                let request = Request::ListLines {
+                    filter: filter.clone(),
+                };
+                let timeout = timeout(&request);
+                let mut lines = api::CertificateLines::new(&mut each);
+                match Session::client(path)?.call_streaming(&request, timeout, &mut lines)? {
+                    Response::Error {
+                        kind: api::ErrorKind::Invalid,
+                        ..
+                    } => {
+                        let certs = self.certificates(Request::List { filter })?;
+                        each(certs)?;
+                        Response::Stream
+                    }
+                    other => other,
+                }
+            }
+        };
+        match answer {
+            Response::Stream => Ok(()),
+            Response::Error { message, .. } => bail!("{message}"),
             other => Err(unexpected(&other)),
         }
     }

@@ -33,7 +33,19 @@ impl Table {
     }
 
     pub fn render(&self) -> String {
-        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        self.render_block(&mut Vec::new(), true)
+    }
+
+    /// The rows (after the header when `header`), aligned to `widths` grown to fit them:
+    /// one block of a long table printed as it is read (`list` on a terminal), the next
+    /// block aligned to the same widths or wider. [`Table::render`] is the one block.
+    pub fn render_block(&self, widths: &mut Vec<usize>, header: bool) -> String {
+        if widths.len() < self.header.len() {
+            widths.resize(self.header.len(), 0);
+        }
+        for (w, h) in widths.iter_mut().zip(&self.header) {
+            *w = (*w).max(h.chars().count());
+        }
         for row in &self.rows {
             for (i, cell) in row.iter().enumerate() {
                 if let Some(w) = widths.get_mut(i) {
@@ -42,7 +54,8 @@ impl Table {
             }
         }
         let mut out = String::new();
-        for row in std::iter::once(&self.header).chain(&self.rows) {
+        let head = header.then_some(&self.header);
+        for row in head.into_iter().chain(&self.rows) {
             let last = row.len().saturating_sub(1);
             for (i, cell) in row.iter().enumerate() {
                 out.push_str(cell);

@@ -311,6 +311,11 @@ impl RegistrationIndex {
         )
     }
 
+    /// No registration at all: every agent is unregistered.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty() && self.fingerprints.is_empty() && self.spkis.is_empty()
+    }
+
     /// [`RegistrationIndex::unregistered_reason`] from what the agent index holds.
     pub fn unregistered_reason_of(
         &self,
@@ -415,48 +420,52 @@ pub fn pending(store: &Store, _now: UnixTime) -> Result<Vec<PendingAgent>, Agent
     Ok(out)
 }
 
-/// Counts the pending queue (distinct agents) one certificate at a time, without holding
-/// the certificates or the queue: `/metrics` folds it into its single pass over the store.
-/// Agents are told apart by a 128-bit digest of their lowercase name.
-pub struct PendingCounter {
-    index: RegistrationIndex,
-    decided: HashSet<String>,
-    agents: HashSet<[u8; 16]>,
-}
-
-impl PendingCounter {
-    pub fn new(store: &Store) -> Result<Self, StoreError> {
-        Ok(PendingCounter {
-            index: RegistrationIndex::load(store)?,
-            decided: store
-                .agent_decisions()?
-                .into_iter()
-                .map(|d| d.agent.to_lowercase())
-                .collect(),
-            agents: HashSet::new(),
-        })
-    }
-
-    /// Takes one certificate of the store into account (any role).
-    pub fn observe(&mut self, cert: &Certificate) {
-        use sha2::Digest as _;
-        if !is_live_agent_certificate(cert) || self.index.unregistered_reason(cert).is_none() {
-            return;
+/// The number of distinct agents in the pending queue, from the agent index alone (the
+/// live credentials, the registrations and the decisions): `/metrics` reads no agent
+/// record for it. Agrees with [`pending`]`.len()` as long as the index agrees with the
+/// records (`store verify` checks that).
+pub fn pending_count(store: &Store) -> Result<usize, StoreError> {
+    let index = RegistrationIndex::load(store)?;
+    let decided: HashSet<String> = store
+        .agent_decisions()?
+        .into_iter()
+        .map(|d| d.agent.to_lowercase())
+        .collect();
+    // The live entries come sorted by lowercase agent name: an agent's credentials are
+    // consecutive, so counting name changes counts agents without holding them. Without
+    // registrations every live credential is unregistered: the keys alone answer.
+    let mut count = 0;
+    let mut last_counted: Vec<u8> = Vec::new();
+    let mut counted_any = false;
+    for entry in store.live_agent_entries() {
+        let entry = entry?;
+        let agent = entry.agent_lowercase();
+        if counted_any && last_counted == agent {
+            continue;
         }
-        let key = agent_name(cert).to_lowercase();
-        if self.decided.contains(&key) {
-            return;
+        if !decided.is_empty() && decided.contains(String::from_utf8_lossy(agent).as_ref()) {
+            continue;
         }
-        let digest = sha2::Sha256::digest(key.as_bytes());
-        let mut short = [0u8; 16];
-        short.copy_from_slice(&digest[..16]);
-        self.agents.insert(short);
+        let pending = if index.is_empty() {
+            true
+        } else {
+            let credential = entry.credential()?;
+            index
+                .unregistered_reason_of(
+                    &credential.agent,
+                    &credential.fingerprint,
+                    &credential.spki_sha256,
+                )
+                .is_some()
+        };
+        if pending {
+            count += 1;
+            last_counted.clear();
+            last_counted.extend_from_slice(agent);
+            counted_any = true;
+        }
     }
-
-    /// Distinct agents pending among the certificates observed.
-    pub fn count(&self) -> usize {
-        self.agents.len()
-    }
+    Ok(count)
 }
 
 // ---- decisions ---------------------------------------------------------------------------------
@@ -1079,6 +1088,43 @@ mod tests {
             ingest.commit().expect("commit");
         }
         (store, start + i64::from(rounds - 1) * 6 * 3600)
+    }
+
+    #[test]
+    fn metrics_count_the_pending_queue_without_reading_agent_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (agents, rounds) = (40u8, 4u8);
+        let (store, t) = renewing_fleet(&dir.path().join("store"), agents, rounds);
+        let before = store.records_read();
+        let text = crate::reports::metrics_text(&store, false, t).expect("metrics");
+        assert_eq!(
+            store.records_read() - before,
+            0,
+            "the default /metrics reads no agent record"
+        );
+        assert!(
+            text.contains(&format!("\ncertctl_agents_pending {agents}\n")),
+            "{text}"
+        );
+        // A decided agent leaves the count.
+        store
+            .put_agent_decision(&certctl_store::AgentDecision {
+                agent: "agent-3".into(),
+                guid: None,
+                verdict: AgentVerdict::Approved,
+                actor: "test".into(),
+                at: t,
+                fingerprints: Vec::new(),
+            })
+            .expect("decide");
+        let text = crate::reports::metrics_text(&store, false, t).expect("metrics");
+        assert!(
+            text.contains(&format!("\ncertctl_agents_pending {}\n", agents - 1)),
+            "{text}"
+        );
+        // With --per-agent the agents' own series are there (and their records read).
+        let text = crate::reports::metrics_text(&store, true, t).expect("metrics");
+        assert!(text.contains("cn=\"agent-7\""), "{text}");
     }
 
     /// Not a test: a measurement (`CERTCTL_AGENTS_BENCH=AGENTS cargo test -p

@@ -34,6 +34,13 @@ pub enum Request {
         filter: ListFilter,
         at: UnixTime,
     },
+    /// `list` as a table or CSV: certd answers with the certificates as a stream
+    /// ([`Response::Stream`]) of JSON lines, one [`Certificate`] a line, sent as they are
+    /// read (a terminal shows the first screen at once). A certd from before this request
+    /// refuses it as unreadable (kind `invalid`); the client then sends [`Request::List`].
+    ListLines {
+        filter: ListFilter,
+    },
     Find {
         id: String,
     },
@@ -201,6 +208,7 @@ impl Request {
             self,
             Request::List { .. }
                 | Request::ListJson { .. }
+                | Request::ListLines { .. }
                 | Request::Find { .. }
                 | Request::Stats
                 | Request::Check { .. }
@@ -482,12 +490,12 @@ pub fn execute(
         // Rendering the text is for whoever streams the answer (certd's control socket,
         // `certctl` itself in direct mode, see [`list_json`]): here the certificates are
         // the answer.
-        Request::List { filter } | Request::ListJson { filter, .. } => {
-            match query::list(store, &filter, now) {
-                Ok(certificates) => Response::Certificates { certificates },
-                Err(e) => Response::from_query_error(e),
-            }
-        }
+        Request::List { filter }
+        | Request::ListJson { filter, .. }
+        | Request::ListLines { filter } => match query::list(store, &filter, now) {
+            Ok(certificates) => Response::Certificates { certificates },
+            Err(e) => Response::from_query_error(e),
+        },
         Request::Find { id } => match query::find(store, &id) {
             Ok(certificates) => Response::Certificates { certificates },
             Err(e) => Response::from_query_error(e),
@@ -695,6 +703,40 @@ pub fn list_json(
     at: UnixTime,
     out: &mut dyn std::io::Write,
 ) -> Result<std::io::Result<()>, Box<Response>> {
+    let mut list = crate::view::JsonListWriter::new(out, at);
+    match write_list_batches(store, filter, now, |batch| list.write(&batch)) {
+        Ok(Ok(())) => Ok(list.finish()),
+        other => other,
+    }
+}
+
+/// `certctl list` as a table or CSV ([`Request::ListLines`]): writes the certificates to
+/// `out` as JSON lines, a batch at a time (flushed after each), and returns `Ok`, or
+/// returns the error [`Response`] before writing anything.
+pub fn list_lines(
+    store: &Store,
+    filter: &ListFilter,
+    now: UnixTime,
+    out: &mut dyn std::io::Write,
+) -> Result<std::io::Result<()>, Box<Response>> {
+    write_list_batches(store, filter, now, |batch| {
+        for cert in &batch {
+            serde_json::to_writer(&mut *out, cert).map_err(std::io::Error::other)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()
+    })
+}
+
+/// The list's batches handed to `write` as they are read: `Ok(Err(_))` when the output
+/// failed, `Err(response)` when the store did (before anything was written, if on the
+/// first batch).
+fn write_list_batches(
+    store: &Store,
+    filter: &ListFilter,
+    now: UnixTime,
+    mut write: impl FnMut(Vec<Certificate>) -> std::io::Result<()>,
+) -> Result<std::io::Result<()>, Box<Response>> {
     /// Why a streamed list stopped: the store (an error answer, if nothing was written
     /// yet) or the output.
     enum Stop {
@@ -706,14 +748,58 @@ pub fn list_json(
             Stop::Query(e)
         }
     }
-    let mut list = crate::view::JsonListWriter::new(out, at);
-    let written = query::list_batches(store, filter, now, |batch| {
-        list.write(&batch).map_err(Stop::Output)
-    });
-    match written {
-        Ok(()) => Ok(list.finish()),
+    match query::list_batches(store, filter, now, |batch| {
+        write(batch).map_err(Stop::Output)
+    }) {
+        Ok(()) => Ok(Ok(())),
         Err(Stop::Output(e)) => Ok(Err(e)),
         Err(Stop::Query(e)) => Err(Box::new(Response::from_query_error(e))),
+    }
+}
+
+/// Reads [`list_lines`]' JSON lines as they arrive (a [`std::io::Write`] for
+/// [`crate::control::Client::call_streaming`]): every complete line is a certificate, and
+/// each flush (one per frame certd sent) hands those read so far to `each`.
+pub struct CertificateLines<F: FnMut(Vec<Certificate>) -> std::io::Result<()>> {
+    partial: Vec<u8>,
+    read: Vec<Certificate>,
+    each: F,
+}
+
+impl<F: FnMut(Vec<Certificate>) -> std::io::Result<()>> CertificateLines<F> {
+    pub fn new(each: F) -> Self {
+        CertificateLines {
+            partial: Vec::new(),
+            read: Vec::new(),
+            each,
+        }
+    }
+}
+
+impl<F: FnMut(Vec<Certificate>) -> std::io::Result<()>> std::io::Write for CertificateLines<F> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let mut rest = data;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            self.partial.extend_from_slice(&rest[..end]);
+            rest = &rest[end + 1..];
+            let cert: Certificate = serde_json::from_slice(&self.partial).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("a certificate line from certd: {e}"),
+                )
+            })?;
+            self.read.push(cert);
+            self.partial.clear();
+        }
+        self.partial.extend_from_slice(rest);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.read.is_empty() {
+            return Ok(());
+        }
+        (self.each)(std::mem::take(&mut self.read))
     }
 }
 

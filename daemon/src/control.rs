@@ -215,6 +215,8 @@ fn copy_frames(reader: &mut impl Read, out: &mut dyn Write) -> Result<(), FrameE
             .read_exact(&mut buf[..len])
             .map_err(FrameError::Read)?;
         out.write_all(&buf[..len]).map_err(FrameError::Write)?;
+        // certd sends a short frame when it has rows ready (the first screen): pass them on.
+        out.flush().map_err(FrameError::Write)?;
     }
 }
 

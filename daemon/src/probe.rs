@@ -134,14 +134,19 @@ pub struct ProbeOutcome {
     pub findings: Vec<Finding>,
     /// Why no chain could be fetched (the `unreachable` cause), as a sentence.
     pub error: Option<String>,
+    /// How long the probe took: resolving, connecting and the handshake, or until it
+    /// failed (`certctl_probe_duration_seconds`).
+    pub duration: Duration,
 }
 
 /// Probes `target` once, judging the chain as of `now`. Blocking; every network wait is
 /// bounded by the target's timeout. Never fails: problems are findings.
 pub fn probe(target: &ProbeTarget, now: UnixTime) -> ProbeOutcome {
     let address = target.address.clone();
+    let started = Instant::now();
     let fetched = split_address(&target.address)
         .and_then(|(host, port)| fetch_chain(target, &host, port).map(|served| (host, served)));
+    let duration = started.elapsed();
     let outcome = match fetched {
         Ok((host, served)) => {
             let kept = &served[..served.len().min(MAX_CHAIN)];
@@ -162,6 +167,7 @@ pub fn probe(target: &ProbeTarget, now: UnixTime) -> ProbeOutcome {
                 chain,
                 findings,
                 error: None,
+                duration,
             }
         }
         Err(cause) => ProbeOutcome {
@@ -172,6 +178,7 @@ pub fn probe(target: &ProbeTarget, now: UnixTime) -> ProbeOutcome {
             address,
             chain: Vec::new(),
             error: Some(cause),
+            duration,
         },
     };
     tracing::debug!(
@@ -259,6 +266,9 @@ pub fn record(
         last_success,
         chain,
         findings: outcome.findings.clone(),
+        last_probe_duration_us: Some(
+            u64::try_from(outcome.duration.as_micros()).unwrap_or(u64::MAX),
+        ),
     };
     ingest.put_endpoint(endpoint.clone());
     ingest.commit()?;
@@ -1678,6 +1688,7 @@ mod tests {
             chain: vec![leaf.facts(), int_facts.clone()],
             findings: vec![],
             error: None,
+            duration: Duration::from_millis(3),
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("store")).expect("store");

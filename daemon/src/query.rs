@@ -56,9 +56,16 @@ pub fn list(
     Ok(all)
 }
 
-/// [`list`], handed to `each` in sorted batches as it is read: an expiry window is read a
-/// few weeks at a time, so a long list (tens of thousands through certd) is never held
-/// whole. Other filters give one batch.
+/// The hits of a list by expiry whose records are read first: a screenful, so that a
+/// terminal (or a streamed answer) gets its first rows before the rest is read.
+const FIRST_SLICE_HITS: usize = 64;
+/// The most hits whose records are read (and held) at once.
+const MAX_SLICE_HITS: usize = 8192;
+
+/// [`list`], handed to `each` in sorted batches as it is read: an expiry window is read
+/// from the expiry index's hits a slice at a time ([`FIRST_SLICE_HITS`] first, growing to
+/// [`MAX_SLICE_HITS`]), so a long list (tens of thousands through certd) is never held
+/// whole and its first rows come at once. Other filters give one batch.
 pub fn list_batches<E: From<QueryError>>(
     store: &Store,
     filter: &ListFilter,
@@ -80,27 +87,33 @@ pub fn list_batches<E: From<QueryError>>(
         refresh_last_seen(store, &mut certs)?;
         Ok(certs)
     };
-    let read = |from, before| store.expiring_between(from, before, filter.role);
     match (time_range, filter.role) {
-        (Some((from, before)), _) => match week_cuts(from, before) {
-            // Pieces of a week, read a group at a time (one per thread) and in parallel.
-            Some(cuts) => {
-                let pieces: Vec<&[UnixTime]> = cuts.windows(2).collect();
-                for group in pieces.chunks(rayon::current_num_threads().max(1)) {
-                    let read: Vec<Vec<Certificate>> = group
-                        .par_iter()
-                        .map(|w| read(w[0], w[1]))
-                        .collect::<Result<_, StoreError>>()
-                        .map_err(QueryError::from)?;
-                    let certs = finish(read.into_iter().flatten().collect())?;
-                    if !certs.is_empty() {
-                        each(certs)?;
-                    }
+        (Some((from, before)), _) => {
+            // The hits come from the expiry index in order; their records are read a slice
+            // at a time (the slice split between the threads), a small slice first so that
+            // the first rows go out at once, then growing slices.
+            let hits = store
+                .expiry_hits(from, before, filter.role)
+                .map_err(QueryError::from)?;
+            let threads = rayon::current_num_threads().max(1);
+            let (mut start, mut slice) = (0, FIRST_SLICE_HITS);
+            while start < hits.len() {
+                let end = (start + slice).min(hits.len());
+                let part = slice.div_ceil(threads).max(1);
+                let read: Vec<Vec<Certificate>> = hits[start..end]
+                    .par_chunks(part)
+                    .map(|part| store.records_of_hits(part, filter.role))
+                    .collect::<Result<_, StoreError>>()
+                    .map_err(QueryError::from)?;
+                let certs = finish(read.into_iter().flatten().collect())?;
+                if !certs.is_empty() {
+                    each(certs)?;
                 }
-                Ok(())
+                start = end;
+                slice = (slice * 8).min(MAX_SLICE_HITS);
             }
-            None => each(finish(read(from, before).map_err(QueryError::from)?)?),
-        },
+            Ok(())
+        }
         (None, Some(role)) => each(finish(store.by_role(role).map_err(QueryError::from)?)?),
         (None, None) => {
             let mut all = store
@@ -129,29 +142,6 @@ fn apply_text_filters(filter: &ListFilter, certs: &mut Vec<Certificate>) {
                 || c.facts.subject.to_lowercase().contains(&needle)
         });
     }
-}
-
-/// The expiry index's buckets are weeks since the epoch: pieces of a range cut there read
-/// disjoint buckets.
-const EXPIRY_BUCKET_SECS: i64 = 7 * 86_400;
-/// Ranges longer than this are read in one piece (`--expired`, a role's whole list).
-const MAX_SPLIT_RANGE: i64 = 5 * 365 * 86_400;
-
-/// `[from, before)` cut at week boundaries (the expiry index's buckets), so that its pieces
-/// read disjoint buckets and concatenate in order; `None` for a range read in one piece
-/// (open-ended or longer than [`MAX_SPLIT_RANGE`]).
-fn week_cuts(from: UnixTime, before: UnixTime) -> Option<Vec<UnixTime>> {
-    if before.saturating_sub(from) > MAX_SPLIT_RANGE || before <= from {
-        return None;
-    }
-    let mut cuts = vec![from];
-    let mut week = from.div_euclid(EXPIRY_BUCKET_SECS) + 1;
-    while week * EXPIRY_BUCKET_SECS < before {
-        cuts.push(week * EXPIRY_BUCKET_SECS);
-        week += 1;
-    }
-    cuts.push(before);
-    Some(cuts)
 }
 
 /// Folds the time each file was last confirmed into the certificates' file sources: a
@@ -861,11 +851,12 @@ pub fn stalled_renewals(
     now: UnixTime,
 ) -> Result<Vec<StalledRenewal>, StoreError> {
     // A stalled agent's newest credential is expired yet still deployed and not revoked:
-    // a live entry of the agent index with not_after <= now. Only those agents' own
+    // a live entry of the agent index with not_after <= now (a range of its expiry-ordered
+    // entries, however many agents are live). Only those agents' own
     // credentials are read (in steady state, the few agents between a renewal and its
     // scan, and the stalled ones), never every agent record.
     let mut candidates: BTreeMap<String, UnixTime> = BTreeMap::new();
-    for entry in store.live_agent_credentials()? {
+    for entry in store.live_agent_credentials_expired_by(now)? {
         if entry.not_after <= now {
             let since = candidates
                 .entry(entry.agent.to_lowercase())
@@ -1086,6 +1077,91 @@ mod tests {
             .windows(2)
             .all(|w| (w[0].facts.not_after, w[0].facts.fingerprint)
                 <= (w[1].facts.not_after, w[1].facts.fingerprint)));
+    }
+
+    /// What a streamed answer's writer saw: the bytes, and how many had been written at
+    /// each flush (when they go out to the socket or the terminal).
+    #[derive(Default)]
+    struct Flushes {
+        bytes: Vec<u8>,
+        at: Vec<usize>,
+    }
+
+    impl std::io::Write for Flushes {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.bytes.extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.at.push(self.bytes.len());
+            Ok(())
+        }
+    }
+
+    /// Issue 16 item 4: a long list goes out a screenful first, before the rest is read,
+    /// and the JSON text is the same as the whole list's.
+    #[test]
+    fn a_long_list_goes_out_a_screenful_first() {
+        let now = 1_795_000_000;
+        let (_dir, store) = store_with_file_states(now);
+        let filter = ListFilter {
+            expiring_within: Some(Duration::days(30)),
+            ..Default::default()
+        };
+        let mut sizes = Vec::new();
+        list_batches(&store, &filter, now, |batch| {
+            sizes.push(batch.len());
+            Ok::<(), QueryError>(())
+        })
+        .expect("list");
+        let total: usize = sizes.iter().sum();
+        assert!(total > 2000, "{total}");
+        assert!(
+            sizes[0] <= FIRST_SLICE_HITS,
+            "the first batch holds {} of {total} rows",
+            sizes[0]
+        );
+
+        // `list --json` (certd's stream, or stdout directly): the first rows are flushed
+        // on their own, and the text is byte for byte the whole list's.
+        let whole = list(&store, &filter, now).expect("list");
+        let mut expected = Vec::new();
+        crate::view::write_json_list(&whole, now, &mut expected).expect("render");
+        let mut out = Flushes::default();
+        crate::api::list_json(&store, &filter, now, now, &mut out)
+            .map_err(|e| format!("{e:?}"))
+            .expect("list")
+            .expect("written");
+        assert!(out.bytes == expected, "the streamed JSON differs");
+        let first = out.at.first().copied().expect("flushed");
+        let rows_in_first = out.bytes[..first]
+            .windows(b"\"fingerprint_sha256\"".len())
+            .filter(|w| *w == b"\"fingerprint_sha256\"")
+            .count();
+        assert!(
+            rows_in_first > 0 && rows_in_first <= FIRST_SLICE_HITS,
+            "the first flush holds {rows_in_first} of {} rows",
+            whole.len()
+        );
+
+        // The table's stream: JSON lines read back into the same certificates.
+        let mut lines = Flushes::default();
+        crate::api::list_lines(&store, &filter, now, &mut lines)
+            .map_err(|e| format!("{e:?}"))
+            .expect("list")
+            .expect("written");
+        let first = lines.at.first().copied().expect("flushed");
+        assert!(lines.bytes[..first].iter().filter(|&&b| b == b'\n').count() <= FIRST_SLICE_HITS);
+        let mut back = Vec::new();
+        let mut reader = crate::api::CertificateLines::new(|batch| {
+            back.extend(batch);
+            Ok(())
+        });
+        for piece in lines.bytes.chunks(1000) {
+            std::io::Write::write_all(&mut reader, piece).expect("parse");
+        }
+        std::io::Write::flush(&mut reader).expect("flush");
+        assert!(back == whole, "the certificates read back differ");
     }
 
     #[test]

@@ -852,9 +852,9 @@ pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<Str
     let _ = writeln!(out, "# TYPE certctl_certificate_not_after_seconds gauge");
     let mut by_status: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut agents: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-    let mut pending = agents::PendingCounter::new(store)?;
-    // The counts by role and status come from the store's counts; the per-certificate
-    // series and the pending agents from the present certificates only.
+    // The counts by role and status come from the store's counts, the pending agents from
+    // the agent index; only the certificates that get series of their own are read
+    // (present non-agent ones, and with `per_agent` the agents' too).
     let counts = store.counts(now, EXPIRING_SECS)?;
     for (class, n) in &counts.status {
         for status in [
@@ -878,9 +878,8 @@ pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<Str
         }
     }
     let mut present = Vec::new();
-    for fp in store.present_fingerprints(true)? {
+    for fp in store.present_fingerprints(per_agent)? {
         let Some(c) = store.get(&fp)? else { continue };
-        pending.observe(&c);
         if c.role != Role::Agent || per_agent {
             present.push(c);
         }
@@ -986,7 +985,7 @@ pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<Str
             label(endpoint)
         );
     }
-    let pending = pending.count();
+    let pending = agents::pending_count(store)?;
     let blocked = store
         .agent_decisions()?
         .iter()
@@ -1015,16 +1014,35 @@ pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<Str
     }
     crl_series(store, &mut out)?;
     probe_series(store, &mut out)?;
-    let _ = writeln!(out, "# HELP certctl_source_read_errors Scanned files whose last read failed (their certificates are not seen).");
-    let _ = writeln!(out, "# TYPE certctl_source_read_errors gauge");
-    let _ = writeln!(
-        out,
-        "certctl_source_read_errors {}",
-        store.failed_files()?.len()
-    );
+    source_read_error_series(store, &mut out)?;
     out.push_str(&crate::metrics_http::smtp_counter_series(store)?);
     out.push_str(&crate::renewal::metrics_text(store)?);
     Ok(out)
+}
+
+/// Scanned files whose last read failed: the unlabelled series is the total (released
+/// before the per-source series), then one series per source folder (the folder holding
+/// the files) that has any.
+fn source_read_error_series(store: &Store, out: &mut String) -> Result<(), ReportError> {
+    use std::fmt::Write as _;
+    let failed = store.failed_files()?;
+    let mut by_source: BTreeMap<&str, u64> = BTreeMap::new();
+    for (path, _) in &failed {
+        let source = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let source = if source.is_empty() { "/" } else { source };
+        *by_source.entry(source).or_default() += 1;
+    }
+    let _ = writeln!(out, "# HELP certctl_source_read_errors Scanned files whose last read failed (their certificates are not seen): without labels the total, with `source` per source folder.");
+    let _ = writeln!(out, "# TYPE certctl_source_read_errors gauge");
+    let _ = writeln!(out, "certctl_source_read_errors {}", failed.len());
+    for (source, n) in &by_source {
+        let _ = writeln!(
+            out,
+            "certctl_source_read_errors{{source=\"{}\"}} {n}",
+            label(source)
+        );
+    }
+    Ok(())
 }
 
 /// Each endpoint's last probe, as blackbox_exporter names it: whether it got the chain
@@ -1055,7 +1073,35 @@ fn probe_series(store: &Store, out: &mut String) -> Result<(), ReportError> {
             );
         }
     }
+    let _ = writeln!(out, "# HELP certctl_probe_duration_seconds How long the last probe of an endpoint took (connect and handshake, or until it failed).");
+    let _ = writeln!(out, "# TYPE certctl_probe_duration_seconds gauge");
+    for e in &endpoints {
+        // A probe recorded before schema 4 has no duration: no sample.
+        if let (Some(_), Some(us)) = (e.last_probe, e.last_probe_duration_us) {
+            let _ = writeln!(
+                out,
+                "certctl_probe_duration_seconds{{endpoint=\"{}\"}} {}",
+                label(&e.address),
+                Seconds(us)
+            );
+        }
+    }
     Ok(())
+}
+
+/// Microseconds written as Prometheus seconds (`0.001234`), exact, without float noise.
+struct Seconds(u64);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (whole, micros) = (self.0 / 1_000_000, self.0 % 1_000_000);
+        if micros == 0 {
+            write!(f, "{whole}")
+        } else {
+            let frac = format!("{micros:06}");
+            write!(f, "{whole}.{}", frac.trim_end_matches('0'))
+        }
+    }
 }
 
 /// The managed CAs' CRLs: when each expires, and whether its published files are behind

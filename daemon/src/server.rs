@@ -1123,7 +1123,10 @@ async fn serve_control(listener: ControlListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let response = match conn.request(REQUEST_TIMEOUT).await {
                 Ok(Request::ListJson { filter, at }) => {
-                    return stream_list(&shared, conn, filter, at).await
+                    return stream_list(&shared, conn, filter, Some(at)).await
+                }
+                Ok(Request::ListLines { filter }) => {
+                    return stream_list(&shared, conn, filter, None).await
                 }
                 Ok(request) => answer(&shared, request).await,
                 Err(e) => Response::error(api::ErrorKind::Invalid, e),
@@ -1135,17 +1138,22 @@ async fn serve_control(listener: ControlListener, shared: Arc<Shared>) {
     }
 }
 
-/// `certctl list --json`: the JSON text is rendered here and streamed to the client as it
-/// is written (read-only: no writer lock, like every other query).
+/// `certctl list --json` (`json_at`): the JSON text is rendered here and streamed to the
+/// client as it is written; `certctl list` as a table or CSV (no `json_at`): the
+/// certificates as JSON lines, streamed as they are read. Read-only: no writer lock, like
+/// every other query.
 async fn stream_list(
     shared: &Arc<Shared>,
     conn: crate::control::Connection,
     filter: crate::query::ListFilter,
-    at: UnixTime,
+    json_at: Option<UnixTime>,
 ) {
     let store = shared.store.clone();
     let sent = blocking(move || {
-        conn.respond_streaming(|out| api::list_json(&store, &filter, now(), at, out))
+        conn.respond_streaming(|out| match json_at {
+            Some(at) => api::list_json(&store, &filter, now(), at, out),
+            None => api::list_lines(&store, &filter, now(), out),
+        })
     })
     .await;
     match sent {

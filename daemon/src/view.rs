@@ -380,7 +380,9 @@ impl<'w, W: std::io::Write + ?Sized> JsonListWriter<'w, W> {
                 self.empty = false;
             }
         }
-        Ok(())
+        // What is written goes out now (a stream's frame, a terminal's screen), not when
+        // the next batch has been read.
+        self.out.flush()
     }
 
     /// Closes the list (`[]` when nothing was written).

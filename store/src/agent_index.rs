@@ -7,7 +7,10 @@
 //!   credential of the agent the store holds (present, gone or revoked);
 //! - `Y` `l` + agent (lowercase) + `\0` + fingerprint (32) → the same [`AgentCredential`],
 //!   only while the certificate is *live*: present in a source and not revoked (what the
-//!   pending queue looks at).
+//!   pending queue looks at);
+//! - `Y` `e` + not_after (8) + agent (lowercase) + `\0` + fingerprint (32) → the same, for
+//!   the same live credentials in expiry order (schema 4): the expired live credentials a
+//!   stalled-renewal check looks for are a range, not a read of every live credential.
 //!
 //! The agent of a certificate is its display name (subject CN, else its first SAN, else its
 //! subject DN), as `certctl agents` names agents. [`crate::Ingest::commit`] writes the entries
@@ -38,6 +41,19 @@ pub struct AgentCredential {
 
 const ALL: u8 = b'c';
 const LIVE: u8 = b'l';
+const LIVE_BY_EXPIRY: u8 = b'e';
+
+/// `Y` `e` + not_after + agent (lowercase) + `\0` + fingerprint.
+fn expiry_key(entry: &AgentCredential) -> Vec<u8> {
+    let lower = entry.agent.to_lowercase();
+    let mut k = Vec::with_capacity(lower.len() + 43);
+    k.extend_from_slice(&[keys::AGENT_INDEX, LIVE_BY_EXPIRY]);
+    k.extend_from_slice(&keys::time_bytes(entry.not_after));
+    k.extend_from_slice(lower.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&entry.fingerprint.0);
+    k
+}
 
 /// The agent index entry a record must have, if it is an agent certificate.
 pub(crate) fn entry_of(cert: &Certificate) -> Option<AgentCredential> {
@@ -85,6 +101,9 @@ pub(crate) fn update(
         if old.live && !after.is_some_and(|new| new.live && same_key) {
             batch.remove(entry_key(LIVE, old));
         }
+        if old.live && !after.is_some_and(|new| new.live && expiry_key(new) == expiry_key(old)) {
+            batch.remove(expiry_key(old));
+        }
     }
     let mut bytes = 0;
     if let Some(new) = after {
@@ -94,6 +113,9 @@ pub(crate) fn update(
         batch.insert(key, value.clone());
         if new.live {
             let key = entry_key(LIVE, new);
+            bytes += (key.len() + value.len()) as u64;
+            batch.insert(key, value.clone());
+            let key = expiry_key(new);
             bytes += (key.len() + value.len()) as u64;
             batch.insert(key, value);
         }
@@ -109,7 +131,8 @@ pub(crate) fn expected(cert: &Certificate) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let value = encode(&entry)?;
     let mut out = vec![(entry_key(ALL, &entry), value.clone())];
     if entry.live {
-        out.push((entry_key(LIVE, &entry), value));
+        out.push((entry_key(LIVE, &entry), value.clone()));
+        out.push((expiry_key(&entry), value));
     }
     Ok(out)
 }
@@ -144,7 +167,66 @@ pub(crate) fn build(tree: &sled::Tree) -> Result<u64> {
     Ok(indexed)
 }
 
+/// One entry of the live credentials' index ([`Store::live_agent_entries`]).
+pub struct LiveAgentEntry {
+    key: sled::IVec,
+    value: sled::IVec,
+}
+
+impl LiveAgentEntry {
+    /// The agent's name in lowercase, as the key holds it (no decoding).
+    pub fn agent_lowercase(&self) -> &[u8] {
+        // `Y` `l` + agent + `\0` + fingerprint (32).
+        self.key
+            .get(2..self.key.len().saturating_sub(33))
+            .unwrap_or_default()
+    }
+
+    /// The whole credential (decodes the value).
+    pub fn credential(&self) -> Result<AgentCredential> {
+        decode(&self.value, "agent credential")
+    }
+}
+
+/// Adds the expiry-ordered entries of the live credentials (schema 3 → 4), from the
+/// live entries (no record read). Returns how many were written.
+pub(crate) fn build_expiry_order(tree: &sled::Tree) -> Result<u64> {
+    const BATCH: usize = 4096;
+    let mut batch = sled::Batch::default();
+    let (mut pending, mut written) = (0usize, 0u64);
+    for kv in tree.scan_prefix([keys::AGENT_INDEX, LIVE]) {
+        let (_, value) = kv?;
+        let entry: AgentCredential = decode(&value, "agent credential")?;
+        batch.insert(expiry_key(&entry), value);
+        pending += 1;
+        written += 1;
+        if pending == BATCH {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+            pending = 0;
+        }
+    }
+    if pending > 0 {
+        tree.apply_batch(batch)?;
+    }
+    Ok(written)
+}
+
 impl Store {
+    /// The live credentials (present, not revoked) with `not_after <= until`, in expiry
+    /// order: a range of the index, whatever the number of live credentials.
+    pub fn live_agent_credentials_expired_by(
+        &self,
+        until: UnixTime,
+    ) -> Result<Vec<AgentCredential>> {
+        let start = vec![keys::AGENT_INDEX, LIVE_BY_EXPIRY];
+        let mut end = start.clone();
+        end.extend_from_slice(&keys::time_bytes(until.saturating_add(1)));
+        self.tree()
+            .range(start..end)
+            .map(|kv| decode(&kv?.1, "agent credential"))
+            .collect()
+    }
+
     /// Every credential of one agent (name compared case-insensitively) the store holds,
     /// present, gone or revoked, in fingerprint order. Reads only that agent's entries.
     pub fn agent_credentials(&self, agent: &str) -> Result<Vec<AgentCredential>> {
@@ -161,6 +243,26 @@ impl Store {
             .scan_prefix([keys::AGENT_INDEX, LIVE])
             .map(|kv| decode(&kv?.1, "agent credential"))
             .collect()
+    }
+
+    /// The live credentials' index entries one at a time, decoded only when asked
+    /// ([`LiveAgentEntry::credential`]): counting agents reads keys only.
+    pub fn live_agent_entries(&self) -> impl Iterator<Item = Result<LiveAgentEntry>> + '_ {
+        self.tree()
+            .scan_prefix([keys::AGENT_INDEX, LIVE])
+            .map(|kv| {
+                let (key, value) = kv?;
+                Ok(LiveAgentEntry { key, value })
+            })
+    }
+
+    /// [`Store::live_agent_credentials`] one entry at a time, without holding them all.
+    pub fn live_agent_credentials_iter(
+        &self,
+    ) -> impl Iterator<Item = Result<AgentCredential>> + '_ {
+        self.tree()
+            .scan_prefix([keys::AGENT_INDEX, LIVE])
+            .map(|kv| decode(&kv?.1, "agent credential"))
     }
 }
 
@@ -258,5 +360,74 @@ mod tests {
         assert_eq!(build(store.tree()).expect("build"), 5);
         assert_eq!(store.live_agent_credentials().expect("live").len(), 5);
         assert!(store.verify().expect("verify").is_ok());
+    }
+
+    /// The expired live credentials are a range of the expiry-ordered entries: the live
+    /// credentials expiring later are not read (here one is unreadable, and the answer does
+    /// not care). A schema-3 store gets those entries built when it is opened.
+    #[test]
+    fn expired_live_credentials_are_a_range_and_built_for_a_schema_3_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store");
+        {
+            let store = Store::open(&path).expect("open");
+            let mut ingest = store.ingest();
+            // facts(n) expires at 1_800_000_000 + n days.
+            for n in 1..=5u8 {
+                ingest
+                    .observe(
+                        facts(n, &format!("agent-{n}")),
+                        Some(Role::Agent),
+                        at(&format!("/{n}.pem")),
+                        10,
+                    )
+                    .expect("observe");
+            }
+            ingest.commit().expect("commit");
+            let by = |t| {
+                store
+                    .live_agent_credentials_expired_by(t)
+                    .expect("range")
+                    .iter()
+                    .map(|c| c.agent.clone())
+                    .collect::<Vec<_>>()
+            };
+            let day = 86_400;
+            assert_eq!(by(1_800_000_000 + 2 * day), ["agent-1", "agent-2"]);
+            assert!(by(1_800_000_000).is_empty());
+            // agent-5's entry (the latest) becomes unreadable: an earlier range never reads it.
+            let late = store
+                .get(&facts(5, "agent-5").fingerprint)
+                .expect("get")
+                .expect("stored");
+            let key = expiry_key(&entry_of(&late).expect("an agent"));
+            assert!(store.tree().get(&key).expect("get").is_some());
+            store.tree().insert(&key, vec![1u8, 0xff]).expect("damage");
+            assert_eq!(by(1_800_000_000 + 3 * day).len(), 3);
+            store.tree().remove(&key).expect("remove");
+
+            // As schema 3 left it: no expiry-ordered entries.
+            for kv in store
+                .tree()
+                .scan_prefix([keys::AGENT_INDEX, LIVE_BY_EXPIRY])
+            {
+                store.tree().remove(kv.expect("read").0).expect("remove");
+            }
+            store
+                .tree()
+                .insert([keys::META, b's'], &3u32.to_be_bytes())
+                .expect("schema 3");
+            store.flush().expect("flush");
+        }
+        let store = Store::open(&path).expect("reopen");
+        let v = store.verify().expect("verify");
+        assert!(v.is_ok(), "{:?}", v.problems);
+        assert_eq!(
+            store
+                .live_agent_credentials_expired_by(1_800_000_000 + 10 * 86_400)
+                .expect("range")
+                .len(),
+            5
+        );
     }
 }

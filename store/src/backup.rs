@@ -71,6 +71,7 @@ pub fn kind_of(key: &[u8]) -> &'static str {
         Some(keys::POSTING) => "index-postings",
         Some(keys::FILES) => "file-states",
         Some(keys::DIR_SEEN) => "folder-summaries",
+        Some(keys::FAILED_FILES) => "failed-files",
         Some(keys::ENDPOINT) => "endpoints",
         Some(keys::AUDIT) => "audit-events",
         Some(keys::META) => "metadata",

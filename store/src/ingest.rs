@@ -498,9 +498,10 @@ impl<'s> Ingest<'s> {
                 }
                 None => batch.remove(keys::dir_seen_key(&dir)),
             }
+            crate::failed_files::update(&mut batch, &dir, &files)?;
         }
         for endpoint in self.endpoints.drain(..) {
-            let value = encode(&endpoint)?;
+            let value = crate::endpoints::encode_endpoint(&endpoint)?;
             size(endpoint.address.len() + 1, &value);
             batch.insert(keys::endpoint_key(&endpoint.address), value);
         }

@@ -26,6 +26,7 @@
 //! | `Y`    | `c` or `l` + agent (lowercase) + `\0` + fingerprint (32) | an [`AgentCredential`]: every (`c`) / every live (`l`) credential of an agent |
 //! | `R`    | agent (lowercase)                     | a [`PrunedRenewals`]: what retention removed of that agent's ephemeral credentials |
 //! | `E`    | `r` + fingerprint (32), or `c` + method + `\0` + outcome | a [`RenewalRecord`] (automatic renewal) / a renewal counter |
+//! | `B`    | directory path                        | its files whose last read failed: `(name, cause)` (see `failed_files`) |
 //!
 //! Indexes are *posting segments*: each committed batch appends, per bucket, one segment
 //! holding all of that batch's entries for the bucket. That keeps the number of sled keys
@@ -72,6 +73,7 @@ pub(crate) const ARTIFACT: u8 = b'X';
 pub(crate) const AGENT_INDEX: u8 = b'Y';
 pub(crate) const PRUNED: u8 = b'R';
 pub(crate) const RENEWAL: u8 = b'E';
+pub(crate) const FAILED_FILES: u8 = b'B';
 
 pub(crate) fn endpoint_key(address: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(address.len() + 1);

@@ -127,3 +127,24 @@ pub(crate) fn upgrade(tree: &sled::Tree) -> Result<u64> {
     }
     Ok(rewritten)
 }
+
+/// Rewrites every endpoint record of format 1 (no probe duration) in format 2, in one
+/// atomic batch (a site has a few hundred endpoints at most). Returns how many were
+/// rewritten.
+pub(crate) fn upgrade_endpoints(tree: &sled::Tree) -> Result<u64> {
+    let mut batch = sled::Batch::default();
+    let mut rewritten = 0u64;
+    for kv in tree.scan_prefix([keys::ENDPOINT]) {
+        let (key, value) = kv?;
+        if value.first() == Some(&crate::endpoints::ENDPOINT_FORMAT_2) {
+            continue;
+        }
+        let endpoint = crate::endpoints::decode_endpoint(&value)?;
+        batch.insert(key, crate::endpoints::encode_endpoint(&endpoint)?);
+        rewritten += 1;
+    }
+    if rewritten > 0 {
+        tree.apply_batch(batch)?;
+    }
+    Ok(rewritten)
+}

@@ -25,7 +25,11 @@ use crate::model::{Certificate, Fingerprint, Role, Sha256, UnixTime};
 /// - 3: counts kept on every commit (`U` keys, see `counts`) and the agent index (`Y` keys,
 ///   see `agent_index`), both built when an older store is opened; retention may remove
 ///   records (`retention`).
-pub const SCHEMA_VERSION: u32 = 3;
+/// - 4: endpoint records in format 2, with the last probe's duration (see `endpoints`),
+///   the failed files per directory (`B` keys, see `failed_files`) and the live agent
+///   credentials in expiry order (`Y` `e`, see `agent_index`); a schema-3 store's endpoint
+///   records are rewritten and the new entries built when it is opened.
+pub const SCHEMA_VERSION: u32 = 4;
 /// The page cache [`Store::open`] asks for: large, because bulk scans of a few hundred
 /// thousand certificates thrash a smaller one.
 pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
@@ -34,6 +38,14 @@ const LOCK_RETRIES: u32 = 20;
 /// Version byte that starts every encoded value other than a certificate record
 /// (certificate records have their own format byte, see `migrate`).
 const RECORD_V1: u8 = 1;
+
+/// One hit of the expiry index: a certificate's notAfter and the first eight bytes of its
+/// fingerprint (see [`Store::expiry_hits`]). Ordered by notAfter, then prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExpiryHit {
+    pub not_after: UnixTime,
+    pub prefix: [u8; 8],
+}
 
 /// The certificate inventory on disk.
 ///
@@ -182,11 +194,30 @@ impl Store {
             } else {
                 0
             };
-            let counted = crate::counts::rebuild(&self.tree)?;
+            // Counts exist from schema 3 on; rebuilding them reads every record.
+            let counted = if found < 3 {
+                crate::counts::rebuild(&self.tree)?
+            } else {
+                0
+            };
             let agents = if found < 3 {
                 crate::agent_index::build(&self.tree)?
             } else {
                 0
+            };
+            let (endpoints, failed_files, live_by_expiry) = if found < 4 {
+                (
+                    migrate::upgrade_endpoints(&self.tree)?,
+                    crate::failed_files::build(&self.tree)?,
+                    // A store built above (schema < 3) has these entries already.
+                    if found == 3 {
+                        crate::agent_index::build_expiry_order(&self.tree)?
+                    } else {
+                        0
+                    },
+                )
+            } else {
+                (0, 0, 0)
             };
             tracing::info!(
                 store = %self.path.display(),
@@ -195,6 +226,9 @@ impl Store {
                 records = rewritten,
                 counted,
                 agent_credentials = agents,
+                endpoints,
+                failed_files,
+                live_by_expiry,
                 "upgraded the store"
             );
             self.db.flush()?;
@@ -463,6 +497,20 @@ impl Store {
         before: UnixTime,
         role: Option<Role>,
     ) -> Result<Vec<Certificate>> {
+        let hits = self.expiry_hits(from, before, role)?;
+        self.records_of_hits(&hits, role)
+    }
+
+    /// The expiry index's hits with `from <= not_after < before` (optionally of one role)
+    /// as `(not_after, fingerprint prefix)`, sorted and each once: what
+    /// [`Store::expiring_between`] reads records for, without reading any. A long list
+    /// reads its records a slice at a time ([`Store::records_of_hits`]), in order.
+    pub fn expiry_hits(
+        &self,
+        from: UnixTime,
+        before: UnixTime,
+        role: Option<Role>,
+    ) -> Result<Vec<ExpiryHit>> {
         if before <= from {
             return Ok(Vec::new());
         }
@@ -486,21 +534,51 @@ impl Store {
                 )),
             ),
         };
-        let mut hits: Vec<FpPrefix> = Vec::new();
+        let mut hits = Vec::new();
         for kv in self.tree.range(start..end) {
             let (_, v) = kv?;
             for p in decode_postings(&v)? {
                 if p.key >= from && p.key < before {
-                    hits.push(p.fp);
+                    hits.push(ExpiryHit {
+                        not_after: p.key,
+                        prefix: p.fp,
+                    });
                 }
             }
         }
-        let mut out = self.records_for(hits)?;
-        out.retain(|c| {
-            c.facts.not_after >= from
-                && c.facts.not_after < before
-                && role.is_none_or(|r| c.role == r)
-        });
+        hits.sort_unstable();
+        hits.dedup();
+        Ok(hits)
+    }
+
+    /// The certificates of a sorted slice of [`Store::expiry_hits`] (optionally of one
+    /// role), sorted by not_after then fingerprint. A certificate is returned only for the
+    /// hit it matches (its not_after and prefix), so consecutive slices give every
+    /// certificate once and in order.
+    pub fn records_of_hits(
+        &self,
+        hits: &[ExpiryHit],
+        role: Option<Role>,
+    ) -> Result<Vec<Certificate>> {
+        let mut out = Vec::with_capacity(hits.len());
+        let mut prefixes: Vec<FpPrefix> = hits.iter().map(|h| h.prefix).collect();
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        for prefix in prefixes {
+            let mut key = [0u8; 9];
+            key[0] = keys::CERT;
+            key[1..].copy_from_slice(&prefix);
+            for kv in self.tree.scan_prefix(key) {
+                let cert = self.read_record(&kv?.1)?;
+                let hit = ExpiryHit {
+                    not_after: cert.facts.not_after,
+                    prefix,
+                };
+                if hits.binary_search(&hit).is_ok() && role.is_none_or(|r| cert.role == r) {
+                    out.push(cert);
+                }
+            }
+        }
         out.sort_by_key(|c| (c.facts.not_after, c.facts.fingerprint));
         Ok(out)
     }
@@ -601,7 +679,7 @@ impl Store {
     /// The remembered state of the TLS endpoint `host:port`.
     pub fn endpoint(&self, address: &str) -> Result<Option<Endpoint>> {
         match self.tree.get(keys::endpoint_key(address))? {
-            Some(v) => Ok(Some(decode(&v, "endpoint")?)),
+            Some(v) => Ok(Some(crate::endpoints::decode_endpoint(&v)?)),
             None => Ok(None),
         }
     }
@@ -610,7 +688,7 @@ impl Store {
     pub fn endpoints(&self) -> Result<Vec<Endpoint>> {
         self.tree
             .scan_prefix([keys::ENDPOINT])
-            .map(|kv| decode(&kv?.1, "endpoint"))
+            .map(|kv| crate::endpoints::decode_endpoint(&kv?.1))
             .collect()
     }
 
@@ -652,25 +730,6 @@ impl Store {
             .map(|f| (f.name.as_str(), f.last_seen))
             .collect();
         Ok(names.into_iter().map(|n| times.get(n).copied()).collect())
-    }
-
-    /// Every scanned file whose last read failed (unreadable, damaged, a PFX without its
-    /// password, ...) and is not gone: `(path, cause)`, sorted by path.
-    pub fn failed_files(&self) -> Result<Vec<(String, String)>> {
-        let mut out = Vec::new();
-        for kv in self.tree.scan_prefix([keys::FILES]) {
-            let (k, v) = kv?;
-            let Some(dir) = keys::dir_of_key(&k) else {
-                continue;
-            };
-            for f in decode::<Vec<FileState>>(&v, "file state")? {
-                if let Some(crate::files::FileProblem::Failed(cause)) = f.problem {
-                    out.push((format!("{}/{}", dir.trim_end_matches('/'), f.name), cause));
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
     }
 
     /// Directories at or below `root` that have remembered file states.

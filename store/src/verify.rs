@@ -212,6 +212,8 @@ impl Store {
 
         // File states: each certificate a file held must exist and know that file.
         let mut dir_times: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+        let mut failed: std::collections::BTreeMap<String, Vec<(String, String)>> =
+            Default::default();
         for kv in self.tree().scan_prefix([keys::FILES]) {
             let (key, value) = kv?;
             let dir = keys::dir_of_key(&key).unwrap_or("?").to_string();
@@ -222,6 +224,10 @@ impl Store {
                     continue;
                 }
             };
+            let failed_here = crate::failed_files::of(&files);
+            if !failed_here.is_empty() {
+                failed.entry(dir.clone()).or_default().extend(failed_here);
+            }
             for file in files {
                 v.files += 1;
                 let range = dir_times
@@ -273,6 +279,31 @@ impl Store {
                     ),
                     None => problem(&mut v, format!("summary of {dir}, which has no file states")),
                 },
+            }
+        }
+
+        // The failed files kept per directory are those its file states say failed.
+        match crate::failed_files::all(self.tree()) {
+            Err(e) => problem(&mut v, format!("failed files: {e}")),
+            Ok(kept) => {
+                for (dir, files) in &failed {
+                    if kept.get(dir) != Some(files) {
+                        problem(
+                            &mut v,
+                            format!(
+                                "{dir}: {} files failed by its file states, the failed-files entry lists {}",
+                                files.len(),
+                                kept.get(dir).map_or(0, Vec::len)
+                            ),
+                        );
+                    }
+                }
+                for dir in kept.keys().filter(|d| !failed.contains_key(*d)) {
+                    problem(
+                        &mut v,
+                        format!("{dir}: a failed-files entry, but no file there failed"),
+                    );
+                }
             }
         }
 

@@ -547,6 +547,56 @@ mod through_certd {
     //! certd does the work.
     use super::*;
 
+    /// Issue 16 item 4: `list` on a terminal gets its rows from certd as they are read
+    /// (a screenful first) and prints them block by block; the rows are those of the
+    /// table printed whole into a pipe, and the header and the count come once.
+    #[test]
+    fn list_on_a_terminal_prints_certds_streamed_rows() {
+        let script = Path::new("/usr/bin/script");
+        if !script.is_file() {
+            eprintln!("SKIPPED: script(1) is not installed (util-linux), no terminal to test");
+            return;
+        }
+        let env = TestEnv::new();
+        let fleet = env.mkdir("fleet");
+        certctl_e2e::daemon::write_bulk_pems(&fleet, 150, 50);
+        let config = CertdConfig::new(env.store())
+            .source(&fleet, Some("site-server"))
+            .write(&env.file("etc/certd.toml"));
+        let certd = Certd::start(&env, &config);
+        wait_for(
+            WAIT,
+            || format!("the start-up scan{}", certd.describe()),
+            || (env.list_json(&[]).len() == 150).then_some(()),
+        );
+        let piped = env.certctl(&["list", "--expiring-within", "365d"]);
+        piped.success();
+        // script(1) gives certctl a terminal; what it printed comes back on stdout (with
+        // the terminal's CR LF line ends).
+        let command = format!(
+            "{} --store {} list --expiring-within 365d",
+            bin_path("certctl").display(),
+            env.store().display()
+        );
+        let tty = env
+            .cmd()
+            .program(script)
+            .no_store()
+            .args(["-qec", &command, "/dev/null"])
+            .run();
+        tty.success();
+        let on_terminal = tty.stdout.replace("\r\n", "\n");
+        let rows = |text: &str| -> Vec<String> {
+            text.lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .collect()
+        };
+        assert_eq!(rows(&on_terminal), rows(&piped.stdout), "{tty}{piped}");
+        assert_eq!(on_terminal.matches("EXPIRES").count(), 1, "{tty}");
+        assert!(on_terminal.ends_with("150 certificates\n"), "{tty}");
+        certd.stop_ok();
+    }
+
     #[test]
     fn scan_and_probe_while_certd_runs_are_executed_by_certd() {
         let env = TestEnv::new();

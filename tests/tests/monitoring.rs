@@ -80,6 +80,99 @@ fn probe_success_says_which_endpoint_answered() {
     );
 }
 
+/// The value of the series `name{labels}` (the whole label text, e.g. `endpoint="a:1"`).
+fn sample(text: &str, series: &str) -> Option<String> {
+    let prefix = format!("{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+}
+
+/// `certctl_probe_duration_seconds{endpoint}` as blackbox_exporter's
+/// `probe_duration_seconds`: how long the last probe of an endpoint took, answered or not.
+#[test]
+fn probe_duration_is_how_long_the_last_probe_took() {
+    let env = TestEnv::new();
+    let f = CertFactory::new();
+    let leaf = f.leaf(
+        CertSpec::leaf("localhost")
+            .dns("localhost")
+            .expires_in_days(40),
+    );
+    let server = certctl_e2e::tls::TlsServer::serve(&leaf, &[f.intermediate()]);
+    let dead = format!("127.0.0.1:{}", certctl_e2e::tls::closed_port());
+    env.certctl(&["probe", &server.address(), "--timeout", "5s"]);
+    env.certctl(&["probe", &dead, "--timeout", "2s"]);
+    let r = env.certctl(&["metrics"]);
+    r.success();
+    for endpoint in [server.address(), dead.clone()] {
+        let value = sample(
+            &r.stdout,
+            &format!("certctl_probe_duration_seconds{{endpoint=\"{endpoint}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("no probe duration for {endpoint}:\n{r}"));
+        let seconds: f64 = value.parse().unwrap_or_else(|_| panic!("{value}: {r}"));
+        // Seconds, not milliseconds: within the probe's timeout, and a TLS handshake
+        // takes some time.
+        assert!((0.0..=5.0).contains(&seconds), "{endpoint}: {seconds}\n{r}");
+        if endpoint == server.address() {
+            assert!(seconds > 0.0, "{endpoint}: {seconds}\n{r}");
+        }
+    }
+    let help = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("# TYPE certctl_probe_duration_seconds "))
+        .collect::<Vec<_>>();
+    assert_eq!(help, ["# TYPE certctl_probe_duration_seconds gauge"], "{r}");
+}
+
+/// `certctl_source_read_errors{source}` per source folder next to the unlabelled total
+/// (a released series: it stays the total).
+#[test]
+fn source_read_errors_per_source_next_to_the_total() {
+    let env = TestEnv::new();
+    let f = CertFactory::new();
+    let fine = f.leaf(CertSpec::leaf("fine.example.com").expires_in_days(120));
+    let good = env.mkdir("good");
+    let bad = env.mkdir("bad");
+    let other = env.mkdir("other");
+    files::pem(&good.join("fine.pem"), &[&fine]);
+    files::bad_base64_pem(&bad.join("broken.pem"));
+    files::pem(&bad.join("fine.pem"), &[&fine]);
+    files::bad_base64_pem(&other.join("one.pem"));
+    files::bad_base64_pem(&other.join("two.pem"));
+    for dir in [&good, &bad, &other] {
+        env.certctl(&["scan", s(dir)]);
+    }
+    let r = env.certctl(&["metrics"]);
+    r.success();
+    let text = &r.stdout;
+    assert_eq!(
+        sample(text, "certctl_source_read_errors").as_deref(),
+        Some("3"),
+        "{r}"
+    );
+    let of = |dir: &Path| {
+        sample(
+            text,
+            &format!("certctl_source_read_errors{{source=\"{}\"}}", dir.display()),
+        )
+    };
+    assert_eq!(of(&bad).as_deref(), Some("1"), "{r}");
+    assert_eq!(of(&other).as_deref(), Some("2"), "{r}");
+    assert_eq!(of(&good), None, "{r}");
+    assert_eq!(
+        text.matches("# TYPE certctl_source_read_errors gauge\n")
+            .count(),
+        1,
+        "{r}"
+    );
+    assert!(
+        text.contains("# HELP certctl_source_read_errors ") && text.contains("total"),
+        "{r}"
+    );
+}
+
 #[test]
 fn the_alert_rules_load_and_fire_as_their_tests_say() {
     let Some(promtool) = promtool() else { return };
@@ -110,6 +203,8 @@ fn certds_metrics_pass_promtool_and_cover_the_rules_and_the_dashboard() {
     let agent = f.leaf(CertSpec::leaf("agent-1").valid(-3600, 5 * 3600));
     files::pem(&env.file("gw/gw.pem"), &[&gw]);
     files::pem(&env.file("agents/a.pem"), &[&agent]);
+    // A file that does not read, so the labelled read-error series is served too.
+    files::bad_base64_pem(&env.file("gw/broken.pem"));
     let address = free_loopback_address();
     let config = CertdConfig::new(env.store())
         .source(&env.root().join("gw"), Some("gateway"))

@@ -52,8 +52,15 @@ struct DayRow {
     metrics: Duration,
     list: Duration,
     list_rows: usize,
+    /// `list --expiring-within 30d --json`: its first line, and the first screen (50
+    /// lines) of the table on a terminal (script(1)), through certd.
+    list_first_line: Duration,
+    table_first_screen: Option<Duration>,
+    table_whole: Option<Duration>,
     rss_kib: u64,
     peak_kib: u64,
+    /// certd's peak RSS after the round's scan, before the queries.
+    scan_peak_kib: u64,
 }
 
 /// The throw-away CA and the one key every agent certificate uses (signing is the cost
@@ -170,6 +177,60 @@ fn memory_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Runs `program args` with stdout piped; returns when its first line and its
+/// `screen`th line came, and when it ended (bounded: killed after 10 minutes).
+fn time_lines(
+    env: &TestEnv,
+    program: &Path,
+    args: &[&str],
+    screen: usize,
+) -> (Duration, Duration, Duration) {
+    use std::io::BufRead as _;
+    let start = Instant::now();
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .env("HOME", env.home())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the lister");
+    let out = child.stdout.take().expect("piped");
+    let watchdog_pid = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog_done = done.clone();
+    std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(600);
+        while Instant::now() < until {
+            if watchdog_done.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = std::process::Command::new("kill")
+            .arg(watchdog_pid.to_string())
+            .status();
+    });
+    let mut reader = std::io::BufReader::new(out);
+    let (mut first, mut nth) = (None, None);
+    let mut line = Vec::new();
+    let mut n = 0;
+    while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+        n += 1;
+        if n == 1 {
+            first = Some(start.elapsed());
+        }
+        if n == screen {
+            nth = Some(start.elapsed());
+        }
+        line.clear();
+    }
+    let _ = child.wait();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let whole = start.elapsed();
+    (first.unwrap_or(whole), nth.unwrap_or(whole), whole)
+}
+
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let start = Instant::now();
     let out = f();
@@ -211,6 +272,7 @@ fn run(opts: &Options) -> Vec<DayRow> {
                 .run()
         });
         scan.success();
+        let (_, scan_peak_kib) = memory_kib(certd.pid());
         if round == 0 {
             first_import = scan_time;
         }
@@ -233,6 +295,33 @@ fn run(opts: &Options) -> Vec<DayRow> {
                 timed(|| env.certctl(&["list", "--expiring-within", "30d", "--json"]));
             list.success();
             let listed = list.json().as_array().map_or(0, Vec::len);
+            let store_arg = env.store().display().to_string();
+            let certctl = certctl_e2e::bin_path("certctl");
+            let (list_first_line, _, _) = time_lines(
+                &env,
+                &certctl,
+                &[
+                    "--store",
+                    &store_arg,
+                    "list",
+                    "--expiring-within",
+                    "30d",
+                    "--json",
+                ],
+                50,
+            );
+            let script = Path::new("/usr/bin/script");
+            let (table_first_screen, table_whole) = if script.is_file() {
+                let command = format!(
+                    "{} --store {store_arg} list --expiring-within 30d",
+                    certctl.display()
+                );
+                let (_, screen, whole) =
+                    time_lines(&env, script, &["-qec", &command, "/dev/null"], 50);
+                (Some(screen), Some(whole))
+            } else {
+                (None, None)
+            };
             let (rss_kib, peak_kib) = memory_kib(certd.pid());
             let stats = stats.json();
             if opts.verify {
@@ -248,8 +337,12 @@ fn run(opts: &Options) -> Vec<DayRow> {
                 metrics: metrics_time,
                 list: list_time,
                 list_rows: listed,
+                list_first_line,
+                table_first_screen,
+                table_whole,
                 rss_kib,
                 peak_kib,
+                scan_peak_kib,
             };
             print_row(&row, first_import, rows.is_empty());
             rows.push(row);
@@ -267,13 +360,13 @@ fn run(opts: &Options) -> Vec<DayRow> {
 fn print_row(row: &DayRow, first_import: Duration, header: bool) {
     if header {
         println!(
-            "| day | records | store | scan of the round | ×first import | check | stats | GET /metrics | list 30d (rows) | certd RSS (peak) |"
+            "| day | records | store | scan of the round | ×first import | check | stats | GET /metrics | list 30d --json (rows) | its first line | table's first screen (whole) | certd RSS (peak; peak after the scan) |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     }
     let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
     println!(
-        "| {} | {} | {:.1} MB | {:.2} s | {:.2} | {} | {} | {} | {} ({}) | {} MB ({} MB) |",
+        "| {} | {} | {:.1} MB | {:.2} s | {:.2} | {} | {} | {} | {} ({}) | {} | {} | {} MB ({} MB; {} MB) |",
         row.day,
         row.records,
         row.store_bytes as f64 / 1e6,
@@ -284,8 +377,14 @@ fn print_row(row: &DayRow, first_import: Duration, header: bool) {
         ms(row.metrics),
         ms(row.list),
         row.list_rows,
+        ms(row.list_first_line),
+        match (row.table_first_screen, row.table_whole) {
+            (Some(screen), Some(whole)) => format!("{} ({})", ms(screen), ms(whole)),
+            _ => "n/a".into(),
+        },
         row.rss_kib / 1024,
         row.peak_kib / 1024,
+        row.scan_peak_kib / 1024,
     );
 }
 
@@ -413,4 +512,33 @@ fn soak_benchmark() {
         rfc3339(now())
     );
     run(&opts);
+}
+
+/// Not a test: writes (or renews, `SOAK_ROUND` > 0) a fleet of `SOAK_AGENTS` agent files in
+/// `SOAK_FLEET_DIR`, as a round of the benchmark does, for measuring one scan by hand
+/// (e.g. certd's memory during a scan of 200,000 files).
+#[test]
+#[ignore = "a tool for measurements by hand"]
+fn write_a_fleet() {
+    let Some(dir) = std::env::var_os("SOAK_FLEET_DIR") else {
+        eprintln!("SOAK_FLEET_DIR is not set");
+        return;
+    };
+    let number = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.replace(['_', ','], "").parse().ok())
+            .unwrap_or(default)
+    };
+    let agents = number("SOAK_AGENTS", 200_000);
+    let round = number("SOAK_ROUND", 0) as u64;
+    let t0 = now() - now().rem_euclid(HOUR);
+    let issuing = issuing(t0);
+    renew_agents(
+        Path::new(&dir),
+        &issuing,
+        agents,
+        round,
+        t0 + round as i64 * ROUND,
+    );
 }

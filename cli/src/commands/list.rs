@@ -1,6 +1,8 @@
 //! `certctl list`: certificates (and tracked files) soonest expiry first, as a table, JSON
 //! or CSV.
 
+use std::io::{IsTerminal, Write};
+
 use anyhow::Result;
 use certctl_daemon::agents::{FleetRequest, FleetResponse};
 use certctl_daemon::api::Request;
@@ -12,7 +14,9 @@ use certctl_store::{now, rfc3339, CredentialKind, Role, TrackedArtifact, UnixTim
 use clap::Args;
 
 use crate::exit::Exit;
-use crate::output::{parse_kind, parse_role, print_certificates, print_json, TableOutputArgs};
+use crate::output::{
+    certificate_table, parse_kind, parse_role, print_certificates, print_json, TableOutputArgs,
+};
 use crate::session::{unexpected, Globals, Session};
 use crate::table::Table;
 
@@ -152,7 +156,37 @@ fn list_certificates(session: &Session, a: ListArgs) -> Result<Exit> {
         session.list_json(filter, t)?;
         return Ok(Exit::Success);
     }
-    let certs = session.certificates(Request::List { filter })?;
+    if !a.output.csv && std::io::stdout().is_terminal() {
+        return list_table_as_read(session, filter, t);
+    }
+    let mut certs = Vec::new();
+    session.list_batches(filter, |batch| {
+        certs.extend(batch);
+        Ok(())
+    })?;
     print_certificates(&certs, t, a.output.json, a.output.csv)?;
+    Ok(Exit::Success)
+}
+
+/// `list` on a terminal: each batch of rows is printed as it is read (the first screen
+/// at once), its columns aligned with the rows above or wider. Elsewhere (a pipe, a file)
+/// the table is printed whole, aligned as one.
+fn list_table_as_read(session: &Session, filter: ListFilter, t: UnixTime) -> Result<Exit> {
+    let stdout = std::io::stdout();
+    let mut widths = Vec::new();
+    let mut count = 0usize;
+    session.list_batches(filter, |batch| {
+        let mut out = stdout.lock();
+        let block = certificate_table(&batch, t).render_block(&mut widths, count == 0);
+        out.write_all(block.as_bytes())?;
+        count += batch.len();
+        out.flush()
+    })?;
+    let mut out = stdout.lock();
+    if count == 0 {
+        write!(out, "{}", certificate_table(&[], t).render())?;
+    }
+    writeln!(out, "{count} certificates")?;
+    out.flush()?;
     Ok(Exit::Success)
 }
