@@ -538,6 +538,33 @@ fn open_workflows(store: &Store) -> Result<BTreeMap<Fingerprint, Workflow>, Stor
         .collect())
 }
 
+/// Policies whose `scep = "NAME"` names no `[[scep]]` block of the configuration, each as
+/// `FILE:LINE: ...` (for `certd config check`: a typo would otherwise surface only when a
+/// renewal fails).
+pub fn unknown_scep_servers(config: &Config, policies: &PolicySet) -> Vec<String> {
+    let known: Vec<&str> = config.scep.iter().map(|s| s.name.as_str()).collect();
+    policies
+        .policies
+        .iter()
+        .filter_map(|p| {
+            let name = p.scep.as_deref()?;
+            (!known.contains(&name)).then(|| {
+                format!(
+                    "{}:{}: policy `{}` names SCEP server `{name}`, which has no [[scep]] block ({})",
+                    p.file.display(),
+                    p.line,
+                    p.name,
+                    if known.is_empty() {
+                        "the configuration defines none".to_string()
+                    } else {
+                        format!("defined: {}", known.join(", "))
+                    }
+                )
+            })
+        })
+        .collect()
+}
+
 /// The certificates already replaced by a finished workflow.
 fn renewed(store: &Store) -> Result<std::collections::BTreeSet<Fingerprint>, StoreError> {
     Ok(store

@@ -871,4 +871,49 @@ mod docs {
             .run()
             .success();
     }
+
+    /// The SCEP section's `[[scep]]` block and policy, as written (the server itself is
+    /// not contacted by a check).
+    #[test]
+    fn the_readme_scep_examples_work_as_written() {
+        let env = TestEnv::new();
+        let policies = env.mkdir("policies");
+        std::fs::write(policies.join("iis.toml"), readme_block("scep-policy")).unwrap();
+        env.certctl(&["policy", "check", s(&policies)]).success();
+        let etc = env.mkdir("etc");
+        let scep_part = readme_block("scep-certd").replace("/etc/", &format!("{}/", s(&etc)));
+        files::secret(&etc.join("certd/scep-challenge"), "PASSWORD\n");
+        let config = env.file("certd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "store = {:?}\n[reminders]\nschedule = \"0 8 * * 1-5\"\npolicies = {:?}\n{scep_part}",
+                s(env.store()),
+                s(&policies)
+            ),
+        )
+        .unwrap();
+        env.cmd()
+            .bin("certd")
+            .args(["config", "check", s(&config)])
+            .no_store()
+            .run()
+            .success();
+        // The policy names the block: a typo is caught by the check, not by a failed renewal.
+        std::fs::write(
+            policies.join("iis.toml"),
+            readme_block("scep-policy").replace("corp-ndes", "corp-ndse"),
+        )
+        .unwrap();
+        env.cmd()
+            .bin("certd")
+            .args(["config", "check", s(&config)])
+            .no_store()
+            .run()
+            .expect_code(2)
+            .stderr_has("iis.toml:")
+            .stderr_has(
+                "names SCEP server `corp-ndse`, which has no [[scep]] block (defined: corp-ndes)",
+            );
+    }
 }

@@ -249,6 +249,21 @@ fn config_check(file: &Path) -> ExitCode {
     for m in &missing {
         println!("note: {m} does not exist (yet): certd checks it when it reads it");
     }
+    // The policies' references into this file (`policy check DIR` checks the rest of them).
+    if let Some(reminders) = &c.reminders {
+        match certctl_daemon::policy::load_dir(&reminders.policies) {
+            Ok(set) => {
+                let unknown = certctl_daemon::renewal::unknown_scep_servers(&c, &set);
+                if !unknown.is_empty() {
+                    for problem in &unknown {
+                        eprintln!("{problem}");
+                    }
+                    return ExitCode::from(2);
+                }
+            }
+            Err(e) => println!("note: the policies were not checked: {e}"),
+        }
+    }
     println!(
         "{}: OK ({} sources, {} endpoints, store {})",
         file.display(),
