@@ -565,6 +565,36 @@ pub fn unknown_scep_servers(config: &Config, policies: &PolicySet) -> Vec<String
         .collect()
 }
 
+/// A certificate an automatic renewal made is not due again before a third of its lifetime
+/// has passed, whatever `renew_before` says: with a `renew_before` longer than the lifetime
+/// (60 days on 30-day certificates) it would be due the moment it is issued, and each
+/// renewal would make another at the next pass.
+pub fn not_again_at_once(
+    mut timing: RenewalTiming,
+    cert: &Certificate,
+    made_by_renewal: bool,
+) -> RenewalTiming {
+    let earliest = cert.facts.not_before + cert.facts.validity_secs().max(0) / 3;
+    if made_by_renewal && timing.due_at < earliest {
+        timing.due_at = earliest;
+        timing.renew_before = format!(
+            "{} (a renewed certificate: not before a third of its lifetime)",
+            timing.renew_before
+        );
+    }
+    timing
+}
+
+/// The certificates finished workflows made.
+fn renewal_products(store: &Store) -> Result<std::collections::BTreeSet<Fingerprint>, StoreError> {
+    Ok(store
+        .workflows()?
+        .into_iter()
+        .filter(|w| w.step == WorkflowStep::Done)
+        .filter_map(|w| w.new)
+        .collect())
+}
+
 /// The certificates already replaced by a finished workflow.
 fn renewed(store: &Store) -> Result<std::collections::BTreeSet<Fingerprint>, StoreError> {
     Ok(store
@@ -589,6 +619,7 @@ pub fn due(
     }
     let open = open_workflows(store)?;
     let done = renewed(store)?;
+    let products = renewal_products(store)?;
     let mut out = Vec::new();
     for cert in store.iter() {
         let cert = cert?;
@@ -604,7 +635,11 @@ pub fn due(
         if policy.renew != RenewMode::Auto {
             continue;
         }
-        let timing = timing(policy, &cert);
+        let timing = not_again_at_once(
+            timing(policy, &cert),
+            &cert,
+            products.contains(&cert.fingerprint()),
+        );
         if timing.due_at > now {
             continue;
         }
@@ -1374,6 +1409,34 @@ mod tests {
         let req = openssl::x509::X509Req::from_pem(pem.as_bytes()).unwrap();
         assert!(req.public_key().unwrap().rsa().is_ok());
         assert!(req.verify(&req.public_key().unwrap()).unwrap());
+    }
+
+    #[test]
+    fn a_renew_before_longer_than_the_lifetime_does_not_renew_every_pass() {
+        use certctl_store::Role;
+        let set = crate::policy::parse_files(&[(
+            PathBuf::from("p.toml"),
+            "[[policy]]\nname = \"all\"\nroles = [\"gateway\"]\nremind = []\nwarn = \"1d\"\ncritical = \"1h\"\nrecipients = [\"a@example.com\"]\nrenew = \"auto\"\nrenew_before = \"60d\"\n".into(),
+        )])
+        .unwrap();
+        let policy = &set.policies[0];
+        // A 30-day certificate under a 60-day renew_before is due the moment it is issued
+        // (as configured: the first one is renewed at once)...
+        let gw = crate::policy::tests::cert("gw", Role::Gateway, 0, 30 * 86_400);
+        let first = not_again_at_once(timing(policy, &gw), &gw, false);
+        assert!(first.due_at < 0, "due {}", first.due_at);
+        // ... but the certificate that renewal made is not, or every pass would make one.
+        let renewed = not_again_at_once(timing(policy, &gw), &gw, true);
+        assert!(
+            renewed.due_at >= 10 * 86_400,
+            "due {} s after issuance: renewed again at once",
+            renewed.due_at
+        );
+        assert!(
+            renewed.renew_before.contains("a renewed certificate"),
+            "{}",
+            renewed.renew_before
+        );
     }
 
     #[test]
