@@ -1358,8 +1358,11 @@ fn smtp_killed_mid_pass_every_reminder_is_delivered_exactly_once_when_it_returns
         web_error.contains(&format!("{server}: cannot deliver to {WEB}: ")),
         "{web_error}"
     );
+    // Refused, or reset when another test running alongside picked the freed port in
+    // between: either way the digest is not sent and stays pending.
+    let lower = web_error.to_lowercase();
     assert!(
-        web_error.to_lowercase().contains("connection refused"),
+        lower.contains("connection refused") || lower.contains("connection reset"),
         "{web_error}"
     );
     let mails = t.smtp.messages();
