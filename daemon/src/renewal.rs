@@ -585,6 +585,24 @@ pub fn not_again_at_once(
     timing
 }
 
+/// The record of a renewal started at `now` (why, by which method, its workflow if any).
+fn first_record(d: &DueRenewal, workflow: Option<u64>, now: UnixTime) -> RenewalRecord {
+    RenewalRecord {
+        fingerprint: d.fingerprint,
+        method: d.method.name().into(),
+        reason: d.reason.clone(),
+        workflow,
+        started: now,
+        failures: 0,
+        first_failure: None,
+        last_attempt: now,
+        next_attempt: now,
+        last_error: None,
+        finished: None,
+        new: None,
+    }
+}
+
 /// The certificates finished workflows made.
 fn renewal_products(store: &Store) -> Result<std::collections::BTreeSet<Fingerprint>, StoreError> {
     Ok(store
@@ -950,20 +968,7 @@ fn renew_one<G>(
     };
     let mut record = store
         .renewal(&d.fingerprint)?
-        .unwrap_or_else(|| RenewalRecord {
-            fingerprint: d.fingerprint,
-            method: d.method.name().into(),
-            reason: d.reason.clone(),
-            workflow: None,
-            started: now,
-            failures: 0,
-            first_failure: None,
-            last_attempt: now,
-            next_attempt: now,
-            last_error: None,
-            finished: None,
-            new: None,
-        });
+        .unwrap_or_else(|| first_record(d, None, now));
     record.last_attempt = now;
     let mut outcome = RenewalOutcome {
         fingerprint: d.fingerprint,
@@ -1060,20 +1065,7 @@ fn attempt(
         .as_ref()
         .is_none_or(|r| r.finished.is_some() || r.method != d.method.name())
     {
-        store.put_renewal(&RenewalRecord {
-            fingerprint: d.fingerprint,
-            method: d.method.name().into(),
-            reason: d.reason.clone(),
-            workflow: open.as_ref().map(|w| w.id),
-            started: now,
-            failures: 0,
-            first_failure: None,
-            last_attempt: now,
-            next_attempt: now,
-            last_error: None,
-            finished: None,
-            new: None,
-        })?;
+        store.put_renewal(&first_record(d, open.as_ref().map(|w| w.id), now))?;
     }
     crate::crash_point::here("renewal-recorded");
     let report = match open {
@@ -1411,15 +1403,21 @@ mod tests {
         assert!(req.verify(&req.public_key().unwrap()).unwrap());
     }
 
+    /// One policy `all` with `renew = "auto"` for `roles` (a TOML array's inside), and `extra`
+    /// lines.
+    fn auto_policy(roles: &str, extra: &str) -> Policy {
+        let set = crate::policy::parse_files(&[(
+            PathBuf::from("p.toml"),
+            format!("[[policy]]\nname = \"all\"\nroles = [{roles}]\nremind = []\nwarn = \"1d\"\ncritical = \"1h\"\nrecipients = [\"a@example.com\"]\nrenew = \"auto\"\n{extra}"),
+        )])
+        .unwrap();
+        set.policies[0].clone()
+    }
+
     #[test]
     fn a_renew_before_longer_than_the_lifetime_does_not_renew_every_pass() {
         use certctl_store::Role;
-        let set = crate::policy::parse_files(&[(
-            PathBuf::from("p.toml"),
-            "[[policy]]\nname = \"all\"\nroles = [\"gateway\"]\nremind = []\nwarn = \"1d\"\ncritical = \"1h\"\nrecipients = [\"a@example.com\"]\nrenew = \"auto\"\nrenew_before = \"60d\"\n".into(),
-        )])
-        .unwrap();
-        let policy = &set.policies[0];
+        let policy = &auto_policy("\"gateway\"", "renew_before = \"60d\"\n");
         // A 30-day certificate under a 60-day renew_before is due the moment it is issued
         // (as configured: the first one is renewed at once)...
         let gw = crate::policy::tests::cert("gw", Role::Gateway, 0, 30 * 86_400);
@@ -1442,12 +1440,7 @@ mod tests {
     #[test]
     fn agents_ephemeral_credentials_are_never_renewed_and_fractions_follow_the_lifetime() {
         use certctl_store::Role;
-        let set = crate::policy::parse_files(&[(
-            PathBuf::from("p.toml"),
-            "[[policy]]\nname = \"all\"\nroles = [\"agent\", \"gateway\"]\nremind = []\nwarn = \"1d\"\ncritical = \"1h\"\nrecipients = [\"a@example.com\"]\nrenew = \"auto\"\n".into(),
-        )])
-        .unwrap();
-        let policy = &set.policies[0];
+        let policy = &auto_policy("\"agent\", \"gateway\"", "");
         let none = BTreeMap::new();
         let ephemeral = crate::policy::tests::cert("agent-1", Role::Agent, 0, 8 * 3600);
         let e = explain(&ephemeral, policy, None, &none);

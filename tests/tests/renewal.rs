@@ -844,6 +844,31 @@ mod docs {
         body[..body.find("```").unwrap()].to_string()
     }
 
+    /// A certd.toml of `store`, a `[reminders]` section naming `policies`, and `part` (a README
+    /// block whose `/etc/` paths are moved under `etc`), as `certd config check` sees it.
+    fn config_with(env: &TestEnv, policies: &Path, etc: &Path, part: &str) -> PathBuf {
+        let part = part.replace("/etc/", &format!("{}/", s(etc)));
+        let config = env.file("certd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "store = {:?}\n[reminders]\nschedule = \"0 8 * * 1-5\"\npolicies = {:?}\n{part}",
+                s(env.store()),
+                s(policies)
+            ),
+        )
+        .unwrap();
+        config
+    }
+
+    fn config_check(env: &TestEnv, config: &Path) -> RunResult {
+        env.cmd()
+            .bin("certd")
+            .args(["config", "check", s(config)])
+            .no_store()
+            .run()
+    }
+
     #[test]
     fn the_readme_renewal_examples_work_as_written() {
         let env = TestEnv::new();
@@ -852,24 +877,9 @@ mod docs {
         env.certctl(&["policy", "check", s(&policies)]).success();
         // certd's part, with the example's files made.
         let etc = env.mkdir("etc");
-        let certd_part = readme_block("renewal-certd").replace("/etc/", &format!("{}/", s(&etc)));
         files::secret(&etc.join("certd/issuing-ca.passphrase"), "secret\n");
-        let config = env.file("certd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "store = {:?}\n[reminders]\nschedule = \"0 8 * * 1-5\"\npolicies = {:?}\n{certd_part}",
-                s(env.store()),
-                s(&policies)
-            ),
-        )
-        .unwrap();
-        env.cmd()
-            .bin("certd")
-            .args(["config", "check", s(&config)])
-            .no_store()
-            .run()
-            .success();
+        let config = config_with(&env, &policies, &etc, &readme_block("renewal-certd"));
+        config_check(&env, &config).success();
     }
 
     /// The SCEP section's `[[scep]]` block and policy, as written (the server itself is
@@ -881,35 +891,16 @@ mod docs {
         std::fs::write(policies.join("iis.toml"), readme_block("scep-policy")).unwrap();
         env.certctl(&["policy", "check", s(&policies)]).success();
         let etc = env.mkdir("etc");
-        let scep_part = readme_block("scep-certd").replace("/etc/", &format!("{}/", s(&etc)));
         files::secret(&etc.join("certd/scep-challenge"), "PASSWORD\n");
-        let config = env.file("certd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "store = {:?}\n[reminders]\nschedule = \"0 8 * * 1-5\"\npolicies = {:?}\n{scep_part}",
-                s(env.store()),
-                s(&policies)
-            ),
-        )
-        .unwrap();
-        env.cmd()
-            .bin("certd")
-            .args(["config", "check", s(&config)])
-            .no_store()
-            .run()
-            .success();
+        let config = config_with(&env, &policies, &etc, &readme_block("scep-certd"));
+        config_check(&env, &config).success();
         // The policy names the block: a typo is caught by the check, not by a failed renewal.
         std::fs::write(
             policies.join("iis.toml"),
             readme_block("scep-policy").replace("corp-ndes", "corp-ndse"),
         )
         .unwrap();
-        env.cmd()
-            .bin("certd")
-            .args(["config", "check", s(&config)])
-            .no_store()
-            .run()
+        config_check(&env, &config)
             .expect_code(2)
             .stderr_has("iis.toml:")
             .stderr_has(
