@@ -1347,6 +1347,30 @@ pub fn openssl_ok(args: &[&str]) -> String {
     text
 }
 
+/// `openssl req -new` with a new P-256 key (unencrypted, at `key`): a CSR at `out` for
+/// `subject`, or with `-x509` among `extra` a self-signed certificate; `extra` goes last
+/// (`-addext ...`, `-days N`).
+#[track_caller]
+pub fn openssl_req_p256(key: &Path, out: &Path, subject: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        s(key),
+        "-out",
+        s(out),
+        "-subj",
+        subject,
+    ];
+    args.extend_from_slice(extra);
+    openssl_ok(&args)
+}
+
 #[cfg(test)]
 mod tests {
     use super::files::{self, Pem};

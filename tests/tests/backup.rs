@@ -4,7 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use certctl_e2e::daemon::{wait_for, Certd, CertdConfig};
@@ -110,6 +110,18 @@ fn ca_with_half_way_workflow(env: &TestEnv) -> (std::path::PathBuf, String) {
     (pass, old)
 }
 
+/// The demo fleet written to ROOT/fleet and scanned into `store`; its folder.
+fn demo_fleet(env: &TestEnv, store: &Path) -> PathBuf {
+    let fleet = env.root().join("fleet");
+    env.cmd()
+        .store(store)
+        .args(["demo", "--dir", s(&fleet)])
+        .timeout(Duration::from_secs(600))
+        .run()
+        .success();
+    fleet
+}
+
 fn by_name(env: &TestEnv, store: &Path, name: &str) -> Vec<Value> {
     let r = run_at(env, store, &["list", "--json", "--name", name]);
     r.success();
@@ -132,13 +144,7 @@ fn a_backup_taken_while_certd_scans_restores_elsewhere_and_carries_on() {
     let crl_at_backup = openssl_crl_number(&published);
 
     // A fleet of a few thousand files for certd to scan while the backup is taken.
-    let fleet = env.root().join("fleet");
-    env.cmd()
-        .store(env.root().join("demo-store"))
-        .args(["demo", "--dir", s(&fleet)])
-        .timeout(Duration::from_secs(600))
-        .run()
-        .success();
+    let fleet = demo_fleet(&env, &env.root().join("demo-store"));
     let config = CertdConfig::new(env.store())
         .source(&fleet, None)
         .write(&env.file("etc/certd.toml"));
@@ -315,12 +321,7 @@ fn a_backup_taken_while_certd_scans_restores_elsewhere_and_carries_on() {
 #[test]
 fn a_damaged_or_cut_backup_is_refused_naming_the_member_and_nothing_is_left() {
     let env = TestEnv::new();
-    let fleet = env.root().join("fleet");
-    env.cmd()
-        .args(["demo", "--dir", s(&fleet)])
-        .timeout(Duration::from_secs(600))
-        .run()
-        .success();
+    let fleet = demo_fleet(&env, env.store());
     let backup = env.root().join("b.tar");
     run(&env, &["store", "backup", "--out", s(&backup)]).success();
     let bytes = std::fs::read(&backup).unwrap();
@@ -379,12 +380,7 @@ fn a_damaged_or_cut_backup_is_refused_naming_the_member_and_nothing_is_left() {
 #[test]
 fn kill_9_of_certd_during_a_backup_leaves_nothing_at_the_target_name() {
     let env = TestEnv::new();
-    let fleet = env.root().join("fleet");
-    env.cmd()
-        .args(["demo", "--dir", s(&fleet)])
-        .timeout(Duration::from_secs(600))
-        .run()
-        .success();
+    let fleet = demo_fleet(&env, env.store());
     let config = CertdConfig::new(env.store()).write(&env.file("etc/certd.toml"));
     let mut certd = Certd::spawn_with_vars(
         &env,

@@ -551,31 +551,10 @@ mod deployed_leaves {
     //! a server's own certificate (with its key in the file, or served first by an
     //! endpoint) it takes the role given, not `ca`.
     use super::*;
-    use std::process::Command;
 
     fn self_signed(dir: &Path, cn: &str) -> (std::path::PathBuf, std::path::PathBuf) {
         let (cert, key) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
-        let out = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ])
-            .args(["-nodes", "-days", "90", "-subj", &format!("/CN={cn}")])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("run openssl req");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        openssl_req_p256(&key, &cert, &format!("/CN={cn}"), &["-x509", "-days", "90"]);
         (cert, key)
     }
 

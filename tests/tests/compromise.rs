@@ -2121,21 +2121,7 @@ mod crl_fetch {
                 work.join(format!("{name}.csr")),
             );
             let subject = format!("/CN={name}.partner.example");
-            openssl_ok(&[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                s(&key),
-                "-out",
-                s(&csr),
-                "-subj",
-                &subject,
-            ]);
+            openssl_req_p256(&key, &csr, &subject, &[]);
             let pem = dir.join(format!("{name}.pem"));
             openssl_ok(&[
                 "x509",

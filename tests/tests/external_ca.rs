@@ -25,27 +25,20 @@ impl ExternalCa {
         std::fs::create_dir_all(dir).unwrap();
         let cert = dir.join("ca.pem");
         let key = dir.join("ca.key");
-        openssl_ok(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            s(&key),
-            "-out",
-            s(&cert),
-            "-subj",
+        openssl_req_p256(
+            &key,
+            &cert,
             "/CN=Example Public CA/O=Example Trust",
-            "-days",
-            "30",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
+            &[
+                "-x509",
+                "-days",
+                "30",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
         ExternalCa { cert, key }
     }
 
@@ -103,23 +96,12 @@ fn deployed(env: &TestEnv, ca: &ExternalCa, cn: &str) -> (String, Vec<PathBuf>, 
     let key = dep.join("server.key");
     let csr = env.file(&format!("tmp/{cn}.csr"));
     std::fs::create_dir_all(csr.parent().unwrap()).unwrap();
-    openssl_ok(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        s(&key),
-        "-out",
-        s(&csr),
-        "-subj",
+    openssl_req_p256(
+        &key,
+        &csr,
         &format!("/CN={cn}/O=Contoso"),
-        "-addext",
-        &format!("subjectAltName=DNS:{cn},DNS:www.{cn}"),
-    ]);
+        &["-addext", &format!("subjectAltName=DNS:{cn},DNS:www.{cn}")],
+    );
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     ca.sign(&csr, &pem, true);
     let combined = dep.join("combined.pem");
@@ -255,23 +237,12 @@ mod csr {
 
         // A certificate for another key is refused, naming the mismatch; nothing changes.
         let other = env.file("tmp/other.csr");
-        openssl_ok(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            s(&env.file("tmp/other.key")),
-            "-out",
-            s(&other),
-            "-subj",
+        openssl_req_p256(
+            &env.file("tmp/other.key"),
+            &other,
             &format!("/CN={cn}"),
-            "-addext",
-            &format!("subjectAltName=DNS:{cn},DNS:www.{cn}"),
-        ]);
+            &["-addext", &format!("subjectAltName=DNS:{cn},DNS:www.{cn}")],
+        );
         let wrong = env.file("tmp/wrong.pem");
         ca.sign(&other, &wrong, true);
         env.cmd()
