@@ -48,11 +48,9 @@ fn names_in(text: &str) -> BTreeSet<String> {
     out
 }
 
-/// `certctl_probe_success{endpoint}` as blackbox_exporter's `probe_success`: 1 for an
-/// endpoint that served its chain, 0 for one that did not answer.
-#[test]
-fn probe_success_says_which_endpoint_answered() {
-    let env = TestEnv::new();
+/// A TLS server on 127.0.0.1 probed (kept running while the result lives) and a closed
+/// port probed: the two endpoints every probe series must tell apart.
+fn live_and_dead_endpoints_probed(env: &TestEnv) -> (certctl_e2e::tls::TlsServer, String) {
     let f = CertFactory::new();
     let leaf = f.leaf(
         CertSpec::leaf("localhost")
@@ -63,13 +61,22 @@ fn probe_success_says_which_endpoint_answered() {
     let dead = format!("127.0.0.1:{}", certctl_e2e::tls::closed_port());
     env.certctl(&["probe", &server.address(), "--timeout", "5s"]);
     env.certctl(&["probe", &dead, "--timeout", "2s"]);
+    (server, dead)
+}
+
+/// `certctl_probe_success{endpoint}` as blackbox_exporter's `probe_success`: 1 for an
+/// endpoint that served its chain, 0 for one that did not answer.
+#[test]
+fn probe_success_says_which_endpoint_answered() {
+    let env = TestEnv::new();
+    let (server, dead) = live_and_dead_endpoints_probed(&env);
     let r = env.certctl(&["metrics"]);
     r.success();
-    let value = |endpoint: &str| -> Option<String> {
-        let prefix = format!("certctl_probe_success{{endpoint=\"{endpoint}\"}} ");
-        r.stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+    let value = |endpoint: &str| {
+        sample(
+            &r.stdout,
+            &format!("certctl_probe_success{{endpoint=\"{endpoint}\"}}"),
+        )
     };
     assert_eq!(value(&server.address()).as_deref(), Some("1"), "{r}");
     assert_eq!(value(&dead).as_deref(), Some("0"), "{r}");
@@ -92,16 +99,7 @@ fn sample(text: &str, series: &str) -> Option<String> {
 #[test]
 fn probe_duration_is_how_long_the_last_probe_took() {
     let env = TestEnv::new();
-    let f = CertFactory::new();
-    let leaf = f.leaf(
-        CertSpec::leaf("localhost")
-            .dns("localhost")
-            .expires_in_days(40),
-    );
-    let server = certctl_e2e::tls::TlsServer::serve(&leaf, &[f.intermediate()]);
-    let dead = format!("127.0.0.1:{}", certctl_e2e::tls::closed_port());
-    env.certctl(&["probe", &server.address(), "--timeout", "5s"]);
-    env.certctl(&["probe", &dead, "--timeout", "2s"]);
+    let (server, dead) = live_and_dead_endpoints_probed(&env);
     let r = env.certctl(&["metrics"]);
     r.success();
     for endpoint in [server.address(), dead.clone()] {
