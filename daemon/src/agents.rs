@@ -1039,10 +1039,39 @@ pub fn execute_with(
 mod tests {
     use super::*;
 
+    use certctl_store::{CertificateFacts, KeyAlgorithm, SubjectAltNames};
+
+    /// The facts of agent N's six-hour credential of renewal round `round`, issued at `t`.
+    fn six_hour_credential<N: std::fmt::Display + std::fmt::LowerHex>(
+        agent: N,
+        fingerprint: Sha256,
+        spki_sha256: Sha256,
+        round: u32,
+        t: i64,
+    ) -> CertificateFacts {
+        CertificateFacts {
+            fingerprint,
+            subject: format!("CN=agent-{agent}"),
+            subject_cn: Some(format!("agent-{agent}")),
+            issuer: "CN=Fleet CA".into(),
+            serial: format!("{agent:x}{round:02x}"),
+            not_before: t,
+            not_after: t + 6 * 3600,
+            sans: SubjectAltNames::default(),
+            key: KeyAlgorithm::Ed25519,
+            signature_algorithm: "ED25519".into(),
+            is_ca: false,
+            subject_key_id: None,
+            authority_key_id: None,
+            spki_sha256,
+            crl_distribution_points: vec![],
+            ocsp_urls: vec![],
+        }
+    }
+
     /// `agents` agents renewing `rounds` times: each round's credential replaces the last
     /// one in the agent's file. Returns the store and the time of the last round.
     fn renewing_fleet(dir: &Path, agents: u8, rounds: u8) -> (Store, UnixTime) {
-        use certctl_store::{CertificateFacts, KeyAlgorithm, SubjectAltNames};
         let store = Store::open(dir).expect("open");
         let start = 1_800_000_000i64;
         let at = |a: u8| SourceLocation::File {
@@ -1060,24 +1089,7 @@ mod tests {
             let t = start + i64::from(r) * 6 * 3600;
             let mut ingest = store.ingest();
             for a in 0..agents {
-                let facts = CertificateFacts {
-                    fingerprint: fp(a, r),
-                    subject: format!("CN=agent-{a}"),
-                    subject_cn: Some(format!("agent-{a}")),
-                    issuer: "CN=Fleet CA".into(),
-                    serial: format!("{a:x}{r:02x}"),
-                    not_before: t,
-                    not_after: t + 6 * 3600,
-                    sans: SubjectAltNames::default(),
-                    key: KeyAlgorithm::Ed25519,
-                    signature_algorithm: "ED25519".into(),
-                    is_ca: false,
-                    subject_key_id: None,
-                    authority_key_id: None,
-                    spki_sha256: Sha256([a; 32]),
-                    crl_distribution_points: vec![],
-                    ocsp_urls: vec![],
-                };
+                let facts = six_hour_credential(a, fp(a, r), Sha256([a; 32]), u32::from(r), t);
                 ingest
                     .observe(facts, Some(Role::Agent), at(a), t)
                     .expect("observe");
@@ -1134,7 +1146,6 @@ mod tests {
     #[test]
     #[ignore]
     fn measure_agent_decisions_against_a_whole_role_read() {
-        use certctl_store::{CertificateFacts, KeyAlgorithm, SubjectAltNames};
         use std::time::Instant;
         let agents: u32 = std::env::var("CERTCTL_AGENTS_BENCH")
             .ok()
@@ -1158,24 +1169,7 @@ mod tests {
             let t = start + i64::from(r) * 6 * 3600;
             let mut ingest = store.ingest();
             for a in 0..agents {
-                let facts = CertificateFacts {
-                    fingerprint: fp(a, r),
-                    subject: format!("CN=agent-{a}"),
-                    subject_cn: Some(format!("agent-{a}")),
-                    issuer: "CN=Fleet CA".into(),
-                    serial: format!("{a:x}{r:02x}"),
-                    not_before: t,
-                    not_after: t + 6 * 3600,
-                    sans: SubjectAltNames::default(),
-                    key: KeyAlgorithm::Ed25519,
-                    signature_algorithm: "ED25519".into(),
-                    is_ca: false,
-                    subject_key_id: None,
-                    authority_key_id: None,
-                    spki_sha256: Sha256(fp(a, 99).0),
-                    crl_distribution_points: vec![],
-                    ocsp_urls: vec![],
-                };
+                let facts = six_hour_credential(a, fp(a, r), Sha256(fp(a, 99).0), r, t);
                 ingest
                     .observe(facts, Some(Role::Agent), at(a), t)
                     .expect("observe");
