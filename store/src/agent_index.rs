@@ -332,10 +332,8 @@ mod tests {
         assert!(v.is_ok(), "{:?}", v.problems);
     }
 
-    #[test]
-    fn a_lost_index_is_built_again() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
+    /// agent-1 .. agent-5, one credential each (`facts(n)`), in /n.pem.
+    fn five_agents(store: &Store) {
         let mut ingest = store.ingest();
         for n in 1..=5u8 {
             ingest
@@ -348,6 +346,13 @@ mod tests {
                 .expect("observe");
         }
         ingest.commit().expect("commit");
+    }
+
+    #[test]
+    fn a_lost_index_is_built_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        five_agents(&store);
         for kv in store.tree().scan_prefix([keys::AGENT_INDEX]) {
             store.tree().remove(kv.expect("read").0).expect("remove");
         }
@@ -371,19 +376,8 @@ mod tests {
         let path = dir.path().join("store");
         {
             let store = Store::open(&path).expect("open");
-            let mut ingest = store.ingest();
             // facts(n) expires at 1_800_000_000 + n days.
-            for n in 1..=5u8 {
-                ingest
-                    .observe(
-                        facts(n, &format!("agent-{n}")),
-                        Some(Role::Agent),
-                        at(&format!("/{n}.pem")),
-                        10,
-                    )
-                    .expect("observe");
-            }
-            ingest.commit().expect("commit");
+            five_agents(&store);
             let by = |t| {
                 store
                     .live_agent_credentials_expired_by(t)
