@@ -43,7 +43,9 @@ pub fn pfx_password(file: Option<&Path>) -> Result<Option<Secret>> {
     secret(file, "CERTCTL_PFX_PASSWORD", "PFX password")
 }
 
-/// The PKCS#12 password: from the file, else `$CERTCTL_PFX_PASSWORD` (never from argv).
+/// The PKCS#12 password for reading files (`scan`, `inspect`): from the file, else
+/// `$CERTCTL_PFX_PASSWORD` (never from argv). Unlike [`pfx_password`] (for files certctl
+/// writes), an empty variable is a password: PFX files exported with an empty one exist.
 pub fn pfx_password_text(file: Option<&Path>) -> Result<Option<String>> {
     if let Some(f) = file {
         let secret = certctl_daemon::ca::Secret::from_private_file(f)
