@@ -822,7 +822,7 @@ pub fn write_deny_list(store: &Store, path: &Path, now: UnixTime) -> Result<usiz
 /// The deny list through the one symlink-safe atomic writer, 0644 (a gateway service reads
 /// it) whatever the umask.
 fn write_deny_list_file(path: &Path, text: &str) -> Result<(), AgentsError> {
-    let options = crate::atomic_file::Options::new(crate::atomic_file::FileMode::Public);
+    let options = crate::files::atomic::Options::new(crate::files::atomic::FileMode::Public);
     options
         .write(path, text.as_bytes())
         .map_err(|e| AgentsError::DenyList {

@@ -13,12 +13,13 @@ use serde::{Deserialize, Serialize};
 use crate::ca::{self, CaInfo, CaInitRequest, IssueReport, IssueRequest, Secret};
 use crate::crlfetch::{CrlFetchOptions, CrlFetchReport};
 use crate::duration::Duration;
+use crate::history::{self, History, ValidAt};
 use crate::inventory::{self, ScanOptions, ScanProgress, ScanSummary};
 use crate::probe::ProbeTarget;
 use crate::query::{self, CheckReport, ListFilter, QueryError, Stats};
 use crate::remind::{self, PassMode, PassReport, Snoozed};
 use crate::revoke::{self, CrlPublished, RevokeReport, RevokeRequest};
-use crate::workflow::{self, History, RegenerateRequest, ValidAt, WorkflowReport, WorkflowSecrets};
+use crate::workflow::{self, RegenerateRequest, WorkflowReport, WorkflowSecrets};
 
 /// What the CLI asks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -675,16 +676,16 @@ pub fn execute(
             Ok(workflows) => Response::Workflows { workflows },
             Err(e) => failed(e),
         },
-        Request::History { id } => match workflow::history(store, &id) {
+        Request::History { id } => match history::history(store, &id) {
             Ok(histories) => Response::History { histories },
-            Err(workflow::WorkflowError::Query(e)) => Response::from_query_error(e),
+            Err(history::HistoryError::Query(e)) => Response::from_query_error(e),
             Err(e) => failed(e),
         },
         Request::CrlFetch { options } => match crate::crlfetch::fetch(store, &options, now) {
             Ok(report) => Response::CrlFetch { report },
             Err(e) => failed(e),
         },
-        Request::HistoryAt { at } => match workflow::valid_at(store, at) {
+        Request::HistoryAt { at } => match history::valid_at(store, at) {
             Ok(certificates) => Response::ValidAt {
                 report: ValidAtReport { at, certificates },
             },

@@ -275,7 +275,7 @@ pub fn untrack(
             store.record_audit(&certctl_store::AuditEvent {
                 at: now,
                 fingerprint: Some(a.id),
-                actor: crate::ca::actor(),
+                actor: crate::history::actor(),
                 action: "untracked".into(),
                 detail: format!("{} ({}, {})", a.name, a.kind, a.path),
             })?;

@@ -1,7 +1,7 @@
 //! `certctl store backup` / `store restore` and certd's scheduled backups (`[backup]`).
 //!
 //! **The file** is a tar archive, written 0600 through the atomic writer
-//! ([`crate::atomic_file::Options::write_with`]: a `kill -9` mid-way leaves nothing at the
+//! ([`crate::files::atomic::Options::write_with`]: a `kill -9` mid-way leaves nothing at the
 //! target name), holding, in this order:
 //!
 //! | member                 | holds                                                         |
@@ -54,7 +54,7 @@ use certctl_store::{rfc3339, AuditEvent, RestoredFrom, Store, StoreError, UnixTi
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::atomic_file::{self, FileMode, WriteError};
+use crate::files::atomic::{self, FileMode, WriteError};
 
 /// The archive format this release writes, and the newest it reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -351,7 +351,7 @@ pub fn write_archive(
     let manifest_hash = format!("{}\n", hex::encode(Sha256::digest(&manifest_json)));
     progress.total.store(tree_member.size, Ordering::Relaxed);
     let member_count = manifest.members.len();
-    atomic_file::Options::new(FileMode::Private).write_with(out, |file| {
+    atomic::Options::new(FileMode::Private).write_with(out, |file| {
         let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, file));
         let mut add = |path: &str, size: u64, data: &mut dyn Read| {
             let mut header = tar::Header::new_gnu();
@@ -568,7 +568,7 @@ pub fn restore(file: &Path, dir: &Path, now: UnixTime) -> Result<RestoreReport, 
     let manifest = check_archive(file)?;
     // 2. Unpacked next to the target, renamed into place at the end.
     let parent = spool_dir(&dir);
-    atomic_file::create_dir_all(&parent, 0o700)?;
+    atomic::create_dir_all(&parent, 0o700)?;
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -657,9 +657,9 @@ fn unpack(
             let target = staging.join(rel);
             let written = (|| -> Result<(), BackupError> {
                 if let Some(p) = target.parent() {
-                    atomic_file::create_dir_all(p, 0o700)?;
+                    atomic::create_dir_all(p, 0o700)?;
                 }
-                atomic_file::Options::new(FileMode::Private)
+                atomic::Options::new(FileMode::Private)
                     .write_with(&target, |mut f| io::copy(&mut hashing, &mut f).map(|_| ()))?;
                 Ok(())
             })();
@@ -693,7 +693,7 @@ fn unpack(
     store.record_audit(&AuditEvent {
         at: now,
         fingerprint: None,
-        actor: crate::ca::actor(),
+        actor: crate::history::actor(),
         action: "store-restored".into(),
         detail: format!(
             "restored from a backup of {} taken from {}",

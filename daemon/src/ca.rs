@@ -60,9 +60,11 @@ use rcgen::{
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::atomic_file;
+use crate::certs::x509::{facts_from_der, X509Error};
 use crate::duration::Duration;
-use crate::x509::{facts_from_der, X509Error};
+use crate::files::atomic;
+use crate::files::read::{read_private_file, FileError};
+use crate::history::actor;
 
 /// Certificates are backdated this much, for clocks that run a little behind.
 pub const BACKDATE_SECS: i64 = 300;
@@ -102,89 +104,6 @@ impl Secret {
         })?;
         Ok(Secret(text.trim_end_matches(['\r', '\n']).to_string()))
     }
-}
-
-/// The largest secret file read: a passphrase or a password, not a document.
-pub const MAX_SECRET_FILE: u64 = 64 * 1024;
-
-/// Why a secret file may not be used, judged on its metadata: it must be a regular file
-/// (a FIFO or a device is never read) of at most [`MAX_SECRET_FILE`] bytes, readable by
-/// its owner only (no group or other bits: `mode & 0o077 == 0`), and owned by the user
-/// reading it or by root (anyone else could replace it).
-fn private_file_problem(path: &Path, meta: &fs::Metadata) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let p = path.display();
-    if !meta.file_type().is_file() {
-        return Some(format!(
-            "not a regular file: a secret must be a file of at most {} KiB",
-            MAX_SECRET_FILE / 1024
-        ));
-    }
-    if meta.mode() & 0o077 != 0 {
-        return Some(format!(
-            "others can read this secret file (mode {:o}): it must be readable by its owner only; run `chmod 600 {p}`",
-            meta.mode() & 0o777
-        ));
-    }
-    let me = rustix::process::geteuid().as_raw();
-    if meta.uid() != me && meta.uid() != 0 {
-        return Some(format!(
-            "a secret file must belong to the user reading it (uid {me}) or to root, not to uid {}",
-            meta.uid()
-        ));
-    }
-    if meta.len() > MAX_SECRET_FILE {
-        return Some(format!(
-            "{} bytes: a secret file holds at most {} KiB",
-            meta.len(),
-            MAX_SECRET_FILE / 1024
-        ));
-    }
-    None
-}
-
-/// Checks a secret file as [`read_private_file`] would, without reading it (`certd config
-/// check`).
-pub fn check_private_file(path: &Path) -> Result<(), CaError> {
-    let meta = fs::metadata(path).map_err(io_err(path))?;
-    match private_file_problem(path, &meta) {
-        Some(cause) => Err(CaError::Io {
-            path: path.to_path_buf(),
-            cause,
-        }),
-        None => Ok(()),
-    }
-}
-
-/// Reads a secret file after checking it (see [`private_file_problem`]): opened without
-/// blocking (a FIFO cannot hold the reader), judged on the open file's own metadata, read
-/// up to the size cap.
-pub fn read_private_file(path: &Path) -> Result<Vec<u8>, CaError> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(path)
-        .map_err(io_err(path))?;
-    let meta = file.metadata().map_err(io_err(path))?;
-    if let Some(cause) = private_file_problem(path, &meta) {
-        return Err(CaError::Io {
-            path: path.to_path_buf(),
-            cause,
-        });
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_SECRET_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_err(path))?;
-    if bytes.len() as u64 > MAX_SECRET_FILE {
-        return Err(CaError::Io {
-            path: path.to_path_buf(),
-            cause: format!("a secret file holds at most {} KiB", MAX_SECRET_FILE / 1024),
-        });
-    }
-    Ok(bytes)
 }
 
 /// Everything that can go wrong with a managed CA or while issuing.
@@ -240,10 +159,19 @@ fn rcgen_err(what: impl Into<String>) -> impl FnOnce(rcgen::Error) -> CaError {
     }
 }
 
+impl From<FileError> for CaError {
+    fn from(e: FileError) -> Self {
+        CaError::Io {
+            path: e.path,
+            cause: e.cause,
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
     move |e| CaError::Io {
         path: path.to_path_buf(),
-        cause: crate::inventory::io_cause(&e),
+        cause: crate::files::io_cause(&e),
     }
 }
 
@@ -359,20 +287,20 @@ pub fn private_dir(path: &Path) -> Result<(), CaError> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(io_err(path))
 }
 
-/// Writes a file through the one symlink-safe atomic writer ([`crate::atomic_file`]):
+/// Writes a file through the one symlink-safe atomic writer ([`crate::files::atomic`]):
 /// `FileMode::Private` (0600) for keys and PFX files, `FileMode::Public` (0644) for
-/// certificates, chains and CRLs. Use [`atomic_file::Options`] for a backup.
+/// certificates, chains and CRLs. Use [`atomic::Options`] for a backup.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: FileMode) -> Result<(), CaError> {
-    Ok(atomic_file::Options::new(mode).write(path, bytes)?)
+    Ok(atomic::Options::new(mode).write(path, bytes)?)
 }
 
-impl From<atomic_file::WriteError> for CaError {
-    fn from(e: atomic_file::WriteError) -> Self {
+impl From<atomic::WriteError> for CaError {
+    fn from(e: atomic::WriteError) -> Self {
         io_err(&e.path)(e.source)
     }
 }
 
-pub use crate::atomic_file::{backup_path, FileMode};
+pub use crate::files::atomic::{backup_path, FileMode};
 
 fn read(path: &Path) -> Result<Vec<u8>, CaError> {
     fs::read(path).map_err(io_err(path))
@@ -414,8 +342,8 @@ pub fn cert_der_at(
     } else if X509::from_der(&bytes).is_ok() {
         vec![bytes]
     } else {
-        crate::formats::check_pkcs12_work(&bytes).ok()?;
-        crate::formats::ensure_legacy_provider();
+        crate::certs::formats::check_pkcs12_work(&bytes).ok()?;
+        crate::certs::openssl_setup::ensure_legacy_provider();
         let password = pfx_password.map_or("", Secret::expose);
         let parsed = openssl::pkcs12::Pkcs12::from_der(&bytes)
             .and_then(|p| p.parse2(password))
@@ -453,15 +381,6 @@ pub fn random_serial() -> Result<SerialNumber, CaError> {
     openssl::rand::rand_bytes(&mut bytes).map_err(crypto("draw a serial number"))?;
     bytes[0] = (bytes[0] & 0x7f) | 0x10;
     Ok(SerialNumber::from_slice(&bytes))
-}
-
-/// Who runs the command (`$USER`, else `$LOGNAME`, else the uid).
-pub fn actor() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| format!("uid {}", rustix::process::getuid().as_raw()))
 }
 
 /// The folder of the managed CAs of a store.
@@ -555,7 +474,7 @@ pub fn init(store: &Store, req: &CaInitRequest, now: UnixTime) -> Result<CaInfo,
         }
         // Fail before anything is created when a CRL folder cannot be made.
         if let Some(parent) = p.parent() {
-            atomic_file::create_dir_all(parent, 0o755)?;
+            atomic::create_dir_all(parent, 0o755)?;
         }
     }
 
@@ -1403,7 +1322,7 @@ pub fn write_leaf_files(
             return Err(CaError::WouldOverwrite { path: (*p).clone() });
         }
     }
-    atomic_file::create_dir_all(dir, 0o755)?;
+    atomic::create_dir_all(dir, 0o755)?;
     let key_pem = key
         .private_key_to_pem_pkcs8()
         .map_err(crypto("encode the private key"))?;
@@ -1680,7 +1599,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f.pem");
         write_atomic(&p, b"one", FileMode::Public).unwrap();
-        let options = atomic_file::Options::new(FileMode::Private).backup();
+        let options = atomic::Options::new(FileMode::Private).backup();
         options.write(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read(backup_path(&p)).unwrap(), b"one");

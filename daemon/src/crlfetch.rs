@@ -22,7 +22,7 @@
 //! - A CRL is kept (cached) only when it is signed by the issuer of at least one
 //!   certificate naming its URL.
 //!
-//! Network rules ([`url`], [`http`]): the URLs come from scanned certificates, so each is
+//! Network rules ([`crate::net::url`], [`http`]): the URLs come from scanned certificates, so each is
 //! checked before anything is sent: `http://` only (CRLs are signed, so TLS adds nothing,
 //! and RFC 5280 CRL distribution points are HTTP or LDAP), printable ASCII without control
 //! characters, spaces or a user part; its host must be in `[crl] allow` when that is set.
@@ -43,15 +43,13 @@ use serde::{Deserialize, Serialize};
 use crate::ca;
 
 pub mod http;
-pub mod url;
 
-pub use url::AllowList;
+use crate::config::sections::DEFAULT_PASS_DEADLINE_SECS;
+use crate::net::url;
+pub use crate::net::url::AllowList;
 
 /// The largest CRL accepted (bytes).
 pub const MAX_CRL_BYTES: usize = 32 << 20;
-
-/// How long a pass's downloads may take together when nothing else is configured (s).
-pub const DEFAULT_PASS_DEADLINE_SECS: u64 = 300;
 
 /// A pass that could not run at all (individual URLs fail in [`CrlFetchReport::urls`]).
 #[derive(Debug, thiserror::Error)]
@@ -424,7 +422,7 @@ impl Judge<'_> {
             .map(|&i| self.cas[i].facts.spki_sha256)
             .collect();
         let signed_by = |i: usize| signer_keys.contains(&self.cas[i].facts.spki_sha256);
-        let entries = crate::x509::crl_entries(&der).map_err(|e| not_a_crl(&e))?;
+        let entries = crate::certs::x509::crl_entries(&der).map_err(|e| not_a_crl(&e))?;
         // The CA certificate (of those sharing the signing key) that issued a certificate
         // naming this URL: the CRL is theirs.
         let mut theirs: Option<usize> = None;

@@ -13,8 +13,8 @@ use std::fmt::Write as _;
 use certctl_store::{rfc3339, Certificate, CredentialKind, Role, Store, UnixTime};
 
 use crate::agents::{self, AgentsError, PendingAgent};
+use crate::history::{self, HistoryEntry, HistoryError};
 use crate::query::{self, CheckReport, QueryError};
-use crate::workflow::{self, HistoryEntry, WorkflowError};
 use crate::Duration;
 
 /// Weeks shown on the expiry timeline (about 90 days).
@@ -35,7 +35,7 @@ pub enum DashboardError {
     #[error(transparent)]
     Agents(#[from] AgentsError),
     #[error(transparent)]
-    Workflow(#[from] WorkflowError),
+    Workflow(#[from] HistoryError),
     #[error(transparent)]
     Store(#[from] certctl_store::StoreError),
 }
@@ -180,7 +180,7 @@ pub fn render_certificate(
     if store.get(&fingerprint)?.is_none() {
         return Ok(None);
     }
-    let Some(history) = workflow::history(store, &wanted)?
+    let Some(history) = history::history(store, &wanted)?
         .into_iter()
         .find(|h| h.certificate.fingerprint().to_hex() == wanted)
     else {

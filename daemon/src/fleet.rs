@@ -26,7 +26,7 @@ use rcgen::{
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::atomic_file::{FileMode, Options};
+use crate::files::atomic::{FileMode, Options};
 
 const MINUTE: i64 = 60;
 const HOUR: i64 = 3_600;

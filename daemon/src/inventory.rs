@@ -11,7 +11,7 @@
 //! - The **walker** lists one directory at a time (the tree is streamed, never held whole),
 //!   compares each file's size and mtime with what the store remembers, and sends only new
 //!   or changed files to be read (all of them with `--full`).
-//! - **Parse workers** read and parse files in parallel ([`crate::formats`]).
+//! - **Parse workers** read and parse files in parallel ([`crate::certs::formats`]).
 //! - The single **writer** merges what was found into the store in large atomic batches
 //!   (sled's cost is per key written, so batching is what makes a scan fast), marks
 //!   certificates that left a file as gone from that source, and records each
@@ -49,7 +49,8 @@ use certctl_store::{
 use crossbeam_channel::{bounded, Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
-use crate::formats::{self, FormatError};
+use crate::certs::formats::{self, FormatError};
+use crate::files::read::{io_cause, is_loop};
 
 /// Certificates merged per atomic store batch.
 const BATCH_CERTIFICATES: usize = 8192;
@@ -165,7 +166,7 @@ pub fn scan(
     now: UnixTime,
     progress: &ScanProgress,
 ) -> Result<ScanSummary, ScanError> {
-    formats::ensure_legacy_provider();
+    crate::certs::openssl_setup::ensure_legacy_provider();
     let threads = match options.threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -598,23 +599,6 @@ fn utf8(p: &Path) -> Option<String> {
     p.to_str().map(str::to_owned)
 }
 
-/// An I/O error as an admin would say it.
-pub fn io_cause(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::PermissionDenied => "permission denied".into(),
-        io::ErrorKind::NotFound => "no such file or directory".into(),
-        _ if is_loop(e) => {
-            "symbolic link loop: too many levels of symbolic links (not followed)".into()
-        }
-        _ => e.to_string(),
-    }
-}
-
-/// Whether an error is `ELOOP` (a symlink that leads back to itself).
-fn is_loop(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
-}
-
 /// If the symlinked directory `link` (found in `dir`) points to `dir` itself or to a folder
 /// above it, that folder: following the link would walk the same tree forever. `dir` is
 /// canonical (the walk starts from a canonical root and never follows symlinks).
@@ -810,9 +794,9 @@ fn read_file(job: ParseJob, password: Option<&str>) -> ReadFile {
         Ok(read) => read,
         Err(cause) => return failed(cause, 0, 0),
     };
-    crate::x509::take_lax_date_notes();
+    crate::certs::x509::take_lax_date_notes();
     let read = formats::read_certificates_partial(&bytes, &job.path, password);
-    let warnings = crate::x509::take_lax_date_notes();
+    let warnings = crate::certs::x509::take_lax_date_notes();
     let problem = match read.error {
         None => None,
         Some(FormatError::NoCertificate) => {

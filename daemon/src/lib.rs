@@ -34,21 +34,22 @@
 pub mod agents;
 pub mod api;
 pub mod artifacts;
-pub mod atomic_file;
 pub mod backup;
 pub mod ca;
+pub mod certs;
 pub mod config;
 pub mod control;
 pub mod crash_point;
 pub mod crlfetch;
 pub mod dashboard;
 pub mod duration;
+pub mod files;
 pub mod fleet;
-pub mod formats;
+pub mod history;
 pub mod inventory;
 pub mod manpages;
 pub mod metrics_http;
-pub mod pkcs12_guard;
+pub mod net;
 pub mod policy;
 pub mod probe;
 pub mod query;
@@ -59,7 +60,6 @@ pub mod reports;
 pub mod retention;
 pub mod revoke;
 pub mod scep;
-pub mod schedule;
 pub mod server;
 pub mod smtp_client;
 pub mod smtp_tls;
@@ -70,6 +70,9 @@ pub mod view;
 pub mod webhook;
 pub mod workflow;
 pub mod workflow_csr;
-pub mod x509;
+
+/// Transitional: the CLI's old paths (the facade replaces them).
+pub use certs::{formats, pkcs12_guard, x509};
+pub use files::atomic as atomic_file;
 
 pub use duration::Duration;

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::atomic_file::{self, FileMode, Options};
+use crate::files::atomic::{self, FileMode, Options};
 
 /// certd's configuration file format, section 5 (`docs/man/certd.toml.5`).
 pub const CERTD_TOML_5: &str = include_str!("../../docs/man/certd.toml.5");
@@ -57,8 +57,8 @@ pub fn certd_toml() -> ManPage {
 
 /// Writes `pages` into `dir` (created 0755 if missing), each 0644 through the atomic
 /// writer; returns the paths written.
-pub fn write_all(dir: &Path, pages: &[ManPage]) -> Result<Vec<PathBuf>, atomic_file::WriteError> {
-    atomic_file::create_dir_all(dir, 0o755)?;
+pub fn write_all(dir: &Path, pages: &[ManPage]) -> Result<Vec<PathBuf>, atomic::WriteError> {
+    atomic::create_dir_all(dir, 0o755)?;
     let mut written = Vec::with_capacity(pages.len());
     for page in pages {
         let path = dir.join(&page.file_name);

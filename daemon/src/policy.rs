@@ -943,8 +943,8 @@ impl Checker<'_> {
         };
         let recipients: Vec<String> = self.parsed(&raw.recipients, "recipients", |s| {
             // `webhook:NAME`: a `[[webhook]]` of certd's configuration.
-            if let Some(name) = crate::webhook::webhook_name(s) {
-                return if crate::webhook::valid_name(name) {
+            if let Some(name) = crate::config::sections::webhook_name(s) {
+                return if crate::config::sections::valid_name(name) {
                     Ok(s.to_string())
                 } else {
                     Err(format!(
@@ -974,7 +974,7 @@ impl Checker<'_> {
         });
         let scep = raw.scep.as_ref().and_then(|s| {
             self.one(s, "scep", |v| {
-                if crate::webhook::valid_name(v) {
+                if crate::config::sections::valid_name(v) {
                     Ok(v.to_string())
                 } else {
                     Err(format!(

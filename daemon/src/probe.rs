@@ -74,7 +74,7 @@ use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509PurposeId, X509Ref, X509StoreContext, X509VerifyResult, X509};
 
-use crate::x509::facts_from_der;
+use crate::certs::x509::facts_from_der;
 
 /// The most certificates of a served chain that are judged and recorded; the rest are
 /// dropped and reported as `chain-too-long`.
@@ -308,7 +308,7 @@ pub fn forget(store: &Store, address: &str, now: UnixTime) -> Result<Endpoint, F
     store.record_audit(&certctl_store::AuditEvent {
         at: now,
         fingerprint: endpoint.chain.first().copied(),
-        actor: crate::ca::actor(),
+        actor: crate::history::actor(),
         action: "endpoint-forgotten".into(),
         detail: format!(
             "tls://{} ({} findings, last probe {})",

@@ -759,7 +759,7 @@ impl Channels {
 
 impl Mailer for Channels {
     fn send(&self, digest: &Digest, now: UnixTime) -> Result<(), SendFailure> {
-        if crate::webhook::webhook_name(&digest.recipient).is_some() {
+        if crate::config::sections::webhook_name(&digest.recipient).is_some() {
             // The Idempotency-Key: the digest's content hash, as in its Message-ID.
             let key = self.message_id(digest);
             let key = key

@@ -801,7 +801,7 @@ pub fn run_pass<G>(
             if d.state == "backoff" {
                 d.state = "open".into();
             }
-            d.reason = format!("certctl renew by {}", ca::actor());
+            d.reason = format!("certctl renew by {}", crate::history::actor());
             vec![d]
         }
         None => due(store, policies, config, now)?,
@@ -1026,7 +1026,7 @@ fn renew_one<G>(
             store.record_audit(&AuditEvent {
                 at: now,
                 fingerprint: Some(d.fingerprint),
-                actor: ca::actor(),
+                actor: crate::history::actor(),
                 action: "renewal-failed".into(),
                 detail: format!("attempt {} ({}): {cause}", record.failures, d.method.name()),
             })?;
@@ -1088,7 +1088,7 @@ fn attempt(
             store.record_audit(&AuditEvent {
                 at: now,
                 fingerprint: Some(d.fingerprint),
-                actor: ca::actor(),
+                actor: crate::history::actor(),
                 action: "renewal-started".into(),
                 detail: format!(
                     "workflow {} by {}: {}",
@@ -1573,7 +1573,7 @@ pub fn execute<G>(
                 },
             };
             let mut d = describe(store, &cert, policy, t, config, &open, now)?;
-            d.reason = format!("certctl renew by {}", ca::actor());
+            d.reason = format!("certctl renew by {}", crate::history::actor());
             let pass = if request.dry_run {
                 None
             } else {

@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use time::OffsetDateTime;
 
-use crate::ca::{self, actor, write_atomic, CaError, FileMode, Secret, Signer};
+use crate::ca::{self, write_atomic, CaError, FileMode, Secret, Signer};
+use crate::history::actor;
 use crate::query::{self, QueryError};
 
 /// Errors of revocation and CRL publishing.
@@ -346,7 +347,7 @@ pub fn sign_crl(
 pub fn write_crl(paths: &[PathBuf], crl: &SignedCrl) -> Result<(), CaError> {
     for p in paths {
         if let Some(parent) = p.parent() {
-            crate::atomic_file::create_dir_all(parent, 0o755)?;
+            crate::files::atomic::create_dir_all(parent, 0o755)?;
         }
         write_atomic(p, crl_bytes_for(p, &crl.der, &crl.pem), FileMode::Public)?;
     }
@@ -408,12 +409,7 @@ pub fn verify_crl_file(path: &Path, ca_der: &[u8], serials: &[String]) -> CrlChe
     };
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) => {
-            return fail(format!(
-                "cannot read it: {}",
-                crate::inventory::io_cause(&e)
-            ))
-        }
+        Err(e) => return fail(format!("cannot read it: {}", crate::files::io_cause(&e))),
     };
     let crl = match X509Crl::from_pem(&bytes).or_else(|_| X509Crl::from_der(&bytes)) {
         Ok(c) => c,
@@ -431,7 +427,7 @@ pub fn verify_crl_file(path: &Path, ca_der: &[u8], serials: &[String]) -> CrlChe
     let entries = match crl
         .to_der()
         .map_err(|e| e.to_string())
-        .and_then(|der| crate::x509::crl_entries(&der).map_err(|e| e.to_string()))
+        .and_then(|der| crate::certs::x509::crl_entries(&der).map_err(|e| e.to_string()))
     {
         Ok(e) => e,
         Err(e) => return fail(format!("its entries cannot be read: {e}")),
@@ -657,7 +653,7 @@ pub fn spki_of_file(path: &Path, passphrase: Option<&Secret>) -> Result<Sha256, 
         path: path.to_path_buf(),
         cause,
     };
-    let bytes = std::fs::read(path).map_err(|e| bad(crate::inventory::io_cause(&e)))?;
+    let bytes = std::fs::read(path).map_err(|e| bad(crate::files::io_cause(&e)))?;
     let spki = if let Ok(k) = ca::load_private_key(&bytes, passphrase) {
         k.public_key_to_der()
     } else if let Ok(k) = openssl::pkey::PKey::public_key_from_pem(&bytes) {

@@ -542,7 +542,7 @@ async fn scheduled_backup(shared: &Arc<Shared>) -> String {
     let Some(config) = shared.config().backup else {
         return "not configured".into();
     };
-    if let Err(e) = crate::atomic_file::create_dir_all(&config.dir, 0o700) {
+    if let Err(e) = crate::files::atomic::create_dir_all(&config.dir, 0o700) {
         tracing::error!(error = %e, "cannot make the backup folder");
         return format!("failed: {e}");
     }

@@ -102,7 +102,7 @@ pub fn no_greeting(e: &SmtpError, config: &SmtpConfig) -> Option<String> {
 fn roots(path: &Path) -> Result<Vec<X509>, SmtpTlsError> {
     let bytes = std::fs::read(path).map_err(|e| SmtpTlsError::Read {
         path: path.to_path_buf(),
-        cause: crate::inventory::io_cause(&e),
+        cause: crate::files::io_cause(&e),
     })?;
     let invalid = |cause: String| SmtpTlsError::Invalid {
         path: path.to_path_buf(),

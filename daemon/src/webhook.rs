@@ -24,64 +24,13 @@ use std::time::{Duration, Instant};
 use certctl_store::{rfc3339, UnixTime};
 use openssl::ssl::{SslConnector, SslMethod, SslVersion};
 use openssl::x509::X509;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::config::sections::{webhook_name, Format, WebhookConfig};
 use crate::remind::{Digest, SendFailure};
 
 /// The most of an answer read (status line, headers and body).
 pub const MAX_ANSWER: usize = 64 * 1024;
-/// How a recipient names a webhook in a policy: `webhook:NAME`.
-pub const RECIPIENT_PREFIX: &str = "webhook:";
-
-/// The payload's shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Json,
-    Teams,
-    Slack,
-}
-
-impl Format {
-    pub fn parse(s: &str) -> Option<Format> {
-        match s {
-            "json" => Some(Format::Json),
-            "teams" => Some(Format::Teams),
-            "slack" => Some(Format::Slack),
-            _ => None,
-        }
-    }
-}
-
-/// A webhook as `[[webhook]]` configures it (checked by [`crate::config`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookConfig {
-    pub name: String,
-    pub url: url::Url,
-    pub format: Format,
-    /// More CA certificates (PEM) trusted for an `https` receiver.
-    pub ca_file: Option<std::path::PathBuf>,
-    /// One deadline for the whole exchange.
-    pub timeout: Duration,
-    /// A secret file holding one `Name: value` header line (e.g. `Authorization: Bearer
-    /// ...`), sent with every POST; never logged.
-    pub header_file: Option<std::path::PathBuf>,
-}
-
-/// Whether `recipient` is a webhook (`webhook:NAME`), and its name.
-pub fn webhook_name(recipient: &str) -> Option<&str> {
-    recipient.strip_prefix(RECIPIENT_PREFIX)
-}
-
-/// Whether `name` may name a webhook: letters, digits, `.`, `_`, `-`.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
 
 /// Delivers digests to the configured webhooks.
 #[derive(Debug, Clone, Default)]
@@ -353,7 +302,7 @@ pub(crate) fn connector(ca_file: Option<&Path>) -> Result<SslConnector, String> 
 
 /// The header line of `header_file`: `Name: value`, printable ASCII, one line.
 fn read_header(path: &Path) -> Result<String, String> {
-    let secret = crate::ca::read_private_file(path)
+    let secret = crate::files::read::read_private_file(path)
         .map_err(|e| format!("header_file {}: {e}", path.display()))?;
     let text = String::from_utf8(secret)
         .map_err(|_| format!("header_file {}: not UTF-8", path.display()))?;

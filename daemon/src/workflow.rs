@@ -55,14 +55,15 @@ use rcgen::{DistinguishedName, DnType, SanType};
 use serde::{Deserialize, Serialize};
 
 use crate::ca::{
-    self, actor, der_to_pem, private_dir, write_atomic, CaError, FileMode, KeyKind, LeafSpec,
-    Secret, Signer,
+    self, der_to_pem, private_dir, write_atomic, CaError, FileMode, KeyKind, LeafSpec, Secret,
+    Signer,
 };
+use crate::certs::x509::facts_from_der;
+use crate::history::actor;
 use crate::query::{self, QueryError};
 use crate::reload::{self, ReloadOutcome};
 use crate::revoke::{self, CrlCheck, RevokeError};
 use crate::workflow_csr::{step_csr, step_receive};
-use crate::x509::facts_from_der;
 
 /// The environment variable of the crash test hook (tests only).
 pub const ABORT_HOOK_VAR: &str = "CERTCTL_TEST_ABORT_AFTER_STEP";
@@ -114,10 +115,6 @@ pub enum WorkflowError {
     Deploy { path: PathBuf, cause: String },
     #[error("cannot use the policies: {0}")]
     Policy(String),
-    #[error(
-        "invalid date `{0}`: write 2026-11-25, 2026-11-25T17:00:00Z or 2026-11-25 17:00 (UTC)"
-    )]
-    BadDate(String),
 }
 
 /// `certctl regenerate ID [--revoke-old] [--deploy]`.
@@ -537,7 +534,7 @@ fn remove_deployed_key(wf: &Workflow, secrets: &WorkflowSecrets) -> Result<(), W
         move |e: std::io::Error| {
             WorkflowError::Ca(CaError::Io {
                 path,
-                cause: crate::inventory::io_cause(&e),
+                cause: crate::files::io_cause(&e),
             })
         }
     };
@@ -989,8 +986,8 @@ impl Deployment<'_> {
                         "a PKCS#12 file: give its password with --pfx-password-file (or CERTCTL_PFX_PASSWORD) to deploy to it".into(),
                     ));
                 };
-                crate::formats::check_pkcs12_work(&bytes).map_err(|e| bad(e.to_string()))?;
-                crate::formats::ensure_legacy_provider();
+                crate::certs::formats::check_pkcs12_work(&bytes).map_err(|e| bad(e.to_string()))?;
+                crate::certs::openssl_setup::ensure_legacy_provider();
                 let parsed = openssl::pkcs12::Pkcs12::from_der(&bytes)
                     .and_then(|p| p.parse2(password.expose()))
                     .map_err(|_| {
@@ -1181,7 +1178,7 @@ const DEPLOYED_KEY: FileMode = FileMode::Replaced {
 /// Replaces a deployed file (owner and mode of the regular file replaced kept; a symlink
 /// there is replaced, never followed), keeping the old one as `FILE.bak`.
 fn deploy(path: &Path, bytes: &[u8], mode: FileMode) -> Result<(), WorkflowError> {
-    let options = crate::atomic_file::Options::new(mode).backup();
+    let options = crate::files::atomic::Options::new(mode).backup();
     options.write(path, bytes).map_err(CaError::from)?;
     Ok(())
 }
@@ -1285,131 +1282,6 @@ pub fn probe_endpoints<G>(
     Ok(())
 }
 
-// ---- history -------------------------------------------------------------------------------
-
-/// One line of `certctl history ID`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    pub at: UnixTime,
-    /// `first-seen`, `seen-at`, `gone-from`, or an audit action (`revoked`, `issued`, ...).
-    pub action: String,
-    pub actor: String,
-    pub detail: String,
-}
-
-/// A certificate and its history, oldest first.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct History {
-    pub certificate: Certificate,
-    pub entries: Vec<HistoryEntry>,
-}
-
-/// `certctl history ID`: the sightings of the record and the audit events, in time order.
-pub fn history(store: &Store, id: &str) -> Result<Vec<History>, WorkflowError> {
-    let certs = query::find(store, id)?;
-    let mut out = Vec::with_capacity(certs.len());
-    for cert in certs {
-        let mut entries = vec![HistoryEntry {
-            at: cert.first_seen,
-            action: "first-seen".into(),
-            actor: "inventory".into(),
-            detail: cert.facts.display_name().to_string(),
-        }];
-        for s in &cert.sources {
-            entries.push(HistoryEntry {
-                at: s.first_seen,
-                action: "seen-at".into(),
-                actor: "inventory".into(),
-                detail: s.location.to_string(),
-            });
-            if let Some(g) = s.gone_since {
-                entries.push(HistoryEntry {
-                    at: g,
-                    action: "gone-from".into(),
-                    actor: "inventory".into(),
-                    detail: s.location.to_string(),
-                });
-            }
-        }
-        for e in store.history(&cert.fingerprint())? {
-            entries.push(HistoryEntry {
-                at: e.at,
-                action: e.action,
-                actor: e.actor,
-                detail: e.detail,
-            });
-        }
-        entries.sort_by_key(|e| e.at);
-        out.push(History {
-            certificate: cert,
-            entries,
-        });
-    }
-    Ok(out)
-}
-
-/// One certificate of `certctl history --at DATE`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ValidAt {
-    pub certificate: Certificate,
-    /// Where it was deployed at that moment (sources seen before and not gone by then).
-    pub deployed_at: Vec<String>,
-    /// Whether certctl already knew it then (first seen before that moment).
-    pub known_then: bool,
-}
-
-/// `certctl history --at DATE`: the certificates that were valid at `t` (inside their
-/// validity, not yet revoked), with where they were deployed then.
-pub fn valid_at(store: &Store, t: UnixTime) -> Result<Vec<ValidAt>, WorkflowError> {
-    let mut out = Vec::new();
-    for cert in store.iter() {
-        let cert = cert?;
-        let f = &cert.facts;
-        if f.not_before > t || f.not_after <= t {
-            continue;
-        }
-        if cert.revocation.as_ref().is_some_and(|r| r.revoked_at <= t) {
-            continue;
-        }
-        let deployed_at = cert
-            .sources
-            .iter()
-            .filter(|s| s.first_seen <= t && s.gone_since.is_none_or(|g| g > t))
-            .map(|s| s.location.to_string())
-            .collect();
-        out.push(ValidAt {
-            known_then: cert.first_seen <= t,
-            deployed_at,
-            certificate: cert,
-        });
-    }
-    out.sort_by_key(|v| (v.certificate.facts.not_after, v.certificate.fingerprint()));
-    Ok(out)
-}
-
-/// Parses `2026-11-25`, `2026-11-25T17:00:00Z` (any RFC 3339) or `2026-11-25 17:00[:00]`
-/// (UTC).
-pub fn parse_date(s: &str) -> Result<UnixTime, WorkflowError> {
-    use time::format_description::well_known::Rfc3339;
-    use time::macros::format_description;
-    let s = s.trim();
-    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
-        return Ok(t.unix_timestamp());
-    }
-    let normalised = s.replacen('T', " ", 1).trim_end_matches('Z').to_string();
-    let full = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    let short = format_description!("[year]-[month]-[day] [hour]:[minute]");
-    for fmt in [full, short] {
-        if let Ok(t) = time::PrimitiveDateTime::parse(&normalised, fmt) {
-            return Ok(t.assume_utc().unix_timestamp());
-        }
-    }
-    if let Ok(d) = time::Date::parse(s, format_description!("[year]-[month]-[day]")) {
-        return Ok(d.midnight().assume_utc().unix_timestamp());
-    }
-    Err(WorkflowError::BadDate(s.to_string()))
-}
-
 /// The step names and numbers, for help texts.
 pub fn steps_help() -> String {
     WorkflowStep::ALL
@@ -1435,14 +1307,6 @@ mod tests {
             items[2].1,
             &rcgen::DnValue::Utf8String("Ops, Gateways".into())
         );
-    }
-
-    #[test]
-    fn dates_parse() {
-        assert_eq!(parse_date("1970-01-02").unwrap(), 86_400);
-        assert_eq!(parse_date("1970-01-01T00:01:00Z").unwrap(), 60);
-        assert_eq!(parse_date("1970-01-01 00:02").unwrap(), 120);
-        assert!(parse_date("yesterday").is_err());
     }
 
     #[test]

@@ -18,12 +18,13 @@ use std::path::{Path, PathBuf};
 use certctl_store::{AuditEvent, SourceLocation, Store, UnixTime, Workflow, WorkflowStep};
 use openssl::x509::X509;
 
-use crate::ca::{self, actor, der_to_pem, write_atomic, CaError, FileMode};
+use crate::ca::{self, der_to_pem, write_atomic, CaError, FileMode};
+use crate::certs::x509::facts_from_der;
+use crate::history::actor;
 use crate::workflow::{
     audit_once, parse_rfc2253, read_issued, sans_of, step_err, WorkflowError, WorkflowReport,
     WorkflowSecrets,
 };
-use crate::x509::facts_from_der;
 
 /// The `awaiting-certificate` step: the CSR for the workflow's key, written to the path
 /// given at `regenerate --csr` and to `new.csr` in the workflow folder.

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use certctl_daemon::api::{Request, Response};
-use certctl_daemon::workflow::{self};
+use certctl_daemon::history;
 use certctl_store::rfc3339;
 use clap::Args;
 use serde_json::{json, Value};
@@ -34,7 +34,7 @@ pub struct HistoryArgs {
 pub fn exec(g: &Globals, a: HistoryArgs) -> Result<Exit> {
     let session = &g.existing()?;
     if let Some(date) = &a.at {
-        let at = workflow::parse_date(date)?;
+        let at = history::parse_date(date)?;
         let (at, certificates) = match session.call(Request::HistoryAt { at })? {
             Response::ValidAt { report } => (report.at, report.certificates),
             other => return Err(unexpected(&other)),

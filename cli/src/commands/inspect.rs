@@ -39,7 +39,7 @@ pub struct InspectArgs {
 }
 
 pub fn exec(a: InspectArgs) -> Result<Exit> {
-    formats::ensure_legacy_provider();
+    certctl_daemon::certs::openssl_setup::ensure_legacy_provider();
     let password = pfx_password_text(a.pfx_password_file.as_deref())?;
     // Like a scan: never blocks on a FIFO or device, refuses files over the size cap.
     let (bytes, _) = inventory::read_file_bytes(&a.file)

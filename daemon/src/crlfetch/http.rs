@@ -1,4 +1,4 @@
-//! Downloading CRLs: a minimal HTTP/1.0 GET of checked URLs ([`super::url::CrlUrl`]),
+//! Downloading CRLs: a minimal HTTP/1.0 GET of checked URLs ([`crate::net::url::CrlUrl`]),
 //! bounded in size ([`super::MAX_CRL_BYTES`]) and time (one deadline per URL covering name
 //! resolution, connection, redirects and the whole answer), and [`download_all`], which
 //! fetches a pass's URLs in parallel ([`PARALLEL`] at once, at most [`PER_HOST`] per host)
@@ -10,8 +10,8 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::url::{escaped, AllowList, CrlUrl, Host, UrlProblem};
 use super::{UrlError, MAX_CRL_BYTES};
+use crate::net::url::{escaped, AllowList, CrlUrl, Host, UrlProblem};
 
 /// Downloads running at once in a pass.
 pub const PARALLEL: usize = 8;

@@ -75,7 +75,8 @@ pub fn enroll(server: &ScepConfig, req: &EnrollRequest) -> Result<EnrollReport, 
             let cert = X509::from_pem(&bytes)
                 .or_else(|_| X509::from_der(&bytes))
                 .map_err(|e| read_err(cert_path)(format!("not a certificate: {e}")))?;
-            let key_bytes = ca::read_private_file(key_path)?;
+            let key_bytes = crate::files::read::read_private_file(key_path)
+                .map_err(crate::ca::CaError::from)?;
             let key = ca::load_private_key(&key_bytes, None).map_err(|e| {
                 read_err(key_path)(match e {
                     ca::KeyLoadError::NeedsPassphrase => "the key is encrypted".into(),
@@ -125,8 +126,8 @@ pub fn enroll(server: &ScepConfig, req: &EnrollRequest) -> Result<EnrollReport, 
     write_atomic(&req.key_out, &key_pem, FileMode::Private)?;
     write_atomic(&req.cert_out, &cert_pem, FileMode::Public)?;
     let der = issued.cert.to_der().unwrap_or_default();
-    let facts =
-        crate::x509::facts_from_der(&der).map_err(|e| read_err(&req.cert_out)(e.to_string()))?;
+    let facts = crate::certs::x509::facts_from_der(&der)
+        .map_err(|e| read_err(&req.cert_out)(e.to_string()))?;
     Ok(EnrollReport {
         server: server.name.clone(),
         request: if issued.renewal {

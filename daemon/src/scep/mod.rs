@@ -34,31 +34,12 @@ use std::time::{Duration, Instant};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
+use crate::config::sections::ScepConfig;
 use message::{Algorithms, FailInfo, MessageType, PkiStatus, Signer};
 
 /// The deadline of one HTTP exchange.
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
-/// The default first wait between CertPolls (doubled after each, at most 10 minutes).
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
-/// The default longest time spent polling a pending request in one attempt (then the
-/// renewal pass polls again at its next run).
-pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_POLL_WAIT: Duration = Duration::from_secs(600);
-
-/// A SCEP server as a `[[scep]]` block configures it (checked by [`crate::config`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScepConfig {
-    pub name: String,
-    pub url: url::Url,
-    /// The challenge password's file (absolute, 0600, never logged).
-    pub challenge_file: PathBuf,
-    /// SHA-256 of the CA certificate, 32 bytes.
-    pub ca_fingerprint: [u8; 32],
-    /// More CA certificates (PEM) trusted for an `https` server.
-    pub ca_file: Option<PathBuf>,
-    pub poll_interval: Duration,
-    pub poll_timeout: Duration,
-}
 
 /// Why an enrollment did not return a certificate, naming the server.
 #[derive(Debug, thiserror::Error)]
@@ -185,13 +166,6 @@ pub fn colon_hex(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
-}
-
-/// A `ca_fingerprint` as written in certd.toml: 64 hex digits, colons and spaces allowed.
-pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
-    let digits: String = text.chars().filter(|c| *c != ':' && *c != ' ').collect();
-    let bytes = hex::decode(digits).ok()?;
-    bytes.try_into().ok()
 }
 
 impl<'a> Client<'a> {
@@ -326,7 +300,7 @@ impl<'a> Client<'a> {
                 cause,
             })
         };
-        let bytes = crate::ca::read_private_file(path).map_err(|e| fail(e.to_string()))?;
+        let bytes = crate::files::read::read_private_file(path).map_err(|e| fail(e.to_string()))?;
         let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8".into()))?;
         let password = text.trim_end_matches(['\r', '\n']);
         if password.is_empty() || password.contains(['\r', '\n']) {
@@ -485,6 +459,7 @@ fn redacted(url: &url::Url) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::sections::parse_fingerprint;
 
     #[test]
     fn caps_choose_the_algorithms() {

@@ -110,7 +110,7 @@ fn current_credentials(old: &Certificate) -> Option<(X509, PKey<Private>)> {
             let cert = X509::from_der(&der).ok()?;
             let public = cert.public_key().ok()?;
             key_files(path).into_iter().find_map(|candidate| {
-                let bytes = crate::ca::read_private_file(&candidate).ok()?;
+                let bytes = crate::files::read::read_private_file(&candidate).ok()?;
                 let key = crate::ca::load_private_key(&bytes, None).ok()?;
                 (key.rsa().is_ok() && key.public_eq(&public)).then(|| (cert.clone(), key))
             })

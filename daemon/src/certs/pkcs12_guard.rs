@@ -391,7 +391,7 @@ mod tests {
     use openssl::x509::X509;
 
     use super::*;
-    use crate::x509::testutil::{pki, TestPki};
+    use crate::certs::x509::testutil::{pki, TestPki};
 
     const KEY_MARKER: u32 = 1111;
     const MAC_MARKER: u32 = 1234;
@@ -491,7 +491,7 @@ mod tests {
     }
 
     fn opens(der: &[u8]) -> bool {
-        crate::formats::ensure_legacy_provider();
+        crate::certs::openssl_setup::ensure_legacy_provider();
         Pkcs12::from_der(der).and_then(|p| p.parse2("pw")).is_ok()
     }
 

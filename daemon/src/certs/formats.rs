@@ -8,7 +8,7 @@
 //!   certificate first, then the CA certificates. Legacy encryption (RC2-40, 3DES, as exported
 //!   by Windows/IIS) needs OpenSSL 3's legacy provider, loaded once per process by
 //!   [`ensure_legacy_provider`]. Before OpenSSL opens one, [`check_pkcs12_work`] refuses
-//!   iteration counts that would keep a CPU busy for minutes ([`crate::pkcs12_guard`]).
+//!   iteration counts that would keep a CPU busy for minutes ([`crate::certs::pkcs12_guard`]).
 //!
 //! The format is recognised from the content; the file name only helps with PKCS#12. The
 //! position of a certificate in the returned `Vec` is its index within the file. Errors
@@ -21,13 +21,12 @@
 //! `daemon/tests/parse_props.rs` and the cargo-fuzz target in `fuzz/`).
 
 use std::path::Path;
-use std::sync::OnceLock;
 
 use certctl_store::model::CertificateFacts;
 use openssl::pkcs12::Pkcs12;
-use openssl::provider::Provider;
 
-use crate::x509::{facts_from_der, facts_from_der_prefix, X509Error};
+use crate::certs::openssl_setup::{ensure_legacy_provider, legacy_provider_error, openssl_reasons};
+use crate::certs::x509::{facts_from_der, facts_from_der_prefix, X509Error};
 
 /// Why a file's certificates could not be read. Messages are sentences for an administrator
 /// and do not include the path.
@@ -88,9 +87,9 @@ pub enum FormatError {
         detail: String,
     },
     /// The PKCS#12 file asks for more key-derivation work than certctl allows (an iteration
-    /// count above [`crate::pkcs12_guard::MAX_ITERATIONS`]): refused before any KDF runs.
+    /// count above [`crate::certs::pkcs12_guard::MAX_ITERATIONS`]): refused before any KDF runs.
     #[error("{0}")]
-    PfxTooCostly(crate::pkcs12_guard::Pkcs12GuardError),
+    PfxTooCostly(crate::certs::pkcs12_guard::Pkcs12GuardError),
     /// The PKCS#12 file is damaged or not PKCS#12 after all.
     #[error("cannot read this PKCS#12 (PFX) file: {reason}")]
     BadPfx { reason: String },
@@ -523,31 +522,15 @@ fn decode_base64_strict(input: &[u8]) -> Result<Vec<u8>, Base64Error> {
 // PKCS#12
 // ---------------------------------------------------------------------------------------------
 
-static LEGACY_PROVIDER: OnceLock<Result<Provider, String>> = OnceLock::new();
-
-/// Loads OpenSSL 3's legacy provider (RC2, 3DES-era PKCS#12 encryption) into the default
-/// library context, once per process, keeping the default provider available. Returns whether
-/// it is available. A failure is remembered and reported by PKCS#12 errors, not fatal.
-pub fn ensure_legacy_provider() -> bool {
-    LEGACY_PROVIDER
-        .get_or_init(|| Provider::try_load(None, "legacy", true).map_err(|e| openssl_reasons(&e)))
-        .is_ok()
-}
-
-fn legacy_provider_error() -> Option<&'static str> {
-    LEGACY_PROVIDER
-        .get()
-        .and_then(|r| r.as_ref().err())
-        .map(String::as_str)
-}
-
 fn read_pkcs12(
     bytes: &[u8],
     password: Option<&str>,
     out: &mut Vec<CertificateFacts>,
 ) -> Result<(), FormatError> {
     // A clearer message than OpenSSL's for the common case of a cut-off file.
-    if let Err(X509Error::Truncated { needed, available }) = crate::x509::der_outer_length(bytes) {
+    if let Err(X509Error::Truncated { needed, available }) =
+        crate::certs::x509::der_outer_length(bytes)
+    {
         return Err(FormatError::BadPfx {
             reason: format!("truncated DER: the file needs {needed} bytes but has {available}"),
         });
@@ -598,10 +581,10 @@ fn read_pkcs12(
 }
 
 /// Refuses PKCS#12 DER whose MAC or encryption asks for more key-derivation work than
-/// [`crate::pkcs12_guard`] allows. Every PKCS#12 file certctl opens goes through this before
+/// [`crate::certs::pkcs12_guard`] allows. Every PKCS#12 file certctl opens goes through this before
 /// OpenSSL sees it (which runs the KDFs and cannot be interrupted).
 pub fn check_pkcs12_work(bytes: &[u8]) -> Result<(), FormatError> {
-    use crate::pkcs12_guard::{check, Pkcs12GuardError};
+    use crate::certs::pkcs12_guard::{check, Pkcs12GuardError};
     check(bytes).map_err(|e| match e {
         Pkcs12GuardError::Malformed(_) => FormatError::BadPfx {
             reason: e.to_string(),
@@ -635,26 +618,6 @@ fn pkcs12_error(e: &openssl::error::ErrorStack) -> FormatError {
     }
 }
 
-/// OpenSSL's error reasons, joined, without file/line noise.
-fn openssl_reasons(e: &openssl::error::ErrorStack) -> String {
-    let mut s = String::new();
-    for err in e.errors() {
-        if !s.is_empty() {
-            s.push_str("; ");
-        }
-        s.push_str(err.reason().unwrap_or("unknown error"));
-        if let Some(data) = err.data() {
-            s.push_str(" (");
-            s.push_str(data);
-            s.push(')');
-        }
-    }
-    if s.is_empty() {
-        s.push_str("unknown OpenSSL error");
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -665,7 +628,7 @@ mod tests {
     use rcgen::KeyPair;
 
     use super::*;
-    use crate::x509::testutil::*;
+    use crate::certs::x509::testutil::*;
 
     fn path(name: &str) -> PathBuf {
         PathBuf::from(name)
@@ -676,7 +639,7 @@ mod tests {
     }
 
     fn fp(der: &[u8]) -> String {
-        crate::x509::facts_from_der(der)
+        crate::certs::x509::facts_from_der(der)
             .expect("test cert parses")
             .fingerprint
             .to_hex()

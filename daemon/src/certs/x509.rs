@@ -11,7 +11,7 @@
 //! of the DER) and each digest is computed once. Errors are phrased for administrators
 //! ([`X509Error`]): a truncated file says how many bytes were expected and how many there are.
 //!
-//! File formats (PEM, PKCS#12, ...) are not handled here; see [`crate::formats`].
+//! File formats (PEM, PKCS#12, ...) are not handled here; see [`crate::certs::formats`].
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -986,7 +986,7 @@ mod oids {
     ]; // 1.3.6.1.4.1.311.60.2.1.3
 }
 
-/// Certificate generators shared by this module's tests and [`crate::formats`]' tests.
+/// Certificate generators shared by this module's tests and [`crate::certs::formats`]' tests.
 #[cfg(test)]
 pub(crate) mod testutil {
     use std::path::Path;

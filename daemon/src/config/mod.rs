@@ -24,7 +24,10 @@ use certctl_store::Role;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::schedule::Schedule;
+pub mod schedule;
+pub mod sections;
+
+use crate::config::schedule::Schedule;
 
 /// A complete configuration with every option and a comment on each; it is valid as is.
 pub const EXAMPLE: &str = r#"# certd configuration (TOML). Schedules are cron expressions evaluated in UTC:
@@ -249,9 +252,9 @@ pub struct Config {
     /// Secrets for resuming interrupted workflows (`[workflows]`).
     pub workflows: WorkflowsConfig,
     /// Where reminders to `webhook:NAME` recipients go (`[[webhook]]`).
-    pub webhooks: Vec<crate::webhook::WebhookConfig>,
+    pub webhooks: Vec<crate::config::sections::WebhookConfig>,
     /// SCEP servers that renew certificates (`[[scep]]`).
-    pub scep: Vec<crate::scep::ScepConfig>,
+    pub scep: Vec<crate::config::sections::ScepConfig>,
     /// Scheduled backups of the store (`[backup]`); `None`: none.
     pub backup: Option<BackupConfig>,
     /// Removing expired certificates that nothing holds any more (`[retention]`).
@@ -379,11 +382,11 @@ pub struct CrlConfig {
     /// How long one download may take. Default [`DEFAULT_PROBE_TIMEOUT`].
     pub timeout: std::time::Duration,
     /// How long a pass's downloads may take together. Default
-    /// [`crate::crlfetch::DEFAULT_PASS_DEADLINE_SECS`].
+    /// [`crate::config::sections::DEFAULT_PASS_DEADLINE_SECS`].
     pub deadline: std::time::Duration,
     /// The hosts and networks CRLs may be fetched from; `None` (the default): any, so the
     /// URLs found in scanned certificates are contacted.
-    pub allow: Option<crate::crlfetch::AllowList>,
+    pub allow: Option<crate::net::url::AllowList>,
     /// How long before its nextUpdate certd re-signs a managed CA's CRL; `None` (the
     /// default): once half of the CRL's validity has passed.
     pub resign_before: Option<std::time::Duration>,
@@ -394,7 +397,9 @@ impl Default for CrlConfig {
         CrlConfig {
             schedule: None,
             timeout: DEFAULT_PROBE_TIMEOUT,
-            deadline: std::time::Duration::from_secs(crate::crlfetch::DEFAULT_PASS_DEADLINE_SECS),
+            deadline: std::time::Duration::from_secs(
+                crate::config::sections::DEFAULT_PASS_DEADLINE_SECS,
+            ),
             allow: None,
             resign_before: None,
         }
@@ -437,7 +442,7 @@ impl Config {
         out
     }
 
-    /// The secret files that must not be used (see [`crate::ca::check_private_file`]), each
+    /// The secret files that must not be used (see [`crate::files::read::check_private_file`]), each
     /// as `key: FILE: why`; and those that do not exist (yet), each as `key: FILE`.
     pub fn secret_file_problems(&self) -> (Vec<String>, Vec<String>) {
         let mut bad = Vec::new();
@@ -445,7 +450,7 @@ impl Config {
         for (key, f) in self.secret_files() {
             if std::fs::symlink_metadata(f).is_err() {
                 missing.push(format!("{key}: {}", f.display()));
-            } else if let Err(e) = crate::ca::check_private_file(f) {
+            } else if let Err(e) = crate::files::read::check_private_file(f) {
                 bad.push(format!("{key}: {e}"));
             }
         }
@@ -1240,15 +1245,15 @@ impl Checker<'_> {
     }
 
     /// `[[scep]]` tables: unique names, an http(s) URL, a SHA-256 fingerprint.
-    fn scep(&mut self, raw: &[RawScep]) -> Vec<crate::scep::ScepConfig> {
-        use crate::scep::{
+    fn scep(&mut self, raw: &[RawScep]) -> Vec<crate::config::sections::ScepConfig> {
+        use crate::config::sections::{
             parse_fingerprint, ScepConfig, DEFAULT_POLL_INTERVAL, DEFAULT_POLL_TIMEOUT,
         };
         let mut out: Vec<ScepConfig> = Vec::new();
         let mut names: Vec<&str> = Vec::new();
         for s in raw {
             let name = s.name.get_ref().clone();
-            if !crate::webhook::valid_name(&name) {
+            if !crate::config::sections::valid_name(&name) {
                 self.report(
                     s.name.span(),
                     format!(
@@ -1349,8 +1354,8 @@ impl Checker<'_> {
     }
 
     /// `[[webhook]]` tables: unique names, an http(s) URL, a known format.
-    fn webhooks(&mut self, raw: &[RawWebhook]) -> Vec<crate::webhook::WebhookConfig> {
-        use crate::webhook::{valid_name, Format, WebhookConfig};
+    fn webhooks(&mut self, raw: &[RawWebhook]) -> Vec<crate::config::sections::WebhookConfig> {
+        use crate::config::sections::{valid_name, Format, WebhookConfig};
         let mut out: Vec<WebhookConfig> = Vec::new();
         let mut names: Vec<&str> = Vec::new();
         for w in raw {
@@ -1442,15 +1447,15 @@ impl Checker<'_> {
     }
 
     /// `[crl] allow`: each entry checked where it is written.
-    fn crl_allow(&mut self, entries: &[Spanned<String>]) -> crate::crlfetch::AllowList {
+    fn crl_allow(&mut self, entries: &[Spanned<String>]) -> crate::net::url::AllowList {
         let mut good = Vec::new();
         for entry in entries {
-            match crate::crlfetch::AllowList::parse(&[entry.get_ref()]) {
+            match crate::net::url::AllowList::parse(&[entry.get_ref()]) {
                 Ok(_) => good.push(entry.get_ref().clone()),
                 Err(e) => self.report(entry.span(), format!("crl.allow: {e}")),
             }
         }
-        crate::crlfetch::AllowList::parse(&good).unwrap_or_default()
+        crate::net::url::AllowList::parse(&good).unwrap_or_default()
     }
 
     fn metrics(&mut self, raw: &RawMetrics) -> MetricsConfig {

@@ -1,0 +1,170 @@
+//! The audit history: who did what to a certificate and when (`certctl history ID`), what
+//! was valid at a past moment (`certctl history --at DATE`), and who the acting user is
+//! ([`actor`]) for every audit event certctl and certd record.
+//!
+//! Pruned periods: retention removes expired ephemeral credentials no source holds (their
+//! per-agent aggregates stay), so `history --at` answers for them only through those
+//! aggregates; every certificate still stored keeps its whole history.
+
+use certctl_store::{Certificate, Store, StoreError, UnixTime};
+use serde::{Deserialize, Serialize};
+
+use crate::query::{self, QueryError};
+
+/// Why a history question could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error(
+        "invalid date `{0}`: write 2026-11-25, 2026-11-25T17:00:00Z or 2026-11-25 17:00 (UTC)"
+    )]
+    BadDate(String),
+}
+
+/// Who runs the command (`$USER`, else `$LOGNAME`, else the uid).
+pub fn actor() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| format!("uid {}", rustix::process::getuid().as_raw()))
+}
+
+/// One line of `certctl history ID`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub at: UnixTime,
+    /// `first-seen`, `seen-at`, `gone-from`, or an audit action (`revoked`, `issued`, ...).
+    pub action: String,
+    pub actor: String,
+    pub detail: String,
+}
+
+/// A certificate and its history, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct History {
+    pub certificate: Certificate,
+    pub entries: Vec<HistoryEntry>,
+}
+
+/// `certctl history ID`: the sightings of the record and the audit events, in time order.
+pub fn history(store: &Store, id: &str) -> Result<Vec<History>, HistoryError> {
+    let certs = query::find(store, id)?;
+    let mut out = Vec::with_capacity(certs.len());
+    for cert in certs {
+        let mut entries = vec![HistoryEntry {
+            at: cert.first_seen,
+            action: "first-seen".into(),
+            actor: "inventory".into(),
+            detail: cert.facts.display_name().to_string(),
+        }];
+        for s in &cert.sources {
+            entries.push(HistoryEntry {
+                at: s.first_seen,
+                action: "seen-at".into(),
+                actor: "inventory".into(),
+                detail: s.location.to_string(),
+            });
+            if let Some(g) = s.gone_since {
+                entries.push(HistoryEntry {
+                    at: g,
+                    action: "gone-from".into(),
+                    actor: "inventory".into(),
+                    detail: s.location.to_string(),
+                });
+            }
+        }
+        for e in store.history(&cert.fingerprint())? {
+            entries.push(HistoryEntry {
+                at: e.at,
+                action: e.action,
+                actor: e.actor,
+                detail: e.detail,
+            });
+        }
+        entries.sort_by_key(|e| e.at);
+        out.push(History {
+            certificate: cert,
+            entries,
+        });
+    }
+    Ok(out)
+}
+
+/// One certificate of `certctl history --at DATE`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValidAt {
+    pub certificate: Certificate,
+    /// Where it was deployed at that moment (sources seen before and not gone by then).
+    pub deployed_at: Vec<String>,
+    /// Whether certctl already knew it then (first seen before that moment).
+    pub known_then: bool,
+}
+
+/// `certctl history --at DATE`: the certificates that were valid at `t` (inside their
+/// validity, not yet revoked), with where they were deployed then.
+pub fn valid_at(store: &Store, t: UnixTime) -> Result<Vec<ValidAt>, HistoryError> {
+    let mut out = Vec::new();
+    for cert in store.iter() {
+        let cert = cert?;
+        let f = &cert.facts;
+        if f.not_before > t || f.not_after <= t {
+            continue;
+        }
+        if cert.revocation.as_ref().is_some_and(|r| r.revoked_at <= t) {
+            continue;
+        }
+        let deployed_at = cert
+            .sources
+            .iter()
+            .filter(|s| s.first_seen <= t && s.gone_since.is_none_or(|g| g > t))
+            .map(|s| s.location.to_string())
+            .collect();
+        out.push(ValidAt {
+            known_then: cert.first_seen <= t,
+            deployed_at,
+            certificate: cert,
+        });
+    }
+    out.sort_by_key(|v| (v.certificate.facts.not_after, v.certificate.fingerprint()));
+    Ok(out)
+}
+
+/// Parses `2026-11-25`, `2026-11-25T17:00:00Z` (any RFC 3339) or `2026-11-25 17:00[:00]`
+/// (UTC).
+pub fn parse_date(s: &str) -> Result<UnixTime, HistoryError> {
+    use time::format_description::well_known::Rfc3339;
+    use time::macros::format_description;
+    let s = s.trim();
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(t.unix_timestamp());
+    }
+    let normalised = s.replacen('T', " ", 1).trim_end_matches('Z').to_string();
+    let full = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    let short = format_description!("[year]-[month]-[day] [hour]:[minute]");
+    for fmt in [full, short] {
+        if let Ok(t) = time::PrimitiveDateTime::parse(&normalised, fmt) {
+            return Ok(t.assume_utc().unix_timestamp());
+        }
+    }
+    if let Ok(d) = time::Date::parse(s, format_description!("[year]-[month]-[day]")) {
+        return Ok(d.midnight().assume_utc().unix_timestamp());
+    }
+    Err(HistoryError::BadDate(s.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_parse() {
+        assert_eq!(parse_date("1970-01-02").unwrap(), 86_400);
+        assert_eq!(parse_date("1970-01-01T00:01:00Z").unwrap(), 60);
+        assert_eq!(parse_date("1970-01-01 00:02").unwrap(), 120);
+        assert!(parse_date("yesterday").is_err());
+    }
+}
