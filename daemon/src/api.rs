@@ -11,12 +11,13 @@ use certctl_store::{Certificate, Endpoint, Role, Store, UnixTime};
 use serde::{Deserialize, Serialize};
 
 use crate::ca::{self, CaInfo, CaInitRequest, IssueReport, IssueRequest, Secret};
+use crate::check::{self, CheckReport};
 use crate::crlfetch::{CrlFetchOptions, CrlFetchReport};
 use crate::duration::Duration;
 use crate::history::{self, History, ValidAt};
 use crate::inventory::{self, ScanOptions, ScanProgress, ScanSummary};
 use crate::probe::ProbeTarget;
-use crate::query::{self, CheckReport, ListFilter, QueryError, Stats};
+use crate::query::{self, ListFilter, QueryError, Stats};
 use crate::remind::{self, PassMode, PassReport, Snoozed};
 use crate::revoke::{self, CrlPublished, RevokeReport, RevokeRequest};
 use crate::workflow::{self, RegenerateRequest, WorkflowReport, WorkflowSecrets};
@@ -513,11 +514,11 @@ pub fn execute(
             policies,
         } => match match &policies {
             Some(dir) => match crate::policy::load_dir(dir) {
-                Ok(set) => query::check_by_policies(store, warn, critical, role, &set, now, brief),
+                Ok(set) => check::check_by_policies(store, warn, critical, role, &set, now, brief),
                 Err(e) => return Response::error(ErrorKind::Invalid, e.to_string()),
             },
-            None if brief => query::check_brief(store, warn, critical, role, now),
-            None => query::check(store, warn, critical, role, now),
+            None if brief => check::check_brief(store, warn, critical, role, now),
+            None => check::check(store, warn, critical, role, now),
         } {
             // A revocation is only visible once the published CRL lists it.
             Ok(report) => match crl_state(store, now) {
@@ -832,7 +833,7 @@ fn relative(p: &std::path::Path) -> Option<Response> {
 fn crl_state(
     store: &Store,
     now: UnixTime,
-) -> Result<(Vec<String>, Vec<query::CrlExpiry>), revoke::RevokeError> {
+) -> Result<(Vec<String>, Vec<check::CrlExpiry>), revoke::RevokeError> {
     let stale = revoke::stale_cas(store)?;
     let mut expiring = Vec::new();
     for ca in store.managed_cas()? {
@@ -840,7 +841,7 @@ fn crl_state(
             // Within a day of it, or past half its validity for CRLs shorter than two days
             // (certd re-signs at half the validity).
             if next_update - now < (ca.crl_validity_secs / 2).min(86_400) {
-                expiring.push(query::CrlExpiry {
+                expiring.push(check::CrlExpiry {
                     ca: ca.name,
                     next_update,
                 });
@@ -1053,5 +1054,98 @@ fn probe<G>(store: &Store, target: &ProbeTarget, now: UnixTime, lock: &dyn Fn() 
             error: outcome.error,
             chain,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::duration::Duration;
+    use crate::query::tests::store_with_file_states;
+    use crate::query::{list, list_batches, FIRST_SLICE_HITS};
+
+    /// What a streamed answer's writer saw: the bytes, and how many had been written at
+    /// each flush (when they go out to the socket or the terminal).
+    #[derive(Default)]
+    struct Flushes {
+        bytes: Vec<u8>,
+        at: Vec<usize>,
+    }
+
+    impl std::io::Write for Flushes {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.bytes.extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.at.push(self.bytes.len());
+            Ok(())
+        }
+    }
+
+    /// Issue 16 item 4: a long list goes out a screenful first, before the rest is read,
+    /// and the JSON text is the same as the whole list's.
+    #[test]
+    fn a_long_list_goes_out_a_screenful_first() {
+        let now = 1_795_000_000;
+        let (_dir, store) = store_with_file_states(now);
+        let filter = ListFilter {
+            expiring_within: Some(Duration::days(30)),
+            ..Default::default()
+        };
+        let mut sizes = Vec::new();
+        list_batches(&store, &filter, now, |batch| {
+            sizes.push(batch.len());
+            Ok::<(), QueryError>(())
+        })
+        .expect("list");
+        let total: usize = sizes.iter().sum();
+        assert!(total > 2000, "{total}");
+        assert!(
+            sizes[0] <= FIRST_SLICE_HITS,
+            "the first batch holds {} of {total} rows",
+            sizes[0]
+        );
+
+        // `list --json` (certd's stream, or stdout directly): the first rows are flushed
+        // on their own, and the text is byte for byte the whole list's.
+        let whole = list(&store, &filter, now).expect("list");
+        let mut expected = Vec::new();
+        crate::view::write_json_list(&whole, now, &mut expected).expect("render");
+        let mut out = Flushes::default();
+        list_json(&store, &filter, now, now, &mut out)
+            .map_err(|e| format!("{e:?}"))
+            .expect("list")
+            .expect("written");
+        assert!(out.bytes == expected, "the streamed JSON differs");
+        let first = out.at.first().copied().expect("flushed");
+        let rows_in_first = out.bytes[..first]
+            .windows(b"\"fingerprint_sha256\"".len())
+            .filter(|w| *w == b"\"fingerprint_sha256\"")
+            .count();
+        assert!(
+            rows_in_first > 0 && rows_in_first <= FIRST_SLICE_HITS,
+            "the first flush holds {rows_in_first} of {} rows",
+            whole.len()
+        );
+
+        // The table's stream: JSON lines read back into the same certificates.
+        let mut lines = Flushes::default();
+        list_lines(&store, &filter, now, &mut lines)
+            .map_err(|e| format!("{e:?}"))
+            .expect("list")
+            .expect("written");
+        let first = lines.at.first().copied().expect("flushed");
+        assert!(lines.bytes[..first].iter().filter(|&&b| b == b'\n').count() <= FIRST_SLICE_HITS);
+        let mut back = Vec::new();
+        let mut reader = CertificateLines::new(|batch| {
+            back.extend(batch);
+            Ok(())
+        });
+        for piece in lines.bytes.chunks(1000) {
+            std::io::Write::write_all(&mut reader, piece).expect("parse");
+        }
+        std::io::Write::flush(&mut reader).expect("flush");
+        assert!(back == whole, "the certificates read back differ");
     }
 }

@@ -46,12 +46,7 @@ pub const ENROLLMENT_BUNDLE_LIFETIME_SECS: i64 = 10 * 86_400;
 pub const MAX_TRACKED_FILE_BYTES: u64 = 64 << 20;
 
 /// The artifact kinds `--kind` accepts.
-pub const KINDS: [&str; 4] = [
-    "enrollment-bundle",
-    "agent-package",
-    "gateway-backup",
-    "other",
-];
+pub const KINDS: [&str; 4] = certctl_store::ARTIFACT_KINDS;
 
 /// Errors of `certctl track`; each names the file.
 #[derive(Debug, thiserror::Error)]

@@ -1495,6 +1495,7 @@ pub fn export(store: &Store, name: &str, out: &Path) -> Result<PathBuf, CaError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::read::{check_private_file, MAX_SECRET_FILE};
 
     #[test]
     fn sans_are_classified() {

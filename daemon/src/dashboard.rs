@@ -13,8 +13,9 @@ use std::fmt::Write as _;
 use certctl_store::{rfc3339, Certificate, CredentialKind, Role, Store, UnixTime};
 
 use crate::agents::{self, AgentsError, PendingAgent};
+use crate::check::{self, CheckReport};
 use crate::history::{self, HistoryEntry, HistoryError};
-use crate::query::{self, CheckReport, QueryError};
+use crate::query::QueryError;
 use crate::Duration;
 
 /// Weeks shown on the expiry timeline (about 90 days).
@@ -72,7 +73,7 @@ pub struct Overview {
 /// Reads the overview from the store. Costs what `check` costs plus the certificates
 /// expiring within [`TIMELINE_WEEKS`] weeks (read from the expiry index).
 pub fn overview(store: &Store, now: UnixTime) -> Result<Overview, DashboardError> {
-    let check = query::check(
+    let check = check::check(
         store,
         Duration::from_secs(WARN_DAYS * 86_400),
         Duration::from_secs(CRITICAL_DAYS * 86_400),
@@ -529,7 +530,7 @@ mod tests {
         let o = Overview {
             generated_at: 1_800_000_000,
             timeline,
-            check: query::check(
+            check: check::check(
                 &Store::open(&tempfile::tempdir().unwrap().path().join("store")).unwrap(),
                 Duration::from_secs(1),
                 Duration::from_secs(1),

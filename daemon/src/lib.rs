@@ -37,6 +37,7 @@ pub mod artifacts;
 pub mod backup;
 pub mod ca;
 pub mod certs;
+pub mod check;
 pub mod config;
 pub mod control;
 pub mod crash_point;

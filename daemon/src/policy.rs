@@ -63,6 +63,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use certctl_store::{
     Certificate, CredentialKind, Fingerprint, KeyAlgorithm, Role, TrackedArtifact, UnixTime,
@@ -163,10 +164,10 @@ pub struct Policy {
     /// E-mail addresses, lowercase, in the order written.
     pub recipients: Vec<String>,
     /// Whether certd renews matching certificates itself (`renew`, default `remind`).
-    pub renew: crate::renewal::RenewMode,
+    pub renew: crate::policy::RenewMode,
     /// How long before expiry an automatic renewal is due (`renew_before`); `None`: the
     /// default, a third of the lifetime.
-    pub renew_before: Option<crate::renewal::RenewBefore>,
+    pub renew_before: Option<crate::policy::RenewBefore>,
     /// The `[[scep]]` server (by name) that renews certificates no managed CA issued.
     pub scep: Option<String>,
 }
@@ -661,6 +662,100 @@ impl Successors {
     }
 }
 
+// ---- renew and renew_before ---------------------------------------------------------------
+
+/// A policy's `renew`: whether certd renews its certificates itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RenewMode {
+    /// Reminders only (the default): nothing is started.
+    #[default]
+    Remind,
+    /// certd starts the renewal when it is due.
+    Auto,
+}
+
+impl FromStr for RenewMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(RenewMode::Auto),
+            "remind" => Ok(RenewMode::Remind),
+            _ => Err(format!("`{s}`: write \"auto\" or \"remind\"")),
+        }
+    }
+}
+
+impl fmt::Display for RenewMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RenewMode::Remind => "remind",
+            RenewMode::Auto => "auto",
+        })
+    }
+}
+
+/// A policy's `renew_before`: a duration, or a fraction of the certificate's lifetime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenewBefore {
+    Duration(Duration),
+    /// `num/den` of the lifetime (0 < num < den).
+    Fraction {
+        num: u32,
+        den: u32,
+    },
+}
+
+/// The default `renew_before`: a third of the lifetime.
+pub const DEFAULT_RENEW_BEFORE: RenewBefore = RenewBefore::Fraction { num: 1, den: 3 };
+
+impl RenewBefore {
+    /// In seconds, for a certificate valid `lifetime_secs`.
+    pub fn secs(self, lifetime_secs: i64) -> i64 {
+        match self {
+            RenewBefore::Duration(d) => d.as_secs(),
+            RenewBefore::Fraction { num, den } => {
+                lifetime_secs.max(0) / i64::from(den) * i64::from(num)
+                    + lifetime_secs.max(0) % i64::from(den) * i64::from(num) / i64::from(den)
+            }
+        }
+    }
+}
+
+impl FromStr for RenewBefore {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if let Some((a, b)) = t.split_once('/') {
+            let bad = || {
+                format!("`{s}`: a fraction of the lifetime is N/M with 0 < N < M (e.g. \"1/3\")")
+            };
+            let num: u32 = a.trim().parse().map_err(|_| bad())?;
+            let den: u32 = b.trim().parse().map_err(|_| bad())?;
+            if num == 0 || den == 0 || num >= den || den > 1000 {
+                return Err(bad());
+            }
+            return Ok(RenewBefore::Fraction { num, den });
+        }
+        let d: Duration = t.parse().map_err(|e: crate::duration::DurationError| {
+            format!("{e}; or a fraction of the lifetime such as \"1/3\"")
+        })?;
+        if d.as_secs() <= 0 {
+            return Err(format!("`{s}` must be longer than 0s"));
+        }
+        Ok(RenewBefore::Duration(d))
+    }
+}
+
+impl fmt::Display for RenewBefore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RenewBefore::Duration(d) => write!(f, "{d}"),
+            RenewBefore::Fraction { num, den } => write!(f, "{num}/{den}"),
+        }
+    }
+}
+
 // ---- loading ------------------------------------------------------------------------------
 
 /// Reads every `*.toml` file of `dir`, in file-name order, and checks the policies.
@@ -822,17 +917,17 @@ impl Checker<'_> {
                 if a.get_ref().is_empty() {
                     self.report(
                         a.span(),
-                        format!("policy `{name}`: artifacts is empty: name at least one artifact kind ({})", crate::artifacts::KINDS.join(", ")),
+                        format!("policy `{name}`: artifacts is empty: name at least one artifact kind ({})", certctl_store::ARTIFACT_KINDS.join(", ")),
                     );
                 }
                 self.parsed(a, "artifacts", |s| {
                     let k = s.to_ascii_lowercase();
-                    if crate::artifacts::KINDS.contains(&k.as_str()) {
+                    if certctl_store::ARTIFACT_KINDS.contains(&k.as_str()) {
                         Ok(k)
                     } else {
                         Err(format!(
                             "unknown artifact kind `{s}` (expected one of: {})",
-                            crate::artifacts::KINDS.join(", ")
+                            certctl_store::ARTIFACT_KINDS.join(", ")
                         ))
                     }
                 })
@@ -965,11 +1060,11 @@ impl Checker<'_> {
         let renew = raw
             .renew
             .as_ref()
-            .and_then(|r| self.one(r, "renew", |s| s.parse::<crate::renewal::RenewMode>()))
+            .and_then(|r| self.one(r, "renew", |s| s.parse::<crate::policy::RenewMode>()))
             .unwrap_or_default();
         let renew_before = raw.renew_before.as_ref().and_then(|r| {
             self.one(r, "renew_before", |s| {
-                s.parse::<crate::renewal::RenewBefore>()
+                s.parse::<crate::policy::RenewBefore>()
             })
         });
         let scep = raw.scep.as_ref().and_then(|s| {

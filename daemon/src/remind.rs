@@ -13,7 +13,7 @@
 //!    certificates are skipped until the snooze ends, except once expired. With
 //!    `renewal_expected` the policy stays quiet until renewal is overdue. An expired
 //!    ephemeral agent credential is due only as a **stalled renewal**
-//!    ([`query::stalled_renewals`]): the newest credential of its agent, expired more than
+//!    ([`crate::stalled::stalled_renewals`]): the newest credential of its agent, expired more than
 //!    the grace ago, reminded once at the expiry threshold.
 //!    **Tracked artifacts** (`certctl track`: enrollment bundles, ...) are due the same way
 //!    under the artifact policy that applies to them ([`PolicySet::select_artifact`]), with
@@ -481,7 +481,7 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
     }
     // Agents that stopped renewing: their newest credential, at the expiry threshold.
     let mut stalled: HashMap<Fingerprint, String> = HashMap::new();
-    for s in query::stalled_renewals(store, Some(policies), now)? {
+    for s in crate::stalled::stalled_renewals(store, Some(policies), now)? {
         let Some(cert) = store.get(&s.fingerprint)? else {
             continue;
         };

@@ -29,7 +29,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use certctl_store::{
     AuditEvent, Certificate, CredentialKind, Fingerprint, RenewalRecord, RevocationReason, Store,
@@ -39,8 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ca::{self, KeyKind, Secret};
 use crate::config::{Config, RenewalConfig};
-use crate::duration::Duration;
-use crate::policy::{Policy, PolicySet};
+use crate::policy::{Policy, PolicySet, RenewMode, DEFAULT_RENEW_BEFORE};
 use crate::workflow::{self, RegenerateRequest, WorkflowError, WorkflowReport, WorkflowSecrets};
 
 /// Errors of automatic renewal.
@@ -62,100 +60,6 @@ pub enum RenewalError {
     Policy(String),
     #[error("no certificate matches `{0}`")]
     NotFound(String),
-}
-
-// ---- policy values -------------------------------------------------------------------------
-
-/// A policy's `renew`: whether certd renews its certificates itself.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RenewMode {
-    /// Reminders only (the default): nothing is started.
-    #[default]
-    Remind,
-    /// certd starts the renewal when it is due.
-    Auto,
-}
-
-impl FromStr for RenewMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(RenewMode::Auto),
-            "remind" => Ok(RenewMode::Remind),
-            _ => Err(format!("`{s}`: write \"auto\" or \"remind\"")),
-        }
-    }
-}
-
-impl fmt::Display for RenewMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RenewMode::Remind => "remind",
-            RenewMode::Auto => "auto",
-        })
-    }
-}
-
-/// A policy's `renew_before`: a duration, or a fraction of the certificate's lifetime.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RenewBefore {
-    Duration(Duration),
-    /// `num/den` of the lifetime (0 < num < den).
-    Fraction {
-        num: u32,
-        den: u32,
-    },
-}
-
-/// The default `renew_before`: a third of the lifetime.
-pub const DEFAULT_RENEW_BEFORE: RenewBefore = RenewBefore::Fraction { num: 1, den: 3 };
-
-impl RenewBefore {
-    /// In seconds, for a certificate valid `lifetime_secs`.
-    pub fn secs(self, lifetime_secs: i64) -> i64 {
-        match self {
-            RenewBefore::Duration(d) => d.as_secs(),
-            RenewBefore::Fraction { num, den } => {
-                lifetime_secs.max(0) / i64::from(den) * i64::from(num)
-                    + lifetime_secs.max(0) % i64::from(den) * i64::from(num) / i64::from(den)
-            }
-        }
-    }
-}
-
-impl FromStr for RenewBefore {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        if let Some((a, b)) = t.split_once('/') {
-            let bad = || {
-                format!("`{s}`: a fraction of the lifetime is N/M with 0 < N < M (e.g. \"1/3\")")
-            };
-            let num: u32 = a.trim().parse().map_err(|_| bad())?;
-            let den: u32 = b.trim().parse().map_err(|_| bad())?;
-            if num == 0 || den == 0 || num >= den || den > 1000 {
-                return Err(bad());
-            }
-            return Ok(RenewBefore::Fraction { num, den });
-        }
-        let d: Duration = t.parse().map_err(|e: crate::duration::DurationError| {
-            format!("{e}; or a fraction of the lifetime such as \"1/3\"")
-        })?;
-        if d.as_secs() <= 0 {
-            return Err(format!("`{s}` must be longer than 0s"));
-        }
-        Ok(RenewBefore::Duration(d))
-    }
-}
-
-impl fmt::Display for RenewBefore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RenewBefore::Duration(d) => write!(f, "{d}"),
-            RenewBefore::Fraction { num, den } => write!(f, "{num}/{den}"),
-        }
-    }
 }
 
 // ---- methods -------------------------------------------------------------------------------
@@ -1351,6 +1255,7 @@ pub fn metrics_text(store: &Store) -> Result<String, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::RenewBefore;
 
     #[test]
     fn renew_before_parses_durations_and_fractions() {

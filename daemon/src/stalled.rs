@@ -23,12 +23,12 @@
 //!
 //! [`NewestCredentials`] keeps the newest credential per agent from any stream of
 //! certificates, and [`judge`] decides whether one newest credential is stalled;
-//! [`crate::query::stalled_renewals`] feeds them from the store, and is the one entry
+//! [`stalled_renewals`] feeds them from the store, and is the one entry
 //! point for `check`, the reminder pass and reports.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use certctl_store::{Certificate, CredentialKind, Fingerprint, Role, UnixTime};
+use certctl_store::{Certificate, CredentialKind, Fingerprint, Role, Store, StoreError, UnixTime};
 use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
@@ -184,6 +184,52 @@ pub fn judge(
             .map(|s| s.location.to_string())
             .collect(),
     })
+}
+
+/// Agents whose newest ephemeral credential expired more than its grace ago, at `now`
+/// (rules: [`crate::stalled`]; each grace from the policy of `policies` that applies to the
+/// newest credential, else the default), sorted by expiry then agent. The one question
+/// `check`, the reminder pass and reports ask about stalled renewals.
+pub fn stalled_renewals(
+    store: &Store,
+    policies: Option<&PolicySet>,
+    now: UnixTime,
+) -> Result<Vec<StalledRenewal>, StoreError> {
+    // A stalled agent's newest credential is expired yet still deployed and not revoked:
+    // a live entry of the agent index with not_after <= now (a range of its expiry-ordered
+    // entries, however many agents are live). Only those agents' own
+    // credentials are read (in steady state, the few agents between a renewal and its
+    // scan, and the stalled ones), never every agent record.
+    let mut candidates: BTreeMap<String, UnixTime> = BTreeMap::new();
+    for entry in store.live_agent_credentials_expired_by(now)? {
+        if entry.not_after <= now {
+            let since = candidates
+                .entry(entry.agent.to_lowercase())
+                .or_insert(entry.not_after);
+            *since = (*since).min(entry.not_after);
+        }
+    }
+    let mut out = Vec::new();
+    for (agent, since) in candidates {
+        let mut newest = NewestCredentials::default();
+        for credential in store.agent_credentials(&agent)? {
+            // An older credential cannot be the newest of a stalled agent: it would be an
+            // expired live one itself, and `since` is the earliest of those.
+            if credential.not_after < since {
+                continue;
+            }
+            if let Some(cert) = store.get(&credential.fingerprint)? {
+                newest.add(&cert);
+            }
+        }
+        for fp in newest.expired(now) {
+            if let Some(cert) = store.get(&fp)? {
+                out.extend(judge(&cert, policies, now));
+            }
+        }
+    }
+    out.sort_by(|a, b| (a.not_after, &a.agent).cmp(&(b.not_after, &b.agent)));
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -322,6 +322,7 @@ fn read_header(path: &Path) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::sections::valid_name;
 
     #[test]
     fn the_url_shown_in_errors_has_no_secret() {

@@ -65,13 +65,21 @@ pub struct AgentDecision {
     pub fingerprints: Vec<Fingerprint>,
 }
 
+/// The kinds of [`TrackedArtifact`] (`certctl track --kind`, a policy's `artifacts`).
+pub const ARTIFACT_KINDS: [&str; 4] = [
+    "enrollment-bundle",
+    "agent-package",
+    "gateway-backup",
+    "other",
+];
+
 /// A file that expires like a certificate without being one (an enrollment bundle, an
 /// offline agent package, a gateway configuration backup).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackedArtifact {
     /// SHA-256 of the file's bytes when it was tracked: the artifact's identity.
     pub id: Sha256,
-    /// `enrollment-bundle`, `agent-package`, `gateway-backup`, ...
+    /// One of [`ARTIFACT_KINDS`].
     pub kind: String,
     /// A name for people (the bundle's own name, else the file name).
     pub name: String,

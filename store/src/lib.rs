@@ -43,7 +43,7 @@ pub use counts::{CheckEntry, CountChanges, CountClass, Counts, StatusCounts};
 pub use endpoints::{Endpoint, Finding, FindingKind};
 pub use error::{Result, StoreError};
 pub use files::{DirSeen, FileProblem, FileState};
-pub use fleet::{AgentDecision, AgentVerdict, Registration, TrackedArtifact};
+pub use fleet::{AgentDecision, AgentVerdict, Registration, TrackedArtifact, ARTIFACT_KINDS};
 pub use ingest::{Ingest, Lookup, Observed};
 pub use model::*;
 pub use reminders::{DeliveryOutcome, DeliveryState, SentReminder, SmtpState, Snooze};

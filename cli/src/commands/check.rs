@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use certctl_daemon::api::{Request, Response};
-use certctl_daemon::query::{CheckReport, Verdict};
+use certctl_daemon::check::{CheckReport, Verdict};
 use certctl_daemon::view::CertificateView;
 use certctl_daemon::Duration;
 use certctl_store::Role;

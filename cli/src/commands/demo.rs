@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use certctl_daemon::check;
 use certctl_daemon::fleet;
 use certctl_daemon::inventory::{ScanOptions, ScanSummary};
 use certctl_daemon::query::{self, ListFilter};
@@ -72,7 +73,7 @@ pub fn exec(g: &Globals, a: DemoArgs) -> Result<Exit> {
     let (ephemeral, mut needs): (Vec<Certificate>, Vec<Certificate>) = attention
         .into_iter()
         .partition(|c| c.credential_kind() == Some(CredentialKind::Ephemeral));
-    needs.retain(query::counts_for_check);
+    needs.retain(check::counts_for_check);
     println!(
         "Needs attention: {} certificates expired or expiring within 30 days",
         needs.len()
@@ -96,7 +97,7 @@ pub fn exec(g: &Globals, a: DemoArgs) -> Result<Exit> {
         println!();
         println!("{stalled} ephemeral agent certificates have expired: check those agents' renewal (`certctl --store {} list --role agent --expired`).", store_dir.display());
     }
-    let report = query::check(
+    let report = check::check(
         &store,
         certctl_daemon::Duration::days(30),
         certctl_daemon::Duration::days(7),

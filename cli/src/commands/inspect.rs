@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use certctl_daemon::check::Verdict;
 use certctl_daemon::formats;
 use certctl_daemon::inventory::{self};
-use certctl_daemon::query::Verdict;
 use certctl_daemon::view::{CertificateView, Printable};
 use certctl_daemon::Duration;
 use certctl_store::{now, UnixTime};
