@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;
 
 use anyhow::{bail, Context, Result};
-use certctl_daemon::agents::{self, FleetRequest, FleetResponse};
+use certctl_daemon::agents;
 use certctl_daemon::api::{self, Request, Response, StatusReport};
 use certctl_daemon::config;
 use certctl_daemon::control::{self, Client};
@@ -26,6 +26,7 @@ use certctl_daemon::inventory::ScanProgress;
 use certctl_daemon::policy::{self, PolicySet};
 use certctl_daemon::query::{self, ListFilter};
 use certctl_daemon::remind::Snoozed;
+use certctl_daemon::{FleetRequest, FleetResponse};
 use certctl_store::{Certificate, Store, StoreError, TrackedArtifact, UnixTime};
 
 /// The test clock (RFC 3339 or a date): replaces the wall clock of direct mode and of the

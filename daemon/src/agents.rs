@@ -700,7 +700,7 @@ fn revoke_managed(
 
 /// The deny-list path: the one given (then remembered), else certd's configured one
 /// (`[agents] deny_list`, not remembered), else the remembered one.
-fn deny_list_path(
+pub(crate) fn deny_list_path(
     store: &Store,
     given: Option<&Path>,
     configured: Option<&Path>,
@@ -831,212 +831,8 @@ fn write_deny_list_file(path: &Path, text: &str) -> Result<(), AgentsError> {
         })
 }
 
-// ---- requests through the control API ------------------------------------------------------
-
-/// The fleet requests (`agents ...`, `report`, `track`, the artifacts of `list`), carried
-/// by [`crate::api::Request::Fleet`] so they work the same directly and through certd.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "fleet", rename_all = "kebab-case")]
-pub enum FleetRequest {
-    /// `certctl agents import-registrations FILE` (parsed by the client).
-    ImportRegistrations {
-        source: String,
-        registrations: Vec<Registration>,
-        merge: bool,
-    },
-    /// `certctl agents pending`.
-    Pending,
-    /// `certctl agents decisions`.
-    Decisions,
-    /// `certctl agents approve|block`.
-    Decide { decide: DecideRequest },
-    /// `certctl agents deny-list`: rewrite the deny list now.
-    DenyList { path: Option<PathBuf> },
-    /// `certctl report NAME`.
-    Report {
-        name: String,
-        options: crate::reports::ReportOptions,
-    },
-    /// `certctl track FILE` (the artifact is prepared by the client, which reads the file).
-    Track {
-        artifact: certctl_store::TrackedArtifact,
-    },
-    /// `certctl untrack ID`: stop tracking the files `id` names (id prefix, path or name).
-    Untrack { id: String },
-    /// The tracked artifacts `certctl list` shows.
-    Artifacts { filter: crate::query::ListFilter },
-    /// `certctl metrics`: Prometheus text exposition.
-    Metrics { per_agent: bool },
-    /// `certctl report NAME --html FILE`: the dashboard's overview and the report, as one
-    /// standalone HTML page.
-    ReportHtml {
-        name: String,
-        options: crate::reports::ReportOptions,
-    },
-}
-
-impl FleetRequest {
-    /// Whether answering may write to the store (certd serialises those with its scans and
-    /// probes). Reports, the queue, the decisions, metrics and the artifacts `list` shows
-    /// only read, so `list` never waits behind a scan for them.
-    pub fn writes_store(&self) -> bool {
-        !matches!(
-            self,
-            FleetRequest::Pending
-                | FleetRequest::Decisions
-                | FleetRequest::Report { .. }
-                | FleetRequest::ReportHtml { .. }
-                | FleetRequest::Artifacts { .. }
-                | FleetRequest::Metrics { .. }
-        )
-    }
-}
-
-/// The answers to [`FleetRequest`]s.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "fleet", rename_all = "kebab-case")]
-pub enum FleetResponse {
-    Imported {
-        report: ImportReport,
-    },
-    Pending {
-        agents: Vec<PendingAgent>,
-    },
-    Decisions {
-        decisions: Vec<AgentDecision>,
-    },
-    Decided {
-        report: DecisionReport,
-    },
-    Report {
-        report: crate::reports::Report,
-    },
-    Artifacts {
-        artifacts: Vec<certctl_store::TrackedArtifact>,
-        /// Those whose file is gone (id hex → since when), for `list`.
-        #[serde(default)]
-        gone: std::collections::BTreeMap<String, UnixTime>,
-    },
-    Metrics {
-        text: String,
-    },
-    Html {
-        html: String,
-    },
-}
-
-/// Answers a fleet request; errors come back as (kind, message).
-pub fn execute(
-    store: &Store,
-    request: FleetRequest,
-    now: UnixTime,
-) -> Result<FleetResponse, (crate::api::ErrorKind, String)> {
-    execute_with(store, request, None, now)
-}
-
-/// [`execute`] with certd's configured deny list (`[agents] deny_list`; certd's own, or in
-/// direct mode the one of `certctl --config FILE`): the path `approve`, `block` and
-/// `deny-list` use when the request names none (before the path remembered in the store).
-pub fn execute_with(
-    store: &Store,
-    request: FleetRequest,
-    configured_deny_list: Option<&Path>,
-    now: UnixTime,
-) -> Result<FleetResponse, (crate::api::ErrorKind, String)> {
-    use crate::api::ErrorKind;
-    let fail = |e: &dyn std::fmt::Display| (ErrorKind::Failed, e.to_string());
-    let agents_err = |e: AgentsError| match e {
-        AgentsError::UnknownAgent(_) => (ErrorKind::NotFound, e.to_string()),
-        AgentsError::NoDenyList | AgentsError::RelativeDenyList(_) => {
-            (ErrorKind::Invalid, e.to_string())
-        }
-        other => fail(&other),
-    };
-    match request {
-        FleetRequest::ImportRegistrations {
-            source,
-            registrations,
-            merge,
-        } => import(store, &source, &registrations, merge, now)
-            .map(|report| FleetResponse::Imported { report })
-            .map_err(agents_err),
-        FleetRequest::Pending => pending(store, now)
-            .map(|agents| FleetResponse::Pending { agents })
-            .map_err(agents_err),
-        FleetRequest::Decisions => store
-            .agent_decisions()
-            .map(|decisions| FleetResponse::Decisions { decisions })
-            .map_err(|e| fail(&e)),
-        FleetRequest::Decide { decide: d } => decide_with(store, &d, configured_deny_list, now)
-            .map(|report| FleetResponse::Decided { report })
-            .map_err(agents_err),
-        FleetRequest::DenyList { path } => (|| {
-            let path = deny_list_path(store, path.as_deref(), configured_deny_list)?
-                .ok_or(AgentsError::NoDenyList)?;
-            let entries = write_deny_list(store, &path, now)?;
-            Ok(DecisionReport {
-                decided: Vec::new(),
-                deny_list: Some(path.display().to_string()),
-                deny_list_entries: entries as u64,
-                revoked: Vec::new(),
-                revoke_error: None,
-            })
-        })()
-        .map(|report| FleetResponse::Decided { report })
-        .map_err(agents_err),
-        FleetRequest::Report { name, options } => {
-            match crate::reports::run(store, &name, &options, now) {
-                Ok(report) => Ok(FleetResponse::Report { report }),
-                Err(e @ crate::reports::ReportError::Unknown(_)) => {
-                    Err((ErrorKind::Invalid, e.to_string()))
-                }
-                Err(e) => Err(fail(&e)),
-            }
-        }
-        FleetRequest::ReportHtml { name, options } => {
-            let report = match crate::reports::run(store, &name, &options, now) {
-                Ok(report) => report,
-                Err(e @ crate::reports::ReportError::Unknown(_)) => {
-                    return Err((ErrorKind::Invalid, e.to_string()))
-                }
-                Err(e) => return Err(fail(&e)),
-            };
-            crate::dashboard::overview(store, now)
-                .map(|o| FleetResponse::Html {
-                    html: crate::dashboard::render_standalone(&o, &report),
-                })
-                .map_err(|e| fail(&e))
-        }
-        FleetRequest::Track { artifact } => crate::artifacts::track(store, &artifact)
-            .map(|a| FleetResponse::Artifacts {
-                artifacts: vec![a],
-                gone: Default::default(),
-            })
-            .map_err(|e| fail(&e)),
-        FleetRequest::Untrack { id } => crate::artifacts::untrack(store, &id, now)
-            .map(|artifacts| FleetResponse::Artifacts {
-                artifacts,
-                gone: Default::default(),
-            })
-            .map_err(|e| fail(&e)),
-        FleetRequest::Metrics { per_agent } => crate::reports::metrics_text(store, per_agent, now)
-            .map(|text| FleetResponse::Metrics { text })
-            .map_err(|e| fail(&e)),
-        FleetRequest::Artifacts { filter } => (|| {
-            let artifacts = crate::artifacts::list(store, &filter, now)?;
-            let gone = store.artifacts_gone()?;
-            let gone = artifacts
-                .iter()
-                .filter_map(|a| gone.get(&a.id).map(|t| (a.id.to_hex(), *t)))
-                .collect();
-            Ok::<_, crate::artifacts::ArtifactError>(FleetResponse::Artifacts { artifacts, gone })
-        })()
-        .map_err(|e| fail(&e)),
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     use certctl_store::{CertificateFacts, KeyAlgorithm, SubjectAltNames};
@@ -1071,7 +867,7 @@ mod tests {
 
     /// `agents` agents renewing `rounds` times: each round's credential replaces the last
     /// one in the agent's file. Returns the store and the time of the last round.
-    fn renewing_fleet(dir: &Path, agents: u8, rounds: u8) -> (Store, UnixTime) {
+    pub(crate) fn renewing_fleet(dir: &Path, agents: u8, rounds: u8) -> (Store, UnixTime) {
         let store = Store::open(dir).expect("open");
         let start = 1_800_000_000i64;
         let at = |a: u8| SourceLocation::File {
@@ -1100,43 +896,6 @@ mod tests {
             ingest.commit().expect("commit");
         }
         (store, start + i64::from(rounds - 1) * 6 * 3600)
-    }
-
-    #[test]
-    fn metrics_count_the_pending_queue_without_reading_agent_records() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (agents, rounds) = (40u8, 4u8);
-        let (store, t) = renewing_fleet(&dir.path().join("store"), agents, rounds);
-        let before = store.records_read();
-        let text = crate::reports::metrics_text(&store, false, t).expect("metrics");
-        assert_eq!(
-            store.records_read() - before,
-            0,
-            "the default /metrics reads no agent record"
-        );
-        assert!(
-            text.contains(&format!("\ncertctl_agents_pending {agents}\n")),
-            "{text}"
-        );
-        // A decided agent leaves the count.
-        store
-            .put_agent_decision(&certctl_store::AgentDecision {
-                agent: "agent-3".into(),
-                guid: None,
-                verdict: AgentVerdict::Approved,
-                actor: "test".into(),
-                at: t,
-                fingerprints: Vec::new(),
-            })
-            .expect("decide");
-        let text = crate::reports::metrics_text(&store, false, t).expect("metrics");
-        assert!(
-            text.contains(&format!("\ncertctl_agents_pending {}\n", agents - 1)),
-            "{text}"
-        );
-        // With --per-agent the agents' own series are there (and their records read).
-        let text = crate::reports::metrics_text(&store, true, t).expect("metrics");
-        assert!(text.contains("cn=\"agent-7\""), "{text}");
     }
 
     /// Not a test: a measurement (`CERTCTL_AGENTS_BENCH=AGENTS cargo test -p
@@ -1303,24 +1062,6 @@ mod tests {
         let err = parse_registrations(Path::new("r.csv"), b"agent,guid,spki\na,g,zz\n", 0)
             .expect_err("bad hex");
         assert!(err.to_string().contains("line 2"), "{err}");
-    }
-
-    #[test]
-    fn only_decisions_imports_tracking_and_deny_lists_write() {
-        assert!(!FleetRequest::Pending.writes_store());
-        assert!(!FleetRequest::Artifacts {
-            filter: Default::default()
-        }
-        .writes_store());
-        assert!(FleetRequest::DenyList { path: None }.writes_store());
-        let decide = DecideRequest {
-            ids: vec!["a".into()],
-            verdict: AgentVerdict::Blocked,
-            actor: "me".into(),
-            deny_list: None,
-            passphrase: None,
-        };
-        assert!(FleetRequest::Decide { decide }.writes_store());
     }
 
     #[test]

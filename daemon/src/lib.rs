@@ -39,7 +39,6 @@ pub mod ca;
 pub mod certs;
 pub mod check;
 pub mod config;
-pub mod control;
 pub mod crash_point;
 pub mod crlfetch;
 pub mod dashboard;
@@ -72,6 +71,8 @@ pub mod webhook;
 pub mod workflow;
 pub mod workflow_csr;
 
+pub use api::control;
+pub use api::fleet::{FleetRequest, FleetResponse};
 /// Transitional: the CLI's old paths (the facade replaces them).
 pub use certs::{formats, pkcs12_guard, x509};
 pub use files::atomic as atomic_file;

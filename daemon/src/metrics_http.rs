@@ -2,7 +2,7 @@
 //! HTTP/1.1 responder on tokio, with three routes ([`Page`]).
 //!
 //! - `GET /metrics` (also `HEAD`): the exposition `certctl metrics` prints —
-//!   [`crate::reports::metrics_text`] (which ends with [`smtp_counter_series`], the SMTP
+//!   [`crate::reports::metrics_text`] (which ends with [`crate::reports::smtp_counter_series`], the SMTP
 //!   delivery counters) — followed by [`status_series`] (certd's jobs and the SMTP state).
 //!   Agents are aggregated unless `[metrics] per_agent = true`.
 //! - `GET /`: the read-only dashboard ([`crate::dashboard`]); `GET /certificate/FP`: one
@@ -133,33 +133,6 @@ pub fn status_series(status: &StatusReport) -> String {
         "certctl_reminders_pending {}",
         status.reminders_pending
     );
-    out
-}
-
-/// The SMTP delivery counters kept in the store (so they survive restarts and are the same
-/// with and without certd): `certctl_smtp_deliveries_total` (digests the server accepted)
-/// and `certctl_smtp_delivery_failures_total` (failed attempts, one per digest and
-/// attempt). [`crate::reports::metrics_text`] appends them, so `certctl metrics` and
-/// certd's `/metrics` both have them.
-pub fn smtp_counter_series(
-    store: &certctl_store::Store,
-) -> Result<String, certctl_store::StoreError> {
-    Ok(smtp_counters_text(
-        store.smtp_deliveries_total()?,
-        store.smtp_delivery_failures_total()?,
-    ))
-}
-
-fn smtp_counters_text(delivered: u64, failed: u64) -> String {
-    let mut out = String::new();
-    out.push_str(
-        "# HELP certctl_smtp_deliveries_total Reminder digests the SMTP server accepted.\n",
-    );
-    out.push_str("# TYPE certctl_smtp_deliveries_total counter\n");
-    out.push_str(&format!("certctl_smtp_deliveries_total {delivered}\n"));
-    out.push_str("# HELP certctl_smtp_delivery_failures_total Failed attempts to deliver a reminder digest (server unreachable, login or message refused, connection broken), one per digest and attempt.\n");
-    out.push_str("# TYPE certctl_smtp_delivery_failures_total counter\n");
-    out.push_str(&format!("certctl_smtp_delivery_failures_total {failed}\n"));
     out
 }
 
@@ -683,52 +656,6 @@ mod tests {
         let http = AllowedHosts::new("127.0.0.1:80".parse().expect("address"), &[]);
         assert!(http.allows("127.0.0.1"));
         assert!(http.allows("localhost"));
-    }
-
-    #[test]
-    fn smtp_counters_are_prometheus_counters_from_the_store() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = certctl_store::Store::open(dir.path()).expect("open");
-        let text = smtp_counter_series(&store).expect("series");
-        assert!(
-            text.contains("\ncertctl_smtp_delivery_failures_total 0\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("\ncertctl_smtp_deliveries_total 0\n"),
-            "{text}"
-        );
-        let failure = |recipient: &str, at| certctl_store::DeliveryState {
-            recipient: recipient.into(),
-            attempts: 1,
-            first_failure: at,
-            last_attempt: at,
-            next_attempt: at + 60,
-            last_error: "SMTP server 127.0.0.1:25 (none): connection refused".into(),
-            pending: 3,
-        };
-        store
-            .record_delivery_failure(&failure("a@example.org", 10))
-            .expect("failure");
-        store
-            .record_delivery_failure(&failure("b@example.org", 10))
-            .expect("failure");
-        store
-            .record_delivery("a@example.org", &[], 20)
-            .expect("delivery");
-        // A success clears the failing state but never lowers the failure counter.
-        let text = smtp_counter_series(&store).expect("series");
-        assert!(
-            text.contains("# TYPE certctl_smtp_delivery_failures_total counter\ncertctl_smtp_delivery_failures_total 2\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "# TYPE certctl_smtp_deliveries_total counter\ncertctl_smtp_deliveries_total 1\n"
-            ),
-            "{text}"
-        );
-        assert_eq!(store.smtp_state().expect("state").last_error, None);
     }
 
     #[test]

@@ -1015,7 +1015,7 @@ pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<Str
     crl_series(store, &mut out)?;
     probe_series(store, &mut out)?;
     source_read_error_series(store, &mut out)?;
-    out.push_str(&crate::metrics_http::smtp_counter_series(store)?);
+    out.push_str(&smtp_counter_series(store)?);
     out.push_str(&crate::renewal::metrics_text(store)?);
     Ok(out)
 }
@@ -1139,9 +1139,38 @@ fn crl_series(store: &Store, out: &mut String) -> Result<(), ReportError> {
     Ok(())
 }
 
+/// The SMTP delivery counters kept in the store (so they survive restarts and are the same
+/// with and without certd): `certctl_smtp_deliveries_total` (digests the server accepted)
+/// and `certctl_smtp_delivery_failures_total` (failed attempts, one per digest and
+/// attempt). [`metrics_text`] appends them, so `certctl metrics` and
+/// certd's `/metrics` both have them.
+pub fn smtp_counter_series(
+    store: &certctl_store::Store,
+) -> Result<String, certctl_store::StoreError> {
+    Ok(smtp_counters_text(
+        store.smtp_deliveries_total()?,
+        store.smtp_delivery_failures_total()?,
+    ))
+}
+
+fn smtp_counters_text(delivered: u64, failed: u64) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "# HELP certctl_smtp_deliveries_total Reminder digests the SMTP server accepted.\n",
+    );
+    out.push_str("# TYPE certctl_smtp_deliveries_total counter\n");
+    out.push_str(&format!("certctl_smtp_deliveries_total {delivered}\n"));
+    out.push_str("# HELP certctl_smtp_delivery_failures_total Failed attempts to deliver a reminder digest (server unreachable, login or message refused, connection broken), one per digest and attempt.\n");
+    out.push_str("# TYPE certctl_smtp_delivery_failures_total counter\n");
+    out.push_str(&format!("certctl_smtp_delivery_failures_total {failed}\n"));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agents::tests::renewing_fleet;
+    use certctl_store::AgentVerdict;
 
     #[test]
     fn cells_join_arrays_and_blank_nulls() {
@@ -1160,5 +1189,88 @@ mod tests {
         for name in REPORTS {
             run(&store, name, &ReportOptions::default(), 0).expect("empty store report");
         }
+    }
+
+    #[test]
+    fn metrics_count_the_pending_queue_without_reading_agent_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (agents, rounds) = (40u8, 4u8);
+        let (store, t) = renewing_fleet(&dir.path().join("store"), agents, rounds);
+        let before = store.records_read();
+        let text = crate::reports::metrics_text(&store, false, t).expect("metrics");
+        assert_eq!(
+            store.records_read() - before,
+            0,
+            "the default /metrics reads no agent record"
+        );
+        assert!(
+            text.contains(&format!("\ncertctl_agents_pending {agents}\n")),
+            "{text}"
+        );
+        // A decided agent leaves the count.
+        store
+            .put_agent_decision(&certctl_store::AgentDecision {
+                agent: "agent-3".into(),
+                guid: None,
+                verdict: AgentVerdict::Approved,
+                actor: "test".into(),
+                at: t,
+                fingerprints: Vec::new(),
+            })
+            .expect("decide");
+        let text = crate::reports::metrics_text(&store, false, t).expect("metrics");
+        assert!(
+            text.contains(&format!("\ncertctl_agents_pending {}\n", agents - 1)),
+            "{text}"
+        );
+        // With --per-agent the agents' own series are there (and their records read).
+        let text = crate::reports::metrics_text(&store, true, t).expect("metrics");
+        assert!(text.contains("cn=\"agent-7\""), "{text}");
+    }
+
+    #[test]
+    fn smtp_counters_are_prometheus_counters_from_the_store() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = certctl_store::Store::open(dir.path()).expect("open");
+        let text = smtp_counter_series(&store).expect("series");
+        assert!(
+            text.contains("\ncertctl_smtp_delivery_failures_total 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\ncertctl_smtp_deliveries_total 0\n"),
+            "{text}"
+        );
+        let failure = |recipient: &str, at| certctl_store::DeliveryState {
+            recipient: recipient.into(),
+            attempts: 1,
+            first_failure: at,
+            last_attempt: at,
+            next_attempt: at + 60,
+            last_error: "SMTP server 127.0.0.1:25 (none): connection refused".into(),
+            pending: 3,
+        };
+        store
+            .record_delivery_failure(&failure("a@example.org", 10))
+            .expect("failure");
+        store
+            .record_delivery_failure(&failure("b@example.org", 10))
+            .expect("failure");
+        store
+            .record_delivery("a@example.org", &[], 20)
+            .expect("delivery");
+        // A success clears the failing state but never lowers the failure counter.
+        let text = smtp_counter_series(&store).expect("series");
+        assert!(
+            text.contains("# TYPE certctl_smtp_delivery_failures_total counter\ncertctl_smtp_delivery_failures_total 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "# TYPE certctl_smtp_deliveries_total counter\ncertctl_smtp_deliveries_total 1\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(store.smtp_state().expect("state").last_error, None);
     }
 }

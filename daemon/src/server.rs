@@ -3,7 +3,7 @@
 //! - re-scans the configured sources and probes the configured endpoints on their cron
 //!   schedules (UTC), and once at start-up;
 //! - watches source folders (notify) and scans what changed within about a second;
-//! - answers `certctl` over the control socket ([`crate::control`]) with the same
+//! - answers `certctl` over the control socket ([`crate::api::control`]) with the same
 //!   [`crate::api::execute`] that direct mode uses;
 //! - serves Prometheus metrics on `[metrics] listen` ([`crate::metrics_http`]), and keeps
 //!   the deny list (`[agents] deny_list`, else the remembered `--deny-list`) current after
@@ -27,9 +27,9 @@ use notify::Watcher;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::api::control::{ControlError, ControlListener};
 use crate::api::{self, DaemonStatus, Request, Response, ScheduleStatus, SourceStatus};
 use crate::config::{self, Config, ConfigError};
-use crate::control::{ControlError, ControlListener};
 use crate::inventory::{self, ScanOptions, ScanProgress};
 use crate::probe;
 use crate::signals::{SignalEvent, Signals};
@@ -1144,7 +1144,7 @@ async fn serve_control(listener: ControlListener, shared: Arc<Shared>) {
 /// every other query.
 async fn stream_list(
     shared: &Arc<Shared>,
-    conn: crate::control::Connection,
+    conn: crate::api::control::Connection,
     filter: crate::query::ListFilter,
     json_at: Option<UnixTime>,
 ) {
@@ -1220,7 +1220,7 @@ async fn answer(shared: &Arc<Shared>, request: Request) -> Response {
     let response = blocking(move || match request {
         // certd's configured deny list applies when the command names none.
         Request::Fleet { fleet } => {
-            match crate::agents::execute_with(&store, fleet, deny_list.as_deref(), now()) {
+            match crate::api::fleet::execute_with(&store, fleet, deny_list.as_deref(), now()) {
                 Ok(fleet) => Response::Fleet { fleet },
                 Err((kind, message)) => Response::Error { kind, message },
             }

@@ -1,5 +1,5 @@
 //! Process signals, Unix flavour: SIGTERM/SIGINT stop the daemon, SIGHUP reloads its
-//! configuration. OS-specific, like [`crate::control`].
+//! configuration. OS-specific, like [`crate::api::control`].
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 

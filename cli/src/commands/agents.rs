@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
-use certctl_daemon::agents::{self, DecideRequest, DecisionReport, FleetRequest, FleetResponse};
+use certctl_daemon::agents::{self, DecideRequest, DecisionReport};
 use certctl_daemon::inventory::{self};
+use certctl_daemon::{FleetRequest, FleetResponse};
 use certctl_store::{now, rfc3339, AgentVerdict};
 use clap::{Args, Subcommand};
 

@@ -4,12 +4,12 @@
 use std::io::{IsTerminal, Write};
 
 use anyhow::Result;
-use certctl_daemon::agents::{FleetRequest, FleetResponse};
 use certctl_daemon::api::Request;
 use certctl_daemon::artifacts;
 use certctl_daemon::query::ListFilter;
 use certctl_daemon::view::CertificateView;
 use certctl_daemon::Duration;
+use certctl_daemon::{FleetRequest, FleetResponse};
 use certctl_store::{now, rfc3339, CredentialKind, Role, TrackedArtifact, UnixTime};
 use clap::Args;
 

@@ -4,8 +4,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use certctl_daemon::agents::{FleetRequest, FleetResponse};
 use certctl_daemon::atomic_file::{self, FileMode};
+use certctl_daemon::{FleetRequest, FleetResponse};
 use clap::Args;
 
 use crate::exit::Exit;

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use certctl_daemon::agents::{FleetRequest, FleetResponse};
 use certctl_daemon::atomic_file::{self, FileMode};
 use certctl_daemon::reports::{self, Report, ReportOptions};
 use certctl_daemon::Duration;
+use certctl_daemon::{FleetRequest, FleetResponse};
 use clap::Args;
 
 use crate::exit::Exit;

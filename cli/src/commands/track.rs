@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
-use certctl_daemon::agents::{FleetRequest, FleetResponse};
 use certctl_daemon::artifacts;
 use certctl_daemon::inventory::{self};
 use certctl_daemon::Duration;
+use certctl_daemon::{FleetRequest, FleetResponse};
 use certctl_store::{now, rfc3339, UnixTime};
 use clap::Args;
 

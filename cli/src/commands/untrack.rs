@@ -1,8 +1,8 @@
 //! `certctl untrack ID`: stop following a tracked file.
 
 use anyhow::Result;
-use certctl_daemon::agents::{FleetRequest, FleetResponse};
 use certctl_daemon::artifacts;
+use certctl_daemon::{FleetRequest, FleetResponse};
 use certctl_store::now;
 use clap::Args;
 

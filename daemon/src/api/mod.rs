@@ -3,7 +3,13 @@
 //! `certctl` either opens the store itself (no daemon running) or sends the same
 //! [`Request`] to `certd` over the control socket. Both end in [`execute`], so the user sees
 //! the same results either way. Requests and responses are plain serde types; the wire
-//! format is one JSON document per line (see [`crate::control`]).
+//! format is one JSON document per line (see [`crate::api::control`]).
+
+pub mod control;
+mod error;
+pub mod fleet;
+
+pub use error::ErrorKind;
 
 use std::path::PathBuf;
 
@@ -172,7 +178,7 @@ pub enum Request {
     },
     /// Fleet features: `agents ...`, `report`, `track`, the artifacts of `list`.
     Fleet {
-        fleet: crate::agents::FleetRequest,
+        fleet: crate::api::fleet::FleetRequest,
     },
     /// `certctl renew ID` / `certctl renew --due [--dry-run]` ([`crate::renewal`]); certd
     /// uses its own configuration.
@@ -349,7 +355,7 @@ pub struct ScheduleStatus {
 }
 
 /// The answer. `Stream` ([`Request::ListJson`]'s): the text follows this line in frames
-/// (see [`crate::control`]).
+/// (see [`crate::api::control`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "response", rename_all = "kebab-case")]
 pub enum Response {
@@ -414,7 +420,7 @@ pub enum Response {
         snoozes: Vec<Snoozed>,
     },
     Fleet {
-        fleet: crate::agents::FleetResponse,
+        fleet: crate::api::fleet::FleetResponse,
     },
     Verification {
         verification: certctl_store::Verification,
@@ -433,16 +439,6 @@ pub enum Response {
         message: String,
     },
     Stream,
-}
-
-/// Why a request failed; the CLI maps it to an exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ErrorKind {
-    NotFound,
-    Ambiguous,
-    Invalid,
-    Failed,
 }
 
 impl Response {
@@ -469,11 +465,11 @@ impl Response {
 /// ([`crate::agents::configured_deny_list`]), so it picks the same file certd would.
 pub fn execute_fleet(
     store: &Store,
-    fleet: crate::agents::FleetRequest,
+    fleet: crate::api::fleet::FleetRequest,
     configured_deny_list: Option<&std::path::Path>,
     now: UnixTime,
 ) -> Response {
-    match crate::agents::execute_with(store, fleet, configured_deny_list, now) {
+    match crate::api::fleet::execute_with(store, fleet, configured_deny_list, now) {
         Ok(fleet) => Response::Fleet { fleet },
         Err((kind, message)) => Response::Error { kind, message },
     }
@@ -760,7 +756,7 @@ fn write_list_batches(
 }
 
 /// Reads [`list_lines`]' JSON lines as they arrive (a [`std::io::Write`] for
-/// [`crate::control::Client::call_streaming`]): every complete line is a certificate, and
+/// [`crate::api::control::Client::call_streaming`]): every complete line is a certificate, and
 /// each flush (one per frame certd sent) hands those read so far to `each`.
 pub struct CertificateLines<F: FnMut(Vec<Certificate>) -> std::io::Result<()>> {
     partial: Vec<u8>,

@@ -550,7 +550,7 @@ mod tests {
             })
             .collect();
         let import = line(&Request::Fleet {
-            fleet: crate::agents::FleetRequest::ImportRegistrations {
+            fleet: crate::api::fleet::FleetRequest::ImportRegistrations {
                 source: "/var/lib/mgmt/registrations-export-2026-12-03.csv".into(),
                 registrations,
                 merge: false,

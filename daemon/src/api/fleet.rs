@@ -1,0 +1,239 @@
+//! The fleet requests (agents, reports, tracked artifacts) carried by
+//! `Request::Fleet`: one dispatcher, so they answer the same directly and
+//! through certd.
+
+use std::path::{Path, PathBuf};
+
+use certctl_store::{AgentDecision, Registration, Store, UnixTime};
+use serde::{Deserialize, Serialize};
+
+use crate::agents::{
+    decide_with, deny_list_path, import, pending, write_deny_list, AgentsError, DecideRequest,
+    DecisionReport, ImportReport, PendingAgent,
+};
+use crate::api::error::ErrorKind;
+
+/// The fleet requests (`agents ...`, `report`, `track`, the artifacts of `list`), carried
+/// by `Request::Fleet` so they work the same directly and through certd.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "fleet", rename_all = "kebab-case")]
+pub enum FleetRequest {
+    /// `certctl agents import-registrations FILE` (parsed by the client).
+    ImportRegistrations {
+        source: String,
+        registrations: Vec<Registration>,
+        merge: bool,
+    },
+    /// `certctl agents pending`.
+    Pending,
+    /// `certctl agents decisions`.
+    Decisions,
+    /// `certctl agents approve|block`.
+    Decide { decide: DecideRequest },
+    /// `certctl agents deny-list`: rewrite the deny list now.
+    DenyList { path: Option<PathBuf> },
+    /// `certctl report NAME`.
+    Report {
+        name: String,
+        options: crate::reports::ReportOptions,
+    },
+    /// `certctl track FILE` (the artifact is prepared by the client, which reads the file).
+    Track {
+        artifact: certctl_store::TrackedArtifact,
+    },
+    /// `certctl untrack ID`: stop tracking the files `id` names (id prefix, path or name).
+    Untrack { id: String },
+    /// The tracked artifacts `certctl list` shows.
+    Artifacts { filter: crate::query::ListFilter },
+    /// `certctl metrics`: Prometheus text exposition.
+    Metrics { per_agent: bool },
+    /// `certctl report NAME --html FILE`: the dashboard's overview and the report, as one
+    /// standalone HTML page.
+    ReportHtml {
+        name: String,
+        options: crate::reports::ReportOptions,
+    },
+}
+
+impl FleetRequest {
+    /// Whether answering may write to the store (certd serialises those with its scans and
+    /// probes). Reports, the queue, the decisions, metrics and the artifacts `list` shows
+    /// only read, so `list` never waits behind a scan for them.
+    pub fn writes_store(&self) -> bool {
+        !matches!(
+            self,
+            FleetRequest::Pending
+                | FleetRequest::Decisions
+                | FleetRequest::Report { .. }
+                | FleetRequest::ReportHtml { .. }
+                | FleetRequest::Artifacts { .. }
+                | FleetRequest::Metrics { .. }
+        )
+    }
+}
+
+/// The answers to [`FleetRequest`]s.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "fleet", rename_all = "kebab-case")]
+pub enum FleetResponse {
+    Imported {
+        report: ImportReport,
+    },
+    Pending {
+        agents: Vec<PendingAgent>,
+    },
+    Decisions {
+        decisions: Vec<AgentDecision>,
+    },
+    Decided {
+        report: DecisionReport,
+    },
+    Report {
+        report: crate::reports::Report,
+    },
+    Artifacts {
+        artifacts: Vec<certctl_store::TrackedArtifact>,
+        /// Those whose file is gone (id hex → since when), for `list`.
+        #[serde(default)]
+        gone: std::collections::BTreeMap<String, UnixTime>,
+    },
+    Metrics {
+        text: String,
+    },
+    Html {
+        html: String,
+    },
+}
+
+/// Answers a fleet request; errors come back as (kind, message).
+pub fn execute(
+    store: &Store,
+    request: FleetRequest,
+    now: UnixTime,
+) -> Result<FleetResponse, (ErrorKind, String)> {
+    execute_with(store, request, None, now)
+}
+
+/// [`execute`] with certd's configured deny list (`[agents] deny_list`; certd's own, or in
+/// direct mode the one of `certctl --config FILE`): the path `approve`, `block` and
+/// `deny-list` use when the request names none (before the path remembered in the store).
+pub fn execute_with(
+    store: &Store,
+    request: FleetRequest,
+    configured_deny_list: Option<&Path>,
+    now: UnixTime,
+) -> Result<FleetResponse, (ErrorKind, String)> {
+    let fail = |e: &dyn std::fmt::Display| (ErrorKind::Failed, e.to_string());
+    let agents_err = |e: AgentsError| match e {
+        AgentsError::UnknownAgent(_) => (ErrorKind::NotFound, e.to_string()),
+        AgentsError::NoDenyList | AgentsError::RelativeDenyList(_) => {
+            (ErrorKind::Invalid, e.to_string())
+        }
+        other => fail(&other),
+    };
+    match request {
+        FleetRequest::ImportRegistrations {
+            source,
+            registrations,
+            merge,
+        } => import(store, &source, &registrations, merge, now)
+            .map(|report| FleetResponse::Imported { report })
+            .map_err(agents_err),
+        FleetRequest::Pending => pending(store, now)
+            .map(|agents| FleetResponse::Pending { agents })
+            .map_err(agents_err),
+        FleetRequest::Decisions => store
+            .agent_decisions()
+            .map(|decisions| FleetResponse::Decisions { decisions })
+            .map_err(|e| fail(&e)),
+        FleetRequest::Decide { decide: d } => decide_with(store, &d, configured_deny_list, now)
+            .map(|report| FleetResponse::Decided { report })
+            .map_err(agents_err),
+        FleetRequest::DenyList { path } => (|| {
+            let path = deny_list_path(store, path.as_deref(), configured_deny_list)?
+                .ok_or(AgentsError::NoDenyList)?;
+            let entries = write_deny_list(store, &path, now)?;
+            Ok(DecisionReport {
+                decided: Vec::new(),
+                deny_list: Some(path.display().to_string()),
+                deny_list_entries: entries as u64,
+                revoked: Vec::new(),
+                revoke_error: None,
+            })
+        })()
+        .map(|report| FleetResponse::Decided { report })
+        .map_err(agents_err),
+        FleetRequest::Report { name, options } => {
+            match crate::reports::run(store, &name, &options, now) {
+                Ok(report) => Ok(FleetResponse::Report { report }),
+                Err(e @ crate::reports::ReportError::Unknown(_)) => {
+                    Err((ErrorKind::Invalid, e.to_string()))
+                }
+                Err(e) => Err(fail(&e)),
+            }
+        }
+        FleetRequest::ReportHtml { name, options } => {
+            let report = match crate::reports::run(store, &name, &options, now) {
+                Ok(report) => report,
+                Err(e @ crate::reports::ReportError::Unknown(_)) => {
+                    return Err((ErrorKind::Invalid, e.to_string()))
+                }
+                Err(e) => return Err(fail(&e)),
+            };
+            crate::dashboard::overview(store, now)
+                .map(|o| FleetResponse::Html {
+                    html: crate::dashboard::render_standalone(&o, &report),
+                })
+                .map_err(|e| fail(&e))
+        }
+        FleetRequest::Track { artifact } => crate::artifacts::track(store, &artifact)
+            .map(|a| FleetResponse::Artifacts {
+                artifacts: vec![a],
+                gone: Default::default(),
+            })
+            .map_err(|e| fail(&e)),
+        FleetRequest::Untrack { id } => crate::artifacts::untrack(store, &id, now)
+            .map(|artifacts| FleetResponse::Artifacts {
+                artifacts,
+                gone: Default::default(),
+            })
+            .map_err(|e| fail(&e)),
+        FleetRequest::Metrics { per_agent } => crate::reports::metrics_text(store, per_agent, now)
+            .map(|text| FleetResponse::Metrics { text })
+            .map_err(|e| fail(&e)),
+        FleetRequest::Artifacts { filter } => (|| {
+            let artifacts = crate::artifacts::list(store, &filter, now)?;
+            let gone = store.artifacts_gone()?;
+            let gone = artifacts
+                .iter()
+                .filter_map(|a| gone.get(&a.id).map(|t| (a.id.to_hex(), *t)))
+                .collect();
+            Ok::<_, crate::artifacts::ArtifactError>(FleetResponse::Artifacts { artifacts, gone })
+        })()
+        .map_err(|e| fail(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use certctl_store::AgentVerdict;
+
+    #[test]
+    fn only_decisions_imports_tracking_and_deny_lists_write() {
+        assert!(!FleetRequest::Pending.writes_store());
+        assert!(!FleetRequest::Artifacts {
+            filter: Default::default()
+        }
+        .writes_store());
+        assert!(FleetRequest::DenyList { path: None }.writes_store());
+        let decide = DecideRequest {
+            ids: vec!["a".into()],
+            verdict: AgentVerdict::Blocked,
+            actor: "me".into(),
+            deny_list: None,
+            passphrase: None,
+        };
+        assert!(FleetRequest::Decide { decide }.writes_store());
+    }
+}
