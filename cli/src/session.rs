@@ -25,7 +25,7 @@ use certctl_daemon::control::{self, Client};
 use certctl_daemon::inventory::ScanProgress;
 use certctl_daemon::policy::{self, PolicySet};
 use certctl_daemon::query::{self, ListFilter};
-use certctl_daemon::remind::Snoozed;
+use certctl_daemon::reminders::Snoozed;
 use certctl_daemon::{FleetRequest, FleetResponse};
 use certctl_store::{Certificate, Store, StoreError, TrackedArtifact, UnixTime};
 

@@ -11,7 +11,7 @@
 //!
 //! **Policies and reminders.** Artifact policies (`artifacts = ["enrollment-bundle"]`
 //! instead of `roles`, see [`crate::policy`]) apply to them, and the reminder pass
-//! ([`crate::remind::due`]) reminds about them once per (artifact, threshold, recipient),
+//! ([`crate::reminders::due`]) reminds about them once per (artifact, threshold, recipient),
 //! with the sent records kept under the artifact's own keys. [`KINDS`] are the kinds a
 //! policy may name.
 //!

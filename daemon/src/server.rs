@@ -317,7 +317,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
             ),
             (
                 Job::Remind,
-                crate::remind::next_run(&config, &shared.store, t),
+                crate::reminders::next_run(&config, &shared.store, t),
             ),
             (
                 Job::CrlUpkeep,
@@ -731,7 +731,7 @@ fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
                 // The SMTP sessions run without the writer lock (scans go on).
                 blocking(move || {
                     let lock = || locks.writer.blocking_lock();
-                    crate::remind::scheduled_pass(&locks.store, &config, &path, now(), &lock)
+                    crate::reminders::scheduled_pass(&locks.store, &config, &path, now(), &lock)
                 })
                 .await
                 .unwrap_or_else(|e| format!("failed: {e}"))

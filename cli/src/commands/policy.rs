@@ -8,7 +8,7 @@ use certctl_daemon::api::Request;
 use certctl_daemon::artifacts;
 use certctl_daemon::policy::{self, PolicyError, PolicySet, Successors};
 use certctl_daemon::query::ListFilter;
-use certctl_daemon::remind::Snoozed;
+use certctl_daemon::reminders::Snoozed;
 use certctl_store::{rfc3339, Certificate, TrackedArtifact, UnixTime};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -207,7 +207,7 @@ fn explain_artifact(
         "credential_kind": null,
         "not_after": rfc3339(a.expires),
         "days_left": (a.expires - now).div_euclid(86_400),
-        "when": certctl_daemon::remind::when(a.expires, now),
+        "when": certctl_daemon::reminders::when(a.expires, now),
         "state": state.as_str(),
         "policy": chosen.map(|(p, _)| json!({"name": p.name, "file": p.file, "line": p.line})),
         "reasons": chosen.map(|(_, why)| why.clone()).unwrap_or_default(),
@@ -283,7 +283,7 @@ fn explain(session: &Session, set: &PolicySet, g: &Globals, a: PolicyExplainArgs
             "credential_kind": cert.credential_kind().map(|k| k.as_str()),
             "not_after": rfc3339(cert.facts.not_after),
             "days_left": cert.days_left(now),
-            "when": certctl_daemon::remind::when(cert.facts.not_after, now),
+            "when": certctl_daemon::reminders::when(cert.facts.not_after, now),
             "state": state.as_str(),
             "policy": chosen.map(|(p, _)| json!({"name": p.name, "file": p.file, "line": p.line})),
             "reasons": chosen.map(|(_, why)| why.clone()).unwrap_or_default(),

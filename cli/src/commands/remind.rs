@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use certctl_daemon::api::{Request, Response};
-use certctl_daemon::remind::{PassMode, PassReport};
+use certctl_daemon::reminders::{PassMode, PassReport};
 use certctl_store::rfc3339;
 use clap::Args;
 

@@ -24,7 +24,7 @@ use crate::history::{self, History, ValidAt};
 use crate::inventory::{self, ScanOptions, ScanProgress, ScanSummary};
 use crate::probe::ProbeTarget;
 use crate::query::{self, ListFilter, QueryError, Stats};
-use crate::remind::{self, PassMode, PassReport, Snoozed};
+use crate::reminders::{self, PassMode, PassReport, Snoozed};
 use crate::revoke::{self, CrlPublished, RevokeReport, RevokeRequest};
 use crate::workflow::{self, RegenerateRequest, WorkflowReport, WorkflowSecrets};
 
@@ -612,12 +612,12 @@ pub fn execute(
             reason,
             by,
             at,
-        } => match remind::snooze(store, &id, until, &reason, &by, at.unwrap_or(now)) {
+        } => match reminders::snooze(store, &id, until, &reason, &by, at.unwrap_or(now)) {
             Ok(s) => Response::Snoozed { snoozes: vec![s] },
-            Err(remind::SnoozeError::Query(e)) => Response::from_query_error(e),
+            Err(reminders::SnoozeError::Query(e)) => Response::from_query_error(e),
             Err(e) => Response::error(ErrorKind::Invalid, e.to_string()),
         },
-        Request::Snoozed { at } => match remind::snoozed(store, at.unwrap_or(now)) {
+        Request::Snoozed { at } => match reminders::snoozed(store, at.unwrap_or(now)) {
             Ok(snoozes) => Response::Snoozed { snoozes },
             Err(e) => failed(e),
         },
@@ -901,7 +901,7 @@ fn remind<G>(
     now: UnixTime,
     lock: &dyn Fn() -> G,
 ) -> Response {
-    match remind::pass_with_config_locked(store, config, policies, now, mode, lock) {
+    match reminders::pass_with_config_locked(store, config, policies, now, mode, lock) {
         Ok(report) => Response::Remind { report },
         Err(e) => failed(e),
     }

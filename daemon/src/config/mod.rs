@@ -601,7 +601,7 @@ pub struct SmtpConfig {
     /// A file holding the password; absolute; set together with `username`.
     pub password_file: Option<PathBuf>,
     /// A PEM file of CA certificates trusted for the server's certificate (STARTTLS or TLS)
-    /// besides the system's roots; absolute. Read at each session (see [`crate::smtp_tls`]).
+    /// besides the system's roots; absolute. Read at each session (see [`crate::mail::tls`]).
     pub ca_file: Option<PathBuf>,
     /// How long talking to the server may take. Default [`DEFAULT_SMTP_TIMEOUT`]; never zero.
     pub timeout: std::time::Duration,

@@ -2,7 +2,7 @@
 //! URL?operation=PKIOperation` with the binary message when the server offers
 //! `POSTPKIOperation`.
 //!
-//! Bounded like certd's other network I/O ([`crate::webhook`]): one deadline for connect,
+//! Bounded like certd's other network I/O ([`crate::reminders::webhook`]): one deadline for connect,
 //! TLS, request and answer; at most [`MAX_ANSWER`] bytes read; HTTPS with the system's roots
 //! plus the `[[scep]]` block's `ca_file`, TLS 1.2 or later, the host name checked. Redirects
 //! are not followed (a 3xx is an error naming where it pointed). HTTP/1.0 requests, so the
@@ -88,7 +88,7 @@ pub fn exchange(
     request.extend_from_slice(post.unwrap_or_default());
     let raw = match url.scheme() {
         "https" => {
-            let connector = crate::webhook::connector(ca_file)?;
+            let connector = crate::reminders::webhook::connector(ca_file)?;
             let mut tls = connector
                 .connect(&host, tcp)
                 .map_err(|e| format!("TLS with {host}: {e}"))?;

@@ -1,4 +1,4 @@
-//! The SMTP client the reminders go out through ([`crate::remind::SmtpMailer`]): one session
+//! The SMTP client the reminders go out through ([`crate::reminders::SmtpMailer`]): one session
 //! with the `[smtp]` server, driven step by step (greeting, EHLO, STARTTLS, AUTH, MAIL FROM,
 //! RCPT TO, DATA, the message, QUIT), with every read bounded, because the server is not
 //! certctl's to trust:
@@ -13,7 +13,7 @@
 //!   `smtp.timeout`), however slowly the server trickles bytes.
 //!
 //! The protocol pieces that need no I/O come from lettre (commands, reply parsing, EHLO
-//! keywords, AUTH mechanisms); TLS is OpenSSL, set up by [`crate::smtp_tls`].
+//! keywords, AUTH mechanisms); TLS is OpenSSL, set up by [`crate::mail::tls`].
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};

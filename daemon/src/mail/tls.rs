@@ -17,7 +17,7 @@ use openssl::ssl::{SslConnector, SslMethod, SslVersion};
 use openssl::x509::X509;
 
 use crate::config::{SmtpConfig, SmtpSecurity};
-use crate::smtp_client::SmtpError;
+use crate::mail::smtp::SmtpError;
 
 /// Why the TLS parameters of an SMTP session could not be set up. Sentences name the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,7 +34,7 @@ pub enum SmtpTlsError {
 
 /// The TLS client for a session with the configured server (TLS 1.2 or later, the server's
 /// certificate verified against the system's roots and `smtp.ca_file`, its name checked by
-/// [`crate::smtp_client`] at the handshake); `None` for `security = "none"`.
+/// [`crate::mail::smtp`] at the handshake); `None` for `security = "none"`.
 pub fn tls_parameters(config: &SmtpConfig) -> Result<Option<SslConnector>, SmtpTlsError> {
     if config.security == SmtpSecurity::None {
         return Ok(None);
@@ -178,7 +178,7 @@ mod tests {
 
     /// The first step of a session (connect, greeting, EHLO) against `port`.
     fn greet(port: u16, timeout: std::time::Duration) -> SmtpError {
-        crate::smtp_client::Session::connect(
+        crate::mail::smtp::Session::connect(
             "127.0.0.1",
             port,
             timeout,

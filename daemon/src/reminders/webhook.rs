@@ -2,7 +2,7 @@
 //! recipients (`recipients = ["pki@contoso.example", "webhook:ops-teams"]`); certd's
 //! configuration says where it goes (`[[webhook]] name, url, format, ca_file, timeout,
 //! header_file`). A webhook recipient gets the same digests as an e-mail recipient (once
-//! per threshold, snoozes, retries with backoff: see [`crate::remind`]); only the delivery
+//! per threshold, snoozes, retries with backoff: see [`crate::reminders`]); only the delivery
 //! differs ([`WebhookSender`]).
 //!
 //! Formats: `json` (the digest as JSON, for any receiver), `teams` (a Microsoft Teams
@@ -26,8 +26,9 @@ use openssl::ssl::{SslConnector, SslMethod, SslVersion};
 use openssl::x509::X509;
 use serde_json::json;
 
+use super::delivery::SendFailure;
+use super::digest::Digest;
 use crate::config::sections::{webhook_name, Format, WebhookConfig};
-use crate::remind::{Digest, SendFailure};
 
 /// The most of an answer read (status line, headers and body).
 pub const MAX_ANSWER: usize = 64 * 1024;
@@ -93,7 +94,7 @@ pub fn payload(format: Format, digest: &Digest, key: &str, now: UnixTime) -> ser
             format!(
                 "{} ({what}): {}",
                 e.name,
-                crate::remind::when(e.not_after, now)
+                super::digest::when(e.not_after, now)
             )
         })
         .collect();
