@@ -481,7 +481,7 @@ pub struct DecideRequest {
     pub deny_list: Option<PathBuf>,
     /// Passphrase of a managed CA key, to revoke blocked agents' certificates it issued.
     #[serde(default)]
-    pub passphrase: Option<crate::ca::Secret>,
+    pub passphrase: Option<crate::pki::ca::Secret>,
 }
 
 /// One decided agent.
@@ -664,14 +664,16 @@ fn revoke_managed(
             continue;
         };
         match store.get(&fp) {
-            Ok(Some(c)) if c.revocation.is_none() => match crate::ca::managed_issuer(store, &c) {
-                Ok(Some(_)) => ids.push(fp.to_hex()),
-                Ok(None) => {}
-                Err(e) => {
-                    report.revoke_error = Some(e.to_string());
-                    return;
+            Ok(Some(c)) if c.revocation.is_none() => {
+                match crate::pki::ca::managed_issuer(store, &c) {
+                    Ok(Some(_)) => ids.push(fp.to_hex()),
+                    Ok(None) => {}
+                    Err(e) => {
+                        report.revoke_error = Some(e.to_string());
+                        return;
+                    }
                 }
-            },
+            }
             Ok(_) => {}
             Err(e) => {
                 report.revoke_error = Some(e.to_string());
@@ -682,7 +684,7 @@ fn revoke_managed(
     if ids.is_empty() {
         return;
     }
-    let req = crate::revoke::RevokeRequest {
+    let req = crate::pki::revoke::RevokeRequest {
         ids: ids.clone(),
         spki: None,
         issuer: None,
@@ -692,7 +694,7 @@ fn revoke_managed(
         passphrase: request.passphrase.clone(),
         probe_endpoints: false,
     };
-    match crate::revoke::revoke(store, &req, now) {
+    match crate::pki::revoke::revoke(store, &req, now) {
         Ok(_) => report.revoked = ids,
         Err(e) => report.revoke_error = Some(e.to_string()),
     }

@@ -37,9 +37,9 @@
 //! **After a restore** the store is older than what its CAs may have published since. For
 //! each managed CA, the next CRL number is set above the highest one found in the backup
 //! and in the CA's CRL files as they are now (its published `crl_paths`), and
-//! [`crate::revoke::publish_crl`] checks the published files again at every CRL, so an old
+//! [`crate::pki::crl::publish_crl`] checks the published files again at every CRL, so an old
 //! number is never reused. Certificate serials are 128-bit random numbers
-//! ([`crate::ca::random_serial`]): a restored CA does not remember which it drew, and does
+//! ([`crate::pki::ca::random_serial`]): a restored CA does not remember which it drew, and does
 //! not need to. The store notes the restore ([`certctl_store::RestoredFrom`]) and `status`
 //! says from which date, and which CAs had published a newer CRL: revocations made after
 //! the backup must be redone.
@@ -753,7 +753,7 @@ fn raise_crl_numbers(
             .map_or(ca.crl_number, |c| c.crl_number);
         let mut paths = vec![ca.folder(store.path()).join("crl.pem")];
         paths.extend(ca.crl_paths.iter().map(PathBuf::from));
-        let highest = highest_crl_number(&paths);
+        let highest = crate::pki::crl::highest_crl_number(&paths);
         if highest.is_some_and(|n| n > at_backup) {
             newer.push(ca.name.clone());
         }
@@ -765,31 +765,6 @@ fn raise_crl_numbers(
         }
     }
     Ok((raised, newer))
-}
-
-/// The highest CRL number among the CRL files (PEM or DER) that can be read.
-pub fn highest_crl_number(paths: &[PathBuf]) -> Option<u64> {
-    paths.iter().filter_map(|p| crl_number_of(p)).max()
-}
-
-/// The CRL number of a CRL file (PEM or DER); `None` when it cannot be read.
-pub fn crl_number_of(path: &Path) -> Option<u64> {
-    let file = File::open(path).ok()?;
-    let mut bytes = Vec::new();
-    file.take(64 << 20).read_to_end(&mut bytes).ok()?;
-    let der = if bytes.starts_with(b"-----BEGIN") {
-        x509_parser::pem::parse_x509_pem(&bytes).ok()?.1.contents
-    } else {
-        bytes
-    };
-    let (_, crl) = x509_parser::parse_x509_crl(&der).ok()?;
-    let number = crl.crl_number()?;
-    let digits = number.to_u64_digits();
-    match digits.as_slice() {
-        [] => Some(0),
-        [n] => Some(*n),
-        _ => Some(u64::MAX),
-    }
 }
 
 // ---- scheduled backups -----------------------------------------------------------------------

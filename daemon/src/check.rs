@@ -80,7 +80,7 @@ pub struct CheckReport {
     /// there is none): a warning, saying which folder and since when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale_backup: Option<String>,
-    /// Automatic renewals whose last attempt failed ([`crate::renewal`]): a warning, critical
+    /// Automatic renewals whose last attempt failed ([`crate::pki::renewal`]): a warning, critical
     /// once the certificate is within `critical_within` of its expiry.
     #[serde(default)]
     pub failing_renewals: Vec<FailingRenewalCheck>,
@@ -249,7 +249,7 @@ impl CheckReport {
         now: UnixTime,
     ) -> Result<CheckReport, StoreError> {
         let critical_secs = self.critical_within.as_secs();
-        for (fp, failing) in crate::renewal::failing(store)? {
+        for (fp, failing) in crate::pki::renewal::failing(store)? {
             let Some(cert) = store.get(&fp)? else {
                 continue;
             };

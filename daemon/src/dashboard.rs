@@ -225,7 +225,7 @@ pub fn render_certificate(
                 format!(
                     "{} ({}, by {})",
                     rfc3339(r.revoked_at),
-                    crate::revoke::reason_name(r.reason),
+                    crate::pki::crl::reason_name(r.reason),
                     r.revoked_by
                 )
             }),

@@ -35,12 +35,10 @@ pub mod agents;
 pub mod api;
 pub mod artifacts;
 pub mod backup;
-pub mod ca;
 pub mod certs;
 pub mod check;
 pub mod config;
 pub mod crash_point;
-pub mod crlfetch;
 pub mod dashboard;
 pub mod duration;
 pub mod files;
@@ -51,28 +49,24 @@ pub mod mail;
 pub mod manpages;
 pub mod metrics_http;
 pub mod net;
+pub mod pki;
 pub mod policy;
 pub mod probe;
 pub mod query;
-pub mod reload;
 pub mod reminders;
-pub mod renewal;
 pub mod reports;
 pub mod retention;
-pub mod revoke;
-pub mod scep;
 pub mod server;
 pub mod stalled;
 
 pub mod signals;
 pub mod view;
-pub mod workflow;
-pub mod workflow_csr;
 
 pub use api::control;
 pub use api::fleet::{FleetRequest, FleetResponse};
 /// Transitional: the CLI's old paths (the facade replaces them).
 pub use certs::{formats, pkcs12_guard, x509};
 pub use files::atomic as atomic_file;
+pub use pki::{ca, crlfetch, reload, renewal, revoke, scep, workflow, workflow_csr};
 
 pub use duration::Duration;

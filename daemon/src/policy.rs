@@ -30,7 +30,7 @@
 //!                                        # renews certificates no managed CA issued
 //! ```
 //!
-//! **Renewal** (`renew = "auto"`, see [`crate::renewal`]): certd renews the certificate
+//! **Renewal** (`renew = "auto"`, see [`crate::pki::renewal`]): certd renews the certificate
 //! itself once `renew_before` (plus a jitter of up to a tenth of it, fixed per certificate)
 //! before its expiry. `remind` (the default) only sends reminders.
 //!

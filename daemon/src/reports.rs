@@ -520,7 +520,7 @@ pub fn serving_revoked(store: &Store, e: &Endpoint) -> Result<Option<Finding>, S
             cert.facts.display_name(),
             &cert.fingerprint().to_hex()[..16],
             rfc3339(r.revoked_at),
-            crate::revoke::reason_name(r.reason)
+            crate::pki::crl::reason_name(r.reason)
         ),
     }))
 }
@@ -1016,7 +1016,7 @@ pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<Str
     probe_series(store, &mut out)?;
     source_read_error_series(store, &mut out)?;
     out.push_str(&smtp_counter_series(store)?);
-    out.push_str(&crate::renewal::metrics_text(store)?);
+    out.push_str(&crate::pki::renewal::metrics_text(store)?);
     Ok(out)
 }
 
@@ -1115,7 +1115,7 @@ fn crl_series(store: &Store, out: &mut String) -> Result<(), ReportError> {
         "# TYPE certctl_crl_next_update_timestamp_seconds gauge"
     );
     for ca in &cas {
-        if let Some(t) = crate::revoke::crl_next_update(ca) {
+        if let Some(t) = crate::pki::crl::crl_next_update(ca) {
             let _ = writeln!(
                 out,
                 "certctl_crl_next_update_timestamp_seconds{{ca=\"{}\"}} {t}",
@@ -1126,7 +1126,7 @@ fn crl_series(store: &Store, out: &mut String) -> Result<(), ReportError> {
     let _ = writeln!(out, "# HELP certctl_crl_behind Whether a managed CA's published CRL misses a revocation the store holds, or cannot be read (1) or not (0).");
     let _ = writeln!(out, "# TYPE certctl_crl_behind gauge");
     for ca in &cas {
-        let behind = crate::revoke::stale_crls(store, ca)
+        let behind = crate::pki::crl::stale_crls(store, ca)
             .map(|stale| !stale.is_empty())
             .unwrap_or(true);
         let _ = writeln!(

@@ -681,7 +681,7 @@ fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
             Job::CrlUpkeep => crl_upkeep(&shared).await,
             Job::Backup => scheduled_backup(&shared).await,
             Job::Renew => {
-                let request = crate::renewal::RenewRequest {
+                let request = crate::pki::renewal::RenewRequest {
                     due: true,
                     ..Default::default()
                 };
@@ -809,7 +809,7 @@ async fn prune_pass(
 }
 
 /// Re-signs the managed CAs' CRLs that are due, with the passphrase files of
-/// `[workflows.ca_passphrase_files]` for encrypted CAs (see [`crate::revoke::crl_upkeep`]).
+/// `[workflows.ca_passphrase_files]` for encrypted CAs (see [`crate::pki::crl::crl_upkeep`]).
 async fn crl_upkeep(shared: &Arc<Shared>) -> String {
     let config = shared.config();
     let resign_before = config
@@ -822,7 +822,7 @@ async fn crl_upkeep(shared: &Arc<Shared>) -> String {
     let done = blocking(move || {
         let passphrase = |ca: &certctl_store::ManagedCa| {
             let file = files.get(&ca.name)?;
-            match crate::ca::Secret::from_private_file(file) {
+            match crate::pki::ca::Secret::from_private_file(file) {
                 Ok(secret) => Some(secret),
                 Err(e) => {
                     tracing::warn!(ca = %ca.name, error = %e, "cannot use the CA passphrase file");
@@ -830,7 +830,7 @@ async fn crl_upkeep(shared: &Arc<Shared>) -> String {
                 }
             }
         };
-        crate::revoke::crl_upkeep(&store, now(), resign_before, &passphrase)
+        crate::pki::crl::crl_upkeep(&store, now(), resign_before, &passphrase)
     })
     .await;
     let results = match done {
@@ -842,15 +842,15 @@ async fn crl_upkeep(shared: &Arc<Shared>) -> String {
     let mut published = 0;
     for (ca, outcome) in results {
         match outcome {
-            crate::revoke::Upkeep::Published(crl) => {
+            crate::pki::crl::Upkeep::Published(crl) => {
                 published += 1;
                 tracing::info!(ca = %ca, number = crl.number, next_update = %certctl_store::rfc3339(crl.next_update), "re-signed and published the CRL");
             }
-            crate::revoke::Upkeep::NeedsPassphrase => {
+            crate::pki::crl::Upkeep::NeedsPassphrase => {
                 tracing::warn!(ca = %ca, "the CRL is due to be re-signed, but the CA key is encrypted and [workflows.ca_passphrase_files] names no file for it: run `certctl ca crl {ca}` before it expires");
                 failed.push(format!("{ca}: needs its passphrase file"));
             }
-            crate::revoke::Upkeep::Failed(e) => {
+            crate::pki::crl::Upkeep::Failed(e) => {
                 tracing::error!(ca = %ca, error = %e, "cannot re-sign the CRL");
                 failed.push(format!("{ca}: {e}"));
             }
@@ -867,8 +867,8 @@ async fn crl_upkeep(shared: &Arc<Shared>) -> String {
 /// one at a time, the writer lock taken per workflow.
 async fn renewal_pass(
     shared: &Arc<Shared>,
-    request: crate::renewal::RenewRequest,
-) -> Result<crate::renewal::RenewReport, String> {
+    request: crate::pki::renewal::RenewRequest,
+) -> Result<crate::pki::renewal::RenewReport, String> {
     let _pass = shared.renew.lock().await;
     let (locks, config) = (shared.clone(), shared.config());
     if request.id.is_none() && config.reminders.is_none() {
@@ -876,7 +876,7 @@ async fn renewal_pass(
     }
     blocking(move || {
         let lock = || locks.writer.blocking_lock();
-        crate::renewal::execute(&locks.store, &request, &config, now(), &lock)
+        crate::pki::renewal::execute(&locks.store, &request, &config, now(), &lock)
             .map_err(|e| e.to_string())
     })
     .await
@@ -892,7 +892,7 @@ async fn resume_workflows(shared: &Arc<Shared>) {
     let store = shared.store.clone();
     let resumed = blocking(move || {
         // A secret file that cannot be used is logged; the workflow then fails as without it.
-        let read = |what: &str, file: &Path| match crate::ca::Secret::from_private_file(file) {
+        let read = |what: &str, file: &Path| match crate::pki::ca::Secret::from_private_file(file) {
             Ok(secret) => Some(secret),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot use the {what} file");
@@ -903,9 +903,9 @@ async fn resume_workflows(shared: &Arc<Shared>) {
             .pfx_password_file
             .as_deref()
             .and_then(|f| read("PFX password", f));
-        crate::workflow::resume_all_with(
+        crate::pki::workflow::resume_all_with(
             &store,
-            |wf| crate::workflow::WorkflowSecrets {
+            |wf| crate::pki::workflow::WorkflowSecrets {
                 passphrase: config
                     .ca_passphrase_files
                     .get(&wf.ca)
@@ -936,7 +936,7 @@ async fn resume_workflows(shared: &Arc<Shared>) {
 
 /// Fetches the CRLs of other CAs and marks listed certificates revoked.
 async fn fetch_crls(shared: &Arc<Shared>) -> String {
-    let options = crate::crlfetch::CrlFetchOptions {
+    let options = crate::pki::crlfetch::CrlFetchOptions {
         timeout_secs: shared.config().crl.timeout.as_secs().max(1),
         force: false,
         pfx_password: None,
@@ -957,13 +957,13 @@ async fn fetch_crls(shared: &Arc<Shared>) -> String {
 /// downloads and checks with no lock held, then records under the writer lock.
 async fn crl_pass(
     shared: &Arc<Shared>,
-    mut options: crate::crlfetch::CrlFetchOptions,
-) -> Result<crate::crlfetch::CrlFetchReport, String> {
+    mut options: crate::pki::crlfetch::CrlFetchOptions,
+) -> Result<crate::pki::crlfetch::CrlFetchReport, String> {
     let config = shared.config();
     options.allow = config.crl.allow.clone();
     options.deadline_secs = Some(config.crl.deadline.as_secs().max(1));
     let store = shared.store.clone();
-    let prepared = blocking(move || crate::crlfetch::prepare(&store, &options, now()))
+    let prepared = blocking(move || crate::pki::crlfetch::prepare(&store, &options, now()))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
@@ -1007,7 +1007,7 @@ async fn scan_sources(shared: &Arc<Shared>, changed: Option<Vec<PathBuf>>) -> St
             continue;
         }
         let password = match &source.pfx_password_file {
-            Some(f) => match crate::ca::Secret::from_private_file(f) {
+            Some(f) => match crate::pki::ca::Secret::from_private_file(f) {
                 Ok(p) => Some(p.0),
                 Err(e) => {
                     tracing::error!(file = %f.display(), error = %e, "cannot use the PFX password file");

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use certctl_daemon::api::{Request, Response};
-use certctl_daemon::revoke::{self};
 use certctl_daemon::workflow::{RegenerateRequest, WorkflowReport, WorkflowSecrets};
 use certctl_store::rfc3339;
 use clap::Args;
@@ -114,7 +113,10 @@ fn print_workflow(r: &WorkflowReport) {
             old.fingerprint(),
             old.facts.display_name(),
             match &old.revocation {
-                Some(rv) => format!(" (revoked: {})", revoke::reason_name(rv.reason)),
+                Some(rv) => format!(
+                    " (revoked: {})",
+                    certctl_daemon::pki::crl::reason_name(rv.reason)
+                ),
                 None => String::new(),
             }
         );

@@ -138,7 +138,7 @@ fn print_report(report: &RenewReport, dry_run: bool) {
 /// What `policy explain` needs to say how a certificate is renewed: the managed CAs and the
 /// passphrase files of `--config FILE`.
 pub struct RenewalContext {
-    cas: Vec<certctl_daemon::ca::CaInfo>,
+    cas: Vec<certctl_daemon::pki::cas::CaInfo>,
     passphrase_files: std::collections::BTreeMap<String, std::path::PathBuf>,
 }
 

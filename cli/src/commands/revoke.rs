@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use certctl_daemon::api::{Request, Response};
-use certctl_daemon::revoke::{self, CrlCheck, RevokeReport, RevokeRequest};
+use certctl_daemon::pki::crl::CrlCheck;
+use certctl_daemon::revoke::{self, RevokeReport, RevokeRequest};
 use certctl_daemon::view::EXPIRING_SECS;
 use certctl_store::{now, rfc3339, Certificate, SourceLocation};
 use clap::Args;
@@ -179,7 +180,7 @@ fn print_selection(r: &RevokeReport, verb: &str, verbose: bool) {
         println!(
             "{verb} {} certificate(s), reason {}:",
             r.targets.len(),
-            revoke::reason_name(r.reason)
+            certctl_daemon::pki::crl::reason_name(r.reason)
         );
         print_summary(r);
         if !r.already_revoked.is_empty() {
@@ -194,7 +195,7 @@ fn print_selection(r: &RevokeReport, verb: &str, verbose: bool) {
     println!(
         "{verb} {} certificate(s), reason {}:",
         r.targets.len(),
-        revoke::reason_name(r.reason)
+        certctl_daemon::pki::crl::reason_name(r.reason)
     );
     for target in &r.targets {
         let c = &target.certificate;
@@ -229,7 +230,7 @@ fn print_selection(r: &RevokeReport, verb: &str, verbose: bool) {
                 format!(
                     "{} ({})",
                     rfc3339(rv.revoked_at),
-                    revoke::reason_name(rv.reason)
+                    certctl_daemon::pki::crl::reason_name(rv.reason)
                 )
             })
             .unwrap_or_default();
@@ -294,7 +295,7 @@ pub fn crl_check_json(c: &CrlCheck) -> Value {
 fn revoke_json(r: &RevokeReport) -> Value {
     json!({
         "dry_run": r.dry_run,
-        "reason": revoke::reason_name(r.reason),
+        "reason": certctl_daemon::pki::crl::reason_name(r.reason),
         "targets": r.targets.iter().map(|t| json!({
             "certificate": cert_json(&t.certificate),
             "managed_ca": t.managed_ca,

@@ -16,17 +16,19 @@ use std::path::PathBuf;
 use certctl_store::{Certificate, Endpoint, Role, Store, UnixTime};
 use serde::{Deserialize, Serialize};
 
-use crate::ca::{self, CaInfo, CaInitRequest, IssueReport, IssueRequest, Secret};
 use crate::check::{self, CheckReport};
-use crate::crlfetch::{CrlFetchOptions, CrlFetchReport};
 use crate::duration::Duration;
 use crate::history::{self, History, ValidAt};
 use crate::inventory::{self, ScanOptions, ScanProgress, ScanSummary};
+use crate::pki::ca::{self, IssueReport, IssueRequest, Secret};
+use crate::pki::cas::{self, CaInfo, CaInitRequest};
+use crate::pki::crl::{self, CrlPublished};
+use crate::pki::crlfetch::{CrlFetchOptions, CrlFetchReport};
+use crate::pki::revoke::{self, RevokeReport, RevokeRequest};
+use crate::pki::workflow::{self, RegenerateRequest, WorkflowReport, WorkflowSecrets};
 use crate::probe::ProbeTarget;
 use crate::query::{self, ListFilter, QueryError, Stats};
 use crate::reminders::{self, PassMode, PassReport, Snoozed};
-use crate::revoke::{self, CrlPublished, RevokeReport, RevokeRequest};
-use crate::workflow::{self, RegenerateRequest, WorkflowReport, WorkflowSecrets};
 
 /// What the CLI asks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,10 +182,10 @@ pub enum Request {
     Fleet {
         fleet: crate::api::fleet::FleetRequest,
     },
-    /// `certctl renew ID` / `certctl renew --due [--dry-run]` ([`crate::renewal`]); certd
+    /// `certctl renew ID` / `certctl renew --due [--dry-run]` ([`crate::pki::renewal`]); certd
     /// uses its own configuration.
     Renew {
-        renew: crate::renewal::RenewRequest,
+        renew: crate::pki::renewal::RenewRequest,
     },
 }
 
@@ -284,7 +286,7 @@ pub struct StatusReport {
     pub restored: Option<certctl_store::RestoredFrom>,
     /// Automatic renewals whose last attempt failed (retried with backoff).
     #[serde(default)]
-    pub failing_renewals: Vec<crate::renewal::FailingRenewal>,
+    pub failing_renewals: Vec<crate::pki::renewal::FailingRenewal>,
 }
 
 /// The outcome of the last completed delivery, as `status` shows it (times RFC 3339).
@@ -432,7 +434,7 @@ pub enum Response {
         renewals: Option<certctl_store::PrunedRenewals>,
     },
     Renew {
-        report: crate::renewal::RenewReport,
+        report: crate::pki::renewal::RenewReport,
     },
     Error {
         kind: ErrorKind,
@@ -621,17 +623,17 @@ pub fn execute(
             Ok(snoozes) => Response::Snoozed { snoozes },
             Err(e) => failed(e),
         },
-        Request::CaInit { init } => match ca::init(store, &init, now) {
+        Request::CaInit { init } => match cas::init(store, &init, now) {
             Ok(info) => Response::Cas { cas: vec![info] },
             Err(e) => failed(e),
         },
-        Request::CaList => match ca::list(store) {
+        Request::CaList => match cas::list(store) {
             Ok(cas) => Response::Cas { cas },
             Err(e) => failed(e),
         },
         Request::CaExport { name, out } => match relative(&out) {
             Some(r) => r,
-            None => match ca::export(store, &name, &out) {
+            None => match cas::export(store, &name, &out) {
                 Ok(path) => Response::Written { path },
                 Err(e) => failed(e),
             },
@@ -644,7 +646,7 @@ pub fn execute(
         } => match out.as_deref().and_then(relative) {
             Some(r) => r,
             None => {
-                match revoke::ca_crl(store, &name, out.as_deref(), der, passphrase.as_ref(), now) {
+                match crl::ca_crl(store, &name, out.as_deref(), der, passphrase.as_ref(), now) {
                     Ok(crl) => Response::Crl { crl },
                     Err(e) => failed(e),
                 }
@@ -678,7 +680,7 @@ pub fn execute(
             Err(history::HistoryError::Query(e)) => Response::from_query_error(e),
             Err(e) => failed(e),
         },
-        Request::CrlFetch { options } => match crate::crlfetch::fetch(store, &options, now) {
+        Request::CrlFetch { options } => match crate::pki::crlfetch::fetch(store, &options, now) {
             Ok(report) => Response::CrlFetch { report },
             Err(e) => failed(e),
         },
@@ -830,10 +832,10 @@ fn crl_state(
     store: &Store,
     now: UnixTime,
 ) -> Result<(Vec<String>, Vec<check::CrlExpiry>), revoke::RevokeError> {
-    let stale = revoke::stale_cas(store)?;
+    let stale = crl::stale_cas(store)?;
     let mut expiring = Vec::new();
     for ca in store.managed_cas()? {
-        if let Some(next_update) = revoke::crl_next_update(&ca) {
+        if let Some(next_update) = crl::crl_next_update(&ca) {
             // Within a day of it, or past half its validity for CRLs shorter than two days
             // (certd re-signs at half the validity).
             if next_update - now < (ca.crl_validity_secs / 2).min(86_400) {
@@ -868,7 +870,7 @@ pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::Store
         smtp_last_error: smtp.last_error,
         smtp_last_error_at: smtp.last_error_at,
         reminders_pending: store.delivery_states()?.iter().map(|d| d.pending).sum(),
-        stale_crls: revoke::stale_cas(store).unwrap_or_default(),
+        stale_crls: crl::stale_cas(store).unwrap_or_default(),
         failed_files_total,
         failed_files,
         last_delivery: store
@@ -887,7 +889,7 @@ pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::Store
                 .collect()
         },
         restored: store.restored_from()?,
-        failing_renewals: crate::renewal::failing(store)?.into_values().collect(),
+        failing_renewals: crate::pki::renewal::failing(store)?.into_values().collect(),
     })
 }
 
@@ -954,10 +956,10 @@ pub fn execute_networked<G>(
 }
 
 /// `certctl renew`: with certd's configuration `config`, else the request's file (see
-/// [`crate::renewal::request_config`]).
+/// [`crate::pki::renewal::request_config`]).
 pub fn renew_answer<G>(
     store: &Store,
-    request: &crate::renewal::RenewRequest,
+    request: &crate::pki::renewal::RenewRequest,
     config: Option<&crate::config::Config>,
     now: UnixTime,
     lock: &dyn Fn() -> G,
@@ -973,11 +975,11 @@ pub fn renew_answer<G>(
             format!("the path must be absolute, got {}", p.display()),
         );
     }
-    let result = crate::renewal::request_config(store, request, config)
-        .and_then(|config| crate::renewal::execute(store, request, &config, now, lock));
+    let result = crate::pki::renewal::request_config(store, request, config)
+        .and_then(|config| crate::pki::renewal::execute(store, request, &config, now, lock));
     match result {
         Ok(report) => Response::Renew { report },
-        Err(crate::renewal::RenewalError::NotFound(id)) => {
+        Err(crate::pki::renewal::RenewalError::NotFound(id)) => {
             Response::from_query_error(QueryError::NotFound(id))
         }
         Err(e) => failed(e),
@@ -1006,7 +1008,7 @@ fn workflow_answer<G>(
                 if let Some(r) = relative(&cert) {
                     return r;
                 }
-                crate::workflow_csr::complete(store, id, &cert, &secrets, now)
+                crate::pki::workflow_csr::complete(store, id, &cert, &secrets, now)
             }
             _ => return Response::error(ErrorKind::Invalid, "not a workflow request"),
         }

@@ -267,7 +267,7 @@ pub struct Config {
 pub const DEFAULT_RENEWAL_SCHEDULE: &str = "0 * * * *";
 
 /// `[renewal]`: how certd renews the certificates whose policy says `renew = "auto"`
-/// ([`crate::renewal`]).
+/// ([`crate::pki::renewal`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RenewalConfig {
     /// When a renewal pass runs; `None` when `"off"`. Default hourly.
@@ -1815,7 +1815,7 @@ impl Checker<'_> {
             Some(t) => self
                 .duration("workflows.targets.reload_timeout", t)
                 .as_secs(),
-            None => crate::reload::DEFAULT_TIMEOUT_SECS,
+            None => crate::pki::reload::DEFAULT_TIMEOUT_SECS,
         };
         certctl_store::ReloadHook {
             target: path.to_string_lossy().into_owned(),

@@ -84,7 +84,7 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
         }
     }
     // Automatic renewals that failed, or that a person must do: the reminder says so.
-    let renewal_notes = crate::renewal::reminder_notes(store)?;
+    let renewal_notes = crate::pki::renewal::reminder_notes(store)?;
     let mut by_recipient: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
     for (cert, policy, threshold) in &candidates {
         let threshold = *threshold;
@@ -98,7 +98,7 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
         let sent = store.sent_reminders(&fp)?;
         let manual = match renewal_notes.get(&fp) {
             Some(note) => Some(note.clone()),
-            None => crate::renewal::nobody_can_renew(store, cert, policy)
+            None => crate::pki::renewal::nobody_can_renew(store, cert, policy)
                 .map_err(|e| StoreError::Io(e.to_string()))?,
         };
         for recipient in &policy.recipients {

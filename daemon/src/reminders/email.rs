@@ -53,7 +53,7 @@ impl SmtpMailer {
     pub fn new(config: &SmtpConfig) -> SmtpMailer {
         let password = match (std::env::var(PASSWORD_ENV), &config.password_file) {
             (Ok(p), _) if !p.is_empty() => Ok(Some(p)),
-            (_, Some(file)) => crate::ca::Secret::from_private_file(file)
+            (_, Some(file)) => crate::pki::ca::Secret::from_private_file(file)
                 .map(|p| Some(p.0))
                 .map_err(|e| format!("cannot use the SMTP password file: {e}")),
             _ => Ok(None),

@@ -335,7 +335,8 @@ impl<'a> Client<'a> {
         if req.key.rsa().is_err() {
             return Err(self.invalid("SCEP needs an RSA key (the answer is encrypted to it)"));
         }
-        let key_pair = crate::ca::rcgen_key(req.key).map_err(|e| self.invalid(e.to_string()))?;
+        let key_pair =
+            crate::pki::ca::rcgen_key(req.key).map_err(|e| self.invalid(e.to_string()))?;
         let self_signed = req
             .params
             .clone()
@@ -746,7 +747,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = config_for(&fake, dir.path(), Duration::from_secs(3600));
         let waits = std::cell::RefCell::new(Vec::new());
-        let key = crate::ca::KeyKind::Rsa2048.generate().unwrap();
+        let key = crate::pki::ca::KeyKind::Rsa2048.generate().unwrap();
         let outcome = Client::new(&config)
             .with_sleep(|d| waits.borrow_mut().push(d))
             .enroll(&enrollment(&key, false))
@@ -769,7 +770,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // One wait of 1s fits in 1.5s, the next (2s) does not.
         let config = config_for(&fake, dir.path(), Duration::from_millis(1500));
-        let key = crate::ca::KeyKind::Rsa2048.generate().unwrap();
+        let key = crate::pki::ca::KeyKind::Rsa2048.generate().unwrap();
         let client = Client::new(&config).with_sleep(|_| {});
         let outcome = client.enroll(&enrollment(&key, false)).unwrap();
         assert!(matches!(outcome, Outcome::Pending { .. }), "{outcome:?}");

@@ -13,11 +13,11 @@
 //!   server that issues it; otherwise nobody can, and the reminder says a person must run
 //!   `certctl regenerate --csr`.
 //! - **What**: the same persisted, resumable regenerate workflow as `certctl regenerate
-//!   --deploy` ([`crate::workflow`]): new key, new certificate, the files replaced where the
+//!   --deploy` ([`crate::pki::workflow`]): new key, new certificate, the files replaced where the
 //!   old one was, the reload hooks of `[[workflows.targets]]`, the endpoints probed. A SCEP
 //!   renewal is the CSR workflow (`regenerate --csr`, an RSA key) completed with the
 //!   certificate the SCEP server returns ([`scep_enroll`], then
-//!   [`crate::workflow_csr::complete`]), so recording, deploy, reload and revoke are shared.
+//!   [`crate::pki::workflow_csr::complete`]), so recording, deploy, reload and revoke are shared.
 //! - **Bookkeeping** ([`certctl_store::RenewalRecord`], one per renewed certificate): why the
 //!   renewal was started, its workflow, the failures (retried with backoff between
 //!   `[renewal] retry_min` and `retry_max`). The record is written *before* the workflow is
@@ -36,10 +36,12 @@ use certctl_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::ca::{self, KeyKind, Secret};
 use crate::config::{Config, RenewalConfig};
+use crate::pki::ca::{self, KeyKind, Secret};
+use crate::pki::workflow::{
+    self, RegenerateRequest, WorkflowError, WorkflowReport, WorkflowSecrets,
+};
 use crate::policy::{Policy, PolicySet, RenewMode, DEFAULT_RENEW_BEFORE};
-use crate::workflow::{self, RegenerateRequest, WorkflowError, WorkflowReport, WorkflowSecrets};
 
 /// Errors of automatic renewal.
 #[derive(Debug, thiserror::Error)]
@@ -310,12 +312,12 @@ pub enum ScepOutcome {
 /// body; everything around it (the CSR workflow, completing it with the certificate,
 /// deploy, reload, the records) is [`renew_by_scep`]'s.
 pub fn scep_enroll(enrollment: &ScepEnrollment<'_>) -> Result<ScepOutcome, RenewalError> {
-    crate::scep::renew::enroll(enrollment)
+    crate::pki::scep::renew::enroll(enrollment)
 }
 
 /// Completes a SCEP renewal's CSR workflow (waiting at `awaiting-certificate`): enrolls its
 /// CSR ([`scep_enroll`]) and, once issued, completes the workflow with the certificate
-/// ([`crate::workflow_csr::complete`]: checked against the key and names, recorded,
+/// ([`crate::pki::workflow_csr::complete`]: checked against the key and names, recorded,
 /// deployed, reloaded). `Ok(None)`: the server answered PENDING.
 ///
 /// The exchange with the SCEP server runs without certd's writer lock (it may take minutes
@@ -361,7 +363,7 @@ pub fn renew_by_scep<G>(
             let received = dir.join("scep-response.pem");
             ca::write_atomic(&received, pem.as_bytes(), ca::FileMode::Private)?;
             let _writer = lock();
-            Ok(Some(crate::workflow_csr::complete(
+            Ok(Some(crate::pki::workflow_csr::complete(
                 store,
                 workflow.id,
                 &received,
@@ -1101,7 +1103,7 @@ fn revoke_superseded<G>(
             .map(|(m, _)| m.name)
             .unwrap_or_default();
         let secrets = secrets_for(config, &ca_name);
-        match crate::revoke::revoke_one(
+        match crate::pki::revoke::revoke_one(
             store,
             &record.fingerprint,
             RevocationReason::Superseded,

@@ -1,4 +1,4 @@
-//! A SCEP renewal, as certd's renewal pass runs it ([`crate::renewal::scep_enroll`]): the
+//! A SCEP renewal, as certd's renewal pass runs it ([`crate::pki::renewal::scep_enroll`]): the
 //! certificate's CSR workflow waits at `awaiting-certificate` with its new RSA key
 //! (`new.key`); this enrolls that key at the policy's `[[scep]]` server with the old
 //! certificate's subject and names (the CSR carries the challenge password, so it is made
@@ -19,7 +19,7 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
 use super::{Client, Enrollment, Outcome};
-use crate::renewal::{RenewalError, ScepEnrollment, ScepOutcome};
+use crate::pki::renewal::{RenewalError, ScepEnrollment, ScepOutcome};
 
 /// The marker of a request answered PENDING (its content: the transaction ID).
 pub const PENDING_MARKER: &str = "scep-pending";
@@ -36,10 +36,10 @@ pub fn enroll(e: &ScepEnrollment<'_>) -> Result<ScepOutcome, RenewalError> {
         .iter()
         .find(|s| s.name == e.server)
         .ok_or_else(|| scep_err("certd.toml has no [[scep]] block of that name".into()))?;
-    let key = crate::workflow::step_key(e.workflow, e.secrets)?;
+    let key = crate::pki::workflow::step_key(e.workflow, e.secrets)?;
     let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = crate::workflow::parse_rfc2253(&e.old.facts.subject);
-    params.subject_alt_names = crate::workflow::sans_of(e.old);
+    params.distinguished_name = crate::pki::workflow::parse_rfc2253(&e.old.facts.subject);
+    params.subject_alt_names = crate::pki::workflow::sans_of(e.old);
     let current = current_credentials(e.old);
     let dir = PathBuf::from(&e.workflow.dir);
     let marker = dir.join(PENDING_MARKER);
@@ -73,10 +73,10 @@ pub fn enroll(e: &ScepEnrollment<'_>) -> Result<ScepOutcome, RenewalError> {
             transaction_id,
             waited,
         }) => {
-            crate::ca::write_atomic(
+            crate::pki::ca::write_atomic(
                 &marker,
                 transaction_id.as_bytes(),
-                crate::ca::FileMode::Private,
+                crate::pki::ca::FileMode::Private,
             )?;
             Ok(ScepOutcome::Pending {
                 detail: format!(
@@ -106,12 +106,12 @@ fn current_credentials(old: &Certificate) -> Option<(X509, PKey<Private>)> {
                 return None;
             };
             let path = Path::new(path);
-            let der = crate::ca::cert_der_at(path, *index, &fp, None)?;
+            let der = crate::pki::ca::cert_der_at(path, *index, &fp, None)?;
             let cert = X509::from_der(&der).ok()?;
             let public = cert.public_key().ok()?;
             key_files(path).into_iter().find_map(|candidate| {
                 let bytes = crate::files::read::read_private_file(&candidate).ok()?;
-                let key = crate::ca::load_private_key(&bytes, None).ok()?;
+                let key = crate::pki::ca::load_private_key(&bytes, None).ok()?;
                 (key.rsa().is_ok() && key.public_eq(&public)).then(|| (cert.clone(), key))
             })
         })

@@ -1,7 +1,7 @@
 //! Regenerating a certificate whose CA certctl does not hold (a public CA, AD CS):
 //! `certctl regenerate ID --csr OUT.csr`, then `certctl workflows complete ID --cert FILE`.
 //!
-//! The workflow ([`crate::workflow`]) makes the new key as for a managed CA (in
+//! The workflow ([`crate::pki::workflow`]) makes the new key as for a managed CA (in
 //! `STORE/workflows/ID/new.key`, 0600; encrypted PKCS#8 with PBKDF2-HMAC-SHA256 and AES-256,
 //! exactly as `ca init` encrypts a CA key, when a passphrase is given), writes a CSR with the
 //! old certificate's subject and SANs to OUT (and a copy, `new.csr`, in the workflow folder)
@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 use certctl_store::{AuditEvent, SourceLocation, Store, UnixTime, Workflow, WorkflowStep};
 use openssl::x509::X509;
 
-use crate::ca::{self, der_to_pem, write_atomic, CaError, FileMode};
 use crate::certs::x509::facts_from_der;
 use crate::history::actor;
-use crate::workflow::{
+use crate::pki::ca::{self, der_to_pem, write_atomic, CaError, FileMode};
+use crate::pki::workflow::{
     audit_once, parse_rfc2253, read_issued, sans_of, step_err, WorkflowError, WorkflowReport,
     WorkflowSecrets,
 };
@@ -33,7 +33,7 @@ pub(crate) fn step_csr(
     wf: &Workflow,
     secrets: &WorkflowSecrets,
 ) -> Result<(), WorkflowError> {
-    let key = crate::workflow::step_key(wf, secrets)?;
+    let key = crate::pki::workflow::step_key(wf, secrets)?;
     let old = store.get(&wf.old)?.ok_or_else(|| {
         step_err(wf, WorkflowStep::AwaitingCertificate)("the old certificate left the store".into())
     })?;
@@ -82,7 +82,7 @@ pub(crate) fn step_receive(
     secrets: &WorkflowSecrets,
     now: UnixTime,
 ) -> Result<(), WorkflowError> {
-    let key = crate::workflow::step_key(wf, secrets)?;
+    let key = crate::pki::workflow::step_key(wf, secrets)?;
     let dir = PathBuf::from(&wf.dir);
     let cert_path = dir.join("new.pem");
     let old = store.get(&wf.old)?.ok_or_else(|| {
@@ -206,7 +206,7 @@ pub fn complete(
     };
     let leaf_der = &ders[0];
     let leaf = X509::from_der(leaf_der).map_err(|e| wrong(format!("unreadable ({e})")))?;
-    let key = crate::workflow::step_key(&wf, secrets)?;
+    let key = crate::pki::workflow::step_key(&wf, secrets)?;
     let matches = leaf.public_key().is_ok_and(|pk| pk.public_eq(&key));
     if !matches {
         return Err(wrong(format!(
@@ -261,7 +261,7 @@ pub fn complete(
         der_to_pem(leaf_der)?.as_bytes(),
         FileMode::Private,
     )?;
-    crate::workflow::resume(store, id, secrets, now)
+    crate::pki::workflow::resume(store, id, secrets, now)
 }
 
 #[cfg(test)]

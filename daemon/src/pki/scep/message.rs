@@ -686,8 +686,8 @@ pub(crate) mod tests {
 
     /// An RSA key and a self-signed certificate for `cn`.
     pub(crate) fn party(cn: &str) -> (PKey<Private>, X509) {
-        let key = crate::ca::KeyKind::Rsa2048.generate().unwrap();
-        let pair = crate::ca::rcgen_key(&key).unwrap();
+        let key = crate::pki::ca::KeyKind::Rsa2048.generate().unwrap();
+        let pair = crate::pki::ca::rcgen_key(&key).unwrap();
         let params = rcgen::CertificateParams::new(vec![cn.to_string()]).unwrap();
         let cert = params.self_signed(&pair).unwrap();
         (key, X509::from_der(cert.der()).unwrap())

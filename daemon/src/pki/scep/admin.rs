@@ -13,7 +13,7 @@ use openssl::x509::X509;
 use serde::Serialize;
 
 use super::{Client, Enrollment, Outcome, ScepConfig, ScepError};
-use crate::ca::{self, write_atomic, FileMode, KeyKind};
+use crate::pki::ca::{self, write_atomic, FileMode, KeyKind};
 
 /// What `certd scep enroll` asks for.
 #[derive(Debug, Clone)]
@@ -76,7 +76,7 @@ pub fn enroll(server: &ScepConfig, req: &EnrollRequest) -> Result<EnrollReport, 
                 .or_else(|_| X509::from_der(&bytes))
                 .map_err(|e| read_err(cert_path)(format!("not a certificate: {e}")))?;
             let key_bytes = crate::files::read::read_private_file(key_path)
-                .map_err(crate::ca::CaError::from)?;
+                .map_err(crate::pki::ca::CaError::from)?;
             let key = ca::load_private_key(&key_bytes, None).map_err(|e| {
                 read_err(key_path)(match e {
                     ca::KeyLoadError::NeedsPassphrase => "the key is encrypted".into(),

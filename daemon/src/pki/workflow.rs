@@ -27,7 +27,7 @@
 //!   the workflow's and that its names cover the old certificate's, writes it as `new.pem`
 //!   (its other certificates as the chain) and continues: **issued** then only records it.
 //! - **reloaded** (`--deploy`): the reload hooks of the targets whose files were replaced
-//!   run ([`crate::reload`]); a failure stops the workflow here, and a resume runs the hooks
+//!   run ([`crate::pki::reload`]); a failure stops the workflow here, and a resume runs the hooks
 //!   again, never the deploy. Then the endpoints that served the old certificate are
 //!   probed ([`probe_endpoints`], without the store's writer lock) and the report says
 //!   whether each serves the new one.
@@ -54,16 +54,17 @@ use openssl::x509::X509;
 use rcgen::{DistinguishedName, DnType, SanType};
 use serde::{Deserialize, Serialize};
 
-use crate::ca::{
+use crate::certs::x509::facts_from_der;
+use crate::history::actor;
+use crate::pki::ca::{
     self, der_to_pem, private_dir, write_atomic, CaError, FileMode, KeyKind, LeafSpec, Secret,
     Signer,
 };
-use crate::certs::x509::facts_from_der;
-use crate::history::actor;
+use crate::pki::crl::CrlCheck;
+use crate::pki::reload::{self, ReloadOutcome};
+use crate::pki::revoke::{self, RevokeError};
+use crate::pki::workflow_csr::{step_csr, step_receive};
 use crate::query::{self, QueryError};
-use crate::reload::{self, ReloadOutcome};
-use crate::revoke::{self, CrlCheck, RevokeError};
-use crate::workflow_csr::{step_csr, step_receive};
 
 /// The environment variable of the crash test hook (tests only).
 pub const ABORT_HOOK_VAR: &str = "CERTCTL_TEST_ABORT_AFTER_STEP";
@@ -1064,7 +1065,7 @@ fn step_deploy(
         ))
     })?;
     let chain = if wf.external() {
-        crate::workflow_csr::received_chain(&dir)
+        crate::pki::workflow_csr::received_chain(&dir)
     } else {
         Signer::load(store, &wf.ca, secrets.passphrase.as_ref())?.chain
     };

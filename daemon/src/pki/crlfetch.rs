@@ -40,7 +40,7 @@ use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::x509::{X509Crl, X509};
 use serde::{Deserialize, Serialize};
 
-use crate::ca;
+use crate::pki::ca;
 
 pub mod http;
 
@@ -550,7 +550,7 @@ fn record_one(
         let detail = format!(
             "listed in the CRL at {url} since {} (reason {})",
             certctl_store::rfc3339(revocation.revoked_at),
-            crate::revoke::reason_name(revocation.reason)
+            crate::pki::crl::reason_name(revocation.reason)
         );
         current.revocation = Some(revocation);
         store.put(&current).map_err(stored)?;
