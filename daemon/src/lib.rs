@@ -67,6 +67,6 @@ pub use api::fleet::{FleetRequest, FleetResponse};
 /// Transitional: the CLI's old paths (the facade replaces them).
 pub use certs::{formats, pkcs12_guard, x509};
 pub use files::atomic as atomic_file;
-pub use pki::{ca, crlfetch, reload, renewal, revoke, scep, workflow, workflow_csr};
+pub use pki::{ca, crlfetch, reload, renewal, revoke, scep, workflow};
 
 pub use duration::Duration;

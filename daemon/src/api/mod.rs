@@ -1008,7 +1008,7 @@ fn workflow_answer<G>(
                 if let Some(r) = relative(&cert) {
                     return r;
                 }
-                crate::pki::workflow_csr::complete(store, id, &cert, &secrets, now)
+                crate::pki::workflow::complete(store, id, &cert, &secrets, now)
             }
             _ => return Response::error(ErrorKind::Invalid, "not a workflow request"),
         }

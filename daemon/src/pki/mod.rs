@@ -1,11 +1,11 @@
 //! The managed PKI: certctl's own CAs ([`ca`]: keys, signing; [`cas`]: `ca init`, `list`,
 //! `export`), issuing, CRLs ([`crl`]), revocation ([`revoke`]), the regenerate workflow that
-//! survives a crash at every step ([`workflow`], [`workflow_csr`] for outside CAs, [`reload`]
+//! survives a crash at every step ([`workflow`], [`workflow::csr`] for outside CAs, [`reload`]
 //! for the deploy hooks), automatic renewal ([`renewal`]) by the managed CA or SCEP
 //! ([`scep`]), and CRLs of other CAs fetched and checked ([`crlfetch`]).
 //!
 //! May import: `certs`, `files`, `net`, `config`, `policy`, `history`, `inventory`, `probe`.
-//! Inside, the order is ca → crl → cas, revoke → workflow_csr → workflow → scep → renewal.
+//! Inside, the order is ca → crl → cas, revoke → workflow (common → csr → mod) → scep → renewal.
 
 pub mod ca;
 pub mod cas;
@@ -16,4 +16,3 @@ pub mod renewal;
 pub mod revoke;
 pub mod scep;
 pub mod workflow;
-pub mod workflow_csr;

@@ -17,7 +17,7 @@
 //!   old one was, the reload hooks of `[[workflows.targets]]`, the endpoints probed. A SCEP
 //!   renewal is the CSR workflow (`regenerate --csr`, an RSA key) completed with the
 //!   certificate the SCEP server returns ([`scep_enroll`], then
-//!   [`crate::pki::workflow_csr::complete`]), so recording, deploy, reload and revoke are shared.
+//!   [`crate::pki::workflow::complete`]), so recording, deploy, reload and revoke are shared.
 //! - **Bookkeeping** ([`certctl_store::RenewalRecord`], one per renewed certificate): why the
 //!   renewal was started, its workflow, the failures (retried with backoff between
 //!   `[renewal] retry_min` and `retry_max`). The record is written *before* the workflow is
@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, RenewalConfig};
 use crate::pki::ca::{self, KeyKind, Secret};
+use crate::pki::scep::renew::{EnrollError, ScepEnrollment, ScepOutcome};
 use crate::pki::workflow::{
     self, RegenerateRequest, WorkflowError, WorkflowReport, WorkflowSecrets,
 };
@@ -62,6 +63,16 @@ pub enum RenewalError {
     Policy(String),
     #[error("no certificate matches `{0}`")]
     NotFound(String),
+}
+
+impl From<EnrollError> for RenewalError {
+    fn from(e: EnrollError) -> Self {
+        match e {
+            EnrollError::Scep { server, cause } => RenewalError::Scep { server, cause },
+            EnrollError::Workflow(e) => RenewalError::Workflow(e),
+            EnrollError::Ca(e) => RenewalError::Ca(e),
+        }
+    }
 }
 
 // ---- methods -------------------------------------------------------------------------------
@@ -280,44 +291,9 @@ pub fn never_renewed(cert: &Certificate) -> Option<&'static str> {
 
 // ---- SCEP: the one place a SCEP renewal is executed ---------------------------------------
 
-/// What a SCEP enrollment gets: everything about the renewal, at the moment the CSR
-/// workflow waits at `awaiting-certificate`.
-pub struct ScepEnrollment<'a> {
-    pub store: &'a Store,
-    /// certd's configuration (its `[[scep]]` servers).
-    pub config: &'a Config,
-    /// The `[[scep]]` server, by name.
-    pub server: &'a str,
-    /// The workflow (its folder holds `new.key`, RSA, and `new.csr`).
-    pub workflow: &'a Workflow,
-    /// The certificate being renewed (its current files hold the key a RenewalReq is signed
-    /// with).
-    pub old: &'a Certificate,
-    /// The CSR (PEM), `new.csr` in the workflow folder.
-    pub csr_pem: Vec<u8>,
-    pub secrets: &'a WorkflowSecrets,
-    pub now: UnixTime,
-}
-
-/// What the SCEP server answered.
-#[derive(Debug, Clone)]
-pub enum ScepOutcome {
-    /// The certificate (DER), then its chain (DER), leaf first.
-    Issued(Vec<Vec<u8>>),
-    /// PENDING: polled again at the next pass (CertPoll); `detail` says what is awaited.
-    Pending { detail: String },
-}
-
-/// Enrolls the workflow's CSR at the SCEP server (RFC 8894). The SCEP client replaces this
-/// body; everything around it (the CSR workflow, completing it with the certificate,
-/// deploy, reload, the records) is [`renew_by_scep`]'s.
-pub fn scep_enroll(enrollment: &ScepEnrollment<'_>) -> Result<ScepOutcome, RenewalError> {
-    crate::pki::scep::renew::enroll(enrollment)
-}
-
 /// Completes a SCEP renewal's CSR workflow (waiting at `awaiting-certificate`): enrolls its
-/// CSR ([`scep_enroll`]) and, once issued, completes the workflow with the certificate
-/// ([`crate::pki::workflow_csr::complete`]: checked against the key and names, recorded,
+/// CSR ([`crate::pki::scep::renew::enroll`]) and, once issued, completes the workflow with the certificate
+/// ([`crate::pki::workflow::complete`]: checked against the key and names, recorded,
 /// deployed, reloaded). `Ok(None)`: the server answered PENDING.
 ///
 /// The exchange with the SCEP server runs without certd's writer lock (it may take minutes
@@ -350,7 +326,7 @@ pub fn renew_by_scep<G>(
         secrets,
         now,
     };
-    match scep_enroll(&enrollment)? {
+    match crate::pki::scep::renew::enroll(&enrollment)? {
         ScepOutcome::Pending { detail } => {
             tracing::info!(workflow = workflow.id, server, %detail, "SCEP request pending");
             Ok(None)
@@ -363,7 +339,7 @@ pub fn renew_by_scep<G>(
             let received = dir.join("scep-response.pem");
             ca::write_atomic(&received, pem.as_bytes(), ca::FileMode::Private)?;
             let _writer = lock();
-            Ok(Some(crate::pki::workflow_csr::complete(
+            Ok(Some(crate::pki::workflow::complete(
                 store,
                 workflow.id,
                 &received,

@@ -1,4 +1,4 @@
-//! A SCEP renewal, as certd's renewal pass runs it ([`crate::pki::renewal::scep_enroll`]): the
+//! A SCEP renewal, as certd's renewal pass runs it ([`crate::pki::renewal`]): the
 //! certificate's CSR workflow waits at `awaiting-certificate` with its new RSA key
 //! (`new.key`); this enrolls that key at the policy's `[[scep]]` server with the old
 //! certificate's subject and names (the CSR carries the challenge password, so it is made
@@ -19,14 +19,57 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
 use super::{Client, Enrollment, Outcome};
-use crate::pki::renewal::{RenewalError, ScepEnrollment, ScepOutcome};
+use certctl_store::{Store, UnixTime, Workflow};
+
+use crate::config::Config;
+use crate::pki::ca::CaError;
+use crate::pki::workflow::{WorkflowError, WorkflowSecrets};
+
+/// Why a SCEP renewal's enrollment did not return a certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error("SCEP server `{server}`: {cause}")]
+    Scep { server: String, cause: String },
+    #[error(transparent)]
+    Workflow(#[from] WorkflowError),
+    #[error(transparent)]
+    Ca(#[from] CaError),
+}
+
+/// What a SCEP enrollment gets: everything about the renewal, at the moment the CSR
+/// workflow waits at `awaiting-certificate`.
+pub struct ScepEnrollment<'a> {
+    pub store: &'a Store,
+    /// certd's configuration (its `[[scep]]` servers).
+    pub config: &'a Config,
+    /// The `[[scep]]` server, by name.
+    pub server: &'a str,
+    /// The workflow (its folder holds `new.key`, RSA, and `new.csr`).
+    pub workflow: &'a Workflow,
+    /// The certificate being renewed (its current files hold the key a RenewalReq is signed
+    /// with).
+    pub old: &'a Certificate,
+    /// The CSR (PEM), `new.csr` in the workflow folder.
+    pub csr_pem: Vec<u8>,
+    pub secrets: &'a WorkflowSecrets,
+    pub now: UnixTime,
+}
+
+/// What the SCEP server answered.
+#[derive(Debug, Clone)]
+pub enum ScepOutcome {
+    /// The certificate (DER), then its chain (DER), leaf first.
+    Issued(Vec<Vec<u8>>),
+    /// PENDING: polled again at the next pass (CertPoll); `detail` says what is awaited.
+    Pending { detail: String },
+}
 
 /// The marker of a request answered PENDING (its content: the transaction ID).
 pub const PENDING_MARKER: &str = "scep-pending";
 
 /// Enrolls the workflow's key at its SCEP server.
-pub fn enroll(e: &ScepEnrollment<'_>) -> Result<ScepOutcome, RenewalError> {
-    let scep_err = |cause: String| RenewalError::Scep {
+pub fn enroll(e: &ScepEnrollment<'_>) -> Result<ScepOutcome, EnrollError> {
+    let scep_err = |cause: String| EnrollError::Scep {
         server: e.server.to_string(),
         cause,
     };

@@ -5,7 +5,7 @@
 //! `STORE/workflows/ID/new.key`, 0600; encrypted PKCS#8 with PBKDF2-HMAC-SHA256 and AES-256,
 //! exactly as `ca init` encrypts a CA key, when a passphrase is given), writes a CSR with the
 //! old certificate's subject and SANs to OUT (and a copy, `new.csr`, in the workflow folder)
-//! and waits at `awaiting-certificate`. [`complete`] takes the certificate the CA returned:
+//! and waits at `awaiting-certificate`. [`receive`] takes the certificate the CA returned:
 //! it must hold the workflow's public key, name every name of the old certificate (its SANs,
 //! or its CN when it has none) and be valid now; otherwise nothing changes. The certificate
 //! is written to `new.pem` (its other certificates, the chain, to `new.chain.pem`) and the
@@ -21,8 +21,8 @@ use openssl::x509::X509;
 use crate::certs::x509::facts_from_der;
 use crate::history::actor;
 use crate::pki::ca::{self, der_to_pem, write_atomic, CaError, FileMode};
-use crate::pki::workflow::{
-    audit_once, parse_rfc2253, read_issued, sans_of, step_err, WorkflowError, WorkflowReport,
+use crate::pki::workflow::common::{
+    audit_once, parse_rfc2253, read_issued, sans_of, step_err, step_key, WorkflowError,
     WorkflowSecrets,
 };
 
@@ -33,7 +33,7 @@ pub(crate) fn step_csr(
     wf: &Workflow,
     secrets: &WorkflowSecrets,
 ) -> Result<(), WorkflowError> {
-    let key = crate::pki::workflow::step_key(wf, secrets)?;
+    let key = step_key(wf, secrets)?;
     let old = store.get(&wf.old)?.ok_or_else(|| {
         step_err(wf, WorkflowStep::AwaitingCertificate)("the old certificate left the store".into())
     })?;
@@ -82,7 +82,7 @@ pub(crate) fn step_receive(
     secrets: &WorkflowSecrets,
     now: UnixTime,
 ) -> Result<(), WorkflowError> {
-    let key = crate::pki::workflow::step_key(wf, secrets)?;
+    let key = step_key(wf, secrets)?;
     let dir = PathBuf::from(&wf.dir);
     let cert_path = dir.join("new.pem");
     let old = store.get(&wf.old)?.ok_or_else(|| {
@@ -176,16 +176,17 @@ fn covers(new: &certctl_store::CertificateFacts, new_names: &[String], name: &st
     }
 }
 
-/// `certctl workflows complete ID --cert FILE`: checks FILE against the workflow's key and
-/// the old certificate's names, then continues the workflow. A certificate that does not
-/// fit changes nothing.
-pub fn complete(
+/// The certificate of `certctl workflows complete ID --cert FILE`, checked against the
+/// workflow's key and the old certificate's names and written to the workflow's folder; a
+/// certificate that does not fit changes nothing. [`super::complete`] then continues the
+/// workflow.
+pub fn receive(
     store: &Store,
     id: u64,
     cert_file: &Path,
     secrets: &WorkflowSecrets,
     now: UnixTime,
-) -> Result<WorkflowReport, WorkflowError> {
+) -> Result<(), WorkflowError> {
     let wf = store
         .workflow(id)?
         .ok_or(WorkflowError::NoSuchWorkflow(id))?;
@@ -206,7 +207,7 @@ pub fn complete(
     };
     let leaf_der = &ders[0];
     let leaf = X509::from_der(leaf_der).map_err(|e| wrong(format!("unreadable ({e})")))?;
-    let key = crate::pki::workflow::step_key(&wf, secrets)?;
+    let key = step_key(&wf, secrets)?;
     let matches = leaf.public_key().is_ok_and(|pk| pk.public_eq(&key));
     if !matches {
         return Err(wrong(format!(
@@ -261,7 +262,7 @@ pub fn complete(
         der_to_pem(leaf_der)?.as_bytes(),
         FileMode::Private,
     )?;
-    crate::pki::workflow::resume(store, id, secrets, now)
+    Ok(())
 }
 
 #[cfg(test)]
