@@ -236,7 +236,7 @@ fn compare_files(
         let _ = fs::remove_dir_all(&dir);
         eprintln!("compare: generating {n} certificates in {}", dir.display());
         let t = Instant::now();
-        certctl_daemon::fleet::write_bench_files(&dir, n, now()).expect("generate the tree");
+        certctl_daemon::demo::write_bench_files(&dir, n, now()).expect("generate the tree");
         fs::write(&marker, n.to_string()).expect("write the marker");
         eprintln!("compare: generated in {:.1}s", t.elapsed().as_secs_f64());
     }
@@ -349,7 +349,7 @@ fn compare_files(
         .map(|i| {
             dir.join(format!(
                 "{:05}",
-                i / certctl_daemon::fleet::BENCH_FILES_PER_FOLDER
+                i / certctl_daemon::demo::BENCH_FILES_PER_FOLDER
             ))
             .join(format!("host-{i:07}.pem"))
         })
@@ -766,7 +766,7 @@ fn big_store(
 fn build_store(path: &Path, m: usize, now: UnixTime) {
     let store = Store::open(path).expect("open the big store");
     let mut batch = store.ingest();
-    let per_folder = certctl_daemon::fleet::BENCH_FILES_PER_FOLDER;
+    let per_folder = certctl_daemon::demo::BENCH_FILES_PER_FOLDER;
     for folder in 0..m.div_ceil(per_folder) {
         let dir = format!("/srv/fleet/{folder:05}");
         let mut files = Vec::with_capacity(per_folder);

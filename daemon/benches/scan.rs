@@ -18,8 +18,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use certctl_daemon::inventory::{scan, ScanOptions, ScanProgress};
-use certctl_daemon::query::{self, ListFilter};
+use certctl_daemon::inventory::query::{self, ListFilter};
+use certctl_daemon::inventory::scan::{scan, ScanOptions, ScanProgress};
 use certctl_daemon::Duration;
 use certctl_store::*;
 
@@ -71,7 +71,7 @@ fn main() {
     if !marker.exists() {
         let _ = std::fs::remove_dir_all(&dir);
         let t = Instant::now();
-        certctl_daemon::fleet::write_bench_files(&dir, a.files, now).expect("generate files");
+        certctl_daemon::demo::write_bench_files(&dir, a.files, now).expect("generate files");
         std::fs::write(&marker, a.files.to_string()).expect("marker");
         println!(
             "generated {} files in {:.1}s ({})",

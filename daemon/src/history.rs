@@ -9,7 +9,7 @@
 use certctl_store::{Certificate, Store, StoreError, UnixTime};
 use serde::{Deserialize, Serialize};
 
-use crate::query::{self, QueryError};
+use crate::inventory::query::{self, QueryError};
 
 /// Why a history question could not be answered.
 #[derive(Debug, thiserror::Error)]

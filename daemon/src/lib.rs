@@ -31,15 +31,12 @@
 //! [`api::Request`]s to certd when it runs, and executes them itself when not.
 #![forbid(unsafe_code)]
 
-pub mod agents;
 pub mod api;
-pub mod artifacts;
 pub mod backup;
 pub mod certs;
-pub mod check;
 pub mod config;
 pub mod crash_point;
-pub mod dashboard;
+pub mod demo;
 pub mod duration;
 pub mod files;
 pub mod fleet;
@@ -47,20 +44,13 @@ pub mod history;
 pub mod inventory;
 pub mod mail;
 pub mod manpages;
-pub mod metrics_http;
 pub mod net;
 pub mod pki;
 pub mod policy;
 pub mod probe;
-pub mod query;
 pub mod reminders;
-pub mod reports;
 pub mod retention;
 pub mod server;
-pub mod stalled;
-
-pub mod signals;
-pub mod view;
 
 pub use api::control;
 pub use api::fleet::{FleetRequest, FleetResponse};

@@ -156,7 +156,7 @@ pub struct Policy {
     pub critical: Duration,
     pub renewal_expected: Option<Duration>,
     /// How long past expiry the newest ephemeral credential of an agent may stay before
-    /// the agent is a stalled renewal ([`crate::stalled`]); `None`: the default there.
+    /// the agent is a stalled renewal ([`crate::fleet::stalled`]); `None`: the default there.
     pub grace: Option<Duration>,
     pub min_rsa_bits: Option<u32>,
     pub allowed_curves: Vec<String>,

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
-use certctl_daemon::agents::{self, DecideRequest, DecisionReport};
-use certctl_daemon::inventory::{self};
+use certctl_daemon::fleet::agents::{self, DecideRequest, DecisionReport};
+use certctl_daemon::inventory::scan;
 use certctl_daemon::{FleetRequest, FleetResponse};
 use certctl_store::{now, rfc3339, AgentVerdict};
 use clap::{Args, Subcommand};
@@ -96,7 +96,7 @@ pub fn exec(g: &Globals, a: AgentsArgs) -> Result<Exit> {
     match a.command {
         AgentsCommand::ImportRegistrations { file, merge, json } => {
             // Regular files only, size-capped: a FIFO or /dev/zero is refused at once.
-            let (bytes, _) = inventory::read_regular_file(
+            let (bytes, _) = scan::read_regular_file(
                 &file,
                 agents::MAX_REGISTRATIONS_FILE_BYTES,
                 "a registrations file",

@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use certctl_daemon::check;
-use certctl_daemon::fleet;
-use certctl_daemon::inventory::{ScanOptions, ScanSummary};
-use certctl_daemon::query::{self, ListFilter};
+use certctl_daemon::demo;
+use certctl_daemon::fleet::check;
+use certctl_daemon::inventory::query::{self, ListFilter};
+use certctl_daemon::inventory::scan::{ScanOptions, ScanSummary};
 use certctl_store::{now, Certificate, CredentialKind, Role, Store};
 use clap::Args;
 
@@ -31,7 +31,7 @@ pub fn exec(g: &Globals, a: DemoArgs) -> Result<Exit> {
     };
     let t = now();
     eprintln!("Writing the demo fleet to {} ...", dir.display());
-    let fleet = fleet::write_demo_fleet(&dir, t).context("cannot write the demo fleet")?;
+    let fleet = demo::write_demo_fleet(&dir, t).context("cannot write the demo fleet")?;
     let store_dir = g
         .store_flag()
         .map_or_else(|| dir.join("store"), Path::to_path_buf);

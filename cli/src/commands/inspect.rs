@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use certctl_daemon::check::Verdict;
+use certctl_daemon::fleet::check::Verdict;
 use certctl_daemon::formats;
-use certctl_daemon::inventory::{self};
-use certctl_daemon::view::{CertificateView, Printable};
+use certctl_daemon::inventory::scan;
+use certctl_daemon::inventory::view::{CertificateView, Printable};
 use certctl_daemon::Duration;
 use certctl_store::{now, UnixTime};
 use clap::Args;
@@ -42,7 +42,7 @@ pub fn exec(a: InspectArgs) -> Result<Exit> {
     certctl_daemon::certs::openssl_setup::ensure_legacy_provider();
     let password = pfx_password_text(a.pfx_password_file.as_deref())?;
     // Like a scan: never blocks on a FIFO or device, refuses files over the size cap.
-    let (bytes, _) = inventory::read_file_bytes(&a.file)
+    let (bytes, _) = scan::read_file_bytes(&a.file)
         .map_err(|cause| anyhow::anyhow!("{}: {cause}", a.file.display()))?;
     certctl_daemon::x509::take_lax_date_notes();
     let certs = formats::read_certificates(&bytes, &a.file, password.as_deref())

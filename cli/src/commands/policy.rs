@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use certctl_daemon::api::Request;
-use certctl_daemon::artifacts;
+use certctl_daemon::inventory::artifacts;
+use certctl_daemon::inventory::query::ListFilter;
 use certctl_daemon::policy::{self, PolicyError, PolicySet, Successors};
-use certctl_daemon::query::ListFilter;
 use certctl_daemon::reminders::Snoozed;
 use certctl_store::{rfc3339, Certificate, TrackedArtifact, UnixTime};
 use clap::{Args, Subcommand};
@@ -306,14 +306,14 @@ fn explain(session: &Session, set: &PolicySet, g: &Globals, a: PolicyExplainArgs
 }
 
 /// For an ephemeral agent credential: its agent's newest credential among `family` and
-/// whether that agent is a stalled renewal ([`certctl_daemon::stalled`]); `null` otherwise.
+/// whether that agent is a stalled renewal ([`certctl_daemon::fleet::stalled`]); `null` otherwise.
 fn stalled_renewal_json(
     cert: &Certificate,
     family: &[Certificate],
     set: &PolicySet,
     now: UnixTime,
 ) -> serde_json::Value {
-    use certctl_daemon::stalled;
+    use certctl_daemon::fleet::stalled;
     if !stalled::renewal_expected(cert) {
         return serde_json::Value::Null;
     }
@@ -332,7 +332,7 @@ fn stalled_renewal_json(
     let (grace, grace_policy) = stalled::grace(newest_cert, Some(set));
     let stalled = stalled::judge(newest_cert, Some(set), now);
     json!({
-        "agent": certctl_daemon::agents::agent_name(newest_cert),
+        "agent": certctl_daemon::fleet::agents::agent_name(newest_cert),
         "newest": newest_fp == cert.fingerprint(),
         "newest_fingerprint": newest_fp.to_hex(),
         "not_after": rfc3339(newest_cert.facts.not_after),

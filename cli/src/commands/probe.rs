@@ -6,9 +6,9 @@ use std::time::Duration as StdDuration;
 
 use anyhow::{bail, Result};
 use certctl_daemon::api::{ProbeReport, Request, Response};
-use certctl_daemon::inventory::{self};
+use certctl_daemon::inventory::scan;
+use certctl_daemon::inventory::view::{CertificateView, Printable};
 use certctl_daemon::probe::ProbeTarget;
-use certctl_daemon::view::{CertificateView, Printable};
 use certctl_daemon::Duration;
 use certctl_store::{now, Role};
 use clap::Args;
@@ -101,7 +101,9 @@ pub fn exec(g: &Globals, a: ProbeArgs) -> Result<Exit> {
         };
         println!(
             "{}",
-            serde_json::to_string_pretty(&certctl_daemon::view::with_rfc3339_times(&json)?)?
+            serde_json::to_string_pretty(&certctl_daemon::inventory::view::with_rfc3339_times(
+                &json
+            )?)?
         );
     }
     let worst = reports
@@ -123,7 +125,7 @@ pub fn exec(g: &Globals, a: ProbeArgs) -> Result<Exit> {
 /// The endpoints of `probe --file LIST`: one per line, `#` comments and blank lines skipped.
 fn probe_list(list: &Path) -> Result<Vec<String>> {
     // Bounded and never blocking, like every file certctl reads.
-    let (bytes, _) = inventory::read_file_bytes(list)
+    let (bytes, _) = scan::read_file_bytes(list)
         .map_err(|cause| anyhow::anyhow!("{}: {cause}", list.display()))?;
     let text = String::from_utf8(bytes)
         .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", list.display()))?;

@@ -51,7 +51,9 @@ pub fn exec(g: &Globals, a: RemindArgs) -> Result<Exit> {
     if a.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&certctl_daemon::view::with_rfc3339_times(&report)?)?
+            serde_json::to_string_pretty(&certctl_daemon::inventory::view::with_rfc3339_times(
+                &report
+            )?)?
         );
     } else if report.mode == PassMode::DryRun {
         for d in &report.digests {

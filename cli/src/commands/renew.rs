@@ -64,7 +64,7 @@ pub fn exec(g: &Globals, a: RenewArgs) -> Result<Exit> {
         other => return Err(unexpected(&other)),
     };
     if a.json {
-        let value = certctl_daemon::view::with_rfc3339_times(&report)?;
+        let value = certctl_daemon::inventory::view::with_rfc3339_times(&report)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print_report(&report, a.dry_run);
@@ -179,6 +179,6 @@ impl RenewalContext {
             .map(|c| &c.ca);
         let explained =
             certctl_daemon::renewal::explain(cert, policy, managed, &self.passphrase_files);
-        certctl_daemon::view::with_rfc3339_times(&explained).unwrap_or_default()
+        certctl_daemon::inventory::view::with_rfc3339_times(&explained).unwrap_or_default()
     }
 }

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use certctl_daemon::api::{Request, Response};
+use certctl_daemon::inventory::view::EXPIRING_SECS;
 use certctl_daemon::pki::crl::CrlCheck;
 use certctl_daemon::revoke::{self, RevokeReport, RevokeRequest};
-use certctl_daemon::view::EXPIRING_SECS;
 use certctl_store::{now, rfc3339, Certificate, SourceLocation};
 use clap::Args;
 use serde_json::{json, Value};
@@ -167,7 +167,10 @@ fn print_summary(r: &RevokeReport) {
     }
     println!("  by deployment folder or endpoint:");
     for (folder, n) in &by_folder {
-        println!("    {n:>7}  {}", certctl_daemon::view::printable(folder));
+        println!(
+            "    {n:>7}  {}",
+            certctl_daemon::inventory::view::printable(folder)
+        );
     }
     if nowhere > 0 {
         println!("    {nowhere:>7}  (deployed nowhere known)");

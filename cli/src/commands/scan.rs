@@ -7,8 +7,8 @@ use std::time::Duration as StdDuration;
 
 use anyhow::Result;
 use certctl_daemon::api::{Request, Response};
-use certctl_daemon::inventory::{self, ScanOptions, ScanProgress, ScanSummary};
-use certctl_daemon::view::Printable;
+use certctl_daemon::inventory::scan::{self, ScanOptions, ScanProgress, ScanSummary};
+use certctl_daemon::inventory::view::Printable;
 use certctl_store::{now, Role, Store};
 use clap::Args;
 
@@ -85,7 +85,7 @@ pub fn scan_with_progress(
             let (progress, done) = (&progress, &done);
             scope.spawn(move || progress_bar(progress, done))
         });
-        let result = inventory::scan(store, paths, options, now(), &progress);
+        let result = scan::scan(store, paths, options, now(), &progress);
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = ticker {
             let _ = t.join();

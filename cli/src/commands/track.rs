@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
-use certctl_daemon::artifacts;
-use certctl_daemon::inventory::{self};
+use certctl_daemon::inventory::artifacts;
+use certctl_daemon::inventory::scan;
 use certctl_daemon::Duration;
 use certctl_daemon::{FleetRequest, FleetResponse};
 use certctl_store::{now, rfc3339, UnixTime};
@@ -44,7 +44,7 @@ pub fn exec(g: &Globals, a: TrackArgs) -> Result<Exit> {
     let path = absolute(&a.file)?;
     // Regular files only, size-capped: a FIFO or /dev/zero is refused at once.
     let (bytes, meta) =
-        inventory::read_regular_file(&path, artifacts::MAX_TRACKED_FILE_BYTES, "a tracked file")
+        scan::read_regular_file(&path, artifacts::MAX_TRACKED_FILE_BYTES, "a tracked file")
             .map_err(|cause| anyhow!("cannot read {}: {cause}", path.display()))?;
     let modified = meta
         .modified()

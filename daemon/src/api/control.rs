@@ -1,6 +1,6 @@
 //! The control socket: how `certctl` reaches a running `certd` (Unix domain socket).
 //!
-//! This module and [`crate::signals`] are the only OS-specific parts of the daemon; a
+//! This module and [`crate::server::signals`] are the only OS-specific parts of the daemon; a
 //! Windows build would put a named pipe behind the same functions.
 //!
 //! Protocol: the client sends one [`Request`] as a JSON line, the server answers with one

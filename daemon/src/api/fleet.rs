@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use certctl_store::{AgentDecision, Registration, Store, UnixTime};
 use serde::{Deserialize, Serialize};
 
-use crate::agents::{
+use crate::api::error::ErrorKind;
+use crate::fleet::agents::{
     decide_with, deny_list_path, import, pending, write_deny_list, AgentsError, DecideRequest,
     DecisionReport, ImportReport, PendingAgent,
 };
-use crate::api::error::ErrorKind;
 
 /// The fleet requests (`agents ...`, `report`, `track`, the artifacts of `list`), carried
 /// by `Request::Fleet` so they work the same directly and through certd.
@@ -35,7 +35,7 @@ pub enum FleetRequest {
     /// `certctl report NAME`.
     Report {
         name: String,
-        options: crate::reports::ReportOptions,
+        options: crate::fleet::reports::ReportOptions,
     },
     /// `certctl track FILE` (the artifact is prepared by the client, which reads the file).
     Track {
@@ -44,14 +44,16 @@ pub enum FleetRequest {
     /// `certctl untrack ID`: stop tracking the files `id` names (id prefix, path or name).
     Untrack { id: String },
     /// The tracked artifacts `certctl list` shows.
-    Artifacts { filter: crate::query::ListFilter },
+    Artifacts {
+        filter: crate::inventory::query::ListFilter,
+    },
     /// `certctl metrics`: Prometheus text exposition.
     Metrics { per_agent: bool },
     /// `certctl report NAME --html FILE`: the dashboard's overview and the report, as one
     /// standalone HTML page.
     ReportHtml {
         name: String,
-        options: crate::reports::ReportOptions,
+        options: crate::fleet::reports::ReportOptions,
     },
 }
 
@@ -89,7 +91,7 @@ pub enum FleetResponse {
         report: DecisionReport,
     },
     Report {
-        report: crate::reports::Report,
+        report: crate::fleet::reports::Report,
     },
     Artifacts {
         artifacts: Vec<certctl_store::TrackedArtifact>,
@@ -164,51 +166,56 @@ pub fn execute_with(
         .map(|report| FleetResponse::Decided { report })
         .map_err(agents_err),
         FleetRequest::Report { name, options } => {
-            match crate::reports::run(store, &name, &options, now) {
+            match crate::fleet::reports::run(store, &name, &options, now) {
                 Ok(report) => Ok(FleetResponse::Report { report }),
-                Err(e @ crate::reports::ReportError::Unknown(_)) => {
+                Err(e @ crate::fleet::reports::ReportError::Unknown(_)) => {
                     Err((ErrorKind::Invalid, e.to_string()))
                 }
                 Err(e) => Err(fail(&e)),
             }
         }
         FleetRequest::ReportHtml { name, options } => {
-            let report = match crate::reports::run(store, &name, &options, now) {
+            let report = match crate::fleet::reports::run(store, &name, &options, now) {
                 Ok(report) => report,
-                Err(e @ crate::reports::ReportError::Unknown(_)) => {
+                Err(e @ crate::fleet::reports::ReportError::Unknown(_)) => {
                     return Err((ErrorKind::Invalid, e.to_string()))
                 }
                 Err(e) => return Err(fail(&e)),
             };
-            crate::dashboard::overview(store, now)
+            crate::fleet::dashboard::overview(store, now)
                 .map(|o| FleetResponse::Html {
-                    html: crate::dashboard::render_standalone(&o, &report),
+                    html: crate::fleet::dashboard::render_standalone(&o, &report),
                 })
                 .map_err(|e| fail(&e))
         }
-        FleetRequest::Track { artifact } => crate::artifacts::track(store, &artifact)
+        FleetRequest::Track { artifact } => crate::inventory::artifacts::track(store, &artifact)
             .map(|a| FleetResponse::Artifacts {
                 artifacts: vec![a],
                 gone: Default::default(),
             })
             .map_err(|e| fail(&e)),
-        FleetRequest::Untrack { id } => crate::artifacts::untrack(store, &id, now)
+        FleetRequest::Untrack { id } => crate::inventory::artifacts::untrack(store, &id, now)
             .map(|artifacts| FleetResponse::Artifacts {
                 artifacts,
                 gone: Default::default(),
             })
             .map_err(|e| fail(&e)),
-        FleetRequest::Metrics { per_agent } => crate::reports::metrics_text(store, per_agent, now)
-            .map(|text| FleetResponse::Metrics { text })
-            .map_err(|e| fail(&e)),
+        FleetRequest::Metrics { per_agent } => {
+            crate::fleet::reports::metrics_text(store, per_agent, now)
+                .map(|text| FleetResponse::Metrics { text })
+                .map_err(|e| fail(&e))
+        }
         FleetRequest::Artifacts { filter } => (|| {
-            let artifacts = crate::artifacts::list(store, &filter, now)?;
+            let artifacts = crate::inventory::artifacts::list(store, &filter, now)?;
             let gone = store.artifacts_gone()?;
             let gone = artifacts
                 .iter()
                 .filter_map(|a| gone.get(&a.id).map(|t| (a.id.to_hex(), *t)))
                 .collect();
-            Ok::<_, crate::artifacts::ArtifactError>(FleetResponse::Artifacts { artifacts, gone })
+            Ok::<_, crate::inventory::artifacts::ArtifactError>(FleetResponse::Artifacts {
+                artifacts,
+                gone,
+            })
         })()
         .map_err(|e| fail(&e)),
     }

@@ -16,10 +16,11 @@ use std::path::PathBuf;
 use certctl_store::{Certificate, Endpoint, Role, Store, UnixTime};
 use serde::{Deserialize, Serialize};
 
-use crate::check::{self, CheckReport};
 use crate::duration::Duration;
+use crate::fleet::check::{self, CheckReport};
 use crate::history::{self, History, ValidAt};
-use crate::inventory::{self, ScanOptions, ScanProgress, ScanSummary};
+use crate::inventory::query::{self, ListFilter, QueryError, Stats};
+use crate::inventory::scan::{self, ScanOptions, ScanProgress, ScanSummary};
 use crate::pki::ca::{self, IssueReport, IssueRequest, Secret};
 use crate::pki::cas::{self, CaInfo, CaInitRequest};
 use crate::pki::crl::{self, CrlPublished};
@@ -27,7 +28,6 @@ use crate::pki::crlfetch::{CrlFetchOptions, CrlFetchReport};
 use crate::pki::revoke::{self, RevokeReport, RevokeRequest};
 use crate::pki::workflow::{self, RegenerateRequest, WorkflowReport, WorkflowSecrets};
 use crate::probe::ProbeTarget;
-use crate::query::{self, ListFilter, QueryError, Stats};
 use crate::reminders::{self, PassMode, PassReport, Snoozed};
 
 /// What the CLI asks.
@@ -464,7 +464,7 @@ impl Response {
 /// Answers a fleet request from a store, with certd's configured deny list
 /// (`[agents] deny_list`) when `approve`, `block` or `deny-list` name none: certctl in
 /// direct mode passes the one of `certctl --config FILE`
-/// ([`crate::agents::configured_deny_list`]), so it picks the same file certd would.
+/// ([`crate::fleet::agents::configured_deny_list`]), so it picks the same file certd would.
 pub fn execute_fleet(
     store: &Store,
     fleet: crate::api::fleet::FleetRequest,
@@ -540,7 +540,7 @@ pub fn execute(
                     format!("scan paths must be absolute, got {}", p.display()),
                 );
             }
-            match inventory::scan(store, &paths, &options, now, progress) {
+            match scan::scan(store, &paths, &options, now, progress) {
                 Ok(summary) => Response::Scan { summary },
                 Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
             }
@@ -703,7 +703,7 @@ pub fn list_json(
     at: UnixTime,
     out: &mut dyn std::io::Write,
 ) -> Result<std::io::Result<()>, Box<Response>> {
-    let mut list = crate::view::JsonListWriter::new(out, at);
+    let mut list = crate::inventory::view::JsonListWriter::new(out, at);
     match write_list_batches(store, filter, now, |batch| list.write(&batch)) {
         Ok(Ok(())) => Ok(list.finish()),
         other => other,
@@ -864,7 +864,7 @@ pub fn direct_status(store: &Store) -> Result<StatusReport, certctl_store::Store
         endpoints: store
             .endpoints()?
             .into_iter()
-            .map(|e| crate::reports::with_drift(store, e))
+            .map(|e| crate::fleet::reports::with_drift(store, e))
             .collect::<Result<_, _>>()?,
         daemon: None,
         smtp_last_error: smtp.last_error,
@@ -1033,7 +1033,7 @@ fn probe<G>(store: &Store, target: &ProbeTarget, now: UnixTime, lock: &dyn Fn() 
         Ok(e) => e,
         Err(e) => return Response::error(ErrorKind::Failed, e.to_string()),
     };
-    match crate::reports::serving_revoked(store, &endpoint) {
+    match crate::fleet::reports::serving_revoked(store, &endpoint) {
         Ok(Some(f)) => endpoint.findings.push(f),
         Ok(None) => {}
         Err(e) => return Response::error(ErrorKind::Failed, e.to_string()),
@@ -1059,8 +1059,8 @@ fn probe<G>(store: &Store, target: &ProbeTarget, now: UnixTime, lock: &dyn Fn() 
 mod tests {
     use super::*;
     use crate::duration::Duration;
-    use crate::query::tests::store_with_file_states;
-    use crate::query::{list, list_batches, FIRST_SLICE_HITS};
+    use crate::inventory::query::tests::store_with_file_states;
+    use crate::inventory::query::{list, list_batches, FIRST_SLICE_HITS};
 
     /// What a streamed answer's writer saw: the bytes, and how many had been written at
     /// each flush (when they go out to the socket or the terminal).
@@ -1109,7 +1109,7 @@ mod tests {
         // on their own, and the text is byte for byte the whole list's.
         let whole = list(&store, &filter, now).expect("list");
         let mut expected = Vec::new();
-        crate::view::write_json_list(&whole, now, &mut expected).expect("render");
+        crate::inventory::view::write_json_list(&whole, now, &mut expected).expect("render");
         let mut out = Flushes::default();
         list_json(&store, &filter, now, now, &mut out)
             .map_err(|e| format!("{e:?}"))

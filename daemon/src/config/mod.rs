@@ -368,7 +368,7 @@ pub struct MetricsConfig {
     pub per_agent: bool,
     /// Host names (or IP addresses), lowercase and without port, answered besides the
     /// listen address (and `localhost:PORT` on loopback); requests for any other `Host` get
-    /// 421 ([`crate::metrics_http::AllowedHosts`]). Default: none.
+    /// 421 ([`crate::server::metrics_http::AllowedHosts`]). Default: none.
     pub allowed_hosts: Vec<String>,
 }
 

@@ -334,7 +334,7 @@ pub fn cert_der_at(
     fp: &certctl_store::Fingerprint,
     pfx_password: Option<&Secret>,
 ) -> Option<Vec<u8>> {
-    let (bytes, _) = crate::inventory::read_file_bytes(path).ok()?;
+    let (bytes, _) = crate::inventory::scan::read_file_bytes(path).ok()?;
     let ders: Vec<Vec<u8>> = if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
         X509::stack_from_pem(&bytes)
             .ok()?

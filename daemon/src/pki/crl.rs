@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::history::actor;
+use crate::inventory::query::QueryError;
 use crate::pki::ca::{self, write_atomic, CaError, FileMode, Secret, Signer};
-use crate::query::QueryError;
 
 /// Why a CRL could not be signed, written or checked.
 #[derive(Debug, thiserror::Error)]

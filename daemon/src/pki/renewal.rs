@@ -1207,8 +1207,8 @@ pub fn metrics_text(store: &Store) -> Result<String, StoreError> {
         let _ = writeln!(
             out,
             "certctl_renewals_total{{method=\"{}\",outcome=\"{}\"}} {n}",
-            crate::view::printable(&method),
-            crate::view::printable(&outcome)
+            crate::inventory::view::printable(&method),
+            crate::inventory::view::printable(&outcome)
         );
     }
     out.push_str("# HELP certctl_renewal_failing Automatic renewals whose last attempt failed (retried with backoff), by method.\n");
@@ -1224,7 +1224,7 @@ pub fn metrics_text(store: &Store) -> Result<String, StoreError> {
         let _ = writeln!(
             out,
             "certctl_renewal_failing{{method=\"{}\"}} {n}",
-            crate::view::printable(&method)
+            crate::inventory::view::printable(&method)
         );
     }
     Ok(out)
@@ -1423,8 +1423,8 @@ pub fn execute<G>(
     };
     match &request.id {
         Some(id) => {
-            let found =
-                crate::query::find(store, id).map_err(|e| RenewalError::Policy(e.to_string()))?;
+            let found = crate::inventory::query::find(store, id)
+                .map_err(|e| RenewalError::Policy(e.to_string()))?;
             let cert = match found.len() {
                 0 => return Err(RenewalError::NotFound(id.clone())),
                 1 => found

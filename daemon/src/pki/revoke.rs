@@ -22,11 +22,11 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::history::actor;
+use crate::inventory::query::{self, QueryError};
 use crate::pki::ca::{self, CaError, Secret, Signer};
 use crate::pki::crl::{
     publish_crl, reason_name, stale_crls, verify_crl_file, CrlCheck, CrlError, CrlPublished,
 };
-use crate::query::{self, QueryError};
 
 /// Errors of revocation and CRL publishing.
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +158,7 @@ pub fn select(store: &Store, req: &RevokeRequest) -> Result<Vec<Certificate>, Re
         }
     }
     let mut out: Vec<Certificate> = selected.into_values().collect();
-    crate::query::refresh_last_seen(store, &mut out)?;
+    crate::inventory::query::refresh_last_seen(store, &mut out)?;
     out.sort_by_key(|c| (c.facts.not_after, c.fingerprint()));
     Ok(out)
 }

@@ -63,7 +63,7 @@ pub struct Entry {
     pub policy: String,
     /// `renewal stalled for N days` when the policy expects automatic renewal; `renewal
     /// stalled: newest credential of agent X expired at T` for a stalled agent
-    /// ([`crate::stalled`]).
+    /// ([`crate::fleet::stalled`]).
     pub note: Option<String>,
     /// Key rule violations.
     pub violations: Vec<String>,
@@ -205,10 +205,10 @@ impl Digest {
     }
 
     /// The plain-text body (also what `remind --dry-run` prints). Names, subjects and
-    /// paths come from certificates and files: shown through [`crate::view::printable`],
+    /// paths come from certificates and files: shown through [`crate::inventory::view::printable`],
     /// so none can forge lines of the mail or drive a terminal.
     pub fn text(&self, now: UnixTime) -> String {
-        use crate::view::Printable as P;
+        use crate::inventory::view::Printable as P;
         let mut s = format!(
             "certctl reminder for {} ({} UTC)\n\n",
             P(&self.recipient),
@@ -309,7 +309,7 @@ impl Digest {
     }
 }
 
-/// HTML-escapes `s`, control characters first ([`crate::view::printable`]).
+/// HTML-escapes `s`, control characters first ([`crate::inventory::view::printable`]).
 fn esc(s: &str) -> String {
-    crate::view::html(s)
+    crate::inventory::view::html(s)
 }

@@ -52,7 +52,7 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
             continue;
         };
         // An expired ephemeral agent credential is due only as a stalled renewal (below).
-        if threshold == 0 && crate::stalled::renewal_expected(&cert) {
+        if threshold == 0 && crate::fleet::stalled::renewal_expected(&cert) {
             continue;
         }
         let expired = cert.facts.not_after <= now;
@@ -67,7 +67,7 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
     }
     // Agents that stopped renewing: their newest credential, at the expiry threshold.
     let mut stalled: HashMap<Fingerprint, String> = HashMap::new();
-    for s in crate::stalled::stalled_renewals(store, Some(policies), now)? {
+    for s in crate::fleet::stalled::stalled_renewals(store, Some(policies), now)? {
         let Some(cert) = store.get(&s.fingerprint)? else {
             continue;
         };
@@ -148,7 +148,7 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
     let gone = store.artifacts_gone()?;
     for a in store.artifacts()? {
         // A deleted tracked file is not reminded about (marked gone by a scan or a pass).
-        if gone.contains_key(&a.id) || !crate::artifacts::is_present(&a) {
+        if gone.contains_key(&a.id) || !crate::inventory::artifacts::is_present(&a) {
             continue;
         }
         let Some(policy) = policies.select_artifact(&a) else {

@@ -13,7 +13,7 @@
 //!    certificates are skipped until the snooze ends, except once expired. With
 //!    `renewal_expected` the policy stays quiet until renewal is overdue. An expired
 //!    ephemeral agent credential is due only as a **stalled renewal**
-//!    ([`crate::stalled::stalled_renewals`]): the newest credential of its agent, expired more than
+//!    ([`crate::fleet::stalled::stalled_renewals`]): the newest credential of its agent, expired more than
 //!    the grace ago, reminded once at the expiry threshold.
 //!    **Tracked artifacts** (`certctl track`: enrollment bundles, ...) are due the same way
 //!    under the artifact policy that applies to them ([`PolicySet::select_artifact`]), with

@@ -205,7 +205,7 @@ pub fn run_pass_locked<G>(
     let (digests, states) = {
         let _writer = lock();
         if mode != PassMode::DryRun {
-            crate::artifacts::refresh_presence(store, now)?;
+            crate::inventory::artifacts::refresh_presence(store, now)?;
         }
         let digests = due(store, policies, now)?;
         if mode != PassMode::DryRun {

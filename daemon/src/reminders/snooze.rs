@@ -6,7 +6,7 @@ use certctl_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::query::{self, QueryError};
+use crate::inventory::query::{self, QueryError};
 
 /// Why a certificate or tracked artifact could not be snoozed.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +73,7 @@ pub fn snooze(
         Err(e) => return Err(e.into()),
     };
     let mut artifacts = if certificates.is_empty() {
-        crate::artifacts::find(store, id)?
+        crate::inventory::artifacts::find(store, id)?
     } else {
         Vec::new()
     };

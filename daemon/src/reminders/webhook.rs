@@ -253,7 +253,9 @@ fn exchange<S: Read + Write>(stream: &mut S, request: &[u8]) -> Result<(), PostF
         .ok_or_else(|| PostFailure {
             error: format!(
                 "not an HTTP answer: {:?}",
-                crate::view::printable(&status_line.chars().take(80).collect::<String>())
+                crate::inventory::view::printable(
+                    &status_line.chars().take(80).collect::<String>()
+                )
             ),
             maybe_delivered: true,
         })?;
@@ -266,7 +268,7 @@ fn exchange<S: Read + Write>(stream: &mut S, request: &[u8]) -> Result<(), PostF
         error: format!(
             "the receiver answered {} {}",
             status_line.split(' ').skip(1).collect::<Vec<_>>().join(" "),
-            crate::view::printable(excerpt.trim())
+            crate::inventory::view::printable(excerpt.trim())
         ),
         maybe_delivered: false,
     })

@@ -153,7 +153,9 @@ pub fn parse(raw: &[u8]) -> Result<Answer, String> {
         .ok_or_else(|| {
             format!(
                 "not an HTTP answer: {:?}",
-                crate::view::printable(&status_line.chars().take(80).collect::<String>())
+                crate::inventory::view::printable(
+                    &status_line.chars().take(80).collect::<String>()
+                )
             )
         })?;
     let header = |name: &str| {
@@ -167,7 +169,7 @@ pub fn parse(raw: &[u8]) -> Result<Answer, String> {
     if (300..400).contains(&status) {
         return Err(format!(
             "the server redirects ({status}) to {}; certd follows no redirects: put the final URL in `url`",
-            crate::view::printable(&header("location").unwrap_or_default())
+            crate::inventory::view::printable(&header("location").unwrap_or_default())
         ));
     }
     if status != 200 {
@@ -175,7 +177,7 @@ pub fn parse(raw: &[u8]) -> Result<Answer, String> {
         return Err(format!(
             "the server answered {} {}",
             status_line.split(' ').skip(1).collect::<Vec<_>>().join(" "),
-            crate::view::printable(excerpt.trim())
+            crate::inventory::view::printable(excerpt.trim())
         ));
     }
     if header("transfer-encoding").is_some_and(|t| !t.eq_ignore_ascii_case("identity")) {

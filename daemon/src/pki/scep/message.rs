@@ -455,7 +455,8 @@ pub fn parse_reply(
             Ok(PkiStatus::Failure {
                 info: code.as_deref().and_then(FailInfo::from_code),
                 code,
-                text: text(FAIL_INFO_TEXT).map(|t| crate::view::printable(&t).into_owned()),
+                text: text(FAIL_INFO_TEXT)
+                    .map(|t| crate::inventory::view::printable(&t).into_owned()),
             })
         }
         Some("3") => Ok(PkiStatus::Pending),

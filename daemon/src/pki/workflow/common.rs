@@ -13,11 +13,11 @@ use openssl::x509::X509;
 use rcgen::{DistinguishedName, DnType, SanType};
 use serde::{Deserialize, Serialize};
 
+use crate::inventory::query::QueryError;
 use crate::pki::ca::{self, private_dir, write_atomic, CaError, FileMode, KeyKind, Secret};
 use crate::pki::crl::CrlCheck;
 use crate::pki::reload::ReloadOutcome;
 use crate::pki::revoke::RevokeError;
-use crate::query::QueryError;
 
 /// Errors of the workflows and history queries.
 #[derive(Debug, thiserror::Error)]

@@ -198,7 +198,7 @@ pub fn receive(
         path: cert_file.to_path_buf(),
         cause,
     };
-    let (bytes, _) = crate::inventory::read_file_bytes(cert_file).map_err(&wrong)?;
+    let (bytes, _) = crate::inventory::scan::read_file_bytes(cert_file).map_err(&wrong)?;
     let ders = if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
         ca::pem_certificates(cert_file, &bytes).map_err(|e| wrong(e.to_string()))?
     } else {

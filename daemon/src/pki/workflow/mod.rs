@@ -62,7 +62,7 @@ use crate::pki::revoke::{self};
 pub mod common;
 pub mod csr;
 
-use crate::query::{self, QueryError};
+use crate::inventory::query::{self, QueryError};
 pub use common::*;
 use csr::{step_csr, step_receive};
 
@@ -626,7 +626,7 @@ impl Deployment<'_> {
             cause,
         };
         // Regular files only, size-capped, never blocking on a FIFO: as a scan reads them.
-        let (bytes, _) = crate::inventory::read_file_bytes(path).map_err(bad)?;
+        let (bytes, _) = crate::inventory::scan::read_file_bytes(path).map_err(bad)?;
         match detect_format(path, &bytes) {
             FileFormat::Der => {
                 if bytes == self.new_der {

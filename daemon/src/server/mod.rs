@@ -5,7 +5,7 @@
 //! - watches source folders (notify) and scans what changed within about a second;
 //! - answers `certctl` over the control socket ([`crate::api::control`]) with the same
 //!   [`crate::api::execute`] that direct mode uses;
-//! - serves Prometheus metrics on `[metrics] listen` ([`crate::metrics_http`]), and keeps
+//! - serves Prometheus metrics on `[metrics] listen` ([`crate::server::metrics_http`]), and keeps
 //!   the deny list (`[agents] deny_list`, else the remembered `--deny-list`) current after
 //!   each scan;
 //! - reloads its configuration on SIGHUP (an invalid one is rejected and the running one
@@ -15,6 +15,9 @@
 //! Every store write (scans, probes) takes one lock, so the merge logic never races.
 //! The scheduler follows mini-redis's purge task: sleep until the next deadline or until
 //! something else happens, whichever comes first.
+
+pub mod metrics_http;
+pub mod signals;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,9 +33,9 @@ use tokio::task::JoinSet;
 use crate::api::control::{ControlError, ControlListener};
 use crate::api::{self, DaemonStatus, Request, Response, ScheduleStatus, SourceStatus};
 use crate::config::{self, Config, ConfigError};
-use crate::inventory::{self, ScanOptions, ScanProgress};
+use crate::inventory::scan::{self, ScanOptions, ScanProgress};
 use crate::probe;
-use crate::signals::{SignalEvent, Signals};
+use crate::server::signals::{SignalEvent, Signals};
 
 /// certd's clock: the wall clock, or `$CERTCTL_NOW` (RFC 3339) when set, as direct mode
 /// reads it. The variable exists for tests and benchmarks (`scripts/bench-soak` restarts
@@ -424,7 +427,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
 /// The running metrics listener.
 struct MetricsServer {
     address: std::net::SocketAddr,
-    hosts: crate::metrics_http::AllowedHosts,
+    hosts: crate::server::metrics_http::AllowedHosts,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -436,7 +439,8 @@ async fn start_metrics(
 ) -> Result<Option<MetricsServer>, DaemonError> {
     let metrics = shared.config().metrics;
     let wanted = metrics.listen;
-    let hosts = wanted.map(|a| crate::metrics_http::AllowedHosts::new(a, &metrics.allowed_hosts));
+    let hosts =
+        wanted.map(|a| crate::server::metrics_http::AllowedHosts::new(a, &metrics.allowed_hosts));
     if let Some(m) = running {
         if Some(m.address) == wanted && Some(&m.hosts) == hosts.as_ref() {
             return Ok(Some(m));
@@ -453,7 +457,7 @@ async fn start_metrics(
         .map_err(|source| DaemonError::Metrics { address, source })?;
     let shared = shared.clone();
     let serve_hosts = hosts.clone();
-    let task = tokio::spawn(crate::metrics_http::serve(
+    let task = tokio::spawn(crate::server::metrics_http::serve(
         listener,
         serve_hosts,
         move |page| {
@@ -476,32 +480,34 @@ async fn start_metrics(
 /// A page of the metrics listener: `/metrics`, or the dashboard's.
 fn render_page(
     shared: &Shared,
-    page: crate::metrics_http::Page,
-) -> Result<crate::metrics_http::Rendered, String> {
-    use crate::metrics_http::{Page, Rendered};
+    page: crate::server::metrics_http::Page,
+) -> Result<crate::server::metrics_http::Rendered, String> {
+    use crate::server::metrics_http::{Page, Rendered};
     match page {
         Page::Metrics => render_metrics(shared).map(Rendered::Metrics),
-        Page::Dashboard => crate::dashboard::overview(&shared.store, now())
+        Page::Dashboard => crate::fleet::dashboard::overview(&shared.store, now())
             .map(|o| {
-                Rendered::Html(crate::dashboard::render_overview(
+                Rendered::Html(crate::fleet::dashboard::render_overview(
                     &o,
-                    crate::dashboard::Links::Served,
+                    crate::fleet::dashboard::Links::Served,
                 ))
             })
             .map_err(|e| e.to_string()),
-        Page::Certificate(fp) => crate::dashboard::render_certificate(&shared.store, &fp, now())
-            .map(|page| page.map_or(Rendered::NotFound, Rendered::Html))
-            .map_err(|e| e.to_string()),
+        Page::Certificate(fp) => {
+            crate::fleet::dashboard::render_certificate(&shared.store, &fp, now())
+                .map(|page| page.map_or(Rendered::NotFound, Rendered::Html))
+                .map_err(|e| e.to_string())
+        }
     }
 }
 
 /// The body of `/metrics`: what `certctl metrics` prints through certd.
 fn render_metrics(shared: &Shared) -> Result<String, String> {
     let per_agent = shared.config().metrics.per_agent;
-    let mut text =
-        crate::reports::metrics_text(&shared.store, per_agent, now()).map_err(|e| e.to_string())?;
+    let mut text = crate::fleet::reports::metrics_text(&shared.store, per_agent, now())
+        .map_err(|e| e.to_string())?;
     let status = shared.status().map_err(|e| e.to_string())?;
-    text.push_str(&crate::metrics_http::status_series(&status));
+    text.push_str(&crate::server::metrics_http::status_series(&status));
     if let Some(backup) = shared.config().backup {
         let last = crate::backup::last_success(&backup.dir).unwrap_or(0);
         text.push_str(&format!(
@@ -572,9 +578,9 @@ async fn refresh_deny_list(shared: &Arc<Shared>) {
     let configured = shared.config().agents.deny_list;
     let store = shared.store.clone();
     let result = blocking(move || {
-        let path = crate::agents::effective_deny_list(&store, configured.as_deref())?;
+        let path = crate::fleet::agents::effective_deny_list(&store, configured.as_deref())?;
         match path {
-            Some(path) => crate::agents::refresh_deny_list(&store, &path, now())
+            Some(path) => crate::fleet::agents::refresh_deny_list(&store, &path, now())
                 .map(|written| written.map(|n| (path, n))),
             None => Ok(None),
         }
@@ -1024,8 +1030,7 @@ async fn scan_sources(shared: &Arc<Shared>, changed: Option<Vec<PathBuf>>) -> St
         };
         let store = shared.store.clone();
         let progress = shared.progress();
-        let result =
-            blocking(move || inventory::scan(&store, &paths, &options, now(), &progress)).await;
+        let result = blocking(move || scan::scan(&store, &paths, &options, now(), &progress)).await;
         match result {
             Ok(Ok(summary)) => {
                 for f in &summary.errors {
@@ -1145,7 +1150,7 @@ async fn serve_control(listener: ControlListener, shared: Arc<Shared>) {
 async fn stream_list(
     shared: &Arc<Shared>,
     conn: crate::api::control::Connection,
-    filter: crate::query::ListFilter,
+    filter: crate::inventory::query::ListFilter,
     json_at: Option<UnixTime>,
 ) {
     let store = shared.store.clone();

@@ -34,15 +34,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Digest;
 
-use crate::query::ListFilter;
-use crate::view::EXPIRING_SECS;
+use crate::inventory::query::ListFilter;
+use crate::inventory::view::EXPIRING_SECS;
 
 /// Lifetime of a cloud enrollment bundle.
 pub const ENROLLMENT_BUNDLE_LIFETIME_SECS: i64 = 10 * 86_400;
 
 /// Largest file `track` reads (64 MiB, as for certificate files): enrollment bundles and
 /// agent packages are a few MiB at most; only the file's hash and a few declared fields are
-/// kept. Only regular files are read ([`crate::inventory::read_regular_file`]).
+/// kept. Only regular files are read ([`crate::inventory::scan::read_regular_file`]).
 pub const MAX_TRACKED_FILE_BYTES: u64 = 64 << 20;
 
 /// The artifact kinds `--kind` accepts.
@@ -413,7 +413,7 @@ pub fn to_json_gone(a: &TrackedArtifact, gone_since: Option<UnixTime>, now: Unix
 
 /// The `list --csv` row of an artifact (same 17 columns as a certificate; `issuer` says
 /// `(tracked KIND)`, role, key and signature columns are empty), each cell through
-/// [`crate::view::printable`].
+/// [`crate::inventory::view::printable`].
 pub fn csv_row(a: &TrackedArtifact, now: UnixTime) -> [String; 17] {
     [
         a.id.to_hex(),
@@ -434,7 +434,7 @@ pub fn csv_row(a: &TrackedArtifact, now: UnixTime) -> [String; 17] {
         status(a, now).to_string(),
         a.name.clone(),
     ]
-    .map(|cell| crate::view::printable(&cell).into_owned())
+    .map(|cell| crate::inventory::view::printable(&cell).into_owned())
 }
 
 #[cfg(test)]

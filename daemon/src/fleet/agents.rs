@@ -35,7 +35,7 @@ pub const DENY_LIST_SETTING: &str = "deny-list";
 
 /// Largest registrations file `agents import-registrations` reads (16 MiB: about 150,000
 /// agents in CSV, several times the largest fleets; the whole file is parsed in memory).
-/// Only regular files are read ([`crate::inventory::read_regular_file`]).
+/// Only regular files are read ([`crate::inventory::scan::read_regular_file`]).
 pub const MAX_REGISTRATIONS_FILE_BYTES: u64 = 16 << 20;
 
 /// Errors of the agent commands; each names the file or the agent concerned.

@@ -37,9 +37,9 @@ use certctl_store::{
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::agents::{self, AgentsError};
 use crate::duration::Duration;
-use crate::view::EXPIRING_SECS;
+use crate::fleet::agents::{self, AgentsError};
+use crate::inventory::view::EXPIRING_SECS;
 
 /// The report names, in the order `certctl report --help` lists them.
 pub const REPORTS: [&str; 11] = [
@@ -133,12 +133,12 @@ impl Report {
     }
 }
 
-/// A cell as text for tables and CSV: strings through [`crate::view::printable`], null
+/// A cell as text for tables and CSV: strings through [`crate::inventory::view::printable`], null
 /// empty, arrays joined with `;`.
 pub fn cell_text(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
-        Value::String(s) => crate::view::printable(s).into_owned(),
+        Value::String(s) => crate::inventory::view::printable(s).into_owned(),
         Value::Array(items) => items.iter().map(cell_text).collect::<Vec<_>>().join(";"),
         other => other.to_string(),
     }
@@ -1169,7 +1169,7 @@ fn smtp_counters_text(delivered: u64, failed: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agents::tests::renewing_fleet;
+    use crate::fleet::agents::tests::renewing_fleet;
     use certctl_store::AgentVerdict;
 
     #[test]
@@ -1197,7 +1197,7 @@ mod tests {
         let (agents, rounds) = (40u8, 4u8);
         let (store, t) = renewing_fleet(&dir.path().join("store"), agents, rounds);
         let before = store.records_read();
-        let text = crate::reports::metrics_text(&store, false, t).expect("metrics");
+        let text = crate::fleet::reports::metrics_text(&store, false, t).expect("metrics");
         assert_eq!(
             store.records_read() - before,
             0,
@@ -1218,13 +1218,13 @@ mod tests {
                 fingerprints: Vec::new(),
             })
             .expect("decide");
-        let text = crate::reports::metrics_text(&store, false, t).expect("metrics");
+        let text = crate::fleet::reports::metrics_text(&store, false, t).expect("metrics");
         assert!(
             text.contains(&format!("\ncertctl_agents_pending {}\n", agents - 1)),
             "{text}"
         );
         // With --per-agent the agents' own series are there (and their records read).
-        let text = crate::reports::metrics_text(&store, true, t).expect("metrics");
+        let text = crate::fleet::reports::metrics_text(&store, true, t).expect("metrics");
         assert!(text.contains("cn=\"agent-7\""), "{text}");
     }
 

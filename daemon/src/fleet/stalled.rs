@@ -9,7 +9,7 @@
 //! `certctl policy explain` says so.
 //!
 //! - **The agent** of a credential is its subject CN, else its first SAN
-//!   ([`crate::agents::agent_name`]), compared without case.
+//!   ([`crate::fleet::agents::agent_name`]), compared without case.
 //! - **The newest credential** is the agent's ephemeral credential that expires last,
 //!   revoked or not. An agent whose newest credential was revoked (cut off on purpose), or
 //!   is no longer in any file or endpoint (the agent was removed), is not stalled.
@@ -81,7 +81,7 @@ pub fn renewal_expected(cert: &Certificate) -> bool {
 
 /// The lowercase key of an agent.
 fn agent_key(cert: &Certificate) -> String {
-    crate::agents::agent_name(cert).to_lowercase()
+    crate::fleet::agents::agent_name(cert).to_lowercase()
 }
 
 /// What is kept of an agent's newest credential.
@@ -174,7 +174,7 @@ pub fn judge(
         return None;
     }
     Some(StalledRenewal {
-        agent: crate::agents::agent_name(newest),
+        agent: crate::fleet::agents::agent_name(newest),
         fingerprint: newest.fingerprint(),
         not_after: newest.facts.not_after,
         grace,
@@ -187,7 +187,7 @@ pub fn judge(
 }
 
 /// Agents whose newest ephemeral credential expired more than its grace ago, at `now`
-/// (rules: [`crate::stalled`]; each grace from the policy of `policies` that applies to the
+/// (rules: [`crate::fleet::stalled`]; each grace from the policy of `policies` that applies to the
 /// newest credential, else the default), sorted by expiry then agent. The one question
 /// `check`, the reminder pass and reports ask about stalled renewals.
 pub fn stalled_renewals(

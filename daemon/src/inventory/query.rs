@@ -1,5 +1,5 @@
 //! The questions admins ask of the inventory: `list`, `show`, `stats` (`check` is
-//! [`crate::check`], which also asks renewals, agents and endpoints).
+//! [`crate::fleet::check`], which also asks renewals, agents and endpoints).
 //!
 //! Each answers from the store's indexes where one fits (expiry, role, name) and only falls
 //! back to reading every record when the filter has no index (issuer substring, all).
@@ -10,7 +10,7 @@ use certctl_store::{Certificate, CredentialKind, Role, Status, Store, StoreError
 use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
-use crate::view::EXPIRING_SECS;
+use crate::inventory::view::EXPIRING_SECS;
 
 /// Errors of the query layer.
 #[derive(Debug, thiserror::Error)]

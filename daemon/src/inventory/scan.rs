@@ -216,7 +216,7 @@ pub fn scan(
         summary.errors.sort_by(|a, b| a.path.cmp(&b.path));
         summary.cancelled = progress.cancel.load(Ordering::Relaxed);
         // Tracked files deleted since are marked gone, like certificate files.
-        crate::artifacts::refresh_presence(store, now)?;
+        crate::inventory::artifacts::refresh_presence(store, now)?;
         store.flush()?;
         Ok(summary)
     })

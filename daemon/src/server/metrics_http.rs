@@ -2,10 +2,10 @@
 //! HTTP/1.1 responder on tokio, with three routes ([`Page`]).
 //!
 //! - `GET /metrics` (also `HEAD`): the exposition `certctl metrics` prints —
-//!   [`crate::reports::metrics_text`] (which ends with [`crate::reports::smtp_counter_series`], the SMTP
+//!   [`crate::fleet::reports::metrics_text`] (which ends with [`crate::fleet::reports::smtp_counter_series`], the SMTP
 //!   delivery counters) — followed by [`status_series`] (certd's jobs and the SMTP state).
 //!   Agents are aggregated unless `[metrics] per_agent = true`.
-//! - `GET /`: the read-only dashboard ([`crate::dashboard`]); `GET /certificate/FP`: one
+//! - `GET /`: the read-only dashboard ([`crate::fleet::dashboard`]); `GET /certificate/FP`: one
 //!   certificate's page (404 when no certificate has that SHA-256 fingerprint). HTML with a
 //!   Content-Security-Policy that allows no script and nothing from elsewhere.
 //! - any other path: 404; another method than GET/HEAD: 405; a malformed request (an

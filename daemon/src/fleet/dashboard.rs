@@ -12,10 +12,10 @@ use std::fmt::Write as _;
 
 use certctl_store::{rfc3339, Certificate, CredentialKind, Role, Store, UnixTime};
 
-use crate::agents::{self, AgentsError, PendingAgent};
-use crate::check::{self, CheckReport};
+use crate::fleet::agents::{self, AgentsError, PendingAgent};
+use crate::fleet::check::{self, CheckReport};
 use crate::history::{self, HistoryEntry, HistoryError};
-use crate::query::QueryError;
+use crate::inventory::query::QueryError;
 use crate::Duration;
 
 /// Weeks shown on the expiry timeline (about 90 days).
@@ -140,7 +140,7 @@ pub fn render_overview(o: &Overview, links: Links) -> String {
 
 /// `certctl report NAME --html FILE`: the overview (without links: a file attached to a
 /// ticket has no server behind it) followed by the named report as a table.
-pub fn render_standalone(o: &Overview, report: &crate::reports::Report) -> String {
+pub fn render_standalone(o: &Overview, report: &crate::fleet::reports::Report) -> String {
     let mut html = render_overview(o, Links::None);
     let body_end = html.rfind("</body>").unwrap_or(html.len());
     html.truncate(body_end);
@@ -156,7 +156,11 @@ pub fn render_standalone(o: &Overview, report: &crate::reports::Report) -> Strin
     for row in &report.rows {
         html.push_str("<tr>");
         for cell in row {
-            let _ = write!(html, "<td>{}</td>", esc(&crate::reports::cell_text(cell)));
+            let _ = write!(
+                html,
+                "<td>{}</td>",
+                esc(&crate::fleet::reports::cell_text(cell))
+            );
         }
         html.push_str("</tr>\n");
     }
@@ -272,9 +276,9 @@ pub fn render_certificate(
     Ok(Some(html))
 }
 
-/// Text from the store, escaped for HTML ([`crate::view::html`]).
+/// Text from the store, escaped for HTML ([`crate::inventory::view::html`]).
 pub fn esc(text: &str) -> String {
-    crate::view::html(text)
+    crate::inventory::view::html(text)
 }
 
 /// The colour of a role on the timeline (and its legend).

@@ -8,8 +8,8 @@ use certctl_store::{Certificate, CredentialKind, Role, Store, StoreError, UnixTi
 use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
-use crate::query::{failed_files, QueryError};
-use crate::stalled::{stalled_renewals, StalledRenewal};
+use crate::fleet::stalled::{stalled_renewals, StalledRenewal};
+use crate::inventory::query::{failed_files, QueryError};
 
 /// The verdict of `certctl check`, for monitoring systems.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -64,13 +64,13 @@ pub struct CheckReport {
     #[serde(default)]
     pub crls_expiring: Vec<CrlExpiry>,
     /// Scanned files whose last read failed (their certificates cannot be seen): a warning.
-    /// At most [`crate::query::FAILED_FILES_LISTED`] as `PATH: CAUSE`; `failed_files_total` counts all.
+    /// At most [`crate::inventory::query::FAILED_FILES_LISTED`] as `PATH: CAUSE`; `failed_files_total` counts all.
     #[serde(default)]
     pub failed_files: Vec<String>,
     #[serde(default)]
     pub failed_files_total: u64,
     /// Agents whose newest ephemeral credential expired more than its grace ago
-    /// ([`crate::stalled`]): critical. Only the first in a brief report;
+    /// ([`crate::fleet::stalled`]): critical. Only the first in a brief report;
     /// `stalled_renewals_total` counts all.
     #[serde(default)]
     pub stalled_renewals: Vec<StalledRenewal>,
@@ -188,14 +188,14 @@ impl CheckReport {
             line.push_str(&format!(
                 "; {} files could not be read (first: {})",
                 self.failed_files_total,
-                crate::view::printable(first)
+                crate::inventory::view::printable(first)
             ));
         }
         if let Some(first) = self.stalled_renewals.first() {
             line.push_str(&format!(
                 "; {} stalled renewals (first: agent {}, newest credential expired {}, grace {})",
                 self.stalled_renewals_total,
-                crate::view::printable(&first.agent),
+                crate::inventory::view::printable(&first.agent),
                 certctl_store::rfc3339(first.not_after),
                 first.grace
             ));
@@ -207,8 +207,8 @@ impl CheckReport {
             line.push_str(&format!(
                 "; {} automatic renewals failing (first: {}, {})",
                 self.failing_renewals.len(),
-                crate::view::printable(&first.name),
-                crate::view::printable(&first.detail)
+                crate::inventory::view::printable(&first.name),
+                crate::inventory::view::printable(&first.detail)
             ));
         }
         for ca in &self.stale_crls {
@@ -493,7 +493,7 @@ fn check_with(
         if role.is_some_and(|r| endpoint.role != Some(r)) {
             continue;
         }
-        if let Some(f) = crate::reports::serving_revoked(store, &endpoint)? {
+        if let Some(f) = crate::fleet::reports::serving_revoked(store, &endpoint)? {
             endpoint.findings.push(f);
         }
         for f in endpoint.findings {
@@ -562,8 +562,8 @@ pub fn counts_for_check(cert: &Certificate) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::tests::{facts, store_with_file_states};
-    use crate::query::{stats, stats_by_reading_all};
+    use crate::inventory::query::tests::{facts, store_with_file_states};
+    use crate::inventory::query::{stats, stats_by_reading_all};
     use certctl_store::{Sha256, SourceLocation};
 
     #[test]
