@@ -8,7 +8,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use certctl_daemon::inventory::view::{CertificateView, Printable, EXPIRING_SECS};
+use certctl_daemon::view::{CertificateView, Printable, EXPIRING_SECS};
 use certctl_store::{rfc3339, Certificate, CredentialKind, Role, UnixTime};
 use clap::Args;
 use serde_json::Value;
@@ -55,10 +55,7 @@ pub fn parse_kind(s: &str) -> Result<CredentialKind, String> {
 pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    serde_json::to_writer_pretty(
-        &mut out,
-        &certctl_daemon::inventory::view::with_rfc3339_times(value)?,
-    )?;
+    serde_json::to_writer_pretty(&mut out, &certctl_daemon::view::with_rfc3339_times(value)?)?;
     writeln!(out)?;
     Ok(())
 }
@@ -207,7 +204,7 @@ pub fn print_certificates(certs: &[Certificate], t: UnixTime, json: bool, csv: b
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if json {
-        certctl_daemon::inventory::view::write_json_list(certs, t, &mut out)?;
+        certctl_daemon::view::write_json_list(certs, t, &mut out)?;
     } else if csv {
         let mut w = csv::Writer::from_writer(out);
         w.write_record(CertificateView::CSV_HEADER)?;

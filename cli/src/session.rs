@@ -18,14 +18,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;
 
 use anyhow::{bail, Context, Result};
+use certctl_daemon::agents;
 use certctl_daemon::api::{self, Request, Response, StatusReport};
 use certctl_daemon::config;
-use certctl_daemon::control::{self, Client};
-use certctl_daemon::fleet::agents;
-use certctl_daemon::inventory::query::{self, ListFilter};
-use certctl_daemon::inventory::scan::ScanProgress;
+use certctl_daemon::api::control::{self, Client};
 use certctl_daemon::policy::{self, PolicySet};
-use certctl_daemon::reminders::Snoozed;
+use certctl_daemon::query::{self, ListFilter};
+use certctl_daemon::remind::Snoozed;
+use certctl_daemon::scan::ScanProgress;
 use certctl_daemon::{FleetRequest, FleetResponse};
 use certctl_store::{Certificate, Store, StoreError, TrackedArtifact, UnixTime};
 
@@ -401,7 +401,7 @@ impl Session {
                         ..
                     } => {
                         let certs = self.certificates(Request::List { filter })?;
-                        certctl_daemon::inventory::view::write_json_list(&certs, t, &mut out)?;
+                        certctl_daemon::view::write_json_list(&certs, t, &mut out)?;
                         Response::Stream
                     }
                     other => other,

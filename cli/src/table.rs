@@ -1,10 +1,10 @@
 //! Plain-text tables for terminals: left-aligned columns, two spaces apart. Every cell
-//! goes through [`certctl_daemon::inventory::view::printable`]: names, paths and outcomes come from
+//! goes through [`certctl_daemon::view::printable`]: names, paths and outcomes come from
 //! certificates, files and servers, and a control character in one is shown escaped.
 
 use std::borrow::Cow;
 
-use certctl_daemon::inventory::view::printable;
+use certctl_daemon::view::printable;
 
 /// A table under construction.
 pub struct Table {

@@ -11,8 +11,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use certctl_daemon::inventory::query::{self, ListFilter, QueryError};
-use certctl_daemon::inventory::view::JsonListWriter;
+use certctl_daemon::query::{self, ListFilter, QueryError};
+use certctl_daemon::view::JsonListWriter;
 use certctl_daemon::Duration;
 use certctl_store::{Certificate, Store};
 

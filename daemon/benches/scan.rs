@@ -18,8 +18,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use certctl_daemon::inventory::query::{self, ListFilter};
-use certctl_daemon::inventory::scan::{scan, ScanOptions, ScanProgress};
+use certctl_daemon::query::{self, ListFilter};
+use certctl_daemon::scan::{scan, ScanOptions, ScanProgress};
 use certctl_daemon::Duration;
 use certctl_store::*;
 

@@ -1,62 +1,142 @@
-//! certctl's engine: everything between the store and the binaries.
+//! certctl's engine: everything between the store and the binaries, one folder per
+//! capability (the README's "Architecture" has the map and how a request travels).
 //!
-//! - [`x509`] and [`formats`]: reading certificates out of DER, PEM and PKCS#12 bytes;
-//!   [`pkcs12_guard`]: the work factors a PKCS#12 file may ask for, checked before opening.
-//! - [`inventory`]: `scan`, the parallel walk-parse-store pipeline over files and folders.
-//! - [`query`]: `list`, `show`, `stats`, `check` over the store; [`stalled`]: agents whose
-//!   ephemeral credentials stopped being renewed.
-//! - [`view`]: the JSON/CSV form of a certificate (a contract for scripts).
-//! - [`fleet`]: the demo fleet and benchmark certificate generator.
-//! - [`duration`]: `30d`, `12h`, `2w`.
-//!
-//! - [`api`]: the requests `certctl` makes, answered by [`api::execute`] on a store.
-//! - [`server`]: the `certd` daemon (schedules, folder watching, signals, control socket).
-//! - [`metrics_http`]: certd's `GET /metrics` (Prometheus) responder.
-//! - [`control`] and [`signals`]: the OS-specific parts (Unix socket, Unix signals).
-//! - [`config`] and [`schedule`]: certd's TOML configuration and cron schedules.
-//! - [`smtp_client`] and [`smtp_tls`]: the bounded SMTP session reminders go out through
-//!   (reply sizes, one deadline per session) and its TLS side (`smtp.ca_file`).
-//! - [`probe`]: fetching and judging the chains served by live TLS endpoints.
-//! - [`ca`], [`revoke`] and [`workflow`]: managed CAs and issuing, revocation and CRLs,
-//!   the regenerate workflow and the audit history queries; [`workflow_csr`]: regenerating
-//!   a certificate of a CA certctl does not hold (`--csr`, `workflows complete`);
-//!   [`reload`]: the post-deploy reload hooks of deploy targets.
-//! - [`agents`], [`reports`] and [`artifacts`]: agent registrations, the pending queue,
-//!   approve/block and the deny list; fleet reports, clock skew, drift and metrics; tracked
-//!   artifacts (enrollment bundles) shown by `list`.
-//! - [`manpages`]: the manual pages, rendered from the clap definitions.
-//! - [`retention`]: prune passes (`certctl store prune`, certd's `[retention]` job).
-//!
-//! The `certd` binary (src/bin/certd.rs) runs [`server::run`]; the `certctl` CLI sends
-//! [`api::Request`]s to certd when it runs, and executes them itself when not.
+//! This file is the facade. The capability folders are private; what `certctl`, `certd`,
+//! the tests and the benchmarks use is re-exported below, grouped the way the binaries think
+//! of it (`query::list`, `revoke::revoke`, `ca::Secret`). The single-file capabilities
+//! (`config`, `policy`, `probe`, `history`, `backup`, `retention`, `demo`, `manpages`,
+//! `duration`) and [`api`] and [`server`] are public modules: their `pub` items are exactly
+//! their interface (`unreachable_pub` keeps everything else crate-private).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod backup;
-pub mod certs;
+mod certs;
 pub mod config;
-pub mod crash_point;
+mod crash_point;
 pub mod demo;
 pub mod duration;
-pub mod files;
-pub mod fleet;
+mod files;
+mod fleet;
 pub mod history;
-pub mod inventory;
-pub mod mail;
+mod inventory;
+mod mail;
 pub mod manpages;
-pub mod net;
-pub mod pki;
+mod net;
+mod pki;
 pub mod policy;
 pub mod probe;
-pub mod reminders;
+mod reminders;
 pub mod retention;
 pub mod server;
 
-pub use api::control;
 pub use api::fleet::{FleetRequest, FleetResponse};
-/// Transitional: the CLI's old paths (the facade replaces them).
-pub use certs::{formats, pkcs12_guard, x509};
-pub use files::atomic as atomic_file;
-pub use pki::{ca, crlfetch, reload, renewal, revoke, scep, workflow};
-
 pub use duration::Duration;
+
+/// Reading certificates out of DER, PEM and PKCS#12 bytes.
+pub mod formats {
+    pub use crate::certs::formats::{read_certificates, read_certificates_partial, FormatError};
+    pub use crate::certs::openssl_setup::ensure_legacy_provider;
+}
+
+/// X.509 facts.
+pub mod x509 {
+    pub use crate::certs::x509::take_lax_date_notes;
+}
+
+/// The one symlink-safe atomic writer.
+pub mod atomic_file {
+    pub use crate::files::atomic::{FileMode, Options};
+}
+
+/// `certctl scan`: the walk-parse-store pipeline, and reading a file the way it does.
+pub mod scan {
+    pub use crate::inventory::scan::{
+        read_file_bytes, read_regular_file, scan, ScanOptions, ScanProgress, ScanSummary,
+    };
+}
+
+/// `certctl list`, `show`, `stats`.
+pub mod query {
+    pub use crate::inventory::query::{list, list_batches, ListFilter, QueryError, Stats};
+}
+
+/// The JSON/CSV form of a certificate (a contract for scripts).
+pub mod view {
+    pub use crate::inventory::view::{
+        printable, with_rfc3339_times, write_json_list, CertificateView, JsonListWriter, Printable,
+        EXPIRING_SECS,
+    };
+}
+
+/// Tracked artifacts (`certctl track`).
+pub mod artifacts {
+    pub use crate::inventory::artifacts::{
+        csv_row, id_from_client, matches_id, parse_date, prepare, status, to_json, to_json_gone,
+        KINDS, MAX_TRACKED_FILE_BYTES,
+    };
+}
+
+/// Agents: registrations, decisions, the deny list.
+pub mod agents {
+    pub use crate::fleet::agents::{
+        agent_name, configured_deny_list, parse_registrations, DecideRequest, DecisionReport,
+        MAX_REGISTRATIONS_FILE_BYTES,
+    };
+}
+
+/// `certctl check`.
+pub mod check {
+    pub use crate::fleet::check::{check, counts_for_check, CheckReport, Verdict};
+}
+
+/// Fleet reports.
+pub mod reports {
+    pub use crate::fleet::reports::{cell_text, Report, ReportOptions, REPORTS};
+}
+
+/// Agents whose ephemeral credentials stopped being renewed.
+pub mod stalled {
+    pub use crate::fleet::stalled::{
+        grace, judge, renewal_expected, NewestCredentials, StalledRenewal,
+    };
+}
+
+/// Reminders: the pass, snoozes, how a date is said.
+pub mod remind {
+    pub use crate::reminders::{when, PassMode, PassReport, Snoozed};
+}
+
+/// Managed CAs: secrets, keys, issuing, `ca init`/`list`.
+pub mod ca {
+    pub use crate::pki::ca::{issued_by, IssueRequest, KeyKind, PfxFormat, Secret};
+    pub use crate::pki::cas::{CaInfo, CaInitRequest};
+}
+
+/// Revocation and CRLs.
+pub mod revoke {
+    pub use crate::pki::crl::{reason_name, CrlCheck};
+    pub use crate::pki::revoke::{parse_reason, RevokeReport, RevokeRequest};
+}
+
+/// The regenerate workflow.
+pub mod workflow {
+    pub use crate::pki::workflow::{RegenerateRequest, WorkflowReport, WorkflowSecrets};
+}
+
+/// Automatic renewal.
+pub mod renewal {
+    pub use crate::pki::renewal::{
+        explain, unknown_scep_servers, DueRenewal, RenewReport, RenewRequest, RenewalMethod,
+    };
+}
+
+/// SCEP enrollment by hand (`certd scep enroll`).
+pub mod scep {
+    pub use crate::pki::scep::admin::{enroll, AdminError, EnrollRequest};
+}
+
+/// CRLs of other CAs.
+pub mod crlfetch {
+    pub use crate::pki::crlfetch::CrlFetchOptions;
+}

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
-use certctl_daemon::fleet::agents::{self, DecideRequest, DecisionReport};
-use certctl_daemon::inventory::scan;
+use certctl_daemon::agents::{self, DecideRequest, DecisionReport};
+use certctl_daemon::scan;
 use certctl_daemon::{FleetRequest, FleetResponse};
 use certctl_store::{now, rfc3339, AgentVerdict};
 use clap::{Args, Subcommand};

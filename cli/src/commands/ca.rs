@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use certctl_daemon::api::{Request, Response};
 use certctl_daemon::ca::Secret;
-use certctl_daemon::pki::cas::{CaInfo, CaInitRequest};
+use certctl_daemon::ca::{CaInfo, CaInitRequest};
 use certctl_daemon::Duration;
 use certctl_store::rfc3339;
 use clap::{Args, Subcommand};

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use certctl_daemon::api::{Request, Response};
-use certctl_daemon::fleet::check::{CheckReport, Verdict};
-use certctl_daemon::inventory::view::CertificateView;
+use certctl_daemon::check::{CheckReport, Verdict};
+use certctl_daemon::view::CertificateView;
 use certctl_daemon::Duration;
 use certctl_store::Role;
 use clap::Args;
@@ -83,9 +83,7 @@ fn check(session: &Session, a: CheckArgs) -> Result<Exit> {
         });
         println!(
             "{}",
-            serde_json::to_string_pretty(&certctl_daemon::inventory::view::with_rfc3339_times(
-                &v
-            )?)?
+            serde_json::to_string_pretty(&certctl_daemon::view::with_rfc3339_times(&v)?)?
         );
     } else {
         println!("{}", report.summary(t));
@@ -98,7 +96,7 @@ fn check(session: &Session, a: CheckArgs) -> Result<Exit> {
 }
 
 /// A stalled renewal as `check --json` prints it (times in RFC 3339).
-pub fn stalled_json(s: &certctl_daemon::fleet::stalled::StalledRenewal) -> serde_json::Value {
+pub fn stalled_json(s: &certctl_daemon::stalled::StalledRenewal) -> serde_json::Value {
     serde_json::json!({
         "agent": s.agent,
         "fingerprint_sha256": s.fingerprint.to_hex(),

@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use certctl_daemon::check;
 use certctl_daemon::demo;
-use certctl_daemon::fleet::check;
-use certctl_daemon::inventory::query::{self, ListFilter};
-use certctl_daemon::inventory::scan::{ScanOptions, ScanSummary};
+use certctl_daemon::query::{self, ListFilter};
+use certctl_daemon::scan::{ScanOptions, ScanSummary};
 use certctl_store::{now, Certificate, CredentialKind, Role, Store};
 use clap::Args;
 

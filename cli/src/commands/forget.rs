@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use certctl_daemon::api::{Request, Response};
-use certctl_daemon::inventory::view::Printable;
+use certctl_daemon::view::Printable;
 use certctl_store::rfc3339;
 use clap::Args;
 
@@ -31,9 +31,7 @@ pub fn exec(g: &Globals, a: ForgetArgs) -> Result<Exit> {
     if a.output.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&certctl_daemon::inventory::view::with_rfc3339_times(
-                &removed
-            )?)?
+            serde_json::to_string_pretty(&certctl_daemon::view::with_rfc3339_times(&removed)?)?
         );
     } else {
         for e in &removed {

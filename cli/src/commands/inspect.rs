@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use certctl_daemon::fleet::check::Verdict;
+use certctl_daemon::check::Verdict;
 use certctl_daemon::formats;
-use certctl_daemon::inventory::scan;
-use certctl_daemon::inventory::view::{CertificateView, Printable};
+use certctl_daemon::scan;
+use certctl_daemon::view::{CertificateView, Printable};
 use certctl_daemon::Duration;
 use certctl_store::{now, UnixTime};
 use clap::Args;
@@ -39,7 +39,7 @@ pub struct InspectArgs {
 }
 
 pub fn exec(a: InspectArgs) -> Result<Exit> {
-    certctl_daemon::certs::openssl_setup::ensure_legacy_provider();
+    certctl_daemon::formats::ensure_legacy_provider();
     let password = pfx_password_text(a.pfx_password_file.as_deref())?;
     // Like a scan: never blocks on a FIFO or device, refuses files over the size cap.
     let (bytes, _) = scan::read_file_bytes(&a.file)

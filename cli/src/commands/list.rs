@@ -5,9 +5,9 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::Result;
 use certctl_daemon::api::Request;
-use certctl_daemon::inventory::artifacts;
-use certctl_daemon::inventory::query::ListFilter;
-use certctl_daemon::inventory::view::CertificateView;
+use certctl_daemon::artifacts;
+use certctl_daemon::query::ListFilter;
+use certctl_daemon::view::CertificateView;
 use certctl_daemon::Duration;
 use certctl_daemon::{FleetRequest, FleetResponse};
 use certctl_store::{now, rfc3339, CredentialKind, Role, TrackedArtifact, UnixTime};

@@ -33,9 +33,7 @@ pub fn exec(g: &Globals, a: MetricsArgs) -> Result<Exit> {
     // certd's jobs (only a running certd knows them) and the SMTP state: the same series
     // certd's own /metrics appends.
     let status = session.status()?;
-    text.push_str(&certctl_daemon::server::metrics_http::status_series(
-        &status,
-    ));
+    text.push_str(&certctl_daemon::server::status_series(&status));
     match a.out {
         Some(path) => atomic_file::Options::new(FileMode::Public)
             .write(&path, text.as_bytes())

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use certctl_daemon::api::Request;
-use certctl_daemon::inventory::artifacts;
-use certctl_daemon::inventory::query::ListFilter;
+use certctl_daemon::artifacts;
 use certctl_daemon::policy::{self, PolicyError, PolicySet, Successors};
-use certctl_daemon::reminders::Snoozed;
+use certctl_daemon::query::ListFilter;
+use certctl_daemon::remind::Snoozed;
 use certctl_store::{rfc3339, Certificate, TrackedArtifact, UnixTime};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -207,7 +207,7 @@ fn explain_artifact(
         "credential_kind": null,
         "not_after": rfc3339(a.expires),
         "days_left": (a.expires - now).div_euclid(86_400),
-        "when": certctl_daemon::reminders::when(a.expires, now),
+        "when": certctl_daemon::remind::when(a.expires, now),
         "state": state.as_str(),
         "policy": chosen.map(|(p, _)| json!({"name": p.name, "file": p.file, "line": p.line})),
         "reasons": chosen.map(|(_, why)| why.clone()).unwrap_or_default(),
@@ -283,7 +283,7 @@ fn explain(session: &Session, set: &PolicySet, g: &Globals, a: PolicyExplainArgs
             "credential_kind": cert.credential_kind().map(|k| k.as_str()),
             "not_after": rfc3339(cert.facts.not_after),
             "days_left": cert.days_left(now),
-            "when": certctl_daemon::reminders::when(cert.facts.not_after, now),
+            "when": certctl_daemon::remind::when(cert.facts.not_after, now),
             "state": state.as_str(),
             "policy": chosen.map(|(p, _)| json!({"name": p.name, "file": p.file, "line": p.line})),
             "reasons": chosen.map(|(_, why)| why.clone()).unwrap_or_default(),
@@ -306,14 +306,14 @@ fn explain(session: &Session, set: &PolicySet, g: &Globals, a: PolicyExplainArgs
 }
 
 /// For an ephemeral agent credential: its agent's newest credential among `family` and
-/// whether that agent is a stalled renewal ([`certctl_daemon::fleet::stalled`]); `null` otherwise.
+/// whether that agent is a stalled renewal ([`certctl_daemon::stalled`]); `null` otherwise.
 fn stalled_renewal_json(
     cert: &Certificate,
     family: &[Certificate],
     set: &PolicySet,
     now: UnixTime,
 ) -> serde_json::Value {
-    use certctl_daemon::fleet::stalled;
+    use certctl_daemon::stalled;
     if !stalled::renewal_expected(cert) {
         return serde_json::Value::Null;
     }
@@ -332,7 +332,7 @@ fn stalled_renewal_json(
     let (grace, grace_policy) = stalled::grace(newest_cert, Some(set));
     let stalled = stalled::judge(newest_cert, Some(set), now);
     json!({
-        "agent": certctl_daemon::fleet::agents::agent_name(newest_cert),
+        "agent": certctl_daemon::agents::agent_name(newest_cert),
         "newest": newest_fp == cert.fingerprint(),
         "newest_fingerprint": newest_fp.to_hex(),
         "not_after": rfc3339(newest_cert.facts.not_after),

@@ -6,9 +6,9 @@ use std::time::Duration as StdDuration;
 
 use anyhow::{bail, Result};
 use certctl_daemon::api::{ProbeReport, Request, Response};
-use certctl_daemon::inventory::scan;
-use certctl_daemon::inventory::view::{CertificateView, Printable};
 use certctl_daemon::probe::ProbeTarget;
+use certctl_daemon::scan;
+use certctl_daemon::view::{CertificateView, Printable};
 use certctl_daemon::Duration;
 use certctl_store::{now, Role};
 use clap::Args;
@@ -101,9 +101,7 @@ pub fn exec(g: &Globals, a: ProbeArgs) -> Result<Exit> {
         };
         println!(
             "{}",
-            serde_json::to_string_pretty(&certctl_daemon::inventory::view::with_rfc3339_times(
-                &json
-            )?)?
+            serde_json::to_string_pretty(&certctl_daemon::view::with_rfc3339_times(&json)?)?
         );
     }
     let worst = reports

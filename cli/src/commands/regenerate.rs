@@ -115,7 +115,7 @@ fn print_workflow(r: &WorkflowReport) {
             match &old.revocation {
                 Some(rv) => format!(
                     " (revoked: {})",
-                    certctl_daemon::pki::crl::reason_name(rv.reason)
+                    certctl_daemon::revoke::reason_name(rv.reason)
                 ),
                 None => String::new(),
             }

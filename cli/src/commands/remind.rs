@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use certctl_daemon::api::{Request, Response};
-use certctl_daemon::reminders::{PassMode, PassReport};
+use certctl_daemon::remind::{PassMode, PassReport};
 use certctl_store::rfc3339;
 use clap::Args;
 
@@ -51,9 +51,7 @@ pub fn exec(g: &Globals, a: RemindArgs) -> Result<Exit> {
     if a.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&certctl_daemon::inventory::view::with_rfc3339_times(
-                &report
-            )?)?
+            serde_json::to_string_pretty(&certctl_daemon::view::with_rfc3339_times(&report)?)?
         );
     } else if report.mode == PassMode::DryRun {
         for d in &report.digests {

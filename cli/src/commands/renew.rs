@@ -64,7 +64,7 @@ pub fn exec(g: &Globals, a: RenewArgs) -> Result<Exit> {
         other => return Err(unexpected(&other)),
     };
     if a.json {
-        let value = certctl_daemon::inventory::view::with_rfc3339_times(&report)?;
+        let value = certctl_daemon::view::with_rfc3339_times(&report)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print_report(&report, a.dry_run);
@@ -138,7 +138,7 @@ fn print_report(report: &RenewReport, dry_run: bool) {
 /// What `policy explain` needs to say how a certificate is renewed: the managed CAs and the
 /// passphrase files of `--config FILE`.
 pub struct RenewalContext {
-    cas: Vec<certctl_daemon::pki::cas::CaInfo>,
+    cas: Vec<certctl_daemon::ca::CaInfo>,
     passphrase_files: std::collections::BTreeMap<String, std::path::PathBuf>,
 }
 
@@ -179,6 +179,6 @@ impl RenewalContext {
             .map(|c| &c.ca);
         let explained =
             certctl_daemon::renewal::explain(cert, policy, managed, &self.passphrase_files);
-        certctl_daemon::inventory::view::with_rfc3339_times(&explained).unwrap_or_default()
+        certctl_daemon::view::with_rfc3339_times(&explained).unwrap_or_default()
     }
 }

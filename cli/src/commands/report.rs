@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use certctl_daemon::atomic_file::{self, FileMode};
-use certctl_daemon::fleet::reports::{self, Report, ReportOptions};
+use certctl_daemon::reports::{self, Report, ReportOptions};
 use certctl_daemon::Duration;
 use certctl_daemon::{FleetRequest, FleetResponse};
 use clap::Args;

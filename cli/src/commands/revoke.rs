@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use certctl_daemon::api::{Request, Response};
-use certctl_daemon::inventory::view::EXPIRING_SECS;
-use certctl_daemon::pki::crl::CrlCheck;
+use certctl_daemon::revoke::CrlCheck;
 use certctl_daemon::revoke::{self, RevokeReport, RevokeRequest};
+use certctl_daemon::view::EXPIRING_SECS;
 use certctl_store::{now, rfc3339, Certificate, SourceLocation};
 use clap::Args;
 use serde_json::{json, Value};
@@ -167,10 +167,7 @@ fn print_summary(r: &RevokeReport) {
     }
     println!("  by deployment folder or endpoint:");
     for (folder, n) in &by_folder {
-        println!(
-            "    {n:>7}  {}",
-            certctl_daemon::inventory::view::printable(folder)
-        );
+        println!("    {n:>7}  {}", certctl_daemon::view::printable(folder));
     }
     if nowhere > 0 {
         println!("    {nowhere:>7}  (deployed nowhere known)");
@@ -183,7 +180,7 @@ fn print_selection(r: &RevokeReport, verb: &str, verbose: bool) {
         println!(
             "{verb} {} certificate(s), reason {}:",
             r.targets.len(),
-            certctl_daemon::pki::crl::reason_name(r.reason)
+            certctl_daemon::revoke::reason_name(r.reason)
         );
         print_summary(r);
         if !r.already_revoked.is_empty() {
@@ -198,7 +195,7 @@ fn print_selection(r: &RevokeReport, verb: &str, verbose: bool) {
     println!(
         "{verb} {} certificate(s), reason {}:",
         r.targets.len(),
-        certctl_daemon::pki::crl::reason_name(r.reason)
+        certctl_daemon::revoke::reason_name(r.reason)
     );
     for target in &r.targets {
         let c = &target.certificate;
@@ -233,7 +230,7 @@ fn print_selection(r: &RevokeReport, verb: &str, verbose: bool) {
                 format!(
                     "{} ({})",
                     rfc3339(rv.revoked_at),
-                    certctl_daemon::pki::crl::reason_name(rv.reason)
+                    certctl_daemon::revoke::reason_name(rv.reason)
                 )
             })
             .unwrap_or_default();
@@ -298,7 +295,7 @@ pub fn crl_check_json(c: &CrlCheck) -> Value {
 fn revoke_json(r: &RevokeReport) -> Value {
     json!({
         "dry_run": r.dry_run,
-        "reason": certctl_daemon::pki::crl::reason_name(r.reason),
+        "reason": certctl_daemon::revoke::reason_name(r.reason),
         "targets": r.targets.iter().map(|t| json!({
             "certificate": cert_json(&t.certificate),
             "managed_ca": t.managed_ca,

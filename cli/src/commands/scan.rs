@@ -7,8 +7,8 @@ use std::time::Duration as StdDuration;
 
 use anyhow::Result;
 use certctl_daemon::api::{Request, Response};
-use certctl_daemon::inventory::scan::{self, ScanOptions, ScanProgress, ScanSummary};
-use certctl_daemon::inventory::view::Printable;
+use certctl_daemon::scan::{self, ScanOptions, ScanProgress, ScanSummary};
+use certctl_daemon::view::Printable;
 use certctl_store::{now, Role, Store};
 use clap::Args;
 

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use certctl_daemon::api::{Request, Response};
-use certctl_daemon::inventory::view::{CertificateView, Printable};
+use certctl_daemon::view::{CertificateView, Printable};
 use certctl_store::{now, rfc3339, Certificate};
 use clap::Args;
 

@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 use certctl_daemon::api::{Request, Response};
-use certctl_daemon::inventory::artifacts;
-use certctl_daemon::reminders::Snoozed;
+use certctl_daemon::artifacts;
+use certctl_daemon::remind::Snoozed;
 use certctl_store::rfc3339;
 use clap::Args;
 use serde_json::json;

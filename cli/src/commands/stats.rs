@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use certctl_daemon::api::{Request, Response};
-use certctl_daemon::inventory::query::Stats;
+use certctl_daemon::query::Stats;
 
 use crate::exit::Exit;
 use crate::output::OutputArgs;

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use certctl_daemon::api::{Request, Response, StatusReport};
-use certctl_daemon::inventory::view::Printable;
+use certctl_daemon::view::Printable;
 use certctl_store::rfc3339;
 
 use crate::exit::Exit;
@@ -20,9 +20,7 @@ pub fn exec(g: &Globals, a: OutputArgs) -> Result<Exit> {
     if a.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&certctl_daemon::inventory::view::with_rfc3339_times(
-                &status
-            )?)?
+            serde_json::to_string_pretty(&certctl_daemon::view::with_rfc3339_times(&status)?)?
         );
         return Ok(Exit::Success);
     }
@@ -103,7 +101,7 @@ pub fn print_status(status: &StatusReport) {
         // The SMTP server's own words: shown escaped.
         println!(
             "smtp: last error{when}: {}",
-            certctl_daemon::inventory::view::Printable(e)
+            certctl_daemon::view::Printable(e)
         );
     }
     if let Some(d) = &status.last_delivery {
@@ -136,14 +134,14 @@ pub fn print_status(status: &StatusReport) {
             ));
         }
         // The SMTP server's own words: shown escaped.
-        println!("{}", certctl_daemon::inventory::view::Printable(&text));
+        println!("{}", certctl_daemon::view::Printable(&text));
     }
     for f in &status.failing_renewals {
         println!(
             "renewal: {} ({}): {}{}",
             f.fingerprint.to_hex().get(..16).unwrap_or_default(),
             f.method,
-            certctl_daemon::inventory::view::Printable(&f.sentence()),
+            certctl_daemon::view::Printable(&f.sentence()),
             f.workflow
                 .map(|w| format!(" (workflow {w})"))
                 .unwrap_or_default()
@@ -152,7 +150,7 @@ pub fn print_status(status: &StatusReport) {
     for g in &status.gone_artifacts {
         println!(
             "tracked: {} is gone: no reminders (`certctl untrack PATH` forgets it)",
-            certctl_daemon::inventory::view::Printable(g)
+            certctl_daemon::view::Printable(g)
         );
     }
     if status.reminders_pending > 0 {
@@ -172,7 +170,7 @@ pub fn print_status(status: &StatusReport) {
             status.failed_files_total
         );
         for f in &status.failed_files {
-            println!("  {}", certctl_daemon::inventory::view::Printable(f));
+            println!("  {}", certctl_daemon::view::Printable(f));
         }
     }
 }

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
-use certctl_daemon::inventory::artifacts;
-use certctl_daemon::inventory::scan;
+use certctl_daemon::artifacts;
+use certctl_daemon::scan;
 use certctl_daemon::Duration;
 use certctl_daemon::{FleetRequest, FleetResponse};
 use certctl_store::{now, rfc3339, UnixTime};

@@ -1,7 +1,7 @@
 //! `certctl untrack ID`: stop following a tracked file.
 
 use anyhow::Result;
-use certctl_daemon::inventory::artifacts;
+use certctl_daemon::artifacts;
 use certctl_daemon::{FleetRequest, FleetResponse};
 use certctl_store::now;
 use clap::Args;
@@ -37,8 +37,8 @@ pub fn exec(g: &Globals, a: UntrackArgs) -> Result<Exit> {
             println!(
                 "no longer tracking {} {} ({})",
                 x.kind,
-                certctl_daemon::inventory::view::Printable(&x.name),
-                certctl_daemon::inventory::view::Printable(&x.path)
+                certctl_daemon::view::Printable(&x.name),
+                certctl_daemon::view::Printable(&x.path)
             );
         }
     }

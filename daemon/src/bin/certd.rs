@@ -136,7 +136,7 @@ fn main() -> ExitCode {
             renew_key,
             json,
         }) => {
-            let request = certctl_daemon::scep::admin::EnrollRequest {
+            let request = certctl_daemon::scep::EnrollRequest {
                 cn,
                 dns,
                 key_out: key,
@@ -152,10 +152,10 @@ fn main() -> ExitCode {
 fn scep_enroll(
     file: &Path,
     server: &str,
-    request: &certctl_daemon::scep::admin::EnrollRequest,
+    request: &certctl_daemon::scep::EnrollRequest,
     json: bool,
 ) -> ExitCode {
-    use certctl_daemon::scep::admin::{enroll, AdminError};
+    use certctl_daemon::scep::{enroll, AdminError};
     let c = match config::load(file) {
         Ok(c) => c,
         Err(e) => {

@@ -179,13 +179,6 @@ impl Options {
     }
 }
 
-/// Writes `bytes` to `path` atomically with exactly file `mode`; with `backup`, the regular
-/// file replaced is first kept as `TARGET.bak`. See [`Options`] for the other choices.
-pub fn write(path: &Path, bytes: &[u8], mode: u32, backup: bool) -> Result<(), WriteError> {
-    let options = Options::new(FileMode::Exact(mode));
-    if backup { options.backup() } else { options }.write(path, bytes)
-}
-
 /// `TARGET.bak`, where a write with backup keeps the replaced file.
 pub fn backup_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
@@ -526,8 +519,9 @@ mod tests {
     fn replaces_keeps_a_backup_and_sets_the_mode() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f.pem");
-        write(&p, b"one", 0o600, true).unwrap();
-        write(&p, b"two", 0o600, true).unwrap();
+        let options = Options::new(FileMode::Exact(0o600)).backup();
+        options.write(&p, b"one").unwrap();
+        options.write(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read(backup_path(&p)).unwrap(), b"one");
         assert_eq!(mode(&p), 0o600);
@@ -540,7 +534,9 @@ mod tests {
 
     #[test]
     fn names_the_path_that_failed() {
-        let e = write(Path::new("/nonexistent-dir/x.pem"), b"x", 0o600, false).unwrap_err();
+        let e = Options::new(FileMode::Exact(0o600))
+            .write(Path::new("/nonexistent-dir/x.pem"), b"x")
+            .unwrap_err();
         assert!(e.to_string().contains("/nonexistent-dir"), "{e}");
     }
 

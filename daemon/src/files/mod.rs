@@ -4,4 +4,4 @@
 pub mod atomic;
 pub mod read;
 
-pub use read::{io_cause, FileError};
+pub use read::io_cause;

@@ -302,21 +302,12 @@ impl RegistrationIndex {
         Ok(idx)
     }
 
-    /// `None` when a registration covers the certificate, else the reason it is pending.
-    pub fn unregistered_reason(&self, cert: &Certificate) -> Option<&'static str> {
-        self.unregistered_reason_of(
-            &agent_name(cert),
-            &cert.facts.fingerprint,
-            &cert.facts.spki_sha256,
-        )
-    }
-
     /// No registration at all: every agent is unregistered.
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty() && self.fingerprints.is_empty() && self.spkis.is_empty()
     }
 
-    /// [`RegistrationIndex::unregistered_reason`] from what the agent index holds.
+    /// Why an agent is unregistered (or `None`), from what the agent index holds.
     pub fn unregistered_reason_of(
         &self,
         agent: &str,
@@ -554,16 +545,7 @@ fn resolve(
 
 /// Approves or blocks agents: records the decisions (store and audit history) and rewrites
 /// the deny list when one is configured (always when blocking: blocking without a deny
-/// list is refused before anything is recorded).
-pub fn decide(
-    store: &Store,
-    request: &DecideRequest,
-    now: UnixTime,
-) -> Result<DecisionReport, AgentsError> {
-    decide_with(store, request, None, now)
-}
-
-/// [`decide`] with certd's configured deny list (`[agents] deny_list`), used when the
+/// list is refused before anything is recorded). With certd's configured deny list (`[agents] deny_list`), used when the
 /// request names none. Precedence: `request.deny_list` (remembered in the store), then
 /// `configured`, then the remembered path.
 pub fn decide_with(
@@ -958,7 +940,7 @@ pub(crate) mod tests {
             passphrase: None,
         };
         let clock = Instant::now();
-        decide(&store, &block, t).expect("block");
+        decide_with(&store, &block, None, t).expect("block");
         let block_new = clock.elapsed();
         let clock = Instant::now();
         let denied = deny_list_fingerprints(&store, t).expect("deny list");
@@ -997,7 +979,7 @@ pub(crate) mod tests {
             passphrase: None,
         };
         let before = store.records_read();
-        let report = decide(&store, &block, t).expect("block");
+        let report = decide_with(&store, &block, None, t).expect("block");
         let block_reads = store.records_read() - before;
         assert_eq!(report.decided[0].agent, "agent-7");
         assert_eq!(report.decided[0].certificates.len(), usize::from(rounds));

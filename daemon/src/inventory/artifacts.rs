@@ -30,7 +30,6 @@
 use std::path::Path;
 
 use certctl_store::{rfc3339, Sha256, Store, StoreError, TrackedArtifact, UnixTime};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Digest;
 
@@ -139,12 +138,6 @@ fn declared(bytes: &[u8]) -> Declared {
         }
     }
     d
-}
-
-/// `certctl track`: what to record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrackRequest {
-    pub artifact: TrackedArtifact,
 }
 
 /// Builds the artifact record for a file read by the caller (`path` absolute).

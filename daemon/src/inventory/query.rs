@@ -276,6 +276,7 @@ const ALL_STATUSES: [Status; 5] = [
     Status::NotYetValid,
 ];
 
+#[cfg(test)]
 /// [`stats`] by reading every record: what the counts must equal (tests, benchmarks).
 pub fn stats_by_reading_all(store: &Store, now: UnixTime) -> Result<Stats, QueryError> {
     let mut s = Stats::default();

@@ -119,6 +119,7 @@ impl CrlUrl {
         }
     }
 
+    #[cfg(test)]
     /// The URL as it is requested.
     pub fn text(&self) -> String {
         format!("http://{}{}", self.authority, self.path)

@@ -302,7 +302,7 @@ impl From<atomic::WriteError> for CaError {
     }
 }
 
-pub use crate::files::atomic::{backup_path, FileMode};
+pub use crate::files::atomic::FileMode;
 
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>, CaError> {
     fs::read(path).map_err(io_err(path))
@@ -547,7 +547,6 @@ pub struct Signer {
     pub cert_pem: String,
     /// `chain.pem`: the CA certificate and its parents, as DER.
     pub chain: Vec<Vec<u8>>,
-    pub key: PKey<Private>,
     pub key_pair: KeyPair,
     /// CRL distribution points put into issued certificates.
     pub crl_urls: Vec<String>,
@@ -629,7 +628,6 @@ impl Signer {
             cert,
             cert_der,
             chain,
-            key,
             ca,
             dir,
         })
@@ -1055,6 +1053,7 @@ pub fn issue(store: &Store, req: &IssueRequest, now: UnixTime) -> Result<IssueRe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::atomic::backup_path;
     use crate::files::read::{check_private_file, MAX_SECRET_FILE};
 
     #[test]

@@ -53,8 +53,6 @@ pub enum RenewalError {
     Workflow(#[from] WorkflowError),
     #[error(transparent)]
     Ca(#[from] ca::CaError),
-    #[error("SCEP server `{server}`: SCEP is not built yet")]
-    ScepNotBuilt { server: String },
     #[error("SCEP server `{server}`: {cause}")]
     Scep { server: String, cause: String },
     #[error("{name}: {why}")]
@@ -308,23 +306,15 @@ pub fn renew_by_scep<G>(
     lock: &dyn Fn() -> G,
 ) -> Result<Option<WorkflowReport>, RenewalError> {
     let dir = PathBuf::from(&workflow.dir);
-    let csr_path = dir.join("new.csr");
-    let csr_pem = std::fs::read(&csr_path).map_err(|e| RenewalError::Scep {
-        server: server.to_string(),
-        cause: format!("{}: {e}", csr_path.display()),
-    })?;
     let old = store
         .get(&workflow.old)?
         .ok_or_else(|| RenewalError::NotFound(workflow.old.to_hex()))?;
     let enrollment = ScepEnrollment {
-        store,
         config,
         server,
         workflow,
         old: &old,
-        csr_pem,
         secrets,
-        now,
     };
     match crate::pki::scep::renew::enroll(&enrollment)? {
         ScepOutcome::Pending { detail } => {

@@ -58,10 +58,7 @@ pub mod pass;
 pub mod snooze;
 pub mod webhook;
 
-pub use delivery::{Mailer, SendFailure, DEFAULT_MESSAGE_ID_DOMAIN};
-pub use digest::{when, Digest, Entry, Urgency};
-pub use due::due;
-pub use email::{SmtpMailer, PASSWORD_ENV};
+pub use digest::when;
 pub use pass::*;
 pub use snooze::{snooze, snoozed, SnoozeError, Snoozed};
 

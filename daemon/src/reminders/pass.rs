@@ -179,6 +179,7 @@ fn message_id(mailer: Option<&dyn Mailer>, digest: &Digest) -> String {
     }
 }
 
+#[cfg(test)]
 /// Runs one pass at `now`. `mailer` may be `None` only for a dry run.
 pub fn run_pass(
     store: &Store,
@@ -392,20 +393,10 @@ pub fn policies_dir(
     }
 }
 
-/// A pass as `certctl [--config FILE] remind` runs it: configuration and policies read now.
-/// The store is the one given (the configuration's `store` is neither needed nor used); a
-/// dry run needs no configuration when `policies` is given.
-pub fn pass_with_config(
-    store: &Store,
-    config_path: Option<&Path>,
-    policies: Option<&Path>,
-    now: UnixTime,
-    mode: PassMode,
-) -> Result<PassReport, RemindError> {
-    pass_with_config_locked(store, config_path, policies, now, mode, &|| ())
-}
-
-/// [`pass_with_config`] taking the store's writer lock with `lock` only around store work
+/// A pass as `certctl [--config FILE] remind` runs it: configuration and policies read
+/// now. The store is the one given (the configuration's `store` is neither needed nor
+/// used); a dry run needs no configuration when `policies` is given. The store's writer
+/// lock is taken with `lock` only around store work
 /// (see [`run_pass_locked`]).
 pub fn pass_with_config_locked<G>(
     store: &Store,

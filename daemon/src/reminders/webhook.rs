@@ -46,10 +46,6 @@ impl WebhookSender {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.hooks.is_empty()
-    }
-
     /// POSTs `digest` to the webhook its recipient names. `Ok` on a 2xx answer.
     pub fn send(&self, digest: &Digest, key: &str, now: UnixTime) -> Result<(), SendFailure> {
         let name = webhook_name(&digest.recipient).unwrap_or(&digest.recipient);

@@ -16,8 +16,10 @@
 //! The scheduler follows mini-redis's purge task: sleep until the next deadline or until
 //! something else happens, whichever comes first.
 
-pub mod metrics_http;
-pub mod signals;
+pub(crate) mod metrics_http;
+pub(crate) mod signals;
+
+pub use metrics_http::status_series;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

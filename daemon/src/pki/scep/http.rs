@@ -19,7 +19,6 @@ pub const MAX_ANSWER: usize = 1 << 20;
 /// An answer with status 200.
 #[derive(Debug)]
 pub struct Answer {
-    pub content_type: String,
     pub body: Vec<u8>,
 }
 
@@ -194,7 +193,6 @@ pub fn parse(raw: &[u8]) -> Result<Answer, String> {
         None => body,
     };
     Ok(Answer {
-        content_type: header("content-type").unwrap_or_default(),
         body: body.to_vec(),
     })
 }
@@ -209,7 +207,6 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nabcdef",
         )
         .unwrap();
-        assert_eq!(a.content_type, "text/plain");
         assert_eq!(a.body, b"abc");
         let e =
             parse(b"HTTP/1.1 302 Found\r\nLocation: http://evil.example/x\r\n\r\n").unwrap_err();

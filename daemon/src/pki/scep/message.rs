@@ -125,8 +125,9 @@ impl Algorithms {
     }
 }
 
-/// failInfo (RFC 8894 §3.2.1.4), reported in words.
+/// failInfo (RFC 8894 §3.2.1.4), reported in words. The variants keep the RFC's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)]
 pub enum FailInfo {
     BadAlg,
     BadMessageCheck,

@@ -100,9 +100,6 @@ impl Caps {
     pub fn renewal(&self) -> bool {
         self.has("Renewal")
     }
-    pub fn keywords(&self) -> &[String] {
-        &self.0
-    }
 }
 
 /// The certificates GetCACert returned, once the pin matched.
@@ -176,6 +173,7 @@ impl<'a> Client<'a> {
         }
     }
 
+    #[cfg(test)]
     /// The same client with another way to wait (tests).
     pub fn with_sleep(mut self, sleep: impl Fn(Duration) + 'a) -> Client<'a> {
         self.sleep = Box::new(sleep);

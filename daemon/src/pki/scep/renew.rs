@@ -19,7 +19,7 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
 use super::{Client, Enrollment, Outcome};
-use certctl_store::{Store, UnixTime, Workflow};
+use certctl_store::Workflow;
 
 use crate::config::Config;
 use crate::pki::ca::CaError;
@@ -39,7 +39,6 @@ pub enum EnrollError {
 /// What a SCEP enrollment gets: everything about the renewal, at the moment the CSR
 /// workflow waits at `awaiting-certificate`.
 pub struct ScepEnrollment<'a> {
-    pub store: &'a Store,
     /// certd's configuration (its `[[scep]]` servers).
     pub config: &'a Config,
     /// The `[[scep]]` server, by name.
@@ -49,10 +48,7 @@ pub struct ScepEnrollment<'a> {
     /// The certificate being renewed (its current files hold the key a RenewalReq is signed
     /// with).
     pub old: &'a Certificate,
-    /// The CSR (PEM), `new.csr` in the workflow folder.
-    pub csr_pem: Vec<u8>,
     pub secrets: &'a WorkflowSecrets,
-    pub now: UnixTime,
 }
 
 /// What the SCEP server answered.

@@ -253,16 +253,7 @@ pub fn resume(
 /// A workflow id and how resuming it went.
 pub type Resumed = (u64, Result<WorkflowReport, WorkflowError>);
 
-/// Resumes every unfinished workflow; returns the outcome of each.
-pub fn resume_all(
-    store: &Store,
-    secrets: &WorkflowSecrets,
-    now: UnixTime,
-) -> Result<Vec<Resumed>, WorkflowError> {
-    resume_all_with(store, |_| secrets.clone(), now)
-}
-
-/// As [`resume_all`], with the secrets each workflow needs (what certd does at start-up:
+/// Resumes every unfinished workflow, with the secrets each workflow needs (what certd does at start-up:
 /// the passphrase of the workflow's CA, from its configuration).
 pub fn resume_all_with(
     store: &Store,
@@ -1012,15 +1003,6 @@ pub fn complete(
 ) -> Result<WorkflowReport, WorkflowError> {
     csr::receive(store, id, cert_file, secrets, now)?;
     resume(store, id, secrets, now)
-}
-
-/// The step names and numbers, for help texts.
-pub fn steps_help() -> String {
-    WorkflowStep::ALL
-        .iter()
-        .map(|s| format!("{}={}", s.number(), s))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]
