@@ -19,9 +19,9 @@ use std::time::Duration as StdDuration;
 
 use anyhow::{bail, Context, Result};
 use certctl_daemon::agents;
+use certctl_daemon::api::control::{self, Client};
 use certctl_daemon::api::{self, Request, Response, StatusReport};
 use certctl_daemon::config;
-use certctl_daemon::api::control::{self, Client};
 use certctl_daemon::policy::{self, PolicySet};
 use certctl_daemon::query::{self, ListFilter};
 use certctl_daemon::remind::Snoozed;

@@ -55,6 +55,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::files::atomic::{self, FileMode, WriteError};
+use crate::history::AuditAction;
 
 /// The archive format this release writes, and the newest it reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -694,7 +695,7 @@ fn unpack(
         at: now,
         fingerprint: None,
         actor: crate::history::actor(),
-        action: "store-restored".into(),
+        action: AuditAction::StoreRestored.into(),
         detail: format!(
             "restored from a backup of {} taken from {}",
             manifest.created, manifest.store

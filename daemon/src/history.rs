@@ -24,6 +24,95 @@ pub enum HistoryError {
     BadDate(String),
 }
 
+/// What an audit event records: the `action` of [`certctl_store::AuditEvent`] and of `certctl history`
+/// lines, one word each (the store keeps the word, so old records and these agree).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditAction {
+    /// first seen by a scan (history only).
+    FirstSeen,
+    /// seen at a source (history only).
+    SeenAt,
+    /// gone from a source (history only).
+    GoneFrom,
+    /// issued by a managed CA.
+    Issued,
+    /// received from an outside CA (`workflows complete`).
+    Received,
+    /// a managed CA created (`ca init`).
+    CaCreated,
+    /// revoked (by certctl, or found on a CRL).
+    Revoked,
+    /// a managed CA published a CRL.
+    CrlPublished,
+    /// a regenerate workflow started.
+    RegenerateRequested,
+    /// the new certificate of a workflow names the old one.
+    Supersedes,
+    /// the old certificate names its successor.
+    SupersededBy,
+    /// a workflow deployed the new certificate.
+    Deployed,
+    /// an automatic renewal started.
+    RenewalStarted,
+    /// an automatic renewal failed.
+    RenewalFailed,
+    /// a reminder digest was delivered.
+    ReminderSent,
+    /// reminders silenced until a date.
+    Snoozed,
+    /// an agent approved.
+    AgentApproved,
+    /// an agent blocked (on the deny list).
+    AgentBlocked,
+    /// a tracked file no longer tracked.
+    Untracked,
+    /// an endpoint removed from the probe list.
+    EndpointForgotten,
+    /// the store restored from a backup.
+    StoreRestored,
+}
+
+impl AuditAction {
+    /// The word stored and shown (`revoked`, `crl-published`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::FirstSeen => "first-seen",
+            AuditAction::SeenAt => "seen-at",
+            AuditAction::GoneFrom => "gone-from",
+            AuditAction::Issued => "issued",
+            AuditAction::Received => "received",
+            AuditAction::CaCreated => "ca-created",
+            AuditAction::Revoked => "revoked",
+            AuditAction::CrlPublished => "crl-published",
+            AuditAction::RegenerateRequested => "regenerate-requested",
+            AuditAction::Supersedes => "supersedes",
+            AuditAction::SupersededBy => "superseded-by",
+            AuditAction::Deployed => "deployed",
+            AuditAction::RenewalStarted => "renewal-started",
+            AuditAction::RenewalFailed => "renewal-failed",
+            AuditAction::ReminderSent => "reminder-sent",
+            AuditAction::Snoozed => "snoozed",
+            AuditAction::AgentApproved => "agent-approved",
+            AuditAction::AgentBlocked => "agent-blocked",
+            AuditAction::Untracked => "untracked",
+            AuditAction::EndpointForgotten => "endpoint-forgotten",
+            AuditAction::StoreRestored => "store-restored",
+        }
+    }
+}
+
+impl std::fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<AuditAction> for String {
+    fn from(a: AuditAction) -> String {
+        a.as_str().to_string()
+    }
+}
+
 /// Who runs the command (`$USER`, else `$LOGNAME`, else the uid).
 pub fn actor() -> String {
     std::env::var("USER")
@@ -57,21 +146,21 @@ pub fn history(store: &Store, id: &str) -> Result<Vec<History>, HistoryError> {
     for cert in certs {
         let mut entries = vec![HistoryEntry {
             at: cert.first_seen,
-            action: "first-seen".into(),
+            action: AuditAction::FirstSeen.into(),
             actor: "inventory".into(),
             detail: cert.facts.display_name().to_string(),
         }];
         for s in &cert.sources {
             entries.push(HistoryEntry {
                 at: s.first_seen,
-                action: "seen-at".into(),
+                action: AuditAction::SeenAt.into(),
                 actor: "inventory".into(),
                 detail: s.location.to_string(),
             });
             if let Some(g) = s.gone_since {
                 entries.push(HistoryEntry {
                     at: g,
-                    action: "gone-from".into(),
+                    action: AuditAction::GoneFrom.into(),
                     actor: "inventory".into(),
                     detail: s.location.to_string(),
                 });

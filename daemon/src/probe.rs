@@ -75,6 +75,7 @@ use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509PurposeId, X509Ref, X509StoreContext, X509VerifyResult, X509};
 
 use crate::certs::x509::facts_from_der;
+use crate::history::AuditAction;
 
 /// The most certificates of a served chain that are judged and recorded; the rest are
 /// dropped and reported as `chain-too-long`.
@@ -309,7 +310,7 @@ pub fn forget(store: &Store, address: &str, now: UnixTime) -> Result<Endpoint, F
         at: now,
         fingerprint: endpoint.chain.first().copied(),
         actor: crate::history::actor(),
-        action: "endpoint-forgotten".into(),
+        action: AuditAction::EndpointForgotten.into(),
         detail: format!(
             "tls://{} ({} findings, last probe {})",
             endpoint.address,

@@ -70,6 +70,22 @@ fn certd_serves_metrics_over_http_matching_the_scanned_fleet() {
             scan["last_run"].as_i64().map(|_| ())
         },
     );
+    // The start-up prune and CRL upkeep ran too (nothing to do is a success).
+    for job in ["retention", "crl-upkeep"] {
+        wait_for(
+            Duration::from_secs(30),
+            || format!("the start-up {job} job{}", certd.describe()),
+            || {
+                let st = status_json(&env);
+                let j = st["daemon"]["schedules"]
+                    .as_array()?
+                    .iter()
+                    .find(|j| j["job"] == job)?
+                    .clone();
+                j["last_run"].as_i64().map(|_| ())
+            },
+        );
+    }
 
     let answer = http_get(&address, "/metrics");
     assert_eq!(answer.status, 200, "{answer:?}");
@@ -158,6 +174,15 @@ fn certd_serves_metrics_over_http_matching_the_scanned_fleet() {
         Some(1.0),
         "{body}"
     );
+    // A job's own words for success count as success (a prune says "ok: 0 removed in 0
+    // batches", the CRL upkeep "ok: 0 CRLs re-signed", which once read as failures).
+    for job in ["retention", "crl-upkeep"] {
+        assert_eq!(
+            get(&m, "certctl_job_last_run_success", &[("job", job)]),
+            Some(1.0),
+            "{job}: {body}"
+        );
+    }
     assert_eq!(get(&m, "certctl_smtp_failing", &[]), Some(0.0), "{body}");
     assert_eq!(
         get(&m, "certctl_reminders_pending", &[]),

@@ -12,6 +12,7 @@ use crate::fleet::agents::{
     decide_with, deny_list_path, import, pending, write_deny_list, AgentsError, DecideRequest,
     DecisionReport, ImportReport, PendingAgent,
 };
+use crate::fleet::reports::{self, ReportKind};
 
 /// The fleet requests (`agents ...`, `report`, `track`, the artifacts of `list`), carried
 /// by `Request::Fleet` so they work the same directly and through certd.
@@ -126,6 +127,7 @@ pub fn execute_with(
     now: UnixTime,
 ) -> Result<FleetResponse, (ErrorKind, String)> {
     let fail = |e: &dyn std::fmt::Display| (ErrorKind::Failed, e.to_string());
+    let invalid = |e: &dyn std::fmt::Display| (ErrorKind::Invalid, e.to_string());
     let agents_err = |e: AgentsError| match e {
         AgentsError::UnknownAgent(_) => (ErrorKind::NotFound, e.to_string()),
         AgentsError::NoDenyList | AgentsError::RelativeDenyList(_) => {
@@ -166,22 +168,14 @@ pub fn execute_with(
         .map(|report| FleetResponse::Decided { report })
         .map_err(agents_err),
         FleetRequest::Report { name, options } => {
-            match crate::fleet::reports::run(store, &name, &options, now) {
-                Ok(report) => Ok(FleetResponse::Report { report }),
-                Err(e @ crate::fleet::reports::ReportError::Unknown(_)) => {
-                    Err((ErrorKind::Invalid, e.to_string()))
-                }
-                Err(e) => Err(fail(&e)),
-            }
+            let kind = name.parse::<ReportKind>().map_err(|e| invalid(&e))?;
+            reports::run(store, kind, &options, now)
+                .map(|report| FleetResponse::Report { report })
+                .map_err(|e| fail(&e))
         }
         FleetRequest::ReportHtml { name, options } => {
-            let report = match crate::fleet::reports::run(store, &name, &options, now) {
-                Ok(report) => report,
-                Err(e @ crate::fleet::reports::ReportError::Unknown(_)) => {
-                    return Err((ErrorKind::Invalid, e.to_string()))
-                }
-                Err(e) => return Err(fail(&e)),
-            };
+            let kind = name.parse::<ReportKind>().map_err(|e| invalid(&e))?;
+            let report = reports::run(store, kind, &options, now).map_err(|e| fail(&e))?;
             crate::fleet::dashboard::overview(store, now)
                 .map(|o| FleetResponse::Html {
                     html: crate::fleet::dashboard::render_standalone(&o, &report),

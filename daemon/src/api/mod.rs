@@ -353,6 +353,10 @@ pub struct ScheduleStatus {
     pub last_run: Option<UnixTime>,
     /// `ok`, or what went wrong.
     pub last_outcome: Option<String>,
+    /// Whether the last run succeeded, as the job itself judged it (the words of
+    /// `last_outcome` are for people).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_succeeded: Option<bool>,
     pub next_run: Option<UnixTime>,
 }
 

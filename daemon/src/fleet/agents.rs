@@ -30,6 +30,8 @@ use certctl_store::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::history::AuditAction;
+
 /// The store setting that remembers the deny-list path.
 pub const DENY_LIST_SETTING: &str = "deny-list";
 
@@ -581,7 +583,10 @@ pub fn decide_with(
             fingerprints: fps.clone(),
         };
         store.put_agent_decision(&decision)?;
-        let action = format!("agent-{}", request.verdict.as_str());
+        let action = match request.verdict {
+            AgentVerdict::Approved => AuditAction::AgentApproved,
+            AgentVerdict::Blocked => AuditAction::AgentBlocked,
+        };
         let detail = format!(
             "agent {name}{}",
             guid.as_deref()
@@ -593,7 +598,7 @@ pub fn decide_with(
                 at: now,
                 fingerprint: None,
                 actor: request.actor.clone(),
-                action: action.clone(),
+                action: action.into(),
                 detail: detail.clone(),
             })?;
         }
@@ -602,7 +607,7 @@ pub fn decide_with(
                 at: now,
                 fingerprint: Some(*fp),
                 actor: request.actor.clone(),
-                action: action.clone(),
+                action: action.into(),
                 detail: detail.clone(),
             })?;
         }

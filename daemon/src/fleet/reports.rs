@@ -41,20 +41,76 @@ use crate::duration::Duration;
 use crate::fleet::agents::{self, AgentsError};
 use crate::inventory::view::EXPIRING_SECS;
 
+/// A report `certctl report NAME` can make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportKind {
+    ByRole,
+    ByIssuer,
+    ByGateway,
+    AgentsByCredential,
+    Expiring,
+    WeakKeys,
+    Revoked,
+    PendingAgents,
+    EndpointFindings,
+    Drift,
+    ClockSkew,
+}
+
+impl ReportKind {
+    /// Every report, in the order `certctl report --help` lists them.
+    pub const ALL: [ReportKind; 11] = [
+        ReportKind::ByRole,
+        ReportKind::ByIssuer,
+        ReportKind::ByGateway,
+        ReportKind::AgentsByCredential,
+        ReportKind::Expiring,
+        ReportKind::WeakKeys,
+        ReportKind::Revoked,
+        ReportKind::PendingAgents,
+        ReportKind::EndpointFindings,
+        ReportKind::Drift,
+        ReportKind::ClockSkew,
+    ];
+
+    /// The report's name on the command line and in requests.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ReportKind::ByRole => "by-role",
+            ReportKind::ByIssuer => "by-issuer",
+            ReportKind::ByGateway => "by-gateway",
+            ReportKind::AgentsByCredential => "agents-by-credential",
+            ReportKind::Expiring => "expiring",
+            ReportKind::WeakKeys => "weak-keys",
+            ReportKind::Revoked => "revoked",
+            ReportKind::PendingAgents => "pending-agents",
+            ReportKind::EndpointFindings => "endpoint-findings",
+            ReportKind::Drift => "drift",
+            ReportKind::ClockSkew => "clock-skew",
+        }
+    }
+}
+
+impl std::str::FromStr for ReportKind {
+    type Err = ReportError;
+    fn from_str(s: &str) -> Result<Self, ReportError> {
+        ReportKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| ReportError::Unknown(s.to_string()))
+    }
+}
+
 /// The report names, in the order `certctl report --help` lists them.
-pub const REPORTS: [&str; 11] = [
-    "by-role",
-    "by-issuer",
-    "by-gateway",
-    "agents-by-credential",
-    "expiring",
-    "weak-keys",
-    "revoked",
-    "pending-agents",
-    "endpoint-findings",
-    "drift",
-    "clock-skew",
-];
+pub const REPORTS: [&str; 11] = {
+    let mut names = [""; 11];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = ReportKind::ALL[i].name();
+        i += 1;
+    }
+    names
+};
 
 /// The finding name of the clock-skew report.
 pub const CLOCK_SKEW: &str = "clock-skew suspected";
@@ -147,23 +203,22 @@ pub fn cell_text(v: &Value) -> String {
 /// Makes the report `name`.
 pub fn run(
     store: &Store,
-    name: &str,
+    kind: ReportKind,
     options: &ReportOptions,
     now: UnixTime,
 ) -> Result<Report, ReportError> {
-    match name {
-        "by-role" => by_role(store, now),
-        "by-issuer" => by_issuer(store, now),
-        "by-gateway" => by_gateway(store, now),
-        "agents-by-credential" => agents_by_credential(store, now),
-        "expiring" => expiring(store, now),
-        "weak-keys" => weak_keys(store, now),
-        "revoked" => revoked(store, now),
-        "pending-agents" => pending_agents(store, now),
-        "endpoint-findings" => endpoint_findings(store, now),
-        "drift" => drift_report(store, now),
-        "clock-skew" => clock_skew(store, options, now),
-        other => Err(ReportError::Unknown(other.to_string())),
+    match kind {
+        ReportKind::ByRole => by_role(store, now),
+        ReportKind::ByIssuer => by_issuer(store, now),
+        ReportKind::ByGateway => by_gateway(store, now),
+        ReportKind::AgentsByCredential => agents_by_credential(store, now),
+        ReportKind::Expiring => expiring(store, now),
+        ReportKind::WeakKeys => weak_keys(store, now),
+        ReportKind::Revoked => revoked(store, now),
+        ReportKind::PendingAgents => pending_agents(store, now),
+        ReportKind::EndpointFindings => endpoint_findings(store, now),
+        ReportKind::Drift => drift_report(store, now),
+        ReportKind::ClockSkew => clock_skew(store, options, now),
     }
 }
 
@@ -1184,10 +1239,16 @@ mod tests {
     fn unknown_report_names_the_choices() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("open");
-        let err = run(&store, "nope", &ReportOptions::default(), 0).expect_err("unknown");
+        let err = "nope".parse::<ReportKind>().expect_err("unknown");
         assert!(err.to_string().contains("by-gateway"), "{err}");
         for name in REPORTS {
-            run(&store, name, &ReportOptions::default(), 0).expect("empty store report");
+            run(
+                &store,
+                name.parse().expect("a report"),
+                &ReportOptions::default(),
+                0,
+            )
+            .expect("empty store report");
         }
     }
 

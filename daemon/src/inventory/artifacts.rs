@@ -33,6 +33,7 @@ use certctl_store::{rfc3339, Sha256, Store, StoreError, TrackedArtifact, UnixTim
 use serde_json::{json, Value};
 use sha2::Digest;
 
+use crate::history::AuditAction;
 use crate::inventory::query::ListFilter;
 use crate::inventory::view::EXPIRING_SECS;
 
@@ -264,7 +265,7 @@ pub fn untrack(
                 at: now,
                 fingerprint: Some(a.id),
                 actor: crate::history::actor(),
-                action: "untracked".into(),
+                action: AuditAction::Untracked.into(),
                 detail: format!("{} ({}, {})", a.name, a.kind, a.path),
             })?;
             Ok(found)

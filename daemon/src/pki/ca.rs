@@ -64,7 +64,7 @@ use crate::certs::x509::{facts_from_der, X509Error};
 use crate::duration::Duration;
 use crate::files::atomic;
 use crate::files::read::{read_private_file, FileError};
-use crate::history::actor;
+use crate::history::{actor, AuditAction};
 
 /// Certificates are backdated this much, for clocks that run a little behind.
 pub const BACKDATE_SECS: i64 = 300;
@@ -1033,7 +1033,7 @@ pub fn issue(store: &Store, req: &IssueRequest, now: UnixTime) -> Result<IssueRe
         at: now,
         fingerprint: Some(facts.fingerprint),
         actor: actor(),
-        action: "issued".into(),
+        action: AuditAction::Issued.into(),
         detail: format!(
             "by managed CA `{}`, serial {}, role {}",
             signer.ca.name, facts.serial, req.role

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::certs::x509::facts_from_der;
 use crate::duration::Duration;
 use crate::files::atomic;
-use crate::history::actor;
+use crate::history::{actor, AuditAction};
 
 use crate::pki::ca::*;
 use crate::pki::crl;
@@ -155,7 +155,7 @@ pub fn init(store: &Store, req: &CaInitRequest, now: UnixTime) -> Result<CaInfo,
         at: now,
         fingerprint: Some(ca.fingerprint),
         actor: ca.created_by.clone(),
-        action: "ca-created".into(),
+        action: AuditAction::CaCreated.into(),
         detail: format!(
             "managed CA `{}` ({} key{}{})",
             ca.name,

@@ -12,7 +12,7 @@ use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, Ser
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::history::actor;
+use crate::history::{actor, AuditAction};
 use crate::inventory::query::QueryError;
 use crate::pki::ca::{self, write_atomic, CaError, FileMode, Secret, Signer};
 
@@ -307,7 +307,7 @@ pub fn audit_crl(
         at: now,
         fingerprint: Some(signer.ca.fingerprint),
         actor: actor(),
-        action: "crl-published".into(),
+        action: AuditAction::CrlPublished.into(),
         detail: format!(
             "CRL #{} of CA `{}` with {} revoked serials, next update {}",
             crl.number,

@@ -40,6 +40,7 @@ use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::x509::{X509Crl, X509};
 use serde::{Deserialize, Serialize};
 
+use crate::history::AuditAction;
 use crate::pki::ca;
 
 pub mod http;
@@ -559,7 +560,7 @@ fn record_one(
                 at: now,
                 fingerprint: Some(fp),
                 actor: url.to_string(),
-                action: "revoked".into(),
+                action: AuditAction::Revoked.into(),
                 detail,
             })
             .map_err(stored)?;

@@ -37,6 +37,7 @@ use certctl_store::{
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, RenewalConfig};
+use crate::history::AuditAction;
 use crate::pki::ca::{self, KeyKind, Secret};
 use crate::pki::scep::renew::{EnrollError, ScepEnrollment, ScepOutcome};
 use crate::pki::workflow::{
@@ -610,10 +611,18 @@ pub struct RenewalPassReport {
 }
 
 impl RenewalPassReport {
+    /// How many renewals of the pass failed.
+    pub fn failed(&self) -> usize {
+        self.renewals
+            .iter()
+            .filter(|r| r.outcome == "failed")
+            .count()
+    }
+
     /// One line for `status` (the job's last outcome).
     pub fn summary(&self) -> String {
         let count = |o: &str| self.renewals.iter().filter(|r| r.outcome == o).count();
-        let failed = count("failed");
+        let failed = self.failed();
         let line = format!(
             "{} renewed, {} failed, {} pending, {} waiting, {} manual",
             count("renewed"),
@@ -899,7 +908,7 @@ fn renew_one<G>(
                 at: now,
                 fingerprint: Some(d.fingerprint),
                 actor: crate::history::actor(),
-                action: "renewal-failed".into(),
+                action: AuditAction::RenewalFailed.into(),
                 detail: format!("attempt {} ({}): {cause}", record.failures, d.method.name()),
             })?;
         }
@@ -961,7 +970,7 @@ fn attempt(
                 at: now,
                 fingerprint: Some(d.fingerprint),
                 actor: crate::history::actor(),
-                action: "renewal-started".into(),
+                action: AuditAction::RenewalStarted.into(),
                 detail: format!(
                     "workflow {} by {}: {}",
                     report.workflow.id, d.method, d.reason

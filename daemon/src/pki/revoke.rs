@@ -21,7 +21,7 @@ use openssl::x509::X509;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use crate::history::actor;
+use crate::history::{actor, AuditAction};
 use crate::inventory::query::{self, QueryError};
 use crate::pki::ca::{self, CaError, Secret, Signer};
 use crate::pki::crl::{
@@ -362,7 +362,7 @@ fn revoke_records(
             at: now,
             fingerprint: Some(t.certificate.fingerprint()),
             actor: who.clone(),
-            action: "revoked".into(),
+            action: AuditAction::Revoked.into(),
             detail,
         })?;
     }
@@ -491,7 +491,7 @@ pub fn revoke_one(
             at: now,
             fingerprint: Some(*fp),
             actor: actor(),
-            action: "revoked".into(),
+            action: AuditAction::Revoked.into(),
             detail: format!(
                 "reason {}; serial {}",
                 reason_name(reason),

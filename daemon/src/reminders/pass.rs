@@ -15,6 +15,7 @@ use super::due::due;
 use super::email::SmtpMailer;
 use super::webhook::WebhookSender;
 use crate::config::{self, Config, ConfigError};
+use crate::history::AuditAction;
 use crate::policy::{self, PolicyError, PolicySet};
 
 /// First retry delay after a failed delivery; it doubles with each failure.
@@ -347,7 +348,7 @@ fn record_sent(store: &Store, digest: &Digest, now: UnixTime) -> Result<(), Stor
             at: now,
             fingerprint: Some(s.fingerprint),
             actor: "reminders".into(),
-            action: "reminder-sent".into(),
+            action: AuditAction::ReminderSent.into(),
             detail: format!(
                 "{} reminder sent to {}",
                 policy::threshold_label(s.threshold_secs),
@@ -361,7 +362,7 @@ fn record_sent(store: &Store, digest: &Digest, now: UnixTime) -> Result<(), Stor
             at: now,
             fingerprint: Some(s.fingerprint),
             actor: "reminders".into(),
-            action: "reminder-sent".into(),
+            action: AuditAction::ReminderSent.into(),
             detail: format!(
                 "{} reminder about {} {} sent to {}",
                 e.threshold,
@@ -441,7 +442,7 @@ pub fn scheduled_pass<G>(
     config_path: &Path,
     now: UnixTime,
     lock: &dyn Fn() -> G,
-) -> String {
+) -> Result<String, String> {
     let result = (|| -> Result<PassReport, RemindError> {
         let dir = policies_dir(config, config_path, None)?;
         let set = policy::load_dir(&dir)?;
@@ -463,16 +464,16 @@ pub fn scheduled_pass<G>(
             if report.digests_sent > 0 {
                 tracing::info!("reminder pass: {outcome}");
             }
-            outcome
+            Ok(outcome)
         }
         Ok(report) => {
             let outcome = format!("failed: {}", report.summary());
             tracing::warn!("reminder pass: {outcome}");
-            outcome
+            Err(outcome)
         }
         Err(e) => {
             tracing::error!(error = %e, "reminder pass failed");
-            format!("failed: {e}")
+            Err(format!("failed: {e}"))
         }
     }
 }

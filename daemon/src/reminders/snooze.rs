@@ -6,6 +6,7 @@ use certctl_store::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::history::AuditAction;
 use crate::inventory::query::{self, QueryError};
 
 /// Why a certificate or tracked artifact could not be snoozed.
@@ -124,7 +125,7 @@ pub fn snooze(
         at: now,
         fingerprint: Some(snooze.fingerprint),
         actor: by.to_string(),
-        action: "snoozed".into(),
+        action: AuditAction::Snoozed.into(),
         detail: format!("until {}: {}", rfc3339(until), snooze.reason),
     })?;
     Ok(Snoozed {

@@ -90,6 +90,31 @@ pub enum DaemonError {
     },
 }
 
+/// How a job's last run went: its words (`certctl status`) and whether it succeeded
+/// (`certctl_job_last_run_success`), decided where the job knows, never read back from the
+/// words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct JobOutcome {
+    succeeded: bool,
+    text: String,
+}
+
+impl JobOutcome {
+    fn ok(text: impl Into<String>) -> JobOutcome {
+        JobOutcome {
+            succeeded: true,
+            text: text.into(),
+        }
+    }
+
+    fn failed(text: impl Into<String>) -> JobOutcome {
+        JobOutcome {
+            succeeded: false,
+            text: text.into(),
+        }
+    }
+}
+
 /// The scheduled jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Job {
@@ -132,7 +157,7 @@ impl Job {
 #[derive(Debug, Default, Clone)]
 struct JobState {
     last_run: Option<UnixTime>,
-    last_outcome: Option<String>,
+    last_outcome: Option<JobOutcome>,
     next_run: Option<UnixTime>,
     running: bool,
 }
@@ -232,7 +257,8 @@ impl Shared {
                     job: job.name().into(),
                     schedule: schedule_of(job).unwrap_or_else(|| "(not scheduled)".into()),
                     last_run: state.last_run,
-                    last_outcome: state.last_outcome,
+                    last_succeeded: state.last_outcome.as_ref().map(|o| o.succeeded),
+                    last_outcome: state.last_outcome.map(|o| o.text),
                     next_run: state.next_run,
                 }
             })
@@ -546,13 +572,13 @@ async fn take_backup(
 }
 
 /// `[backup]`: a backup into `dir`, then the oldest beyond `keep` removed.
-async fn scheduled_backup(shared: &Arc<Shared>) -> String {
+async fn scheduled_backup(shared: &Arc<Shared>) -> JobOutcome {
     let Some(config) = shared.config().backup else {
-        return "not configured".into();
+        return JobOutcome::failed("not configured");
     };
     if let Err(e) = crate::files::atomic::create_dir_all(&config.dir, 0o700) {
         tracing::error!(error = %e, "cannot make the backup folder");
-        return format!("failed: {e}");
+        return JobOutcome::failed(format!("failed: {e}"));
     }
     crate::backup::remove_leftovers(&config.dir);
     let out = config.dir.join(crate::backup::scheduled_name(now()));
@@ -560,16 +586,16 @@ async fn scheduled_backup(shared: &Arc<Shared>) -> String {
         Ok(report) => {
             let removed = crate::backup::prune(&config.dir, config.keep);
             tracing::info!(file = %report.file.display(), bytes = report.bytes, snapshot_ms = report.snapshot_ms, removed = removed.len(), "backup written");
-            format!(
+            JobOutcome::ok(format!(
                 "ok, {} ({} bytes), {} old backups removed",
                 report.file.display(),
                 report.bytes,
                 removed.len()
-            )
+            ))
         }
         Err(e) => {
             tracing::error!(error = %e, "scheduled backup failed; older backups are kept");
-            format!("failed: {e}")
+            JobOutcome::failed(format!("failed: {e}"))
         }
     }
 }
@@ -694,13 +720,14 @@ fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
                     ..Default::default()
                 };
                 match renewal_pass(&shared, request).await {
-                    Ok(report) => report
-                        .pass
-                        .map(|p| p.summary())
-                        .unwrap_or_else(|| "ok".into()),
+                    Ok(report) => match report.pass {
+                        Some(p) if p.failed() > 0 => JobOutcome::failed(p.summary()),
+                        Some(p) => JobOutcome::ok(p.summary()),
+                        None => JobOutcome::ok("ok"),
+                    },
                     Err(e) => {
                         tracing::error!(error = %e, "renewal pass failed");
-                        format!("failed: {e}")
+                        JobOutcome::failed(format!("failed: {e}"))
                     }
                 }
             }
@@ -721,14 +748,14 @@ fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
                                 "retention: removed expired certificates nothing holds any more"
                             );
                         }
-                        format!(
+                        JobOutcome::ok(format!(
                             "ok: {} removed in {} batches",
                             summary.report.removed, summary.report.batches
-                        )
+                        ))
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "retention pass failed");
-                        format!("failed: {e}")
+                        JobOutcome::failed(format!("failed: {e}"))
                     }
                 }
             }
@@ -742,7 +769,9 @@ fn spawn_job(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, job: Job) {
                     crate::reminders::scheduled_pass(&locks.store, &config, &path, now(), &lock)
                 })
                 .await
-                .unwrap_or_else(|e| format!("failed: {e}"))
+                .map_err(|e| format!("failed: {e}"))
+                .and_then(|pass| pass)
+                .map_or_else(JobOutcome::failed, JobOutcome::ok)
             }
         };
         shared.job_update(job, |s| {
@@ -818,7 +847,7 @@ async fn prune_pass(
 
 /// Re-signs the managed CAs' CRLs that are due, with the passphrase files of
 /// `[workflows.ca_passphrase_files]` for encrypted CAs (see [`crate::pki::crl::crl_upkeep`]).
-async fn crl_upkeep(shared: &Arc<Shared>) -> String {
+async fn crl_upkeep(shared: &Arc<Shared>) -> JobOutcome {
     let config = shared.config();
     let resign_before = config
         .crl
@@ -843,8 +872,8 @@ async fn crl_upkeep(shared: &Arc<Shared>) -> String {
     .await;
     let results = match done {
         Ok(Ok(results)) => results,
-        Ok(Err(e)) => return format!("failed: {e}"),
-        Err(e) => return format!("failed: {e}"),
+        Ok(Err(e)) => return JobOutcome::failed(format!("failed: {e}")),
+        Err(e) => return JobOutcome::failed(format!("failed: {e}")),
     };
     let mut failed = Vec::new();
     let mut published = 0;
@@ -865,9 +894,9 @@ async fn crl_upkeep(shared: &Arc<Shared>) -> String {
         }
     }
     if failed.is_empty() {
-        format!("ok: {published} CRLs re-signed")
+        JobOutcome::ok(format!("ok: {published} CRLs re-signed"))
     } else {
-        format!("failed: {}", failed.join("; "))
+        JobOutcome::failed(format!("failed: {}", failed.join("; ")))
     }
 }
 
@@ -943,7 +972,7 @@ async fn resume_workflows(shared: &Arc<Shared>) {
 }
 
 /// Fetches the CRLs of other CAs and marks listed certificates revoked.
-async fn fetch_crls(shared: &Arc<Shared>) -> String {
+async fn fetch_crls(shared: &Arc<Shared>) -> JobOutcome {
     let options = crate::pki::crlfetch::CrlFetchOptions {
         timeout_secs: shared.config().crl.timeout.as_secs().max(1),
         force: false,
@@ -952,12 +981,12 @@ async fn fetch_crls(shared: &Arc<Shared>) -> String {
         deadline_secs: None,
     };
     match crl_pass(shared, options).await {
-        Ok(report) => format!(
+        Ok(report) => JobOutcome::ok(format!(
             "ok, {} CRL URLs, {} newly revoked",
             report.urls.len(),
             report.newly_revoked
-        ),
-        Err(e) => format!("failed: {e}"),
+        )),
+        Err(e) => JobOutcome::failed(format!("failed: {e}")),
     }
 }
 
@@ -987,12 +1016,12 @@ fn spawn_watch_scan(tasks: &mut JoinSet<()>, shared: &Arc<Shared>, changed: Vec<
     let shared = shared.clone();
     tasks.spawn(async move {
         let outcome = scan_sources(&shared, Some(changed)).await;
-        tracing::debug!(%outcome, "watched change scanned");
+        tracing::debug!(outcome = %outcome.text, "watched change scanned");
     });
 }
 
 /// Scans every configured source, or with `changed`, the folders holding those paths.
-async fn scan_sources(shared: &Arc<Shared>, changed: Option<Vec<PathBuf>>) -> String {
+async fn scan_sources(shared: &Arc<Shared>, changed: Option<Vec<PathBuf>>) -> JobOutcome {
     let config = shared.config();
     let _writer = shared.writer.lock().await;
     let mut failures = 0u64;
@@ -1044,18 +1073,20 @@ async fn scan_sources(shared: &Arc<Shared>, changed: Option<Vec<PathBuf>>) -> St
             }
             Ok(Err(e)) => {
                 tracing::error!(source = %source.path.display(), error = %e, "scan failed");
-                return format!("failed: {e}");
+                return JobOutcome::failed(format!("failed: {e}"));
             }
-            Err(e) => return format!("failed: {e}"),
+            Err(e) => return JobOutcome::failed(format!("failed: {e}")),
         }
     }
     if !shared.cancel.load(Ordering::Relaxed) {
         refresh_deny_list(shared).await;
     }
     if failures > 0 {
-        format!("ok with {failures} files failing, {new} new certificates")
+        JobOutcome::ok(format!(
+            "ok with {failures} files failing, {new} new certificates"
+        ))
     } else {
-        format!("ok, {new} new certificates")
+        JobOutcome::ok(format!("ok, {new} new certificates"))
     }
 }
 
@@ -1071,7 +1102,7 @@ fn watch_scan_root(changed: &Path, source: &Path) -> PathBuf {
     }
 }
 
-async fn probe_endpoints(shared: &Arc<Shared>) -> String {
+async fn probe_endpoints(shared: &Arc<Shared>) -> JobOutcome {
     let config = shared.config();
     let mut problems = 0usize;
     for endpoint in &config.endpoints {
@@ -1110,10 +1141,10 @@ async fn probe_endpoints(shared: &Arc<Shared>) -> String {
             }
         }
     }
-    format!(
+    JobOutcome::ok(format!(
         "ok, {} endpoints, {problems} with findings",
         config.endpoints.len()
-    )
+    ))
 }
 
 async fn serve_control(listener: ControlListener, shared: Arc<Shared>) {

@@ -19,7 +19,7 @@ use certctl_store::{AuditEvent, SourceLocation, Store, UnixTime, Workflow, Workf
 use openssl::x509::X509;
 
 use crate::certs::x509::facts_from_der;
-use crate::history::actor;
+use crate::history::{actor, AuditAction};
 use crate::pki::ca::{self, der_to_pem, write_atomic, CaError, FileMode};
 use crate::pki::workflow::common::{
     audit_once, parse_rfc2253, read_issued, sans_of, step_err, step_key, WorkflowError,
@@ -115,14 +115,14 @@ pub(crate) fn step_receive(
     for (fingerprint, action, detail) in [
         (
             fp,
-            "received",
+            AuditAction::Received,
             format!(
                 "from the CA `{}`, serial {}, role {} (workflow {})",
                 facts.issuer, facts.serial, old.role, wf.id
             ),
         ),
-        (fp, "supersedes", old.fingerprint().to_hex()),
-        (old.fingerprint(), "superseded-by", fp.to_hex()),
+        (fp, AuditAction::Supersedes, old.fingerprint().to_hex()),
+        (old.fingerprint(), AuditAction::SupersededBy, fp.to_hex()),
     ] {
         audit_once(
             store,

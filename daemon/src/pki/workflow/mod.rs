@@ -53,7 +53,7 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
 use crate::certs::x509::facts_from_der;
-use crate::history::actor;
+use crate::history::{actor, AuditAction};
 use crate::pki::ca::{
     self, der_to_pem, write_atomic, CaError, FileMode, KeyKind, LeafSpec, Secret, Signer,
 };
@@ -222,7 +222,7 @@ pub fn regenerate(
         at: now,
         fingerprint: Some(old.fingerprint()),
         actor: wf.actor.clone(),
-        action: "regenerate-requested".into(),
+        action: AuditAction::RegenerateRequested.into(),
         detail: format!(
             "workflow {id} ({}{}{})",
             match &wf.csr {
@@ -497,7 +497,7 @@ fn step_issue(
             at: now,
             fingerprint: Some(fp),
             actor: who.clone(),
-            action: "issued".into(),
+            action: AuditAction::Issued.into(),
             detail: format!(
                 "by managed CA `{}`, serial {}, role {} (workflow {})",
                 signer.ca.name, facts.serial, old.role, wf.id
@@ -510,7 +510,7 @@ fn step_issue(
             at: now,
             fingerprint: Some(fp),
             actor: who.clone(),
-            action: "supersedes".into(),
+            action: AuditAction::Supersedes.into(),
             detail: old.fingerprint().to_hex(),
         },
     )?;
@@ -520,7 +520,7 @@ fn step_issue(
             at: now,
             fingerprint: Some(old.fingerprint()),
             actor: who,
-            action: "superseded-by".into(),
+            action: AuditAction::SupersededBy.into(),
             detail: fp.to_hex(),
         },
     )?;
@@ -865,7 +865,7 @@ fn step_deploy(
             at: now,
             fingerprint: Some(new_fp),
             actor: actor(),
-            action: "deployed".into(),
+            action: AuditAction::Deployed.into(),
             detail: format!("workflow {}: {}", wf.id, wf.deployed.join(", ")),
         },
     )?;
