@@ -249,6 +249,64 @@ pub fn parse_date(s: &str) -> Result<UnixTime, HistoryError> {
 mod tests {
     use super::*;
 
+    /// The words are in stores already written: a variant may be added, never renamed.
+    #[test]
+    fn audit_actions_keep_their_released_words() {
+        use AuditAction as A;
+        let words: Vec<&str> = [
+            A::FirstSeen,
+            A::SeenAt,
+            A::GoneFrom,
+            A::Issued,
+            A::Received,
+            A::CaCreated,
+            A::Revoked,
+            A::CrlPublished,
+            A::RegenerateRequested,
+            A::Supersedes,
+            A::SupersededBy,
+            A::Deployed,
+            A::RenewalStarted,
+            A::RenewalFailed,
+            A::ReminderSent,
+            A::Snoozed,
+            A::AgentApproved,
+            A::AgentBlocked,
+            A::Untracked,
+            A::EndpointForgotten,
+            A::StoreRestored,
+        ]
+        .into_iter()
+        .map(AuditAction::as_str)
+        .collect();
+        assert_eq!(
+            words,
+            [
+                "first-seen",
+                "seen-at",
+                "gone-from",
+                "issued",
+                "received",
+                "ca-created",
+                "revoked",
+                "crl-published",
+                "regenerate-requested",
+                "supersedes",
+                "superseded-by",
+                "deployed",
+                "renewal-started",
+                "renewal-failed",
+                "reminder-sent",
+                "snoozed",
+                "agent-approved",
+                "agent-blocked",
+                "untracked",
+                "endpoint-forgotten",
+                "store-restored",
+            ]
+        );
+    }
+
     #[test]
     fn dates_parse() {
         assert_eq!(parse_date("1970-01-02").unwrap(), 86_400);

@@ -68,12 +68,22 @@ pub enum SmtpError {
     /// The server answered 4xx or 5xx.
     #[error("{} error ({code}): {text}", if *.code >= 500 { "permanent" } else { "transient" })]
     Reply { code: u16, text: String },
-    /// The server lacks what the configuration needs (STARTTLS, an AUTH mechanism).
+    /// The server lacks what the configuration needs (STARTTLS).
     #[error("{0}")]
     Unsupported(String),
+    /// Logging in could not be done on our side: no AUTH mechanism in common, or an
+    /// exchange that does not follow the mechanism.
+    #[error("{0}")]
+    Auth(String),
 }
 
 impl SmtpError {
+    /// Whether logging in failed: the server refused the credentials or wants another way
+    /// to log in (RFC 4954's 530, 534, 535, 538), or no AUTH exchange could be made.
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self, SmtpError::Auth(_)) || matches!(self.code(), Some(530 | 534 | 535 | 538))
+    }
+
     /// The server answered with a 4xx code.
     pub fn is_transient(&self) -> bool {
         matches!(self, SmtpError::Reply { code, .. } if (400..500).contains(code))
@@ -283,11 +293,11 @@ impl Session {
             .info
             .get_auth_mechanism(DEFAULT_MECHANISMS)
             .ok_or_else(|| {
-                SmtpError::Unsupported("No compatible authentication mechanism was found".into())
+                SmtpError::Auth("No compatible authentication mechanism was found".into())
             })?;
         let auth = |r: Result<Auth, lettre::transport::smtp::Error>| {
             r.map(|a| a.to_string())
-                .map_err(|e| SmtpError::Malformed(format!("authentication: {e}")))
+                .map_err(|e| SmtpError::Auth(format!("response error: authentication: {e}")))
         };
         let mut response = self.command(&auth(Auth::new(mechanism, credentials.clone(), None))?)?;
         for _ in 0..10 {
@@ -300,8 +310,8 @@ impl Session {
                 &response,
             ))?)?;
         }
-        Err(SmtpError::Malformed(
-            "authentication: unexpected number of challenges".into(),
+        Err(SmtpError::Auth(
+            "response error: authentication: unexpected number of challenges".into(),
         ))
     }
 
@@ -515,6 +525,24 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_failures_are_known_by_code_not_by_words() {
+        let reply = |code: u16, text: &str| SmtpError::Reply {
+            code,
+            text: text.into(),
+        };
+        for code in [530, 534, 535, 538] {
+            assert!(reply(code, "5.7.8 no").is_auth_failure(), "{code}");
+        }
+        assert!(
+            SmtpError::Auth("No compatible authentication mechanism was found".into())
+                .is_auth_failure()
+        );
+        // A refusal that merely mentions the word is not a login failure.
+        assert!(!reply(550, "mailbox unavailable (authentication realm: x)").is_auth_failure());
+        assert!(!SmtpError::Closed.is_auth_failure());
+    }
     use std::net::TcpListener;
 
     /// A server on loopback that writes `bytes` (then waits for the client to leave).

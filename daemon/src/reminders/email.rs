@@ -26,6 +26,13 @@ enum Phase {
     Message,
 }
 
+/// Why the envelope of a digest was not accepted: the SMTP session failed, or the message
+/// needs an extension the server does not offer (then nothing was sent).
+enum EnvelopeError {
+    Smtp(SmtpError),
+    Unsendable(String),
+}
+
 /// Delivers digests through the `[smtp]` server: one SMTP session per digest, driven step
 /// by step with the bounded [`crate::mail::smtp::Session`] (reply sizes capped, one
 /// deadline per session of [`crate::mail::smtp::DEADLINE_FACTOR`] × `smtp.timeout`) so that a failure says whether the message had been sent ([`SendFailure::maybe_delivered`]),
@@ -137,7 +144,7 @@ impl SmtpMailer {
         conn: &mut Session,
         message: &lettre::Message,
         raw: &[u8],
-    ) -> Result<(), Result<SmtpError, String>> {
+    ) -> Result<(), EnvelopeError> {
         use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
         use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
         let envelope = message.envelope();
@@ -149,7 +156,7 @@ impl SmtpMailer {
             .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
         if non_ascii {
             if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
-                return Err(Err(
+                return Err(EnvelopeError::Unsendable(
                     "the addresses are not ASCII and the server does not offer SMTPUTF8".into(),
                 ));
             }
@@ -157,19 +164,20 @@ impl SmtpMailer {
         }
         if !raw.is_ascii() {
             if !conn.server_info().supports_feature(Extension::EightBitMime) {
-                return Err(Err(
+                return Err(EnvelopeError::Unsendable(
                     "the message is not ASCII and the server does not offer 8BITMIME".into(),
                 ));
             }
             options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
         conn.command(&Mail::new(envelope.from().cloned(), options).to_string())
-            .map_err(Ok)?;
+            .map_err(EnvelopeError::Smtp)?;
         for to in envelope.to() {
             conn.command(&Rcpt::new(to.clone(), vec![]).to_string())
-                .map_err(Ok)?;
+                .map_err(EnvelopeError::Smtp)?;
         }
-        conn.command(&Data.to_string()).map_err(Ok)?;
+        conn.command(&Data.to_string())
+            .map_err(EnvelopeError::Smtp)?;
         Ok(())
     }
 
@@ -186,8 +194,7 @@ impl SmtpMailer {
         let message_id = digest.message_id(&self.domain());
         // The server answered with an error code: it is alive and did not take the message.
         let refused = e.is_transient() || e.is_permanent();
-        let auth = matches!(phase, Phase::Greeting | Phase::Login)
-            && (e.code() == Some(535) || cause.to_lowercase().contains("authentication"));
+        let auth = matches!(phase, Phase::Greeting | Phase::Login) && e.is_auth_failure();
         let error = if auth {
             format!(
                 "{}: authentication failed for user `{}`: {cause} (check smtp.username and the password in smtp.password_file or ${PASSWORD_ENV})",
@@ -244,11 +251,11 @@ impl Mailer for SmtpMailer {
         };
         match self.envelope(&mut conn, &message, &raw) {
             Ok(()) => {}
-            Err(Ok(e)) => {
+            Err(EnvelopeError::Smtp(e)) => {
                 close(conn, &e);
                 return Err(self.failure(digest, Phase::Envelope, &e));
             }
-            Err(Err(problem)) => {
+            Err(EnvelopeError::Unsendable(problem)) => {
                 conn.abort();
                 return Err(SendFailure::not_sent(format!(
                     "{}: cannot deliver to {}: {problem}",
