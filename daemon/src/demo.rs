@@ -26,11 +26,12 @@ use rcgen::{
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::duration::DAY_SECS;
 use crate::files::atomic::{FileMode, Options};
 
 const MINUTE: i64 = 60;
 const HOUR: i64 = 3_600;
-const DAY: i64 = 86_400;
+const DAY: i64 = DAY_SECS;
 
 /// The DNS domain of the demo fleet.
 pub const DEMO_DOMAIN: &str = "contoso.example";

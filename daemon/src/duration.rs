@@ -9,6 +9,16 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// Seconds in a day.
+pub const DAY_SECS: i64 = 86_400;
+/// Seconds in a week.
+pub const WEEK_SECS: i64 = 7 * DAY_SECS;
+
+/// Whole days from `now` to `t`, rounded down: 0 on the last day, -1 the day after.
+pub fn days_left(t: i64, now: i64) -> i64 {
+    (t - now).div_euclid(DAY_SECS)
+}
+
 /// A length of time in whole seconds, written as an integer and a unit (`s`, `m`, `h`,
 /// `d`, `w`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -28,7 +38,7 @@ impl Duration {
 
     pub const fn days(days: i64) -> Self {
         Duration {
-            secs: days * 86_400,
+            secs: days * DAY_SECS,
         }
     }
 
@@ -68,8 +78,8 @@ impl FromStr for Duration {
             "s" | "sec" | "secs" | "second" | "seconds" => 1,
             "m" | "min" | "mins" | "minute" | "minutes" => 60,
             "h" | "hour" | "hours" => 3_600,
-            "d" | "day" | "days" => 86_400,
-            "w" | "week" | "weeks" => 7 * 86_400,
+            "d" | "day" | "days" => DAY_SECS,
+            "w" | "week" | "weeks" => WEEK_SECS,
             _ => return Err(err("unknown unit")),
         };
         n.checked_mul(unit_secs)
@@ -95,7 +105,7 @@ impl<'de> serde::Deserialize<'de> for Duration {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.secs;
-        for (unit, len) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        for (unit, len) in [("d", DAY_SECS), ("h", 3_600), ("m", 60)] {
             if s != 0 && s % len == 0 {
                 return write!(f, "{}{unit}", s / len);
             }

@@ -73,6 +73,7 @@ use toml::Spanned;
 
 use crate::config::{diagnostic, Diagnostic};
 use crate::duration::Duration;
+use crate::duration::DAY_SECS;
 
 /// A policies folder that could not be read or holds invalid policies.
 #[derive(Debug, thiserror::Error)]
@@ -384,7 +385,7 @@ impl Policy {
     pub fn renewal_stalled_days(&self, cert: &Certificate, now: UnixTime) -> Option<i64> {
         let r = self.renewal_expected?;
         let due = cert.facts.not_after.saturating_sub(r.as_secs());
-        (now >= due).then(|| (now - due).div_euclid(86_400))
+        (now >= due).then(|| (now - due).div_euclid(DAY_SECS))
     }
 
     /// What is wrong with the key or signature under the key rules.

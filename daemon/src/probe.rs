@@ -325,32 +325,23 @@ pub fn forget(store: &Store, address: &str, now: UnixTime) -> Result<Endpoint, F
 
 // ---- network -------------------------------------------------------------------------------
 
-/// Splits `host:port` / `[v6]:port`.
+/// Splits `host:port` / `[v6]:port` ([`crate::net::address`]), the problem said for `probe`.
 fn split_address(address: &str) -> Result<(String, u16), String> {
-    let bad = |why: &str| {
+    use crate::net::address::{split_host_port, AddressProblem as P};
+    split_host_port(address).map_err(|problem| {
+        let why = match problem {
+            P::Url => "a URL: give host:port without a scheme",
+            P::NoClosingBracket | P::NotIpv6 => {
+                "an IPv6 address in brackets must be followed by :port"
+            }
+            P::NoPort => "the port is missing",
+            P::UnbracketedIpv6 => "write IPv6 addresses in brackets, as [2001:db8::1]:443",
+            P::NoHost => "the host is empty",
+            P::BadHost => "the host name has spaces or a `/`",
+            P::BadPort => "the port must be a number from 1 to 65535",
+        };
         format!("`{address}` is not a valid endpoint address ({why}; expected host:port, for example gw.contoso.example:443)")
-    };
-    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
-        rest.split_once("]:")
-            .ok_or_else(|| bad("an IPv6 address in brackets must be followed by :port"))?
-    } else {
-        let (host, port) = address
-            .rsplit_once(':')
-            .ok_or_else(|| bad("the port is missing"))?;
-        if host.contains(':') {
-            return Err(bad(
-                "write IPv6 addresses in brackets, as [2001:db8::1]:443",
-            ));
-        }
-        (host, port)
-    };
-    if host.is_empty() {
-        return Err(bad("the host is empty"));
-    }
-    match port.parse::<u16>() {
-        Ok(0) | Err(_) => Err(bad("the port must be a number from 1 to 65535")),
-        Ok(port) => Ok((host.to_owned(), port)),
-    }
+    })
 }
 
 /// Resolves `host`, waiting at most `timeout` (the lookup runs on a helper thread that is

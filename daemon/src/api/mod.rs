@@ -17,6 +17,7 @@ use certctl_store::{Certificate, Endpoint, Role, Store, UnixTime};
 use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
+use crate::duration::DAY_SECS;
 use crate::fleet::check::{self, CheckReport};
 use crate::history::{self, History, ValidAt};
 use crate::inventory::query::{self, ListFilter, QueryError, Stats};
@@ -842,7 +843,7 @@ fn crl_state(
         if let Some(next_update) = crl::crl_next_update(&ca) {
             // Within a day of it, or past half its validity for CRLs shorter than two days
             // (certd re-signs at half the validity).
-            if next_update - now < (ca.crl_validity_secs / 2).min(86_400) {
+            if next_update - now < (ca.crl_validity_secs / 2).min(DAY_SECS) {
                 expiring.push(check::CrlExpiry {
                     ca: ca.name,
                     next_update,

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -1861,50 +1861,36 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// `host:port` → (host, port); IPv6 in brackets (`[::1]:443`), returned without them.
 fn split_address(address: &str) -> Result<(String, u16), String> {
+    use crate::net::address::{split_host_port, AddressProblem as P};
     let usage = "write host:port, e.g. `gw.contoso.example:443` (IPv6 as `[::1]:443`)";
-    if address.contains("://") {
-        return Err(format!(
-            "`{address}` is a URL: {usage}, without a scheme or a path"
-        ));
-    }
-    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("`{address}` has no `]` after the IPv6 address: {usage}"))?;
-        if host.parse::<Ipv6Addr>().is_err() {
-            return Err(format!("`{host}` in `{address}` is not an IPv6 address"));
+    split_host_port(address).map_err(|problem| match problem {
+        P::Url => format!("`{address}` is a URL: {usage}, without a scheme or a path"),
+        P::NoClosingBracket => {
+            format!("`{address}` has no `]` after the IPv6 address: {usage}")
         }
-        let port = after
-            .strip_prefix(':')
-            .ok_or_else(|| format!("`{address}` has no port: {usage}"))?;
-        (host, port)
-    } else {
-        match address.rsplit_once(':') {
-            None => return Err(format!("`{address}` has no port: {usage}")),
-            Some((host, _)) if host.contains(':') => {
-                return Err(format!(
-                    "`{address}` looks like an IPv6 address: put it in brackets and add \
-                     the port, e.g. `[::1]:443`"
-                ))
-            }
-            Some(parts) => parts,
+        P::NotIpv6 => {
+            let host = address
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("");
+            format!("`{host}` in `{address}` is not an IPv6 address")
         }
-    };
-    if host.is_empty() {
-        return Err(format!("`{address}` has no host: {usage}"));
-    }
-    if host.contains(|c: char| c.is_whitespace() || c == '/') {
-        return Err(format!("`{host}` in `{address}` is not a host name"));
-    }
-    if port.is_empty() {
-        return Err(format!("`{address}` has no port: {usage}"));
-    }
-    match port.parse::<u16>() {
-        Ok(p) if p != 0 => Ok((host.to_string(), p)),
-        _ => Err(format!(
-            "port `{port}` in `{address}` is not a port (1 to 65535)"
-        )),
-    }
+        P::NoPort => format!("`{address}` has no port: {usage}"),
+        P::UnbracketedIpv6 => format!(
+            "`{address}` looks like an IPv6 address: put it in brackets and add \
+             the port, e.g. `[::1]:443`"
+        ),
+        P::NoHost => format!("`{address}` has no host: {usage}"),
+        P::BadHost => {
+            let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+            format!("`{host}` in `{address}` is not a host name")
+        }
+        P::BadPort => {
+            let port = address.rsplit_once(':').map_or("", |(_, p)| p);
+            format!("port `{port}` in `{address}` is not a port (1 to 65535)")
+        }
+    })
 }
 
 /// `local@domain`, optionally as `Name <local@domain>`.

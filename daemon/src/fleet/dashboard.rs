@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 
 use certctl_store::{rfc3339, Certificate, CredentialKind, Role, Store, UnixTime};
 
+use crate::duration::{days_left, DAY_SECS, WEEK_SECS};
 use crate::fleet::agents::{self, AgentsError, PendingAgent};
 use crate::fleet::check::{self, CheckReport};
 use crate::history::{self, HistoryEntry, HistoryError};
@@ -20,7 +21,7 @@ use crate::Duration;
 
 /// Weeks shown on the expiry timeline (about 90 days).
 pub const TIMELINE_WEEKS: usize = 13;
-const WEEK: i64 = 7 * 86_400;
+const WEEK: i64 = WEEK_SECS;
 
 /// Thresholds of the needs-attention table (those of `certctl check` by default).
 const WARN_DAYS: i64 = 30;
@@ -75,8 +76,8 @@ pub struct Overview {
 pub fn overview(store: &Store, now: UnixTime) -> Result<Overview, DashboardError> {
     let check = check::check(
         store,
-        Duration::from_secs(WARN_DAYS * 86_400),
-        Duration::from_secs(CRITICAL_DAYS * 86_400),
+        Duration::days(WARN_DAYS),
+        Duration::days(CRITICAL_DAYS),
         None,
         now,
     )?;
@@ -199,7 +200,7 @@ pub fn render_certificate(
         "<p><a href=\"/\">&larr; all certificates</a></p>\n<h1>{}</h1>\n<table class=\"facts\">\n",
         esc(name)
     );
-    let status = c.status(now, WARN_DAYS * 86_400);
+    let status = c.status(now, WARN_DAYS * DAY_SECS);
     let sans: Vec<&str> = c.facts.sans.all().collect();
     let rows: Vec<(&str, String)> = vec![
         ("Status", status.as_str().to_string()),
@@ -216,7 +217,7 @@ pub fn render_certificate(
         ("Not after", rfc3339(c.facts.not_after)),
         (
             "Days left",
-            ((c.facts.not_after - now) / 86_400).to_string(),
+            ((c.facts.not_after - now) / DAY_SECS).to_string(),
         ),
         ("Names (SAN)", sans.join(", ")),
         ("Key", c.facts.key.to_string()),
@@ -420,7 +421,7 @@ fn attention(html: &mut String, o: &Overview, links: Links) {
                     certificate_cell(c, links),
                     c.role.as_str(),
                     rfc3339(c.facts.not_after),
-                    (c.facts.not_after - o.generated_at).div_euclid(86_400),
+                    days_left(c.facts.not_after, o.generated_at),
                     esc(&c.facts.issuer),
                     esc(&deployed)
                 );

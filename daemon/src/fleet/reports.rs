@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::duration::Duration;
+use crate::duration::{DAY_SECS, WEEK_SECS};
 use crate::fleet::agents::{self, AgentsError};
 use crate::inventory::view::EXPIRING_SECS;
 
@@ -365,7 +366,7 @@ fn expiring(store: &Store, now: UnixTime) -> Result<Report, ReportError> {
         .collect();
     cols.extend(role_cols.iter().map(String::as_str));
     let mut r = Report::new("expiring", now, &cols);
-    let end = now + EXPIRING_HORIZON_DAYS * 86_400;
+    let end = now + EXPIRING_HORIZON_DAYS * DAY_SECS;
     let certs = store.expiring_between(now + 1, end + 1, None)?;
     let weeks = (EXPIRING_HORIZON_DAYS + 6) / 7;
     let mut counts = vec![[0u64; 6]; weeks as usize];
@@ -376,15 +377,15 @@ fn expiring(store: &Store, now: UnixTime) -> Result<Report, ReportError> {
         {
             continue;
         }
-        let week = ((c.facts.not_after - now - 1).max(0) / (7 * 86_400)) as usize;
+        let week = ((c.facts.not_after - now - 1).max(0) / (WEEK_SECS)) as usize;
         let role = Role::ALL.iter().position(|r| *r == c.role).unwrap_or(5);
         if let Some(w) = counts.get_mut(week) {
             w[role] += 1;
         }
     }
     for (i, w) in counts.iter().enumerate() {
-        let from = now + i as i64 * 7 * 86_400;
-        let to = (from + 7 * 86_400).min(end);
+        let from = now + i as i64 * WEEK_SECS;
+        let to = (from + WEEK_SECS).min(end);
         let mut row = vec![
             json!(i + 1),
             json!(rfc3339(from)),

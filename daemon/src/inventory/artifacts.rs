@@ -33,12 +33,13 @@ use certctl_store::{rfc3339, Sha256, Store, StoreError, TrackedArtifact, UnixTim
 use serde_json::{json, Value};
 use sha2::Digest;
 
+use crate::duration::{days_left, DAY_SECS};
 use crate::history::AuditAction;
 use crate::inventory::query::ListFilter;
 use crate::inventory::view::EXPIRING_SECS;
 
 /// Lifetime of a cloud enrollment bundle.
-pub const ENROLLMENT_BUNDLE_LIFETIME_SECS: i64 = 10 * 86_400;
+pub const ENROLLMENT_BUNDLE_LIFETIME_SECS: i64 = 10 * DAY_SECS;
 
 /// Largest file `track` reads (64 MiB, as for certificate files): enrollment bundles and
 /// agent packages are a few MiB at most; only the file's hash and a few declared fields are
@@ -384,7 +385,7 @@ pub fn to_json_gone(a: &TrackedArtifact, gone_since: Option<UnixTime>, now: Unix
         "subject_cn": a.name,
         "not_before": rfc3339(a.issued),
         "not_after": rfc3339(a.expires),
-        "days_left": (a.expires - now).div_euclid(86_400),
+        "days_left": days_left(a.expires, now),
         "status": if gone.is_some() { "gone" } else { status(a, now) },
         "gone_since": gone,
         "role": null,
@@ -416,7 +417,7 @@ pub fn csv_row(a: &TrackedArtifact, now: UnixTime) -> [String; 17] {
         String::new(),
         rfc3339(a.issued),
         rfc3339(a.expires),
-        (a.expires - now).div_euclid(86_400).to_string(),
+        days_left(a.expires, now).to_string(),
         String::new(),
         String::new(),
         String::new(),

@@ -12,6 +12,8 @@ use certctl_store::{
 };
 use serde::Serialize;
 
+use crate::duration::{days_left, DAY_SECS};
+
 /// Text from certificates, files or servers made safe for a terminal or a text file:
 /// control characters — C0 (including CR, LF, tab and ESC), DEL and C1 (U+0080..U+009F,
 /// such as the 8-bit CSI U+009B) — and the Unicode controls that reorder or break what a
@@ -88,7 +90,7 @@ fn push_printable(out: &mut String, c: char) {
 }
 
 /// Certificates within this many seconds of expiry have status `expiring`.
-pub const EXPIRING_SECS: i64 = 30 * 86_400;
+pub const EXPIRING_SECS: i64 = 30 * DAY_SECS;
 
 /// The JSON form of a certificate (`list --json`, `show --json`, `inspect --json`).
 #[derive(Debug, Clone, Serialize)]
@@ -192,7 +194,7 @@ impl CertificateView {
             serial: f.serial.clone(),
             not_before: rfc3339(f.not_before),
             not_after: rfc3339(f.not_after),
-            days_left: (f.not_after - now).div_euclid(86_400),
+            days_left: days_left(f.not_after, now),
             status,
             role: None,
             credential_kind: f.credential_kind().map(|k| k.as_str()),
@@ -479,7 +481,7 @@ impl<'a> CertificateJson<'a> {
             serial: &f.serial,
             not_before: TimeJson(f.not_before),
             not_after: TimeJson(f.not_after),
-            days_left: (f.not_after - now).div_euclid(86_400),
+            days_left: days_left(f.not_after, now),
             status: cert.status(now, EXPIRING_SECS).as_str(),
             role: Some(cert.role.as_str()),
             credential_kind: f.credential_kind().map(|k| k.as_str()),
@@ -552,8 +554,8 @@ impl Serialize for TimeJson {
 /// `YYYY-MM-DDTHH:MM:SSZ` for years 0 to 9999 (what [`rfc3339`] gives there); `None`
 /// outside, where the caller falls back to [`rfc3339`].
 fn fast_rfc3339(t: UnixTime) -> Option<[u8; 20]> {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
+    let days = t.div_euclid(DAY_SECS);
+    let secs = t.rem_euclid(DAY_SECS);
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

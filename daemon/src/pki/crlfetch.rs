@@ -40,6 +40,7 @@ use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::x509::{X509Crl, X509};
 use serde::{Deserialize, Serialize};
 
+use crate::duration::DAY_SECS;
 use crate::history::AuditAction;
 use crate::pki::ca;
 
@@ -600,7 +601,7 @@ fn reason_from_code(code: i64) -> RevocationReason {
 fn unix(t: &Asn1TimeRef) -> Option<UnixTime> {
     let epoch = Asn1Time::from_unix(0).ok()?;
     let d = epoch.diff(t).ok()?;
-    Some(i64::from(d.days) * 86_400 + i64::from(d.secs))
+    Some(i64::from(d.days) * DAY_SECS + i64::from(d.secs))
 }
 
 /// The certificate's DER from one of its file sources, as an OpenSSL object.

@@ -3,6 +3,8 @@
 //! way a reminder does.
 
 use certctl_store::{rfc3339, CredentialKind, Role, UnixTime};
+
+use crate::duration::DAY_SECS;
 use serde::{Deserialize, Serialize};
 
 /// The digest groups, most urgent first.
@@ -121,15 +123,15 @@ pub fn when(not_after: UnixTime, now: UnixTime) -> String {
         let ago = -left;
         if ago < 3600 {
             "expired less than an hour ago".into()
-        } else if ago < 86_400 {
+        } else if ago < DAY_SECS {
             format!("expired {} ago", plural(ago / 3600, "hour"))
         } else {
-            format!("expired {} ago", plural(ago / 86_400, "day"))
+            format!("expired {} ago", plural(ago / DAY_SECS, "day"))
         }
-    } else if left < 86_400 {
+    } else if left < DAY_SECS {
         format!("expires in {}", plural((left / 3600).max(1), "hour"))
     } else {
-        format!("{} left", plural(left / 86_400, "day"))
+        format!("{} left", plural(left / DAY_SECS, "day"))
     }
 }
 

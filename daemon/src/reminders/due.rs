@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use certctl_store::{Certificate, Fingerprint, SentReminder, Snooze, Store, StoreError, UnixTime};
 
 use super::digest::{Digest, Entry, Urgency};
+use crate::duration::days_left;
 use crate::policy::{self, PolicySet, Successors};
 
 /// Whether `recipient` was already told about `threshold` or a more urgent one.
@@ -179,7 +180,7 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
                     path: Some(a.path.clone()),
                     sources: vec![a.path.clone()],
                     not_after: a.expires,
-                    days_left: (a.expires - now).div_euclid(86_400),
+                    days_left: days_left(a.expires, now),
                     threshold_secs: threshold,
                     threshold: policy::threshold_label(threshold),
                     urgency: urgency(policy, a.expires, now),

@@ -53,6 +53,7 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
 use crate::certs::x509::facts_from_der;
+use crate::duration::DAY_SECS;
 use crate::history::{actor, AuditAction};
 use crate::pki::ca::{
     self, der_to_pem, write_atomic, CaError, FileMode, KeyKind, LeafSpec, Secret, Signer,
@@ -467,7 +468,7 @@ fn step_issue(
                 subject: parse_rfc2253(&old.facts.subject),
                 sans: sans_of(&old),
                 role: old.role,
-                validity_secs: old.facts.validity_secs().max(86_400),
+                validity_secs: old.facts.validity_secs().max(DAY_SECS),
                 rsa: key.rsa().is_ok(),
             };
             let der = ca::sign_leaf(&signer, &spec, &key, now)?;
