@@ -104,6 +104,7 @@ pub mod stalled {
 
 /// Reminders: the pass, snoozes, how a date is said.
 pub mod remind {
+    pub use crate::reminders::snooze::silences;
     pub use crate::reminders::{when, PassMode, PassReport, Snoozed};
 }
 

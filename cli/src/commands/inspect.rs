@@ -97,7 +97,7 @@ fn inspect_verdict(
     let Some(first) = certs.iter().min_by_key(|c| c.not_after) else {
         return (Verdict::Ok, format!("OK: {file}: no certificates"));
     };
-    let days = (first.not_after - t).div_euclid(86_400);
+    let days = certctl_daemon::duration::days_left(first.not_after, t);
     let who = first.display_name();
     let (verdict, when) = if first.not_after <= t {
         (Verdict::Critical, format!("expired {} days ago", -days))

@@ -125,7 +125,7 @@ fn print_artifact_table(
     for x in tracked {
         table.row(vec![
             rfc3339(x.expires).chars().take(10).collect(),
-            (x.expires - t).div_euclid(86_400).to_string(),
+            certctl_daemon::duration::days_left(x.expires, t).to_string(),
             if gone.contains_key(&x.id.to_hex()) {
                 "gone".to_string()
             } else {

@@ -189,8 +189,8 @@ fn explain_artifact(
     // A snooze stops applying once the file has expired, as for a certificate.
     let snooze = snoozes
         .iter()
-        .find(|s| s.snooze.fingerprint == a.id && a.expires > now)
-        .map(|s| &s.snooze);
+        .map(|s| &s.snooze)
+        .find(|s| s.fingerprint == a.id && certctl_daemon::remind::silences(s, a.expires, now));
     let matching = set.matching_artifact(a);
     let chosen = matching.first();
     let state = chosen.map_or(policy::State::Untracked, |(p, _)| {
@@ -206,7 +206,7 @@ fn explain_artifact(
         "role": null,
         "credential_kind": null,
         "not_after": rfc3339(a.expires),
-        "days_left": (a.expires - now).div_euclid(86_400),
+        "days_left": certctl_daemon::duration::days_left(a.expires, now),
         "when": certctl_daemon::remind::when(a.expires, now),
         "state": state.as_str(),
         "policy": chosen.map(|(p, _)| json!({"name": p.name, "file": p.file, "line": p.line})),
@@ -269,10 +269,10 @@ fn explain(session: &Session, set: &PolicySet, g: &Globals, a: PolicyExplainArgs
             _ => None,
         };
         let matching = set.matching(cert);
-        let snooze = snoozed
-            .iter()
-            .find(|s| s.snooze.fingerprint == cert.fingerprint())
-            .map(|s| &s.snooze);
+        let snooze = snoozed.iter().map(|s| &s.snooze).find(|s| {
+            s.fingerprint == cert.fingerprint()
+                && certctl_daemon::remind::silences(s, cert.facts.not_after, now)
+        });
         let chosen = matching.first();
         let state = chosen.map_or(policy::State::Untracked, |(p, _)| p.state(cert, now));
         out.push(json!({

@@ -88,7 +88,7 @@ fn human_duration(secs: i64) -> String {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m", s / 60),
         s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
+        s => format!("{}d", s / certctl_daemon::duration::DAY_SECS),
     }
 }
 

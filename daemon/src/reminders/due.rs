@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use certctl_store::{Certificate, Fingerprint, SentReminder, Snooze, Store, StoreError, UnixTime};
 
 use super::digest::{Digest, Entry, Urgency};
+use super::snooze::silences;
 use crate::duration::days_left;
 use crate::policy::{self, PolicySet, Successors};
 
@@ -17,13 +18,10 @@ pub(super) fn told(sent: &[SentReminder], recipient: &str, threshold: i64) -> bo
 
 /// The digest group of something expiring at `expires` under `policy`.
 fn urgency(policy: &policy::Policy, expires: UnixTime, now: UnixTime) -> Urgency {
-    let left = expires - now;
-    if left <= 0 {
-        Urgency::Expired
-    } else if left <= policy.critical.as_secs() {
-        Urgency::Critical
-    } else {
-        Urgency::Warn
+    match policy.state_at(expires, now) {
+        policy::State::Expired => Urgency::Expired,
+        policy::State::Critical => Urgency::Critical,
+        _ => Urgency::Warn,
     }
 }
 
@@ -56,11 +54,9 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
         if threshold == 0 && crate::fleet::stalled::renewal_expected(&cert) {
             continue;
         }
-        let expired = cert.facts.not_after <= now;
-        if !expired
-            && snoozes
-                .get(&cert.fingerprint())
-                .is_some_and(|s| s.until > now)
+        if snoozes
+            .get(&cert.fingerprint())
+            .is_some_and(|s| silences(s, cert.facts.not_after, now))
         {
             continue;
         }
@@ -159,7 +155,10 @@ pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Dig
             continue;
         };
         // Snoozed like a certificate, never once it has expired.
-        if a.expires > now && snoozes.get(&a.id).is_some_and(|s| s.until > now) {
+        if snoozes
+            .get(&a.id)
+            .is_some_and(|s| silences(s, a.expires, now))
+        {
             continue;
         }
         let sent = store.sent_artifact_reminders(&a.id)?;

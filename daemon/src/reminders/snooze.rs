@@ -156,3 +156,11 @@ pub fn snoozed(store: &Store, now: UnixTime) -> Result<Vec<Snoozed>, StoreError>
     out.sort_by_key(|s| (s.snooze.until, s.snooze.fingerprint));
     Ok(out)
 }
+
+/// Whether `snooze` silences reminders about something expiring at `expires`, at `now`: only
+/// while the snooze lasts, and never once the thing has expired (an expired certificate or
+/// file is never silenced). The one place the rule is written; `due`, `policy explain` and
+/// `snoozed` follow it.
+pub fn silences(snooze: &Snooze, expires: UnixTime, now: UnixTime) -> bool {
+    expires > now && snooze.until > now
+}
