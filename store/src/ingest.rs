@@ -445,7 +445,12 @@ impl<'s> Ingest<'s> {
         let mut batch = sled::Batch::default();
         // Bytes this batch adds, for the free-space check before anything is written.
         let mut bytes = 0u64;
-        let mut size = |key: usize, value: &[u8]| bytes += (key + value.len()) as u64;
+        // Inserts (each one sizes its value), for freeing the nodes they replace.
+        let mut inserts = 0usize;
+        let mut size = |key: usize, value: &[u8]| {
+            bytes += (key + value.len()) as u64;
+            inserts += 1;
+        };
         let mut agent_bytes = 0u64;
         let mut written = HashSet::with_capacity_and_hasher(self.records.len(), FingerprintHasher);
         // What the counts must learn: each record as written, against what they knew of it.
@@ -534,8 +539,12 @@ impl<'s> Ingest<'s> {
             }
             Ok(changes)
         };
+        // Besides the inserts sized above: the agent index's entries and the counts, a few
+        // per record.
+        let writes = inserts + 3 * written.len();
         let number = store.apply_counted(
             batch,
+            writes,
             changes,
             |counts| store.ensure_space(bytes + counts),
             // Counted after the write: a lookup that read the old record sees an older

@@ -27,6 +27,7 @@ mod ingest;
 mod keys;
 mod migrate;
 pub mod model;
+mod reclaim;
 mod reminders;
 mod renewals;
 mod retention;

@@ -464,8 +464,12 @@ impl<'s> Removal<'s> {
             // must read again (see `Lookup`).
             let store = self.store;
             let counts = self.counts;
+            // A removed record takes its index entries, file locations and agent entries
+            // with it: about eight removals each.
+            let writes = 8 * self.removed as usize;
             store.apply_counted(
                 self.batch,
+                writes,
                 || Ok(counts),
                 |_| Ok(()),
                 || store.count_record_commit(),

@@ -399,22 +399,29 @@ impl Store {
     /// Writes `batch` with the count changes of the record changes it holds
     /// ([`crate::CountChanges::record_change`]), atomically. `before_write` runs under the
     /// count lock, just before the batch is applied (free-space checks; it gets the bytes
-    /// the counts add); `after_write` right after it, still under the lock.
+    /// the counts add); `after_write` right after it, still under the lock. `writes` is
+    /// about how many inserts and removals the batch holds: the tree nodes they replaced
+    /// are freed before this returns (see [`crate::reclaim`]).
     pub(crate) fn apply_counted<T>(
         &self,
         mut batch: sled::Batch,
+        writes: usize,
         changes: impl FnOnce() -> Result<crate::CountChanges>,
         before_write: impl FnOnce(u64) -> Result<()>,
         after_write: impl FnOnce() -> T,
     ) -> Result<T> {
-        let _held = self
+        crate::reclaim::before_write();
+        let held = self
             .count_lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let bytes = changes()?.write(&self.tree, &mut batch)?;
         before_write(bytes)?;
         self.tree.apply_batch(batch)?;
-        Ok(after_write())
+        let out = after_write();
+        drop(held);
+        crate::reclaim::after_write(writes);
+        Ok(out)
     }
 
     /// The records counted at `now`, where "expiring" means within `expiring_within`

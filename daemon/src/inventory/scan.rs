@@ -52,8 +52,11 @@ use serde::{Deserialize, Serialize};
 use crate::certs::formats::{self, FormatError};
 use crate::files::read::{io_cause, is_loop};
 
-/// Certificates merged per atomic store batch.
-const BATCH_CERTIFICATES: usize = 8192;
+/// Certificates merged per atomic store batch. sled keeps every tree node a batch replaces
+/// until the batch is applied (see the store's `reclaim`): 8,192 held 250 MB of old nodes at
+/// the end of each batch of a first import; 2,048 keep certd's scan of 200,000 files under
+/// 300 MB.
+const BATCH_CERTIFICATES: usize = 2048;
 
 /// Messages (chunks of up to [`JOBS_PER_CHUNK`] files) the parse workers may be ahead of the
 /// writer: about one batch, so their lookups are rarely older than the writer's last
