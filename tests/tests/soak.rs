@@ -407,6 +407,10 @@ fn run(opts: &Options) -> Vec<DayRow> {
         verify.success();
         assert_eq!(verify.json()["problems"], serde_json::json!([]), "{verify}");
     }
+    // For measurements by hand on the store the run left (remove it afterwards).
+    if std::env::var_os("SOAK_KEEP").is_some() {
+        eprintln!("soak: kept {} (SOAK_KEEP)", env.keep().display());
+    }
     rows
 }
 
