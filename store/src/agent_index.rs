@@ -252,6 +252,8 @@ impl Store {
             .scan_prefix([keys::AGENT_INDEX, LIVE])
             .map(|kv| {
                 let (key, value) = kv?;
+                self.live_entries_read
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Ok(LiveAgentEntry { key, value })
             })
     }

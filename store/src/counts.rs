@@ -14,6 +14,8 @@
 //! | `Uk` + not_after (8) + fingerprint (32)       | role + not_before | the certificates `check` considers  |
 //! | `Un` + not_before (8) + fingerprint (32)      | role         | the same, by not_before                |
 //! | `Up` + agent? (1) + fingerprint (32)          | role         | every present certificate              |
+//! | `Ug` + agent (lowercase)                      | count (8)    | an agent's live credentials (schema 5) |
+//! | `UG`                                          | count (8)    | agents with a live credential (schema 5) |
 //!
 //! *kind* is 0 (none: a CA certificate), 1 (permanent) or 2 (ephemeral); *present* is 1
 //! when a source still holds the certificate. The histograms have four levels (a second, a
@@ -22,7 +24,10 @@
 //! the whole minutes of its hour and the seconds of its minute, so time moving certificates
 //! across "expired" or "expiring" needs no record read. `check` considers certificates
 //! still present, unrevoked and not ephemeral; their entries give its lists (the records
-//! only of what it shows), `Up` gives `/metrics` its per-certificate series.
+//! only of what it shows), `Up` gives `/metrics` its per-certificate series. An agent's
+//! credential is *live* while a source holds it and it is not revoked (as in the agent
+//! index): `Ug` counts them per agent (by display name, lowercase) and `UG` counts the
+//! agents that have one, so the pending queue's size needs no scan of the live agents.
 //!
 //! Counters are read-modified-written, so commits that change them are serialised by the
 //! store's count lock ([`crate::Store::apply_counted`]).
@@ -41,6 +46,8 @@ const NOT_BEFORE: u8 = b'b';
 const CHECK: u8 = b'k';
 const CHECK_NOT_BEFORE: u8 = b'n';
 const PRESENT: u8 = b'p';
+const AGENT_LIVE: u8 = b'g';
+const LIVE_AGENTS: u8 = b'G';
 
 /// Bucket widths of the histogram levels, finest first.
 const LEVELS: [i64; 4] = [1, 60, 3_600, 86_400];
@@ -56,6 +63,8 @@ pub(crate) struct Counted {
     key: String,
     not_before: UnixTime,
     not_after: UnixTime,
+    /// The agent (display name, lowercase) of an agent certificate.
+    agent: Option<String>,
 }
 
 impl Counted {
@@ -69,7 +78,15 @@ impl Counted {
             key: cert.facts.key.to_string(),
             not_before: cert.facts.not_before,
             not_after: cert.facts.not_after,
+            agent: (cert.role == Role::Agent).then(|| cert.facts.display_name().to_lowercase()),
         }
+    }
+
+    /// Its agent, while it is a live credential of one (present and not revoked).
+    fn live_agent(&self) -> Option<&str> {
+        self.agent
+            .as_deref()
+            .filter(|_| self.present && !self.revoked)
     }
 
     /// Whether `check` considers it: present, not revoked, not ephemeral.
@@ -118,6 +135,16 @@ fn time_fp_key(which: u8, t: UnixTime, fp: &[u8; 32]) -> Vec<u8> {
     k.extend_from_slice(fp);
     k
 }
+
+/// `Ug` + agent (lowercase): the agent's live credentials.
+fn agent_live_key(agent_lower: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + agent_lower.len());
+    k.extend_from_slice(&[COUNTS, AGENT_LIVE]);
+    k.extend_from_slice(agent_lower.as_bytes());
+    k
+}
+
+const LIVE_AGENTS_KEY: [u8; 2] = [COUNTS, LIVE_AGENTS];
 
 fn present_key(c: &Counted) -> Vec<u8> {
     let mut k = Vec::with_capacity(35);
@@ -186,6 +213,9 @@ impl CountChanges {
         k.push(u8::from(c.revoked));
         k.extend_from_slice(c.key.as_bytes());
         *self.counters.entry(k).or_default() += delta;
+        if let Some(agent) = c.live_agent() {
+            *self.counters.entry(agent_live_key(agent)).or_default() += delta;
+        }
         if c.revoked {
             return;
         }
@@ -199,8 +229,28 @@ impl CountChanges {
 
     /// Adds the count keys to `batch`, reading the counters' current values from `tree`.
     /// Returns the bytes written. Callers hold the store's count lock.
-    pub(crate) fn write(self, tree: &sled::Tree, batch: &mut sled::Batch) -> Result<u64> {
+    pub(crate) fn write(mut self, tree: &sled::Tree, batch: &mut sled::Batch) -> Result<u64> {
         let mut bytes = 0u64;
+        // An agent's live count going from or to zero moves the number of live agents.
+        let mut live_agents = 0i64;
+        for (key, delta) in &self.counters {
+            if *delta == 0 || !key.starts_with(&[COUNTS, AGENT_LIVE]) {
+                continue;
+            }
+            let current = match tree.get(key)? {
+                Some(v) => read_count(&v)?,
+                None => 0,
+            };
+            let next = i64::try_from(current)
+                .unwrap_or(i64::MAX)
+                .saturating_add(*delta);
+            match (current == 0, next > 0) {
+                (true, true) => live_agents += 1,
+                (false, false) => live_agents -= 1,
+                _ => {}
+            }
+        }
+        *self.counters.entry(LIVE_AGENTS_KEY.to_vec()).or_default() += live_agents;
         for (key, delta) in self.counters {
             if delta == 0 {
                 continue;
@@ -287,12 +337,28 @@ pub(crate) fn expected<'c>(
             }
         }
     }
+    let live_agents = counters
+        .iter()
+        .filter(|(k, n)| k.starts_with(&[COUNTS, AGENT_LIVE]) && **n != 0)
+        .count() as i64;
+    counters.insert(LIVE_AGENTS_KEY.to_vec(), live_agents);
     for (k, n) in counters {
         if n != 0 {
             out.insert(k, (n as u64).to_be_bytes().to_vec());
         }
     }
     Ok(out)
+}
+
+/// How many agents have a live credential (`UG`).
+pub(crate) fn live_agents(tree: &sled::Tree) -> Result<u64> {
+    tree.get(LIVE_AGENTS_KEY)?.map_or(Ok(0), |v| read_count(&v))
+}
+
+/// How many live credentials an agent (any case) has (`Ug`).
+pub(crate) fn agent_live_credentials(tree: &sled::Tree, agent: &str) -> Result<u64> {
+    tree.get(agent_live_key(&agent.to_lowercase()))?
+        .map_or(Ok(0), |v| read_count(&v))
 }
 
 /// Rewrites every count key from the records (a store written before the counts existed,
@@ -649,6 +715,83 @@ mod tests {
         }
         ingest.commit().expect("commit");
         store
+    }
+
+    #[test]
+    fn live_agents_are_counted_through_renewals_revocations_and_removals() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = filled(dir.path());
+        // The ten agents h2, h4, ..., h20 (one live credential each).
+        assert_eq!(store.live_agent_count().expect("count"), 10);
+        // h2 renewed at its place (a second certificate of the same name), then the first
+        // one gone: one agent throughout.
+        let mut ingest = store.ingest();
+        ingest
+            .observe(facts(102, "H2"), Some(Role::Agent), at("/c2-new.pem"), 20)
+            .expect("observe");
+        ingest.commit().expect("commit");
+        assert_eq!(store.agent_live_credential_count("h2").expect("count"), 2);
+        assert_eq!(store.live_agent_count().expect("count"), 10);
+        assert!(ingest
+            .mark_gone(&crate::Sha256([2; 32]), &at("/c2.pem"), 21)
+            .expect("gone"));
+        // h4's only credential gone: one agent fewer.
+        assert!(ingest
+            .mark_gone(&crate::Sha256([4; 32]), &at("/c4.pem"), 21)
+            .expect("gone"));
+        ingest.commit().expect("commit");
+        assert_eq!(store.agent_live_credential_count("H2").expect("count"), 1);
+        assert_eq!(store.agent_live_credential_count("h4").expect("count"), 0);
+        assert_eq!(store.live_agent_count().expect("count"), 9);
+        // h6 revoked: not live.
+        let mut six = store
+            .get(&crate::Sha256([6; 32]))
+            .expect("get")
+            .expect("stored");
+        six.revocation = Some(crate::Revocation {
+            revoked_at: 30,
+            reason: crate::RevocationReason::KeyCompromise,
+            revoked_by: "me".into(),
+        });
+        store.put(&six).expect("put");
+        assert_eq!(store.live_agent_count().expect("count"), 8);
+        // h4's gone credential removed by retention: nothing changes.
+        let policy = crate::RetentionPolicy {
+            ephemeral_after_expiry: 0,
+            gone_after: 0,
+        };
+        let mut cursor = crate::PruneCursor::default();
+        while !cursor.done {
+            store
+                .prune_batch(&policy, 4_000_000_000, &mut cursor, 100, false)
+                .expect("prune");
+        }
+        assert_eq!(store.live_agent_count().expect("count"), 8);
+        let v = store.verify().expect("verify");
+        assert!(v.is_ok(), "{:?}", v.problems);
+    }
+
+    /// A schema-4 store (no live-agent counts) gets them when it is opened.
+    #[test]
+    fn a_schema_4_store_gets_its_live_agents_counted_when_opened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = filled(dir.path());
+        for prefix in [[COUNTS, AGENT_LIVE], LIVE_AGENTS_KEY] {
+            for kv in store.tree().scan_prefix(prefix) {
+                store.tree().remove(kv.expect("kv").0).expect("remove");
+            }
+        }
+        store
+            .tree()
+            .insert([keys::META, b's'], &4u32.to_be_bytes())
+            .expect("schema");
+        assert!(!store.verify().expect("verify").is_ok(), "counts missing");
+        store.flush().expect("flush");
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(store.live_agent_count().expect("count"), 10);
+        let v = store.verify().expect("verify");
+        assert!(v.is_ok(), "{:?}", v.problems);
     }
 
     #[test]

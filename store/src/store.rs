@@ -29,7 +29,10 @@ use crate::model::{Certificate, Fingerprint, Role, Sha256, UnixTime};
 ///   the failed files per directory (`B` keys, see `failed_files`) and the live agent
 ///   credentials in expiry order (`Y` `e`, see `agent_index`); a schema-3 store's endpoint
 ///   records are rewritten and the new entries built when it is opened.
-pub const SCHEMA_VERSION: u32 = 4;
+/// - 5: the live agents counted (`U` `g` per agent and `U` `G`, see `counts`), so the
+///   pending queue's size reads no live credential; an older store's counts are rebuilt
+///   when it is opened.
+pub const SCHEMA_VERSION: u32 = 5;
 /// The page cache [`Store::open`] asks for: large, because bulk scans of a few hundred
 /// thousand certificates thrash a smaller one.
 pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
@@ -63,6 +66,8 @@ pub struct Store {
     count_lock: Arc<std::sync::Mutex<()>>,
     /// Certificate records decoded by queries (see [`Store::records_read`]).
     records_read: Arc<AtomicU64>,
+    /// Live agent index entries read (see [`Store::live_agent_entries_read`]).
+    pub(crate) live_entries_read: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -162,6 +167,7 @@ impl Store {
             record_commits: Arc::new(AtomicU64::new(0)),
             count_lock: Arc::new(std::sync::Mutex::new(())),
             records_read: Arc::new(AtomicU64::new(0)),
+            live_entries_read: Arc::new(AtomicU64::new(0)),
         };
         store.check_schema()?;
         Ok(store)
@@ -194,8 +200,9 @@ impl Store {
             } else {
                 0
             };
-            // Counts exist from schema 3 on; rebuilding them reads every record.
-            let counted = if found < 3 {
+            // Counts exist from schema 3 on, the live agents' counts from schema 5;
+            // rebuilding them reads every record.
+            let counted = if found < 5 {
                 crate::counts::rebuild(&self.tree)?
             } else {
                 0
@@ -368,6 +375,13 @@ impl Store {
         self.records_read.load(Ordering::Relaxed)
     }
 
+    /// How many entries of the live agent credentials' index (`Y` `l`) were read by
+    /// [`Store::live_agent_entries`] since the store was opened: lets tests check that an
+    /// answer does not walk every live agent.
+    pub fn live_agent_entries_read(&self) -> u64 {
+        self.live_entries_read.load(Ordering::Relaxed)
+    }
+
     fn read_record(&self, bytes: &[u8]) -> Result<Certificate> {
         self.records_read.fetch_add(1, Ordering::Relaxed);
         decode_record(bytes)
@@ -447,6 +461,18 @@ impl Store {
     /// `not_before > now`.
     pub fn check_not_yet_valid(&self, now: UnixTime, role: Option<Role>) -> Result<u64> {
         crate::counts::check_not_yet_valid(&self.tree, now, role)
+    }
+
+    /// How many agents have a live credential (present in a source, not revoked): the
+    /// distinct agents of the live agent index, from a count kept on every commit.
+    pub fn live_agent_count(&self) -> Result<u64> {
+        crate::counts::live_agents(&self.tree)
+    }
+
+    /// How many live credentials the agent (name compared case-insensitively) has, from
+    /// the same counts.
+    pub fn agent_live_credential_count(&self, agent: &str) -> Result<u64> {
+        crate::counts::agent_live_credentials(&self.tree, agent)
     }
 
     /// The fingerprints of the certificates a source still holds: those that are not agent

@@ -101,6 +101,8 @@ pub struct CertdConfig {
     pub metrics_per_agent: bool,
     /// `[agents] deny_list`; default none (no `[agents]` section).
     pub deny_list: Option<PathBuf>,
+    /// The body of a `[retention]` section (TOML lines); default none (certd's defaults).
+    pub retention: Option<String>,
 }
 
 impl CertdConfig {
@@ -118,7 +120,14 @@ impl CertdConfig {
             metrics_listen: None,
             metrics_per_agent: false,
             deny_list: None,
+            retention: None,
         }
+    }
+
+    /// `[retention]` with these TOML lines, e.g. `ephemeral_after_expiry = "1d"`.
+    pub fn retention(mut self, body: &str) -> Self {
+        self.retention = Some(body.into());
+        self
     }
 
     /// `[metrics] listen = ADDRESS` (e.g. from [`free_loopback_address`]).
@@ -209,6 +218,9 @@ impl CertdConfig {
                 "\n[agents]\ndeny_list = {}\n",
                 toml_str(&deny.to_string_lossy())
             );
+        }
+        if let Some(retention) = &self.retention {
+            t += &format!("\n[retention]\n{}\n", retention.trim_end());
         }
         if let Some(listen) = &self.metrics_listen {
             t += &format!(

@@ -3,15 +3,18 @@
 //!
 //! Each simulated round (6 hours) replaces every agent's file with a newly issued
 //! certificate (new serial, so a new fingerprint), restarts certd with `CERTCTL_NOW` at the
-//! round's time (certd's clock is frozen at it) and scans the fleet through certd. After the
+//! round's time (certd's clock is frozen at it), scans the fleet through certd and runs a
+//! retention pass through it (`store prune`: certd's own hourly passes run on wall time,
+//! which the soak compresses; its background job is off here). After the
 //! last round of each simulated day it times `check`, `stats`, `GET /metrics` and
 //! `list --expiring-within 30d --json` through certd and reads certd's memory from /proc.
 //! A few long-lived site-server certificates (expiring over the next 90 days) give `check`
 //! something to find as time moves.
 //!
-//! - `a_small_soak_keeps_its_invariants` (CI, debug build): 200 agents × 3 days; asserts
-//!   that `stats`, `check` and `/metrics` agree with a recount of `list --json` and that
-//!   `store verify` is clean. Never timings.
+//! - `a_small_soak_keeps_its_invariants` (CI, debug build): 200 agents × 3 days with a
+//!   one-day retention window; asserts that `stats`, `check` and `/metrics` agree with a
+//!   recount of `list --json`, that the store levels off (six rounds of credentials once
+//!   the window passed) and that `store verify` is clean. Never timings.
 //! - `soak_benchmark` (ignored): `scripts/bench-soak [--agents N] [--days D]` runs it on the
 //!   release binaries and prints the table.
 
@@ -39,6 +42,23 @@ struct Options {
     days: usize,
     /// Check the answers against recounts (CI).
     verify: bool,
+    /// certd's `[retention]` lines; `None`: its defaults (ephemeral credentials removed 7
+    /// days after expiry, batches of 5000).
+    retention: Option<&'static str>,
+    /// `[retention] ephemeral_after_expiry` in seconds (what `retention` says, else the
+    /// default), for the number of rounds the store keeps once retention caught up.
+    ephemeral_window: i64,
+}
+
+impl Options {
+    /// Rounds of agent credentials in the store after round `round`'s scan once retention
+    /// runs every round: a credential of round r (expiring 6.5 hours after it started) is
+    /// removed from the first round at least `ephemeral_window` past its expiry.
+    fn rounds_kept(&self, round: usize) -> usize {
+        let lifetime = ROUND + HOUR / 2;
+        let kept = (lifetime + self.ephemeral_window + ROUND - 1) / ROUND;
+        (round + 1).min(usize::try_from(kept).unwrap_or(usize::MAX))
+    }
 }
 
 /// One line of the table: the state after a simulated day's last round.
@@ -47,6 +67,9 @@ struct DayRow {
     records: u64,
     store_bytes: u64,
     scan: Duration,
+    /// Certificates the day's four retention passes removed, and their time.
+    pruned: u64,
+    prune: Duration,
     check: Duration,
     stats: Duration,
     metrics: Duration,
@@ -248,10 +271,19 @@ fn run(opts: &Options) -> Vec<DayRow> {
     let metrics = free_loopback_address();
     let mut config = CertdConfig::new(env.store()).metrics(&metrics);
     config.watch = false;
+    // certd prunes every `[retention] every` (1 hour) of wall time and at start-up; a
+    // simulated round is 6 hours but lasts seconds here, and stopping certd cuts its
+    // start-up pass short (the queries also raced it). So the soak runs one whole pass per
+    // round itself, through certd at the round's time, as the hourly passes would have.
+    config = config.retention(&format!(
+        "enabled = false\n{}",
+        opts.retention.unwrap_or_default()
+    ));
     let config = config.write(&env.root().join("certd.toml"));
 
     let mut rows = Vec::new();
     let mut first_import = Duration::ZERO;
+    let (mut day_pruned, mut day_prune_time) = (0, Duration::ZERO);
     for round in 0..(opts.days * ROUNDS_PER_DAY) {
         let t = t0 + round as i64 * ROUND;
         let ((), generate) = timed(|| renew_agents(&fleet, &issuing, opts.agents, round as u64, t));
@@ -273,6 +305,15 @@ fn run(opts: &Options) -> Vec<DayRow> {
         });
         scan.success();
         let (_, scan_peak_kib) = memory_kib(certd.pid());
+        let (prune, prune_time) = timed(|| {
+            env.cmd()
+                .args(["store", "prune", "--yes", "--json"])
+                .timeout(Duration::from_secs(3600))
+                .run()
+        });
+        prune.success();
+        day_pruned += prune.json()["removed"].as_u64().unwrap_or(0);
+        day_prune_time += prune_time;
         if round == 0 {
             first_import = scan_time;
         }
@@ -326,12 +367,24 @@ fn run(opts: &Options) -> Vec<DayRow> {
             let stats = stats.json();
             if opts.verify {
                 verify_answers(&env, &stats, &check.json(), &scrape.body, t, opts);
+                // Retention keeps pace: once its window passed, the store holds the same
+                // number of rounds every day.
+                let kept = opts.rounds_kept(round);
+                assert_eq!(
+                    stats["total"].as_u64(),
+                    Some((kept * opts.agents + SITE_SERVERS) as u64),
+                    "day {day}: {kept} rounds of {} agents and {SITE_SERVERS} site servers \
+                     expected once retention removed the older rounds: {stats}",
+                    opts.agents
+                );
             }
             let row = DayRow {
                 day,
                 records: stats["total"].as_u64().unwrap_or(0),
                 store_bytes: du(env.store()),
                 scan: scan_time,
+                pruned: std::mem::take(&mut day_pruned),
+                prune: std::mem::take(&mut day_prune_time),
                 check: check_time,
                 stats: stats_time,
                 metrics: metrics_time,
@@ -354,24 +407,30 @@ fn run(opts: &Options) -> Vec<DayRow> {
         verify.success();
         assert_eq!(verify.json()["problems"], serde_json::json!([]), "{verify}");
     }
+    // For measurements by hand on the store the run left (remove it afterwards).
+    if std::env::var_os("SOAK_KEEP").is_some() {
+        eprintln!("soak: kept {} (SOAK_KEEP)", env.keep().display());
+    }
     rows
 }
 
 fn print_row(row: &DayRow, first_import: Duration, header: bool) {
     if header {
         println!(
-            "| day | records | store | scan of the round | ×first import | check | stats | GET /metrics | list 30d --json (rows) | its first line | table's first screen (whole) | certd RSS (peak; peak after the scan) |"
+            "| day | records | store | scan of the round | ×first import | removed by retention (4 passes) | check | stats | GET /metrics | list 30d --json (rows) | its first line | table's first screen (whole) | certd RSS (peak; peak after the scan) |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     }
     let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
     println!(
-        "| {} | {} | {:.1} MB | {:.2} s | {:.2} | {} | {} | {} | {} ({}) | {} | {} | {} MB ({} MB; {} MB) |",
+        "| {} | {} | {:.1} MB | {:.2} s | {:.2} | {} in {:.1} s | {} | {} | {} | {} ({}) | {} | {} | {} MB ({} MB; {} MB) |",
         row.day,
         row.records,
         row.store_bytes as f64 / 1e6,
         row.scan.as_secs_f64(),
         row.scan.as_secs_f64() / first_import.as_secs_f64().max(1e-9),
+        row.pruned,
+        row.prune.as_secs_f64(),
         ms(row.check),
         ms(row.stats),
         ms(row.metrics),
@@ -431,8 +490,8 @@ fn verify_answers(
     for (role, n) in &by_role {
         assert_eq!(stats["by_role"][role].as_u64(), Some(*n), "{role}: {stats}");
     }
-    // Every round's agent certificates are kept (no retention on this branch): one
-    // present per agent, the older ones gone.
+    // Everything but the site servers is an agent credential (the current one per agent,
+    // and the older rounds retention has not removed yet).
     assert_eq!(
         by_role.get("agent").copied(),
         Some(all.len() as u64 - SITE_SERVERS as u64)
@@ -480,12 +539,16 @@ fn verify_answers(
     assert_eq!(counted as usize, all.len(), "{metrics}");
 }
 
+/// With a one-day window so that retention's level is reached within the run (from the
+/// sixth round on), in small batches.
 #[test]
 fn a_small_soak_keeps_its_invariants() {
     run(&Options {
         agents: 200,
         days: 3,
         verify: true,
+        retention: Some("ephemeral_after_expiry = \"1d\"\nbatch = 25"),
+        ephemeral_window: DAY,
     });
 }
 
@@ -503,6 +566,8 @@ fn soak_benchmark() {
         agents: number("SOAK_AGENTS", 200_000),
         days: number("SOAK_DAYS", 30),
         verify: false,
+        retention: None,
+        ephemeral_window: 7 * DAY,
     };
     println!(
         "soak: {} agents, {} simulated days, {} cores; started {}",

@@ -415,7 +415,9 @@ pub fn pending(store: &Store, _now: UnixTime) -> Result<Vec<PendingAgent>, Agent
 
 /// The number of distinct agents in the pending queue, from the agent index alone (the
 /// live credentials, the registrations and the decisions): `/metrics` reads no agent
-/// record for it. Agrees with [`pending`]`.len()` as long as the index agrees with the
+/// record for it. Without registrations it reads no live credential either (the store's
+/// live-agent counts and one lookup per decided agent); with registrations each live
+/// credential's index entry is checked against them. Agrees with [`pending`]`.len()` as long as the index agrees with the
 /// records (`store verify` checks that).
 pub fn pending_count(store: &Store) -> Result<usize, StoreError> {
     let index = RegistrationIndex::load(store)?;
@@ -424,9 +426,20 @@ pub fn pending_count(store: &Store) -> Result<usize, StoreError> {
         .into_iter()
         .map(|d| d.agent.to_lowercase())
         .collect();
+    // Without registrations every live agent not decided is pending: the store counts the
+    // agents with a live credential on every commit, and each decided agent is one lookup.
+    if index.is_empty() {
+        let live = store.live_agent_count()?;
+        let mut decided_live = 0u64;
+        for agent in &decided {
+            if store.agent_live_credential_count(agent)? > 0 {
+                decided_live += 1;
+            }
+        }
+        return Ok(usize::try_from(live.saturating_sub(decided_live)).unwrap_or(usize::MAX));
+    }
     // The live entries come sorted by lowercase agent name: an agent's credentials are
-    // consecutive, so counting name changes counts agents without holding them. Without
-    // registrations every live credential is unregistered: the keys alone answer.
+    // consecutive, so counting name changes counts agents without holding them.
     let mut count = 0;
     let mut last_counted: Vec<u8> = Vec::new();
     let mut counted_any = false;
@@ -885,6 +898,34 @@ pub(crate) mod tests {
             ingest.commit().expect("commit");
         }
         (store, start + i64::from(rounds - 1) * 6 * 3600)
+    }
+
+    /// The pending queue's size for `/metrics` (issue 16): without registrations it comes
+    /// from the live agents' counts, not from a walk of every live credential.
+    #[test]
+    fn the_pending_count_walks_no_live_credential_without_registrations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, t) = renewing_fleet(&dir.path().join("store"), 40, 4);
+        let before = store.live_agent_entries_read();
+        assert_eq!(pending_count(&store).expect("count"), 40);
+        store
+            .put_agent_decision(&certctl_store::AgentDecision {
+                agent: "AGENT-3".into(),
+                guid: None,
+                verdict: AgentVerdict::Blocked,
+                actor: "test".into(),
+                at: t,
+                fingerprints: Vec::new(),
+            })
+            .expect("decide");
+        assert_eq!(pending_count(&store).expect("count"), 39);
+        assert_eq!(
+            store.live_agent_entries_read() - before,
+            0,
+            "live credentials walked for the count"
+        );
+        // The same as the queue itself.
+        assert_eq!(pending(&store, t).expect("pending").len(), 39);
     }
 
     /// Not a test: a measurement (`CERTCTL_AGENTS_BENCH=AGENTS cargo test -p

@@ -746,4 +746,26 @@ mod tests {
         assert!(counts.is_empty(), "{counts:?}");
         assert_eq!(store.len() as u64, store.iter().count() as u64);
     }
+
+    /// `check` at the steady state (issue 16): the agents' ephemeral credentials are not
+    /// considered and none is stalled, so no record is read at all (the counts and the
+    /// live index's expiry order answer).
+    #[test]
+    fn check_reads_no_record_of_a_renewing_fleet() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, t) =
+            crate::fleet::agents::tests::renewing_fleet(&dir.path().join("store"), 40, 4);
+        let before = store.records_read();
+        let report = check(
+            &store,
+            crate::duration::Duration::days(30),
+            crate::duration::Duration::days(7),
+            None,
+            t,
+        )
+        .expect("check");
+        assert_eq!(store.records_read() - before, 0, "records read by check");
+        assert_eq!(report.considered, 0);
+        assert_eq!(report.stalled_renewals_total, 0);
+    }
 }

@@ -43,7 +43,7 @@ use crate::pki::scep::renew::{EnrollError, ScepEnrollment, ScepOutcome};
 use crate::pki::workflow::{
     self, RegenerateRequest, WorkflowError, WorkflowReport, WorkflowSecrets,
 };
-use crate::policy::{Policy, PolicySet, RenewMode, DEFAULT_RENEW_BEFORE};
+use crate::policy::{Policy, PolicySet, RenewBefore, RenewMode, DEFAULT_RENEW_BEFORE};
 
 /// Errors of automatic renewal.
 #[derive(Debug, thiserror::Error)]
@@ -512,7 +512,7 @@ pub fn due(
     let done = renewed(store)?;
     let products = renewal_products(store)?;
     let mut out = Vec::new();
-    for cert in store.iter() {
+    for cert in candidates(store, policies, now)? {
         let cert = cert?;
         // An unfinished renewal is continued even though its deploy step already moved the
         // files to the new certificate.
@@ -546,6 +546,51 @@ pub fn due(
     }
     out.sort_by_key(|d| (d.timing.due_at, d.fingerprint));
     Ok(out)
+}
+
+/// Records read per slice of the expiry index's hits ([`candidates`]).
+const CANDIDATE_SLICE: usize = 4096;
+
+/// The certificates a pass must judge: those of the roles an auto policy names (a policy
+/// always names its roles), expiring no later than the longest `renew_before` of the auto
+/// policies from `now` (a certificate is due at `not_after - renew_before + jitter`, and
+/// the jitter and the renewed-certificate rule only make it later). A `renew_before` that
+/// is a fraction of the lifetime bounds nothing by expiry alone: then every certificate of
+/// those roles. Read from the role-and-expiry index a slice at a time, so an agent fleet's
+/// credentials are never read unless a policy renews agents.
+fn candidates<'s>(
+    store: &'s Store,
+    policies: &PolicySet,
+    now: UnixTime,
+) -> Result<impl Iterator<Item = Result<Certificate, StoreError>> + 's, StoreError> {
+    let auto: Vec<&Policy> = policies
+        .policies
+        .iter()
+        .filter(|p| p.renew == RenewMode::Auto)
+        .collect();
+    let mut roles: Vec<certctl_store::Role> = auto.iter().flat_map(|p| p.roles.clone()).collect();
+    roles.sort();
+    roles.dedup();
+    let horizon = auto.iter().try_fold(0i64, |longest, p| {
+        match p.renew_before.unwrap_or(DEFAULT_RENEW_BEFORE) {
+            RenewBefore::Duration(d) => Some(longest.max(d.as_secs())),
+            RenewBefore::Fraction { .. } => None,
+        }
+    });
+    let before = horizon.map_or(UnixTime::MAX, |h| now.saturating_add(h).saturating_add(1));
+    let mut slices = Vec::new();
+    for role in roles {
+        let hits = store.expiry_hits(UnixTime::MIN, before, Some(role))?;
+        for slice in hits.chunks(CANDIDATE_SLICE) {
+            slices.push((role, slice.to_vec()));
+        }
+    }
+    Ok(slices.into_iter().flat_map(move |(role, slice)| {
+        match store.records_of_hits(&slice, Some(role)) {
+            Ok(certs) => certs.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        }
+    }))
 }
 
 fn describe(
@@ -1232,7 +1277,6 @@ pub fn metrics_text(store: &Store) -> Result<String, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::RenewBefore;
 
     #[test]
     fn renew_before_parses_durations_and_fractions() {
@@ -1336,6 +1380,83 @@ mod tests {
         assert_eq!(t.renew_before_secs, 30 * 86_400);
         assert_eq!(t.due_at, 60 * 86_400 + t.jitter_secs);
         assert!(t.jitter_secs < 3 * 86_400);
+    }
+
+    /// 300 agents' ephemeral credentials and 20 gateways expiring every 10 days from
+    /// 15 days on, at `now`.
+    fn agents_and_gateways(store: &Store, now: UnixTime) {
+        use certctl_store::{Role, Sha256, SourceLocation};
+        let mut ingest = store.ingest();
+        let mut add = |n: u32, cn: &str, role: Role, not_before: i64, not_after: i64| {
+            let mut facts = crate::policy::tests::cert(cn, role, not_before, not_after).facts;
+            let mut fp = [0u8; 32];
+            fp[..4].copy_from_slice(&n.to_be_bytes());
+            fp[31] = 0x5a;
+            facts.fingerprint = Sha256(fp);
+            let at = SourceLocation::File {
+                path: format!("/fleet/{cn}.pem"),
+                index: 0,
+            };
+            ingest.observe(facts, Some(role), at, now).expect("observe");
+        };
+        for i in 0..300 {
+            add(
+                i,
+                &format!("agent-{i}"),
+                Role::Agent,
+                now - 3600,
+                now + 5 * 3600,
+            );
+        }
+        for i in 0..20 {
+            let not_after = now + (15 + 10 * i64::from(i)) * 86_400;
+            add(
+                1000 + i,
+                &format!("gw-{i}"),
+                Role::Gateway,
+                now - 300 * 86_400,
+                not_after,
+            );
+        }
+        ingest.commit().expect("commit");
+    }
+
+    #[test]
+    fn a_pass_reads_only_the_auto_policies_roles_due_within_their_renew_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("store")).expect("open");
+        let now = 1_800_000_000;
+        agents_and_gateways(&store, now);
+        let config =
+            crate::config::parse("store = \"/var/lib/certctl\"\n", Path::new("certd.toml"))
+                .expect("config");
+        let set = PolicySet {
+            policies: vec![auto_policy("\"gateway\"", "renew_before = \"30d\"\n")],
+            ..Default::default()
+        };
+        let before = store.records_read();
+        let found = due(&store, &set, &config, now).expect("due");
+        // The gateways expiring in 15 and 25 days (a jitter of at most 3 days).
+        assert_eq!(found.len(), 2, "{found:?}");
+        let read = store.records_read() - before;
+        assert!(
+            read <= 2 * found.len() as u64,
+            "{read} records read for {} due: only the gateways expiring within 30 days should be",
+            found.len()
+        );
+        // A fraction of the lifetime bounds nothing by expiry: every gateway is read, and
+        // still no agent credential.
+        let set = PolicySet {
+            policies: vec![auto_policy("\"gateway\"", "")],
+            ..Default::default()
+        };
+        let before = store.records_read();
+        due(&store, &set, &config, now).expect("due");
+        let read = store.records_read() - before;
+        assert!(
+            read <= 2 * 20,
+            "{read} records read: no agent credential should be"
+        );
     }
 
     #[test]
