@@ -11,10 +11,10 @@
 //! [`crate::pki::workflow`]).
 
 /// The environment variable naming the crash point (debug builds only).
-pub const VAR: &str = "CERTCTL_TEST_CRASH_AT";
+pub(crate) const VAR: &str = "CERTCTL_TEST_CRASH_AT";
 
 /// Kills the process with `SIGKILL` when [`VAR`] names `point` (debug builds only).
-pub fn here(point: &str) {
+pub(crate) fn here(point: &str) {
     if !cfg!(debug_assertions) {
         return;
     }

@@ -105,7 +105,7 @@ const CERTIFICATE_EXTENSIONS: [&str; 8] =
 
 /// Whether a folder walk should read this file: extensions `.pem .crt .cer .cert .der .pfx
 /// .p12 .chain`, case-insensitive.
-pub fn looks_like_certificate_file(path: &Path) -> bool {
+pub(crate) fn looks_like_certificate_file(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
         CERTIFICATE_EXTENSIONS
             .iter()
@@ -583,7 +583,7 @@ fn read_pkcs12(
 /// Refuses PKCS#12 DER whose MAC or encryption asks for more key-derivation work than
 /// [`crate::certs::pkcs12_guard`] allows. Every PKCS#12 file certctl opens goes through this before
 /// OpenSSL sees it (which runs the KDFs and cannot be interrupted).
-pub fn check_pkcs12_work(bytes: &[u8]) -> Result<(), FormatError> {
+pub(crate) fn check_pkcs12_work(bytes: &[u8]) -> Result<(), FormatError> {
     use crate::certs::pkcs12_guard::{check, Pkcs12GuardError};
     check(bytes).map_err(|e| match e {
         Pkcs12GuardError::Malformed(_) => FormatError::BadPfx {

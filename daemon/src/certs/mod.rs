@@ -5,7 +5,7 @@
 //!
 //! May import: `files` only.
 
-pub mod formats;
-pub mod openssl_setup;
-pub mod pkcs12_guard;
-pub mod x509;
+pub(crate) mod formats;
+pub(crate) mod openssl_setup;
+pub(crate) mod pkcs12_guard;
+pub(crate) mod x509;

@@ -16,7 +16,7 @@ pub fn ensure_legacy_provider() -> bool {
         .is_ok()
 }
 
-pub fn legacy_provider_error() -> Option<&'static str> {
+pub(crate) fn legacy_provider_error() -> Option<&'static str> {
     LEGACY_PROVIDER
         .get()
         .and_then(|r| r.as_ref().err())
@@ -24,7 +24,7 @@ pub fn legacy_provider_error() -> Option<&'static str> {
 }
 
 /// OpenSSL's error reasons, joined, without file/line noise.
-pub fn openssl_reasons(e: &openssl::error::ErrorStack) -> String {
+pub(crate) fn openssl_reasons(e: &openssl::error::ErrorStack) -> String {
     let mut s = String::new();
     for err in e.errors() {
         if !s.is_empty() {

@@ -42,18 +42,18 @@ use x509_parser::der_parser::num_bigint::BigUint;
 /// compliance-minded tools 100,000–600,000 (OWASP's PBKDF2-HMAC-SHA256 figure). 10 million
 /// leaves a wide margin above all of these and still opens in seconds; 2^31-1 would take
 /// minutes per derivation.
-pub const MAX_ITERATIONS: u64 = 10_000_000;
+pub(crate) const MAX_ITERATIONS: u64 = 10_000_000;
 
 /// Largest scrypt work `N·r·p` accepted (2^24: `N` = 2^20 with `r` = 8, `p` = 2, or the
 /// usual `N` = 2^14..2^17, `r` = 8, `p` = 1 with room to spare).
-pub const MAX_SCRYPT_WORK: u64 = 1 << 24;
+pub(crate) const MAX_SCRYPT_WORK: u64 = 1 << 24;
 
 /// Deepest nesting of `safeContentsBag`s walked (real files have none).
-pub const MAX_NESTING: usize = 8;
+pub(crate) const MAX_NESTING: usize = 8;
 
 /// Most ASN.1 elements walked in one file (a PFX with a key and a chain of ten certificates
 /// has a few hundred).
-pub const MAX_ELEMENTS: usize = 100_000;
+pub(crate) const MAX_ELEMENTS: usize = 100_000;
 
 /// Why a PKCS#12 file is refused before it is opened. Messages name the count and where it
 /// is, never the path (the caller adds it).
@@ -109,7 +109,7 @@ const OID_SCRYPT: &str = "1.3.6.1.4.1.11591.4.11";
 /// Checks every work factor of the PKCS#12 DER `der` that is visible without a password:
 /// the MAC, the encryption of each `encryptedData` container and of each shrouded key bag
 /// outside them. `Ok` means OpenSSL may open the file as far as these go.
-pub fn check(der: &[u8]) -> Result<()> {
+pub(crate) fn check(der: &[u8]) -> Result<()> {
     let mut walk = Walk::default();
     let pfx = walk.one(der, "the file")?;
     let items = walk.children(&pfx, "the PFX")?;

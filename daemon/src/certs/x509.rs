@@ -89,7 +89,7 @@ fn looks_like_hint(first_byte: u8) -> &'static str {
 /// The input must be the certificate and nothing else: trailing bytes are an error
 /// ([`X509Error::TrailingData`]). Use [`facts_from_der_prefix`] to read a certificate that is
 /// followed by other data.
-pub fn facts_from_der(der: &[u8]) -> Result<CertificateFacts, X509Error> {
+pub(crate) fn facts_from_der(der: &[u8]) -> Result<CertificateFacts, X509Error> {
     let (facts, len) = facts_from_der_prefix(der)?;
     if len != der.len() {
         return Err(X509Error::TrailingData {
@@ -103,7 +103,7 @@ pub fn facts_from_der(der: &[u8]) -> Result<CertificateFacts, X509Error> {
 /// Parses the DER certificate at the start of `der`, returning its facts and its length in
 /// bytes. Bytes after the certificate are ignored (for example the trust settings OpenSSL
 /// appends in a `TRUSTED CERTIFICATE` PEM block). The fingerprint covers the certificate only.
-pub fn facts_from_der_prefix(der: &[u8]) -> Result<(CertificateFacts, usize), X509Error> {
+pub(crate) fn facts_from_der_prefix(der: &[u8]) -> Result<(CertificateFacts, usize), X509Error> {
     let len = der_outer_length(der)?;
     let cert_der = &der[..len];
     // A certificate's first field is the TBSCertificate SEQUENCE; say so plainly for the
@@ -574,7 +574,7 @@ fn unsigned_hex(raw: &[u8]) -> String {
 /// One entry of a CRL, keyed in [`crl_entries`] by its serial written like
 /// [`CertificateFacts::serial`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CrlEntry {
+pub(crate) struct CrlEntry {
     /// The entry's revocationDate, Unix seconds.
     pub revoked_at: i64,
     /// The entry's CRLReason code (RFC 5280 5.3.1), when it has one.
@@ -584,7 +584,7 @@ pub struct CrlEntry {
 /// Why bytes could not be read as a DER CRL.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
-pub struct CrlParseError {
+pub(crate) struct CrlParseError {
     /// What the parser found wrong.
     pub reason: String,
 }
@@ -593,7 +593,7 @@ pub struct CrlParseError {
 /// form as [`CertificateFacts::serial`] (signed lowercase hex, read from the raw INTEGER
 /// bytes), so that a "negative" serial matches only its own entry. When two entries share a
 /// key, the first is kept.
-pub fn crl_entries(der: &[u8]) -> Result<BTreeMap<String, CrlEntry>, CrlParseError> {
+pub(crate) fn crl_entries(der: &[u8]) -> Result<BTreeMap<String, CrlEntry>, CrlParseError> {
     use x509_parser::revocation_list::CertificateRevocationList;
     let (_, crl) = CertificateRevocationList::from_der(der).map_err(|e| CrlParseError {
         reason: e.to_string(),
@@ -938,50 +938,54 @@ mod der {
 
 /// Encoded OIDs (content octets) matched by this module.
 mod oids {
-    pub const MD2_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x02]; // 1.2.840.113549.1.1.2
-    pub const MD4_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x03]; // 1.2.840.113549.1.1.3
-    pub const MD5_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x04]; // 1.2.840.113549.1.1.4
-    pub const SHA1_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05]; // 1.2.840.113549.1.1.5
-    pub const RSA_PSS: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a]; // 1.2.840.113549.1.1.10
-    pub const SHA256_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b]; // 1.2.840.113549.1.1.11
-    pub const SHA384_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c]; // 1.2.840.113549.1.1.12
-    pub const SHA512_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d]; // 1.2.840.113549.1.1.13
-    pub const SHA224_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0e]; // 1.2.840.113549.1.1.14
-    pub const SHA1_RSA_OIW: &[u8] = &[0x2b, 0x0e, 0x03, 0x02, 0x1d]; // 1.3.14.3.2.29
-    pub const ECDSA_SHA1: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01]; // 1.2.840.10045.4.1
-    pub const ECDSA_SHA224: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x01]; // 1.2.840.10045.4.3.1
-    pub const ECDSA_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]; // 1.2.840.10045.4.3.2
-    pub const ECDSA_SHA384: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03]; // 1.2.840.10045.4.3.3
-    pub const ECDSA_SHA512: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04]; // 1.2.840.10045.4.3.4
-    pub const DSA_SHA1: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x38, 0x04, 0x03]; // 1.2.840.10040.4.3
-    pub const DSA_SHA224: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x01]; // 2.16.840.1.101.3.4.3.1
-    pub const DSA_SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x02]; // 2.16.840.1.101.3.4.3.2
-    pub const ED25519: &[u8] = &[0x2b, 0x65, 0x70]; // 1.3.101.112
-    pub const ED448: &[u8] = &[0x2b, 0x65, 0x71]; // 1.3.101.113
-    pub const RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01]; // 1.2.840.113549.1.1.1
-    pub const EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]; // 1.2.840.10045.2.1
-    pub const DSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x38, 0x04, 0x01]; // 1.2.840.10040.4.1
-    pub const P192: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x01]; // 1.2.840.10045.3.1.1
-    pub const P224: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x21]; // 1.3.132.0.33
-    pub const P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]; // 1.2.840.10045.3.1.7
-    pub const P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22]; // 1.3.132.0.34
-    pub const P521: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x23]; // 1.3.132.0.35
-    pub const SECP256K1: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x0a]; // 1.3.132.0.10
-    pub const BRAINPOOL_P256R1: &[u8] = &[0x2b, 0x24, 0x03, 0x03, 0x02, 0x08, 0x01, 0x01, 0x07]; // 1.3.36.3.3.2.8.1.1.7
-    pub const BRAINPOOL_P384R1: &[u8] = &[0x2b, 0x24, 0x03, 0x03, 0x02, 0x08, 0x01, 0x01, 0x0b]; // 1.3.36.3.3.2.8.1.1.11
-    pub const BRAINPOOL_P512R1: &[u8] = &[0x2b, 0x24, 0x03, 0x03, 0x02, 0x08, 0x01, 0x01, 0x0d]; // 1.3.36.3.3.2.8.1.1.13
-    pub const AD_OCSP: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01]; // 1.3.6.1.5.5.7.48.1
-    pub const CN: &[u8] = &[0x55, 0x04, 0x03]; // 2.5.4.3
-    pub const DC: &[u8] = &[0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19]; // 0.9.2342.19200300.100.1.25
-    pub const UID: &[u8] = &[0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x01]; // 0.9.2342.19200300.100.1.1
-    pub const EMAIL: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01]; // 1.2.840.113549.1.9.1
-    pub const JURISDICTION_L: &[u8] = &[
+    pub(super) const MD2_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x02]; // 1.2.840.113549.1.1.2
+    pub(super) const MD4_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x03]; // 1.2.840.113549.1.1.3
+    pub(super) const MD5_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x04]; // 1.2.840.113549.1.1.4
+    pub(super) const SHA1_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05]; // 1.2.840.113549.1.1.5
+    pub(super) const RSA_PSS: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a]; // 1.2.840.113549.1.1.10
+    pub(super) const SHA256_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b]; // 1.2.840.113549.1.1.11
+    pub(super) const SHA384_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c]; // 1.2.840.113549.1.1.12
+    pub(super) const SHA512_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d]; // 1.2.840.113549.1.1.13
+    pub(super) const SHA224_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0e]; // 1.2.840.113549.1.1.14
+    pub(super) const SHA1_RSA_OIW: &[u8] = &[0x2b, 0x0e, 0x03, 0x02, 0x1d]; // 1.3.14.3.2.29
+    pub(super) const ECDSA_SHA1: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01]; // 1.2.840.10045.4.1
+    pub(super) const ECDSA_SHA224: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x01]; // 1.2.840.10045.4.3.1
+    pub(super) const ECDSA_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]; // 1.2.840.10045.4.3.2
+    pub(super) const ECDSA_SHA384: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03]; // 1.2.840.10045.4.3.3
+    pub(super) const ECDSA_SHA512: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04]; // 1.2.840.10045.4.3.4
+    pub(super) const DSA_SHA1: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x38, 0x04, 0x03]; // 1.2.840.10040.4.3
+    pub(super) const DSA_SHA224: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x01]; // 2.16.840.1.101.3.4.3.1
+    pub(super) const DSA_SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x02]; // 2.16.840.1.101.3.4.3.2
+    pub(super) const ED25519: &[u8] = &[0x2b, 0x65, 0x70]; // 1.3.101.112
+    pub(super) const ED448: &[u8] = &[0x2b, 0x65, 0x71]; // 1.3.101.113
+    pub(super) const RSA_ENCRYPTION: &[u8] =
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01]; // 1.2.840.113549.1.1.1
+    pub(super) const EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]; // 1.2.840.10045.2.1
+    pub(super) const DSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x38, 0x04, 0x01]; // 1.2.840.10040.4.1
+    pub(super) const P192: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x01]; // 1.2.840.10045.3.1.1
+    pub(super) const P224: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x21]; // 1.3.132.0.33
+    pub(super) const P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]; // 1.2.840.10045.3.1.7
+    pub(super) const P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22]; // 1.3.132.0.34
+    pub(super) const P521: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x23]; // 1.3.132.0.35
+    pub(super) const SECP256K1: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x0a]; // 1.3.132.0.10
+    pub(super) const BRAINPOOL_P256R1: &[u8] =
+        &[0x2b, 0x24, 0x03, 0x03, 0x02, 0x08, 0x01, 0x01, 0x07]; // 1.3.36.3.3.2.8.1.1.7
+    pub(super) const BRAINPOOL_P384R1: &[u8] =
+        &[0x2b, 0x24, 0x03, 0x03, 0x02, 0x08, 0x01, 0x01, 0x0b]; // 1.3.36.3.3.2.8.1.1.11
+    pub(super) const BRAINPOOL_P512R1: &[u8] =
+        &[0x2b, 0x24, 0x03, 0x03, 0x02, 0x08, 0x01, 0x01, 0x0d]; // 1.3.36.3.3.2.8.1.1.13
+    pub(super) const AD_OCSP: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01]; // 1.3.6.1.5.5.7.48.1
+    pub(super) const CN: &[u8] = &[0x55, 0x04, 0x03]; // 2.5.4.3
+    pub(super) const DC: &[u8] = &[0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19]; // 0.9.2342.19200300.100.1.25
+    pub(super) const UID: &[u8] = &[0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x01]; // 0.9.2342.19200300.100.1.1
+    pub(super) const EMAIL: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01]; // 1.2.840.113549.1.9.1
+    pub(super) const JURISDICTION_L: &[u8] = &[
         0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x3c, 0x02, 0x01, 0x01,
     ]; // 1.3.6.1.4.1.311.60.2.1.1
-    pub const JURISDICTION_ST: &[u8] = &[
+    pub(super) const JURISDICTION_ST: &[u8] = &[
         0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x3c, 0x02, 0x01, 0x02,
     ]; // 1.3.6.1.4.1.311.60.2.1.2
-    pub const JURISDICTION_C: &[u8] = &[
+    pub(super) const JURISDICTION_C: &[u8] = &[
         0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x3c, 0x02, 0x01, 0x03,
     ]; // 1.3.6.1.4.1.311.60.2.1.3
 }
@@ -1000,22 +1004,22 @@ pub(crate) mod testutil {
     use time::OffsetDateTime;
 
     /// 2025-01-01T00:00:00Z
-    pub const NOT_BEFORE: i64 = 1_735_689_600;
+    pub(crate) const NOT_BEFORE: i64 = 1_735_689_600;
     /// 2027-06-30T12:00:00Z
-    pub const NOT_AFTER: i64 = 1_814_356_800;
+    pub(crate) const NOT_AFTER: i64 = 1_814_356_800;
 
-    pub const LEAF_SERIAL: [u8; 8] = [0x00, 0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f, 0x60];
-    pub const LEAF_SERIAL_HEX: &str = "a1b2c3d4e5f60";
-    pub const CRL_URL: &str = "http://crl.contoso.example/issuing.crl";
-    pub const OCSP_URL: &str = "http://ocsp.contoso.example/";
-    pub const CA_ISSUERS_URL: &str = "http://pki.contoso.example/issuing.crt";
+    pub(crate) const LEAF_SERIAL: [u8; 8] = [0x00, 0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f, 0x60];
+    pub(crate) const LEAF_SERIAL_HEX: &str = "a1b2c3d4e5f60";
+    pub(crate) const CRL_URL: &str = "http://crl.contoso.example/issuing.crl";
+    pub(crate) const OCSP_URL: &str = "http://ocsp.contoso.example/";
+    pub(crate) const CA_ISSUERS_URL: &str = "http://pki.contoso.example/issuing.crt";
 
-    pub fn ts(secs: i64) -> OffsetDateTime {
+    pub(crate) fn ts(secs: i64) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(secs).expect("valid test time")
     }
 
     /// `C=US, O=<o>, CN=<cn>` in that (encoding) order.
-    pub fn dn(cn: &str, o: &str) -> DistinguishedName {
+    pub(crate) fn dn(cn: &str, o: &str) -> DistinguishedName {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CountryName, "US");
         dn.push(DnType::OrganizationName, o);
@@ -1024,7 +1028,7 @@ pub(crate) mod testutil {
     }
 
     /// Parameters with an explicit validity (never rcgen's default that runs to 4096).
-    pub fn params(cn: &str) -> CertificateParams {
+    pub(crate) fn params(cn: &str) -> CertificateParams {
         let mut p = CertificateParams::default();
         p.distinguished_name = dn(cn, "Contoso");
         p.not_before = ts(NOT_BEFORE);
@@ -1033,7 +1037,7 @@ pub(crate) mod testutil {
     }
 
     /// A 2048-bit RSA key from OpenSSL (rcgen with ring cannot generate RSA keys).
-    pub fn rsa_key() -> (KeyPair, PKey<Private>) {
+    pub(crate) fn rsa_key() -> (KeyPair, PKey<Private>) {
         let rsa = openssl::rsa::Rsa::generate(2048).expect("rsa keygen");
         let pkey = PKey::from_rsa(rsa).expect("pkey");
         let pem = pkey.private_key_to_pem_pkcs8().expect("pkcs8 pem");
@@ -1043,7 +1047,7 @@ pub(crate) mod testutil {
 
     /// authorityInfoAccess with an OCSP responder and a caIssuers URL, DER-encoded by hand
     /// (rcgen has no AIA support).
-    pub fn aia_extension() -> CustomExtension {
+    pub(crate) fn aia_extension() -> CustomExtension {
         fn access_description(method_last: u8, url: &str) -> Vec<u8> {
             let mut inner = vec![
                 0x06,
@@ -1073,7 +1077,7 @@ pub(crate) mod testutil {
 
     /// A two-level PKI: a P-384 CA and an RSA-2048 leaf it signs, with every field certctl
     /// reads set on the leaf.
-    pub struct TestPki {
+    pub(crate) struct TestPki {
         pub ca_params: CertificateParams,
         pub ca_key: KeyPair,
         pub ca_der: Vec<u8>,
@@ -1085,7 +1089,7 @@ pub(crate) mod testutil {
         pub leaf_pem: String,
     }
 
-    pub fn pki() -> TestPki {
+    pub(crate) fn pki() -> TestPki {
         let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("p384");
         let mut ca_params = params("Contoso Issuing CA");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -1130,7 +1134,7 @@ pub(crate) mod testutil {
     }
 
     /// Runs the `openssl` command line in `dir`, returning stdout; panics with stderr on failure.
-    pub fn openssl_cli(dir: &Path, args: &[&str]) -> String {
+    pub(crate) fn openssl_cli(dir: &Path, args: &[&str]) -> String {
         let out = Command::new("openssl")
             .args(args)
             .current_dir(dir)

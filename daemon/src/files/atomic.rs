@@ -180,7 +180,7 @@ impl Options {
 }
 
 /// `TARGET.bak`, where a write with backup keeps the replaced file.
-pub fn backup_path(path: &Path) -> PathBuf {
+pub(crate) fn backup_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".bak");
     PathBuf::from(s)
@@ -190,7 +190,7 @@ pub fn backup_path(path: &Path) -> PathBuf {
 /// (e.g. 0755 for a CRL publication folder) whatever the umask. Folders that exist are left
 /// as they are. Each folder is made and opened relative to its parent, never through a
 /// symlink planted in its place.
-pub fn create_dir_all(path: &Path, mode: u32) -> Result<(), WriteError> {
+pub(crate) fn create_dir_all(path: &Path, mode: u32) -> Result<(), WriteError> {
     let failed = |p: &Path| {
         let path = p.to_path_buf();
         move |e: Errno| WriteError {

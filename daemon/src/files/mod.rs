@@ -1,7 +1,7 @@
 //! Files on disk: the one symlink-safe atomic writer ([`atomic`]) and bounded, careful
 //! reading ([`read`]). Every file certctl or certd writes goes through [`atomic`].
 
-pub mod atomic;
-pub mod read;
+pub(crate) mod atomic;
+pub(crate) mod read;
 
-pub use read::io_cause;
+pub(crate) use read::io_cause;

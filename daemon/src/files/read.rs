@@ -22,7 +22,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
 }
 
 /// An I/O error as an admin would say it.
-pub fn io_cause(e: &io::Error) -> String {
+pub(crate) fn io_cause(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::PermissionDenied => "permission denied".into(),
         io::ErrorKind::NotFound => "no such file or directory".into(),
@@ -34,12 +34,12 @@ pub fn io_cause(e: &io::Error) -> String {
 }
 
 /// Whether an error is `ELOOP` (a symlink that leads back to itself).
-pub fn is_loop(e: &io::Error) -> bool {
+pub(crate) fn is_loop(e: &io::Error) -> bool {
     e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
 }
 
 /// The largest secret file read: a passphrase or a password, not a document.
-pub const MAX_SECRET_FILE: u64 = 64 * 1024;
+pub(crate) const MAX_SECRET_FILE: u64 = 64 * 1024;
 
 /// Why a secret file may not be used, judged on its metadata: it must be a regular file
 /// (a FIFO or a device is never read) of at most [`MAX_SECRET_FILE`] bytes, readable by
@@ -79,7 +79,7 @@ fn private_file_problem(path: &Path, meta: &fs::Metadata) -> Option<String> {
 
 /// Checks a secret file as [`read_private_file`] would, without reading it (`certd config
 /// check`).
-pub fn check_private_file(path: &Path) -> Result<(), FileError> {
+pub(crate) fn check_private_file(path: &Path) -> Result<(), FileError> {
     let meta = fs::metadata(path).map_err(io_err(path))?;
     match private_file_problem(path, &meta) {
         Some(cause) => Err(FileError {
@@ -93,7 +93,7 @@ pub fn check_private_file(path: &Path) -> Result<(), FileError> {
 /// Reads a secret file after checking it (see [`private_file_problem`]): opened without
 /// blocking (a FIFO cannot hold the reader), judged on the open file's own metadata, read
 /// up to the size cap.
-pub fn read_private_file(path: &Path) -> Result<Vec<u8>, FileError> {
+pub(crate) fn read_private_file(path: &Path) -> Result<Vec<u8>, FileError> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let file = fs::OpenOptions::new()

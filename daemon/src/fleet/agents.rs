@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::history::AuditAction;
 
 /// The store setting that remembers the deny-list path.
-pub const DENY_LIST_SETTING: &str = "deny-list";
+pub(crate) const DENY_LIST_SETTING: &str = "deny-list";
 
 /// Largest registrations file `agents import-registrations` reads (16 MiB: about 150,000
 /// agents in CSV, several times the largest fleets; the whole file is parsed in memory).
@@ -231,7 +231,7 @@ pub struct ImportReport {
 }
 
 /// Saves parsed registrations (replacing the stored set unless `merge`).
-pub fn import(
+pub(crate) fn import(
     store: &Store,
     source: &str,
     registrations: &[Registration],
@@ -273,7 +273,7 @@ pub fn agent_name(cert: &Certificate) -> String {
 }
 
 /// The registrations, indexed for the matching rule.
-pub struct RegistrationIndex {
+pub(crate) struct RegistrationIndex {
     by_name: HashMap<String, Vec<Registration>>,
     fingerprints: HashSet<Fingerprint>,
     spkis: HashSet<Sha256>,
@@ -281,7 +281,7 @@ pub struct RegistrationIndex {
 }
 
 impl RegistrationIndex {
-    pub fn load(store: &Store) -> Result<Self, StoreError> {
+    pub(crate) fn load(store: &Store) -> Result<Self, StoreError> {
         let mut idx = RegistrationIndex {
             by_name: HashMap::new(),
             fingerprints: HashSet::new(),
@@ -305,12 +305,12 @@ impl RegistrationIndex {
     }
 
     /// No registration at all: every agent is unregistered.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.by_name.is_empty() && self.fingerprints.is_empty() && self.spkis.is_empty()
     }
 
     /// Why an agent is unregistered (or `None`), from what the agent index holds.
-    pub fn unregistered_reason_of(
+    pub(crate) fn unregistered_reason_of(
         &self,
         agent: &str,
         fingerprint: &Fingerprint,
@@ -349,7 +349,7 @@ fn is_live_agent_certificate(c: &Certificate) -> bool {
 ///
 /// Answered from the agent index ([`Store::live_agent_credentials`]: one small entry per
 /// live agent credential): only the records of agents that are actually pending are read.
-pub fn pending(store: &Store, _now: UnixTime) -> Result<Vec<PendingAgent>, AgentsError> {
+pub(crate) fn pending(store: &Store, _now: UnixTime) -> Result<Vec<PendingAgent>, AgentsError> {
     let index = RegistrationIndex::load(store)?;
     let decided: HashSet<String> = store
         .agent_decisions()?
@@ -419,7 +419,7 @@ pub fn pending(store: &Store, _now: UnixTime) -> Result<Vec<PendingAgent>, Agent
 /// live-agent counts and one lookup per decided agent); with registrations each live
 /// credential's index entry is checked against them. Agrees with [`pending`]`.len()` as long as the index agrees with the
 /// records (`store verify` checks that).
-pub fn pending_count(store: &Store) -> Result<usize, StoreError> {
+pub(crate) fn pending_count(store: &Store) -> Result<usize, StoreError> {
     let index = RegistrationIndex::load(store)?;
     let decided: HashSet<String> = store
         .agent_decisions()?
@@ -563,7 +563,7 @@ fn resolve(
 /// list is refused before anything is recorded). With certd's configured deny list (`[agents] deny_list`), used when the
 /// request names none. Precedence: `request.deny_list` (remembered in the store), then
 /// `configured`, then the remembered path.
-pub fn decide_with(
+pub(crate) fn decide_with(
     store: &Store,
     request: &DecideRequest,
     configured: Option<&Path>,
@@ -739,7 +739,7 @@ pub fn configured_deny_list(
 
 /// The deny list in effect when nobody names one: certd's configured path, else the one
 /// remembered from the last `--deny-list`.
-pub fn effective_deny_list(
+pub(crate) fn effective_deny_list(
     store: &Store,
     configured: Option<&Path>,
 ) -> Result<Option<PathBuf>, AgentsError> {
@@ -760,7 +760,7 @@ fn deny_list_text(store: &Store, now: UnixTime) -> Result<(String, usize), Agent
 /// Rewrites the deny list at `path` only when its content would change (or the file is
 /// missing or unreadable). Returns `Some(entries)` when it was written, `None` when it was
 /// already current. certd calls it after each scan.
-pub fn refresh_deny_list(
+pub(crate) fn refresh_deny_list(
     store: &Store,
     path: &Path,
     now: UnixTime,
@@ -777,7 +777,7 @@ pub fn refresh_deny_list(
 /// source or not) of every blocked agent, sorted. Expired certificates are left out: a
 /// gateway rejects them anyway, and an agent renewing a six-hour credential would otherwise
 /// grow the list by four lines a day.
-pub fn deny_list_fingerprints(
+pub(crate) fn deny_list_fingerprints(
     store: &Store,
     now: UnixTime,
 ) -> Result<BTreeSet<String>, AgentsError> {
@@ -815,7 +815,11 @@ pub fn deny_list_fingerprints(
 
 /// Rewrites the deny list at `path` (atomically: temporary file, fsync, rename, fsync of
 /// the folder; mode 0644 so a gateway service can read it). Returns the number of entries.
-pub fn write_deny_list(store: &Store, path: &Path, now: UnixTime) -> Result<usize, AgentsError> {
+pub(crate) fn write_deny_list(
+    store: &Store,
+    path: &Path,
+    now: UnixTime,
+) -> Result<usize, AgentsError> {
     let (text, entries) = deny_list_text(store, now)?;
     write_deny_list_file(path, &text)?;
     Ok(entries)

@@ -373,7 +373,7 @@ pub fn check(
 /// [`check`] as [`CheckReport::brief`] gives it, without holding every certificate of the
 /// three lists while the store is read (one pass over a million records otherwise keeps
 /// tens of thousands of them).
-pub fn check_brief(
+pub(crate) fn check_brief(
     store: &Store,
     warn: Duration,
     critical: Duration,
@@ -386,7 +386,7 @@ pub fn check_brief(
 /// [`check`] (or, `brief`, [`check_brief`]) where each certificate a policy of `policies`
 /// matches is judged by that policy's `warn` and `critical`; the others by `warn` and
 /// `critical`.
-pub fn check_by_policies(
+pub(crate) fn check_by_policies(
     store: &Store,
     warn: Duration,
     critical: Duration,

@@ -20,7 +20,7 @@ use crate::inventory::query::QueryError;
 use crate::Duration;
 
 /// Weeks shown on the expiry timeline (about 90 days).
-pub const TIMELINE_WEEKS: usize = 13;
+pub(crate) const TIMELINE_WEEKS: usize = 13;
 const WEEK: i64 = WEEK_SECS;
 
 /// Thresholds of the needs-attention table (those of `certctl check` by default).
@@ -28,10 +28,10 @@ const WARN_DAYS: i64 = 30;
 const CRITICAL_DAYS: i64 = 7;
 
 /// At most this many rows per list in the needs-attention table (the totals are shown).
-pub const ROWS_SHOWN: usize = 500;
+pub(crate) const ROWS_SHOWN: usize = 500;
 
 #[derive(Debug, thiserror::Error)]
-pub enum DashboardError {
+pub(crate) enum DashboardError {
     #[error(transparent)]
     Query(#[from] QueryError),
     #[error(transparent)]
@@ -44,21 +44,21 @@ pub enum DashboardError {
 
 /// Certificates expiring in one week of the timeline, by role.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WeekBar {
+pub(crate) struct WeekBar {
     /// The week is `[start, start + 7 days)`.
     pub start: UnixTime,
     pub by_role: BTreeMap<Role, u64>,
 }
 
 impl WeekBar {
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.by_role.values().sum()
     }
 }
 
 /// Everything the overview page shows, read from the store at `generated_at`.
 #[derive(Debug, Clone)]
-pub struct Overview {
+pub(crate) struct Overview {
     pub generated_at: UnixTime,
     /// [`TIMELINE_WEEKS`] weeks from `generated_at`: certificates still deployed somewhere,
     /// not revoked, and not ephemeral agent credentials (which expire every few hours by
@@ -73,7 +73,7 @@ pub struct Overview {
 
 /// Reads the overview from the store. Costs what `check` costs plus the certificates
 /// expiring within [`TIMELINE_WEEKS`] weeks (read from the expiry index).
-pub fn overview(store: &Store, now: UnixTime) -> Result<Overview, DashboardError> {
+pub(crate) fn overview(store: &Store, now: UnixTime) -> Result<Overview, DashboardError> {
     let check = check::check(
         store,
         Duration::days(WARN_DAYS),
@@ -107,7 +107,7 @@ pub fn overview(store: &Store, now: UnixTime) -> Result<Overview, DashboardError
 }
 
 /// Whether a certificate counts on the timeline: deployed, not revoked, not ephemeral.
-pub fn on_timeline(cert: &Certificate) -> bool {
+pub(crate) fn on_timeline(cert: &Certificate) -> bool {
     cert.revocation.is_none()
         && cert.current_sources().next().is_some()
         && cert.credential_kind() != Some(CredentialKind::Ephemeral)
@@ -115,7 +115,7 @@ pub fn on_timeline(cert: &Certificate) -> bool {
 
 /// How links to a certificate's page are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Links {
+pub(crate) enum Links {
     /// certd's pages: `/certificate/FINGERPRINT`.
     Served,
     /// A standalone file: no links (the fingerprint is shown instead).
@@ -123,7 +123,7 @@ pub enum Links {
 }
 
 /// The overview page: timeline, needs-attention tables, pending agents.
-pub fn render_overview(o: &Overview, links: Links) -> String {
+pub(crate) fn render_overview(o: &Overview, links: Links) -> String {
     let mut html = page_start("certctl: certificates");
     let _ = write!(
         html,
@@ -141,7 +141,7 @@ pub fn render_overview(o: &Overview, links: Links) -> String {
 
 /// `certctl report NAME --html FILE`: the overview (without links: a file attached to a
 /// ticket has no server behind it) followed by the named report as a table.
-pub fn render_standalone(o: &Overview, report: &crate::fleet::reports::Report) -> String {
+pub(crate) fn render_standalone(o: &Overview, report: &crate::fleet::reports::Report) -> String {
     let mut html = render_overview(o, Links::None);
     let body_end = html.rfind("</body>").unwrap_or(html.len());
     html.truncate(body_end);
@@ -171,7 +171,7 @@ pub fn render_standalone(o: &Overview, report: &crate::fleet::reports::Report) -
 
 /// A certificate's own page: the facts `show` prints, where it is deployed, its history.
 /// `None` when no certificate has fingerprint `fingerprint_hex` (64 hex characters).
-pub fn render_certificate(
+pub(crate) fn render_certificate(
     store: &Store,
     fingerprint_hex: &str,
     now: UnixTime,
@@ -278,7 +278,7 @@ pub fn render_certificate(
 }
 
 /// Text from the store, escaped for HTML ([`crate::inventory::view::html`]).
-pub fn esc(text: &str) -> String {
+pub(crate) fn esc(text: &str) -> String {
     crate::inventory::view::html(text)
 }
 

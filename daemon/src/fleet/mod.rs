@@ -5,8 +5,8 @@
 //!
 //! May import: `inventory`, `pki`, `probe`, `policy`, `config`, `history`, `certs`, `files`.
 
-pub mod agents;
-pub mod check;
-pub mod dashboard;
-pub mod reports;
-pub mod stalled;
+pub(crate) mod agents;
+pub(crate) mod check;
+pub(crate) mod dashboard;
+pub(crate) mod reports;
+pub(crate) mod stalled;

@@ -44,7 +44,7 @@ use crate::inventory::view::EXPIRING_SECS;
 
 /// A report `certctl report NAME` can make.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReportKind {
+pub(crate) enum ReportKind {
     ByRole,
     ByIssuer,
     ByGateway,
@@ -60,7 +60,7 @@ pub enum ReportKind {
 
 impl ReportKind {
     /// Every report, in the order `certctl report --help` lists them.
-    pub const ALL: [ReportKind; 11] = [
+    pub(crate) const ALL: [ReportKind; 11] = [
         ReportKind::ByRole,
         ReportKind::ByIssuer,
         ReportKind::ByGateway,
@@ -75,7 +75,7 @@ impl ReportKind {
     ];
 
     /// The report's name on the command line and in requests.
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             ReportKind::ByRole => "by-role",
             ReportKind::ByIssuer => "by-issuer",
@@ -114,13 +114,13 @@ pub const REPORTS: [&str; 11] = {
 };
 
 /// The finding name of the clock-skew report.
-pub const CLOCK_SKEW: &str = "clock-skew suspected";
+pub(crate) const CLOCK_SKEW: &str = "clock-skew suspected";
 /// How far ahead `expiring` looks.
-pub const EXPIRING_HORIZON_DAYS: i64 = 90;
+pub(crate) const EXPIRING_HORIZON_DAYS: i64 = 90;
 
 /// Errors of the reports.
 #[derive(Debug, thiserror::Error)]
-pub enum ReportError {
+pub(crate) enum ReportError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -202,7 +202,7 @@ pub fn cell_text(v: &Value) -> String {
 }
 
 /// Makes the report `name`.
-pub fn run(
+pub(crate) fn run(
     store: &Store,
     kind: ReportKind,
     options: &ReportOptions,
@@ -399,7 +399,7 @@ fn expiring(store: &Store, now: UnixTime) -> Result<Report, ReportError> {
 }
 
 /// Why a certificate's key or signature is weak (empty: it is not).
-pub fn weaknesses(c: &Certificate) -> Vec<&'static str> {
+pub(crate) fn weaknesses(c: &Certificate) -> Vec<&'static str> {
     let mut out = Vec::new();
     match c.facts.key {
         KeyAlgorithm::Rsa { bits } if bits < 2048 => out.push("rsa-key-under-2048"),
@@ -519,7 +519,7 @@ fn pending_agents(store: &Store, now: UnixTime) -> Result<Report, ReportError> {
 
 /// One drift finding on an endpoint.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Drift {
+pub(crate) struct Drift {
     pub endpoint: String,
     /// `renewed-not-reloaded` or `not-in-inventory`.
     pub finding: String,
@@ -555,13 +555,13 @@ fn served_chain(store: &Store, e: &Endpoint) -> Result<Vec<Certificate>, StoreEr
 }
 
 /// Earliest notAfter of the served chain.
-pub fn effective_expiry(chain: &[Certificate]) -> Option<UnixTime> {
+pub(crate) fn effective_expiry(chain: &[Certificate]) -> Option<UnixTime> {
     chain.iter().map(|c| c.facts.not_after).min()
 }
 
 /// The `serving-revoked` finding of an endpoint whose last served leaf the inventory holds
 /// as revoked (by certctl, or learned from a CRL), if it does.
-pub fn serving_revoked(store: &Store, e: &Endpoint) -> Result<Option<Finding>, StoreError> {
+pub(crate) fn serving_revoked(store: &Store, e: &Endpoint) -> Result<Option<Finding>, StoreError> {
     let Some(leaf) = e.chain.first() else {
         return Ok(None);
     };
@@ -584,7 +584,7 @@ pub fn serving_revoked(store: &Store, e: &Endpoint) -> Result<Option<Finding>, S
 /// The endpoint with its drift findings (renewed but not reloaded, served but in no file)
 /// and `serving-revoked` added to the probe's own: how `status` shows an endpoint.
 /// (`probe` adds only `serving-revoked` to what the probe itself found.)
-pub fn with_drift(store: &Store, mut e: Endpoint) -> Result<Endpoint, StoreError> {
+pub(crate) fn with_drift(store: &Store, mut e: Endpoint) -> Result<Endpoint, StoreError> {
     if let Some(f) = serving_revoked(store, &e)? {
         e.findings.push(f);
     }
@@ -602,7 +602,7 @@ pub fn with_drift(store: &Store, mut e: Endpoint) -> Result<Endpoint, StoreError
 }
 
 /// The drift findings of one endpoint.
-pub fn drift(store: &Store, e: &Endpoint) -> Result<Vec<Drift>, StoreError> {
+pub(crate) fn drift(store: &Store, e: &Endpoint) -> Result<Vec<Drift>, StoreError> {
     let chain = served_chain(store, e)?;
     let mut out = Vec::new();
     for (i, c) in chain.iter().enumerate() {
@@ -815,7 +815,7 @@ fn by_gateway(store: &Store, now: UnixTime) -> Result<Report, ReportError> {
 // ---- clock skew --------------------------------------------------------------------------------
 
 /// Why a certificate is `clock-skew suspected`, if it is.
-pub fn skew_cause(
+pub(crate) fn skew_cause(
     c: &Certificate,
     options: &ReportOptions,
     now: UnixTime,
@@ -901,7 +901,11 @@ fn label(v: &str) -> String {
 /// `certctl_certificate_not_after_seconds` series per present, non-agent certificate
 /// (fingerprint, CN, role, first source); agent certificates are aggregated by credential
 /// kind and status unless `per_agent`.
-pub fn metrics_text(store: &Store, per_agent: bool, now: UnixTime) -> Result<String, ReportError> {
+pub(crate) fn metrics_text(
+    store: &Store,
+    per_agent: bool,
+    now: UnixTime,
+) -> Result<String, ReportError> {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(out, "# HELP certctl_certificate_not_after_seconds notAfter of a present certificate (Unix seconds).");
@@ -1200,7 +1204,7 @@ fn crl_series(store: &Store, out: &mut String) -> Result<(), ReportError> {
 /// and `certctl_smtp_delivery_failures_total` (failed attempts, one per digest and
 /// attempt). [`metrics_text`] appends them, so `certctl metrics` and
 /// certd's `/metrics` both have them.
-pub fn smtp_counter_series(
+pub(crate) fn smtp_counter_series(
     store: &certctl_store::Store,
 ) -> Result<String, certctl_store::StoreError> {
     Ok(smtp_counters_text(

@@ -36,9 +36,9 @@ use crate::policy::PolicySet;
 
 /// Without a policy `grace`, an agent is stalled this many credential lifetimes after its
 /// newest credential expired.
-pub const DEFAULT_GRACE_LIFETIMES: i64 = 2;
+pub(crate) const DEFAULT_GRACE_LIFETIMES: i64 = 2;
 /// The default grace is never shorter than this (one hour), whatever the lifetime.
-pub const MIN_DEFAULT_GRACE_SECS: i64 = 3_600;
+pub(crate) const MIN_DEFAULT_GRACE_SECS: i64 = 3_600;
 
 /// An agent whose newest ephemeral credential expired more than its grace ago.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,7 +147,7 @@ pub fn grace(newest: &Certificate, policies: Option<&PolicySet>) -> (Duration, O
 
 /// [`DEFAULT_GRACE_LIFETIMES`] times the credential's lifetime, at least
 /// [`MIN_DEFAULT_GRACE_SECS`].
-pub fn default_grace(cert: &Certificate) -> Duration {
+pub(crate) fn default_grace(cert: &Certificate) -> Duration {
     Duration::from_secs(
         cert.facts
             .validity_secs()
@@ -190,7 +190,7 @@ pub fn judge(
 /// (rules: [`crate::fleet::stalled`]; each grace from the policy of `policies` that applies to the
 /// newest credential, else the default), sorted by expiry then agent. The one question
 /// `check`, the reminder pass and reports ask about stalled renewals.
-pub fn stalled_renewals(
+pub(crate) fn stalled_renewals(
     store: &Store,
     policies: Option<&PolicySet>,
     now: UnixTime,

@@ -39,7 +39,7 @@ use crate::inventory::query::ListFilter;
 use crate::inventory::view::EXPIRING_SECS;
 
 /// Lifetime of a cloud enrollment bundle.
-pub const ENROLLMENT_BUNDLE_LIFETIME_SECS: i64 = 10 * DAY_SECS;
+pub(crate) const ENROLLMENT_BUNDLE_LIFETIME_SECS: i64 = 10 * DAY_SECS;
 
 /// Largest file `track` reads (64 MiB, as for certificate files): enrollment bundles and
 /// agent packages are a few MiB at most; only the file's hash and a few declared fields are
@@ -208,7 +208,10 @@ pub fn prepare(
 
 /// Records an artifact. A file tracked before under the same path with other content (a
 /// new bundle) replaces the old record.
-pub fn track(store: &Store, artifact: &TrackedArtifact) -> Result<TrackedArtifact, ArtifactError> {
+pub(crate) fn track(
+    store: &Store,
+    artifact: &TrackedArtifact,
+) -> Result<TrackedArtifact, ArtifactError> {
     if Path::new(&artifact.path).is_relative() {
         return Err(ArtifactError::Relative(artifact.path.clone()));
     }
@@ -222,13 +225,13 @@ pub fn track(store: &Store, artifact: &TrackedArtifact) -> Result<TrackedArtifac
 }
 
 /// Whether the tracked file is still there (anything at its path).
-pub fn is_present(a: &TrackedArtifact) -> bool {
+pub(crate) fn is_present(a: &TrackedArtifact) -> bool {
     std::fs::symlink_metadata(&a.path).is_ok()
 }
 
 /// Marks the tracked artifacts whose file is gone (since `now`, unless already marked) and
 /// clears the mark of those whose file is back. Returns the ones gone, with since when.
-pub fn refresh_presence(
+pub(crate) fn refresh_presence(
     store: &Store,
     now: UnixTime,
 ) -> Result<std::collections::HashMap<Sha256, UnixTime>, StoreError> {
@@ -251,7 +254,7 @@ pub fn refresh_presence(
 
 /// `certctl untrack ID`: stops tracking the artifact `id` names (no more reminders, gone
 /// from `list`); several matches are refused, listing them. Returns what was removed.
-pub fn untrack(
+pub(crate) fn untrack(
     store: &Store,
     id: &str,
     now: UnixTime,
@@ -309,7 +312,7 @@ pub fn matches_id(a: &TrackedArtifact, id: &str) -> bool {
 }
 
 /// The tracked artifacts `id` names (see [`matches_id`]).
-pub fn find(store: &Store, id: &str) -> Result<Vec<TrackedArtifact>, StoreError> {
+pub(crate) fn find(store: &Store, id: &str) -> Result<Vec<TrackedArtifact>, StoreError> {
     Ok(store
         .artifacts()?
         .into_iter()
@@ -320,7 +323,7 @@ pub fn find(store: &Store, id: &str) -> Result<Vec<TrackedArtifact>, StoreError>
 /// Whether an artifact passes `certctl list`'s filters: it has no role and no issuer, so
 /// `--role` and `--issuer` exclude it; `--name` matches its name or path; the time filters
 /// apply to its expiry as to a certificate's notAfter.
-pub fn matches(a: &TrackedArtifact, filter: &ListFilter, now: UnixTime) -> bool {
+pub(crate) fn matches(a: &TrackedArtifact, filter: &ListFilter, now: UnixTime) -> bool {
     if filter.role.is_some() || filter.issuer.is_some() {
         return false;
     }
@@ -340,7 +343,7 @@ pub fn matches(a: &TrackedArtifact, filter: &ListFilter, now: UnixTime) -> bool 
 }
 
 /// Tracked artifacts passing `filter`, soonest expiry first.
-pub fn list(
+pub(crate) fn list(
     store: &Store,
     filter: &ListFilter,
     now: UnixTime,

@@ -6,7 +6,7 @@
 //!
 //! May import: `certs`, `files`, `duration`, `policy`, `history`.
 
-pub mod artifacts;
-pub mod query;
-pub mod scan;
-pub mod view;
+pub(crate) mod artifacts;
+pub(crate) mod query;
+pub(crate) mod scan;
+pub(crate) mod view;

@@ -149,7 +149,10 @@ fn apply_text_filters(filter: &ListFilter, certs: &mut Vec<Certificate>) {
 /// listing touches a thousand folders of a thousand files. A folder whose files were all
 /// confirmed at once costs one small read ([`Store::files_last_seen`]); only the others
 /// have their file states read.
-pub fn refresh_last_seen(store: &Store, certs: &mut [Certificate]) -> Result<(), StoreError> {
+pub(crate) fn refresh_last_seen(
+    store: &Store,
+    certs: &mut [Certificate],
+) -> Result<(), StoreError> {
     use rayon::prelude::*;
     // (folder, file name, certificate, source) of every current file source.
     let mut wanted: Vec<(&str, &str, usize, usize)> = Vec::new();
@@ -196,7 +199,7 @@ pub fn refresh_last_seen(store: &Store, certs: &mut [Certificate]) -> Result<(),
 /// The certificates `id` names: a fingerprint prefix (≥ 8 hex characters, colons allowed)
 /// or an exact subject CN / SAN. An ambiguous prefix is an error listing the candidates;
 /// a name shared by several certificates (e.g. a renewed one) returns them all.
-pub fn find(store: &Store, id: &str) -> Result<Vec<Certificate>, QueryError> {
+pub(crate) fn find(store: &Store, id: &str) -> Result<Vec<Certificate>, QueryError> {
     let hex: String = id.chars().filter(|c| *c != ':').collect();
     let mut found = Vec::new();
     if hex.len() >= 8 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -238,7 +241,7 @@ pub struct Stats {
 }
 
 /// `certctl stats`, from the counts the store keeps on every commit (no record is read).
-pub fn stats(store: &Store, now: UnixTime) -> Result<Stats, QueryError> {
+pub(crate) fn stats(store: &Store, now: UnixTime) -> Result<Stats, QueryError> {
     let counts = store.counts(now, EXPIRING_SECS)?;
     let mut s = Stats::default();
     for status in ALL_STATUSES {
@@ -278,7 +281,7 @@ const ALL_STATUSES: [Status; 5] = [
 
 #[cfg(test)]
 /// [`stats`] by reading every record: what the counts must equal (tests, benchmarks).
-pub fn stats_by_reading_all(store: &Store, now: UnixTime) -> Result<Stats, QueryError> {
+pub(crate) fn stats_by_reading_all(store: &Store, now: UnixTime) -> Result<Stats, QueryError> {
     let mut s = Stats::default();
     for status in ALL_STATUSES {
         s.by_status.insert(status.as_str().to_string(), 0);
@@ -302,7 +305,7 @@ pub fn stats_by_reading_all(store: &Store, now: UnixTime) -> Result<Stats, Query
 
 /// The scanned files whose last read failed, as `check` and `status` show them: the first
 /// [`FAILED_FILES_LISTED`] as `PATH: CAUSE`, and how many there are.
-pub fn failed_files(store: &Store) -> Result<(Vec<String>, u64), StoreError> {
+pub(crate) fn failed_files(store: &Store) -> Result<(Vec<String>, u64), StoreError> {
     let failed = store.failed_files()?;
     let total = failed.len() as u64;
     let listed = failed
@@ -314,7 +317,7 @@ pub fn failed_files(store: &Store) -> Result<(Vec<String>, u64), StoreError> {
 }
 
 /// How many failed files a check report names.
-pub const FAILED_FILES_LISTED: usize = 10;
+pub(crate) const FAILED_FILES_LISTED: usize = 10;
 
 #[cfg(test)]
 pub(crate) mod tests {

@@ -65,7 +65,7 @@ const OUT_QUEUE: usize = 256;
 
 /// Largest file a scan reads (64 MiB): ample for a bundle of 10,000s of certificates, small
 /// enough that one buffer per parse worker cannot exhaust memory. Larger files are reported.
-pub const MAX_FILE_BYTES: u64 = 64 << 20;
+pub(crate) const MAX_FILE_BYTES: u64 = 64 << 20;
 
 /// How to scan.
 #[derive(Clone, Default, Serialize, Deserialize)]

@@ -33,7 +33,7 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// [`printable`] text escaped for HTML element content and quoted attribute values: the
 /// reminder e-mails' HTML part and the dashboard's pages.
-pub fn html(text: &str) -> String {
+pub(crate) fn html(text: &str) -> String {
     let text = printable(text);
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -757,7 +757,7 @@ mod tests {
 /// from their reports (`status`, `probe`, `check`, `remind`, `history`, reports, ...).
 /// Those fields stay as they are (a contract); [`with_rfc3339_times`] adds an RFC 3339
 /// sibling to each (see [`rfc3339_sibling`]).
-pub const UNIX_TIME_KEYS: &[&str] = &[
+pub(crate) const UNIX_TIME_KEYS: &[&str] = &[
     "at",
     "created",
     "crl_published",
@@ -795,7 +795,7 @@ pub const UNIX_TIME_KEYS: &[&str] = &[
 /// The name of the RFC 3339 sibling of a Unix-time field: `last_probe` → `last_probe_at`;
 /// a name that already ends in `at` gets `_rfc3339` (`at` → `at_rfc3339`,
 /// `smtp_last_error_at` → `smtp_last_error_at_rfc3339`).
-pub fn rfc3339_sibling(key: &str) -> String {
+pub(crate) fn rfc3339_sibling(key: &str) -> String {
     if key == "at" || key.ends_with("_at") {
         format!("{key}_rfc3339")
     } else {

@@ -4,5 +4,5 @@
 //!
 //! May import: `config`, `files`, `duration`.
 
-pub mod smtp;
-pub mod tls;
+pub(crate) mod smtp;
+pub(crate) mod tls;

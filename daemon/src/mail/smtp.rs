@@ -27,22 +27,22 @@ use openssl::ssl::{HandshakeError, SslConnector, SslStream};
 use openssl::x509::X509VerifyResult;
 
 /// The longest reply line accepted, CR LF included (4 × RFC 5321's 512 octets).
-pub const MAX_LINE: usize = 2048;
+pub(crate) const MAX_LINE: usize = 2048;
 /// The most lines one reply may have.
-pub const MAX_LINES: usize = 64;
+pub(crate) const MAX_LINES: usize = 64;
 /// The most bytes one reply may have.
-pub const MAX_REPLY: usize = 64 * 1024;
+pub(crate) const MAX_REPLY: usize = 64 * 1024;
 /// A whole session may last this many times `smtp.timeout`.
-pub const DEADLINE_FACTOR: u32 = 3;
+pub(crate) const DEADLINE_FACTOR: u32 = 3;
 
 /// The overall limit of one session with the per-wait `timeout`.
-pub fn session_limit(timeout: Duration) -> Duration {
+pub(crate) fn session_limit(timeout: Duration) -> Duration {
     timeout.saturating_mul(DEADLINE_FACTOR)
 }
 
 /// Why a session failed. Sentences for admins; the caller adds the server and recipient.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SmtpError {
+pub(crate) enum SmtpError {
     /// No TCP connection (name lookup, refused, unreachable, connect timeout).
     #[error("Connection error: {0}")]
     Connect(String),
@@ -80,22 +80,22 @@ pub enum SmtpError {
 impl SmtpError {
     /// Whether logging in failed: the server refused the credentials or wants another way
     /// to log in (RFC 4954's 530, 534, 535, 538), or no AUTH exchange could be made.
-    pub fn is_auth_failure(&self) -> bool {
+    pub(crate) fn is_auth_failure(&self) -> bool {
         matches!(self, SmtpError::Auth(_)) || matches!(self.code(), Some(530 | 534 | 535 | 538))
     }
 
     /// The server answered with a 4xx code.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(self, SmtpError::Reply { code, .. } if (400..500).contains(code))
     }
 
     /// The server answered with a 5xx code.
-    pub fn is_permanent(&self) -> bool {
+    pub(crate) fn is_permanent(&self) -> bool {
         matches!(self, SmtpError::Reply { code, .. } if *code >= 500)
     }
 
     /// The reply code of a refusal.
-    pub fn code(&self) -> Option<u16> {
+    pub(crate) fn code(&self) -> Option<u16> {
         match self {
             SmtpError::Reply { code, .. } => Some(*code),
             _ => None,
@@ -103,7 +103,7 @@ impl SmtpError {
     }
 
     /// Nothing came within `smtp.timeout` on an open connection.
-    pub fn is_silent(&self) -> bool {
+    pub(crate) fn is_silent(&self) -> bool {
         matches!(self, SmtpError::Network { silent: true, .. })
     }
 }
@@ -189,7 +189,7 @@ impl Write for Stream {
 
 /// One SMTP session. Dropping it closes the connection without QUIT.
 #[derive(Debug)]
-pub struct Session {
+pub(crate) struct Session {
     /// `None` only while the connection is being upgraded to TLS.
     stream: Option<Stream>,
     /// Bytes received and not yet consumed (less than [`MAX_LINE`] plus one read).
@@ -205,7 +205,7 @@ impl Session {
     /// Connects to `host:port` (every resolved address, each connect waiting at most
     /// `timeout`), with `implicit_tls` wraps the connection in TLS at once, reads the
     /// greeting and sends EHLO. The session's deadline starts now.
-    pub fn connect(
+    pub(crate) fn connect(
         host: &str,
         port: u16,
         timeout: Duration,
@@ -260,12 +260,12 @@ impl Session {
     }
 
     /// What the server's EHLO answer offered.
-    pub fn server_info(&self) -> &ServerInfo {
+    pub(crate) fn server_info(&self) -> &ServerInfo {
         &self.info
     }
 
     /// STARTTLS, the handshake (the certificate checked for `host`), EHLO again.
-    pub fn starttls(
+    pub(crate) fn starttls(
         &mut self,
         connector: &SslConnector,
         host: &str,
@@ -288,7 +288,7 @@ impl Session {
     }
 
     /// AUTH with the first of PLAIN, LOGIN the server offers.
-    pub fn auth(&mut self, credentials: &Credentials) -> Result<(), SmtpError> {
+    pub(crate) fn auth(&mut self, credentials: &Credentials) -> Result<(), SmtpError> {
         let mechanism = self
             .info
             .get_auth_mechanism(DEFAULT_MECHANISMS)
@@ -316,14 +316,14 @@ impl Session {
     }
 
     /// Sends `command` (with its CR LF) and reads the reply; a 4xx or 5xx is an error.
-    pub fn command(&mut self, command: &str) -> Result<Response, SmtpError> {
+    pub(crate) fn command(&mut self, command: &str) -> Result<Response, SmtpError> {
         self.write(command.as_bytes())?;
         let reply = self.read_reply()?;
         self.positive(reply)
     }
 
     /// Sends the message after DATA's 354 (dot-stuffed, ended by `.`) and reads the reply.
-    pub fn message(&mut self, raw: &[u8]) -> Result<Response, SmtpError> {
+    pub(crate) fn message(&mut self, raw: &[u8]) -> Result<Response, SmtpError> {
         let mut out = Vec::with_capacity(raw.len() + raw.len() / 64 + 5);
         let mut line_start = true;
         for &b in raw {
@@ -343,12 +343,12 @@ impl Session {
     }
 
     /// QUIT and close.
-    pub fn quit(&mut self) -> Result<Response, SmtpError> {
+    pub(crate) fn quit(&mut self) -> Result<Response, SmtpError> {
         self.command(&Quit.to_string())
     }
 
     /// QUIT (unless the connection is broken), then close, whatever happens.
-    pub fn abort(&mut self) {
+    pub(crate) fn abort(&mut self) {
         if !self.broken {
             self.broken = true;
             let _ = self.command(&Quit.to_string());

@@ -21,7 +21,7 @@ use crate::mail::smtp::SmtpError;
 
 /// Why the TLS parameters of an SMTP session could not be set up. Sentences name the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SmtpTlsError {
+pub(crate) enum SmtpTlsError {
     #[error("cannot read smtp.ca_file {}: {cause}", path.display())]
     Read { path: PathBuf, cause: String },
     #[error("smtp.ca_file {} holds no PEM certificate (expected one or more `-----BEGIN CERTIFICATE-----` blocks)", path.display())]
@@ -35,7 +35,7 @@ pub enum SmtpTlsError {
 /// The TLS client for a session with the configured server (TLS 1.2 or later, the server's
 /// certificate verified against the system's roots and `smtp.ca_file`, its name checked by
 /// [`crate::mail::smtp`] at the handshake); `None` for `security = "none"`.
-pub fn tls_parameters(config: &SmtpConfig) -> Result<Option<SslConnector>, SmtpTlsError> {
+pub(crate) fn tls_parameters(config: &SmtpConfig) -> Result<Option<SslConnector>, SmtpTlsError> {
     if config.security == SmtpSecurity::None {
         return Ok(None);
     }
@@ -59,7 +59,7 @@ pub fn tls_parameters(config: &SmtpConfig) -> Result<Option<SslConnector>, SmtpT
 
 /// `cause` (an SMTP session's error, with its causes) followed by what to do when it is a
 /// rejected server certificate, or (implicit TLS) a server that answered in plain text.
-pub fn with_hint(cause: String, config: &SmtpConfig) -> String {
+pub(crate) fn with_hint(cause: String, config: &SmtpConfig) -> String {
     // OpenSSL's word for a plain-text answer (an SMTP greeting) to the TLS handshake.
     if config.security == SmtpSecurity::Tls && cause.contains("wrong version number") {
         return format!(
@@ -88,7 +88,7 @@ pub fn with_hint(cause: String, config: &SmtpConfig) -> String {
 /// `None` for any other failure and with `tls` (where certctl speaks first). Meant for the
 /// first step of a session (connect, greeting, EHLO): a server that greets and then falls
 /// silent at EHLO is told the same, which is rare enough.
-pub fn no_greeting(e: &SmtpError, config: &SmtpConfig) -> Option<String> {
+pub(crate) fn no_greeting(e: &SmtpError, config: &SmtpConfig) -> Option<String> {
     if config.security == SmtpSecurity::Tls || !e.is_silent() {
         return None;
     }

@@ -6,7 +6,7 @@ use std::net::Ipv6Addr;
 
 /// Why a `host:port` is not one.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AddressProblem {
+pub(crate) enum AddressProblem {
     /// `https://...`: a URL, not an address.
     Url,
     /// `[2001:db8::1` without the closing bracket.
@@ -26,7 +26,7 @@ pub enum AddressProblem {
 }
 
 /// Splits `host:port` / `[v6]:port` into the host (without brackets) and the port.
-pub fn split_host_port(address: &str) -> Result<(String, u16), AddressProblem> {
+pub(crate) fn split_host_port(address: &str) -> Result<(String, u16), AddressProblem> {
     if address.contains("://") {
         return Err(AddressProblem::Url);
     }

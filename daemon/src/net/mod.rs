@@ -2,5 +2,5 @@
 //! `http://` URLs checked before anything is sent and the `[crl] allow` list ([`url`]). Nothing here opens a connection; the capabilities
 //! that do (probe, mail, CRL fetch, SCEP, webhooks) bound their own I/O.
 
-pub mod address;
-pub mod url;
+pub(crate) mod address;
+pub(crate) mod url;

@@ -29,7 +29,7 @@ impl fmt::Display for Host {
 
 /// A checked `http://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CrlUrl {
+pub(crate) struct CrlUrl {
     pub host: Host,
     pub port: u16,
     /// `host[:port]` as written (the `Host:` header).
@@ -40,7 +40,7 @@ pub struct CrlUrl {
 
 /// Why a URL is not fetched.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UrlProblem {
+pub(crate) enum UrlProblem {
     /// Another scheme (`ldap://`, `https://`, `file:`...).
     Scheme,
     /// Anything else, said as a phrase.
@@ -49,7 +49,7 @@ pub enum UrlProblem {
 
 /// The URL with every character outside printable ASCII escaped (`\r`, `\n`, `\u{e9}`),
 /// for messages and logs.
-pub fn escaped(url: &str) -> String {
+pub(crate) fn escaped(url: &str) -> String {
     url.chars()
         .flat_map(|c| {
             let plain = c.is_ascii_graphic() || c == ' ';
@@ -65,7 +65,7 @@ pub fn escaped(url: &str) -> String {
 
 impl CrlUrl {
     /// Checks a URL; only what passes is ever put on the wire.
-    pub fn parse(url: &str) -> Result<CrlUrl, UrlProblem> {
+    pub(crate) fn parse(url: &str) -> Result<CrlUrl, UrlProblem> {
         let bad = |what: String| Err(UrlProblem::Invalid(what));
         if let Some(c) = url.chars().find(|c| c.is_control()) {
             return bad(format!(
@@ -111,7 +111,7 @@ impl CrlUrl {
     }
 
     /// `Location` of a redirect: absolute, or a path on the same host.
-    pub fn join(&self, location: &str) -> Result<CrlUrl, UrlProblem> {
+    pub(crate) fn join(&self, location: &str) -> Result<CrlUrl, UrlProblem> {
         if location.starts_with('/') && !location.starts_with("//") {
             CrlUrl::parse(&format!("http://{}{location}", self.authority))
         } else {
@@ -121,7 +121,7 @@ impl CrlUrl {
 
     #[cfg(test)]
     /// The URL as it is requested.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         format!("http://{}{}", self.authority, self.path)
     }
 }

@@ -67,13 +67,13 @@ use crate::files::read::{read_private_file, FileError};
 use crate::history::{actor, AuditAction};
 
 /// Certificates are backdated this much, for clocks that run a little behind.
-pub const BACKDATE_SECS: i64 = 300;
+pub(crate) const BACKDATE_SECS: i64 = 300;
 /// Default validity of a root CA.
-pub const DEFAULT_CA_VALIDITY: Duration = Duration::days(3650);
+pub(crate) const DEFAULT_CA_VALIDITY: Duration = Duration::days(3650);
 /// Default validity of an issued certificate.
-pub const DEFAULT_LEAF_VALIDITY: Duration = Duration::days(365);
+pub(crate) const DEFAULT_LEAF_VALIDITY: Duration = Duration::days(365);
 /// Default nextUpdate − thisUpdate of the CRLs.
-pub const DEFAULT_CRL_VALIDITY: Duration = Duration::days(7);
+pub(crate) const DEFAULT_CRL_VALIDITY: Duration = Duration::days(7);
 
 /// A secret (passphrase, PFX password): serialised as a plain string for the control
 /// socket (same-user peers only), but never shown by `Debug`.
@@ -266,7 +266,7 @@ impl std::fmt::Display for KeyKind {
 }
 
 /// An OpenSSL key as an rcgen key pair (through unencrypted PKCS#8 PEM, in memory only).
-pub fn rcgen_key(key: &PKey<Private>) -> Result<KeyPair, CaError> {
+pub(crate) fn rcgen_key(key: &PKey<Private>) -> Result<KeyPair, CaError> {
     let pem = key
         .private_key_to_pem_pkcs8()
         .map_err(crypto("export a key as PKCS#8"))?;
@@ -280,7 +280,7 @@ pub fn rcgen_key(key: &PKey<Private>) -> Result<KeyPair, CaError> {
 // ---- files ---------------------------------------------------------------------------------
 
 /// Creates a private folder (0700), with its parents.
-pub fn private_dir(path: &Path) -> Result<(), CaError> {
+pub(crate) fn private_dir(path: &Path) -> Result<(), CaError> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -292,7 +292,7 @@ pub fn private_dir(path: &Path) -> Result<(), CaError> {
 /// Writes a file through the one symlink-safe atomic writer ([`crate::files::atomic`]):
 /// `FileMode::Private` (0600) for keys and PFX files, `FileMode::Public` (0644) for
 /// certificates, chains and CRLs. Use [`atomic::Options`] for a backup.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: FileMode) -> Result<(), CaError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: FileMode) -> Result<(), CaError> {
     Ok(atomic::Options::new(mode).write(path, bytes)?)
 }
 
@@ -302,14 +302,14 @@ impl From<atomic::WriteError> for CaError {
     }
 }
 
-pub use crate::files::atomic::FileMode;
+pub(crate) use crate::files::atomic::FileMode;
 
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>, CaError> {
     fs::read(path).map_err(io_err(path))
 }
 
 /// The CERTIFICATE blocks of a PEM file, as DER, in order.
-pub fn pem_certificates(path: &Path, bytes: &[u8]) -> Result<Vec<Vec<u8>>, CaError> {
+pub(crate) fn pem_certificates(path: &Path, bytes: &[u8]) -> Result<Vec<Vec<u8>>, CaError> {
     let certs = X509::stack_from_pem(bytes).map_err(|e| CaError::BadFile {
         path: path.to_path_buf(),
         cause: format!("not a PEM certificate file ({e})"),
@@ -328,7 +328,7 @@ pub fn pem_certificates(path: &Path, bytes: &[u8]) -> Result<Vec<Vec<u8>>, CaErr
 
 /// The DER of the certificate `fp` at position `index` of a file (PEM, DER or PKCS#12:
 /// end-entity certificate first, then the CA certificates), if it is still there.
-pub fn cert_der_at(
+pub(crate) fn cert_der_at(
     path: &Path,
     index: u32,
     fp: &certctl_store::Fingerprint,
@@ -365,7 +365,7 @@ pub fn cert_der_at(
 }
 
 /// PEM text of one DER certificate.
-pub fn der_to_pem(der: &[u8]) -> Result<String, CaError> {
+pub(crate) fn der_to_pem(der: &[u8]) -> Result<String, CaError> {
     let pem = X509::from_der(der)
         .and_then(|c| c.to_pem())
         .map_err(crypto("encode a certificate as PEM"))?;
@@ -378,7 +378,7 @@ pub(crate) fn to_datetime(t: UnixTime) -> Result<OffsetDateTime, CaError> {
 }
 
 /// A random positive 16-byte serial number.
-pub fn random_serial() -> Result<SerialNumber, CaError> {
+pub(crate) fn random_serial() -> Result<SerialNumber, CaError> {
     let mut bytes = [0u8; 16];
     openssl::rand::rand_bytes(&mut bytes).map_err(crypto("draw a serial number"))?;
     bytes[0] = (bytes[0] & 0x7f) | 0x10;
@@ -386,7 +386,7 @@ pub fn random_serial() -> Result<SerialNumber, CaError> {
 }
 
 /// The folder of the managed CAs of a store.
-pub fn cas_dir(store: &Store) -> PathBuf {
+pub(crate) fn cas_dir(store: &Store) -> PathBuf {
     store.path().join("ca")
 }
 
@@ -400,12 +400,15 @@ pub(crate) fn valid_name(name: &str) -> bool {
 }
 
 /// PBKDF2-HMAC-SHA256 iterations for a new encrypted CA key (OWASP's 2023 advice).
-pub const PBKDF2_ITERATIONS: u32 = 600_000;
+pub(crate) const PBKDF2_ITERATIONS: u32 = 600_000;
 
 /// The key as encrypted PKCS#8 PEM: PBES2 with PBKDF2-HMAC-SHA256 ([`PBKDF2_ITERATIONS`],
 /// 16-byte random salt) and AES-256-CBC. (OpenSSL's PEM writer uses 2,048 iterations and
 /// offers no way to ask for more; keys written that way still open.)
-pub fn encrypted_pkcs8_pem(key: &PKey<Private>, passphrase: &Secret) -> Result<Vec<u8>, CaError> {
+pub(crate) fn encrypted_pkcs8_pem(
+    key: &PKey<Private>,
+    passphrase: &Secret,
+) -> Result<Vec<u8>, CaError> {
     let what = "encrypt the CA key";
     let mut plain = key.private_key_to_pkcs8().map_err(crypto(what))?;
     let mut salt = [0u8; 16];
@@ -487,7 +490,7 @@ mod der {
     }
 
     /// `-----BEGIN ENCRYPTED PRIVATE KEY-----` PEM of PBES2(PBKDF2-HMAC-SHA256, AES-256-CBC).
-    pub fn encrypted_private_key_pem(
+    pub(super) fn encrypted_private_key_pem(
         salt: &[u8],
         iterations: u32,
         iv: &[u8],
@@ -514,13 +517,13 @@ mod der {
 }
 
 /// Why a private key file could not be used.
-pub enum KeyLoadError {
+pub(crate) enum KeyLoadError {
     NeedsPassphrase,
     Unreadable(String),
 }
 
 /// Reads a PEM private key (PKCS#8, encrypted PKCS#8, PKCS#1, SEC1).
-pub fn load_private_key(
+pub(crate) fn load_private_key(
     bytes: &[u8],
     passphrase: Option<&Secret>,
 ) -> Result<PKey<Private>, KeyLoadError> {
@@ -537,7 +540,7 @@ pub fn load_private_key(
 // ---- using a managed CA --------------------------------------------------------------------
 
 /// A managed CA with its key loaded, ready to sign.
-pub struct Signer {
+pub(crate) struct Signer {
     pub ca: ManagedCa,
     /// The CA's folder (see [`ManagedCa::folder`]).
     pub dir: PathBuf,
@@ -554,7 +557,11 @@ pub struct Signer {
 
 impl Signer {
     /// Loads the managed CA `name`, decrypting its key with `passphrase` when needed.
-    pub fn load(store: &Store, name: &str, passphrase: Option<&Secret>) -> Result<Signer, CaError> {
+    pub(crate) fn load(
+        store: &Store,
+        name: &str,
+        passphrase: Option<&Secret>,
+    ) -> Result<Signer, CaError> {
         let ca = store
             .managed_ca(name)?
             .ok_or_else(|| CaError::NoSuchCa(name.to_string()))?;
@@ -634,7 +641,7 @@ impl Signer {
     }
 
     /// The rcgen issuer for this CA.
-    pub fn issuer(&self) -> Result<Issuer<'static, &KeyPair>, CaError> {
+    pub(crate) fn issuer(&self) -> Result<Issuer<'static, &KeyPair>, CaError> {
         Issuer::from_ca_cert_pem(&self.cert_pem, &self.key_pair).map_err(rcgen_err(format!(
             "use the certificate of CA `{}`",
             self.ca.name
@@ -642,7 +649,7 @@ impl Signer {
     }
 
     /// Whether this CA issued `cert` (issuer DN and, when both are known, key identifiers).
-    pub fn issued(&self, cert: &Certificate) -> bool {
+    pub(crate) fn issued(&self, cert: &Certificate) -> bool {
         issued_by(&self.cert, cert)
     }
 }
@@ -663,7 +670,7 @@ pub fn issued_by(ca: &Certificate, cert: &Certificate) -> bool {
 }
 
 /// The managed CA that issued `cert`, if certctl holds its key.
-pub fn managed_issuer(
+pub(crate) fn managed_issuer(
     store: &Store,
     cert: &Certificate,
 ) -> Result<Option<(ManagedCa, Certificate)>, CaError> {
@@ -681,7 +688,7 @@ pub fn managed_issuer(
 
 /// What a new certificate should say.
 #[derive(Debug, Clone)]
-pub struct LeafSpec {
+pub(crate) struct LeafSpec {
     pub subject: DistinguishedName,
     pub sans: Vec<SanType>,
     pub role: Role,
@@ -690,7 +697,7 @@ pub struct LeafSpec {
 }
 
 /// Parses `--san` values: IP addresses, `user@host` e-mail, `scheme://` URIs, else DNS.
-pub fn parse_sans(values: &[String]) -> Result<Vec<SanType>, CaError> {
+pub(crate) fn parse_sans(values: &[String]) -> Result<Vec<SanType>, CaError> {
     values
         .iter()
         .map(|v| {
@@ -711,7 +718,7 @@ pub fn parse_sans(values: &[String]) -> Result<Vec<SanType>, CaError> {
 }
 
 /// Signs a certificate for `key` with the CA. Returns its DER.
-pub fn sign_leaf(
+pub(crate) fn sign_leaf(
     signer: &Signer,
     spec: &LeafSpec,
     key: &PKey<Private>,
@@ -776,7 +783,7 @@ pub enum PfxFormat {
 
 /// A PKCS#12 archive (AES-256-CBC, PBKDF2, SHA-256 MAC) with the key, the certificate and
 /// the CA chain.
-pub fn build_pfx(
+pub(crate) fn build_pfx(
     friendly_name: &str,
     key: &PKey<Private>,
     cert_der: &[u8],
@@ -794,7 +801,7 @@ pub fn build_pfx(
 }
 
 /// [`build_pfx`] in the given [`PfxFormat`].
-pub fn build_pfx_as(
+pub(crate) fn build_pfx_as(
     friendly_name: &str,
     key: &PKey<Private>,
     cert_der: &[u8],
@@ -825,7 +832,7 @@ pub fn build_pfx_as(
 
 /// A file name from a CN: `*` becomes `star`, anything but letters, digits, `.`, `_`, `-`
 /// becomes `_`.
-pub fn file_stem(cn: &str) -> String {
+pub(crate) fn file_stem(cn: &str) -> String {
     let s: String = cn
         .replace('*', "star")
         .chars()
@@ -877,7 +884,7 @@ pub struct IssueReport {
 
 /// Writes `DIR/STEM.pem`, `.key` (0600), `.chain.pem` and optionally `.pfx`; returns the
 /// files written and their sources for the inventory.
-pub fn write_leaf_files(
+pub(crate) fn write_leaf_files(
     dir: &Path,
     stem: &str,
     signer: &Signer,
@@ -924,7 +931,7 @@ pub fn write_leaf_files(
 }
 
 /// Records a new certificate (and its chain) at the files written for it.
-pub fn record_files(
+pub(crate) fn record_files(
     store: &Store,
     facts: &CertificateFacts,
     role: Role,
@@ -974,7 +981,11 @@ pub fn record_files(
 }
 
 /// Issues a certificate from a managed CA and writes its files.
-pub fn issue(store: &Store, req: &IssueRequest, now: UnixTime) -> Result<IssueReport, CaError> {
+pub(crate) fn issue(
+    store: &Store,
+    req: &IssueRequest,
+    now: UnixTime,
+) -> Result<IssueReport, CaError> {
     if req.out.is_relative() {
         return Err(CaError::Invalid(format!(
             "--out {}: give an absolute path",

@@ -85,7 +85,7 @@ impl CaInfo {
 
 /// Creates a managed CA: key, certificate, files, store records and a first (empty) CRL,
 /// atomically (see the module doc): the files are staged, moved into place, then recorded.
-pub fn init(store: &Store, req: &CaInitRequest, now: UnixTime) -> Result<CaInfo, CaError> {
+pub(crate) fn init(store: &Store, req: &CaInitRequest, now: UnixTime) -> Result<CaInfo, CaError> {
     if !valid_name(&req.name) {
         return Err(CaError::BadName(req.name.clone()));
     }
@@ -397,7 +397,7 @@ fn record_new_ca(
 }
 
 /// `certctl ca list`.
-pub fn list(store: &Store) -> Result<Vec<CaInfo>, CaError> {
+pub(crate) fn list(store: &Store) -> Result<Vec<CaInfo>, CaError> {
     store
         .managed_cas()?
         .into_iter()
@@ -406,7 +406,7 @@ pub fn list(store: &Store) -> Result<Vec<CaInfo>, CaError> {
 }
 
 /// `certctl ca export NAME --out FILE`: the CA certificate as PEM (0644).
-pub fn export(store: &Store, name: &str, out: &Path) -> Result<PathBuf, CaError> {
+pub(crate) fn export(store: &Store, name: &str, out: &Path) -> Result<PathBuf, CaError> {
     let ca = store
         .managed_ca(name)?
         .ok_or_else(|| CaError::NoSuchCa(name.to_string()))?;

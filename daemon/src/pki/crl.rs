@@ -63,7 +63,7 @@ fn revoked_by_ca(store: &Store, ca_cert: &Certificate) -> Result<Vec<Certificate
 /// missing, unreadable, not signed by the CA, or not listing a serial the store holds as
 /// revoked by it (a publish that failed after the revocation was recorded: a full disk, a
 /// read-only folder, a kill between the two). Empty when every file is current. Needs no key.
-pub fn stale_crls(store: &Store, ca: &ManagedCa) -> Result<Vec<CrlCheck>, CrlError> {
+pub(crate) fn stale_crls(store: &Store, ca: &ManagedCa) -> Result<Vec<CrlCheck>, CrlError> {
     let Some(ca_cert) = store.get(&ca.fingerprint)? else {
         return Ok(Vec::new());
     };
@@ -93,7 +93,7 @@ pub fn stale_crls(store: &Store, ca: &ManagedCa) -> Result<Vec<CrlCheck>, CrlErr
 }
 
 /// The nextUpdate of the last CRL certctl published for `ca` (`None`: none yet).
-pub fn crl_next_update(ca: &ManagedCa) -> Option<UnixTime> {
+pub(crate) fn crl_next_update(ca: &ManagedCa) -> Option<UnixTime> {
     ca.crl_published
         .map(|at| at.saturating_add(ca.crl_validity_secs.max(60)))
 }
@@ -101,7 +101,7 @@ pub fn crl_next_update(ca: &ManagedCa) -> Option<UnixTime> {
 /// Whether the CRL of `ca` is due to be re-signed at `now`: `resign_before` seconds before
 /// its nextUpdate, by default once half of its validity has passed (relying parties refuse
 /// every certificate of a CA whose CRL has expired).
-pub fn crl_resign_due(ca: &ManagedCa, now: UnixTime, resign_before: Option<i64>) -> bool {
+pub(crate) fn crl_resign_due(ca: &ManagedCa, now: UnixTime, resign_before: Option<i64>) -> bool {
     match crl_next_update(ca) {
         None => true,
         Some(next) => {
@@ -113,7 +113,7 @@ pub fn crl_resign_due(ca: &ManagedCa, now: UnixTime, resign_before: Option<i64>)
 
 /// What certd's CRL upkeep did for one managed CA.
 #[derive(Debug)]
-pub enum Upkeep {
+pub(crate) enum Upkeep {
     /// Re-signed and published (it was due, or its published files were behind the store).
     Published(CrlPublished),
     /// Due, but the CA key is encrypted and no passphrase file is configured for it.
@@ -125,7 +125,7 @@ pub enum Upkeep {
 /// certd's CRL upkeep: re-signs and publishes the CRL of every managed CA that is due
 /// ([`crl_resign_due`]) or whose published files are behind the store ([`stale_crls`]).
 /// `passphrase` gives the secret of an encrypted CA, if certd has one.
-pub fn crl_upkeep(
+pub(crate) fn crl_upkeep(
     store: &Store,
     now: UnixTime,
     resign_before: Option<i64>,
@@ -161,7 +161,7 @@ pub fn crl_upkeep(
 }
 
 /// The names of the managed CAs whose published CRL is behind the store.
-pub fn stale_cas(store: &Store) -> Result<Vec<String>, CrlError> {
+pub(crate) fn stale_cas(store: &Store) -> Result<Vec<String>, CrlError> {
     let mut out = Vec::new();
     for ca in store.managed_cas()? {
         if !stale_crls(store, &ca)?.is_empty() {
@@ -187,7 +187,11 @@ pub(crate) fn serial_bytes(hex_serial: &str) -> Option<Vec<u8>> {
 }
 
 /// Signs a new CRL for the CA (number + 1) and writes it to every configured path.
-pub fn publish_crl(store: &Store, signer: &Signer, now: UnixTime) -> Result<CrlPublished, CaError> {
+pub(crate) fn publish_crl(
+    store: &Store,
+    signer: &Signer,
+    now: UnixTime,
+) -> Result<CrlPublished, CaError> {
     let revoked = revoked_by(store, signer)?;
     let mut paths = vec![signer.dir.join("crl.pem")];
     paths.extend(signer.ca.crl_paths.iter().map(PathBuf::from));
@@ -214,7 +218,7 @@ pub fn publish_crl(store: &Store, signer: &Signer, now: UnixTime) -> Result<CrlP
 }
 
 /// A CRL signed by a managed CA, not yet written anywhere.
-pub struct SignedCrl {
+pub(crate) struct SignedCrl {
     pub number: u64,
     pub next_update: UnixTime,
     /// How many serials it lists.
@@ -225,7 +229,7 @@ pub struct SignedCrl {
 
 /// Signs CRL number `number` of the CA listing the `revoked` certificates it issued
 /// (thisUpdate = now, nextUpdate = now + the CA's CRL validity).
-pub fn sign_crl(
+pub(crate) fn sign_crl(
     signer: &Signer,
     revoked: &[Certificate],
     number: u64,
@@ -286,7 +290,7 @@ pub fn sign_crl(
 }
 
 /// Writes a CRL to each path (`.der`/`.crl`: DER, else PEM), atomically.
-pub fn write_crl(paths: &[PathBuf], crl: &SignedCrl) -> Result<(), CaError> {
+pub(crate) fn write_crl(paths: &[PathBuf], crl: &SignedCrl) -> Result<(), CaError> {
     for p in paths {
         if let Some(parent) = p.parent() {
             crate::files::atomic::create_dir_all(parent, 0o755)?;
@@ -297,7 +301,7 @@ pub fn write_crl(paths: &[PathBuf], crl: &SignedCrl) -> Result<(), CaError> {
 }
 
 /// Records the `crl-published` audit event of a CRL.
-pub fn audit_crl(
+pub(crate) fn audit_crl(
     store: &Store,
     signer: &Signer,
     crl: &SignedCrl,
@@ -343,7 +347,7 @@ pub struct CrlCheck {
 
 /// Reads `path` (PEM or DER) and checks its signature with the CA certificate and that it
 /// lists `serials` (lowercase hex).
-pub fn verify_crl_file(path: &Path, ca_der: &[u8], serials: &[String]) -> CrlCheck {
+pub(crate) fn verify_crl_file(path: &Path, ca_der: &[u8], serials: &[String]) -> CrlCheck {
     let fail = |detail: String| CrlCheck {
         path: path.to_path_buf(),
         ok: false,
@@ -401,7 +405,7 @@ pub fn verify_crl_file(path: &Path, ca_der: &[u8], serials: &[String]) -> CrlChe
 
 /// `certctl ca crl NAME --out FILE [--der]`: signs a fresh CRL (published to the configured
 /// paths as well) and writes a copy to `out`.
-pub fn ca_crl(
+pub(crate) fn ca_crl(
     store: &Store,
     name: &str,
     out: Option<&Path>,
@@ -454,12 +458,12 @@ fn rcgen_reason(r: RevocationReason) -> rcgen::RevocationReason {
 }
 
 /// The highest CRL number among the CRL files (PEM or DER) that can be read.
-pub fn highest_crl_number(paths: &[PathBuf]) -> Option<u64> {
+pub(crate) fn highest_crl_number(paths: &[PathBuf]) -> Option<u64> {
     paths.iter().filter_map(|p| crl_number_of(p)).max()
 }
 
 /// The CRL number of a CRL file (PEM or DER); `None` when it cannot be read.
-pub fn crl_number_of(path: &Path) -> Option<u64> {
+pub(crate) fn crl_number_of(path: &Path) -> Option<u64> {
     let file = std::fs::File::open(path).ok()?;
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut std::io::Read::take(file, 64 << 20), &mut bytes).ok()?;

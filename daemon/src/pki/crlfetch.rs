@@ -44,18 +44,18 @@ use crate::duration::DAY_SECS;
 use crate::history::AuditAction;
 use crate::pki::ca;
 
-pub mod http;
+pub(crate) mod http;
 
 use crate::config::sections::DEFAULT_PASS_DEADLINE_SECS;
 use crate::net::url;
-pub use crate::net::url::AllowList;
+pub(crate) use crate::net::url::AllowList;
 
 /// The largest CRL accepted (bytes).
-pub const MAX_CRL_BYTES: usize = 32 << 20;
+pub(crate) const MAX_CRL_BYTES: usize = 32 << 20;
 
 /// A pass that could not run at all (individual URLs fail in [`CrlFetchReport::urls`]).
 #[derive(Debug, thiserror::Error)]
-pub enum CrlFetchError {
+pub(crate) enum CrlFetchError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -63,7 +63,7 @@ pub enum CrlFetchError {
 /// Why one CRL could not be used. Sentences name the URL (escaped: URLs come from
 /// certificates and may hold control characters).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UrlError {
+pub(crate) enum UrlError {
     #[error("{url}: only http:// CRL distribution points are fetched")]
     Unsupported { url: String },
     /// Not a URL certctl sends: control characters, spaces, non-ASCII, a user part...
@@ -147,7 +147,7 @@ pub struct CrlFetchReport {
 }
 
 /// One pass over every certificate with a CRL distribution point.
-pub fn fetch(
+pub(crate) fn fetch(
     store: &Store,
     options: &CrlFetchOptions,
     now: UnixTime,
@@ -157,7 +157,7 @@ pub fn fetch(
 
 /// A pass's results, ready to be written ([`Prepared::record`]).
 #[derive(Debug)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     verdicts: Vec<Verdict>,
 }
 
@@ -183,7 +183,7 @@ struct Plan {
 
 /// The first half of a pass: reads the store, downloads the CRLs and checks them. Writes
 /// nothing, so it needs no lock; the network is only used here.
-pub fn prepare(
+pub(crate) fn prepare(
     store: &Store,
     options: &CrlFetchOptions,
     now: UnixTime,
@@ -504,7 +504,11 @@ impl Prepared {
     /// The second half of a pass: caches the CRLs and marks the listed certificates (a
     /// certificate revoked or removed meanwhile is left alone). certd holds its writer
     /// lock for this only.
-    pub fn record(self, store: &Store, now: UnixTime) -> Result<CrlFetchReport, CrlFetchError> {
+    pub(crate) fn record(
+        self,
+        store: &Store,
+        now: UnixTime,
+    ) -> Result<CrlFetchReport, CrlFetchError> {
         let mut report = CrlFetchReport::default();
         for verdict in self.verdicts {
             let mut outcome = verdict.outcome;

@@ -7,12 +7,12 @@
 //! May import: `certs`, `files`, `net`, `config`, `policy`, `history`, `inventory`, `probe`.
 //! Inside, the order is ca → crl → cas, revoke → workflow (common → csr → mod) → scep → renewal.
 
-pub mod ca;
-pub mod cas;
-pub mod crl;
-pub mod crlfetch;
-pub mod reload;
-pub mod renewal;
-pub mod revoke;
-pub mod scep;
-pub mod workflow;
+pub(crate) mod ca;
+pub(crate) mod cas;
+pub(crate) mod crl;
+pub(crate) mod crlfetch;
+pub(crate) mod reload;
+pub(crate) mod renewal;
+pub(crate) mod revoke;
+pub(crate) mod scep;
+pub(crate) mod workflow;

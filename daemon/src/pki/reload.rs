@@ -24,11 +24,11 @@ use certctl_store::ReloadHook;
 use serde::{Deserialize, Serialize};
 
 /// Bytes of stdout (and of stderr) kept per hook.
-pub const OUTPUT_LIMIT: usize = 16 * 1024;
+pub(crate) const OUTPUT_LIMIT: usize = 16 * 1024;
 /// How long the output of an exited hook is still read (a background child may hold it).
-pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// The timeout of a hook that names none.
-pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
+pub(crate) const DEFAULT_TIMEOUT_SECS: u64 = 60;
 
 /// What running one reload hook did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,7 +77,7 @@ fn drain(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
 }
 
 /// Runs one hook to its end or its timeout.
-pub fn run(hook: &ReloadHook) -> ReloadOutcome {
+pub(crate) fn run(hook: &ReloadHook) -> ReloadOutcome {
     let mut outcome = ReloadOutcome {
         target: hook.target.clone(),
         argv: hook.argv.clone(),
@@ -176,7 +176,7 @@ pub fn run(hook: &ReloadHook) -> ReloadOutcome {
 }
 
 /// Whether `hook` is for the deployed file `path` (the same path, or a folder above it).
-pub fn applies_to(hook: &ReloadHook, path: &str) -> bool {
+pub(crate) fn applies_to(hook: &ReloadHook, path: &str) -> bool {
     let target = hook.target.trim_end_matches('/');
     path == target
         || path

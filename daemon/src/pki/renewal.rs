@@ -47,7 +47,7 @@ use crate::policy::{Policy, PolicySet, RenewBefore, RenewMode, DEFAULT_RENEW_BEF
 
 /// Errors of automatic renewal.
 #[derive(Debug, thiserror::Error)]
-pub enum RenewalError {
+pub(crate) enum RenewalError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -110,12 +110,12 @@ impl fmt::Display for RenewalMethod {
 }
 
 /// What a person must do when no managed CA or SCEP server can issue a certificate.
-pub const MANUAL_WHY: &str =
+pub(crate) const MANUAL_WHY: &str =
     "no managed CA or SCEP server can issue it: run certctl regenerate --csr";
 
 /// How `cert` is renewed: by its managed CA (whose encrypted key needs a passphrase file in
 /// `ca_passphrase_files`), else by the policy's `[[scep]]` server, else by a person.
-pub fn method_for(
+pub(crate) fn method_for(
     store: &Store,
     cert: &Certificate,
     policy: Option<&Policy>,
@@ -131,7 +131,7 @@ pub fn method_for(
 }
 
 /// [`method_for`] with the managed CA that issued `cert` already found (`None`: none did).
-pub fn method_from(
+pub(crate) fn method_from(
     cert: &Certificate,
     managed: Option<&certctl_store::ManagedCa>,
     policy: Option<&Policy>,
@@ -218,7 +218,11 @@ pub fn explain(
 
 /// The key type of a new key for `method`: SCEP servers (NDES, most MDMs) take RSA only, so
 /// an EC certificate renewed by SCEP gets an RSA 2048 key (or stronger if the policy says).
-pub fn key_for(method: &RenewalMethod, old: &Certificate, policy: Option<&Policy>) -> KeyKind {
+pub(crate) fn key_for(
+    method: &RenewalMethod,
+    old: &Certificate,
+    policy: Option<&Policy>,
+) -> KeyKind {
     let same = KeyKind::like(&old.facts.key);
     let kind = match method {
         RenewalMethod::Scep { .. } if !same.is_rsa() => KeyKind::Rsa2048,
@@ -248,7 +252,7 @@ pub struct RenewalTiming {
 
 /// The jitter of a certificate: a number in `0..window/10` taken from its fingerprint, so
 /// it is the same at every pass and after every restart.
-pub fn jitter_secs(fp: &Fingerprint, renew_before_secs: i64) -> i64 {
+pub(crate) fn jitter_secs(fp: &Fingerprint, renew_before_secs: i64) -> i64 {
     let window = renew_before_secs.max(0) / 10;
     if window == 0 {
         return 0;
@@ -259,7 +263,7 @@ pub fn jitter_secs(fp: &Fingerprint, renew_before_secs: i64) -> i64 {
 }
 
 /// When `cert` is due under `policy` (whatever its `renew`).
-pub fn timing(policy: &Policy, cert: &Certificate) -> RenewalTiming {
+pub(crate) fn timing(policy: &Policy, cert: &Certificate) -> RenewalTiming {
     let before = policy.renew_before.unwrap_or(DEFAULT_RENEW_BEFORE);
     let secs = before.secs(cert.facts.validity_secs());
     let jitter = jitter_secs(&cert.fingerprint(), secs);
@@ -272,7 +276,7 @@ pub fn timing(policy: &Policy, cert: &Certificate) -> RenewalTiming {
 }
 
 /// Why certd never renews `cert` itself whatever its policy, if so.
-pub fn never_renewed(cert: &Certificate) -> Option<&'static str> {
+pub(crate) fn never_renewed(cert: &Certificate) -> Option<&'static str> {
     if cert.facts.is_ca {
         return Some("a CA certificate");
     }
@@ -297,7 +301,7 @@ pub fn never_renewed(cert: &Certificate) -> Option<&'static str> {
 ///
 /// The exchange with the SCEP server runs without certd's writer lock (it may take minutes
 /// while a request is pending); `lock` is taken to complete the workflow.
-pub fn renew_by_scep<G>(
+pub(crate) fn renew_by_scep<G>(
     store: &Store,
     config: &Config,
     server: &str,
@@ -346,7 +350,7 @@ pub fn renew_by_scep<G>(
 /// The secrets of a renewal's workflow, from `[workflows]`: the passphrase file of its CA
 /// and the PFX password file. A file that cannot be used is logged; the workflow then fails
 /// as without it.
-pub fn secrets_for(config: &Config, ca_name: &str) -> WorkflowSecrets {
+pub(crate) fn secrets_for(config: &Config, ca_name: &str) -> WorkflowSecrets {
     let read = |what: &str, file: &Path| match Secret::from_private_file(file) {
         Ok(secret) => Some(secret),
         Err(e) => {
@@ -393,7 +397,7 @@ pub struct DueRenewal {
 }
 
 /// The reason recorded for a renewal.
-pub fn reason(cert: &Certificate, timing: &RenewalTiming) -> String {
+pub(crate) fn reason(cert: &Certificate, timing: &RenewalTiming) -> String {
     format!(
         "auto-renewal: expires {}, renew_before {}",
         certctl_store::rfc3339(cert.facts.not_after),
@@ -442,7 +446,7 @@ pub fn unknown_scep_servers(config: &Config, policies: &PolicySet) -> Vec<String
 /// has passed, whatever `renew_before` says: with a `renew_before` longer than the lifetime
 /// (60 days on 30-day certificates) it would be due the moment it is issued, and each
 /// renewal would make another at the next pass.
-pub fn not_again_at_once(
+pub(crate) fn not_again_at_once(
     mut timing: RenewalTiming,
     cert: &Certificate,
     made_by_renewal: bool,
@@ -498,7 +502,7 @@ fn renewed(store: &Store) -> Result<std::collections::BTreeSet<Fingerprint>, Sto
 
 /// Every certificate whose policy says `renew = "auto"` and that is due at `now` (or
 /// `only`, whatever its time, for `certctl renew ID`), with its method and state.
-pub fn due(
+pub(crate) fn due(
     store: &Store,
     policies: &PolicySet,
     config: &Config,
@@ -686,7 +690,7 @@ impl RenewalPassReport {
 
 /// The backoff after `failures` failed attempts: `retry_min` doubled per failure, at most
 /// `retry_max`.
-pub fn backoff_secs(renewal: &RenewalConfig, failures: u32) -> i64 {
+pub(crate) fn backoff_secs(renewal: &RenewalConfig, failures: u32) -> i64 {
     let min = renewal.retry_min.as_secs().max(1);
     let max = renewal.retry_max.as_secs().max(min);
     let factor = 1u64 << failures.saturating_sub(1).min(20);
@@ -697,7 +701,7 @@ pub fn backoff_secs(renewal: &RenewalConfig, failures: u32) -> i64 {
 /// continued), at most `[renewal] max_concurrent` unfinished at once. `only`: just this
 /// certificate, due or not (`certctl renew ID`). Each workflow runs under `lock` (the
 /// store's writer lock); the endpoints are probed without it.
-pub fn run_pass<G>(
+pub(crate) fn run_pass<G>(
     store: &Store,
     policies: &PolicySet,
     config: &Config,
@@ -1166,7 +1170,7 @@ impl FailingRenewal {
 }
 
 /// The renewals whose last attempt failed, by certificate.
-pub fn failing(store: &Store) -> Result<BTreeMap<Fingerprint, FailingRenewal>, StoreError> {
+pub(crate) fn failing(store: &Store) -> Result<BTreeMap<Fingerprint, FailingRenewal>, StoreError> {
     Ok(store
         .renewals()?
         .into_iter()
@@ -1190,7 +1194,7 @@ pub fn failing(store: &Store) -> Result<BTreeMap<Fingerprint, FailingRenewal>, S
 /// What the reminders say about automatic renewals, by certificate: "automatic renewal
 /// failed N times since D: CAUSE" for a failing one, "a person must act" and why for one no
 /// managed CA or SCEP server can do.
-pub fn reminder_notes(store: &Store) -> Result<BTreeMap<Fingerprint, String>, StoreError> {
+pub(crate) fn reminder_notes(store: &Store) -> Result<BTreeMap<Fingerprint, String>, StoreError> {
     let mut out = BTreeMap::new();
     for r in store.renewals()? {
         if r.finished.is_some() {
@@ -1222,7 +1226,7 @@ pub fn reminder_notes(store: &Store) -> Result<BTreeMap<Fingerprint, String>, St
 /// For a certificate whose policy says `renew = "auto"` but that neither a managed CA nor a
 /// `[[scep]]` server can renew: the reminder's note saying a person must act (known without
 /// a renewal pass having run). `None` otherwise.
-pub fn nobody_can_renew(
+pub(crate) fn nobody_can_renew(
     store: &Store,
     cert: &Certificate,
     policy: &Policy,
@@ -1242,7 +1246,7 @@ pub fn nobody_can_renew(
 /// survive restarts and are the same with and without certd):
 /// `certctl_renewals_total{method,outcome}` (automatic renewals that ended so; a counter)
 /// and `certctl_renewal_failing{method}` (renewals whose last attempt failed; a gauge).
-pub fn metrics_text(store: &Store) -> Result<String, StoreError> {
+pub(crate) fn metrics_text(store: &Store) -> Result<String, StoreError> {
     use std::fmt::Write;
     let mut out = String::new();
     out.push_str("# HELP certctl_renewals_total Automatic renewals that ended, by method (managed-ca, scep, manual) and outcome (success, failure: one per failed attempt).\n");
@@ -1496,7 +1500,7 @@ pub struct RenewReport {
 
 /// The configuration a renewal request uses: `config` (certd's own), else the request's
 /// file, else the defaults (no passphrase files, no reload hooks).
-pub fn request_config(
+pub(crate) fn request_config(
     store: &Store,
     request: &RenewRequest,
     config: Option<&Config>,
@@ -1518,7 +1522,7 @@ pub fn request_config(
 }
 
 /// Answers `certctl renew` with `config` (certd's, or see [`request_config`]).
-pub fn execute<G>(
+pub(crate) fn execute<G>(
     store: &Store,
     request: &RenewRequest,
     config: &Config,

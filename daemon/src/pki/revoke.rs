@@ -54,7 +54,7 @@ pub enum RevokeError {
 }
 
 /// The reasons `--reason` accepts (RFC 5280 §5.3.1).
-pub const REASONS: &str = "unspecified, key-compromise, ca-compromise, affiliation-changed, superseded, cessation-of-operation, certificate-hold, privilege-withdrawn, aa-compromise";
+pub(crate) const REASONS: &str = "unspecified, key-compromise, ca-compromise, affiliation-changed, superseded, cessation-of-operation, certificate-hold, privilege-withdrawn, aa-compromise";
 
 /// Parses a reason as written on the command line (`key-compromise`, ...).
 pub fn parse_reason(s: &str) -> Result<RevocationReason, RevokeError> {
@@ -120,7 +120,7 @@ pub struct RevokeReport {
 }
 
 /// The certificates a request selects (deduplicated, sorted by expiry).
-pub fn select(store: &Store, req: &RevokeRequest) -> Result<Vec<Certificate>, RevokeError> {
+pub(crate) fn select(store: &Store, req: &RevokeRequest) -> Result<Vec<Certificate>, RevokeError> {
     if req.ids.is_empty() && req.spki.is_none() && req.issuer.is_none() && req.key_file.is_none() {
         return Err(RevokeError::NoSelector);
     }
@@ -223,7 +223,10 @@ fn issued_by_selector(store: &Store, id: &str) -> Result<Vec<Certificate>, Revok
 
 /// SHA-256 of the SubjectPublicKeyInfo of the key in a file: a private key (PEM, maybe
 /// encrypted), a public key (PEM) or a certificate (PEM or DER).
-pub fn spki_of_file(path: &Path, passphrase: Option<&Secret>) -> Result<Sha256, RevokeError> {
+pub(crate) fn spki_of_file(
+    path: &Path,
+    passphrase: Option<&Secret>,
+) -> Result<Sha256, RevokeError> {
     let bad = |cause: String| RevokeError::BadKeyFile {
         path: path.to_path_buf(),
         cause,
@@ -245,7 +248,7 @@ pub fn spki_of_file(path: &Path, passphrase: Option<&Secret>) -> Result<Sha256, 
 }
 
 /// Revokes (or, with `dry_run`, lists) the selected certificates.
-pub fn revoke(
+pub(crate) fn revoke(
     store: &Store,
     req: &RevokeRequest,
     now: UnixTime,
@@ -256,7 +259,7 @@ pub fn revoke(
 /// [`revoke`] taking the store's writer lock with `lock` for the revocation itself, and
 /// probing the endpoints that served the revoked certificates without it (each outcome is
 /// recorded under it), so a slow endpoint cannot hold up scans.
-pub fn revoke_locked<G>(
+pub(crate) fn revoke_locked<G>(
     store: &Store,
     req: &RevokeRequest,
     now: UnixTime,
@@ -465,7 +468,7 @@ fn check_endpoints<G>(
 
 /// Marks one certificate revoked (if it is not already) and republishes its managed CA's
 /// CRL; used by the regenerate workflow (`superseded`). Returns the CRL checks.
-pub fn revoke_one(
+pub(crate) fn revoke_one(
     store: &Store,
     fp: &Fingerprint,
     reason: RevocationReason,

@@ -6,11 +6,11 @@ use certctl_store::UnixTime;
 use super::digest::Digest;
 
 /// The right-hand side of Message-IDs when `smtp.from` has no domain.
-pub const DEFAULT_MESSAGE_ID_DOMAIN: &str = "certctl.invalid";
+pub(crate) const DEFAULT_MESSAGE_ID_DOMAIN: &str = "certctl.invalid";
 
 /// Why a digest was not delivered.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SendFailure {
+pub(crate) struct SendFailure {
     /// For admins: the server, the recipient and the cause.
     pub error: String,
     /// The whole message had been sent when the connection broke or timed out, before the
@@ -21,7 +21,7 @@ pub struct SendFailure {
 
 impl SendFailure {
     /// A failure before anything of the message reached the server.
-    pub fn not_sent(error: impl Into<String>) -> SendFailure {
+    pub(crate) fn not_sent(error: impl Into<String>) -> SendFailure {
         SendFailure {
             error: error.into(),
             maybe_delivered: false,
@@ -30,7 +30,7 @@ impl SendFailure {
 }
 
 /// Sends one digest. [`SmtpMailer`] is the real one; tests use their own.
-pub trait Mailer {
+pub(crate) trait Mailer {
     /// Delivers the digest: `Ok` once the server accepted it (`250` to the message).
     fn send(&self, digest: &Digest, now: UnixTime) -> Result<(), SendFailure>;
 

@@ -29,7 +29,11 @@ fn urgency(policy: &policy::Policy, expires: UnixTime, now: UnixTime) -> Urgency
 ///
 /// Two passes over the store, holding only what may be reminded about: the first picks the
 /// certificates past a threshold, the second looks for a renewed successor of just those.
-pub fn due(store: &Store, policies: &PolicySet, now: UnixTime) -> Result<Vec<Digest>, StoreError> {
+pub(crate) fn due(
+    store: &Store,
+    policies: &PolicySet,
+    now: UnixTime,
+) -> Result<Vec<Digest>, StoreError> {
     let snoozes: HashMap<Fingerprint, Snooze> = store
         .snoozes()?
         .into_iter()

@@ -9,7 +9,7 @@ use crate::config::{SmtpConfig, SmtpSecurity};
 use crate::mail::smtp::{Session, SmtpError};
 
 /// The environment variable that holds the SMTP password (it wins over `password_file`).
-pub const PASSWORD_ENV: &str = "CERTCTL_SMTP_PASSWORD";
+pub(crate) const PASSWORD_ENV: &str = "CERTCTL_SMTP_PASSWORD";
 
 // ---- SMTP ---------------------------------------------------------------------------------
 
@@ -38,7 +38,7 @@ enum EnvelopeError {
 /// deadline per session of [`crate::mail::smtp::DEADLINE_FACTOR`] × `smtp.timeout`) so that a failure says whether the message had been sent ([`SendFailure::maybe_delivered`]),
 /// and so that the session of an accepted digest is closed (QUIT) only after the pass
 /// recorded it ([`Mailer::finish`]), not before.
-pub struct SmtpMailer {
+pub(crate) struct SmtpMailer {
     pub(super) config: SmtpConfig,
     /// The password, or why it could not be read. Never logged.
     password: Result<Option<String>, String>,
@@ -57,7 +57,7 @@ impl std::fmt::Debug for SmtpMailer {
 
 impl SmtpMailer {
     /// Reads the password now: `$CERTCTL_SMTP_PASSWORD` if set, else `password_file`.
-    pub fn new(config: &SmtpConfig) -> SmtpMailer {
+    pub(crate) fn new(config: &SmtpConfig) -> SmtpMailer {
         let password = match (std::env::var(PASSWORD_ENV), &config.password_file) {
             (Ok(p), _) if !p.is_empty() => Ok(Some(p)),
             (_, Some(file)) => crate::pki::ca::Secret::from_private_file(file)

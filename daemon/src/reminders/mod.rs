@@ -50,17 +50,18 @@
 //!    (A crash of certctl between the `250` and the flushed record is the same window,
 //!    made as small as it can be.)
 
-pub mod delivery;
-pub mod digest;
-pub mod due;
-pub mod email;
-pub mod pass;
-pub mod snooze;
-pub mod webhook;
+pub(crate) mod delivery;
+pub(crate) mod digest;
+pub(crate) mod due;
+pub(crate) mod email;
+pub(crate) mod pass;
+pub(crate) mod snooze;
+pub(crate) mod webhook;
 
 pub use digest::when;
 pub use pass::*;
-pub use snooze::{snooze, snoozed, SnoozeError, Snoozed};
+pub use snooze::Snoozed;
+pub(crate) use snooze::{snooze, snoozed, SnoozeError};
 
 #[cfg(test)]
 mod tests;

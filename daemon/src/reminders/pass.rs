@@ -19,13 +19,13 @@ use crate::history::AuditAction;
 use crate::policy::{self, PolicyError, PolicySet};
 
 /// First retry delay after a failed delivery; it doubles with each failure.
-pub const BACKOFF_FIRST_SECS: i64 = 60;
+pub(crate) const BACKOFF_FIRST_SECS: i64 = 60;
 /// Longest retry delay.
-pub const BACKOFF_MAX_SECS: i64 = 6 * 3600;
+pub(crate) const BACKOFF_MAX_SECS: i64 = 6 * 3600;
 
 /// Why a pass could not run.
 #[derive(Debug, thiserror::Error)]
-pub enum RemindError {
+pub(crate) enum RemindError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -119,14 +119,14 @@ impl PassReport {
 /// The channels a pass delivers through: e-mail for addresses, [`crate::reminders::webhook`] for
 /// `webhook:NAME` recipients. A digest for a channel that is not configured fails (and
 /// stays pending) naming what is missing.
-pub struct Channels {
+pub(crate) struct Channels {
     pub smtp: Option<SmtpMailer>,
     pub webhooks: WebhookSender,
 }
 
 impl Channels {
     /// The channels of `config`; `None` when it has neither `[smtp]` nor `[[webhook]]`.
-    pub fn from_config(config: &Config) -> Option<Channels> {
+    pub(crate) fn from_config(config: &Config) -> Option<Channels> {
         if config.smtp.is_none() && config.webhooks.is_empty() {
             return None;
         }
@@ -182,7 +182,7 @@ fn message_id(mailer: Option<&dyn Mailer>, digest: &Digest) -> String {
 
 #[cfg(test)]
 /// Runs one pass at `now`. `mailer` may be `None` only for a dry run.
-pub fn run_pass(
+pub(crate) fn run_pass(
     store: &Store,
     policies: &PolicySet,
     mailer: Option<&dyn Mailer>,
@@ -196,7 +196,7 @@ pub fn run_pass(
 /// pass reads what is due and while it records an outcome) and the pass never holds it
 /// during an SMTP session, so a slow or hostile mail server cannot hold up scans. The
 /// caller makes sure that only one pass runs at a time (certd: its reminder lock).
-pub fn run_pass_locked<G>(
+pub(crate) fn run_pass_locked<G>(
     store: &Store,
     policies: &PolicySet,
     mailer: Option<&dyn Mailer>,
@@ -376,13 +376,13 @@ fn record_sent(store: &Store, digest: &Digest, now: UnixTime) -> Result<(), Stor
 }
 
 /// The delay before attempt `attempts + 1`: 1 minute, doubling, at most 6 hours.
-pub fn backoff(attempts: u32) -> i64 {
+pub(crate) fn backoff(attempts: u32) -> i64 {
     let shift = attempts.saturating_sub(1).min(20);
     (BACKOFF_FIRST_SECS << shift).min(BACKOFF_MAX_SECS)
 }
 
 /// Where a pass takes its policies from: `policies` if given, else `[reminders].policies`.
-pub fn policies_dir(
+pub(crate) fn policies_dir(
     config: &Config,
     config_path: &Path,
     policies: Option<&Path>,
@@ -399,7 +399,7 @@ pub fn policies_dir(
 /// used); a dry run needs no configuration when `policies` is given. The store's writer
 /// lock is taken with `lock` only around store work
 /// (see [`run_pass_locked`]).
-pub fn pass_with_config_locked<G>(
+pub(crate) fn pass_with_config_locked<G>(
     store: &Store,
     config_path: Option<&Path>,
     policies: Option<&Path>,
@@ -436,7 +436,7 @@ pub fn pass_with_config_locked<G>(
 
 /// certd's scheduled pass; returns the outcome shown by `certctl status`. `lock` takes the
 /// store's writer lock, held only around store work (see [`run_pass_locked`]).
-pub fn scheduled_pass<G>(
+pub(crate) fn scheduled_pass<G>(
     store: &Store,
     config: &Config,
     config_path: &Path,
@@ -480,7 +480,7 @@ pub fn scheduled_pass<G>(
 
 /// When certd should run the next reminder pass after `t`: the schedule, or earlier when a
 /// pending digest's retry time comes first. `None` without a `[reminders]` section.
-pub fn next_run(config: &Config, store: &Store, t: UnixTime) -> Option<UnixTime> {
+pub(crate) fn next_run(config: &Config, store: &Store, t: UnixTime) -> Option<UnixTime> {
     let scheduled = config.reminders.as_ref()?.schedule.next_after(t);
     let retry = store
         .delivery_states()

@@ -11,7 +11,7 @@ use crate::inventory::query::{self, QueryError};
 
 /// Why a certificate or tracked artifact could not be snoozed.
 #[derive(Debug, thiserror::Error)]
-pub enum SnoozeError {
+pub(crate) enum SnoozeError {
     #[error(transparent)]
     Query(#[from] QueryError),
     #[error(transparent)]
@@ -57,7 +57,7 @@ impl Snoozed {
 
 /// Silences reminders until `until` for the one certificate `id` names, else the one tracked
 /// artifact it names (id prefix, path or name); recorded in the audit history.
-pub fn snooze(
+pub(crate) fn snooze(
     store: &Store,
     id: &str,
     until: UnixTime,
@@ -136,7 +136,7 @@ pub fn snooze(
 }
 
 /// The snoozes still in force at `now`, soonest end first.
-pub fn snoozed(store: &Store, now: UnixTime) -> Result<Vec<Snoozed>, StoreError> {
+pub(crate) fn snoozed(store: &Store, now: UnixTime) -> Result<Vec<Snoozed>, StoreError> {
     let mut out = Vec::new();
     let tracked = store.artifacts()?;
     for s in store.snoozes()? {

@@ -31,23 +31,28 @@ use super::digest::Digest;
 use crate::config::sections::{webhook_name, Format, WebhookConfig};
 
 /// The most of an answer read (status line, headers and body).
-pub const MAX_ANSWER: usize = 64 * 1024;
+pub(crate) const MAX_ANSWER: usize = 64 * 1024;
 
 /// Delivers digests to the configured webhooks.
 #[derive(Debug, Clone, Default)]
-pub struct WebhookSender {
+pub(crate) struct WebhookSender {
     hooks: BTreeMap<String, WebhookConfig>,
 }
 
 impl WebhookSender {
-    pub fn new(hooks: &[WebhookConfig]) -> WebhookSender {
+    pub(crate) fn new(hooks: &[WebhookConfig]) -> WebhookSender {
         WebhookSender {
             hooks: hooks.iter().map(|h| (h.name.clone(), h.clone())).collect(),
         }
     }
 
     /// POSTs `digest` to the webhook its recipient names. `Ok` on a 2xx answer.
-    pub fn send(&self, digest: &Digest, key: &str, now: UnixTime) -> Result<(), SendFailure> {
+    pub(crate) fn send(
+        &self,
+        digest: &Digest,
+        key: &str,
+        now: UnixTime,
+    ) -> Result<(), SendFailure> {
         let name = webhook_name(&digest.recipient).unwrap_or(&digest.recipient);
         let Some(hook) = self.hooks.get(name) else {
             return Err(SendFailure::not_sent(format!(
@@ -77,7 +82,12 @@ fn redacted(url: &url::Url) -> String {
 }
 
 /// The body of a POST in `format`.
-pub fn payload(format: Format, digest: &Digest, key: &str, now: UnixTime) -> serde_json::Value {
+pub(crate) fn payload(
+    format: Format,
+    digest: &Digest,
+    key: &str,
+    now: UnixTime,
+) -> serde_json::Value {
     let lines: Vec<String> = digest
         .entries
         .iter()

@@ -38,16 +38,16 @@ use tokio::task::{AbortHandle, JoinHandle};
 use crate::api::StatusReport;
 
 /// The longest request accepted (request line and headers).
-pub const MAX_REQUEST: usize = 8 * 1024;
+pub(crate) const MAX_REQUEST: usize = 8 * 1024;
 /// How long a client may take to send its whole request, counted from the connection.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long writing the answer may take.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections open at the same time (well below the usual 1024 file descriptors). When
 /// a new one arrives with all taken, the oldest one still sending its request is closed.
-pub const MAX_CONNECTIONS: usize = 256;
+pub(crate) const MAX_CONNECTIONS: usize = 256;
 /// Answers rendered at the same time (rendering reads the whole inventory).
-pub const MAX_RENDERS: usize = 2;
+pub(crate) const MAX_RENDERS: usize = 2;
 
 /// The header of the metrics exposition.
 const METRICS_HEADERS: &str = "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n";
@@ -61,7 +61,7 @@ X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n";
 
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Page {
+pub(crate) enum Page {
     /// `/metrics`.
     Metrics,
     /// `/`: the dashboard's overview.
@@ -72,7 +72,7 @@ pub enum Page {
 
 /// A rendered answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rendered {
+pub(crate) enum Rendered {
     /// The metrics exposition.
     Metrics(String),
     /// An HTML page.
@@ -140,7 +140,7 @@ pub fn status_series(status: &StatusReport) -> String {
 /// gets 421 Misdirected Request, so a web page on another name re-bound to certd's address
 /// cannot read the metrics through a browser.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AllowedHosts {
+pub(crate) struct AllowedHosts {
     listen: SocketAddr,
     /// `[metrics] allowed_hosts`, lowercase, matched with any port.
     names: Vec<String>,
@@ -149,7 +149,7 @@ pub struct AllowedHosts {
 impl AllowedHosts {
     /// The hosts answered when listening on `listen`, plus `names` (host names or IP
     /// addresses without port, e.g. a reverse proxy's name).
-    pub fn new(listen: SocketAddr, names: &[String]) -> AllowedHosts {
+    pub(crate) fn new(listen: SocketAddr, names: &[String]) -> AllowedHosts {
         AllowedHosts {
             listen,
             names: names.iter().map(|n| n.to_ascii_lowercase()).collect(),
@@ -157,7 +157,7 @@ impl AllowedHosts {
     }
 
     /// Whether a request with `Host: host` is answered.
-    pub fn allows(&self, host: &str) -> bool {
+    pub(crate) fn allows(&self, host: &str) -> bool {
         let Some((name, port)) = split_host_port(host.trim()) else {
             return false;
         };
@@ -209,7 +209,7 @@ fn split_host_port(host: &str) -> Option<(&str, Option<u16>)> {
 /// Serves the [`Page`]s on `listener` until the task is aborted, to requests for `hosts`.
 /// `render` makes the body (it runs on a blocking thread); an `Err` becomes a 500 with the
 /// message logged.
-pub async fn serve<R, F>(listener: TcpListener, hosts: AllowedHosts, render: R)
+pub(crate) async fn serve<R, F>(listener: TcpListener, hosts: AllowedHosts, render: R)
 where
     R: Fn(Page) -> F + Send + Sync + 'static,
     F: Future<Output = Result<Rendered, String>> + Send + 'static,

@@ -5,20 +5,20 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// What a signal asks the daemon to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignalEvent {
+pub(crate) enum SignalEvent {
     Shutdown,
     Reload,
 }
 
 /// The signals certd listens to.
-pub struct Signals {
+pub(crate) struct Signals {
     term: Signal,
     int: Signal,
     hup: Signal,
 }
 
 impl Signals {
-    pub fn install() -> std::io::Result<Signals> {
+    pub(crate) fn install() -> std::io::Result<Signals> {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
@@ -27,7 +27,7 @@ impl Signals {
     }
 
     /// Waits for the next signal.
-    pub async fn next(&mut self) -> SignalEvent {
+    pub(crate) async fn next(&mut self) -> SignalEvent {
         tokio::select! {
             _ = self.term.recv() => SignalEvent::Shutdown,
             _ = self.int.recv() => SignalEvent::Shutdown,

@@ -14,15 +14,15 @@ use super::{UrlError, MAX_CRL_BYTES};
 use crate::net::url::{escaped, AllowList, CrlUrl, Host, UrlProblem};
 
 /// Downloads running at once in a pass.
-pub const PARALLEL: usize = 8;
+pub(crate) const PARALLEL: usize = 8;
 /// Downloads running at once from one host.
-pub const PER_HOST: usize = 2;
+pub(crate) const PER_HOST: usize = 2;
 /// Redirects followed (to other checked, allowed `http://` URLs).
 const MAX_REDIRECTS: usize = 3;
 
 /// How downloads are bounded.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// One URL, all included.
     pub per_url: Duration,
     /// When the pass gives up on what has not finished.
@@ -32,7 +32,7 @@ pub struct Limits {
 }
 
 /// Checks `url` (and the allow list for its host name) without any network access.
-pub fn check(url: &str, allow: Option<&AllowList>) -> Result<CrlUrl, UrlError> {
+pub(crate) fn check(url: &str, allow: Option<&AllowList>) -> Result<CrlUrl, UrlError> {
     let parsed = CrlUrl::parse(url).map_err(|p| problem(url, p))?;
     if let Some(allow) = allow {
         if !allow.allows_name(&parsed.host) && !allow.has_networks() {
@@ -62,7 +62,7 @@ fn not_allowed(url: &str, host: &Host, allow: &AllowList) -> UrlError {
 
 /// Fetches every URL (already [`check`]ed), in parallel within the limits; each URL's
 /// result, in the order of `urls`.
-pub fn download_all(
+pub(crate) fn download_all(
     urls: Vec<(String, CrlUrl)>,
     limits: &Limits,
 ) -> BTreeMap<String, Result<Vec<u8>, UrlError>> {

@@ -14,16 +14,16 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The most of an answer read (head and body).
-pub const MAX_ANSWER: usize = 1 << 20;
+pub(crate) const MAX_ANSWER: usize = 1 << 20;
 
 /// An answer with status 200.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub body: Vec<u8>,
 }
 
 /// One exchange with `url` under `timeout`; `Err` is the cause in words.
-pub fn exchange(
+pub(crate) fn exchange(
     url: &url::Url,
     post: Option<&[u8]>,
     ca_file: Option<&Path>,
@@ -136,7 +136,7 @@ fn send<S: Read + Write>(
 }
 
 /// The status, Content-Type and body of a raw HTTP answer; non-200 is an error.
-pub fn parse(raw: &[u8]) -> Result<Answer, String> {
+pub(crate) fn parse(raw: &[u8]) -> Result<Answer, String> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -76,7 +76,7 @@ fn build(what: &'static str) -> impl Fn(String) -> MessageError {
 
 /// The kind of a `pkiMessage` (messageType).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageType {
+pub(crate) enum MessageType {
     CertRep,
     RenewalReq,
     PkcsReq,
@@ -97,7 +97,7 @@ impl MessageType {
 /// The digest for signatures and the cipher for envelopes, from what GetCACaps offers:
 /// SHA-256 and AES-128-CBC when offered, else the RFC's fallback SHA-1 and 3DES.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Algorithms {
+pub(crate) struct Algorithms {
     pub sha256: bool,
     pub aes: bool,
 }
@@ -172,7 +172,7 @@ impl FailInfo {
 
 /// The outcome a CertRep reports (pkiStatus).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PkiStatus {
+pub(crate) enum PkiStatus {
     /// The issued certificate and whatever else the server put in the degenerate
     /// certs-only answer (DER), still encrypted to the requester.
     Success {
@@ -190,7 +190,7 @@ pub enum PkiStatus {
 
 /// A request as sent: its bytes and what the answer must match.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub der: Vec<u8>,
     pub transaction_id: String,
     pub sender_nonce: [u8; 16],
@@ -198,14 +198,14 @@ pub struct Request {
 
 /// Who signs a request: the self-signed certificate of the new key (PKCSReq), or the
 /// current certificate and its key (RenewalReq); the CertRep's envelope is encrypted to it.
-pub struct Signer<'a> {
+pub(crate) struct Signer<'a> {
     pub cert: &'a X509,
     pub key: &'a PKey<Private>,
 }
 
 /// Builds a `pkiMessage`: `content` (a CSR, or an IssuerAndSubject for CertPoll) encrypted
 /// to `recipient`, signed by `signer` with the SCEP attributes.
-pub fn request(
+pub(crate) fn request(
     kind: MessageType,
     content: &[u8],
     recipient: &X509,
@@ -316,7 +316,7 @@ fn octets(oid: ObjectIdentifier, bytes: &[u8]) -> Result<Attribute, MessageError
 
 /// The `values` of a CSR's challengePassword attribute (a SET of one DirectoryString:
 /// PrintableString when the password allows, else UTF8String).
-pub fn challenge_attribute(password: &str) -> Result<Vec<u8>, MessageError> {
+pub(crate) fn challenge_attribute(password: &str) -> Result<Vec<u8>, MessageError> {
     let fail = build("encode the challenge password");
     let value = match PrintableString::new(password) {
         Ok(p) => Any::encode_from(&p),
@@ -330,13 +330,13 @@ pub fn challenge_attribute(password: &str) -> Result<Vec<u8>, MessageError> {
 
 /// CertPoll's content (RFC 8894 §3.3.3): the CA's name and the requested subject.
 #[derive(Debug, Clone, PartialEq, Eq, Sequence)]
-pub struct IssuerAndSubject {
+pub(crate) struct IssuerAndSubject {
     pub issuer: Name,
     pub subject: Name,
 }
 
 /// The IssuerAndSubject of a poll for `subject` (DER of a Name) at the CA `ca`.
-pub fn issuer_and_subject(ca: &X509, subject_cert: &X509) -> Result<Vec<u8>, MessageError> {
+pub(crate) fn issuer_and_subject(ca: &X509, subject_cert: &X509) -> Result<Vec<u8>, MessageError> {
     let fail = build("encode the CertPoll");
     let name = |c: &X509| -> Result<Name, MessageError> {
         let der = c.to_der().map_err(|e| fail(e.to_string()))?;
@@ -396,7 +396,7 @@ impl signature::Signer<RsaSignature> for RsaSigner<'_> {
 // ---- the answer ----------------------------------------------------------------------------
 
 /// A CertRep whose signature verified and which answers `request`.
-pub fn parse_reply(
+pub(crate) fn parse_reply(
     der: &[u8],
     request: &Request,
     trusted: &[X509],
@@ -524,7 +524,7 @@ fn verify(
 }
 
 /// The certificates of a degenerate certs-only SignedData (DER), in order.
-pub fn certs_only(der: &[u8]) -> Result<Vec<X509>, MessageError> {
+pub(crate) fn certs_only(der: &[u8]) -> Result<Vec<X509>, MessageError> {
     let bad = |what: String| MessageError::Malformed(format!("certs-only PKCS#7: {what}"));
     let info = ContentInfo::from_der(der).map_err(|e| bad(e.to_string()))?;
     if info.content_type != ID_SIGNED_DATA {
@@ -547,7 +547,10 @@ pub fn certs_only(der: &[u8]) -> Result<Vec<X509>, MessageError> {
 /// single DES (micromdm's scepserver does), which OpenSSL 3 keeps in its legacy provider.
 /// The envelope protects only the issued certificate, which is public anyway; what makes
 /// the answer trustworthy is the CertRep's signature, checked before.
-pub fn open_envelope(envelope: &[u8], signer: &Signer<'_>) -> Result<Vec<X509>, MessageError> {
+pub(crate) fn open_envelope(
+    envelope: &[u8],
+    signer: &Signer<'_>,
+) -> Result<Vec<X509>, MessageError> {
     let fail = |what: &str| MessageError::Decrypt(what.to_string());
     let info = ContentInfo::from_der(envelope).map_err(|e| fail(&format!("not CMS: {e}")))?;
     if info.content_type != ID_ENVELOPED_DATA {

@@ -22,10 +22,10 @@
 //! Nothing here touches the store: the caller (the renewal's CSR workflow) gets the
 //! certificate and completes the workflow with it.
 
-pub mod admin;
-pub mod http;
-pub mod message;
-pub mod renew;
+pub(crate) mod admin;
+pub(crate) mod http;
+pub(crate) mod message;
+pub(crate) mod renew;
 
 use std::path::PathBuf;
 use std::thread;
@@ -38,7 +38,7 @@ use crate::config::sections::ScepConfig;
 use message::{Algorithms, FailInfo, MessageType, PkiStatus, Signer};
 
 /// The deadline of one HTTP exchange.
-pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_POLL_WAIT: Duration = Duration::from_secs(600);
 
 /// Why an enrollment did not return a certificate, naming the server.
@@ -74,10 +74,10 @@ pub enum ScepFailure {
 
 /// The server's capabilities (GetCACaps), case-insensitive keywords.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Caps(Vec<String>);
+pub(crate) struct Caps(Vec<String>);
 
 impl Caps {
-    pub fn parse(text: &str) -> Caps {
+    pub(crate) fn parse(text: &str) -> Caps {
         Caps(
             text.split(['\n', '\r', ' ', '\t'])
                 .filter(|s| !s.is_empty())
@@ -85,26 +85,26 @@ impl Caps {
                 .collect(),
         )
     }
-    pub fn has(&self, cap: &str) -> bool {
+    pub(crate) fn has(&self, cap: &str) -> bool {
         self.0.iter().any(|c| c.eq_ignore_ascii_case(cap))
     }
-    pub fn algorithms(&self) -> Algorithms {
+    pub(crate) fn algorithms(&self) -> Algorithms {
         Algorithms {
             sha256: self.has("SHA-256") || self.has("SCEPStandard"),
             aes: self.has("AES") || self.has("SCEPStandard"),
         }
     }
-    pub fn post(&self) -> bool {
+    pub(crate) fn post(&self) -> bool {
         self.has("POSTPKIOperation") || self.has("SCEPStandard")
     }
-    pub fn renewal(&self) -> bool {
+    pub(crate) fn renewal(&self) -> bool {
         self.has("Renewal")
     }
 }
 
 /// The certificates GetCACert returned, once the pin matched.
 #[derive(Debug, Clone)]
-pub struct CaCerts {
+pub(crate) struct CaCerts {
     /// The pinned CA certificate.
     pub ca: X509,
     /// Who the request is encrypted to: an RA certificate the CA issued, or the CA.
@@ -114,7 +114,7 @@ pub struct CaCerts {
 }
 
 /// What an enrollment asks for.
-pub struct Enrollment<'a> {
+pub(crate) struct Enrollment<'a> {
     /// The new key (RSA).
     pub key: &'a PKey<Private>,
     /// The CSR's subject and SANs.
@@ -128,7 +128,7 @@ pub struct Enrollment<'a> {
 
 /// What an enrollment came to.
 #[derive(Debug, Clone)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Issued(Enrolled),
     /// Still PENDING after `poll_timeout` of polling: resume later with
     /// [`Enrollment::resume`] (CertPoll for the same transaction).
@@ -140,7 +140,7 @@ pub enum Outcome {
 
 /// The issued certificate and how it was asked for.
 #[derive(Debug, Clone)]
-pub struct Enrolled {
+pub(crate) struct Enrolled {
     pub cert: X509,
     /// The other certificates of the answer (the chain), if any.
     pub chain: Vec<X509>,
@@ -150,14 +150,14 @@ pub struct Enrolled {
 }
 
 /// A SCEP client for one `[[scep]]` block.
-pub struct Client<'a> {
+pub(crate) struct Client<'a> {
     config: &'a ScepConfig,
     /// Called before each wait while pending (tests, and the log).
     sleep: Box<dyn Fn(Duration) + 'a>,
 }
 
 /// `aa:bb:...` (lower case) of a fingerprint.
-pub fn colon_hex(bytes: &[u8]) -> String {
+pub(crate) fn colon_hex(bytes: &[u8]) -> String {
     bytes
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -166,7 +166,7 @@ pub fn colon_hex(bytes: &[u8]) -> String {
 }
 
 impl<'a> Client<'a> {
-    pub fn new(config: &'a ScepConfig) -> Client<'a> {
+    pub(crate) fn new(config: &'a ScepConfig) -> Client<'a> {
         Client {
             config,
             sleep: Box::new(thread::sleep),
@@ -175,7 +175,7 @@ impl<'a> Client<'a> {
 
     #[cfg(test)]
     /// The same client with another way to wait (tests).
-    pub fn with_sleep(mut self, sleep: impl Fn(Duration) + 'a) -> Client<'a> {
+    pub(crate) fn with_sleep(mut self, sleep: impl Fn(Duration) + 'a) -> Client<'a> {
         self.sleep = Box::new(sleep);
         self
     }
@@ -224,7 +224,7 @@ impl<'a> Client<'a> {
     }
 
     /// GetCACert, checked against the pin. Nothing else is sent before this returns `Ok`.
-    pub fn ca_certs(&self) -> Result<CaCerts, ScepError> {
+    pub(crate) fn ca_certs(&self) -> Result<CaCerts, ScepError> {
         let answer = self.get("GetCACert", Some(&self.config.name))?;
         let certs = match X509::from_der(&answer.body) {
             Ok(cert) => vec![cert],
@@ -285,7 +285,7 @@ impl<'a> Client<'a> {
     }
 
     /// GetCACaps (an empty list when the server answers with nothing).
-    pub fn ca_caps(&self) -> Result<Caps, ScepError> {
+    pub(crate) fn ca_caps(&self) -> Result<Caps, ScepError> {
         let answer = self.get("GetCACaps", Some(&self.config.name))?;
         Ok(Caps::parse(&String::from_utf8_lossy(&answer.body)))
     }
@@ -326,7 +326,7 @@ impl<'a> Client<'a> {
 
     /// Enrolls (or renews): the issued certificate, or PENDING after polling
     /// `poll_timeout`.
-    pub fn enroll(&self, req: &Enrollment<'_>) -> Result<Outcome, ScepError> {
+    pub(crate) fn enroll(&self, req: &Enrollment<'_>) -> Result<Outcome, ScepError> {
         let cas = self.ca_certs()?;
         let caps = self.ca_caps()?;
         let algs = caps.algorithms();
@@ -527,7 +527,7 @@ mod tests {
         use super::super::message::tests::{certs_only_der, party};
         use super::super::message::{self, Algorithms, MessageType, Signer};
 
-        pub struct Fake {
+        pub(super) struct Fake {
             pub url: String,
             pub ca: X509,
             /// The messageType of every PKIOperation, in order.
@@ -553,7 +553,7 @@ mod tests {
             any.value().to_vec()
         }
 
-        pub fn start(pending: usize) -> Fake {
+        pub(super) fn start(pending: usize) -> Fake {
             let (ca_key, ca) = party("fake-scep-ca");
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let url = format!("http://{}/scep", listener.local_addr().unwrap());

@@ -27,7 +27,7 @@ use crate::pki::workflow::{WorkflowError, WorkflowSecrets};
 
 /// Why a SCEP renewal's enrollment did not return a certificate.
 #[derive(Debug, thiserror::Error)]
-pub enum EnrollError {
+pub(crate) enum EnrollError {
     #[error("SCEP server `{server}`: {cause}")]
     Scep { server: String, cause: String },
     #[error(transparent)]
@@ -38,7 +38,7 @@ pub enum EnrollError {
 
 /// What a SCEP enrollment gets: everything about the renewal, at the moment the CSR
 /// workflow waits at `awaiting-certificate`.
-pub struct ScepEnrollment<'a> {
+pub(crate) struct ScepEnrollment<'a> {
     /// certd's configuration (its `[[scep]]` servers).
     pub config: &'a Config,
     /// The `[[scep]]` server, by name.
@@ -53,7 +53,7 @@ pub struct ScepEnrollment<'a> {
 
 /// What the SCEP server answered.
 #[derive(Debug, Clone)]
-pub enum ScepOutcome {
+pub(crate) enum ScepOutcome {
     /// The certificate (DER), then its chain (DER), leaf first.
     Issued(Vec<Vec<u8>>),
     /// PENDING: polled again at the next pass (CertPoll); `detail` says what is awaited.
@@ -61,10 +61,10 @@ pub enum ScepOutcome {
 }
 
 /// The marker of a request answered PENDING (its content: the transaction ID).
-pub const PENDING_MARKER: &str = "scep-pending";
+pub(crate) const PENDING_MARKER: &str = "scep-pending";
 
 /// Enrolls the workflow's key at its SCEP server.
-pub fn enroll(e: &ScepEnrollment<'_>) -> Result<ScepOutcome, EnrollError> {
+pub(crate) fn enroll(e: &ScepEnrollment<'_>) -> Result<ScepOutcome, EnrollError> {
     let scep_err = |cause: String| EnrollError::Scep {
         server: e.server.to_string(),
         cause,

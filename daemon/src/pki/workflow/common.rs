@@ -21,7 +21,7 @@ use crate::pki::revoke::RevokeError;
 
 /// Errors of the workflows and history queries.
 #[derive(Debug, thiserror::Error)]
-pub enum WorkflowError {
+pub(crate) enum WorkflowError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -242,7 +242,7 @@ pub(crate) fn sans_of(cert: &Certificate) -> Vec<SanType> {
 
 /// Rebuilds a name from its RFC 2253 string (as certctl stores subjects): RDNs are split on
 /// unescaped `,`, reversed into encoding order, and mapped to attribute types.
-pub fn parse_rfc2253(s: &str) -> DistinguishedName {
+pub(crate) fn parse_rfc2253(s: &str) -> DistinguishedName {
     let mut rdns: Vec<(String, String)> = Vec::new();
     let mut key = String::new();
     let mut value = String::new();

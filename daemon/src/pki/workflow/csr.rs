@@ -180,7 +180,7 @@ fn covers(new: &certctl_store::CertificateFacts, new_names: &[String], name: &st
 /// workflow's key and the old certificate's names and written to the workflow's folder; a
 /// certificate that does not fit changes nothing. [`super::complete`] then continues the
 /// workflow.
-pub fn receive(
+pub(crate) fn receive(
     store: &Store,
     id: u64,
     cert_file: &Path,

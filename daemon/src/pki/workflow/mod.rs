@@ -60,20 +60,20 @@ use crate::pki::ca::{
 };
 use crate::pki::reload::{self, ReloadOutcome};
 use crate::pki::revoke::{self};
-pub mod common;
-pub mod csr;
+pub(crate) mod common;
+pub(crate) mod csr;
 
 use crate::inventory::query::{self, QueryError};
 pub use common::*;
 use csr::{step_csr, step_receive};
 
 /// The environment variable of the crash test hook (tests only).
-pub const ABORT_HOOK_VAR: &str = "CERTCTL_TEST_ABORT_AFTER_STEP";
+pub(crate) const ABORT_HOOK_VAR: &str = "CERTCTL_TEST_ABORT_AFTER_STEP";
 
 /// The key type `kind`, or the weakest stronger one the policy's key rules accept:
 /// RSA below `min_rsa_bits` grows to the next size that meets it; a curve outside
 /// `allowed_curves` becomes the first allowed one certctl can generate.
-pub fn stronger_if_required(kind: KeyKind, policy: &crate::policy::Policy) -> KeyKind {
+pub(crate) fn stronger_if_required(kind: KeyKind, policy: &crate::policy::Policy) -> KeyKind {
     let mut kind = kind;
     if let Some(min) = policy.min_rsa_bits {
         let bits = match kind {
@@ -131,7 +131,7 @@ fn maybe_abort(step: WorkflowStep) {
 }
 
 /// Starts a regenerate workflow and runs it to the end.
-pub fn regenerate(
+pub(crate) fn regenerate(
     store: &Store,
     req: &RegenerateRequest,
     now: UnixTime,
@@ -239,7 +239,7 @@ pub fn regenerate(
 }
 
 /// `certctl workflows resume ID`: continues a workflow from its last completed step.
-pub fn resume(
+pub(crate) fn resume(
     store: &Store,
     id: u64,
     secrets: &WorkflowSecrets,
@@ -252,11 +252,11 @@ pub fn resume(
 }
 
 /// A workflow id and how resuming it went.
-pub type Resumed = (u64, Result<WorkflowReport, WorkflowError>);
+pub(crate) type Resumed = (u64, Result<WorkflowReport, WorkflowError>);
 
 /// Resumes every unfinished workflow, with the secrets each workflow needs (what certd does at start-up:
 /// the passphrase of the workflow's CA, from its configuration).
-pub fn resume_all_with(
+pub(crate) fn resume_all_with(
     store: &Store,
     secrets_for: impl Fn(&Workflow) -> WorkflowSecrets,
     now: UnixTime,
@@ -282,7 +282,7 @@ pub fn resume_all_with(
 }
 
 /// Every workflow, oldest first, with its old and new certificates.
-pub fn listing(store: &Store) -> Result<Vec<WorkflowReport>, WorkflowError> {
+pub(crate) fn listing(store: &Store) -> Result<Vec<WorkflowReport>, WorkflowError> {
     let mut out = Vec::new();
     for wf in store.workflows()? {
         let dir = PathBuf::from(&wf.dir);
@@ -940,7 +940,7 @@ fn step_reload(
 /// After a run that passed the reload step: probes each endpoint that served the old
 /// certificate and says whether it now serves the new one. The handshakes run without
 /// `lock` (the store's writer lock); each outcome is recorded under it.
-pub fn probe_endpoints<G>(
+pub(crate) fn probe_endpoints<G>(
     store: &Store,
     report: &mut WorkflowReport,
     now: UnixTime,
@@ -995,7 +995,7 @@ pub fn probe_endpoints<G>(
 /// `certctl workflows complete ID --cert FILE`: checks FILE against the workflow's key and
 /// the old certificate's names ([`csr::receive`]), then continues the workflow. A
 /// certificate that does not fit changes nothing.
-pub fn complete(
+pub(crate) fn complete(
     store: &Store,
     id: u64,
     cert_file: &Path,
