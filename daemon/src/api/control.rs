@@ -1,6 +1,6 @@
 //! The control socket: how `certctl` reaches a running `certd` (Unix domain socket).
 //!
-//! This module and [`crate::server::signals`] are the only OS-specific parts of the daemon; a
+//! This module and `server::signals` are the only OS-specific parts of the daemon; a
 //! Windows build would put a named pipe behind the same functions.
 //!
 //! Protocol: the client sends one [`Request`] as a JSON line, the server answers with one
@@ -34,8 +34,8 @@ use crate::api::{Request, Response};
 
 /// The longest request line (JSON and newline) of most requests.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
-/// The longest request line of the requests that carry lists ([`LIST_REQUESTS`]):
-/// `agents import-registrations` of 200,000 agents is about 55 MiB.
+/// The longest request line of the requests that carry lists (`LIST_REQUESTS`: `scan`,
+/// `revoke`, `fleet`): `agents import-registrations` of 200,000 agents is about 55 MiB.
 pub const MAX_LIST_REQUEST_BYTES: usize = 96 << 20;
 /// The requests that may be longer than [`MAX_REQUEST_BYTES`] (their `request` tag).
 const LIST_REQUESTS: [&str; 3] = ["scan", "revoke", "fleet"];
