@@ -21,8 +21,8 @@ use crate::fleet::reports::{self, ReportKind};
 pub enum FleetRequest {
     /// `certctl agents import-registrations FILE` (parsed by the client).
     ImportRegistrations {
-        /// The registrations file as the client resolved it (absolute path, for the
-        /// report's `source` and the audit trail; certd does not read it).
+        /// The registrations file as the client resolved it (absolute path), for the
+        /// report's `source`; certd does not read it.
         source: String,
         /// The rows of FILE, parsed and validated by the client.
         registrations: Vec<Registration>,
@@ -35,7 +35,8 @@ pub enum FleetRequest {
     Decisions,
     /// `certctl agents approve|block`.
     Decide {
-        /// The agents, the verdict, who decides and the deny list to rewrite.
+        /// The agents, the verdict, who decides, the deny list to rewrite and the CA
+        /// passphrase for revoking a blocked agent's certificates.
         decide: DecideRequest,
     },
     /// `certctl agents deny-list`: rewrite the deny list now.
@@ -65,7 +66,8 @@ pub enum FleetRequest {
     },
     /// The tracked artifacts `certctl list` shows.
     Artifacts {
-        /// `list`'s filters (`--expiring`, `--expired`, `--issuer`, `--name`, `--kind`).
+        /// `list`'s filters: `--role` and `--issuer` exclude every artifact, `--name` matches
+        /// its name or path, the time filters apply to its expiry.
         filter: crate::inventory::query::ListFilter,
     },
     /// `certctl metrics`: Prometheus text exposition.
@@ -112,13 +114,14 @@ pub enum FleetResponse {
     },
     /// Answers [`FleetRequest::Pending`].
     Pending {
-        /// The agents waiting for a decision, each element of `agents pending --json`;
-        /// empty when none waits.
+        /// The agents waiting for a decision, what `agents pending --json` is built from
+        /// (`first_seen` printed as RFC 3339); empty when none waits.
         agents: Vec<PendingAgent>,
     },
     /// Answers [`FleetRequest::Decisions`].
     Decisions {
-        /// Every recorded approve/block decision: `agents decisions --json`.
+        /// Every recorded approve/block decision, by agent name (`agents decisions --json` sorts
+        /// them by time and prints `verdict` as `decision`).
         decisions: Vec<AgentDecision>,
     },
     /// Answers [`FleetRequest::Decide`] and [`FleetRequest::DenyList`] (the latter with

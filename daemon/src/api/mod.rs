@@ -107,7 +107,8 @@ pub enum Request {
         /// `--timeout`, `--trust-store`).
         target: ProbeTarget,
     },
-    /// Every probed endpoint's stored state, answered with [`Response::Endpoints`].
+    /// Every probed endpoint's stored state, answered with [`Response::Endpoints`]. No
+    /// `certctl` command sends it at present (`status` carries the endpoints).
     Endpoints,
     /// `certctl forget HOST:PORT`: deletes an endpoint's state and findings (audited);
     /// answered with [`Response::Endpoints`] holding the state removed.
@@ -138,8 +139,9 @@ pub enum Request {
     },
     /// `certctl snooze ID --until DATE --reason TEXT`.
     Snooze {
-        /// The certificate: a fingerprint prefix (at least 8 hex characters) or exact
-        /// subject CN / SAN naming exactly one.
+        /// The certificate (a fingerprint prefix of at least 8 hex characters, or an exact
+        /// subject CN / SAN naming exactly one), else the tracked artifact (id prefix,
+        /// absolute path or name).
         id: String,
         /// `--until DATE` as Unix seconds: reminders stay silent until then.
         until: UnixTime,
@@ -206,14 +208,14 @@ pub enum Request {
     Workflows,
     /// `certctl workflows resume ID`.
     WorkflowResume {
-        /// The workflow's number, as `certctl workflows` lists it.
+        /// The workflow id, as `certctl workflows` lists it.
         id: u64,
         /// The CA passphrase and PKCS#12 password the workflow may need (never stored).
         secrets: WorkflowSecrets,
     },
     /// `certctl workflows complete ID --cert FILE` (absolute).
     WorkflowComplete {
-        /// The workflow's number, waiting at step `awaiting-certificate`.
+        /// The workflow id; the workflow waits at step `awaiting-certificate`.
         id: u64,
         /// `--cert FILE`: the certificate the outside CA issued for the workflow's CSR
         /// (absolute; a relative path is refused as `invalid`).
@@ -234,7 +236,9 @@ pub enum Request {
     },
     /// `certctl crl fetch`: check inventoried certificates against their CAs' CRLs.
     CrlFetch {
-        /// Which CRLs to fetch and how (`--force`, allowed hosts, deadline, ...).
+        /// How to fetch: the per-URL timeout, `--force`, the PKCS#12 password, the allowed
+        /// hosts and the deadline of the whole pass (through certd, its configuration
+        /// decides the last two).
         options: CrlFetchOptions,
     },
     /// `certctl store verify`: check the store's consistency (reads everything).
@@ -433,8 +437,8 @@ pub struct DaemonStatus {
     pub started: UnixTime,
     /// Seconds from `started` to the answer.
     pub uptime_secs: i64,
-    /// The configuration file certd runs with (as given to `certd --config`; reloads read
-    /// it again).
+    /// The configuration file certd runs with (as given to `certd run --config FILE`;
+    /// reloads read it again).
     pub config: PathBuf,
     /// The `[[source]]` entries of its configuration: what its scans read.
     pub sources: Vec<SourceStatus>,
@@ -543,7 +547,8 @@ pub enum Response {
     },
     /// Answers [`Request::Issue`].
     Issued {
-        /// The certificate issued and the files written (never the key itself).
+        /// The certificate issued, its CA, the files written (paths only, never the key)
+        /// and remarks for the admin.
         report: Box<IssueReport>,
     },
     /// Answers [`Request::Revoke`] (also its `--dry-run` preview).
