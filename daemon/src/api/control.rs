@@ -1,6 +1,6 @@
 //! The control socket: how `certctl` reaches a running `certd` (Unix domain socket).
 //!
-//! This module and [`crate::server::signals`] are the only OS-specific parts of the daemon; a
+//! This module and `server::signals` are the only OS-specific parts of the daemon; a
 //! Windows build would put a named pipe behind the same functions.
 //!
 //! Protocol: the client sends one [`Request`] as a JSON line, the server answers with one
@@ -34,8 +34,8 @@ use crate::api::{Request, Response};
 
 /// The longest request line (JSON and newline) of most requests.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
-/// The longest request line of the requests that carry lists ([`LIST_REQUESTS`]):
-/// `agents import-registrations` of 200,000 agents is about 55 MiB.
+/// The longest request line of the requests that carry lists (`LIST_REQUESTS`: `scan`,
+/// `revoke`, `fleet`): `agents import-registrations` of 200,000 agents is about 55 MiB.
 pub const MAX_LIST_REQUEST_BYTES: usize = 96 << 20;
 /// The requests that may be longer than [`MAX_REQUEST_BYTES`] (their `request` tag).
 const LIST_REQUESTS: [&str; 3] = ["scan", "revoke", "fleet"];
@@ -73,25 +73,44 @@ fn request_limit(prefix: &[u8]) -> usize {
 /// Control socket errors.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    /// Binding, connecting to, writing to or reading from the socket failed.
     #[error("cannot use the control socket {}: {source}", path.display())]
     Io {
+        /// The socket file (`STORE/certd.sock`).
         path: PathBuf,
+        /// What the OS said.
         #[source]
         source: std::io::Error,
     },
+    /// No (complete) answer within the client's timeout: the one given to
+    /// [`Client::call`], which applies to each read.
     #[error("certd did not answer within {0:?} (it may be busy or hung)")]
     Timeout(Duration),
+    /// The answer is not a readable [`Response`] (or the request could not be encoded, or
+    /// certd closed the connection before the answer or its end frame).
     #[error("certd sent an answer certctl cannot read: {0}")]
     Protocol(String),
+    /// [`ControlListener::bind`]: a live certd already answers on the store's socket.
     #[error("another certd already serves the store at {} (its control socket answers)", path.display())]
-    AlreadyRunning { path: PathBuf },
+    AlreadyRunning {
+        /// The socket file that answered.
+        path: PathBuf,
+    },
+    /// Writing a streamed answer to the client's output (e.g. stdout) failed.
     #[error("cannot write certd's answer: {0}")]
     Output(#[source] std::io::Error),
+    /// The client refused to send a request line longer than certd accepts
+    /// ([`MAX_REQUEST_BYTES`], or [`MAX_LIST_REQUEST_BYTES`] for list-carrying requests).
     #[error(
         "the request is {bytes} bytes long, certd accepts at most {max} bytes: pass fewer \
          paths or rows at a time"
     )]
-    RequestTooLarge { bytes: usize, max: usize },
+    RequestTooLarge {
+        /// The request line's length in bytes (JSON and newline).
+        bytes: usize,
+        /// The most certd accepts for this request, in bytes.
+        max: usize,
+    },
 }
 
 /// Where the control socket of the store in `store_dir` is.
@@ -228,6 +247,8 @@ pub struct FrameWriter<W: Write> {
 }
 
 impl<W: Write> FrameWriter<W> {
+    /// Frames what is written to `inner` (the connection), buffering up to one full frame
+    /// (256 KiB); a `flush` sends a short frame at once.
     pub fn new(inner: W) -> Self {
         FrameWriter {
             inner,
@@ -309,6 +330,7 @@ impl ControlListener {
         })
     }
 
+    /// The socket file it listens on (`STORE/certd.sock`), removed on drop.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -21,8 +21,12 @@ use crate::fleet::reports::{self, ReportKind};
 pub enum FleetRequest {
     /// `certctl agents import-registrations FILE` (parsed by the client).
     ImportRegistrations {
+        /// The registrations file as the client resolved it (absolute path), for the
+        /// report's `source`; certd does not read it.
         source: String,
+        /// The rows of FILE, parsed and validated by the client.
         registrations: Vec<Registration>,
+        /// `--merge`: add to the stored registrations instead of replacing them all.
         merge: bool,
     },
     /// `certctl agents pending`.
@@ -30,30 +34,54 @@ pub enum FleetRequest {
     /// `certctl agents decisions`.
     Decisions,
     /// `certctl agents approve|block`.
-    Decide { decide: DecideRequest },
+    Decide {
+        /// The agents, the verdict, who decides, the deny list to rewrite and the CA
+        /// passphrase for revoking a blocked agent's certificates.
+        decide: DecideRequest,
+    },
     /// `certctl agents deny-list`: rewrite the deny list now.
-    DenyList { path: Option<PathBuf> },
+    DenyList {
+        /// `--deny-list FILE` (absolute; remembered in the store); `None`: certd's
+        /// configured `[agents] deny_list`, else the path remembered in the store.
+        path: Option<PathBuf>,
+    },
     /// `certctl report NAME`.
     Report {
+        /// The report's NAME (`by-role`, `expiring`, ...: one of `reports::REPORTS`);
+        /// another is refused as `invalid`.
         name: String,
+        /// `--tolerance` and `--ephemeral-lifetime` (used by `clock-skew` only).
         options: crate::fleet::reports::ReportOptions,
     },
     /// `certctl track FILE` (the artifact is prepared by the client, which reads the file).
     Track {
+        /// The artifact to record (id = SHA-256 of the file, absolute path, expiry, ...).
         artifact: certctl_store::TrackedArtifact,
     },
     /// `certctl untrack ID`: stop tracking the files `id` names (id prefix, path or name).
-    Untrack { id: String },
+    Untrack {
+        /// An id prefix (at least 8 hex characters), the absolute path (the client makes
+        /// a relative one absolute) or the name of one tracked artifact.
+        id: String,
+    },
     /// The tracked artifacts `certctl list` shows.
     Artifacts {
+        /// `list`'s filters: `--role` and `--issuer` exclude every artifact, `--name` matches
+        /// its name or path, the time filters apply to its expiry.
         filter: crate::inventory::query::ListFilter,
     },
     /// `certctl metrics`: Prometheus text exposition.
-    Metrics { per_agent: bool },
+    Metrics {
+        /// `--per-agent`: one expiry series per agent certificate too (else agents are
+        /// aggregated by credential kind and status).
+        per_agent: bool,
+    },
     /// `certctl report NAME --html FILE`: the dashboard's overview and the report, as one
     /// standalone HTML page.
     ReportHtml {
+        /// The report's NAME, as in [`FleetRequest::Report`].
         name: String,
+        /// `--tolerance` and `--ephemeral-lifetime`, as in [`FleetRequest::Report`].
         options: crate::fleet::reports::ReportOptions,
     },
 }
@@ -79,31 +107,53 @@ impl FleetRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "fleet", rename_all = "kebab-case")]
 pub enum FleetResponse {
+    /// Answers [`FleetRequest::ImportRegistrations`].
     Imported {
+        /// What the import did: `agents import-registrations --json`.
         report: ImportReport,
     },
+    /// Answers [`FleetRequest::Pending`].
     Pending {
+        /// The agents waiting for a decision, what `agents pending --json` is built from
+        /// (`first_seen` printed as RFC 3339); empty when none waits.
         agents: Vec<PendingAgent>,
     },
+    /// Answers [`FleetRequest::Decisions`].
     Decisions {
+        /// Every recorded approve/block decision, by agent name (`agents decisions --json` sorts
+        /// them by time and prints `verdict` as `decision`).
         decisions: Vec<AgentDecision>,
     },
+    /// Answers [`FleetRequest::Decide`] and [`FleetRequest::DenyList`] (the latter with
+    /// `decided` and `revoked` empty).
     Decided {
+        /// What was decided and written: `agents approve|block|deny-list --json`.
         report: DecisionReport,
     },
+    /// Answers [`FleetRequest::Report`].
     Report {
+        /// Columns and rows; `report NAME --json` prints it as `{"report", "generated_at",
+        /// "rows"}`.
         report: crate::fleet::reports::Report,
     },
+    /// Answers [`FleetRequest::Artifacts`], [`FleetRequest::Track`] (the one artifact
+    /// recorded) and [`FleetRequest::Untrack`] (the one removed).
     Artifacts {
+        /// The tracked artifacts (for `list`: those the filter keeps).
         artifacts: Vec<certctl_store::TrackedArtifact>,
         /// Those whose file is gone (id hex → since when), for `list`.
         #[serde(default)]
         gone: std::collections::BTreeMap<String, UnixTime>,
     },
+    /// Answers [`FleetRequest::Metrics`].
     Metrics {
+        /// The store's series in the Prometheus text exposition format (the client appends
+        /// certd's job and SMTP series from `status`).
         text: String,
     },
+    /// Answers [`FleetRequest::ReportHtml`].
     Html {
+        /// The whole standalone HTML page (UTF-8), which the client writes to FILE.
         html: String,
     },
 }

@@ -35,14 +35,23 @@ use crate::reminders::{self, PassMode, PassReport, Snoozed};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "kebab-case")]
 pub enum Request {
+    /// `certctl list` (and other commands that need the inventory): the certificates the
+    /// filter keeps, answered with [`Response::Certificates`]. Also the fallback a newer
+    /// client sends when an older certd refuses [`Request::ListJson`] or
+    /// [`Request::ListLines`].
     List {
+        /// `list`'s filters (`--role`, `--expiring-within`, `--expired`, `--issuer`,
+        /// `--name`, `--kind`); the default keeps every certificate.
         filter: ListFilter,
     },
     /// `list --json`: certd answers with the JSON text itself, rendered at `at`, as a
     /// stream ([`Response::Stream`]). A certd from before this request refuses it as
     /// unreadable (kind `invalid`); the client then sends [`Request::List`].
     ListJson {
+        /// `list`'s filters, as in [`Request::List`].
         filter: ListFilter,
+        /// The client's "now" (Unix seconds; `$CERTCTL_NOW` when set) the text is rendered
+        /// at: `days_left` and `status` in `list --json` count from it.
         at: UnixTime,
     },
     /// `list` as a table or CSV: certd answers with the certificates as a stream
@@ -50,14 +59,26 @@ pub enum Request {
     /// read (a terminal shows the first screen at once). A certd from before this request
     /// refuses it as unreadable (kind `invalid`); the client then sends [`Request::List`].
     ListLines {
+        /// `list`'s filters, as in [`Request::List`].
         filter: ListFilter,
     },
+    /// `certctl show ID` (also `policy` and others that name one certificate): the
+    /// certificates `id` names, answered with [`Response::Certificates`].
     Find {
+        /// A fingerprint prefix (at least 8 hex characters, colons allowed) or an exact
+        /// subject CN / SAN; a name shared by several certificates (a renewed one) finds
+        /// them all, an ambiguous prefix is an `ambiguous` error.
         id: String,
     },
+    /// `certctl stats`: the total and the counts by role, status, key type and credential
+    /// kind, answered with [`Response::Stats`].
     Stats,
+    /// `certctl check`: the certificates and endpoints expiring, expired or with findings,
+    /// answered with [`Response::Check`].
     Check {
+        /// `--warn DUR`: a certificate expiring within this is a warning (default 30 days).
         warn: Duration,
+        /// `--critical DUR`: a certificate expiring within this is critical (default 7 days).
         critical: Duration,
         /// Only the counts and the first certificate of each list (what the one-line summary
         /// needs), not every certificate: `check` without `--json`.
@@ -72,95 +93,152 @@ pub enum Request {
     },
     /// Paths must be absolute (the client resolves them against its own directory).
     Scan {
+        /// The files and folders to scan (`certctl scan PATH...`), absolute; a relative one
+        /// is refused as `invalid`.
         paths: Vec<PathBuf>,
+        /// `scan`'s options: the role to give what is found, the PKCS#12 password, a full
+        /// rescan (unchanged files too), the number of threads.
         options: ScanOptions,
     },
+    /// `certctl probe HOST:PORT`: one TLS handshake with the endpoint, recorded in the store,
+    /// answered with [`Response::Probe`] (certd does the network I/O without its writer lock).
     Probe {
+        /// The endpoint and how to probe it (`--sni`, `--role`, `--expect-issuer`,
+        /// `--timeout`, `--trust-store`).
         target: ProbeTarget,
     },
+    /// Every probed endpoint's stored state, answered with [`Response::Endpoints`]. No
+    /// `certctl` command sends it at present (`status` carries the endpoints).
     Endpoints,
     /// `certctl forget HOST:PORT`: deletes an endpoint's state and findings (audited);
     /// answered with [`Response::Endpoints`] holding the state removed.
     Forget {
+        /// The endpoint as probed: `host:port` (`[v6]:port` for IPv6, `tls://` allowed); an
+        /// unknown one is a `not-found` error.
         address: String,
     },
+    /// `certctl status`: answered by certd with its own state filled in
+    /// ([`StatusReport::daemon`]), in direct mode by [`direct_status`].
     Status,
     /// `certctl --config FILE remind --dry-run | --now`: one reminder pass with the
     /// configuration `config` (absolute; certd reads the same file), the policies folder
     /// `policies` (else the configuration's), at `at` (else now).
     Remind {
+        /// certd's configuration file (`certctl --config FILE`, absolute; a relative one is
+        /// refused as `invalid`): its `[smtp]` and `[reminders]`. `None` only for
+        /// `--dry-run --policies DIR`.
         config: Option<PathBuf>,
+        /// `--policies DIR` (absolute): the policies folder, instead of the configuration's.
         policies: Option<PathBuf>,
+        /// `--dry-run` (print the digests, send and record nothing) or `--now` (send what is
+        /// due, retry what is pending).
         mode: PassMode,
+        /// The moment the pass runs at (Unix seconds; the client's `$CERTCTL_NOW` or clock);
+        /// `None`: the answerer's now.
         at: Option<UnixTime>,
     },
     /// `certctl snooze ID --until DATE --reason TEXT`.
     Snooze {
+        /// The certificate (a fingerprint prefix of at least 8 hex characters, or an exact
+        /// subject CN / SAN naming exactly one), else the tracked artifact (id prefix,
+        /// absolute path or name).
         id: String,
+        /// `--until DATE` as Unix seconds: reminders stay silent until then.
         until: UnixTime,
+        /// `--reason TEXT`, recorded in the audit history.
         reason: String,
+        /// Who snoozes (the client's `$USER`, else `$LOGNAME`, else `uid N`), for the audit.
         by: String,
+        /// When the snooze is recorded (Unix seconds; the client's clock or `$CERTCTL_NOW`);
+        /// `None`: the answerer's now.
         at: Option<UnixTime>,
     },
     /// `certctl snoozed`: the snoozes in force.
     Snoozed {
+        /// The moment "in force" is judged at (Unix seconds); `None`: the answerer's now.
         at: Option<UnixTime>,
     },
     /// `certctl ca init`.
     CaInit {
+        /// The new CA's name, subject, key, validity, parent and CRL settings, from
+        /// `ca init`'s options.
         init: CaInitRequest,
     },
     /// `certctl ca list`.
     CaList,
     /// `certctl ca export NAME --out FILE` (absolute path).
     CaExport {
+        /// The managed CA's name, as `ca init NAME` gave it.
         name: String,
+        /// Where to write the CA certificate as PEM (absolute; a relative path is refused as
+        /// `invalid`). Answered with [`Response::Written`].
         out: PathBuf,
     },
     /// `certctl ca crl NAME --out FILE [--der]` (absolute path).
     CaCrl {
+        /// The managed CA's name, as `ca init NAME` gave it.
         name: String,
         /// A copy besides the CA's CRL paths (absolute).
         #[serde(default)]
         out: Option<PathBuf>,
+        /// `--der`: write the `out` copy as DER instead of PEM.
         der: bool,
+        /// The CA key's passphrase (`--passphrase-file`, else `$CERTCTL_CA_PASSPHRASE`);
+        /// `None` when the key is not encrypted.
         passphrase: Option<Secret>,
     },
     /// `certctl issue`.
     Issue {
+        /// What to issue, from which CA, and where to write it (`issue`'s options).
         issue: IssueRequest,
     },
     /// `certctl revoke` (also its `--dry-run`).
     Revoke {
+        /// The certificates (or key file) to revoke, the reason, `--dry-run` and whether to
+        /// probe the endpoints that served them (`revoke`'s options).
         revoke: RevokeRequest,
     },
     /// `certctl regenerate`.
     Regenerate {
+        /// The certificate to replace, the new key and where to deploy (`regenerate`'s
+        /// options). Answered with [`Response::Workflow`].
         regenerate: RegenerateRequest,
     },
     /// `certctl workflows`.
     Workflows,
     /// `certctl workflows resume ID`.
     WorkflowResume {
+        /// The workflow id, as `certctl workflows` lists it.
         id: u64,
+        /// The CA passphrase and PKCS#12 password the workflow may need (never stored).
         secrets: WorkflowSecrets,
     },
     /// `certctl workflows complete ID --cert FILE` (absolute).
     WorkflowComplete {
+        /// The workflow id; the workflow waits at step `awaiting-certificate`.
         id: u64,
+        /// `--cert FILE`: the certificate the outside CA issued for the workflow's CSR
+        /// (absolute; a relative path is refused as `invalid`).
         cert: PathBuf,
+        /// The CA passphrase and PKCS#12 password the rest of the workflow may need.
         secrets: WorkflowSecrets,
     },
     /// `certctl history ID`.
     History {
+        /// A fingerprint prefix (at least 8 hex characters) or exact subject CN / SAN, as in
+        /// [`Request::Find`].
         id: String,
     },
     /// `certctl history --at DATE`.
     HistoryAt {
+        /// `--at DATE` as Unix seconds: the moment asked about.
         at: UnixTime,
     },
     /// `certctl crl fetch`: check inventoried certificates against their CAs' CRLs.
     CrlFetch {
+        /// How to fetch: the per-URL timeout, `--force`, the PKCS#12 password, the allowed
+        /// hosts and the deadline of the whole pass (through certd, its configuration
+        /// decides the last two).
         options: CrlFetchOptions,
     },
     /// `certctl store verify`: check the store's consistency (reads everything).
@@ -168,24 +246,31 @@ pub enum Request {
     /// `certctl store backup --out FILE` (absolute path): a point-in-time copy of the store
     /// ([`crate::backup`]). certd holds its writer lock for the snapshot only.
     Backup {
+        /// The backup file to write (absolute: the client resolves it).
         out: PathBuf,
     },
     /// `certctl store prune`: remove expired certificates nothing holds any more. certd
     /// fills the windows the request leaves out from its `[retention]`.
     Prune {
+        /// `--dry-run`, the batch size and the retention windows given on the command line
+        /// (those left out: certd's `[retention]`, else the defaults).
         prune: crate::retention::PruneRequest,
     },
     /// What retention kept of an agent's removed ephemeral credentials (`show NAME`).
     PrunedRenewals {
+        /// The agent name (`show NAME`'s argument), matched case-insensitively.
         agent: String,
     },
     /// Fleet features: `agents ...`, `report`, `track`, the artifacts of `list`.
     Fleet {
+        /// The fleet request, answered with [`Response::Fleet`].
         fleet: crate::api::fleet::FleetRequest,
     },
-    /// `certctl renew ID` / `certctl renew --due [--dry-run]` ([`crate::pki::renewal`]); certd
+    /// `certctl renew ID` / `certctl renew --due [--dry-run]` (`pki::renewal`); certd
     /// uses its own configuration.
     Renew {
+        /// One certificate (`renew ID`) or every due one (`--due`), `--dry-run`, and in
+        /// direct mode the configuration and policies folder to use.
         renew: crate::pki::renewal::RenewRequest,
     },
 }
@@ -241,33 +326,46 @@ impl Request {
 /// A probe's result: the endpoint state as stored and the certificates it served.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbeReport {
+    /// The endpoint's stored state after this probe (address, last chain, findings, probe
+    /// times): `endpoint` in `probe --json`.
     pub endpoint: Endpoint,
     /// Why the probe failed, if it did (the stored chain is then the last good one).
     pub error: Option<String>,
+    /// The certificates served in this handshake, in the order served (leaf first), as the
+    /// store now holds them; empty when no chain was received. `chain` in `probe --json`.
     pub chain: Vec<Certificate>,
 }
 
-/// `certctl status`.
+/// `certctl status`. Field names are part of the `status --json` contract (which adds an
+/// RFC 3339 sibling to each Unix-time field).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
     /// `daemon` or `direct`.
     pub mode: String,
+    /// The store folder answered about (`--store`, the configuration's `store`,
+    /// `$CERTCTL_STORE` or the per-user default).
     pub store: PathBuf,
+    /// How many certificate records the store holds (from its counts).
     pub certificates: u64,
+    /// Every probed endpoint's stored state, with drift findings added.
     pub endpoints: Vec<Endpoint>,
+    /// certd's own state (pid, uptime, sources, schedules); `None` in direct mode.
     pub daemon: Option<DaemonStatus>,
     /// The last error talking to the SMTP server (cleared by the next delivery).
     #[serde(default)]
     pub smtp_last_error: Option<String>,
+    /// When `smtp_last_error` happened (Unix seconds); `None` when there is none.
     #[serde(default)]
     pub smtp_last_error_at: Option<UnixTime>,
     /// Reminders whose digest could not be delivered yet (retried with backoff).
     #[serde(default)]
     pub reminders_pending: u64,
     /// Scanned files whose last read failed (`PATH: CAUSE`, the first
-    /// [`query::FAILED_FILES_LISTED`]), and how many there are.
+    /// `query::FAILED_FILES_LISTED`), and how many there are.
     #[serde(default)]
     pub failed_files: Vec<String>,
+    /// How many scanned files' last read failed, all of them (`failed_files` lists only
+    /// the first few).
     #[serde(default)]
     pub failed_files_total: u64,
     /// Managed CAs whose published CRL misses a revocation the store holds (or cannot be
@@ -299,6 +397,7 @@ pub struct LastDelivery {
     pub at: String,
     /// Recipients whose digest the SMTP server accepted, and their reminders.
     pub recipients_delivered: u64,
+    /// The reminders those accepted digests carried.
     pub reminders_delivered: u64,
     /// Of those, recipients whose earlier delivery had failed (retries that succeeded).
     pub recipients_retried: u64,
@@ -309,6 +408,8 @@ pub struct LastDelivery {
 }
 
 impl LastDelivery {
+    /// `status`'s view of the store's last delivery outcome: `outcome` from its delivered
+    /// and failed recipient counts, the time as RFC 3339.
     pub fn new(o: &certctl_store::DeliveryOutcome) -> LastDelivery {
         let outcome = match (o.delivered, o.failed) {
             (_, 0) => "delivered",
@@ -327,30 +428,46 @@ impl LastDelivery {
     }
 }
 
-/// What a running certd says about itself.
+/// What a running certd says about itself: `daemon` in `status --json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DaemonStatus {
+    /// certd's process id.
     pub pid: u32,
+    /// When certd started (Unix seconds).
     pub started: UnixTime,
+    /// Seconds from `started` to the answer.
     pub uptime_secs: i64,
+    /// The configuration file certd runs with (as given to `certd run --config FILE`;
+    /// reloads read it again).
     pub config: PathBuf,
+    /// The `[[source]]` entries of its configuration: what its scans read.
     pub sources: Vec<SourceStatus>,
+    /// Every job (`scan`, `probe`, `crl-fetch`, `remind`, `crl-upkeep`, `backup`,
+    /// `retention`, `renew`), in that order, scheduled or not.
     pub schedules: Vec<ScheduleStatus>,
 }
 
+/// One scan source of certd's configuration (`daemon.sources[]` in `status --json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SourceStatus {
+    /// The file or folder scanned.
     pub path: PathBuf,
+    /// The role its `role =` gives the leaves found there; `None`: none given.
     pub role: Option<Role>,
+    /// Whether certd watches it for changes between scans (`[scan] watch` is on and the
+    /// path is a folder).
     pub watched: bool,
 }
 
+/// One of certd's jobs and its schedule (`daemon.schedules[]` in `status --json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScheduleStatus {
     /// `scan`, `probe`, ...
     pub job: String,
-    /// The cron expression as written.
+    /// The cron expression as written (`every Ns` for the jobs run at a fixed interval,
+    /// `(not scheduled)` when the job is off).
     pub schedule: String,
+    /// When it last ran (Unix seconds); `None` if it has not run since certd started.
     pub last_run: Option<UnixTime>,
     /// `ok`, or what went wrong.
     pub last_outcome: Option<String>,
@@ -358,6 +475,7 @@ pub struct ScheduleStatus {
     /// `last_outcome` are for people).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_succeeded: Option<bool>,
+    /// When it runs next (Unix seconds); `None` when it is not scheduled.
     pub next_run: Option<UnixTime>,
 }
 
@@ -366,89 +484,157 @@ pub struct ScheduleStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "response", rename_all = "kebab-case")]
 pub enum Response {
+    /// Answers [`Request::List`], [`Request::Find`] and, in direct mode,
+    /// [`Request::ListJson`] / [`Request::ListLines`].
     Certificates {
+        /// The certificates found, as stored (empty when the filter keeps none; `Find`
+        /// answers `not-found` instead).
         certificates: Vec<Certificate>,
     },
+    /// Answers [`Request::Stats`].
     Stats {
+        /// The counts `stats --json` prints.
         stats: Stats,
     },
+    /// Answers [`Request::Check`].
     Check {
+        /// What is expiring, expired, not yet valid or has findings, with the stale and
+        /// expiring CRLs and the stalled and failing renewals: what `check` prints and
+        /// judges its exit code by.
         report: CheckReport,
     },
+    /// Answers [`Request::Scan`].
     Scan {
+        /// Files read, certificates found and failures: `scan --json`.
         summary: ScanSummary,
     },
+    /// Answers [`Request::Probe`].
     Probe {
+        /// The endpoint's state, the probe's error and the chain: one object of
+        /// `probe --json`.
         report: ProbeReport,
     },
+    /// Answers [`Request::Endpoints`] (every endpoint) and [`Request::Forget`] (the one
+    /// removed, as it was: `forget --json`).
     Endpoints {
+        /// The endpoints' stored state.
         endpoints: Vec<Endpoint>,
     },
+    /// Answers [`Request::Status`].
     Status {
+        /// What `status` (and `status --json`) shows.
         status: StatusReport,
     },
+    /// Answers [`Request::Backup`].
     Backup {
+        /// The file written, its members and how long writers waited: `store backup --json`.
         report: crate::backup::BackupReport,
     },
+    /// Answers [`Request::CaList`] (every managed CA) and [`Request::CaInit`] (the new one).
     Cas {
+        /// The managed CAs with their certificate and file paths (never the key itself).
         cas: Vec<CaInfo>,
     },
+    /// Answers [`Request::CaExport`].
     Written {
+        /// The file written (the `out` of the request).
         path: PathBuf,
     },
+    /// Answers [`Request::CaCrl`].
     Crl {
+        /// The CRL signed: its number, validity, revoked count and every file written.
         crl: CrlPublished,
     },
+    /// Answers [`Request::Issue`].
     Issued {
+        /// The certificate issued, its CA, the files written (paths only, never the key)
+        /// and remarks for the admin.
         report: Box<IssueReport>,
     },
+    /// Answers [`Request::Revoke`] (also its `--dry-run` preview).
     Revoke {
+        /// What was (or would be) revoked, the CRLs published and the endpoints probed.
         report: RevokeReport,
     },
+    /// Answers [`Request::Regenerate`], [`Request::WorkflowResume`] and
+    /// [`Request::WorkflowComplete`].
     Workflow {
+        /// The workflow after this run (its step and last error), the old and new
+        /// certificates, the files written, the reloads and the endpoints probed.
         report: Box<WorkflowReport>,
     },
+    /// Answers [`Request::Workflows`].
     Workflows {
+        /// Every workflow the store holds, finished or not.
         workflows: Vec<WorkflowReport>,
     },
+    /// Answers [`Request::History`].
     History {
+        /// One history per certificate `id` names (a renewed name finds several).
         histories: Vec<History>,
     },
+    /// Answers [`Request::HistoryAt`].
     ValidAt {
+        /// The moment asked about and the certificates valid then.
         report: ValidAtReport,
     },
+    /// Answers [`Request::CrlFetch`].
     CrlFetch {
+        /// Each CRL URL fetched (or skipped, or failed) and what it revoked: `crl fetch --json`.
         report: CrlFetchReport,
     },
+    /// Answers [`Request::Remind`].
     Remind {
+        /// The digests sent (or, for `--dry-run`, that would be): `remind --json`.
         report: PassReport,
     },
+    /// Answers [`Request::Snoozed`] (the snoozes in force) and [`Request::Snooze`] (the one
+    /// recorded).
     Snoozed {
+        /// The snoozes; empty when none is in force.
         snoozes: Vec<Snoozed>,
     },
+    /// Answers [`Request::Fleet`].
     Fleet {
+        /// The fleet answer.
         fleet: crate::api::fleet::FleetResponse,
     },
+    /// Answers [`Request::VerifyStore`].
     Verification {
+        /// What the consistency check found: `store verify --json`.
         verification: certctl_store::Verification,
     },
+    /// Answers [`Request::Prune`].
     Prune {
+        /// What was (or, with `--dry-run`, would be) removed: `store prune --json`.
         summary: crate::retention::PruneSummary,
     },
+    /// Answers [`Request::PrunedRenewals`].
     PrunedRenewals {
+        /// What retention removed of the agent's ephemeral credentials; `None` when it
+        /// removed nothing of that agent (or the name is unknown).
         renewals: Option<certctl_store::PrunedRenewals>,
     },
+    /// Answers [`Request::Renew`].
     Renew {
+        /// What is due and, without `--dry-run`, what was done.
         report: crate::pki::renewal::RenewReport,
     },
+    /// Any request that failed; `certctl` prints `message` and exits 4 (except where it
+    /// falls back, e.g. on an older certd's `invalid`).
     Error {
+        /// Why, in a word: `not-found`, `ambiguous`, `invalid` or `failed`.
         kind: ErrorKind,
+        /// The error's full message (names the file, host or ID and the cause).
         message: String,
     },
+    /// certd's answer to [`Request::ListJson`] and [`Request::ListLines`]: the text follows
+    /// on the connection in frames, ended by a frame of length 0.
     Stream,
 }
 
 impl Response {
+    /// An [`Response::Error`] of `kind` with `message`.
     pub fn error(kind: ErrorKind, message: impl Into<String>) -> Self {
         Response::Error {
             kind,
@@ -772,6 +958,8 @@ pub struct CertificateLines<F: FnMut(Vec<Certificate>) -> std::io::Result<()>> {
 }
 
 impl<F: FnMut(Vec<Certificate>) -> std::io::Result<()>> CertificateLines<F> {
+    /// A reader handing each flush's certificates (a non-empty batch, in the order certd
+    /// sent them) to `each`; an error from `each` stops the transfer.
     pub fn new(each: F) -> Self {
         CertificateLines {
             partial: Vec::new(),
@@ -811,7 +999,10 @@ impl<F: FnMut(Vec<Certificate>) -> std::io::Result<()>> std::io::Write for Certi
 /// `certctl history --at DATE`: the moment asked about and the certificates valid then.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ValidAtReport {
+    /// `--at DATE` as Unix seconds.
     pub at: UnixTime,
+    /// Each certificate valid at `at`, where it was deployed then and whether certctl knew
+    /// it then; empty when none was valid.
     pub certificates: Vec<ValidAt>,
 }
 
@@ -961,7 +1152,7 @@ pub fn execute_networked<G>(
 }
 
 /// `certctl renew`: with certd's configuration `config`, else the request's file (see
-/// [`crate::pki::renewal::request_config`]).
+/// `pki::renewal::request_config`).
 pub fn renew_answer<G>(
     store: &Store,
     request: &crate::pki::renewal::RenewRequest,
