@@ -54,7 +54,12 @@ pub enum FileMode {
     Exact(u32),
     /// The bits of the regular file replaced, limited to `limit` (a key `0o700`: never
     /// group- or world-readable); `fallback` when no regular file is replaced.
-    Replaced { fallback: u32, limit: u32 },
+    Replaced {
+        /// The bits (e.g. `0o600`) when the target is absent or not a regular file.
+        fallback: u32,
+        /// A mask on the replaced file's bits (`0o700` keeps group and others out).
+        limit: u32,
+    },
 }
 
 impl FileMode {
