@@ -38,7 +38,9 @@ use rustix::io::Errno;
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {source}", path.display())]
 pub struct WriteError {
+    /// The path that failed: the target, its temporary file, its backup or its folder.
     pub path: PathBuf,
+    /// The operating system's error.
     #[source]
     pub source: io::Error,
 }

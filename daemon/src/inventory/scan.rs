@@ -128,7 +128,9 @@ pub struct ScanSummary {
 /// One file that failed, and why.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileFailure {
+    /// The file, as the scan walked it (`path` in `scan --json`'s `errors` and `warnings`).
     pub path: String,
+    /// Why it failed, or the warning: one sentence naming the cause (`error`).
     pub error: String,
 }
 

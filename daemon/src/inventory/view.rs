@@ -155,32 +155,51 @@ pub struct CertificateView {
     pub more_sources: u64,
 }
 
+/// A certificate's subject alternative names by kind (`sans` of [`CertificateView`]), each
+/// list in certificate order and empty when the certificate has none of that kind.
 #[derive(Debug, Clone, Serialize)]
 pub struct SansView {
+    /// DNS names (`dns`).
     pub dns: Vec<String>,
+    /// IP addresses, as text (`ip`).
     pub ip: Vec<String>,
+    /// E-mail addresses, rfc822Name (`email`).
     pub email: Vec<String>,
+    /// URIs (`uri`).
     pub uri: Vec<String>,
 }
 
+/// A recorded revocation (`revocation` of [`CertificateView`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct RevocationView {
+    /// When it was revoked, RFC 3339 UTC.
     pub revoked_at: String,
+    /// The RFC 5280 reason, kebab-case (`key-compromise`, `superseded`, ...).
     pub reason: String,
+    /// Who recorded it: a user name, or the URL of the CRL it was learned from.
     pub revoked_by: String,
 }
 
+/// One place a certificate was seen (`sources` of [`CertificateView`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceView {
     /// `file` or `tls`.
     pub kind: &'static str,
+    /// The file's path, for `file`; absent from the JSON for `tls`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The endpoint's `HOST:PORT`, for `tls`; absent from the JSON for `file`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// 0-based position: the certificate's place in the file, or in the served chain (0: the
+    /// leaf).
     pub index: u32,
+    /// When it was first seen there, RFC 3339 UTC.
     pub first_seen: String,
+    /// When it was last seen there, RFC 3339 UTC.
     pub last_seen: String,
+    /// When it was no longer found there (the file changed or vanished, the endpoint serves
+    /// another chain), RFC 3339 UTC; `None` while it is still there.
     pub gone_since: Option<String>,
 }
 
@@ -316,6 +335,7 @@ impl CertificateView {
 }
 
 impl SourceView {
+    /// The JSON form of a stored source.
     pub fn new(s: &Source) -> Self {
         let (kind, path, endpoint, index) = match &s.location {
             SourceLocation::File { path, index } => ("file", Some(path.clone()), None, *index),
