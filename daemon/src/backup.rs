@@ -78,28 +78,56 @@ const SCHEDULED_SUFFIX: &str = ".tar";
 /// Why a backup or restore failed; each names the file, member or folder.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
+    /// The store could not be opened, dumped, imported or updated.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The atomic writer could not write the backup file or a restored file.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// Reading, opening or listing a file or folder failed.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file or folder that failed.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
+    /// The backup cannot be read as a whole: its format is newer than this certctl reads.
     #[error("the backup {}: {problem}", file.display())]
-    Damaged { file: PathBuf, problem: String },
-    #[error("the backup {}: member `{member}`: {problem}; nothing was restored", file.display())]
-    BadMember {
+    Damaged {
+        /// The backup file.
         file: PathBuf,
-        member: String,
+        /// What is wrong, as a sentence (the format found and the one this certctl reads).
         problem: String,
     },
+    /// A member is missing, out of order, unreadable, unsafe, or does not match the size or
+    /// SHA-256 the manifest gives; nothing was restored.
+    #[error("the backup {}: member `{member}`: {problem}; nothing was restored", file.display())]
+    BadMember {
+        /// The backup file.
+        file: PathBuf,
+        /// The member's path in the archive (`manifest.json`, `store/tree.bin`, `files/...`).
+        member: String,
+        /// What is wrong with it (`missing: the file is cut short`, ...).
+        problem: String,
+    },
+    /// `store restore` was pointed at a file or a folder that is not empty.
     #[error("will not restore into {}: {what}; restore into an empty or absent folder", dir.display())]
-    TargetInUse { dir: PathBuf, what: String },
+    TargetInUse {
+        /// The restore target (`--store DIR`).
+        dir: PathBuf,
+        /// What is there: `it is a file, not a folder`, or how many entries and the first five.
+        what: String,
+    },
+    /// The unpacked store failed `store verify`; the staging folder was removed.
     #[error("the restored store does not verify ({problems} problems, first: {first}); nothing was restored")]
-    Inconsistent { problems: usize, first: String },
+    Inconsistent {
+        /// How many problems `store verify` found.
+        problems: usize,
+        /// The first of them, as `store verify` words it.
+        first: String,
+    },
 }
 
 fn io_at(path: &Path) -> impl Fn(io::Error) -> BackupError + '_ {
@@ -112,7 +140,10 @@ fn io_at(path: &Path) -> impl Fn(io::Error) -> BackupError + '_ {
 /// One member of the archive, as the manifest lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
+    /// Its path in the archive: `store/tree.bin`, or `files/` and the path relative to the
+    /// store folder.
     pub path: String,
+    /// Its length in bytes.
     pub size: u64,
     /// Lowercase hex.
     pub sha256: String,
@@ -121,23 +152,31 @@ pub struct Member {
 /// A managed CA's CRL number at the time of the backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaAtBackup {
+    /// The managed CA's name, as `ca init NAME` gave it.
     pub name: String,
+    /// The number of the last CRL the CA had published when the backup was taken (0: none yet).
     pub crl_number: u64,
 }
 
 /// The first member of a backup.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The archive format (`format` in `manifest.json`); [`FORMAT_VERSION`] when written, and a
+    /// restore refuses a newer one.
     pub format: u32,
     /// RFC 3339, UTC.
     pub created: String,
+    /// The same creation time as `created`, in Unix seconds.
     pub created_unix: UnixTime,
+    /// The version of certctl that wrote the backup (`CARGO_PKG_VERSION`).
     pub certctl_version: String,
     /// The store folder backed up (absolute).
     pub store: String,
     /// Keys per record kind (`certificates`, `index-postings`, `audit-events`, ...), plus
     /// `files` (the store folder's other files) and `keys` (every key of the tree).
     pub counts: BTreeMap<String, u64>,
+    /// Every managed CA and its CRL number at the time of the backup; a restore keeps the next
+    /// CRL number above it.
     pub managed_cas: Vec<CaAtBackup>,
     /// Every member after the manifest and its hash, in archive order.
     pub members: Vec<Member>,
@@ -146,10 +185,17 @@ pub struct Manifest {
 /// What `store backup` reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BackupReport {
+    /// The backup file written (absolute, as given to `--out`); `file` in `store backup --json`.
     pub file: PathBuf,
+    /// When the snapshot was taken, in Unix seconds; `created` in `store backup --json`.
     pub created: UnixTime,
+    /// The size of the backup file in bytes; `bytes` in `store backup --json`.
     pub bytes: u64,
+    /// The manifest's counts (keys per record kind, plus `keys` and `files`); `counts` in
+    /// `store backup --json`.
     pub counts: BTreeMap<String, u64>,
+    /// How many members follow the manifest and its hash (the tree dump and the store folder's
+    /// files); `members` in `store backup --json`.
     pub members: usize,
     /// How long writers were held off (the snapshot), in milliseconds.
     pub snapshot_ms: u64,
@@ -158,11 +204,17 @@ pub struct BackupReport {
 /// What `store restore` reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreReport {
+    /// The store folder restored into (the `--store DIR`); `store` in `store restore --json`.
     pub store: PathBuf,
+    /// The backup file read; `backup` in `store restore --json`.
     pub backup: PathBuf,
     /// The backup's creation time.
     pub backup_created: UnixTime,
+    /// The manifest's counts (keys per record kind, plus `keys` and `files`); `counts` in
+    /// `store restore --json`.
     pub counts: BTreeMap<String, u64>,
+    /// How many of the store folder's files (`files/...` members) were restored; `files` in
+    /// `store restore --json`.
     pub files: u64,
     /// `store verify` of the restored store.
     pub verification: certctl_store::Verification,
@@ -175,7 +227,9 @@ pub struct RestoreReport {
 /// Bytes done and to do, for a progress bar (read from another thread).
 #[derive(Debug, Default)]
 pub struct BackupProgress {
+    /// Bytes of the tree dump written to the archive so far.
     pub done: AtomicU64,
+    /// Bytes of the tree dump in all (0 until the archive phase starts).
     pub total: AtomicU64,
 }
 

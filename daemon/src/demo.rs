@@ -39,6 +39,7 @@ pub const DEMO_DOMAIN: &str = "contoso.example";
 pub const DEMO_ORGANIZATION: &str = "Contoso";
 /// "Expiring soon" windows used by [`ExpiryCounts`].
 pub const WITHIN_7_DAYS: i64 = 7 * DAY;
+/// The wider "expiring soon" window of [`ExpiryCounts`]: 30 days, in seconds.
 pub const WITHIN_30_DAYS: i64 = 30 * DAY;
 
 /// Validity of a permanent agent certificate.
@@ -63,24 +64,35 @@ pub const BENCH_FILES_PER_FOLDER: usize = 1_000;
 /// Why generating a fleet failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
+    /// A file or folder of the fleet could not be created or written.
     #[error("cannot write {}: {source}", path.display())]
     Io {
+        /// The file or folder that failed.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// rcgen could not generate a key or sign a certificate.
     #[error("cannot generate {what}: {source}")]
     Rcgen {
+        /// What was being generated (`the root CA`, a certificate's common name, ...).
         what: String,
+        /// rcgen's error.
         #[source]
         source: rcgen::Error,
     },
+    /// OpenSSL failed while making the RSA key or the PKCS#12 file.
     #[error("OpenSSL failed to {what}: {source}")]
     OpenSsl {
+        /// The step that failed, as a verb phrase (`generate an RSA key`, ...).
         what: String,
+        /// OpenSSL's error stack.
         #[source]
         source: openssl::error::ErrorStack,
     },
+    /// A validity date (`now` plus or minus an offset, Unix seconds) is outside what a
+    /// certificate can hold.
     #[error("time {0} (Unix seconds) cannot be put in a certificate")]
     TimeOutOfRange(UnixTime),
 }
@@ -185,6 +197,7 @@ pub struct DemoFleet {
     pub pfx_password_file: PathBuf,
     /// The `now` the validity dates are relative to.
     pub now: UnixTime,
+    /// What was written, counted by role and expiry, for checking a scan against it exactly.
     pub counts: FleetCounts,
 }
 

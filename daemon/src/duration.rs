@@ -32,16 +32,19 @@ impl Duration {
     /// overflowing when added to any time certctl handles (up to the year 9999).
     pub const MAX: Duration = Duration::days(36_525);
 
+    /// A duration of `secs` seconds.
     pub const fn from_secs(secs: i64) -> Self {
         Duration { secs }
     }
 
+    /// A duration of `days` days (86,400 seconds each).
     pub const fn days(days: i64) -> Self {
         Duration {
             secs: days * DAY_SECS,
         }
     }
 
+    /// The duration in seconds.
     pub fn as_secs(self) -> i64 {
         self.secs
     }

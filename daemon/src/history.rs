@@ -14,10 +14,14 @@ use crate::inventory::query::{self, QueryError};
 /// Why a history question could not be answered.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
+    /// The store could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The ID given to `history ID` matches no certificate, or is an ambiguous fingerprint
+    /// prefix.
     #[error(transparent)]
     Query(#[from] QueryError),
+    /// `history --at DATE` was given a date it cannot read; holds the text as given.
     #[error(
         "invalid date `{0}`: write 2026-11-25, 2026-11-25T17:00:00Z or 2026-11-25 17:00 (UTC)"
     )]
@@ -125,17 +129,25 @@ pub fn actor() -> String {
 /// One line of `certctl history ID`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HistoryEntry {
+    /// When it happened, in Unix seconds (`at` in `history --json`, as RFC 3339 there).
     pub at: UnixTime,
     /// `first-seen`, `seen-at`, `gone-from`, or an audit action (`revoked`, `issued`, ...).
     pub action: String,
+    /// Who did it: `inventory` for sightings, else the user or service that acted (see
+    /// [`actor`]); `actor` in `history --json`.
     pub actor: String,
+    /// What it concerns: the certificate's name for `first-seen`, the source location for
+    /// `seen-at`/`gone-from`, the audit event's own sentence otherwise; `detail` in
+    /// `history --json`.
     pub detail: String,
 }
 
 /// A certificate and its history, oldest first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct History {
+    /// The certificate the ID matched (`certificate` in `history --json`).
     pub certificate: Certificate,
+    /// Its sightings and audit events, oldest first (`entries` in `history --json`).
     pub entries: Vec<HistoryEntry>,
 }
 
@@ -186,6 +198,7 @@ pub fn history(store: &Store, id: &str) -> Result<Vec<History>, HistoryError> {
 /// One certificate of `certctl history --at DATE`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ValidAt {
+    /// A certificate that was valid at that moment (`certificate` in `history --at --json`).
     pub certificate: Certificate,
     /// Where it was deployed at that moment (sources seen before and not gone by then).
     pub deployed_at: Vec<String>,

@@ -13,7 +13,10 @@ pub const CERTD_TOML_5: &str = include_str!("../../docs/man/certd.toml.5");
 /// One rendered page: its file name (`certctl-scan.1`) and roff text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManPage {
+    /// The page's file name: `NAME.1` for a command or subcommand (`certctl-scan.1`), or
+    /// `certd.toml.5`.
     pub file_name: String,
+    /// The page's text, in roff (as `man` reads it).
     pub roff: Vec<u8>,
 }
 

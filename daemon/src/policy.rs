@@ -78,20 +78,29 @@ use crate::duration::DAY_SECS;
 /// A policies folder that could not be read or holds invalid policies.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
+    /// The folder, or a policy file in it, could not be read.
     #[error("{}: cannot read the policies: {source}", path.display())]
     Read {
+        /// The folder or file that failed.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// The folder holds no `*.toml` file.
     #[error("{}: no policy files (*.toml) in this folder", path.display())]
-    Empty { path: PathBuf },
+    Empty {
+        /// The policies folder.
+        path: PathBuf,
+    },
     /// Every problem found, one per line, in file then position order.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Diagnostic>),
 }
 
 impl PolicyError {
+    /// Every problem found when the policies are invalid ([`PolicyError::Invalid`]); empty for
+    /// the other errors.
     pub fn diagnostics(&self) -> &[Diagnostic] {
         match self {
             PolicyError::Invalid(all) => all,
@@ -108,6 +117,8 @@ pub struct Glob {
 }
 
 impl Glob {
+    /// Compiles a glob as written in a policy (`*`, `?`, `[abc]`); the error is a sentence
+    /// naming the glob.
     pub fn new(text: &str) -> Result<Glob, String> {
         glob::Pattern::new(text)
             .map(|pattern| Glob {
@@ -117,10 +128,12 @@ impl Glob {
             .map_err(|e| format!("invalid glob `{text}`: {}", e.msg))
     }
 
+    /// The glob as written in the policy file.
     pub fn as_str(&self) -> &str {
         &self.text
     }
 
+    /// Whether `s` matches, ignoring case; `*` also matches `/`.
     pub fn matches(&self, s: &str) -> bool {
         self.pattern.matches_with(
             s,
@@ -136,31 +149,52 @@ impl Glob {
 /// One checked policy.
 #[derive(Clone, Debug)]
 pub struct Policy {
+    /// The policy's `name`, as written (unique across the folder, ignoring case).
     pub name: String,
     /// The file it is in, and the line of its `[[policy]]` table.
     pub file: PathBuf,
+    /// 1-based line of the `[[policy]]` table in `file`.
     pub line: usize,
     /// The certificate roles it is for (empty for an artifact policy).
     pub roles: Vec<Role>,
     /// The tracked-artifact kinds it is for (`enrollment-bundle`, ...; empty for a
     /// certificate policy).
     pub artifacts: Vec<String>,
+    /// The `credential_kinds` it is for (`permanent`, `ephemeral`); empty: any, CA certificates
+    /// included.
     pub credential_kinds: Vec<CredentialKind>,
+    /// Globs on the subject CN or the full subject DN (`subjects`); empty: any.
     pub subjects: Vec<Glob>,
+    /// Globs on any SAN (`sans`); empty: any.
     pub sans: Vec<Glob>,
+    /// Globs on the issuer DN or the issuer's CN (`issuers`); empty: any.
     pub issuers: Vec<Glob>,
+    /// Globs on the path of a file the certificate is in now, or of a tracked artifact
+    /// (`sources`); empty: any.
     pub sources: Vec<Glob>,
+    /// Globs on `HOST:PORT` of a TLS endpoint serving the certificate now (`endpoints`); empty:
+    /// any.
     pub endpoints: Vec<Glob>,
     /// Reminder durations before expiry, longest first.
     pub remind: Vec<Duration>,
+    /// State `warn` from this long before expiry (`warn`, required; not shorter than `critical`).
     pub warn: Duration,
+    /// State `critical` from this long before expiry (`critical`, required).
     pub critical: Duration,
+    /// How long before expiry an automatic renewal is expected (`renewal_expected`): before
+    /// then the policy stays quiet, after it a certificate not yet renewed is a stalled renewal;
+    /// `None`: not set.
     pub renewal_expected: Option<Duration>,
     /// How long past expiry the newest ephemeral credential of an agent may stay before
     /// the agent is a stalled renewal ([`crate::fleet::stalled`]); `None`: the default there.
     pub grace: Option<Duration>,
+    /// Smallest RSA key size accepted, in bits (`min_rsa_bits`); `None`: no rule.
     pub min_rsa_bits: Option<u32>,
+    /// Curves accepted for EC and EdDSA keys (`allowed_curves`, e.g. `P-256`, `Ed25519`,
+    /// compared ignoring case); empty: any.
     pub allowed_curves: Vec<String>,
+    /// Case-insensitive substrings of forbidden signature algorithm names
+    /// (`forbidden_signatures`, e.g. `sha1`); empty: none.
     pub forbidden_signatures: Vec<String>,
     /// E-mail addresses, lowercase, in the order written.
     pub recipients: Vec<String>,
@@ -177,15 +211,21 @@ pub struct Policy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
+    /// More than `warn` before expiry.
     Ok,
+    /// Within `warn` of expiry, not within `critical`.
     Warn,
+    /// Within `critical` of expiry, not expired.
     Critical,
+    /// `not_after` has passed.
     Expired,
     /// No policy matches.
     Untracked,
 }
 
 impl State {
+    /// The lowercase name (`ok`, `warn`, `critical`, `expired`, `untracked`), as printed;
+    /// serde writes the same names.
     pub fn as_str(self) -> &'static str {
         match self {
             State::Ok => "ok",
@@ -441,8 +481,11 @@ fn issuer_cn(dn: &str) -> Option<&str> {
 /// The policies of a folder, in precedence order.
 #[derive(Clone, Debug, Default)]
 pub struct PolicySet {
+    /// The policies folder read by [`load_dir`]; empty when built by [`parse_files`].
     pub dir: PathBuf,
+    /// Every policy file, in the order read (file-name order for a folder).
     pub files: Vec<PathBuf>,
+    /// Every policy, in precedence order: most specific first (see the module's documentation).
     pub policies: Vec<Policy>,
 }
 
@@ -527,7 +570,9 @@ pub enum Renewal {
     Renewed(Fingerprint),
     /// Its renewal is deployed on disk, but endpoints still serve it: "reload the service".
     NotReloaded {
+        /// The renewal: the newer certificate now deployed where this one was.
         by: Fingerprint,
+        /// The endpoints still serving this certificate, as `tls://HOST:PORT`.
         endpoints: Vec<String>,
     },
 }
@@ -699,10 +744,13 @@ impl fmt::Display for RenewMode {
 /// A policy's `renew_before`: a duration, or a fraction of the certificate's lifetime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RenewBefore {
+    /// A fixed duration before expiry (`renew_before = "30d"`).
     Duration(Duration),
     /// `num/den` of the lifetime (0 < num < den).
     Fraction {
+        /// Numerator of the fraction.
         num: u32,
+        /// Denominator of the fraction.
         den: u32,
     },
 }

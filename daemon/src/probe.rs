@@ -280,8 +280,11 @@ pub fn record(
 /// Why `certctl forget` could not forget an endpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum ForgetError {
+    /// No endpoint with this address is in the store; holds the address (`HOST:PORT`, without
+    /// `tls://`).
     #[error("no endpoint `{0}` is known (certctl status lists the probed endpoints)")]
     Unknown(String),
+    /// The store could not be read or written.
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -49,12 +49,18 @@ impl PruneRequest {
 /// What a pass did. Field names are part of `store prune --json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PruneSummary {
+    /// Whether nothing was removed, only counted (`--dry-run`); `dry_run` in
+    /// `store prune --json`.
     pub dry_run: bool,
     /// The windows applied, in seconds.
     pub ephemeral_after_expiry_secs: i64,
+    /// Other leaves go once expired and last seen more than this long ago (`--gone-after`,
+    /// `[retention] gone_after`); `gone_after_secs` in `store prune --json`.
     pub gone_after_secs: i64,
     /// When the pass judged "expired long enough".
     pub at: UnixTime,
+    /// The counts of the pass, flattened into the same JSON object (`examined`, `removed`,
+    /// ...).
     #[serde(flatten)]
     pub report: PruneReport,
     /// Certificate records left in the store.

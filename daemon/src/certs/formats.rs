@@ -49,25 +49,40 @@ pub enum FormatError {
     /// certificate would have had), `line` the 1-based line of its `BEGIN` line.
     #[error("PEM certificate block #{block} (BEGIN on line {line}) has invalid base64: {detail}")]
     BadBase64 {
+        /// 0-based index of the block among the file's certificate blocks.
         block: usize,
+        /// 1-based line of the block's `BEGIN` line.
         line: usize,
         /// What is wrong, with the line of the offending character.
         detail: String,
     },
     /// A PEM certificate block without its `END` line.
     #[error("PEM certificate block #{block} (BEGIN on line {line}) has no END line: the file is truncated or damaged")]
-    UnterminatedPem { block: usize, line: usize },
+    UnterminatedPem {
+        /// 0-based index of the block among the file's certificate blocks.
+        block: usize,
+        /// 1-based line of the block's `BEGIN` line.
+        line: usize,
+    },
     /// A PEM certificate block whose content is not a valid certificate.
     #[error("PEM certificate block #{block} (BEGIN on line {line}): {source}")]
     BadPemCertificate {
+        /// 0-based index of the block among the file's certificate blocks.
         block: usize,
+        /// 1-based line of the block's `BEGIN` line.
         line: usize,
+        /// Why the DER inside is not a certificate, as the X.509 parser says.
         source: X509Error,
     },
     /// A binary (DER) file that is not a valid certificate; `index` is the certificate's
     /// index when several are concatenated (0 for the first).
     #[error("DER certificate #{index}: {source}")]
-    BadDer { index: usize, source: X509Error },
+    BadDer {
+        /// 0-based index of the certificate in the file.
+        index: usize,
+        /// Why it is not a certificate, as the X.509 parser says.
+        source: X509Error,
+    },
     /// The PKCS#12 file is protected by a password and none was given.
     #[error("this PKCS#12 (PFX) file is password-protected and no password was given")]
     PfxPasswordRequired,
@@ -92,11 +107,19 @@ pub enum FormatError {
     PfxTooCostly(crate::certs::pkcs12_guard::Pkcs12GuardError),
     /// The PKCS#12 file is damaged or not PKCS#12 after all.
     #[error("cannot read this PKCS#12 (PFX) file: {reason}")]
-    BadPfx { reason: String },
+    BadPfx {
+        /// What is wrong (cut short, not PKCS#12 DER, ...), with OpenSSL's reasons where any.
+        reason: String,
+    },
     /// A certificate inside a PKCS#12 file is invalid (index as in the returned list:
     /// 0 is the end-entity certificate).
     #[error("certificate #{index} inside the PKCS#12 (PFX) file: {source}")]
-    BadPfxCertificate { index: usize, source: X509Error },
+    BadPfxCertificate {
+        /// 0-based index in the returned list (0: the end-entity certificate).
+        index: usize,
+        /// Why it is not a certificate, as the X.509 parser says.
+        source: X509Error,
+    },
 }
 
 /// File extensions (lowercase) of the files a folder scan reads.

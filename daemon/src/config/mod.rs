@@ -221,6 +221,7 @@ pub const CONTROL_SOCKET: &str = "certd.sock";
 pub const DEFAULT_STORE_CACHE_BYTES: u64 = 32 << 20;
 /// The smallest and largest `store_cache` accepted.
 pub const MIN_STORE_CACHE_BYTES: u64 = 8 << 20;
+/// The largest `store_cache` accepted: 64 GiB.
 pub const MAX_STORE_CACHE_BYTES: u64 = 64 << 30;
 
 /// certd's configuration, checked.
@@ -277,6 +278,7 @@ pub struct RenewalConfig {
     /// The first retry of a failed renewal after this long (`retry_min`, default 10m),
     /// doubling with each failure up to `retry_max` (default 6h).
     pub retry_min: std::time::Duration,
+    /// The longest wait between retries of a failed renewal (`retry_max`, default 6h).
     pub retry_max: std::time::Duration,
     /// Revoke the old certificate (`superseded`) this long after its renewal finished;
     /// `None` (the default): never.
@@ -625,6 +627,7 @@ pub struct Diagnostic {
     pub line: usize,
     /// 1-based column, in characters.
     pub column: usize,
+    /// What is wrong and, where it helps, what is expected (one sentence, no location).
     pub message: String,
 }
 
@@ -647,7 +650,9 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("{}: cannot read the configuration: {source}", path.display())]
     Read {
+        /// The configuration file given (`--config`).
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },

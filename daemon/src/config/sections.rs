@@ -14,12 +14,18 @@ pub const RECIPIENT_PREFIX: &str = "webhook:";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
+    /// `format = "json"` (the default): certctl's own object, `{"source":"certctl",
+    /// "idempotency_key","recipient","generated_at","title","entries"}`.
     Json,
+    /// `format = "teams"`: a Microsoft Teams `MessageCard` with the title and one line per entry.
     Teams,
+    /// `format = "slack"`: a Slack message, `{"text"}` with the title and one line per entry.
     Slack,
 }
 
 impl Format {
+    /// The `format` value as written in certd.toml (`json`, `teams`, `slack`, lowercase);
+    /// `None` for anything else.
     pub fn parse(s: &str) -> Option<Format> {
         match s {
             "json" => Some(Format::Json),
@@ -33,8 +39,12 @@ impl Format {
 /// A webhook as `[[webhook]]` configures it (checked by [`crate::config`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookConfig {
+    /// The webhook's `name`: what a policy recipient `webhook:NAME` refers to (letters, digits,
+    /// `.`, `_`, `-`; unique).
     pub name: String,
+    /// Where digests are POSTed (`url`, http or https).
     pub url: url::Url,
+    /// The payload's shape (`format`, default [`Format::Json`]).
     pub format: Format,
     /// More CA certificates (PEM) trusted for an `https` receiver.
     pub ca_file: Option<std::path::PathBuf>,
@@ -68,7 +78,10 @@ pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(300);
 /// A SCEP server as a `[[scep]]` block configures it (checked by [`crate::config`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScepConfig {
+    /// The server's `name`: what a policy's `scep = "NAME"` refers to (letters, digits, `.`,
+    /// `_`, `-`; unique).
     pub name: String,
+    /// The SCEP endpoint (`url`, http or https), as given.
     pub url: url::Url,
     /// The challenge password's file (absolute, 0600, never logged).
     pub challenge_file: PathBuf,
@@ -76,7 +89,11 @@ pub struct ScepConfig {
     pub ca_fingerprint: [u8; 32],
     /// More CA certificates (PEM) trusted for an `https` server.
     pub ca_file: Option<PathBuf>,
+    /// The first wait between CertPoll requests while the server answers PENDING
+    /// (`poll_interval`, default [`DEFAULT_POLL_INTERVAL`]); doubled after each, at most 10m.
     pub poll_interval: Duration,
+    /// How long one attempt polls a PENDING request before giving up until the next renewal
+    /// pass (`poll_timeout`, default [`DEFAULT_POLL_TIMEOUT`]).
     pub poll_timeout: Duration,
 }
 

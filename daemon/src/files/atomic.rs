@@ -38,7 +38,9 @@ use rustix::io::Errno;
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {source}", path.display())]
 pub struct WriteError {
+    /// The path that failed: the target, its temporary file, its backup or its folder.
     pub path: PathBuf,
+    /// The operating system's error.
     #[source]
     pub source: io::Error,
 }
@@ -54,7 +56,12 @@ pub enum FileMode {
     Exact(u32),
     /// The bits of the regular file replaced, limited to `limit` (a key `0o700`: never
     /// group- or world-readable); `fallback` when no regular file is replaced.
-    Replaced { fallback: u32, limit: u32 },
+    Replaced {
+        /// The bits (e.g. `0o600`) when the target is absent or not a regular file.
+        fallback: u32,
+        /// A mask on the replaced file's bits (`0o700` keeps group and others out).
+        limit: u32,
+    },
 }
 
 impl FileMode {

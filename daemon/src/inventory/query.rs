@@ -15,17 +15,28 @@ use crate::inventory::view::EXPIRING_SECS;
 /// Errors of the query layer.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
+    /// The store could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// No certificate has this ID (fingerprint prefix, subject CN or SAN); holds the ID as
+    /// given.
     #[error("no certificate matches `{0}` (give a fingerprint prefix of at least 8 hex characters, or an exact subject CN or SAN)")]
     NotFound(String),
+    /// The ID is a fingerprint prefix that several certificates share (a name shared by
+    /// several certificates is not an error: all are returned).
     #[error("`{id}` is ambiguous: it matches {} certificates:\n{}", candidates.len(), candidates.join("\n"))]
-    Ambiguous { id: String, candidates: Vec<String> },
+    Ambiguous {
+        /// The ID as given.
+        id: String,
+        /// One line per match: fingerprint, name and expiry (indented, for the error text).
+        candidates: Vec<String>,
+    },
 }
 
 /// `certctl list` filters. All given filters must match.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ListFilter {
+    /// Only certificates of this role (`--role`); `None`: any role.
     pub role: Option<Role>,
     /// Not yet expired and not_after before now + this.
     pub expiring_within: Option<Duration>,
@@ -233,10 +244,18 @@ fn describe(c: &Certificate) -> String {
 /// `certctl stats`. Field names are part of the `--json` contract.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Stats {
+    /// Every stored certificate (`total`).
     pub total: u64,
+    /// Certificates per role name (`gateway`, `iis`, `site-server`, `agent`, `ca`, `other`);
+    /// roles with none are absent (`by_role`).
     pub by_role: BTreeMap<String, u64>,
+    /// Certificates per status (`valid`, `expiring` within 30 days, `expired`, `revoked`,
+    /// `not-yet-valid`); every status is present, 0 when none (`by_status`).
     pub by_status: BTreeMap<String, u64>,
+    /// Certificates per public key (`"EC P-256"`, `"RSA 2048"`, ...) (`by_key`).
     pub by_key: BTreeMap<String, u64>,
+    /// Leaves per credential kind (`permanent`, `ephemeral`); CA certificates are not
+    /// counted here (`by_credential_kind`).
     pub by_credential_kind: BTreeMap<String, u64>,
 }
 

@@ -105,12 +105,16 @@ pub struct ScanSummary {
     pub files_skipped: u64,
     /// Files that could not be read or parsed.
     pub files_failed: u64,
+    /// Certificates that were not in the store before this scan.
     pub certificates_new: u64,
+    /// Certificates already stored that changed beyond `last_seen` (a new source, a role, a
+    /// source that came back).
     pub certificates_updated: u64,
     /// Certificates found in the files read (with repeats).
     pub certificates_seen: u64,
     /// (certificate, place) pairs no longer found where they were before.
     pub sources_gone: u64,
+    /// Every file counted in `files_failed`, with its error, in the order met.
     pub errors: Vec<FileFailure>,
     /// The scan was stopped early (shutdown); what was read is stored.
     #[serde(default)]
@@ -124,7 +128,9 @@ pub struct ScanSummary {
 /// One file that failed, and why.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileFailure {
+    /// The file, as the scan walked it (`path` in `scan --json`'s `errors` and `warnings`).
     pub path: String,
+    /// Why it failed, or the warning: one sentence naming the cause (`error`).
     pub error: String,
 }
 

@@ -95,61 +95,111 @@ pub const EXPIRING_SECS: i64 = 30 * DAY_SECS;
 /// The JSON form of a certificate (`list --json`, `show --json`, `inspect --json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct CertificateView {
+    /// SHA-256 of the certificate's DER, lowercase hex (64 characters): its ID everywhere.
     pub fingerprint_sha256: String,
+    /// Subject DN, RFC 2253 string (`CN=gw.example.com,O=Example`).
     pub subject: String,
+    /// The subject's first common name; `None` when the subject has none.
     pub subject_cn: Option<String>,
+    /// Issuer DN, RFC 2253 string.
     pub issuer: String,
+    /// Serial number, lowercase hex without separators or leading zeros (`-` first when negative).
     pub serial: String,
+    /// Start of validity, RFC 3339 UTC.
     pub not_before: String,
+    /// End of validity, RFC 3339 UTC.
     pub not_after: String,
+    /// Whole days from now to `not_after`, rounded down; negative once expired (`-1` on the
+    /// first day after expiry).
     pub days_left: i64,
+    /// `valid`, `expiring` (within 30 days, [`EXPIRING_SECS`]), `expired`, `revoked` or
+    /// `not-yet-valid`; `revoked` only for a stored certificate.
     pub status: &'static str,
     /// `None` for a file inspected without a store.
     pub role: Option<&'static str>,
+    /// `permanent` or `ephemeral` (validity of 24 hours or less) for a leaf; `None` for a CA
+    /// certificate.
     pub credential_kind: Option<&'static str>,
+    /// The public key, e.g. `RSA 2048`, `EC P-256`, `Ed25519` (as `stats`' `by_key` counts it).
     pub key: String,
+    /// Signature algorithm name (`sha256WithRSAEncryption`, `ecdsa-with-SHA256`, `ED25519`, ...).
     pub signature_algorithm: String,
+    /// The basicConstraints CA flag.
     pub is_ca: bool,
+    /// SHA-256 of the DER SubjectPublicKeyInfo, lowercase hex: equal for certificates sharing one
+    /// key.
     pub spki_sha256: String,
+    /// The subject key identifier, lowercase hex; `None` when the extension is absent.
     pub subject_key_id: Option<String>,
+    /// The authority key identifier's keyIdentifier, lowercase hex; `None` when absent.
     pub authority_key_id: Option<String>,
+    /// Subject alternative names by kind (`dns`, `ip`, `email`, `uri`).
     pub sans: SansView,
+    /// CRL distribution point URLs, in certificate order; empty when none.
     pub crl_distribution_points: Vec<String>,
+    /// OCSP responder URLs (authority information access), in certificate order; empty when none.
     pub ocsp_urls: Vec<String>,
+    /// Whether a revocation is recorded in the store (always `false` for `inspect`).
     pub revoked: bool,
+    /// The recorded revocation (time, reason, who recorded it); `None` when not revoked.
     pub revocation: Option<RevocationView>,
+    /// When certctl first saw it, RFC 3339 UTC; `None` for a file inspected without a store.
     pub first_seen: Option<String>,
+    /// When a scan or probe last saw it, RFC 3339 UTC; `None` for a file inspected without a store.
     pub last_seen: Option<String>,
+    /// Where it was seen (files and TLS endpoints, including ones it is gone from), at most the
+    /// store's inline cap; empty for `inspect`.
     pub sources: Vec<SourceView>,
+    /// How many further sources were seen beyond those in `sources` (a CA certificate in
+    /// thousands of chain files); 0 for `inspect`.
     pub more_sources: u64,
 }
 
+/// A certificate's subject alternative names by kind (`sans` of [`CertificateView`]), each
+/// list in certificate order and empty when the certificate has none of that kind.
 #[derive(Debug, Clone, Serialize)]
 pub struct SansView {
+    /// DNS names (`dns`).
     pub dns: Vec<String>,
+    /// IP addresses, as text (`ip`).
     pub ip: Vec<String>,
+    /// E-mail addresses, rfc822Name (`email`).
     pub email: Vec<String>,
+    /// URIs (`uri`).
     pub uri: Vec<String>,
 }
 
+/// A recorded revocation (`revocation` of [`CertificateView`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct RevocationView {
+    /// When it was revoked, RFC 3339 UTC.
     pub revoked_at: String,
+    /// The RFC 5280 reason, kebab-case (`key-compromise`, `superseded`, ...).
     pub reason: String,
+    /// Who recorded it: a user name, or the URL of the CRL it was learned from.
     pub revoked_by: String,
 }
 
+/// One place a certificate was seen (`sources` of [`CertificateView`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceView {
     /// `file` or `tls`.
     pub kind: &'static str,
+    /// The file's path, for `file`; absent from the JSON for `tls`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The endpoint's `HOST:PORT`, for `tls`; absent from the JSON for `file`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// 0-based position: the certificate's place in the file, or in the served chain (0: the
+    /// leaf).
     pub index: u32,
+    /// When it was first seen there, RFC 3339 UTC.
     pub first_seen: String,
+    /// When it was last seen there, RFC 3339 UTC.
     pub last_seen: String,
+    /// When it was no longer found there (the file changed or vanished, the endpoint serves
+    /// another chain), RFC 3339 UTC; `None` while it is still there.
     pub gone_since: Option<String>,
 }
 
@@ -285,6 +335,7 @@ impl CertificateView {
 }
 
 impl SourceView {
+    /// The JSON form of a stored source.
     pub fn new(s: &Source) -> Self {
         let (kind, path, endpoint, index) = match &s.location {
             SourceLocation::File { path, index } => ("file", Some(path.clone()), None, *index),
@@ -342,6 +393,7 @@ pub struct JsonListWriter<'w, W: std::io::Write + ?Sized> {
 }
 
 impl<'w, W: std::io::Write + ?Sized> JsonListWriter<'w, W> {
+    /// A writer into `out` with days left and statuses computed at `now`; writes nothing yet.
     pub fn new(out: &'w mut W, now: UnixTime) -> Self {
         JsonListWriter {
             out,
