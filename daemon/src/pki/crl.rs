@@ -338,6 +338,7 @@ fn crl_bytes_for<'a>(path: &Path, der: &'a [u8], pem: &'a str) -> &'a [u8] {
 /// What reading a published CRL file back showed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CrlCheck {
+    /// The CRL file read back: the CA's `crl.pem` or one of its `--crl-out` copies.
     pub path: PathBuf,
     /// It parsed, verified with the CA key, and listed every serial asked about.
     pub ok: bool,

@@ -73,11 +73,18 @@ pub struct Undelivered {
 /// What a pass did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PassReport {
+    /// When the pass ran (Unix seconds; RFC 3339 as `at` in `remind --json`): the "now"
+    /// every threshold was judged against.
     pub at: UnixTime,
+    /// How it ran: `dry-run`, `now` (`remind --now`) or `scheduled` (certd).
     pub mode: PassMode,
     /// The digests due (all of them in a dry run; sent, failed or deferred otherwise).
     pub digests: Vec<Digest>,
+    /// Digests (one e-mail per recipient) the mail server accepted in this pass; 0 in a
+    /// dry run.
     pub digests_sent: u64,
+    /// Reminders (digest entries: one certificate or artifact crossing a threshold) in the
+    /// digests sent; 0 in a dry run.
     pub reminders_sent: u64,
     /// Delivery failed: still pending.
     pub failed: Vec<Undelivered>,
