@@ -221,6 +221,7 @@ fn validate(
 pub struct ImportReport {
     /// The file the registrations came from.
     pub source: String,
+    /// How many registrations the file held (all of them saved).
     pub imported: u64,
     /// Whether the import replaced the registrations (else merged into them).
     pub replaced: bool,
@@ -253,6 +254,7 @@ pub(crate) fn import(
 /// An agent waiting for an admin's decision. Field names are part of the `--json` contract.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PendingAgent {
+    /// The agent's name: its agent certificate's CN (`agent` in `agents pending --json`).
     pub agent: String,
     /// `unregistered` (no registration has this name) or `key-mismatch` (registered with
     /// another certificate or key).

@@ -109,8 +109,11 @@ pub struct CheckReport {
 /// A failing automatic renewal, as `check` reports it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FailingRenewalCheck {
+    /// The certificate whose automatic renewal fails (SHA-256).
     pub fingerprint: certctl_store::Fingerprint,
+    /// Its display name (subject CN, else the first SAN, else the subject DN).
     pub name: String,
+    /// When it expires (Unix seconds).
     pub not_after: UnixTime,
     /// Whether the certificate is within the critical window.
     pub critical: bool,
@@ -121,7 +124,10 @@ pub struct FailingRenewalCheck {
 /// A managed CA's CRL close to (or past) its nextUpdate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrlExpiry {
+    /// The managed CA's name (`ca init NAME`).
     pub ca: String,
+    /// Its published CRL's nextUpdate (Unix seconds; `check --json` adds `next_update_at`,
+    /// RFC 3339), past when the CRL has expired.
     pub next_update: UnixTime,
 }
 
@@ -130,16 +136,22 @@ pub struct CrlExpiry {
 pub struct CheckFinding {
     /// `host:port`.
     pub endpoint: String,
+    /// What is wrong (`unreachable`, `chain-untrusted`, `serving-revoked`, ...).
     pub kind: certctl_store::FindingKind,
+    /// A sentence with the particulars, as the probe recorded it.
     pub detail: String,
+    /// Whether this kind makes the verdict critical (else it is a warning).
     pub critical: bool,
 }
 
 /// How many certificates a brief [`CheckReport`] stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckTotals {
+    /// All expired considered certificates (`expired=N` in the performance data).
     pub expired: u64,
+    /// All certificates within the critical window (`expiring_crit=N`).
     pub critical: u64,
+    /// All certificates within the warning window only (`expiring_warn=N`).
     pub warning: u64,
 }
 

@@ -88,8 +88,8 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Secret {
-    /// The secret's plain text, for the one call that needs it (decrypting a key, encrypting
-    /// a PFX, logging in to SMTP); never print or log it.
+    /// The secret's plain text, for the one call that needs it (encrypting or decrypting a
+    /// key, writing or opening a PFX); never print or log it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -184,7 +184,7 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_
 /// The key types certctl generates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyKind {
-    /// ECDSA on NIST P-256 (`--key ec-p256`, the default).
+    /// ECDSA on NIST P-256 (`--key ec-p256`, the default of `issue` and `ca init`).
     EcP256,
     /// ECDSA on NIST P-384 (`--key ec-p384`).
     EcP384,
@@ -899,8 +899,12 @@ pub struct IssueRequest {
 /// What `certctl issue` made.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IssueReport {
+    /// The new certificate as the inventory now records it (at its files).
     pub certificate: Certificate,
+    /// The managed CA that signed it (`--ca`).
     pub ca: String,
+    /// The files written in `--out`: `CN.pem`, `CN.key` (0600), `CN.chain.pem`, and
+    /// `CN.pfx` for role `iis` with a PFX password.
     pub files: Vec<PathBuf>,
     /// Remarks for the admin (e.g. no PFX without a password).
     pub notes: Vec<String>,

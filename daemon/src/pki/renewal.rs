@@ -391,7 +391,7 @@ pub struct DueRenewal {
     pub fingerprint: Fingerprint,
     /// Its display name (subject CN, else the first SAN, else the subject DN), `name` in JSON.
     pub name: String,
-    /// When it expires (Unix seconds; RFC 3339 in `--json`).
+    /// When it expires (Unix seconds; `renew --json` adds `not_after_at`, RFC 3339).
     pub not_after: UnixTime,
     /// The name of the policy that renews it automatically; empty when none applies (a
     /// `renew ID` by hand).
@@ -664,13 +664,19 @@ fn describe(
 /// How one renewal of a pass went.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RenewalOutcome {
+    /// The certificate being renewed (SHA-256).
     pub fingerprint: Fingerprint,
+    /// Its display name (subject CN, else the first SAN, else the subject DN).
     pub name: String,
+    /// `managed-ca`, `scep` or `manual` ([`RenewalMethod::name`]).
     pub method: String,
+    /// The id of the certificate's renewal workflow (started or continued by this pass, or
+    /// the open one of a renewal in backoff); `None` when there is none (manual, waiting).
     pub workflow: Option<u64>,
     /// `renewed`, `pending`, `failed`, `waiting` (the `max_concurrent` limit), `manual`,
     /// `backoff`.
     pub outcome: String,
+    /// A sentence for the admin: what was done, or why not (the error of a failure).
     pub detail: String,
     /// The new certificate, once issued.
     pub new: Option<Fingerprint>,
@@ -679,6 +685,7 @@ pub struct RenewalOutcome {
 /// What a renewal pass did.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RenewalPassReport {
+    /// One outcome per due certificate the pass looked at (`renewals` in `renew --json`).
     pub renewals: Vec<RenewalOutcome>,
     /// Old certificates revoked as `superseded` after `revoke_superseded_after`.
     #[serde(default)]
@@ -1174,11 +1181,17 @@ fn revoke_superseded<G>(
 /// A renewal that keeps failing: what `check`, `/metrics` and the reminders say.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FailingRenewal {
+    /// The certificate whose renewal fails (SHA-256).
     pub fingerprint: Fingerprint,
+    /// `managed-ca`, `scep` or `manual`, as the renewal record says.
     pub method: String,
+    /// Failed attempts since the last success (at least 1).
     pub failures: u32,
+    /// The first failure of this run of failures (Unix seconds).
     pub since: UnixTime,
+    /// The cause of the last failed attempt (empty if none was recorded).
     pub last_error: String,
+    /// The id of the renewal's workflow, if one was started.
     pub workflow: Option<u64>,
 }
 

@@ -90,6 +90,7 @@ pub struct RevokeRequest {
 /// One certificate to revoke.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Target {
+    /// The certificate as the store held it before this run (`certificate` in `--json`).
     pub certificate: Certificate,
     /// The managed CA that issued it, if certctl holds that CA's key.
     pub managed_ca: Option<String>,
@@ -98,10 +99,13 @@ pub struct Target {
 /// What an endpoint that served a revoked certificate serves now.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EndpointCheck {
+    /// The endpoint, `host:port`.
     pub endpoint: String,
+    /// The revoked certificate it served (`fingerprint_sha256` in `--json`).
     pub fingerprint: Fingerprint,
     /// `still-serving`, `replaced`, `unreachable`, or `not-probed`.
     pub state: String,
+    /// A sentence: what it serves now, the probe's error, or why it was not probed.
     pub detail: String,
 }
 

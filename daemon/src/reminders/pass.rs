@@ -55,10 +55,17 @@ pub enum PassMode {
 /// A digest that was not delivered.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Undelivered {
+    /// The e-mail address the digest is for.
     pub recipient: String,
+    /// How many reminders (entries) the digest holds.
     pub reminders: u64,
+    /// Why the last delivery attempt failed (the SMTP server's answer, a connection error,
+    /// or no mail server configured).
     pub error: String,
+    /// Failed delivery attempts so far (for `failed`: this pass's included).
     pub attempts: u32,
+    /// A scheduled pass retries it from this time (Unix seconds; `remind --json` adds
+    /// `next_attempt_at`, RFC 3339).
     pub next_attempt: UnixTime,
     /// The digest's Message-ID (the retry carries the same one while the same reminders
     /// are due).
@@ -73,8 +80,8 @@ pub struct Undelivered {
 /// What a pass did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PassReport {
-    /// When the pass ran (Unix seconds; RFC 3339 as `at` in `remind --json`): the "now"
-    /// every threshold was judged against.
+    /// When the pass ran (Unix seconds; `remind --json` adds `at_rfc3339`): the "now" every
+    /// threshold was judged against.
     pub at: UnixTime,
     /// How it ran: `dry-run`, `now` (`remind --now`) or `scheduled` (certd).
     pub mode: PassMode,

@@ -35,15 +35,23 @@ pub struct EnrollRequest {
 /// What was issued (`--json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct EnrollReport {
+    /// The `[[scep]]` block's `name` (`--server`).
     pub server: String,
     /// `PKCSReq` or `RenewalReq`.
     pub request: &'static str,
+    /// The SCEP transactionID of the request.
     pub transaction_id: String,
+    /// The issued certificate's subject DN (RFC 2253).
     pub subject: String,
+    /// Its serial number, lowercase hex without leading zeros.
     pub serial: String,
+    /// When it expires, RFC 3339 UTC.
     pub not_after: String,
+    /// Its SHA-256 fingerprint, 64 lowercase hex digits.
     pub sha256: String,
+    /// Where the new key was written (`--key`).
     pub key: PathBuf,
+    /// Where the certificate and chain were written (`--cert`).
     pub cert: PathBuf,
 }
 
@@ -53,22 +61,24 @@ pub enum AdminError {
     /// The SCEP exchange failed: the server refused, was unreachable or misbehaved (exit 1).
     #[error(transparent)]
     Scep(#[from] ScepError),
-    /// Generating the key or writing the key or certificate file failed (exit 2).
+    /// Generating the new key, reading the renewal key file, or writing the key or
+    /// certificate file failed (exit 2).
     #[error(transparent)]
     Files(#[from] ca::CaError),
-    /// The server has not decided yet (it awaits its admin's approval): nothing was written.
+    /// The server has not decided yet (it awaits its admin's approval): nothing was written
+    /// (exit 1).
     #[error("SCEP server `{server}`: the request (transaction {transaction_id}) is still pending after {waited}s; nothing was written (the server's admin must approve it; certd's renewal pass polls by itself)")]
     Pending {
         /// The `[[scep]]` block's `name` in certd.toml (`--server`).
         server: String,
         /// The SCEP transactionID of the request, to find it on the server.
         transaction_id: String,
-        /// How long the client polled before giving up, in seconds.
+        /// How long certd polled before giving up (the `[[scep]] poll_timeout`), in seconds.
         waited: u64,
     },
     /// A file or argument could not be used: the current certificate or key of a renewal
     /// unreadable (or the key encrypted), a bad `--dns` name, the new key or certificate
-    /// not encodable.
+    /// not encodable (exit 2).
     #[error("{}: {cause}", path.display())]
     Read {
         /// The file (or the option, e.g. `--dns`) at fault.

@@ -144,6 +144,8 @@ pub struct EndpointServes {
     pub endpoint: String,
     /// `serves-new`, `serves-old`, `serves-other` or `unreachable`.
     pub state: String,
+    /// A sentence: what it serves now (and what to do if still the old one), or the probe's
+    /// error.
     pub detail: String,
 }
 
