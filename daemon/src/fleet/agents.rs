@@ -221,6 +221,7 @@ fn validate(
 pub struct ImportReport {
     /// The file the registrations came from.
     pub source: String,
+    /// How many registrations the file held (all of them saved).
     pub imported: u64,
     /// Whether the import replaced the registrations (else merged into them).
     pub replaced: bool,
@@ -253,6 +254,7 @@ pub(crate) fn import(
 /// An agent waiting for an admin's decision. Field names are part of the `--json` contract.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PendingAgent {
+    /// The agent's name: its agent certificate's CN (`agent` in `agents pending --json`).
     pub agent: String,
     /// `unregistered` (no registration has this name) or `key-mismatch` (registered with
     /// another certificate or key).
@@ -481,7 +483,10 @@ pub(crate) fn pending_count(store: &Store) -> Result<usize, StoreError> {
 pub struct DecideRequest {
     /// Agent names or resource GUIDs.
     pub ids: Vec<String>,
+    /// `approve` (`Approved`) or `block` (`Blocked`): the same verdict for every named agent.
     pub verdict: AgentVerdict,
+    /// Who decided (the CLI sends `$USER`, else `$LOGNAME`, else `uid N`); recorded in the
+    /// decision and in each audit event, `actor` in `agents decisions --json` and `history`.
     pub actor: String,
     /// Absolute path of the deny list; else the remembered one.
     pub deny_list: Option<PathBuf>,
@@ -493,7 +498,10 @@ pub struct DecideRequest {
 /// One decided agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DecidedAgent {
+    /// The agent's name (its agent certificate's CN), `agent` in `agents approve|block --json`.
     pub agent: String,
+    /// The agent's registered resource GUID (or the GUID argument that named it); `None`
+    /// when the agent has no known GUID.
     pub guid: Option<String>,
     /// `approved` or `blocked`.
     pub decision: String,
@@ -504,6 +512,8 @@ pub struct DecidedAgent {
 /// What `approve` / `block` did.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DecisionReport {
+    /// One entry per distinct agent the arguments named, in argument order: `decided` in
+    /// `agents approve|block --json`.
     pub decided: Vec<DecidedAgent>,
     /// The deny list written, if one is configured.
     pub deny_list: Option<String>,

@@ -15,8 +15,13 @@ use crate::inventory::query::{failed_files, QueryError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
+    /// Nothing to act on: exit 0, `"ok"` in `check --json`.
     Ok,
+    /// Something needs attention soon (a certificate within `--warn`, a failed file, a
+    /// stale backup, ...): exit 1, `"warning"` in `check --json`.
     Warning,
+    /// Something is broken or about to be (a certificate expired or within `--critical`, a
+    /// stalled agent, a stale CRL, ...): exit 2, `"critical"` in `check --json`.
     Critical,
 }
 
@@ -34,13 +39,24 @@ impl Verdict {
 /// What `certctl check` found.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckReport {
+    /// The worst of all findings below: `verdict` in `check --json`, and the exit code.
     pub verdict: Verdict,
     /// Certificates considered (present somewhere, not revoked, not ephemeral).
     pub considered: u64,
+    /// Considered certificates whose `not_after` has passed, soonest-expiring first:
+    /// `expired` in `check --json`. Only the first in a brief report (see `totals`).
     pub expired: Vec<Certificate>,
+    /// Considered certificates expiring within `critical_within` (or their policy's
+    /// `critical`), soonest first: `critical` in `check --json`. Only the first when brief.
     pub critical: Vec<Certificate>,
+    /// Considered certificates expiring within `warn` (or their policy's `warn`) but not
+    /// within the critical window, soonest first: `warning` in `check --json`. Only the
+    /// first when brief.
     pub warning: Vec<Certificate>,
+    /// The warning window `--warn` (default 30d) used for certificates no policy judges.
     pub warn: Duration,
+    /// The critical window `--critical` (default 7d) used for certificates no policy
+    /// judges; also the window in which a failing automatic renewal becomes critical.
     pub critical_within: Duration,
     /// Set in a brief report ([`CheckReport::brief`]): the lengths of `expired`,
     /// `critical` and `warning` before they were cut to their first certificate.
@@ -67,6 +83,8 @@ pub struct CheckReport {
     /// At most [`crate::inventory::query::FAILED_FILES_LISTED`] as `PATH: CAUSE`; `failed_files_total` counts all.
     #[serde(default)]
     pub failed_files: Vec<String>,
+    /// How many scanned files failed their last read, all of them (`failed_files` lists at
+    /// most the first few): `failed_files_total` in `check --json`.
     #[serde(default)]
     pub failed_files_total: u64,
     /// Agents whose newest ephemeral credential expired more than its grace ago
@@ -74,6 +92,8 @@ pub struct CheckReport {
     /// `stalled_renewals_total` counts all.
     #[serde(default)]
     pub stalled_renewals: Vec<StalledRenewal>,
+    /// How many agents' renewals are stalled, all of them (also in a brief report):
+    /// `stalled_renewals_total` in `check --json`, `stalled=N` in the performance data.
     #[serde(default)]
     pub stalled_renewals_total: u64,
     /// `[backup]` is configured and its newest good backup is older than `warn_after` (or
@@ -89,8 +109,11 @@ pub struct CheckReport {
 /// A failing automatic renewal, as `check` reports it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FailingRenewalCheck {
+    /// The certificate whose automatic renewal fails (SHA-256).
     pub fingerprint: certctl_store::Fingerprint,
+    /// Its display name (subject CN, else the first SAN, else the subject DN).
     pub name: String,
+    /// When it expires (Unix seconds).
     pub not_after: UnixTime,
     /// Whether the certificate is within the critical window.
     pub critical: bool,
@@ -101,7 +124,10 @@ pub struct FailingRenewalCheck {
 /// A managed CA's CRL close to (or past) its nextUpdate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrlExpiry {
+    /// The managed CA's name (`ca init NAME`).
     pub ca: String,
+    /// Its published CRL's nextUpdate (Unix seconds; `check --json` adds `next_update_at`,
+    /// RFC 3339), past when the CRL has expired.
     pub next_update: UnixTime,
 }
 
@@ -110,16 +136,22 @@ pub struct CrlExpiry {
 pub struct CheckFinding {
     /// `host:port`.
     pub endpoint: String,
+    /// What is wrong (`unreachable`, `chain-untrusted`, `serving-revoked`, ...).
     pub kind: certctl_store::FindingKind,
+    /// A sentence with the particulars, as the probe recorded it.
     pub detail: String,
+    /// Whether this kind makes the verdict critical (else it is a warning).
     pub critical: bool,
 }
 
 /// How many certificates a brief [`CheckReport`] stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckTotals {
+    /// All expired considered certificates (`expired=N` in the performance data).
     pub expired: u64,
+    /// All certificates within the critical window (`expiring_crit=N`).
     pub critical: u64,
+    /// All certificates within the warning window only (`expiring_warn=N`).
     pub warning: u64,
 }
 

@@ -150,9 +150,16 @@ impl Default for ReportOptions {
 /// A report: columns and rows (values in column order).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Report {
+    /// The report's name, one of [`REPORTS`] (`by-role`, `expiring`, ...): `report` in
+    /// `report NAME --json`.
     pub report: String,
+    /// When the report was computed (Unix seconds; RFC 3339 as `generated_at` in `--json`).
     pub generated_at: UnixTime,
+    /// The column names in order (the CSV header; the keys of each `rows` object in
+    /// `--json`), as `docs/cli-contract.md` lists them per report.
     pub columns: Vec<String>,
+    /// One entry per row, its cells in `columns` order (strings, numbers, null, or arrays
+    /// of strings; times already RFC 3339 UTC strings). Empty when nothing matched.
     pub rows: Vec<Vec<Value>>,
 }
 

@@ -88,6 +88,8 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Secret {
+    /// The secret's plain text, for the one call that needs it (encrypting or decrypting a
+    /// key, writing or opening a PFX); never print or log it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -182,15 +184,22 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_
 /// The key types certctl generates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyKind {
+    /// ECDSA on NIST P-256 (`--key ec-p256`, the default of `issue` and `ca init`).
     EcP256,
+    /// ECDSA on NIST P-384 (`--key ec-p384`).
     EcP384,
+    /// RSA, 2048-bit modulus (`--key rsa-2048`).
     Rsa2048,
+    /// RSA, 3072-bit modulus (`--key rsa-3072`).
     Rsa3072,
+    /// RSA, 4096-bit modulus (`--key rsa-4096`).
     Rsa4096,
+    /// Ed25519 (`--key ed25519`).
     Ed25519,
 }
 
 impl KeyKind {
+    /// The `--key` spelling (`ec-p256`, `rsa-2048`, ...), also used in messages and JSON.
     pub fn as_str(self) -> &'static str {
         match self {
             KeyKind::EcP256 => "ec-p256",
@@ -215,6 +224,8 @@ impl KeyKind {
         }
     }
 
+    /// Whether this is one of the RSA sizes (RSA leaves get keyEncipherment in their key
+    /// usage; EC and Ed25519 leaves do not).
     pub fn is_rsa(self) -> bool {
         matches!(self, KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096)
     }
@@ -855,18 +866,31 @@ pub(crate) fn file_stem(cn: &str) -> String {
 /// `certctl issue`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IssueRequest {
+    /// The managed CA that signs, by the name `ca init NAME` gave it (`--ca`).
     pub ca: String,
+    /// The subject's common name (`--cn`); must not be blank. Also names the files
+    /// (sanitised) and, when `sans` is empty, becomes the one SAN.
     pub cn: String,
+    /// Subject alternative names (`--san`, repeatable): an IP address, a URI (`://`), an
+    /// e-mail address (`@`), else a DNS name. Empty: the CN as a SAN when it parses as one.
     pub sans: Vec<String>,
+    /// The role the certificate is issued and recorded for (`--role`): sets its extended key
+    /// usage, and `iis` also writes a PFX.
     pub role: Role,
+    /// How long the certificate is valid from now (`--validity`); `None`: 365 days.
     pub validity: Option<Duration>,
+    /// The type of the new private key (`--key`, default `ec-p256`).
     pub key: KeyKind,
     /// Absolute folder for the files.
     pub out: PathBuf,
+    /// The PFX password (`--pfx-password-file` or `CERTCTL_PFX_PASSWORD`); used only with
+    /// role `iis`, where `None` writes no PFX (a note says so).
     pub pfx_password: Option<Secret>,
     /// How the PFX is encrypted (`--pfx-legacy`: 3DES/SHA-1 for older Windows).
     #[serde(default)]
     pub pfx_format: PfxFormat,
+    /// The CA key's passphrase (`--passphrase-file` or `CERTCTL_CA_PASSPHRASE`); `None` is
+    /// refused when the CA key is encrypted.
     pub passphrase: Option<Secret>,
     /// Overwrite existing files.
     pub overwrite: bool,
@@ -875,8 +899,12 @@ pub struct IssueRequest {
 /// What `certctl issue` made.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IssueReport {
+    /// The new certificate as the inventory now records it (at its files).
     pub certificate: Certificate,
+    /// The managed CA that signed it (`--ca`).
     pub ca: String,
+    /// The files written in `--out`: `CN.pem`, `CN.key` (0600), `CN.chain.pem`, and
+    /// `CN.pfx` for role `iis` with a PFX password.
     pub files: Vec<PathBuf>,
     /// Remarks for the admin (e.g. no PFX without a password).
     pub notes: Vec<String>,

@@ -29,11 +29,14 @@ use crate::pki::crl;
 /// `certctl ca init`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaInitRequest {
+    /// The CA's name (`ca init NAME`): 1–64 ASCII letters, digits, `.`, `_`, `-`, not
+    /// starting with `.`; names its folder `STORE/ca/NAME` and is how `issue --ca` refers to it.
     pub name: String,
     /// Subject CN (default: the name).
     pub cn: Option<String>,
     /// Subject O.
     pub org: Option<String>,
+    /// The type of the CA's new private key (`--key`).
     pub key: KeyKind,
     /// Default: 10 years for a root, the parent's remaining validity (at most 10 years) for
     /// an intermediate.
@@ -51,17 +54,26 @@ pub struct CaInitRequest {
     pub crl_out: Vec<PathBuf>,
     /// CRL distribution point URLs put into the certificates this CA issues.
     pub crl_urls: Vec<String>,
+    /// How long each CRL is valid, nextUpdate − thisUpdate (`--crl-validity`); `None`: 7 days.
     pub crl_validity: Option<Duration>,
 }
 
 /// A managed CA as `ca list` / `ca init` show it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaInfo {
+    /// The store's record of the CA (name, key type, CRL number and paths, ...): the
+    /// top-level fields of `ca list --json`.
     pub ca: ManagedCa,
+    /// The CA certificate's inventory record; `None` if it is missing from the store
+    /// (`certificate` null in `--json`).
     pub certificate: Option<Certificate>,
+    /// `CAFOLDER/ca.pem`, the CA certificate (`cert_path` in `--json`).
     pub cert_path: PathBuf,
+    /// `CAFOLDER/ca.key`, the CA's private key, 0600 (`key_path` in `--json`).
     pub key_path: PathBuf,
+    /// `CAFOLDER/chain.pem`, the CA certificate then its parents (`chain_path` in `--json`).
     pub chain_path: PathBuf,
+    /// `CAFOLDER/crl.pem`, the latest CRL (`crl_path` in `--json`).
     pub crl_path: PathBuf,
     /// Remarks for the admin (`ca init`: leftovers of an interrupted init it cleared).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -69,6 +81,8 @@ pub struct CaInfo {
 }
 
 impl CaInfo {
+    /// The view of `ca`: its certificate read from the store and its file paths under its
+    /// folder ([`ManagedCa::folder`]); no notes. Fails only when the store cannot be read.
     pub fn new(store: &Store, ca: ManagedCa) -> Result<CaInfo, CaError> {
         let dir = ca.folder(store.path());
         Ok(CaInfo {

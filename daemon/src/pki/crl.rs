@@ -32,14 +32,20 @@ pub enum CrlError {
 /// A CRL that was signed and written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CrlPublished {
+    /// The managed CA that signed it (`ca init NAME`).
     pub ca: String,
+    /// Its cRLNumber: one more than any this CA published before.
     pub number: u64,
+    /// When it was signed (Unix seconds; RFC 3339 in `--json`).
     pub this_update: UnixTime,
+    /// When relying parties stop accepting it: `this_update` + the CA's CRL validity (Unix
+    /// seconds; RFC 3339 in `--json`).
     pub next_update: UnixTime,
     /// Serials listed.
     pub revoked: usize,
     /// Every file written (`crl.pem` first).
     pub paths: Vec<PathBuf>,
+    /// The CRL itself, DER-encoded (not part of any `--json` output).
     pub der: Vec<u8>,
 }
 
@@ -338,6 +344,7 @@ fn crl_bytes_for<'a>(path: &Path, der: &'a [u8], pem: &'a str) -> &'a [u8] {
 /// What reading a published CRL file back showed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CrlCheck {
+    /// The CRL file read back: the CA's `crl.pem` or one of its `--crl-out` copies.
     pub path: PathBuf,
     /// It parsed, verified with the CA key, and listed every serial asked about.
     pub ok: bool,

@@ -120,10 +120,13 @@ pub struct CrlFetchOptions {
 /// What happened to one URL.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UrlOutcome {
+    /// The CRL distribution point URL, as the certificates name it.
     pub url: String,
     /// `fetched`, `cached`, or `failed`.
     pub state: String,
+    /// Why it failed (download, parse or signature); `None` unless `state` is `failed`.
     pub error: Option<String>,
+    /// The CRL's nextUpdate (Unix seconds); `None` when it failed or the CRL has none.
     pub next_update: Option<UnixTime>,
     /// Certificates checked against it.
     pub checked: usize,
@@ -141,6 +144,7 @@ pub struct UrlOutcome {
 /// What a pass did.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CrlFetchReport {
+    /// One outcome per distinct CRL URL the certificates name.
     pub urls: Vec<UrlOutcome>,
     /// Certificates newly marked revoked (fingerprints).
     pub newly_revoked: usize,

@@ -35,6 +35,7 @@ pub(crate) const DEFAULT_TIMEOUT_SECS: u64 = 60;
 pub struct ReloadOutcome {
     /// The target (file or folder) the hook is for.
     pub target: String,
+    /// The program and its arguments that ran (no shell).
     pub argv: Vec<String>,
     /// Whether it exited with status 0 within its timeout.
     pub ok: bool,

@@ -81,11 +81,21 @@ impl From<EnrollError> for RenewalError {
 #[serde(tag = "method", rename_all = "kebab-case")]
 pub enum RenewalMethod {
     /// Signed by the managed CA `ca`.
-    ManagedCa { ca: String },
+    ManagedCa {
+        /// The managed CA's name (`ca init NAME`), `ca` in JSON.
+        ca: String,
+    },
     /// Enrolled at the `[[scep]]` server `server`.
-    Scep { server: String },
+    Scep {
+        /// The `name` of the `[[scep]]` block in certd.toml, `server` in JSON.
+        server: String,
+    },
     /// Nobody but a person can: `why`.
-    Manual { why: String },
+    Manual {
+        /// A sentence saying why it cannot be automatic (an encrypted CA key without a
+        /// passphrase file, no managed CA or SCEP server can issue it, ...), `why` in JSON.
+        why: String,
+    },
 }
 
 impl RenewalMethod {
@@ -377,12 +387,20 @@ pub(crate) fn secrets_for(config: &Config, ca_name: &str) -> WorkflowSecrets {
 /// One certificate certd renews (or would renew) automatically.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DueRenewal {
+    /// The certificate to renew (SHA-256, `fingerprint` in `renew --due --json`).
     pub fingerprint: Fingerprint,
+    /// Its display name (subject CN, else the first SAN, else the subject DN), `name` in JSON.
     pub name: String,
+    /// When it expires (Unix seconds; `renew --json` adds `not_after_at`, RFC 3339).
     pub not_after: UnixTime,
+    /// The name of the policy that renews it automatically; empty when none applies (a
+    /// `renew ID` by hand).
     pub policy: String,
+    /// How it is renewed: `method` (+ `ca`, `server` or `why`) flattened into the JSON.
     #[serde(flatten)]
     pub method: RenewalMethod,
+    /// When it is due: `renew_before`, `renew_before_secs`, `jitter_secs`, `due_at`
+    /// flattened into the JSON.
     #[serde(flatten)]
     pub timing: RenewalTiming,
     /// `auto-renewal: expires D, renew_before X`.
@@ -390,9 +408,17 @@ pub struct DueRenewal {
     /// `due` (nothing started yet), `open` (its workflow is unfinished), `backoff` (failed,
     /// retried from `next_attempt`), `manual` (a person must act).
     pub state: String,
+    /// The id of its unfinished renewal workflow (as `workflows` lists it); `None` when no
+    /// workflow of it is open.
     pub workflow: Option<u64>,
+    /// Failed attempts of its unfinished renewal since the last success; 0 when none failed
+    /// or no renewal is under way.
     pub failures: u32,
+    /// The cause of the last failed attempt of the unfinished renewal; `None` when none
+    /// failed or no renewal is under way.
     pub last_error: Option<String>,
+    /// No automatic attempt before this time (Unix seconds; the backoff after a failure);
+    /// `None` when no renewal of it is under way.
     pub next_attempt: Option<UnixTime>,
 }
 
@@ -638,13 +664,19 @@ fn describe(
 /// How one renewal of a pass went.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RenewalOutcome {
+    /// The certificate being renewed (SHA-256).
     pub fingerprint: Fingerprint,
+    /// Its display name (subject CN, else the first SAN, else the subject DN).
     pub name: String,
+    /// `managed-ca`, `scep` or `manual` ([`RenewalMethod::name`]).
     pub method: String,
+    /// The id of the certificate's renewal workflow (started or continued by this pass, or
+    /// the open one of a renewal in backoff); `None` when there is none (manual, waiting).
     pub workflow: Option<u64>,
     /// `renewed`, `pending`, `failed`, `waiting` (the `max_concurrent` limit), `manual`,
     /// `backoff`.
     pub outcome: String,
+    /// A sentence for the admin: what was done, or why not (the error of a failure).
     pub detail: String,
     /// The new certificate, once issued.
     pub new: Option<Fingerprint>,
@@ -653,6 +685,7 @@ pub struct RenewalOutcome {
 /// What a renewal pass did.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RenewalPassReport {
+    /// One outcome per due certificate the pass looked at (`renewals` in `renew --json`).
     pub renewals: Vec<RenewalOutcome>,
     /// Old certificates revoked as `superseded` after `revoke_superseded_after`.
     #[serde(default)]
@@ -1148,11 +1181,17 @@ fn revoke_superseded<G>(
 /// A renewal that keeps failing: what `check`, `/metrics` and the reminders say.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FailingRenewal {
+    /// The certificate whose renewal fails (SHA-256).
     pub fingerprint: Fingerprint,
+    /// `managed-ca`, `scep` or `manual`, as the renewal record says.
     pub method: String,
+    /// Failed attempts since the last success (at least 1).
     pub failures: u32,
+    /// The first failure of this run of failures (Unix seconds).
     pub since: UnixTime,
+    /// The cause of the last failed attempt (empty if none was recorded).
     pub last_error: String,
+    /// The id of the renewal's workflow, if one was started.
     pub workflow: Option<u64>,
 }
 

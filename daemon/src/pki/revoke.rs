@@ -75,8 +75,13 @@ pub struct RevokeRequest {
     pub issuer: Option<String>,
     /// Every certificate for the key in this file (private key, public key or certificate).
     pub key_file: Option<PathBuf>,
+    /// The RFC 5280 reason recorded and put into the CRLs (`--reason`, e.g. `key-compromise`).
     pub reason: RevocationReason,
+    /// `--dry-run`: only select and report, change nothing (no record, no CRL, no probe).
     pub dry_run: bool,
+    /// The passphrase (`--passphrase-file` or `CERTCTL_CA_PASSPHRASE`) that opens encrypted
+    /// managed CA keys (to sign their CRLs) and an encrypted `key_file`; `None` when none is
+    /// encrypted.
     pub passphrase: Option<Secret>,
     /// Re-probe the TLS endpoints that served a revoked certificate.
     pub probe_endpoints: bool,
@@ -85,6 +90,7 @@ pub struct RevokeRequest {
 /// One certificate to revoke.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Target {
+    /// The certificate as the store held it before this run (`certificate` in `--json`).
     pub certificate: Certificate,
     /// The managed CA that issued it, if certctl holds that CA's key.
     pub managed_ca: Option<String>,
@@ -93,25 +99,38 @@ pub struct Target {
 /// What an endpoint that served a revoked certificate serves now.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EndpointCheck {
+    /// The endpoint, `host:port`.
     pub endpoint: String,
+    /// The revoked certificate it served (`fingerprint_sha256` in `--json`).
     pub fingerprint: Fingerprint,
     /// `still-serving`, `replaced`, `unreachable`, or `not-probed`.
     pub state: String,
+    /// A sentence: what it serves now, the probe's error, or why it was not probed.
     pub detail: String,
 }
 
 /// What `certctl revoke` did (or, with `dry_run`, would do).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RevokeReport {
+    /// The request's `dry_run`: true when nothing was changed (`dry_run` in `revoke --json`).
     pub dry_run: bool,
+    /// The reason recorded (`reason` in `--json`, kebab-case as `--reason` takes it).
     pub reason: RevocationReason,
+    /// The selected certificates not yet revoked: revoked now (or, dry run, would be),
+    /// soonest-expiring first (`targets` in `--json`).
     pub targets: Vec<Target>,
     /// Selected certificates that were revoked already (left as they are).
     pub already_revoked: Vec<Certificate>,
+    /// One CRL per managed CA whose certificates were revoked (or whose CRL was behind),
+    /// signed and published by this run (`crls` in `--json`); empty in a dry run.
     pub crls: Vec<CrlPublished>,
+    /// Each published CRL file read back and checked to list the revoked serials
+    /// (`crl_checks` in `--json`); empty in a dry run.
     pub crl_checks: Vec<CrlCheck>,
     /// Issuer DNs of revoked certificates whose CA certctl does not hold.
     pub tell_issuers: Vec<String>,
+    /// The TLS endpoints that last served a revoked certificate, re-probed unless
+    /// `--no-probe` (`endpoints` in `--json`); empty in a dry run.
     pub endpoints: Vec<EndpointCheck>,
     /// Managed CAs of already-revoked certificates whose published CRL was behind the store
     /// (a publish that failed): republished by this run (a dry run only names them).

@@ -11,12 +11,16 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Urgency {
+    /// Past its `not_after`.
     Expired,
+    /// Within its policy's `critical` window.
     Critical,
+    /// Crossed a reminder threshold, not yet critical.
     Warn,
 }
 
 impl Urgency {
+    /// `expired`, `critical` or `warn`: the JSON spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             Urgency::Expired => "expired",
@@ -46,6 +50,8 @@ pub struct Entry {
     pub subject: String,
     /// `None` for a tracked artifact.
     pub role: Option<Role>,
+    /// `permanent` or `ephemeral` (by the certificate's lifetime); `None` for a CA
+    /// certificate and a tracked artifact.
     pub credential_kind: Option<CredentialKind>,
     /// A tracked artifact's kind (`enrollment-bundle`, ...); `None` for a certificate.
     #[serde(default)]
@@ -56,12 +62,16 @@ pub struct Entry {
     /// Where it is deployed: `path#index` and `tls://host:port#index` (a tracked artifact:
     /// its path).
     pub sources: Vec<String>,
+    /// When it expires (Unix seconds; `remind --json` adds `not_after_at`, RFC 3339).
     pub not_after: UnixTime,
+    /// Whole days until `not_after`, rounded down (negative once expired).
     pub days_left: i64,
     /// The threshold crossed, seconds before expiry (0 = expired), and its label (`30d`).
     pub threshold_secs: i64,
     pub threshold: String,
+    /// How urgent it is, by its policy's `critical` window: the digest's group.
     pub urgency: Urgency,
+    /// The name of the policy whose threshold it crossed.
     pub policy: String,
     /// `renewal stalled for N days` when the policy expects automatic renewal; `renewal
     /// stalled: newest credential of agent X expired at T` for a stalled agent
@@ -138,6 +148,7 @@ pub fn when(not_after: UnixTime, now: UnixTime) -> String {
 /// One recipient's e-mail.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Digest {
+    /// The e-mail address it goes to (one of the matching policies' `recipients`).
     pub recipient: String,
     /// Most urgent first, then soonest expiry.
     pub entries: Vec<Entry>,

@@ -55,10 +55,17 @@ pub enum PassMode {
 /// A digest that was not delivered.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Undelivered {
+    /// The e-mail address the digest is for.
     pub recipient: String,
+    /// How many reminders (entries) the digest holds.
     pub reminders: u64,
+    /// Why the last delivery attempt failed (the SMTP server's answer, a connection error,
+    /// or no mail server configured).
     pub error: String,
+    /// Failed delivery attempts so far (for `failed`: this pass's included).
     pub attempts: u32,
+    /// A scheduled pass retries it from this time (Unix seconds; `remind --json` adds
+    /// `next_attempt_at`, RFC 3339).
     pub next_attempt: UnixTime,
     /// The digest's Message-ID (the retry carries the same one while the same reminders
     /// are due).
@@ -73,11 +80,18 @@ pub struct Undelivered {
 /// What a pass did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PassReport {
+    /// When the pass ran (Unix seconds; `remind --json` adds `at_rfc3339`): the "now" every
+    /// threshold was judged against.
     pub at: UnixTime,
+    /// How it ran: `dry-run`, `now` (`remind --now`) or `scheduled` (certd).
     pub mode: PassMode,
     /// The digests due (all of them in a dry run; sent, failed or deferred otherwise).
     pub digests: Vec<Digest>,
+    /// Digests (one e-mail per recipient) the mail server accepted in this pass; 0 in a
+    /// dry run.
     pub digests_sent: u64,
+    /// Reminders (digest entries: one certificate or artifact crossing a threshold) in the
+    /// digests sent; 0 in a dry run.
     pub reminders_sent: u64,
     /// Delivery failed: still pending.
     pub failed: Vec<Undelivered>,

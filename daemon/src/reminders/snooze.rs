@@ -38,8 +38,14 @@ pub(crate) enum SnoozeError {
 /// in the store, if any).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Snoozed {
+    /// The snooze record: what (`fingerprint`: a certificate's, or a tracked artifact's
+    /// id), until when, why, by whom, since when.
     pub snooze: Snooze,
+    /// The snoozed certificate; `None` when the snooze is for a tracked artifact, or its
+    /// certificate has left the store.
     pub certificate: Option<Certificate>,
+    /// The snoozed tracked artifact, when the snooze is not a certificate's and the artifact
+    /// is still tracked; else `None`.
     #[serde(default)]
     pub artifact: Option<TrackedArtifact>,
 }

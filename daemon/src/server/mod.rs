@@ -72,19 +72,29 @@ const REQUEST_TIMEOUT: StdDuration = StdDuration::from_secs(10);
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// certd.toml is invalid or cannot be read.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The store cannot be opened (another certd holds it, a corrupt or unreadable
+    /// folder, ...) or read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The control socket in the store folder cannot be bound (another certd runs, a bad
+    /// permission, ...).
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// The SIGTERM/SIGINT/SIGHUP handlers cannot be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The file watcher for `[scan] watch` could not be created.
     #[error("cannot watch the source folders: {0}")]
     Watch(#[from] notify::Error),
+    /// The `/metrics` listener cannot bind its address.
     #[error("cannot serve metrics on {address} ([metrics] listen): {source}")]
     Metrics {
+        /// The address `[metrics] listen` asks for.
         address: std::net::SocketAddr,
+        /// Why binding it failed (in use, not permitted, ...).
         #[source]
         source: std::io::Error,
     },

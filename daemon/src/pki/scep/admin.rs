@@ -22,7 +22,11 @@ pub struct EnrollRequest {
     pub cn: String,
     /// DNS names for the subjectAltName.
     pub dns: Vec<String>,
+    /// Where the new private key is written (`--key`): PKCS#8 PEM, 0600, atomically, only
+    /// once the server issued the certificate.
     pub key_out: PathBuf,
+    /// Where the issued certificate is written (`--cert`): PEM, then the chain the server
+    /// sent, atomically, only once issued.
     pub cert_out: PathBuf,
     /// The current certificate and key, for a RenewalReq where the server offers it.
     pub renew: Option<(PathBuf, PathBuf)>,
@@ -31,33 +35,57 @@ pub struct EnrollRequest {
 /// What was issued (`--json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct EnrollReport {
+    /// The `[[scep]]` block's `name` (`--server`).
     pub server: String,
     /// `PKCSReq` or `RenewalReq`.
     pub request: &'static str,
+    /// The SCEP transactionID of the request.
     pub transaction_id: String,
+    /// The issued certificate's subject DN (RFC 2253).
     pub subject: String,
+    /// Its serial number, lowercase hex without leading zeros.
     pub serial: String,
+    /// When it expires, RFC 3339 UTC.
     pub not_after: String,
+    /// Its SHA-256 fingerprint, 64 lowercase hex digits.
     pub sha256: String,
+    /// Where the new key was written (`--key`).
     pub key: PathBuf,
+    /// Where the certificate and chain were written (`--cert`).
     pub cert: PathBuf,
 }
 
 /// Why `certd scep enroll` failed: the files, or the SCEP exchange.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
+    /// The SCEP exchange failed: the server refused, was unreachable or misbehaved (exit 1).
     #[error(transparent)]
     Scep(#[from] ScepError),
+    /// Generating the new key, reading the renewal key file, or writing the key or
+    /// certificate file failed (exit 2).
     #[error(transparent)]
     Files(#[from] ca::CaError),
+    /// The server has not decided yet (it awaits its admin's approval): nothing was written
+    /// (exit 1).
     #[error("SCEP server `{server}`: the request (transaction {transaction_id}) is still pending after {waited}s; nothing was written (the server's admin must approve it; certd's renewal pass polls by itself)")]
     Pending {
+        /// The `[[scep]]` block's `name` in certd.toml (`--server`).
         server: String,
+        /// The SCEP transactionID of the request, to find it on the server.
         transaction_id: String,
+        /// How long certd polled before giving up (the `[[scep]] poll_timeout`), in seconds.
         waited: u64,
     },
+    /// A file or argument could not be used: the current certificate or key of a renewal
+    /// unreadable (or the key encrypted), a bad `--dns` name, the new key or certificate
+    /// not encodable (exit 2).
     #[error("{}: {cause}", path.display())]
-    Read { path: PathBuf, cause: String },
+    Read {
+        /// The file (or the option, e.g. `--dns`) at fault.
+        path: PathBuf,
+        /// What was wrong with it.
+        cause: String,
+    },
 }
 
 fn read_err(path: &Path) -> impl Fn(String) -> AdminError + '_ {

@@ -45,7 +45,9 @@ const MAX_POLL_WAIT: Duration = Duration::from_secs(600);
 #[derive(Debug, thiserror::Error)]
 #[error("SCEP server `{server}`: {failure}")]
 pub struct ScepError {
+    /// The `[[scep]]` block's `name` in certd.toml.
     pub server: String,
+    /// What went wrong with it.
     pub failure: ScepFailure,
 }
 

@@ -71,8 +71,13 @@ pub(crate) enum WorkflowError {
 /// `certctl regenerate ID [--revoke-old] [--deploy]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegenerateRequest {
+    /// The certificate to replace: a fingerprint prefix or an exact name (`regenerate ID`).
     pub id: String,
+    /// `--revoke-old`: revoke the old certificate (reason `superseded`, its CA's CRL
+    /// published) once the new one is written.
     pub revoke_old: bool,
+    /// `--deploy`: write the new certificate and key over the files where the old one was
+    /// found (atomically, the old files kept as `FILE.bak`).
     pub deploy: bool,
     /// A key type for the new key (default: the same as the old one, or a stronger one if
     /// the certificate's policy demands it).
@@ -80,6 +85,7 @@ pub struct RegenerateRequest {
     /// Policies folder (absolute) whose key rules (`min_rsa_bits`, `allowed_curves`) the
     /// new key must meet.
     pub policies: Option<PathBuf>,
+    /// The CA passphrase and PFX password this run may need (never stored in the workflow).
     pub secrets: WorkflowSecrets,
     /// `--csr OUT` (absolute): the certificate comes from a CA certctl does not hold; the
     /// CSR is written here and the workflow waits for `workflows complete`.
@@ -102,11 +108,19 @@ pub struct WorkflowSecrets {
 /// What a workflow run did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkflowReport {
+    /// The workflow record as it stands after this run (id, step, paths, `last_error`,
+    /// ...): the top-level fields of the workflow JSON.
     pub workflow: Workflow,
+    /// The certificate being replaced (`old` in the workflow JSON); `None` if the store no
+    /// longer holds it.
     pub old: Option<Certificate>,
+    /// The replacement (`new` in the workflow JSON); `None` until it is issued (or received
+    /// with `workflows complete`).
     pub new: Option<Certificate>,
     /// The workflow's own files (`new.key`, `new.pem`, `new.chain.pem`).
     pub files: Vec<PathBuf>,
+    /// The CRL files read back after this run revoked the old certificate (`--revoke-old`),
+    /// `crl_checks` in the workflow JSON; empty when this run did not revoke it.
     pub crl_checks: Vec<CrlCheck>,
     /// The reload hooks this run ran.
     #[serde(default)]
@@ -130,6 +144,8 @@ pub struct EndpointServes {
     pub endpoint: String,
     /// `serves-new`, `serves-old`, `serves-other` or `unreachable`.
     pub state: String,
+    /// A sentence: what it serves now (and what to do if still the old one), or the probe's
+    /// error.
     pub detail: String,
 }
 
