@@ -80,14 +80,17 @@ pub mod artifacts {
 /// Agents: registrations, decisions, the deny list.
 pub mod agents {
     pub use crate::fleet::agents::{
-        agent_name, configured_deny_list, parse_registrations, DecideRequest, DecisionReport,
-        MAX_REGISTRATIONS_FILE_BYTES,
+        agent_name, configured_deny_list, parse_registrations, DecideRequest, DecidedAgent,
+        DecisionReport, MAX_REGISTRATIONS_FILE_BYTES,
     };
 }
 
 /// `certctl check`.
 pub mod check {
-    pub use crate::fleet::check::{check, counts_for_check, CheckReport, Verdict};
+    pub use crate::fleet::check::{
+        check, counts_for_check, CheckFinding, CheckReport, CheckTotals, CrlExpiry,
+        FailingRenewalCheck, Verdict,
+    };
 }
 
 /// Fleet reports.
@@ -104,6 +107,8 @@ pub mod stalled {
 
 /// Reminders: the pass, snoozes, how a date is said.
 pub mod remind {
+    pub use crate::reminders::digest::{Digest, Entry};
+    pub use crate::reminders::pass::Undelivered;
     pub use crate::reminders::snooze::silences;
     pub use crate::reminders::{when, PassMode, PassReport, Snoozed};
 }
@@ -116,25 +121,31 @@ pub mod ca {
 
 /// Revocation and CRLs.
 pub mod revoke {
-    pub use crate::pki::crl::{reason_name, CrlCheck};
-    pub use crate::pki::revoke::{parse_reason, RevokeReport, RevokeRequest};
+    pub use crate::pki::crl::{reason_name, CrlCheck, CrlPublished};
+    pub use crate::pki::revoke::{
+        parse_reason, EndpointCheck, RevokeReport, RevokeRequest, Target,
+    };
 }
 
 /// The regenerate workflow.
 pub mod workflow {
-    pub use crate::pki::workflow::{RegenerateRequest, WorkflowReport, WorkflowSecrets};
+    pub use crate::pki::reload::ReloadOutcome;
+    pub use crate::pki::workflow::{
+        EndpointServes, RegenerateRequest, WorkflowReport, WorkflowSecrets,
+    };
 }
 
 /// Automatic renewal.
 pub mod renewal {
     pub use crate::pki::renewal::{
         explain, unknown_scep_servers, DueRenewal, RenewReport, RenewRequest, RenewalMethod,
+        RenewalTiming,
     };
 }
 
 /// SCEP enrollment by hand (`certd scep enroll`).
 pub mod scep {
-    pub use crate::pki::scep::admin::{enroll, AdminError, EnrollRequest};
+    pub use crate::pki::scep::admin::{enroll, AdminError, EnrollReport, EnrollRequest};
 }
 
 /// CRLs of other CAs.

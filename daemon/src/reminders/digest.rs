@@ -66,8 +66,9 @@ pub struct Entry {
     pub not_after: UnixTime,
     /// Whole days until `not_after`, rounded down (negative once expired).
     pub days_left: i64,
-    /// The threshold crossed, seconds before expiry (0 = expired), and its label (`30d`).
+    /// The threshold crossed, in seconds before expiry (0 = expired).
     pub threshold_secs: i64,
+    /// The same threshold as the policy writes it (`30d`, `expired`).
     pub threshold: String,
     /// How urgent it is, by its policy's `critical` window: the digest's group.
     pub urgency: Urgency,
