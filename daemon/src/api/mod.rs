@@ -497,18 +497,9 @@ pub fn execute(
         // the answer.
         Request::List { filter }
         | Request::ListJson { filter, .. }
-        | Request::ListLines { filter } => query::list(store, &filter, now)
-            .map_or_else(Response::from_query_error, |certificates| {
-                Response::Certificates { certificates }
-            }),
-        Request::Find { id } => query::find(store, &id)
-            .map_or_else(Response::from_query_error, |certificates| {
-                Response::Certificates { certificates }
-            }),
-        Request::Stats => query::stats(store, now)
-            .map_or_else(Response::from_query_error, |stats| Response::Stats {
-                stats,
-            }),
+        | Request::ListLines { filter } => certificates_answer(query::list(store, &filter, now)),
+        Request::Find { id } => certificates_answer(query::find(store, &id)),
+        Request::Stats => stats_answer(store, now),
         Request::Check {
             warn,
             critical,
@@ -521,13 +512,7 @@ pub fn execute(
         Request::Forget { address } => forget_answer(store, &address, now),
         Request::Backup { out } => crate::backup::backup(store, &out, now, &Default::default())
             .map_or_else(failed, |report| Response::Backup { report }),
-        Request::VerifyStore => {
-            store
-                .verify()
-                .map_or_else(failed, |verification| Response::Verification {
-                    verification,
-                })
-        }
+        Request::VerifyStore => verify_store_answer(store),
         Request::Prune { prune } => {
             crate::retention::pass(store, &prune, Default::default(), now, &mut |_| ())
                 .map_or_else(failed, |summary| Response::Prune { summary })
@@ -567,11 +552,7 @@ pub fn execute(
             der,
             passphrase,
         } => ca_crl_answer(store, &name, out.as_deref(), der, passphrase.as_ref(), now),
-        Request::Issue { issue } => {
-            ca::issue(store, &issue, now).map_or_else(failed, |report| Response::Issued {
-                report: Box::new(report),
-            })
-        }
+        Request::Issue { issue } => issue_answer(store, &issue, now),
         Request::Revoke { revoke: request } => revoke_answer(store, &request, now),
         request @ (Request::Regenerate { .. }
         | Request::WorkflowResume { .. }
@@ -581,11 +562,51 @@ pub fn execute(
         Request::History { id } => history_answer(store, &id),
         Request::CrlFetch { options } => crate::pki::crlfetch::fetch(store, &options, now)
             .map_or_else(failed, |report| Response::CrlFetch { report }),
-        Request::HistoryAt { at } => {
-            history::valid_at(store, at).map_or_else(failed, |certificates| Response::ValidAt {
-                report: ValidAtReport { at, certificates },
-            })
-        }
+        Request::HistoryAt { at } => valid_at_answer(store, at),
+    }
+}
+
+/// `certctl list` and `certctl find`: the certificates, or the query's error.
+fn certificates_answer(result: Result<Vec<Certificate>, QueryError>) -> Response {
+    match result {
+        Ok(certificates) => Response::Certificates { certificates },
+        Err(e) => Response::from_query_error(e),
+    }
+}
+
+/// `certctl stats`.
+fn stats_answer(store: &Store, now: UnixTime) -> Response {
+    match query::stats(store, now) {
+        Ok(stats) => Response::Stats { stats },
+        Err(e) => Response::from_query_error(e),
+    }
+}
+
+/// `certctl verify-store`.
+fn verify_store_answer(store: &Store) -> Response {
+    match store.verify() {
+        Ok(verification) => Response::Verification { verification },
+        Err(e) => failed(e),
+    }
+}
+
+/// `certctl issue`.
+fn issue_answer(store: &Store, issue: &IssueRequest, now: UnixTime) -> Response {
+    match ca::issue(store, issue, now) {
+        Ok(report) => Response::Issued {
+            report: Box::new(report),
+        },
+        Err(e) => failed(e),
+    }
+}
+
+/// `certctl history --at`: the certificates valid at `at`.
+fn valid_at_answer(store: &Store, at: UnixTime) -> Response {
+    match history::valid_at(store, at) {
+        Ok(certificates) => Response::ValidAt {
+            report: ValidAtReport { at, certificates },
+        },
+        Err(e) => failed(e),
     }
 }
 
