@@ -226,36 +226,13 @@ pub fn write_demo_fleet(dir: &Path, now: UnixTime) -> Result<DemoFleet, FleetErr
     let permanent_dir = folder("agents/permanent")?;
     let ephemeral_dir = folder("agents/ephemeral")?;
 
-    // The CAs.
-    let root_not_after = now - 3 * 365 * DAY + 20 * 365 * DAY;
-    let root = {
-        let mut params = ca_params(
-            "Contoso Root CA",
-            now - 3 * 365 * DAY,
-            root_not_after,
-            BasicConstraints::Constrained(1),
-        )?;
-        params.use_authority_key_identifier_extension = false;
-        let key = ec_key(&PKCS_ECDSA_P384_SHA384)?;
-        CertifiedIssuer::self_signed(params, key).map_err(rcgen_err("the root CA"))?
-    };
-    let inter_not_after = now - 2 * 365 * DAY + 10 * 365 * DAY;
-    let inter = {
-        let params = ca_params(
-            "Contoso Issuing CA 1",
-            now - 2 * 365 * DAY,
-            inter_not_after,
-            BasicConstraints::Constrained(0),
-        )?;
-        let key = ec_key(&PKCS_ECDSA_P256_SHA256)?;
-        CertifiedIssuer::signed_by(params, key, &root).map_err(rcgen_err("the issuing CA"))?
-    };
+    let (root, inter) = demo_cas(now)?;
     let root_ca = ca_dir.join("root.pem");
     let intermediate_ca = ca_dir.join("intermediate.pem");
     write_file(&root_ca, root.pem().as_bytes(), false)?;
     write_file(&intermediate_ca, inter.pem().as_bytes(), false)?;
-    counts.record(Role::Ca, root_not_after, now);
-    counts.record(Role::Ca, inter_not_after, now);
+    counts.record(Role::Ca, demo_root_not_after(now), now);
+    counts.record(Role::Ca, demo_intermediate_not_after(now), now);
     counts.files += 2;
     counts.certificates_in_files += 2;
 
@@ -265,121 +242,18 @@ pub fn write_demo_fleet(dir: &Path, now: UnixTime) -> Result<DemoFleet, FleetErr
     });
     let (permanent, ephemeral) = agents?;
 
-    // The internet gateway: a chain file, expiring in ~19 days.
-    {
-        let name = format!("gw.{DEMO_DOMAIN}");
-        let not_after = now + 19 * DAY + 6 * HOUR;
-        let params = leaf_params(
-            &LeafSpec {
-                cn: &name,
-                sans: &[name.clone(), format!("gateway.{DEMO_DOMAIN}")],
-                unit: "Gateways",
-                not_before: not_after - 365 * DAY,
-                not_after,
-                server: true,
-                client: false,
-                rsa: false,
-            },
-            random_serial()?,
-        )?;
-        let key = ec_key(&PKCS_ECDSA_P256_SHA256)?;
-        let cert = params.signed_by(&key, &inter).map_err(rcgen_err(&name))?;
-        let chain = format!("{}{}", cert.pem(), inter.pem());
-        write_file(&gateway_dir.join("gateway.pem"), chain.as_bytes(), false)?;
-        counts.record(Role::Gateway, not_after, now);
-        counts.files += 1;
-        counts.certificates_in_files += 2;
-    }
-
-    // IIS: a healthy RSA site as PEM, and a PFX expiring in ~4.5 days.
-    {
-        let name = format!("portal.{DEMO_DOMAIN}");
-        let not_after = now + 240 * DAY;
-        let params = leaf_params(
-            &LeafSpec {
-                cn: &name,
-                sans: std::slice::from_ref(&name),
-                unit: "Web",
-                not_before: not_after - 365 * DAY,
-                not_after,
-                server: true,
-                client: false,
-                rsa: true,
-            },
-            random_serial()?,
-        )?;
-        let key = portal_key?;
-        let cert = params.signed_by(&key, &inter).map_err(rcgen_err(&name))?;
-        write_file(&iis_dir.join("portal.pem"), cert.pem().as_bytes(), false)?;
-        counts.record(Role::Iis, not_after, now);
-        counts.files += 1;
-        counts.certificates_in_files += 1;
-    }
+    write_demo_gateway(&gateway_dir, &inter, now, &mut counts)?;
+    write_demo_portal(&iis_dir, portal_key?, &inter, now, &mut counts)?;
     let pfx_password_file = dir.join("pfx-password.txt");
-    {
-        let name = format!("intranet.{DEMO_DOMAIN}");
-        let not_after = now + 4 * DAY + 12 * HOUR;
-        let params = leaf_params(
-            &LeafSpec {
-                cn: &name,
-                sans: std::slice::from_ref(&name),
-                unit: "Web",
-                not_before: not_after - 365 * DAY,
-                not_after,
-                server: true,
-                client: false,
-                rsa: false,
-            },
-            random_serial()?,
-        )?;
-        let key = ec_key(&PKCS_ECDSA_P256_SHA256)?;
-        let cert = params.signed_by(&key, &inter).map_err(rcgen_err(&name))?;
-        let password = random_password()?;
-        let pfx = build_pfx(
-            "intranet",
-            &key.serialize_der(),
-            cert.der(),
-            &[inter.der(), root.der()],
-            &password,
-        )?;
-        write_file(&pfx_password_file, password.as_bytes(), true)?;
-        write_file(&iis_dir.join("intranet.pfx"), &pfx, true)?;
-        counts.record(Role::Iis, not_after, now);
-        counts.files += 1;
-        counts.certificates_in_files += 3;
-    }
-
-    // Site servers: healthy, expiring within 30 days, expired.
-    for (n, not_after) in [
-        (1, now + 300 * DAY),
-        (2, now + 25 * DAY + 3 * HOUR),
-        (3, now - 12 * DAY - 5 * HOUR),
-    ] {
-        let name = format!("site{n:02}.{DEMO_DOMAIN}");
-        let params = leaf_params(
-            &LeafSpec {
-                cn: &name,
-                sans: std::slice::from_ref(&name),
-                unit: "Site Servers",
-                not_before: not_after - 2 * 365 * DAY,
-                not_after,
-                server: true,
-                client: true,
-                rsa: false,
-            },
-            random_serial()?,
-        )?;
-        let key = ec_key(&PKCS_ECDSA_P256_SHA256)?;
-        let cert = params.signed_by(&key, &inter).map_err(rcgen_err(&name))?;
-        write_file(
-            &site_dir.join(format!("site{n:02}.pem")),
-            cert.pem().as_bytes(),
-            false,
-        )?;
-        counts.record(Role::SiteServer, not_after, now);
-        counts.files += 1;
-        counts.certificates_in_files += 1;
-    }
+    write_demo_intranet_pfx(
+        &iis_dir,
+        &pfx_password_file,
+        &root,
+        &inter,
+        now,
+        &mut counts,
+    )?;
+    write_demo_site_servers(&site_dir, &inter, now, &mut counts)?;
 
     counts.merge_agents(&permanent);
     counts.merge_agents(&ephemeral);
@@ -404,6 +278,195 @@ pub fn write_demo_fleet(dir: &Path, now: UnixTime) -> Result<DemoFleet, FleetErr
         now,
         counts,
     })
+}
+
+/// The `not_after` of the demo root CA (20 years from 3 years ago).
+fn demo_root_not_after(now: UnixTime) -> UnixTime {
+    now - 3 * 365 * DAY + 20 * 365 * DAY
+}
+
+/// The `not_after` of the demo issuing CA (10 years from 2 years ago).
+fn demo_intermediate_not_after(now: UnixTime) -> UnixTime {
+    now - 2 * 365 * DAY + 10 * 365 * DAY
+}
+
+/// The demo CAs: a P-384 root and the P-256 issuing CA it signs.
+fn demo_cas(
+    now: UnixTime,
+) -> Result<
+    (
+        CertifiedIssuer<'static, KeyPair>,
+        CertifiedIssuer<'static, KeyPair>,
+    ),
+    FleetError,
+> {
+    let root = {
+        let mut params = ca_params(
+            "Contoso Root CA",
+            now - 3 * 365 * DAY,
+            demo_root_not_after(now),
+            BasicConstraints::Constrained(1),
+        )?;
+        params.use_authority_key_identifier_extension = false;
+        let key = ec_key(&PKCS_ECDSA_P384_SHA384)?;
+        CertifiedIssuer::self_signed(params, key).map_err(rcgen_err("the root CA"))?
+    };
+    let inter = {
+        let params = ca_params(
+            "Contoso Issuing CA 1",
+            now - 2 * 365 * DAY,
+            demo_intermediate_not_after(now),
+            BasicConstraints::Constrained(0),
+        )?;
+        let key = ec_key(&PKCS_ECDSA_P256_SHA256)?;
+        CertifiedIssuer::signed_by(params, key, &root).map_err(rcgen_err("the issuing CA"))?
+    };
+    Ok((root, inter))
+}
+
+/// The internet gateway: a chain file, expiring in ~19 days.
+fn write_demo_gateway(
+    gateway_dir: &Path,
+    inter: &CertifiedIssuer<'_, KeyPair>,
+    now: UnixTime,
+    counts: &mut FleetCounts,
+) -> Result<(), FleetError> {
+    let name = format!("gw.{DEMO_DOMAIN}");
+    let not_after = now + 19 * DAY + 6 * HOUR;
+    let params = leaf_params(
+        &LeafSpec {
+            cn: &name,
+            sans: &[name.clone(), format!("gateway.{DEMO_DOMAIN}")],
+            unit: "Gateways",
+            not_before: not_after - 365 * DAY,
+            not_after,
+            server: true,
+            client: false,
+            rsa: false,
+        },
+        random_serial()?,
+    )?;
+    let key = ec_key(&PKCS_ECDSA_P256_SHA256)?;
+    let cert = params.signed_by(&key, inter).map_err(rcgen_err(&name))?;
+    let chain = format!("{}{}", cert.pem(), inter.pem());
+    write_file(&gateway_dir.join("gateway.pem"), chain.as_bytes(), false)?;
+    counts.record(Role::Gateway, not_after, now);
+    counts.files += 1;
+    counts.certificates_in_files += 2;
+    Ok(())
+}
+
+/// IIS: a healthy RSA site as PEM (its key is generated alongside the agents).
+fn write_demo_portal(
+    iis_dir: &Path,
+    key: KeyPair,
+    inter: &CertifiedIssuer<'_, KeyPair>,
+    now: UnixTime,
+    counts: &mut FleetCounts,
+) -> Result<(), FleetError> {
+    let name = format!("portal.{DEMO_DOMAIN}");
+    let not_after = now + 240 * DAY;
+    let params = leaf_params(
+        &LeafSpec {
+            cn: &name,
+            sans: std::slice::from_ref(&name),
+            unit: "Web",
+            not_before: not_after - 365 * DAY,
+            not_after,
+            server: true,
+            client: false,
+            rsa: true,
+        },
+        random_serial()?,
+    )?;
+    let cert = params.signed_by(&key, inter).map_err(rcgen_err(&name))?;
+    write_file(&iis_dir.join("portal.pem"), cert.pem().as_bytes(), false)?;
+    counts.record(Role::Iis, not_after, now);
+    counts.files += 1;
+    counts.certificates_in_files += 1;
+    Ok(())
+}
+
+/// IIS: a PFX expiring in ~4.5 days, its password in `pfx_password_file`.
+fn write_demo_intranet_pfx(
+    iis_dir: &Path,
+    pfx_password_file: &Path,
+    root: &CertifiedIssuer<'_, KeyPair>,
+    inter: &CertifiedIssuer<'_, KeyPair>,
+    now: UnixTime,
+    counts: &mut FleetCounts,
+) -> Result<(), FleetError> {
+    let name = format!("intranet.{DEMO_DOMAIN}");
+    let not_after = now + 4 * DAY + 12 * HOUR;
+    let params = leaf_params(
+        &LeafSpec {
+            cn: &name,
+            sans: std::slice::from_ref(&name),
+            unit: "Web",
+            not_before: not_after - 365 * DAY,
+            not_after,
+            server: true,
+            client: false,
+            rsa: false,
+        },
+        random_serial()?,
+    )?;
+    let key = ec_key(&PKCS_ECDSA_P256_SHA256)?;
+    let cert = params.signed_by(&key, inter).map_err(rcgen_err(&name))?;
+    let password = random_password()?;
+    let pfx = build_pfx(
+        "intranet",
+        &key.serialize_der(),
+        cert.der(),
+        &[inter.der(), root.der()],
+        &password,
+    )?;
+    write_file(pfx_password_file, password.as_bytes(), true)?;
+    write_file(&iis_dir.join("intranet.pfx"), &pfx, true)?;
+    counts.record(Role::Iis, not_after, now);
+    counts.files += 1;
+    counts.certificates_in_files += 3;
+    Ok(())
+}
+
+/// Site servers: healthy, expiring within 30 days, expired.
+fn write_demo_site_servers(
+    site_dir: &Path,
+    inter: &CertifiedIssuer<'_, KeyPair>,
+    now: UnixTime,
+    counts: &mut FleetCounts,
+) -> Result<(), FleetError> {
+    for (n, not_after) in [
+        (1, now + 300 * DAY),
+        (2, now + 25 * DAY + 3 * HOUR),
+        (3, now - 12 * DAY - 5 * HOUR),
+    ] {
+        let name = format!("site{n:02}.{DEMO_DOMAIN}");
+        let params = leaf_params(
+            &LeafSpec {
+                cn: &name,
+                sans: std::slice::from_ref(&name),
+                unit: "Site Servers",
+                not_before: not_after - 2 * 365 * DAY,
+                not_after,
+                server: true,
+                client: true,
+                rsa: false,
+            },
+            random_serial()?,
+        )?;
+        let key = ec_key(&PKCS_ECDSA_P256_SHA256)?;
+        let cert = params.signed_by(&key, inter).map_err(rcgen_err(&name))?;
+        write_file(
+            &site_dir.join(format!("site{n:02}.pem")),
+            cert.pem().as_bytes(),
+            false,
+        )?;
+        counts.record(Role::SiteServer, not_after, now);
+        counts.files += 1;
+        counts.certificates_in_files += 1;
+    }
+    Ok(())
 }
 
 /// Writes `n` PEM files of one leaf certificate each under `dir`, in subfolders

@@ -949,91 +949,10 @@ impl Checker<'_> {
             self.report(raw.name.span(), "policy.name is empty".into());
         }
         let line = diagnostic(self.text, self.origin, raw.name.span().start, String::new()).line;
-        let roles: Vec<Role> = match &raw.roles {
-            Some(r) => {
-                if r.get_ref().is_empty() {
-                    self.report(
-                        r.span(),
-                        format!("policy `{name}`: roles is empty: name at least one role"),
-                    );
-                }
-                self.parsed(r, "roles", |s| s.parse::<Role>())
-            }
-            None => Vec::new(),
-        };
-        let artifacts: Vec<String> = match &raw.artifacts {
-            Some(a) => {
-                if a.get_ref().is_empty() {
-                    self.report(
-                        a.span(),
-                        format!("policy `{name}`: artifacts is empty: name at least one artifact kind ({})", certctl_store::ARTIFACT_KINDS.join(", ")),
-                    );
-                }
-                self.parsed(a, "artifacts", |s| {
-                    let k = s.to_ascii_lowercase();
-                    if certctl_store::ARTIFACT_KINDS.contains(&k.as_str()) {
-                        Ok(k)
-                    } else {
-                        Err(format!(
-                            "unknown artifact kind `{s}` (expected one of: {})",
-                            certctl_store::ARTIFACT_KINDS.join(", ")
-                        ))
-                    }
-                })
-            }
-            None => Vec::new(),
-        };
-        match (&raw.roles, &raw.artifacts) {
-            (None, None) => self.report(
-                raw.name.span(),
-                format!("policy `{name}`: missing field `roles` (certificates) or `artifacts` (tracked artifacts such as enrollment bundles)"),
-            ),
-            (Some(_), Some(a)) => self.report(
-                a.span(),
-                format!("policy `{name}`: sets both roles and artifacts: a policy is for certificates (roles) or for tracked artifacts (artifacts), write two policies"),
-            ),
-            (None, Some(_)) => {
-                let not_for_artifacts: [(&str, Option<std::ops::Range<usize>>); 12] = [
-                    ("credential_kinds", raw.credential_kinds.as_ref().map(|v| v.span())),
-                    ("subjects", raw.subjects.as_ref().map(|v| v.span())),
-                    ("sans", raw.sans.as_ref().map(|v| v.span())),
-                    ("issuers", raw.issuers.as_ref().map(|v| v.span())),
-                    ("endpoints", raw.endpoints.as_ref().map(|v| v.span())),
-                    ("renewal_expected", raw.renewal_expected.as_ref().map(|v| v.span())),
-                    ("grace", raw.grace.as_ref().map(|v| v.span())),
-                    ("min_rsa_bits", raw.min_rsa_bits.as_ref().map(|v| v.span())),
-                    ("allowed_curves", raw.allowed_curves.as_ref().map(|v| v.span())),
-                    ("renew", raw.renew.as_ref().map(|v| v.span())),
-                    ("renew_before", raw.renew_before.as_ref().map(|v| v.span())),
-                    ("scep", raw.scep.as_ref().map(|v| v.span())),
-                ];
-                let sigs = raw.forbidden_signatures.as_ref().map(|v| v.span());
-                for (key, span) in not_for_artifacts
-                    .into_iter()
-                    .chain([("forbidden_signatures", sigs)])
-                {
-                    if let Some(span) = span {
-                        self.report(
-                            span,
-                            format!("policy `{name}`: {key} is for certificates; an artifact policy (artifacts = [...]) can only target `sources` (globs on the file path)"),
-                        );
-                    }
-                }
-            }
-            (Some(_), None) => {}
-        }
-        let credential_kinds = match &raw.credential_kinds {
-            Some(k) => self.parsed(k, "credential_kinds", |s| {
-                match s.to_ascii_lowercase().as_str() {
-                    "permanent" => Ok(CredentialKind::Permanent),
-                    "ephemeral" => Ok(CredentialKind::Ephemeral),
-                    _ => Err(format!(
-                        "unknown credential kind `{s}` (expected permanent or ephemeral)"
-                    )),
-                }
-            }),
-            None => Vec::new(),
-        };
+        let roles = self.policy_roles(raw, &name);
+        let artifacts = self.policy_artifacts(raw, &name);
+        self.check_certificates_or_artifacts(raw, &name);
+        let credential_kinds = self.policy_credential_kinds(raw);
         let globs = |this: &mut Self, v: &Option<Strings>, key: &str| match v {
             Some(v) => this.parsed(v, key, Glob::new),
             None => Vec::new(),
@@ -1046,16 +965,7 @@ impl Checker<'_> {
         let mut remind: Vec<Duration> = self.parsed(&raw.remind, "remind", positive_duration);
         remind.sort_unstable_by(|a, b| b.cmp(a));
         remind.dedup();
-        let warn = self.one(&raw.warn, "warn", any_duration);
-        let critical = self.one(&raw.critical, "critical", any_duration);
-        if let (Some(w), Some(c)) = (warn, critical) {
-            if c > w {
-                self.report(
-                    raw.critical.span(),
-                    format!("policy `{name}`: critical ({c}) is longer than warn ({w}): critical must be the shorter one"),
-                );
-            }
-        }
+        let (warn, critical) = self.policy_thresholds(raw, &name);
         let renewal_expected = raw
             .renewal_expected
             .as_ref()
@@ -1064,48 +974,13 @@ impl Checker<'_> {
             .grace
             .as_ref()
             .and_then(|g| self.one(g, "grace", any_duration));
-        let min_rsa_bits =
-            raw.min_rsa_bits
-                .as_ref()
-                .and_then(|b| match u32::try_from(*b.get_ref()) {
-                    Ok(bits) if (512..=16384).contains(&bits) => Some(bits),
-                    _ => {
-                        self.report(
-                            b.span(),
-                            format!(
-                                "min_rsa_bits {} is not a key size (512 to 16384)",
-                                b.get_ref()
-                            ),
-                        );
-                        None
-                    }
-                });
+        let min_rsa_bits = self.policy_min_rsa_bits(raw);
         let plain = |v: &Option<Strings>| -> Vec<String> {
             v.as_ref()
                 .map(|v| v.get_ref().iter().map(|s| s.get_ref().clone()).collect())
                 .unwrap_or_default()
         };
-        let recipients: Vec<String> = self.parsed(&raw.recipients, "recipients", |s| {
-            // `webhook:NAME`: a `[[webhook]]` of certd's configuration.
-            if let Some(name) = crate::config::sections::webhook_name(s) {
-                return if crate::config::sections::valid_name(name) {
-                    Ok(s.to_string())
-                } else {
-                    Err(format!(
-                        "`{s}`: a webhook name has letters, digits, `.`, `_` and `-`"
-                    ))
-                };
-            }
-            s.parse::<lettre::Address>()
-                .map(|a| a.to_string().to_lowercase())
-                .map_err(|e| format!("`{s}` is not an e-mail address (or `webhook:NAME`): {e}"))
-        });
-        if raw.recipients.get_ref().is_empty() {
-            self.report(
-                raw.recipients.span(),
-                format!("policy `{name}`: recipients is empty: name at least one address"),
-            );
-        }
+        let recipients = self.policy_recipients(raw, &name);
         let renew = raw
             .renew
             .as_ref()
@@ -1116,17 +991,7 @@ impl Checker<'_> {
                 s.parse::<crate::policy::RenewBefore>()
             })
         });
-        let scep = raw.scep.as_ref().and_then(|s| {
-            self.one(s, "scep", |v| {
-                if crate::config::sections::valid_name(v) {
-                    Ok(v.to_string())
-                } else {
-                    Err(format!(
-                        "`{v}`: name a [[scep]] server of certd.toml (letters, digits, `.`, `_` and `-`)"
-                    ))
-                }
-            })
-        });
+        let scep = self.policy_scep(raw);
         Policy {
             name,
             file: self.origin.to_path_buf(),
@@ -1152,6 +1017,198 @@ impl Checker<'_> {
             renew_before,
             scep,
         }
+    }
+
+    /// `roles`: each a known role, and not an empty list.
+    fn policy_roles(&mut self, raw: &RawPolicy, name: &str) -> Vec<Role> {
+        let Some(r) = &raw.roles else {
+            return Vec::new();
+        };
+        if r.get_ref().is_empty() {
+            self.report(
+                r.span(),
+                format!("policy `{name}`: roles is empty: name at least one role"),
+            );
+        }
+        self.parsed(r, "roles", |s| s.parse::<Role>())
+    }
+
+    /// `artifacts`: each a known artifact kind (lowercased), and not an empty list.
+    fn policy_artifacts(&mut self, raw: &RawPolicy, name: &str) -> Vec<String> {
+        let Some(a) = &raw.artifacts else {
+            return Vec::new();
+        };
+        if a.get_ref().is_empty() {
+            self.report(
+                a.span(),
+                format!(
+                    "policy `{name}`: artifacts is empty: name at least one artifact kind ({})",
+                    certctl_store::ARTIFACT_KINDS.join(", ")
+                ),
+            );
+        }
+        self.parsed(a, "artifacts", |s| {
+            let k = s.to_ascii_lowercase();
+            if certctl_store::ARTIFACT_KINDS.contains(&k.as_str()) {
+                Ok(k)
+            } else {
+                Err(format!(
+                    "unknown artifact kind `{s}` (expected one of: {})",
+                    certctl_store::ARTIFACT_KINDS.join(", ")
+                ))
+            }
+        })
+    }
+
+    /// A policy is for certificates (`roles`) or for tracked artifacts (`artifacts`): exactly
+    /// one of the two, and an artifact policy sets none of the certificate-only keys.
+    fn check_certificates_or_artifacts(&mut self, raw: &RawPolicy, name: &str) {
+        match (&raw.roles, &raw.artifacts) {
+            (None, None) => self.report(
+                raw.name.span(),
+                format!("policy `{name}`: missing field `roles` (certificates) or `artifacts` (tracked artifacts such as enrollment bundles)"),
+            ),
+            (Some(_), Some(a)) => self.report(
+                a.span(),
+                format!("policy `{name}`: sets both roles and artifacts: a policy is for certificates (roles) or for tracked artifacts (artifacts), write two policies"),
+            ),
+            (None, Some(_)) => self.check_no_certificate_keys(raw, name),
+            (Some(_), None) => {}
+        }
+    }
+
+    /// An artifact policy can only target `sources`: every certificate-only key it sets is
+    /// reported.
+    fn check_no_certificate_keys(&mut self, raw: &RawPolicy, name: &str) {
+        let not_for_artifacts: [(&str, Option<std::ops::Range<usize>>); 12] = [
+            (
+                "credential_kinds",
+                raw.credential_kinds.as_ref().map(|v| v.span()),
+            ),
+            ("subjects", raw.subjects.as_ref().map(|v| v.span())),
+            ("sans", raw.sans.as_ref().map(|v| v.span())),
+            ("issuers", raw.issuers.as_ref().map(|v| v.span())),
+            ("endpoints", raw.endpoints.as_ref().map(|v| v.span())),
+            (
+                "renewal_expected",
+                raw.renewal_expected.as_ref().map(|v| v.span()),
+            ),
+            ("grace", raw.grace.as_ref().map(|v| v.span())),
+            ("min_rsa_bits", raw.min_rsa_bits.as_ref().map(|v| v.span())),
+            (
+                "allowed_curves",
+                raw.allowed_curves.as_ref().map(|v| v.span()),
+            ),
+            ("renew", raw.renew.as_ref().map(|v| v.span())),
+            ("renew_before", raw.renew_before.as_ref().map(|v| v.span())),
+            ("scep", raw.scep.as_ref().map(|v| v.span())),
+        ];
+        let sigs = raw.forbidden_signatures.as_ref().map(|v| v.span());
+        for (key, span) in not_for_artifacts
+            .into_iter()
+            .chain([("forbidden_signatures", sigs)])
+        {
+            if let Some(span) = span {
+                self.report(
+                    span,
+                    format!("policy `{name}`: {key} is for certificates; an artifact policy (artifacts = [...]) can only target `sources` (globs on the file path)"),
+                );
+            }
+        }
+    }
+
+    /// `credential_kinds`: `permanent` or `ephemeral`.
+    fn policy_credential_kinds(&mut self, raw: &RawPolicy) -> Vec<CredentialKind> {
+        match &raw.credential_kinds {
+            Some(k) => self.parsed(k, "credential_kinds", |s| {
+                match s.to_ascii_lowercase().as_str() {
+                    "permanent" => Ok(CredentialKind::Permanent),
+                    "ephemeral" => Ok(CredentialKind::Ephemeral),
+                    _ => Err(format!(
+                        "unknown credential kind `{s}` (expected permanent or ephemeral)"
+                    )),
+                }
+            }),
+            None => Vec::new(),
+        }
+    }
+
+    /// `warn` and `critical`, critical being the shorter one.
+    fn policy_thresholds(
+        &mut self,
+        raw: &RawPolicy,
+        name: &str,
+    ) -> (Option<Duration>, Option<Duration>) {
+        let warn = self.one(&raw.warn, "warn", any_duration);
+        let critical = self.one(&raw.critical, "critical", any_duration);
+        if let (Some(w), Some(c)) = (warn, critical) {
+            if c > w {
+                self.report(
+                    raw.critical.span(),
+                    format!("policy `{name}`: critical ({c}) is longer than warn ({w}): critical must be the shorter one"),
+                );
+            }
+        }
+        (warn, critical)
+    }
+
+    /// `min_rsa_bits`: a key size from 512 to 16384.
+    fn policy_min_rsa_bits(&mut self, raw: &RawPolicy) -> Option<u32> {
+        let b = raw.min_rsa_bits.as_ref()?;
+        match u32::try_from(*b.get_ref()) {
+            Ok(bits) if (512..=16384).contains(&bits) => Some(bits),
+            _ => {
+                self.report(
+                    b.span(),
+                    format!(
+                        "min_rsa_bits {} is not a key size (512 to 16384)",
+                        b.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// `recipients`: e-mail addresses (lowercased) or `webhook:NAME`, at least one.
+    fn policy_recipients(&mut self, raw: &RawPolicy, name: &str) -> Vec<String> {
+        let recipients: Vec<String> = self.parsed(&raw.recipients, "recipients", |s| {
+            // `webhook:NAME`: a `[[webhook]]` of certd's configuration.
+            if let Some(name) = crate::config::sections::webhook_name(s) {
+                return if crate::config::sections::valid_name(name) {
+                    Ok(s.to_string())
+                } else {
+                    Err(format!(
+                        "`{s}`: a webhook name has letters, digits, `.`, `_` and `-`"
+                    ))
+                };
+            }
+            s.parse::<lettre::Address>()
+                .map(|a| a.to_string().to_lowercase())
+                .map_err(|e| format!("`{s}` is not an e-mail address (or `webhook:NAME`): {e}"))
+        });
+        if raw.recipients.get_ref().is_empty() {
+            self.report(
+                raw.recipients.span(),
+                format!("policy `{name}`: recipients is empty: name at least one address"),
+            );
+        }
+        recipients
+    }
+
+    /// `scep`: the name of a `[[scep]]` server of certd.toml.
+    fn policy_scep(&mut self, raw: &RawPolicy) -> Option<String> {
+        raw.scep.as_ref().and_then(|s| {
+            self.one(s, "scep", |v| {
+                if crate::config::sections::valid_name(v) {
+                    Ok(v.to_string())
+                } else {
+                    Err(format!(
+                        "`{v}`: name a [[scep]] server of certd.toml (letters, digits, `.`, `_` and `-`)"
+                    ))
+                }
+            })
+        })
     }
 
     fn parsed<T, E: fmt::Display>(

@@ -631,19 +631,48 @@ fn judge(
     now: UnixTime,
 ) -> (Vec<CertificateFacts>, Vec<Finding>) {
     let mut findings = Vec::new();
-    let mut finding = |kind, detail: String| findings.push(Finding { kind, detail });
     let Some(leaf_x509) = served.first() else {
-        finding(
-            FindingKind::ChainUntrusted,
-            format!(
+        findings.push(Finding {
+            kind: FindingKind::ChainUntrusted,
+            detail: format!(
                 "{} completed the TLS handshake without presenting any certificate; a certificate chain was expected.",
                 target.address
             ),
-        );
+        });
         return (Vec::new(), findings);
     };
+    let chain = judge_readable_chain(target, served, &mut findings);
+    let Some(leaf) = chain.first() else {
+        return (chain, findings);
+    };
+    judge_host_name(target, host, leaf, &mut findings);
+    let self_signed = is_self_signed(leaf_x509);
+    let trust_desc = match &target.trust_store {
+        Some(path) => format!("the trust store {}", path.display()),
+        None => "the system trust store".to_owned(),
+    };
+    let (anchors, self_signed_trusted) = judge_trust(
+        target,
+        served,
+        &chain,
+        self_signed,
+        &trust_desc,
+        &mut findings,
+    );
+    if self_signed {
+        judge_self_signed_leaf(leaf, self_signed_trusted, &trust_desc, &mut findings);
+    }
+    judge_validity(&chain, &anchors, now, &mut findings);
+    judge_issuer(target, leaf, &mut findings);
+    (chain, findings)
+}
 
-    // The chain as served; it stops before a certificate that cannot be read.
+/// The chain as served; it stops before a certificate that cannot be read (a finding).
+fn judge_readable_chain(
+    target: &ProbeTarget,
+    served: &[X509],
+    findings: &mut Vec<Finding>,
+) -> Vec<CertificateFacts> {
     let mut chain = Vec::with_capacity(served.len());
     for (i, cert) in served.iter().enumerate() {
         match cert
@@ -653,145 +682,196 @@ fn judge(
         {
             Ok(facts) => chain.push(facts),
             Err(e) => {
-                finding(
-                    FindingKind::ChainUntrusted,
-                    format!("Certificate #{i} of the chain served by {} cannot be read ({e}); every served certificate should be a valid X.509 certificate.", target.address),
-                );
+                findings.push(Finding {
+                    kind: FindingKind::ChainUntrusted,
+                    detail: format!("Certificate #{i} of the chain served by {} cannot be read ({e}); every served certificate should be a valid X.509 certificate.", target.address),
+                });
                 break;
             }
         }
     }
-    let Some(leaf) = chain.first() else {
-        return (chain, findings);
-    };
-    let leaf_name = leaf.display_name();
+    chain
+}
 
-    // Host name.
+/// `hostname-mismatch` when the leaf does not cover the SNI name (or the host name).
+fn judge_host_name(
+    target: &ProbeTarget,
+    host: &str,
+    leaf: &CertificateFacts,
+    findings: &mut Vec<Finding>,
+) {
     let (name, name_origin) = match target.sni.as_deref() {
         Some(sni) => (sni, "the SNI name"),
         None => (host, "the host name"),
     };
     if !leaf_covers(leaf, name) {
-        finding(
-            FindingKind::HostnameMismatch,
-            format!(
-                "The leaf certificate `{leaf_name}` is for {} but not for `{name}`, {name_origin} the endpoint is reached by; clients will reject it.",
+        findings.push(Finding {
+            kind: FindingKind::HostnameMismatch,
+            detail: format!(
+                "The leaf certificate `{}` is for {} but not for `{name}`, {name_origin} the endpoint is reached by; clients will reject it.",
+                leaf.display_name(),
                 leaf_names(leaf)
             ),
-        );
+        });
     }
+}
 
-    // Self-signed leaf.
-    let self_signed = is_self_signed(leaf_x509);
-
-    // Trust.
-    let trust_desc = match &target.trust_store {
-        Some(path) => format!("the trust store {}", path.display()),
-        None => "the system trust store".to_owned(),
-    };
-    let mut anchors: Vec<CertificateFacts> = Vec::new();
-    let mut self_signed_trusted = false;
+/// Verifies the served chain against the trust store. Returns the CA certificates taken from
+/// the trust store (when the chain verifies) and whether a self-signed leaf is pinned there.
+fn judge_trust(
+    target: &ProbeTarget,
+    served: &[X509],
+    chain: &[CertificateFacts],
+    self_signed: bool,
+    trust_desc: &str,
+    findings: &mut Vec<Finding>,
+) -> (Vec<CertificateFacts>, bool) {
+    let leaf_name = chain.first().map(|f| f.display_name()).unwrap_or_default();
     match trust_store(target.trust_store.as_deref()).and_then(|store| {
         verify(served, &store)
             .map_err(|e| format!("OpenSSL could not run the verification ({})", reasons(&e)))
     }) {
-        Err(why) => finding(
-            FindingKind::ChainUntrusted,
-            format!("The chain of `{leaf_name}` could not be checked: {why}."),
+        Err(why) => {
+            findings.push(Finding {
+                kind: FindingKind::ChainUntrusted,
+                detail: format!("The chain of `{leaf_name}` could not be checked: {why}."),
+            });
+            (Vec::new(), false)
+        }
+        Ok(v) if v.ok => (
+            judge_verified_chain(served, chain, &v, trust_desc, findings),
+            self_signed,
         ),
-        Ok(v) if v.ok => {
-            self_signed_trusted = self_signed;
-            let served_der: HashSet<Vec<u8>> =
-                served.iter().filter_map(|c| c.to_der().ok()).collect();
-            let from_store: Vec<&X509> = v
-                .chain
-                .iter()
-                .filter(|c| c.to_der().is_ok_and(|der| !served_der.contains(&der)))
-                .collect();
-            // The lowest certificate taken from the trust store: when it is an intermediate
-            // that the server does not send (no served certificate has its subject), the
-            // chain only verifies thanks to the local trust store.
-            let served_subjects: HashSet<&str> = chain.iter().map(|f| f.subject.as_str()).collect();
-            if let Some(first) = from_store.first() {
-                let sent =
-                    facts_of(first).is_some_and(|f| served_subjects.contains(f.subject.as_str()));
-                if !sent && !is_self_signed(first) {
-                    finding(
-                        FindingKind::IncompleteChain,
-                        format!(
-                            "The chain of `{leaf_name}` only verifies because {trust_desc} holds the intermediate CA `{}`: the server does not send it, so clients that hold only root certificates cannot build the chain; configure the server to send its intermediate certificate(s).",
-                            cn_of(first)
-                        ),
-                    );
-                }
-            }
-            anchors = from_store
-                .into_iter()
-                .filter_map(|c| c.to_der().ok().and_then(|der| facts_from_der(&der).ok()))
-                .collect();
-        }
         Ok(v) => {
-            let at = v
-                .current
-                .as_ref()
-                .map(|c| cn_of(c))
-                .unwrap_or_else(|| leaf_name.to_owned());
-            let issuer = v.current.as_ref().map(|c| issuer_of(c)).unwrap_or_default();
-            match v.code {
-                V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT => {}
-                V_ERR_UNABLE_TO_GET_ISSUER_CERT
-                | V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
-                | V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE
-                    if v.depth == 0 && !self_signed =>
-                {
-                    finding(
-                        FindingKind::IncompleteChain,
-                        format!(
-                            "The server does not send the CA certificate that issued its leaf `{leaf_name}` (issuer `{}`), and {trust_desc} does not hold it either: configure the server to send its intermediate certificate(s) (if that issuer is a root CA, it is also not trusted).",
-                            leaf.issuer
-                        ),
-                    );
-                }
-                V_ERR_UNABLE_TO_GET_ISSUER_CERT
-                | V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
-                | V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE => finding(
-                    FindingKind::ChainUntrusted,
-                    format!(
-                        "The chain of `{leaf_name}` ends at the CA `{at}`, whose issuer `{issuer}` is not in {trust_desc}; the chain should lead to a trusted root (or the server omits a further intermediate)."
-                    ),
-                ),
-                V_ERR_SELF_SIGNED_CERT_IN_CHAIN => finding(
-                    FindingKind::ChainUntrusted,
-                    format!(
-                        "The chain of `{leaf_name}` ends at the root CA `{at}`, which the server sends but {trust_desc} does not hold; the chain should lead to a trusted root."
-                    ),
-                ),
-                _ => finding(
-                    FindingKind::ChainUntrusted,
-                    format!(
-                        "The chain of `{leaf_name}` does not verify against {trust_desc}: {} (at the certificate `{at}`, depth {}).",
-                        v.error, v.depth
-                    ),
-                ),
-            }
+            judge_unverified_chain(chain, &v, self_signed, trust_desc, findings);
+            (Vec::new(), false)
         }
     }
-    if self_signed {
-        let trust = if self_signed_trusted {
-            format!("it is pinned in {trust_desc}, but other clients will reject it")
-        } else {
-            format!("it is not in {trust_desc}, so clients reject it")
-        };
-        finding(
-            FindingKind::SelfSignedLeaf,
-            format!(
-                "The leaf certificate `{leaf_name}` is self-signed (issuer = subject `{}`): {trust}; it should be issued by a CA.",
-                leaf.subject
-            ),
-        );
-    }
+}
 
-    // Validity, as of `now`.
+/// A chain that verifies: `incomplete-chain` when it only does so thanks to an intermediate
+/// the trust store holds but the server does not send. Returns the trust-store certificates.
+fn judge_verified_chain(
+    served: &[X509],
+    chain: &[CertificateFacts],
+    v: &Verification,
+    trust_desc: &str,
+    findings: &mut Vec<Finding>,
+) -> Vec<CertificateFacts> {
+    let served_der: HashSet<Vec<u8>> = served.iter().filter_map(|c| c.to_der().ok()).collect();
+    let from_store: Vec<&X509> = v
+        .chain
+        .iter()
+        .filter(|c| c.to_der().is_ok_and(|der| !served_der.contains(&der)))
+        .collect();
+    // The lowest certificate taken from the trust store: when it is an intermediate
+    // that the server does not send (no served certificate has its subject), the
+    // chain only verifies thanks to the local trust store.
+    let served_subjects: HashSet<&str> = chain.iter().map(|f| f.subject.as_str()).collect();
+    if let Some(first) = from_store.first() {
+        let sent = facts_of(first).is_some_and(|f| served_subjects.contains(f.subject.as_str()));
+        if !sent && !is_self_signed(first) {
+            let leaf_name = chain.first().map(|f| f.display_name()).unwrap_or_default();
+            findings.push(Finding {
+                kind: FindingKind::IncompleteChain,
+                detail: format!(
+                    "The chain of `{leaf_name}` only verifies because {trust_desc} holds the intermediate CA `{}`: the server does not send it, so clients that hold only root certificates cannot build the chain; configure the server to send its intermediate certificate(s).",
+                    cn_of(first)
+                ),
+            });
+        }
+    }
+    from_store
+        .into_iter()
+        .filter_map(|c| c.to_der().ok().and_then(|der| facts_from_der(&der).ok()))
+        .collect()
+}
+
+/// A chain that does not verify: `incomplete-chain` or `chain-untrusted`, by OpenSSL's code.
+fn judge_unverified_chain(
+    chain: &[CertificateFacts],
+    v: &Verification,
+    self_signed: bool,
+    trust_desc: &str,
+    findings: &mut Vec<Finding>,
+) {
+    let Some(leaf) = chain.first() else {
+        return;
+    };
+    let leaf_name = leaf.display_name();
+    let at = v
+        .current
+        .as_ref()
+        .map(|c| cn_of(c))
+        .unwrap_or_else(|| leaf_name.to_owned());
+    let issuer = v.current.as_ref().map(|c| issuer_of(c)).unwrap_or_default();
+    let (kind, detail) = match v.code {
+        V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT => return,
+        V_ERR_UNABLE_TO_GET_ISSUER_CERT
+        | V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+        | V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE
+            if v.depth == 0 && !self_signed =>
+        (
+            FindingKind::IncompleteChain,
+            format!(
+                "The server does not send the CA certificate that issued its leaf `{leaf_name}` (issuer `{}`), and {trust_desc} does not hold it either: configure the server to send its intermediate certificate(s) (if that issuer is a root CA, it is also not trusted).",
+                leaf.issuer
+            ),
+        ),
+        V_ERR_UNABLE_TO_GET_ISSUER_CERT
+        | V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+        | V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE => (
+            FindingKind::ChainUntrusted,
+            format!(
+                "The chain of `{leaf_name}` ends at the CA `{at}`, whose issuer `{issuer}` is not in {trust_desc}; the chain should lead to a trusted root (or the server omits a further intermediate)."
+            ),
+        ),
+        V_ERR_SELF_SIGNED_CERT_IN_CHAIN => (
+            FindingKind::ChainUntrusted,
+            format!(
+                "The chain of `{leaf_name}` ends at the root CA `{at}`, which the server sends but {trust_desc} does not hold; the chain should lead to a trusted root."
+            ),
+        ),
+        _ => (
+            FindingKind::ChainUntrusted,
+            format!(
+                "The chain of `{leaf_name}` does not verify against {trust_desc}: {} (at the certificate `{at}`, depth {}).",
+                v.error, v.depth
+            ),
+        ),
+    };
+    findings.push(Finding { kind, detail });
+}
+
+/// `self-signed-leaf`, saying whether the trust store pins it.
+fn judge_self_signed_leaf(
+    leaf: &CertificateFacts,
+    pinned: bool,
+    trust_desc: &str,
+    findings: &mut Vec<Finding>,
+) {
+    let trust = if pinned {
+        format!("it is pinned in {trust_desc}, but other clients will reject it")
+    } else {
+        format!("it is not in {trust_desc}, so clients reject it")
+    };
+    findings.push(Finding {
+        kind: FindingKind::SelfSignedLeaf,
+        detail: format!(
+            "The leaf certificate `{}` is self-signed (issuer = subject `{}`): {trust}; it should be issued by a CA.",
+            leaf.display_name(),
+            leaf.subject
+        ),
+    });
+}
+
+/// `expired` / `not-yet-valid` for each served and trust-store certificate, as of `now`.
+fn judge_validity(
+    chain: &[CertificateFacts],
+    anchors: &[CertificateFacts],
+    now: UnixTime,
+    findings: &mut Vec<Finding>,
+) {
     let positions = chain
         .iter()
         .enumerate()
@@ -804,43 +884,46 @@ fn judge(
         }));
     for (what, facts) in positions {
         if facts.not_after <= now {
-            finding(
-                FindingKind::Expired,
-                format!(
+            findings.push(Finding {
+                kind: FindingKind::Expired,
+                detail: format!(
                     "The {what} expired on {}; it must be valid at probe time ({}): renew it.",
                     rfc3339(facts.not_after),
                     rfc3339(now)
                 ),
-            );
+            });
         } else if facts.not_before > now {
-            finding(
-                FindingKind::NotYetValid,
-                format!(
+            findings.push(Finding {
+                kind: FindingKind::NotYetValid,
+                detail: format!(
                     "The {what} is not valid before {}; it must be valid at probe time ({}): check the issuing CA's or this server's clock.",
                     rfc3339(facts.not_before),
                     rfc3339(now)
                 ),
-            );
+            });
         }
     }
+}
 
-    // Issuer expectation.
-    if let Some(expected) = target.expect_issuer.as_deref().map(str::trim) {
-        if !leaf
-            .issuer
-            .to_ascii_lowercase()
-            .contains(&expected.to_ascii_lowercase())
-        {
-            finding(
-                FindingKind::UnexpectedIssuer,
-                format!(
-                    "The leaf certificate `{leaf_name}` is issued by `{}`, which does not contain the expected issuer `{expected}`: a TLS-inspecting proxy may be intercepting the connection, or the certificate was replaced.",
-                    leaf.issuer
-                ),
-            );
-        }
+/// `unexpected-issuer` when the leaf's issuer does not contain `--expect-issuer`.
+fn judge_issuer(target: &ProbeTarget, leaf: &CertificateFacts, findings: &mut Vec<Finding>) {
+    let Some(expected) = target.expect_issuer.as_deref().map(str::trim) else {
+        return;
+    };
+    if !leaf
+        .issuer
+        .to_ascii_lowercase()
+        .contains(&expected.to_ascii_lowercase())
+    {
+        findings.push(Finding {
+            kind: FindingKind::UnexpectedIssuer,
+            detail: format!(
+                "The leaf certificate `{}` is issued by `{}`, which does not contain the expected issuer `{expected}`: a TLS-inspecting proxy may be intercepting the connection, or the certificate was replaced.",
+                leaf.display_name(),
+                leaf.issuer
+            ),
+        });
     }
-    (chain, findings)
 }
 
 /// The result of an OpenSSL chain verification.

@@ -683,204 +683,279 @@ pub fn execute(
         // the answer.
         Request::List { filter }
         | Request::ListJson { filter, .. }
-        | Request::ListLines { filter } => match query::list(store, &filter, now) {
-            Ok(certificates) => Response::Certificates { certificates },
-            Err(e) => Response::from_query_error(e),
-        },
-        Request::Find { id } => match query::find(store, &id) {
-            Ok(certificates) => Response::Certificates { certificates },
-            Err(e) => Response::from_query_error(e),
-        },
-        Request::Stats => match query::stats(store, now) {
-            Ok(stats) => Response::Stats { stats },
-            Err(e) => Response::from_query_error(e),
-        },
+        | Request::ListLines { filter } => certificates_answer(query::list(store, &filter, now)),
+        Request::Find { id } => certificates_answer(query::find(store, &id)),
+        Request::Stats => stats_answer(store, now),
         Request::Check {
             warn,
             critical,
             brief,
             role,
             policies,
-        } => match match &policies {
-            Some(dir) => match crate::policy::load_dir(dir) {
-                Ok(set) => check::check_by_policies(store, warn, critical, role, &set, now, brief),
-                Err(e) => return Response::error(ErrorKind::Invalid, e.to_string()),
-            },
-            None if brief => check::check_brief(store, warn, critical, role, now),
-            None => check::check(store, warn, critical, role, now),
-        } {
-            // A revocation is only visible once the published CRL lists it.
-            Ok(report) => match crl_state(store, now) {
-                Ok((stale, expiring)) => {
-                    match report
-                        .with_crls(stale, expiring, now)
-                        .with_renewals(store, now)
-                    {
-                        Ok(report) => Response::Check { report },
-                        Err(e) => failed(e),
-                    }
-                }
-                Err(e) => failed(e),
-            },
-            Err(e) => Response::from_query_error(e),
-        },
-        Request::Scan { paths, options } => {
-            if let Some(p) = paths.iter().find(|p| p.is_relative()) {
-                return Response::error(
-                    ErrorKind::Invalid,
-                    format!("scan paths must be absolute, got {}", p.display()),
-                );
-            }
-            match scan::scan(store, &paths, &options, now, progress) {
-                Ok(summary) => Response::Scan { summary },
-                Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
-            }
-        }
+        } => check_answer(store, warn, critical, brief, role, policies.as_deref(), now),
+        Request::Scan { paths, options } => scan_answer(store, &paths, &options, now, progress),
         Request::Probe { target } => probe(store, &target, now, &|| ()),
-        Request::Forget { address } => match crate::probe::forget(store, &address, now) {
-            Ok(endpoint) => Response::Endpoints {
-                endpoints: vec![endpoint],
-            },
-            Err(e @ crate::probe::ForgetError::Unknown(_)) => {
-                Response::error(ErrorKind::NotFound, e.to_string())
-            }
-            Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
-        },
-        Request::Backup { out } => {
-            match crate::backup::backup(store, &out, now, &Default::default()) {
-                Ok(report) => Response::Backup { report },
-                Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
-            }
-        }
-        Request::VerifyStore => match store.verify() {
-            Ok(verification) => Response::Verification { verification },
-            Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
-        },
+        Request::Forget { address } => forget_answer(store, &address, now),
+        Request::Backup { out } => crate::backup::backup(store, &out, now, &Default::default())
+            .map_or_else(failed, |report| Response::Backup { report }),
+        Request::VerifyStore => verify_store_answer(store),
         Request::Prune { prune } => {
-            match crate::retention::pass(store, &prune, Default::default(), now, &mut |_| ()) {
-                Ok(summary) => Response::Prune { summary },
-                Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
-            }
+            crate::retention::pass(store, &prune, Default::default(), now, &mut |_| ())
+                .map_or_else(failed, |summary| Response::Prune { summary })
         }
         Request::Renew { renew } => renew_answer(store, &renew, None, now, &|| ()),
-        Request::PrunedRenewals { agent } => match store.pruned_renewals(&agent) {
-            Ok(renewals) => Response::PrunedRenewals { renewals },
-            Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
-        },
-        Request::Endpoints => match store.endpoints() {
-            Ok(endpoints) => Response::Endpoints { endpoints },
-            Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
-        },
-        Request::Status => match direct_status(store) {
-            Ok(status) => Response::Status { status },
-            Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
-        },
+        Request::PrunedRenewals { agent } => store
+            .pruned_renewals(&agent)
+            .map_or_else(failed, |renewals| Response::PrunedRenewals { renewals }),
+        Request::Endpoints => store
+            .endpoints()
+            .map_or_else(failed, |endpoints| Response::Endpoints { endpoints }),
+        Request::Status => {
+            direct_status(store).map_or_else(failed, |status| Response::Status { status })
+        }
         Request::Remind {
             config,
             policies,
             mode,
             at,
-        } => {
-            if let Some(config) = config.as_ref().filter(|c| c.is_relative()) {
-                return Response::error(
-                    ErrorKind::Invalid,
-                    format!(
-                        "the configuration path must be absolute, got {}",
-                        config.display()
-                    ),
-                );
-            }
-            remind(
-                store,
-                config.as_deref(),
-                policies.as_deref(),
-                mode,
-                at.unwrap_or(now),
-                &|| (),
-            )
-        }
+        } => remind_answer(store, config, policies, mode, at.unwrap_or(now)),
         Request::Snooze {
             id,
             until,
             reason,
             by,
             at,
-        } => match reminders::snooze(store, &id, until, &reason, &by, at.unwrap_or(now)) {
-            Ok(s) => Response::Snoozed { snoozes: vec![s] },
-            Err(reminders::SnoozeError::Query(e)) => Response::from_query_error(e),
-            Err(e) => Response::error(ErrorKind::Invalid, e.to_string()),
-        },
-        Request::Snoozed { at } => match reminders::snoozed(store, at.unwrap_or(now)) {
-            Ok(snoozes) => Response::Snoozed { snoozes },
-            Err(e) => failed(e),
-        },
-        Request::CaInit { init } => match cas::init(store, &init, now) {
-            Ok(info) => Response::Cas { cas: vec![info] },
-            Err(e) => failed(e),
-        },
-        Request::CaList => match cas::list(store) {
-            Ok(cas) => Response::Cas { cas },
-            Err(e) => failed(e),
-        },
-        Request::CaExport { name, out } => match relative(&out) {
-            Some(r) => r,
-            None => match cas::export(store, &name, &out) {
-                Ok(path) => Response::Written { path },
-                Err(e) => failed(e),
-            },
-        },
+        } => snooze_answer(store, &id, until, &reason, &by, at.unwrap_or(now)),
+        Request::Snoozed { at } => reminders::snoozed(store, at.unwrap_or(now))
+            .map_or_else(failed, |snoozes| Response::Snoozed { snoozes }),
+        Request::CaInit { init } => cas::init(store, &init, now)
+            .map_or_else(failed, |info| Response::Cas { cas: vec![info] }),
+        Request::CaList => cas::list(store).map_or_else(failed, |cas| Response::Cas { cas }),
+        Request::CaExport { name, out } => ca_export_answer(store, &name, &out),
         Request::CaCrl {
             name,
             out,
             der,
             passphrase,
-        } => match out.as_deref().and_then(relative) {
-            Some(r) => r,
-            None => {
-                match crl::ca_crl(store, &name, out.as_deref(), der, passphrase.as_ref(), now) {
-                    Ok(crl) => Response::Crl { crl },
-                    Err(e) => failed(e),
-                }
-            }
-        },
-        Request::Issue { issue } => match ca::issue(store, &issue, now) {
-            Ok(report) => Response::Issued {
-                report: Box::new(report),
-            },
-            Err(e) => failed(e),
-        },
-        Request::Revoke { revoke: request } => {
-            if let Some(r) = request.key_file.as_deref().and_then(relative) {
-                return r;
-            }
-            match revoke::revoke(store, &request, now) {
-                Ok(report) => Response::Revoke { report },
-                Err(revoke::RevokeError::Query(e)) => Response::from_query_error(e),
-                Err(e) => failed(e),
-            }
-        }
+        } => ca_crl_answer(store, &name, out.as_deref(), der, passphrase.as_ref(), now),
+        Request::Issue { issue } => issue_answer(store, &issue, now),
+        Request::Revoke { revoke: request } => revoke_answer(store, &request, now),
         request @ (Request::Regenerate { .. }
         | Request::WorkflowResume { .. }
         | Request::WorkflowComplete { .. }) => workflow_answer(store, request, now, &|| ()),
-        Request::Workflows => match workflow::listing(store) {
-            Ok(workflows) => Response::Workflows { workflows },
+        Request::Workflows => workflow::listing(store)
+            .map_or_else(failed, |workflows| Response::Workflows { workflows }),
+        Request::History { id } => history_answer(store, &id),
+        Request::CrlFetch { options } => crate::pki::crlfetch::fetch(store, &options, now)
+            .map_or_else(failed, |report| Response::CrlFetch { report }),
+        Request::HistoryAt { at } => valid_at_answer(store, at),
+    }
+}
+
+/// `certctl list` and `certctl find`: the certificates, or the query's error.
+fn certificates_answer(result: Result<Vec<Certificate>, QueryError>) -> Response {
+    match result {
+        Ok(certificates) => Response::Certificates { certificates },
+        Err(e) => Response::from_query_error(e),
+    }
+}
+
+/// `certctl stats`.
+fn stats_answer(store: &Store, now: UnixTime) -> Response {
+    match query::stats(store, now) {
+        Ok(stats) => Response::Stats { stats },
+        Err(e) => Response::from_query_error(e),
+    }
+}
+
+/// `certctl verify-store`.
+fn verify_store_answer(store: &Store) -> Response {
+    match store.verify() {
+        Ok(verification) => Response::Verification { verification },
+        Err(e) => failed(e),
+    }
+}
+
+/// `certctl issue`.
+fn issue_answer(store: &Store, issue: &IssueRequest, now: UnixTime) -> Response {
+    match ca::issue(store, issue, now) {
+        Ok(report) => Response::Issued {
+            report: Box::new(report),
+        },
+        Err(e) => failed(e),
+    }
+}
+
+/// `certctl history --at`: the certificates valid at `at`.
+fn valid_at_answer(store: &Store, at: UnixTime) -> Response {
+    match history::valid_at(store, at) {
+        Ok(certificates) => Response::ValidAt {
+            report: ValidAtReport { at, certificates },
+        },
+        Err(e) => failed(e),
+    }
+}
+
+/// `certctl check`: the report by policy files or by thresholds, with the CRL and renewal
+/// findings added.
+fn check_answer(
+    store: &Store,
+    warn: Duration,
+    critical: Duration,
+    brief: bool,
+    role: Option<Role>,
+    policies: Option<&std::path::Path>,
+    now: UnixTime,
+) -> Response {
+    let report = match policies {
+        Some(dir) => match crate::policy::load_dir(dir) {
+            Ok(set) => check::check_by_policies(store, warn, critical, role, &set, now, brief),
+            Err(e) => return Response::error(ErrorKind::Invalid, e.to_string()),
+        },
+        None if brief => check::check_brief(store, warn, critical, role, now),
+        None => check::check(store, warn, critical, role, now),
+    };
+    match report {
+        // A revocation is only visible once the published CRL lists it.
+        Ok(report) => match crl_state(store, now) {
+            Ok((stale, expiring)) => {
+                match report
+                    .with_crls(stale, expiring, now)
+                    .with_renewals(store, now)
+                {
+                    Ok(report) => Response::Check { report },
+                    Err(e) => failed(e),
+                }
+            }
             Err(e) => failed(e),
         },
-        Request::History { id } => match history::history(store, &id) {
-            Ok(histories) => Response::History { histories },
-            Err(history::HistoryError::Query(e)) => Response::from_query_error(e),
+        Err(e) => Response::from_query_error(e),
+    }
+}
+
+/// `certctl scan`: the paths must be absolute.
+fn scan_answer(
+    store: &Store,
+    paths: &[PathBuf],
+    options: &ScanOptions,
+    now: UnixTime,
+    progress: &ScanProgress,
+) -> Response {
+    if let Some(p) = paths.iter().find(|p| p.is_relative()) {
+        return Response::error(
+            ErrorKind::Invalid,
+            format!("scan paths must be absolute, got {}", p.display()),
+        );
+    }
+    match scan::scan(store, paths, options, now, progress) {
+        Ok(summary) => Response::Scan { summary },
+        Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
+    }
+}
+
+/// `certctl forget`: an unknown endpoint is `not-found`.
+fn forget_answer(store: &Store, address: &str, now: UnixTime) -> Response {
+    match crate::probe::forget(store, address, now) {
+        Ok(endpoint) => Response::Endpoints {
+            endpoints: vec![endpoint],
+        },
+        Err(e @ crate::probe::ForgetError::Unknown(_)) => {
+            Response::error(ErrorKind::NotFound, e.to_string())
+        }
+        Err(e) => Response::error(ErrorKind::Failed, e.to_string()),
+    }
+}
+
+/// `certctl remind`: the configuration path must be absolute.
+fn remind_answer(
+    store: &Store,
+    config: Option<PathBuf>,
+    policies: Option<PathBuf>,
+    mode: PassMode,
+    at: UnixTime,
+) -> Response {
+    if let Some(config) = config.as_ref().filter(|c| c.is_relative()) {
+        return Response::error(
+            ErrorKind::Invalid,
+            format!(
+                "the configuration path must be absolute, got {}",
+                config.display()
+            ),
+        );
+    }
+    remind(
+        store,
+        config.as_deref(),
+        policies.as_deref(),
+        mode,
+        at,
+        &|| (),
+    )
+}
+
+/// `certctl snooze`: an unknown certificate is the query's error, a bad snooze `invalid`.
+fn snooze_answer(
+    store: &Store,
+    id: &str,
+    until: UnixTime,
+    reason: &str,
+    by: &str,
+    at: UnixTime,
+) -> Response {
+    match reminders::snooze(store, id, until, reason, by, at) {
+        Ok(s) => Response::Snoozed { snoozes: vec![s] },
+        Err(reminders::SnoozeError::Query(e)) => Response::from_query_error(e),
+        Err(e) => Response::error(ErrorKind::Invalid, e.to_string()),
+    }
+}
+
+/// `certctl ca export`: the output path must be absolute.
+fn ca_export_answer(store: &Store, name: &str, out: &std::path::Path) -> Response {
+    match relative(out) {
+        Some(r) => r,
+        None => match cas::export(store, name, out) {
+            Ok(path) => Response::Written { path },
             Err(e) => failed(e),
         },
-        Request::CrlFetch { options } => match crate::pki::crlfetch::fetch(store, &options, now) {
-            Ok(report) => Response::CrlFetch { report },
+    }
+}
+
+/// `certctl ca crl`: the output path, when given, must be absolute.
+fn ca_crl_answer(
+    store: &Store,
+    name: &str,
+    out: Option<&std::path::Path>,
+    der: bool,
+    passphrase: Option<&Secret>,
+    now: UnixTime,
+) -> Response {
+    match out.and_then(relative) {
+        Some(r) => r,
+        None => match crl::ca_crl(store, name, out, der, passphrase, now) {
+            Ok(crl) => Response::Crl { crl },
             Err(e) => failed(e),
         },
-        Request::HistoryAt { at } => match history::valid_at(store, at) {
-            Ok(certificates) => Response::ValidAt {
-                report: ValidAtReport { at, certificates },
-            },
-            Err(e) => failed(e),
-        },
+    }
+}
+
+/// `certctl revoke`: the key file, when given, must be absolute.
+fn revoke_answer(store: &Store, request: &RevokeRequest, now: UnixTime) -> Response {
+    if let Some(r) = request.key_file.as_deref().and_then(relative) {
+        return r;
+    }
+    match revoke::revoke(store, request, now) {
+        Ok(report) => Response::Revoke { report },
+        Err(revoke::RevokeError::Query(e)) => Response::from_query_error(e),
+        Err(e) => failed(e),
+    }
+}
+
+/// `certctl history`: an unknown certificate is the query's error.
+fn history_answer(store: &Store, id: &str) -> Response {
+    match history::history(store, id) {
+        Ok(histories) => Response::History { histories },
+        Err(history::HistoryError::Query(e)) => Response::from_query_error(e),
+        Err(e) => failed(e),
     }
 }
 

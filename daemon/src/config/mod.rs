@@ -1057,74 +1057,14 @@ impl Checker<'_> {
     }
 
     fn config(&mut self, raw: RawConfig) -> Config {
-        let store = match &raw.store {
-            Some(store) => self.path("store", store),
-            None => {
-                self.report(
-                    0..0,
-                    "`store` is missing: set it to the absolute path of certd's store folder \
-                     (e.g. store = \"/var/lib/certd/store\")"
-                        .into(),
-                );
-                PathBuf::new()
-            }
-        };
+        let store = self.store_path(raw.store.as_ref());
         let store_cache_bytes = match &raw.store_cache {
             Some(size) => self.store_cache(size),
             None => DEFAULT_STORE_CACHE_BYTES,
         };
-        let scan = match raw.scan {
-            Some(scan) => ScanConfig {
-                schedule: match &scan.schedule {
-                    Some(s) => self.optional_schedule("scan.schedule", s),
-                    None => ScanConfig::default().schedule,
-                },
-                watch: scan.watch.unwrap_or(true),
-            },
-            None => ScanConfig::default(),
-        };
-        let probe = match raw.probe {
-            Some(probe) => ProbeConfig {
-                schedule: match &probe.schedule {
-                    Some(s) => self.optional_schedule("probe.schedule", s),
-                    None => ProbeConfig::default().schedule,
-                },
-                timeout: match &probe.timeout {
-                    Some(t) => self.duration("probe.timeout", t),
-                    None => DEFAULT_PROBE_TIMEOUT,
-                },
-                trust_store: probe
-                    .trust_store
-                    .as_ref()
-                    .map(|p| self.path("probe.trust_store", p)),
-            },
-            None => ProbeConfig::default(),
-        };
-        let crl = CrlConfig {
-            schedule: raw
-                .crl
-                .as_ref()
-                .and_then(|c| c.schedule.as_ref())
-                .and_then(|s| self.optional_schedule("crl.schedule", s)),
-            timeout: match raw.crl.as_ref().and_then(|c| c.timeout.as_ref()) {
-                Some(t) => self.duration("crl.timeout", t),
-                None => DEFAULT_PROBE_TIMEOUT,
-            },
-            deadline: match raw.crl.as_ref().and_then(|c| c.deadline.as_ref()) {
-                Some(t) => self.duration("crl.deadline", t),
-                None => CrlConfig::default().deadline,
-            },
-            allow: raw
-                .crl
-                .as_ref()
-                .and_then(|c| c.allow.as_ref())
-                .map(|entries| self.crl_allow(entries)),
-            resign_before: raw
-                .crl
-                .as_ref()
-                .and_then(|c| c.resign_before.as_ref())
-                .map(|t| self.duration("crl.resign_before", t)),
-        };
+        let scan = self.scan_config(raw.scan.as_ref());
+        let probe = self.probe_config(raw.probe.as_ref());
+        let crl = self.crl_config(raw.crl.as_ref());
         let sources = raw.source.iter().map(|s| self.source(s)).collect();
         self.duplicate_sources(&raw.source);
         let endpoints = raw.endpoint.iter().map(|e| self.endpoint(e)).collect();
@@ -1143,24 +1083,7 @@ impl Checker<'_> {
             .as_ref()
             .map(|m| self.metrics(m))
             .unwrap_or_default();
-        let workflows = match &raw.workflows {
-            Some(w) => WorkflowsConfig {
-                ca_passphrase_files: w
-                    .ca_passphrase_files
-                    .iter()
-                    .map(|(ca, file)| {
-                        let key = format!("workflows.ca_passphrase_files.{ca}");
-                        (ca.clone(), self.path(&key, file))
-                    })
-                    .collect(),
-                pfx_password_file: w
-                    .pfx_password_file
-                    .as_ref()
-                    .map(|p| self.path("workflows.pfx_password_file", p)),
-                targets: w.targets.iter().map(|t| self.target(t)).collect(),
-            },
-            None => WorkflowsConfig::default(),
-        };
+        let workflows = self.workflows_config(raw.workflows.as_ref());
         let webhooks = self.webhooks(&raw.webhook);
         let scep = self.scep(&raw.scep);
         let backup = raw.backup.as_ref().and_then(|b| self.backup(b));
@@ -1192,6 +1115,102 @@ impl Checker<'_> {
             scep,
             retention,
             renewal,
+        }
+    }
+
+    /// `store`: required, an absolute path.
+    fn store_path(&mut self, raw: Option<&Spanned<String>>) -> PathBuf {
+        match raw {
+            Some(store) => self.path("store", store),
+            None => {
+                self.report(
+                    0..0,
+                    "`store` is missing: set it to the absolute path of certd's store folder \
+                     (e.g. store = \"/var/lib/certd/store\")"
+                        .into(),
+                );
+                PathBuf::new()
+            }
+        }
+    }
+
+    /// `[scan]`: the schedule (default daily) and whether to watch the folders.
+    fn scan_config(&mut self, raw: Option<&RawScan>) -> ScanConfig {
+        match raw {
+            Some(scan) => ScanConfig {
+                schedule: match &scan.schedule {
+                    Some(s) => self.optional_schedule("scan.schedule", s),
+                    None => ScanConfig::default().schedule,
+                },
+                watch: scan.watch.unwrap_or(true),
+            },
+            None => ScanConfig::default(),
+        }
+    }
+
+    /// `[probe]`: the schedule, the timeout and the trust store.
+    fn probe_config(&mut self, raw: Option<&RawProbe>) -> ProbeConfig {
+        match raw {
+            Some(probe) => ProbeConfig {
+                schedule: match &probe.schedule {
+                    Some(s) => self.optional_schedule("probe.schedule", s),
+                    None => ProbeConfig::default().schedule,
+                },
+                timeout: match &probe.timeout {
+                    Some(t) => self.duration("probe.timeout", t),
+                    None => DEFAULT_PROBE_TIMEOUT,
+                },
+                trust_store: probe
+                    .trust_store
+                    .as_ref()
+                    .map(|p| self.path("probe.trust_store", p)),
+            },
+            None => ProbeConfig::default(),
+        }
+    }
+
+    /// `[crl]`: the fetch schedule, timeout, deadline and allow list, and when to re-sign.
+    fn crl_config(&mut self, raw: Option<&RawCrl>) -> CrlConfig {
+        CrlConfig {
+            schedule: raw
+                .and_then(|c| c.schedule.as_ref())
+                .and_then(|s| self.optional_schedule("crl.schedule", s)),
+            timeout: match raw.and_then(|c| c.timeout.as_ref()) {
+                Some(t) => self.duration("crl.timeout", t),
+                None => DEFAULT_PROBE_TIMEOUT,
+            },
+            deadline: match raw.and_then(|c| c.deadline.as_ref()) {
+                Some(t) => self.duration("crl.deadline", t),
+                None => CrlConfig::default().deadline,
+            },
+            allow: raw
+                .and_then(|c| c.allow.as_ref())
+                .map(|entries| self.crl_allow(entries)),
+            resign_before: raw
+                .and_then(|c| c.resign_before.as_ref())
+                .map(|t| self.duration("crl.resign_before", t)),
+        }
+    }
+
+    /// `[workflows]`: the CA passphrase files, the PFX password file and the targets.
+    fn workflows_config(&mut self, raw: Option<&RawWorkflows>) -> WorkflowsConfig {
+        match raw {
+            Some(w) => WorkflowsConfig {
+                ca_passphrase_files: w
+                    .ca_passphrase_files
+                    .iter()
+                    .map(|(ca, file)| {
+                        let key = format!("workflows.ca_passphrase_files.{ca}");
+                        (ca.clone(), self.path(&key, file))
+                    })
+                    .collect(),
+                pfx_password_file: w
+                    .pfx_password_file
+                    .as_ref()
+                    .map(|p| self.path("workflows.pfx_password_file", p)),
+                targets: w.targets.iter().map(|t| self.target(t)).collect(),
+            },
+            None => WorkflowsConfig::default(),
         }
     }
 

@@ -439,7 +439,33 @@ fn check_with(
     now: UnixTime,
     brief: bool,
 ) -> Result<CheckReport, QueryError> {
-    let mut report = CheckReport {
+    let mut report = empty_report(warn, critical);
+    report.considered = considered(store, role)?;
+    report.not_yet_valid = store.check_not_yet_valid(now, role)?;
+    let totals = sort_by_expiry(store, &mut report, role, policies, now, brief)?;
+    if brief {
+        report.totals = Some(totals);
+    }
+    report.findings = endpoint_findings(store, role)?;
+    // Files that failed: what they hold cannot be judged (role filters do not apply: a
+    // file's role is unknown until it is read).
+    (report.failed_files, report.failed_files_total) = failed_files(store)?;
+    // Agents that stopped renewing their ephemeral credentials (those are not counted
+    // above: they expire by design).
+    if role.is_none_or(|r| r == Role::Agent) {
+        report.stalled_renewals = stalled_renewals(store, policies, now)?;
+        report.stalled_renewals_total = report.stalled_renewals.len() as u64;
+        if brief {
+            report.stalled_renewals.truncate(1);
+        }
+    }
+    report.verdict = verdict_of(&report);
+    Ok(report)
+}
+
+/// A report with nothing in it yet, for the default thresholds.
+fn empty_report(warn: Duration, critical: Duration) -> CheckReport {
+    CheckReport {
         verdict: Verdict::Ok,
         considered: 0,
         expired: Vec::new(),
@@ -458,9 +484,23 @@ fn check_with(
         stalled_renewals_total: 0,
         stale_backup: None,
         failing_renewals: Vec::new(),
-    };
+    }
+}
+
+/// Sorts the certificates within the longest window into expired, critical and warning
+/// (by their own policy's thresholds when policies are given, else the report's); a brief
+/// report keeps only the first of each list. Returns the counts.
+fn sort_by_expiry(
+    store: &Store,
+    report: &mut CheckReport,
+    role: Option<Role>,
+    policies: Option<&crate::policy::PolicySet>,
+    now: UnixTime,
+    brief: bool,
+) -> Result<CheckTotals, QueryError> {
     // Nothing beyond the longest window can be listed: read the considered certificates
     // up to it from the store's check entries (sorted by not_after, then fingerprint).
+    let (warn, critical) = (report.warn, report.critical_within);
     let mut longest = warn.as_secs().max(critical.as_secs());
     if let Some(set) = policies {
         for p in &set.policies {
@@ -473,8 +513,6 @@ fn check_with(
         critical: 0,
         warning: 0,
     };
-    report.considered = considered(store, role)?;
-    report.not_yet_valid = store.check_not_yet_valid(now, role)?;
     let read = |fp: &certctl_store::Fingerprint| -> Result<Certificate, QueryError> {
         store
             .get(fp)?
@@ -518,9 +556,12 @@ fn check_with(
             list.push(cert);
         }
     }
-    if brief {
-        report.totals = Some(totals);
-    }
+    Ok(totals)
+}
+
+/// The findings of the probed endpoints (of `role`), with `serving-revoked` added.
+fn endpoint_findings(store: &Store, role: Option<Role>) -> Result<Vec<CheckFinding>, QueryError> {
+    let mut findings = Vec::new();
     for mut endpoint in store.endpoints()? {
         if role.is_some_and(|r| endpoint.role != Some(r)) {
             continue;
@@ -529,7 +570,7 @@ fn check_with(
             endpoint.findings.push(f);
         }
         for f in endpoint.findings {
-            report.findings.push(CheckFinding {
+            findings.push(CheckFinding {
                 endpoint: endpoint.address.clone(),
                 critical: f.kind.is_critical(),
                 kind: f.kind,
@@ -537,20 +578,13 @@ fn check_with(
             });
         }
     }
-    // Files that failed: what they hold cannot be judged (role filters do not apply: a
-    // file's role is unknown until it is read).
-    (report.failed_files, report.failed_files_total) = failed_files(store)?;
-    // Agents that stopped renewing their ephemeral credentials (those are not counted
-    // above: they expire by design).
-    if role.is_none_or(|r| r == Role::Agent) {
-        report.stalled_renewals = stalled_renewals(store, policies, now)?;
-        report.stalled_renewals_total = report.stalled_renewals.len() as u64;
-        if brief {
-            report.stalled_renewals.truncate(1);
-        }
-    }
+    Ok(findings)
+}
+
+/// Critical for anything expired, critical or stalled, warning for anything else listed.
+fn verdict_of(report: &CheckReport) -> Verdict {
     let critical_finding = report.findings.iter().any(|f| f.critical);
-    report.verdict = if !report.expired.is_empty()
+    if !report.expired.is_empty()
         || !report.critical.is_empty()
         || critical_finding
         || report.stalled_renewals_total > 0
@@ -564,8 +598,7 @@ fn check_with(
         Verdict::Warning
     } else {
         Verdict::Ok
-    };
-    Ok(report)
+    }
 }
 
 /// How many certificates `check` considers (of one role), from the store's counts.

@@ -917,11 +917,34 @@ pub(crate) fn metrics_text(
     let mut out = String::new();
     let _ = writeln!(out, "# HELP certctl_certificate_not_after_seconds notAfter of a present certificate (Unix seconds).");
     let _ = writeln!(out, "# TYPE certctl_certificate_not_after_seconds gauge");
-    let mut by_status: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-    let mut agents: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     // The counts by role and status come from the store's counts, the pending agents from
     // the agent index; only the certificates that get series of their own are read
     // (present non-agent ones, and with `per_agent` the agents' too).
+    let (by_status, agents) = counts_by_status(store, now)?;
+    certificate_series(store, per_agent, &mut out)?;
+    status_series(&by_status, &agents, &mut out);
+    endpoint_series(store, &mut out)?;
+    agent_decision_series(store, &mut out)?;
+    artifact_series(store, &mut out)?;
+    crl_series(store, &mut out)?;
+    probe_series(store, &mut out)?;
+    source_read_error_series(store, &mut out)?;
+    out.push_str(&smtp_counter_series(store)?);
+    out.push_str(&crate::pki::renewal::metrics_text(store)?);
+    Ok(out)
+}
+
+/// Certificate counts keyed by two labels (role or credential kind, and status).
+type SeriesCounts = BTreeMap<(&'static str, &'static str), u64>;
+
+/// Status counts keyed by (role, status), and those of the present agent certificates
+/// keyed by (credential kind, status).
+fn counts_by_status(
+    store: &Store,
+    now: UnixTime,
+) -> Result<(SeriesCounts, SeriesCounts), ReportError> {
+    let mut by_status = SeriesCounts::new();
+    let mut agents = SeriesCounts::new();
     let counts = store.counts(now, EXPIRING_SECS)?;
     for (class, n) in &counts.status {
         for status in [
@@ -944,6 +967,13 @@ pub(crate) fn metrics_text(
             }
         }
     }
+    Ok((by_status, agents))
+}
+
+/// The per-certificate series: notAfter (with its first source), notBefore and `_info`,
+/// for the present non-agent certificates (and the agents' with `per_agent`).
+fn certificate_series(store: &Store, per_agent: bool, out: &mut String) -> Result<(), ReportError> {
+    use std::fmt::Write as _;
     let mut present = Vec::new();
     for fp in store.present_fingerprints(per_agent)? {
         let Some(c) = store.get(&fp)? else { continue };
@@ -998,12 +1028,18 @@ pub(crate) fn metrics_text(
     let _ = writeln!(out, "# HELP certctl_certificate_info A present certificate's issuer, serial, key type and revocation (value 1; join on fingerprint).");
     let _ = writeln!(out, "# TYPE certctl_certificate_info gauge");
     out.push_str(&info);
+    Ok(())
+}
+
+/// `certctl_certificates` and `certctl_agent_certificates`: the counts by status.
+fn status_series(by_status: &SeriesCounts, agents: &SeriesCounts, out: &mut String) {
+    use std::fmt::Write as _;
     let _ = writeln!(
         out,
         "# HELP certctl_certificates Certificates in the store by role and status."
     );
     let _ = writeln!(out, "# TYPE certctl_certificates gauge");
-    for ((role, status), n) in &by_status {
+    for ((role, status), n) in by_status {
         let _ = writeln!(
             out,
             "certctl_certificates{{role=\"{role}\",status=\"{status}\"}} {n}"
@@ -1011,12 +1047,17 @@ pub(crate) fn metrics_text(
     }
     let _ = writeln!(out, "# HELP certctl_agent_certificates Present agent certificates by credential kind and status.");
     let _ = writeln!(out, "# TYPE certctl_agent_certificates gauge");
-    for ((kind, status), n) in &agents {
+    for ((kind, status), n) in agents {
         let _ = writeln!(
             out,
             "certctl_agent_certificates{{credential_kind=\"{kind}\",status=\"{status}\"}} {n}"
         );
     }
+}
+
+/// Each endpoint's effective expiry, and its findings (probe and drift) by kind.
+fn endpoint_series(store: &Store, out: &mut String) -> Result<(), ReportError> {
+    use std::fmt::Write as _;
     let _ = writeln!(out, "# HELP certctl_endpoint_effective_expiry_seconds Earliest notAfter of the chain an endpoint serves.");
     let _ = writeln!(
         out,
@@ -1052,6 +1093,12 @@ pub(crate) fn metrics_text(
             label(endpoint)
         );
     }
+    Ok(())
+}
+
+/// Agents awaiting a decision, and blocked agents.
+fn agent_decision_series(store: &Store, out: &mut String) -> Result<(), ReportError> {
+    use std::fmt::Write as _;
     let pending = agents::pending_count(store)?;
     let blocked = store
         .agent_decisions()?
@@ -1067,6 +1114,12 @@ pub(crate) fn metrics_text(
     let _ = writeln!(out, "# HELP certctl_agents_blocked Blocked agents.");
     let _ = writeln!(out, "# TYPE certctl_agents_blocked gauge");
     let _ = writeln!(out, "certctl_agents_blocked {blocked}");
+    Ok(())
+}
+
+/// Each tracked artifact's expiry.
+fn artifact_series(store: &Store, out: &mut String) -> Result<(), ReportError> {
+    use std::fmt::Write as _;
     let _ = writeln!(out, "# HELP certctl_artifact_expiry_seconds Expiry of a tracked artifact (enrollment bundle, ...).");
     let _ = writeln!(out, "# TYPE certctl_artifact_expiry_seconds gauge");
     for a in store.artifacts()? {
@@ -1079,12 +1132,7 @@ pub(crate) fn metrics_text(
             a.expires
         );
     }
-    crl_series(store, &mut out)?;
-    probe_series(store, &mut out)?;
-    source_read_error_series(store, &mut out)?;
-    out.push_str(&smtp_counter_series(store)?);
-    out.push_str(&crate::pki::renewal::metrics_text(store)?);
-    Ok(out)
+    Ok(())
 }
 
 /// Scanned files whose last read failed: the unlabelled series is the total (released

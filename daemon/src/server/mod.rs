@@ -287,18 +287,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     let store = Store::open_with_cache(&config.store, config.store_cache_bytes)?;
     let listener = ControlListener::bind(&config.store)?;
     tracing::info!(store = %config.store.display(), socket = %listener.path().display(), sources = config.sources.len(), endpoints = config.endpoints.len(), "certd started (schedules are in UTC)");
-
-    let shared = Arc::new(Shared {
-        store,
-        config_path,
-        config: RwLock::new(config),
-        started: now(),
-        jobs: Mutex::new(BTreeMap::new()),
-        writer: tokio::sync::Mutex::new(()),
-        remind: tokio::sync::Mutex::new(()),
-        renew: tokio::sync::Mutex::new(()),
-        cancel: Arc::new(AtomicBool::new(false)),
-    });
+    let shared = shared_state(store, config_path, config);
 
     let mut tasks: JoinSet<()> = JoinSet::new();
     let control = tokio::spawn(serve_control(listener, shared.clone()));
@@ -317,98 +306,13 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     // Start-up: finish what a crash interrupted, then bring the store up to date at once.
     resume_workflows(&shared).await;
     warn_unsignable_crls(&shared);
-    spawn_job(&mut tasks, &shared, Job::CrlUpkeep);
-    spawn_job(&mut tasks, &shared, Job::Scan);
-    spawn_job(&mut tasks, &shared, Job::Probe);
-    if shared.config().retention.enabled {
-        spawn_job(&mut tasks, &shared, Job::Retention);
-    }
-    // What fell due while certd was down is renewed now, not at the next scheduled pass.
-    if shared.config().renewal.schedule.is_some() && shared.config().reminders.is_some() {
-        spawn_job(&mut tasks, &shared, Job::Renew);
-    }
+    spawn_startup_jobs(&mut tasks, &shared);
 
     // Each job's next deadline, kept across rounds: a run that fell due while certd was
     // busy (settling file events, reloading) is started late, never skipped.
     let mut due: BTreeMap<Job, UnixTime> = BTreeMap::new();
     loop {
-        let config = shared.config();
-        let t = now();
-        let ready: Vec<Job> = due
-            .iter()
-            .filter(|(_, at)| **at <= t)
-            .map(|(job, _)| *job)
-            .collect();
-        for job in ready {
-            due.remove(&job);
-            spawn_job(&mut tasks, &shared, job);
-        }
-        let planned = [
-            (
-                Job::Scan,
-                config.scan.schedule.as_ref().and_then(|s| s.next_after(t)),
-            ),
-            (
-                Job::Probe,
-                config.probe.schedule.as_ref().and_then(|s| s.next_after(t)),
-            ),
-            (
-                Job::CrlFetch,
-                config.crl.schedule.as_ref().and_then(|s| s.next_after(t)),
-            ),
-            (
-                Job::Remind,
-                crate::reminders::next_run(&config, &shared.store, t),
-            ),
-            (
-                Job::CrlUpkeep,
-                Some(t - t.rem_euclid(CRL_UPKEEP_EVERY_SECS) + CRL_UPKEEP_EVERY_SECS),
-            ),
-            (
-                Job::Backup,
-                config
-                    .backup
-                    .as_ref()
-                    .and_then(|b| b.schedule.next_after(t)),
-            ),
-            (
-                Job::Renew,
-                config
-                    .renewal
-                    .schedule
-                    .as_ref()
-                    .and_then(|s| s.next_after(t)),
-            ),
-            (Job::Retention, {
-                let every = i64::try_from(config.retention.every.as_secs())
-                    .unwrap_or(i64::MAX)
-                    .max(1);
-                config
-                    .retention
-                    .enabled
-                    .then(|| t - t.rem_euclid(every) + every)
-            }),
-        ];
-        for (job, at) in planned {
-            match at {
-                Some(at) => {
-                    let deadline = due.entry(job).or_insert(at);
-                    *deadline = (*deadline).min(at);
-                }
-                None => {
-                    due.remove(&job);
-                }
-            }
-        }
-        for (job, at) in &due {
-            shared.job_update(*job, |s| s.next_run = Some(*at));
-        }
-        // Sleeping whole seconds from a truncated `now` never wakes before the deadline.
-        let sleep = match due.values().min() {
-            Some(at) => StdDuration::from_secs((at - t).max(0).unsigned_abs()),
-            None => StdDuration::from_secs(3600),
-        };
-
+        let sleep = start_due_and_plan(&mut tasks, &shared, &mut due);
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             Some(path) = watch_rx.recv() => {
@@ -426,21 +330,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
                     break;
                 }
                 SignalEvent::Reload => {
-                    match reload(&shared) {
-                        Ok(()) => {
-                            // New schedules: plan every job afresh.
-                            due.clear();
-                            match start_metrics(&shared, metrics.take()).await {
-                                Ok(m) => metrics = m,
-                                Err(e) => tracing::error!(error = %e, "metrics are not served until the next reload"),
-                            }
-                            match start_watcher(&shared.config(), watch_tx.clone()) {
-                                Ok(w) => watcher = w,
-                                Err(e) => tracing::error!(error = %e, "cannot watch the new source folders"),
-                            }
-                        }
-                        Err(e) => tracing::error!("configuration reload rejected, the running configuration stays in force: {e}"),
-                    }
+                    apply_reload(&shared, &mut due, &mut metrics, &mut watcher, &watch_tx).await;
                 }
             },
         }
@@ -460,6 +350,152 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     shared.store.flush()?;
     tracing::info!("store flushed; certd stopped");
     Ok(())
+}
+
+/// The state shared by certd's tasks, before any job has run.
+fn shared_state(store: Store, config_path: PathBuf, config: Config) -> Arc<Shared> {
+    Arc::new(Shared {
+        store,
+        config_path,
+        config: RwLock::new(config),
+        started: now(),
+        jobs: Mutex::new(BTreeMap::new()),
+        writer: tokio::sync::Mutex::new(()),
+        remind: tokio::sync::Mutex::new(()),
+        renew: tokio::sync::Mutex::new(()),
+        cancel: Arc::new(AtomicBool::new(false)),
+    })
+}
+
+/// The jobs run once at start-up, before their first scheduled time.
+fn spawn_startup_jobs(tasks: &mut JoinSet<()>, shared: &Arc<Shared>) {
+    spawn_job(tasks, shared, Job::CrlUpkeep);
+    spawn_job(tasks, shared, Job::Scan);
+    spawn_job(tasks, shared, Job::Probe);
+    if shared.config().retention.enabled {
+        spawn_job(tasks, shared, Job::Retention);
+    }
+    // What fell due while certd was down is renewed now, not at the next scheduled pass.
+    if shared.config().renewal.schedule.is_some() && shared.config().reminders.is_some() {
+        spawn_job(tasks, shared, Job::Renew);
+    }
+}
+
+/// One round of the scheduler: starts the jobs whose deadline has passed, plans the next
+/// deadline of each job (keeping the earlier one), records them, and returns how long to
+/// sleep until the first.
+fn start_due_and_plan(
+    tasks: &mut JoinSet<()>,
+    shared: &Arc<Shared>,
+    due: &mut BTreeMap<Job, UnixTime>,
+) -> StdDuration {
+    let config = shared.config();
+    let t = now();
+    let ready: Vec<Job> = due
+        .iter()
+        .filter(|(_, at)| **at <= t)
+        .map(|(job, _)| *job)
+        .collect();
+    for job in ready {
+        due.remove(&job);
+        spawn_job(tasks, shared, job);
+    }
+    for (job, at) in planned_runs(&config, &shared.store, t) {
+        match at {
+            Some(at) => {
+                let deadline = due.entry(job).or_insert(at);
+                *deadline = (*deadline).min(at);
+            }
+            None => {
+                due.remove(&job);
+            }
+        }
+    }
+    for (job, at) in due.iter() {
+        shared.job_update(*job, |s| s.next_run = Some(*at));
+    }
+    // Sleeping whole seconds from a truncated `now` never wakes before the deadline.
+    match due.values().min() {
+        Some(at) => StdDuration::from_secs((at - t).max(0).unsigned_abs()),
+        None => StdDuration::from_secs(3600),
+    }
+}
+
+/// The next run after `t` of each scheduled job under `config` (`None`: not scheduled).
+fn planned_runs(config: &Config, store: &Store, t: UnixTime) -> [(Job, Option<UnixTime>); 8] {
+    [
+        (
+            Job::Scan,
+            config.scan.schedule.as_ref().and_then(|s| s.next_after(t)),
+        ),
+        (
+            Job::Probe,
+            config.probe.schedule.as_ref().and_then(|s| s.next_after(t)),
+        ),
+        (
+            Job::CrlFetch,
+            config.crl.schedule.as_ref().and_then(|s| s.next_after(t)),
+        ),
+        (Job::Remind, crate::reminders::next_run(config, store, t)),
+        (
+            Job::CrlUpkeep,
+            Some(t - t.rem_euclid(CRL_UPKEEP_EVERY_SECS) + CRL_UPKEEP_EVERY_SECS),
+        ),
+        (
+            Job::Backup,
+            config
+                .backup
+                .as_ref()
+                .and_then(|b| b.schedule.next_after(t)),
+        ),
+        (
+            Job::Renew,
+            config
+                .renewal
+                .schedule
+                .as_ref()
+                .and_then(|s| s.next_after(t)),
+        ),
+        (Job::Retention, {
+            let every = i64::try_from(config.retention.every.as_secs())
+                .unwrap_or(i64::MAX)
+                .max(1);
+            config
+                .retention
+                .enabled
+                .then(|| t - t.rem_euclid(every) + every)
+        }),
+    ]
+}
+
+/// SIGHUP: reloads the configuration; when it is accepted, plans every job afresh and
+/// restarts the metrics listener and the folder watcher on the new settings.
+async fn apply_reload(
+    shared: &Arc<Shared>,
+    due: &mut BTreeMap<Job, UnixTime>,
+    metrics: &mut Option<MetricsServer>,
+    watcher: &mut Option<notify::RecommendedWatcher>,
+    watch_tx: &mpsc::UnboundedSender<PathBuf>,
+) {
+    match reload(shared) {
+        Ok(()) => {
+            // New schedules: plan every job afresh.
+            due.clear();
+            match start_metrics(shared, metrics.take()).await {
+                Ok(m) => *metrics = m,
+                Err(e) => {
+                    tracing::error!(error = %e, "metrics are not served until the next reload")
+                }
+            }
+            match start_watcher(&shared.config(), watch_tx.clone()) {
+                Ok(w) => *watcher = w,
+                Err(e) => tracing::error!(error = %e, "cannot watch the new source folders"),
+            }
+        }
+        Err(e) => tracing::error!(
+            "configuration reload rejected, the running configuration stays in force: {e}"
+        ),
+    }
 }
 
 /// The running metrics listener.

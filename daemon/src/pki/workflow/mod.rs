@@ -801,10 +801,41 @@ fn step_deploy(
         chain,
         pfx_password: secrets.pfx_password.as_ref(),
     };
-    let mut moved: Vec<(String, u32)> = Vec::new();
+    let (moved, not_deployed) = deploy_to_sources(store, wf, &deployment, &sources)?;
+    wf.not_deployed = not_deployed;
+    // The inventory: the new certificate is now where the old one was.
+    move_in_inventory(store, wf, &old, &deployment.new_der, &dir, &moved, now)?;
+    store.flush()?;
+    audit_once(
+        store,
+        &AuditEvent {
+            at: now,
+            fingerprint: Some(new_fp),
+            actor: actor(),
+            action: AuditAction::Deployed.into(),
+            detail: format!("workflow {}: {}", wf.id, wf.deployed.join(", ")),
+        },
+    )?;
+    Ok(())
+}
+
+/// A file source of a certificate: its path and its index in the file.
+type FileSource = (String, u32);
+
+/// Writes the new certificate over each file source of the old one (not those in the
+/// workflow's own folder), and its key next to it where the old key was; records each
+/// write in the workflow as it goes. Returns the file sources written (path, index) and
+/// what certctl cannot deploy (endpoints).
+fn deploy_to_sources(
+    store: &Store,
+    wf: &mut Workflow,
+    deployment: &Deployment<'_>,
+    sources: &[Source],
+) -> Result<(Vec<FileSource>, Vec<String>), WorkflowError> {
+    let mut moved: Vec<FileSource> = Vec::new();
     let mut not_deployed = Vec::new();
     let workflow_dir = wf.dir.clone();
-    for source in &sources {
+    for source in sources {
         let (path, index) = match &source.location {
             SourceLocation::File { path, index } => (path.clone(), *index),
             SourceLocation::Endpoint { address, .. } => {
@@ -826,31 +857,54 @@ fn step_deploy(
             store.put_workflow(wf)?;
         }
         moved.push((path.clone(), index));
-        for (key_path, already) in deployment.sibling_keys(&p) {
-            let key_str = key_path.to_string_lossy().into_owned();
-            if !already {
-                let pem = deployment.new_key.private_key_to_pem_pkcs8().map_err(|e| {
-                    WorkflowError::Deploy {
-                        path: key_path.clone(),
-                        cause: e.to_string(),
-                    }
-                })?;
-                deploy(&key_path, &pem, DEPLOYED_KEY)?;
-            }
-            if !wf.deployed.contains(&key_str) {
-                wf.deployed.push(key_str);
-                store.put_workflow(wf)?;
-            }
+        deploy_sibling_keys(store, wf, deployment, &p)?;
+    }
+    Ok((moved, not_deployed))
+}
+
+/// Writes the new key over the key files beside a deployed certificate file, once.
+fn deploy_sibling_keys(
+    store: &Store,
+    wf: &mut Workflow,
+    deployment: &Deployment<'_>,
+    cert_path: &Path,
+) -> Result<(), WorkflowError> {
+    for (key_path, already) in deployment.sibling_keys(cert_path) {
+        let key_str = key_path.to_string_lossy().into_owned();
+        if !already {
+            let pem = deployment.new_key.private_key_to_pem_pkcs8().map_err(|e| {
+                WorkflowError::Deploy {
+                    path: key_path.clone(),
+                    cause: e.to_string(),
+                }
+            })?;
+            deploy(&key_path, &pem, DEPLOYED_KEY)?;
+        }
+        if !wf.deployed.contains(&key_str) {
+            wf.deployed.push(key_str);
+            store.put_workflow(wf)?;
         }
     }
-    wf.not_deployed = not_deployed;
-    // The inventory: the new certificate is now where the old one was.
-    let new_facts = facts_from_der(&deployment.new_der).map_err(|source| CaError::Parse {
+    Ok(())
+}
+
+/// The inventory: the new certificate is observed at each moved source, the old one marked
+/// gone there.
+fn move_in_inventory(
+    store: &Store,
+    wf: &Workflow,
+    old: &Certificate,
+    new_der: &[u8],
+    dir: &Path,
+    moved: &[FileSource],
+    now: UnixTime,
+) -> Result<(), WorkflowError> {
+    let new_facts = facts_from_der(new_der).map_err(|source| CaError::Parse {
         path: dir.join("new.pem"),
         source,
     })?;
     let mut ingest = store.ingest();
-    for (path, index) in &moved {
+    for (path, index) in moved {
         let location = SourceLocation::File {
             path: path.clone(),
             index: *index,
@@ -859,17 +913,6 @@ fn step_deploy(
         ingest.mark_gone(&wf.old, &location, now)?;
     }
     ingest.commit()?;
-    store.flush()?;
-    audit_once(
-        store,
-        &AuditEvent {
-            at: now,
-            fingerprint: Some(new_fp),
-            actor: actor(),
-            action: AuditAction::Deployed.into(),
-            detail: format!("workflow {}: {}", wf.id, wf.deployed.join(", ")),
-        },
-    )?;
     Ok(())
 }
 
