@@ -4,6 +4,9 @@
 //! [`Request`] to `certd` over the control socket. Both end in [`execute`], so the user sees
 //! the same results either way. Requests and responses are plain serde types; the wire
 //! format is one JSON document per line (see [`crate::api::control`]).
+//!
+//! May import: every capability below it (it is the one entry both modes use); only
+//! `server` and the binaries import it.
 
 pub mod control;
 mod error;

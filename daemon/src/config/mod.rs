@@ -12,6 +12,10 @@
 //! whether the paths exist is found out when they are used.
 //!
 //! [`EXAMPLE`] is a complete, commented configuration (`certd config example` prints it).
+//!
+//! What `config/` owns besides: the cron schedules ([`schedule`]) and the sections a
+//! capability reads ([`sections`]: `[[webhook]]`, `[[scep]]`, `[crl]`), so capabilities
+//! import their configuration and never the reverse. May import: `net`, `files`, `duration`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

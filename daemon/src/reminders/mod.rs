@@ -49,6 +49,10 @@
 //!    copy. Delivery is therefore at-least-once, and exactly-once counted by Message-ID.
 //!    (A crash of certctl between the `250` and the flushed record is the same window,
 //!    made as small as it can be.)
+//!
+//! Inside: [`digest`] (what one recipient gets) ← [`delivery`] (how it is sent) ← [`due`],
+//! [`email`], [`webhook`], [`snooze`] ← [`pass`]. May import: `policy`, `config`, `mail`,
+//! `inventory`, `pki` (renewal failures), `fleet` (stalled renewals), `history`, `duration`.
 
 pub(crate) mod delivery;
 pub(crate) mod digest;

@@ -15,6 +15,9 @@
 //! Every store write (scans, probes) takes one lock, so the merge logic never races.
 //! The scheduler follows mini-redis's purge task: sleep until the next deadline or until
 //! something else happens, whichever comes first.
+//!
+//! The top layer: may import every capability and `api`; nothing imports it but the
+//! `certd` binary.
 
 pub(crate) mod metrics_http;
 pub(crate) mod signals;

@@ -1,5 +1,6 @@
-//! The regenerate workflow (`certctl regenerate`, `certctl workflows [resume ID]`) and the
-//! audit history queries (`certctl history ID`, `certctl history --at DATE`).
+//! The regenerate workflow (`certctl regenerate`, `certctl workflows [resume ID]`,
+//! `workflows complete`). Inside: [`common`] (types, the new key, shared helpers) ← [`csr`]
+//! (a certificate from a CA certctl does not hold) ← this state machine.
 //!
 //! A regenerate is a state machine persisted in the store ([`Workflow`]), one step at a time:
 //!
