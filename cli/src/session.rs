@@ -29,18 +29,10 @@ use certctl_daemon::scan::ScanProgress;
 use certctl_daemon::{FleetRequest, FleetResponse};
 use certctl_store::{Certificate, Store, StoreError, TrackedArtifact, UnixTime};
 
-/// The test clock (RFC 3339 or a date): replaces the wall clock of direct mode and of the
-/// commands that judge time themselves (`policy explain`, `snoozed`), as certd's
-/// `$CERTCTL_NOW` replaces its own. Not meant for production use.
-pub const NOW_ENV: &str = "CERTCTL_NOW";
-
-/// Now, or `$CERTCTL_NOW` (tests).
+/// Now, or `$CERTCTL_NOW` (tests): the engine's one clock ([`certctl_daemon::clock`]), for
+/// direct mode and the commands that judge time themselves (`policy explain`, `snoozed`).
 pub fn clock() -> Result<UnixTime> {
-    match std::env::var(NOW_ENV) {
-        Ok(text) if !text.is_empty() => parse_time(&text)
-            .with_context(|| format!("${NOW_ENV} `{text}` is not an RFC 3339 time")),
-        _ => Ok(certctl_store::now()),
-    }
+    Ok(certctl_daemon::clock::now()?)
 }
 
 /// `2026-12-31` (00:00 UTC) or RFC 3339.

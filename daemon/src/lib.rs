@@ -12,6 +12,7 @@
 pub mod api;
 pub mod backup;
 mod certs;
+pub mod clock;
 pub mod config;
 mod crash_point;
 pub mod demo;

@@ -42,29 +42,25 @@ use crate::inventory::scan::{self, ScanOptions, ScanProgress};
 use crate::probe;
 use crate::server::signals::{SignalEvent, Signals};
 
-/// certd's clock: the wall clock, or `$CERTCTL_NOW` (RFC 3339) when set, as direct mode
-/// reads it. The variable exists for tests and benchmarks (`scripts/bench-soak` restarts
-/// certd at each simulated round); it freezes the clock and is not meant for production.
+/// certd's clock ([`crate::clock`]): read once; a `$CERTCTL_NOW` that is not a time is
+/// logged and the wall clock used.
 fn now() -> UnixTime {
-    static FIXED: std::sync::OnceLock<Option<UnixTime>> = std::sync::OnceLock::new();
-    let fixed = FIXED.get_or_init(|| {
-        let text = std::env::var("CERTCTL_NOW").ok()?;
-        let at = time::OffsetDateTime::parse(
-            text.trim(),
-            &time::format_description::well_known::Rfc3339,
-        );
-        match at {
-            Ok(at) => {
-                tracing::warn!(now = %text, "CERTCTL_NOW is set: certd's clock is frozen at it (tests only)");
-                Some(at.unix_timestamp())
-            }
-            Err(e) => {
-                tracing::warn!(value = %text, error = %e, "CERTCTL_NOW is not an RFC 3339 time; using the wall clock");
-                None
-            }
+    static FROZEN: std::sync::OnceLock<Option<UnixTime>> = std::sync::OnceLock::new();
+    let frozen = FROZEN.get_or_init(|| match crate::clock::frozen() {
+        Ok(Some(at)) => {
+            tracing::warn!(
+                now = at,
+                "CERTCTL_NOW is set: certd's clock is frozen at it (tests only)"
+            );
+            Some(at)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "using the wall clock");
+            None
         }
     });
-    fixed.unwrap_or_else(certctl_store::now)
+    frozen.unwrap_or_else(certctl_store::now)
 }
 
 /// How long to let file events settle before scanning.
