@@ -229,8 +229,8 @@ pub fn write_demo_fleet(dir: &Path, now: UnixTime) -> Result<DemoFleet, FleetErr
     let (root, inter) = demo_cas(now)?;
     let root_ca = ca_dir.join("root.pem");
     let intermediate_ca = ca_dir.join("intermediate.pem");
-    write_file(&root_ca, root.pem().as_bytes(), false)?;
-    write_file(&intermediate_ca, inter.pem().as_bytes(), false)?;
+    write_file(&root_ca, root.pem().as_bytes(), FileMode::Public)?;
+    write_file(&intermediate_ca, inter.pem().as_bytes(), FileMode::Public)?;
     counts.record(Role::Ca, demo_root_not_after(now), now);
     counts.record(Role::Ca, demo_intermediate_not_after(now), now);
     counts.files += 2;
@@ -349,7 +349,11 @@ fn write_demo_gateway(
     let key = ec_key(&PKCS_ECDSA_P256_SHA256)?;
     let cert = params.signed_by(&key, inter).map_err(rcgen_err(&name))?;
     let chain = format!("{}{}", cert.pem(), inter.pem());
-    write_file(&gateway_dir.join("gateway.pem"), chain.as_bytes(), false)?;
+    write_file(
+        &gateway_dir.join("gateway.pem"),
+        chain.as_bytes(),
+        FileMode::Public,
+    )?;
     counts.record(Role::Gateway, not_after, now);
     counts.files += 1;
     counts.certificates_in_files += 2;
@@ -380,7 +384,11 @@ fn write_demo_portal(
         random_serial()?,
     )?;
     let cert = params.signed_by(&key, inter).map_err(rcgen_err(&name))?;
-    write_file(&iis_dir.join("portal.pem"), cert.pem().as_bytes(), false)?;
+    write_file(
+        &iis_dir.join("portal.pem"),
+        cert.pem().as_bytes(),
+        FileMode::Public,
+    )?;
     counts.record(Role::Iis, not_after, now);
     counts.files += 1;
     counts.certificates_in_files += 1;
@@ -421,8 +429,8 @@ fn write_demo_intranet_pfx(
         &[inter.der(), root.der()],
         &password,
     )?;
-    write_file(pfx_password_file, password.as_bytes(), true)?;
-    write_file(&iis_dir.join("intranet.pfx"), &pfx, true)?;
+    write_file(pfx_password_file, password.as_bytes(), FileMode::Private)?;
+    write_file(&iis_dir.join("intranet.pfx"), &pfx, FileMode::Private)?;
     counts.record(Role::Iis, not_after, now);
     counts.files += 1;
     counts.certificates_in_files += 3;
@@ -460,7 +468,7 @@ fn write_demo_site_servers(
         write_file(
             &site_dir.join(format!("site{n:02}.pem")),
             cert.pem().as_bytes(),
-            false,
+            FileMode::Public,
         )?;
         counts.record(Role::SiteServer, not_after, now);
         counts.files += 1;
@@ -513,7 +521,7 @@ pub fn write_bench_files(dir: &Path, n: usize, now: UnixTime) -> Result<usize, F
         let key = ec_key(&PKCS_ECDSA_P256_SHA256)?;
         let cert = params.signed_by(&key, &ca).map_err(rcgen_err(&name))?;
         let path = folders[i / BENCH_FILES_PER_FOLDER].join(format!("host-{i:07}.pem"));
-        write_file(&path, cert.pem().as_bytes(), false)
+        write_file(&path, cert.pem().as_bytes(), FileMode::Public)
     })?;
     Ok(n)
 }
@@ -625,7 +633,7 @@ fn write_agent(
     write_file(
         &folder.join(format!("agent-{number:04}.pem")),
         cert.pem().as_bytes(),
-        false,
+        FileMode::Public,
     )?;
     Ok(not_after)
 }
@@ -798,14 +806,10 @@ fn create_dir(path: &Path) -> Result<(), FleetError> {
     })
 }
 
-/// Writes a generated file through the one symlink-safe writer: `private` ones (keys,
-/// passwords) 0600, others 0644. Not fsynced: a crash only loses a fixture.
-fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), FleetError> {
-    let mode = if private {
-        FileMode::Private
-    } else {
-        FileMode::Public
-    };
+/// Writes a generated file through the one symlink-safe writer (keys and passwords
+/// [`FileMode::Private`], the rest [`FileMode::Public`]). Not fsynced: a crash only loses a
+/// fixture.
+fn write_file(path: &Path, contents: &[u8], mode: FileMode) -> Result<(), FleetError> {
     Options::new(mode)
         .not_durable()
         .write(path, contents)
