@@ -62,9 +62,9 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The first member.
 pub const MANIFEST: &str = "manifest.json";
 /// The second member: the manifest's SHA-256.
-pub const MANIFEST_HASH: &str = "manifest.json.sha256";
+pub(crate) const MANIFEST_HASH: &str = "manifest.json.sha256";
 /// The store's tree dump.
-pub const TREE: &str = "store/tree.bin";
+pub(crate) const TREE: &str = "store/tree.bin";
 /// Prefix of the store folder's files in the archive.
 const FILES: &str = "files/";
 /// Largest manifest read back (a store with many CAs and workflows has a few KiB).

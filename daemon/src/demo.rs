@@ -38,9 +38,9 @@ pub const DEMO_DOMAIN: &str = "contoso.example";
 /// The organisation named in every demo certificate's subject.
 pub const DEMO_ORGANIZATION: &str = "Contoso";
 /// "Expiring soon" windows used by [`ExpiryCounts`].
-pub const WITHIN_7_DAYS: i64 = 7 * DAY;
+pub(crate) const WITHIN_7_DAYS: i64 = 7 * DAY;
 /// The wider "expiring soon" window of [`ExpiryCounts`]: 30 days, in seconds.
-pub const WITHIN_30_DAYS: i64 = 30 * DAY;
+pub(crate) const WITHIN_30_DAYS: i64 = 30 * DAY;
 
 /// Validity of a permanent agent certificate.
 pub const AGENT_PERMANENT_VALIDITY: i64 = 365 * DAY;

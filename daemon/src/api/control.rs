@@ -36,7 +36,7 @@ use crate::api::{Request, Response};
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// The longest request line of the requests that carry lists (`LIST_REQUESTS`: `scan`,
 /// `revoke`, `fleet`): `agents import-registrations` of 200,000 agents is about 55 MiB.
-pub const MAX_LIST_REQUEST_BYTES: usize = 96 << 20;
+pub(crate) const MAX_LIST_REQUEST_BYTES: usize = 96 << 20;
 /// The requests that may be longer than [`MAX_REQUEST_BYTES`] (their `request` tag).
 const LIST_REQUESTS: [&str; 3] = ["scan", "revoke", "fleet"];
 /// Clients served at the same time.
@@ -241,7 +241,7 @@ fn copy_frames(reader: &mut impl Read, out: &mut dyn Write) -> Result<(), FrameE
 
 /// Writes a streamed answer's frames (see the module documentation); [`FrameWriter::finish`]
 /// sends the end frame.
-pub struct FrameWriter<W: Write> {
+pub(crate) struct FrameWriter<W: Write> {
     inner: W,
     buf: Vec<u8>,
 }
@@ -249,7 +249,7 @@ pub struct FrameWriter<W: Write> {
 impl<W: Write> FrameWriter<W> {
     /// Frames what is written to `inner` (the connection), buffering up to one full frame
     /// (256 KiB); a `flush` sends a short frame at once.
-    pub fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         FrameWriter {
             inner,
             buf: Vec::with_capacity(FRAME_BYTES),
@@ -268,7 +268,7 @@ impl<W: Write> FrameWriter<W> {
     }
 
     /// Sends what is buffered and the end frame; returns the inner writer.
-    pub fn finish(mut self) -> std::io::Result<W> {
+    pub(crate) fn finish(mut self) -> std::io::Result<W> {
         self.send()?;
         self.inner.write_all(&0u32.to_be_bytes())?;
         self.inner.flush()?;
@@ -296,7 +296,7 @@ impl<W: Write> Write for FrameWriter<W> {
 // ---- server ------------------------------------------------------------------------------
 
 /// The daemon's listening socket. Removes the socket file when dropped.
-pub struct ControlListener {
+pub(crate) struct ControlListener {
     path: PathBuf,
     listener: UnixListener,
     /// [`MAX_CONNECTIONS`] turns; an accepted client holds one until it is dropped.
@@ -308,7 +308,7 @@ pub struct ControlListener {
 impl ControlListener {
     /// Binds the control socket of `store_dir`. A stale socket file (nobody answers) is
     /// replaced; a live one means another certd serves this store.
-    pub fn bind(store_dir: &Path) -> Result<ControlListener, ControlError> {
+    pub(crate) fn bind(store_dir: &Path) -> Result<ControlListener, ControlError> {
         let path = socket_path(store_dir);
         let io = |source| ControlError::Io {
             path: path.clone(),
@@ -331,14 +331,14 @@ impl ControlListener {
     }
 
     /// The socket file it listens on (`STORE/certd.sock`), removed on drop.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Waits for the next client of the same user (and, first, until fewer than
     /// [`MAX_CONNECTIONS`] are being served). Peers of other users are refused (logged) and
     /// never see an answer.
-    pub async fn accept(&self) -> std::io::Result<Connection> {
+    pub(crate) async fn accept(&self) -> std::io::Result<Connection> {
         let slot = self
             .slots
             .clone()

@@ -90,7 +90,7 @@ impl FleetRequest {
     /// Whether answering may write to the store (certd serialises those with its scans and
     /// probes). Reports, the queue, the decisions, metrics and the artifacts `list` shows
     /// only read, so `list` never waits behind a scan for them.
-    pub fn writes_store(&self) -> bool {
+    pub(crate) fn writes_store(&self) -> bool {
         !matches!(
             self,
             FleetRequest::Pending

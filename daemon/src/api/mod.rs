@@ -282,7 +282,7 @@ impl Request {
     /// Whether answering talks to other servers (`probe`: the endpoint; `remind`: the mail
     /// server). certd answers these with [`execute_networked`], never holding the writer
     /// lock during that I/O.
-    pub fn uses_network(&self) -> bool {
+    pub(crate) fn uses_network(&self) -> bool {
         match self {
             Request::Probe { .. } | Request::Remind { .. } => true,
             // It probes the endpoints that served what it revoked.
@@ -299,7 +299,7 @@ impl Request {
     /// Whether answering may write to the store. certd runs such requests one at a time
     /// with its own scans and probes, so no merge ever races another. Anything not listed
     /// as read-only counts as a write, so a new request is safe by default.
-    pub fn writes_store(&self) -> bool {
+    pub(crate) fn writes_store(&self) -> bool {
         if let Request::Fleet { fleet } = self {
             return fleet.writes_store();
         }

@@ -226,7 +226,7 @@ pub const DEFAULT_STORE_CACHE_BYTES: u64 = 32 << 20;
 /// The smallest and largest `store_cache` accepted.
 pub const MIN_STORE_CACHE_BYTES: u64 = 8 << 20;
 /// The largest `store_cache` accepted: 64 GiB.
-pub const MAX_STORE_CACHE_BYTES: u64 = 64 << 30;
+pub(crate) const MAX_STORE_CACHE_BYTES: u64 = 64 << 30;
 
 /// certd's configuration, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
