@@ -154,6 +154,21 @@ pub(crate) fn step_err(wf: &Workflow, step: WorkflowStep) -> impl FnOnce(String)
     move |cause| WorkflowError::Step { id, step, cause }
 }
 
+/// What the `issued` step starts from, for a managed CA's workflow and a `--csr` one alike:
+/// the workflow's key ([`step_key`]), its folder (the certificate goes to `new.pem` there)
+/// and the certificate it replaces, which must still be in the store.
+pub(crate) fn issued_step_start(
+    store: &Store,
+    wf: &Workflow,
+    secrets: &WorkflowSecrets,
+) -> Result<(PKey<Private>, PathBuf, Certificate), WorkflowError> {
+    let key = step_key(wf, secrets)?;
+    let old = store.get(&wf.old)?.ok_or_else(|| {
+        step_err(wf, WorkflowStep::Issued)("the old certificate left the store".into())
+    })?;
+    Ok((key, PathBuf::from(&wf.dir), old))
+}
+
 /// The new key: read back if it was already written, else generated and persisted (0600;
 /// encrypted PKCS#8 with the passphrase, as a managed CA's key, when `key_encrypted`).
 pub(crate) fn step_key(

@@ -22,8 +22,8 @@ use crate::certs::x509::facts_from_der;
 use crate::history::{actor, AuditAction};
 use crate::pki::ca::{self, der_to_pem, write_atomic, CaError, FileMode};
 use crate::pki::workflow::common::{
-    audit_once, parse_rfc2253, read_issued, sans_of, step_err, step_key, WorkflowError,
-    WorkflowSecrets,
+    audit_once, issued_step_start, parse_rfc2253, read_issued, sans_of, step_err, step_key,
+    WorkflowError, WorkflowSecrets,
 };
 
 /// The `awaiting-certificate` step: the CSR for the workflow's key, written to the path
@@ -82,12 +82,8 @@ pub(crate) fn step_receive(
     secrets: &WorkflowSecrets,
     now: UnixTime,
 ) -> Result<(), WorkflowError> {
-    let key = step_key(wf, secrets)?;
-    let dir = PathBuf::from(&wf.dir);
+    let (key, dir, old) = issued_step_start(store, wf, secrets)?;
     let cert_path = dir.join("new.pem");
-    let old = store.get(&wf.old)?.ok_or_else(|| {
-        step_err(wf, WorkflowStep::Issued)("the old certificate left the store".into())
-    })?;
     let der = read_issued(&cert_path, &key).ok_or_else(|| {
         step_err(wf, WorkflowStep::Issued)(format!(
             "{} does not hold a certificate for the workflow's key",

@@ -455,12 +455,8 @@ fn step_issue(
     secrets: &WorkflowSecrets,
     now: UnixTime,
 ) -> Result<(), WorkflowError> {
-    let key = step_key(wf, secrets)?;
-    let dir = PathBuf::from(&wf.dir);
+    let (key, dir, old) = issued_step_start(store, wf, secrets)?;
     let cert_path = dir.join("new.pem");
-    let old = store.get(&wf.old)?.ok_or_else(|| {
-        step_err(wf, WorkflowStep::Issued)("the old certificate left the store".into())
-    })?;
     let signer = Signer::load(store, &wf.ca, secrets.passphrase.as_ref())?;
     let der = match read_issued(&cert_path, &key) {
         Some(der) => der,
