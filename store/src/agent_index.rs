@@ -3,23 +3,28 @@
 //! read of every agent certificate ever stored.
 //!
 //! Keys (see the layout table in `keys.rs`), for every certificate whose role is `agent`:
-//! - `Y` `c` + agent (lowercase) + `\0` + fingerprint (32) → [`AgentCredential`]: every
-//!   credential of the agent the store holds (present, gone or revoked);
-//! - `Y` `l` + agent (lowercase) + `\0` + fingerprint (32) → the same [`AgentCredential`],
-//!   only while the certificate is *live*: present in a source and not revoked (what the
-//!   pending queue looks at);
-//! - `Y` `e` + not_after (8) + agent (lowercase) + `\0` + fingerprint (32) → the same, for
-//!   the same live credentials in expiry order (schema 4): the expired live credentials a
-//!   stalled-renewal check looks for are a range, not a read of every live credential.
+//! - `Y` `c` + agent (lowercase) + `\0` + fingerprint (32) → the credential ([`Indexed`]):
+//!   every credential of the agent the store holds (present, gone or revoked);
+//! - `Y` `e` + not_after (8) + agent (lowercase) + `\0` + fingerprint (32) → the same, only
+//!   while the certificate is *live* (present in a source and not revoked), in expiry order:
+//!   the expired live credentials a stalled-renewal check looks for are a range, and the
+//!   pending queue walks the live credentials without the gone ones.
+//!
+//! Liveness is the `e` entry alone (schema 6; schema 3–5 also kept a `Y` `l` entry per live
+//! credential and the liveness in the `c` value): a renewal that marks the old credential
+//! gone removes one entry and rewrites nothing else of the index, so a renewed credential
+//! costs its record rewritten and one removal besides the new credential's own keys.
 //!
 //! The agent of a certificate is its display name (subject CN, else its first SAN, else its
 //! subject DN), as `certctl agents` names agents. [`crate::Ingest::commit`] writes the entries
 //! that changed in the same atomic batch as the records; a certificate removed by retention
-//! takes its entries with it (`retention::remove_certificate`). A store of schema 2 gets the
-//! index built when it is opened (`migrate`); `store verify` checks it against the records.
+//! takes its entries with it (`retention::remove_certificate`). A store of an older schema
+//! gets the index built again when it is opened ([`rebuild`]); `store verify` checks it
+//! against the records.
 
 use serde::{Deserialize, Serialize};
 
+use crate::batch::Batch;
 use crate::error::Result;
 use crate::keys;
 use crate::model::{Certificate, Fingerprint, Role, Sha256, UnixTime};
@@ -39,8 +44,41 @@ pub struct AgentCredential {
     pub live: bool,
 }
 
+/// The value of an index entry: the credential without its liveness (which is whether its
+/// `e` entry exists), so that a credential going out of use rewrites no value.
+#[derive(Serialize, Deserialize)]
+struct Indexed {
+    agent: String,
+    fingerprint: Fingerprint,
+    not_after: UnixTime,
+    first_seen: UnixTime,
+    spki_sha256: Sha256,
+}
+
+impl Indexed {
+    fn of(c: &AgentCredential) -> Self {
+        Indexed {
+            agent: c.agent.clone(),
+            fingerprint: c.fingerprint,
+            not_after: c.not_after,
+            first_seen: c.first_seen,
+            spki_sha256: c.spki_sha256,
+        }
+    }
+
+    fn credential(self, live: bool) -> AgentCredential {
+        AgentCredential {
+            agent: self.agent,
+            fingerprint: self.fingerprint,
+            not_after: self.not_after,
+            first_seen: self.first_seen,
+            spki_sha256: self.spki_sha256,
+            live,
+        }
+    }
+}
+
 const ALL: u8 = b'c';
-const LIVE: u8 = b'l';
 const LIVE_BY_EXPIRY: u8 = b'e';
 
 /// `Y` `e` + not_after + agent (lowercase) + `\0` + fingerprint.
@@ -83,38 +121,49 @@ fn entry_key(kind: u8, entry: &AgentCredential) -> Vec<u8> {
     k
 }
 
-/// Adds to `batch` what turns the index entry `before` into `after` (for one record);
-/// nothing when they are equal. Returns the bytes written.
+/// Adds to `batch` what turns the index entries of `before` into those of `after` (for one
+/// record): only the keys whose presence or value changes. Returns the bytes written.
 pub(crate) fn update(
-    batch: &mut sled::Batch,
+    batch: &mut Batch,
     before: Option<&AgentCredential>,
     after: Option<&AgentCredential>,
 ) -> Result<u64> {
-    if before == after {
-        return Ok(0);
-    }
+    let same_value = |a: &AgentCredential, b: &AgentCredential| {
+        (
+            &a.agent,
+            a.fingerprint,
+            a.not_after,
+            a.first_seen,
+            a.spki_sha256,
+        ) == (
+            &b.agent,
+            b.fingerprint,
+            b.not_after,
+            b.first_seen,
+            b.spki_sha256,
+        )
+    };
+    let kept = match (before, after) {
+        (Some(old), Some(new)) => same_value(old, new),
+        _ => false,
+    };
     if let Some(old) = before {
-        let same_key = after.is_some_and(|new| entry_key(ALL, new) == entry_key(ALL, old));
-        if !same_key {
+        if after.is_none_or(|new| entry_key(ALL, new) != entry_key(ALL, old)) {
             batch.remove(entry_key(ALL, old));
         }
-        if old.live && !after.is_some_and(|new| new.live && same_key) {
-            batch.remove(entry_key(LIVE, old));
-        }
-        if old.live && !after.is_some_and(|new| new.live && expiry_key(new) == expiry_key(old)) {
+        if old.live && !(kept && after.is_some_and(|new| new.live)) {
             batch.remove(expiry_key(old));
         }
     }
     let mut bytes = 0;
     if let Some(new) = after {
-        let value = encode(new)?;
-        let key = entry_key(ALL, new);
-        bytes += (key.len() + value.len()) as u64;
-        batch.insert(key, value.clone());
-        if new.live {
-            let key = entry_key(LIVE, new);
+        let value = encode(&Indexed::of(new))?;
+        if !kept {
+            let key = entry_key(ALL, new);
             bytes += (key.len() + value.len()) as u64;
             batch.insert(key, value.clone());
+        }
+        if new.live && !(kept && before.is_some_and(|old| old.live)) {
             let key = expiry_key(new);
             bytes += (key.len() + value.len()) as u64;
             batch.insert(key, value);
@@ -128,10 +177,9 @@ pub(crate) fn expected(cert: &Certificate) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let Some(entry) = entry_of(cert) else {
         return Ok(Vec::new());
     };
-    let value = encode(&entry)?;
+    let value = encode(&Indexed::of(&entry))?;
     let mut out = vec![(entry_key(ALL, &entry), value.clone())];
     if entry.live {
-        out.push((entry_key(LIVE, &entry), value.clone()));
         out.push((expiry_key(&entry), value));
     }
     Ok(out)
@@ -167,7 +215,28 @@ pub(crate) fn build(tree: &sled::Tree) -> Result<u64> {
     Ok(indexed)
 }
 
-/// One entry of the live credentials' index ([`Store::live_agent_entries`]).
+/// Drops the whole index and builds it again from the records (a store of schema 5 or
+/// older: its entries hold the liveness, and schema 3–5 kept `Y` `l` entries). The schema
+/// version is written only after this returns, so a rebuild cut short by a crash starts
+/// over at the next open. Returns the number of agent records.
+pub(crate) fn rebuild(tree: &sled::Tree) -> Result<u64> {
+    const BATCH: usize = 16_384;
+    loop {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for kv in tree.scan_prefix([keys::AGENT_INDEX]).take(BATCH) {
+            batch.remove(kv?.0);
+            n += 1;
+        }
+        if n == 0 {
+            break;
+        }
+        tree.apply_batch(batch)?;
+    }
+    build(tree)
+}
+
+/// One live credential's index entry ([`Store::live_agent_entries`]).
 pub struct LiveAgentEntry {
     key: sled::IVec,
     value: sled::IVec,
@@ -176,39 +245,21 @@ pub struct LiveAgentEntry {
 impl LiveAgentEntry {
     /// The agent's name in lowercase, as the key holds it (no decoding).
     pub fn agent_lowercase(&self) -> &[u8] {
-        // `Y` `l` + agent + `\0` + fingerprint (32).
+        // `Y` `e` + not_after (8) + agent + `\0` + fingerprint (32).
         self.key
-            .get(2..self.key.len().saturating_sub(33))
+            .get(10..self.key.len().saturating_sub(33))
             .unwrap_or_default()
     }
 
     /// The whole credential (decodes the value).
     pub fn credential(&self) -> Result<AgentCredential> {
-        decode(&self.value, "agent credential")
+        live(&self.value)
     }
 }
 
-/// Adds the expiry-ordered entries of the live credentials (schema 3 → 4), from the
-/// live entries (no record read). Returns how many were written.
-pub(crate) fn build_expiry_order(tree: &sled::Tree) -> Result<u64> {
-    const BATCH: usize = 4096;
-    let mut batch = sled::Batch::default();
-    let (mut pending, mut written) = (0usize, 0u64);
-    for kv in tree.scan_prefix([keys::AGENT_INDEX, LIVE]) {
-        let (_, value) = kv?;
-        let entry: AgentCredential = decode(&value, "agent credential")?;
-        batch.insert(expiry_key(&entry), value);
-        pending += 1;
-        written += 1;
-        if pending == BATCH {
-            tree.apply_batch(std::mem::take(&mut batch))?;
-            pending = 0;
-        }
-    }
-    if pending > 0 {
-        tree.apply_batch(batch)?;
-    }
-    Ok(written)
+/// A live (`e`) entry's value as the credential.
+fn live(value: &[u8]) -> Result<AgentCredential> {
+    Ok(decode::<Indexed>(value, "agent credential")?.credential(true))
 }
 
 impl Store {
@@ -223,48 +274,48 @@ impl Store {
         end.extend_from_slice(&keys::time_bytes(until.saturating_add(1)));
         self.tree()
             .range(start..end)
-            .map(|kv| decode(&kv?.1, "agent credential"))
+            .map(|kv| live(&kv?.1))
             .collect()
     }
 
     /// Every credential of one agent (name compared case-insensitively) the store holds,
-    /// present, gone or revoked, in fingerprint order. Reads only that agent's entries.
+    /// present, gone or revoked, in fingerprint order. Reads only that agent's entries (and
+    /// for each, whether its live entry exists).
     pub fn agent_credentials(&self, agent: &str) -> Result<Vec<AgentCredential>> {
         self.tree()
             .scan_prefix(agent_prefix(ALL, agent))
-            .map(|kv| decode(&kv?.1, "agent credential"))
+            .map(|kv| {
+                let indexed: Indexed = decode(&kv?.1, "agent credential")?;
+                let unknown = indexed.credential(false);
+                let live = self.tree().contains_key(expiry_key(&unknown))?;
+                Ok(AgentCredential { live, ..unknown })
+            })
             .collect()
     }
 
     /// The live credentials (present in a source, not revoked) of every agent, by agent
-    /// name then fingerprint: one small entry per live credential, no record read.
+    /// name (lowercase) then fingerprint: one small entry per live credential, no record
+    /// read.
     pub fn live_agent_credentials(&self) -> Result<Vec<AgentCredential>> {
-        self.tree()
-            .scan_prefix([keys::AGENT_INDEX, LIVE])
-            .map(|kv| decode(&kv?.1, "agent credential"))
-            .collect()
+        let mut out = self
+            .live_agent_entries()
+            .map(|entry| entry?.credential())
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by_cached_key(|c| (c.agent.to_lowercase(), c.fingerprint));
+        Ok(out)
     }
 
-    /// The live credentials' index entries one at a time, decoded only when asked
-    /// ([`LiveAgentEntry::credential`]): counting agents reads keys only.
+    /// The live credentials' index entries one at a time, in expiry order, decoded only
+    /// when asked ([`LiveAgentEntry::credential`]): counting agents reads keys only.
     pub fn live_agent_entries(&self) -> impl Iterator<Item = Result<LiveAgentEntry>> + '_ {
         self.tree()
-            .scan_prefix([keys::AGENT_INDEX, LIVE])
+            .scan_prefix([keys::AGENT_INDEX, LIVE_BY_EXPIRY])
             .map(|kv| {
                 let (key, value) = kv?;
                 self.live_entries_read
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Ok(LiveAgentEntry { key, value })
             })
-    }
-
-    /// [`Store::live_agent_credentials`] one entry at a time, without holding them all.
-    pub fn live_agent_credentials_iter(
-        &self,
-    ) -> impl Iterator<Item = Result<AgentCredential>> + '_ {
-        self.tree()
-            .scan_prefix([keys::AGENT_INDEX, LIVE])
-            .map(|kv| decode(&kv?.1, "agent credential"))
     }
 }
 
@@ -330,6 +381,63 @@ mod tests {
         one.role = Role::Other;
         store.put(&one).expect("put");
         assert_eq!(store.agent_credentials("AGENT-A").expect("all").len(), 1);
+        let v = store.verify().expect("verify");
+        assert!(v.is_ok(), "{:?}", v.problems);
+    }
+
+    /// sled's cost is per key written. A renewal round replaces every agent's credential: the
+    /// new one costs what a first import's does, and the old one, now gone, must cost no
+    /// more than its record rewritten (its source gone) and its live entry removed.
+    #[test]
+    fn a_renewed_credential_costs_two_keys_more_than_a_new_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        const AGENTS: u32 = 600;
+        let credential = |agent: u32, round: u32| {
+            let n = round * AGENTS + agent;
+            let mut f = facts(0, &format!("agent-{agent}"));
+            f.fingerprint = Sha256(core::array::from_fn(|i| {
+                (n >> (8 * (i % 4))) as u8 ^ i as u8
+            }));
+            f.spki_sha256 = Sha256(core::array::from_fn(|i| (n >> (8 * (i % 4))) as u8 ^ 0x55));
+            // Ephemeral 6-hour credentials, as agents renew them.
+            f.not_before = 1_800_000_000 + i64::from(round) * 21_600;
+            f.not_after = f.not_before + 21_600;
+            f
+        };
+        let round = |round: u32| {
+            let before = store.keys_written();
+            let mut ingest = store.ingest();
+            for agent in 0..AGENTS {
+                let file = at(&format!("/agents/{agent}.pem"));
+                ingest
+                    .observe(
+                        credential(agent, round),
+                        Some(Role::Agent),
+                        file.clone(),
+                        10,
+                    )
+                    .expect("observe");
+                if round > 0 {
+                    let old = credential(agent, round - 1).fingerprint;
+                    assert!(ingest.mark_gone(&old, &file, 10).expect("gone"));
+                }
+            }
+            ingest.commit().expect("commit");
+            store.keys_written() - before
+        };
+        let import = round(0);
+        let renewal = round(1);
+        assert!(
+            import >= u64::from(AGENTS),
+            "{import} keys for {AGENTS} new credentials"
+        );
+        let per_old = (renewal as f64 - import as f64) / f64::from(AGENTS);
+        assert!(
+            per_old <= 2.1,
+            "a renewal round wrote {renewal} keys against {import} for the first import: \
+             {per_old:.2} keys per replaced credential"
+        );
         let v = store.verify().expect("verify");
         assert!(v.is_ok(), "{:?}", v.problems);
     }

@@ -68,6 +68,11 @@ pub(crate) struct Counted {
 }
 
 impl Counted {
+    /// The counted record's notAfter.
+    pub(crate) fn not_after(&self) -> UnixTime {
+        self.not_after
+    }
+
     pub(crate) fn of(cert: &Certificate) -> Counted {
         Counted {
             fp: cert.facts.fingerprint.0,
@@ -229,7 +234,11 @@ impl CountChanges {
 
     /// Adds the count keys to `batch`, reading the counters' current values from `tree`.
     /// Returns the bytes written. Callers hold the store's count lock.
-    pub(crate) fn write(mut self, tree: &sled::Tree, batch: &mut sled::Batch) -> Result<u64> {
+    pub(crate) fn write(
+        mut self,
+        tree: &sled::Tree,
+        batch: &mut crate::batch::Batch,
+    ) -> Result<u64> {
         let mut bytes = 0u64;
         // An agent's live count going from or to zero moves the number of live agents.
         let mut live_agents = 0i64;

@@ -36,7 +36,11 @@ pub(crate) fn of(files: &[FileState]) -> Vec<(String, String)> {
 
 /// Adds to `batch` the entry of directory `dir` whose file states become `files`.
 /// Returns the bytes written.
-pub(crate) fn update(batch: &mut sled::Batch, dir: &str, files: &[FileState]) -> Result<u64> {
+pub(crate) fn update(
+    batch: &mut crate::batch::Batch,
+    dir: &str,
+    files: &[FileState],
+) -> Result<u64> {
     let failed = of(files);
     if failed.is_empty() {
         batch.remove(key(dir));

@@ -200,7 +200,7 @@ impl<'s> Ingest<'s> {
                 Some(lookup) if self.still_true(fp, lookup.after_commit) => {
                     (lookup.record, lookup.after_commit)
                 }
-                _ => match self.store.tree().get(keys::cert_key(&fp.0))? {
+                _ => match crate::store::record_bytes(self.store.tree(), &fp.0)? {
                     Some(bytes) => (Some(decode_record(&bytes)?), read_after),
                     None => (None, read_after),
                 },
@@ -442,14 +442,11 @@ impl<'s> Ingest<'s> {
             return Ok(());
         }
         let tree = self.store.tree();
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::batch::Batch::default();
         // Bytes this batch adds, for the free-space check before anything is written.
         let mut bytes = 0u64;
-        // Inserts (each one sizes its value), for freeing the nodes they replace.
-        let mut inserts = 0usize;
         let mut size = |key: usize, value: &[u8]| {
             bytes += (key + value.len()) as u64;
-            inserts += 1;
         };
         let mut agent_bytes = 0u64;
         let mut written = HashSet::with_capacity_and_hasher(self.records.len(), FingerprintHasher);
@@ -458,13 +455,30 @@ impl<'s> Ingest<'s> {
             Vec::with_capacity(self.records.len());
         for (fp, cert) in self.records.drain() {
             let (before, read_after) = self.befores.remove(&fp).unwrap_or((None, 0));
+            // A new record needs its locator; a known one has it (see `changes` below for
+            // one removed by another writer since it was read).
+            let not_after = cert.facts.not_after;
+            match before.as_ref().map(Counted::not_after) {
+                Some(stored) if stored == not_after => {}
+                stored => {
+                    if let Some(stored) = stored {
+                        // Only a test's made-up record changes its notAfter: move it.
+                        batch.remove(keys::record_key(stored, &fp.0).as_slice());
+                    }
+                    size(33, &keys::time_bytes(not_after));
+                    batch.insert(
+                        keys::locator_key(&fp.0).as_slice(),
+                        keys::time_bytes(not_after).as_slice(),
+                    );
+                }
+            }
             counted.push((fp, before, read_after, Counted::of(&cert)));
             let before = self.agent_before.remove(&fp);
             let after = crate::agent_index::entry_of(&cert);
             agent_bytes += crate::agent_index::update(&mut batch, before.as_ref(), after.as_ref())?;
             let value = encode_record(&cert)?;
-            size(33, &value);
-            batch.insert(keys::cert_key(&fp.0).as_slice(), value);
+            size(41, &value);
+            batch.insert(keys::record_key(not_after, &fp.0).as_slice(), value);
             written.insert(fp);
         }
         self.befores.clear();
@@ -522,7 +536,7 @@ impl<'s> Ingest<'s> {
         let bytes = bytes + agent_bytes;
         let store = self.store;
         let this = &*self;
-        let changes = || -> Result<CountChanges> {
+        let changes = |batch: &mut crate::batch::Batch| -> Result<CountChanges> {
             let mut changes = CountChanges::new();
             for (fp, before, read_after, after) in &counted {
                 // A record another writer committed since it was read: count from what
@@ -530,21 +544,25 @@ impl<'s> Ingest<'s> {
                 let before = if this.still_true(fp, *read_after) {
                     before.clone()
                 } else {
-                    match tree.get(keys::cert_key(&fp.0))? {
+                    match crate::store::record_bytes(tree, &fp.0)? {
                         Some(bytes) => Some(Counted::of(&decode_record(&bytes)?)),
-                        None => None,
+                        None => {
+                            // Removed (retention) since it was read: written again, it
+                            // needs its locator again.
+                            batch.insert(
+                                keys::locator_key(&fp.0).as_slice(),
+                                keys::time_bytes(after.not_after()).as_slice(),
+                            );
+                            None
+                        }
                     }
                 };
                 changes.change(before.as_ref(), Some(after));
             }
             Ok(changes)
         };
-        // Besides the inserts sized above: the agent index's entries and the counts, a few
-        // per record.
-        let writes = inserts + 3 * written.len();
         let number = store.apply_counted(
             batch,
-            writes,
             changes,
             |counts| store.ensure_space(bytes + counts),
             // Counted after the write: a lookup that read the old record sees an older

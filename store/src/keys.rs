@@ -5,7 +5,8 @@
 //!
 //! | prefix | key                                   | value                                  |
 //! |--------|---------------------------------------|----------------------------------------|
-//! | `C`    | fingerprint (32)                      | versioned [`Certificate`] record       |
+//! | `C`    | not_after (8) + fingerprint (32)      | versioned [`Certificate`] record       |
+//! | `H`    | fingerprint (32)                      | the record's not_after (8): where its `C` key is |
 //! | `P`    | index (1) + bucket + segment id (8) + chunk (2) | up to 256 index postings     |
 //! | `F`    | directory path + `\0` + segment (4)   | the [`FileState`]s of that directory   |
 //! | `S`    | directory path                        | when its files were last confirmed (one time if all alike) |
@@ -23,10 +24,17 @@
 //! | `X`    | artifact id (SHA-256 of the file, 32) | a [`TrackedArtifact`]                  |
 //! | `X`    | artifact id + `N` + recipient + `\0` + threshold | a reminder sent about that artifact |
 //! | `U`    | see [`crate::counts`]                 | counts by class and expiry time, `check`'s and `/metrics`' entries (kept on every record write) |
-//! | `Y`    | `c` or `l` + agent (lowercase) + `\0` + fingerprint (32) | an [`AgentCredential`]: every (`c`) / every live (`l`) credential of an agent |
+//! | `Y`    | `c` + agent (lowercase) + `\0` + fingerprint (32), or `e` + not_after (8) + the same | an agent's credential: every one (`c`) / every live one in expiry order (`e`), see `agent_index` |
 //! | `R`    | agent (lowercase)                     | a [`PrunedRenewals`]: what retention removed of that agent's ephemeral credentials |
 //! | `E`    | `r` + fingerprint (32), or `c` + method + `\0` + outcome | a [`RenewalRecord`] (automatic renewal) / a renewal counter |
 //! | `B`    | directory path                        | its files whose last read failed: `(name, cause)` (see `failed_files`) |
+//!
+//! Certificate records are keyed by expiry (schema 7), so the certificates of an expiry
+//! window are one contiguous range of the tree: `list --expiring-within 30d` reads the
+//! leaves that hold them and no other, and the records retention removes (long expired)
+//! sit together at the start. A certificate's notAfter never changes (it is part of what
+//! the fingerprint hashes), so neither does its key; the small `H` entry finds the record
+//! of a fingerprint.
 //!
 //! Indexes are *posting segments*: each committed batch appends, per bucket, one segment
 //! holding all of that batch's entries for the bucket. That keeps the number of sled keys
@@ -116,11 +124,48 @@ impl Index {
     }
 }
 
-pub(crate) fn cert_key(fp: &[u8; 32]) -> [u8; 33] {
-    let mut k = [0u8; 33];
+pub(crate) const LOCATOR: u8 = b'H';
+
+/// `C` + not_after + fingerprint: where a certificate record lives.
+pub(crate) fn record_key(not_after: i64, fp: &[u8; 32]) -> [u8; 41] {
+    let mut k = [0u8; 41];
     k[0] = CERT;
+    k[1..9].copy_from_slice(&time_bytes(not_after));
+    k[9..].copy_from_slice(fp);
+    k
+}
+
+/// `C` + not_after + the first bytes of a fingerprint: the records an index posting (a
+/// notAfter and a fingerprint prefix) may lead to.
+pub(crate) fn record_prefix(not_after: i64, fp_prefix: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + fp_prefix.len());
+    k.push(CERT);
+    k.extend_from_slice(&time_bytes(not_after));
+    k.extend_from_slice(fp_prefix);
+    k
+}
+
+/// The first key of the records with `not_after >= t`.
+pub(crate) fn records_from(t: i64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = CERT;
+    k[1..].copy_from_slice(&time_bytes(t));
+    k
+}
+
+/// `H` + fingerprint: the locator of a certificate record (its value: the not_after).
+pub(crate) fn locator_key(fp: &[u8; 32]) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = LOCATOR;
     k[1..].copy_from_slice(fp);
     k
+}
+
+/// The fingerprint a record key ends with, if the key is one.
+pub(crate) fn fingerprint_of_record_key(key: &[u8]) -> Option<[u8; 32]> {
+    (key.len() == 41 && key[0] == CERT)
+        .then(|| key[9..].try_into().ok())
+        .flatten()
 }
 
 /// Order-preserving encoding of a signed time.

@@ -17,6 +17,7 @@
 mod agent_index;
 mod audit;
 mod backup;
+mod batch;
 mod counts;
 mod endpoints;
 mod error;

@@ -128,6 +128,42 @@ pub(crate) fn upgrade(tree: &sled::Tree) -> Result<u64> {
     Ok(rewritten)
 }
 
+/// Moves every certificate record keyed by fingerprint alone (`C` + fingerprint, schema 6
+/// and older) to its key by expiry (`C` + not_after + fingerprint) and writes its locator
+/// (`H` + fingerprint → not_after), in atomic batches: a record is under one key or the
+/// other, never lost, and a move cut short by a crash continues at the next open (the old
+/// keys are the 33-byte ones). Returns how many records were moved.
+pub(crate) fn key_records_by_expiry(tree: &sled::Tree) -> Result<u64> {
+    let mut moved = 0u64;
+    let mut batch = sled::Batch::default();
+    let mut pending = 0usize;
+    for kv in tree.scan_prefix([keys::CERT]) {
+        let (key, value) = kv?;
+        let Ok(fp) = <[u8; 32]>::try_from(&key[1..]) else {
+            continue; // already moved (41 bytes)
+        };
+        let cert = crate::store::decode_record(&value)?;
+        let not_after = cert.facts.not_after;
+        batch.remove(key);
+        batch.insert(keys::record_key(not_after, &fp).as_slice(), value);
+        batch.insert(
+            keys::locator_key(&fp).as_slice(),
+            keys::time_bytes(not_after).as_slice(),
+        );
+        pending += 1;
+        if pending == UPGRADE_BATCH {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+            moved += pending as u64;
+            pending = 0;
+        }
+    }
+    if pending > 0 {
+        tree.apply_batch(batch)?;
+        moved += pending as u64;
+    }
+    Ok(moved)
+}
+
 /// Rewrites every endpoint record of format 1 (no probe duration) in format 2, in one
 /// atomic batch (a site has a few hundred endpoints at most). Returns how many were
 /// rewritten.
@@ -147,4 +183,79 @@ pub(crate) fn upgrade_endpoints(tree: &sled::Tree) -> Result<u64> {
         tree.apply_batch(batch)?;
     }
     Ok(rewritten)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SourceLocation;
+    use crate::test_support::facts;
+    use crate::Store;
+
+    /// Puts a record back where schema 6 kept it (`C` + fingerprint, no locator).
+    fn as_schema_6(store: &Store, n: u8) {
+        let tree = store.tree();
+        let cert = store.get(&Sha256([n; 32])).expect("get").expect("stored");
+        let key = keys::record_key(cert.facts.not_after, &[n; 32]);
+        let value = tree.get(key).expect("read").expect("the record");
+        tree.remove(key).expect("remove");
+        tree.remove(keys::locator_key(&[n; 32])).expect("remove");
+        let mut old = vec![keys::CERT];
+        old.extend_from_slice(&[n; 32]);
+        tree.insert(old, value).expect("insert");
+    }
+
+    /// A store of schema 6 keeps its records under their fingerprints. Opened, they move to
+    /// their keys by expiry with a locator each; a move cut short (some records moved, some
+    /// not, as a crash between two batches leaves it) completes at the next open.
+    #[test]
+    fn records_keyed_by_fingerprint_move_to_their_expiry_keys_when_opened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store");
+        {
+            let store = Store::open(&path).expect("open");
+            let mut ingest = store.ingest();
+            for n in 1..=6u8 {
+                let at = SourceLocation::File {
+                    path: format!("/c/{n}.pem"),
+                    index: 0,
+                };
+                ingest
+                    .observe(facts(n, &format!("host{n}")), None, at, 10)
+                    .expect("observe");
+            }
+            ingest.commit().expect("commit");
+            // Four of six records as schema 6 left them: a half-done move.
+            for n in 1..=4u8 {
+                as_schema_6(&store, n);
+            }
+            store
+                .tree()
+                .insert([keys::META, b's'], &6u32.to_be_bytes())
+                .expect("schema 6");
+            assert!(store.get(&Sha256([1; 32])).expect("get").is_none());
+            store.flush().expect("flush");
+        }
+        let store = Store::open(&path).expect("reopen");
+        let v = store.verify().expect("verify");
+        assert!(v.is_ok(), "{:?}", v.problems);
+        assert_eq!(v.records, 6);
+        for n in 1..=6u8 {
+            let cert = store.get(&Sha256([n; 32])).expect("get").expect("found");
+            assert_eq!(
+                cert.facts.subject_cn.as_deref(),
+                Some(format!("host{n}").as_str())
+            );
+        }
+        // In expiry order: facts(n) expires n days after the same moment.
+        let order: Vec<u8> = store
+            .iter()
+            .map(|c| c.expect("record").facts.fingerprint.0[0])
+            .collect();
+        assert_eq!(order, [1, 2, 3, 4, 5, 6]);
+        let window = store
+            .expiring_between(1_800_000_000 + 2 * 86_400, 1_800_000_000 + 5 * 86_400, None)
+            .expect("window");
+        assert_eq!(window.len(), 3);
+    }
 }

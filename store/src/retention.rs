@@ -301,7 +301,7 @@ fn issued_by(ca: &Certificate, cert: &Certificate) -> bool {
 /// [`Store::prune_batch`]; every certificate goes through [`Removal::remove_certificate`].
 pub(crate) struct Removal<'s> {
     store: &'s Store,
-    batch: sled::Batch,
+    batch: crate::batch::Batch,
     /// Index values to rewrite: key → its postings (loaded once).
     values: BTreeMap<Vec<u8>, Vec<Posting>>,
     /// Segment prefixes (bucket + segment id) already loaded into `values`.
@@ -321,7 +321,7 @@ impl<'s> Removal<'s> {
     fn new(store: &'s Store) -> Self {
         Removal {
             store,
-            batch: sled::Batch::default(),
+            batch: crate::batch::Batch::default(),
             values: BTreeMap::new(),
             loaded: HashSet::new(),
             dropped: HashSet::new(),
@@ -345,7 +345,9 @@ impl<'s> Removal<'s> {
         segment: [u8; 8],
     ) -> Result<()> {
         let fp = cert.fingerprint();
-        self.batch.remove(keys::cert_key(&fp.0).as_slice());
+        self.batch
+            .remove(keys::record_key(cert.facts.not_after, &fp.0).as_slice());
+        self.batch.remove(keys::locator_key(&fp.0).as_slice());
         self.counts.record_change(Some(cert), None);
         agent_index::update(&mut self.batch, agent_index::entry_of(cert).as_ref(), None)?;
         let mut sent = vec![keys::SENT_REMINDER];
@@ -464,13 +466,9 @@ impl<'s> Removal<'s> {
             // must read again (see `Lookup`).
             let store = self.store;
             let counts = self.counts;
-            // A removed record takes its index entries, file locations and agent entries
-            // with it: about eight removals each.
-            let writes = 8 * self.removed as usize;
             store.apply_counted(
                 self.batch,
-                writes,
-                || Ok(counts),
+                |_| Ok(counts),
                 |_| Ok(()),
                 || store.count_record_commit(),
             )?;
@@ -532,10 +530,7 @@ impl Store {
                 if p.key > cutoff {
                     continue;
                 }
-                let mut record_prefix = [0u8; 9];
-                record_prefix[0] = keys::CERT;
-                record_prefix[1..].copy_from_slice(&p.fp);
-                for kv in self.tree().scan_prefix(record_prefix) {
+                for kv in self.tree().scan_prefix(keys::record_prefix(p.key, &p.fp)) {
                     let cert = decode_record(&kv?.1)?;
                     if cert.facts.not_after != p.key || seen.contains(&cert.fingerprint()) {
                         continue;

@@ -32,7 +32,13 @@ use crate::model::{Certificate, Fingerprint, Role, Sha256, UnixTime};
 /// - 5: the live agents counted (`U` `g` per agent and `U` `G`, see `counts`), so the
 ///   pending queue's size reads no live credential; an older store's counts are rebuilt
 ///   when it is opened.
-pub const SCHEMA_VERSION: u32 = 5;
+/// - 6: the agent index without `Y` `l` entries, its values without the liveness (the `Y`
+///   `e` entry is the liveness), so a renewed credential rewrites no index value; an older
+///   store's agent index is built again when it is opened.
+/// - 7: certificate records keyed by expiry (`C` + not_after + fingerprint) with a locator
+///   per fingerprint (`H`), so an expiry window is one range of the tree; an older store's
+///   records are moved when it is opened (see `migrate::key_records_by_expiry`).
+pub const SCHEMA_VERSION: u32 = 7;
 /// The page cache [`Store::open`] asks for: large, because bulk scans of a few hundred
 /// thousand certificates thrash a smaller one.
 pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
@@ -68,6 +74,8 @@ pub struct Store {
     records_read: Arc<AtomicU64>,
     /// Live agent index entries read (see [`Store::live_agent_entries_read`]).
     pub(crate) live_entries_read: Arc<AtomicU64>,
+    /// sled keys written by commits (see [`Store::keys_written`]).
+    keys_written: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -168,6 +176,7 @@ impl Store {
             count_lock: Arc::new(std::sync::Mutex::new(())),
             records_read: Arc::new(AtomicU64::new(0)),
             live_entries_read: Arc::new(AtomicU64::new(0)),
+            keys_written: Arc::new(AtomicU64::new(0)),
         };
         store.check_schema()?;
         Ok(store)
@@ -200,6 +209,11 @@ impl Store {
             } else {
                 0
             };
+            let moved = if found < 7 {
+                migrate::key_records_by_expiry(&self.tree)?
+            } else {
+                0
+            };
             // Counts exist from schema 3 on, the live agents' counts from schema 5;
             // rebuilding them reads every record.
             let counted = if found < 5 {
@@ -207,35 +221,30 @@ impl Store {
             } else {
                 0
             };
-            let agents = if found < 3 {
-                crate::agent_index::build(&self.tree)?
+            // Schema 6 changed the agent index's entries: built again from the records.
+            let agents = if found < 6 {
+                crate::agent_index::rebuild(&self.tree)?
             } else {
                 0
             };
-            let (endpoints, failed_files, live_by_expiry) = if found < 4 {
+            let (endpoints, failed_files) = if found < 4 {
                 (
                     migrate::upgrade_endpoints(&self.tree)?,
                     crate::failed_files::build(&self.tree)?,
-                    // A store built above (schema < 3) has these entries already.
-                    if found == 3 {
-                        crate::agent_index::build_expiry_order(&self.tree)?
-                    } else {
-                        0
-                    },
                 )
             } else {
-                (0, 0, 0)
+                (0, 0)
             };
             tracing::info!(
                 store = %self.path.display(),
                 from = found,
                 to = SCHEMA_VERSION,
                 records = rewritten,
+                moved,
                 counted,
                 agent_credentials = agents,
                 endpoints,
                 failed_files,
-                live_by_expiry,
                 "upgraded the store"
             );
             self.db.flush()?;
@@ -362,7 +371,7 @@ impl Store {
 
     /// The certificate with this fingerprint.
     pub fn get(&self, fp: &Fingerprint) -> Result<Option<Certificate>> {
-        match self.tree.get(keys::cert_key(&fp.0))? {
+        match record_bytes(&self.tree, &fp.0)? {
             Some(bytes) => Ok(Some(self.read_record(&bytes)?)),
             None => Ok(None),
         }
@@ -375,11 +384,19 @@ impl Store {
         self.records_read.load(Ordering::Relaxed)
     }
 
-    /// How many entries of the live agent credentials' index (`Y` `l`) were read by
+    /// How many entries of the live agent credentials' index (`Y` `e`) were read by
     /// [`Store::live_agent_entries`] since the store was opened: lets tests check that an
     /// answer does not walk every live agent.
     pub fn live_agent_entries_read(&self) -> u64 {
         self.live_entries_read.load(Ordering::Relaxed)
+    }
+
+    /// How many sled keys (inserts and removals) the commits of records, counts and
+    /// indexes ([`Ingest::commit`], retention, [`Store::put`]) wrote through this handle since
+    /// the store was opened: sled's cost is per key, so tests check what a change costs
+    /// with it and the benchmarks report it.
+    pub fn keys_written(&self) -> u64 {
+        self.keys_written.load(Ordering::Relaxed)
     }
 
     fn read_record(&self, bytes: &[u8]) -> Result<Certificate> {
@@ -411,16 +428,15 @@ impl Store {
     }
 
     /// Writes `batch` with the count changes of the record changes it holds
-    /// ([`crate::CountChanges::record_change`]), atomically. `before_write` runs under the
+    /// ([`crate::CountChanges::record_change`]), atomically: `changes` runs under the
+    /// store's count lock and may add to the batch. `before_write` runs under the
     /// count lock, just before the batch is applied (free-space checks; it gets the bytes
-    /// the counts add); `after_write` right after it, still under the lock. `writes` is
-    /// about how many inserts and removals the batch holds: the tree nodes they replaced
-    /// are freed before this returns (see [`crate::reclaim`]).
+    /// the counts add); `after_write` right after it, still under the lock. The tree nodes
+    /// the batch's writes replaced are freed before this returns (see [`crate::reclaim`]).
     pub(crate) fn apply_counted<T>(
         &self,
-        mut batch: sled::Batch,
-        writes: usize,
-        changes: impl FnOnce() -> Result<crate::CountChanges>,
+        mut batch: crate::batch::Batch,
+        changes: impl FnOnce(&mut crate::batch::Batch) -> Result<crate::CountChanges>,
         before_write: impl FnOnce(u64) -> Result<()>,
         after_write: impl FnOnce() -> T,
     ) -> Result<T> {
@@ -429,9 +445,12 @@ impl Store {
             .count_lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let bytes = changes()?.write(&self.tree, &mut batch)?;
+        let bytes = changes(&mut batch)?.write(&self.tree, &mut batch)?;
         before_write(bytes)?;
-        self.tree.apply_batch(batch)?;
+        let writes = batch.writes();
+        self.tree.apply_batch(batch.into_sled())?;
+        self.keys_written
+            .fetch_add(writes as u64, Ordering::Relaxed);
         let out = after_write();
         drop(held);
         crate::reclaim::after_write(writes);
@@ -496,7 +515,7 @@ impl Store {
         self.tree.scan_prefix([keys::CERT]).next().is_none()
     }
 
-    /// Every certificate, in fingerprint order.
+    /// Every certificate, in expiry order (then fingerprint order).
     pub fn iter(&self) -> impl Iterator<Item = Result<Certificate>> + '_ {
         self.tree
             .scan_prefix([keys::CERT])
@@ -508,15 +527,20 @@ impl Store {
         let hex_prefix = hex_prefix.to_ascii_lowercase();
         let even = &hex_prefix[..hex_prefix.len() & !1];
         let bytes = hex::decode(even).map_err(|e| StoreError::Io(e.to_string()))?;
-        let mut key = vec![keys::CERT];
+        let mut key = vec![keys::LOCATOR];
         key.extend_from_slice(&bytes);
         let mut out = Vec::new();
         for kv in self.tree.scan_prefix(key) {
-            let cert = decode_record(&kv?.1)?;
+            let (key, at) = kv?;
+            let Some(value) = self.tree.get(located(&key, &at)?)? else {
+                continue;
+            };
+            let cert = decode_record(&value)?;
             if cert.fingerprint().to_hex().starts_with(&hex_prefix) {
                 out.push(cert);
             }
         }
+        out.sort_by_key(|c| c.facts.fingerprint);
         Ok(out)
     }
 
@@ -530,8 +554,58 @@ impl Store {
         before: UnixTime,
         role: Option<Role>,
     ) -> Result<Vec<Certificate>> {
-        let hits = self.expiry_hits(from, before, role)?;
-        self.records_of_hits(&hits, role)
+        if role.is_some() {
+            let hits = self.expiry_hits(from, before, role)?;
+            return self.records_of_hits(&hits, role);
+        }
+        self.records_expiring(from, before)
+            .map(|kv| self.read_record(&kv?.1))
+            .collect()
+    }
+
+    /// The records with `from <= not_after < before`: one range of the tree, in expiry
+    /// then fingerprint order, read as they are needed.
+    pub(crate) fn records_expiring(&self, from: UnixTime, before: UnixTime) -> sled::Iter {
+        if before <= from {
+            return self
+                .tree
+                .range(keys::records_from(from)..keys::records_from(from));
+        }
+        self.tree
+            .range(keys::records_from(from)..keys::records_from(before))
+    }
+
+    /// The certificates with `from <= not_after < before`, in expiry then fingerprint
+    /// order, in slices as they are read: the first of `first` records, then growing to
+    /// `most` (a screenful first, so that a terminal or a streamed answer gets its first
+    /// rows at once). The records are one range of the store, read in order; none is held
+    /// beyond its slice.
+    pub fn expiring_slices(
+        &self,
+        from: UnixTime,
+        before: UnixTime,
+        first: usize,
+        most: usize,
+    ) -> impl Iterator<Item = Result<Vec<Certificate>>> + '_ {
+        let mut records = self.records_expiring(from, before);
+        let mut size = first.max(1);
+        std::iter::from_fn(move || {
+            let mut slice = Vec::with_capacity(size.min(most.max(1)));
+            for kv in records.by_ref() {
+                let read = kv
+                    .map_err(StoreError::from)
+                    .and_then(|(_, value)| self.read_record(&value));
+                match read {
+                    Ok(cert) => slice.push(cert),
+                    Err(e) => return Some(Err(e)),
+                }
+                if slice.len() >= size {
+                    break;
+                }
+            }
+            size = (size * 8).min(most.max(1));
+            (!slice.is_empty()).then_some(Ok(slice))
+        })
     }
 
     /// The expiry index's hits with `from <= not_after < before` (optionally of one role)
@@ -593,26 +667,22 @@ impl Store {
         hits: &[ExpiryHit],
         role: Option<Role>,
     ) -> Result<Vec<Certificate>> {
+        // Records are keyed by notAfter then fingerprint: a hit is the prefix of the keys
+        // of the records it may name (one, unless fingerprints share eight bytes).
         let mut out = Vec::with_capacity(hits.len());
-        let mut prefixes: Vec<FpPrefix> = hits.iter().map(|h| h.prefix).collect();
-        prefixes.sort_unstable();
-        prefixes.dedup();
-        for prefix in prefixes {
-            let mut key = [0u8; 9];
-            key[0] = keys::CERT;
-            key[1..].copy_from_slice(&prefix);
-            for kv in self.tree.scan_prefix(key) {
+        for hit in hits {
+            for kv in self
+                .tree
+                .scan_prefix(keys::record_prefix(hit.not_after, &hit.prefix))
+            {
                 let cert = self.read_record(&kv?.1)?;
-                let hit = ExpiryHit {
-                    not_after: cert.facts.not_after,
-                    prefix,
-                };
-                if hits.binary_search(&hit).is_ok() && role.is_none_or(|r| cert.role == r) {
+                if role.is_none_or(|r| cert.role == r) {
                     out.push(cert);
                 }
             }
         }
         out.sort_by_key(|c| (c.facts.not_after, c.facts.fingerprint));
+        out.dedup_by_key(|c| c.facts.fingerprint);
         Ok(out)
     }
 
@@ -623,10 +693,13 @@ impl Store {
         let mut out = Vec::with_capacity(hits.len());
         for prefix in hits {
             let mut key = [0u8; 9];
-            key[0] = keys::CERT;
+            key[0] = keys::LOCATOR;
             key[1..].copy_from_slice(&prefix);
             for kv in self.tree.scan_prefix(key) {
-                out.push(self.read_record(&kv?.1)?);
+                let (key, at) = kv?;
+                if let Some(value) = self.tree.get(located(&key, &at)?)? {
+                    out.push(self.read_record(&value)?);
+                }
             }
         }
         Ok(out)
@@ -880,6 +953,36 @@ pub(crate) fn encode_record(cert: &Certificate) -> Result<Vec<u8>> {
 }
 
 /// Decodes a certificate record of any format this release knows.
+/// The record key a locator entry (`H` + fingerprint → not_after) names.
+pub(crate) fn located(locator_key: &[u8], at: &[u8]) -> Result<[u8; 41]> {
+    let fp: [u8; 32] = locator_key
+        .get(1..)
+        .and_then(|fp| fp.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt {
+            what: "record locator",
+            detail: format!("key of {} bytes", locator_key.len()),
+        })?;
+    Ok(keys::record_key(locator_time(at)?, &fp))
+}
+
+/// The not_after a locator entry holds.
+pub(crate) fn locator_time(at: &[u8]) -> Result<UnixTime> {
+    <[u8; 8]>::try_from(at)
+        .map(keys::time_from_bytes)
+        .map_err(|_| StoreError::Corrupt {
+            what: "record locator",
+            detail: format!("value of {} bytes", at.len()),
+        })
+}
+
+/// The stored bytes of the record of `fp`, found through its locator.
+pub(crate) fn record_bytes(tree: &sled::Tree, fp: &[u8; 32]) -> Result<Option<sled::IVec>> {
+    match tree.get(keys::locator_key(fp))? {
+        Some(at) => Ok(tree.get(keys::record_key(locator_time(&at)?, fp))?),
+        None => Ok(None),
+    }
+}
+
 pub(crate) fn decode_record(bytes: &[u8]) -> Result<Certificate> {
     match bytes.split_first() {
         Some((&migrate::RECORD_FORMAT_2, body)) => {

@@ -1,7 +1,8 @@
 //! [`Store::verify`]: a consistency check of the whole store (`certctl store verify`).
 //!
 //! It reads every value and checks what the rest of the code relies on: every record
-//! decodes and sits under its own fingerprint; every record has all of its index
+//! decodes and sits under its own notAfter and fingerprint, with a locator that finds it
+//! and no locator that finds nothing; every record has all of its index
 //! postings; no posting leads nowhere (a record is only ever deleted by retention, in the
 //! same atomic batch as its postings, so a dangling posting means a half-applied write); the
 //! agent index holds exactly the entries the agent records call for; no file location is
@@ -89,6 +90,21 @@ impl Store {
             agent_index.insert(key.to_vec(), value.to_vec());
         }
 
+        // The records' locators (`H`: fingerprint → not_after), to be matched against them.
+        let mut locators: HashMap<[u8; 32], Vec<u8>> = HashMap::new();
+        for kv in self.tree().scan_prefix([keys::LOCATOR]) {
+            let (key, value) = kv?;
+            match <[u8; 32]>::try_from(&key[1..]) {
+                Ok(fp) => {
+                    locators.insert(fp, value.to_vec());
+                }
+                Err(_) => problem(
+                    &mut v,
+                    format!("record locator key {} is malformed", hex::encode(&key)),
+                ),
+            }
+        }
+
         // Records, and the file locations they are currently seen at.
         let mut prefixes: HashSet<FpPrefix> = HashSet::new();
         let mut fingerprints: HashSet<Fingerprint> = HashSet::new();
@@ -108,11 +124,17 @@ impl Store {
                 }
             };
             let fp = cert.fingerprint();
-            if key[1..] != fp.0 {
-                problem(
-                    &mut v,
-                    format!("record under {} holds {fp}", hex::encode(&key[1..])),
-                );
+            let own_key = keys::record_key(cert.facts.not_after, &fp.0);
+            if key.as_ref() != own_key.as_slice() {
+                let under = keys::fingerprint_of_record_key(&key)
+                    .map_or_else(|| hex::encode(&key[1..]), hex::encode);
+                problem(&mut v, format!("record under {under} holds {fp}"));
+            } else {
+                match locators.remove(&fp.0) {
+                    Some(at) if at == keys::time_bytes(cert.facts.not_after) => {}
+                    Some(_) => problem(&mut v, format!("record {fp}: its locator is out of date")),
+                    None => problem(&mut v, format!("record {fp} lacks its locator")),
+                }
             }
             if value.first() != Some(&RECORD_FORMAT_2) {
                 problem(&mut v, format!("record {fp} is in an old format"));
@@ -183,6 +205,13 @@ impl Store {
                     "index postings lead to {}…, which has no record",
                     hex::encode(fp)
                 ),
+            );
+        }
+
+        for fp in locators.keys() {
+            problem(
+                &mut v,
+                format!("record locator {} finds no record", hex::encode(fp)),
             );
         }
 
@@ -408,19 +437,34 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = filled_store(dir.path());
         // A record lost while its postings and file state survived: half a batch.
+        let two = store.get(&Sha256([2; 32])).expect("get").expect("record 2");
         store
             .tree()
-            .remove(keys::cert_key(&[2; 32]))
+            .remove(keys::record_key(two.facts.not_after, &[2; 32]))
             .expect("remove");
         // And a record filed under the wrong fingerprint.
-        let one = store.tree().get(keys::cert_key(&[1; 32])).expect("get");
+        let one = store.get(&Sha256([1; 32])).expect("get").expect("record 1");
+        let bytes = store
+            .tree()
+            .get(keys::record_key(one.facts.not_after, &[1; 32]))
+            .expect("get");
         store
             .tree()
-            .insert(keys::cert_key(&[9; 32]), one.expect("record 1"))
+            .insert(
+                keys::record_key(one.facts.not_after, &[9; 32]),
+                bytes.expect("record 1"),
+            )
             .expect("insert");
         let v = store.verify().expect("verify");
         let all = v.problems.join("\n");
         assert!(all.contains("which has no record"), "{all}");
+        assert!(
+            all.contains(&format!(
+                "record locator {} finds no record",
+                "02".repeat(32)
+            )),
+            "{all}"
+        );
         assert!(
             all.contains(&format!("record under {} holds", "09".repeat(32))),
             "{all}"

@@ -440,39 +440,31 @@ pub(crate) fn pending_count(store: &Store) -> Result<usize, StoreError> {
         }
         return Ok(usize::try_from(live.saturating_sub(decided_live)).unwrap_or(usize::MAX));
     }
-    // The live entries come sorted by lowercase agent name: an agent's credentials are
-    // consecutive, so counting name changes counts agents without holding them.
-    let mut count = 0;
-    let mut last_counted: Vec<u8> = Vec::new();
-    let mut counted_any = false;
+    // The live entries come in expiry order: an agent is counted once, the first time one
+    // of its credentials is found pending.
+    let mut counted: HashSet<Vec<u8>> = HashSet::new();
     for entry in store.live_agent_entries() {
         let entry = entry?;
         let agent = entry.agent_lowercase();
-        if counted_any && last_counted == agent {
+        if counted.contains(agent) {
             continue;
         }
         if !decided.is_empty() && decided.contains(String::from_utf8_lossy(agent).as_ref()) {
             continue;
         }
-        let pending = if index.is_empty() {
-            true
-        } else {
-            let credential = entry.credential()?;
-            index
-                .unregistered_reason_of(
-                    &credential.agent,
-                    &credential.fingerprint,
-                    &credential.spki_sha256,
-                )
-                .is_some()
-        };
+        let credential = entry.credential()?;
+        let pending = index
+            .unregistered_reason_of(
+                &credential.agent,
+                &credential.fingerprint,
+                &credential.spki_sha256,
+            )
+            .is_some();
         if pending {
-            count += 1;
-            last_counted.clear();
-            last_counted.extend_from_slice(agent);
-            counted_any = true;
+            counted.insert(agent.to_vec());
         }
     }
+    let count = counted.len();
     Ok(count)
 }
 

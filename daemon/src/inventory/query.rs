@@ -98,7 +98,17 @@ pub fn list_batches<E: From<QueryError>>(
         Ok(certs)
     };
     match (time_range, filter.role) {
-        (Some((from, before)), _) => {
+        // The records of an expiry window are one range of the store, read in order.
+        (Some((from, before)), None) => {
+            for certs in store.expiring_slices(from, before, FIRST_SLICE_HITS, MAX_SLICE_HITS) {
+                let certs = finish(certs.map_err(QueryError::from)?)?;
+                if !certs.is_empty() {
+                    each(certs)?;
+                }
+            }
+            Ok(())
+        }
+        (Some((from, before)), Some(_)) => {
             // The hits come from the expiry index in order; their records are read a slice
             // at a time (the slice split between the threads), a small slice first so that
             // the first rows go out at once, then growing slices.
