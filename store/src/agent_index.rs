@@ -257,6 +257,22 @@ impl LiveAgentEntry {
     }
 }
 
+/// The live credentials as `(agent (lowercase), fingerprint, SPKI hash)`, in expiry order
+/// (for recounting what the registrations cover, see `coverage`).
+pub(crate) fn live_credentials(
+    tree: &sled::Tree,
+) -> impl Iterator<Item = Result<(String, [u8; 32], [u8; 32])>> + '_ {
+    tree.scan_prefix([keys::AGENT_INDEX, LIVE_BY_EXPIRY])
+        .map(|kv| {
+            let indexed: Indexed = decode(&kv?.1, "agent credential")?;
+            Ok((
+                indexed.agent.to_lowercase(),
+                indexed.fingerprint.0,
+                indexed.spki_sha256.0,
+            ))
+        })
+}
+
 /// A live (`e`) entry's value as the credential.
 fn live(value: &[u8]) -> Result<AgentCredential> {
     Ok(decode::<Indexed>(value, "agent credential")?.credential(true))

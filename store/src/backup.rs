@@ -69,6 +69,7 @@ pub fn kind_of(key: &[u8]) -> &'static str {
     match key.first().copied() {
         Some(keys::CERT) => "certificates",
         Some(keys::LOCATOR) => "certificate-locators",
+        Some(keys::REG_LOOKUP) => "registration-lookups",
         Some(keys::POSTING) => "index-postings",
         Some(keys::FILES) => "file-states",
         Some(keys::DIR_SEEN) => "folder-summaries",

@@ -16,6 +16,8 @@
 //! | `Up` + agent? (1) + fingerprint (32)          | role         | every present certificate              |
 //! | `Ug` + agent (lowercase)                      | count (8)    | an agent's live credentials (schema 5) |
 //! | `UG`                                          | count (8)    | agents with a live credential (schema 5) |
+//! | `Uq` + agent (lowercase)                      | count (8)    | an agent's live credentials no registration covers (schema 7) |
+//! | `UQ`                                          | count (8)    | agents with such a credential (schema 7) |
 //!
 //! *kind* is 0 (none: a CA certificate), 1 (permanent) or 2 (ephemeral); *present* is 1
 //! when a source still holds the certificate. The histograms have four levels (a second, a
@@ -28,6 +30,9 @@
 //! credential is *live* while a source holds it and it is not revoked (as in the agent
 //! index): `Ug` counts them per agent (by display name, lowercase) and `UG` counts the
 //! agents that have one, so the pending queue's size needs no scan of the live agents.
+//! `Uq` and `UQ` do the same for the live credentials the agent registrations do not cover
+//! (see `crate::coverage`; without registrations they equal `Ug` and `UG`): the pending
+//! queue's size with registrations imported.
 //!
 //! Counters are read-modified-written, so commits that change them are serialised by the
 //! store's count lock ([`crate::Store::apply_counted`]).
@@ -48,6 +53,8 @@ const CHECK_NOT_BEFORE: u8 = b'n';
 const PRESENT: u8 = b'p';
 const AGENT_LIVE: u8 = b'g';
 const LIVE_AGENTS: u8 = b'G';
+const AGENT_UNCOVERED: u8 = b'q';
+const UNCOVERED_AGENTS: u8 = b'Q';
 
 /// Bucket widths of the histogram levels, finest first.
 const LEVELS: [i64; 4] = [1, 60, 3_600, 86_400];
@@ -65,6 +72,8 @@ pub(crate) struct Counted {
     not_after: UnixTime,
     /// The agent (display name, lowercase) of an agent certificate.
     agent: Option<String>,
+    /// SHA-256 of its public key (registrations may name it).
+    spki: [u8; 32],
 }
 
 impl Counted {
@@ -84,6 +93,7 @@ impl Counted {
             not_before: cert.facts.not_before,
             not_after: cert.facts.not_after,
             agent: (cert.role == Role::Agent).then(|| cert.facts.display_name().to_lowercase()),
+            spki: cert.facts.spki_sha256.0,
         }
     }
 
@@ -150,6 +160,47 @@ fn agent_live_key(agent_lower: &str) -> Vec<u8> {
 }
 
 const LIVE_AGENTS_KEY: [u8; 2] = [COUNTS, LIVE_AGENTS];
+const UNCOVERED_AGENTS_KEY: [u8; 2] = [COUNTS, UNCOVERED_AGENTS];
+
+/// `Uq` + agent (lowercase): the agent's live credentials no registration covers.
+fn agent_uncovered_key(agent_lower: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + agent_lower.len());
+    k.extend_from_slice(&[COUNTS, AGENT_UNCOVERED]);
+    k.extend_from_slice(agent_lower.as_bytes());
+    k
+}
+
+/// Every `Uq` key and `UQ` (for a recount, see `crate::coverage`).
+pub(crate) fn uncovered_keys(tree: &sled::Tree) -> impl Iterator<Item = Result<sled::IVec>> + '_ {
+    tree.scan_prefix([COUNTS, AGENT_UNCOVERED])
+        .chain(tree.scan_prefix(UNCOVERED_AGENTS_KEY))
+        .map(|kv| Ok(kv?.0))
+}
+
+/// The `Uq` and `UQ` entries of these per-agent numbers of uncovered live credentials.
+pub(crate) fn uncovered_entries(per_agent: &BTreeMap<String, u64>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = per_agent
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(agent, n)| (agent_uncovered_key(agent), n.to_be_bytes().to_vec()))
+        .collect();
+    if !out.is_empty() {
+        out.push((
+            UNCOVERED_AGENTS_KEY.to_vec(),
+            (out.len() as u64).to_be_bytes().to_vec(),
+        ));
+    }
+    out
+}
+
+/// One live agent credential appearing (+1) or going (-1), for the uncovered counts.
+#[derive(Debug)]
+struct LiveChange {
+    agent: String,
+    fp: [u8; 32],
+    spki: [u8; 32],
+    delta: i64,
+}
 
 fn present_key(c: &Counted) -> Vec<u8> {
     let mut k = Vec::with_capacity(35);
@@ -165,6 +216,9 @@ pub struct CountChanges {
     counters: BTreeMap<Vec<u8>, i64>,
     /// Entry key → new value (`None`: removed).
     entries: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Live agent credentials that appear or go: counted in `Uq` when no registration
+    /// covers them, which [`CountChanges::write`] looks up.
+    live: Vec<LiveChange>,
 }
 
 impl CountChanges {
@@ -212,6 +266,27 @@ impl CountChanges {
         }
     }
 
+    /// Turns the live credentials that appear or go into `Uq` changes: those `covers`
+    /// says no registration covers. A credential that appears and goes in the same batch
+    /// cancels out without a lookup.
+    fn resolve_uncovered(&mut self, covers: &impl crate::coverage::Covers) -> Result<()> {
+        let mut net: BTreeMap<(&str, [u8; 32], [u8; 32]), i64> = BTreeMap::new();
+        for c in &self.live {
+            *net.entry((c.agent.as_str(), c.fp, c.spki)).or_default() += c.delta;
+        }
+        let mut uncovered: Vec<(Vec<u8>, i64)> = Vec::new();
+        for ((agent, fp, spki), delta) in net {
+            if delta != 0 && !covers.covers(agent, &fp, &spki)? {
+                uncovered.push((agent_uncovered_key(agent), delta));
+            }
+        }
+        self.live.clear();
+        for (k, delta) in uncovered {
+            *self.counters.entry(k).or_default() += delta;
+        }
+        Ok(())
+    }
+
     fn count(&mut self, c: &Counted, delta: i64) {
         let mut k = vec![COUNTS, CLASS];
         k.extend_from_slice(&c.class());
@@ -220,6 +295,12 @@ impl CountChanges {
         *self.counters.entry(k).or_default() += delta;
         if let Some(agent) = c.live_agent() {
             *self.counters.entry(agent_live_key(agent)).or_default() += delta;
+            self.live.push(LiveChange {
+                agent: agent.to_string(),
+                fp: c.fp,
+                spki: c.spki,
+                delta,
+            });
         }
         if c.revoked {
             return;
@@ -240,26 +321,32 @@ impl CountChanges {
         batch: &mut crate::batch::Batch,
     ) -> Result<u64> {
         let mut bytes = 0u64;
-        // An agent's live count going from or to zero moves the number of live agents.
-        let mut live_agents = 0i64;
-        for (key, delta) in &self.counters {
-            if *delta == 0 || !key.starts_with(&[COUNTS, AGENT_LIVE]) {
-                continue;
+        self.resolve_uncovered(&crate::coverage::Stored(tree))?;
+        // An agent's count going from or to zero moves the number of agents counted.
+        for (per_agent, total) in [
+            (AGENT_LIVE, LIVE_AGENTS_KEY),
+            (AGENT_UNCOVERED, UNCOVERED_AGENTS_KEY),
+        ] {
+            let mut agents = 0i64;
+            for (key, delta) in &self.counters {
+                if *delta == 0 || !key.starts_with(&[COUNTS, per_agent]) {
+                    continue;
+                }
+                let current = match tree.get(key)? {
+                    Some(v) => read_count(&v)?,
+                    None => 0,
+                };
+                let next = i64::try_from(current)
+                    .unwrap_or(i64::MAX)
+                    .saturating_add(*delta);
+                match (current == 0, next > 0) {
+                    (true, true) => agents += 1,
+                    (false, false) => agents -= 1,
+                    _ => {}
+                }
             }
-            let current = match tree.get(key)? {
-                Some(v) => read_count(&v)?,
-                None => 0,
-            };
-            let next = i64::try_from(current)
-                .unwrap_or(i64::MAX)
-                .saturating_add(*delta);
-            match (current == 0, next > 0) {
-                (true, true) => live_agents += 1,
-                (false, false) => live_agents -= 1,
-                _ => {}
-            }
+            *self.counters.entry(total.to_vec()).or_default() += agents;
         }
-        *self.counters.entry(LIVE_AGENTS_KEY.to_vec()).or_default() += live_agents;
         for (key, delta) in self.counters {
             if delta == 0 {
                 continue;
@@ -331,12 +418,14 @@ fn read_count(v: &[u8]) -> Result<u64> {
 /// Every count key and value a store holding exactly `certs` must have.
 pub(crate) fn expected<'c>(
     certs: impl Iterator<Item = Result<Certificate>> + 'c,
+    covers: &impl crate::coverage::Covers,
 ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
     let mut counters: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
     let mut out = BTreeMap::new();
     for cert in certs {
         let mut one = CountChanges::new();
         one.record_change(None, Some(&cert?));
+        one.resolve_uncovered(covers)?;
         for (k, d) in one.counters {
             *counters.entry(k).or_default() += d;
         }
@@ -351,6 +440,11 @@ pub(crate) fn expected<'c>(
         .filter(|(k, n)| k.starts_with(&[COUNTS, AGENT_LIVE]) && **n != 0)
         .count() as i64;
     counters.insert(LIVE_AGENTS_KEY.to_vec(), live_agents);
+    let uncovered_agents = counters
+        .iter()
+        .filter(|(k, n)| k.starts_with(&[COUNTS, AGENT_UNCOVERED]) && **n != 0)
+        .count() as i64;
+    counters.insert(UNCOVERED_AGENTS_KEY.to_vec(), uncovered_agents);
     for (k, n) in counters {
         if n != 0 {
             out.insert(k, (n as u64).to_be_bytes().to_vec());
@@ -364,6 +458,18 @@ pub(crate) fn live_agents(tree: &sled::Tree) -> Result<u64> {
     tree.get(LIVE_AGENTS_KEY)?.map_or(Ok(0), |v| read_count(&v))
 }
 
+/// How many agents have a live credential no registration covers (`UQ`).
+pub(crate) fn uncovered_agents(tree: &sled::Tree) -> Result<u64> {
+    tree.get(UNCOVERED_AGENTS_KEY)?
+        .map_or(Ok(0), |v| read_count(&v))
+}
+
+/// How many live credentials of an agent (any case) no registration covers (`Uq`).
+pub(crate) fn agent_uncovered_credentials(tree: &sled::Tree, agent: &str) -> Result<u64> {
+    tree.get(agent_uncovered_key(&agent.to_lowercase()))?
+        .map_or(Ok(0), |v| read_count(&v))
+}
+
 /// How many live credentials an agent (any case) has (`Ug`).
 pub(crate) fn agent_live_credentials(tree: &sled::Tree, agent: &str) -> Result<u64> {
     tree.get(agent_live_key(&agent.to_lowercase()))?
@@ -374,10 +480,13 @@ pub(crate) fn agent_live_credentials(tree: &sled::Tree, agent: &str) -> Result<u
 /// or one `store verify` found off). Returns how many records were counted.
 pub(crate) fn rebuild(tree: &sled::Tree) -> Result<u64> {
     let mut records = 0u64;
-    let want = expected(tree.scan_prefix([keys::CERT]).map(|kv| {
-        records += 1;
-        crate::store::decode_record(&kv?.1)
-    }))?;
+    let want = expected(
+        tree.scan_prefix([keys::CERT]).map(|kv| {
+            records += 1;
+            crate::store::decode_record(&kv?.1)
+        }),
+        &crate::coverage::Stored(tree),
+    )?;
     let mut batch = sled::Batch::default();
     for kv in tree.scan_prefix([COUNTS]) {
         batch.remove(kv?.0);
@@ -394,6 +503,7 @@ pub(crate) fn differences(tree: &sled::Tree) -> Result<Vec<String>> {
     let want = expected(
         tree.scan_prefix([keys::CERT])
             .map(|kv| crate::store::decode_record(&kv?.1)),
+        &crate::coverage::Stored(tree),
     )?;
     let mut have = BTreeMap::new();
     for kv in tree.scan_prefix([COUNTS]) {

@@ -152,22 +152,35 @@ impl Store {
     // ---- registrations ---------------------------------------------------------------
 
     /// Saves registrations. With `replace`, every registration not in `registrations` is
-    /// removed first (the export is the whole truth); all in one atomic batch.
+    /// removed first (the export is the whole truth). The lookups of what they cover and
+    /// the counts of the live agent credentials they do not cover (the pending queue's
+    /// size, see `coverage`) are rewritten with them; all in one atomic batch, under the
+    /// count lock (a commit of records waits for it).
     pub fn import_registrations(
         &self,
         registrations: &[Registration],
         replace: bool,
     ) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        if replace {
-            for kv in self.tree().scan_prefix([keys::REGISTRATION]) {
-                batch.remove(kv?.0);
+        let _held = self.count_lock();
+        let mut batch = crate::batch::Batch::default();
+        let mut all: std::collections::BTreeMap<String, Registration> =
+            std::collections::BTreeMap::new();
+        for kv in self.tree().scan_prefix([keys::REGISTRATION]) {
+            let (key, value) = kv?;
+            if replace {
+                batch.remove(key);
+            } else {
+                let r: Registration = decode(&value, "agent registration")?;
+                all.insert(r.guid.clone(), r);
             }
         }
         for r in registrations {
             batch.insert(registration_key(&r.guid), encode(r)?);
+            all.insert(r.guid.clone(), r.clone());
         }
-        self.tree().apply_batch(batch)?;
+        let registered = crate::coverage::Registered::of(all.values());
+        crate::coverage::rewrite(self.tree(), &registered, &mut batch)?;
+        self.tree().apply_batch(batch.into_sled())?;
         self.flush()
     }
 

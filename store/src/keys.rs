@@ -7,6 +7,7 @@
 //! |--------|---------------------------------------|----------------------------------------|
 //! | `C`    | not_after (8) + fingerprint (32)      | versioned [`Certificate`] record       |
 //! | `H`    | fingerprint (32)                      | the record's not_after (8): where its `C` key is |
+//! | `O`    | `n` + agent, `f` + fingerprint, `k` + SPKI hash | (empty) what the registrations cover, see `coverage` |
 //! | `P`    | index (1) + bucket + segment id (8) + chunk (2) | up to 256 index postings     |
 //! | `F`    | directory path + `\0` + segment (4)   | the [`FileState`]s of that directory   |
 //! | `S`    | directory path                        | when its files were last confirmed (one time if all alike) |
@@ -125,6 +126,7 @@ impl Index {
 }
 
 pub(crate) const LOCATOR: u8 = b'H';
+pub(crate) const REG_LOOKUP: u8 = b'O';
 
 /// `C` + not_after + fingerprint: where a certificate record lives.
 pub(crate) fn record_key(not_after: i64, fp: &[u8; 32]) -> [u8; 41] {

@@ -19,6 +19,7 @@ mod audit;
 mod backup;
 mod batch;
 mod counts;
+mod coverage;
 mod endpoints;
 mod error;
 mod failed_files;

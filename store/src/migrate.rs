@@ -221,13 +221,36 @@ mod tests {
                     index: 0,
                 };
                 ingest
-                    .observe(facts(n, &format!("host{n}")), None, at, 10)
+                    .observe(
+                        facts(n, &format!("host{n}")),
+                        Some(crate::Role::Agent),
+                        at,
+                        10,
+                    )
                     .expect("observe");
             }
             ingest.commit().expect("commit");
             // Four of six records as schema 6 left them: a half-done move.
             for n in 1..=4u8 {
                 as_schema_6(&store, n);
+            }
+            // host1 registered by name; schema 6 had no lookups nor uncovered counts.
+            store
+                .import_registrations(
+                    &[crate::Registration {
+                        agent: "host1".into(),
+                        guid: "0001".into(),
+                        spki_sha256: None,
+                        fingerprint: None,
+                        imported_at: 10,
+                    }],
+                    true,
+                )
+                .expect("import");
+            for prefix in [&[keys::REG_LOOKUP][..], b"Uq", b"UQ"] {
+                for kv in store.tree().scan_prefix(prefix) {
+                    store.tree().remove(kv.expect("read").0).expect("remove");
+                }
             }
             store
                 .tree()
@@ -240,6 +263,7 @@ mod tests {
         let v = store.verify().expect("verify");
         assert!(v.is_ok(), "{:?}", v.problems);
         assert_eq!(v.records, 6);
+        assert_eq!(store.uncovered_agent_count().expect("count"), 5);
         for n in 1..=6u8 {
             let cert = store.get(&Sha256([n; 32])).expect("get").expect("found");
             assert_eq!(

@@ -37,7 +37,9 @@ use crate::model::{Certificate, Fingerprint, Role, Sha256, UnixTime};
 ///   store's agent index is built again when it is opened.
 /// - 7: certificate records keyed by expiry (`C` + not_after + fingerprint) with a locator
 ///   per fingerprint (`H`), so an expiry window is one range of the tree; an older store's
-///   records are moved when it is opened (see `migrate::key_records_by_expiry`).
+///   records are moved when it is opened (see `migrate::key_records_by_expiry`). The live
+///   agent credentials no registration covers are counted (`U` `q`, `U` `Q`, with the
+///   registrations' lookups `O`, see `coverage`): built when an older store is opened.
 pub const SCHEMA_VERSION: u32 = 7;
 /// The page cache [`Store::open`] asks for: large, because bulk scans of a few hundred
 /// thousand certificates thrash a smaller one.
@@ -227,6 +229,19 @@ impl Store {
             } else {
                 0
             };
+            // Schema 7 counts the live agent credentials no registration covers: from the
+            // registrations and the live credentials' index.
+            if found < 7 {
+                let registrations = self
+                    .tree
+                    .scan_prefix([keys::REGISTRATION])
+                    .map(|kv| decode::<crate::Registration>(&kv?.1, "agent registration"))
+                    .collect::<Result<Vec<_>>>()?;
+                let registered = crate::coverage::Registered::of(&registrations);
+                let mut batch = crate::batch::Batch::default();
+                crate::coverage::rewrite(&self.tree, &registered, &mut batch)?;
+                self.tree.apply_batch(batch.into_sled())?;
+            }
             let (endpoints, failed_files) = if found < 4 {
                 (
                     migrate::upgrade_endpoints(&self.tree)?,
@@ -433,6 +448,13 @@ impl Store {
     /// count lock, just before the batch is applied (free-space checks; it gets the bytes
     /// the counts add); `after_write` right after it, still under the lock. The tree nodes
     /// the batch's writes replaced are freed before this returns (see [`crate::reclaim`]).
+    /// Holds the count lock: commits of records wait until the guard is dropped.
+    pub(crate) fn count_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.count_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub(crate) fn apply_counted<T>(
         &self,
         mut batch: crate::batch::Batch,
@@ -486,6 +508,20 @@ impl Store {
     /// distinct agents of the live agent index, from a count kept on every commit.
     pub fn live_agent_count(&self) -> Result<u64> {
         crate::counts::live_agents(&self.tree)
+    }
+
+    /// How many agents have a live credential that no registration covers (by its
+    /// certificate, its key, or the agent's name alone): the pending queue's size before
+    /// decisions, from a count kept on every commit and every import of registrations.
+    /// Without registrations, [`Store::live_agent_count`].
+    pub fn uncovered_agent_count(&self) -> Result<u64> {
+        crate::counts::uncovered_agents(&self.tree)
+    }
+
+    /// How many live credentials of the agent (name compared case-insensitively) no
+    /// registration covers, from the same counts.
+    pub fn agent_uncovered_credential_count(&self, agent: &str) -> Result<u64> {
+        crate::counts::agent_uncovered_credentials(&self.tree, agent)
     }
 
     /// How many live credentials the agent (name compared case-insensitively) has, from

@@ -226,6 +226,9 @@ impl Store {
                 ),
             );
         }
+        for difference in crate::coverage::differences(self.tree())? {
+            problem(&mut v, difference);
+        }
         for kv in self.tree().scan_prefix([keys::PRUNED]) {
             let (key, value) = kv?;
             if let Err(e) = decode::<crate::PrunedRenewals>(&value, "pruned renewals") {

@@ -48,6 +48,11 @@ struct Options {
     /// `[retention] ephemeral_after_expiry` in seconds (what `retention` says, else the
     /// default), for the number of rounds the store keeps once retention caught up.
     ephemeral_window: i64,
+    /// As a site with an approval queue runs: every agent registered (by name, as the
+    /// management server exports them), one agent blocked and certd keeping a deny list
+    /// (`[agents] deny_list`), so every scan also decides the deny list and every
+    /// `/metrics` scrape counts the pending agents against the registrations.
+    deny_list: bool,
 }
 
 impl Options {
@@ -154,6 +159,33 @@ fn renew_agents(dir: &Path, issuing: &Issuing, agents: usize, round: u64, t: i64
             });
         }
     });
+}
+
+/// Registers every agent by name (the management server's export: name and resource GUID)
+/// and blocks agent 0, whose certificates then fill the deny list certd keeps.
+fn register_and_block(env: &TestEnv, agents: usize, deny_list: &Path) {
+    let mut csv = String::from("agent_name,resource_guid\n");
+    for i in 0..agents {
+        csv.push_str(&format!(
+            "agent-{i:06}.fleet.example,{:08x}-0000-4000-8000-{i:012x}\n",
+            i
+        ));
+    }
+    let file = env.root().join("registrations.csv");
+    std::fs::write(&file, csv).expect("write the registrations");
+    env.cmd()
+        .args(["agents", "import-registrations"])
+        .arg(&file)
+        .run()
+        .success();
+    let blocked = env.certctl(&["agents", "block", "agent-000000.fleet.example", "--json"]);
+    blocked.success();
+    let listed = std::fs::read_to_string(deny_list).expect("certd wrote the deny list");
+    assert_eq!(
+        listed.lines().filter(|l| !l.starts_with('#')).count(),
+        1,
+        "{listed}"
+    );
 }
 
 /// Long-lived site-server certificates expiring over the next 90 days.
@@ -271,6 +303,10 @@ fn run(opts: &Options) -> Vec<DayRow> {
     let metrics = free_loopback_address();
     let mut config = CertdConfig::new(env.store()).metrics(&metrics);
     config.watch = false;
+    let deny_list = env.root().join("deny.txt");
+    if opts.deny_list {
+        config = config.deny_list(&deny_list);
+    }
     // certd prunes every `[retention] every` (1 hour) of wall time and at start-up; a
     // simulated round is 6 hours but lasts seconds here, and stopping certd cuts its
     // start-up pass short (the queries also raced it). So the soak runs one whole pass per
@@ -304,6 +340,9 @@ fn run(opts: &Options) -> Vec<DayRow> {
                 .run()
         });
         scan.success();
+        if round == 0 && opts.deny_list {
+            register_and_block(&env, opts.agents, &deny_list);
+        }
         let (_, scan_peak_kib) = memory_kib(certd.pid());
         let (prune, prune_time) = timed(|| {
             env.cmd()
@@ -368,11 +407,13 @@ fn run(opts: &Options) -> Vec<DayRow> {
             if opts.verify {
                 verify_answers(&env, &stats, &check.json(), &scrape.body, t, opts);
                 // Retention keeps pace: once its window passed, the store holds the same
-                // number of rounds every day.
+                // number of rounds every day. The blocked agent's first credential stays:
+                // the audit event of the decision names it.
                 let kept = opts.rounds_kept(round);
+                let named_by_the_block = usize::from(opts.deny_list && kept <= round);
                 assert_eq!(
                     stats["total"].as_u64(),
-                    Some((kept * opts.agents + SITE_SERVERS) as u64),
+                    Some((kept * opts.agents + SITE_SERVERS + named_by_the_block) as u64),
                     "day {day}: {kept} rounds of {} agents and {SITE_SERVERS} site servers \
                      expected once retention removed the older rounds: {stats}",
                     opts.agents
@@ -549,6 +590,7 @@ fn a_small_soak_keeps_its_invariants() {
         verify: true,
         retention: Some("ephemeral_after_expiry = \"1d\"\nbatch = 25"),
         ephemeral_window: DAY,
+        deny_list: true,
     });
 }
 
@@ -568,11 +610,17 @@ fn soak_benchmark() {
         verify: false,
         retention: None,
         ephemeral_window: 7 * DAY,
+        deny_list: std::env::var("SOAK_DENY_LIST").is_ok_and(|v| v == "1"),
     };
     println!(
-        "soak: {} agents, {} simulated days, {} cores; started {}",
+        "soak: {} agents, {} simulated days{}, {} cores; started {}",
         opts.agents,
         opts.days,
+        if opts.deny_list {
+            ", agents registered, one blocked, a deny list kept"
+        } else {
+            ""
+        },
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         rfc3339(now())
     );

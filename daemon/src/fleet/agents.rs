@@ -306,11 +306,6 @@ impl RegistrationIndex {
         Ok(idx)
     }
 
-    /// No registration at all: every agent is unregistered.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.by_name.is_empty() && self.fingerprints.is_empty() && self.spkis.is_empty()
-    }
-
     /// Why an agent is unregistered (or `None`), from what the agent index holds.
     pub(crate) fn unregistered_reason_of(
         &self,
@@ -415,57 +410,26 @@ pub(crate) fn pending(store: &Store, _now: UnixTime) -> Result<Vec<PendingAgent>
     Ok(out)
 }
 
-/// The number of distinct agents in the pending queue, from the agent index alone (the
-/// live credentials, the registrations and the decisions): `/metrics` reads no agent
-/// record for it. Without registrations it reads no live credential either (the store's
-/// live-agent counts and one lookup per decided agent); with registrations each live
-/// credential's index entry is checked against them. Agrees with [`pending`]`.len()` as long as the index agrees with the
-/// records (`store verify` checks that).
+/// The number of distinct agents in the pending queue, from counts the store keeps on
+/// every commit and every import of registrations: the agents with a live credential no
+/// registration covers ([`Store::uncovered_agent_count`]), less the decided ones among
+/// them (one lookup per decided agent). `/metrics` reads no live credential and no
+/// registration for it. Agrees with [`pending`]`.len()` as long as the counts agree with
+/// the records (`store verify` checks that).
 pub(crate) fn pending_count(store: &Store) -> Result<usize, StoreError> {
-    let index = RegistrationIndex::load(store)?;
     let decided: HashSet<String> = store
         .agent_decisions()?
         .into_iter()
         .map(|d| d.agent.to_lowercase())
         .collect();
-    // Without registrations every live agent not decided is pending: the store counts the
-    // agents with a live credential on every commit, and each decided agent is one lookup.
-    if index.is_empty() {
-        let live = store.live_agent_count()?;
-        let mut decided_live = 0u64;
-        for agent in &decided {
-            if store.agent_live_credential_count(agent)? > 0 {
-                decided_live += 1;
-            }
-        }
-        return Ok(usize::try_from(live.saturating_sub(decided_live)).unwrap_or(usize::MAX));
-    }
-    // The live entries come in expiry order: an agent is counted once, the first time one
-    // of its credentials is found pending.
-    let mut counted: HashSet<Vec<u8>> = HashSet::new();
-    for entry in store.live_agent_entries() {
-        let entry = entry?;
-        let agent = entry.agent_lowercase();
-        if counted.contains(agent) {
-            continue;
-        }
-        if !decided.is_empty() && decided.contains(String::from_utf8_lossy(agent).as_ref()) {
-            continue;
-        }
-        let credential = entry.credential()?;
-        let pending = index
-            .unregistered_reason_of(
-                &credential.agent,
-                &credential.fingerprint,
-                &credential.spki_sha256,
-            )
-            .is_some();
-        if pending {
-            counted.insert(agent.to_vec());
+    let uncovered = store.uncovered_agent_count()?;
+    let mut decided_uncovered = 0u64;
+    for agent in &decided {
+        if store.agent_uncovered_credential_count(agent)? > 0 {
+            decided_uncovered += 1;
         }
     }
-    let count = counted.len();
-    Ok(count)
+    Ok(usize::try_from(uncovered.saturating_sub(decided_uncovered)).unwrap_or(usize::MAX))
 }
 
 // ---- decisions ---------------------------------------------------------------------------------
@@ -932,6 +896,88 @@ pub(crate) mod tests {
         );
         // The same as the queue itself.
         assert_eq!(pending(&store, t).expect("pending").len(), 39);
+    }
+
+    /// With registrations imported the pending queue's size still comes from counts the
+    /// store keeps on every commit (issue 16): `/metrics` walks no live credential, and the
+    /// count is the queue's length through registrations by name, by key and by
+    /// certificate, a renewal, a merged import, a decision and a replacing import.
+    #[test]
+    fn the_pending_count_walks_no_live_credential_with_registrations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, t) = renewing_fleet(&dir.path().join("store"), 40, 4);
+        // renewing_fleet's credentials: agent a's key is [a; 32], its round-r certificate
+        // fp(a, r) as below.
+        let fp = |a: u8, r: u8| {
+            let mut b = [0u8; 32];
+            b[0] = a;
+            b[1] = r;
+            b[2] = 0xa9;
+            Sha256(b)
+        };
+        let reg = |a: u8, spki: Option<Sha256>, fingerprint: Option<Sha256>| Registration {
+            agent: format!("Agent-{a}"),
+            guid: format!("{a:08}-0000-4000-8000-000000000000"),
+            spki_sha256: spki,
+            fingerprint,
+            imported_at: t,
+        };
+        let mut regs = Vec::new();
+        regs.extend((0..10).map(|a| reg(a, None, None))); // by name: never pending
+        regs.extend((10..20).map(|a| reg(a, Some(Sha256([a; 32])), None))); // by its key
+        regs.extend((20..25).map(|a| reg(a, Some(Sha256([0xee; 32])), None))); // another key
+        regs.push(reg(25, None, Some(fp(25, 3)))); // by its current certificate
+        store.import_registrations(&regs, true).expect("import");
+        let count_and_queue = |store: &Store| {
+            let before = store.live_agent_entries_read();
+            let count = pending_count(store).expect("count");
+            let walked = store.live_agent_entries_read() - before;
+            assert_eq!(walked, 0, "live credentials walked for the count");
+            (count, pending(store, t).expect("pending").len())
+        };
+        // 20..25 key-mismatch, 26..40 unregistered.
+        assert_eq!(count_and_queue(&store), (19, 19));
+
+        // Everyone renews (same keys, new certificates): agent 25's registered certificate
+        // is gone, so agent 25 is pending now; the others stay as they were.
+        let (t5, at) = (t + 6 * 3600, |a: u8| SourceLocation::File {
+            path: format!("/fleet/agent-{a}.pem"),
+            index: 0,
+        });
+        let mut ingest = store.ingest();
+        for a in 0..40u8 {
+            let facts = six_hour_credential(a, fp(a, 4), Sha256([a; 32]), 4, t5);
+            ingest
+                .observe(facts, Some(Role::Agent), at(a), t5)
+                .expect("observe");
+            ingest.mark_gone(&fp(a, 3), &at(a), t5).expect("gone");
+        }
+        ingest.commit().expect("commit");
+        assert_eq!(count_and_queue(&store), (20, 20));
+
+        // Agent 30 registered by name (merged); agent 31 blocked.
+        store
+            .import_registrations(&[reg(30, None, None)], false)
+            .expect("merge");
+        assert_eq!(count_and_queue(&store), (19, 19));
+        store
+            .put_agent_decision(&certctl_store::AgentDecision {
+                agent: "agent-31".into(),
+                guid: None,
+                verdict: AgentVerdict::Blocked,
+                actor: "test".into(),
+                at: t,
+                fingerprints: Vec::new(),
+            })
+            .expect("decide");
+        assert_eq!(count_and_queue(&store), (18, 18));
+
+        // A replacing import of every agent by name: nobody is pending.
+        let all: Vec<Registration> = (0..40).map(|a| reg(a, None, None)).collect();
+        store.import_registrations(&all, true).expect("import");
+        assert_eq!(count_and_queue(&store), (0, 0));
+        let v = store.verify().expect("verify");
+        assert!(v.is_ok(), "{:?}", v.problems);
     }
 
     /// Not a test: a measurement (`CERTCTL_AGENTS_BENCH=AGENTS cargo test -p
