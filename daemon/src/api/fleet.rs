@@ -13,6 +13,7 @@ use crate::fleet::agents::{
     DecisionReport, ImportReport, PendingAgent,
 };
 use crate::fleet::reports::{self, ReportKind};
+use crate::inventory::artifacts::ArtifactError;
 
 /// The fleet requests (`agents ...`, `report`, `track`, the artifacts of `list`), carried
 /// by `Request::Fleet` so they work the same directly and through certd.
@@ -243,7 +244,11 @@ pub fn execute_with(
                 artifacts,
                 gone: Default::default(),
             })
-            .map_err(|e| fail(&e)),
+            .map_err(|e| match e {
+                ArtifactError::NotTracked(_) => (ErrorKind::NotFound, e.to_string()),
+                ArtifactError::Several(..) => (ErrorKind::Ambiguous, e.to_string()),
+                other => fail(&other),
+            }),
         FleetRequest::Metrics { per_agent } => {
             crate::fleet::reports::metrics_text(store, per_agent, now)
                 .map(|text| FleetResponse::Metrics { text })
@@ -286,5 +291,25 @@ mod tests {
             passphrase: None,
         };
         assert!(FleetRequest::Decide { decide }.writes_store());
+    }
+
+    /// `untrack` of an ID that matches no tracked file is `not-found`, as `forget` of an
+    /// unknown endpoint is; one that matches several is `ambiguous`.
+    #[test]
+    fn untracking_an_unknown_file_is_not_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("store")).expect("open");
+        let untrack = |id: &str| {
+            execute(
+                &store,
+                FleetRequest::Untrack { id: id.to_string() },
+                1_800_000_000,
+            )
+        };
+        let Err((kind, message)) = untrack("/nowhere/site.bundle") else {
+            panic!("an unknown file was untracked");
+        };
+        assert_eq!(kind, ErrorKind::NotFound, "{message}");
+        assert!(message.contains("no tracked file matches"), "{message}");
     }
 }
