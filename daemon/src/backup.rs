@@ -37,9 +37,9 @@
 //! **After a restore** the store is older than what its CAs may have published since. For
 //! each managed CA, the next CRL number is set above the highest one found in the backup
 //! and in the CA's CRL files as they are now (its published `crl_paths`), and
-//! [`crate::pki::crl::publish_crl`] checks the published files again at every CRL, so an old
+//! `crate::pki::crl::publish_crl` checks the published files again at every CRL, so an old
 //! number is never reused. Certificate serials are 128-bit random numbers
-//! ([`crate::pki::ca::random_serial`]): a restored CA does not remember which it drew, and does
+//! (`crate::pki::ca::random_serial`): a restored CA does not remember which it drew, and does
 //! not need to. The store notes the restore ([`certctl_store::RestoredFrom`]) and `status`
 //! says from which date, and which CAs had published a newer CRL: revocations made after
 //! the backup must be redone.

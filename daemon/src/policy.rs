@@ -30,7 +30,7 @@
 //!                                        # renews certificates no managed CA issued
 //! ```
 //!
-//! **Renewal** (`renew = "auto"`, see [`crate::pki::renewal`]): certd renews the certificate
+//! **Renewal** (`renew = "auto"`, see `crate::pki::renewal`): certd renews the certificate
 //! itself once `renew_before` (plus a jitter of up to a tenth of it, fixed per certificate)
 //! before its expiry. `remind` (the default) only sends reminders.
 //!
@@ -186,7 +186,7 @@ pub struct Policy {
     /// `None`: not set.
     pub renewal_expected: Option<Duration>,
     /// How long past expiry the newest ephemeral credential of an agent may stay before
-    /// the agent is a stalled renewal ([`crate::fleet::stalled`]); `None`: the default there.
+    /// the agent is a stalled renewal (`crate::fleet::stalled`); `None`: the default there.
     pub grace: Option<Duration>,
     /// Smallest RSA key size accepted, in bits (`min_rsa_bits`); `None`: no rule.
     pub min_rsa_bits: Option<u32>,

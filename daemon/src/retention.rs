@@ -5,7 +5,7 @@
 //! `retention` module for what is removed and what never is). certd takes its writer lock
 //! per batch, so scans and control requests go on between batches.
 //!
-//! Test hook: after each batch written, [`crate::crash_point::here`] with
+//! Test hook: after each batch written, `crate::crash_point::here` with
 //! [`CRASH_AFTER_BATCH`] (`CERTCTL_TEST_CRASH_AT=prune-after-batch` kills the process there).
 
 use certctl_store::{PruneCursor, PruneReport, RetentionPolicy, Store, StoreError, UnixTime};

@@ -64,7 +64,7 @@ impl TreeCounts {
     }
 }
 
-/// The kind of record a key holds (see [`crate::keys`]).
+/// The kind of record a key holds (see `crate::keys`).
 pub fn kind_of(key: &[u8]) -> &'static str {
     match key.first().copied() {
         Some(keys::CERT) => "certificates",

@@ -234,7 +234,7 @@ impl CountChanges {
     /// Takes one record change into account: `before` is the record as stored (`None`
     /// for a new one), `after` as it will be written (`None` when it is removed). Every
     /// writer of a certificate record calls this and writes the result in the same batch
-    /// ([`crate::Store::apply_counted`]).
+    /// (`crate::Store::apply_counted`).
     pub fn record_change(&mut self, before: Option<&Certificate>, after: Option<&Certificate>) {
         self.change(
             before.map(Counted::of).as_ref(),

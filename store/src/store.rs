@@ -480,7 +480,7 @@ impl Store {
     }
 
     /// The records counted at `now`, where "expiring" means within `expiring_within`
-    /// seconds. Reads the counts, not the records (but see [`crate::counts`] for
+    /// seconds. Reads the counts, not the records (but see `crate::counts` for
     /// certificates whose validity has not begun).
     pub fn counts(&self, now: UnixTime, expiring_within: i64) -> Result<crate::Counts> {
         crate::counts::counts(self, now, expiring_within)

@@ -13,7 +13,7 @@
 //!
 //! Bounds: a request line may be at most [`MAX_REQUEST_BYTES`] (1 MiB), except the
 //! requests that carry lists (`scan` paths, `revoke` ids, `fleet`: the rows of
-//! `agents import-registrations`), which may have [`MAX_LIST_REQUEST_BYTES`] — and only one
+//! `agents import-registrations`), which may have `MAX_LIST_REQUEST_BYTES` — and only one
 //! connection at a time may read past the first bound. A longer request gets an error
 //! answer and the connection is closed. At most [`MAX_CONNECTIONS`] clients are served at
 //! once (more wait in the listen backlog), so reading requests never holds more than
@@ -90,7 +90,7 @@ pub enum ControlError {
     /// certd closed the connection before the answer or its end frame).
     #[error("certd sent an answer certctl cannot read: {0}")]
     Protocol(String),
-    /// [`ControlListener::bind`]: a live certd already answers on the store's socket.
+    /// `ControlListener::bind`: a live certd already answers on the store's socket.
     #[error("another certd already serves the store at {} (its control socket answers)", path.display())]
     AlreadyRunning {
         /// The socket file that answered.
@@ -100,7 +100,7 @@ pub enum ControlError {
     #[error("cannot write certd's answer: {0}")]
     Output(#[source] std::io::Error),
     /// The client refused to send a request line longer than certd accepts
-    /// ([`MAX_REQUEST_BYTES`], or [`MAX_LIST_REQUEST_BYTES`] for list-carrying requests).
+    /// ([`MAX_REQUEST_BYTES`], or `MAX_LIST_REQUEST_BYTES` for list-carrying requests).
     #[error(
         "the request is {bytes} bytes long, certd accepts at most {max} bytes: pass fewer \
          paths or rows at a time"

@@ -1183,7 +1183,7 @@ fn remind<G>(
     }
 }
 
-/// Answers a request that talks to other servers ([`Request::uses_network`]: `probe`,
+/// Answers a request that talks to other servers (`Request::uses_network`: `probe`,
 /// `remind`) without holding the store's writer lock during that I/O: `lock` takes it only
 /// around store reads and writes. certd answers these so that a slow or hostile server
 /// cannot hold up scans; any other request is answered by [`execute`] under `lock`.

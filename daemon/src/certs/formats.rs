@@ -102,7 +102,7 @@ pub enum FormatError {
         detail: String,
     },
     /// The PKCS#12 file asks for more key-derivation work than certctl allows (an iteration
-    /// count above [`crate::certs::pkcs12_guard::MAX_ITERATIONS`]): refused before any KDF runs.
+    /// count above `crate::certs::pkcs12_guard::MAX_ITERATIONS`): refused before any KDF runs.
     #[error("{0}")]
     PfxTooCostly(crate::certs::pkcs12_guard::Pkcs12GuardError),
     /// The PKCS#12 file is damaged or not PKCS#12 after all.

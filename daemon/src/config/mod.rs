@@ -272,7 +272,7 @@ pub struct Config {
 pub const DEFAULT_RENEWAL_SCHEDULE: &str = "0 * * * *";
 
 /// `[renewal]`: how certd renews the certificates whose policy says `renew = "auto"`
-/// ([`crate::pki::renewal`]).
+/// (`crate::pki::renewal`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RenewalConfig {
     /// When a renewal pass runs; `None` when `"off"`. Default hourly.
@@ -374,7 +374,7 @@ pub struct MetricsConfig {
     pub per_agent: bool,
     /// Host names (or IP addresses), lowercase and without port, answered besides the
     /// listen address (and `localhost:PORT` on loopback); requests for any other `Host` get
-    /// 421 ([`crate::server::metrics_http::AllowedHosts`]). Default: none.
+    /// 421 (`crate::server::metrics_http::AllowedHosts`). Default: none.
     pub allowed_hosts: Vec<String>,
 }
 
@@ -448,7 +448,7 @@ impl Config {
         out
     }
 
-    /// The secret files that must not be used (see [`crate::files::read::check_private_file`]), each
+    /// The secret files that must not be used (see `crate::files::read::check_private_file`), each
     /// as `key: FILE: why`; and those that do not exist (yet), each as `key: FILE`.
     pub fn secret_file_problems(&self) -> (Vec<String>, Vec<String>) {
         let mut bad = Vec::new();
@@ -607,7 +607,7 @@ pub struct SmtpConfig {
     /// A file holding the password; absolute; set together with `username`.
     pub password_file: Option<PathBuf>,
     /// A PEM file of CA certificates trusted for the server's certificate (STARTTLS or TLS)
-    /// besides the system's roots; absolute. Read at each session (see [`crate::mail::tls`]).
+    /// besides the system's roots; absolute. Read at each session (see `crate::mail::tls`).
     pub ca_file: Option<PathBuf>,
     /// How long talking to the server may take. Default [`DEFAULT_SMTP_TIMEOUT`]; never zero.
     pub timeout: std::time::Duration,

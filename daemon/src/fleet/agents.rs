@@ -691,7 +691,7 @@ pub(crate) fn deny_list_path(
 
 /// The deny list certd's configuration file names (`[agents] deny_list`), for certctl in
 /// direct mode: with `certctl --config FILE` it uses that path exactly as certd would
-/// (given > configured > remembered, see [`decide_with`]). `None` without a file or without
+/// (given > configured > remembered, see `decide_with`). `None` without a file or without
 /// the key; a file that cannot be read or does not parse is the configuration's error,
 /// which names the file.
 pub fn configured_deny_list(

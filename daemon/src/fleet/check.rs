@@ -80,7 +80,7 @@ pub struct CheckReport {
     #[serde(default)]
     pub crls_expiring: Vec<CrlExpiry>,
     /// Scanned files whose last read failed (their certificates cannot be seen): a warning.
-    /// At most [`crate::inventory::query::FAILED_FILES_LISTED`] as `PATH: CAUSE`; `failed_files_total` counts all.
+    /// At most `crate::inventory::query::FAILED_FILES_LISTED` as `PATH: CAUSE`; `failed_files_total` counts all.
     #[serde(default)]
     pub failed_files: Vec<String>,
     /// How many scanned files failed their last read, all of them (`failed_files` lists at
@@ -88,7 +88,7 @@ pub struct CheckReport {
     #[serde(default)]
     pub failed_files_total: u64,
     /// Agents whose newest ephemeral credential expired more than its grace ago
-    /// ([`crate::fleet::stalled`]): critical. Only the first in a brief report;
+    /// (`crate::fleet::stalled`): critical. Only the first in a brief report;
     /// `stalled_renewals_total` counts all.
     #[serde(default)]
     pub stalled_renewals: Vec<StalledRenewal>,
@@ -100,7 +100,7 @@ pub struct CheckReport {
     /// there is none): a warning, saying which folder and since when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale_backup: Option<String>,
-    /// Automatic renewals whose last attempt failed ([`crate::pki::renewal`]): a warning, critical
+    /// Automatic renewals whose last attempt failed (`crate::pki::renewal`): a warning, critical
     /// once the certificate is within `critical_within` of its expiry.
     #[serde(default)]
     pub failing_renewals: Vec<FailingRenewalCheck>,

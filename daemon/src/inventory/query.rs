@@ -73,8 +73,8 @@ pub(crate) const FIRST_SLICE_HITS: usize = 64;
 const MAX_SLICE_HITS: usize = 8192;
 
 /// [`list`], handed to `each` in sorted batches as it is read: an expiry window is read
-/// from the expiry index's hits a slice at a time ([`FIRST_SLICE_HITS`] first, growing to
-/// [`MAX_SLICE_HITS`]), so a long list (tens of thousands through certd) is never held
+/// from the expiry index's hits a slice at a time (`FIRST_SLICE_HITS` first, growing to
+/// `MAX_SLICE_HITS`), so a long list (tens of thousands through certd) is never held
 /// whole and its first rows come at once. Other filters give one batch.
 pub fn list_batches<E: From<QueryError>>(
     store: &Store,

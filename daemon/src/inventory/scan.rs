@@ -644,7 +644,7 @@ fn not_a_regular_file(t: fs::FileType) -> String {
 /// Reads a certificate file the way a scan does, returning its bytes and metadata, or the
 /// cause as an administrator would say it: only a regular file is read (it is opened with
 /// `O_NONBLOCK`, so a FIFO cannot block, and checked with `fstat` before any read), and only
-/// up to [`MAX_FILE_BYTES`].
+/// up to `MAX_FILE_BYTES`.
 pub fn read_file_bytes(path: &Path) -> Result<(Vec<u8>, fs::Metadata), String> {
     read_file_bytes_in(None, path, MAX_FILE_BYTES, "a certificate file")
 }

@@ -855,8 +855,8 @@ pub(crate) fn rfc3339_sibling(key: &str) -> String {
     }
 }
 
-/// `value` as JSON where every field named in [`UNIX_TIME_KEYS`] holding an integer gets
-/// an RFC 3339 sibling ([`rfc3339_sibling`]), at any depth; nothing else changes (a
+/// `value` as JSON where every field named in `UNIX_TIME_KEYS` holding an integer gets
+/// an RFC 3339 sibling (`rfc3339_sibling`), at any depth; nothing else changes (a
 /// sibling name already present is left alone).
 pub fn with_rfc3339_times<T: Serialize + ?Sized>(
     value: &T,

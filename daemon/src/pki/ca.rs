@@ -95,7 +95,7 @@ impl Secret {
     }
 
     /// Reads a secret from a file (its trailing newline removed), through
-    /// [`read_private_file`]: the one way certctl and certd read `--passphrase-file`,
+    /// `read_private_file`: the one way certctl and certd read `--passphrase-file`,
     /// `--pfx-password-file`, `smtp.password_file`, `[[source]] pfx_password_file` and the
     /// `[workflows]` files.
     pub fn from_private_file(path: &Path) -> Result<Secret, CaError> {

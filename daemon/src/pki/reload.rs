@@ -43,9 +43,9 @@ pub struct ReloadOutcome {
     pub status: Option<i32>,
     /// Whether it was killed at its timeout.
     pub timed_out: bool,
-    /// stdout, at most [`OUTPUT_LIMIT`] bytes (lossy UTF-8).
+    /// stdout, at most `OUTPUT_LIMIT` bytes (lossy UTF-8).
     pub stdout: String,
-    /// stderr, at most [`OUTPUT_LIMIT`] bytes (lossy UTF-8).
+    /// stderr, at most `OUTPUT_LIMIT` bytes (lossy UTF-8).
     pub stderr: String,
     /// One line for the admin: what happened.
     pub detail: String,

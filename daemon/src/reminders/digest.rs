@@ -76,7 +76,7 @@ pub struct Entry {
     pub policy: String,
     /// `renewal stalled for N days` when the policy expects automatic renewal; `renewal
     /// stalled: newest credential of agent X expired at T` for a stalled agent
-    /// ([`crate::fleet::stalled`]).
+    /// (`crate::fleet::stalled`).
     pub note: Option<String>,
     /// Key rule violations.
     pub violations: Vec<String>,

@@ -72,7 +72,7 @@ pub struct Undelivered {
     #[serde(default)]
     pub message_id: String,
     /// The connection broke after the whole message was sent: it may have arrived (see
-    /// [`SendFailure::maybe_delivered`]).
+    /// `SendFailure::maybe_delivered`).
     #[serde(default)]
     pub maybe_delivered: bool,
 }

@@ -5,7 +5,7 @@
 //! - watches source folders (notify) and scans what changed within about a second;
 //! - answers `certctl` over the control socket ([`crate::api::control`]) with the same
 //!   [`crate::api::execute`] that direct mode uses;
-//! - serves Prometheus metrics on `[metrics] listen` ([`crate::server::metrics_http`]), and keeps
+//! - serves Prometheus metrics on `[metrics] listen` (`crate::server::metrics_http`), and keeps
 //!   the deny list (`[agents] deny_list`, else the remembered `--deny-list`) current after
 //!   each scan;
 //! - reloads its configuration on SIGHUP (an invalid one is rejected and the running one
